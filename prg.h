@@ -1,0 +1,1020 @@
+/* prg.h - Pretrained Reversible Generation in one C header.            v0.1.0
+
+   Train a flow-matching U-Net generator on unlabeled images, run its ODE
+   backwards (data -> noise) to turn every image into features, and fine-tune
+   that reversed generator with a small head into a classifier.  Plain C99,
+   libc + libm, optional pthreads; also compiles as C++11.
+
+   USE
+     In exactly one .c file of your program:
+
+         #define PRG_IMPLEMENTATION
+         #include "prg.h"
+
+     Everywhere else just #include "prg.h".  Link with -lm (and -pthread
+     unless PRG_NO_THREADS is defined).
+
+   QUICK START (this is examples/quickstart.c, compiled by `make test`)
+
+         #define PRG_IMPLEMENTATION
+         #include "prg.h"
+         #include <stdio.h>
+
+         int main(void) {
+             float a[2 * 3] = {1, 2, 3, 4, 5, 6};          // 2 x 3
+             float b[3 * 2] = {1, 0, 0, 1, 1, 1};          // 3 x 2
+             float c[2 * 2];
+             prg_set_num_threads(0);                       // all online CPUs
+             prg_sgemm(0, 0, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2);
+             printf("%s kernel: %g %g / %g %g\n", prg_gemm_kernel_name(),
+                    c[0], c[1], c[2], c[3]);               // 4 5 / 10 11
+             return 0;
+         }
+
+   CONFIGURATION (define before including, in the implementation file)
+     PRG_NO_THREADS        build without pthreads; everything runs serially
+     PRG_MAX_THREADS       upper bound on the pool size (default 256)
+     PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
+     PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
+
+   ERRORS
+     Run-time failures return a prg_result (PRG_OK == 0, failures < 0);
+     prg_last_error() returns a message for the calling thread that says what
+     was wrong.  The library never prints and never exits.
+
+   THREADS
+     One persistent pool (workers sleep on a condition variable between jobs).
+     prg_set_num_threads(n) sets its size, 0 = all online CPUs; the
+     environment variable PRG_NUM_THREADS sets the initial size.  Work is
+     split so that results are bit-identical for any thread count.
+
+   SIMD
+     prg_sgemm picks its micro-kernel at run time on x86-64 (AVX-512, AVX2+FMA
+     or portable C) from cpuid, so a plain `cc -O2` build uses AVX-512 where
+     the CPU has it.  aarch64 uses NEON.  prg_gemm_set_kernel() forces one.
+
+   LICENSE: MIT, see the end of this file.
+*/
+#ifndef PRG_H
+#define PRG_H
+
+#define PRG_VERSION_MAJOR 0
+#define PRG_VERSION_MINOR 1
+#define PRG_VERSION_PATCH 0
+#define PRG_VERSION_STRING "0.1.0"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>base ================================================================ */
+
+typedef enum prg_result {
+    PRG_OK = 0,
+    /* general */
+    PRG_ERR_NOMEM = -1,       /* an allocation failed */
+    PRG_ERR_ARG = -2,         /* an argument is out of range */
+    PRG_ERR_UNSUPPORTED = -3, /* not available in this build or on this CPU */
+    PRG_ERR_STATE = -4,       /* call out of order (e.g. backward before forward) */
+    /* files */
+    PRG_ERR_IO = -10,         /* open/read/write/rename failed */
+    PRG_ERR_FORMAT = -11,     /* corrupt or truncated file, wrong magic */
+    PRG_ERR_SHAPE = -12,      /* a tensor or dataset has the wrong shape */
+    /* models and training */
+    PRG_ERR_CONFIG = -20,     /* invalid model or training configuration */
+    PRG_ERR_NUMERIC = -30     /* non-finite loss, gradient or input */
+} prg_result;
+
+const char *prg_result_str(prg_result r);
+const char *prg_last_error(void); /* detail of the last failure, this thread */
+
+/* Log callback for optional progress messages (the library itself never
+   prints).  level: 0 info, 1 warning. */
+typedef void (*prg_log_fn)(void *user, int level, const char *msg);
+void prg_set_log(prg_log_fn fn, void *user);
+
+/* Seedable RNG (xoshiro256**).  prg_rng_seed(r, seed, stream) gives
+   independent streams for the same seed (one per thread, per purpose). */
+typedef struct prg_rng { uint64_t s[4]; } prg_rng;
+void     prg_rng_seed(prg_rng *r, uint64_t seed, uint64_t stream);
+uint64_t prg_rng_u64(prg_rng *r);
+float    prg_rng_uniform(prg_rng *r);            /* [0, 1) */
+float    prg_rng_normal(prg_rng *r);             /* N(0, 1) */
+uint32_t prg_rng_below(prg_rng *r, uint32_t n);  /* uniform integer in [0, n), n > 0 */
+
+/* 64-byte aligned allocation through PRG_MALLOC; NULL on failure. */
+void *prg_alloc(size_t bytes);
+void  prg_free(void *p);
+
+/* >>pool ================================================================ */
+
+/* fn(ctx, ith, nth) is called once for each ith in [0, nth). */
+typedef void (*prg_task_fn)(void *ctx, int ith, int nth);
+
+void prg_set_num_threads(int n);   /* 0 = all online CPUs */
+int  prg_get_num_threads(void);
+/* Runs fn on every thread of the pool (the caller is thread 0) and returns
+   when all are done.  Called from inside a task, or while another thread
+   uses the pool, it runs fn(ctx, 0, 1) on the caller. */
+void prg_parallel(prg_task_fn fn, void *ctx);
+/* The part [lo, hi) of [0, n) that thread ith of nth owns; boundaries are
+   multiples of align (except n itself). */
+void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi);
+
+/* >>gemm ================================================================ */
+
+/* C = alpha * op(A) * op(B) + beta * C, row-major, exactly
+   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ...).
+   op(A) is m x k, op(B) is k x n, C is m x n.  beta == 0 overwrites C
+   without reading it. */
+void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* The same product computed plainly with double accumulation (for tests). */
+void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Micro-kernel in use: "avx512", "avx2", "neon" or "scalar". */
+const char *prg_gemm_kernel_name(void);
+/* Forces a kernel by name ("auto" restores the run-time choice).  Returns
+   PRG_ERR_UNSUPPORTED when this CPU or build lacks it. */
+prg_result prg_gemm_set_kernel(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRG_H */
+
+/* ======================================================================= */
+/*                              IMPLEMENTATION                             */
+/* ======================================================================= */
+#ifdef PRG_IMPLEMENTATION
+#ifndef PRG_IMPLEMENTATION_DONE
+#define PRG_IMPLEMENTATION_DONE
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(PRG_MALLOC) != defined(PRG_FREE)
+#error "define PRG_MALLOC and PRG_FREE together"
+#endif
+#ifndef PRG_MALLOC
+#define PRG_MALLOC(n) malloc(n)
+#define PRG_FREE(p) free(p)
+#endif
+#ifndef PRG_ASSERT
+#include <assert.h>
+#define PRG_ASSERT(x) assert(x)
+#endif
+#ifndef PRG_MAX_THREADS
+#define PRG_MAX_THREADS 256
+#endif
+
+#if defined(__cplusplus)
+#define PRG_THREAD_LOCAL thread_local
+#elif defined(_MSC_VER)
+#define PRG_THREAD_LOCAL __declspec(thread)
+#else
+#define PRG_THREAD_LOCAL __thread
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PRG_RESTRICT __restrict__
+#define PRG_UNUSED __attribute__((unused))
+#else
+#define PRG_RESTRICT
+#define PRG_UNUSED
+#endif
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define PRG__X86 1
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define PRG__NEON 1
+#include <arm_neon.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>base ================================================================ */
+
+const char *prg_result_str(prg_result r) {
+    switch (r) {
+    case PRG_OK: return "ok";
+    case PRG_ERR_NOMEM: return "out of memory";
+    case PRG_ERR_ARG: return "invalid argument";
+    case PRG_ERR_UNSUPPORTED: return "not supported";
+    case PRG_ERR_STATE: return "call out of order";
+    case PRG_ERR_IO: return "i/o error";
+    case PRG_ERR_FORMAT: return "bad file format";
+    case PRG_ERR_SHAPE: return "shape mismatch";
+    case PRG_ERR_CONFIG: return "invalid configuration";
+    case PRG_ERR_NUMERIC: return "non-finite value";
+    }
+    return "unknown error";
+}
+
+static PRG_THREAD_LOCAL char prg__error_msg[512];
+
+const char *prg_last_error(void) { return prg__error_msg; }
+
+/* Records a message for prg_last_error() and returns r, so that failures
+   read `return prg__fail(PRG_ERR_IO, "cannot open %s", path);`. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static prg_result prg__fail(prg_result r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prg__error_msg, sizeof prg__error_msg, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static prg_log_fn prg__log_fn = NULL;
+static void *prg__log_user = NULL;
+
+void prg_set_log(prg_log_fn fn, void *user) {
+    prg__log_fn = fn;
+    prg__log_user = user;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static PRG_UNUSED void prg__log(int level, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    if (!prg__log_fn) return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    prg__log_fn(prg__log_user, level, buf);
+}
+
+static uint64_t prg__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void prg_rng_seed(prg_rng *r, uint64_t seed, uint64_t stream) {
+    uint64_t x = seed ^ (stream * 0xD1B54A32D192ED03ull);
+    int i;
+    (void)prg__splitmix64(&x);
+    x ^= stream;
+    for (i = 0; i < 4; i++) r->s[i] = prg__splitmix64(&x);
+}
+
+static uint64_t prg__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t prg_rng_u64(prg_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t out = prg__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = prg__rotl(s[3], 45);
+    return out;
+}
+
+float prg_rng_uniform(prg_rng *r) { return (float)(prg_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+float prg_rng_normal(prg_rng *r) {
+    /* Box-Muller on two fresh uniforms; u1 in (0, 1] so the log is finite. */
+    double u1 = ((double)(prg_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(prg_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+uint32_t prg_rng_below(prg_rng *r, uint32_t n) {
+    /* Lemire's multiply-shift with rejection: exactly uniform. */
+    uint64_t m = (uint64_t)(uint32_t)(prg_rng_u64(r) >> 32) * n;
+    uint32_t lo = (uint32_t)m;
+    if (lo < n) {
+        uint32_t thresh = (uint32_t)(0u - n) % n;
+        while (lo < thresh) {
+            m = (uint64_t)(uint32_t)(prg_rng_u64(r) >> 32) * n;
+            lo = (uint32_t)m;
+        }
+    }
+    return (uint32_t)(m >> 32);
+}
+
+void *prg_alloc(size_t bytes) {
+    /* Over-allocate and keep the raw pointer just below the aligned block. */
+    unsigned char *raw, *p;
+    if (bytes > SIZE_MAX - 64 - sizeof(void *)) return NULL;
+    raw = (unsigned char *)PRG_MALLOC(bytes + 64 + sizeof(void *));
+    if (!raw) return NULL;
+    p = (unsigned char *)(((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63);
+    memcpy(p - sizeof(void *), &raw, sizeof(void *));
+    return p;
+}
+
+void prg_free(void *p) {
+    void *raw;
+    if (!p) return;
+    memcpy(&raw, (unsigned char *)p - sizeof(void *), sizeof(void *));
+    PRG_FREE(raw);
+}
+
+/* A per-thread scratch buffer that only grows (used by the GEMM packing). */
+typedef struct prg__scratch { float *p; size_t n; } prg__scratch;
+
+static float *prg__scratch_get(prg__scratch *s, size_t n) {
+    if (s->n < n) {
+        prg_free(s->p);
+        s->p = (float *)prg_alloc(n * sizeof(float));
+        s->n = s->p ? n : 0;
+    }
+    return s->p;
+}
+
+/* >>pool ================================================================ */
+
+void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi) {
+    size_t blocks, per, extra, b0, b1;
+    if (align == 0) align = 1;
+    blocks = (n + align - 1) / align;
+    per = blocks / (size_t)nth;
+    extra = blocks % (size_t)nth;
+    b0 = (size_t)ith * per + ((size_t)ith < extra ? (size_t)ith : extra);
+    b1 = b0 + per + ((size_t)ith < extra ? 1 : 0);
+    *lo = b0 * align < n ? b0 * align : n;
+    *hi = b1 * align < n ? b1 * align : n;
+}
+
+#ifdef PRG_NO_THREADS
+
+static int prg__threads_wanted = 1;
+void prg_set_num_threads(int n) { (void)n; }
+int prg_get_num_threads(void) { return prg__threads_wanted; }
+void prg_parallel(prg_task_fn fn, void *ctx) { fn(ctx, 0, 1); }
+
+#else
+
+#include <pthread.h>
+#include <unistd.h>
+
+static int prg__online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > PRG_MAX_THREADS) n = PRG_MAX_THREADS;
+    return (int)n;
+}
+
+typedef struct prg__pool {
+    pthread_mutex_t lock;      /* guards every field below */
+    pthread_cond_t wake;       /* workers wait here for a new generation */
+    pthread_cond_t done;       /* the caller waits here for pending == 0 */
+    pthread_mutex_t use;       /* held by the thread that runs a job */
+    pthread_t threads[PRG_MAX_THREADS];
+    int nworkers;              /* workers running (the caller is not one) */
+    int wanted;                /* pool size requested, caller included; 0 = unset */
+    unsigned long generation;  /* bumped for each job */
+    int pending;               /* workers still inside the current job */
+    int quit;
+    prg_task_fn fn;
+    void *ctx;
+    int nth;
+} prg__pool;
+
+static prg__pool prg__the_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                                  PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+                                  {0}, 0, 0, 0, 0, 0, NULL, NULL, 0};
+static PRG_THREAD_LOCAL int prg__in_task = 0;
+
+/* A worker's index and the job generation current when it was started (it
+   must not take that job, which was run before it existed). */
+typedef struct prg__worker_arg { int ith; unsigned long generation; } prg__worker_arg;
+static prg__worker_arg prg__worker_args[PRG_MAX_THREADS];
+
+static void *prg__worker_main(void *arg) {
+    prg__pool *p = &prg__the_pool;
+    int ith = ((prg__worker_arg *)arg)->ith;
+    unsigned long seen = ((prg__worker_arg *)arg)->generation;
+    prg__in_task = 1;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->wake, &p->lock);
+        if (p->quit) break;
+        seen = p->generation;
+        if (ith < p->nth) {
+            prg_task_fn fn = p->fn;
+            void *ctx = p->ctx;
+            int nth = p->nth;
+            pthread_mutex_unlock(&p->lock);
+            fn(ctx, ith, nth);
+            pthread_mutex_lock(&p->lock);
+            if (--p->pending == 0) pthread_cond_signal(&p->done);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Stops and joins every worker; called with `use` held. */
+static void prg__pool_stop(prg__pool *p) {
+    int i, n;
+    pthread_mutex_lock(&p->lock);
+    p->quit = 1;
+    n = p->nworkers;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (i = 0; i < n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_lock(&p->lock);
+    p->nworkers = 0;
+    p->quit = 0;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static int prg__pool_wanted(prg__pool *p) {
+    if (p->wanted == 0) {
+        const char *env = getenv("PRG_NUM_THREADS");
+        int n = env ? atoi(env) : 0;
+        p->wanted = n > 0 ? (n < PRG_MAX_THREADS ? n : PRG_MAX_THREADS) : prg__online_cpus();
+    }
+    return p->wanted;
+}
+
+void prg_set_num_threads(int n) {
+    prg__pool *p = &prg__the_pool;
+    if (n <= 0) n = prg__online_cpus();
+    if (n > PRG_MAX_THREADS) n = PRG_MAX_THREADS;
+    pthread_mutex_lock(&p->use);
+    if (p->nworkers != n - 1 && p->nworkers > 0) prg__pool_stop(p);
+    p->wanted = n;
+    pthread_mutex_unlock(&p->use);
+}
+
+int prg_get_num_threads(void) {
+    prg__pool *p = &prg__the_pool;
+    int n;
+    pthread_mutex_lock(&p->use);
+    n = prg__pool_wanted(p);
+    pthread_mutex_unlock(&p->use);
+    return n;
+}
+
+void prg_parallel(prg_task_fn fn, void *ctx) {
+    prg__pool *p = &prg__the_pool;
+    int nth, i;
+    if (prg__in_task || pthread_mutex_trylock(&p->use) != 0) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    nth = prg__pool_wanted(p);
+    if (nth > 1 && p->nworkers < nth - 1) {
+        /* Start the missing workers (lazily, on the first parallel job). */
+        for (i = p->nworkers; i < nth - 1; i++) {
+            prg__worker_args[i].ith = i + 1;
+            prg__worker_args[i].generation = p->generation;
+            if (pthread_create(&p->threads[i], NULL, prg__worker_main, &prg__worker_args[i]) != 0)
+                break;
+            pthread_mutex_lock(&p->lock);
+            p->nworkers = i + 1;
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    if (nth > p->nworkers + 1) nth = p->nworkers + 1;
+    if (nth <= 1) {
+        pthread_mutex_unlock(&p->use);
+        prg__in_task = 1;
+        fn(ctx, 0, 1);
+        prg__in_task = 0;
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->nth = nth;
+    p->pending = nth - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+
+    prg__in_task = 1;
+    fn(ctx, 0, nth);
+    prg__in_task = 0;
+
+    pthread_mutex_lock(&p->lock);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->use);
+}
+
+#endif /* PRG_NO_THREADS */
+
+/* >>gemm ================================================================ */
+
+/* Goto/BLIS structure.  op(B) is packed into a KC x NC block of NR-wide
+   column panels, op(A) into an MC x KC block of MR-tall row panels; the
+   micro-kernel multiplies one MR x KC panel of A with one KC x NR panel of B
+   into an MR x NR tile of C.  Panels are zero-padded at the edges, so every
+   element of C goes through the same arithmetic whatever its position: the
+   result does not depend on how threads split C. */
+
+typedef void (*prg__gemm_kernel)(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                                 float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                                 float beta);
+
+typedef struct prg__gemm_impl {
+    const char *name;
+    int mr, nr;          /* register tile */
+    int mc, kc, nc;      /* cache blocks; mc % mr == 0, nc % nr == 0 */
+    prg__gemm_kernel kernel;
+} prg__gemm_impl;
+
+/* Stores the accumulated MR x NR tile t (row stride nrmax) into C. */
+static void prg__gemm_store(const float *t, int nrmax, float *c, int ldc, int mr, int nr,
+                            float alpha, float beta) {
+    int i, j;
+    for (i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        const float *ti = t + (size_t)i * nrmax;
+        if (beta == 0.0f)
+            for (j = 0; j < nr; j++) ci[j] = alpha * ti[j];
+        else
+            for (j = 0; j < nr; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+    }
+}
+
+/* Portable kernel: 4 x 16, written so that compilers can vectorise it. */
+#define PRG__SCALAR_MR 4
+#define PRG__SCALAR_NR 16
+static void prg__kernel_scalar(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                               float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                               float beta) {
+    float acc[PRG__SCALAR_MR * PRG__SCALAR_NR];
+    int p, i, j;
+    memset(acc, 0, sizeof acc);
+    for (p = 0; p < kc; p++) {
+        const float *bp = b + (size_t)p * PRG__SCALAR_NR;
+        const float *ap = a + (size_t)p * PRG__SCALAR_MR;
+        for (i = 0; i < PRG__SCALAR_MR; i++) {
+            float ai = ap[i];
+            for (j = 0; j < PRG__SCALAR_NR; j++) acc[i * PRG__SCALAR_NR + j] += ai * bp[j];
+        }
+    }
+    prg__gemm_store(acc, PRG__SCALAR_NR, c, ldc, mr, nr, alpha, beta);
+}
+
+#ifdef PRG__X86
+/* AVX-512: 14 x 32 tile, 28 accumulators + 2 B vectors + 1 broadcast. */
+#define PRG__AVX512_MR 14
+#define PRG__AVX512_NR 32
+__attribute__((target("avx512f,fma")))
+static void prg__kernel_avx512(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                               float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                               float beta) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
+           c61 = c00, c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00,
+           cA0 = c00, cA1 = c00, cB0 = c00, cB1 = c00, cC0 = c00, cC1 = c00, cD0 = c00,
+           cD1 = c00;
+    int p;
+    for (p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
+#define PRG__FMA2(r, x0, x1)                   \
+    t = _mm512_set1_ps(a[r]);                  \
+    x0 = _mm512_fmadd_ps(t, b0, x0);           \
+    x1 = _mm512_fmadd_ps(t, b1, x1);
+        PRG__FMA2(0, c00, c01) PRG__FMA2(1, c10, c11) PRG__FMA2(2, c20, c21)
+        PRG__FMA2(3, c30, c31) PRG__FMA2(4, c40, c41) PRG__FMA2(5, c50, c51)
+        PRG__FMA2(6, c60, c61) PRG__FMA2(7, c70, c71) PRG__FMA2(8, c80, c81)
+        PRG__FMA2(9, c90, c91) PRG__FMA2(10, cA0, cA1) PRG__FMA2(11, cB0, cB1)
+        PRG__FMA2(12, cC0, cC1) PRG__FMA2(13, cD0, cD1)
+#undef PRG__FMA2
+        a += PRG__AVX512_MR;
+        b += PRG__AVX512_NR;
+    }
+    {
+        __m512 acc[PRG__AVX512_MR][2];
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        int i;
+        acc[0][0] = c00; acc[0][1] = c01; acc[1][0] = c10; acc[1][1] = c11;
+        acc[2][0] = c20; acc[2][1] = c21; acc[3][0] = c30; acc[3][1] = c31;
+        acc[4][0] = c40; acc[4][1] = c41; acc[5][0] = c50; acc[5][1] = c51;
+        acc[6][0] = c60; acc[6][1] = c61; acc[7][0] = c70; acc[7][1] = c71;
+        acc[8][0] = c80; acc[8][1] = c81; acc[9][0] = c90; acc[9][1] = c91;
+        acc[10][0] = cA0; acc[10][1] = cA1; acc[11][0] = cB0; acc[11][1] = cB1;
+        acc[12][0] = cC0; acc[12][1] = cC1; acc[13][0] = cD0; acc[13][1] = cD1;
+        if (mr == PRG__AVX512_MR && nr == PRG__AVX512_NR) {
+            for (i = 0; i < PRG__AVX512_MR; i++) {
+                float *ci = c + (size_t)i * ldc;
+                __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+                if (beta != 0.0f) {
+                    r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), r0);
+                    r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), r1);
+                }
+                _mm512_storeu_ps(ci, r0);
+                _mm512_storeu_ps(ci + 16, r1);
+            }
+        } else {
+            /* Edge tile: masked loads and stores, same arithmetic. */
+            __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+            __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+            for (i = 0; i < mr; i++) {
+                float *ci = c + (size_t)i * ldc;
+                __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+                if (beta != 0.0f) {
+                    r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+                    r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+                }
+                _mm512_mask_storeu_ps(ci, m0, r0);
+                _mm512_mask_storeu_ps(ci + 16, m1, r1);
+            }
+        }
+    }
+}
+
+/* AVX2 + FMA: 6 x 16 tile, 12 accumulators. */
+#define PRG__AVX2_MR 6
+#define PRG__AVX2_NR 16
+__attribute__((target("avx2,fma")))
+static void prg__kernel_avx2(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                             float beta) {
+    __m256 acc[PRG__AVX2_MR][2];
+    int p, i;
+    for (i = 0; i < PRG__AVX2_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        for (i = 0; i < PRG__AVX2_MR; i++) {
+            __m256 t = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(t, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(t, b1, acc[i][1]);
+        }
+        a += PRG__AVX2_MR;
+        b += PRG__AVX2_NR;
+    }
+    {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        if (mr == PRG__AVX2_MR && nr == PRG__AVX2_NR) {
+            for (i = 0; i < PRG__AVX2_MR; i++) {
+                float *ci = c + (size_t)i * ldc;
+                __m256 r0 = _mm256_mul_ps(va, acc[i][0]), r1 = _mm256_mul_ps(va, acc[i][1]);
+                if (beta != 0.0f) {
+                    r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
+                    r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
+                }
+                _mm256_storeu_ps(ci, r0);
+                _mm256_storeu_ps(ci + 8, r1);
+            }
+        } else {
+            float t[PRG__AVX2_MR * PRG__AVX2_NR];
+            for (i = 0; i < PRG__AVX2_MR; i++) {
+                _mm256_storeu_ps(t + i * PRG__AVX2_NR, acc[i][0]);
+                _mm256_storeu_ps(t + i * PRG__AVX2_NR + 8, acc[i][1]);
+            }
+            /* Same rounding as above: alpha*acc, then one fused beta*c add. */
+            for (i = 0; i < mr; i++) {
+                float *ci = c + (size_t)i * ldc;
+                int j;
+                for (j = 0; j < nr; j++) {
+                    float r = alpha * t[i * PRG__AVX2_NR + j];
+                    ci[j] = beta != 0.0f ? fmaf(beta, ci[j], r) : r;
+                }
+            }
+        }
+    }
+}
+#endif /* PRG__X86 */
+
+#ifdef PRG__NEON
+/* NEON: 8 x 12 tile, 24 accumulators. */
+#define PRG__NEON_MR 8
+#define PRG__NEON_NR 12
+static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                             float beta) {
+    float32x4_t acc[PRG__NEON_MR][3];
+    int p, i;
+    for (i = 0; i < PRG__NEON_MR; i++) acc[i][0] = acc[i][1] = acc[i][2] = vdupq_n_f32(0.0f);
+    for (p = 0; p < kc; p++) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
+        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+        acc[0][0] = vfmaq_laneq_f32(acc[0][0], b0, a0, 0);
+        acc[0][1] = vfmaq_laneq_f32(acc[0][1], b1, a0, 0);
+        acc[0][2] = vfmaq_laneq_f32(acc[0][2], b2, a0, 0);
+        acc[1][0] = vfmaq_laneq_f32(acc[1][0], b0, a0, 1);
+        acc[1][1] = vfmaq_laneq_f32(acc[1][1], b1, a0, 1);
+        acc[1][2] = vfmaq_laneq_f32(acc[1][2], b2, a0, 1);
+        acc[2][0] = vfmaq_laneq_f32(acc[2][0], b0, a0, 2);
+        acc[2][1] = vfmaq_laneq_f32(acc[2][1], b1, a0, 2);
+        acc[2][2] = vfmaq_laneq_f32(acc[2][2], b2, a0, 2);
+        acc[3][0] = vfmaq_laneq_f32(acc[3][0], b0, a0, 3);
+        acc[3][1] = vfmaq_laneq_f32(acc[3][1], b1, a0, 3);
+        acc[3][2] = vfmaq_laneq_f32(acc[3][2], b2, a0, 3);
+        acc[4][0] = vfmaq_laneq_f32(acc[4][0], b0, a1, 0);
+        acc[4][1] = vfmaq_laneq_f32(acc[4][1], b1, a1, 0);
+        acc[4][2] = vfmaq_laneq_f32(acc[4][2], b2, a1, 0);
+        acc[5][0] = vfmaq_laneq_f32(acc[5][0], b0, a1, 1);
+        acc[5][1] = vfmaq_laneq_f32(acc[5][1], b1, a1, 1);
+        acc[5][2] = vfmaq_laneq_f32(acc[5][2], b2, a1, 1);
+        acc[6][0] = vfmaq_laneq_f32(acc[6][0], b0, a1, 2);
+        acc[6][1] = vfmaq_laneq_f32(acc[6][1], b1, a1, 2);
+        acc[6][2] = vfmaq_laneq_f32(acc[6][2], b2, a1, 2);
+        acc[7][0] = vfmaq_laneq_f32(acc[7][0], b0, a1, 3);
+        acc[7][1] = vfmaq_laneq_f32(acc[7][1], b1, a1, 3);
+        acc[7][2] = vfmaq_laneq_f32(acc[7][2], b2, a1, 3);
+        a += PRG__NEON_MR;
+        b += PRG__NEON_NR;
+    }
+    {
+        float t[PRG__NEON_MR * PRG__NEON_NR];
+        for (i = 0; i < PRG__NEON_MR; i++) {
+            vst1q_f32(t + i * PRG__NEON_NR, acc[i][0]);
+            vst1q_f32(t + i * PRG__NEON_NR + 4, acc[i][1]);
+            vst1q_f32(t + i * PRG__NEON_NR + 8, acc[i][2]);
+        }
+        prg__gemm_store(t, PRG__NEON_NR, c, ldc, mr, nr, alpha, beta);
+    }
+}
+#endif /* PRG__NEON */
+
+static const prg__gemm_impl prg__gemm_impls[] = {
+#ifdef PRG__X86
+    {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 112, 384, 2048, prg__kernel_avx512},
+    {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 96, 256, 2048, prg__kernel_avx2},
+#endif
+#ifdef PRG__NEON
+    {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 1536, prg__kernel_neon},
+#endif
+    {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 1024, prg__kernel_scalar},
+};
+#define PRG__GEMM_NIMPL ((int)(sizeof prg__gemm_impls / sizeof prg__gemm_impls[0]))
+
+static int prg__gemm_cpu_has(const char *name) {
+#ifdef PRG__X86
+    if (!strcmp(name, "avx512")) return __builtin_cpu_supports("avx512f");
+    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    (void)name;
+    return 1;
+}
+
+static const prg__gemm_impl *prg__gemm_chosen = NULL;
+
+static const prg__gemm_impl *prg__gemm_select(void) {
+    const prg__gemm_impl *g = prg__gemm_chosen;
+    int i;
+    if (g) return g;
+    for (i = 0; i < PRG__GEMM_NIMPL; i++)
+        if (prg__gemm_cpu_has(prg__gemm_impls[i].name)) break;
+    prg__gemm_chosen = &prg__gemm_impls[i < PRG__GEMM_NIMPL ? i : PRG__GEMM_NIMPL - 1];
+    return prg__gemm_chosen;
+}
+
+const char *prg_gemm_kernel_name(void) { return prg__gemm_select()->name; }
+
+prg_result prg_gemm_set_kernel(const char *name) {
+    int i;
+    if (!name || !strcmp(name, "auto")) {
+        prg__gemm_chosen = NULL;
+        return PRG_OK;
+    }
+    for (i = 0; i < PRG__GEMM_NIMPL; i++) {
+        if (strcmp(prg__gemm_impls[i].name, name) != 0) continue;
+        if (!prg__gemm_cpu_has(name))
+            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
+        prg__gemm_chosen = &prg__gemm_impls[i];
+        return PRG_OK;
+    }
+    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
+}
+
+/* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
+   dst[panel][p][r].  Rows past m are zero. */
+static void prg__pack_a(float *PRG_RESTRICT dst, const float *a, int lda, int ta, int m, int i0,
+                        int mc, int p0, int kc, int mr) {
+    int ir, p, r;
+    for (ir = 0; ir < mc; ir += mr) {
+        int rows = m - (i0 + ir) < mr ? m - (i0 + ir) : mr;
+        if (!ta) {
+            const float *src = a + (size_t)(i0 + ir) * lda + p0;
+            for (p = 0; p < kc; p++) {
+                for (r = 0; r < rows; r++) dst[r] = src[(size_t)r * lda + p];
+                for (; r < mr; r++) dst[r] = 0.0f;
+                dst += mr;
+            }
+        } else {
+            const float *src = a + (size_t)p0 * lda + i0 + ir;
+            for (p = 0; p < kc; p++) {
+                const float *s = src + (size_t)p * lda;
+                for (r = 0; r < rows; r++) dst[r] = s[r];
+                for (; r < mr; r++) dst[r] = 0.0f;
+                dst += mr;
+            }
+        }
+    }
+}
+
+/* Packs rows [p0, p0+kc) x cols [j0, j0+nc) of op(B) into NR-wide panels:
+   dst[panel][p][c].  Columns past n are zero. */
+static void prg__pack_b(float *PRG_RESTRICT dst, const float *b, int ldb, int tb, int n, int j0,
+                        int nc, int p0, int kc, int nr) {
+    int jr, p, c;
+    for (jr = 0; jr < nc; jr += nr) {
+        int cols = n - (j0 + jr) < nr ? n - (j0 + jr) : nr;
+        if (!tb) {
+            const float *src = b + (size_t)p0 * ldb + j0 + jr;
+            for (p = 0; p < kc; p++) {
+                const float *s = src + (size_t)p * ldb;
+                for (c = 0; c < cols; c++) dst[c] = s[c];
+                for (; c < nr; c++) dst[c] = 0.0f;
+                dst += nr;
+            }
+        } else {
+            const float *src = b + (size_t)(j0 + jr) * ldb + p0;
+            for (p = 0; p < kc; p++) {
+                for (c = 0; c < cols; c++) dst[c] = src[(size_t)c * ldb + p];
+                for (; c < nr; c++) dst[c] = 0.0f;
+                dst += nr;
+            }
+        }
+    }
+}
+
+typedef struct prg__gemm_job {
+    const prg__gemm_impl *g;
+    int ta, tb, m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    int lda, ldb, ldc;
+    float *c;
+    int split_m; /* threads split rows of C (else columns) */
+} prg__gemm_job;
+
+static PRG_THREAD_LOCAL prg__scratch prg__gemm_pack_a, prg__gemm_pack_b;
+
+/* The short path for small products: no packing, one row of C at a time
+   accumulated in a local buffer (C is read only when beta != 0). */
+static void prg__gemm_small(const prg__gemm_job *j, int m0, int m1, int n0, int n1) {
+    float row[256];
+    int i, jj, p, jb;
+    for (i = m0; i < m1; i++) {
+        float *ci = j->c + (size_t)i * j->ldc;
+        for (jb = n0; jb < n1; jb += 256) {
+            int nb = n1 - jb < 256 ? n1 - jb : 256;
+            for (jj = 0; jj < nb; jj++) row[jj] = 0.0f;
+            for (p = 0; p < j->k; p++) {
+                float av = j->ta ? j->a[(size_t)p * j->lda + i] : j->a[(size_t)i * j->lda + p];
+                if (!j->tb) {
+                    const float *bp = j->b + (size_t)p * j->ldb + jb;
+                    for (jj = 0; jj < nb; jj++) row[jj] += av * bp[jj];
+                } else {
+                    const float *bp = j->b + (size_t)jb * j->ldb + p;
+                    for (jj = 0; jj < nb; jj++) row[jj] += av * bp[(size_t)jj * j->ldb];
+                }
+            }
+            for (jj = 0; jj < nb; jj++)
+                ci[jb + jj] = j->beta == 0.0f ? j->alpha * row[jj]
+                                              : j->alpha * row[jj] + j->beta * ci[jb + jj];
+        }
+    }
+}
+
+/* The serial blocked product on the block [m0,m1) x [n0,n1) of C. */
+static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int n1) {
+    const prg__gemm_impl *g = j->g;
+    int MR = g->mr, NR = g->nr, jc, pc, ic, jr, ir;
+    float *pa = prg__scratch_get(&prg__gemm_pack_a, (size_t)g->mc * g->kc);
+    float *pb = prg__scratch_get(&prg__gemm_pack_b, (size_t)g->kc * g->nc);
+    if (!pa || !pb) { /* no memory for the packing buffers: unpacked loops */
+        prg__gemm_small(j, m0, m1, n0, n1);
+        return;
+    }
+    for (jc = n0; jc < n1; jc += g->nc) {
+        int nc = n1 - jc < g->nc ? n1 - jc : g->nc;
+        for (pc = 0; pc < j->k; pc += g->kc) {
+            int kc = j->k - pc < g->kc ? j->k - pc : g->kc;
+            float beta = pc == 0 ? j->beta : 1.0f;
+            prg__pack_b(pb, j->b, j->ldb, j->tb, n1, jc, nc, pc, kc, NR);
+            for (ic = m0; ic < m1; ic += g->mc) {
+                int mc = m1 - ic < g->mc ? m1 - ic : g->mc;
+                prg__pack_a(pa, j->a, j->lda, j->ta, m1, ic, mc, pc, kc, MR);
+                for (jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    const float *bp = pb + (size_t)jr * kc;
+                    for (ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? mc - ir : MR;
+                        g->kernel(kc, pa + (size_t)ir * kc, bp,
+                                  j->c + (size_t)(ic + ir) * j->ldc + jc + jr, j->ldc, mr, nr,
+                                  j->alpha, beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void prg__gemm_task(void *ctx, int ith, int nth) {
+    const prg__gemm_job *j = (const prg__gemm_job *)ctx;
+    size_t lo, hi;
+    if (j->split_m) {
+        prg_split_range((size_t)j->m, (size_t)j->g->mr, ith, nth, &lo, &hi);
+        if (lo < hi) prg__gemm_block(j, (int)lo, (int)hi, 0, j->n);
+    } else {
+        prg_split_range((size_t)j->n, (size_t)j->g->nr, ith, nth, &lo, &hi);
+        if (lo < hi) prg__gemm_block(j, 0, j->m, (int)lo, (int)hi);
+    }
+}
+
+/* C = beta * C for the cases without a product (k == 0 or alpha == 0). */
+static void prg__gemm_scale(int m, int n, float beta, float *c, int ldc) {
+    int i, jj;
+    for (i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (beta == 0.0f)
+            for (jj = 0; jj < n; jj++) ci[jj] = 0.0f;
+        else if (beta != 1.0f)
+            for (jj = 0; jj < n; jj++) ci[jj] *= beta;
+    }
+}
+
+void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
+               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    prg__gemm_job j;
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        prg__gemm_scale(m, n, beta, c, ldc);
+        return;
+    }
+    j.g = prg__gemm_select();
+    j.ta = trans_a != 0;
+    j.tb = trans_b != 0;
+    j.m = m; j.n = n; j.k = k;
+    j.alpha = alpha; j.beta = beta;
+    j.a = a; j.b = b; j.c = c;
+    j.lda = lda; j.ldb = ldb; j.ldc = ldc;
+    /* Split the larger side of C across threads; small products run on the
+       caller alone (the pool's wake-up would cost more than it saves). */
+    j.split_m = m / j.g->mr >= n / j.g->nr;
+    if ((double)m * n * k <= 32768.0)
+        prg__gemm_small(&j, 0, m, 0, n);
+    else if ((double)m * n * k < 262144.0)
+        prg__gemm_task(&j, 0, 1);
+    else
+        prg_parallel(prg__gemm_task, &j);
+}
+
+void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    int i, jj, p;
+    for (i = 0; i < m; i++)
+        for (jj = 0; jj < n; jj++) {
+            double s = 0.0;
+            for (p = 0; p < k; p++) {
+                double av = trans_a ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p];
+                double bv = trans_b ? b[(size_t)jj * ldb + p] : b[(size_t)p * ldb + jj];
+                s += av * bv;
+            }
+            s *= alpha;
+            if (beta != 0.0f) s += (double)beta * c[(size_t)i * ldc + jj];
+            c[(size_t)i * ldc + jj] = (float)s;
+        }
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PRG_IMPLEMENTATION_DONE */
+#endif /* PRG_IMPLEMENTATION */
+
+/*
+MIT License
+
+Copyright (c) 2026 the prg.h authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in
+all copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+*/
