@@ -142,6 +142,28 @@ const char *prg_gemm_kernel_name(void);
    PRG_ERR_UNSUPPORTED when this CPU or build lacks it. */
 prg_result prg_gemm_set_kernel(const char *name);
 
+/* >>layers ============================================================== */
+/* Forward/backward pairs over float * (NCHW, float32). */
+
+/* >>unet ================================================================ */
+/* The reference U-Net: config, presets, parameters, forward, backward. */
+
+/* >>flow ================================================================ */
+/* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
+
+/* >>prg ================================================================= */
+/* The reverse-ODE encoder and the classifier (U-Net + head). */
+
+/* >>optim =============================================================== */
+/* Adam, AdamW, warmup + cosine schedule, EMA. */
+
+/* >>io ================================================================== */
+/* Files: safetensors, .npy/.npz (with inflate), IDX, CIFAR binary, PNG, PPM. */
+
+/* >>data ================================================================ */
+/* In-memory datasets, augmentation, normalisation, a prefetching iterator. */
+
+
 #ifdef __cplusplus
 }
 #endif
@@ -987,6 +1009,20 @@ void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
             c[(size_t)i * ldc + jj] = (float)s;
         }
 }
+
+/* >>layers ============================================================== */
+
+/* >>unet ================================================================ */
+
+/* >>flow ================================================================ */
+
+/* >>prg ================================================================= */
+
+/* >>optim =============================================================== */
+
+/* >>io ================================================================== */
+
+/* >>data ================================================================ */
 
 #ifdef __cplusplus
 }
