@@ -352,16 +352,36 @@ void prg_free(void *p) {
     PRG_FREE(raw);
 }
 
-/* A per-thread scratch buffer that only grows (used by the GEMM packing). */
+/* A per-thread scratch buffer that only grows (used by the GEMM packing).
+   Each thread remembers its buffers, so a pool worker frees them when it
+   stops (prg__scratch_release). */
 typedef struct prg__scratch { float *p; size_t n; } prg__scratch;
+
+#define PRG__MAX_SCRATCH 16
+static PRG_THREAD_LOCAL prg__scratch *prg__scratch_list[PRG__MAX_SCRATCH];
+static PRG_THREAD_LOCAL int prg__scratch_count = 0;
 
 static float *prg__scratch_get(prg__scratch *s, size_t n) {
     if (s->n < n) {
+        int i, known = 0;
         prg_free(s->p);
         s->p = (float *)prg_alloc(n * sizeof(float));
         s->n = s->p ? n : 0;
+        for (i = 0; i < prg__scratch_count; i++) known |= prg__scratch_list[i] == s;
+        if (!known && prg__scratch_count < PRG__MAX_SCRATCH)
+            prg__scratch_list[prg__scratch_count++] = s;
     }
     return s->p;
+}
+
+static PRG_UNUSED void prg__scratch_release(void) {
+    int i;
+    for (i = 0; i < prg__scratch_count; i++) {
+        prg_free(prg__scratch_list[i]->p);
+        prg__scratch_list[i]->p = NULL;
+        prg__scratch_list[i]->n = 0;
+    }
+    prg__scratch_count = 0;
 }
 
 /* >>pool ================================================================ */
@@ -444,6 +464,7 @@ static void *prg__worker_main(void *arg) {
         }
     }
     pthread_mutex_unlock(&p->lock);
+    prg__scratch_release();
     return NULL;
 }
 
