@@ -143,10 +143,240 @@ const char *prg_gemm_kernel_name(void);
 prg_result prg_gemm_set_kernel(const char *name);
 
 /* >>layers ============================================================== */
-/* Forward/backward pairs over float * (NCHW, float32). */
+/* Forward/backward pairs over float * (NCHW, float32).
+
+   forward(outputs..., inputs..., params..., sizes..., workspace);
+   backward(d_inputs..., d_params..., d_outputs, saved/inputs..., params...,
+   sizes..., workspace).  Backward ACCUMULATES (+=) into every d_ pointer and
+   any d_ pointer may be NULL to skip that gradient.  The kernels run on the
+   pool and give the same bits for any thread count.  Every kernel has a
+   `_ref` twin with the same signature: plain serial loops with double
+   accumulation, for tests.  Workspaces are caller-owned scratch of the size
+   the matching *_workspace() function returns; nothing here allocates. */
+
+/* conv2d: y = conv(x, wt) + bias, square kernel k, stride s (1 or 2), zero
+   padding p.  Ho = (H + 2p - k)/s + 1, Wo likewise.  ws: at least
+   prg_conv2d_workspace(...) floats (0 for a 1x1 stride-1 unpadded conv, where
+   ws may be NULL); the same workspace serves forward and backward. */
+size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad);
+void prg_conv2d_forward(float *y /* [B][Co][Ho][Wo] */, const float *x /* [B][Ci][H][W] */,
+                        const float *wt /* [Co][Ci][k][k] */, const float *bias /* [Co] or NULL */,
+                        int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                        float *ws);
+void prg_conv2d_backward(float *dx /* [B][Ci][H][W] or NULL */,
+                         float *dwt /* [Co][Ci][k][k] or NULL */, float *dbias /* [Co] or NULL */,
+                         const float *dy /* [B][Co][Ho][Wo] */, const float *x /* [B][Ci][H][W] */,
+                         const float *wt /* [Co][Ci][k][k] */, int batch, int cin, int h, int w,
+                         int cout, int k, int stride, int pad, float *ws);
+void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
+                            int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                            float *ws);
+void prg_conv2d_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                             int stride, int pad, float *ws);
+
+/* linear (PyTorch layout): y[n][o] = sum_i x[n][i] wt[o][i] + bias[o].
+   A 1x1 conv / conv1d with kernel 1 over [B][C][T] is prg_conv2d_* with
+   k = 1, h = T, w = 1 (no workspace needed). */
+void prg_linear_forward(float *y /* [N][O] */, const float *x /* [N][I] */,
+                        const float *wt /* [O][I] */, const float *bias /* [O] or NULL */, int n,
+                        int in, int out);
+void prg_linear_backward(float *dx /* [N][I] */, float *dwt /* [O][I] */, float *dbias /* [O] */,
+                         const float *dy /* [N][O] */, const float *x /* [N][I] */,
+                         const float *wt /* [O][I] */, int n, int in, int out);
+void prg_linear_forward_ref(float *y, const float *x, const float *wt, const float *bias, int n,
+                            int in, int out);
+void prg_linear_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int n, int in, int out);
+
+/* GroupNorm over [B][C][HW] with G groups (C % G == 0), eps inside the
+   square root; mean and rstd = 1/sqrt(var + eps) per (b, g) are saved for
+   backward.  Biased variance, as torch. */
+void prg_groupnorm_forward(float *y /* [B][C][HW] */, float *mean /* [B][G] */,
+                           float *rstd /* [B][G] */, const float *x /* [B][C][HW] */,
+                           const float *gamma /* [C] */, const float *beta /* [C] */, int batch,
+                           int c, int hw, int groups, float eps);
+void prg_groupnorm_backward(float *dx /* [B][C][HW] */, float *dgamma /* [C] */,
+                            float *dbeta /* [C] */, const float *dy /* [B][C][HW] */,
+                            const float *x /* [B][C][HW] */, const float *mean /* [B][G] */,
+                            const float *rstd /* [B][G] */, const float *gamma /* [C] */,
+                            int batch, int c, int hw, int groups);
+void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int batch, int c, int hw,
+                               int groups, float eps);
+void prg_groupnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int batch, int c, int hw, int groups);
+
+/* LayerNorm over the last dimension d of [N][D]. */
+void prg_layernorm_forward(float *y /* [N][D] */, float *mean /* [N] */, float *rstd /* [N] */,
+                           const float *x /* [N][D] */, const float *gamma /* [D] */,
+                           const float *beta /* [D] */, int n, int d, float eps);
+void prg_layernorm_backward(float *dx /* [N][D] */, float *dgamma /* [D] */, float *dbeta /* [D] */,
+                            const float *dy /* [N][D] */, const float *x /* [N][D] */,
+                            const float *mean /* [N] */, const float *rstd /* [N] */,
+                            const float *gamma /* [D] */, int n, int d);
+void prg_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int n, int d, float eps);
+void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int n, int d);
+
+/* Elementwise: SiLU y = x sigmoid(x); tanh (backward takes the output y). */
+void prg_silu_forward(float *y /* [n] */, const float *x /* [n] */, size_t n);
+void prg_silu_backward(float *dx /* [n] */, const float *dy /* [n] */, const float *x /* [n] */,
+                       size_t n);
+void prg_tanh_forward(float *y /* [n] */, const float *x /* [n] */, size_t n);
+void prg_tanh_backward(float *dx /* [n] */, const float *dy /* [n] */,
+                       const float *y /* [n] tanh output */, size_t n);
+void prg_silu_forward_ref(float *y, const float *x, size_t n);
+void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n);
+void prg_tanh_forward_ref(float *y, const float *x, size_t n);
+void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n);
+
+/* Scale-shift conditioning of a ResBlock: y = x (1 + scale[b][c]) + shift[b][c]
+   with ss = [B][2C], scale = ss[:, :C], shift = ss[:, C:] (torch.chunk order). */
+void prg_scale_shift_forward(float *y /* [B][C][HW] */, const float *x /* [B][C][HW] */,
+                             const float *ss /* [B][2C] */, int batch, int c, int hw);
+void prg_scale_shift_backward(float *dx /* [B][C][HW] */, float *dss /* [B][2C] */,
+                              const float *dy /* [B][C][HW] */, const float *x /* [B][C][HW] */,
+                              const float *ss /* [B][2C] */, int batch, int c, int hw);
+void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
+                                 int hw);
+void prg_scale_shift_backward_ref(float *dx, float *dss, const float *dy, const float *x,
+                                  const float *ss, int batch, int c, int hw);
+
+/* Legacy-order multi-head attention core (improved-diffusion
+   QKVAttentionLegacy): qkv [B][3C][T], head h owns channels [h*3d, (h+1)*3d),
+   rows q|k|v of d each, d = C/heads.  W = softmax over keys of
+   (d^-1/4 q)^T (d^-1/4 k); a = v W^T, written head-major to [B][C][T].
+   wsave [B][heads][T][T]: the softmax weights, written by forward, read by
+   backward.  ws: prg_attention_workspace(...) floats (forward needs none:
+   it may be NULL there). */
+size_t prg_attention_workspace(int batch, int c, int t, int heads);
+void prg_attention_forward(float *a /* [B][C][T] */, float *wsave /* [B][heads][T][T] */,
+                           const float *qkv /* [B][3C][T] */, int batch, int c, int t, int heads,
+                           float *ws);
+void prg_attention_backward(float *dqkv /* [B][3C][T] */, const float *da /* [B][C][T] */,
+                            const float *qkv /* [B][3C][T] */,
+                            const float *wsave /* [B][heads][T][T] */, int batch, int c, int t,
+                            int heads, float *ws);
+void prg_attention_forward_ref(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                               int heads, float *ws);
+void prg_attention_backward_ref(float *dqkv, const float *da, const float *qkv,
+                                const float *wsave, int batch, int c, int t, int heads,
+                                float *ws);
+
+/* Nearest-neighbour x2 upsampling and integer-factor average pooling (H and
+   W divisible by f) over [N][H][W] planes (N = B*C). */
+void prg_upsample2x_forward(float *y /* [N][2H][2W] */, const float *x /* [N][H][W] */, int n,
+                            int h, int w);
+void prg_upsample2x_backward(float *dx /* [N][H][W] */, const float *dy /* [N][2H][2W] */, int n,
+                             int h, int w);
+void prg_avgpool_forward(float *y /* [N][H/f][W/f] */, const float *x /* [N][H][W] */, int n,
+                         int h, int w, int f);
+void prg_avgpool_backward(float *dx /* [N][H][W] */, const float *dy /* [N][H/f][W/f] */, int n,
+                          int h, int w, int f);
+void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w);
+void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w);
+void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int f);
+void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f);
+
+/* Channel concat: y[b] = [a[b]; c[b]]. */
+void prg_concat_forward(float *y /* [B][C1+C2][HW] */, const float *a /* [B][C1][HW] */,
+                        const float *c /* [B][C2][HW] */, int batch, int c1, int c2, int hw);
+void prg_concat_backward(float *da /* [B][C1][HW] */, float *dc /* [B][C2][HW] */,
+                         const float *dy /* [B][C1+C2][HW] */, int batch, int c1, int c2, int hw);
+void prg_concat_forward_ref(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                            int hw);
+void prg_concat_backward_ref(float *da, float *dc, const float *dy, int batch, int c1, int c2,
+                             int hw);
+
+/* Sinusoidal timestep embedding of raw t: half = dim/2,
+   freq_i = exp(-ln(max_period) i / half), emb = [cos(t freq), sin(t freq)]
+   (cos first; a zero column last when dim is odd).  No backward. */
+void prg_timestep_embedding(float *emb /* [B][dim] */, const float *t /* [B] */, int batch,
+                            int dim, float max_period);
+
+/* Label-smoothing cross-entropy (timm LabelSmoothingCrossEntropy): mean over
+   the batch of (1-s)(-log p_y) + s mean_k(-log p_k).  Returns the loss;
+   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits. */
+float prg_cross_entropy_forward_backward(float *dlogits /* [N][K] */,
+                                         const float *logits /* [N][K] */,
+                                         const int *labels /* [N] */, int n, int k,
+                                         float smoothing);
+
+/* Flow-matching loss with the reference's reduction: 0.5 * sum over channels
+   of (v - target)^2, mean over (B, HW).  Returns the loss; dv (may be NULL)
+   is SET to d loss / d v. */
+float prg_flow_loss_forward_backward(float *dv /* [B][C][HW] */, const float *v /* [B][C][HW] */,
+                                     const float *target /* [B][C][HW] */, int batch, int c,
+                                     int hw);
+
 
 /* >>unet ================================================================ */
 /* The reference U-Net: config, presets, parameters, forward, backward. */
+
+#define PRG_UNET_MAX_LEVELS 8
+
+/* The U-Net of METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
+   unet_2D: scale-shift ResBlocks, legacy-order attention, conv resampling,
+   dropout 0, unconditional).  Start from a preset and change fields. */
+typedef struct prg_unet_config {
+    int in_channels;       /* channels of x (3 for RGB, 1 for MNIST) */
+    int out_channels;      /* channels of v (normally = in_channels) */
+    int model_channels;    /* base width; the time embedding has 4x this */
+    int num_res_blocks;    /* ResBlocks per level on the way down (+1 on the way up) */
+    int num_levels;        /* entries used in channel_mult */
+    int channel_mult[PRG_UNET_MAX_LEVELS]; /* width of level i = model_channels * channel_mult[i]; [0] must be 1 */
+    int num_attention;     /* entries used in attention_ds */
+    int attention_ds[PRG_UNET_MAX_LEVELS]; /* downsample rates (1, 2, 4, ...) with attention, as the
+                                              reference's attention_resolutions; the middle block always has it */
+    int num_heads;         /* attention heads (legacy qkv order) */
+    int image_size;        /* H = W; divisible by 2^(num_levels - 1) */
+    int groups;            /* GroupNorm groups (32); every width must be divisible by it */
+} prg_unet_config;
+
+/* "cifar32" (52,542,979 params), "imagenet64" (121,060,483), "small32"
+   (7,280,707), "tiny32" (1,192,387).  Unknown name: PRG_ERR_CONFIG. */
+prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name);
+/* PRG_OK or PRG_ERR_CONFIG with a message naming the bad field. */
+prg_result prg_unet_config_check(const prg_unet_config *cfg);
+/* Parameter count of a config without allocating it; 0 if the config is invalid. */
+size_t     prg_unet_config_num_params(const prg_unet_config *cfg);
+
+typedef struct prg_unet prg_unet;
+/* Allocates the parameters (PyTorch default init from seed, with the three
+   zero-initialised convolutions of the reference) and zeroed gradients.
+   Activations are allocated by the first forward, for its batch size. */
+prg_result prg_unet_create(prg_unet **net, const prg_unet_config *cfg, uint64_t seed);
+void       prg_unet_free(prg_unet *net);
+const prg_unet_config *prg_unet_config_get(const prg_unet *net);
+size_t     prg_unet_num_params(const prg_unet *net);
+float     *prg_unet_params(prg_unet *net);     /* one 64-byte aligned block, state-dict order */
+float     *prg_unet_grads(prg_unet *net);      /* same layout */
+void       prg_unet_zero_grad(prg_unet *net);
+
+/* The parameter tensors in the reference's state_dict() order, with its names
+   ("time_embed.0.weight", ..., "out.2.bias"); shape[] holds ndim entries
+   (attention qkv/proj_out are Conv1d weights [Cout][Cin][1]); offset is in
+   floats from prg_unet_params(). */
+int        prg_unet_num_tensors(const prg_unet *net);
+prg_result prg_unet_tensor_info(const prg_unet *net, int i, const char **name, int *ndim,
+                                int64_t shape[4], size_t *offset);
+int        prg_unet_find_tensor(const prg_unet *net, const char *name); /* index, or -1 */
+
+/* v = U-Net(x, t).  x, v: [batch][C][H][W] float32 (C = in_channels and
+   out_channels, H = W = image_size); t: [batch] model time in [0, 1], fed raw
+   to the sinusoidal embedding.  Keeps what backward needs; the activation
+   block grows when a larger batch than ever before is seen. */
+prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const float *t, float *v);
+/* After forward on the same net and batch: ACCUMULATES d(loss)/d(params)
+   into prg_unet_grads(); dx (may be NULL) is SET to d(loss)/dx.
+   dv, dx: [batch][C][H][W]. */
+prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
+/* Bytes of activations + backward scratch held for the largest batch so far. */
+size_t     prg_unet_activation_bytes(const prg_unet *net);
 
 /* >>flow ================================================================ */
 /* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
@@ -1032,8 +1262,2173 @@ void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
 }
 
 /* >>layers ============================================================== */
+/* Parallel loops over [0, n): each index is handled by exactly one thread
+   and the work per index never depends on the split, so the bits do not
+   depend on the thread count.  Loops with little work (n * cost below about
+   32k) run on the caller. */
+typedef void (*prg__range_fn)(void *ctx, size_t lo, size_t hi);
+typedef struct prg__range_job { prg__range_fn fn; void *ctx; size_t n; } prg__range_job;
+
+static void prg__range_task(void *ctx, int ith, int nth) {
+    const prg__range_job *j = (const prg__range_job *)ctx;
+    size_t lo, hi;
+    prg_split_range(j->n, 1, ith, nth, &lo, &hi);
+    if (lo < hi) j->fn(j->ctx, lo, hi);
+}
+
+static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx) {
+    prg__range_job j;
+    if (n == 0) return;
+    if ((double)n * cost < 32768.0) {
+        fn(ctx, 0, n);
+        return;
+    }
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    prg_parallel(prg__range_task, &j);
+}
+
+/* ---- conv2d ---------------------------------------------------------------
+   im2col + GEMM.  The batch is processed in chunks of nb samples whose
+   columns sit side by side ([Ci*k*k][nb*Ho*Wo]), so that small feature maps
+   still give GEMMs with about PRG__CONV_COLS columns.  A 1x1 stride-1
+   unpadded conv needs no im2col: it is one GEMM per sample on x itself. */
+#define PRG__CONV_COLS 2048
+
+typedef struct prg__conv {
+    int b, ci, h, w, co, k, s, p, ho, wo;
+    int nb;        /* samples per chunk */
+    size_t hw_out; /* Ho*Wo */
+    size_t kk;     /* Ci*k*k: rows of the column matrix */
+    size_t ncols;  /* nb*Ho*Wo */
+    int direct;    /* 1x1, stride 1, no padding */
+} prg__conv;
+
+static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int k, int stride,
+                                int pad) {
+    prg__conv c;
+    PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
+               pad >= 0 && h + 2 * pad >= k && w + 2 * pad >= k);
+    c.b = batch; c.ci = cin; c.h = h; c.w = w; c.co = cout; c.k = k; c.s = stride; c.p = pad;
+    c.ho = (h + 2 * pad - k) / stride + 1;
+    c.wo = (w + 2 * pad - k) / stride + 1;
+    c.hw_out = (size_t)c.ho * c.wo;
+    c.kk = (size_t)cin * k * k;
+    c.nb = (int)((PRG__CONV_COLS + c.hw_out - 1) / c.hw_out);
+    if (c.nb > batch) c.nb = batch;
+    c.ncols = (size_t)c.nb * c.hw_out;
+    c.direct = k == 1 && stride == 1 && pad == 0;
+    return c;
+}
+
+size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    if (c.direct) return 0;
+    /* the column matrix (reused for its gradient) + the output/gradient
+       block in [Co][nb*HoWo] order when a chunk holds several samples */
+    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0);
+}
+
+typedef struct prg__conv_job {
+    const prg__conv *c;
+    int b0, nb;             /* chunk: samples [b0, b0+nb) */
+    const float *x, *bias, *dy;
+    float *col, *y, *tmp, *dx, *dbias;
+} prg__conv_job;
+
+/* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
+static void prg__im2col_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t r;
+    for (r = lo; r < hi; r++) {
+        int kj = (int)(r % (size_t)c->k), ki = (int)(r / (size_t)c->k % (size_t)c->k);
+        int ci = (int)(r / ((size_t)c->k * c->k)), bi, oy, ox;
+        float *dst = j->col + r * (size_t)j->nb * c->hw_out;
+        /* output columns [ox0, ox1) read inside the image */
+        int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+        int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+        if (ox1 > c->wo) ox1 = c->wo;
+        if (ox0 > ox1) ox0 = ox1;
+        for (bi = 0; bi < j->nb; bi++) {
+            const float *plane = j->x + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+            for (oy = 0; oy < c->ho; oy++, dst += c->wo) {
+                int iy = oy * c->s - c->p + ki;
+                if (iy < 0 || iy >= c->h) {
+                    memset(dst, 0, (size_t)c->wo * sizeof(float));
+                    continue;
+                }
+                {
+                    const float *src = plane + (size_t)iy * c->w - c->p + kj;
+                    for (ox = 0; ox < ox0; ox++) dst[ox] = 0.0f;
+                    if (c->s == 1)
+                        memcpy(dst + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof(float));
+                    else
+                        for (ox = ox0; ox < ox1; ox++) dst[ox] = src[(size_t)ox * c->s];
+                    for (ox = ox1; ox < c->wo; ox++) dst[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* dx[b0+bi][ci] += the column-gradient entries that map to it, per plane
+   (bi, ci) = index, in a fixed (ki, kj, oy, ox) order. */
+static void prg__col2im_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->ci), ci = (int)(idx % (size_t)c->ci), ki, kj, oy, ox;
+        float *plane = j->dx + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+        for (ki = 0; ki < c->k; ki++)
+            for (kj = 0; kj < c->k; kj++) {
+                size_t r = ((size_t)ci * c->k + ki) * c->k + kj;
+                const float *src = j->col + r * j->nb * c->hw_out + (size_t)bi * c->hw_out;
+                int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+                int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+                if (ox1 > c->wo) ox1 = c->wo;
+                for (oy = 0; oy < c->ho; oy++, src += c->wo) {
+                    int iy = oy * c->s - c->p + ki;
+                    float *d;
+                    if (iy < 0 || iy >= c->h) continue;
+                    d = plane + (size_t)iy * c->w - c->p + kj;
+                    if (c->s == 1)
+                        for (ox = ox0; ox < ox1; ox++) d[ox] += src[ox];
+                    else
+                        for (ox = ox0; ox < ox1; ox++) d[(size_t)ox * c->s] += src[ox];
+                }
+            }
+    }
+}
+
+/* y[b0+bi][co] = tmp[co][bi*HoWo ...] (+ bias), per (bi, co); with tmp == NULL
+   only the bias is added in place. */
+static void prg__conv_out_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx, i, n = c->hw_out;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->co), co = (int)(idx % (size_t)c->co);
+        float *dst = j->y + ((size_t)(j->b0 + bi) * c->co + co) * n;
+        float bv = j->bias ? j->bias[co] : 0.0f;
+        if (j->tmp) {
+            const float *src = j->tmp + (size_t)co * j->nb * n + (size_t)bi * n;
+            for (i = 0; i < n; i++) dst[i] = src[i] + bv;
+        } else if (j->bias) {
+            for (i = 0; i < n; i++) dst[i] += bv;
+        }
+    }
+}
+
+/* tmp[co][bi*HoWo + i] = dy[b0+bi][co][i], per row co */
+static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, n = c->hw_out;
+    int bi;
+    for (co = lo; co < hi; co++)
+        for (bi = 0; bi < j->nb; bi++)
+            memcpy(j->tmp + co * j->nb * n + (size_t)bi * n,
+                   j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
+}
+
+/* dbias[co] += sum over the batch and pixels, batch-major, per co */
+static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, i, n = c->hw_out;
+    int b;
+    for (co = lo; co < hi; co++) {
+        double s = 0.0;
+        for (b = 0; b < c->b; b++) {
+            const float *g = j->dy + ((size_t)b * c->co + co) * n;
+            float part = 0.0f;
+            for (i = 0; i < n; i++) part += g[i];
+            s += part;
+        }
+        j->dbias[co] += (float)s;
+    }
+}
+
+void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
+                        int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_job j;
+    int b0;
+    memset(&j, 0, sizeof j);
+    j.c = &c;
+    j.x = x;
+    j.y = y;
+    j.bias = bias;
+    if (c.direct) {
+        for (b0 = 0; b0 < batch; b0++)
+            prg_sgemm(0, 0, cout, (int)c.hw_out, cin, 1.0f, wt, cin,
+                      x + (size_t)b0 * cin * c.hw_out, (int)c.hw_out, 0.0f,
+                      y + (size_t)b0 * cout * c.hw_out, (int)c.hw_out);
+        j.nb = batch;
+        prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        return;
+    }
+    PRG_ASSERT(ws != NULL);
+    j.col = ws;
+    for (b0 = 0; b0 < batch; b0 += c.nb) {
+        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
+        size_t ncols = (size_t)nb * c.hw_out;
+        float *dst = nb > 1 ? ws + c.kk * c.ncols : y + (size_t)b0 * cout * c.hw_out;
+        j.b0 = b0;
+        j.nb = nb;
+        j.tmp = nb > 1 ? dst : NULL;
+        prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
+        prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols, 0.0f,
+                  dst, (int)ncols);
+        prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
+    }
+}
+
+void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                         const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                         int stride, int pad, float *ws) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_job j;
+    int b0;
+    memset(&j, 0, sizeof j);
+    j.c = &c;
+    j.x = x;
+    j.dy = dy;
+    j.dx = dx;
+    j.dbias = dbias;
+    if (dbias)
+        prg__parallel_for((size_t)cout, (double)batch * c.hw_out, prg__conv_dbias_range, &j);
+    if (!dx && !dwt) return;
+    if (c.direct) {
+        int n = (int)c.hw_out;
+        for (b0 = 0; b0 < batch; b0++) {
+            const float *xb = x + (size_t)b0 * cin * c.hw_out;
+            const float *gb = dy + (size_t)b0 * cout * c.hw_out;
+            if (dwt) prg_sgemm(0, 1, cout, cin, n, 1.0f, gb, n, xb, n, 1.0f, dwt, cin);
+            if (dx)
+                prg_sgemm(1, 0, cin, n, cout, 1.0f, wt, cin, gb, n, 1.0f,
+                          dx + (size_t)b0 * cin * c.hw_out, n);
+        }
+        return;
+    }
+    PRG_ASSERT(ws != NULL);
+    j.col = ws;
+    for (b0 = 0; b0 < batch; b0 += c.nb) {
+        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
+        int ncols = (int)((size_t)nb * c.hw_out);
+        const float *g = dy + (size_t)b0 * cout * c.hw_out;
+        j.b0 = b0;
+        j.nb = nb;
+        if (nb > 1) { /* dy of the chunk as [Co][nb*HoWo] */
+            j.tmp = ws + c.kk * c.ncols;
+            prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
+            g = j.tmp;
+        }
+        if (dwt) {
+            prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
+            prg_sgemm(0, 1, cout, (int)c.kk, ncols, 1.0f, g, ncols, ws, ncols, 1.0f, dwt,
+                      (int)c.kk);
+        }
+        if (dx) {
+            prg_sgemm(1, 0, (int)c.kk, ncols, cout, 1.0f, wt, (int)c.kk, g, ncols, 0.0f, ws, ncols);
+            prg__parallel_for((size_t)nb * cin, (double)c.k * c.k * c.hw_out, prg__col2im_range,
+                              &j);
+        }
+    }
+}
+
+void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
+                            int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                            float *ws) {
+    int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+    int b, co, oy, ox, ci, ki, kj;
+    (void)ws;
+    for (b = 0; b < batch; b++)
+        for (co = 0; co < cout; co++)
+            for (oy = 0; oy < ho; oy++)
+                for (ox = 0; ox < wo; ox++) {
+                    double s = bias ? bias[co] : 0.0;
+                    for (ci = 0; ci < cin; ci++)
+                        for (ki = 0; ki < k; ki++)
+                            for (kj = 0; kj < k; kj++) {
+                                int iy = oy * stride - pad + ki, ix = ox * stride - pad + kj;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                s += (double)x[(((size_t)b * cin + ci) * h + iy) * w + ix] *
+                                     wt[(((size_t)co * cin + ci) * k + ki) * k + kj];
+                            }
+                    y[(((size_t)b * cout + co) * ho + oy) * wo + ox] = (float)s;
+                }
+}
+
+void prg_conv2d_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                             int stride, int pad, float *ws) {
+    int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+    int b, co, oy, ox, ci, ki, kj, iy, ix;
+    (void)ws;
+#define PRG__DY(b, co, oy, ox) dy[(((size_t)(b) * cout + (co)) * ho + (oy)) * wo + (ox)]
+    if (dbias)
+        for (co = 0; co < cout; co++) {
+            double s = 0.0;
+            for (b = 0; b < batch; b++)
+                for (oy = 0; oy < ho; oy++)
+                    for (ox = 0; ox < wo; ox++) s += PRG__DY(b, co, oy, ox);
+            dbias[co] += (float)s;
+        }
+    if (dwt)
+        for (co = 0; co < cout; co++)
+            for (ci = 0; ci < cin; ci++)
+                for (ki = 0; ki < k; ki++)
+                    for (kj = 0; kj < k; kj++) {
+                        double s = 0.0;
+                        for (b = 0; b < batch; b++)
+                            for (oy = 0; oy < ho; oy++)
+                                for (ox = 0; ox < wo; ox++) {
+                                    iy = oy * stride - pad + ki;
+                                    ix = ox * stride - pad + kj;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                    s += (double)PRG__DY(b, co, oy, ox) *
+                                         x[(((size_t)b * cin + ci) * h + iy) * w + ix];
+                                }
+                        dwt[(((size_t)co * cin + ci) * k + ki) * k + kj] += (float)s;
+                    }
+    if (dx)
+        for (b = 0; b < batch; b++)
+            for (ci = 0; ci < cin; ci++)
+                for (iy = 0; iy < h; iy++)
+                    for (ix = 0; ix < w; ix++) {
+                        double s = 0.0;
+                        for (co = 0; co < cout; co++)
+                            for (ki = 0; ki < k; ki++)
+                                for (kj = 0; kj < k; kj++) {
+                                    int ty = iy + pad - ki, tx = ix + pad - kj;
+                                    if (ty < 0 || tx < 0 || ty % stride || tx % stride) continue;
+                                    oy = ty / stride;
+                                    ox = tx / stride;
+                                    if (oy >= ho || ox >= wo) continue;
+                                    s += (double)PRG__DY(b, co, oy, ox) *
+                                         wt[(((size_t)co * cin + ci) * k + ki) * k + kj];
+                                }
+                        dx[(((size_t)b * cin + ci) * h + iy) * w + ix] += (float)s;
+                    }
+#undef PRG__DY
+}
+
+/* ---- linear ------------------------------------------------------------ */
+
+typedef struct prg__bias_job { float *y; const float *bias, *dy; int n, out; } prg__bias_job;
+
+static void prg__linear_bias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__bias_job *j = (const prg__bias_job *)ctx;
+    size_t r;
+    int o;
+    for (r = lo; r < hi; r++)
+        for (o = 0; o < j->out; o++) j->y[r * j->out + o] += j->bias[o];
+}
+
+/* dbias[o] += sum_n dy[n][o], n in order, per o */
+static void prg__linear_dbias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__bias_job *j = (const prg__bias_job *)ctx;
+    size_t o;
+    int r;
+    for (o = lo; o < hi; o++) {
+        double s = 0.0;
+        for (r = 0; r < j->n; r++) s += j->dy[(size_t)r * j->out + o];
+        j->y[o] += (float)s;
+    }
+}
+
+void prg_linear_forward(float *y, const float *x, const float *wt, const float *bias, int n,
+                        int in, int out) {
+    prg__bias_job j;
+    prg_sgemm(0, 1, n, out, in, 1.0f, x, in, wt, in, 0.0f, y, out);
+    if (!bias) return;
+    j.y = y; j.bias = bias; j.dy = NULL; j.n = n; j.out = out;
+    prg__parallel_for((size_t)n, (double)out, prg__linear_bias_range, &j);
+}
+
+void prg_linear_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                         const float *wt, int n, int in, int out) {
+    if (dx) prg_sgemm(0, 0, n, in, out, 1.0f, dy, out, wt, in, 1.0f, dx, in);
+    if (dwt) prg_sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dwt, in);
+    if (dbias) {
+        prg__bias_job j;
+        j.y = dbias; j.bias = NULL; j.dy = dy; j.n = n; j.out = out;
+        prg__parallel_for((size_t)out, (double)n, prg__linear_dbias_range, &j);
+    }
+}
+
+void prg_linear_forward_ref(float *y, const float *x, const float *wt, const float *bias, int n,
+                            int in, int out) {
+    int r, o, i;
+    for (r = 0; r < n; r++)
+        for (o = 0; o < out; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (i = 0; i < in; i++) s += (double)x[(size_t)r * in + i] * wt[(size_t)o * in + i];
+            y[(size_t)r * out + o] = (float)s;
+        }
+}
+
+void prg_linear_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int n, int in, int out) {
+    int r, o, i;
+    if (dx)
+        for (r = 0; r < n; r++)
+            for (i = 0; i < in; i++) {
+                double s = 0.0;
+                for (o = 0; o < out; o++) s += (double)dy[(size_t)r * out + o] * wt[(size_t)o * in + i];
+                dx[(size_t)r * in + i] += (float)s;
+            }
+    if (dwt)
+        for (o = 0; o < out; o++)
+            for (i = 0; i < in; i++) {
+                double s = 0.0;
+                for (r = 0; r < n; r++) s += (double)dy[(size_t)r * out + o] * x[(size_t)r * in + i];
+                dwt[(size_t)o * in + i] += (float)s;
+            }
+    if (dbias)
+        for (o = 0; o < out; o++) {
+            double s = 0.0;
+            for (r = 0; r < n; r++) s += dy[(size_t)r * out + o];
+            dbias[o] += (float)s;
+        }
+}
+
+/* ---- GroupNorm / LayerNorm --------------------------------------------------
+   LayerNorm over [N][D] is GroupNorm with batch N, D channels of one pixel
+   and one group, so both share this code.  Sums over a channel row run in
+   8 float lanes (vectorisable) and are combined in double. */
+
+static double prg__row_sum(const float *x, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += x[i + l];
+    for (; i < n; i++) s += x[i];
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+/* sum (x - m)^2 */
+static double prg__row_sqdev(const float *x, size_t n, float m) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += (x[i + l] - m) * (x[i + l] - m);
+    for (; i < n; i++) s += (double)(x[i] - m) * (x[i] - m);
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+/* *sg = sum g, *sgx = sum g x */
+static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) {
+            a1[l] += g[i + l];
+            a2[l] += g[i + l] * x[i + l];
+        }
+    for (; i < n; i++) {
+        s1 += g[i];
+        s2 += (double)g[i] * x[i];
+    }
+    for (l = 0; l < 8; l++) {
+        s1 += a1[l];
+        s2 += a2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+typedef struct prg__norm_job {
+    float *y, *mean, *rstd, *dx, *dgamma, *dbeta;
+    const float *x, *gamma, *beta, *dy, *cmean, *crstd;
+    int batch, c, groups, cg; /* cg = channels per group */
+    size_t hw;
+    float eps;
+} prg__norm_job;
+
+static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    for (bg = lo; bg < hi; bg++) {
+        const float *x = j->x + bg * ng;
+        float *y = j->y + bg * ng;
+        int g = (int)(bg % (size_t)j->groups), cc;
+        double s = 0.0, v = 0.0;
+        float m, r;
+        for (cc = 0; cc < j->cg; cc++) s += prg__row_sum(x + (size_t)cc * j->hw, j->hw);
+        m = (float)(s / (double)ng);
+        for (cc = 0; cc < j->cg; cc++) v += prg__row_sqdev(x + (size_t)cc * j->hw, j->hw, m);
+        r = (float)(1.0 / sqrt(v / (double)ng + (double)j->eps));
+        j->mean[bg] = m;
+        j->rstd[bg] = r;
+        for (cc = 0; cc < j->cg; cc++) {
+            int ch = g * j->cg + cc;
+            float a = r * (j->gamma ? j->gamma[ch] : 1.0f);
+            float sh = (j->beta ? j->beta[ch] : 0.0f) - m * a;
+            const float *xr = x + (size_t)cc * j->hw;
+            float *yr = y + (size_t)cc * j->hw;
+            for (i = 0; i < j->hw; i++) yr[i] = xr[i] * a + sh;
+        }
+    }
+}
+
+/* dx for the groups [lo, hi) of all (b, g) */
+static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    for (bg = lo; bg < hi; bg++) {
+        const float *x = j->x + bg * ng, *dy = j->dy + bg * ng;
+        float *dx = j->dx + bg * ng;
+        int g = (int)(bg % (size_t)j->groups), cc;
+        double m = j->cmean[bg], r = j->crstd[bg], s1 = 0.0, s2 = 0.0;
+        float bcoef, ccoef;
+        /* dx = r (gamma dy - s1/N) - (x - m) r^3 s2/N with
+           s1 = sum gamma dy, s2 = sum gamma dy (x - m) */
+        for (cc = 0; cc < j->cg; cc++) {
+            double gm = j->gamma ? j->gamma[g * j->cg + cc] : 1.0, sg, sgx;
+            prg__row_dots(dy + (size_t)cc * j->hw, x + (size_t)cc * j->hw, j->hw, &sg, &sgx);
+            s1 += gm * sg;
+            s2 += gm * (sgx - m * sg);
+        }
+        bcoef = (float)(-r * r * r * s2 / (double)ng);
+        ccoef = (float)(-r * s1 / (double)ng + m * r * r * r * s2 / (double)ng);
+        for (cc = 0; cc < j->cg; cc++) {
+            float a = (float)r * (j->gamma ? j->gamma[g * j->cg + cc] : 1.0f);
+            const float *xr = x + (size_t)cc * j->hw, *gr = dy + (size_t)cc * j->hw;
+            float *dr = dx + (size_t)cc * j->hw;
+            for (i = 0; i < j->hw; i++) dr[i] += a * gr[i] + bcoef * xr[i] + ccoef;
+        }
+    }
+}
+
+/* dgamma/dbeta for the channels [lo, hi), summed over the batch in order */
+static void prg__gn_dparam_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t ch;
+    int b;
+    for (ch = lo; ch < hi; ch++) {
+        double sgm = 0.0, sbt = 0.0;
+        size_t g = ch / (size_t)j->cg;
+        for (b = 0; b < j->batch; b++) {
+            size_t off = ((size_t)b * j->c + ch) * j->hw, bg = (size_t)b * j->groups + g;
+            double sg, sgx;
+            prg__row_dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
+            sgm += (double)j->crstd[bg] * (sgx - (double)j->cmean[bg] * sg);
+            sbt += sg;
+        }
+        if (j->dgamma) j->dgamma[ch] += (float)sgm;
+        if (j->dbeta) j->dbeta[ch] += (float)sbt;
+    }
+}
+
+static void prg__norm_setup(prg__norm_job *j, int batch, int c, size_t hw, int groups) {
+    PRG_ASSERT(batch > 0 && c > 0 && groups > 0 && c % groups == 0);
+    memset(j, 0, sizeof *j);
+    j->batch = batch;
+    j->c = c;
+    j->hw = hw;
+    j->groups = groups;
+    j->cg = c / groups;
+}
+
+void prg_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                           const float *beta, int batch, int c, int hw, int groups, float eps) {
+    prg__norm_job j;
+    prg__norm_setup(&j, batch, c, (size_t)hw, groups);
+    j.y = y; j.mean = mean; j.rstd = rstd; j.x = x; j.gamma = gamma; j.beta = beta; j.eps = eps;
+    prg__parallel_for((size_t)batch * groups, 3.0 * j.cg * j.hw, prg__gn_forward_range, &j);
+}
+
+void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *x, const float *mean, const float *rstd,
+                            const float *gamma, int batch, int c, int hw, int groups) {
+    prg__norm_job j;
+    prg__norm_setup(&j, batch, c, (size_t)hw, groups);
+    j.dx = dx; j.dgamma = dgamma; j.dbeta = dbeta; j.dy = dy; j.x = x;
+    j.cmean = mean; j.crstd = rstd; j.gamma = gamma;
+    if (dgamma || dbeta)
+        prg__parallel_for((size_t)c, 2.0 * batch * j.hw, prg__gn_dparam_range, &j);
+    if (dx) prg__parallel_for((size_t)batch * groups, 4.0 * j.cg * j.hw, prg__gn_dx_range, &j);
+}
+
+void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int batch, int c, int hw,
+                               int groups, float eps) {
+    int cg = c / groups, b, g, ch;
+    size_t i, n = (size_t)cg * hw;
+    for (b = 0; b < batch; b++)
+        for (g = 0; g < groups; g++) {
+            const float *xg = x + ((size_t)b * c + (size_t)g * cg) * hw;
+            float *yg = y + ((size_t)b * c + (size_t)g * cg) * hw;
+            double m = 0.0, v = 0.0, r;
+            for (i = 0; i < n; i++) m += xg[i];
+            m /= (double)n;
+            for (i = 0; i < n; i++) v += (xg[i] - m) * (xg[i] - m);
+            r = 1.0 / sqrt(v / (double)n + eps);
+            mean[b * groups + g] = (float)m;
+            rstd[b * groups + g] = (float)r;
+            for (i = 0; i < n; i++) {
+                ch = g * cg + (int)(i / (size_t)hw);
+                yg[i] = (float)((xg[i] - m) * r * gamma[ch] + beta[ch]);
+            }
+        }
+}
+
+void prg_groupnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int batch, int c, int hw, int groups) {
+    int cg = c / groups, b, g, ch;
+    size_t i, n = (size_t)cg * hw;
+    for (ch = 0; ch < c; ch++) {
+        double sgm = 0.0, sbt = 0.0;
+        for (b = 0; b < batch; b++) {
+            size_t off = ((size_t)b * c + ch) * hw;
+            int bg = b * groups + ch / cg;
+            for (i = 0; i < (size_t)hw; i++) {
+                sgm += (double)dy[off + i] * ((x[off + i] - (double)mean[bg]) * rstd[bg]);
+                sbt += dy[off + i];
+            }
+        }
+        if (dgamma) dgamma[ch] += (float)sgm;
+        if (dbeta) dbeta[ch] += (float)sbt;
+    }
+    for (b = 0; b < batch; b++)
+        for (g = 0; g < groups; g++) {
+            size_t off = ((size_t)b * c + (size_t)g * cg) * hw;
+            double m = mean[b * groups + g], r = rstd[b * groups + g], s1 = 0.0, s2 = 0.0;
+            for (i = 0; i < n; i++) {
+                double xh = (x[off + i] - m) * r, gy = (double)dy[off + i];
+                ch = g * cg + (int)(i / (size_t)hw);
+                s1 += gy * gamma[ch];
+                s2 += gy * gamma[ch] * xh;
+            }
+            if (dx)
+                for (i = 0; i < n; i++) {
+                    double xh = (x[off + i] - m) * r;
+                    ch = g * cg + (int)(i / (size_t)hw);
+                    dx[off + i] += (float)(r * (dy[off + i] * gamma[ch] - s1 / n - xh * s2 / n));
+                }
+        }
+}
+
+void prg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                           const float *beta, int n, int d, float eps) {
+    prg_groupnorm_forward(y, mean, rstd, x, gamma, beta, n, d, 1, 1, eps);
+}
+
+void prg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *x, const float *mean, const float *rstd,
+                            const float *gamma, int n, int d) {
+    prg_groupnorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, d, 1, 1);
+}
+
+void prg_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int n, int d, float eps) {
+    int r, i;
+    for (r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        double m = 0.0, v = 0.0, s;
+        for (i = 0; i < d; i++) m += xr[i];
+        m /= d;
+        for (i = 0; i < d; i++) v += (xr[i] - m) * (xr[i] - m);
+        s = 1.0 / sqrt(v / d + eps);
+        mean[r] = (float)m;
+        rstd[r] = (float)s;
+        for (i = 0; i < d; i++) y[(size_t)r * d + i] = (float)((xr[i] - m) * s * gamma[i] + beta[i]);
+    }
+}
+
+void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int n, int d) {
+    int r, i;
+    for (i = 0; i < d; i++) {
+        double sgm = 0.0, sbt = 0.0;
+        for (r = 0; r < n; r++) {
+            size_t o = (size_t)r * d + i;
+            sgm += (double)dy[o] * ((x[o] - (double)mean[r]) * rstd[r]);
+            sbt += dy[o];
+        }
+        if (dgamma) dgamma[i] += (float)sgm;
+        if (dbeta) dbeta[i] += (float)sbt;
+    }
+    for (r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d, *gr = dy + (size_t)r * d;
+        double m = mean[r], s = rstd[r], s1 = 0.0, s2 = 0.0;
+        for (i = 0; i < d; i++) {
+            double xh = (xr[i] - m) * s;
+            s1 += (double)gr[i] * gamma[i];
+            s2 += (double)gr[i] * gamma[i] * xh;
+        }
+        if (dx)
+            for (i = 0; i < d; i++) {
+                double xh = (xr[i] - m) * s;
+                dx[(size_t)r * d + i] += (float)(s * (gr[i] * gamma[i] - s1 / d - xh * s2 / d));
+            }
+    }
+}
+
+/* ---- SiLU, tanh ---------------------------------------------------------- */
+
+typedef struct prg__ew_job { float *out; const float *a, *b; } prg__ew_job;
+
+static void prg__silu_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] = j->a[i] / (1.0f + expf(-j->a[i]));
+}
+
+/* d silu = s (1 + x (1 - s)), s = sigmoid(x); a = dy, b = x */
+static void prg__silu_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        float x = j->b[i], s = 1.0f / (1.0f + expf(-x));
+        j->out[i] += j->a[i] * s * (1.0f + x * (1.0f - s));
+    }
+}
+
+static void prg__tanh_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] = tanhf(j->a[i]);
+}
+
+static void prg__tanh_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] += j->a[i] * (1.0f - j->b[i] * j->b[i]);
+}
+
+static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b, size_t n) {
+    prg__ew_job j;
+    j.out = out;
+    j.a = a;
+    j.b = b;
+    prg__parallel_for(n, 8.0, fn, &j);
+}
+
+void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
+void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
+    prg__ew(prg__silu_bwd_range, dx, dy, x, n);
+}
+void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
+void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
+    prg__ew(prg__tanh_bwd_range, dx, dy, y, n);
+}
+
+void prg_silu_forward_ref(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
+}
+void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        dx[i] += (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
+    }
+}
+void prg_tanh_forward_ref(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = (float)tanh((double)x[i]);
+}
+void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) dx[i] += (float)(dy[i] * (1.0 - (double)y[i] * y[i]));
+}
+
+/* ---- scale-shift ----------------------------------------------------------- */
+
+typedef struct prg__ss_job {
+    float *y, *dx, *dss;
+    const float *x, *ss, *dy;
+    int c;
+    size_t hw;
+} prg__ss_job;
+
+/* rows (b, c) in [lo, hi) */
+static void prg__ss_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ss_job *j = (const prg__ss_job *)ctx;
+    size_t r, i;
+    for (r = lo; r < hi; r++) {
+        size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
+        float a = 1.0f + j->ss[b * 2 * j->c + ch], sh = j->ss[b * 2 * j->c + j->c + ch];
+        const float *x = j->x + r * j->hw;
+        float *y = j->y + r * j->hw;
+        for (i = 0; i < j->hw; i++) y[i] = x[i] * a + sh;
+    }
+}
+
+static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ss_job *j = (const prg__ss_job *)ctx;
+    size_t r, i;
+    for (r = lo; r < hi; r++) {
+        size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
+        const float *g = j->dy + r * j->hw;
+        if (j->dx) {
+            float a = 1.0f + j->ss[b * 2 * j->c + ch];
+            float *dx = j->dx + r * j->hw;
+            for (i = 0; i < j->hw; i++) dx[i] += g[i] * a;
+        }
+        if (j->dss) {
+            double sg, sgx;
+            prg__row_dots(g, j->x + r * j->hw, j->hw, &sg, &sgx);
+            j->dss[b * 2 * j->c + ch] += (float)sgx;
+            j->dss[b * 2 * j->c + j->c + ch] += (float)sg;
+        }
+    }
+}
+
+void prg_scale_shift_forward(float *y, const float *x, const float *ss, int batch, int c, int hw) {
+    prg__ss_job j;
+    memset(&j, 0, sizeof j);
+    j.y = y; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    prg__parallel_for((size_t)batch * c, (double)hw, prg__ss_fwd_range, &j);
+}
+
+void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const float *x,
+                              const float *ss, int batch, int c, int hw) {
+    prg__ss_job j;
+    memset(&j, 0, sizeof j);
+    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
+}
+
+void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
+                                 int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < hw; i++) {
+                size_t o = ((size_t)b * c + ch) * hw + i;
+                y[o] = (float)((double)x[o] * (1.0 + ss[(size_t)b * 2 * c + ch]) +
+                               ss[(size_t)b * 2 * c + c + ch]);
+            }
+}
+
+void prg_scale_shift_backward_ref(float *dx, float *dss, const float *dy, const float *x,
+                                  const float *ss, int batch, int c, int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c; ch++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (i = 0; i < hw; i++) {
+                size_t o = ((size_t)b * c + ch) * hw + i;
+                if (dx) dx[o] += (float)(dy[o] * (1.0 + ss[(size_t)b * 2 * c + ch]));
+                s1 += (double)dy[o] * x[o];
+                s2 += dy[o];
+            }
+            if (dss) {
+                dss[(size_t)b * 2 * c + ch] += (float)s1;
+                dss[(size_t)b * 2 * c + c + ch] += (float)s2;
+            }
+        }
+}
+
+/* ---- attention ----------------------------------------------------------------
+   One task per (batch, head) pair, each running its small GEMMs serially
+   (prg_sgemm called inside a task stays on that thread).  Backward needs a
+   T x T scratch per pair in flight: pairs go in rounds of at most
+   PRG__ATT_SLOTS, pair i of a round using slot i, so the workspace does not
+   depend on the thread count. */
+#define PRG__ATT_SLOTS 64
+
+size_t prg_attention_workspace(int batch, int c, int t, int heads) {
+    size_t pairs = (size_t)batch * heads;
+    (void)c;
+    return (pairs < PRG__ATT_SLOTS ? pairs : PRG__ATT_SLOTS) * (size_t)t * t;
+}
+
+typedef struct prg__att_job {
+    float *a, *wsave, *dqkv, *ws;
+    const float *qkv, *da, *wcon;
+    int c, t, heads, d;
+    size_t first; /* first pair of the round */
+    float scale2; /* 1/sqrt(d) */
+} prg__att_job;
+
+/* softmax of each row of s [T][T] in place */
+static void prg__softmax_rows(float *s, int t) {
+    int r, i;
+    for (r = 0; r < t; r++) {
+        float *row = s + (size_t)r * t, mx = row[0];
+        double sum = 0.0;
+        float inv;
+        for (i = 1; i < t; i++) mx = row[i] > mx ? row[i] : mx;
+        for (i = 0; i < t; i++) {
+            row[i] = expf(row[i] - mx);
+            sum += row[i];
+        }
+        inv = (float)(1.0 / sum);
+        for (i = 0; i < t; i++) row[i] *= inv;
+    }
+}
+
+static void prg__att_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__att_job *j = (const prg__att_job *)ctx;
+    size_t p;
+    int t = j->t, d = j->d;
+    for (p = lo; p < hi; p++) {
+        size_t b = p / (size_t)j->heads, h = p % (size_t)j->heads;
+        const float *q = j->qkv + (b * 3 * j->c + h * 3 * d) * t, *k = q + (size_t)d * t,
+                    *v = k + (size_t)d * t;
+        float *w = j->wsave + p * t * t;
+        prg_sgemm(1, 0, t, t, d, j->scale2, q, t, k, t, 0.0f, w, t);
+        prg__softmax_rows(w, t);
+        prg_sgemm(0, 1, d, t, t, 1.0f, v, t, w, t, 0.0f, j->a + (b * j->c + h * d) * t, t);
+    }
+}
+
+static void prg__att_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__att_job *j = (const prg__att_job *)ctx;
+    size_t p;
+    int t = j->t, d = j->d, r, i;
+    for (p = j->first + lo; p < j->first + hi; p++) {
+        size_t b = p / (size_t)j->heads, h = p % (size_t)j->heads;
+        const float *q = j->qkv + (b * 3 * j->c + h * 3 * d) * t, *k = q + (size_t)d * t,
+                    *v = k + (size_t)d * t;
+        const float *w = j->wcon + p * t * t, *da = j->da + (b * j->c + h * d) * t;
+        float *dq = j->dqkv + (b * 3 * j->c + h * 3 * d) * t, *dk = dq + (size_t)d * t,
+              *dv = dk + (size_t)d * t;
+        float *g = j->ws + (p - j->first) * t * t;
+        prg_sgemm(0, 0, d, t, t, 1.0f, da, t, w, t, 1.0f, dv, t);
+        prg_sgemm(1, 0, t, t, d, 1.0f, da, t, v, t, 0.0f, g, t); /* dW */
+        for (r = 0; r < t; r++) { /* dS = W (dW - rowsum(W dW)) */
+            const float *wr = w + (size_t)r * t;
+            float *gr = g + (size_t)r * t, dot;
+            double s = 0.0;
+            for (i = 0; i < t; i++) s += (double)wr[i] * gr[i];
+            dot = (float)s;
+            for (i = 0; i < t; i++) gr[i] = wr[i] * (gr[i] - dot);
+        }
+        prg_sgemm(0, 1, d, t, t, j->scale2, k, t, g, t, 1.0f, dq, t);
+        prg_sgemm(0, 0, d, t, t, j->scale2, q, t, g, t, 1.0f, dk, t);
+    }
+}
+
+static void prg__att_setup(prg__att_job *j, int batch, int c, int t, int heads) {
+    PRG_ASSERT(batch > 0 && c > 0 && t > 0 && heads > 0 && c % heads == 0);
+    memset(j, 0, sizeof *j);
+    j->c = c;
+    j->t = t;
+    j->heads = heads;
+    j->d = c / heads;
+    j->scale2 = (float)(1.0 / sqrt((double)j->d));
+}
+
+void prg_attention_forward(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                           int heads, float *ws) {
+    prg__att_job j;
+    (void)ws;
+    prg__att_setup(&j, batch, c, t, heads);
+    j.a = a; j.wsave = wsave; j.qkv = qkv;
+    prg__parallel_for((size_t)batch * heads, 4.0 * t * t * j.d, prg__att_fwd_range, &j);
+}
+
+void prg_attention_backward(float *dqkv, const float *da, const float *qkv, const float *wsave,
+                            int batch, int c, int t, int heads, float *ws) {
+    prg__att_job j;
+    size_t pairs = (size_t)batch * heads;
+    if (!dqkv) return;
+    PRG_ASSERT(ws != NULL);
+    prg__att_setup(&j, batch, c, t, heads);
+    j.dqkv = dqkv; j.da = da; j.qkv = qkv; j.wcon = wsave; j.ws = ws;
+    for (j.first = 0; j.first < pairs; j.first += PRG__ATT_SLOTS) {
+        size_t n = pairs - j.first < PRG__ATT_SLOTS ? pairs - j.first : PRG__ATT_SLOTS;
+        prg__parallel_for(n, 8.0 * t * t * j.d, prg__att_bwd_range, &j);
+    }
+}
+
+void prg_attention_forward_ref(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                               int heads, float *ws) {
+    int d = c / heads, b, h, r, s, ch;
+    double sc = 1.0 / sqrt(sqrt((double)d));
+    (void)ws;
+    for (b = 0; b < batch; b++)
+        for (h = 0; h < heads; h++) {
+            const float *q = qkv + ((size_t)b * 3 * c + (size_t)h * 3 * d) * t;
+            const float *k = q + (size_t)d * t, *v = k + (size_t)d * t;
+            float *w = wsave + ((size_t)b * heads + h) * t * t;
+            for (r = 0; r < t; r++) {
+                double mx = -HUGE_VAL, sum = 0.0;
+                for (s = 0; s < t; s++) {
+                    double e = 0.0;
+                    for (ch = 0; ch < d; ch++)
+                        e += (sc * q[(size_t)ch * t + r]) * (sc * k[(size_t)ch * t + s]);
+                    w[(size_t)r * t + s] = (float)e;
+                    if (e > mx) mx = e;
+                }
+                for (s = 0; s < t; s++) sum += exp(w[(size_t)r * t + s] - mx);
+                for (s = 0; s < t; s++)
+                    w[(size_t)r * t + s] = (float)(exp(w[(size_t)r * t + s] - mx) / sum);
+            }
+            for (ch = 0; ch < d; ch++)
+                for (r = 0; r < t; r++) {
+                    double acc = 0.0;
+                    for (s = 0; s < t; s++)
+                        acc += (double)w[(size_t)r * t + s] * v[(size_t)ch * t + s];
+                    a[((size_t)b * c + (size_t)h * d + ch) * t + r] = (float)acc;
+                }
+        }
+}
+
+void prg_attention_backward_ref(float *dqkv, const float *da, const float *qkv,
+                                const float *wsave, int batch, int c, int t, int heads,
+                                float *ws) {
+    int d = c / heads, b, h, r, s, ch;
+    double sc2 = 1.0 / sqrt((double)d);
+    if (!dqkv) return;
+    for (b = 0; b < batch; b++)
+        for (h = 0; h < heads; h++) {
+            size_t base = ((size_t)b * 3 * c + (size_t)h * 3 * d) * t;
+            const float *q = qkv + base, *k = q + (size_t)d * t, *v = k + (size_t)d * t;
+            const float *w = wsave + ((size_t)b * heads + h) * t * t;
+            const float *g = da + ((size_t)b * c + (size_t)h * d) * t;
+            float *dq = dqkv + base, *dk = dq + (size_t)d * t, *dv = dk + (size_t)d * t;
+            float *ds = ws; /* [T][T]: d loss / d (scaled scores), rounded once to float */
+            /* dV[ch][s] = sum_r dA[ch][r] W[r][s] */
+            for (ch = 0; ch < d; ch++)
+                for (s = 0; s < t; s++) {
+                    double acc = 0.0;
+                    for (r = 0; r < t; r++) acc += (double)g[(size_t)ch * t + r] * w[(size_t)r * t + s];
+                    dv[(size_t)ch * t + s] += (float)acc;
+                }
+            /* dW[r][s] = sum_ch dA[ch][r] V[ch][s]; dS = W (dW - sum_s W dW) */
+            for (r = 0; r < t; r++) {
+                double dot = 0.0;
+                for (s = 0; s < t; s++) {
+                    double dw = 0.0;
+                    for (ch = 0; ch < d; ch++) dw += (double)g[(size_t)ch * t + r] * v[(size_t)ch * t + s];
+                    ds[(size_t)r * t + s] = (float)dw;
+                    dot += dw * w[(size_t)r * t + s];
+                }
+                for (s = 0; s < t; s++)
+                    ds[(size_t)r * t + s] = (float)(w[(size_t)r * t + s] * (ds[(size_t)r * t + s] - dot));
+            }
+            /* scores = sc2 sum_ch q[ch][r] k[ch][s] */
+            for (ch = 0; ch < d; ch++)
+                for (r = 0; r < t; r++) {
+                    double aq = 0.0, ak = 0.0;
+                    for (s = 0; s < t; s++) {
+                        aq += (double)ds[(size_t)r * t + s] * k[(size_t)ch * t + s];
+                        ak += (double)ds[(size_t)s * t + r] * q[(size_t)ch * t + s];
+                    }
+                    dq[(size_t)ch * t + r] += (float)(sc2 * aq);
+                    dk[(size_t)ch * t + r] += (float)(sc2 * ak);
+                }
+        }
+}
+
+/* ---- upsample, average pooling, concat ------------------------------------- */
+
+typedef struct prg__plane_job {
+    float *out;
+    const float *in, *in2;
+    int h, w, f;
+    size_t n1, n2; /* concat: elements per sample of each part */
+} prg__plane_job;
+
+static void prg__up_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t p;
+    int i, k, w2 = 2 * j->w;
+    for (p = lo; p < hi; p++) {
+        const float *x = j->in + p * j->h * j->w;
+        float *y = j->out + p * 4 * j->h * j->w;
+        for (i = 0; i < j->h; i++, x += j->w, y += 2 * w2) {
+            for (k = 0; k < j->w; k++) y[2 * k] = y[2 * k + 1] = x[k];
+            memcpy(y + w2, y, (size_t)w2 * sizeof(float));
+        }
+    }
+}
+
+static void prg__up_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t p;
+    int i, k, w2 = 2 * j->w;
+    for (p = lo; p < hi; p++) {
+        const float *g = j->in + p * 4 * j->h * j->w;
+        float *dx = j->out + p * j->h * j->w;
+        for (i = 0; i < j->h; i++, dx += j->w, g += 2 * w2)
+            for (k = 0; k < j->w; k++)
+                dx[k] += (g[2 * k] + g[2 * k + 1]) + (g[w2 + 2 * k] + g[w2 + 2 * k + 1]);
+    }
+}
+
+static void prg__pool_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    int f = j->f, ho = j->h / f, wo = j->w / f, i, k, a, b;
+    float inv = 1.0f / (float)(f * f);
+    size_t p;
+    for (p = lo; p < hi; p++) {
+        const float *x = j->in + p * j->h * j->w;
+        float *y = j->out + p * ho * wo;
+        for (i = 0; i < ho; i++)
+            for (k = 0; k < wo; k++) {
+                float s = 0.0f;
+                for (a = 0; a < f; a++)
+                    for (b = 0; b < f; b++) s += x[(size_t)(i * f + a) * j->w + k * f + b];
+                y[i * wo + k] = s * inv;
+            }
+    }
+}
+
+static void prg__pool_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    int f = j->f, ho = j->h / f, wo = j->w / f, i, k;
+    float inv = 1.0f / (float)(f * f);
+    size_t p;
+    for (p = lo; p < hi; p++) {
+        const float *g = j->in + p * ho * wo;
+        float *dx = j->out + p * j->h * j->w;
+        for (i = 0; i < j->h; i++)
+            for (k = 0; k < j->w; k++) dx[(size_t)i * j->w + k] += g[(i / f) * wo + k / f] * inv;
+    }
+}
+
+static void prg__plane_run(prg__range_fn fn, float *out, const float *in, int n, int h, int w,
+                           int f) {
+    prg__plane_job j;
+    memset(&j, 0, sizeof j);
+    j.out = out; j.in = in; j.h = h; j.w = w; j.f = f;
+    prg__parallel_for((size_t)n, 4.0 * h * w, fn, &j);
+}
+
+void prg_upsample2x_forward(float *y, const float *x, int n, int h, int w) {
+    prg__plane_run(prg__up_fwd_range, y, x, n, h, w, 2);
+}
+void prg_upsample2x_backward(float *dx, const float *dy, int n, int h, int w) {
+    prg__plane_run(prg__up_bwd_range, dx, dy, n, h, w, 2);
+}
+void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
+    PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
+    prg__plane_run(prg__pool_fwd_range, y, x, n, h, w, f);
+}
+void prg_avgpool_backward(float *dx, const float *dy, int n, int h, int w, int f) {
+    PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
+    prg__plane_run(prg__pool_bwd_range, dx, dy, n, h, w, f);
+}
+
+void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < 2 * h; i++)
+            for (k = 0; k < 2 * w; k++)
+                y[((size_t)p * 2 * h + i) * 2 * w + k] = x[((size_t)p * h + i / 2) * w + k / 2];
+}
+void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h; i++)
+            for (k = 0; k < w; k++) {
+                const float *g = dy + ((size_t)p * 2 * h + 2 * i) * 2 * w + 2 * k;
+                dx[((size_t)p * h + i) * w + k] +=
+                    (float)((double)g[0] + g[1] + g[2 * w] + g[2 * w + 1]);
+            }
+}
+void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int f) {
+    int p, i, k, a, b;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h / f; i++)
+            for (k = 0; k < w / f; k++) {
+                double s = 0.0;
+                for (a = 0; a < f; a++)
+                    for (b = 0; b < f; b++) s += x[((size_t)p * h + i * f + a) * w + k * f + b];
+                y[((size_t)p * (h / f) + i) * (w / f) + k] = (float)(s / (f * f));
+            }
+}
+void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h; i++)
+            for (k = 0; k < w; k++)
+                dx[((size_t)p * h + i) * w + k] +=
+                    (float)(dy[((size_t)p * (h / f) + i / f) * (w / f) + k / f] / (double)(f * f));
+}
+
+/* concat: one sample per index */
+static void prg__cat_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t b;
+    for (b = lo; b < hi; b++) {
+        float *y = j->out + b * (j->n1 + j->n2);
+        memcpy(y, j->in + b * j->n1, j->n1 * sizeof(float));
+        memcpy(y + j->n1, j->in2 + b * j->n2, j->n2 * sizeof(float));
+    }
+}
+
+typedef struct prg__cat_bwd_job { float *da, *dc; const float *dy; size_t n1, n2; } prg__cat_bwd_job;
+
+static void prg__cat_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__cat_bwd_job *j = (const prg__cat_bwd_job *)ctx;
+    size_t b, i;
+    for (b = lo; b < hi; b++) {
+        const float *g = j->dy + b * (j->n1 + j->n2);
+        if (j->da)
+            for (i = 0; i < j->n1; i++) j->da[b * j->n1 + i] += g[i];
+        if (j->dc)
+            for (i = 0; i < j->n2; i++) j->dc[b * j->n2 + i] += g[j->n1 + i];
+    }
+}
+
+void prg_concat_forward(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                        int hw) {
+    prg__plane_job j;
+    memset(&j, 0, sizeof j);
+    j.out = y; j.in = a; j.in2 = c;
+    j.n1 = (size_t)c1 * hw;
+    j.n2 = (size_t)c2 * hw;
+    prg__parallel_for((size_t)batch, (double)(j.n1 + j.n2), prg__cat_fwd_range, &j);
+}
+
+void prg_concat_backward(float *da, float *dc, const float *dy, int batch, int c1, int c2, int hw) {
+    prg__cat_bwd_job j;
+    j.da = da; j.dc = dc; j.dy = dy;
+    j.n1 = (size_t)c1 * hw;
+    j.n2 = (size_t)c2 * hw;
+    prg__parallel_for((size_t)batch, (double)(j.n1 + j.n2), prg__cat_bwd_range, &j);
+}
+
+void prg_concat_forward_ref(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                            int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c1 + c2; ch++)
+            for (i = 0; i < hw; i++)
+                y[((size_t)b * (c1 + c2) + ch) * hw + i] =
+                    ch < c1 ? a[((size_t)b * c1 + ch) * hw + i]
+                            : c[((size_t)b * c2 + ch - c1) * hw + i];
+}
+
+void prg_concat_backward_ref(float *da, float *dc, const float *dy, int batch, int c1, int c2,
+                             int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c1 + c2; ch++)
+            for (i = 0; i < hw; i++) {
+                float g = dy[((size_t)b * (c1 + c2) + ch) * hw + i];
+                if (ch < c1) {
+                    if (da) da[((size_t)b * c1 + ch) * hw + i] += g;
+                } else if (dc) {
+                    dc[((size_t)b * c2 + ch - c1) * hw + i] += g;
+                }
+            }
+}
+
+/* ---- timestep embedding, losses --------------------------------------------- */
+
+void prg_timestep_embedding(float *emb, const float *t, int batch, int dim, float max_period) {
+    int half = dim / 2, b, i;
+    /* float32 throughout, in torch's order of operations */
+    float nl = (float)(-log((double)max_period));
+    for (b = 0; b < batch; b++) {
+        float *e = emb + (size_t)b * dim;
+        for (i = 0; i < half; i++) {
+            float arg = t[b] * expf(nl * (float)i / (float)half);
+            e[i] = cosf(arg);
+            e[half + i] = sinf(arg);
+        }
+        if (dim % 2) e[dim - 1] = 0.0f;
+    }
+}
+
+float prg_cross_entropy_forward_backward(float *dlogits, const float *logits, const int *labels,
+                                         int n, int k, float smoothing) {
+    double total = 0.0, conf = 1.0 - (double)smoothing;
+    int r, i;
+    for (r = 0; r < n; r++) {
+        const float *z = logits + (size_t)r * k;
+        double mx = z[0], sum = 0.0, mean = 0.0, lse;
+        int y = labels[r];
+        PRG_ASSERT(y >= 0 && y < k);
+        for (i = 1; i < k; i++) mx = z[i] > mx ? z[i] : mx;
+        for (i = 0; i < k; i++) {
+            sum += exp(z[i] - mx);
+            mean += z[i];
+        }
+        lse = mx + log(sum);
+        mean /= k;
+        /* -log p_y = lse - z_y; mean_k(-log p_k) = lse - mean_k z_k */
+        total += conf * (lse - z[y]) + smoothing * (lse - mean);
+        if (dlogits)
+            for (i = 0; i < k; i++) {
+                double g = exp(z[i] - lse) - smoothing / (double)k - (i == y ? conf : 0.0);
+                dlogits[(size_t)r * k + i] = (float)(g / n);
+            }
+    }
+    return (float)(total / n);
+}
+
+float prg_flow_loss_forward_backward(float *dv, const float *v, const float *target, int batch,
+                                     int c, int hw) {
+    size_t i, n = (size_t)batch * c * hw;
+    double total = 0.0, inv = 1.0 / ((double)batch * hw);
+    for (i = 0; i < n; i++) {
+        double e = (double)v[i] - target[i];
+        total += e * e;
+        if (dv) dv[i] = (float)(e * inv);
+    }
+    return (float)(0.5 * total * inv);
+}
 
 /* >>unet ================================================================ */
+/* Parameters: a table of tensors in state-dict order over one flat block.
+   The network is a list of modules (conv, ResBlock, attention, upsample,
+   concat, norm+SiLU) run in order; each keeps its saved intermediates at
+   fixed per-image offsets of the activation block, so the layout for a batch
+   B is the per-image layout times B (every activation is linear in B). */
+
+#define PRG__UNET_NAME 48
+#define PRG__UNET_EPS 1e-5f
+#define PRG__UNET_MAX_PERIOD 10000.0f
+
+enum { PRG__UT_UNIFORM, PRG__UT_ONES, PRG__UT_ZEROS };
+typedef struct prg__unet_tensor {
+    char name[PRG__UNET_NAME];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, count;
+    int init;     /* PRG__UT_*: PyTorch default U(-1/sqrt(fan_in), ..), GN ones, zeros */
+    int fan_in;
+} prg__unet_tensor;
+
+enum { PRG__UM_CONV, PRG__UM_RES, PRG__UM_ATTN, PRG__UM_UP, PRG__UM_CAT, PRG__UM_NORMACT };
+#define PRG__UNET_G_DX (-1) /* gradient buffer id: the caller's dx */
+#define PRG__UNET_G_DV (-2) /* gradient buffer id: the caller's dv */
+
+typedef struct prg__unet_mod {
+    int type;
+    int cin, cin2, cout; /* input channels (cin2: CAT's second input), output channels */
+    int h, w;            /* input size */
+    int k, stride, pad;  /* CONV */
+    int par;             /* index of the module's first tensor */
+    int has_skip;        /* RES: 1x1 conv on the residual path */
+    size_t in, in2, out; /* activations, offsets in floats per image */
+    int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
+    size_t t[11];        /* saved intermediates, floats per image */
+} prg__unet_mod;
+
+struct prg_unet {
+    prg_unet_config cfg;
+    prg__unet_tensor *tens;
+    int ntens, tcap;
+    prg__unet_mod *mods;
+    int nmods, mcap;
+    size_t nparams;
+    float *params, *grads;
+    /* per-image layout */
+    size_t act_floats, scr_floats;
+    size_t x_off, temb_off, e1_off, e1s_off, emb_off, semb_off;
+    size_t t1_off, t2_off, dss_off, dsemb_off, de1_off, de2_off;
+    size_t maxel;          /* largest C*H*W of any tensor the backward passes around */
+    size_t *gbuf_off;      /* gradient buffers (ping-pong, then skips) in the scratch block */
+    size_t *gbuf_len;
+    int ngbuf, gcap;
+    /* the skip stack while planning */
+    int *stack;
+    int nstack;
+    /* current tensor while planning */
+    size_t cur_off;
+    int cur_c, cur_h, cur_g;
+    /* storage for the largest batch seen */
+    int cap_batch;
+    float *act, *scr, *ws;
+    size_t ws_floats;
+    int fwd_batch;         /* batch of the last forward, 0 = none */
+};
+
+static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
+    int i;
+    for (i = 0; i < c->num_attention; i++)
+        if (c->attention_ds[i] == ds) return 1;
+    return 0;
+}
+
+prg_result prg_unet_config_check(const prg_unet_config *c) {
+    int i, j, levels, mc;
+    if (!c) return prg__fail(PRG_ERR_ARG, "prg_unet_config_check: cfg is NULL");
+    if (c->in_channels < 1 || c->in_channels > 4096 || c->out_channels < 1 || c->out_channels > 4096)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: in_channels=%d, out_channels=%d must be in 1..4096",
+                         c->in_channels, c->out_channels);
+    mc = c->model_channels;
+    if (mc < 2 || mc > 8192 || mc % 2)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: model_channels=%d must be even and in 2..8192", mc);
+    if (c->num_res_blocks < 1 || c->num_res_blocks > 64)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_res_blocks=%d must be in 1..64", c->num_res_blocks);
+    levels = c->num_levels;
+    if (levels < 1 || levels > PRG_UNET_MAX_LEVELS)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels, PRG_UNET_MAX_LEVELS);
+    if (c->channel_mult[0] != 1)
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unet config: channel_mult[0]=%d must be 1 (the output head maps model_channels "
+                         "to out_channels, as in the reference)", c->channel_mult[0]);
+    if (c->groups < 1 || c->groups > mc)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups, mc);
+    if (c->num_heads < 1)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_heads=%d must be >= 1", c->num_heads);
+    for (i = 0; i < levels; i++) {
+        int ch = mc * c->channel_mult[i];
+        if (c->channel_mult[i] < 1 || c->channel_mult[i] > 64)
+            return prg__fail(PRG_ERR_CONFIG, "unet config: channel_mult[%d]=%d must be in 1..64", i,
+                             c->channel_mult[i]);
+        if (ch % c->groups)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: level %d has %d channels, not divisible by groups=%d "
+                             "(choose model_channels a multiple of %d)", i, ch, c->groups, c->groups);
+        if ((prg__unet_has_attn(c, 1 << i) || i == levels - 1) && ch % c->num_heads)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention on %d channels (level %d) does not split into num_heads=%d",
+                             ch, i, c->num_heads);
+    }
+    if (c->num_attention < 0 || c->num_attention > PRG_UNET_MAX_LEVELS)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_attention=%d must be in 0..%d", c->num_attention,
+                         PRG_UNET_MAX_LEVELS);
+    for (i = 0; i < c->num_attention; i++) {
+        int ok = 0;
+        for (j = 0; j < levels; j++) ok |= c->attention_ds[i] == (1 << j);
+        if (!ok)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention_ds[%d]=%d is not a downsample rate of this U-Net "
+                             "(1, 2, ... %d for %d levels)", i, c->attention_ds[i], 1 << (levels - 1), levels);
+    }
+    if (c->image_size < 1 || c->image_size > 4096 || c->image_size % (1 << (levels - 1)))
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unet config: image_size=%d must be in 1..4096 and divisible by 2^(num_levels-1) = %d",
+                         c->image_size, 1 << (levels - 1));
+    for (j = 0; j < levels; j++) {
+        /* attention weights are [heads][T][T] per image: keep T*T*heads within int range */
+        int64_t side = c->image_size >> j, tt = side * side;
+        if ((prg__unet_has_attn(c, 1 << j) || j == levels - 1) && tt * tt * c->num_heads > ((int64_t)1 << 31) - 1)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention at %dx%d with %d heads needs a %lldx%lld weight matrix per "
+                             "head; attend at lower resolutions", (int)side, (int)side, c->num_heads,
+                             (long long)tt, (long long)tt);
+    }
+    return PRG_OK;
+}
+
+prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name) {
+    prg_unet_config c;
+    if (!cfg || !name) return prg__fail(PRG_ERR_ARG, "prg_unet_config_preset: NULL argument");
+    memset(&c, 0, sizeof c);
+    c.in_channels = c.out_channels = 3;
+    c.num_heads = 4;
+    c.groups = 32;
+    c.channel_mult[0] = 1;
+    c.channel_mult[1] = 2;
+    c.channel_mult[2] = 2;
+    c.num_levels = 3;
+    c.image_size = 32;
+    if (strcmp(name, "cifar32") == 0) {
+        c.model_channels = 128;
+        c.num_res_blocks = 3;
+        c.channel_mult[3] = 2;
+        c.num_levels = 4;
+        c.num_attention = 2;
+        c.attention_ds[0] = 2;
+        c.attention_ds[1] = 4;
+    } else if (strcmp(name, "imagenet64") == 0) {
+        c.model_channels = 128;
+        c.num_res_blocks = 3;
+        c.channel_mult[2] = 3;
+        c.channel_mult[3] = 4;
+        c.num_levels = 4;
+        c.num_attention = 2;
+        c.attention_ds[0] = 4;
+        c.attention_ds[1] = 8;
+        c.image_size = 64;
+    } else if (strcmp(name, "small32") == 0) {
+        c.model_channels = 64;
+        c.num_res_blocks = 2;
+        c.num_attention = 2;
+        c.attention_ds[0] = 2;
+        c.attention_ds[1] = 4;
+    } else if (strcmp(name, "tiny32") == 0) {
+        c.model_channels = 32;
+        c.num_res_blocks = 1;
+        c.num_attention = 1;
+        c.attention_ds[0] = 4;
+    } else {
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unknown U-Net preset \"%s\" (use cifar32, imagenet64, small32 or tiny32)", name);
+    }
+    *cfg = c;
+    return PRG_OK;
+}
+
+/* --- planning: tensors, modules, activation layout ------------------------ */
+
+static size_t prg__unet_act(prg_unet *n, size_t count) {
+    size_t off = n->act_floats;
+    n->act_floats += (count + 15) & ~(size_t)15; /* 64-byte aligned for any batch */
+    return off;
+}
+
+static size_t prg__unet_scr(prg_unet *n, size_t count) {
+    size_t off = n->scr_floats;
+    n->scr_floats += (count + 15) & ~(size_t)15;
+    return off;
+}
+
+static void prg__unet_join(char *dst, size_t cap, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    PRG_ASSERT(la + lb < cap);
+    memcpy(dst, a, la);
+    memcpy(dst + la, b, lb + 1);
+}
+
+static void prg__unet_tensor_add(prg_unet *n, const char *prefix, const char *suffix, int init, int fan_in,
+                                 int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    prg__unet_tensor *t = &n->tens[n->ntens++];
+    int i;
+    PRG_ASSERT(n->ntens <= n->tcap);
+    prg__unet_join(t->name, sizeof t->name, prefix, suffix);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->shape[2] = d2;
+    t->shape[3] = d3;
+    t->count = 1;
+    for (i = 0; i < ndim; i++) t->count *= (size_t)t->shape[i];
+    t->offset = n->nparams;
+    t->init = init;
+    t->fan_in = fan_in;
+    n->nparams += t->count;
+}
+
+/* A conv (k x k, or Conv1d k=1 when conv1d) or linear weight + bias. */
+static void prg__unet_wb(prg_unet *n, const char *prefix, int cout, int cin, int k, int conv1d, int zero) {
+    int init = zero ? PRG__UT_ZEROS : PRG__UT_UNIFORM, fan = cin * k * k;
+    if (k == 0)
+        prg__unet_tensor_add(n, prefix, "weight", init, cin, 2, cout, cin, 1, 1);
+    else if (conv1d)
+        prg__unet_tensor_add(n, prefix, "weight", init, fan, 3, cout, cin, 1, 1);
+    else
+        prg__unet_tensor_add(n, prefix, "weight", init, fan, 4, cout, cin, k, k);
+    prg__unet_tensor_add(n, prefix, "bias", init, k == 0 ? cin : fan, 1, cout, 1, 1, 1);
+}
+
+static void prg__unet_gn(prg_unet *n, const char *prefix, int c) {
+    prg__unet_tensor_add(n, prefix, "weight", PRG__UT_ONES, 0, 1, c, 1, 1, 1);
+    prg__unet_tensor_add(n, prefix, "bias", PRG__UT_ZEROS, 0, 1, c, 1, 1, 1);
+}
+
+static void prg__unet_note(prg_unet *n, size_t el) {
+    if (el > n->maxel) n->maxel = el;
+}
+
+/* Appends a module that reads the current tensor and makes a new one of
+   cout channels at size hout; the new one becomes current. */
+static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hout) {
+    prg__unet_mod *m = &n->mods[n->nmods++];
+    PRG_ASSERT(n->nmods <= n->mcap);
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    m->cin = n->cur_c;
+    m->h = m->w = n->cur_h;
+    m->in = n->cur_off;
+    m->gin = n->cur_g;
+    m->cout = cout;
+    m->par = n->ntens;
+    m->out = prg__unet_act(n, (size_t)cout * hout * hout);
+    m->gout = n->cur_g == 0 ? 1 : 0;
+    prg__unet_note(n, (size_t)m->cin * m->h * m->w);
+    prg__unet_note(n, (size_t)cout * hout * hout);
+    n->cur_off = m->out;
+    n->cur_c = cout;
+    n->cur_h = hout;
+    n->cur_g = m->gout;
+    return m;
+}
+
+static void prg__unet_conv(prg_unet *n, const char *prefix, int cout, int stride, int zero) {
+    int hout = stride == 2 ? n->cur_h / 2 : n->cur_h;
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_CONV, cout, hout);
+    m->k = 3;
+    m->stride = stride;
+    m->pad = 1;
+    prg__unet_wb(n, prefix, cout, m->cin, 3, 0, zero);
+}
+
+static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
+    int cin = n->cur_c, hw = n->cur_h * n->cur_h, g = n->cfg.groups, ed = 4 * n->cfg.model_channels;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_RES, cout, n->cur_h);
+    m->has_skip = cin != cout;
+    m->t[0] = prg__unet_act(n, (size_t)cin * hw);  /* GN_in(x) */
+    m->t[1] = prg__unet_act(n, (size_t)g);         /* its mean */
+    m->t[2] = prg__unet_act(n, (size_t)g);         /* its rstd */
+    m->t[3] = prg__unet_act(n, (size_t)cin * hw);  /* SiLU of it */
+    m->t[4] = prg__unet_act(n, (size_t)cout * hw); /* conv1 */
+    m->t[5] = prg__unet_act(n, (size_t)2 * cout);  /* scale | shift */
+    m->t[6] = prg__unet_act(n, (size_t)cout * hw); /* GN_out(conv1) */
+    m->t[7] = prg__unet_act(n, (size_t)g);
+    m->t[8] = prg__unet_act(n, (size_t)g);
+    m->t[9] = prg__unet_act(n, (size_t)cout * hw);  /* scale-shifted */
+    m->t[10] = prg__unet_act(n, (size_t)cout * hw); /* SiLU of it = conv2 input */
+    prg__unet_join(p, sizeof p, prefix, "in_layers.0.");
+    prg__unet_gn(n, p, cin);
+    prg__unet_join(p, sizeof p, prefix, "in_layers.2.");
+    prg__unet_wb(n, p, cout, cin, 3, 0, 0);
+    prg__unet_join(p, sizeof p, prefix, "emb_layers.1.");
+    prg__unet_wb(n, p, 2 * cout, ed, 0, 0, 0);
+    prg__unet_join(p, sizeof p, prefix, "out_layers.0.");
+    prg__unet_gn(n, p, cout);
+    prg__unet_join(p, sizeof p, prefix, "out_layers.3.");
+    prg__unet_wb(n, p, cout, cout, 3, 0, 1);
+    if (m->has_skip) {
+        prg__unet_join(p, sizeof p, prefix, "skip_connection.");
+        prg__unet_wb(n, p, cout, cin, 1, 0, 0);
+    }
+}
+
+static void prg__unet_attn(prg_unet *n, const char *prefix) {
+    int c = n->cur_c, hw = n->cur_h * n->cur_h, heads = n->cfg.num_heads;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_ATTN, c, n->cur_h);
+    m->t[0] = prg__unet_act(n, (size_t)c * hw);                /* GN(x) */
+    m->t[1] = prg__unet_act(n, (size_t)n->cfg.groups);
+    m->t[2] = prg__unet_act(n, (size_t)n->cfg.groups);
+    m->t[3] = prg__unet_act(n, (size_t)3 * c * hw);            /* qkv */
+    m->t[4] = prg__unet_act(n, (size_t)c * hw);                /* attention output */
+    m->t[5] = prg__unet_act(n, (size_t)heads * hw * hw);       /* softmax weights */
+    prg__unet_note(n, (size_t)3 * c * hw);
+    prg__unet_join(p, sizeof p, prefix, "norm.");
+    prg__unet_gn(n, p, c);
+    prg__unet_join(p, sizeof p, prefix, "qkv.");
+    prg__unet_wb(n, p, 3 * c, c, 1, 1, 0);
+    prg__unet_join(p, sizeof p, prefix, "proj_out.");
+    prg__unet_wb(n, p, c, c, 1, 1, 1);
+}
+
+/* The current tensor is an input block's output: it goes on the skip stack
+   and gets its own gradient buffer (two consumers accumulate into it). */
+static void prg__unet_push(prg_unet *n) {
+    int id = n->ngbuf++;
+    PRG_ASSERT(n->ngbuf <= n->gcap);
+    n->gbuf_len[id] = (size_t)n->cur_c * n->cur_h * n->cur_h;
+    n->mods[n->nmods - 1].gout = id;
+    n->cur_g = id;
+    n->stack[n->nstack++] = n->nmods - 1;
+}
+
+static void prg__unet_cat(prg_unet *n) {
+    const prg__unet_mod *s = &n->mods[n->stack[--n->nstack]];
+    int c2 = s->cout;
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_CAT, n->cur_c + c2, n->cur_h);
+    m->cin2 = c2;
+    m->in2 = s->out;
+    m->gin2 = s->gout;
+}
+
+static void prg__unet_plan_free(prg_unet *n) {
+    prg_free(n->tens);
+    prg_free(n->mods);
+    prg_free(n->gbuf_off);
+    prg_free(n->gbuf_len);
+    prg_free(n->stack);
+    n->tens = NULL;
+    n->mods = NULL;
+    n->gbuf_off = n->gbuf_len = NULL;
+    n->stack = NULL;
+}
+
+/* Builds the tensor table and the module list of n->cfg (already checked). */
+static prg_result prg__unet_plan(prg_unet *n) {
+    const prg_unet_config *c = &n->cfg;
+    int mc = c->model_channels, ed = 4 * mc, L = c->num_levels, R = c->num_res_blocks;
+    int nres = L * R + 2 + L * (R + 1), level, r, ds, blk, ch, i;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m;
+    n->tcap = 16 + 18 * nres + 8 * L;
+    n->mcap = 16 + 3 * nres + 4 * L;
+    n->gcap = 4 + L * (R + 1);
+    n->tens = (prg__unet_tensor *)prg_alloc((size_t)n->tcap * sizeof *n->tens);
+    n->mods = (prg__unet_mod *)prg_alloc((size_t)n->mcap * sizeof *n->mods);
+    n->gbuf_off = (size_t *)prg_alloc((size_t)n->gcap * sizeof(size_t));
+    n->gbuf_len = (size_t *)prg_alloc((size_t)n->gcap * sizeof(size_t));
+    n->stack = (int *)prg_alloc((size_t)n->gcap * sizeof(int));
+    if (!n->tens || !n->mods || !n->gbuf_off || !n->gbuf_len || !n->stack) {
+        prg__unet_plan_free(n);
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet: out of memory for the layer tables");
+    }
+    n->ngbuf = 2;
+    n->nstack = 0;
+
+    prg__unet_wb(n, "time_embed.0.", ed, mc, 0, 0, 0);
+    prg__unet_wb(n, "time_embed.2.", ed, ed, 0, 0, 0);
+    n->x_off = prg__unet_act(n, (size_t)c->in_channels * c->image_size * c->image_size);
+    n->temb_off = prg__unet_act(n, (size_t)mc);
+    n->e1_off = prg__unet_act(n, (size_t)ed);
+    n->e1s_off = prg__unet_act(n, (size_t)ed);
+    n->emb_off = prg__unet_act(n, (size_t)ed);
+    n->semb_off = prg__unet_act(n, (size_t)ed);
+    n->cur_off = n->x_off;
+    n->cur_c = c->in_channels;
+    n->cur_h = c->image_size;
+    n->cur_g = PRG__UNET_G_DX;
+
+    prg__unet_conv(n, "input_blocks.0.0.", mc, 1, 0);
+    prg__unet_push(n);
+    ds = 1;
+    blk = 1;
+    for (level = 0; level < L; level++) {
+        for (r = 0; r < R; r++, blk++) {
+            snprintf(p, sizeof p, "input_blocks.%d.0.", blk);
+            prg__unet_res(n, p, mc * c->channel_mult[level]);
+            if (prg__unet_has_attn(c, ds)) {
+                snprintf(p, sizeof p, "input_blocks.%d.1.", blk);
+                prg__unet_attn(n, p);
+            }
+            prg__unet_push(n);
+        }
+        if (level != L - 1) {
+            snprintf(p, sizeof p, "input_blocks.%d.0.op.", blk++);
+            prg__unet_conv(n, p, n->cur_c, 2, 0);
+            prg__unet_push(n);
+            ds *= 2;
+        }
+    }
+    ch = n->cur_c;
+    prg__unet_res(n, "middle_block.0.", ch);
+    prg__unet_attn(n, "middle_block.1.");
+    prg__unet_res(n, "middle_block.2.", ch);
+    blk = 0;
+    for (level = L - 1; level >= 0; level--) {
+        for (r = 0; r <= R; r++, blk++) {
+            i = 1;
+            prg__unet_cat(n);
+            snprintf(p, sizeof p, "output_blocks.%d.0.", blk);
+            prg__unet_res(n, p, mc * c->channel_mult[level]);
+            if (prg__unet_has_attn(c, ds)) {
+                snprintf(p, sizeof p, "output_blocks.%d.%d.", blk, i++);
+                prg__unet_attn(n, p);
+            }
+            if (level && r == R) {
+                prg__unet_mod_new(n, PRG__UM_UP, n->cur_c, 2 * n->cur_h);
+                snprintf(p, sizeof p, "output_blocks.%d.%d.conv.", blk, i);
+                prg__unet_conv(n, p, n->cur_c, 1, 0);
+                ds /= 2;
+            }
+        }
+    }
+    m = prg__unet_mod_new(n, PRG__UM_NORMACT, n->cur_c, n->cur_h);
+    m->t[0] = prg__unet_act(n, (size_t)m->cin * m->h * m->w);
+    m->t[1] = prg__unet_act(n, (size_t)c->groups);
+    m->t[2] = prg__unet_act(n, (size_t)c->groups);
+    prg__unet_gn(n, "out.0.", m->cin);
+    prg__unet_conv(n, "out.2.", c->out_channels, 1, 1);
+    n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
+    PRG_ASSERT(n->nstack == 0);
+
+    /* backward scratch, per image */
+    for (i = 0; i < 2; i++) n->gbuf_len[i] = n->maxel;
+    for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
+    n->t1_off = prg__unet_scr(n, n->maxel);
+    n->t2_off = prg__unet_scr(n, n->maxel);
+    for (i = 0, ch = 1; i < L; i++)
+        if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
+    n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
+    n->dsemb_off = prg__unet_scr(n, (size_t)ed);
+    n->de1_off = prg__unet_scr(n, (size_t)ed);
+    n->de2_off = prg__unet_scr(n, (size_t)ed);
+    return PRG_OK;
+}
+
+size_t prg_unet_config_num_params(const prg_unet_config *cfg) {
+    prg_unet n;
+    size_t count;
+    if (prg_unet_config_check(cfg) != PRG_OK) return 0;
+    memset(&n, 0, sizeof n);
+    n.cfg = *cfg;
+    if (prg__unet_plan(&n) != PRG_OK) return 0;
+    count = n.nparams;
+    prg__unet_plan_free(&n);
+    return count;
+}
+
+/* --- object ---------------------------------------------------------------- */
+
+prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
+    prg_unet *n;
+    prg_result r;
+    int i;
+    if (!out || !cfg) return prg__fail(PRG_ERR_ARG, "prg_unet_create: NULL argument");
+    *out = NULL;
+    if ((r = prg_unet_config_check(cfg)) != PRG_OK) return r;
+    n = (prg_unet *)prg_alloc(sizeof *n);
+    if (!n) return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: out of memory");
+    memset(n, 0, sizeof *n);
+    n->cfg = *cfg;
+    if ((r = prg__unet_plan(n)) != PRG_OK) {
+        prg_free(n);
+        return r;
+    }
+    n->params = (float *)prg_alloc(n->nparams * sizeof(float));
+    n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
+    if (!n->params || !n->grads) {
+        size_t np = n->nparams;
+        prg_unet_free(n);
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
+                         2.0 * (double)np * 4 / 1e6);
+    }
+    for (i = 0; i < n->ntens; i++) {
+        const prg__unet_tensor *t = &n->tens[i];
+        float *p = n->params + t->offset;
+        size_t j;
+        if (t->init == PRG__UT_UNIFORM) {
+            /* kaiming_uniform(a = sqrt 5) and the bias rule both give U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            prg_rng rng;
+            float bound = (float)(1.0 / sqrt((double)t->fan_in));
+            prg_rng_seed(&rng, seed, (uint64_t)i + 1);
+            for (j = 0; j < t->count; j++) p[j] = (2.0f * prg_rng_uniform(&rng) - 1.0f) * bound;
+        } else {
+            float v = t->init == PRG__UT_ONES ? 1.0f : 0.0f;
+            for (j = 0; j < t->count; j++) p[j] = v;
+        }
+    }
+    memset(n->grads, 0, n->nparams * sizeof(float));
+    *out = n;
+    return PRG_OK;
+}
+
+void prg_unet_free(prg_unet *n) {
+    if (!n) return;
+    prg__unet_plan_free(n);
+    prg_free(n->params);
+    prg_free(n->grads);
+    prg_free(n->act);
+    prg_free(n->scr);
+    prg_free(n->ws);
+    prg_free(n);
+}
+
+const prg_unet_config *prg_unet_config_get(const prg_unet *n) { return &n->cfg; }
+size_t prg_unet_num_params(const prg_unet *n) { return n->nparams; }
+float *prg_unet_params(prg_unet *n) { return n->params; }
+float *prg_unet_grads(prg_unet *n) { return n->grads; }
+void prg_unet_zero_grad(prg_unet *n) { memset(n->grads, 0, n->nparams * sizeof(float)); }
+int prg_unet_num_tensors(const prg_unet *n) { return n->ntens; }
+
+prg_result prg_unet_tensor_info(const prg_unet *n, int i, const char **name, int *ndim, int64_t shape[4],
+                                size_t *offset) {
+    const prg__unet_tensor *t;
+    int d;
+    if (!n || i < 0 || i >= n->ntens)
+        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i, n ? n->ntens - 1 : -1);
+    t = &n->tens[i];
+    if (name) *name = t->name;
+    if (ndim) *ndim = t->ndim;
+    if (shape)
+        for (d = 0; d < 4; d++) shape[d] = d < t->ndim ? t->shape[d] : 1;
+    if (offset) *offset = t->offset;
+    return PRG_OK;
+}
+
+int prg_unet_find_tensor(const prg_unet *n, const char *name) {
+    int i;
+    for (i = 0; n && name && i < n->ntens; i++)
+        if (strcmp(n->tens[i].name, name) == 0) return i;
+    return -1;
+}
+
+size_t prg_unet_activation_bytes(const prg_unet *n) {
+    return ((n->act_floats + n->scr_floats) * (size_t)n->cap_batch + n->ws_floats) * sizeof(float);
+}
+
+static size_t prg__unet_max(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Layer workspace for a batch: the largest any conv or attention asks for. */
+static size_t prg__unet_ws_floats(const prg_unet *n, int b) {
+    size_t need = 0;
+    int i;
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int hw = m->h * m->w, c = m->cin, co = m->cout;
+        if (m->type == PRG__UM_CONV)
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, m->k, m->stride, m->pad));
+        if (m->type == PRG__UM_RES) {
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, 3, 1, 1));
+            need = prg__unet_max(need, prg_conv2d_workspace(b, co, m->h, m->w, co, 3, 1, 1));
+            if (m->has_skip) need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, 1, 1, 0));
+        }
+        if (m->type == PRG__UM_ATTN) {
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, hw, 1, 3 * c, 1, 1, 0));
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, hw, 1, c, 1, 1, 0));
+            need = prg__unet_max(need, prg_attention_workspace(b, c, hw, n->cfg.num_heads));
+        }
+    }
+    return need;
+}
+
+/* Grows the activation, scratch and workspace blocks to hold `batch`. */
+static prg_result prg__unet_reserve(prg_unet *n, int batch) {
+    size_t ws;
+    if (batch <= n->cap_batch) return PRG_OK;
+    if (n->act_floats > SIZE_MAX / sizeof(float) / (size_t)batch ||
+        n->scr_floats > SIZE_MAX / sizeof(float) / (size_t)batch)
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet_forward: batch %d is too large for this U-Net", batch);
+    ws = prg__unet_ws_floats(n, batch);
+    prg_free(n->act);
+    prg_free(n->scr);
+    prg_free(n->ws);
+    n->act = (float *)prg_alloc(n->act_floats * (size_t)batch * sizeof(float));
+    n->scr = (float *)prg_alloc(n->scr_floats * (size_t)batch * sizeof(float));
+    n->ws = (float *)prg_alloc((ws ? ws : 1) * sizeof(float));
+    n->fwd_batch = 0;
+    if (!n->act || !n->scr || !n->ws) {
+        double mb = ((double)(n->act_floats + n->scr_floats) * batch + (double)ws) * 4 / 1e6;
+        prg_free(n->act);
+        prg_free(n->scr);
+        prg_free(n->ws);
+        n->act = n->scr = n->ws = NULL;
+        n->cap_batch = 0;
+        n->ws_floats = 0;
+        return prg__fail(PRG_ERR_NOMEM,
+                         "prg_unet_forward: cannot allocate %.1f MB of activations for batch %d; use a "
+                         "smaller batch", mb, batch);
+    }
+    n->cap_batch = batch;
+    n->ws_floats = ws;
+    return PRG_OK;
+}
+
+typedef struct prg__unet_add_ctx { float *y; const float *x; size_t n; } prg__unet_add_ctx;
+
+static void prg__unet_add_task(void *ctx, int ith, int nth) {
+    prg__unet_add_ctx *a = (prg__unet_add_ctx *)ctx;
+    size_t lo, hi, i;
+    prg_split_range(a->n, 64, ith, nth, &lo, &hi);
+    for (i = lo; i < hi; i++) a->y[i] += a->x[i];
+}
+
+/* y += x */
+static void prg__unet_add(float *y, const float *x, size_t count) {
+    prg__unet_add_ctx a;
+    a.y = y;
+    a.x = x;
+    a.n = count;
+    if (count < 4096)
+        prg__unet_add_task(&a, 0, 1);
+    else
+        prg_parallel(prg__unet_add_task, &a);
+}
+
+/* --- forward ---------------------------------------------------------------- */
+
+prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
+    const prg_unet_config *c;
+    int B = batch, i, mc, ed, G;
+    float *P, *A, *ws, *t1;
+    prg_result r;
+    if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
+    if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
+    if ((r = prg__unet_reserve(n, batch)) != PRG_OK) return r;
+    c = &n->cfg;
+    mc = c->model_channels;
+    ed = 4 * mc;
+    G = c->groups;
+    P = n->params;
+    A = n->act;
+    ws = n->ws;
+    t1 = n->scr + n->t1_off * B;
+#define PRG__UA(off) (A + (size_t)(off) * B)
+#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
+    memcpy(PRG__UA(n->x_off), x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
+    prg_timestep_embedding(PRG__UA(n->temb_off), t, B, mc, PRG__UNET_MAX_PERIOD);
+    prg_linear_forward(PRG__UA(n->e1_off), PRG__UA(n->temb_off), P + n->tens[0].offset, P + n->tens[1].offset,
+                       B, mc, ed);
+    prg_silu_forward(PRG__UA(n->e1s_off), PRG__UA(n->e1_off), (size_t)B * ed);
+    prg_linear_forward(PRG__UA(n->emb_off), PRG__UA(n->e1s_off), P + n->tens[2].offset, P + n->tens[3].offset,
+                       B, ed, ed);
+    prg_silu_forward(PRG__UA(n->semb_off), PRG__UA(n->emb_off), (size_t)B * ed);
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        const float *in = PRG__UA(m->in);
+        float *out = PRG__UA(m->out);
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
+            break;
+        case PRG__UM_RES:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_silu_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_conv2d_forward(PRG__UA(m->t[4]), PRG__UA(m->t[3]), PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1,
+                               1, ws);
+            prg_linear_forward(PRG__UA(m->t[5]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+            prg_groupnorm_forward(PRG__UA(m->t[6]), PRG__UA(m->t[7]), PRG__UA(m->t[8]), PRG__UA(m->t[4]),
+                                  PRG__UP(6), PRG__UP(7), B, co, hw, G, PRG__UNET_EPS);
+            prg_scale_shift_forward(PRG__UA(m->t[9]), PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_silu_forward(PRG__UA(m->t[10]), PRG__UA(m->t[9]), (size_t)B * co * hw);
+            prg_conv2d_forward(out, PRG__UA(m->t[10]), PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+            if (m->has_skip) {
+                prg_conv2d_forward(t1, in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+                prg__unet_add(out, t1, (size_t)B * co * hw);
+            } else {
+                prg__unet_add(out, in, (size_t)B * co * hw);
+            }
+            break;
+        case PRG__UM_ATTN:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_conv2d_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci,
+                               1, 1, 0, ws);
+            prg_attention_forward(PRG__UA(m->t[4]), PRG__UA(m->t[5]), PRG__UA(m->t[3]), B, ci, hw,
+                                  c->num_heads, ws);
+            prg_conv2d_forward(out, PRG__UA(m->t[4]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+            prg__unet_add(out, in, (size_t)B * ci * hw);
+            break;
+        case PRG__UM_UP:
+            prg_upsample2x_forward(out, in, B * ci, h, w);
+            break;
+        case PRG__UM_CAT:
+            prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
+            break;
+        case PRG__UM_NORMACT:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_silu_forward(out, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            break;
+        }
+    }
+    memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
+           (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
+    n->fwd_batch = B;
+    return PRG_OK;
+}
+
+/* --- backward --------------------------------------------------------------- */
+
+prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
+    const prg_unet_config *c;
+    int B, i, j, mc, ed, G;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2;
+    float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
+    if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
+    if (n->fwd_batch < 1)
+        return prg__fail(PRG_ERR_STATE, "prg_unet_backward: call prg_unet_forward first (on this net)");
+    c = &n->cfg;
+    B = n->fwd_batch;
+    mc = c->model_channels;
+    ed = 4 * mc;
+    G = c->groups;
+    P = n->params;
+    D = n->grads;
+    A = n->act;
+    S = n->scr;
+    ws = n->ws;
+    t1 = S + n->t1_off * B;
+    t2 = S + n->t2_off * B;
+    dss = S + n->dss_off * B;
+    dsemb = S + n->dsemb_off * B;
+    de1 = S + n->de1_off * B;
+    de2 = S + n->de2_off * B;
+    PRG_ASSERT(n->ngbuf <= (int)(sizeof gb / sizeof gb[0]));
+    for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
+    for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
+    memset(dsemb, 0, (size_t)B * ed * sizeof(float));
+    if (dx) memset(dx, 0, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
+#define PRG__UG(id) ((id) == PRG__UNET_G_DX ? dx : (id) == PRG__UNET_G_DV ? (float *)dv : gb[id])
+#define PRG__UD(j) (D + n->tens[m->par + (j)].offset)
+#define PRG__UZ(p, count) memset((p), 0, (size_t)(count) * B * sizeof(float))
+    for (i = n->nmods - 1; i >= 0; i--) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        const float *in = PRG__UA(m->in), *dout = PRG__UG(m->gout);
+        float *din = PRG__UG(m->gin);
+        /* a ping-pong buffer has one producer: clear it; skip buffers and dx accumulate */
+        if (m->gin == 0 || m->gin == 1) PRG__UZ(din, ci * hw);
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg_conv2d_backward(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
+                                m->stride, m->pad, ws);
+            break;
+        case PRG__UM_RES:
+            if (m->has_skip)
+                prg_conv2d_backward(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
+                                    0, ws);
+            else
+                prg__unet_add(din, dout, (size_t)B * co * hw);
+            PRG__UZ(t1, co * hw);
+            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, PRG__UA(m->t[10]), PRG__UP(8), B, co, h, w, co,
+                                3, 1, 1, ws);
+            PRG__UZ(t2, co * hw);
+            prg_silu_backward(t2, t1, PRG__UA(m->t[9]), (size_t)B * co * hw);
+            PRG__UZ(t1, co * hw);
+            PRG__UZ(dss, 2 * co);
+            prg_scale_shift_backward(t1, dss, t2, PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
+                                2 * co);
+            PRG__UZ(t2, co * hw);
+            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[4]), PRG__UA(m->t[7]),
+                                   PRG__UA(m->t[8]), PRG__UP(6), B, co, hw, G);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[3]), PRG__UP(2), B, ci, h, w, co, 3,
+                                1, 1, ws);
+            PRG__UZ(t2, ci * hw);
+            prg_silu_backward(t2, t1, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        case PRG__UM_ATTN:
+            prg__unet_add(din, dout, (size_t)B * ci * hw);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[4]), PRG__UP(4), B, ci, hw, 1, ci,
+                                1, 1, 0, ws);
+            PRG__UZ(t2, 3 * ci * hw);
+            prg_attention_backward(t2, t1, PRG__UA(m->t[3]), PRG__UA(m->t[5]), B, ci, hw, c->num_heads, ws);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[0]), PRG__UP(2), B, ci, hw, 1,
+                                3 * ci, 1, 1, 0, ws);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        case PRG__UM_UP:
+            prg_upsample2x_backward(din, dout, B * ci, h, w);
+            break;
+        case PRG__UM_CAT:
+            prg_concat_backward(din, PRG__UG(m->gin2), dout, B, ci, m->cin2, hw);
+            break;
+        case PRG__UM_NORMACT:
+            PRG__UZ(t1, ci * hw);
+            prg_silu_backward(t1, dout, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        }
+    }
+    /* time embedding: emb -> SiLU feeds every ResBlock */
+    PRG__UZ(de1, ed);
+    prg_silu_backward(de1, dsemb, PRG__UA(n->emb_off), (size_t)B * ed);
+    PRG__UZ(de2, ed);
+    prg_linear_backward(de2, D + n->tens[2].offset, D + n->tens[3].offset, de1, PRG__UA(n->e1s_off),
+                        P + n->tens[2].offset, B, ed, ed);
+    PRG__UZ(de1, ed);
+    prg_silu_backward(de1, de2, PRG__UA(n->e1_off), (size_t)B * ed);
+    prg_linear_backward(NULL, D + n->tens[0].offset, D + n->tens[1].offset, de1, PRG__UA(n->temb_off),
+                        P + n->tens[0].offset, B, mc, ed);
+#undef PRG__UA
+#undef PRG__UP
+#undef PRG__UG
+#undef PRG__UD
+#undef PRG__UZ
+    return PRG_OK;
+}
+
 
 /* >>flow ================================================================ */
 
