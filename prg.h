@@ -387,6 +387,91 @@ size_t     prg_unet_activation_bytes(const prg_unet *net);
 /* >>optim =============================================================== */
 /* Adam, AdamW, warmup + cosine schedule, EMA. */
 
+/* One optimizer serves a parameter block of n floats (the U-Net keeps its
+   parameters and gradients contiguous); a model split over several blocks
+   (U-Net + classifier head) uses prg_adam_step_blocks, which treats the
+   blocks as one concatenated vector, so the gradient norm, the non-finite
+   check and the moments cover all of them.
+
+   The update is torch.optim.Adam / AdamW (torch 1.13, foreach=False) step
+   for step, in float32 with the same scalar roundings:
+       step += 1
+       AdamW: p *= 1 - lr*wd                       (decoupled weight decay)
+       Adam:  g += wd*p                            (L2 in the gradient)
+       m = beta1*m + (1-beta1)*g,  v = beta2*v + (1-beta2)*g*g
+       p -= lr/(1-beta1^step) * m / (sqrt(v)/sqrt(1-beta2^step) + eps)
+   A gradient with a NaN or an infinity makes the step return
+   PRG_ERR_NUMERIC before anything is written: parameters, moments and the
+   step count stay as they were.  The work is split over the pool; every
+   element is updated by one thread and the norm is reduced over fixed
+   chunks in a fixed order, so any thread count gives the same bits. */
+typedef struct prg_adam_config {
+    double beta1, beta2;    /* 0.9, 0.999 */
+    double eps;             /* 1e-8, added after sqrt(v_hat) */
+    double weight_decay;    /* 0 */
+    int decoupled;          /* 1 = AdamW, 0 = Adam (weight decay added to the gradient) */
+} prg_adam_config;
+/* torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+   For the reference's fine-tuning AdamW set decoupled = 1 and
+   weight_decay = 0.05 (torch.optim.AdamW's own default is 0.01). */
+void prg_adam_config_default(prg_adam_config *cfg);
+
+typedef struct prg_adam prg_adam;
+prg_result prg_adam_create(prg_adam **opt, size_t n, const prg_adam_config *cfg);
+void       prg_adam_free(prg_adam *opt);
+/* One step at learning rate lr.  grad_norm (may be NULL) receives the L2
+   norm of the raw gradient (before weight decay), also on failure. */
+prg_result prg_adam_step(prg_adam *opt, float *params /* [n] */, const float *grads /* [n] */,
+                         double lr, double *grad_norm);
+prg_result prg_adam_step_blocks(prg_adam *opt, int nblocks, float *const *params /* [nblocks] */,
+                                const float *const *grads /* [nblocks] */,
+                                const size_t *sizes /* [nblocks], summing to n */, double lr,
+                                double *grad_norm);
+/* State for checkpoints: the step count (torch's state['step']) and the two
+   moment vectors of n floats (torch's exp_avg, exp_avg_sq), in parameter
+   order; both live in one 64-byte-aligned block.  Writing them back and
+   setting the step count restores the optimizer exactly. */
+size_t   prg_adam_size(const prg_adam *opt);
+int64_t  prg_adam_step_count(const prg_adam *opt);
+void     prg_adam_set_step_count(prg_adam *opt, int64_t step);
+float   *prg_adam_exp_avg(prg_adam *opt);     /* [n] */
+float   *prg_adam_exp_avg_sq(prg_adam *opt);  /* [n] */
+const prg_adam_config *prg_adam_get_config(const prg_adam *opt);
+
+/* Linear warm-up + cosine decay, timm CosineLRScheduler with
+   warmup_prefix=True, cycle_limit=1, cycle_decay=1, k_decay=1, no noise,
+   stepped per iteration (t_in_epochs=False), as the reference fine-tunes:
+       t <  W:     lr(t) = warmup_lr + t*(base_lr - warmup_lr)/W
+       t >= W:     u = t - W, T = total_steps - W
+                   lr(t) = min_lr + 0.5*(base_lr - min_lr)*(1 + cos(pi*u/T))   for u < T
+                   lr(t) = min_lr                                              for u >= T
+   The reference calls scheduler.step_update(u) AFTER optimizer step u, and
+   timm's constructor sets the lr to warmup_lr when W > 0; so optimizer step
+   u (0-based) runs at warmup_lr for u = 0 and at lr(u-1) after: the first
+   two steps both use warmup_lr.  prg_cosine_schedule_step_lr(s, u) returns
+   exactly that lr; a training loop that reproduces the reference does
+       prg_adam_step(opt, p, g, prg_cosine_schedule_step_lr(&s, u), &norm);
+   prg_cosine_schedule_lr(s, t) is timm's _get_lr(t) itself. */
+typedef struct prg_cosine_schedule {
+    double base_lr, warmup_lr, min_lr;
+    int64_t warmup_steps;   /* W (timm warmup_t) */
+    int64_t total_steps;    /* W + T (timm t_initial = T) */
+} prg_cosine_schedule;
+/* The reference fine-tuning recipe (METHOD.md C.2): base 1.25e-4,
+   warm-up 1.25e-7, min 1.25e-6, each times global_batch/512; W =
+   warmup_epochs*iters_per_epoch, total = epochs*iters_per_epoch.
+   Returns PRG_ERR_CONFIG unless 0 <= warmup_epochs < epochs and
+   iters_per_epoch, global_batch > 0. */
+prg_result prg_cosine_schedule_init(prg_cosine_schedule *s, int global_batch,
+                                    int64_t iters_per_epoch, int epochs, int warmup_epochs);
+double prg_cosine_schedule_lr(const prg_cosine_schedule *s, int64_t t);
+double prg_cosine_schedule_step_lr(const prg_cosine_schedule *s, int64_t step);
+
+/* Exponential moving average of weights (optional; the reference uses none):
+   ema = decay*ema + (1-decay)*params, element by element, on the pool. */
+void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t n, double decay);
+
+
 /* >>io ================================================================== */
 /* Files: safetensors, .npy/.npz (with inflate), IDX, CIFAR binary, PNG, PPM. */
 
@@ -3435,6 +3520,269 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
 /* >>prg ================================================================= */
 
 /* >>optim =============================================================== */
+
+/* The gradient norm is reduced over chunks of this many elements, a size
+   that does not depend on the thread count. */
+#define PRG__ADAM_CHUNK 16384
+
+struct prg_adam {
+    prg_adam_config cfg;
+    size_t n, npad;      /* npad: n rounded up to 16, so exp_avg_sq is aligned too */
+    int64_t step;
+    float *moments;      /* [2][npad]: exp_avg, exp_avg_sq */
+    double *partial;     /* [nchunks] */
+    size_t nchunks;
+};
+
+void prg_adam_config_default(prg_adam_config *cfg) {
+    cfg->beta1 = 0.9;
+    cfg->beta2 = 0.999;
+    cfg->eps = 1e-8;
+    cfg->weight_decay = 0.0;
+    cfg->decoupled = 0;
+}
+
+prg_result prg_adam_create(prg_adam **opt, size_t n, const prg_adam_config *cfg) {
+    prg_adam *o;
+    *opt = NULL;
+    if (n == 0) return prg__fail(PRG_ERR_ARG, "prg_adam_create: no parameters (n = 0)");
+    if (!(cfg->beta1 >= 0.0 && cfg->beta1 < 1.0 && cfg->beta2 >= 0.0 && cfg->beta2 < 1.0))
+        return prg__fail(PRG_ERR_CONFIG, "prg_adam_create: betas (%g, %g) must lie in [0, 1)",
+                         cfg->beta1, cfg->beta2);
+    if (!(cfg->eps >= 0.0) || !(cfg->weight_decay >= 0.0))
+        return prg__fail(PRG_ERR_CONFIG, "prg_adam_create: eps (%g) and weight_decay (%g) must be >= 0",
+                         cfg->eps, cfg->weight_decay);
+    if (n > (SIZE_MAX / sizeof(float) - 32) / 2)
+        return prg__fail(PRG_ERR_ARG, "prg_adam_create: n = %zu is too large", n);
+    o = (prg_adam *)prg_alloc(sizeof *o);
+    if (!o) return prg__fail(PRG_ERR_NOMEM, "prg_adam_create: out of memory");
+    o->cfg = *cfg;
+    o->n = n;
+    o->npad = (n + 15) & ~(size_t)15;
+    o->step = 0;
+    o->nchunks = (n + PRG__ADAM_CHUNK - 1) / PRG__ADAM_CHUNK;
+    o->moments = (float *)prg_alloc(2 * o->npad * sizeof(float));
+    o->partial = (double *)prg_alloc(o->nchunks * sizeof(double));
+    if (!o->moments || !o->partial) {
+        prg_adam_free(o);
+        return prg__fail(PRG_ERR_NOMEM, "prg_adam_create: cannot allocate moments for %zu parameters", n);
+    }
+    memset(o->moments, 0, 2 * o->npad * sizeof(float));
+    *opt = o;
+    return PRG_OK;
+}
+
+void prg_adam_free(prg_adam *opt) {
+    if (!opt) return;
+    prg_free(opt->moments);
+    prg_free(opt->partial);
+    prg_free(opt);
+}
+
+size_t prg_adam_size(const prg_adam *opt) { return opt->n; }
+int64_t prg_adam_step_count(const prg_adam *opt) { return opt->step; }
+void prg_adam_set_step_count(prg_adam *opt, int64_t step) { opt->step = step; }
+float *prg_adam_exp_avg(prg_adam *opt) { return opt->moments; }
+float *prg_adam_exp_avg_sq(prg_adam *opt) { return opt->moments + opt->npad; }
+const prg_adam_config *prg_adam_get_config(const prg_adam *opt) { return &opt->cfg; }
+
+typedef struct prg__adam_job {
+    prg_adam *o;
+    int nblocks;
+    float *const *params;
+    const float *const *grads;
+    const size_t *sizes;
+    /* float32 scalars, rounded from double where torch rounds them */
+    float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, decay_mul, l2, neg_step_size,
+        bc2_sqrt;
+} prg__adam_job;
+
+/* Calls the element range [lo, hi) of the concatenated blocks piece by
+   piece: fn(job, block, first element in block, count, global offset). */
+typedef void (*prg__adam_piece_fn)(prg__adam_job *j, int b, size_t i0, size_t cnt, size_t g0);
+
+static void prg__adam_pieces(prg__adam_job *j, size_t lo, size_t hi, prg__adam_piece_fn fn) {
+    size_t off = 0;
+    int b;
+    for (b = 0; b < j->nblocks && off < hi; b++) {
+        size_t end = off + j->sizes[b];
+        size_t s = lo > off ? lo : off, e = hi < end ? hi : end;
+        if (s < e) fn(j, b, s - off, e - s, s);
+        off = end;
+    }
+}
+
+static void prg__adam_sumsq_piece(prg__adam_job *j, int b, size_t i0, size_t cnt, size_t g0) {
+    const float *g = j->grads[b] + i0;
+    double s = j->o->partial[g0 / PRG__ADAM_CHUNK]; /* one running sum per chunk, across blocks */
+    size_t i;
+    for (i = 0; i < cnt; i++) s += (double)g[i] * g[i];
+    j->o->partial[g0 / PRG__ADAM_CHUNK] = s;
+}
+
+static void prg__adam_norm_task(void *ctx, int ith, int nth) {
+    prg__adam_job *j = (prg__adam_job *)ctx;
+    size_t lo, hi, c;
+    prg_split_range(j->o->nchunks, 1, ith, nth, &lo, &hi);
+    for (c = lo; c < hi; c++) {
+        size_t e = (c + 1) * PRG__ADAM_CHUNK;
+        j->o->partial[c] = 0.0;
+        prg__adam_pieces(j, c * PRG__ADAM_CHUNK, e < j->o->n ? e : j->o->n, prg__adam_sumsq_piece);
+    }
+}
+
+/* One element of the update, with torch's roundings: its add-with-alpha and
+   addcmul on CPU are fused multiply-adds (checked against torch 1.13). */
+#define PRG__ADAM_ELEMENT(FMA)                                                \
+    for (i = 0; i < cnt; i++) {                                               \
+        float gi = g[i], pi = p[i], mi, vi, denom;                            \
+        if (l2 != 0.0f) gi = FMA(pi, l2, gi);                                 \
+        pi = pi * dm;                                                         \
+        mi = FMA(gi, c1, m[i] * b1);                                          \
+        vi = FMA(c2 * gi, gi, v[i] * b2);                                     \
+        denom = sqrtf(vi) / bc;                                               \
+        denom = denom + eps;                                                  \
+        m[i] = mi;                                                            \
+        v[i] = vi;                                                            \
+        p[i] = pi + ns * mi / denom;                                          \
+    }
+
+#define PRG__ADAM_PIECE_ARGS                                                  \
+    float *PRG_RESTRICT p = j->params[b] + i0;                                \
+    const float *PRG_RESTRICT g = j->grads[b] + i0;                           \
+    float *PRG_RESTRICT m = j->o->moments + g0;                               \
+    float *PRG_RESTRICT v = j->o->moments + j->o->npad + g0;                  \
+    const float b1 = j->beta1, c1 = j->one_minus_beta1, b2 = j->beta2;        \
+    const float c2 = j->one_minus_beta2, eps = j->eps, dm = j->decay_mul;     \
+    const float l2 = j->l2, ns = j->neg_step_size, bc = j->bc2_sqrt;          \
+    size_t i;
+
+static void prg__adam_update_piece(prg__adam_job *j, int b, size_t i0, size_t cnt, size_t g0) {
+    PRG__ADAM_PIECE_ARGS
+    PRG__ADAM_ELEMENT(fmaf)
+}
+
+#ifdef PRG__X86
+/* The same with the FMA instruction inline (fmaf is a libm call otherwise). */
+__attribute__((target("fma")))
+static void prg__adam_update_piece_fma(prg__adam_job *j, int b, size_t i0, size_t cnt, size_t g0) {
+    PRG__ADAM_PIECE_ARGS
+    PRG__ADAM_ELEMENT(__builtin_fmaf)
+}
+#endif
+
+static void prg__adam_update_task(void *ctx, int ith, int nth) {
+    prg__adam_job *j = (prg__adam_job *)ctx;
+    size_t lo, hi;
+    prg__adam_piece_fn fn = prg__adam_update_piece;
+#ifdef PRG__X86
+    if (__builtin_cpu_supports("fma")) fn = prg__adam_update_piece_fma;
+#endif
+    prg_split_range(j->o->n, 16, ith, nth, &lo, &hi);
+    if (lo < hi) prg__adam_pieces(j, lo, hi, fn);
+}
+
+prg_result prg_adam_step_blocks(prg_adam *opt, int nblocks, float *const *params,
+                                const float *const *grads, const size_t *sizes, double lr,
+                                double *grad_norm) {
+    prg__adam_job j;
+    const prg_adam_config *c = &opt->cfg;
+    double sumsq = 0.0, step, bc1, bc2;
+    size_t total = 0, k;
+    int b;
+    if (grad_norm) *grad_norm = 0.0;
+    for (b = 0; b < nblocks; b++) total += sizes[b];
+    if (nblocks < 1 || total != opt->n)
+        return prg__fail(PRG_ERR_ARG, "prg_adam_step: %d blocks of %zu parameters in all, the optimizer "
+                         "was created for %zu", nblocks, total, opt->n);
+    if (!(lr >= 0.0) || lr > 1e30)
+        return prg__fail(PRG_ERR_ARG, "prg_adam_step: learning rate %g is not a finite value >= 0", lr);
+    j.o = opt;
+    j.nblocks = nblocks;
+    j.params = params;
+    j.grads = grads;
+    j.sizes = sizes;
+    prg_parallel(prg__adam_norm_task, &j);
+    for (k = 0; k < opt->nchunks; k++) sumsq += opt->partial[k];
+    if (grad_norm) *grad_norm = sqrt(sumsq);
+    if (!isfinite(sumsq)) /* finite floats cannot overflow a double sum of squares */
+        return prg__fail(PRG_ERR_NUMERIC, "prg_adam_step: the gradient holds NaN or infinity (step %lld "
+                         "skipped, weights and moments unchanged); lower the learning rate or check "
+                         "the loss", (long long)opt->step + 1);
+    step = (double)(opt->step + 1);
+    bc1 = 1.0 - pow(c->beta1, step);
+    bc2 = 1.0 - pow(c->beta2, step);
+    j.beta1 = (float)c->beta1;
+    j.one_minus_beta1 = (float)(1.0 - c->beta1);
+    j.beta2 = (float)c->beta2;
+    j.one_minus_beta2 = (float)(1.0 - c->beta2);
+    j.eps = (float)c->eps;
+    j.decay_mul = c->decoupled ? (float)(1.0 - lr * c->weight_decay) : 1.0f;
+    j.l2 = c->decoupled ? 0.0f : (float)c->weight_decay;
+    j.neg_step_size = (float)(-(lr / bc1));
+    j.bc2_sqrt = (float)sqrt(bc2);
+    prg_parallel(prg__adam_update_task, &j);
+    opt->step++;
+    return PRG_OK;
+}
+
+prg_result prg_adam_step(prg_adam *opt, float *params, const float *grads, double lr,
+                         double *grad_norm) {
+    size_t n = opt->n;
+    return prg_adam_step_blocks(opt, 1, &params, &grads, &n, lr, grad_norm);
+}
+
+prg_result prg_cosine_schedule_init(prg_cosine_schedule *s, int global_batch,
+                                    int64_t iters_per_epoch, int epochs, int warmup_epochs) {
+    double scale;
+    if (global_batch <= 0 || iters_per_epoch <= 0 || warmup_epochs < 0 || warmup_epochs >= epochs)
+        return prg__fail(PRG_ERR_CONFIG, "prg_cosine_schedule_init: need global_batch > 0 (got %d), "
+                         "iters_per_epoch > 0 (got %lld) and 0 <= warmup_epochs (%d) < epochs (%d)",
+                         global_batch, (long long)iters_per_epoch, warmup_epochs, epochs);
+    scale = global_batch / 512.0;
+    s->base_lr = 1.25e-4 * scale;
+    s->warmup_lr = 1.25e-7 * scale;
+    s->min_lr = 1.25e-6 * scale;
+    s->warmup_steps = (int64_t)warmup_epochs * iters_per_epoch;
+    s->total_steps = (int64_t)epochs * iters_per_epoch;
+    return PRG_OK;
+}
+
+double prg_cosine_schedule_lr(const prg_cosine_schedule *s, int64_t t) {
+    int64_t w = s->warmup_steps > 0 ? s->warmup_steps : 0, len = s->total_steps - w, u;
+    if (t < w) return s->warmup_lr + (double)t * ((s->base_lr - s->warmup_lr) / (double)w);
+    u = t - w;
+    if (len <= 0 || u >= len) return s->min_lr;
+    return s->min_lr + 0.5 * (s->base_lr - s->min_lr) *
+                           (1.0 + cos(3.141592653589793 * (double)u / (double)len));
+}
+
+double prg_cosine_schedule_step_lr(const prg_cosine_schedule *s, int64_t step) {
+    if (step <= 0) return s->warmup_steps > 0 ? s->warmup_lr : s->base_lr;
+    return prg_cosine_schedule_lr(s, step - 1);
+}
+
+typedef struct prg__ema_job { float *ema; const float *p; size_t n; float d, c; } prg__ema_job;
+
+static void prg__ema_task(void *ctx, int ith, int nth) {
+    prg__ema_job *j = (prg__ema_job *)ctx;
+    size_t lo, hi, i;
+    prg_split_range(j->n, 16, ith, nth, &lo, &hi);
+    for (i = lo; i < hi; i++) {
+        float e = j->ema[i] * j->d;
+        j->ema[i] = e + j->c * j->p[i];
+    }
+}
+
+void prg_ema_update(float *ema, const float *params, size_t n, double decay) {
+    prg__ema_job j;
+    j.ema = ema;
+    j.p = params;
+    j.n = n;
+    j.d = (float)decay;
+    j.c = (float)(1.0 - decay);
+    prg_parallel(prg__ema_task, &j);
+}
 
 /* >>io ================================================================== */
 
