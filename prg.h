@@ -143,7 +143,176 @@ const char *prg_gemm_kernel_name(void);
 prg_result prg_gemm_set_kernel(const char *name);
 
 /* >>layers ============================================================== */
-/* Forward/backward pairs over float * (NCHW, float32). */
+/* Forward/backward pairs over float * (NCHW, float32).
+
+   forward(outputs..., inputs..., params..., sizes..., workspace);
+   backward(d_inputs..., d_params..., d_outputs, saved/inputs..., params...,
+   sizes..., workspace).  Backward ACCUMULATES (+=) into every d_ pointer and
+   any d_ pointer may be NULL to skip that gradient.  The kernels run on the
+   pool and give the same bits for any thread count.  Every kernel has a
+   `_ref` twin with the same signature: plain serial loops with double
+   accumulation, for tests.  Workspaces are caller-owned scratch of the size
+   the matching *_workspace() function returns; nothing here allocates. */
+
+/* conv2d: y = conv(x, wt) + bias, square kernel k, stride s (1 or 2), zero
+   padding p.  Ho = (H + 2p - k)/s + 1, Wo likewise.  ws: at least
+   prg_conv2d_workspace(...) floats (0 for a 1x1 stride-1 unpadded conv, where
+   ws may be NULL); the same workspace serves forward and backward. */
+size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad);
+void prg_conv2d_forward(float *y /* [B][Co][Ho][Wo] */, const float *x /* [B][Ci][H][W] */,
+                        const float *wt /* [Co][Ci][k][k] */, const float *bias /* [Co] or NULL */,
+                        int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                        float *ws);
+void prg_conv2d_backward(float *dx /* [B][Ci][H][W] or NULL */,
+                         float *dwt /* [Co][Ci][k][k] or NULL */, float *dbias /* [Co] or NULL */,
+                         const float *dy /* [B][Co][Ho][Wo] */, const float *x /* [B][Ci][H][W] */,
+                         const float *wt /* [Co][Ci][k][k] */, int batch, int cin, int h, int w,
+                         int cout, int k, int stride, int pad, float *ws);
+void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
+                            int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                            float *ws);
+void prg_conv2d_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                             int stride, int pad, float *ws);
+
+/* linear (PyTorch layout): y[n][o] = sum_i x[n][i] wt[o][i] + bias[o].
+   A 1x1 conv / conv1d with kernel 1 over [B][C][T] is prg_conv2d_* with
+   k = 1, h = T, w = 1 (no workspace needed). */
+void prg_linear_forward(float *y /* [N][O] */, const float *x /* [N][I] */,
+                        const float *wt /* [O][I] */, const float *bias /* [O] or NULL */, int n,
+                        int in, int out);
+void prg_linear_backward(float *dx /* [N][I] */, float *dwt /* [O][I] */, float *dbias /* [O] */,
+                         const float *dy /* [N][O] */, const float *x /* [N][I] */,
+                         const float *wt /* [O][I] */, int n, int in, int out);
+void prg_linear_forward_ref(float *y, const float *x, const float *wt, const float *bias, int n,
+                            int in, int out);
+void prg_linear_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int n, int in, int out);
+
+/* GroupNorm over [B][C][HW] with G groups (C % G == 0), eps inside the
+   square root; mean and rstd = 1/sqrt(var + eps) per (b, g) are saved for
+   backward.  Biased variance, as torch. */
+void prg_groupnorm_forward(float *y /* [B][C][HW] */, float *mean /* [B][G] */,
+                           float *rstd /* [B][G] */, const float *x /* [B][C][HW] */,
+                           const float *gamma /* [C] */, const float *beta /* [C] */, int batch,
+                           int c, int hw, int groups, float eps);
+void prg_groupnorm_backward(float *dx /* [B][C][HW] */, float *dgamma /* [C] */,
+                            float *dbeta /* [C] */, const float *dy /* [B][C][HW] */,
+                            const float *x /* [B][C][HW] */, const float *mean /* [B][G] */,
+                            const float *rstd /* [B][G] */, const float *gamma /* [C] */,
+                            int batch, int c, int hw, int groups);
+void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int batch, int c, int hw,
+                               int groups, float eps);
+void prg_groupnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int batch, int c, int hw, int groups);
+
+/* LayerNorm over the last dimension d of [N][D]. */
+void prg_layernorm_forward(float *y /* [N][D] */, float *mean /* [N] */, float *rstd /* [N] */,
+                           const float *x /* [N][D] */, const float *gamma /* [D] */,
+                           const float *beta /* [D] */, int n, int d, float eps);
+void prg_layernorm_backward(float *dx /* [N][D] */, float *dgamma /* [D] */, float *dbeta /* [D] */,
+                            const float *dy /* [N][D] */, const float *x /* [N][D] */,
+                            const float *mean /* [N] */, const float *rstd /* [N] */,
+                            const float *gamma /* [D] */, int n, int d);
+void prg_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int n, int d, float eps);
+void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int n, int d);
+
+/* Elementwise: SiLU y = x sigmoid(x); tanh (backward takes the output y). */
+void prg_silu_forward(float *y /* [n] */, const float *x /* [n] */, size_t n);
+void prg_silu_backward(float *dx /* [n] */, const float *dy /* [n] */, const float *x /* [n] */,
+                       size_t n);
+void prg_tanh_forward(float *y /* [n] */, const float *x /* [n] */, size_t n);
+void prg_tanh_backward(float *dx /* [n] */, const float *dy /* [n] */,
+                       const float *y /* [n] tanh output */, size_t n);
+void prg_silu_forward_ref(float *y, const float *x, size_t n);
+void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n);
+void prg_tanh_forward_ref(float *y, const float *x, size_t n);
+void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n);
+
+/* Scale-shift conditioning of a ResBlock: y = x (1 + scale[b][c]) + shift[b][c]
+   with ss = [B][2C], scale = ss[:, :C], shift = ss[:, C:] (torch.chunk order). */
+void prg_scale_shift_forward(float *y /* [B][C][HW] */, const float *x /* [B][C][HW] */,
+                             const float *ss /* [B][2C] */, int batch, int c, int hw);
+void prg_scale_shift_backward(float *dx /* [B][C][HW] */, float *dss /* [B][2C] */,
+                              const float *dy /* [B][C][HW] */, const float *x /* [B][C][HW] */,
+                              const float *ss /* [B][2C] */, int batch, int c, int hw);
+void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
+                                 int hw);
+void prg_scale_shift_backward_ref(float *dx, float *dss, const float *dy, const float *x,
+                                  const float *ss, int batch, int c, int hw);
+
+/* Legacy-order multi-head attention core (improved-diffusion
+   QKVAttentionLegacy): qkv [B][3C][T], head h owns channels [h*3d, (h+1)*3d),
+   rows q|k|v of d each, d = C/heads.  W = softmax over keys of
+   (d^-1/4 q)^T (d^-1/4 k); a = v W^T, written head-major to [B][C][T].
+   wsave [B][heads][T][T]: the softmax weights, written by forward, read by
+   backward.  ws: prg_attention_workspace(...) floats (forward needs none:
+   it may be NULL there). */
+size_t prg_attention_workspace(int batch, int c, int t, int heads);
+void prg_attention_forward(float *a /* [B][C][T] */, float *wsave /* [B][heads][T][T] */,
+                           const float *qkv /* [B][3C][T] */, int batch, int c, int t, int heads,
+                           float *ws);
+void prg_attention_backward(float *dqkv /* [B][3C][T] */, const float *da /* [B][C][T] */,
+                            const float *qkv /* [B][3C][T] */,
+                            const float *wsave /* [B][heads][T][T] */, int batch, int c, int t,
+                            int heads, float *ws);
+void prg_attention_forward_ref(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                               int heads, float *ws);
+void prg_attention_backward_ref(float *dqkv, const float *da, const float *qkv,
+                                const float *wsave, int batch, int c, int t, int heads,
+                                float *ws);
+
+/* Nearest-neighbour x2 upsampling and integer-factor average pooling (H and
+   W divisible by f) over [N][H][W] planes (N = B*C). */
+void prg_upsample2x_forward(float *y /* [N][2H][2W] */, const float *x /* [N][H][W] */, int n,
+                            int h, int w);
+void prg_upsample2x_backward(float *dx /* [N][H][W] */, const float *dy /* [N][2H][2W] */, int n,
+                             int h, int w);
+void prg_avgpool_forward(float *y /* [N][H/f][W/f] */, const float *x /* [N][H][W] */, int n,
+                         int h, int w, int f);
+void prg_avgpool_backward(float *dx /* [N][H][W] */, const float *dy /* [N][H/f][W/f] */, int n,
+                          int h, int w, int f);
+void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w);
+void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w);
+void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int f);
+void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f);
+
+/* Channel concat: y[b] = [a[b]; c[b]]. */
+void prg_concat_forward(float *y /* [B][C1+C2][HW] */, const float *a /* [B][C1][HW] */,
+                        const float *c /* [B][C2][HW] */, int batch, int c1, int c2, int hw);
+void prg_concat_backward(float *da /* [B][C1][HW] */, float *dc /* [B][C2][HW] */,
+                         const float *dy /* [B][C1+C2][HW] */, int batch, int c1, int c2, int hw);
+void prg_concat_forward_ref(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                            int hw);
+void prg_concat_backward_ref(float *da, float *dc, const float *dy, int batch, int c1, int c2,
+                             int hw);
+
+/* Sinusoidal timestep embedding of raw t: half = dim/2,
+   freq_i = exp(-ln(max_period) i / half), emb = [cos(t freq), sin(t freq)]
+   (cos first; a zero column last when dim is odd).  No backward. */
+void prg_timestep_embedding(float *emb /* [B][dim] */, const float *t /* [B] */, int batch,
+                            int dim, float max_period);
+
+/* Label-smoothing cross-entropy (timm LabelSmoothingCrossEntropy): mean over
+   the batch of (1-s)(-log p_y) + s mean_k(-log p_k).  Returns the loss;
+   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits. */
+float prg_cross_entropy_forward_backward(float *dlogits /* [N][K] */,
+                                         const float *logits /* [N][K] */,
+                                         const int *labels /* [N] */, int n, int k,
+                                         float smoothing);
+
+/* Flow-matching loss with the reference's reduction: 0.5 * sum over channels
+   of (v - target)^2, mean over (B, HW).  Returns the loss; dv (may be NULL)
+   is SET to d loss / d v. */
+float prg_flow_loss_forward_backward(float *dv /* [B][C][HW] */, const float *v /* [B][C][HW] */,
+                                     const float *target /* [B][C][HW] */, int batch, int c,
+                                     int hw);
+
 
 /* >>unet ================================================================ */
 /* The reference U-Net: config, presets, parameters, forward, backward. */
@@ -1032,6 +1201,1326 @@ void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
 }
 
 /* >>layers ============================================================== */
+/* Parallel loops over [0, n): each index is handled by exactly one thread
+   and the work per index never depends on the split, so the bits do not
+   depend on the thread count.  Loops with little work (n * cost below about
+   32k) run on the caller. */
+typedef void (*prg__range_fn)(void *ctx, size_t lo, size_t hi);
+typedef struct prg__range_job { prg__range_fn fn; void *ctx; size_t n; } prg__range_job;
+
+static void prg__range_task(void *ctx, int ith, int nth) {
+    const prg__range_job *j = (const prg__range_job *)ctx;
+    size_t lo, hi;
+    prg_split_range(j->n, 1, ith, nth, &lo, &hi);
+    if (lo < hi) j->fn(j->ctx, lo, hi);
+}
+
+static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx) {
+    prg__range_job j;
+    if (n == 0) return;
+    if ((double)n * cost < 32768.0) {
+        fn(ctx, 0, n);
+        return;
+    }
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    prg_parallel(prg__range_task, &j);
+}
+
+/* ---- conv2d ---------------------------------------------------------------
+   im2col + GEMM.  The batch is processed in chunks of nb samples whose
+   columns sit side by side ([Ci*k*k][nb*Ho*Wo]), so that small feature maps
+   still give GEMMs with about PRG__CONV_COLS columns.  A 1x1 stride-1
+   unpadded conv needs no im2col: it is one GEMM per sample on x itself. */
+#define PRG__CONV_COLS 2048
+
+typedef struct prg__conv {
+    int b, ci, h, w, co, k, s, p, ho, wo;
+    int nb;        /* samples per chunk */
+    size_t hw_out; /* Ho*Wo */
+    size_t kk;     /* Ci*k*k: rows of the column matrix */
+    size_t ncols;  /* nb*Ho*Wo */
+    int direct;    /* 1x1, stride 1, no padding */
+} prg__conv;
+
+static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int k, int stride,
+                                int pad) {
+    prg__conv c;
+    PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
+               pad >= 0 && h + 2 * pad >= k && w + 2 * pad >= k);
+    c.b = batch; c.ci = cin; c.h = h; c.w = w; c.co = cout; c.k = k; c.s = stride; c.p = pad;
+    c.ho = (h + 2 * pad - k) / stride + 1;
+    c.wo = (w + 2 * pad - k) / stride + 1;
+    c.hw_out = (size_t)c.ho * c.wo;
+    c.kk = (size_t)cin * k * k;
+    c.nb = (int)((PRG__CONV_COLS + c.hw_out - 1) / c.hw_out);
+    if (c.nb > batch) c.nb = batch;
+    c.ncols = (size_t)c.nb * c.hw_out;
+    c.direct = k == 1 && stride == 1 && pad == 0;
+    return c;
+}
+
+size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    if (c.direct) return 0;
+    /* the column matrix (reused for its gradient) + the output/gradient
+       block in [Co][nb*HoWo] order when a chunk holds several samples */
+    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0);
+}
+
+typedef struct prg__conv_job {
+    const prg__conv *c;
+    int b0, nb;             /* chunk: samples [b0, b0+nb) */
+    const float *x, *bias, *dy;
+    float *col, *y, *tmp, *dx, *dbias;
+} prg__conv_job;
+
+/* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
+static void prg__im2col_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t r;
+    for (r = lo; r < hi; r++) {
+        int kj = (int)(r % (size_t)c->k), ki = (int)(r / (size_t)c->k % (size_t)c->k);
+        int ci = (int)(r / ((size_t)c->k * c->k)), bi, oy, ox;
+        float *dst = j->col + r * (size_t)j->nb * c->hw_out;
+        /* output columns [ox0, ox1) read inside the image */
+        int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+        int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+        if (ox1 > c->wo) ox1 = c->wo;
+        if (ox0 > ox1) ox0 = ox1;
+        for (bi = 0; bi < j->nb; bi++) {
+            const float *plane = j->x + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+            for (oy = 0; oy < c->ho; oy++, dst += c->wo) {
+                int iy = oy * c->s - c->p + ki;
+                if (iy < 0 || iy >= c->h) {
+                    memset(dst, 0, (size_t)c->wo * sizeof(float));
+                    continue;
+                }
+                {
+                    const float *src = plane + (size_t)iy * c->w - c->p + kj;
+                    for (ox = 0; ox < ox0; ox++) dst[ox] = 0.0f;
+                    if (c->s == 1)
+                        memcpy(dst + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof(float));
+                    else
+                        for (ox = ox0; ox < ox1; ox++) dst[ox] = src[(size_t)ox * c->s];
+                    for (ox = ox1; ox < c->wo; ox++) dst[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* dx[b0+bi][ci] += the column-gradient entries that map to it, per plane
+   (bi, ci) = index, in a fixed (ki, kj, oy, ox) order. */
+static void prg__col2im_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->ci), ci = (int)(idx % (size_t)c->ci), ki, kj, oy, ox;
+        float *plane = j->dx + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+        for (ki = 0; ki < c->k; ki++)
+            for (kj = 0; kj < c->k; kj++) {
+                size_t r = ((size_t)ci * c->k + ki) * c->k + kj;
+                const float *src = j->col + r * j->nb * c->hw_out + (size_t)bi * c->hw_out;
+                int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+                int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+                if (ox1 > c->wo) ox1 = c->wo;
+                for (oy = 0; oy < c->ho; oy++, src += c->wo) {
+                    int iy = oy * c->s - c->p + ki;
+                    float *d;
+                    if (iy < 0 || iy >= c->h) continue;
+                    d = plane + (size_t)iy * c->w - c->p + kj;
+                    if (c->s == 1)
+                        for (ox = ox0; ox < ox1; ox++) d[ox] += src[ox];
+                    else
+                        for (ox = ox0; ox < ox1; ox++) d[(size_t)ox * c->s] += src[ox];
+                }
+            }
+    }
+}
+
+/* y[b0+bi][co] = tmp[co][bi*HoWo ...] (+ bias), per (bi, co); with tmp == NULL
+   only the bias is added in place. */
+static void prg__conv_out_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx, i, n = c->hw_out;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->co), co = (int)(idx % (size_t)c->co);
+        float *dst = j->y + ((size_t)(j->b0 + bi) * c->co + co) * n;
+        float bv = j->bias ? j->bias[co] : 0.0f;
+        if (j->tmp) {
+            const float *src = j->tmp + (size_t)co * j->nb * n + (size_t)bi * n;
+            for (i = 0; i < n; i++) dst[i] = src[i] + bv;
+        } else if (j->bias) {
+            for (i = 0; i < n; i++) dst[i] += bv;
+        }
+    }
+}
+
+/* tmp[co][bi*HoWo + i] = dy[b0+bi][co][i], per row co */
+static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, n = c->hw_out;
+    int bi;
+    for (co = lo; co < hi; co++)
+        for (bi = 0; bi < j->nb; bi++)
+            memcpy(j->tmp + co * j->nb * n + (size_t)bi * n,
+                   j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
+}
+
+/* dbias[co] += sum over the batch and pixels, batch-major, per co */
+static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, i, n = c->hw_out;
+    int b;
+    for (co = lo; co < hi; co++) {
+        double s = 0.0;
+        for (b = 0; b < c->b; b++) {
+            const float *g = j->dy + ((size_t)b * c->co + co) * n;
+            float part = 0.0f;
+            for (i = 0; i < n; i++) part += g[i];
+            s += part;
+        }
+        j->dbias[co] += (float)s;
+    }
+}
+
+void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
+                        int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_job j;
+    int b0;
+    memset(&j, 0, sizeof j);
+    j.c = &c;
+    j.x = x;
+    j.y = y;
+    j.bias = bias;
+    if (c.direct) {
+        for (b0 = 0; b0 < batch; b0++)
+            prg_sgemm(0, 0, cout, (int)c.hw_out, cin, 1.0f, wt, cin,
+                      x + (size_t)b0 * cin * c.hw_out, (int)c.hw_out, 0.0f,
+                      y + (size_t)b0 * cout * c.hw_out, (int)c.hw_out);
+        j.nb = batch;
+        prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        return;
+    }
+    PRG_ASSERT(ws != NULL);
+    j.col = ws;
+    for (b0 = 0; b0 < batch; b0 += c.nb) {
+        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
+        size_t ncols = (size_t)nb * c.hw_out;
+        float *dst = nb > 1 ? ws + c.kk * c.ncols : y + (size_t)b0 * cout * c.hw_out;
+        j.b0 = b0;
+        j.nb = nb;
+        j.tmp = nb > 1 ? dst : NULL;
+        prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
+        prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols, 0.0f,
+                  dst, (int)ncols);
+        prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
+    }
+}
+
+void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                         const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                         int stride, int pad, float *ws) {
+    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_job j;
+    int b0;
+    memset(&j, 0, sizeof j);
+    j.c = &c;
+    j.x = x;
+    j.dy = dy;
+    j.dx = dx;
+    j.dbias = dbias;
+    if (dbias)
+        prg__parallel_for((size_t)cout, (double)batch * c.hw_out, prg__conv_dbias_range, &j);
+    if (!dx && !dwt) return;
+    if (c.direct) {
+        int n = (int)c.hw_out;
+        for (b0 = 0; b0 < batch; b0++) {
+            const float *xb = x + (size_t)b0 * cin * c.hw_out;
+            const float *gb = dy + (size_t)b0 * cout * c.hw_out;
+            if (dwt) prg_sgemm(0, 1, cout, cin, n, 1.0f, gb, n, xb, n, 1.0f, dwt, cin);
+            if (dx)
+                prg_sgemm(1, 0, cin, n, cout, 1.0f, wt, cin, gb, n, 1.0f,
+                          dx + (size_t)b0 * cin * c.hw_out, n);
+        }
+        return;
+    }
+    PRG_ASSERT(ws != NULL);
+    j.col = ws;
+    for (b0 = 0; b0 < batch; b0 += c.nb) {
+        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
+        int ncols = (int)((size_t)nb * c.hw_out);
+        const float *g = dy + (size_t)b0 * cout * c.hw_out;
+        j.b0 = b0;
+        j.nb = nb;
+        if (nb > 1) { /* dy of the chunk as [Co][nb*HoWo] */
+            j.tmp = ws + c.kk * c.ncols;
+            prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
+            g = j.tmp;
+        }
+        if (dwt) {
+            prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
+            prg_sgemm(0, 1, cout, (int)c.kk, ncols, 1.0f, g, ncols, ws, ncols, 1.0f, dwt,
+                      (int)c.kk);
+        }
+        if (dx) {
+            prg_sgemm(1, 0, (int)c.kk, ncols, cout, 1.0f, wt, (int)c.kk, g, ncols, 0.0f, ws, ncols);
+            prg__parallel_for((size_t)nb * cin, (double)c.k * c.k * c.hw_out, prg__col2im_range,
+                              &j);
+        }
+    }
+}
+
+void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
+                            int batch, int cin, int h, int w, int cout, int k, int stride, int pad,
+                            float *ws) {
+    int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+    int b, co, oy, ox, ci, ki, kj;
+    (void)ws;
+    for (b = 0; b < batch; b++)
+        for (co = 0; co < cout; co++)
+            for (oy = 0; oy < ho; oy++)
+                for (ox = 0; ox < wo; ox++) {
+                    double s = bias ? bias[co] : 0.0;
+                    for (ci = 0; ci < cin; ci++)
+                        for (ki = 0; ki < k; ki++)
+                            for (kj = 0; kj < k; kj++) {
+                                int iy = oy * stride - pad + ki, ix = ox * stride - pad + kj;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                s += (double)x[(((size_t)b * cin + ci) * h + iy) * w + ix] *
+                                     wt[(((size_t)co * cin + ci) * k + ki) * k + kj];
+                            }
+                    y[(((size_t)b * cout + co) * ho + oy) * wo + ox] = (float)s;
+                }
+}
+
+void prg_conv2d_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                             int stride, int pad, float *ws) {
+    int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+    int b, co, oy, ox, ci, ki, kj, iy, ix;
+    (void)ws;
+#define PRG__DY(b, co, oy, ox) dy[(((size_t)(b) * cout + (co)) * ho + (oy)) * wo + (ox)]
+    if (dbias)
+        for (co = 0; co < cout; co++) {
+            double s = 0.0;
+            for (b = 0; b < batch; b++)
+                for (oy = 0; oy < ho; oy++)
+                    for (ox = 0; ox < wo; ox++) s += PRG__DY(b, co, oy, ox);
+            dbias[co] += (float)s;
+        }
+    if (dwt)
+        for (co = 0; co < cout; co++)
+            for (ci = 0; ci < cin; ci++)
+                for (ki = 0; ki < k; ki++)
+                    for (kj = 0; kj < k; kj++) {
+                        double s = 0.0;
+                        for (b = 0; b < batch; b++)
+                            for (oy = 0; oy < ho; oy++)
+                                for (ox = 0; ox < wo; ox++) {
+                                    iy = oy * stride - pad + ki;
+                                    ix = ox * stride - pad + kj;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                                    s += (double)PRG__DY(b, co, oy, ox) *
+                                         x[(((size_t)b * cin + ci) * h + iy) * w + ix];
+                                }
+                        dwt[(((size_t)co * cin + ci) * k + ki) * k + kj] += (float)s;
+                    }
+    if (dx)
+        for (b = 0; b < batch; b++)
+            for (ci = 0; ci < cin; ci++)
+                for (iy = 0; iy < h; iy++)
+                    for (ix = 0; ix < w; ix++) {
+                        double s = 0.0;
+                        for (co = 0; co < cout; co++)
+                            for (ki = 0; ki < k; ki++)
+                                for (kj = 0; kj < k; kj++) {
+                                    int ty = iy + pad - ki, tx = ix + pad - kj;
+                                    if (ty < 0 || tx < 0 || ty % stride || tx % stride) continue;
+                                    oy = ty / stride;
+                                    ox = tx / stride;
+                                    if (oy >= ho || ox >= wo) continue;
+                                    s += (double)PRG__DY(b, co, oy, ox) *
+                                         wt[(((size_t)co * cin + ci) * k + ki) * k + kj];
+                                }
+                        dx[(((size_t)b * cin + ci) * h + iy) * w + ix] += (float)s;
+                    }
+#undef PRG__DY
+}
+
+/* ---- linear ------------------------------------------------------------ */
+
+typedef struct prg__bias_job { float *y; const float *bias, *dy; int n, out; } prg__bias_job;
+
+static void prg__linear_bias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__bias_job *j = (const prg__bias_job *)ctx;
+    size_t r;
+    int o;
+    for (r = lo; r < hi; r++)
+        for (o = 0; o < j->out; o++) j->y[r * j->out + o] += j->bias[o];
+}
+
+/* dbias[o] += sum_n dy[n][o], n in order, per o */
+static void prg__linear_dbias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__bias_job *j = (const prg__bias_job *)ctx;
+    size_t o;
+    int r;
+    for (o = lo; o < hi; o++) {
+        double s = 0.0;
+        for (r = 0; r < j->n; r++) s += j->dy[(size_t)r * j->out + o];
+        j->y[o] += (float)s;
+    }
+}
+
+void prg_linear_forward(float *y, const float *x, const float *wt, const float *bias, int n,
+                        int in, int out) {
+    prg__bias_job j;
+    prg_sgemm(0, 1, n, out, in, 1.0f, x, in, wt, in, 0.0f, y, out);
+    if (!bias) return;
+    j.y = y; j.bias = bias; j.dy = NULL; j.n = n; j.out = out;
+    prg__parallel_for((size_t)n, (double)out, prg__linear_bias_range, &j);
+}
+
+void prg_linear_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                         const float *wt, int n, int in, int out) {
+    if (dx) prg_sgemm(0, 0, n, in, out, 1.0f, dy, out, wt, in, 1.0f, dx, in);
+    if (dwt) prg_sgemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dwt, in);
+    if (dbias) {
+        prg__bias_job j;
+        j.y = dbias; j.bias = NULL; j.dy = dy; j.n = n; j.out = out;
+        prg__parallel_for((size_t)out, (double)n, prg__linear_dbias_range, &j);
+    }
+}
+
+void prg_linear_forward_ref(float *y, const float *x, const float *wt, const float *bias, int n,
+                            int in, int out) {
+    int r, o, i;
+    for (r = 0; r < n; r++)
+        for (o = 0; o < out; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (i = 0; i < in; i++) s += (double)x[(size_t)r * in + i] * wt[(size_t)o * in + i];
+            y[(size_t)r * out + o] = (float)s;
+        }
+}
+
+void prg_linear_backward_ref(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                             const float *wt, int n, int in, int out) {
+    int r, o, i;
+    if (dx)
+        for (r = 0; r < n; r++)
+            for (i = 0; i < in; i++) {
+                double s = 0.0;
+                for (o = 0; o < out; o++) s += (double)dy[(size_t)r * out + o] * wt[(size_t)o * in + i];
+                dx[(size_t)r * in + i] += (float)s;
+            }
+    if (dwt)
+        for (o = 0; o < out; o++)
+            for (i = 0; i < in; i++) {
+                double s = 0.0;
+                for (r = 0; r < n; r++) s += (double)dy[(size_t)r * out + o] * x[(size_t)r * in + i];
+                dwt[(size_t)o * in + i] += (float)s;
+            }
+    if (dbias)
+        for (o = 0; o < out; o++) {
+            double s = 0.0;
+            for (r = 0; r < n; r++) s += dy[(size_t)r * out + o];
+            dbias[o] += (float)s;
+        }
+}
+
+/* ---- GroupNorm / LayerNorm --------------------------------------------------
+   LayerNorm over [N][D] is GroupNorm with batch N, D channels of one pixel
+   and one group, so both share this code.  Sums over a channel row run in
+   8 float lanes (vectorisable) and are combined in double. */
+
+static double prg__row_sum(const float *x, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += x[i + l];
+    for (; i < n; i++) s += x[i];
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+/* sum (x - m)^2 */
+static double prg__row_sqdev(const float *x, size_t n, float m) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += (x[i + l] - m) * (x[i + l] - m);
+    for (; i < n; i++) s += (double)(x[i] - m) * (x[i] - m);
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+/* *sg = sum g, *sgx = sum g x */
+static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) {
+            a1[l] += g[i + l];
+            a2[l] += g[i + l] * x[i + l];
+        }
+    for (; i < n; i++) {
+        s1 += g[i];
+        s2 += (double)g[i] * x[i];
+    }
+    for (l = 0; l < 8; l++) {
+        s1 += a1[l];
+        s2 += a2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+typedef struct prg__norm_job {
+    float *y, *mean, *rstd, *dx, *dgamma, *dbeta;
+    const float *x, *gamma, *beta, *dy, *cmean, *crstd;
+    int batch, c, groups, cg; /* cg = channels per group */
+    size_t hw;
+    float eps;
+} prg__norm_job;
+
+static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    for (bg = lo; bg < hi; bg++) {
+        const float *x = j->x + bg * ng;
+        float *y = j->y + bg * ng;
+        int g = (int)(bg % (size_t)j->groups), cc;
+        double s = 0.0, v = 0.0;
+        float m, r;
+        for (cc = 0; cc < j->cg; cc++) s += prg__row_sum(x + (size_t)cc * j->hw, j->hw);
+        m = (float)(s / (double)ng);
+        for (cc = 0; cc < j->cg; cc++) v += prg__row_sqdev(x + (size_t)cc * j->hw, j->hw, m);
+        r = (float)(1.0 / sqrt(v / (double)ng + (double)j->eps));
+        j->mean[bg] = m;
+        j->rstd[bg] = r;
+        for (cc = 0; cc < j->cg; cc++) {
+            int ch = g * j->cg + cc;
+            float a = r * (j->gamma ? j->gamma[ch] : 1.0f);
+            float sh = (j->beta ? j->beta[ch] : 0.0f) - m * a;
+            const float *xr = x + (size_t)cc * j->hw;
+            float *yr = y + (size_t)cc * j->hw;
+            for (i = 0; i < j->hw; i++) yr[i] = xr[i] * a + sh;
+        }
+    }
+}
+
+/* dx for the groups [lo, hi) of all (b, g) */
+static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    for (bg = lo; bg < hi; bg++) {
+        const float *x = j->x + bg * ng, *dy = j->dy + bg * ng;
+        float *dx = j->dx + bg * ng;
+        int g = (int)(bg % (size_t)j->groups), cc;
+        double m = j->cmean[bg], r = j->crstd[bg], s1 = 0.0, s2 = 0.0;
+        float bcoef, ccoef;
+        /* dx = r (gamma dy - s1/N) - (x - m) r^3 s2/N with
+           s1 = sum gamma dy, s2 = sum gamma dy (x - m) */
+        for (cc = 0; cc < j->cg; cc++) {
+            double gm = j->gamma ? j->gamma[g * j->cg + cc] : 1.0, sg, sgx;
+            prg__row_dots(dy + (size_t)cc * j->hw, x + (size_t)cc * j->hw, j->hw, &sg, &sgx);
+            s1 += gm * sg;
+            s2 += gm * (sgx - m * sg);
+        }
+        bcoef = (float)(-r * r * r * s2 / (double)ng);
+        ccoef = (float)(-r * s1 / (double)ng + m * r * r * r * s2 / (double)ng);
+        for (cc = 0; cc < j->cg; cc++) {
+            float a = (float)r * (j->gamma ? j->gamma[g * j->cg + cc] : 1.0f);
+            const float *xr = x + (size_t)cc * j->hw, *gr = dy + (size_t)cc * j->hw;
+            float *dr = dx + (size_t)cc * j->hw;
+            for (i = 0; i < j->hw; i++) dr[i] += a * gr[i] + bcoef * xr[i] + ccoef;
+        }
+    }
+}
+
+/* dgamma/dbeta for the channels [lo, hi), summed over the batch in order */
+static void prg__gn_dparam_range(void *ctx, size_t lo, size_t hi) {
+    const prg__norm_job *j = (const prg__norm_job *)ctx;
+    size_t ch;
+    int b;
+    for (ch = lo; ch < hi; ch++) {
+        double sgm = 0.0, sbt = 0.0;
+        size_t g = ch / (size_t)j->cg;
+        for (b = 0; b < j->batch; b++) {
+            size_t off = ((size_t)b * j->c + ch) * j->hw, bg = (size_t)b * j->groups + g;
+            double sg, sgx;
+            prg__row_dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
+            sgm += (double)j->crstd[bg] * (sgx - (double)j->cmean[bg] * sg);
+            sbt += sg;
+        }
+        if (j->dgamma) j->dgamma[ch] += (float)sgm;
+        if (j->dbeta) j->dbeta[ch] += (float)sbt;
+    }
+}
+
+static void prg__norm_setup(prg__norm_job *j, int batch, int c, size_t hw, int groups) {
+    PRG_ASSERT(batch > 0 && c > 0 && groups > 0 && c % groups == 0);
+    memset(j, 0, sizeof *j);
+    j->batch = batch;
+    j->c = c;
+    j->hw = hw;
+    j->groups = groups;
+    j->cg = c / groups;
+}
+
+void prg_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                           const float *beta, int batch, int c, int hw, int groups, float eps) {
+    prg__norm_job j;
+    prg__norm_setup(&j, batch, c, (size_t)hw, groups);
+    j.y = y; j.mean = mean; j.rstd = rstd; j.x = x; j.gamma = gamma; j.beta = beta; j.eps = eps;
+    prg__parallel_for((size_t)batch * groups, 3.0 * j.cg * j.hw, prg__gn_forward_range, &j);
+}
+
+void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *x, const float *mean, const float *rstd,
+                            const float *gamma, int batch, int c, int hw, int groups) {
+    prg__norm_job j;
+    prg__norm_setup(&j, batch, c, (size_t)hw, groups);
+    j.dx = dx; j.dgamma = dgamma; j.dbeta = dbeta; j.dy = dy; j.x = x;
+    j.cmean = mean; j.crstd = rstd; j.gamma = gamma;
+    if (dgamma || dbeta)
+        prg__parallel_for((size_t)c, 2.0 * batch * j.hw, prg__gn_dparam_range, &j);
+    if (dx) prg__parallel_for((size_t)batch * groups, 4.0 * j.cg * j.hw, prg__gn_dx_range, &j);
+}
+
+void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int batch, int c, int hw,
+                               int groups, float eps) {
+    int cg = c / groups, b, g, ch;
+    size_t i, n = (size_t)cg * hw;
+    for (b = 0; b < batch; b++)
+        for (g = 0; g < groups; g++) {
+            const float *xg = x + ((size_t)b * c + (size_t)g * cg) * hw;
+            float *yg = y + ((size_t)b * c + (size_t)g * cg) * hw;
+            double m = 0.0, v = 0.0, r;
+            for (i = 0; i < n; i++) m += xg[i];
+            m /= (double)n;
+            for (i = 0; i < n; i++) v += (xg[i] - m) * (xg[i] - m);
+            r = 1.0 / sqrt(v / (double)n + eps);
+            mean[b * groups + g] = (float)m;
+            rstd[b * groups + g] = (float)r;
+            for (i = 0; i < n; i++) {
+                ch = g * cg + (int)(i / (size_t)hw);
+                yg[i] = (float)((xg[i] - m) * r * gamma[ch] + beta[ch]);
+            }
+        }
+}
+
+void prg_groupnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int batch, int c, int hw, int groups) {
+    int cg = c / groups, b, g, ch;
+    size_t i, n = (size_t)cg * hw;
+    for (ch = 0; ch < c; ch++) {
+        double sgm = 0.0, sbt = 0.0;
+        for (b = 0; b < batch; b++) {
+            size_t off = ((size_t)b * c + ch) * hw;
+            int bg = b * groups + ch / cg;
+            for (i = 0; i < (size_t)hw; i++) {
+                sgm += (double)dy[off + i] * ((x[off + i] - (double)mean[bg]) * rstd[bg]);
+                sbt += dy[off + i];
+            }
+        }
+        if (dgamma) dgamma[ch] += (float)sgm;
+        if (dbeta) dbeta[ch] += (float)sbt;
+    }
+    for (b = 0; b < batch; b++)
+        for (g = 0; g < groups; g++) {
+            size_t off = ((size_t)b * c + (size_t)g * cg) * hw;
+            double m = mean[b * groups + g], r = rstd[b * groups + g], s1 = 0.0, s2 = 0.0;
+            for (i = 0; i < n; i++) {
+                double xh = (x[off + i] - m) * r, gy = (double)dy[off + i];
+                ch = g * cg + (int)(i / (size_t)hw);
+                s1 += gy * gamma[ch];
+                s2 += gy * gamma[ch] * xh;
+            }
+            if (dx)
+                for (i = 0; i < n; i++) {
+                    double xh = (x[off + i] - m) * r;
+                    ch = g * cg + (int)(i / (size_t)hw);
+                    dx[off + i] += (float)(r * (dy[off + i] * gamma[ch] - s1 / n - xh * s2 / n));
+                }
+        }
+}
+
+void prg_layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                           const float *beta, int n, int d, float eps) {
+    prg_groupnorm_forward(y, mean, rstd, x, gamma, beta, n, d, 1, 1, eps);
+}
+
+void prg_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *x, const float *mean, const float *rstd,
+                            const float *gamma, int n, int d) {
+    prg_groupnorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, d, 1, 1);
+}
+
+void prg_layernorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int n, int d, float eps) {
+    int r, i;
+    for (r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        double m = 0.0, v = 0.0, s;
+        for (i = 0; i < d; i++) m += xr[i];
+        m /= d;
+        for (i = 0; i < d; i++) v += (xr[i] - m) * (xr[i] - m);
+        s = 1.0 / sqrt(v / d + eps);
+        mean[r] = (float)m;
+        rstd[r] = (float)s;
+        for (i = 0; i < d; i++) y[(size_t)r * d + i] = (float)((xr[i] - m) * s * gamma[i] + beta[i]);
+    }
+}
+
+void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int n, int d) {
+    int r, i;
+    for (i = 0; i < d; i++) {
+        double sgm = 0.0, sbt = 0.0;
+        for (r = 0; r < n; r++) {
+            size_t o = (size_t)r * d + i;
+            sgm += (double)dy[o] * ((x[o] - (double)mean[r]) * rstd[r]);
+            sbt += dy[o];
+        }
+        if (dgamma) dgamma[i] += (float)sgm;
+        if (dbeta) dbeta[i] += (float)sbt;
+    }
+    for (r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d, *gr = dy + (size_t)r * d;
+        double m = mean[r], s = rstd[r], s1 = 0.0, s2 = 0.0;
+        for (i = 0; i < d; i++) {
+            double xh = (xr[i] - m) * s;
+            s1 += (double)gr[i] * gamma[i];
+            s2 += (double)gr[i] * gamma[i] * xh;
+        }
+        if (dx)
+            for (i = 0; i < d; i++) {
+                double xh = (xr[i] - m) * s;
+                dx[(size_t)r * d + i] += (float)(s * (gr[i] * gamma[i] - s1 / d - xh * s2 / d));
+            }
+    }
+}
+
+/* ---- SiLU, tanh ---------------------------------------------------------- */
+
+typedef struct prg__ew_job { float *out; const float *a, *b; } prg__ew_job;
+
+static void prg__silu_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] = j->a[i] / (1.0f + expf(-j->a[i]));
+}
+
+/* d silu = s (1 + x (1 - s)), s = sigmoid(x); a = dy, b = x */
+static void prg__silu_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) {
+        float x = j->b[i], s = 1.0f / (1.0f + expf(-x));
+        j->out[i] += j->a[i] * s * (1.0f + x * (1.0f - s));
+    }
+}
+
+static void prg__tanh_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] = tanhf(j->a[i]);
+}
+
+static void prg__tanh_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ew_job *j = (const prg__ew_job *)ctx;
+    size_t i;
+    for (i = lo; i < hi; i++) j->out[i] += j->a[i] * (1.0f - j->b[i] * j->b[i]);
+}
+
+static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b, size_t n) {
+    prg__ew_job j;
+    j.out = out;
+    j.a = a;
+    j.b = b;
+    prg__parallel_for(n, 8.0, fn, &j);
+}
+
+void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
+void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
+    prg__ew(prg__silu_bwd_range, dx, dy, x, n);
+}
+void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
+void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
+    prg__ew(prg__tanh_bwd_range, dx, dy, y, n);
+}
+
+void prg_silu_forward_ref(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = (float)(x[i] / (1.0 + exp(-(double)x[i])));
+}
+void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double s = 1.0 / (1.0 + exp(-(double)x[i]));
+        dx[i] += (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
+    }
+}
+void prg_tanh_forward_ref(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = (float)tanh((double)x[i]);
+}
+void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) dx[i] += (float)(dy[i] * (1.0 - (double)y[i] * y[i]));
+}
+
+/* ---- scale-shift ----------------------------------------------------------- */
+
+typedef struct prg__ss_job {
+    float *y, *dx, *dss;
+    const float *x, *ss, *dy;
+    int c;
+    size_t hw;
+} prg__ss_job;
+
+/* rows (b, c) in [lo, hi) */
+static void prg__ss_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ss_job *j = (const prg__ss_job *)ctx;
+    size_t r, i;
+    for (r = lo; r < hi; r++) {
+        size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
+        float a = 1.0f + j->ss[b * 2 * j->c + ch], sh = j->ss[b * 2 * j->c + j->c + ch];
+        const float *x = j->x + r * j->hw;
+        float *y = j->y + r * j->hw;
+        for (i = 0; i < j->hw; i++) y[i] = x[i] * a + sh;
+    }
+}
+
+static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ss_job *j = (const prg__ss_job *)ctx;
+    size_t r, i;
+    for (r = lo; r < hi; r++) {
+        size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
+        const float *g = j->dy + r * j->hw;
+        if (j->dx) {
+            float a = 1.0f + j->ss[b * 2 * j->c + ch];
+            float *dx = j->dx + r * j->hw;
+            for (i = 0; i < j->hw; i++) dx[i] += g[i] * a;
+        }
+        if (j->dss) {
+            double sg, sgx;
+            prg__row_dots(g, j->x + r * j->hw, j->hw, &sg, &sgx);
+            j->dss[b * 2 * j->c + ch] += (float)sgx;
+            j->dss[b * 2 * j->c + j->c + ch] += (float)sg;
+        }
+    }
+}
+
+void prg_scale_shift_forward(float *y, const float *x, const float *ss, int batch, int c, int hw) {
+    prg__ss_job j;
+    memset(&j, 0, sizeof j);
+    j.y = y; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    prg__parallel_for((size_t)batch * c, (double)hw, prg__ss_fwd_range, &j);
+}
+
+void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const float *x,
+                              const float *ss, int batch, int c, int hw) {
+    prg__ss_job j;
+    memset(&j, 0, sizeof j);
+    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
+}
+
+void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
+                                 int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < hw; i++) {
+                size_t o = ((size_t)b * c + ch) * hw + i;
+                y[o] = (float)((double)x[o] * (1.0 + ss[(size_t)b * 2 * c + ch]) +
+                               ss[(size_t)b * 2 * c + c + ch]);
+            }
+}
+
+void prg_scale_shift_backward_ref(float *dx, float *dss, const float *dy, const float *x,
+                                  const float *ss, int batch, int c, int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c; ch++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (i = 0; i < hw; i++) {
+                size_t o = ((size_t)b * c + ch) * hw + i;
+                if (dx) dx[o] += (float)(dy[o] * (1.0 + ss[(size_t)b * 2 * c + ch]));
+                s1 += (double)dy[o] * x[o];
+                s2 += dy[o];
+            }
+            if (dss) {
+                dss[(size_t)b * 2 * c + ch] += (float)s1;
+                dss[(size_t)b * 2 * c + c + ch] += (float)s2;
+            }
+        }
+}
+
+/* ---- attention ----------------------------------------------------------------
+   One task per (batch, head) pair, each running its small GEMMs serially
+   (prg_sgemm called inside a task stays on that thread).  Backward needs a
+   T x T scratch per pair in flight: pairs go in rounds of at most
+   PRG__ATT_SLOTS, pair i of a round using slot i, so the workspace does not
+   depend on the thread count. */
+#define PRG__ATT_SLOTS 64
+
+size_t prg_attention_workspace(int batch, int c, int t, int heads) {
+    size_t pairs = (size_t)batch * heads;
+    (void)c;
+    return (pairs < PRG__ATT_SLOTS ? pairs : PRG__ATT_SLOTS) * (size_t)t * t;
+}
+
+typedef struct prg__att_job {
+    float *a, *wsave, *dqkv, *ws;
+    const float *qkv, *da, *wcon;
+    int c, t, heads, d;
+    size_t first; /* first pair of the round */
+    float scale2; /* 1/sqrt(d) */
+} prg__att_job;
+
+/* softmax of each row of s [T][T] in place */
+static void prg__softmax_rows(float *s, int t) {
+    int r, i;
+    for (r = 0; r < t; r++) {
+        float *row = s + (size_t)r * t, mx = row[0];
+        double sum = 0.0;
+        float inv;
+        for (i = 1; i < t; i++) mx = row[i] > mx ? row[i] : mx;
+        for (i = 0; i < t; i++) {
+            row[i] = expf(row[i] - mx);
+            sum += row[i];
+        }
+        inv = (float)(1.0 / sum);
+        for (i = 0; i < t; i++) row[i] *= inv;
+    }
+}
+
+static void prg__att_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__att_job *j = (const prg__att_job *)ctx;
+    size_t p;
+    int t = j->t, d = j->d;
+    for (p = lo; p < hi; p++) {
+        size_t b = p / (size_t)j->heads, h = p % (size_t)j->heads;
+        const float *q = j->qkv + (b * 3 * j->c + h * 3 * d) * t, *k = q + (size_t)d * t,
+                    *v = k + (size_t)d * t;
+        float *w = j->wsave + p * t * t;
+        prg_sgemm(1, 0, t, t, d, j->scale2, q, t, k, t, 0.0f, w, t);
+        prg__softmax_rows(w, t);
+        prg_sgemm(0, 1, d, t, t, 1.0f, v, t, w, t, 0.0f, j->a + (b * j->c + h * d) * t, t);
+    }
+}
+
+static void prg__att_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__att_job *j = (const prg__att_job *)ctx;
+    size_t p;
+    int t = j->t, d = j->d, r, i;
+    for (p = j->first + lo; p < j->first + hi; p++) {
+        size_t b = p / (size_t)j->heads, h = p % (size_t)j->heads;
+        const float *q = j->qkv + (b * 3 * j->c + h * 3 * d) * t, *k = q + (size_t)d * t,
+                    *v = k + (size_t)d * t;
+        const float *w = j->wcon + p * t * t, *da = j->da + (b * j->c + h * d) * t;
+        float *dq = j->dqkv + (b * 3 * j->c + h * 3 * d) * t, *dk = dq + (size_t)d * t,
+              *dv = dk + (size_t)d * t;
+        float *g = j->ws + (p - j->first) * t * t;
+        prg_sgemm(0, 0, d, t, t, 1.0f, da, t, w, t, 1.0f, dv, t);
+        prg_sgemm(1, 0, t, t, d, 1.0f, da, t, v, t, 0.0f, g, t); /* dW */
+        for (r = 0; r < t; r++) { /* dS = W (dW - rowsum(W dW)) */
+            const float *wr = w + (size_t)r * t;
+            float *gr = g + (size_t)r * t, dot;
+            double s = 0.0;
+            for (i = 0; i < t; i++) s += (double)wr[i] * gr[i];
+            dot = (float)s;
+            for (i = 0; i < t; i++) gr[i] = wr[i] * (gr[i] - dot);
+        }
+        prg_sgemm(0, 1, d, t, t, j->scale2, k, t, g, t, 1.0f, dq, t);
+        prg_sgemm(0, 0, d, t, t, j->scale2, q, t, g, t, 1.0f, dk, t);
+    }
+}
+
+static void prg__att_setup(prg__att_job *j, int batch, int c, int t, int heads) {
+    PRG_ASSERT(batch > 0 && c > 0 && t > 0 && heads > 0 && c % heads == 0);
+    memset(j, 0, sizeof *j);
+    j->c = c;
+    j->t = t;
+    j->heads = heads;
+    j->d = c / heads;
+    j->scale2 = (float)(1.0 / sqrt((double)j->d));
+}
+
+void prg_attention_forward(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                           int heads, float *ws) {
+    prg__att_job j;
+    (void)ws;
+    prg__att_setup(&j, batch, c, t, heads);
+    j.a = a; j.wsave = wsave; j.qkv = qkv;
+    prg__parallel_for((size_t)batch * heads, 4.0 * t * t * j.d, prg__att_fwd_range, &j);
+}
+
+void prg_attention_backward(float *dqkv, const float *da, const float *qkv, const float *wsave,
+                            int batch, int c, int t, int heads, float *ws) {
+    prg__att_job j;
+    size_t pairs = (size_t)batch * heads;
+    if (!dqkv) return;
+    PRG_ASSERT(ws != NULL);
+    prg__att_setup(&j, batch, c, t, heads);
+    j.dqkv = dqkv; j.da = da; j.qkv = qkv; j.wcon = wsave; j.ws = ws;
+    for (j.first = 0; j.first < pairs; j.first += PRG__ATT_SLOTS) {
+        size_t n = pairs - j.first < PRG__ATT_SLOTS ? pairs - j.first : PRG__ATT_SLOTS;
+        prg__parallel_for(n, 8.0 * t * t * j.d, prg__att_bwd_range, &j);
+    }
+}
+
+void prg_attention_forward_ref(float *a, float *wsave, const float *qkv, int batch, int c, int t,
+                               int heads, float *ws) {
+    int d = c / heads, b, h, r, s, ch;
+    double sc = 1.0 / sqrt(sqrt((double)d));
+    (void)ws;
+    for (b = 0; b < batch; b++)
+        for (h = 0; h < heads; h++) {
+            const float *q = qkv + ((size_t)b * 3 * c + (size_t)h * 3 * d) * t;
+            const float *k = q + (size_t)d * t, *v = k + (size_t)d * t;
+            float *w = wsave + ((size_t)b * heads + h) * t * t;
+            for (r = 0; r < t; r++) {
+                double mx = -HUGE_VAL, sum = 0.0;
+                for (s = 0; s < t; s++) {
+                    double e = 0.0;
+                    for (ch = 0; ch < d; ch++)
+                        e += (sc * q[(size_t)ch * t + r]) * (sc * k[(size_t)ch * t + s]);
+                    w[(size_t)r * t + s] = (float)e;
+                    if (e > mx) mx = e;
+                }
+                for (s = 0; s < t; s++) sum += exp(w[(size_t)r * t + s] - mx);
+                for (s = 0; s < t; s++)
+                    w[(size_t)r * t + s] = (float)(exp(w[(size_t)r * t + s] - mx) / sum);
+            }
+            for (ch = 0; ch < d; ch++)
+                for (r = 0; r < t; r++) {
+                    double acc = 0.0;
+                    for (s = 0; s < t; s++)
+                        acc += (double)w[(size_t)r * t + s] * v[(size_t)ch * t + s];
+                    a[((size_t)b * c + (size_t)h * d + ch) * t + r] = (float)acc;
+                }
+        }
+}
+
+void prg_attention_backward_ref(float *dqkv, const float *da, const float *qkv,
+                                const float *wsave, int batch, int c, int t, int heads,
+                                float *ws) {
+    int d = c / heads, b, h, r, s, ch;
+    double sc2 = 1.0 / sqrt((double)d);
+    if (!dqkv) return;
+    for (b = 0; b < batch; b++)
+        for (h = 0; h < heads; h++) {
+            size_t base = ((size_t)b * 3 * c + (size_t)h * 3 * d) * t;
+            const float *q = qkv + base, *k = q + (size_t)d * t, *v = k + (size_t)d * t;
+            const float *w = wsave + ((size_t)b * heads + h) * t * t;
+            const float *g = da + ((size_t)b * c + (size_t)h * d) * t;
+            float *dq = dqkv + base, *dk = dq + (size_t)d * t, *dv = dk + (size_t)d * t;
+            float *ds = ws; /* [T][T]: d loss / d (scaled scores), rounded once to float */
+            /* dV[ch][s] = sum_r dA[ch][r] W[r][s] */
+            for (ch = 0; ch < d; ch++)
+                for (s = 0; s < t; s++) {
+                    double acc = 0.0;
+                    for (r = 0; r < t; r++) acc += (double)g[(size_t)ch * t + r] * w[(size_t)r * t + s];
+                    dv[(size_t)ch * t + s] += (float)acc;
+                }
+            /* dW[r][s] = sum_ch dA[ch][r] V[ch][s]; dS = W (dW - sum_s W dW) */
+            for (r = 0; r < t; r++) {
+                double dot = 0.0;
+                for (s = 0; s < t; s++) {
+                    double dw = 0.0;
+                    for (ch = 0; ch < d; ch++) dw += (double)g[(size_t)ch * t + r] * v[(size_t)ch * t + s];
+                    ds[(size_t)r * t + s] = (float)dw;
+                    dot += dw * w[(size_t)r * t + s];
+                }
+                for (s = 0; s < t; s++)
+                    ds[(size_t)r * t + s] = (float)(w[(size_t)r * t + s] * (ds[(size_t)r * t + s] - dot));
+            }
+            /* scores = sc2 sum_ch q[ch][r] k[ch][s] */
+            for (ch = 0; ch < d; ch++)
+                for (r = 0; r < t; r++) {
+                    double aq = 0.0, ak = 0.0;
+                    for (s = 0; s < t; s++) {
+                        aq += (double)ds[(size_t)r * t + s] * k[(size_t)ch * t + s];
+                        ak += (double)ds[(size_t)s * t + r] * q[(size_t)ch * t + s];
+                    }
+                    dq[(size_t)ch * t + r] += (float)(sc2 * aq);
+                    dk[(size_t)ch * t + r] += (float)(sc2 * ak);
+                }
+        }
+}
+
+/* ---- upsample, average pooling, concat ------------------------------------- */
+
+typedef struct prg__plane_job {
+    float *out;
+    const float *in, *in2;
+    int h, w, f;
+    size_t n1, n2; /* concat: elements per sample of each part */
+} prg__plane_job;
+
+static void prg__up_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t p;
+    int i, k, w2 = 2 * j->w;
+    for (p = lo; p < hi; p++) {
+        const float *x = j->in + p * j->h * j->w;
+        float *y = j->out + p * 4 * j->h * j->w;
+        for (i = 0; i < j->h; i++, x += j->w, y += 2 * w2) {
+            for (k = 0; k < j->w; k++) y[2 * k] = y[2 * k + 1] = x[k];
+            memcpy(y + w2, y, (size_t)w2 * sizeof(float));
+        }
+    }
+}
+
+static void prg__up_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t p;
+    int i, k, w2 = 2 * j->w;
+    for (p = lo; p < hi; p++) {
+        const float *g = j->in + p * 4 * j->h * j->w;
+        float *dx = j->out + p * j->h * j->w;
+        for (i = 0; i < j->h; i++, dx += j->w, g += 2 * w2)
+            for (k = 0; k < j->w; k++)
+                dx[k] += (g[2 * k] + g[2 * k + 1]) + (g[w2 + 2 * k] + g[w2 + 2 * k + 1]);
+    }
+}
+
+static void prg__pool_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    int f = j->f, ho = j->h / f, wo = j->w / f, i, k, a, b;
+    float inv = 1.0f / (float)(f * f);
+    size_t p;
+    for (p = lo; p < hi; p++) {
+        const float *x = j->in + p * j->h * j->w;
+        float *y = j->out + p * ho * wo;
+        for (i = 0; i < ho; i++)
+            for (k = 0; k < wo; k++) {
+                float s = 0.0f;
+                for (a = 0; a < f; a++)
+                    for (b = 0; b < f; b++) s += x[(size_t)(i * f + a) * j->w + k * f + b];
+                y[i * wo + k] = s * inv;
+            }
+    }
+}
+
+static void prg__pool_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    int f = j->f, ho = j->h / f, wo = j->w / f, i, k;
+    float inv = 1.0f / (float)(f * f);
+    size_t p;
+    for (p = lo; p < hi; p++) {
+        const float *g = j->in + p * ho * wo;
+        float *dx = j->out + p * j->h * j->w;
+        for (i = 0; i < j->h; i++)
+            for (k = 0; k < j->w; k++) dx[(size_t)i * j->w + k] += g[(i / f) * wo + k / f] * inv;
+    }
+}
+
+static void prg__plane_run(prg__range_fn fn, float *out, const float *in, int n, int h, int w,
+                           int f) {
+    prg__plane_job j;
+    memset(&j, 0, sizeof j);
+    j.out = out; j.in = in; j.h = h; j.w = w; j.f = f;
+    prg__parallel_for((size_t)n, 4.0 * h * w, fn, &j);
+}
+
+void prg_upsample2x_forward(float *y, const float *x, int n, int h, int w) {
+    prg__plane_run(prg__up_fwd_range, y, x, n, h, w, 2);
+}
+void prg_upsample2x_backward(float *dx, const float *dy, int n, int h, int w) {
+    prg__plane_run(prg__up_bwd_range, dx, dy, n, h, w, 2);
+}
+void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
+    PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
+    prg__plane_run(prg__pool_fwd_range, y, x, n, h, w, f);
+}
+void prg_avgpool_backward(float *dx, const float *dy, int n, int h, int w, int f) {
+    PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
+    prg__plane_run(prg__pool_bwd_range, dx, dy, n, h, w, f);
+}
+
+void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < 2 * h; i++)
+            for (k = 0; k < 2 * w; k++)
+                y[((size_t)p * 2 * h + i) * 2 * w + k] = x[((size_t)p * h + i / 2) * w + k / 2];
+}
+void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h; i++)
+            for (k = 0; k < w; k++) {
+                const float *g = dy + ((size_t)p * 2 * h + 2 * i) * 2 * w + 2 * k;
+                dx[((size_t)p * h + i) * w + k] +=
+                    (float)((double)g[0] + g[1] + g[2 * w] + g[2 * w + 1]);
+            }
+}
+void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int f) {
+    int p, i, k, a, b;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h / f; i++)
+            for (k = 0; k < w / f; k++) {
+                double s = 0.0;
+                for (a = 0; a < f; a++)
+                    for (b = 0; b < f; b++) s += x[((size_t)p * h + i * f + a) * w + k * f + b];
+                y[((size_t)p * (h / f) + i) * (w / f) + k] = (float)(s / (f * f));
+            }
+}
+void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f) {
+    int p, i, k;
+    for (p = 0; p < n; p++)
+        for (i = 0; i < h; i++)
+            for (k = 0; k < w; k++)
+                dx[((size_t)p * h + i) * w + k] +=
+                    (float)(dy[((size_t)p * (h / f) + i / f) * (w / f) + k / f] / (double)(f * f));
+}
+
+/* concat: one sample per index */
+static void prg__cat_fwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__plane_job *j = (const prg__plane_job *)ctx;
+    size_t b;
+    for (b = lo; b < hi; b++) {
+        float *y = j->out + b * (j->n1 + j->n2);
+        memcpy(y, j->in + b * j->n1, j->n1 * sizeof(float));
+        memcpy(y + j->n1, j->in2 + b * j->n2, j->n2 * sizeof(float));
+    }
+}
+
+typedef struct prg__cat_bwd_job { float *da, *dc; const float *dy; size_t n1, n2; } prg__cat_bwd_job;
+
+static void prg__cat_bwd_range(void *ctx, size_t lo, size_t hi) {
+    const prg__cat_bwd_job *j = (const prg__cat_bwd_job *)ctx;
+    size_t b, i;
+    for (b = lo; b < hi; b++) {
+        const float *g = j->dy + b * (j->n1 + j->n2);
+        if (j->da)
+            for (i = 0; i < j->n1; i++) j->da[b * j->n1 + i] += g[i];
+        if (j->dc)
+            for (i = 0; i < j->n2; i++) j->dc[b * j->n2 + i] += g[j->n1 + i];
+    }
+}
+
+void prg_concat_forward(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                        int hw) {
+    prg__plane_job j;
+    memset(&j, 0, sizeof j);
+    j.out = y; j.in = a; j.in2 = c;
+    j.n1 = (size_t)c1 * hw;
+    j.n2 = (size_t)c2 * hw;
+    prg__parallel_for((size_t)batch, (double)(j.n1 + j.n2), prg__cat_fwd_range, &j);
+}
+
+void prg_concat_backward(float *da, float *dc, const float *dy, int batch, int c1, int c2, int hw) {
+    prg__cat_bwd_job j;
+    j.da = da; j.dc = dc; j.dy = dy;
+    j.n1 = (size_t)c1 * hw;
+    j.n2 = (size_t)c2 * hw;
+    prg__parallel_for((size_t)batch, (double)(j.n1 + j.n2), prg__cat_bwd_range, &j);
+}
+
+void prg_concat_forward_ref(float *y, const float *a, const float *c, int batch, int c1, int c2,
+                            int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c1 + c2; ch++)
+            for (i = 0; i < hw; i++)
+                y[((size_t)b * (c1 + c2) + ch) * hw + i] =
+                    ch < c1 ? a[((size_t)b * c1 + ch) * hw + i]
+                            : c[((size_t)b * c2 + ch - c1) * hw + i];
+}
+
+void prg_concat_backward_ref(float *da, float *dc, const float *dy, int batch, int c1, int c2,
+                             int hw) {
+    int b, ch, i;
+    for (b = 0; b < batch; b++)
+        for (ch = 0; ch < c1 + c2; ch++)
+            for (i = 0; i < hw; i++) {
+                float g = dy[((size_t)b * (c1 + c2) + ch) * hw + i];
+                if (ch < c1) {
+                    if (da) da[((size_t)b * c1 + ch) * hw + i] += g;
+                } else if (dc) {
+                    dc[((size_t)b * c2 + ch - c1) * hw + i] += g;
+                }
+            }
+}
+
+/* ---- timestep embedding, losses --------------------------------------------- */
+
+void prg_timestep_embedding(float *emb, const float *t, int batch, int dim, float max_period) {
+    int half = dim / 2, b, i;
+    /* float32 throughout, in torch's order of operations */
+    float nl = (float)(-log((double)max_period));
+    for (b = 0; b < batch; b++) {
+        float *e = emb + (size_t)b * dim;
+        for (i = 0; i < half; i++) {
+            float arg = t[b] * expf(nl * (float)i / (float)half);
+            e[i] = cosf(arg);
+            e[half + i] = sinf(arg);
+        }
+        if (dim % 2) e[dim - 1] = 0.0f;
+    }
+}
+
+float prg_cross_entropy_forward_backward(float *dlogits, const float *logits, const int *labels,
+                                         int n, int k, float smoothing) {
+    double total = 0.0, conf = 1.0 - (double)smoothing;
+    int r, i;
+    for (r = 0; r < n; r++) {
+        const float *z = logits + (size_t)r * k;
+        double mx = z[0], sum = 0.0, mean = 0.0, lse;
+        int y = labels[r];
+        PRG_ASSERT(y >= 0 && y < k);
+        for (i = 1; i < k; i++) mx = z[i] > mx ? z[i] : mx;
+        for (i = 0; i < k; i++) {
+            sum += exp(z[i] - mx);
+            mean += z[i];
+        }
+        lse = mx + log(sum);
+        mean /= k;
+        /* -log p_y = lse - z_y; mean_k(-log p_k) = lse - mean_k z_k */
+        total += conf * (lse - z[y]) + smoothing * (lse - mean);
+        if (dlogits)
+            for (i = 0; i < k; i++) {
+                double g = exp(z[i] - lse) - smoothing / (double)k - (i == y ? conf : 0.0);
+                dlogits[(size_t)r * k + i] = (float)(g / n);
+            }
+    }
+    return (float)(total / n);
+}
+
+float prg_flow_loss_forward_backward(float *dv, const float *v, const float *target, int batch,
+                                     int c, int hw) {
+    size_t i, n = (size_t)batch * c * hw;
+    double total = 0.0, inv = 1.0 / ((double)batch * hw);
+    for (i = 0; i < n; i++) {
+        double e = (double)v[i] - target[i];
+        total += e * e;
+        if (dv) dv[i] = (float)(e * inv);
+    }
+    return (float)(0.5 * total * inv);
+}
 
 /* >>unet ================================================================ */
 

@@ -1,0 +1,715 @@
+/* Layers: (a) every fast kernel against its _ref twin at awkward sizes,
+   backward accumulation included; (b) central finite-difference checks of
+   every gradient of every layer; (c) forward and backward values from
+   PyTorch (tools/ref_layers.py -> tests/fixtures/layers_ref.h); (d) 1 and 2
+   threads give the same bits. */
+#define PRG_IMPLEMENTATION
+#include "../prg.h"
+#include "prg_test.h"
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixtures/layers_ref.h"
+
+static prg_rng rng;
+
+static float *vec(size_t n) {
+    float *p = (float *)malloc((n ? n : 1) * sizeof(float));
+    if (!p) {
+        printf("out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+static float *rnd(size_t n, float lo, float hi) {
+    float *p = vec(n);
+    size_t i;
+    for (i = 0; i < n; i++) p[i] = lo + (hi - lo) * prg_rng_uniform(&rng);
+    return p;
+}
+static float *copy_of(const float *a, size_t n) {
+    float *p = vec(n);
+    memcpy(p, a, n * sizeof(float));
+    return p;
+}
+
+/* max |a - b| / max |b| (absolute when b is all zero) */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double e = 0.0, m = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= e)) e = d; /* NaN propagates */
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    }
+    return m > 0.0 ? e / m : e;
+}
+
+/* ======================================================================
+   One description for every layer, so that the finite-difference and
+   thread checks can drive any of them. */
+enum kind {
+    K_CONV, K_LINEAR, K_GN, K_LN, K_SILU, K_TANH, K_SS, K_ATT, K_UP, K_POOL, K_CAT, K_CE, K_FLOW
+};
+static const char *kind_name[] = {"conv2d", "linear", "groupnorm", "layernorm", "silu", "tanh",
+                                  "scale_shift", "attention", "upsample2x", "avgpool", "concat",
+                                  "cross_entropy", "flow_loss"};
+
+typedef struct layer {
+    enum kind kind;
+    int b, ci, h, w, co, k, s, p; /* conv; linear uses b = n, ci = in, co = out */
+    int c, hw, g, t, heads, f, c2;
+    float eps, smoothing;
+    /* inputs (perturbed by the FD check) */
+    float *in[4];
+    size_t nin[4];
+    const char *inname[4];
+    int ninputs;
+    int *labels;
+    /* outputs and saved values */
+    float *y, *mean, *rstd, *ws;
+    size_t ny, nws;
+    float loss;
+} layer;
+
+static void add_in(layer *L, const char *name, float *p, size_t n) {
+    L->inname[L->ninputs] = name;
+    L->in[L->ninputs] = p;
+    L->nin[L->ninputs++] = n;
+}
+
+static void layer_alloc_out(layer *L) {
+    L->y = vec(L->ny);
+    L->ws = L->nws ? vec(L->nws) : NULL;
+}
+
+static layer make_conv(int b, int ci, int h, int w, int co, int k, int s, int p, int with_bias) {
+    layer L;
+    int ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
+    memset(&L, 0, sizeof L);
+    L.kind = K_CONV;
+    L.b = b; L.ci = ci; L.h = h; L.w = w; L.co = co; L.k = k; L.s = s; L.p = p;
+    add_in(&L, "x", rnd((size_t)b * ci * h * w, -1, 1), (size_t)b * ci * h * w);
+    add_in(&L, "w", rnd((size_t)co * ci * k * k, -0.5f, 0.5f), (size_t)co * ci * k * k);
+    if (with_bias) add_in(&L, "bias", rnd((size_t)co, -0.5f, 0.5f), (size_t)co);
+    L.ny = (size_t)b * co * ho * wo;
+    L.nws = prg_conv2d_workspace(b, ci, h, w, co, k, s, p);
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_linear(int n, int in, int out) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = K_LINEAR;
+    L.b = n; L.ci = in; L.co = out;
+    add_in(&L, "x", rnd((size_t)n * in, -1, 1), (size_t)n * in);
+    add_in(&L, "w", rnd((size_t)out * in, -0.5f, 0.5f), (size_t)out * in);
+    add_in(&L, "bias", rnd((size_t)out, -0.5f, 0.5f), (size_t)out);
+    L.ny = (size_t)n * out;
+    layer_alloc_out(&L);
+    return L;
+}
+
+/* GroupNorm (kind K_GN) or LayerNorm (K_LN: b = rows, c = d, hw = 1, g = 1) */
+static layer make_norm(enum kind kind, int b, int c, int hw, int g) {
+    layer L;
+    size_t n = (size_t)b * c * hw;
+    memset(&L, 0, sizeof L);
+    L.kind = kind;
+    L.b = b; L.c = c; L.hw = hw; L.g = g; L.eps = 1e-5f;
+    add_in(&L, "x", rnd(n, -2, 2), n);
+    add_in(&L, "gamma", rnd((size_t)c, 0.5f, 1.5f), (size_t)c);
+    add_in(&L, "beta", rnd((size_t)c, -0.5f, 0.5f), (size_t)c);
+    L.ny = n;
+    layer_alloc_out(&L);
+    L.mean = vec((size_t)b * g);
+    L.rstd = vec((size_t)b * g);
+    return L;
+}
+
+static layer make_elementwise(enum kind kind, size_t n) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = kind;
+    add_in(&L, "x", rnd(n, -4, 4), n);
+    L.ny = n;
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_ss(int b, int c, int hw) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = K_SS;
+    L.b = b; L.c = c; L.hw = hw;
+    add_in(&L, "x", rnd((size_t)b * c * hw, -1, 1), (size_t)b * c * hw);
+    add_in(&L, "ss", rnd((size_t)b * 2 * c, -1, 1), (size_t)b * 2 * c);
+    L.ny = (size_t)b * c * hw;
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_att(int b, int c, int t, int heads) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = K_ATT;
+    L.b = b; L.c = c; L.t = t; L.heads = heads;
+    add_in(&L, "qkv", rnd((size_t)b * 3 * c * t, -1.5f, 1.5f), (size_t)b * 3 * c * t);
+    L.ny = (size_t)b * c * t;
+    L.nws = prg_attention_workspace(b, c, t, heads);
+    layer_alloc_out(&L);
+    L.mean = vec((size_t)b * heads * t * t); /* the saved softmax */
+    return L;
+}
+
+static layer make_plane(enum kind kind, int n, int h, int w, int f) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = kind;
+    L.b = n; L.h = h; L.w = w; L.f = f;
+    add_in(&L, "x", rnd((size_t)n * h * w, -1, 1), (size_t)n * h * w);
+    L.ny = kind == K_UP ? (size_t)n * 4 * h * w : (size_t)n * (h / f) * (w / f);
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_cat(int b, int c1, int c2, int hw) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = K_CAT;
+    L.b = b; L.c = c1; L.c2 = c2; L.hw = hw;
+    add_in(&L, "a", rnd((size_t)b * c1 * hw, -1, 1), (size_t)b * c1 * hw);
+    add_in(&L, "c", rnd((size_t)b * c2 * hw, -1, 1), (size_t)b * c2 * hw);
+    L.ny = (size_t)b * (c1 + c2) * hw;
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_ce(int n, int k, float smoothing) {
+    layer L;
+    int i;
+    memset(&L, 0, sizeof L);
+    L.kind = K_CE;
+    L.b = n; L.c = k; L.smoothing = smoothing;
+    add_in(&L, "logits", rnd((size_t)n * k, -3, 3), (size_t)n * k);
+    L.labels = (int *)malloc((size_t)n * sizeof(int));
+    for (i = 0; i < n; i++) L.labels[i] = (int)prg_rng_below(&rng, (uint32_t)k);
+    L.ny = 1;
+    layer_alloc_out(&L);
+    return L;
+}
+
+static layer make_flow(int b, int c, int hw) {
+    layer L;
+    memset(&L, 0, sizeof L);
+    L.kind = K_FLOW;
+    L.b = b; L.c = c; L.hw = hw;
+    add_in(&L, "v", rnd((size_t)b * c * hw, -2, 2), (size_t)b * c * hw);
+    add_in(&L, "target", rnd((size_t)b * c * hw, -2, 2), (size_t)b * c * hw);
+    L.ny = 1;
+    layer_alloc_out(&L);
+    return L;
+}
+
+static void layer_free(layer *L) {
+    int i;
+    for (i = 0; i < L->ninputs; i++) free(L->in[i]);
+    free(L->y); free(L->ws); free(L->mean); free(L->rstd); free(L->labels);
+}
+
+/* Forward into L->y (losses: y[0] = loss).  ref selects the _ref twin. */
+static void layer_forward(layer *L, int ref) {
+    float **in = L->in;
+    switch (L->kind) {
+    case K_CONV:
+        (ref ? prg_conv2d_forward_ref : prg_conv2d_forward)(
+            L->y, in[0], in[1], L->ninputs > 2 ? in[2] : NULL, L->b, L->ci, L->h, L->w, L->co,
+            L->k, L->s, L->p, L->ws);
+        break;
+    case K_LINEAR:
+        (ref ? prg_linear_forward_ref : prg_linear_forward)(L->y, in[0], in[1], in[2], L->b, L->ci,
+                                                            L->co);
+        break;
+    case K_GN:
+        (ref ? prg_groupnorm_forward_ref : prg_groupnorm_forward)(
+            L->y, L->mean, L->rstd, in[0], in[1], in[2], L->b, L->c, L->hw, L->g, L->eps);
+        break;
+    case K_LN:
+        (ref ? prg_layernorm_forward_ref : prg_layernorm_forward)(L->y, L->mean, L->rstd, in[0],
+                                                                  in[1], in[2], L->b, L->c, L->eps);
+        break;
+    case K_SILU: (ref ? prg_silu_forward_ref : prg_silu_forward)(L->y, in[0], L->ny); break;
+    case K_TANH: (ref ? prg_tanh_forward_ref : prg_tanh_forward)(L->y, in[0], L->ny); break;
+    case K_SS:
+        (ref ? prg_scale_shift_forward_ref : prg_scale_shift_forward)(L->y, in[0], in[1], L->b,
+                                                                      L->c, L->hw);
+        break;
+    case K_ATT:
+        (ref ? prg_attention_forward_ref : prg_attention_forward)(L->y, L->mean, in[0], L->b, L->c,
+                                                                  L->t, L->heads, L->ws);
+        break;
+    case K_UP:
+        (ref ? prg_upsample2x_forward_ref : prg_upsample2x_forward)(L->y, in[0], L->b, L->h, L->w);
+        break;
+    case K_POOL:
+        (ref ? prg_avgpool_forward_ref : prg_avgpool_forward)(L->y, in[0], L->b, L->h, L->w, L->f);
+        break;
+    case K_CAT:
+        (ref ? prg_concat_forward_ref : prg_concat_forward)(L->y, in[0], in[1], L->b, L->c, L->c2,
+                                                            L->hw);
+        break;
+    case K_CE:
+        L->y[0] = prg_cross_entropy_forward_backward(NULL, in[0], L->labels, L->b, L->c,
+                                                     L->smoothing);
+        break;
+    case K_FLOW:
+        L->y[0] = prg_flow_loss_forward_backward(NULL, in[0], in[1], L->b, L->c, L->hw);
+        break;
+    }
+}
+
+/* Backward with dy into g[i] (accumulating; g[i] == NULL skips).  Needs the
+   saved values of a forward on the same inputs.  Losses SET the gradient of
+   their first input (dy ignored; their second input gets none). */
+static void layer_backward(layer *L, int ref, const float *dy, float **g) {
+    float **in = L->in;
+    switch (L->kind) {
+    case K_CONV:
+        (ref ? prg_conv2d_backward_ref : prg_conv2d_backward)(
+            g[0], g[1], L->ninputs > 2 ? g[2] : NULL, dy, in[0], in[1], L->b, L->ci, L->h, L->w,
+            L->co, L->k, L->s, L->p, L->ws);
+        break;
+    case K_LINEAR:
+        (ref ? prg_linear_backward_ref : prg_linear_backward)(g[0], g[1], g[2], dy, in[0], in[1],
+                                                              L->b, L->ci, L->co);
+        break;
+    case K_GN:
+        (ref ? prg_groupnorm_backward_ref : prg_groupnorm_backward)(
+            g[0], g[1], g[2], dy, in[0], L->mean, L->rstd, in[1], L->b, L->c, L->hw, L->g);
+        break;
+    case K_LN:
+        (ref ? prg_layernorm_backward_ref : prg_layernorm_backward)(
+            g[0], g[1], g[2], dy, in[0], L->mean, L->rstd, in[1], L->b, L->c);
+        break;
+    case K_SILU: (ref ? prg_silu_backward_ref : prg_silu_backward)(g[0], dy, in[0], L->ny); break;
+    case K_TANH: (ref ? prg_tanh_backward_ref : prg_tanh_backward)(g[0], dy, L->y, L->ny); break;
+    case K_SS:
+        (ref ? prg_scale_shift_backward_ref : prg_scale_shift_backward)(g[0], g[1], dy, in[0],
+                                                                        in[1], L->b, L->c, L->hw);
+        break;
+    case K_ATT:
+        (ref ? prg_attention_backward_ref : prg_attention_backward)(g[0], dy, in[0], L->mean, L->b,
+                                                                    L->c, L->t, L->heads, L->ws);
+        break;
+    case K_UP:
+        (ref ? prg_upsample2x_backward_ref : prg_upsample2x_backward)(g[0], dy, L->b, L->h, L->w);
+        break;
+    case K_POOL:
+        (ref ? prg_avgpool_backward_ref : prg_avgpool_backward)(g[0], dy, L->b, L->h, L->w, L->f);
+        break;
+    case K_CAT:
+        (ref ? prg_concat_backward_ref : prg_concat_backward)(g[0], g[1], dy, L->b, L->c, L->c2,
+                                                              L->hw);
+        break;
+    case K_CE:
+        (void)prg_cross_entropy_forward_backward(g[0], in[0], L->labels, L->b, L->c, L->smoothing);
+        break;
+    case K_FLOW:
+        (void)prg_flow_loss_forward_backward(g[0], in[0], in[1], L->b, L->c, L->hw);
+        break;
+    }
+}
+
+static int is_loss(const layer *L) { return L->kind == K_CE || L->kind == K_FLOW; }
+
+/* (a) fast against _ref: forward outputs, and backward from gradient
+   buffers pre-filled with the same random values (so accumulation is
+   checked too).  tol_f / tol_b: relative (max-norm) tolerances. */
+static void check_vs_ref(layer *L, const char *what, double tol_f, double tol_b) {
+    float *yref = vec(L->ny), *dy = rnd(L->ny, -1, 1);
+    float *gf[4] = {NULL, NULL, NULL, NULL}, *gr[4] = {NULL, NULL, NULL, NULL};
+    int i;
+    double e;
+    layer_forward(L, 1);
+    memcpy(yref, L->y, L->ny * sizeof(float));
+    layer_forward(L, 0);
+    e = rel_err(L->y, yref, L->ny);
+    CHECK(e <= tol_f, "%s %s: forward differs from _ref by %.3g (tol %.3g)", kind_name[L->kind],
+          what, e, tol_f);
+    for (i = 0; i < L->ninputs; i++) {
+        gf[i] = rnd(L->nin[i], -1, 1);
+        gr[i] = copy_of(gf[i], L->nin[i]);
+    }
+    layer_backward(L, 0, dy, gf);
+    layer_backward(L, 1, dy, gr);
+    for (i = 0; i < L->ninputs; i++) {
+        e = rel_err(gf[i], gr[i], L->nin[i]);
+        CHECK(e <= tol_b, "%s %s: d%s differs from _ref by %.3g (tol %.3g)", kind_name[L->kind],
+              what, L->inname[i], e, tol_b);
+        free(gf[i]);
+        free(gr[i]);
+    }
+    free(yref);
+    free(dy);
+}
+
+/* (b) central finite differences of L = sum r . y (or the loss) on every
+   element of every input, against the fast backward.  The forward is the
+   _ref twin, which rounds each output once from double, so each evaluation
+   of L carries at most about eps/2 * S rounding error, S = sum |r y|
+   (a few eps for the kernels with a float intermediate: budget 4 eps S).
+   The difference quotient then has rounding error <= 4 eps S / h, and its
+   truncation error is O(h^2) = 1e-6 relative for these smooth functions:
+   |fd - g| <= 4 eps S / h + 1e-4 max|g|. */
+static void check_fd(layer *L, const char *what) {
+    const float h = 1e-3f;
+    float *r = rnd(L->ny, -1, 1);
+    float *g[4] = {NULL, NULL, NULL, NULL};
+    int i, fails = 0;
+    size_t e, o;
+    layer_forward(L, 1);
+    for (i = 0; i < L->ninputs; i++) /* losses: no gradient for the target */
+        g[i] = is_loss(L) && i > 0 ? NULL : (float *)calloc(L->nin[i], sizeof(float));
+    layer_backward(L, 0, r, g);
+    for (i = 0; i < L->ninputs; i++) {
+        double gmax = 0.0, worst = 0.0, wfd = 0.0, wg = 0.0, wtol = 0.0;
+        if (!g[i]) continue;
+        for (e = 0; e < L->nin[i]; e++)
+            if (fabs(g[i][e]) > gmax) gmax = fabs(g[i][e]);
+        for (e = 0; e < L->nin[i]; e++) {
+            float x0 = L->in[i][e], xp = x0 + h, xm = x0 - h;
+            double lp = 0.0, lm = 0.0, s = 0.0, fd, tol;
+            L->in[i][e] = xp;
+            layer_forward(L, 1);
+            for (o = 0; o < L->ny; o++) {
+                double ro = is_loss(L) ? 1.0 : r[o];
+                lp += ro * L->y[o];
+                s += fabs(ro * L->y[o]);
+            }
+            L->in[i][e] = xm;
+            layer_forward(L, 1);
+            for (o = 0; o < L->ny; o++) {
+                double ro = is_loss(L) ? 1.0 : r[o];
+                lm += ro * L->y[o];
+                s += fabs(ro * L->y[o]);
+            }
+            L->in[i][e] = x0;
+            fd = (lp - lm) / ((double)xp - (double)xm);
+            tol = 4.0 * FLT_EPSILON * (s / 2) / h + 1e-4 * gmax;
+            if (fabs(fd - g[i][e]) > tol) fails++;
+            if (fabs(fd - g[i][e]) / tol > worst) {
+                worst = fabs(fd - g[i][e]) / tol;
+                wfd = fd;
+                wg = g[i][e];
+                wtol = tol;
+            }
+        }
+        CHECK(fails == 0, "%s %s: d%s: %d of %d elements off finite differences (worst fd %.7g "
+              "backward %.7g tol %.3g)", kind_name[L->kind], what, L->inname[i], fails,
+              (int)L->nin[i], wfd, wg, wtol);
+        fails = 0;
+        free(g[i]);
+    }
+    layer_forward(L, 1); /* leave the saved values consistent */
+    free(r);
+}
+
+/* (d) the fast forward and backward give the same bits on 1 and 2 threads. */
+static void check_threads(layer *L, const char *what) {
+    float *y1 = vec(L->ny), *dy = rnd(L->ny, -1, 1), *g1[4] = {0, 0, 0, 0}, *g2[4] = {0, 0, 0, 0};
+    int i, same = 1;
+    prg_set_num_threads(1);
+    layer_forward(L, 0);
+    memcpy(y1, L->y, L->ny * sizeof(float));
+    for (i = 0; i < L->ninputs; i++) g1[i] = (float *)calloc(L->nin[i], sizeof(float));
+    layer_backward(L, 0, dy, g1);
+    prg_set_num_threads(2);
+    layer_forward(L, 0);
+    same = memcmp(y1, L->y, L->ny * sizeof(float)) == 0;
+    for (i = 0; i < L->ninputs; i++) g2[i] = (float *)calloc(L->nin[i], sizeof(float));
+    layer_backward(L, 0, dy, g2);
+    for (i = 0; i < L->ninputs; i++) {
+        if (memcmp(g1[i], g2[i], L->nin[i] * sizeof(float)) != 0) same = 0;
+        free(g1[i]);
+        free(g2[i]);
+    }
+    CHECK(same, "%s %s: 1 and 2 threads give different bits", kind_name[L->kind], what);
+    free(y1);
+    free(dy);
+}
+
+/* ====================================================================== */
+
+static void test_vs_ref(void) {
+    layer L;
+    /* conv: K = Ci*k*k terms per output; fast sums in float (GEMM) against a
+       double reference: normwise error <= K eps max|y| is a loose bound. */
+    static const int convs[][9] = {
+        /* b ci h w co k s p bias */
+        {3, 5, 7, 9, 6, 3, 1, 1, 1},     {2, 3, 11, 6, 4, 3, 2, 1, 1},
+        {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
+        {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
+        {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
+        {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
+        {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
+        {1, 130, 40, 40, 70, 3, 1, 1, 1} /* one sample of 1600 columns, big K */
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
+        const int *c = convs[i];
+        char what[64];
+        double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
+        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+                c[7]);
+        L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
+        /* backward: dx sums Co*k*k, dW sums B*Ho*Wo terms */
+        check_vs_ref(&L, what, tol,
+                     (double)(c[4] * c[5] * c[5] + c[0] * c[2] * c[3]) * FLT_EPSILON);
+        layer_free(&L);
+    }
+    L = make_linear(13, 37, 29);
+    check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
+    layer_free(&L);
+    /* norms: sums of up to a few hundred elements in float lanes */
+    L = make_norm(K_GN, 3, 12, 37, 4);
+    check_vs_ref(&L, "b3 c12 hw37 g4", 1e-5, 1e-5);
+    layer_free(&L);
+    L = make_norm(K_GN, 2, 64, 64, 32);
+    check_vs_ref(&L, "b2 c64 hw64 g32", 1e-5, 1e-5);
+    layer_free(&L);
+    L = make_norm(K_LN, 5, 77, 1, 1);
+    check_vs_ref(&L, "5x77", 1e-5, 1e-5);
+    layer_free(&L);
+    /* elementwise: a few float roundings per element */
+    L = make_elementwise(K_SILU, 100003);
+    check_vs_ref(&L, "n=100003", 4 * FLT_EPSILON, 8 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_elementwise(K_TANH, 100003);
+    check_vs_ref(&L, "n=100003", 4 * FLT_EPSILON, 8 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_ss(3, 7, 41);
+    check_vs_ref(&L, "b3 c7 hw41", 4 * FLT_EPSILON, 41 * FLT_EPSILON);
+    layer_free(&L);
+    /* attention: sums of d and T terms */
+    L = make_att(2, 12, 17, 3);
+    check_vs_ref(&L, "b2 c12 t17 h3", 64 * FLT_EPSILON, 64 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_att(3, 64, 64, 4); /* 12 pairs, d 16 */
+    check_vs_ref(&L, "b3 c64 t64 h4", 256 * FLT_EPSILON, 256 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_att(33, 8, 5, 2); /* 66 pairs: two rounds of workspace slots */
+    check_vs_ref(&L, "b33 c8 t5 h2", 16 * FLT_EPSILON, 16 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_plane(K_UP, 5, 3, 7, 2);
+    check_vs_ref(&L, "5x3x7", 0.0, 4 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_plane(K_POOL, 5, 6, 9, 3);
+    check_vs_ref(&L, "5x6x9 f3", 9 * FLT_EPSILON, 2 * FLT_EPSILON);
+    layer_free(&L);
+    L = make_cat(3, 5, 2, 13);
+    check_vs_ref(&L, "b3 5+2 hw13", 0.0, 2 * FLT_EPSILON);
+    layer_free(&L);
+}
+
+static void test_fd(void) {
+    layer L;
+    L = make_conv(2, 3, 5, 4, 2, 3, 1, 1, 1); check_fd(&L, "k3 s1 p1"); layer_free(&L);
+    L = make_conv(2, 2, 5, 6, 3, 3, 2, 1, 1); check_fd(&L, "k3 s2 p1"); layer_free(&L);
+    L = make_conv(2, 3, 3, 4, 2, 1, 1, 0, 1); check_fd(&L, "k1 direct"); layer_free(&L);
+    L = make_conv(1, 2, 4, 5, 2, 2, 1, 0, 0); check_fd(&L, "k2 p0 no bias"); layer_free(&L);
+    L = make_linear(3, 5, 4); check_fd(&L, "3x5->4"); layer_free(&L);
+    L = make_norm(K_GN, 2, 6, 5, 3); check_fd(&L, "b2 c6 hw5 g3"); layer_free(&L);
+    L = make_norm(K_LN, 3, 7, 1, 1); check_fd(&L, "3x7"); layer_free(&L);
+    L = make_elementwise(K_SILU, 40); check_fd(&L, "n40"); layer_free(&L);
+    L = make_elementwise(K_TANH, 40); check_fd(&L, "n40"); layer_free(&L);
+    L = make_ss(2, 3, 5); check_fd(&L, "b2 c3 hw5"); layer_free(&L);
+    L = make_att(2, 4, 5, 2); check_fd(&L, "b2 c4 t5 h2"); layer_free(&L);
+    L = make_plane(K_UP, 2, 3, 2, 2); check_fd(&L, "2x3x2"); layer_free(&L);
+    L = make_plane(K_POOL, 2, 4, 6, 2); check_fd(&L, "2x4x6 f2"); layer_free(&L);
+    L = make_cat(2, 2, 3, 4); check_fd(&L, "b2 2+3 hw4"); layer_free(&L);
+    L = make_ce(4, 5, 0.1f); check_fd(&L, "4x5 s0.1"); layer_free(&L);
+    L = make_ce(3, 4, 0.0f); check_fd(&L, "3x4 s0"); layer_free(&L);
+    L = make_flow(2, 3, 5); check_fd(&L, "b2 c3 hw5"); layer_free(&L);
+}
+
+static void test_threads(void) {
+    layer L;
+    L = make_conv(4, 16, 24, 24, 24, 3, 1, 1, 1); check_threads(&L, "3x3"); layer_free(&L);
+    L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
+    L = make_conv(4, 32, 16, 16, 48, 1, 1, 0, 1); check_threads(&L, "1x1"); layer_free(&L);
+    L = make_linear(64, 128, 96); check_threads(&L, ""); layer_free(&L);
+    L = make_norm(K_GN, 4, 64, 256, 32); check_threads(&L, ""); layer_free(&L);
+    L = make_norm(K_LN, 64, 768, 1, 1); check_threads(&L, ""); layer_free(&L);
+    L = make_elementwise(K_SILU, 200000); check_threads(&L, ""); layer_free(&L);
+    L = make_elementwise(K_TANH, 200000); check_threads(&L, ""); layer_free(&L);
+    L = make_ss(4, 64, 256); check_threads(&L, ""); layer_free(&L);
+    L = make_att(3, 64, 64, 4); check_threads(&L, ""); layer_free(&L);
+    L = make_plane(K_UP, 64, 16, 16, 2); check_threads(&L, ""); layer_free(&L);
+    L = make_plane(K_POOL, 64, 32, 32, 2); check_threads(&L, ""); layer_free(&L);
+    L = make_cat(8, 64, 32, 256); check_threads(&L, ""); layer_free(&L);
+}
+
+/* ---- (c) PyTorch reference values ---------------------------------------------
+   The fixture holds inputs, outputs and gradients computed by torch 1.13
+   (float32).  Both sides round differently (summation order, expf), so the
+   comparison is normwise: max|c - torch| <= TOL_TORCH max|torch|. */
+#define TOL_TORCH 2e-5
+
+static void cmp_torch(const char *what, const float *got, const float *want, size_t n) {
+    double e = rel_err(got, want, n);
+    CHECK(e <= TOL_TORCH, "torch %s: relative error %.3g (tol %g)", what, e, TOL_TORCH);
+}
+
+static float *zeros(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
+
+static void test_torch(void) {
+    size_t i;
+    /* conv2d cases */
+    for (i = 0; i < sizeof ref_conv / sizeof ref_conv[0]; i++) {
+        const struct ref_conv_case *c = &ref_conv[i];
+        int ho = (c->h + 2 * c->p - c->k) / c->s + 1, wo = (c->w + 2 * c->p - c->k) / c->s + 1;
+        size_t nx = (size_t)c->b * c->ci * c->h * c->w, nw = (size_t)c->co * c->ci * c->k * c->k;
+        size_t ny = (size_t)c->b * c->co * ho * wo;
+        float *y = vec(ny), *dx = zeros(nx), *dw = zeros(nw), *db = zeros((size_t)c->co);
+        float *ws = vec(prg_conv2d_workspace(c->b, c->ci, c->h, c->w, c->co, c->k, c->s, c->p) + 1);
+        char what[64];
+        sprintf(what, "conv2d k%d s%d p%d", c->k, c->s, c->p);
+        prg_conv2d_forward(y, c->x, c->wt, c->bias, c->b, c->ci, c->h, c->w, c->co, c->k, c->s,
+                           c->p, ws);
+        cmp_torch(what, y, c->y, ny);
+        prg_conv2d_backward(dx, dw, db, c->dy, c->x, c->wt, c->b, c->ci, c->h, c->w, c->co, c->k,
+                            c->s, c->p, ws);
+        cmp_torch(what, dx, c->dx, nx);
+        cmp_torch(what, dw, c->dw, nw);
+        cmp_torch(what, db, c->db, (size_t)c->co);
+        free(y); free(dx); free(dw); free(db); free(ws);
+    }
+    { /* linear */
+        const int n = REF_LIN_N, in = REF_LIN_IN, out = REF_LIN_OUT;
+        float *y = vec((size_t)n * out), *dx = zeros((size_t)n * in), *dw = zeros((size_t)out * in),
+              *db = zeros((size_t)out);
+        prg_linear_forward(y, ref_lin_x, ref_lin_w, ref_lin_b, n, in, out);
+        cmp_torch("linear y", y, ref_lin_y, (size_t)n * out);
+        prg_linear_backward(dx, dw, db, ref_lin_dy, ref_lin_x, ref_lin_w, n, in, out);
+        cmp_torch("linear dx", dx, ref_lin_dx, (size_t)n * in);
+        cmp_torch("linear dw", dw, ref_lin_dw, (size_t)out * in);
+        cmp_torch("linear db", db, ref_lin_db, (size_t)out);
+        free(y); free(dx); free(dw); free(db);
+    }
+    { /* GroupNorm */
+        const int b = REF_GN_B, c = REF_GN_C, hw = REF_GN_HW, g = REF_GN_G;
+        size_t n = (size_t)b * c * hw;
+        float *y = vec(n), *mean = vec((size_t)b * g), *rstd = vec((size_t)b * g), *dx = zeros(n),
+              *dg = zeros((size_t)c), *dbt = zeros((size_t)c);
+        prg_groupnorm_forward(y, mean, rstd, ref_gn_x, ref_gn_gamma, ref_gn_beta, b, c, hw, g, 1e-5f);
+        cmp_torch("groupnorm y", y, ref_gn_y, n);
+        prg_groupnorm_backward(dx, dg, dbt, ref_gn_dy, ref_gn_x, mean, rstd, ref_gn_gamma, b, c, hw, g);
+        cmp_torch("groupnorm dx", dx, ref_gn_dx, n);
+        cmp_torch("groupnorm dgamma", dg, ref_gn_dgamma, (size_t)c);
+        cmp_torch("groupnorm dbeta", dbt, ref_gn_dbeta, (size_t)c);
+        free(y); free(mean); free(rstd); free(dx); free(dg); free(dbt);
+    }
+    { /* LayerNorm */
+        const int n = REF_LN_N, d = REF_LN_D;
+        size_t m = (size_t)n * d;
+        float *y = vec(m), *mean = vec((size_t)n), *rstd = vec((size_t)n), *dx = zeros(m),
+              *dg = zeros((size_t)d), *dbt = zeros((size_t)d);
+        prg_layernorm_forward(y, mean, rstd, ref_ln_x, ref_ln_gamma, ref_ln_beta, n, d, 1e-5f);
+        cmp_torch("layernorm y", y, ref_ln_y, m);
+        prg_layernorm_backward(dx, dg, dbt, ref_ln_dy, ref_ln_x, mean, rstd, ref_ln_gamma, n, d);
+        cmp_torch("layernorm dx", dx, ref_ln_dx, m);
+        cmp_torch("layernorm dgamma", dg, ref_ln_dgamma, (size_t)d);
+        cmp_torch("layernorm dbeta", dbt, ref_ln_dbeta, (size_t)d);
+        free(y); free(mean); free(rstd); free(dx); free(dg); free(dbt);
+    }
+    { /* SiLU, tanh */
+        const size_t n = REF_EW_N;
+        float *y = vec(n), *dx = zeros(n);
+        prg_silu_forward(y, ref_ew_x, n);
+        cmp_torch("silu y", y, ref_silu_y, n);
+        prg_silu_backward(dx, ref_ew_dy, ref_ew_x, n);
+        cmp_torch("silu dx", dx, ref_silu_dx, n);
+        memset(dx, 0, n * sizeof(float));
+        prg_tanh_forward(y, ref_ew_x, n);
+        cmp_torch("tanh y", y, ref_tanh_y, n);
+        prg_tanh_backward(dx, ref_ew_dy, y, n);
+        cmp_torch("tanh dx", dx, ref_tanh_dx, n);
+        free(y); free(dx);
+    }
+    { /* scale-shift */
+        const int b = REF_SS_B, c = REF_SS_C, hw = REF_SS_HW;
+        size_t n = (size_t)b * c * hw;
+        float *y = vec(n), *dx = zeros(n), *dss = zeros((size_t)b * 2 * c);
+        prg_scale_shift_forward(y, ref_ss_x, ref_ss_ss, b, c, hw);
+        cmp_torch("scale_shift y", y, ref_ss_y, n);
+        prg_scale_shift_backward(dx, dss, ref_ss_dy, ref_ss_x, ref_ss_ss, b, c, hw);
+        cmp_torch("scale_shift dx", dx, ref_ss_dx, n);
+        cmp_torch("scale_shift dss", dss, ref_ss_dss, (size_t)b * 2 * c);
+        free(y); free(dx); free(dss);
+    }
+    { /* attention */
+        const int b = REF_ATT_B, c = REF_ATT_C, t = REF_ATT_T, heads = REF_ATT_HEADS;
+        size_t nq = (size_t)b * 3 * c * t, na = (size_t)b * c * t;
+        float *a = vec(na), *wsave = vec((size_t)b * heads * t * t), *dqkv = zeros(nq);
+        float *ws = vec(prg_attention_workspace(b, c, t, heads));
+        prg_attention_forward(a, wsave, ref_att_qkv, b, c, t, heads, ws);
+        cmp_torch("attention a", a, ref_att_a, na);
+        prg_attention_backward(dqkv, ref_att_da, ref_att_qkv, wsave, b, c, t, heads, ws);
+        cmp_torch("attention dqkv", dqkv, ref_att_dqkv, nq);
+        free(a); free(wsave); free(dqkv); free(ws);
+    }
+    { /* upsample, avgpool */
+        const int n = REF_UP_N, h = REF_UP_H, w = REF_UP_W, f = REF_POOL_F;
+        float *y = vec((size_t)n * 4 * h * w), *dx = zeros((size_t)n * h * w);
+        float *py = vec((size_t)n * 4 * h * w / ((size_t)f * f)), *pdx = zeros((size_t)n * 4 * h * w);
+        prg_upsample2x_forward(y, ref_up_x, n, h, w);
+        cmp_torch("upsample y", y, ref_up_y, (size_t)n * 4 * h * w);
+        prg_upsample2x_backward(dx, ref_up_dy, n, h, w);
+        cmp_torch("upsample dx", dx, ref_up_dx, (size_t)n * h * w);
+        /* pooling of the upsampled planes [n][2h][2w] by f */
+        prg_avgpool_forward(py, ref_up_y, n, 2 * h, 2 * w, f);
+        cmp_torch("avgpool y", py, ref_pool_y, (size_t)n * 4 * h * w / ((size_t)f * f));
+        prg_avgpool_backward(pdx, ref_pool_dy, n, 2 * h, 2 * w, f);
+        cmp_torch("avgpool dx", pdx, ref_pool_dx, (size_t)n * 4 * h * w);
+        free(y); free(dx); free(py); free(pdx);
+    }
+    { /* timestep embedding */
+        float *e = vec((size_t)REF_EMB_B * REF_EMB_DIM);
+        prg_timestep_embedding(e, ref_emb_t, REF_EMB_B, REF_EMB_DIM, 10000.0f);
+        cmp_torch("timestep embedding", e, ref_emb, (size_t)REF_EMB_B * REF_EMB_DIM);
+        prg_timestep_embedding(e, ref_emb_t, REF_EMB_B, REF_EMB_DIM_ODD, 10000.0f);
+        cmp_torch("timestep embedding (odd dim)", e, ref_emb_odd,
+                  (size_t)REF_EMB_B * REF_EMB_DIM_ODD);
+        free(e);
+    }
+    { /* label-smoothing cross-entropy */
+        const int n = REF_CE_N, k = REF_CE_K;
+        float *d = vec((size_t)n * k), loss;
+        loss = prg_cross_entropy_forward_backward(d, ref_ce_logits, ref_ce_labels, n, k, 0.1f);
+        cmp_torch("cross_entropy loss", &loss, &ref_ce_loss, 1);
+        cmp_torch("cross_entropy dlogits", d, ref_ce_dlogits, (size_t)n * k);
+        free(d);
+    }
+    { /* flow-matching loss */
+        const int b = REF_FL_B, c = REF_FL_C, hw = REF_FL_HW;
+        size_t n = (size_t)b * c * hw;
+        float *d = vec(n), loss;
+        loss = prg_flow_loss_forward_backward(d, ref_fl_v, ref_fl_target, b, c, hw);
+        cmp_torch("flow loss", &loss, &ref_fl_loss, 1);
+        cmp_torch("flow loss dv", d, ref_fl_dv, n);
+        free(d);
+    }
+}
+
+int main(void) {
+    prg_rng_seed(&rng, 20261126, 0);
+    prg_set_num_threads(2);
+    test_vs_ref();
+    test_fd();
+    test_torch();
+    test_threads();
+    return prg_test_finish("test_layers");
+}
