@@ -317,6 +317,67 @@ float prg_flow_loss_forward_backward(float *dv /* [B][C][HW] */, const float *v 
 /* >>unet ================================================================ */
 /* The reference U-Net: config, presets, parameters, forward, backward. */
 
+#define PRG_UNET_MAX_LEVELS 8
+
+/* The U-Net of METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
+   unet_2D: scale-shift ResBlocks, legacy-order attention, conv resampling,
+   dropout 0, unconditional).  Start from a preset and change fields. */
+typedef struct prg_unet_config {
+    int in_channels;       /* channels of x (3 for RGB, 1 for MNIST) */
+    int out_channels;      /* channels of v (normally = in_channels) */
+    int model_channels;    /* base width; the time embedding has 4x this */
+    int num_res_blocks;    /* ResBlocks per level on the way down (+1 on the way up) */
+    int num_levels;        /* entries used in channel_mult */
+    int channel_mult[PRG_UNET_MAX_LEVELS]; /* width of level i = model_channels * channel_mult[i]; [0] must be 1 */
+    int num_attention;     /* entries used in attention_ds */
+    int attention_ds[PRG_UNET_MAX_LEVELS]; /* downsample rates (1, 2, 4, ...) with attention, as the
+                                              reference's attention_resolutions; the middle block always has it */
+    int num_heads;         /* attention heads (legacy qkv order) */
+    int image_size;        /* H = W; divisible by 2^(num_levels - 1) */
+    int groups;            /* GroupNorm groups (32); every width must be divisible by it */
+} prg_unet_config;
+
+/* "cifar32" (52,542,979 params), "imagenet64" (121,060,483), "small32"
+   (7,280,707), "tiny32" (1,192,387).  Unknown name: PRG_ERR_CONFIG. */
+prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name);
+/* PRG_OK or PRG_ERR_CONFIG with a message naming the bad field. */
+prg_result prg_unet_config_check(const prg_unet_config *cfg);
+/* Parameter count of a config without allocating it; 0 if the config is invalid. */
+size_t     prg_unet_config_num_params(const prg_unet_config *cfg);
+
+typedef struct prg_unet prg_unet;
+/* Allocates the parameters (PyTorch default init from seed, with the three
+   zero-initialised convolutions of the reference) and zeroed gradients.
+   Activations are allocated by the first forward, for its batch size. */
+prg_result prg_unet_create(prg_unet **net, const prg_unet_config *cfg, uint64_t seed);
+void       prg_unet_free(prg_unet *net);
+const prg_unet_config *prg_unet_config_get(const prg_unet *net);
+size_t     prg_unet_num_params(const prg_unet *net);
+float     *prg_unet_params(prg_unet *net);     /* one 64-byte aligned block, state-dict order */
+float     *prg_unet_grads(prg_unet *net);      /* same layout */
+void       prg_unet_zero_grad(prg_unet *net);
+
+/* The parameter tensors in the reference's state_dict() order, with its names
+   ("time_embed.0.weight", ..., "out.2.bias"); shape[] holds ndim entries
+   (attention qkv/proj_out are Conv1d weights [Cout][Cin][1]); offset is in
+   floats from prg_unet_params(). */
+int        prg_unet_num_tensors(const prg_unet *net);
+prg_result prg_unet_tensor_info(const prg_unet *net, int i, const char **name, int *ndim,
+                                int64_t shape[4], size_t *offset);
+int        prg_unet_find_tensor(const prg_unet *net, const char *name); /* index, or -1 */
+
+/* v = U-Net(x, t).  x, v: [batch][C][H][W] float32 (C = in_channels and
+   out_channels, H = W = image_size); t: [batch] model time in [0, 1], fed raw
+   to the sinusoidal embedding.  Keeps what backward needs; the activation
+   block grows when a larger batch than ever before is seen. */
+prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const float *t, float *v);
+/* After forward on the same net and batch: ACCUMULATES d(loss)/d(params)
+   into prg_unet_grads(); dx (may be NULL) is SET to d(loss)/dx.
+   dv, dx: [batch][C][H][W]. */
+prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
+/* Bytes of activations + backward scratch held for the largest batch so far. */
+size_t     prg_unet_activation_bytes(const prg_unet *net);
+
 /* >>flow ================================================================ */
 /* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
 
@@ -2523,6 +2584,851 @@ float prg_flow_loss_forward_backward(float *dv, const float *v, const float *tar
 }
 
 /* >>unet ================================================================ */
+/* Parameters: a table of tensors in state-dict order over one flat block.
+   The network is a list of modules (conv, ResBlock, attention, upsample,
+   concat, norm+SiLU) run in order; each keeps its saved intermediates at
+   fixed per-image offsets of the activation block, so the layout for a batch
+   B is the per-image layout times B (every activation is linear in B). */
+
+#define PRG__UNET_NAME 48
+#define PRG__UNET_EPS 1e-5f
+#define PRG__UNET_MAX_PERIOD 10000.0f
+
+enum { PRG__UT_UNIFORM, PRG__UT_ONES, PRG__UT_ZEROS };
+typedef struct prg__unet_tensor {
+    char name[PRG__UNET_NAME];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, count;
+    int init;     /* PRG__UT_*: PyTorch default U(-1/sqrt(fan_in), ..), GN ones, zeros */
+    int fan_in;
+} prg__unet_tensor;
+
+enum { PRG__UM_CONV, PRG__UM_RES, PRG__UM_ATTN, PRG__UM_UP, PRG__UM_CAT, PRG__UM_NORMACT };
+#define PRG__UNET_G_DX (-1) /* gradient buffer id: the caller's dx */
+#define PRG__UNET_G_DV (-2) /* gradient buffer id: the caller's dv */
+
+typedef struct prg__unet_mod {
+    int type;
+    int cin, cin2, cout; /* input channels (cin2: CAT's second input), output channels */
+    int h, w;            /* input size */
+    int k, stride, pad;  /* CONV */
+    int par;             /* index of the module's first tensor */
+    int has_skip;        /* RES: 1x1 conv on the residual path */
+    size_t in, in2, out; /* activations, offsets in floats per image */
+    int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
+    size_t t[11];        /* saved intermediates, floats per image */
+} prg__unet_mod;
+
+struct prg_unet {
+    prg_unet_config cfg;
+    prg__unet_tensor *tens;
+    int ntens, tcap;
+    prg__unet_mod *mods;
+    int nmods, mcap;
+    size_t nparams;
+    float *params, *grads;
+    /* per-image layout */
+    size_t act_floats, scr_floats;
+    size_t x_off, temb_off, e1_off, e1s_off, emb_off, semb_off;
+    size_t t1_off, t2_off, dss_off, dsemb_off, de1_off, de2_off;
+    size_t maxel;          /* largest C*H*W of any tensor the backward passes around */
+    size_t *gbuf_off;      /* gradient buffers (ping-pong, then skips) in the scratch block */
+    size_t *gbuf_len;
+    int ngbuf, gcap;
+    /* the skip stack while planning */
+    int *stack;
+    int nstack;
+    /* current tensor while planning */
+    size_t cur_off;
+    int cur_c, cur_h, cur_g;
+    /* storage for the largest batch seen */
+    int cap_batch;
+    float *act, *scr, *ws;
+    size_t ws_floats;
+    int fwd_batch;         /* batch of the last forward, 0 = none */
+};
+
+static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
+    int i;
+    for (i = 0; i < c->num_attention; i++)
+        if (c->attention_ds[i] == ds) return 1;
+    return 0;
+}
+
+prg_result prg_unet_config_check(const prg_unet_config *c) {
+    int i, j, levels, mc;
+    if (!c) return prg__fail(PRG_ERR_ARG, "prg_unet_config_check: cfg is NULL");
+    if (c->in_channels < 1 || c->in_channels > 4096 || c->out_channels < 1 || c->out_channels > 4096)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: in_channels=%d, out_channels=%d must be in 1..4096",
+                         c->in_channels, c->out_channels);
+    mc = c->model_channels;
+    if (mc < 2 || mc > 8192 || mc % 2)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: model_channels=%d must be even and in 2..8192", mc);
+    if (c->num_res_blocks < 1 || c->num_res_blocks > 64)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_res_blocks=%d must be in 1..64", c->num_res_blocks);
+    levels = c->num_levels;
+    if (levels < 1 || levels > PRG_UNET_MAX_LEVELS)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels, PRG_UNET_MAX_LEVELS);
+    if (c->channel_mult[0] != 1)
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unet config: channel_mult[0]=%d must be 1 (the output head maps model_channels "
+                         "to out_channels, as in the reference)", c->channel_mult[0]);
+    if (c->groups < 1 || c->groups > mc)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups, mc);
+    if (c->num_heads < 1)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_heads=%d must be >= 1", c->num_heads);
+    for (i = 0; i < levels; i++) {
+        int ch = mc * c->channel_mult[i];
+        if (c->channel_mult[i] < 1 || c->channel_mult[i] > 64)
+            return prg__fail(PRG_ERR_CONFIG, "unet config: channel_mult[%d]=%d must be in 1..64", i,
+                             c->channel_mult[i]);
+        if (ch % c->groups)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: level %d has %d channels, not divisible by groups=%d "
+                             "(choose model_channels a multiple of %d)", i, ch, c->groups, c->groups);
+        if ((prg__unet_has_attn(c, 1 << i) || i == levels - 1) && ch % c->num_heads)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention on %d channels (level %d) does not split into num_heads=%d",
+                             ch, i, c->num_heads);
+    }
+    if (c->num_attention < 0 || c->num_attention > PRG_UNET_MAX_LEVELS)
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_attention=%d must be in 0..%d", c->num_attention,
+                         PRG_UNET_MAX_LEVELS);
+    for (i = 0; i < c->num_attention; i++) {
+        int ok = 0;
+        for (j = 0; j < levels; j++) ok |= c->attention_ds[i] == (1 << j);
+        if (!ok)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention_ds[%d]=%d is not a downsample rate of this U-Net "
+                             "(1, 2, ... %d for %d levels)", i, c->attention_ds[i], 1 << (levels - 1), levels);
+    }
+    if (c->image_size < 1 || c->image_size > 4096 || c->image_size % (1 << (levels - 1)))
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unet config: image_size=%d must be in 1..4096 and divisible by 2^(num_levels-1) = %d",
+                         c->image_size, 1 << (levels - 1));
+    for (j = 0; j < levels; j++) {
+        /* attention weights are [heads][T][T] per image: keep T*T*heads within int range */
+        int64_t side = c->image_size >> j, tt = side * side;
+        if ((prg__unet_has_attn(c, 1 << j) || j == levels - 1) && tt * tt * c->num_heads > ((int64_t)1 << 31) - 1)
+            return prg__fail(PRG_ERR_CONFIG,
+                             "unet config: attention at %dx%d with %d heads needs a %lldx%lld weight matrix per "
+                             "head; attend at lower resolutions", (int)side, (int)side, c->num_heads,
+                             (long long)tt, (long long)tt);
+    }
+    return PRG_OK;
+}
+
+prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name) {
+    prg_unet_config c;
+    if (!cfg || !name) return prg__fail(PRG_ERR_ARG, "prg_unet_config_preset: NULL argument");
+    memset(&c, 0, sizeof c);
+    c.in_channels = c.out_channels = 3;
+    c.num_heads = 4;
+    c.groups = 32;
+    c.channel_mult[0] = 1;
+    c.channel_mult[1] = 2;
+    c.channel_mult[2] = 2;
+    c.num_levels = 3;
+    c.image_size = 32;
+    if (strcmp(name, "cifar32") == 0) {
+        c.model_channels = 128;
+        c.num_res_blocks = 3;
+        c.channel_mult[3] = 2;
+        c.num_levels = 4;
+        c.num_attention = 2;
+        c.attention_ds[0] = 2;
+        c.attention_ds[1] = 4;
+    } else if (strcmp(name, "imagenet64") == 0) {
+        c.model_channels = 128;
+        c.num_res_blocks = 3;
+        c.channel_mult[2] = 3;
+        c.channel_mult[3] = 4;
+        c.num_levels = 4;
+        c.num_attention = 2;
+        c.attention_ds[0] = 4;
+        c.attention_ds[1] = 8;
+        c.image_size = 64;
+    } else if (strcmp(name, "small32") == 0) {
+        c.model_channels = 64;
+        c.num_res_blocks = 2;
+        c.num_attention = 2;
+        c.attention_ds[0] = 2;
+        c.attention_ds[1] = 4;
+    } else if (strcmp(name, "tiny32") == 0) {
+        c.model_channels = 32;
+        c.num_res_blocks = 1;
+        c.num_attention = 1;
+        c.attention_ds[0] = 4;
+    } else {
+        return prg__fail(PRG_ERR_CONFIG,
+                         "unknown U-Net preset \"%s\" (use cifar32, imagenet64, small32 or tiny32)", name);
+    }
+    *cfg = c;
+    return PRG_OK;
+}
+
+/* --- planning: tensors, modules, activation layout ------------------------ */
+
+static size_t prg__unet_act(prg_unet *n, size_t count) {
+    size_t off = n->act_floats;
+    n->act_floats += (count + 15) & ~(size_t)15; /* 64-byte aligned for any batch */
+    return off;
+}
+
+static size_t prg__unet_scr(prg_unet *n, size_t count) {
+    size_t off = n->scr_floats;
+    n->scr_floats += (count + 15) & ~(size_t)15;
+    return off;
+}
+
+static void prg__unet_join(char *dst, size_t cap, const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    PRG_ASSERT(la + lb < cap);
+    memcpy(dst, a, la);
+    memcpy(dst + la, b, lb + 1);
+}
+
+static void prg__unet_tensor_add(prg_unet *n, const char *prefix, const char *suffix, int init, int fan_in,
+                                 int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    prg__unet_tensor *t = &n->tens[n->ntens++];
+    int i;
+    PRG_ASSERT(n->ntens <= n->tcap);
+    prg__unet_join(t->name, sizeof t->name, prefix, suffix);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->shape[2] = d2;
+    t->shape[3] = d3;
+    t->count = 1;
+    for (i = 0; i < ndim; i++) t->count *= (size_t)t->shape[i];
+    t->offset = n->nparams;
+    t->init = init;
+    t->fan_in = fan_in;
+    n->nparams += t->count;
+}
+
+/* A conv (k x k, or Conv1d k=1 when conv1d) or linear weight + bias. */
+static void prg__unet_wb(prg_unet *n, const char *prefix, int cout, int cin, int k, int conv1d, int zero) {
+    int init = zero ? PRG__UT_ZEROS : PRG__UT_UNIFORM, fan = cin * k * k;
+    if (k == 0)
+        prg__unet_tensor_add(n, prefix, "weight", init, cin, 2, cout, cin, 1, 1);
+    else if (conv1d)
+        prg__unet_tensor_add(n, prefix, "weight", init, fan, 3, cout, cin, 1, 1);
+    else
+        prg__unet_tensor_add(n, prefix, "weight", init, fan, 4, cout, cin, k, k);
+    prg__unet_tensor_add(n, prefix, "bias", init, k == 0 ? cin : fan, 1, cout, 1, 1, 1);
+}
+
+static void prg__unet_gn(prg_unet *n, const char *prefix, int c) {
+    prg__unet_tensor_add(n, prefix, "weight", PRG__UT_ONES, 0, 1, c, 1, 1, 1);
+    prg__unet_tensor_add(n, prefix, "bias", PRG__UT_ZEROS, 0, 1, c, 1, 1, 1);
+}
+
+static void prg__unet_note(prg_unet *n, size_t el) {
+    if (el > n->maxel) n->maxel = el;
+}
+
+/* Appends a module that reads the current tensor and makes a new one of
+   cout channels at size hout; the new one becomes current. */
+static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hout) {
+    prg__unet_mod *m = &n->mods[n->nmods++];
+    PRG_ASSERT(n->nmods <= n->mcap);
+    memset(m, 0, sizeof *m);
+    m->type = type;
+    m->cin = n->cur_c;
+    m->h = m->w = n->cur_h;
+    m->in = n->cur_off;
+    m->gin = n->cur_g;
+    m->cout = cout;
+    m->par = n->ntens;
+    m->out = prg__unet_act(n, (size_t)cout * hout * hout);
+    m->gout = n->cur_g == 0 ? 1 : 0;
+    prg__unet_note(n, (size_t)m->cin * m->h * m->w);
+    prg__unet_note(n, (size_t)cout * hout * hout);
+    n->cur_off = m->out;
+    n->cur_c = cout;
+    n->cur_h = hout;
+    n->cur_g = m->gout;
+    return m;
+}
+
+static void prg__unet_conv(prg_unet *n, const char *prefix, int cout, int stride, int zero) {
+    int hout = stride == 2 ? n->cur_h / 2 : n->cur_h;
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_CONV, cout, hout);
+    m->k = 3;
+    m->stride = stride;
+    m->pad = 1;
+    prg__unet_wb(n, prefix, cout, m->cin, 3, 0, zero);
+}
+
+static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
+    int cin = n->cur_c, hw = n->cur_h * n->cur_h, g = n->cfg.groups, ed = 4 * n->cfg.model_channels;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_RES, cout, n->cur_h);
+    m->has_skip = cin != cout;
+    m->t[0] = prg__unet_act(n, (size_t)cin * hw);  /* GN_in(x) */
+    m->t[1] = prg__unet_act(n, (size_t)g);         /* its mean */
+    m->t[2] = prg__unet_act(n, (size_t)g);         /* its rstd */
+    m->t[3] = prg__unet_act(n, (size_t)cin * hw);  /* SiLU of it */
+    m->t[4] = prg__unet_act(n, (size_t)cout * hw); /* conv1 */
+    m->t[5] = prg__unet_act(n, (size_t)2 * cout);  /* scale | shift */
+    m->t[6] = prg__unet_act(n, (size_t)cout * hw); /* GN_out(conv1) */
+    m->t[7] = prg__unet_act(n, (size_t)g);
+    m->t[8] = prg__unet_act(n, (size_t)g);
+    m->t[9] = prg__unet_act(n, (size_t)cout * hw);  /* scale-shifted */
+    m->t[10] = prg__unet_act(n, (size_t)cout * hw); /* SiLU of it = conv2 input */
+    prg__unet_join(p, sizeof p, prefix, "in_layers.0.");
+    prg__unet_gn(n, p, cin);
+    prg__unet_join(p, sizeof p, prefix, "in_layers.2.");
+    prg__unet_wb(n, p, cout, cin, 3, 0, 0);
+    prg__unet_join(p, sizeof p, prefix, "emb_layers.1.");
+    prg__unet_wb(n, p, 2 * cout, ed, 0, 0, 0);
+    prg__unet_join(p, sizeof p, prefix, "out_layers.0.");
+    prg__unet_gn(n, p, cout);
+    prg__unet_join(p, sizeof p, prefix, "out_layers.3.");
+    prg__unet_wb(n, p, cout, cout, 3, 0, 1);
+    if (m->has_skip) {
+        prg__unet_join(p, sizeof p, prefix, "skip_connection.");
+        prg__unet_wb(n, p, cout, cin, 1, 0, 0);
+    }
+}
+
+static void prg__unet_attn(prg_unet *n, const char *prefix) {
+    int c = n->cur_c, hw = n->cur_h * n->cur_h, heads = n->cfg.num_heads;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_ATTN, c, n->cur_h);
+    m->t[0] = prg__unet_act(n, (size_t)c * hw);                /* GN(x) */
+    m->t[1] = prg__unet_act(n, (size_t)n->cfg.groups);
+    m->t[2] = prg__unet_act(n, (size_t)n->cfg.groups);
+    m->t[3] = prg__unet_act(n, (size_t)3 * c * hw);            /* qkv */
+    m->t[4] = prg__unet_act(n, (size_t)c * hw);                /* attention output */
+    m->t[5] = prg__unet_act(n, (size_t)heads * hw * hw);       /* softmax weights */
+    prg__unet_note(n, (size_t)3 * c * hw);
+    prg__unet_join(p, sizeof p, prefix, "norm.");
+    prg__unet_gn(n, p, c);
+    prg__unet_join(p, sizeof p, prefix, "qkv.");
+    prg__unet_wb(n, p, 3 * c, c, 1, 1, 0);
+    prg__unet_join(p, sizeof p, prefix, "proj_out.");
+    prg__unet_wb(n, p, c, c, 1, 1, 1);
+}
+
+/* The current tensor is an input block's output: it goes on the skip stack
+   and gets its own gradient buffer (two consumers accumulate into it). */
+static void prg__unet_push(prg_unet *n) {
+    int id = n->ngbuf++;
+    PRG_ASSERT(n->ngbuf <= n->gcap);
+    n->gbuf_len[id] = (size_t)n->cur_c * n->cur_h * n->cur_h;
+    n->mods[n->nmods - 1].gout = id;
+    n->cur_g = id;
+    n->stack[n->nstack++] = n->nmods - 1;
+}
+
+static void prg__unet_cat(prg_unet *n) {
+    const prg__unet_mod *s = &n->mods[n->stack[--n->nstack]];
+    int c2 = s->cout;
+    prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_CAT, n->cur_c + c2, n->cur_h);
+    m->cin2 = c2;
+    m->in2 = s->out;
+    m->gin2 = s->gout;
+}
+
+static void prg__unet_plan_free(prg_unet *n) {
+    prg_free(n->tens);
+    prg_free(n->mods);
+    prg_free(n->gbuf_off);
+    prg_free(n->gbuf_len);
+    prg_free(n->stack);
+    n->tens = NULL;
+    n->mods = NULL;
+    n->gbuf_off = n->gbuf_len = NULL;
+    n->stack = NULL;
+}
+
+/* Builds the tensor table and the module list of n->cfg (already checked). */
+static prg_result prg__unet_plan(prg_unet *n) {
+    const prg_unet_config *c = &n->cfg;
+    int mc = c->model_channels, ed = 4 * mc, L = c->num_levels, R = c->num_res_blocks;
+    int nres = L * R + 2 + L * (R + 1), level, r, ds, blk, ch, i;
+    char p[PRG__UNET_NAME];
+    prg__unet_mod *m;
+    n->tcap = 16 + 18 * nres + 8 * L;
+    n->mcap = 16 + 3 * nres + 4 * L;
+    n->gcap = 4 + L * (R + 1);
+    n->tens = (prg__unet_tensor *)prg_alloc((size_t)n->tcap * sizeof *n->tens);
+    n->mods = (prg__unet_mod *)prg_alloc((size_t)n->mcap * sizeof *n->mods);
+    n->gbuf_off = (size_t *)prg_alloc((size_t)n->gcap * sizeof(size_t));
+    n->gbuf_len = (size_t *)prg_alloc((size_t)n->gcap * sizeof(size_t));
+    n->stack = (int *)prg_alloc((size_t)n->gcap * sizeof(int));
+    if (!n->tens || !n->mods || !n->gbuf_off || !n->gbuf_len || !n->stack) {
+        prg__unet_plan_free(n);
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet: out of memory for the layer tables");
+    }
+    n->ngbuf = 2;
+    n->nstack = 0;
+
+    prg__unet_wb(n, "time_embed.0.", ed, mc, 0, 0, 0);
+    prg__unet_wb(n, "time_embed.2.", ed, ed, 0, 0, 0);
+    n->x_off = prg__unet_act(n, (size_t)c->in_channels * c->image_size * c->image_size);
+    n->temb_off = prg__unet_act(n, (size_t)mc);
+    n->e1_off = prg__unet_act(n, (size_t)ed);
+    n->e1s_off = prg__unet_act(n, (size_t)ed);
+    n->emb_off = prg__unet_act(n, (size_t)ed);
+    n->semb_off = prg__unet_act(n, (size_t)ed);
+    n->cur_off = n->x_off;
+    n->cur_c = c->in_channels;
+    n->cur_h = c->image_size;
+    n->cur_g = PRG__UNET_G_DX;
+
+    prg__unet_conv(n, "input_blocks.0.0.", mc, 1, 0);
+    prg__unet_push(n);
+    ds = 1;
+    blk = 1;
+    for (level = 0; level < L; level++) {
+        for (r = 0; r < R; r++, blk++) {
+            snprintf(p, sizeof p, "input_blocks.%d.0.", blk);
+            prg__unet_res(n, p, mc * c->channel_mult[level]);
+            if (prg__unet_has_attn(c, ds)) {
+                snprintf(p, sizeof p, "input_blocks.%d.1.", blk);
+                prg__unet_attn(n, p);
+            }
+            prg__unet_push(n);
+        }
+        if (level != L - 1) {
+            snprintf(p, sizeof p, "input_blocks.%d.0.op.", blk++);
+            prg__unet_conv(n, p, n->cur_c, 2, 0);
+            prg__unet_push(n);
+            ds *= 2;
+        }
+    }
+    ch = n->cur_c;
+    prg__unet_res(n, "middle_block.0.", ch);
+    prg__unet_attn(n, "middle_block.1.");
+    prg__unet_res(n, "middle_block.2.", ch);
+    blk = 0;
+    for (level = L - 1; level >= 0; level--) {
+        for (r = 0; r <= R; r++, blk++) {
+            i = 1;
+            prg__unet_cat(n);
+            snprintf(p, sizeof p, "output_blocks.%d.0.", blk);
+            prg__unet_res(n, p, mc * c->channel_mult[level]);
+            if (prg__unet_has_attn(c, ds)) {
+                snprintf(p, sizeof p, "output_blocks.%d.%d.", blk, i++);
+                prg__unet_attn(n, p);
+            }
+            if (level && r == R) {
+                prg__unet_mod_new(n, PRG__UM_UP, n->cur_c, 2 * n->cur_h);
+                snprintf(p, sizeof p, "output_blocks.%d.%d.conv.", blk, i);
+                prg__unet_conv(n, p, n->cur_c, 1, 0);
+                ds /= 2;
+            }
+        }
+    }
+    m = prg__unet_mod_new(n, PRG__UM_NORMACT, n->cur_c, n->cur_h);
+    m->t[0] = prg__unet_act(n, (size_t)m->cin * m->h * m->w);
+    m->t[1] = prg__unet_act(n, (size_t)c->groups);
+    m->t[2] = prg__unet_act(n, (size_t)c->groups);
+    prg__unet_gn(n, "out.0.", m->cin);
+    prg__unet_conv(n, "out.2.", c->out_channels, 1, 1);
+    n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
+    PRG_ASSERT(n->nstack == 0);
+
+    /* backward scratch, per image */
+    for (i = 0; i < 2; i++) n->gbuf_len[i] = n->maxel;
+    for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
+    n->t1_off = prg__unet_scr(n, n->maxel);
+    n->t2_off = prg__unet_scr(n, n->maxel);
+    for (i = 0, ch = 1; i < L; i++)
+        if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
+    n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
+    n->dsemb_off = prg__unet_scr(n, (size_t)ed);
+    n->de1_off = prg__unet_scr(n, (size_t)ed);
+    n->de2_off = prg__unet_scr(n, (size_t)ed);
+    return PRG_OK;
+}
+
+size_t prg_unet_config_num_params(const prg_unet_config *cfg) {
+    prg_unet n;
+    size_t count;
+    if (prg_unet_config_check(cfg) != PRG_OK) return 0;
+    memset(&n, 0, sizeof n);
+    n.cfg = *cfg;
+    if (prg__unet_plan(&n) != PRG_OK) return 0;
+    count = n.nparams;
+    prg__unet_plan_free(&n);
+    return count;
+}
+
+/* --- object ---------------------------------------------------------------- */
+
+prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
+    prg_unet *n;
+    prg_result r;
+    int i;
+    if (!out || !cfg) return prg__fail(PRG_ERR_ARG, "prg_unet_create: NULL argument");
+    *out = NULL;
+    if ((r = prg_unet_config_check(cfg)) != PRG_OK) return r;
+    n = (prg_unet *)prg_alloc(sizeof *n);
+    if (!n) return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: out of memory");
+    memset(n, 0, sizeof *n);
+    n->cfg = *cfg;
+    if ((r = prg__unet_plan(n)) != PRG_OK) {
+        prg_free(n);
+        return r;
+    }
+    n->params = (float *)prg_alloc(n->nparams * sizeof(float));
+    n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
+    if (!n->params || !n->grads) {
+        size_t np = n->nparams;
+        prg_unet_free(n);
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
+                         2.0 * (double)np * 4 / 1e6);
+    }
+    for (i = 0; i < n->ntens; i++) {
+        const prg__unet_tensor *t = &n->tens[i];
+        float *p = n->params + t->offset;
+        size_t j;
+        if (t->init == PRG__UT_UNIFORM) {
+            /* kaiming_uniform(a = sqrt 5) and the bias rule both give U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            prg_rng rng;
+            float bound = (float)(1.0 / sqrt((double)t->fan_in));
+            prg_rng_seed(&rng, seed, (uint64_t)i + 1);
+            for (j = 0; j < t->count; j++) p[j] = (2.0f * prg_rng_uniform(&rng) - 1.0f) * bound;
+        } else {
+            float v = t->init == PRG__UT_ONES ? 1.0f : 0.0f;
+            for (j = 0; j < t->count; j++) p[j] = v;
+        }
+    }
+    memset(n->grads, 0, n->nparams * sizeof(float));
+    *out = n;
+    return PRG_OK;
+}
+
+void prg_unet_free(prg_unet *n) {
+    if (!n) return;
+    prg__unet_plan_free(n);
+    prg_free(n->params);
+    prg_free(n->grads);
+    prg_free(n->act);
+    prg_free(n->scr);
+    prg_free(n->ws);
+    prg_free(n);
+}
+
+const prg_unet_config *prg_unet_config_get(const prg_unet *n) { return &n->cfg; }
+size_t prg_unet_num_params(const prg_unet *n) { return n->nparams; }
+float *prg_unet_params(prg_unet *n) { return n->params; }
+float *prg_unet_grads(prg_unet *n) { return n->grads; }
+void prg_unet_zero_grad(prg_unet *n) { memset(n->grads, 0, n->nparams * sizeof(float)); }
+int prg_unet_num_tensors(const prg_unet *n) { return n->ntens; }
+
+prg_result prg_unet_tensor_info(const prg_unet *n, int i, const char **name, int *ndim, int64_t shape[4],
+                                size_t *offset) {
+    const prg__unet_tensor *t;
+    int d;
+    if (!n || i < 0 || i >= n->ntens)
+        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i, n ? n->ntens - 1 : -1);
+    t = &n->tens[i];
+    if (name) *name = t->name;
+    if (ndim) *ndim = t->ndim;
+    if (shape)
+        for (d = 0; d < 4; d++) shape[d] = d < t->ndim ? t->shape[d] : 1;
+    if (offset) *offset = t->offset;
+    return PRG_OK;
+}
+
+int prg_unet_find_tensor(const prg_unet *n, const char *name) {
+    int i;
+    for (i = 0; n && name && i < n->ntens; i++)
+        if (strcmp(n->tens[i].name, name) == 0) return i;
+    return -1;
+}
+
+size_t prg_unet_activation_bytes(const prg_unet *n) {
+    return ((n->act_floats + n->scr_floats) * (size_t)n->cap_batch + n->ws_floats) * sizeof(float);
+}
+
+static size_t prg__unet_max(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Layer workspace for a batch: the largest any conv or attention asks for. */
+static size_t prg__unet_ws_floats(const prg_unet *n, int b) {
+    size_t need = 0;
+    int i;
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int hw = m->h * m->w, c = m->cin, co = m->cout;
+        if (m->type == PRG__UM_CONV)
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, m->k, m->stride, m->pad));
+        if (m->type == PRG__UM_RES) {
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, 3, 1, 1));
+            need = prg__unet_max(need, prg_conv2d_workspace(b, co, m->h, m->w, co, 3, 1, 1));
+            if (m->has_skip) need = prg__unet_max(need, prg_conv2d_workspace(b, c, m->h, m->w, co, 1, 1, 0));
+        }
+        if (m->type == PRG__UM_ATTN) {
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, hw, 1, 3 * c, 1, 1, 0));
+            need = prg__unet_max(need, prg_conv2d_workspace(b, c, hw, 1, c, 1, 1, 0));
+            need = prg__unet_max(need, prg_attention_workspace(b, c, hw, n->cfg.num_heads));
+        }
+    }
+    return need;
+}
+
+/* Grows the activation, scratch and workspace blocks to hold `batch`. */
+static prg_result prg__unet_reserve(prg_unet *n, int batch) {
+    size_t ws;
+    if (batch <= n->cap_batch) return PRG_OK;
+    if (n->act_floats > SIZE_MAX / sizeof(float) / (size_t)batch ||
+        n->scr_floats > SIZE_MAX / sizeof(float) / (size_t)batch)
+        return prg__fail(PRG_ERR_NOMEM, "prg_unet_forward: batch %d is too large for this U-Net", batch);
+    ws = prg__unet_ws_floats(n, batch);
+    prg_free(n->act);
+    prg_free(n->scr);
+    prg_free(n->ws);
+    n->act = (float *)prg_alloc(n->act_floats * (size_t)batch * sizeof(float));
+    n->scr = (float *)prg_alloc(n->scr_floats * (size_t)batch * sizeof(float));
+    n->ws = (float *)prg_alloc((ws ? ws : 1) * sizeof(float));
+    n->fwd_batch = 0;
+    if (!n->act || !n->scr || !n->ws) {
+        double mb = ((double)(n->act_floats + n->scr_floats) * batch + (double)ws) * 4 / 1e6;
+        prg_free(n->act);
+        prg_free(n->scr);
+        prg_free(n->ws);
+        n->act = n->scr = n->ws = NULL;
+        n->cap_batch = 0;
+        n->ws_floats = 0;
+        return prg__fail(PRG_ERR_NOMEM,
+                         "prg_unet_forward: cannot allocate %.1f MB of activations for batch %d; use a "
+                         "smaller batch", mb, batch);
+    }
+    n->cap_batch = batch;
+    n->ws_floats = ws;
+    return PRG_OK;
+}
+
+typedef struct prg__unet_add_ctx { float *y; const float *x; size_t n; } prg__unet_add_ctx;
+
+static void prg__unet_add_task(void *ctx, int ith, int nth) {
+    prg__unet_add_ctx *a = (prg__unet_add_ctx *)ctx;
+    size_t lo, hi, i;
+    prg_split_range(a->n, 64, ith, nth, &lo, &hi);
+    for (i = lo; i < hi; i++) a->y[i] += a->x[i];
+}
+
+/* y += x */
+static void prg__unet_add(float *y, const float *x, size_t count) {
+    prg__unet_add_ctx a;
+    a.y = y;
+    a.x = x;
+    a.n = count;
+    if (count < 4096)
+        prg__unet_add_task(&a, 0, 1);
+    else
+        prg_parallel(prg__unet_add_task, &a);
+}
+
+/* --- forward ---------------------------------------------------------------- */
+
+prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
+    const prg_unet_config *c;
+    int B = batch, i, mc, ed, G;
+    float *P, *A, *ws, *t1;
+    prg_result r;
+    if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
+    if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
+    if ((r = prg__unet_reserve(n, batch)) != PRG_OK) return r;
+    c = &n->cfg;
+    mc = c->model_channels;
+    ed = 4 * mc;
+    G = c->groups;
+    P = n->params;
+    A = n->act;
+    ws = n->ws;
+    t1 = n->scr + n->t1_off * B;
+#define PRG__UA(off) (A + (size_t)(off) * B)
+#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
+    memcpy(PRG__UA(n->x_off), x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
+    prg_timestep_embedding(PRG__UA(n->temb_off), t, B, mc, PRG__UNET_MAX_PERIOD);
+    prg_linear_forward(PRG__UA(n->e1_off), PRG__UA(n->temb_off), P + n->tens[0].offset, P + n->tens[1].offset,
+                       B, mc, ed);
+    prg_silu_forward(PRG__UA(n->e1s_off), PRG__UA(n->e1_off), (size_t)B * ed);
+    prg_linear_forward(PRG__UA(n->emb_off), PRG__UA(n->e1s_off), P + n->tens[2].offset, P + n->tens[3].offset,
+                       B, ed, ed);
+    prg_silu_forward(PRG__UA(n->semb_off), PRG__UA(n->emb_off), (size_t)B * ed);
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        const float *in = PRG__UA(m->in);
+        float *out = PRG__UA(m->out);
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
+            break;
+        case PRG__UM_RES:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_silu_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_conv2d_forward(PRG__UA(m->t[4]), PRG__UA(m->t[3]), PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1,
+                               1, ws);
+            prg_linear_forward(PRG__UA(m->t[5]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+            prg_groupnorm_forward(PRG__UA(m->t[6]), PRG__UA(m->t[7]), PRG__UA(m->t[8]), PRG__UA(m->t[4]),
+                                  PRG__UP(6), PRG__UP(7), B, co, hw, G, PRG__UNET_EPS);
+            prg_scale_shift_forward(PRG__UA(m->t[9]), PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_silu_forward(PRG__UA(m->t[10]), PRG__UA(m->t[9]), (size_t)B * co * hw);
+            prg_conv2d_forward(out, PRG__UA(m->t[10]), PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+            if (m->has_skip) {
+                prg_conv2d_forward(t1, in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+                prg__unet_add(out, t1, (size_t)B * co * hw);
+            } else {
+                prg__unet_add(out, in, (size_t)B * co * hw);
+            }
+            break;
+        case PRG__UM_ATTN:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_conv2d_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci,
+                               1, 1, 0, ws);
+            prg_attention_forward(PRG__UA(m->t[4]), PRG__UA(m->t[5]), PRG__UA(m->t[3]), B, ci, hw,
+                                  c->num_heads, ws);
+            prg_conv2d_forward(out, PRG__UA(m->t[4]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+            prg__unet_add(out, in, (size_t)B * ci * hw);
+            break;
+        case PRG__UM_UP:
+            prg_upsample2x_forward(out, in, B * ci, h, w);
+            break;
+        case PRG__UM_CAT:
+            prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
+            break;
+        case PRG__UM_NORMACT:
+            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
+                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_silu_forward(out, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            break;
+        }
+    }
+    memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
+           (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
+    n->fwd_batch = B;
+    return PRG_OK;
+}
+
+/* --- backward --------------------------------------------------------------- */
+
+prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
+    const prg_unet_config *c;
+    int B, i, j, mc, ed, G;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2;
+    float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
+    if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
+    if (n->fwd_batch < 1)
+        return prg__fail(PRG_ERR_STATE, "prg_unet_backward: call prg_unet_forward first (on this net)");
+    c = &n->cfg;
+    B = n->fwd_batch;
+    mc = c->model_channels;
+    ed = 4 * mc;
+    G = c->groups;
+    P = n->params;
+    D = n->grads;
+    A = n->act;
+    S = n->scr;
+    ws = n->ws;
+    t1 = S + n->t1_off * B;
+    t2 = S + n->t2_off * B;
+    dss = S + n->dss_off * B;
+    dsemb = S + n->dsemb_off * B;
+    de1 = S + n->de1_off * B;
+    de2 = S + n->de2_off * B;
+    PRG_ASSERT(n->ngbuf <= (int)(sizeof gb / sizeof gb[0]));
+    for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
+    for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
+    memset(dsemb, 0, (size_t)B * ed * sizeof(float));
+    if (dx) memset(dx, 0, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
+#define PRG__UG(id) ((id) == PRG__UNET_G_DX ? dx : (id) == PRG__UNET_G_DV ? (float *)dv : gb[id])
+#define PRG__UD(j) (D + n->tens[m->par + (j)].offset)
+#define PRG__UZ(p, count) memset((p), 0, (size_t)(count) * B * sizeof(float))
+    for (i = n->nmods - 1; i >= 0; i--) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        const float *in = PRG__UA(m->in), *dout = PRG__UG(m->gout);
+        float *din = PRG__UG(m->gin);
+        /* a ping-pong buffer has one producer: clear it; skip buffers and dx accumulate */
+        if (m->gin == 0 || m->gin == 1) PRG__UZ(din, ci * hw);
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg_conv2d_backward(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
+                                m->stride, m->pad, ws);
+            break;
+        case PRG__UM_RES:
+            if (m->has_skip)
+                prg_conv2d_backward(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
+                                    0, ws);
+            else
+                prg__unet_add(din, dout, (size_t)B * co * hw);
+            PRG__UZ(t1, co * hw);
+            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, PRG__UA(m->t[10]), PRG__UP(8), B, co, h, w, co,
+                                3, 1, 1, ws);
+            PRG__UZ(t2, co * hw);
+            prg_silu_backward(t2, t1, PRG__UA(m->t[9]), (size_t)B * co * hw);
+            PRG__UZ(t1, co * hw);
+            PRG__UZ(dss, 2 * co);
+            prg_scale_shift_backward(t1, dss, t2, PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
+                                2 * co);
+            PRG__UZ(t2, co * hw);
+            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[4]), PRG__UA(m->t[7]),
+                                   PRG__UA(m->t[8]), PRG__UP(6), B, co, hw, G);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[3]), PRG__UP(2), B, ci, h, w, co, 3,
+                                1, 1, ws);
+            PRG__UZ(t2, ci * hw);
+            prg_silu_backward(t2, t1, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        case PRG__UM_ATTN:
+            prg__unet_add(din, dout, (size_t)B * ci * hw);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[4]), PRG__UP(4), B, ci, hw, 1, ci,
+                                1, 1, 0, ws);
+            PRG__UZ(t2, 3 * ci * hw);
+            prg_attention_backward(t2, t1, PRG__UA(m->t[3]), PRG__UA(m->t[5]), B, ci, hw, c->num_heads, ws);
+            PRG__UZ(t1, ci * hw);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[0]), PRG__UP(2), B, ci, hw, 1,
+                                3 * ci, 1, 1, 0, ws);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        case PRG__UM_UP:
+            prg_upsample2x_backward(din, dout, B * ci, h, w);
+            break;
+        case PRG__UM_CAT:
+            prg_concat_backward(din, PRG__UG(m->gin2), dout, B, ci, m->cin2, hw);
+            break;
+        case PRG__UM_NORMACT:
+            PRG__UZ(t1, ci * hw);
+            prg_silu_backward(t1, dout, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
+                                   PRG__UP(0), B, ci, hw, G);
+            break;
+        }
+    }
+    /* time embedding: emb -> SiLU feeds every ResBlock */
+    PRG__UZ(de1, ed);
+    prg_silu_backward(de1, dsemb, PRG__UA(n->emb_off), (size_t)B * ed);
+    PRG__UZ(de2, ed);
+    prg_linear_backward(de2, D + n->tens[2].offset, D + n->tens[3].offset, de1, PRG__UA(n->e1s_off),
+                        P + n->tens[2].offset, B, ed, ed);
+    PRG__UZ(de1, ed);
+    prg_silu_backward(de1, de2, PRG__UA(n->e1_off), (size_t)B * ed);
+    prg_linear_backward(NULL, D + n->tens[0].offset, D + n->tens[1].offset, de1, PRG__UA(n->temb_off),
+                        P + n->tens[0].offset, B, mc, ed);
+#undef PRG__UA
+#undef PRG__UP
+#undef PRG__UG
+#undef PRG__UD
+#undef PRG__UZ
+    return PRG_OK;
+}
+
 
 /* >>flow ================================================================ */
 
