@@ -384,6 +384,62 @@ size_t     prg_unet_activation_bytes(const prg_unet *net);
 /* >>prg ================================================================= */
 /* The reverse-ODE encoder and the classifier (U-Net + head). */
 
+/* Time runs as in the reference code: noise at t = 0, data at t = 1 (the
+   paper writes s = 1 - t).  The encoder integrates data -> noise on the grid
+   linspace(0, 1, t_span) with its first t_cutoff points dropped: with
+   h = 1/(t_span - 1) and M = t_span - 1 - t_cutoff Euler steps,
+       x_0 = x,   x_{k+1} = x_k - h v(tau_k, x_k),   tau_k = 1 - k h,
+   and z = x_M (model time t_cutoff * h).  t_cutoff = 0 runs to pure noise. */
+
+/* M for (t_span, t_cutoff), or -1 unless t_span >= 2 and 0 <= t_cutoff < t_span - 1. */
+int        prg_encode_steps(int t_span, int t_cutoff);
+/* z = x_M.  x, z: [batch][C][H][W] (z may equal x). */
+prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z);
+/* Every state of the trajectory (the paper's feature hierarchy):
+   states [M+1][batch][C][H][W], states[0] = x, states[M] = z. */
+prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch,
+                                 const float *x, float *states);
+
+/* The classifier: the encoder, then the head of METHOD.md C.1 on z:
+   average pool to pool x pool per channel (exact, 16 by default), flatten to
+   D = C*pool*pool, LayerNorm(D) -> Linear(D, D) -> tanh -> Linear(D, classes,
+   no bias).  Head tensors, in this order in one block: head.norm.weight [D],
+   head.norm.bias [D], head.fc1.weight [D][D], head.fc1.bias [D],
+   head.fc2.weight [classes][D]. */
+typedef struct prg_classifier prg_classifier;
+prg_result prg_classifier_create(prg_classifier **clf, prg_unet *net, int num_classes,
+                                 int t_span, int t_cutoff, uint64_t seed); /* takes ownership of net */
+void       prg_classifier_free(prg_classifier *clf);
+prg_unet  *prg_classifier_unet(prg_classifier *clf);
+int        prg_classifier_num_classes(const prg_classifier *clf);
+float     *prg_classifier_head_params(prg_classifier *clf, size_t *count);
+float     *prg_classifier_head_grads(prg_classifier *clf, size_t *count);
+/* The head tensors' names, shapes and offsets (floats from the head block). */
+int        prg_classifier_num_head_tensors(const prg_classifier *clf);
+prg_result prg_classifier_head_tensor_info(const prg_classifier *clf, int i, const char **name,
+                                           int *ndim, int64_t shape[4], size_t *offset);
+/* Zeroes the U-Net and head gradients. */
+void       prg_classifier_zero_grad(prg_classifier *clf);
+
+/* How backward treats the ODE:
+   PRG_GRAD_EXACT    exact gradient of the discretised solve (left-end
+                     Euler backprop, each step's U-Net forward recomputed);
+   PRG_GRAD_ADJOINT  the reference's torchdiffeq adjoint (Jacobians at the
+                     right end of each interval), for comparison with it;
+   PRG_GRAD_FROZEN   only the head learns (the U-Net is a fixed feature map). */
+enum { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 };
+prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
+/* Changes the ODE grid (evaluation with more steps, say); the head is kept. */
+prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
+
+/* logits [batch][classes] for x [batch][C][H][W].  Keeps the M+1 states and
+   the head's intermediates for backward. */
+prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits);
+/* After forward: accumulates d(loss)/d(params) into the U-Net and head
+   gradients, given dlogits = d(loss)/d(logits) [batch][classes].  Memory:
+   the M+1 states and one U-Net activation set, whatever M is. */
+prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
+
 /* >>optim =============================================================== */
 /* Adam, AdamW, warmup + cosine schedule, EMA. */
 
@@ -3518,6 +3574,371 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
 /* >>flow ================================================================ */
 
 /* >>prg ================================================================= */
+
+int prg_encode_steps(int t_span, int t_cutoff) {
+    if (t_span < 2 || t_cutoff < 0 || t_cutoff >= t_span - 1) return -1;
+    return t_span - 1 - t_cutoff;
+}
+
+static prg_result prg__check_grid(int t_span, int t_cutoff) {
+    if (prg_encode_steps(t_span, t_cutoff) < 0)
+        return prg__fail(PRG_ERR_ARG,
+                         "ODE grid t_span=%d t_cutoff=%d: need t_span >= 2 and 0 <= t_cutoff < "
+                         "t_span - 1 (at least one Euler step)", t_span, t_cutoff);
+    return PRG_OK;
+}
+
+static prg_result prg__check_finite(const float *x, size_t n, const char *what) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return prg__fail(PRG_ERR_NUMERIC, "%s: element %zu is %g", what, i, (double)x[i]);
+    return PRG_OK;
+}
+
+/* Model time of grid point k (data end tau_0 = 1) and the step size. */
+static float prg__ode_tau(int t_span, int k) { return (float)(1.0 - (double)k / (t_span - 1)); }
+static float prg__ode_h(int t_span) { return (float)(1.0 / (t_span - 1)); }
+
+/* The Euler steps of the encoder: states [(steps+1)][n] with states[0] = x
+   on entry; v [n] and tvec [batch] are scratch. */
+static prg_result prg__encode_run(prg_unet *net, int t_span, int batch, int steps, float *states,
+                                  size_t n, float *v, float *tvec) {
+    float h = prg__ode_h(t_span);
+    int k, b;
+    size_t i;
+    for (k = 0; k < steps; k++) {
+        const float *xk = states + (size_t)k * n;
+        float *xn = states + (size_t)(k + 1) * n;
+        prg_result r;
+        for (b = 0; b < batch; b++) tvec[b] = prg__ode_tau(t_span, k);
+        r = prg_unet_forward(net, batch, xk, tvec, v);
+        if (r != PRG_OK) return r;
+        for (i = 0; i < n; i++) xn[i] = xk[i] - h * v[i];
+    }
+    return prg__check_finite(states + (size_t)steps * n, n, "encoder output (non-finite U-Net velocity)");
+}
+
+static size_t prg__unet_image_floats(const prg_unet *net) {
+    const prg_unet_config *c = prg_unet_config_get(net);
+    return (size_t)c->in_channels * c->image_size * c->image_size;
+}
+
+static prg_result prg__encode_check(prg_unet *net, int t_span, int t_cutoff, int batch,
+                                    const float *x) {
+    const prg_unet_config *c;
+    prg_result r;
+    if (!net || !x || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_encode: need a net, x and batch >= 1");
+    if ((r = prg__check_grid(t_span, t_cutoff)) != PRG_OK) return r;
+    c = prg_unet_config_get(net);
+    if (c->in_channels != c->out_channels)
+        return prg__fail(PRG_ERR_CONFIG, "prg_encode: the ODE needs out_channels (%d) == in_channels (%d)",
+                         c->out_channels, c->in_channels);
+    return prg__check_finite(x, (size_t)batch * prg__unet_image_floats(net), "prg_encode input x");
+}
+
+prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch,
+                                 const float *x, float *states) {
+    prg_result r = prg__encode_check(net, t_span, t_cutoff, batch, x);
+    size_t n;
+    float *v, *tvec;
+    if (r != PRG_OK) return r;
+    n = (size_t)batch * prg__unet_image_floats(net);
+    v = (float *)prg_alloc((n + (size_t)batch) * sizeof(float));
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_encode: no memory for %zu floats", n);
+    tvec = v + n;
+    if (states != x) memmove(states, x, n * sizeof(float));
+    r = prg__encode_run(net, t_span, batch, prg_encode_steps(t_span, t_cutoff), states, n, v, tvec);
+    prg_free(v);
+    return r;
+}
+
+prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z) {
+    prg_result r = prg__encode_check(net, t_span, t_cutoff, batch, x);
+    size_t n, i;
+    float *v, *tvec, h;
+    int k, b, steps;
+    if (r != PRG_OK) return r;
+    n = (size_t)batch * prg__unet_image_floats(net);
+    v = (float *)prg_alloc((n + (size_t)batch) * sizeof(float));
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_encode: no memory for %zu floats", n);
+    tvec = v + n;
+    if (z != x) memmove(z, x, n * sizeof(float));
+    steps = prg_encode_steps(t_span, t_cutoff);
+    h = prg__ode_h(t_span);
+    /* In place: the forward reads z and writes v, then z -= h v. */
+    for (k = 0; k < steps && r == PRG_OK; k++) {
+        for (b = 0; b < batch; b++) tvec[b] = prg__ode_tau(t_span, k);
+        r = prg_unet_forward(net, batch, z, tvec, v);
+        if (r == PRG_OK)
+            for (i = 0; i < n; i++) z[i] -= h * v[i];
+    }
+    prg_free(v);
+    if (r != PRG_OK) return r;
+    return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
+}
+
+#define PRG__HEAD_NT 5
+struct prg_classifier {
+    prg_unet *net;
+    int classes, t_span, t_cutoff, steps, grad_mode;
+    int c, hw, pool, d;       /* image channels, H (= W), pooled side, D = c*pool*pool */
+    size_t img;               /* floats per image */
+    float *head, *hgrad;      /* head parameters / gradients, PRG__HEAD_NT tensors */
+    size_t nhead, hoff[PRG__HEAD_NT];
+    /* activations for up to cap images and cap_steps steps, one block */
+    int cap, cap_steps;
+    float *act;
+    float *states;            /* [steps+1][cap][img] */
+    float *v, *dv, *adj;      /* [cap][img] each */
+    float *feat, *ln, *h1, *h2, *g1, *g2; /* [cap][d] each */
+    float *lnmean, *lnrstd, *tvec;         /* [cap] each */
+    int fwd_batch;            /* batch of the last forward, 0 = none */
+};
+
+static const char *const prg__head_names[PRG__HEAD_NT] = {
+    "head.norm.weight", "head.norm.bias", "head.fc1.weight", "head.fc1.bias", "head.fc2.weight"};
+
+static void prg__head_shape(const prg_classifier *clf, int i, int *ndim, int64_t shape[4]) {
+    shape[0] = shape[1] = shape[2] = shape[3] = 0;
+    *ndim = (i == 2 || i == 4) ? 2 : 1;
+    shape[0] = i == 4 ? clf->classes : clf->d;
+    if (*ndim == 2) shape[1] = clf->d;
+}
+
+prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_classes,
+                                 int t_span, int t_cutoff, uint64_t seed) {
+    const prg_unet_config *c;
+    prg_classifier *clf;
+    prg_result r;
+    prg_rng rng;
+    size_t off = 0, i;
+    int t, ndim;
+    int64_t shape[4];
+    float bound;
+    if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: out is NULL");
+    *out = NULL;
+    if (!net) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: net is NULL");
+    if (num_classes < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: num_classes=%d < 1", num_classes);
+    if ((r = prg__check_grid(t_span, t_cutoff)) != PRG_OK) return r;
+    c = prg_unet_config_get(net);
+    if (c->in_channels != c->out_channels)
+        return prg__fail(PRG_ERR_CONFIG, "prg_classifier_create: the ODE needs out_channels (%d) == in_channels (%d)",
+                         c->out_channels, c->in_channels);
+    clf = (prg_classifier *)PRG_MALLOC(sizeof *clf);
+    if (!clf) return prg__fail(PRG_ERR_NOMEM, "prg_classifier_create: out of memory");
+    memset(clf, 0, sizeof *clf);
+    clf->net = net;
+    clf->classes = num_classes;
+    clf->t_span = t_span;
+    clf->t_cutoff = t_cutoff;
+    clf->steps = prg_encode_steps(t_span, t_cutoff);
+    clf->c = c->in_channels;
+    clf->hw = c->image_size;
+    /* The reference pools to 16 x 16; smaller images keep their size. */
+    clf->pool = clf->hw < 16 ? clf->hw : 16;
+    if (clf->hw % clf->pool != 0) {
+        PRG_FREE(clf);
+        return prg__fail(PRG_ERR_CONFIG, "prg_classifier_create: image size %d is not a multiple of the "
+                         "head's 16 x 16 pooling (pad 28x28 images to 32x32)", c->image_size);
+    }
+    clf->d = clf->c * clf->pool * clf->pool;
+    clf->img = prg__unet_image_floats(net);
+    for (t = 0; t < PRG__HEAD_NT; t++) {
+        prg__head_shape(clf, t, &ndim, shape);
+        clf->hoff[t] = off;
+        off += (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
+    }
+    clf->nhead = off;
+    clf->head = (float *)prg_alloc(off * sizeof(float));
+    clf->hgrad = (float *)prg_alloc(off * sizeof(float));
+    if (!clf->head || !clf->hgrad) {
+        prg_free(clf->head);
+        prg_free(clf->hgrad);
+        PRG_FREE(clf);
+        return prg__fail(PRG_ERR_NOMEM, "prg_classifier_create: no memory for the head (%zu floats)", off);
+    }
+    /* PyTorch defaults: LayerNorm 1 / 0; Linear weight and bias
+       U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = D. */
+    prg_rng_seed(&rng, seed, 0x68656164ull /* "head" */);
+    bound = 1.0f / sqrtf((float)clf->d);
+    for (i = 0; i < (size_t)clf->d; i++) {
+        clf->head[clf->hoff[0] + i] = 1.0f;
+        clf->head[clf->hoff[1] + i] = 0.0f;
+    }
+    for (i = clf->hoff[2]; i < clf->nhead; i++) clf->head[i] = bound * (2.0f * prg_rng_uniform(&rng) - 1.0f);
+    memset(clf->hgrad, 0, off * sizeof(float));
+    *out = clf;
+    return PRG_OK;
+}
+
+void prg_classifier_free(prg_classifier *clf) {
+    if (!clf) return;
+    prg_unet_free(clf->net);
+    prg_free(clf->head);
+    prg_free(clf->hgrad);
+    prg_free(clf->act);
+    PRG_FREE(clf);
+}
+
+prg_unet *prg_classifier_unet(prg_classifier *clf) { return clf->net; }
+int prg_classifier_num_classes(const prg_classifier *clf) { return clf->classes; }
+
+float *prg_classifier_head_params(prg_classifier *clf, size_t *count) {
+    if (count) *count = clf->nhead;
+    return clf->head;
+}
+
+float *prg_classifier_head_grads(prg_classifier *clf, size_t *count) {
+    if (count) *count = clf->nhead;
+    return clf->hgrad;
+}
+
+int prg_classifier_num_head_tensors(const prg_classifier *clf) {
+    (void)clf;
+    return PRG__HEAD_NT;
+}
+
+prg_result prg_classifier_head_tensor_info(const prg_classifier *clf, int i, const char **name,
+                                           int *ndim, int64_t shape[4], size_t *offset) {
+    if (i < 0 || i >= PRG__HEAD_NT)
+        return prg__fail(PRG_ERR_ARG, "head tensor index %d out of range 0..%d", i, PRG__HEAD_NT - 1);
+    if (name) *name = prg__head_names[i];
+    prg__head_shape(clf, i, ndim, shape);
+    if (offset) *offset = clf->hoff[i];
+    return PRG_OK;
+}
+
+void prg_classifier_zero_grad(prg_classifier *clf) {
+    prg_unet_zero_grad(clf->net);
+    memset(clf->hgrad, 0, clf->nhead * sizeof(float));
+}
+
+prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode) {
+    if (mode != PRG_GRAD_EXACT && mode != PRG_GRAD_ADJOINT && mode != PRG_GRAD_FROZEN)
+        return prg__fail(PRG_ERR_ARG, "prg_classifier_set_grad_mode: unknown mode %d", mode);
+    clf->grad_mode = mode;
+    return PRG_OK;
+}
+
+prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff) {
+    prg_result r = prg__check_grid(t_span, t_cutoff);
+    if (r != PRG_OK) return r;
+    clf->t_span = t_span;
+    clf->t_cutoff = t_cutoff;
+    clf->steps = prg_encode_steps(t_span, t_cutoff);
+    clf->fwd_batch = 0;
+    return PRG_OK;
+}
+
+/* Sizes the activation block for batch images and the current step count. */
+static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
+    size_t img, d, total;
+    float *p;
+    if (batch <= clf->cap && clf->steps <= clf->cap_steps) return PRG_OK;
+    if (batch < clf->cap) batch = clf->cap;
+    img = clf->img * (size_t)batch;
+    d = (size_t)clf->d * (size_t)batch;
+    total = img * (size_t)(clf->steps + 1) + 3 * img + 6 * d + 3 * (size_t)batch + 64;
+    p = (float *)prg_alloc(total * sizeof(float));
+    if (!p) return prg__fail(PRG_ERR_NOMEM, "classifier: no memory for %zu floats of activations (batch %d, %d steps)",
+                             total, batch, clf->steps);
+    prg_free(clf->act);
+    clf->act = p;
+    clf->cap = batch;
+    clf->cap_steps = clf->steps;
+    clf->states = p; p += img * (size_t)(clf->steps + 1);
+    clf->v = p; p += img;
+    clf->dv = p; p += img;
+    clf->adj = p; p += img;
+    clf->feat = p; p += d;
+    clf->ln = p; p += d;
+    clf->h1 = p; p += d;
+    clf->h2 = p; p += d;
+    clf->g1 = p; p += d;
+    clf->g2 = p; p += d;
+    clf->lnmean = p; p += batch;
+    clf->lnrstd = p; p += batch;
+    clf->tvec = p;
+    return PRG_OK;
+}
+
+prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits) {
+    prg_result r;
+    size_t n;
+    const float *w = clf->head;
+    int f = clf->hw / clf->pool;
+    if (!x || !logits || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_forward: need x, logits and batch >= 1");
+    clf->fwd_batch = 0;
+    n = clf->img * (size_t)batch;
+    if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
+    if ((r = prg__classifier_reserve(clf, batch)) != PRG_OK) return r;
+    memcpy(clf->states, x, n * sizeof(float));
+    r = prg__encode_run(clf->net, clf->t_span, batch, clf->steps, clf->states, n, clf->v, clf->tvec);
+    if (r != PRG_OK) return r;
+    prg_avgpool_forward(clf->feat, clf->states + (size_t)clf->steps * n, batch * clf->c, clf->hw, clf->hw, f);
+    prg_layernorm_forward(clf->ln, clf->lnmean, clf->lnrstd, clf->feat, w + clf->hoff[0], w + clf->hoff[1],
+                          batch, clf->d, 1e-5f);
+    prg_linear_forward(clf->h1, clf->ln, w + clf->hoff[2], w + clf->hoff[3], batch, clf->d, clf->d);
+    prg_tanh_forward(clf->h2, clf->h1, (size_t)batch * clf->d);
+    prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
+    clf->fwd_batch = batch;
+    return PRG_OK;
+}
+
+prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
+    int batch = clf->fwd_batch, f = clf->hw / clf->pool, k, b, first, last;
+    size_t n, dn, i;
+    const float *w = clf->head;
+    float *g = clf->hgrad, h = prg__ode_h(clf->t_span);
+    prg_result r;
+    if (!batch) return prg__fail(PRG_ERR_STATE, "prg_classifier_backward: call prg_classifier_forward first");
+    if (!dlogits) return prg__fail(PRG_ERR_ARG, "prg_classifier_backward: dlogits is NULL");
+    if ((r = prg__check_finite(dlogits, (size_t)batch * clf->classes, "dlogits")) != PRG_OK) return r;
+    n = clf->img * (size_t)batch;
+    dn = (size_t)clf->d * (size_t)batch;
+    /* the head, back to a_M = dL/dz */
+    memset(clf->g2, 0, dn * sizeof(float));
+    prg_linear_backward(clf->g2, g + clf->hoff[4], NULL, dlogits, clf->h2, w + clf->hoff[4], batch, clf->d,
+                        clf->classes);
+    memset(clf->g1, 0, dn * sizeof(float));
+    prg_tanh_backward(clf->g1, clf->g2, clf->h2, dn);
+    memset(clf->g2, 0, dn * sizeof(float));
+    prg_linear_backward(clf->g2, g + clf->hoff[2], g + clf->hoff[3], clf->g1, clf->ln, w + clf->hoff[2], batch,
+                        clf->d, clf->d);
+    if (clf->grad_mode == PRG_GRAD_FROZEN) {
+        prg_layernorm_backward(NULL, g + clf->hoff[0], g + clf->hoff[1], clf->g2, clf->feat, clf->lnmean,
+                               clf->lnrstd, w + clf->hoff[0], batch, clf->d);
+        return PRG_OK;
+    }
+    memset(clf->g1, 0, dn * sizeof(float));
+    prg_layernorm_backward(clf->g1, g + clf->hoff[0], g + clf->hoff[1], clf->g2, clf->feat, clf->lnmean,
+                           clf->lnrstd, w + clf->hoff[0], batch, clf->d);
+    memset(clf->adj, 0, n * sizeof(float));
+    prg_avgpool_backward(clf->adj, clf->g1, batch * clf->c, clf->hw, clf->hw, f);
+    /* Through the Euler steps x_{k+1} = x_k - h v(tau_k, x_k): with dv =
+       -h a_{k+1}, the U-Net backward adds -h (dv/dtheta)^T a_{k+1} to the
+       parameter gradients and gives dx = -h J^T a_{k+1}; a_k = a_{k+1} + dx.
+       Exact: the Jacobians at the left end (tau_k, x_k), k = M-1 .. 0.  The
+       U-Net still holds the forward's last step (k = M-1), so that one is not
+       recomputed.  Adjoint: at the right end (tau_{k+1}, x_{k+1}). */
+    first = clf->grad_mode == PRG_GRAD_EXACT ? clf->steps - 1 : clf->steps;
+    last = clf->grad_mode == PRG_GRAD_EXACT ? 0 : 1;
+    for (k = first; k >= last; k--) {
+        const float *xk = clf->states + (size_t)k * n;
+        if (!(clf->grad_mode == PRG_GRAD_EXACT && k == clf->steps - 1)) {
+            for (b = 0; b < batch; b++) clf->tvec[b] = prg__ode_tau(clf->t_span, k);
+            if ((r = prg_unet_forward(clf->net, batch, xk, clf->tvec, clf->v)) != PRG_OK) return r;
+        }
+        for (i = 0; i < n; i++) clf->dv[i] = -h * clf->adj[i];
+        r = prg_unet_backward(clf->net, clf->dv, k > last ? clf->v : NULL);
+        if (r != PRG_OK) return r;
+        if (k > last)
+            for (i = 0; i < n; i++) clf->adj[i] += clf->v[i];
+    }
+    clf->fwd_batch = 0; /* the U-Net's saved activations no longer match */
+    return PRG_OK;
+}
 
 /* >>optim =============================================================== */
 

@@ -1,0 +1,340 @@
+/* The reverse-ODE encoder and the classifier: against PyTorch (the encoder
+   output, the logits, and every gradient of the label-smoothing loss through
+   the Euler steps, exact and adjoint), a finite-difference check, thread
+   determinism, and refused misuse. */
+#define PRG_IMPLEMENTATION
+#include "../prg.h"
+#include "prg_test.h"
+#include "unet_test_weights.h"
+#include "fixtures/prg_ref.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Same tolerance as test_unet.c: PyTorch float32 itself stays within ~1e-6
+   of the float64 reference here (tools/ref_prg.py prints it). */
+#define TOL_REF 1e-4
+
+static double max_rel(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > num || d != d) num = d;
+        if (fabs(ref[i]) > den) den = fabs(ref[i]);
+    }
+    return num / (den > 0 ? den : 1e-30);
+}
+
+/* A gradient tensor against the fixture: its L2 norm and its sampled
+   elements, as an error relative to max(the tensor's rms x 4, 1% of the
+   largest rms of the set) (biases in front of a GroupNorm have an exactly
+   zero gradient, so they are measured against the set). */
+static double grad_err(const float *g, size_t count, const double *stats, const int *idx,
+                       const double *vals, double rms_max) {
+    double norm = 0, scale, err;
+    size_t j;
+    for (j = 0; j < count; j++) norm += (double)g[j] * g[j];
+    norm = sqrt(norm);
+    scale = 4.0 * stats[0] / sqrt((double)count);
+    if (scale < 0.01 * rms_max) scale = 0.01 * rms_max;
+    err = fabs(norm - stats[0]) / sqrt((double)count) / scale;
+    for (j = 0; j < 16 && idx[j] >= 0; j++) {
+        double e = fabs((double)g[idx[j]] - vals[j]) / scale;
+        if (e > err || e != e) err = e;
+    }
+    return err;
+}
+
+static double set_rms_max(const double (*stats)[3], const size_t *counts, int n) {
+    double m = 0;
+    int i;
+    for (i = 0; i < n; i++)
+        if (stats[i][0] / sqrt((double)counts[i]) > m) m = stats[i][0] / sqrt((double)counts[i]);
+    return m;
+}
+
+static void set_head_weights(prg_classifier *clf) {
+    float *p = prg_classifier_head_params(clf, NULL);
+    int i, ndim;
+    for (i = 0; i < prg_classifier_num_head_tensors(clf); i++) {
+        int64_t shape[4], j, count;
+        size_t off;
+        double d;
+        prg_classifier_head_tensor_info(clf, i, NULL, &ndim, shape, &off);
+        count = shape[0] * (ndim == 2 ? shape[1] : 1);
+        d = (double)(i == 4 ? shape[1] : shape[0]);
+        for (j = 0; j < count; j++) {
+            double u = hash_u(2000 + (uint64_t)i, (uint64_t)j);
+            p[off + j] = (float)(i == 0 ? 1.0 + 0.25 * (2 * u - 1) : i == 1 ? 0.25 * (2 * u - 1) : (2 * u - 1) / sqrt(d));
+        }
+    }
+}
+
+static prg_classifier *make_ref_classifier(void) {
+    prg_unet_config cfg;
+    prg_unet *net;
+    prg_classifier *clf;
+    prg_unet_config_preset(&cfg, "tiny32");
+    if (prg_unet_create(&net, &cfg, 1) != PRG_OK) return NULL;
+    set_test_weights(net);
+    if (prg_classifier_create(&clf, net, PRG_REF_CLASSES, PRG_REF_T_SPAN, PRG_REF_T_CUTOFF, 1) != PRG_OK) return NULL;
+    set_head_weights(clf);
+    return clf;
+}
+
+/* Compares all U-Net and head gradients with one set of the fixture. */
+static void check_grads(prg_classifier *clf, const char *what, const double (*ustats)[3],
+                        const int (*uidx)[16], const double (*uval)[16], int check_head) {
+    prg_unet *net = prg_classifier_unet(clf);
+    int i, nt = prg_unet_num_tensors(net), ndim;
+    size_t counts[512], off;
+    int64_t shape[4];
+    double rms_max, worst = 0;
+    const char *worst_name = "";
+    const float *g = prg_unet_grads(net);
+    CHECK(nt == PRG_REF_NUNET && nt <= 512, "%s: %d U-Net tensors, fixture has %d", what, nt, PRG_REF_NUNET);
+    if (nt != PRG_REF_NUNET) return;
+    for (i = 0; i < nt; i++) {
+        int d;
+        prg_unet_tensor_info(net, i, NULL, &ndim, shape, &off);
+        counts[i] = 1;
+        for (d = 0; d < ndim; d++) counts[i] *= (size_t)shape[d];
+    }
+    rms_max = set_rms_max(ustats, counts, nt);
+    for (i = 0; i < nt; i++) {
+        const char *name;
+        double e;
+        prg_unet_tensor_info(net, i, &name, &ndim, shape, &off);
+        e = grad_err(g + off, counts[i], ustats[i], uidx[i], uval[i], rms_max);
+        if (e > worst || e != e) { worst = e; worst_name = name; }
+        CHECK(strcmp(name, prg_ref_unet_names[i]) == 0, "tensor %d is %s, fixture %s", i, name, prg_ref_unet_names[i]);
+    }
+    printf("  %s: U-Net gradients, largest error %.2e (%s)\n", what, worst, worst_name);
+    CHECK(worst <= TOL_REF, "%s: U-Net gradient error %.2e at %s", what, worst, worst_name);
+    if (check_head) {
+        const float *hg = prg_classifier_head_grads(clf, NULL);
+        size_t hc[5];
+        worst = 0;
+        for (i = 0; i < 5; i++) {
+            prg_classifier_head_tensor_info(clf, i, NULL, &ndim, shape, &off);
+            hc[i] = (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
+        }
+        rms_max = set_rms_max(prg_ref_exact_head_gstats, hc, 5);
+        for (i = 0; i < 5; i++) {
+            const char *name;
+            double e;
+            prg_classifier_head_tensor_info(clf, i, &name, &ndim, shape, &off);
+            CHECK(strcmp(name, prg_ref_head_names[i]) == 0, "head tensor %d is %s", i, name);
+            e = grad_err(hg + off, hc[i], prg_ref_exact_head_gstats[i], prg_ref_exact_head_gidx[i],
+                         prg_ref_exact_head_gval[i], rms_max);
+            if (e > worst || e != e) worst = e;
+        }
+        printf("  %s: head gradients, largest error %.2e\n", what, worst);
+        CHECK(worst <= TOL_REF, "%s: head gradient error %.2e", what, worst);
+    }
+}
+
+static void test_against_pytorch(void) {
+    prg_classifier *clf = make_ref_classifier();
+    prg_unet *net;
+    size_t n = (size_t)PRG_REF_BATCH * 3 * 32 * 32, i;
+    float *x = (float *)malloc(n * sizeof(float)), *z = (float *)malloc(n * sizeof(float));
+    float *traj = (float *)malloc(n * (PRG_REF_T_SPAN - PRG_REF_T_CUTOFF) * sizeof(float));
+    float logits[PRG_REF_BATCH * PRG_REF_CLASSES], dlogits[PRG_REF_BATCH * PRG_REF_CLASSES];
+    double e;
+    float loss;
+    int m = prg_encode_steps(PRG_REF_T_SPAN, PRG_REF_T_CUTOFF);
+    CHECK(clf != NULL, "classifier: %s", prg_last_error());
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    fill_formula(x, n, 1000);
+    CHECK(m == PRG_REF_T_SPAN - 1 - PRG_REF_T_CUTOFF, "steps %d", m);
+
+    /* the encoder */
+    CHECK(prg_encode(net, PRG_REF_T_SPAN, PRG_REF_T_CUTOFF, PRG_REF_BATCH, x, z) == PRG_OK, "encode: %s", prg_last_error());
+    e = max_rel(z, prg_ref_z, n);
+    printf("  encode: z vs PyTorch, largest relative error %.2e\n", e);
+    CHECK(e <= TOL_REF, "encode: z differs from PyTorch by %.2e", e);
+    CHECK(prg_encode_trajectory(net, PRG_REF_T_SPAN, PRG_REF_T_CUTOFF, PRG_REF_BATCH, x, traj) == PRG_OK, "trajectory");
+    CHECK(memcmp(traj, x, n * sizeof(float)) == 0, "trajectory state 0 is not x");
+    CHECK(memcmp(traj + (size_t)m * n, z, n * sizeof(float)) == 0, "trajectory's last state is not encode's z");
+
+    /* the classifier: logits, loss, exact gradients */
+    prg_classifier_zero_grad(clf);
+    CHECK(prg_classifier_forward(clf, PRG_REF_BATCH, x, logits) == PRG_OK, "forward: %s", prg_last_error());
+    e = 0;
+    for (i = 0; i < PRG_REF_BATCH * PRG_REF_CLASSES; i++) {
+        double d = fabs(logits[i] - prg_ref_logits[i]);
+        if (d > e) e = d;
+    }
+    printf("  classifier: logits vs PyTorch, largest error %.2e\n", e);
+    CHECK(e <= TOL_REF * 10, "logits differ from PyTorch by %.2e", e);
+    loss = prg_cross_entropy_forward_backward(dlogits, logits, prg_ref_labels, PRG_REF_BATCH, PRG_REF_CLASSES,
+                                              PRG_REF_SMOOTHING);
+    CHECK(fabs(loss - prg_ref_loss) <= TOL_REF * fabs(prg_ref_loss), "loss %.9g, PyTorch %.9g", loss, prg_ref_loss);
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "backward: %s", prg_last_error());
+    check_grads(clf, "exact", prg_ref_exact_unet_gstats, prg_ref_exact_unet_gidx, prg_ref_exact_unet_gval, 1);
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_ERR_STATE, "a second backward must be refused");
+
+    /* the reference's adjoint (right-end Jacobians) */
+    CHECK(prg_classifier_set_grad_mode(clf, PRG_GRAD_ADJOINT) == PRG_OK, "adjoint mode");
+    prg_classifier_zero_grad(clf);
+    prg_classifier_forward(clf, PRG_REF_BATCH, x, logits);
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "adjoint backward: %s", prg_last_error());
+    check_grads(clf, "adjoint", prg_ref_adjoint_unet_gstats, prg_ref_adjoint_unet_gidx, prg_ref_adjoint_unet_gval, 1);
+
+    /* frozen: the head learns, the U-Net gets nothing */
+    CHECK(prg_classifier_set_grad_mode(clf, PRG_GRAD_FROZEN) == PRG_OK, "frozen mode");
+    prg_classifier_zero_grad(clf);
+    prg_classifier_forward(clf, PRG_REF_BATCH, x, logits);
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "frozen backward");
+    {
+        const float *g = prg_unet_grads(net);
+        size_t nz = 0;
+        for (i = 0; i < prg_unet_num_params(net); i++) nz += g[i] != 0.0f;
+        CHECK(nz == 0, "frozen: %zu U-Net gradients are non-zero", nz);
+    }
+    free(x); free(z); free(traj);
+    prg_classifier_free(clf);
+}
+
+/* A small classifier for the finite-difference and thread checks. */
+static prg_classifier *make_small(int t_span, int t_cutoff) {
+    prg_unet_config cfg;
+    prg_unet *net;
+    prg_classifier *clf;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.in_channels = cfg.out_channels = 1;
+    cfg.model_channels = 32;
+    cfg.num_res_blocks = 1;
+    cfg.num_levels = 2;
+    cfg.channel_mult[0] = 1;
+    cfg.channel_mult[1] = 2;
+    cfg.num_attention = 1;
+    cfg.attention_ds[0] = 2;
+    cfg.num_heads = 2;
+    cfg.image_size = 8;
+    cfg.groups = 32;
+    if (prg_unet_create(&net, &cfg, 7) != PRG_OK) {
+        printf("  small config: %s\n", prg_last_error());
+        return NULL;
+    }
+    set_test_weights(net); /* non-zero everywhere, also the zero-initialised convs */
+    if (prg_classifier_create(&clf, net, 5, t_span, t_cutoff, 3) != PRG_OK) return NULL;
+    set_head_weights(clf);
+    return clf;
+}
+
+static double loss_of(prg_classifier *clf, const float *x, const int *labels, int batch, float *dlogits) {
+    float logits[4 * 5];
+    prg_classifier_forward(clf, batch, x, logits);
+    return prg_cross_entropy_forward_backward(dlogits, logits, labels, batch, 5, 0.1f);
+}
+
+static void test_finite_difference(void) {
+    prg_classifier *clf = make_small(4, 0);
+    prg_unet *net;
+    static const int labels[3] = {1, 4, 0};
+    float x[3 * 64], dlogits[3 * 5];
+    float *pu, *ph, *gu, *gh, *dir_u, *dir_h, *save_u, *save_h;
+    size_t nu, nh, i;
+    double dot = 0, lp, lm, fd, eps = 1e-3;
+    prg_rng r;
+    CHECK(clf != NULL, "small classifier: %s", prg_last_error());
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    fill_formula(x, 3 * 64, 77);
+    nu = prg_unet_num_params(net);
+    pu = prg_unet_params(net);
+    gu = prg_unet_grads(net);
+    ph = prg_classifier_head_params(clf, &nh);
+    gh = prg_classifier_head_grads(clf, NULL);
+    dir_u = (float *)malloc(nu * sizeof(float));
+    dir_h = (float *)malloc(nh * sizeof(float));
+    save_u = (float *)malloc(nu * sizeof(float));
+    save_h = (float *)malloc(nh * sizeof(float));
+    memcpy(save_u, pu, nu * sizeof(float));
+    memcpy(save_h, ph, nh * sizeof(float));
+    prg_rng_seed(&r, 5, 0);
+    /* a random unit direction over all parameters, each scaled like its parameter */
+    for (i = 0; i < nu; i++) dir_u[i] = prg_rng_normal(&r) * (0.05f + fabsf(pu[i]));
+    for (i = 0; i < nh; i++) dir_h[i] = prg_rng_normal(&r) * (0.05f + fabsf(ph[i]));
+    prg_classifier_zero_grad(clf);
+    loss_of(clf, x, labels, 3, dlogits);
+    prg_classifier_backward(clf, dlogits);
+    for (i = 0; i < nu; i++) dot += (double)gu[i] * dir_u[i];
+    for (i = 0; i < nh; i++) dot += (double)gh[i] * dir_h[i];
+    for (i = 0; i < nu; i++) pu[i] = save_u[i] + (float)eps * dir_u[i];
+    for (i = 0; i < nh; i++) ph[i] = save_h[i] + (float)eps * dir_h[i];
+    lp = loss_of(clf, x, labels, 3, dlogits);
+    for (i = 0; i < nu; i++) pu[i] = save_u[i] - (float)eps * dir_u[i];
+    for (i = 0; i < nh; i++) ph[i] = save_h[i] - (float)eps * dir_h[i];
+    lm = loss_of(clf, x, labels, 3, dlogits);
+    fd = (lp - lm) / (2 * eps);
+    printf("  finite difference: directional derivative %.6g, backward %.6g\n", fd, dot);
+    /* O(eps^2) truncation (1.4e-2 at eps 3e-3, 1.5e-3 at 1e-3: quadratic) and float rounding */
+    CHECK(fabs(fd - dot) <= 5e-3 * fabs(dot) + 1e-5, "directional derivative %.6g vs backward %.6g", fd, dot);
+    memcpy(pu, save_u, nu * sizeof(float));
+    memcpy(ph, save_h, nh * sizeof(float));
+    free(dir_u); free(dir_h); free(save_u); free(save_h);
+    prg_classifier_free(clf);
+}
+
+static void test_threads_and_errors(void) {
+    prg_classifier *clf = make_small(5, 1);
+    prg_unet *net;
+    static const int labels[4] = {0, 1, 2, 3};
+    float x[4 * 64], dlogits[4 * 5], *g1, *h1, logits[20];
+    size_t nu, nh;
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    nu = prg_unet_num_params(net);
+    fill_formula(x, 4 * 64, 78);
+    prg_set_num_threads(1);
+    prg_classifier_zero_grad(clf);
+    loss_of(clf, x, labels, 4, dlogits);
+    prg_classifier_backward(clf, dlogits);
+    g1 = (float *)malloc(nu * sizeof(float));
+    memcpy(g1, prg_unet_grads(net), nu * sizeof(float));
+    h1 = prg_classifier_head_grads(clf, &nh);
+    h1 = (float *)memcpy(malloc(nh * sizeof(float)), h1, nh * sizeof(float));
+    prg_set_num_threads(2);
+    prg_classifier_zero_grad(clf);
+    loss_of(clf, x, labels, 4, dlogits);
+    prg_classifier_backward(clf, dlogits);
+    CHECK(memcmp(g1, prg_unet_grads(net), nu * sizeof(float)) == 0, "U-Net gradients differ for 1 and 2 threads");
+    CHECK(memcmp(h1, prg_classifier_head_grads(clf, NULL), nh * sizeof(float)) == 0, "head gradients differ for 1 and 2 threads");
+    free(g1); free(h1);
+
+    /* misuse is refused with a message */
+    CHECK(prg_encode_steps(1, 0) < 0 && prg_encode_steps(5, 4) < 0 && prg_encode_steps(5, 3) == 1, "encode_steps");
+    CHECK(prg_classifier_set_grid(clf, 4, 3) == PRG_ERR_ARG && strstr(prg_last_error(), "t_cutoff"), "bad grid: %s", prg_last_error());
+    CHECK(prg_encode(net, 0, 0, 4, x, x) == PRG_ERR_ARG, "t_span 0 accepted");
+    x[5] = NAN;
+    CHECK(prg_classifier_forward(clf, 4, x, logits) == PRG_ERR_NUMERIC && strstr(prg_last_error(), "element 5"),
+          "NaN input: %s", prg_last_error());
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_ERR_STATE, "backward after a failed forward accepted");
+    prg_classifier_free(clf);
+    {
+        prg_unet_config cfg;
+        prg_unet *n2;
+        prg_classifier *c2;
+        prg_unet_config_preset(&cfg, "tiny32");
+        cfg.image_size = 24;
+        cfg.num_levels = 2;
+        if (prg_unet_create(&n2, &cfg, 1) == PRG_OK) {
+            CHECK(prg_classifier_create(&c2, n2, 10, 5, 0, 1) == PRG_ERR_CONFIG && strstr(prg_last_error(), "16"),
+                  "24x24 images cannot be pooled to 16x16: %s", prg_last_error());
+            prg_unet_free(n2);
+        }
+    }
+}
+
+int main(void) {
+    prg_set_num_threads(2);
+    test_against_pytorch();
+    test_finite_difference();
+    test_threads_and_errors();
+    return prg_test_finish("test_prg");
+}
