@@ -10,7 +10,7 @@ BUILD   := build
 
 TESTS    := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 EXAMPLES := $(BUILD)/quickstart
-TOOLS    := $(BUILD)/bench_gemm
+TOOLS    := $(BUILD)/bench_gemm $(BUILD)/bench_unet
 
 .PHONY: all test asan bench clean aarch64-test
 all: $(EXAMPLES) $(TOOLS)
@@ -48,9 +48,13 @@ aarch64-test:
 	@for t in tests/test_*.c; do $(AARCH64_CC) -O2 -std=c99 $(WARN) -static -o build-aarch64/$$(basename $$t .c) $$t -lm -pthread || exit 1; done
 	@PRG_TEST_WRAPPER=qemu-aarch64 tests/run.sh build-aarch64/test_*
 
-bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native
+$(BUILD)/bench_unet: tools/bench_unet.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet
 	$(BUILD)/bench_gemm
 	$(BUILD)/bench_gemm_native --squares-only
+	tools/bench_unet.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-aarch64
