@@ -35,7 +35,8 @@ $(BUILD)/bench_gemm_native: tools/bench_gemm.c prg.h | $(BUILD)
 	$(CC) $(OPT) -march=native -std=c99 -Wall -Wextra -I. $(BLAS_FLAGS) -o $@ $< $(BLAS_LIBS) $(LDLIBS)
 
 
-test: $(TESTS) $(EXAMPLES) | $(BUILD)
+test: | $(BUILD)
+	@$(MAKE) --no-print-directory -j2 $(TESTS) $(EXAMPLES)
 	@BUILD=$(BUILD) tests/run.sh tests/check_build.sh $(TESTS)
 
 asan:

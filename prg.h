@@ -6503,7 +6503,9 @@ static prg_result prg__ckpt_read(prg_st *st, const char *path, const prg__ckpt_e
         for (which = 0; which < (m ? 3 : 1); which++) {
             prg_st_info info;
             prg_result r;
-            float *dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            float *dst;
+            memset(&info, 0, sizeof info);
+            dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
             if (which == 0) snprintf(name, sizeof name, "%s", e[i].name);
             else snprintf(name, sizeof name, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", e[i].name);
             if (prg_st_find(st, name, &info) != PRG_OK)
@@ -6586,6 +6588,7 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     *out = NULL;
     if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
     if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    memset(&fc2, 0, sizeof fc2);
     if (prg_st_find(st, "head.fc2.weight", &fc2) != PRG_OK || fc2.ndim != 2) {
         r = prg__fail(PRG_ERR_FORMAT, "%s: no classifier head (tensor 'head.fc2.weight' [classes][D])", path);
         goto done;

@@ -3,45 +3,52 @@
 # C99 with gcc and clang, C++11, with and without -march=native, with
 # PRG_NO_THREADS, and included in two translation units of one program.
 # The quick start in prg.h's documentation is examples/quickstart.c, verbatim.
+# Compiles run two at a time ($PRG_JOBS).
 cd "$(dirname "$0")/.." || exit 1
 out=${BUILD:-build}/check_build
-mkdir -p "$out"
-passed=0; failed=0
-ok()  { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL check_build: $1"; sed -n 1,15p "$out/log" | sed "s/^/FAIL    /"; }
+rm -rf "$out"; mkdir -p "$out"
 W="-Wall -Wextra -Wpedantic -Werror"
 
 printf '#include "prg.h"\nvoid other_unit(void);\nvoid other_unit(void) { prg_set_num_threads(1); }\n' > "$out/unit2.c"
 printf '#include "prg.h"\nvoid other_unit(void);\nint main(void) { other_unit(); return prg_get_num_threads() == 1 ? 0 : 1; }\n' > "$out/unit1_main.c"
 
-try() { # name, compiler and flags...
-    local name=$1; shift
-    if "$@" > "$out/log" 2>&1; then ok; else bad "$name: $*"; fi
-}
+# name|command, one per line; each compile writes $out/<name>.log and .ok
+jobs=()
 for cc in gcc clang; do
     command -v $cc > /dev/null || continue
-    for arch in "" "-march=native"; do
-        try "$cc c99 $arch" $cc -std=c99 -O2 $arch $W -I. -o "$out/qs" examples/quickstart.c -lm -pthread
-        try "$cc c99 run $arch" "$out/qs"
-    done
-    try "$cc PRG_NO_THREADS" $cc -std=c99 -O2 $W -DPRG_NO_THREADS -I. -o "$out/qs_nt" examples/quickstart.c -lm
-    try "$cc PRG_NO_THREADS run" "$out/qs_nt"
-    try "$cc two units" $cc -std=c99 -O2 $W -I. -DPRG_IMPLEMENTATION -c -o "$out/u1.o" "$out/unit1_main.c"
-    try "$cc two units (2)" $cc -std=c99 -O2 $W -I. -c -o "$out/u2.o" "$out/unit2.c"
-    try "$cc two units link" $cc -o "$out/two" "$out/u1.o" "$out/u2.o" -lm -pthread
-    try "$cc two units run" "$out/two"
+    jobs+=("$cc-c99|$cc -std=c99 -O2 $W -I. -o $out/$cc-c99 examples/quickstart.c -lm -pthread")
+    jobs+=("$cc-c99-native|$cc -std=c99 -O2 -march=native $W -I. -o $out/$cc-c99-native examples/quickstart.c -lm -pthread")
+    jobs+=("$cc-nothreads|$cc -std=c99 -O2 $W -DPRG_NO_THREADS -I. -o $out/$cc-nothreads examples/quickstart.c -lm")
+    jobs+=("$cc-twounits|$cc -std=c99 -O2 $W -I. -DPRG_IMPLEMENTATION -c -o $out/$cc-u1.o $out/unit1_main.c && $cc -std=c99 -O2 $W -I. -c -o $out/$cc-u2.o $out/unit2.c && $cc -o $out/$cc-twounits $out/$cc-u1.o $out/$cc-u2.o -lm -pthread")
 done
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null || continue
-    for arch in "" "-march=native"; do
-        try "$cxx c++11 $arch" $cxx -x c++ -std=c++11 -O2 $arch $W -I. -o "$out/qs_cpp" examples/quickstart.c -lm -pthread
-        try "$cxx c++11 run $arch" "$out/qs_cpp"
-    done
+    jobs+=("$cxx-cxx11|$cxx -x c++ -std=c++11 -O2 $W -I. -o $out/$cxx-cxx11 examples/quickstart.c -lm -pthread")
+    jobs+=("$cxx-cxx11-native|$cxx -x c++ -std=c++11 -O2 -march=native $W -I. -o $out/$cxx-cxx11-native examples/quickstart.c -lm -pthread")
+done
+printf '%s\n' "${jobs[@]}" | xargs -P "${PRG_JOBS:-2}" -I{} bash -c '
+    line="$1"; name=${line%%|*}; cmd=${line#*|}
+    if bash -c "$cmd" > "'"$out"'/$name.log" 2>&1; then touch "'"$out"'/$name.ok"; fi' _ {}
+
+passed=0; failed=0
+for line in "${jobs[@]}"; do
+    name=${line%%|*}
+    if [ -f "$out/$name.ok" ]; then
+        passed=$((passed + 1))
+        # each program must also run (two units: returns 0 only if both units share the pool)
+        if "$out/$name" > "$out/$name.run" 2>&1 && { [ "$name" = "${name%twounits}" ] && grep -q ': 4 5 / 10 11$' "$out/$name.run" || [ "$name" != "${name%twounits}" ]; }; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1)); echo "FAIL check_build: $name runs wrong:"; sed 's/^/FAIL    /' "$out/$name.run" | head -5
+        fi
+    else
+        failed=$((failed + 1)); echo "FAIL check_build: $name: ${line#*|}"; sed -n 1,15p "$out/$name.log" | sed 's/^/FAIL    /'
+    fi
 done
 # the quick start in the documentation is the example file, verbatim
 awk '/QUICK START/{f=1;next} /CONFIGURATION \(define/{f=0} f' prg.h | sed -e 's/^         //' \
     | sed -e '1{/^$/d}' -e '${/^$/d}' > "$out/quickstart_doc.c"
-if diff -u examples/quickstart.c "$out/quickstart_doc.c" > "$out/log"; then ok; else bad "quick start in prg.h differs from examples/quickstart.c"; fi
-if "$out/qs" | grep -q ': 4 5 / 10 11$'; then ok; else "$out/qs" > "$out/log"; bad "quick start prints the wrong product"; fi
+if diff -u examples/quickstart.c "$out/quickstart_doc.c" > "$out/doc.log"; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL check_build: quick start in prg.h differs from examples/quickstart.c"; sed 's/^/FAIL    /' "$out/doc.log" | head; fi
 echo "check_build: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
