@@ -195,9 +195,12 @@ prg_result prg_flow_ot_pairs(float *xt /* [B][dim] */, float *target /* [B][dim]
                              size_t dim, prg_rng *rng);
 
 /* A velocity field v(t, x) evaluated on a batch: x, v [batch][dim], one time
-   per sample.  prg_unet_forward(net, batch, x, t, v) has this shape (wrap it
-   in a two-line function taking void *ctx).  A forward call keeps what its
-   vector-Jacobian product needs, like the U-Net's forward. */
+   per sample.  A forward call keeps what its vector-Jacobian product needs,
+   like the U-Net's forward.  The U-Net plugs in through two wrappers:
+       static prg_result unet_vel(void *net, int b, const float *x, const float *t, float *v)
+       { return prg_unet_forward((prg_unet *)net, b, x, t, v); }
+       static prg_result unet_vjp(void *net, const float *dv, float *dx)
+       { return prg_unet_backward((prg_unet *)net, dv, dx); } */
 typedef prg_result (*prg_velocity_fn)(void *ctx, int batch, const float *x /* [B][dim] */,
                                       const float *t /* [B] */, float *v /* [B][dim] */);
 /* The vector-Jacobian product of the LAST velocity call on ctx:
@@ -246,6 +249,21 @@ prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_
                                           const float *states /* [M+1][B][dim] */,
                                           const float *dz /* [B][dim] */, float *dx /* [B][dim] or NULL */,
                                           int right_end);
+/* The GVP ("Diff") encoder of METHOD.md A.4: model time t = 0 is data, and
+   the drift is +v over the grid linspace(0, 1, t_span), or its first
+   t_cutoff points when t_cutoff > 0:
+       x_{k+1} = x_k + h v(t_k, x_k),  t_k = k h,  k = 0 .. M-1,
+   M = t_span-1 (t_cutoff = 0) or t_cutoff-1.  The backward is the same as
+   above with dv = +h a_{k+1}.  PRG_ERR_ARG unless t_span >= 2 and t_cutoff
+   is 0 or in [2, t_span]. */
+int prg_ode_gvp_euler_steps(int t_span, int t_cutoff); /* M, or -1 if invalid */
+prg_result prg_ode_gvp_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch, size_t dim,
+                             const float *x /* [B][dim] */, float *z /* [B][dim] */,
+                             float *states /* [M+1][B][dim] or NULL */);
+prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx, int t_span,
+                                      int t_cutoff, int batch, size_t dim,
+                                      const float *states /* [M+1][B][dim] */, const float *dz /* [B][dim] */,
+                                      float *dx /* [B][dim] or NULL */, int right_end);
 
 
 /* >>prg ================================================================= */
@@ -1500,37 +1518,52 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
     return prg__sample(PRG__RK4, vel, ctx, steps, batch, dim, x);
 }
 
+/* One Euler step per grid interval: x_{k+1} = x_k + hs v(tau_k, x_k),
+   tau_k = tau0 + k dtau, k = 0 .. steps-1. */
+typedef struct prg__euler_grid { int steps, intervals; double tau0, sign; float hs; } prg__euler_grid;
+
+static double prg__euler_tau(const prg__euler_grid *g, int k) {
+    return g->tau0 + g->sign * ((double)k / g->intervals);
+}
+
 int prg_ode_reverse_euler_steps(int t_span, int t_cutoff) {
     if (t_span < 2 || t_cutoff < 0 || t_cutoff > t_span - 2) return -1;
     return t_span - 1 - t_cutoff;
 }
 
-static prg_result prg__reverse_check(int t_span, int t_cutoff, const char *who) {
-    if (prg_ode_reverse_euler_steps(t_span, t_cutoff) < 0)
-        return prg__fail(PRG_ERR_ARG, "%s: t_span = %d, t_cutoff = %d; need t_span >= 2 and "
-                         "0 <= t_cutoff <= t_span - 2", who, t_span, t_cutoff);
+int prg_ode_gvp_euler_steps(int t_span, int t_cutoff) {
+    if (t_span < 2 || t_cutoff < 0 || t_cutoff == 1 || t_cutoff > t_span) return -1;
+    return t_cutoff ? t_cutoff - 1 : t_span - 1;
+}
+
+static prg_result prg__euler_grid_make(prg__euler_grid *g, int gvp, int t_span, int t_cutoff, const char *who) {
+    g->steps = gvp ? prg_ode_gvp_euler_steps(t_span, t_cutoff) : prg_ode_reverse_euler_steps(t_span, t_cutoff);
+    if (g->steps < 0)
+        return prg__fail(PRG_ERR_ARG, "%s: t_span = %d, t_cutoff = %d; need t_span >= 2 and %s", who, t_span,
+                         t_cutoff, gvp ? "t_cutoff = 0 or 2 <= t_cutoff <= t_span" : "0 <= t_cutoff <= t_span - 2");
+    g->intervals = t_span - 1;
+    g->tau0 = gvp ? 0.0 : 1.0;
+    g->sign = gvp ? 1.0 : -1.0;
+    g->hs = (float)(g->sign / g->intervals);
     return PRG_OK;
 }
 
-prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch,
-                                 size_t dim, const float *x, float *z, float *states) {
-    const int steps = prg_ode_reverse_euler_steps(t_span, t_cutoff);
-    const float h = (float)(1.0 / (t_span - 1));
+static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn vel, void *ctx, int batch,
+                                     size_t dim, const float *x, float *z, float *states, const char *who) {
     float *ws, *v, *tb, *cur;
     size_t n;
     int k;
-    prg_result rc = prg__reverse_check(t_span, t_cutoff, "prg_ode_reverse_euler");
+    prg_result rc = prg__ode_workspace(&ws, &n, 1, batch, dim, who);
     if (rc != PRG_OK) return rc;
-    if ((rc = prg__ode_workspace(&ws, &n, 1, batch, dim, "prg_ode_reverse_euler")) != PRG_OK) return rc;
     v = ws;
     tb = ws + n;
     cur = states ? states : z;
     if (cur != x) memmove(cur, x, n * sizeof(float));
-    for (k = 0; k < steps; k++) {
+    for (k = 0; k < g->steps; k++) {
         float *next = states ? cur + n : cur;
-        prg__fill_t(tb, batch, 1.0 - (double)k / (t_span - 1));
+        prg__fill_t(tb, batch, prg__euler_tau(g, k));
         if ((rc = vel(ctx, batch, cur, tb, v)) != PRG_OK) break;
-        prg__axpy(next, cur, -h, v, n);
+        prg__axpy(next, cur, g->hs, v, n);
         cur = next;
     }
     if (rc == PRG_OK && cur != z) memcpy(z, cur, n * sizeof(float));
@@ -1538,29 +1571,25 @@ prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int
     return rc;
 }
 
-prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
-                                          int t_span, int t_cutoff, int batch, size_t dim,
-                                          const float *states, const float *dz, float *dx, int right_end) {
-    const int steps = prg_ode_reverse_euler_steps(t_span, t_cutoff);
-    const float h = (float)(1.0 / (t_span - 1));
+static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn vel, prg_velocity_vjp_fn vjp,
+                                      void *ctx, int batch, size_t dim, const float *states, const float *dz,
+                                      float *dx, int right_end, const char *who) {
     float *ws, *a, *v, *dv, *dxk, *tb;
     size_t n, i;
     int k;
-    prg_result rc = prg__reverse_check(t_span, t_cutoff, "prg_ode_reverse_euler_backward");
+    prg_result rc = prg__ode_workspace(&ws, &n, 4, batch, dim, who);
     if (rc != PRG_OK) return rc;
-    if ((rc = prg__ode_workspace(&ws, &n, 4, batch, dim, "prg_ode_reverse_euler_backward")) != PRG_OK)
-        return rc;
     a = ws;
     v = ws + n;
     dv = ws + 2 * n;
     dxk = ws + 3 * n;
     tb = ws + 4 * n;
     memcpy(a, dz, n * sizeof(float));
-    for (k = steps - 1; k >= 0; k--) {
+    for (k = g->steps - 1; k >= 0; k--) {
         const int e = right_end ? k + 1 : k; /* the state the Jacobians are taken at */
-        prg__fill_t(tb, batch, 1.0 - (double)e / (t_span - 1));
+        prg__fill_t(tb, batch, prg__euler_tau(g, e));
         if ((rc = vel(ctx, batch, states + (size_t)e * n, tb, v)) != PRG_OK) break;
-        for (i = 0; i < n; i++) dv[i] = -h * a[i];
+        for (i = 0; i < n; i++) dv[i] = g->hs * a[i];
         memset(dxk, 0, n * sizeof(float));
         if ((rc = vjp(ctx, dv, dxk)) != PRG_OK) break;
         for (i = 0; i < n; i++) a[i] += dxk[i];
@@ -1569,6 +1598,40 @@ prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_
         for (i = 0; i < n; i++) dx[i] += a[i];
     prg_free(ws);
     return rc;
+}
+
+prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch,
+                                 size_t dim, const float *x, float *z, float *states) {
+    static const char who[] = "prg_ode_reverse_euler";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 0, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_forward(&g, vel, ctx, batch, dim, x, z, states, who);
+}
+
+prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
+                                          int t_span, int t_cutoff, int batch, size_t dim,
+                                          const float *states, const float *dz, float *dx, int right_end) {
+    static const char who[] = "prg_ode_reverse_euler_backward";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 0, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
+}
+
+prg_result prg_ode_gvp_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch, size_t dim,
+                             const float *x, float *z, float *states) {
+    static const char who[] = "prg_ode_gvp_euler";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 1, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_forward(&g, vel, ctx, batch, dim, x, z, states, who);
+}
+
+prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx, int t_span,
+                                      int t_cutoff, int batch, size_t dim, const float *states,
+                                      const float *dz, float *dx, int right_end) {
+    static const char who[] = "prg_ode_gvp_euler_backward";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 1, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
 }
 
 /* >>prg ================================================================= */

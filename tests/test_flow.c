@@ -408,6 +408,21 @@ static void test_reverse_euler(void) {
     CHECK(prg_ode_reverse_euler(lin_vel, &c, 4, 3, 2, 1, x, z, NULL) == PRG_ERR_ARG, "cutoff too large accepted");
     CHECK(prg_ode_reverse_euler(lin_vel, &c, 1, 0, 2, 1, x, z, NULL) == PRG_ERR_ARG, "t_span 1 accepted");
 
+    {   /* GVP encoder (A.4): t_span 4: 3 steps at t = 0, 1/3, 2/3 with +v:
+           z = x (1 + 0)(1 + 1/9)(1 + 2/9) = 110/81 x; t_cutoff 3: 2 steps, 10/9 x */
+        float y[2], st[4 * 2];
+        c.theta = 1.0;
+        c.calls = 0;
+        CHECK(prg_ode_gvp_euler_steps(4, 0) == 3 && prg_ode_gvp_euler_steps(4, 3) == 2 &&
+              prg_ode_gvp_euler_steps(4, 1) == -1 && prg_ode_gvp_euler_steps(4, 5) == -1, "gvp steps");
+        CHECK(prg_ode_gvp_euler(lin_vel, &c, 4, 0, 2, 1, x, y, st) == PRG_OK && c.calls == 3, "gvp");
+        CHECK(c.times[0] == 0.0f && c.times[1] == (float)(1.0 / 3) && c.times[2] == (float)(2.0 / 3), "gvp times");
+        CHECK(fabs(y[0] - 0.9 * 110 / 81.0) < 1e-6 && fabs(y[1] + 2.7 * 110 / 81.0) < 1e-6 && st[6] == y[0],
+              "gvp z = %g, want %g", y[0], 0.9 * 110 / 81.0);
+        CHECK(prg_ode_gvp_euler(lin_vel, &c, 4, 3, 2, 1, x, y, NULL) == PRG_OK &&
+              fabs(y[0] - 0.9 * 10 / 9.0) < 1e-6, "gvp cutoff 3: z = %g", y[0]);
+        CHECK(prg_ode_gvp_euler(lin_vel, &c, 4, 1, 2, 1, x, y, NULL) == PRG_ERR_ARG, "gvp cutoff 1 accepted");
+    }
     {   /* right-end (torchdiffeq adjoint) gradient against METHOD.md A.3, by hand:
            a_{k-1} = a_k (1 - h theta tau_k), g += -h tau_k x_k a_k, k = M..1 */
         const int N = 6, cut = 1, M = 4;
@@ -473,17 +488,24 @@ static prg_result tanh_vjp(void *ctx, const float *dv, float *dx) {
     return PRG_OK;
 }
 
-static double fd_loss(tanh_ctx *c, const float *x, const float *w, int N, int cut) {
+static double fd_loss(tanh_ctx *c, const float *x, const float *w, int N, int cut, int gvp) {
     float z[FD_B * FD_D];
     double s = 0.0;
     int i;
-    prg_ode_reverse_euler(tanh_vel, c, N, cut, FD_B, FD_D, x, z, NULL);
+    if (gvp) prg_ode_gvp_euler(tanh_vel, c, N, cut, FD_B, FD_D, x, z, NULL);
+    else prg_ode_reverse_euler(tanh_vel, c, N, cut, FD_B, FD_D, x, z, NULL);
     for (i = 0; i < FD_B * FD_D; i++) s += (double)w[i] * z[i];
     return s;
 }
 
-static void test_backward_fd(void) {
-    const int N = 6, cut = 1, M = 4;
+/* gvp = 0: reverse encoder, t_span 6, t_cutoff 1 (4 steps);
+   gvp = 1: GVP encoder, t_span 6, t_cutoff 5 (4 steps). */
+static void test_backward_fd(int gvp) {
+    const int N = 6, cut = gvp ? 5 : 1;
+    prg_result (*fwd)(prg_velocity_fn, void *, int, int, int, size_t, const float *, float *, float *) =
+        gvp ? prg_ode_gvp_euler : prg_ode_reverse_euler;
+    prg_result (*bwd)(prg_velocity_fn, prg_velocity_vjp_fn, void *, int, int, int, size_t, const float *,
+                      const float *, float *, int) = gvp ? prg_ode_gvp_euler_backward : prg_ode_reverse_euler_backward;
     tanh_ctx c;
     prg_rng r;
     float x[FD_B * FD_D], w[FD_B * FD_D], dx[FD_B * FD_D], st[(4 + 1) * FD_B * FD_D], z[FD_B * FD_D];
@@ -496,19 +518,18 @@ static void test_backward_fd(void) {
     fill_normal(x, FD_B * FD_D, &r);
     fill_normal(w, FD_B * FD_D, &r);
     memset(dx, 0, sizeof dx);
-    CHECK(prg_ode_reverse_euler(tanh_vel, &c, N, cut, FD_B, FD_D, x, z, st) == PRG_OK, "fwd");
-    (void)M;
-    CHECK(prg_ode_reverse_euler_backward(tanh_vel, tanh_vjp, &c, N, cut, FD_B, FD_D, st, w, dx, 0) == PRG_OK, "bwd");
+    CHECK(fwd(tanh_vel, &c, N, cut, FD_B, FD_D, x, z, st) == PRG_OK, "fwd");
+    CHECK(bwd(tanh_vel, tanh_vjp, &c, N, cut, FD_B, FD_D, st, w, dx, 0) == PRG_OK, "bwd");
     memcpy(gp, c.g, sizeof gp);
     memset(c.g, 0, sizeof c.g);
-    CHECK(prg_ode_reverse_euler_backward(tanh_vel, tanh_vjp, &c, N, cut, FD_B, FD_D, st, w, NULL, 1) == PRG_OK, "bwd r");
+    CHECK(bwd(tanh_vel, tanh_vjp, &c, N, cut, FD_B, FD_D, st, w, NULL, 1) == PRG_OK, "bwd r");
     memcpy(gr, c.g, sizeof gr);
     for (i = 0; i < FD_NP; i++) { /* parameters */
         double keep = c.p[i], lp, lm, fd;
         c.p[i] = keep + eps;
-        lp = fd_loss(&c, x, w, N, cut);
+        lp = fd_loss(&c, x, w, N, cut, gvp);
         c.p[i] = keep - eps;
-        lm = fd_loss(&c, x, w, N, cut);
+        lm = fd_loss(&c, x, w, N, cut, gvp);
         c.p[i] = keep;
         fd = (lp - lm) / (2 * eps);
         if (fabs(fd) > scale) scale = fabs(fd);
@@ -519,15 +540,15 @@ static void test_backward_fd(void) {
         float keep = x[i];
         double lp, lm, fd;
         x[i] = keep + (float)eps;
-        lp = fd_loss(&c, x, w, N, cut);
+        lp = fd_loss(&c, x, w, N, cut, gvp);
         x[i] = keep - (float)eps;
-        lm = fd_loss(&c, x, w, N, cut);
+        lm = fd_loss(&c, x, w, N, cut, gvp);
         x[i] = keep;
         fd = (lp - lm) / ((double)(keep + (float)eps) - (double)(keep - (float)eps));
         if (fabs(dx[i] - fd) > err) err = fabs(dx[i] - fd);
     }
-    printf("reverse Euler backward: max |grad - central FD| = %.3g (largest gradient %.3g); "
-           "right-end (adjoint) variant: %.3g\n", err, scale, err_right);
+    printf("%s Euler backward: max |grad - central FD| = %.3g (largest gradient %.3g); "
+           "right-end (adjoint) variant: %.3g\n", gvp ? "GVP" : "reverse", err, scale, err_right);
     CHECK(err < 5e-4 * scale, "exact backward differs from finite differences by %g (scale %g)", err, scale);
     CHECK(err_right > 20 * err, "right-end variant should not match the discrete gradient (%g vs %g)", err_right, err);
 }
@@ -538,6 +559,7 @@ int main(void) {
     test_pairs();
     test_samplers();
     test_reverse_euler();
-    test_backward_fd();
+    test_backward_fd(0);
+    test_backward_fd(1);
     return prg_test_finish("test_flow");
 }
