@@ -1819,7 +1819,9 @@ prg_result prg_adam_step_blocks(prg_adam *opt, int nblocks, float *const *params
     j.params = params;
     j.grads = grads;
     j.sizes = sizes;
-    prg_parallel(prg__adam_norm_task, &j);
+    /* small blocks run on the caller: a pool wake-up would cost more */
+    if (opt->n < PRG__ADAM_CHUNK) prg__adam_norm_task(&j, 0, 1);
+    else prg_parallel(prg__adam_norm_task, &j);
     for (k = 0; k < opt->nchunks; k++) sumsq += opt->partial[k];
     if (grad_norm) *grad_norm = sqrt(sumsq);
     if (!isfinite(sumsq)) /* finite floats cannot overflow a double sum of squares */
@@ -1838,7 +1840,8 @@ prg_result prg_adam_step_blocks(prg_adam *opt, int nblocks, float *const *params
     j.l2 = c->decoupled ? 0.0f : (float)c->weight_decay;
     j.neg_step_size = (float)(-(lr / bc1));
     j.bc2_sqrt = (float)sqrt(bc2);
-    prg_parallel(prg__adam_update_task, &j);
+    if (opt->n < PRG__ADAM_CHUNK) prg__adam_update_task(&j, 0, 1);
+    else prg_parallel(prg__adam_update_task, &j);
     opt->step++;
     return PRG_OK;
 }
@@ -1898,7 +1901,8 @@ void prg_ema_update(float *ema, const float *params, size_t n, double decay) {
     j.n = n;
     j.d = (float)decay;
     j.c = (float)(1.0 - decay);
-    prg_parallel(prg__ema_task, &j);
+    if (n < PRG__ADAM_CHUNK) prg__ema_task(&j, 0, 1);
+    else prg_parallel(prg__ema_task, &j);
 }
 
 /* >>io ================================================================== */
