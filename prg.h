@@ -154,8 +154,9 @@ prg_result prg_gemm_set_kernel(const char *name);
 /* Time convention (METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
    s = 1 - t).  Samples are rows of `dim` floats (dim = C*H*W for images).
    Random numbers come from the caller's prg_rng, so a seed reproduces a
-   batch; the draw order is stated with each function.  These helpers run
-   serially: their cost is small next to one U-Net evaluation. */
+   batch; the draw order is stated with each function.  Output arrays must
+   not overlap the inputs.  Apart from prg_ot_cost (on the pool) these
+   helpers run serially: their cost is small next to one U-Net evaluation. */
 
 /* ICFM pairs (sigma = 0): x0 ~ N(0, I), then t ~ U[0, 1) per sample;
    xt = (1-t)*x0 + t*x1, target = x1 - x0.  Draws batch*dim normals (row by
@@ -230,7 +231,9 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
    M = t_span-1-t_cutoff steps:
        x_0 = x,  x_{k+1} = x_k - h v(tau_k, x_k),  tau_k = 1 - k h,  z = x_M.
    states (may be NULL) receives x_0 .. x_M for the backward pass; z may be
-   x.  PRG_ERR_ARG unless t_span >= 2 and 0 <= t_cutoff <= t_span - 2. */
+   x.  PRG_ERR_ARG unless t_span >= 2 and 0 <= t_cutoff <= t_span - 2.
+   (torchdiffeq builds its grid in float32, so the reference's step sizes and
+   times differ from h and tau_k in the last bits.) */
 int prg_ode_reverse_euler_steps(int t_span, int t_cutoff); /* M, or -1 if invalid */
 prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch,
                                  size_t dim, const float *x /* [B][dim] */, float *z /* [B][dim] */,
