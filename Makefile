@@ -59,3 +59,12 @@ bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet
 
 clean:
 	rm -rf build build-asan build-aarch64
+
+# --- optim / flow ---
+$(BUILD)/bench_optim_flow: tools/bench_optim_flow.c prg.h | $(BUILD)
+	$(CC) $(OPT) -std=c99 -Wall -Wextra -I. -o $@ $< $(LDLIBS)
+all: $(BUILD)/bench_optim_flow
+.PHONY: bench-optim-flow
+bench-optim-flow: $(BUILD)/bench_optim_flow
+	$(BUILD)/bench_optim_flow
+bench: bench-optim-flow

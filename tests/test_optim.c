@@ -249,7 +249,7 @@ int main(void) {
     }
 
     {   /* 4. EMA */
-        const size_t n = 5003;
+        const size_t n = 50003; /* above the serial threshold */
         float *e1 = (float *)prg_alloc(n * 4), *e2 = (float *)prg_alloc(n * 4), *p = (float *)prg_alloc(n * 4);
         double worst = 0.0;
         prg_rng_seed(&r, 3, 0);
