@@ -1271,7 +1271,7 @@ static uint8_t prg__rs_clip(int32_t ss) {
 
 size_t prg_image_resize_workspace(int c, int h, int w, int oh, int ow) {
     size_t kx = (size_t)prg__resize_ksize(w, ow), ky = (size_t)prg__resize_ksize(h, oh);
-    return (size_t)c * h * ow + 16 + sizeof(int32_t) * ((size_t)ow * (kx + 2) + (size_t)oh * (ky + 2));
+    return (size_t)c * h * ow + 16 + sizeof(int32_t) * ((size_t)ow * (kx + 3) + (size_t)oh * (ky + 2));
 }
 
 /* src rows have stride `pitch` and planes stride `plane` (a window of a larger
@@ -1281,7 +1281,8 @@ static void prg__resize(uint8_t *dst, int oh, int ow, const uint8_t *src, size_t
     int kx = prg__resize_ksize(w, ow), ky = prg__resize_ksize(h, oh);
     int32_t *kkx = (int32_t *)work, *kky = kkx + (size_t)ow * kx;
     int *bx = (int *)(kky + (size_t)oh * ky), *by = bx + 2 * ow;
-    uint8_t *tmp = (uint8_t *)(by + 2 * oh);
+    int32_t *acc = (int32_t *)(by + 2 * oh);
+    uint8_t *tmp = (uint8_t *)(acc + ow);
     int ch, y, x, i;
     if (ow != w) prg__resize_coeffs(w, ow, kx, bx, kkx);
     if (oh != h) prg__resize_coeffs(h, oh, ky, by, kky);
@@ -1304,15 +1305,17 @@ static void prg__resize(uint8_t *dst, int oh, int ow, const uint8_t *src, size_t
             in = t;
             in_pitch = (size_t)ow;
         }
-        if (oh != h) {
+        if (oh != h) { /* vertical pass, a row at a time (the same integer sums) */
             for (y = 0; y < oh; y++) {
                 const int32_t *k = kky + (size_t)y * ky;
                 const uint8_t *p = in + (size_t)by[2 * y] * in_pitch;
-                for (x = 0; x < ow; x++) {
-                    int32_t ss = 1 << (PRG__RS_BITS - 1);
-                    for (i = 0; i < by[2 * y + 1]; i++) ss += p[(size_t)i * in_pitch + x] * k[i];
-                    out[(size_t)y * ow + x] = prg__rs_clip(ss);
+                for (x = 0; x < ow; x++) acc[x] = 1 << (PRG__RS_BITS - 1);
+                for (i = 0; i < by[2 * y + 1]; i++) {
+                    const uint8_t *row = p + (size_t)i * in_pitch;
+                    int32_t ki = k[i];
+                    for (x = 0; x < ow; x++) acc[x] += row[x] * ki;
                 }
+                for (x = 0; x < ow; x++) out[(size_t)y * ow + x] = prg__rs_clip(acc[x]);
             }
         } else if (ow == w) {
             for (y = 0; y < h; y++) memcpy(out + (size_t)y * ow, in + (size_t)y * pitch, (size_t)w);

@@ -40,6 +40,24 @@ static void test_normalize(void) {
     }
 }
 
+/* against PyTorch's ToTensor + Normalize, every byte value, all bits */
+static void test_normalize_torch(void) {
+#if REF_HAVE_NORM
+    static uint8_t px[768];
+    static float out[768];
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    int i, bad = 0;
+    for (i = 0; i < 768; i++) px[i] = (uint8_t)(i % 256);
+    prg_image_normalize(out, px, mean, std, 3, 16, 16);
+    for (i = 0; i < 768; i++) {
+        uint32_t b;
+        memcpy(&b, &out[i], 4);
+        bad += b != ref_norm_bits[i];
+    }
+    CHECK(bad == 0, "normalise differs from torch in %d of 768 values", bad);
+#endif
+}
+
 static void test_flip_crop(void) {
     uint8_t img[2 * 2 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, out[2 * 3 * 4];
     const uint8_t flipped[12] = {3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10};
@@ -396,6 +414,36 @@ static void test_random_crop(void) {
     free(ds.images); free(ds.labels);
 }
 
+/* the resized crop inside the transform = the box, cropped, then resized */
+static void test_resized_crop(void) {
+    prg_dataset ds = make_ds(3, 3, 40, 48);
+    prg_transform t;
+    static float out[3 * 32 * 32];
+    static uint8_t crop[3 * 40 * 48], want[3 * 32 * 32];
+    int trial, ok = 1, k;
+    prg_transform_init(&t, 1, 3, 32, 32);
+    t.crop = PRG_CROP_RESIZED;
+    t.hflip = 0.0f;
+    t.ra_ops = 0;
+    t.erase_prob = 0.0f;
+    for (k = 0; k < 3; k++) {
+        t.mean[k] = 0.0f;
+        t.std[k] = 1.0f;
+    }
+    for (trial = 0; trial < 30; trial++) {
+        prg_rng r;
+        int top, left, ch, cw, idx = trial % 3;
+        prg_batch_build(out, NULL, &ds, &t, &idx, 1, 9, (uint64_t)trial);
+        prg_data_rng(&r, 9, (uint64_t)trial, idx);
+        prg__rrc_box(&r, &t, 40, 48, &top, &left, &ch, &cw);
+        prg_image_crop(crop, ds.images + (size_t)idx * 3 * 40 * 48, top, left, ch, cw, 3, 40, 48);
+        prg_image_resize(want, 32, 32, crop, 3, ch, cw, NULL);
+        for (k = 0; k < 3 * 32 * 32; k++) ok &= lrintf(out[k] * 255.0f) == want[k];
+    }
+    CHECK(ok, "resized crop = crop + resize");
+    free(ds.images); free(ds.labels);
+}
+
 static void test_loader(void) {
     prg_dataset ds = make_ds(23, 3, 32, 32);
     prg_transform t;
@@ -462,6 +510,7 @@ static void test_loader(void) {
 
 int main(void) {
     test_normalize();
+    test_normalize_torch();
     test_flip_crop();
     test_resize_shapes();
     test_resize_pil();
@@ -473,6 +522,7 @@ int main(void) {
     test_erase();
     test_transform_pipeline();
     test_random_crop();
+    test_resized_crop();
     test_loader();
     return prg_test_finish("test_data");
 }

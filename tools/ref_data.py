@@ -135,6 +135,21 @@ def main():
     out.append("typedef struct ref_rot { double degrees; const unsigned char *out; } ref_rot;\n")
     out.append("static const ref_rot ref_rots[] = {\n" + "".join(rows) + "};\n")
 
+    # ToTensor + Normalize (ImageNet mean/std) of every byte value, from PyTorch when present
+    try:
+        import torch
+        torch.set_num_threads(2)
+        x = torch.arange(256, dtype=torch.uint8).repeat(3).view(3, 16, 16)
+        mean = torch.as_tensor((0.485, 0.456, 0.406), dtype=torch.float32).view(-1, 1, 1)
+        std = torch.as_tensor((0.229, 0.224, 0.225), dtype=torch.float32).view(-1, 1, 1)
+        bits = x.float().div(255).sub(mean).div(std).reshape(-1).view(torch.int32).tolist()
+        vals = ["0x%08xu" % (b & 0xFFFFFFFF) for b in bits]
+        out.append("#define REF_HAVE_NORM 1 /* torch %s */\n" % torch.__version__)
+        out.append("static const unsigned int ref_norm_bits[768] = {\n    %s};\n" % ",\n    ".join(
+            ", ".join(vals[i:i + 8]) for i in range(0, 768, 8)))
+    except ImportError:
+        out.append("#define REF_HAVE_NORM 0\n")
+
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data_ref.h")
     with open(path, "w") as f:
         f.write("".join(out))
