@@ -444,6 +444,48 @@ static void test_resized_crop(void) {
     free(ds.images); free(ds.labels);
 }
 
+/* RandAugment inside the transform: the ops drawn from the image's stream,
+   applied with timm's probability, magnitude noise, sign and the mean fill */
+static void test_randaug_pipeline(void) {
+    prg_dataset ds = make_ds(4, 3, 16, 16);
+    prg_transform t;
+    static float out[3 * 16 * 16], want[3 * 16 * 16];
+    static uint8_t a[3 * 16 * 16], b[3 * 16 * 16];
+    const uint8_t fill[3] = {124, 116, 104}; /* round(255 * ImageNet mean) */
+    int trial, ok = 1, applied = 0, geometric = 0;
+    prg_transform_init(&t, 1, 3, 16, 16);
+    t.crop = PRG_CROP_NONE;
+    t.hflip = 0.0f;
+    t.erase_prob = 0.0f;
+    for (trial = 0; trial < 200; trial++) {
+        prg_rng r;
+        int idx = trial % 4, ops[2], l;
+        prg_batch_build(out, NULL, &ds, &t, &idx, 1, 11, (uint64_t)trial);
+        prg_data_rng(&r, 11, (uint64_t)trial, idx);
+        memcpy(a, ds.images + (size_t)idx * 3 * 16 * 16, sizeof a);
+        for (l = 0; l < 2; l++) ops[l] = (int)prg_rng_below(&r, PRG_RA_NUM_OPS);
+        for (l = 0; l < 2; l++) {
+            double level;
+            int negate = 0;
+            if (prg__rng_double(&r) > 0.5) continue;
+            level = 9.0 + 0.5 * prg_rng_normal(&r);
+            if (level > 10.0) level = 10.0;
+            if (prg__ra_signed(ops[l])) negate = prg__rng_double(&r) > 0.5;
+            prg_randaug_op_apply(b, a, ops[l], level, negate, fill, 3, 16, 16);
+            memcpy(a, b, sizeof a);
+            applied++;
+            geometric += ops[l] == PRG_RA_ROTATE || ops[l] >= PRG_RA_SHEAR_X;
+        }
+        prg_image_normalize(want, a, t.mean, t.std, 3, 16, 16);
+        ok &= memcmp(out, want, sizeof out) == 0;
+    }
+    CHECK(ok, "RandAugment in the pipeline = the drawn ops applied in turn");
+    /* 400 draws at p 0.5: about 200 applied; 6 of 15 ops are geometric */
+    CHECK(applied > 150 && applied < 250 && geometric > 40 && geometric < 120, "applied %d, geometric %d",
+          applied, geometric);
+    free(ds.images); free(ds.labels);
+}
+
 static void test_loader(void) {
     prg_dataset ds = make_ds(23, 3, 32, 32);
     prg_transform t;
@@ -523,6 +565,7 @@ int main(void) {
     test_transform_pipeline();
     test_random_crop();
     test_resized_crop();
+    test_randaug_pipeline();
     test_loader();
     return prg_test_finish("test_data");
 }
