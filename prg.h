@@ -255,7 +255,9 @@ typedef struct prg_batch {
     uint64_t epoch;
 } prg_batch;
 void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed);
-/* ds and *t must stay valid (and unchanged) until prg_loader_free. */
+/* ds must stay valid and unchanged until prg_loader_free (*t is copied).
+   The background thread builds serially (it never takes the pool from the
+   training loop); with prefetch = 0 batches are built on the pool in next(). */
 prg_result prg_loader_create(prg_loader **ld, const prg_dataset *ds, const prg_transform *t,
                              const prg_loader_config *cfg);
 prg_result prg_loader_next(prg_loader *ld, prg_batch *b);
