@@ -68,3 +68,8 @@ all: $(BUILD)/bench_optim_flow
 bench-optim-flow: $(BUILD)/bench_optim_flow
 	$(BUILD)/bench_optim_flow
 bench: bench-optim-flow
+
+# --- data ---
+all: $(BUILD)/bench_data
+$(BUILD)/bench_data: tools/bench_data.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
