@@ -503,20 +503,23 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
 /* The reverse-ODE encoder and the classifier (U-Net + head). */
 
 /* Time runs as in the reference code: noise at t = 0, data at t = 1 (the
-   paper writes s = 1 - t).  The encoder integrates data -> noise on the grid
-   linspace(0, 1, t_span) with its first t_cutoff points dropped: with
-   h = 1/(t_span - 1) and M = t_span - 1 - t_cutoff Euler steps,
+   paper writes s = 1 - t).  The encoder is the flow section's reverse Euler
+   ODE (prg_ode_reverse_euler) with the U-Net as the velocity field: data ->
+   noise on the grid linspace(0, 1, t_span) with its first t_cutoff points
+   dropped, M = t_span - 1 - t_cutoff steps (prg_ode_reverse_euler_steps),
        x_0 = x,   x_{k+1} = x_k - h v(tau_k, x_k),   tau_k = 1 - k h,
-   and z = x_M (model time t_cutoff * h).  t_cutoff = 0 runs to pure noise. */
+   z = x_M (model time t_cutoff * h).  t_cutoff = 0 runs to pure noise. */
 
-/* M for (t_span, t_cutoff), or -1 unless t_span >= 2 and 0 <= t_cutoff < t_span - 1. */
-int        prg_encode_steps(int t_span, int t_cutoff);
 /* z = x_M.  x, z: [batch][C][H][W] (z may equal x). */
 prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z);
 /* Every state of the trajectory (the paper's feature hierarchy):
    states [M+1][batch][C][H][W], states[0] = x, states[M] = z. */
 prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch,
                                  const float *x, float *states);
+/* The U-Net as a prg_velocity_fn / prg_velocity_vjp_fn (ctx = the prg_unet),
+   for the flow section's samplers and ODEs. */
+prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v);
+prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx);
 
 /* The classifier: the encoder, then the head of METHOD.md C.1 on z:
    average pool to pool x pool per channel (exact, 16 by default), flatten to
@@ -549,6 +552,12 @@ enum { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 };
 prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
 /* Changes the ODE grid (evaluation with more steps, say); the head is kept. */
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
+/* The probability path the U-Net was pretrained on, which fixes the encoder:
+   PRG_PATH_ICFM (ICFM and OT-CFM: prg_ode_reverse_euler, the default) or
+   PRG_PATH_GVP (METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
+   [2, t_span]). */
+enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
+prg_result prg_classifier_set_path(prg_classifier *clf, int path);
 
 /* logits [batch][classes] for x [batch][C][H][W].  Keeps the M+1 states and
    the head's intermediates for backward. */
@@ -4426,17 +4435,12 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
 
 /* >>prg ================================================================= */
 
-int prg_encode_steps(int t_span, int t_cutoff) {
-    if (t_span < 2 || t_cutoff < 0 || t_cutoff >= t_span - 1) return -1;
-    return t_span - 1 - t_cutoff;
+prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v) {
+    return prg_unet_forward((prg_unet *)net, batch, x, t, v);
 }
 
-static prg_result prg__check_grid(int t_span, int t_cutoff) {
-    if (prg_encode_steps(t_span, t_cutoff) < 0)
-        return prg__fail(PRG_ERR_ARG,
-                         "ODE grid t_span=%d t_cutoff=%d: need t_span >= 2 and 0 <= t_cutoff < "
-                         "t_span - 1 (at least one Euler step)", t_span, t_cutoff);
-    return PRG_OK;
+prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx) {
+    return prg_unet_backward((prg_unet *)net, dv, dx);
 }
 
 static prg_result prg__check_finite(const float *x, size_t n, const char *what) {
@@ -4447,92 +4451,49 @@ static prg_result prg__check_finite(const float *x, size_t n, const char *what) 
     return PRG_OK;
 }
 
-/* Model time of grid point k (data end tau_0 = 1) and the step size. */
-static float prg__ode_tau(int t_span, int k) { return (float)(1.0 - (double)k / (t_span - 1)); }
-static float prg__ode_h(int t_span) { return (float)(1.0 / (t_span - 1)); }
-
-/* The Euler steps of the encoder: states [(steps+1)][n] with states[0] = x
-   on entry; v [n] and tvec [batch] are scratch. */
-static prg_result prg__encode_run(prg_unet *net, int t_span, int batch, int steps, float *states,
-                                  size_t n, float *v, float *tvec) {
-    float h = prg__ode_h(t_span);
-    int k, b;
-    size_t i;
-    for (k = 0; k < steps; k++) {
-        const float *xk = states + (size_t)k * n;
-        float *xn = states + (size_t)(k + 1) * n;
-        prg_result r;
-        for (b = 0; b < batch; b++) tvec[b] = prg__ode_tau(t_span, k);
-        r = prg_unet_forward(net, batch, xk, tvec, v);
-        if (r != PRG_OK) return r;
-        for (i = 0; i < n; i++) xn[i] = xk[i] - h * v[i];
-    }
-    return prg__check_finite(states + (size_t)steps * n, n, "encoder output (non-finite U-Net velocity)");
-}
-
 static size_t prg__unet_image_floats(const prg_unet *net) {
     const prg_unet_config *c = prg_unet_config_get(net);
     return (size_t)c->in_channels * c->image_size * c->image_size;
 }
 
-static prg_result prg__encode_check(prg_unet *net, int t_span, int t_cutoff, int batch,
-                                    const float *x) {
-    const prg_unet_config *c;
-    prg_result r;
-    if (!net || !x || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_encode: need a net, x and batch >= 1");
-    if ((r = prg__check_grid(t_span, t_cutoff)) != PRG_OK) return r;
-    c = prg_unet_config_get(net);
+static prg_result prg__check_ode_net(const prg_unet *net, const char *who) {
+    const prg_unet_config *c = prg_unet_config_get(net);
     if (c->in_channels != c->out_channels)
-        return prg__fail(PRG_ERR_CONFIG, "prg_encode: the ODE needs out_channels (%d) == in_channels (%d)",
+        return prg__fail(PRG_ERR_CONFIG, "%s: the ODE needs out_channels (%d) == in_channels (%d)", who,
                          c->out_channels, c->in_channels);
-    return prg__check_finite(x, (size_t)batch * prg__unet_image_floats(net), "prg_encode input x");
+    return PRG_OK;
 }
 
-prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch,
-                                 const float *x, float *states) {
-    prg_result r = prg__encode_check(net, t_span, t_cutoff, batch, x);
+static prg_result prg__encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z,
+                              float *states) {
+    prg_result r;
     size_t n;
-    float *v, *tvec;
-    if (r != PRG_OK) return r;
+    if (!net || !x || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_encode: need a net, x and batch >= 1");
+    if ((r = prg__check_ode_net(net, "prg_encode")) != PRG_OK) return r;
     n = (size_t)batch * prg__unet_image_floats(net);
-    v = (float *)prg_alloc((n + (size_t)batch) * sizeof(float));
-    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_encode: no memory for %zu floats", n);
-    tvec = v + n;
-    if (states != x) memmove(states, x, n * sizeof(float));
-    r = prg__encode_run(net, t_span, batch, prg_encode_steps(t_span, t_cutoff), states, n, v, tvec);
-    prg_free(v);
-    return r;
+    if ((r = prg__check_finite(x, n, "prg_encode input x")) != PRG_OK) return r;
+    r = prg_ode_reverse_euler(prg_unet_velocity, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x,
+                              z, states);
+    if (r != PRG_OK) return r;
+    return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
 }
 
 prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z) {
-    prg_result r = prg__encode_check(net, t_span, t_cutoff, batch, x);
-    size_t n, i;
-    float *v, *tvec, h;
-    int k, b, steps;
-    if (r != PRG_OK) return r;
-    n = (size_t)batch * prg__unet_image_floats(net);
-    v = (float *)prg_alloc((n + (size_t)batch) * sizeof(float));
-    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_encode: no memory for %zu floats", n);
-    tvec = v + n;
-    if (z != x) memmove(z, x, n * sizeof(float));
-    steps = prg_encode_steps(t_span, t_cutoff);
-    h = prg__ode_h(t_span);
-    /* In place: the forward reads z and writes v, then z -= h v. */
-    for (k = 0; k < steps && r == PRG_OK; k++) {
-        for (b = 0; b < batch; b++) tvec[b] = prg__ode_tau(t_span, k);
-        r = prg_unet_forward(net, batch, z, tvec, v);
-        if (r == PRG_OK)
-            for (i = 0; i < n; i++) z[i] -= h * v[i];
-    }
-    prg_free(v);
-    if (r != PRG_OK) return r;
-    return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
+    return prg__encode(net, t_span, t_cutoff, batch, x, z, NULL);
+}
+
+prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x,
+                                 float *states) {
+    int m = prg_ode_reverse_euler_steps(t_span, t_cutoff);
+    if (m < 0 || !net) return prg__encode(net, t_span, t_cutoff, batch, x, NULL, NULL); /* reports the error */
+    return prg__encode(net, t_span, t_cutoff, batch, x,
+                       states + (size_t)m * batch * prg__unet_image_floats(net), states);
 }
 
 #define PRG__HEAD_NT 5
 struct prg_classifier {
     prg_unet *net;
-    int classes, t_span, t_cutoff, steps, grad_mode;
+    int classes, t_span, t_cutoff, steps, grad_mode, path;
     int c, hw, pool, d;       /* image channels, H (= W), pooled side, D = c*pool*pool */
     size_t img;               /* floats per image */
     float *head, *hgrad;      /* head parameters / gradients, PRG__HEAD_NT tensors */
@@ -4541,11 +4502,24 @@ struct prg_classifier {
     int cap, cap_steps;
     float *act;
     float *states;            /* [steps+1][cap][img] */
-    float *v, *dv, *adj;      /* [cap][img] each */
+    float *adj;               /* [cap][img]: dL/dz */
     float *feat, *ln, *h1, *h2, *g1, *g2; /* [cap][d] each */
-    float *lnmean, *lnrstd, *tvec;         /* [cap] each */
+    float *lnmean, *lnrstd;   /* [cap] each */
     int fwd_batch;            /* batch of the last forward, 0 = none */
 };
+
+/* Euler steps of the classifier's encoder for its path, or -1 (with the
+   error recorded) when the grid does not fit the path. */
+static int prg__classifier_steps(int path, int t_span, int t_cutoff) {
+    int m = path == PRG_PATH_GVP ? prg_ode_gvp_euler_steps(t_span, t_cutoff)
+                                 : prg_ode_reverse_euler_steps(t_span, t_cutoff);
+    if (m < 0)
+        prg__fail(PRG_ERR_ARG, "ODE grid t_span=%d t_cutoff=%d does not fit the %s encoder: %s", t_span, t_cutoff,
+                  path == PRG_PATH_GVP ? "GVP" : "ICFM", path == PRG_PATH_GVP
+                  ? "need t_span >= 2 and t_cutoff 0 or in [2, t_span]"
+                  : "need t_span >= 2 and 0 <= t_cutoff < t_span - 1 (at least one Euler step)");
+    return m;
+}
 
 static const char *const prg__head_names[PRG__HEAD_NT] = {
     "head.norm.weight", "head.norm.bias", "head.fc1.weight", "head.fc1.bias", "head.fc2.weight"};
@@ -4571,11 +4545,9 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     *out = NULL;
     if (!net) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: net is NULL");
     if (num_classes < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: num_classes=%d < 1", num_classes);
-    if ((r = prg__check_grid(t_span, t_cutoff)) != PRG_OK) return r;
+    if (prg__classifier_steps(PRG_PATH_ICFM, t_span, t_cutoff) < 0) return PRG_ERR_ARG;
+    if ((r = prg__check_ode_net(net, "prg_classifier_create")) != PRG_OK) return r;
     c = prg_unet_config_get(net);
-    if (c->in_channels != c->out_channels)
-        return prg__fail(PRG_ERR_CONFIG, "prg_classifier_create: the ODE needs out_channels (%d) == in_channels (%d)",
-                         c->out_channels, c->in_channels);
     clf = (prg_classifier *)PRG_MALLOC(sizeof *clf);
     if (!clf) return prg__fail(PRG_ERR_NOMEM, "prg_classifier_create: out of memory");
     memset(clf, 0, sizeof *clf);
@@ -4583,7 +4555,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     clf->classes = num_classes;
     clf->t_span = t_span;
     clf->t_cutoff = t_cutoff;
-    clf->steps = prg_encode_steps(t_span, t_cutoff);
+    clf->steps = prg__classifier_steps(PRG_PATH_ICFM, t_span, t_cutoff);
     clf->c = c->in_channels;
     clf->hw = c->image_size;
     /* The reference pools to 16 x 16; smaller images keep their size. */
@@ -4673,11 +4645,22 @@ prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode) {
 }
 
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff) {
-    prg_result r = prg__check_grid(t_span, t_cutoff);
-    if (r != PRG_OK) return r;
+    int m = prg__classifier_steps(clf->path, t_span, t_cutoff);
+    if (m < 0) return PRG_ERR_ARG;
     clf->t_span = t_span;
     clf->t_cutoff = t_cutoff;
-    clf->steps = prg_encode_steps(t_span, t_cutoff);
+    clf->steps = m;
+    clf->fwd_batch = 0;
+    return PRG_OK;
+}
+
+prg_result prg_classifier_set_path(prg_classifier *clf, int path) {
+    int m;
+    if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
+        return prg__fail(PRG_ERR_ARG, "prg_classifier_set_path: unknown path %d", path);
+    if ((m = prg__classifier_steps(path, clf->t_span, clf->t_cutoff)) < 0) return PRG_ERR_ARG;
+    clf->path = path;
+    clf->steps = m;
     clf->fwd_batch = 0;
     return PRG_OK;
 }
@@ -4690,7 +4673,7 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     if (batch < clf->cap) batch = clf->cap;
     img = clf->img * (size_t)batch;
     d = (size_t)clf->d * (size_t)batch;
-    total = img * (size_t)(clf->steps + 1) + 3 * img + 6 * d + 3 * (size_t)batch + 64;
+    total = img * (size_t)(clf->steps + 2) + 6 * d + 2 * (size_t)batch + 64;
     p = (float *)prg_alloc(total * sizeof(float));
     if (!p) return prg__fail(PRG_ERR_NOMEM, "classifier: no memory for %zu floats of activations (batch %d, %d steps)",
                              total, batch, clf->steps);
@@ -4699,8 +4682,6 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     clf->cap = batch;
     clf->cap_steps = clf->steps;
     clf->states = p; p += img * (size_t)(clf->steps + 1);
-    clf->v = p; p += img;
-    clf->dv = p; p += img;
     clf->adj = p; p += img;
     clf->feat = p; p += d;
     clf->ln = p; p += d;
@@ -4709,8 +4690,7 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     clf->g1 = p; p += d;
     clf->g2 = p; p += d;
     clf->lnmean = p; p += batch;
-    clf->lnrstd = p; p += batch;
-    clf->tvec = p;
+    clf->lnrstd = p;
     return PRG_OK;
 }
 
@@ -4724,9 +4704,12 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     n = clf->img * (size_t)batch;
     if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
     if ((r = prg__classifier_reserve(clf, batch)) != PRG_OK) return r;
-    memcpy(clf->states, x, n * sizeof(float));
-    r = prg__encode_run(clf->net, clf->t_span, batch, clf->steps, clf->states, n, clf->v, clf->tvec);
+    r = (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
+        prg_unet_velocity, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img, x,
+        clf->states + (size_t)clf->steps * n, clf->states);
     if (r != PRG_OK) return r;
+    if ((r = prg__check_finite(clf->states + (size_t)clf->steps * n, n, "encoder output (non-finite U-Net velocity)")) != PRG_OK)
+        return r;
     prg_avgpool_forward(clf->feat, clf->states + (size_t)clf->steps * n, batch * clf->c, clf->hw, clf->hw, f);
     prg_layernorm_forward(clf->ln, clf->lnmean, clf->lnrstd, clf->feat, w + clf->hoff[0], w + clf->hoff[1],
                           batch, clf->d, 1e-5f);
@@ -4738,14 +4721,15 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
 }
 
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
-    int batch = clf->fwd_batch, f = clf->hw / clf->pool, k, b, first, last;
-    size_t n, dn, i;
+    int batch = clf->fwd_batch, f = clf->hw / clf->pool;
+    size_t n, dn;
     const float *w = clf->head;
-    float *g = clf->hgrad, h = prg__ode_h(clf->t_span);
+    float *g = clf->hgrad;
     prg_result r;
     if (!batch) return prg__fail(PRG_ERR_STATE, "prg_classifier_backward: call prg_classifier_forward first");
     if (!dlogits) return prg__fail(PRG_ERR_ARG, "prg_classifier_backward: dlogits is NULL");
     if ((r = prg__check_finite(dlogits, (size_t)batch * clf->classes, "dlogits")) != PRG_OK) return r;
+    clf->fwd_batch = 0; /* the U-Net's saved activations will no longer match */
     n = clf->img * (size_t)batch;
     dn = (size_t)clf->d * (size_t)batch;
     /* the head, back to a_M = dL/dz */
@@ -4767,28 +4751,12 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
                            clf->lnrstd, w + clf->hoff[0], batch, clf->d);
     memset(clf->adj, 0, n * sizeof(float));
     prg_avgpool_backward(clf->adj, clf->g1, batch * clf->c, clf->hw, clf->hw, f);
-    /* Through the Euler steps x_{k+1} = x_k - h v(tau_k, x_k): with dv =
-       -h a_{k+1}, the U-Net backward adds -h (dv/dtheta)^T a_{k+1} to the
-       parameter gradients and gives dx = -h J^T a_{k+1}; a_k = a_{k+1} + dx.
-       Exact: the Jacobians at the left end (tau_k, x_k), k = M-1 .. 0.  The
-       U-Net still holds the forward's last step (k = M-1), so that one is not
-       recomputed.  Adjoint: at the right end (tau_{k+1}, x_{k+1}). */
-    first = clf->grad_mode == PRG_GRAD_EXACT ? clf->steps - 1 : clf->steps;
-    last = clf->grad_mode == PRG_GRAD_EXACT ? 0 : 1;
-    for (k = first; k >= last; k--) {
-        const float *xk = clf->states + (size_t)k * n;
-        if (!(clf->grad_mode == PRG_GRAD_EXACT && k == clf->steps - 1)) {
-            for (b = 0; b < batch; b++) clf->tvec[b] = prg__ode_tau(clf->t_span, k);
-            if ((r = prg_unet_forward(clf->net, batch, xk, clf->tvec, clf->v)) != PRG_OK) return r;
-        }
-        for (i = 0; i < n; i++) clf->dv[i] = -h * clf->adj[i];
-        r = prg_unet_backward(clf->net, clf->dv, k > last ? clf->v : NULL);
-        if (r != PRG_OK) return r;
-        if (k > last)
-            for (i = 0; i < n; i++) clf->adj[i] += clf->v[i];
-    }
-    clf->fwd_batch = 0; /* the U-Net's saved activations no longer match */
-    return PRG_OK;
+    /* Through the Euler steps from the stored states (each step's U-Net
+       forward recomputed): exact left-end backprop, or the reference's
+       right-end adjoint. */
+    return (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler_backward : prg_ode_reverse_euler_backward)(
+        prg_unet_velocity, prg_unet_velocity_vjp, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img,
+        clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT);
 }
 
 /* >>optim =============================================================== */
@@ -7053,7 +7021,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[16];
+    const char *meta[20];
     int n, i, nt = 0, nmeta = 0, nopt;
     size_t name_bytes = 0, pos = 0;
     prg_result r;
@@ -7101,6 +7069,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         meta[nmeta++] = "prg.num_classes"; meta[nmeta++] = classes;
         meta[nmeta++] = "prg.t_span"; meta[nmeta++] = span;
         meta[nmeta++] = "prg.t_cutoff"; meta[nmeta++] = cut;
+        meta[nmeta++] = "prg.path"; meta[nmeta++] = clf->path == PRG_PATH_GVP ? "gvp" : "icfm";
     }
     if (opt) {
         snprintf(osteps, sizeof osteps, "%lld", (long long)prg_adam_step_count(opt));
@@ -7272,8 +7241,19 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
         r = prg__fail(PRG_ERR_FORMAT, "%s: bad prg.num_classes / prg.t_span / prg.t_cutoff metadata", path);
         goto done;
     }
-    if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, (int)cut, 0)) != PRG_OK) goto done;
-    net = NULL; /* owned by clf */
+    {
+        const char *path_name = prg_st_metadata(st, "prg.path");
+        int gvp = path_name && !strcmp(path_name, "gvp");
+        if (path_name && !gvp && strcmp(path_name, "icfm") != 0) {
+            r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.path is '%s' (icfm or gvp)", path, path_name);
+            goto done;
+        }
+        /* a GVP grid may be invalid for ICFM: create on a valid grid, then set both */
+        if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
+        net = NULL; /* owned by clf */
+        if (gvp) clf->path = PRG_PATH_GVP;
+        if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
+    }
     e = prg__ckpt_entries(clf->net, clf, &n);
     if (!e) {
         r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);

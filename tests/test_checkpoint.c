@@ -221,6 +221,17 @@ static void test_classifier_files(void) {
         CHECK(memcmp(l1, l2, sizeof l1) == 0, "logits differ after round trip (grid not restored?)");
         prg_classifier_free(back);
     }
+    /* the GVP path and its grid survive the round trip */
+    CHECK(prg_classifier_set_path(clf, PRG_PATH_GVP) == PRG_OK && prg_classifier_set_grid(clf, 6, 6) == PRG_OK,
+          "gvp grid: %s", prg_last_error());
+    prg_classifier_save(clf, tmp_path("gvp.safetensors"));
+    CHECK(prg_classifier_load(&back, tmp_path("gvp.safetensors"), NULL) == PRG_OK, "load gvp: %s", prg_last_error());
+    if (back) {
+        prg_classifier_forward(clf, 2, x, l1);
+        prg_classifier_forward(back, 2, x, l2);
+        CHECK(memcmp(l1, l2, sizeof l1) == 0, "GVP classifier logits differ after round trip");
+        prg_classifier_free(back);
+    }
     /* a U-Net checkpoint is not a classifier; a classifier file loads as a U-Net */
     {
         prg_unet *u = NULL;

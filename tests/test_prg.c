@@ -144,7 +144,7 @@ static void test_against_pytorch(void) {
     float logits[PRG_REF_BATCH * PRG_REF_CLASSES], dlogits[PRG_REF_BATCH * PRG_REF_CLASSES];
     double e;
     float loss;
-    int m = prg_encode_steps(PRG_REF_T_SPAN, PRG_REF_T_CUTOFF);
+    int m = prg_ode_reverse_euler_steps(PRG_REF_T_SPAN, PRG_REF_T_CUTOFF);
     CHECK(clf != NULL, "classifier: %s", prg_last_error());
     if (!clf) return;
     net = prg_classifier_unet(clf);
@@ -232,7 +232,9 @@ static double loss_of(prg_classifier *clf, const float *x, const int *labels, in
     return prg_cross_entropy_forward_backward(dlogits, logits, labels, batch, 5, 0.1f);
 }
 
-static void test_finite_difference(void) {
+/* A random-direction finite-difference check of the whole classifier
+   (U-Net through the Euler steps, and the head), on either encoder path. */
+static void test_finite_difference(int path) {
     prg_classifier *clf = make_small(4, 0);
     prg_unet *net;
     static const int labels[3] = {1, 4, 0};
@@ -243,6 +245,7 @@ static void test_finite_difference(void) {
     prg_rng r;
     CHECK(clf != NULL, "small classifier: %s", prg_last_error());
     if (!clf) return;
+    CHECK(prg_classifier_set_path(clf, path) == PRG_OK, "set path %d: %s", path, prg_last_error());
     net = prg_classifier_unet(clf);
     fill_formula(x, 3 * 64, 77);
     nu = prg_unet_num_params(net);
@@ -272,7 +275,7 @@ static void test_finite_difference(void) {
     for (i = 0; i < nh; i++) ph[i] = save_h[i] - (float)eps * dir_h[i];
     lm = loss_of(clf, x, labels, 3, dlogits);
     fd = (lp - lm) / (2 * eps);
-    printf("  finite difference: directional derivative %.6g, backward %.6g\n", fd, dot);
+    printf("  finite difference (%s): directional derivative %.6g, backward %.6g\n", path ? "gvp" : "icfm", fd, dot);
     /* O(eps^2) truncation (1.4e-2 at eps 3e-3, 1.5e-3 at 1e-3: quadratic) and float rounding */
     CHECK(fabs(fd - dot) <= 5e-3 * fabs(dot) + 1e-5, "directional derivative %.6g vs backward %.6g", fd, dot);
     memcpy(pu, save_u, nu * sizeof(float));
@@ -308,7 +311,7 @@ static void test_threads_and_errors(void) {
     free(g1); free(h1);
 
     /* misuse is refused with a message */
-    CHECK(prg_encode_steps(1, 0) < 0 && prg_encode_steps(5, 4) < 0 && prg_encode_steps(5, 3) == 1, "encode_steps");
+    CHECK(prg_ode_reverse_euler_steps(1, 0) < 0 && prg_ode_reverse_euler_steps(5, 4) < 0 && prg_ode_reverse_euler_steps(5, 3) == 1, "encode_steps");
     CHECK(prg_classifier_set_grid(clf, 4, 3) == PRG_ERR_ARG && strstr(prg_last_error(), "t_cutoff"), "bad grid: %s", prg_last_error());
     CHECK(prg_encode(net, 0, 0, 4, x, x) == PRG_ERR_ARG, "t_span 0 accepted");
     x[5] = NAN;
@@ -334,7 +337,8 @@ static void test_threads_and_errors(void) {
 int main(void) {
     prg_set_num_threads(2);
     test_against_pytorch();
-    test_finite_difference();
+    test_finite_difference(PRG_PATH_ICFM);
+    test_finite_difference(PRG_PATH_GVP);
     test_threads_and_errors();
     return prg_test_finish("test_prg");
 }
