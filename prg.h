@@ -1243,9 +1243,10 @@ static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int 
 size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     if (c.direct) return 0;
-    /* the column matrix (reused for its gradient) + the output/gradient
-       block in [Co][nb*HoWo] order when a chunk holds several samples */
-    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0);
+    /* the column matrix (reused for its gradient), the output/gradient
+       block in [Co][nb*HoWo] order when a chunk holds several samples, and
+       dW transposed [Ci*k*k][Co] */
+    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0) + c.kk * c.co;
 }
 
 typedef struct prg__conv_job {
@@ -1352,6 +1353,15 @@ static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
                    j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
 }
 
+/* dwt[co][r] += dwt_t[r][co], per co */
+static void prg__conv_dw_add_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, r;
+    for (co = lo; co < hi; co++)
+        for (r = 0; r < c->kk; r++) j->dx[co * c->kk + r] += j->tmp[r * c->co + co];
+}
+
 /* dbias[co] += sum over the batch and pixels, batch-major, per co */
 static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
     const prg__conv_job *j = (const prg__conv_job *)ctx;
@@ -1410,6 +1420,7 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
                          int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
+    float *dwt_t;
     int b0;
     memset(&j, 0, sizeof j);
     j.c = &c;
@@ -1434,6 +1445,10 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
     }
     PRG_ASSERT(ws != NULL);
     j.col = ws;
+    /* dW is summed over the chunks transposed, dwt_t = col dy^T: a GEMM
+       whose transposed operand is the small dy rather than the column
+       matrix, which the GEMM packs faster */
+    dwt_t = ws + c.kk * c.ncols + (c.nb > 1 ? (size_t)cout * c.ncols : 0);
     for (b0 = 0; b0 < batch; b0 += c.nb) {
         int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
         int ncols = (int)((size_t)nb * c.hw_out);
@@ -1447,14 +1462,19 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         }
         if (dwt) {
             prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
-            prg_sgemm(0, 1, cout, (int)c.kk, ncols, 1.0f, g, ncols, ws, ncols, 1.0f, dwt,
-                      (int)c.kk);
+            prg_sgemm(0, 1, (int)c.kk, cout, ncols, 1.0f, ws, ncols, g, ncols, b0 ? 1.0f : 0.0f,
+                      dwt_t, cout);
         }
         if (dx) {
             prg_sgemm(1, 0, (int)c.kk, ncols, cout, 1.0f, wt, (int)c.kk, g, ncols, 0.0f, ws, ncols);
             prg__parallel_for((size_t)nb * cin, (double)c.k * c.k * c.hw_out, prg__col2im_range,
                               &j);
         }
+    }
+    if (dwt) {
+        j.dx = dwt;
+        j.tmp = dwt_t;
+        prg__parallel_for((size_t)cout, (double)c.kk, prg__conv_dw_add_range, &j);
     }
 }
 
@@ -2138,10 +2158,12 @@ static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b
 
 void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
 void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
+    if (!dx) return;
     prg__ew(prg__silu_bwd_range, dx, dy, x, n);
 }
 void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
 void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
+    if (!dx) return;
     prg__ew(prg__tanh_bwd_range, dx, dy, y, n);
 }
 
@@ -2151,6 +2173,7 @@ void prg_silu_forward_ref(float *y, const float *x, size_t n) {
 }
 void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n) {
     size_t i;
+    if (!dx) return;
     for (i = 0; i < n; i++) {
         double s = 1.0 / (1.0 + exp(-(double)x[i]));
         dx[i] += (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
@@ -2162,6 +2185,7 @@ void prg_tanh_forward_ref(float *y, const float *x, size_t n) {
 }
 void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n) {
     size_t i;
+    if (!dx) return;
     for (i = 0; i < n; i++) dx[i] += (float)(dy[i] * (1.0 - (double)y[i] * y[i]));
 }
 
@@ -2525,6 +2549,7 @@ void prg_upsample2x_forward(float *y, const float *x, int n, int h, int w) {
     prg__plane_run(prg__up_fwd_range, y, x, n, h, w, 2);
 }
 void prg_upsample2x_backward(float *dx, const float *dy, int n, int h, int w) {
+    if (!dx) return;
     prg__plane_run(prg__up_bwd_range, dx, dy, n, h, w, 2);
 }
 void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
@@ -2532,6 +2557,7 @@ void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
     prg__plane_run(prg__pool_fwd_range, y, x, n, h, w, f);
 }
 void prg_avgpool_backward(float *dx, const float *dy, int n, int h, int w, int f) {
+    if (!dx) return;
     PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
     prg__plane_run(prg__pool_bwd_range, dx, dy, n, h, w, f);
 }
@@ -2545,6 +2571,7 @@ void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w) {
 }
 void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w) {
     int p, i, k;
+    if (!dx) return;
     for (p = 0; p < n; p++)
         for (i = 0; i < h; i++)
             for (k = 0; k < w; k++) {
@@ -2566,6 +2593,7 @@ void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int 
 }
 void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f) {
     int p, i, k;
+    if (!dx) return;
     for (p = 0; p < n; p++)
         for (i = 0; i < h; i++)
             for (k = 0; k < w; k++)
