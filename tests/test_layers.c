@@ -568,9 +568,12 @@ static void test_threads(void) {
 
 /* ---- (c) PyTorch reference values ---------------------------------------------
    The fixture holds inputs, outputs and gradients computed by torch 1.13
-   (float32).  Both sides round differently (summation order, expf), so the
-   comparison is normwise: max|c - torch| <= TOL_TORCH max|torch|. */
-#define TOL_TORCH 2e-5
+   (float32).  Both sides round differently (summation order, exp), so the
+   comparison is normwise: max|c - torch| <= TOL_TORCH max|torch|.  The
+   cases are small (no sum has more than 60 terms of mixed sign, each side
+   errs by a few eps normwise), so 16 eps = 1.9e-6 bounds it; the largest
+   error seen is 3.1e-7. */
+#define TOL_TORCH (16 * FLT_EPSILON)
 
 static void cmp_torch(const char *what, const float *got, const float *want, size_t n) {
     double e = rel_err(got, want, n);
