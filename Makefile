@@ -73,3 +73,13 @@ bench: bench-optim-flow
 all: $(BUILD)/bench_data
 $(BUILD)/bench_data: tools/bench_data.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+# --- layers ---
+$(BUILD)/bench_layers: tools/bench_layers.c prg.h | $(BUILD)
+	$(CC) $(OPT) -std=c99 -D_POSIX_C_SOURCE=199309L -Wall -Wextra -I. -o $@ $< $(LDLIBS)
+all: $(BUILD)/bench_layers
+bench: $(BUILD)/bench_layers
+.PHONY: bench-layers
+bench-layers: $(BUILD)/bench_layers
+	$(BUILD)/bench_layers 1
+	$(BUILD)/bench_layers
