@@ -181,6 +181,19 @@ int main(void) {
             CHECK(prg_adam_step_count(a) == step, "a failed step advanced the step count");
             CHECK(!isfinite(gn), "reported norm should be non-finite, got %g", gn);
         }
+        {   /* a NaN in the second block of two: the first block is not touched either */
+            size_t sz[2];
+            float *pp[2];
+            const float *gg[2];
+            sz[0] = 1000; sz[1] = n - 1000;
+            pp[0] = p1; pp[1] = p1 + 1000;
+            gg[0] = g; gg[1] = g + 1000;
+            fill(g, n, &r, 0.1f);
+            g[5000] = NAN;
+            memcpy(save_p, p1, n * 4);
+            CHECK(prg_adam_step_blocks(a, 2, pp, gg, sz, 1e-3, NULL) == PRG_ERR_NUMERIC &&
+                  memcmp(save_p, p1, n * 4) == 0, "NaN in block 2 of 2 was not rejected cleanly");
+        }
         {   /* argument errors */
             size_t wrong = n - 1;
             float *pp = p1;
