@@ -1208,6 +1208,23 @@ uint32_t prg_crc32(uint32_t crc, const void *data, size_t n) {
     const uint8_t *p = (const uint8_t *)data;
     size_t i;
     crc = ~crc;
+    if (n >= 4096) { /* slicing-by-8 with tables built here (no shared state): ~10x faster */
+        uint32_t s[8][256], a, b;
+        int j, k;
+        for (j = 0; j < 256; j++) {
+            uint32_t c = (uint32_t)j;
+            c = (c >> 4) ^ t[c & 15];
+            s[0][j] = (c >> 4) ^ t[c & 15];
+        }
+        for (k = 1; k < 8; k++)
+            for (j = 0; j < 256; j++) s[k][j] = (s[k - 1][j] >> 8) ^ s[0][s[k - 1][j] & 255];
+        for (; n >= 8; n -= 8, p += 8) {
+            a = crc ^ prg__rd32le(p);
+            b = prg__rd32le(p + 4);
+            crc = s[7][a & 255] ^ s[6][(a >> 8) & 255] ^ s[5][(a >> 16) & 255] ^ s[4][a >> 24] ^ s[3][b & 255] ^
+                  s[2][(b >> 8) & 255] ^ s[1][(b >> 16) & 255] ^ s[0][b >> 24];
+        }
+    }
     for (i = 0; i < n; i++) {
         crc ^= p[i];
         crc = (crc >> 4) ^ t[crc & 15];
@@ -1423,6 +1440,15 @@ typedef struct prg__bits { const uint8_t *p; size_t n, pos; uint64_t buf; int cn
 
 /* Past the end the reader feeds zeros; prg__bits_over() tells when those were used. */
 static void prg__bits_fill(prg__bits *b) {
+    if (b->cnt > 56) return;
+    if (b->pos <= b->n && b->n - b->pos >= 8) {
+        /* whole word: the bits above cnt may hold the next input bytes, which
+           a later refill ORs in again at the same place (libdeflate's trick) */
+        b->buf |= prg__rd64le(b->p + b->pos) << b->cnt;
+        b->pos += (size_t)((63 - b->cnt) >> 3);
+        b->cnt |= 56;
+        return;
+    }
     while (b->cnt <= 56) {
         uint64_t v = b->pos < b->n ? b->p[b->pos] : 0;
         b->pos++;
