@@ -168,7 +168,22 @@ prg_result prg_gemm_set_kernel(const char *name);
    the output object is left zeroed and nothing is leaked.  Writers write
    "<path>.tmp" in the same directory and rename() it over <path>, so an
    existing file is replaced only by a complete new one.  Numbers on disk are
-   little-endian whatever the host (IDX: big-endian, as specified). */
+   little-endian whatever the host (IDX: big-endian, as specified).
+
+       prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
+       if (prg_dataset_load(&ds, "mnist/train-images-idx3-ubyte.gz") != PRG_OK)
+           fprintf(stderr, "%s\n", prg_last_error());
+       // ds.images [ds.n][ds.c][ds.h][ds.w] uint8, ds.labels [ds.n]
+       prg_dataset_free(&ds);
+
+       prg_st *st;                        // a checkpoint, one tensor at a time
+       if (prg_safetensors_open(&st, "model.safetensors") == PRG_OK) {
+           prg_st_info in;
+           if (prg_st_find(st, "out.2.weight", &in) == PRG_OK)
+               prg_st_read_f32(st, in.name, w, in.count, PRG_ST_FINITE);
+           prg_st_close(st);
+       }
+*/
 
 /* Element types (safetensors names; numpy '<f4' = PRG_DT_F32 and so on). */
 typedef enum prg_dtype {
@@ -268,11 +283,14 @@ prg_result prg_npz_save(const char *path, const char *const *names, const prg_ar
 /* ---- image datasets -------------------------------------------------- */
 /* An in-memory uint8 image dataset.  images and labels come from
    prg_alloc; prg_dataset_free releases them and zeroes the struct. */
+#ifndef PRG_DATASET_DEFINED /* the data section keeps a guarded copy too */
+#define PRG_DATASET_DEFINED
 typedef struct prg_dataset {
     int n, c, h, w, num_classes;
     uint8_t *images;   /* [n][c][h][w] */
     int32_t *labels;   /* [n], each in [0, num_classes) */
 } prg_dataset;
+#endif
 void       prg_dataset_free(prg_dataset *ds);
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
 /* MNIST / Fashion-MNIST IDX files (raw or .gz): images u8 [N][rows][cols]
@@ -3112,7 +3130,8 @@ prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const 
     if (!r) r = prg_file_read(labels_path, &lab, &llen);
     if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
     if (!r && ldim[0] != idim[0])
-        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels but %s has %u images", labels_path, ldim[0], images_path, idim[0]);
+        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
+                      ldim[0], images_path, idim[0]);
     if (!r) {
         ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * idim[0] + 1);
         if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", labels_path);
