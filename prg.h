@@ -666,7 +666,22 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
    the output object is left zeroed and nothing is leaked.  Writers write
    "<path>.tmp" in the same directory and rename() it over <path>, so an
    existing file is replaced only by a complete new one.  Numbers on disk are
-   little-endian whatever the host (IDX: big-endian, as specified). */
+   little-endian whatever the host (IDX: big-endian, as specified).
+
+       prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
+       if (prg_dataset_load(&ds, "mnist/train-images-idx3-ubyte.gz") != PRG_OK)
+           fprintf(stderr, "%s\n", prg_last_error());
+       // ds.images [ds.n][ds.c][ds.h][ds.w] uint8, ds.labels [ds.n]
+       prg_dataset_free(&ds);
+
+       prg_st *st;                        // a checkpoint, one tensor at a time
+       if (prg_safetensors_open(&st, "model.safetensors") == PRG_OK) {
+           prg_st_info in;
+           if (prg_st_find(st, "out.2.weight", &in) == PRG_OK)
+               prg_st_read_f32(st, in.name, w, in.count, PRG_ST_FINITE);
+           prg_st_close(st);
+       }
+*/
 
 /* Element types (safetensors names; numpy '<f4' = PRG_DT_F32 and so on). */
 typedef enum prg_dtype {
@@ -801,11 +816,14 @@ prg_result prg_npz_save(const char *path, const char *const *names, const prg_ar
 /* ---- image datasets -------------------------------------------------- */
 /* An in-memory uint8 image dataset.  images and labels come from
    prg_alloc; prg_dataset_free releases them and zeroes the struct. */
+#ifndef PRG_DATASET_DEFINED /* the data section keeps a guarded copy too */
+#define PRG_DATASET_DEFINED
 typedef struct prg_dataset {
     int n, c, h, w, num_classes;
     uint8_t *images;   /* [n][c][h][w] */
     int32_t *labels;   /* [n], each in [0, num_classes) */
 } prg_dataset;
+#endif
 void       prg_dataset_free(prg_dataset *ds);
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
 /* MNIST / Fashion-MNIST IDX files (raw or .gz): images u8 [N][rows][cols]
@@ -5373,6 +5391,23 @@ uint32_t prg_crc32(uint32_t crc, const void *data, size_t n) {
     const uint8_t *p = (const uint8_t *)data;
     size_t i;
     crc = ~crc;
+    if (n >= 4096) { /* slicing-by-8 with tables built here (no shared state): ~10x faster */
+        uint32_t s[8][256], a, b;
+        int j, k;
+        for (j = 0; j < 256; j++) {
+            uint32_t c = (uint32_t)j;
+            c = (c >> 4) ^ t[c & 15];
+            s[0][j] = (c >> 4) ^ t[c & 15];
+        }
+        for (k = 1; k < 8; k++)
+            for (j = 0; j < 256; j++) s[k][j] = (s[k - 1][j] >> 8) ^ s[0][s[k - 1][j] & 255];
+        for (; n >= 8; n -= 8, p += 8) {
+            a = crc ^ prg__rd32le(p);
+            b = prg__rd32le(p + 4);
+            crc = s[7][a & 255] ^ s[6][(a >> 8) & 255] ^ s[5][(a >> 16) & 255] ^ s[4][a >> 24] ^ s[3][b & 255] ^
+                  s[2][(b >> 8) & 255] ^ s[1][(b >> 16) & 255] ^ s[0][b >> 24];
+        }
+    }
     for (i = 0; i < n; i++) {
         crc ^= p[i];
         crc = (crc >> 4) ^ t[crc & 15];
@@ -5588,6 +5623,15 @@ typedef struct prg__bits { const uint8_t *p; size_t n, pos; uint64_t buf; int cn
 
 /* Past the end the reader feeds zeros; prg__bits_over() tells when those were used. */
 static void prg__bits_fill(prg__bits *b) {
+    if (b->cnt > 56) return;
+    if (b->pos <= b->n && b->n - b->pos >= 8) {
+        /* whole word: the bits above cnt may hold the next input bytes, which
+           a later refill ORs in again at the same place (libdeflate's trick) */
+        b->buf |= prg__rd64le(b->p + b->pos) << b->cnt;
+        b->pos += (size_t)((63 - b->cnt) >> 3);
+        b->cnt |= 56;
+        return;
+    }
     while (b->cnt <= 56) {
         uint64_t v = b->pos < b->n ? b->p[b->pos] : 0;
         b->pos++;
@@ -7722,7 +7766,8 @@ prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const 
     if (!r) r = prg_file_read(labels_path, &lab, &llen);
     if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
     if (!r && ldim[0] != idim[0])
-        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels but %s has %u images", labels_path, ldim[0], images_path, idim[0]);
+        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
+                      ldim[0], images_path, idim[0]);
     if (!r) {
         ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * idim[0] + 1);
         if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", labels_path);

@@ -987,6 +987,133 @@ static void test_image_grid(void) {
     remove(tmp_path("grid.pgm"));
 }
 
+/* ---- random damage ---- */
+
+/* Thousands of randomly damaged files of every format: each load must end
+   in PRG_OK or a file error with the output empty, never a crash (run
+   under `make asan` this also proves no out-of-bounds access). */
+static int load_any(int kind, const char *p) {
+    prg_dataset ds;
+    prg_array a;
+    prg_st *st = NULL;
+    uint8_t *d = NULL;
+    size_t n;
+    int w, h, c, r = 0;
+    float buf[64];
+    switch (kind) {
+    case 0:
+        r = prg_safetensors_open(&st, p);
+        if (r == PRG_OK) {
+            int i;
+            for (i = 0; i < prg_st_count(st); i++) {
+                const prg_st_info *in = prg_st_info_at(st, i);
+                if (in->count <= 64) {
+                    int r2 = prg_st_read_f32(st, in->name, buf, in->count, PRG_ST_FINITE);
+                    if (r2 != PRG_OK && r2 != PRG_ERR_NUMERIC) r = r2;
+                }
+            }
+            prg_st_close(st);
+        } else if (st) r = 99;
+        return r;
+    case 1:
+    case 2:
+        r = prg_dataset_load_npz(&ds, p);
+        if (r != PRG_OK && (ds.images || ds.labels)) return 99;
+        prg_dataset_free(&ds);
+        return r;
+    case 3:
+        r = prg_file_read(p, &d, &n);
+        if (r != PRG_OK && d) return 99;
+        prg_free(d);
+        return r;
+    case 4:
+        r = prg_npy_load(&a, p);
+        if (r != PRG_OK && a.data) return 99;
+        prg_array_free(&a);
+        return r;
+    case 5:
+        r = prg_dataset_load(&ds, p);
+        if (r != PRG_OK && (ds.images || ds.labels)) return 99;
+        prg_dataset_free(&ds);
+        return r;
+    default:
+        r = prg_pnm_read(p, &d, &w, &h, &c);
+        if (r != PRG_OK && d) return 99;
+        prg_free(d);
+        return r;
+    }
+}
+
+static void test_random_damage(void) {
+    const char *src[7];
+    char dst[7][600];
+    prg_rng rng;
+    int kind, it, bad = 0, ok = 0, refused = 0, named = 0;
+    uint8_t gray[6 * 5];
+    float w[12];
+    prg_st_tensor t[2];
+    size_t i;
+    for (i = 0; i < 12; i++) w[i] = (float)i - 3.0f;
+    memset(t, 0, sizeof t);
+    t[0] = mk_tensor("w", PRG_DT_F32, w, 2, 3, 4);
+    t[1] = mk_tensor("b", PRG_DT_BF16, w, 1, 4, 0);
+    strcpy(dst[0], tmp_path("dmg-src.safetensors"));
+    prg_safetensors_write(dst[0], t, 2, NULL, 0);
+    for (i = 0; i < sizeof gray; i++) gray[i] = (uint8_t)(i * 9);
+    strcpy(dst[6], tmp_path("dmg-src.pgm"));
+    prg_pnm_write(dst[6], gray, 6, 5, 1);
+    src[0] = dst[0];
+    src[1] = fix_path("imagenet8_stored.npz");
+    src[2] = fix_path("imagenet8_deflate.npz");
+    src[3] = fix_path("flags_fixed.gz");
+    src[4] = fix_path("f32.npy");
+    src[5] = fix_path("mini-labels-idx1-ubyte.gz");
+    src[6] = dst[6];
+    prg_rng_seed(&rng, 2024, 0);
+    for (kind = 0; kind < 7; kind++) {
+        size_t n;
+        uint8_t *orig = get_file(src[kind], &n), *f;
+        char p[600];
+        if (!orig) { CHECK(0, "no source for damage kind %d", kind); continue; }
+        snprintf(p, sizeof p, "%s", tmp_path(kind == 5 ? "dmg-labels-idx1-ubyte.gz" : "dmg.bin"));
+        if (kind == 5) { /* its partner, intact */
+            size_t m;
+            uint8_t *img = get_file(fix_path("mini-images-idx3-ubyte.gz"), &m);
+            put_file(tmp_path("dmg-images-idx3-ubyte.gz"), img, m);
+            free(img);
+        }
+        f = (uint8_t *)malloc(n + 1);
+        for (it = 0; it < 250; it++) {
+            size_t len = n, k, nflip = 1 + prg_rng_below(&rng, 3);
+            int r;
+            memcpy(f, orig, n);
+            if (it % 4 == 3) len = prg_rng_below(&rng, (uint32_t)n);
+            else
+                for (k = 0; k < nflip; k++) f[prg_rng_below(&rng, (uint32_t)n)] = (uint8_t)prg_rng_below(&rng, 256);
+            put_file(p, f, len);
+            r = load_any(kind, p);
+            if (r == PRG_OK) ok++;
+            else if (r == PRG_ERR_FORMAT || r == PRG_ERR_SHAPE || r == PRG_ERR_UNSUPPORTED) {
+                refused++;
+                named += strstr(prg_last_error(), kind == 5 ? "dmg-" : p) != NULL;
+            } else {
+                bad++;
+                printf("damage kind %d iteration %d: result %d: %s\n", kind, it, r, prg_last_error());
+            }
+        }
+        free(f);
+        free(orig);
+        remove(p);
+    }
+    printf("random damage: %d loaded, %d refused\n", ok, refused);
+    CHECK(bad == 0, "%d damaged files gave an unexpected result", bad);
+    CHECK(named == refused, "%d of %d refusals named the file", named, refused);
+    CHECK(refused > 700 && ok > 50, "damage: %d loaded, %d refused", ok, refused);
+    remove(dst[0]);
+    remove(dst[6]);
+    remove(tmp_path("dmg-images-idx3-ubyte.gz"));
+}
+
 int main(int argc, char **argv) {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     if (slash && (size_t)(slash - argv[0]) < sizeof tmpdir - 2) {
@@ -1005,5 +1132,6 @@ int main(int argc, char **argv) {
     test_npz_dataset();
     test_png_pnm();
     test_image_grid();
+    test_random_damage();
     return prg_test_finish("test_io");
 }
