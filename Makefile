@@ -54,3 +54,16 @@ bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native
 
 clean:
 	rm -rf build build-asan build-aarch64
+
+# --- unet ---
+# make bench: the U-Net (tiny32, batch 32, 2 threads) next to PyTorch when it is installed.
+UNET_BENCH_ARGS ?= tiny32 32 2
+.PHONY: bench-unet
+all: $(BUILD)/bench_unet
+bench: bench-unet
+bench-unet: $(BUILD)/bench_unet
+	$(BUILD)/bench_unet $(UNET_BENCH_ARGS)
+	@if /usr/bin/python3 -c 'import torch' 2>/dev/null; then /usr/bin/python3 tools/ref_unet.py bench 32; \
+	 else echo "PyTorch not installed: no comparison"; fi
+$(BUILD)/bench_unet: tools/bench_unet.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)

@@ -2596,7 +2596,7 @@ typedef struct prg__unet_mod {
     int has_skip;        /* RES: 1x1 conv on the residual path */
     size_t in, in2, out; /* activations, offsets in floats per image */
     int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
-    size_t t[11];        /* saved intermediates, floats per image */
+    size_t t[3];         /* saved intermediates, floats per image */
 } prg__unet_mod;
 
 struct prg_unet {
@@ -2611,6 +2611,7 @@ struct prg_unet {
     size_t act_floats, scr_floats;
     size_t x_off, temb_off, e1_off, e1s_off, emb_off, semb_off;
     size_t t1_off, t2_off, dss_off, dsemb_off, de1_off, de2_off;
+    size_t r_off[3], gm_off, gr_off; /* recomputed GroupNorm/SiLU outputs, GroupNorm statistics */
     size_t maxel;          /* largest C*H*W of any tensor the backward passes around */
     size_t *gbuf_off;      /* gradient buffers (ping-pong, then skips) in the scratch block */
     size_t *gbuf_len;
@@ -2842,21 +2843,14 @@ static void prg__unet_conv(prg_unet *n, const char *prefix, int cout, int stride
 }
 
 static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
-    int cin = n->cur_c, hw = n->cur_h * n->cur_h, g = n->cfg.groups, ed = 4 * n->cfg.model_channels;
+    int cin = n->cur_c, hw = n->cur_h * n->cur_h, ed = 4 * n->cfg.model_channels;
     char p[PRG__UNET_NAME];
     prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_RES, cout, n->cur_h);
     m->has_skip = cin != cout;
-    m->t[0] = prg__unet_act(n, (size_t)cin * hw);  /* GN_in(x) */
-    m->t[1] = prg__unet_act(n, (size_t)g);         /* its mean */
-    m->t[2] = prg__unet_act(n, (size_t)g);         /* its rstd */
-    m->t[3] = prg__unet_act(n, (size_t)cin * hw);  /* SiLU of it */
-    m->t[4] = prg__unet_act(n, (size_t)cout * hw); /* conv1 */
-    m->t[5] = prg__unet_act(n, (size_t)2 * cout);  /* scale | shift */
-    m->t[6] = prg__unet_act(n, (size_t)cout * hw); /* GN_out(conv1) */
-    m->t[7] = prg__unet_act(n, (size_t)g);
-    m->t[8] = prg__unet_act(n, (size_t)g);
-    m->t[9] = prg__unet_act(n, (size_t)cout * hw);  /* scale-shifted */
-    m->t[10] = prg__unet_act(n, (size_t)cout * hw); /* SiLU of it = conv2 input */
+    /* kept: conv1 output and scale|shift; the GroupNorm and SiLU outputs
+       are recomputed by backward (cheap, and 2.5x less memory) */
+    m->t[0] = prg__unet_act(n, (size_t)cout * hw);
+    m->t[1] = prg__unet_act(n, (size_t)2 * cout);
     prg__unet_join(p, sizeof p, prefix, "in_layers.0.");
     prg__unet_gn(n, p, cin);
     prg__unet_join(p, sizeof p, prefix, "in_layers.2.");
@@ -2877,12 +2871,9 @@ static void prg__unet_attn(prg_unet *n, const char *prefix) {
     int c = n->cur_c, hw = n->cur_h * n->cur_h, heads = n->cfg.num_heads;
     char p[PRG__UNET_NAME];
     prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_ATTN, c, n->cur_h);
-    m->t[0] = prg__unet_act(n, (size_t)c * hw);                /* GN(x) */
-    m->t[1] = prg__unet_act(n, (size_t)n->cfg.groups);
-    m->t[2] = prg__unet_act(n, (size_t)n->cfg.groups);
-    m->t[3] = prg__unet_act(n, (size_t)3 * c * hw);            /* qkv */
-    m->t[4] = prg__unet_act(n, (size_t)c * hw);                /* attention output */
-    m->t[5] = prg__unet_act(n, (size_t)heads * hw * hw);       /* softmax weights */
+    m->t[0] = prg__unet_act(n, (size_t)3 * c * hw);          /* qkv (its GN input is recomputed) */
+    m->t[1] = prg__unet_act(n, (size_t)c * hw);              /* attention output */
+    m->t[2] = prg__unet_act(n, (size_t)heads * hw * hw);     /* softmax weights */
     prg__unet_note(n, (size_t)3 * c * hw);
     prg__unet_join(p, sizeof p, prefix, "norm.");
     prg__unet_gn(n, p, c);
@@ -3004,9 +2995,6 @@ static prg_result prg__unet_plan(prg_unet *n) {
         }
     }
     m = prg__unet_mod_new(n, PRG__UM_NORMACT, n->cur_c, n->cur_h);
-    m->t[0] = prg__unet_act(n, (size_t)m->cin * m->h * m->w);
-    m->t[1] = prg__unet_act(n, (size_t)c->groups);
-    m->t[2] = prg__unet_act(n, (size_t)c->groups);
     prg__unet_gn(n, "out.0.", m->cin);
     prg__unet_conv(n, "out.2.", c->out_channels, 1, 1);
     n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
@@ -3017,6 +3005,9 @@ static prg_result prg__unet_plan(prg_unet *n) {
     for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
     n->t1_off = prg__unet_scr(n, n->maxel);
     n->t2_off = prg__unet_scr(n, n->maxel);
+    for (i = 0; i < 3; i++) n->r_off[i] = prg__unet_scr(n, n->maxel);
+    n->gm_off = prg__unet_scr(n, (size_t)c->groups);
+    n->gr_off = prg__unet_scr(n, (size_t)c->groups);
     for (i = 0, ch = 1; i < L; i++)
         if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
     n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
@@ -3207,14 +3198,38 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
 
 /* --- forward ---------------------------------------------------------------- */
 
+/* The two halves of a ResBlock around its convs, as forward runs them and
+   backward recomputes them (same kernels, same bits):
+   in:  gn = GN_in(x), act = SiLU(gn);
+   out: gn = GN_out(h1), sso = gn (1 + scale) + shift, act = SiLU(sso).
+   gm, gr: [B][G] statistics of the last GroupNorm. */
+static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
+                             float *act, float *gm, float *gr) {
+    const float *P = n->params;
+    size_t len = (size_t)B * m->cin * m->h * m->w;
+    prg_groupnorm_forward(gn, gm, gr, x, P + n->tens[m->par].offset, P + n->tens[m->par + 1].offset, B, m->cin,
+                          m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
+    prg_silu_forward(act, gn, len);
+}
+
+static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, const float *h1, const float *ss,
+                              float *gn, float *sso, float *act, float *gm, float *gr) {
+    const float *P = n->params;
+    int hw = m->h * m->w;
+    prg_groupnorm_forward(gn, gm, gr, h1, P + n->tens[m->par + 6].offset, P + n->tens[m->par + 7].offset, B,
+                          m->cout, hw, n->cfg.groups, PRG__UNET_EPS);
+    prg_scale_shift_forward(sso, gn, ss, B, m->cout, hw);
+    prg_silu_forward(act, sso, (size_t)B * m->cout * hw);
+}
+
 prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
     const prg_unet_config *c;
     int B = batch, i, mc, ed, G;
-    float *P, *A, *ws, *t1;
-    prg_result r;
+    float *P, *A, *ws, *r[3], *gm, *gr;
+    prg_result res;
     if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
-    if ((r = prg__unet_reserve(n, batch)) != PRG_OK) return r;
+    if ((res = prg__unet_reserve(n, batch)) != PRG_OK) return res;
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
@@ -3222,7 +3237,9 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     P = n->params;
     A = n->act;
     ws = n->ws;
-    t1 = n->scr + n->t1_off * B;
+    for (i = 0; i < 3; i++) r[i] = n->scr + n->r_off[i] * B;
+    gm = n->scr + n->gm_off * B;
+    gr = n->scr + n->gr_off * B;
 #define PRG__UA(off) (A + (size_t)(off) * B)
 #define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
     memcpy(PRG__UA(n->x_off), x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
@@ -3243,32 +3260,24 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
             prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
             break;
         case PRG__UM_RES:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_silu_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_conv2d_forward(PRG__UA(m->t[4]), PRG__UA(m->t[3]), PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1,
-                               1, ws);
-            prg_linear_forward(PRG__UA(m->t[5]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
-            prg_groupnorm_forward(PRG__UA(m->t[6]), PRG__UA(m->t[7]), PRG__UA(m->t[8]), PRG__UA(m->t[4]),
-                                  PRG__UP(6), PRG__UP(7), B, co, hw, G, PRG__UNET_EPS);
-            prg_scale_shift_forward(PRG__UA(m->t[9]), PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
-            prg_silu_forward(PRG__UA(m->t[10]), PRG__UA(m->t[9]), (size_t)B * co * hw);
-            prg_conv2d_forward(out, PRG__UA(m->t[10]), PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+            prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
+            prg_conv2d_forward(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws);
+            prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
+            prg_conv2d_forward(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
             if (m->has_skip) {
-                prg_conv2d_forward(t1, in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
-                prg__unet_add(out, t1, (size_t)B * co * hw);
+                prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+                prg__unet_add(out, r[0], (size_t)B * co * hw);
             } else {
                 prg__unet_add(out, in, (size_t)B * co * hw);
             }
             break;
         case PRG__UM_ATTN:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_conv2d_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci,
-                               1, 1, 0, ws);
-            prg_attention_forward(PRG__UA(m->t[4]), PRG__UA(m->t[5]), PRG__UA(m->t[3]), B, ci, hw,
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
+            prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
                                   c->num_heads, ws);
-            prg_conv2d_forward(out, PRG__UA(m->t[4]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+            prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
             prg__unet_add(out, in, (size_t)B * ci * hw);
             break;
         case PRG__UM_UP:
@@ -3278,9 +3287,8 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
             prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
             break;
         case PRG__UM_NORMACT:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_silu_forward(out, PRG__UA(m->t[0]), (size_t)B * ci * hw);
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+            prg_silu_forward(out, r[0], (size_t)B * ci * hw);
             break;
         }
     }
@@ -3295,7 +3303,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
 prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     const prg_unet_config *c;
     int B, i, j, mc, ed, G;
-    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr;
     float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
     if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
     if (n->fwd_batch < 1)
@@ -3316,6 +3324,9 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     dsemb = S + n->dsemb_off * B;
     de1 = S + n->de1_off * B;
     de2 = S + n->de2_off * B;
+    for (j = 0; j < 3; j++) r[j] = S + n->r_off[j] * B;
+    gm = S + n->gm_off * B;
+    gr = S + n->gr_off * B;
     PRG_ASSERT(n->ngbuf <= (int)(sizeof gb / sizeof gb[0]));
     for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
     for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
@@ -3342,39 +3353,38 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                                     0, ws);
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
+            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
             PRG__UZ(t1, co * hw);
-            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, PRG__UA(m->t[10]), PRG__UP(8), B, co, h, w, co,
-                                3, 1, 1, ws);
+            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws);
             PRG__UZ(t2, co * hw);
-            prg_silu_backward(t2, t1, PRG__UA(m->t[9]), (size_t)B * co * hw);
+            prg_silu_backward(t2, t1, r[1], (size_t)B * co * hw);
             PRG__UZ(t1, co * hw);
             PRG__UZ(dss, 2 * co);
-            prg_scale_shift_backward(t1, dss, t2, PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_scale_shift_backward(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
                                 2 * co);
             PRG__UZ(t2, co * hw);
-            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[4]), PRG__UA(m->t[7]),
-                                   PRG__UA(m->t[8]), PRG__UP(6), B, co, hw, G);
+            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co, hw,
+                                   G);
+            prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[3]), PRG__UP(2), B, ci, h, w, co, 3,
-                                1, 1, ws);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws);
             PRG__UZ(t2, ci * hw);
-            prg_silu_backward(t2, t1, PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_silu_backward(t2, t1, r[0], (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_ATTN:
             prg__unet_add(din, dout, (size_t)B * ci * hw);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[4]), PRG__UP(4), B, ci, hw, 1, ci,
+            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1, ci,
                                 1, 1, 0, ws);
             PRG__UZ(t2, 3 * ci * hw);
-            prg_attention_backward(t2, t1, PRG__UA(m->t[3]), PRG__UA(m->t[5]), B, ci, hw, c->num_heads, ws);
+            prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[0]), PRG__UP(2), B, ci, hw, 1,
-                                3 * ci, 1, 1, 0, ws);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
+                                ws);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:
             prg_upsample2x_backward(din, dout, B * ci, h, w);
@@ -3383,10 +3393,10 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg_concat_backward(din, PRG__UG(m->gin2), dout, B, ci, m->cin2, hw);
             break;
         case PRG__UM_NORMACT:
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
             PRG__UZ(t1, ci * hw);
-            prg_silu_backward(t1, dout, PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_silu_backward(t1, dout, r[0], (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         }
     }
