@@ -2594,6 +2594,8 @@ typedef struct prg__unet_mod {
     int k, stride, pad;  /* CONV */
     int par;             /* index of the module's first tensor */
     int has_skip;        /* RES: 1x1 conv on the residual path */
+    int in_rc, out_rc;   /* input / output lives in the recompute buffer (CAT and UP outputs: cheap
+                            to redo, so backward recomputes them instead of keeping them) */
     size_t in, in2, out; /* activations, offsets in floats per image */
     int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
     size_t t[3];         /* saved intermediates, floats per image */
@@ -2612,6 +2614,7 @@ struct prg_unet {
     size_t x_off, temb_off, e1_off, e1s_off, emb_off, semb_off;
     size_t t1_off, t2_off, dss_off, dsemb_off, de1_off, de2_off;
     size_t r_off[3], gm_off, gr_off; /* recomputed GroupNorm/SiLU outputs, GroupNorm statistics */
+    size_t rc_off;                   /* the recompute buffer of CAT/UP outputs */
     size_t maxel;          /* largest C*H*W of any tensor the backward passes around */
     size_t *gbuf_off;      /* gradient buffers (ping-pong, then skips) in the scratch block */
     size_t *gbuf_len;
@@ -2621,7 +2624,7 @@ struct prg_unet {
     int nstack;
     /* current tensor while planning */
     size_t cur_off;
-    int cur_c, cur_h, cur_g;
+    int cur_c, cur_h, cur_g, cur_rc;
     /* storage for the largest batch seen */
     int cap_batch;
     float *act, *scr, *ws;
@@ -2820,9 +2823,11 @@ static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hou
     m->h = m->w = n->cur_h;
     m->in = n->cur_off;
     m->gin = n->cur_g;
+    m->in_rc = n->cur_rc;
+    m->out_rc = type == PRG__UM_CAT || type == PRG__UM_UP;
     m->cout = cout;
     m->par = n->ntens;
-    m->out = prg__unet_act(n, (size_t)cout * hout * hout);
+    m->out = m->out_rc ? 0 : prg__unet_act(n, (size_t)cout * hout * hout);
     m->gout = n->cur_g == 0 ? 1 : 0;
     prg__unet_note(n, (size_t)m->cin * m->h * m->w);
     prg__unet_note(n, (size_t)cout * hout * hout);
@@ -2830,6 +2835,7 @@ static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hou
     n->cur_c = cout;
     n->cur_h = hout;
     n->cur_g = m->gout;
+    n->cur_rc = m->out_rc;
     return m;
 }
 
@@ -3008,6 +3014,7 @@ static prg_result prg__unet_plan(prg_unet *n) {
     for (i = 0; i < 3; i++) n->r_off[i] = prg__unet_scr(n, n->maxel);
     n->gm_off = prg__unet_scr(n, (size_t)c->groups);
     n->gr_off = prg__unet_scr(n, (size_t)c->groups);
+    n->rc_off = prg__unet_scr(n, n->maxel);
     for (i = 0, ch = 1; i < L; i++)
         if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
     n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
@@ -3222,10 +3229,61 @@ static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, 
     prg_silu_forward(act, sso, (size_t)B * m->cout * hw);
 }
 
+#define PRG__UA(off) (A + (size_t)(off) * B)
+#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
+/* Runs one module forward on the kept activations (scratch r[], gm, gr). */
+static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
+    const prg_unet_config *c = &n->cfg;
+    int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout, ed = 4 * c->model_channels;
+    int G = c->groups, i;
+    const float *P = n->params, *in;
+    float *A = n->act, *S = n->scr, *ws = n->ws, *rc = S + n->rc_off * B, *r[3], *out;
+    float *gm = S + n->gm_off * B, *gr = S + n->gr_off * B;
+    for (i = 0; i < 3; i++) r[i] = S + n->r_off[i] * B;
+    in = m->in_rc ? rc : PRG__UA(m->in);
+    out = m->out_rc ? rc : PRG__UA(m->out);
+    switch (m->type) {
+    case PRG__UM_CONV:
+        prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
+        break;
+    case PRG__UM_RES:
+        prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
+        prg_conv2d_forward(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws);
+        prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
+        prg_conv2d_forward(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+        if (m->has_skip) {
+            prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+            prg__unet_add(out, r[0], (size_t)B * co * hw);
+        } else {
+            prg__unet_add(out, in, (size_t)B * co * hw);
+        }
+        break;
+    case PRG__UM_ATTN:
+        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+        prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
+        prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
+                              c->num_heads, ws);
+        prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+        prg__unet_add(out, in, (size_t)B * ci * hw);
+        break;
+    case PRG__UM_UP:
+        prg_upsample2x_forward(out, in, B * ci, h, w);
+        break;
+    case PRG__UM_CAT:
+        prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
+        break;
+    case PRG__UM_NORMACT:
+        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+        prg_silu_forward(out, r[0], (size_t)B * ci * hw);
+        break;
+    }
+}
+
 prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
     const prg_unet_config *c;
-    int B = batch, i, mc, ed, G;
-    float *P, *A, *ws, *r[3], *gm, *gr;
+    int B = batch, i, mc, ed;
+    float *P, *A;
     prg_result res;
     if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
@@ -3233,15 +3291,8 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
-    G = c->groups;
     P = n->params;
     A = n->act;
-    ws = n->ws;
-    for (i = 0; i < 3; i++) r[i] = n->scr + n->r_off[i] * B;
-    gm = n->scr + n->gm_off * B;
-    gr = n->scr + n->gr_off * B;
-#define PRG__UA(off) (A + (size_t)(off) * B)
-#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
     memcpy(PRG__UA(n->x_off), x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
     prg_timestep_embedding(PRG__UA(n->temb_off), t, B, mc, PRG__UNET_MAX_PERIOD);
     prg_linear_forward(PRG__UA(n->e1_off), PRG__UA(n->temb_off), P + n->tens[0].offset, P + n->tens[1].offset,
@@ -3250,48 +3301,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     prg_linear_forward(PRG__UA(n->emb_off), PRG__UA(n->e1s_off), P + n->tens[2].offset, P + n->tens[3].offset,
                        B, ed, ed);
     prg_silu_forward(PRG__UA(n->semb_off), PRG__UA(n->emb_off), (size_t)B * ed);
-    for (i = 0; i < n->nmods; i++) {
-        const prg__unet_mod *m = &n->mods[i];
-        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
-        const float *in = PRG__UA(m->in);
-        float *out = PRG__UA(m->out);
-        switch (m->type) {
-        case PRG__UM_CONV:
-            prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
-            break;
-        case PRG__UM_RES:
-            prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-            prg_conv2d_forward(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws);
-            prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
-            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-            prg_conv2d_forward(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
-            if (m->has_skip) {
-                prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
-                prg__unet_add(out, r[0], (size_t)B * co * hw);
-            } else {
-                prg__unet_add(out, in, (size_t)B * co * hw);
-            }
-            break;
-        case PRG__UM_ATTN:
-            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
-            prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
-                                  c->num_heads, ws);
-            prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
-            prg__unet_add(out, in, (size_t)B * ci * hw);
-            break;
-        case PRG__UM_UP:
-            prg_upsample2x_forward(out, in, B * ci, h, w);
-            break;
-        case PRG__UM_CAT:
-            prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
-            break;
-        case PRG__UM_NORMACT:
-            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_silu_forward(out, r[0], (size_t)B * ci * hw);
-            break;
-        }
-    }
+    for (i = 0; i < n->nmods; i++) prg__unet_mod_forward(n, &n->mods[i], B);
     memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
            (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
     n->fwd_batch = B;
@@ -3303,7 +3313,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
 prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     const prg_unet_config *c;
     int B, i, j, mc, ed, G;
-    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr, *rc;
     float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
     if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
     if (n->fwd_batch < 1)
@@ -3327,6 +3337,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     for (j = 0; j < 3; j++) r[j] = S + n->r_off[j] * B;
     gm = S + n->gm_off * B;
     gr = S + n->gr_off * B;
+    rc = S + n->rc_off * B;
     PRG_ASSERT(n->ngbuf <= (int)(sizeof gb / sizeof gb[0]));
     for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
     for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
@@ -3338,8 +3349,9 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     for (i = n->nmods - 1; i >= 0; i--) {
         const prg__unet_mod *m = &n->mods[i];
         int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
-        const float *in = PRG__UA(m->in), *dout = PRG__UG(m->gout);
+        const float *in = m->in_rc ? rc : PRG__UA(m->in), *dout = PRG__UG(m->gout);
         float *din = PRG__UG(m->gin);
+        if (m->in_rc) prg__unet_mod_forward(n, m - 1, B); /* the CAT or UP output, into rc */
         /* a ping-pong buffer has one producer: clear it; skip buffers and dx accumulate */
         if (m->gin == 0 || m->gin == 1) PRG__UZ(din, ci * hw);
         switch (m->type) {
