@@ -55,6 +55,12 @@ bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native
 clean:
 	rm -rf build build-asan build-aarch64
 
+# --- layers ---
+$(BUILD)/bench_layers: tools/bench_layers.c prg.h | $(BUILD)
+	$(CC) $(OPT) -std=c99 -D_POSIX_C_SOURCE=199309L -Wall -Wextra -I. -o $@ $< $(LDLIBS)
+all: $(BUILD)/bench_layers
+bench: $(BUILD)/bench_layers
+
 # --- unet ---
 # make bench: the U-Net (tiny32, batch 32, 2 threads) next to PyTorch when it is installed.
 UNET_BENCH_ARGS ?= tiny32 32 2

@@ -1273,7 +1273,7 @@ static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx
    columns sit side by side ([Ci*k*k][nb*Ho*Wo]), so that small feature maps
    still give GEMMs with about PRG__CONV_COLS columns.  A 1x1 stride-1
    unpadded conv needs no im2col: it is one GEMM per sample on x itself. */
-#define PRG__CONV_COLS 2048
+#define PRG__CONV_COLS 1024
 
 typedef struct prg__conv {
     int b, ci, h, w, co, k, s, p, ho, wo;
@@ -1959,24 +1959,221 @@ void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const fl
     }
 }
 
-/* ---- SiLU, tanh ---------------------------------------------------------- */
+/* ---- exp, SiLU, tanh -----------------------------------------------------
+   exp(x - shift) for the softmax and SiLU forward/backward, vectorised on
+   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
+   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
+   element goes through the same instructions wherever it sits in the array
+   (tails are masked or padded), so splitting work across threads never
+   changes a bit. */
+typedef struct prg__vec_ops {
+    void (*exp_shift)(float *y, const float *x, float shift, size_t n); /* y = exp(x - shift) */
+    void (*silu_fwd)(float *y, const float *x, size_t n);
+    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n); /* dx += */
+} prg__vec_ops;
 
-typedef struct prg__ew_job { float *out; const float *a, *b; } prg__ew_job;
+static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
+}
+static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+/* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
+   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
+static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
+        dx[i] += dy[i] * (s * (1.0f + x[i] * oms));
+    }
+}
+
+#ifdef PRG__X86
+/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
+#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
+    P = SET1(1.9875691500e-4f);                                                      \
+    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
+    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
+    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
+    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
+    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
+    P = FMADD(P, MUL(r, r), r);                                                      \
+    P = ADD(P, SET1(1.0f))
+
+__attribute__((target("avx512f")))
+static inline __m512 prg__exp16(__m512 v) {
+    /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
+       g++ 12 warns -Wmaybe-uninitialized */
+    const __mmask16 all = (__mmask16)0xFFFF;
+    __m512 k, r, p;
+    /* clamp, keeping NaN (max/min return the second operand on NaN);
+       scalef takes 2^k to 0 or inf correctly */
+    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
+    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
+    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
+    return _mm512_mask_scalef_ps(p, all, p, k);
+}
+
+static __mmask16 prg__mask16(size_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+__attribute__((target("avx512f")))
+static void prg__exp_shift_avx512(float *y, const float *x, float shift, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(shift));
+        _mm512_mask_storeu_ps(y + i, m, prg__exp16(v));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
+                                        _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
+        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
+        d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d));
+        _mm512_mask_storeu_ps(dx + i, m, d);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 prg__exp8(__m256 x) {
+    __m256 k, r, p, v;
+    __m256i e;
+    /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
+       (exp(-87) is about the smallest normal float); NaN stays NaN */
+    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
+    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_blendv_ps(p, _mm256_set1_ps(HUGE_VALF), hi);
+}
+
+/* AVX2: whole blocks of 8, then the tail through a zero-padded block (the
+   same instructions). */
+__attribute__((target("avx2,fma")))
+static void prg__exp_shift_avx2(float *y, const float *x, float shift, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8)
+        _mm256_storeu_ps(y + i, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift))));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(tx), _mm256_set1_ps(shift))));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__silu8(__m256 v) {
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8) _mm256_storeu_ps(y + i, prg__silu8(_mm256_loadu_ps(x + i)));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__silu8(_mm256_loadu_ps(tx)));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    __m256 oms = _mm256_blendv_ps(_mm256_sub_ps(one, s), _mm256_mul_ps(e, s),
+                                  _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_mul_ps(g, _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(v, oms))));
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8)
+        _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i),
+                                               prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i))));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        memcpy(tg, dy + full, rest * sizeof(float));
+        _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
+        for (i = 0; i < rest; i++) dx[full + i] += tg[i];
+    }
+}
+#endif /* PRG__X86 */
+
+static prg__vec_ops prg__vec_select(void) {
+    prg__vec_ops o;
+#ifdef PRG__X86
+    const char *k = prg_gemm_kernel_name();
+    if (!strcmp(k, "avx512")) {
+        o.exp_shift = prg__exp_shift_avx512;
+        o.silu_fwd = prg__silu_fwd_avx512;
+        o.silu_bwd = prg__silu_bwd_avx512;
+        return o;
+    }
+    if (!strcmp(k, "avx2")) {
+        o.exp_shift = prg__exp_shift_avx2;
+        o.silu_fwd = prg__silu_fwd_avx2;
+        o.silu_bwd = prg__silu_bwd_avx2;
+        return o;
+    }
+#endif
+    o.exp_shift = prg__exp_shift_scalar;
+    o.silu_fwd = prg__silu_fwd_scalar;
+    o.silu_bwd = prg__silu_bwd_scalar;
+    return o;
+}
+
+typedef struct prg__ew_job { float *out; const float *a, *b; prg__vec_ops ops; } prg__ew_job;
 
 static void prg__silu_fwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ew_job *j = (const prg__ew_job *)ctx;
-    size_t i;
-    for (i = lo; i < hi; i++) j->out[i] = j->a[i] / (1.0f + expf(-j->a[i]));
+    j->ops.silu_fwd(j->out + lo, j->a + lo, hi - lo);
 }
 
-/* d silu = s (1 + x (1 - s)), s = sigmoid(x); a = dy, b = x */
+/* a = dy, b = x */
 static void prg__silu_bwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ew_job *j = (const prg__ew_job *)ctx;
-    size_t i;
-    for (i = lo; i < hi; i++) {
-        float x = j->b[i], s = 1.0f / (1.0f + expf(-x));
-        j->out[i] += j->a[i] * s * (1.0f + x * (1.0f - s));
-    }
+    j->ops.silu_bwd(j->out + lo, j->a + lo, j->b + lo, hi - lo);
 }
 
 static void prg__tanh_fwd_range(void *ctx, size_t lo, size_t hi) {
@@ -1996,6 +2193,7 @@ static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b
     j.out = out;
     j.a = a;
     j.b = b;
+    j.ops = prg__vec_select();
     prg__parallel_for(n, 8.0, fn, &j);
 }
 
@@ -2133,23 +2331,21 @@ size_t prg_attention_workspace(int batch, int c, int t, int heads) {
 typedef struct prg__att_job {
     float *a, *wsave, *dqkv, *ws;
     const float *qkv, *da, *wcon;
+    prg__vec_ops ops;
     int c, t, heads, d;
     size_t first; /* first pair of the round */
     float scale2; /* 1/sqrt(d) */
 } prg__att_job;
 
 /* softmax of each row of s [T][T] in place */
-static void prg__softmax_rows(float *s, int t) {
+static void prg__softmax_rows(float *s, int t, const prg__vec_ops *ops) {
     int r, i;
     for (r = 0; r < t; r++) {
-        float *row = s + (size_t)r * t, mx = row[0];
+        float *row = s + (size_t)r * t, mx = row[0], inv;
         double sum = 0.0;
-        float inv;
         for (i = 1; i < t; i++) mx = row[i] > mx ? row[i] : mx;
-        for (i = 0; i < t; i++) {
-            row[i] = expf(row[i] - mx);
-            sum += row[i];
-        }
+        ops->exp_shift(row, row, mx, (size_t)t);
+        for (i = 0; i < t; i++) sum += row[i];
         inv = (float)(1.0 / sum);
         for (i = 0; i < t; i++) row[i] *= inv;
     }
@@ -2165,7 +2361,7 @@ static void prg__att_fwd_range(void *ctx, size_t lo, size_t hi) {
                     *v = k + (size_t)d * t;
         float *w = j->wsave + p * t * t;
         prg_sgemm(1, 0, t, t, d, j->scale2, q, t, k, t, 0.0f, w, t);
-        prg__softmax_rows(w, t);
+        prg__softmax_rows(w, t, &j->ops);
         prg_sgemm(0, 1, d, t, t, 1.0f, v, t, w, t, 0.0f, j->a + (b * j->c + h * d) * t, t);
     }
 }
@@ -2213,6 +2409,7 @@ void prg_attention_forward(float *a, float *wsave, const float *qkv, int batch, 
     (void)ws;
     prg__att_setup(&j, batch, c, t, heads);
     j.a = a; j.wsave = wsave; j.qkv = qkv;
+    j.ops = prg__vec_select();
     prg__parallel_for((size_t)batch * heads, 4.0 * t * t * j.d, prg__att_fwd_range, &j);
 }
 

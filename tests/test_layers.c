@@ -14,6 +14,7 @@
 #include "fixtures/layers_ref.h"
 
 static prg_rng rng;
+static const char *kern = "auto"; /* GEMM / SIMD path under test */
 
 static float *vec(size_t n) {
     float *p = (float *)malloc((n ? n : 1) * sizeof(float));
@@ -337,8 +338,8 @@ static void check_vs_ref(layer *L, const char *what, double tol_f, double tol_b)
     memcpy(yref, L->y, L->ny * sizeof(float));
     layer_forward(L, 0);
     e = rel_err(L->y, yref, L->ny);
-    CHECK(e <= tol_f, "%s %s: forward differs from _ref by %.3g (tol %.3g)", kind_name[L->kind],
-          what, e, tol_f);
+    CHECK(e <= tol_f, "[%s] %s %s: forward differs from _ref by %.3g (tol %.3g)", kern,
+          kind_name[L->kind], what, e, tol_f);
     for (i = 0; i < L->ninputs; i++) {
         gf[i] = rnd(L->nin[i], -1, 1);
         gr[i] = copy_of(gf[i], L->nin[i]);
@@ -347,8 +348,8 @@ static void check_vs_ref(layer *L, const char *what, double tol_f, double tol_b)
     layer_backward(L, 1, dy, gr);
     for (i = 0; i < L->ninputs; i++) {
         e = rel_err(gf[i], gr[i], L->nin[i]);
-        CHECK(e <= tol_b, "%s %s: d%s differs from _ref by %.3g (tol %.3g)", kind_name[L->kind],
-              what, L->inname[i], e, tol_b);
+        CHECK(e <= tol_b, "[%s] %s %s: d%s differs from _ref by %.3g (tol %.3g)", kern,
+              kind_name[L->kind], what, L->inname[i], e, tol_b);
         free(gf[i]);
         free(gr[i]);
     }
@@ -407,8 +408,8 @@ static void check_fd(layer *L, const char *what) {
                 wtol = tol;
             }
         }
-        CHECK(fails == 0, "%s %s: d%s: %d of %d elements off finite differences (worst fd %.7g "
-              "backward %.7g tol %.3g)", kind_name[L->kind], what, L->inname[i], fails,
+        CHECK(fails == 0, "[%s] %s %s: d%s: %d of %d elements off finite differences (worst fd "
+              "%.7g backward %.7g tol %.3g)", kern, kind_name[L->kind], what, L->inname[i], fails,
               (int)L->nin[i], wfd, wg, wtol);
         fails = 0;
         free(g[i]);
@@ -560,7 +561,7 @@ static void test_threads(void) {
 
 static void cmp_torch(const char *what, const float *got, const float *want, size_t n) {
     double e = rel_err(got, want, n);
-    CHECK(e <= TOL_TORCH, "torch %s: relative error %.3g (tol %g)", what, e, TOL_TORCH);
+    CHECK(e <= TOL_TORCH, "[%s] torch %s: relative error %.3g (tol %g)", kern, what, e, TOL_TORCH);
 }
 
 static float *zeros(size_t n) { return (float *)calloc(n ? n : 1, sizeof(float)); }
@@ -704,12 +705,59 @@ static void test_torch(void) {
     }
 }
 
+/* SiLU and softmax at the ends of exp's range, NaN included: the vector
+   paths clamp their argument, which must not show in the results. */
+static void test_extremes(void) {
+    static const float xs[] = {-1000.0f, -104.5f, -100.0f, -88.5f, -87.2f, -30.0f, -1e-30f, 0.0f,
+                               3e-8f, 15.0f, 87.5f, 88.9f, 95.0f, 1000.0f, 1e30f, -1e30f};
+    const int n = (int)(sizeof xs / sizeof xs[0]);
+    float y[16], yr[16], dx[16], dxr[16], ones[16], q[3 * 2 * 4], a[2 * 4], w[16];
+    int i, bad = 0;
+    for (i = 0; i < n; i++) {
+        ones[i] = 1.0f;
+        dx[i] = dxr[i] = 0.0f;
+    }
+    prg_silu_forward(y, xs, (size_t)n);
+    prg_silu_forward_ref(yr, xs, (size_t)n);
+    prg_silu_backward(dx, ones, xs, (size_t)n);
+    prg_silu_backward_ref(dxr, ones, xs, (size_t)n);
+    for (i = 0; i < n; i++) /* 4 eps relative, or tiny absolute where silu underflows */
+        if (!(fabs(y[i] - yr[i]) <= 4 * FLT_EPSILON * fabs(yr[i]) + 1e-30) ||
+            !(fabs(dx[i] - dxr[i]) <= 4 * FLT_EPSILON * fabs(dxr[i]) + 1e-30)) {
+            printf("  silu(%g) = %g (ref %g), silu'= %g (ref %g)\n", xs[i], y[i], yr[i], dx[i], dxr[i]);
+            bad = 1;
+        }
+    CHECK(!bad, "[%s] silu at extreme arguments", kern);
+    y[0] = NAN;
+    prg_silu_forward(y + 1, y, 1);
+    CHECK(y[1] != y[1], "[%s] silu(NaN) is not NaN: %g", kern, y[1]);
+    /* one head, d = 2, T = 4, with scores far apart: softmax = one-hot */
+    for (i = 0; i < 24; i++) q[i] = 0.0f;
+    q[0] = 1.0f;                       /* q[0][0] */
+    q[2 * 4 + 1] = 300.0f;             /* k[0][1]: key 1 wins for query 0 by 300/sqrt(2) */
+    for (i = 0; i < 4; i++) q[4 * 4 + i] = (float)(i + 1); /* v[0][:] = 1 2 3 4 */
+    prg_attention_forward(a, w, q, 1, 2, 4, 1, NULL);
+    CHECK(w[1] == 1.0f && w[0] == 0.0f && w[2] == 0.0f && w[3] == 0.0f && a[0] == 2.0f,
+          "[%s] attention with a dominant key: w = %g %g %g %g, a = %g", kern, w[0], w[1], w[2],
+          w[3], a[0]);
+    CHECK(fabs(w[4] - 0.25) <= FLT_EPSILON, "[%s] attention with equal scores: w = %g", kern, w[4]);
+}
+
 int main(void) {
+    static const char *paths[] = {"avx512", "avx2", "neon", "scalar"};
+    int i;
     prg_rng_seed(&rng, 20261126, 0);
     prg_set_num_threads(2);
-    test_vs_ref();
-    test_fd();
-    test_torch();
+    for (i = 0; i < 4; i++) { /* every SIMD path this CPU can run */
+        if (prg_gemm_set_kernel(paths[i]) != PRG_OK) continue;
+        kern = paths[i];
+        test_vs_ref();
+        test_fd();
+        test_torch();
+        test_extremes();
+    }
+    prg_gemm_set_kernel("auto");
+    kern = "auto";
     test_threads();
     return prg_test_finish("test_layers");
 }

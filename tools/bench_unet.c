@@ -2,6 +2,7 @@
    best of several runs, and the memory the activations take.
        build/bench_unet [preset=tiny32] [batch=32] [threads=0 (all)] [runs=5]
    Compare with PyTorch: /usr/bin/python3 tools/ref_unet.py bench 32 */
+#define _POSIX_C_SOURCE 200112L /* clock_gettime */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include <stdio.h>

@@ -9,6 +9,8 @@ the inputs, outputs and autograd gradients (for a fixed random upstream
 gradient dy) are written as float literals to tests/fixtures/layers_ref.h.
 
 Run with Debian's torch (CPU):  /usr/bin/python3 tools/ref_layers.py
+With --bench [threads] it instead times the cases of tools/bench_layers.c in
+PyTorch (default 2 threads, best of 5), for a side-by-side comparison.
 """
 import math
 import os
@@ -18,6 +20,64 @@ import torch
 import torch.nn.functional as F
 
 torch.set_num_threads(2)
+
+
+def bench(threads):
+    """With 1 thread, process CPU time (steadier on a shared machine), as build/bench_layers 1."""
+    import time
+    torch.set_num_threads(threads)
+    clock = time.process_time if threads == 1 else time.perf_counter
+
+    def best(fn, reps=5):
+        fn()
+        t = 1e30
+        for _ in range(reps):
+            t0 = clock(); fn(); t = min(t, clock() - t0)
+        return t
+
+    print("torch %s, %d threads" % (torch.__version__, torch.get_num_threads()))
+    for b, ci, h, w, co, k, s, p in [(8, 128, 32, 32, 128, 3, 1, 1), (8, 256, 16, 16, 256, 3, 1, 1),
+                                      (8, 256, 8, 8, 256, 3, 1, 1), (8, 256, 4, 4, 256, 3, 1, 1),
+                                      (8, 128, 32, 32, 128, 3, 2, 1), (8, 384, 32, 32, 256, 1, 1, 0),
+                                      (8, 256, 16, 16, 768, 1, 1, 0)]:
+        x = torch.rand(b, ci, h, w) - 0.5
+        wt = (torch.rand(co, ci, k, k) - 0.5).requires_grad_(True)
+        bias = (torch.rand(co) - 0.5).requires_grad_(True)
+        xg = x.clone().requires_grad_(True)
+        y = F.conv2d(x, wt, bias, stride=s, padding=p)
+        dy = torch.rand_like(y) - 0.5
+        flop = 2.0 * y.numel() * ci * k * k
+        with torch.no_grad():
+            tf = best(lambda: F.conv2d(x, wt, bias, stride=s, padding=p))
+        yg = F.conv2d(xg, wt, bias, stride=s, padding=p)
+
+        def bwd():
+            torch.autograd.grad(yg, (xg, wt, bias), dy, retain_graph=True)
+        tb = best(bwd)
+        print("conv2d B=%-3d %3d->%-3d %2dx%-2d k%d s%d  fwd %8.2f ms %6.1f GFLOP/s   bwd %8.2f ms %6.1f GFLOP/s"
+              % (b, ci, co, h, w, k, s, 1e3 * tf, flop / tf * 1e-9, 1e3 * tb, 2 * flop / tb * 1e-9))
+    for b, c, t, heads in [(8, 256, 256, 4), (8, 256, 64, 4)]:
+        qkv = (torch.rand(b, 3 * c, t) - 0.5).requires_grad_(True)
+        with torch.no_grad():
+            tf = best(lambda: legacy_attention(qkv, heads))
+        a = legacy_attention(qkv, heads)
+        da = torch.rand_like(a)
+        tb = best(lambda: torch.autograd.grad(a, qkv, da, retain_graph=True))
+        print("attention B=%d C=%d T=%d heads=%d      fwd %8.2f ms   bwd %8.2f ms" % (b, c, t, heads, 1e3 * tf, 1e3 * tb))
+    x = (torch.rand(8, 128, 32, 32) - 0.5).requires_grad_(True)
+    g = torch.rand(128).requires_grad_(True); be = torch.rand(128).requires_grad_(True)
+    with torch.no_grad():
+        tf = best(lambda: F.group_norm(x, 32, g, be, 1e-5))
+    y = F.group_norm(x, 32, g, be, 1e-5); dy = torch.rand_like(y)
+    tb = best(lambda: torch.autograd.grad(y, (x, g, be), dy, retain_graph=True))
+    print("groupnorm B=8 C=128 HW=1024          fwd %8.2f ms   bwd %8.2f ms" % (1e3 * tf, 1e3 * tb))
+    with torch.no_grad():
+        tf = best(lambda: F.silu(x))
+    y = F.silu(x)
+    tb = best(lambda: torch.autograd.grad(y, x, dy, retain_graph=True))
+    print("silu      n=%d                  fwd %8.2f ms   bwd %8.2f ms" % (x.numel(), 1e3 * tf, 1e3 * tb))
+
+
 gen = torch.Generator().manual_seed(20261126)
 
 
@@ -82,6 +142,11 @@ def flow_matching_loss(v, target):
     """GenerativeRL flow_matching_loss_icfm, average=True: 0.5 sum over dim 1, mean over the rest"""
     return torch.mean(torch.sum(0.5 * (v - target) ** 2, dim=1))
 
+
+if "--bench" in sys.argv:
+    i = sys.argv.index("--bench")
+    bench(int(sys.argv[i + 1]) if len(sys.argv) > i + 1 else 2)
+    sys.exit(0)
 
 # ---- conv2d ----------------------------------------------------------------
 conv_cases = [  # b, ci, h, w, co, k, s, p
