@@ -373,7 +373,8 @@ int        prg_unet_find_tensor(const prg_unet *net, const char *name); /* index
 prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const float *t, float *v);
 /* After forward on the same net and batch: ACCUMULATES d(loss)/d(params)
    into prg_unet_grads(); dx (may be NULL) is SET to d(loss)/dx.
-   dv, dx: [batch][C][H][W]. */
+   dv, dx: [batch][C][H][W]; dx may be dv itself (in place).  Backward does
+   not change what forward kept: it may be called again. */
 prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
 /* Bytes of activations + backward scratch held for the largest batch so far. */
 size_t     prg_unet_activation_bytes(const prg_unet *net);
@@ -3539,7 +3540,6 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
     for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
     memset(dsemb, 0, (size_t)B * ed * sizeof(float));
-    if (dx) memset(dx, 0, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
 #define PRG__UG(id) ((id) == PRG__UNET_G_DX ? dx : (id) == PRG__UNET_G_DV ? (float *)dv : gb[id])
 #define PRG__UD(j) (D + n->tens[m->par + (j)].offset)
 #define PRG__UZ(p, count) memset((p), 0, (size_t)(count) * B * sizeof(float))
@@ -3549,8 +3549,9 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
         const float *in = m->in_rc ? rc : PRG__UA(m->in), *dout = PRG__UG(m->gout);
         float *din = PRG__UG(m->gin);
         if (m->in_rc) prg__unet_mod_forward(n, m - 1, B); /* the CAT or UP output, into rc */
-        /* a ping-pong buffer has one producer: clear it; skip buffers and dx accumulate */
-        if (m->gin == 0 || m->gin == 1) PRG__UZ(din, ci * hw);
+        /* a ping-pong buffer has one producer: clear it; skip buffers accumulate; dx is
+           cleared only now (the first conv is the last module), so it may alias dv */
+        if (m->gin == 0 || m->gin == 1 || (m->gin == PRG__UNET_G_DX && dx)) PRG__UZ(din, ci * hw);
         switch (m->type) {
         case PRG__UM_CONV:
             prg_conv2d_backward(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,

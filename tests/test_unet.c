@@ -502,6 +502,11 @@ static void test_batches(void) {
         if (fabs(g1[i]) > gm) gm = fabs(g1[i]);
     }
     CHECK(gm > 0 && e <= 1e-6 * gm, "second backward adds the same gradient again (err %.2e of %.2e)", e, gm);
+    /* dx may be dv itself */
+    memcpy(v1, r, per * sizeof(float));
+    CHECK(prg_unet_backward(net, r, v3) == PRG_OK && prg_unet_backward(net, v1, v1) == PRG_OK &&
+              memcmp(v1, v3, per * sizeof(float)) == 0,
+          "backward in place (dx == dv) gives the same dx");
     prg_unet_zero_grad(net);
     for (i = 0, e = 0; i < np; i++) e += fabs(prg_unet_grads(net)[i]);
     CHECK(e == 0, "zero_grad clears the gradients");
