@@ -344,6 +344,13 @@ prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name);
 prg_result prg_unet_config_check(const prg_unet_config *cfg);
 /* Parameter count of a config without allocating it; 0 if the config is invalid. */
 size_t     prg_unet_config_num_params(const prg_unet_config *cfg);
+/* The config as one line of text, for checkpoint metadata:
+   "in_channels=3 out_channels=3 model_channels=128 num_res_blocks=3
+   channel_mult=1,2,2,2 attention_ds=2,4 num_heads=4 image_size=32 groups=32".
+   format: PRG_ERR_ARG if buf (size bytes) is too small.  parse: every key
+   once, in any order; PRG_ERR_FORMAT for anything else; then checked. */
+prg_result prg_unet_config_format(const prg_unet_config *cfg, char *buf, size_t size);
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text);
 
 typedef struct prg_unet prg_unet;
 /* Allocates the parameters (PyTorch default init from seed, with the three
@@ -2850,13 +2857,15 @@ prg_result prg_unet_config_check(const prg_unet_config *c) {
         return prg__fail(PRG_ERR_CONFIG, "unet config: num_res_blocks=%d must be in 1..64", c->num_res_blocks);
     levels = c->num_levels;
     if (levels < 1 || levels > PRG_UNET_MAX_LEVELS)
-        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels, PRG_UNET_MAX_LEVELS);
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels,
+                         PRG_UNET_MAX_LEVELS);
     if (c->channel_mult[0] != 1)
         return prg__fail(PRG_ERR_CONFIG,
                          "unet config: channel_mult[0]=%d must be 1 (the output head maps model_channels "
                          "to out_channels, as in the reference)", c->channel_mult[0]);
     if (c->groups < 1 || c->groups > mc)
-        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups, mc);
+        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups,
+                         mc);
     if (c->num_heads < 1)
         return prg__fail(PRG_ERR_CONFIG, "unet config: num_heads=%d must be >= 1", c->num_heads);
     for (i = 0; i < levels; i++) {
@@ -3234,6 +3243,122 @@ size_t prg_unet_config_num_params(const prg_unet_config *cfg) {
     return count;
 }
 
+static int prg__unet_fmt_list(char *p, size_t room, const char *key, const int *v, int n) {
+    int i, len = snprintf(p, room, " %s=", key), k;
+    for (i = 0; i < n && len >= 0 && (size_t)len < room; i++) {
+        k = snprintf(p + len, room - (size_t)len, i ? ",%d" : "%d", v[i]);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (n == 0 && len >= 0 && (size_t)len < room) {
+        k = snprintf(p + len, room - (size_t)len, "none");
+        len = k < 0 ? -1 : len + k;
+    }
+    return len;
+}
+
+prg_result prg_unet_config_format(const prg_unet_config *c, char *buf, size_t size) {
+    int len, k;
+    prg_result r;
+    if (!c || !buf) return prg__fail(PRG_ERR_ARG, "prg_unet_config_format: NULL argument");
+    if ((r = prg_unet_config_check(c)) != PRG_OK) return r;
+    len = snprintf(buf, size, "in_channels=%d out_channels=%d model_channels=%d num_res_blocks=%d", c->in_channels,
+                   c->out_channels, c->model_channels, c->num_res_blocks);
+    if (len >= 0 && (size_t)len < size) {
+        k = prg__unet_fmt_list(buf + len, size - (size_t)len, "channel_mult", c->channel_mult, c->num_levels);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len >= 0 && (size_t)len < size) {
+        k = prg__unet_fmt_list(buf + len, size - (size_t)len, "attention_ds", c->attention_ds, c->num_attention);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len >= 0 && (size_t)len < size) {
+        k = snprintf(buf + len, size - (size_t)len, " num_heads=%d image_size=%d groups=%d", c->num_heads,
+                     c->image_size, c->groups);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len < 0 || (size_t)len >= size)
+        return prg__fail(PRG_ERR_ARG, "prg_unet_config_format: buffer of %zu bytes is too small (use 256)", size);
+    return PRG_OK;
+}
+
+/* Reads a decimal int in [0, 1e6] at *s; advances *s. */
+static int prg__unet_read_int(const char **s, int *out) {
+    long v = 0;
+    int digits = 0;
+    while (**s >= '0' && **s <= '9' && digits < 8) {
+        v = v * 10 + (**s - '0');
+        (*s)++;
+        digits++;
+    }
+    *out = (int)v;
+    return digits > 0 && digits < 8;
+}
+
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text) {
+    static const char *keys[9] = {"in_channels",  "out_channels", "model_channels",
+                                  "num_res_blocks", "channel_mult", "attention_ds",
+                                  "num_heads",    "image_size",   "groups"};
+    prg_unet_config c;
+    const char *s = text;
+    int seen[9] = {0}, i;
+    if (!cfg || !text) return prg__fail(PRG_ERR_ARG, "prg_unet_config_parse: NULL argument");
+    memset(&c, 0, sizeof c);
+    for (;;) {
+        size_t klen;
+        int k = -1, *one = NULL;
+        while (*s == ' ') s++;
+        if (!*s) break;
+        for (i = 0; i < 9; i++) {
+            klen = strlen(keys[i]);
+            if (strncmp(s, keys[i], klen) == 0 && s[klen] == '=') {
+                k = i;
+                s += klen + 1;
+                break;
+            }
+        }
+        if (k < 0 || seen[k]++)
+            return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s key at \"%.24s\"",
+                             k < 0 ? "unknown" : "repeated", k < 0 ? s : keys[k]);
+        switch (k) {
+        case 0: one = &c.in_channels; break;
+        case 1: one = &c.out_channels; break;
+        case 2: one = &c.model_channels; break;
+        case 3: one = &c.num_res_blocks; break;
+        case 6: one = &c.num_heads; break;
+        case 7: one = &c.image_size; break;
+        case 8: one = &c.groups; break;
+        default: break;
+        }
+        if (one) {
+            if (!prg__unet_read_int(&s, one))
+                return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s needs a number", keys[k]);
+        } else {
+            int *list = k == 4 ? c.channel_mult : c.attention_ds;
+            int *count = k == 4 ? &c.num_levels : &c.num_attention;
+            if (k == 5 && strncmp(s, "none", 4) == 0) {
+                s += 4;
+            } else {
+                for (;;) {
+                    if (*count == PRG_UNET_MAX_LEVELS || !prg__unet_read_int(&s, &list[*count]))
+                        return prg__fail(PRG_ERR_FORMAT,
+                                         "U-Net config text: %s needs 1..%d numbers separated by commas", keys[k],
+                                         PRG_UNET_MAX_LEVELS);
+                    (*count)++;
+                    if (*s != ',') break;
+                    s++;
+                }
+            }
+        }
+        if (*s != ' ' && *s != '\0')
+            return prg__fail(PRG_ERR_FORMAT, "U-Net config text: unexpected \"%.16s\" after %s", s, keys[k]);
+    }
+    for (i = 0; i < 9; i++)
+        if (!seen[i]) return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s is missing", keys[i]);
+    if (prg_unet_config_check(&c) != PRG_OK) return PRG_ERR_CONFIG;
+    *cfg = c;
+    return PRG_OK;
+}
+
 /* --- object ---------------------------------------------------------------- */
 
 prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
@@ -3302,7 +3427,8 @@ prg_result prg_unet_tensor_info(const prg_unet *n, int i, const char **name, int
     const prg__unet_tensor *t;
     int d;
     if (!n || i < 0 || i >= n->ntens)
-        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i, n ? n->ntens - 1 : -1);
+        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i,
+                         n ? n->ntens - 1 : -1);
     t = &n->tens[i];
     if (name) *name = t->name;
     if (ndim) *ndim = t->ndim;
