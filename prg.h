@@ -376,7 +376,8 @@ int        prg_unet_find_tensor(const prg_unet *net, const char *name); /* index
 /* v = U-Net(x, t).  x, v: [batch][C][H][W] float32 (C = in_channels and
    out_channels, H = W = image_size); t: [batch] model time in [0, 1], fed raw
    to the sinusoidal embedding.  Keeps what backward needs; the activation
-   block grows when a larger batch than ever before is seen. */
+   block grows when a larger batch than ever before is seen.  A net is used
+   by one thread at a time (the work inside is spread over the pool). */
 prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const float *t, float *v);
 /* After forward on the same net and batch: ACCUMULATES d(loss)/d(params)
    into prg_unet_grads(); dx (may be NULL) is SET to d(loss)/dx.
@@ -2770,9 +2771,12 @@ float prg_flow_loss_forward_backward(float *dv, const float *v, const float *tar
 /* >>unet ================================================================ */
 /* Parameters: a table of tensors in state-dict order over one flat block.
    The network is a list of modules (conv, ResBlock, attention, upsample,
-   concat, norm+SiLU) run in order; each keeps its saved intermediates at
-   fixed per-image offsets of the activation block, so the layout for a batch
-   B is the per-image layout times B (every activation is linear in B). */
+   concat, norm+SiLU) run in order.  Each keeps what is costly to redo (conv
+   and attention outputs, softmax weights) at fixed per-image offsets of the
+   activation block, so the layout for a batch B is the per-image layout
+   times B (every activation is linear in B).  GroupNorm, SiLU, scale-shift,
+   concat and upsample outputs are recomputed by backward with the same
+   kernels (same bits), into a scratch block laid out the same way. */
 
 #define PRG__UNET_NAME 48
 #define PRG__UNET_EPS 1e-5f
