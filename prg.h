@@ -344,6 +344,13 @@ prg_result prg_unet_config_preset(prg_unet_config *cfg, const char *name);
 prg_result prg_unet_config_check(const prg_unet_config *cfg);
 /* Parameter count of a config without allocating it; 0 if the config is invalid. */
 size_t     prg_unet_config_num_params(const prg_unet_config *cfg);
+/* The config as one line of text, for checkpoint metadata:
+   "in_channels=3 out_channels=3 model_channels=128 num_res_blocks=3
+   channel_mult=1,2,2,2 attention_ds=2,4 num_heads=4 image_size=32 groups=32".
+   format: PRG_ERR_ARG if buf (size bytes) is too small.  parse: every key
+   once, in any order; PRG_ERR_FORMAT for anything else; then checked. */
+prg_result prg_unet_config_format(const prg_unet_config *cfg, char *buf, size_t size);
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text);
 
 typedef struct prg_unet prg_unet;
 /* Allocates the parameters (PyTorch default init from seed, with the three
@@ -369,11 +376,13 @@ int        prg_unet_find_tensor(const prg_unet *net, const char *name); /* index
 /* v = U-Net(x, t).  x, v: [batch][C][H][W] float32 (C = in_channels and
    out_channels, H = W = image_size); t: [batch] model time in [0, 1], fed raw
    to the sinusoidal embedding.  Keeps what backward needs; the activation
-   block grows when a larger batch than ever before is seen. */
+   block grows when a larger batch than ever before is seen.  A net is used
+   by one thread at a time (the work inside is spread over the pool). */
 prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const float *t, float *v);
 /* After forward on the same net and batch: ACCUMULATES d(loss)/d(params)
    into prg_unet_grads(); dx (may be NULL) is SET to d(loss)/dx.
-   dv, dx: [batch][C][H][W]. */
+   dv, dx: [batch][C][H][W]; dx may be dv itself (in place).  Backward does
+   not change what forward kept: it may be called again. */
 prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
 /* Bytes of activations + backward scratch held for the largest batch so far. */
 size_t     prg_unet_activation_bytes(const prg_unet *net);
@@ -764,11 +773,9 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
 /* ---- checkpoints ----------------------------------------------------- */
 /* Checkpoints are safetensors files: the U-Net tensors under the reference's
    state_dict() names (F32), for a classifier also head.norm.weight ...
-   head.fc2.weight, and in __metadata__ the config ("prg.unet" =
-   "in_channels=3,out_channels=3,model_channels=128,num_res_blocks=3,
-   channel_mult=1:2:2:2,attention_ds=2:4,num_heads=4,image_size=32,
-   groups=32"), "prg.kind" (unet or classifier), "prg.num_classes",
-   "prg.t_span", "prg.t_cutoff".  A training checkpoint adds the Adam moments
+   head.fc2.weight, and in __metadata__ the config ("prg.unet", the text of
+   prg_unet_config_format), "prg.kind" (unet or classifier), "prg.num_classes",
+   "prg.t_span", "prg.t_cutoff", "prg.path".  A training checkpoint adds the Adam moments
    as "optim.exp_avg.<name>" / "optim.exp_avg_sq.<name>", "optim.step", the
    RNG state ("prg.rng") and the iteration count ("prg.step"), so that a run
    resumed from it continues bit for bit.  Every write goes to a temporary
@@ -791,10 +798,6 @@ prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_
                                const prg_adam *opt, const prg_rng *rng, int64_t step);
 prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
                                   prg_rng *rng, int64_t *step);
-/* The config string of the metadata, and its parser (PRG_ERR_FORMAT on a
-   malformed string, PRG_ERR_CONFIG on an invalid config). */
-void       prg_unet_config_format(const prg_unet_config *cfg, char *buf, size_t cap);
-prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *s);
 
 /* ---- .npy / .npz ----------------------------------------------------- */
 typedef struct prg_array {
@@ -3493,9 +3496,12 @@ float prg_flow_loss_forward_backward(float *dv, const float *v, const float *tar
 /* >>unet ================================================================ */
 /* Parameters: a table of tensors in state-dict order over one flat block.
    The network is a list of modules (conv, ResBlock, attention, upsample,
-   concat, norm+SiLU) run in order; each keeps its saved intermediates at
-   fixed per-image offsets of the activation block, so the layout for a batch
-   B is the per-image layout times B (every activation is linear in B). */
+   concat, norm+SiLU) run in order.  Each keeps what is costly to redo (conv
+   and attention outputs, softmax weights) at fixed per-image offsets of the
+   activation block, so the layout for a batch B is the per-image layout
+   times B (every activation is linear in B).  GroupNorm, SiLU, scale-shift,
+   concat and upsample outputs are recomputed by backward with the same
+   kernels (same bits), into a scratch block laid out the same way. */
 
 #define PRG__UNET_NAME 48
 #define PRG__UNET_EPS 1e-5f
@@ -3522,9 +3528,11 @@ typedef struct prg__unet_mod {
     int k, stride, pad;  /* CONV */
     int par;             /* index of the module's first tensor */
     int has_skip;        /* RES: 1x1 conv on the residual path */
+    int in_rc, out_rc;   /* input / output lives in the recompute buffer (CAT and UP outputs: cheap
+                            to redo, so backward recomputes them instead of keeping them) */
     size_t in, in2, out; /* activations, offsets in floats per image */
     int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
-    size_t t[11];        /* saved intermediates, floats per image */
+    size_t t[3];         /* saved intermediates, floats per image */
 } prg__unet_mod;
 
 struct prg_unet {
@@ -3539,6 +3547,8 @@ struct prg_unet {
     size_t act_floats, scr_floats;
     size_t x_off, temb_off, e1_off, e1s_off, emb_off, semb_off;
     size_t t1_off, t2_off, dss_off, dsemb_off, de1_off, de2_off;
+    size_t r_off[3], gm_off, gr_off; /* recomputed GroupNorm/SiLU outputs, GroupNorm statistics */
+    size_t rc_off;                   /* the recompute buffer of CAT/UP outputs */
     size_t maxel;          /* largest C*H*W of any tensor the backward passes around */
     size_t *gbuf_off;      /* gradient buffers (ping-pong, then skips) in the scratch block */
     size_t *gbuf_len;
@@ -3548,7 +3558,7 @@ struct prg_unet {
     int nstack;
     /* current tensor while planning */
     size_t cur_off;
-    int cur_c, cur_h, cur_g;
+    int cur_c, cur_h, cur_g, cur_rc;
     /* storage for the largest batch seen */
     int cap_batch;
     float *act, *scr, *ws;
@@ -3576,13 +3586,15 @@ prg_result prg_unet_config_check(const prg_unet_config *c) {
         return prg__fail(PRG_ERR_CONFIG, "unet config: num_res_blocks=%d must be in 1..64", c->num_res_blocks);
     levels = c->num_levels;
     if (levels < 1 || levels > PRG_UNET_MAX_LEVELS)
-        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels, PRG_UNET_MAX_LEVELS);
+        return prg__fail(PRG_ERR_CONFIG, "unet config: num_levels=%d must be in 1..%d", levels,
+                         PRG_UNET_MAX_LEVELS);
     if (c->channel_mult[0] != 1)
         return prg__fail(PRG_ERR_CONFIG,
                          "unet config: channel_mult[0]=%d must be 1 (the output head maps model_channels "
                          "to out_channels, as in the reference)", c->channel_mult[0]);
     if (c->groups < 1 || c->groups > mc)
-        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups, mc);
+        return prg__fail(PRG_ERR_CONFIG, "unet config: groups=%d must be in 1..model_channels (%d)", c->groups,
+                         mc);
     if (c->num_heads < 1)
         return prg__fail(PRG_ERR_CONFIG, "unet config: num_heads=%d must be >= 1", c->num_heads);
     for (i = 0; i < levels; i++) {
@@ -3747,9 +3759,11 @@ static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hou
     m->h = m->w = n->cur_h;
     m->in = n->cur_off;
     m->gin = n->cur_g;
+    m->in_rc = n->cur_rc;
+    m->out_rc = type == PRG__UM_CAT || type == PRG__UM_UP;
     m->cout = cout;
     m->par = n->ntens;
-    m->out = prg__unet_act(n, (size_t)cout * hout * hout);
+    m->out = m->out_rc ? 0 : prg__unet_act(n, (size_t)cout * hout * hout);
     m->gout = n->cur_g == 0 ? 1 : 0;
     prg__unet_note(n, (size_t)m->cin * m->h * m->w);
     prg__unet_note(n, (size_t)cout * hout * hout);
@@ -3757,6 +3771,7 @@ static prg__unet_mod *prg__unet_mod_new(prg_unet *n, int type, int cout, int hou
     n->cur_c = cout;
     n->cur_h = hout;
     n->cur_g = m->gout;
+    n->cur_rc = m->out_rc;
     return m;
 }
 
@@ -3770,21 +3785,14 @@ static void prg__unet_conv(prg_unet *n, const char *prefix, int cout, int stride
 }
 
 static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
-    int cin = n->cur_c, hw = n->cur_h * n->cur_h, g = n->cfg.groups, ed = 4 * n->cfg.model_channels;
+    int cin = n->cur_c, hw = n->cur_h * n->cur_h, ed = 4 * n->cfg.model_channels;
     char p[PRG__UNET_NAME];
     prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_RES, cout, n->cur_h);
     m->has_skip = cin != cout;
-    m->t[0] = prg__unet_act(n, (size_t)cin * hw);  /* GN_in(x) */
-    m->t[1] = prg__unet_act(n, (size_t)g);         /* its mean */
-    m->t[2] = prg__unet_act(n, (size_t)g);         /* its rstd */
-    m->t[3] = prg__unet_act(n, (size_t)cin * hw);  /* SiLU of it */
-    m->t[4] = prg__unet_act(n, (size_t)cout * hw); /* conv1 */
-    m->t[5] = prg__unet_act(n, (size_t)2 * cout);  /* scale | shift */
-    m->t[6] = prg__unet_act(n, (size_t)cout * hw); /* GN_out(conv1) */
-    m->t[7] = prg__unet_act(n, (size_t)g);
-    m->t[8] = prg__unet_act(n, (size_t)g);
-    m->t[9] = prg__unet_act(n, (size_t)cout * hw);  /* scale-shifted */
-    m->t[10] = prg__unet_act(n, (size_t)cout * hw); /* SiLU of it = conv2 input */
+    /* kept: conv1 output and scale|shift; the GroupNorm and SiLU outputs
+       are recomputed by backward (cheap, and 2.5x less memory) */
+    m->t[0] = prg__unet_act(n, (size_t)cout * hw);
+    m->t[1] = prg__unet_act(n, (size_t)2 * cout);
     prg__unet_join(p, sizeof p, prefix, "in_layers.0.");
     prg__unet_gn(n, p, cin);
     prg__unet_join(p, sizeof p, prefix, "in_layers.2.");
@@ -3805,12 +3813,9 @@ static void prg__unet_attn(prg_unet *n, const char *prefix) {
     int c = n->cur_c, hw = n->cur_h * n->cur_h, heads = n->cfg.num_heads;
     char p[PRG__UNET_NAME];
     prg__unet_mod *m = prg__unet_mod_new(n, PRG__UM_ATTN, c, n->cur_h);
-    m->t[0] = prg__unet_act(n, (size_t)c * hw);                /* GN(x) */
-    m->t[1] = prg__unet_act(n, (size_t)n->cfg.groups);
-    m->t[2] = prg__unet_act(n, (size_t)n->cfg.groups);
-    m->t[3] = prg__unet_act(n, (size_t)3 * c * hw);            /* qkv */
-    m->t[4] = prg__unet_act(n, (size_t)c * hw);                /* attention output */
-    m->t[5] = prg__unet_act(n, (size_t)heads * hw * hw);       /* softmax weights */
+    m->t[0] = prg__unet_act(n, (size_t)3 * c * hw);          /* qkv (its GN input is recomputed) */
+    m->t[1] = prg__unet_act(n, (size_t)c * hw);              /* attention output */
+    m->t[2] = prg__unet_act(n, (size_t)heads * hw * hw);     /* softmax weights */
     prg__unet_note(n, (size_t)3 * c * hw);
     prg__unet_join(p, sizeof p, prefix, "norm.");
     prg__unet_gn(n, p, c);
@@ -3932,9 +3937,6 @@ static prg_result prg__unet_plan(prg_unet *n) {
         }
     }
     m = prg__unet_mod_new(n, PRG__UM_NORMACT, n->cur_c, n->cur_h);
-    m->t[0] = prg__unet_act(n, (size_t)m->cin * m->h * m->w);
-    m->t[1] = prg__unet_act(n, (size_t)c->groups);
-    m->t[2] = prg__unet_act(n, (size_t)c->groups);
     prg__unet_gn(n, "out.0.", m->cin);
     prg__unet_conv(n, "out.2.", c->out_channels, 1, 1);
     n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
@@ -3945,6 +3947,10 @@ static prg_result prg__unet_plan(prg_unet *n) {
     for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
     n->t1_off = prg__unet_scr(n, n->maxel);
     n->t2_off = prg__unet_scr(n, n->maxel);
+    for (i = 0; i < 3; i++) n->r_off[i] = prg__unet_scr(n, n->maxel);
+    n->gm_off = prg__unet_scr(n, (size_t)c->groups);
+    n->gr_off = prg__unet_scr(n, (size_t)c->groups);
+    n->rc_off = prg__unet_scr(n, n->maxel);
     for (i = 0, ch = 1; i < L; i++)
         if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
     n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
@@ -3964,6 +3970,122 @@ size_t prg_unet_config_num_params(const prg_unet_config *cfg) {
     count = n.nparams;
     prg__unet_plan_free(&n);
     return count;
+}
+
+static int prg__unet_fmt_list(char *p, size_t room, const char *key, const int *v, int n) {
+    int i, len = snprintf(p, room, " %s=", key), k;
+    for (i = 0; i < n && len >= 0 && (size_t)len < room; i++) {
+        k = snprintf(p + len, room - (size_t)len, i ? ",%d" : "%d", v[i]);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (n == 0 && len >= 0 && (size_t)len < room) {
+        k = snprintf(p + len, room - (size_t)len, "none");
+        len = k < 0 ? -1 : len + k;
+    }
+    return len;
+}
+
+prg_result prg_unet_config_format(const prg_unet_config *c, char *buf, size_t size) {
+    int len, k;
+    prg_result r;
+    if (!c || !buf) return prg__fail(PRG_ERR_ARG, "prg_unet_config_format: NULL argument");
+    if ((r = prg_unet_config_check(c)) != PRG_OK) return r;
+    len = snprintf(buf, size, "in_channels=%d out_channels=%d model_channels=%d num_res_blocks=%d", c->in_channels,
+                   c->out_channels, c->model_channels, c->num_res_blocks);
+    if (len >= 0 && (size_t)len < size) {
+        k = prg__unet_fmt_list(buf + len, size - (size_t)len, "channel_mult", c->channel_mult, c->num_levels);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len >= 0 && (size_t)len < size) {
+        k = prg__unet_fmt_list(buf + len, size - (size_t)len, "attention_ds", c->attention_ds, c->num_attention);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len >= 0 && (size_t)len < size) {
+        k = snprintf(buf + len, size - (size_t)len, " num_heads=%d image_size=%d groups=%d", c->num_heads,
+                     c->image_size, c->groups);
+        len = k < 0 ? -1 : len + k;
+    }
+    if (len < 0 || (size_t)len >= size)
+        return prg__fail(PRG_ERR_ARG, "prg_unet_config_format: buffer of %zu bytes is too small (use 256)", size);
+    return PRG_OK;
+}
+
+/* Reads a decimal int in [0, 1e6] at *s; advances *s. */
+static int prg__unet_read_int(const char **s, int *out) {
+    long v = 0;
+    int digits = 0;
+    while (**s >= '0' && **s <= '9' && digits < 8) {
+        v = v * 10 + (**s - '0');
+        (*s)++;
+        digits++;
+    }
+    *out = (int)v;
+    return digits > 0 && digits < 8;
+}
+
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text) {
+    static const char *keys[9] = {"in_channels",  "out_channels", "model_channels",
+                                  "num_res_blocks", "channel_mult", "attention_ds",
+                                  "num_heads",    "image_size",   "groups"};
+    prg_unet_config c;
+    const char *s = text;
+    int seen[9] = {0}, i;
+    if (!cfg || !text) return prg__fail(PRG_ERR_ARG, "prg_unet_config_parse: NULL argument");
+    memset(&c, 0, sizeof c);
+    for (;;) {
+        size_t klen;
+        int k = -1, *one = NULL;
+        while (*s == ' ') s++;
+        if (!*s) break;
+        for (i = 0; i < 9; i++) {
+            klen = strlen(keys[i]);
+            if (strncmp(s, keys[i], klen) == 0 && s[klen] == '=') {
+                k = i;
+                s += klen + 1;
+                break;
+            }
+        }
+        if (k < 0 || seen[k]++)
+            return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s key at \"%.24s\"",
+                             k < 0 ? "unknown" : "repeated", k < 0 ? s : keys[k]);
+        switch (k) {
+        case 0: one = &c.in_channels; break;
+        case 1: one = &c.out_channels; break;
+        case 2: one = &c.model_channels; break;
+        case 3: one = &c.num_res_blocks; break;
+        case 6: one = &c.num_heads; break;
+        case 7: one = &c.image_size; break;
+        case 8: one = &c.groups; break;
+        default: break;
+        }
+        if (one) {
+            if (!prg__unet_read_int(&s, one))
+                return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s needs a number", keys[k]);
+        } else {
+            int *list = k == 4 ? c.channel_mult : c.attention_ds;
+            int *count = k == 4 ? &c.num_levels : &c.num_attention;
+            if (k == 5 && strncmp(s, "none", 4) == 0) {
+                s += 4;
+            } else {
+                for (;;) {
+                    if (*count == PRG_UNET_MAX_LEVELS || !prg__unet_read_int(&s, &list[*count]))
+                        return prg__fail(PRG_ERR_FORMAT,
+                                         "U-Net config text: %s needs 1..%d numbers separated by commas", keys[k],
+                                         PRG_UNET_MAX_LEVELS);
+                    (*count)++;
+                    if (*s != ',') break;
+                    s++;
+                }
+            }
+        }
+        if (*s != ' ' && *s != '\0')
+            return prg__fail(PRG_ERR_FORMAT, "U-Net config text: unexpected \"%.16s\" after %s", s, keys[k]);
+    }
+    for (i = 0; i < 9; i++)
+        if (!seen[i]) return prg__fail(PRG_ERR_FORMAT, "U-Net config text: %s is missing", keys[i]);
+    if (prg_unet_config_check(&c) != PRG_OK) return PRG_ERR_CONFIG;
+    *cfg = c;
+    return PRG_OK;
 }
 
 /* --- object ---------------------------------------------------------------- */
@@ -4034,7 +4156,8 @@ prg_result prg_unet_tensor_info(const prg_unet *n, int i, const char **name, int
     const prg__unet_tensor *t;
     int d;
     if (!n || i < 0 || i >= n->ntens)
-        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i, n ? n->ntens - 1 : -1);
+        return prg__fail(PRG_ERR_ARG, "prg_unet_tensor_info: index %d out of range 0..%d", i,
+                         n ? n->ntens - 1 : -1);
     t = &n->tens[i];
     if (name) *name = t->name;
     if (ndim) *ndim = t->ndim;
@@ -4135,24 +4258,94 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
 
 /* --- forward ---------------------------------------------------------------- */
 
+/* The two halves of a ResBlock around its convs, as forward runs them and
+   backward recomputes them (same kernels, same bits):
+   in:  gn = GN_in(x), act = SiLU(gn);
+   out: gn = GN_out(h1), sso = gn (1 + scale) + shift, act = SiLU(sso).
+   gm, gr: [B][G] statistics of the last GroupNorm. */
+static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
+                             float *act, float *gm, float *gr) {
+    const float *P = n->params;
+    size_t len = (size_t)B * m->cin * m->h * m->w;
+    prg_groupnorm_forward(gn, gm, gr, x, P + n->tens[m->par].offset, P + n->tens[m->par + 1].offset, B, m->cin,
+                          m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
+    prg_silu_forward(act, gn, len);
+}
+
+static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, const float *h1, const float *ss,
+                              float *gn, float *sso, float *act, float *gm, float *gr) {
+    const float *P = n->params;
+    int hw = m->h * m->w;
+    prg_groupnorm_forward(gn, gm, gr, h1, P + n->tens[m->par + 6].offset, P + n->tens[m->par + 7].offset, B,
+                          m->cout, hw, n->cfg.groups, PRG__UNET_EPS);
+    prg_scale_shift_forward(sso, gn, ss, B, m->cout, hw);
+    prg_silu_forward(act, sso, (size_t)B * m->cout * hw);
+}
+
+#define PRG__UA(off) (A + (size_t)(off) * B)
+#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
+/* Runs one module forward on the kept activations (scratch r[], gm, gr). */
+static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
+    const prg_unet_config *c = &n->cfg;
+    int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout, ed = 4 * c->model_channels;
+    int G = c->groups, i;
+    const float *P = n->params, *in;
+    float *A = n->act, *S = n->scr, *ws = n->ws, *rc = S + n->rc_off * B, *r[3], *out;
+    float *gm = S + n->gm_off * B, *gr = S + n->gr_off * B;
+    for (i = 0; i < 3; i++) r[i] = S + n->r_off[i] * B;
+    in = m->in_rc ? rc : PRG__UA(m->in);
+    out = m->out_rc ? rc : PRG__UA(m->out);
+    switch (m->type) {
+    case PRG__UM_CONV:
+        prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
+        break;
+    case PRG__UM_RES:
+        prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
+        prg_conv2d_forward(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws);
+        prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
+        prg_conv2d_forward(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+        if (m->has_skip) {
+            prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+            prg__unet_add(out, r[0], (size_t)B * co * hw);
+        } else {
+            prg__unet_add(out, in, (size_t)B * co * hw);
+        }
+        break;
+    case PRG__UM_ATTN:
+        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+        prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
+        prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
+                              c->num_heads, ws);
+        prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+        prg__unet_add(out, in, (size_t)B * ci * hw);
+        break;
+    case PRG__UM_UP:
+        prg_upsample2x_forward(out, in, B * ci, h, w);
+        break;
+    case PRG__UM_CAT:
+        prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
+        break;
+    case PRG__UM_NORMACT:
+        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
+        prg_silu_forward(out, r[0], (size_t)B * ci * hw);
+        break;
+    }
+}
+
 prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
     const prg_unet_config *c;
-    int B = batch, i, mc, ed, G;
-    float *P, *A, *ws, *t1;
-    prg_result r;
+    int B = batch, i, mc, ed;
+    float *P, *A;
+    prg_result res;
     if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
-    if ((r = prg__unet_reserve(n, batch)) != PRG_OK) return r;
+    if ((res = prg__unet_reserve(n, batch)) != PRG_OK) return res;
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
-    G = c->groups;
     P = n->params;
     A = n->act;
-    ws = n->ws;
-    t1 = n->scr + n->t1_off * B;
-#define PRG__UA(off) (A + (size_t)(off) * B)
-#define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
     memcpy(PRG__UA(n->x_off), x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
     prg_timestep_embedding(PRG__UA(n->temb_off), t, B, mc, PRG__UNET_MAX_PERIOD);
     prg_linear_forward(PRG__UA(n->e1_off), PRG__UA(n->temb_off), P + n->tens[0].offset, P + n->tens[1].offset,
@@ -4161,57 +4354,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     prg_linear_forward(PRG__UA(n->emb_off), PRG__UA(n->e1s_off), P + n->tens[2].offset, P + n->tens[3].offset,
                        B, ed, ed);
     prg_silu_forward(PRG__UA(n->semb_off), PRG__UA(n->emb_off), (size_t)B * ed);
-    for (i = 0; i < n->nmods; i++) {
-        const prg__unet_mod *m = &n->mods[i];
-        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
-        const float *in = PRG__UA(m->in);
-        float *out = PRG__UA(m->out);
-        switch (m->type) {
-        case PRG__UM_CONV:
-            prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
-            break;
-        case PRG__UM_RES:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_silu_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_conv2d_forward(PRG__UA(m->t[4]), PRG__UA(m->t[3]), PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1,
-                               1, ws);
-            prg_linear_forward(PRG__UA(m->t[5]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
-            prg_groupnorm_forward(PRG__UA(m->t[6]), PRG__UA(m->t[7]), PRG__UA(m->t[8]), PRG__UA(m->t[4]),
-                                  PRG__UP(6), PRG__UP(7), B, co, hw, G, PRG__UNET_EPS);
-            prg_scale_shift_forward(PRG__UA(m->t[9]), PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
-            prg_silu_forward(PRG__UA(m->t[10]), PRG__UA(m->t[9]), (size_t)B * co * hw);
-            prg_conv2d_forward(out, PRG__UA(m->t[10]), PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
-            if (m->has_skip) {
-                prg_conv2d_forward(t1, in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
-                prg__unet_add(out, t1, (size_t)B * co * hw);
-            } else {
-                prg__unet_add(out, in, (size_t)B * co * hw);
-            }
-            break;
-        case PRG__UM_ATTN:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_conv2d_forward(PRG__UA(m->t[3]), PRG__UA(m->t[0]), PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci,
-                               1, 1, 0, ws);
-            prg_attention_forward(PRG__UA(m->t[4]), PRG__UA(m->t[5]), PRG__UA(m->t[3]), B, ci, hw,
-                                  c->num_heads, ws);
-            prg_conv2d_forward(out, PRG__UA(m->t[4]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
-            prg__unet_add(out, in, (size_t)B * ci * hw);
-            break;
-        case PRG__UM_UP:
-            prg_upsample2x_forward(out, in, B * ci, h, w);
-            break;
-        case PRG__UM_CAT:
-            prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
-            break;
-        case PRG__UM_NORMACT:
-            prg_groupnorm_forward(PRG__UA(m->t[0]), PRG__UA(m->t[1]), PRG__UA(m->t[2]), in, PRG__UP(0),
-                                  PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg_silu_forward(out, PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            break;
-        }
-    }
+    for (i = 0; i < n->nmods; i++) prg__unet_mod_forward(n, &n->mods[i], B);
     memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
            (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
     n->fwd_batch = B;
@@ -4223,7 +4366,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
 prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     const prg_unet_config *c;
     int B, i, j, mc, ed, G;
-    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr, *rc;
     float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
     if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
     if (n->fwd_batch < 1)
@@ -4244,21 +4387,26 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     dsemb = S + n->dsemb_off * B;
     de1 = S + n->de1_off * B;
     de2 = S + n->de2_off * B;
+    for (j = 0; j < 3; j++) r[j] = S + n->r_off[j] * B;
+    gm = S + n->gm_off * B;
+    gr = S + n->gr_off * B;
+    rc = S + n->rc_off * B;
     PRG_ASSERT(n->ngbuf <= (int)(sizeof gb / sizeof gb[0]));
     for (j = 0; j < n->ngbuf; j++) gb[j] = S + n->gbuf_off[j] * B;
     for (j = 2; j < n->ngbuf; j++) memset(gb[j], 0, n->gbuf_len[j] * B * sizeof(float));
     memset(dsemb, 0, (size_t)B * ed * sizeof(float));
-    if (dx) memset(dx, 0, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof(float));
 #define PRG__UG(id) ((id) == PRG__UNET_G_DX ? dx : (id) == PRG__UNET_G_DV ? (float *)dv : gb[id])
 #define PRG__UD(j) (D + n->tens[m->par + (j)].offset)
 #define PRG__UZ(p, count) memset((p), 0, (size_t)(count) * B * sizeof(float))
     for (i = n->nmods - 1; i >= 0; i--) {
         const prg__unet_mod *m = &n->mods[i];
         int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
-        const float *in = PRG__UA(m->in), *dout = PRG__UG(m->gout);
+        const float *in = m->in_rc ? rc : PRG__UA(m->in), *dout = PRG__UG(m->gout);
         float *din = PRG__UG(m->gin);
-        /* a ping-pong buffer has one producer: clear it; skip buffers and dx accumulate */
-        if (m->gin == 0 || m->gin == 1) PRG__UZ(din, ci * hw);
+        if (m->in_rc) prg__unet_mod_forward(n, m - 1, B); /* the CAT or UP output, into rc */
+        /* a ping-pong buffer has one producer: clear it; skip buffers accumulate; dx is
+           cleared only now (the first conv is the last module), so it may alias dv */
+        if (m->gin == 0 || m->gin == 1 || (m->gin == PRG__UNET_G_DX && dx)) PRG__UZ(din, ci * hw);
         switch (m->type) {
         case PRG__UM_CONV:
             prg_conv2d_backward(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
@@ -4270,39 +4418,38 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                                     0, ws);
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
+            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
             PRG__UZ(t1, co * hw);
-            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, PRG__UA(m->t[10]), PRG__UP(8), B, co, h, w, co,
-                                3, 1, 1, ws);
+            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws);
             PRG__UZ(t2, co * hw);
-            prg_silu_backward(t2, t1, PRG__UA(m->t[9]), (size_t)B * co * hw);
+            prg_silu_backward(t2, t1, r[1], (size_t)B * co * hw);
             PRG__UZ(t1, co * hw);
             PRG__UZ(dss, 2 * co);
-            prg_scale_shift_backward(t1, dss, t2, PRG__UA(m->t[6]), PRG__UA(m->t[5]), B, co, hw);
+            prg_scale_shift_backward(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
                                 2 * co);
             PRG__UZ(t2, co * hw);
-            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[4]), PRG__UA(m->t[7]),
-                                   PRG__UA(m->t[8]), PRG__UP(6), B, co, hw, G);
+            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co, hw,
+                                   G);
+            prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[3]), PRG__UP(2), B, ci, h, w, co, 3,
-                                1, 1, ws);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws);
             PRG__UZ(t2, ci * hw);
-            prg_silu_backward(t2, t1, PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_silu_backward(t2, t1, r[0], (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_ATTN:
             prg__unet_add(din, dout, (size_t)B * ci * hw);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[4]), PRG__UP(4), B, ci, hw, 1, ci,
+            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1, ci,
                                 1, 1, 0, ws);
             PRG__UZ(t2, 3 * ci * hw);
-            prg_attention_backward(t2, t1, PRG__UA(m->t[3]), PRG__UA(m->t[5]), B, ci, hw, c->num_heads, ws);
+            prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
             PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, PRG__UA(m->t[0]), PRG__UP(2), B, ci, hw, 1,
-                                3 * ci, 1, 1, 0, ws);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
+                                ws);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:
             prg_upsample2x_backward(din, dout, B * ci, h, w);
@@ -4311,10 +4458,10 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg_concat_backward(din, PRG__UG(m->gin2), dout, B, ci, m->cin2, hw);
             break;
         case PRG__UM_NORMACT:
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
             PRG__UZ(t1, ci * hw);
-            prg_silu_backward(t1, dout, PRG__UA(m->t[0]), (size_t)B * ci * hw);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, PRG__UA(m->t[1]), PRG__UA(m->t[2]),
-                                   PRG__UP(0), B, ci, hw, G);
+            prg_silu_backward(t1, dout, r[0], (size_t)B * ci * hw);
+            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         }
     }
@@ -7218,86 +7365,10 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
 
 /* ---- checkpoints ----------------------------------------------------- */
 
-static void prg__fmt_list(char *buf, size_t cap, const int *v, int n) {
-    size_t len = 0;
-    int i;
-    buf[0] = 0;
-    for (i = 0; i < n && len + 12 < cap; i++) len += (size_t)snprintf(buf + len, cap - len, i ? ":%d" : "%d", v[i]);
-}
-
-void prg_unet_config_format(const prg_unet_config *c, char *buf, size_t cap) {
-    char mult[128], attn[128];
-    prg__fmt_list(mult, sizeof mult, c->channel_mult, c->num_levels);
-    prg__fmt_list(attn, sizeof attn, c->attention_ds, c->num_attention);
-    snprintf(buf, cap,
-             "in_channels=%d,out_channels=%d,model_channels=%d,num_res_blocks=%d,channel_mult=%s,"
-             "attention_ds=%s,num_heads=%d,image_size=%d,groups=%d",
-             c->in_channels, c->out_channels, c->model_channels, c->num_res_blocks, mult, attn, c->num_heads,
-             c->image_size, c->groups);
-}
-
-/* Parses "a:b:c" (possibly empty) into v; returns the count or -1. */
-static int prg__parse_list(const char *s, size_t len, int *v, int cap) {
-    int n = 0;
-    size_t i = 0;
-    if (len == 0) return 0;
-    while (i <= len) {
-        long x = 0;
-        size_t start = i;
-        while (i < len && s[i] >= '0' && s[i] <= '9' && x < 1000000) x = x * 10 + (s[i++] - '0');
-        if (i == start || n >= cap || (i < len && s[i] != ':')) return -1;
-        v[n++] = (int)x;
-        i++;
-    }
-    return n;
-}
-
-prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *s) {
-    static const char *const keys[] = {"in_channels", "out_channels", "model_channels", "num_res_blocks",
-                                       "channel_mult", "attention_ds", "num_heads", "image_size", "groups"};
-    prg_unet_config c;
-    int seen[9] = {0}, k;
-    const char *p = s;
-    memset(&c, 0, sizeof c);
-    while (*p) {
-        const char *eq = strchr(p, '='), *end = strchr(p, ',');
-        size_t klen, vlen;
-        int vals[PRG_UNET_MAX_LEVELS], n;
-        if (!end) end = p + strlen(p);
-        if (!eq || eq > end) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': expected key=value at '%s'", s, p);
-        klen = (size_t)(eq - p);
-        vlen = (size_t)(end - eq - 1);
-        for (k = 0; k < 9; k++)
-            if (strlen(keys[k]) == klen && !strncmp(p, keys[k], klen)) break;
-        if (k == 9) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': unknown key '%.*s'", s, (int)klen, p);
-        n = prg__parse_list(eq + 1, vlen, vals, PRG_UNET_MAX_LEVELS);
-        if (n < 0 || ((k != 4 && k != 5) && n != 1) || seen[k])
-            return prg__fail(PRG_ERR_FORMAT, "unet config '%s': bad or repeated value for '%s'", s, keys[k]);
-        seen[k] = 1;
-        switch (k) {
-        case 0: c.in_channels = vals[0]; break;
-        case 1: c.out_channels = vals[0]; break;
-        case 2: c.model_channels = vals[0]; break;
-        case 3: c.num_res_blocks = vals[0]; break;
-        case 4: c.num_levels = n; memcpy(c.channel_mult, vals, sizeof(int) * (size_t)n); break;
-        case 5: c.num_attention = n; memcpy(c.attention_ds, vals, sizeof(int) * (size_t)n); break;
-        case 6: c.num_heads = vals[0]; break;
-        case 7: c.image_size = vals[0]; break;
-        default: c.groups = vals[0]; break;
-        }
-        p = *end ? end + 1 : end;
-    }
-    for (k = 0; k < 9; k++)
-        if (!seen[k]) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': '%s' is missing", s, keys[k]);
-    if (prg_unet_config_check(&c) != PRG_OK) return PRG_ERR_CONFIG;
-    *cfg = c;
-    return PRG_OK;
-}
-
 static int prg__config_equal(const prg_unet_config *a, const prg_unet_config *b) {
     char sa[512], sb[512];
-    prg_unet_config_format(a, sa, sizeof sa);
-    prg_unet_config_format(b, sb, sizeof sb);
+    if (prg_unet_config_format(a, sa, sizeof sa) != PRG_OK || prg_unet_config_format(b, sb, sizeof sb) != PRG_OK)
+        return 0;
     return strcmp(sa, sb) == 0;
 }
 
@@ -7473,7 +7544,7 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
     if ((r = prg_unet_config_parse(&fc, s)) != PRG_OK)
         return prg__fail(r, "%s: metadata 'prg.unet': %s", path, prg_last_error());
     if (cfg && !prg__config_equal(cfg, &fc)) {
-        char want[512];
+        char want[512] = "an invalid config";
         prg_unet_config_format(cfg, want, sizeof want);
         return prg__fail(PRG_ERR_SHAPE, "%s holds a U-Net with %s, not the requested %s", path, s, want);
     }

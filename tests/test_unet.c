@@ -450,6 +450,11 @@ static void test_batches(void) {
         if (fabs(g1[i]) > gm) gm = fabs(g1[i]);
     }
     CHECK(gm > 0 && e <= 1e-6 * gm, "second backward adds the same gradient again (err %.2e of %.2e)", e, gm);
+    /* dx may be dv itself */
+    memcpy(v1, r, per * sizeof(float));
+    CHECK(prg_unet_backward(net, r, v3) == PRG_OK && prg_unet_backward(net, v1, v1) == PRG_OK &&
+              memcmp(v1, v3, per * sizeof(float)) == 0,
+          "backward in place (dx == dv) gives the same dx");
     prg_unet_zero_grad(net);
     for (i = 0, e = 0; i < np; i++) e += fabs(prg_unet_grads(net)[i]);
     CHECK(e == 0, "zero_grad clears the gradients");
@@ -460,6 +465,50 @@ static void test_batches(void) {
     free(v3);
     free(g1);
     prg_unet_free(net);
+}
+
+static void test_config_text(void) {
+    static const char *names[4] = {"cifar32", "imagenet64", "small32", "tiny32"};
+    static const char *bad[] = {
+        "", /* everything missing */
+        "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 attention_ds=4 "
+        "num_heads=4 image_size=32", /* groups missing */
+        "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 attention_ds=4 "
+        "num_heads=4 image_size=32 groups=32 colour=red",
+        "in_channels=3 in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 "
+        "attention_ds=4 num_heads=4 image_size=32 groups=32",
+        "in_channels=x out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 attention_ds=4 "
+        "num_heads=4 image_size=32 groups=32",
+        "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2, attention_ds=4 "
+        "num_heads=4 image_size=32 groups=32",
+        "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,1,1,1,1,1,1,1,1 "
+        "attention_ds=4 num_heads=4 image_size=32 groups=32",
+        "in_channels=3 out_channels=3 model_channels=48 num_res_blocks=1 channel_mult=1,2,2 attention_ds=4 "
+        "num_heads=4 image_size=32 groups=32"};
+    prg_unet_config c, d;
+    char buf[256];
+    int i;
+    for (i = 0; i < 4; i++) {
+        prg_unet_config_preset(&c, names[i]);
+        memset(&d, 0x55, sizeof d);
+        CHECK(prg_unet_config_format(&c, buf, sizeof buf) == PRG_OK && prg_unet_config_parse(&d, buf) == PRG_OK &&
+                  memcmp(&c, &d, sizeof c) == 0,
+              "%s: config text round trip (\"%s\": %s)", names[i], buf, prg_last_error());
+    }
+    prg_unet_config_preset(&c, "tiny32");
+    prg_unet_config_format(&c, buf, sizeof buf);
+    CHECK(strcmp(buf, "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 "
+                      "attention_ds=4 num_heads=4 image_size=32 groups=32") == 0, "tiny32 as text: %s", buf);
+    c.num_attention = 0;
+    CHECK(prg_unet_config_format(&c, buf, sizeof buf) == PRG_OK && strstr(buf, "attention_ds=none") &&
+              prg_unet_config_parse(&d, buf) == PRG_OK && d.num_attention == 0,
+          "no attention resolutions round trip: %s", buf);
+    CHECK(prg_unet_config_format(&c, buf, 40) == PRG_ERR_ARG, "too small a buffer is refused");
+    for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+        prg_result r = prg_unet_config_parse(&d, bad[i]);
+        CHECK(r == (i == 7 ? PRG_ERR_CONFIG : PRG_ERR_FORMAT), "bad config text %d refused (%d: %s)", i, (int)r,
+              prg_last_error());
+    }
 }
 
 static void expect_config_error(prg_unet_config c, const char *field, const char *what) {
@@ -504,6 +553,7 @@ int main(void) {
     test_presets();
     test_create();
     test_bad_configs();
+    test_config_text();
     test_fixture(&tiny);
     test_fixture(&mono);
     test_finite_differences();

@@ -20,14 +20,15 @@ import sys
 import torch
 
 PRESET_META = {
-    "cifar32": "in_channels=3,out_channels=3,model_channels=128,num_res_blocks=3,channel_mult=1:2:2:2,"
-               "attention_ds=2:4,num_heads=4,image_size=32,groups=32",
-    "imagenet64": "in_channels=3,out_channels=3,model_channels=128,num_res_blocks=3,channel_mult=1:2:3:4,"
-                  "attention_ds=4:8,num_heads=4,image_size=64,groups=32",
-    "small32": "in_channels=3,out_channels=3,model_channels=64,num_res_blocks=2,channel_mult=1:2:2,"
-               "attention_ds=2:4,num_heads=4,image_size=32,groups=32",
-    "tiny32": "in_channels=3,out_channels=3,model_channels=32,num_res_blocks=1,channel_mult=1:2:2,"
-              "attention_ds=4,num_heads=4,image_size=32,groups=32",
+    # the text of prg_unet_config_format for each preset
+    "cifar32": "in_channels=3 out_channels=3 model_channels=128 num_res_blocks=3 channel_mult=1,2,2,2 "
+               "attention_ds=2,4 num_heads=4 image_size=32 groups=32",
+    "imagenet64": "in_channels=3 out_channels=3 model_channels=128 num_res_blocks=3 channel_mult=1,2,3,4 "
+                  "attention_ds=4,8 num_heads=4 image_size=64 groups=32",
+    "small32": "in_channels=3 out_channels=3 model_channels=64 num_res_blocks=2 channel_mult=1,2,2 "
+               "attention_ds=2,4 num_heads=4 image_size=32 groups=32",
+    "tiny32": "in_channels=3 out_channels=3 model_channels=32 num_res_blocks=1 channel_mult=1,2,2 "
+              "attention_ds=4 num_heads=4 image_size=32 groups=32",
 }
 ROOTS = ("time_embed.", "input_blocks.", "middle_block.", "output_blocks.", "out.", "head.")
 

@@ -10,7 +10,7 @@ so that state_dict() gives the reference names (time_embed.0.weight, ...).
     /usr/bin/python3 tools/ref_unet.py fixtures        writes tests/fixtures/unet_ref.h
     /usr/bin/python3 tools/ref_unet.py check-grl DIR   compares with GenerativeRL's unet_2D
                                                        (DIR holds a copy of unet_2D.py)
-    /usr/bin/python3 tools/ref_unet.py bench [B]       forward / forward+backward ms, tiny32
+    /usr/bin/python3 tools/ref_unet.py bench [B] [T]   forward / forward+backward ms, tiny32, T threads
 
 Test weights are a formula of (tensor index, element index) that the C test
 computes too (test_weight below, test_weight() in tests/test_unet.c), so the
@@ -358,6 +358,8 @@ def main():
     elif cmd == "bench":
         import time
         batch = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+        threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+        torch.set_num_threads(threads)
         cfg = PRESETS["tiny32"]
         model = UNet(**cfg)
         x = torch.randn(batch, 3, 32, 32)
@@ -374,8 +376,8 @@ def main():
                     model(x, t).square().sum().backward()
                 times.append(time.perf_counter() - t0)
             best = min(times[1:])
-            print("pytorch %s tiny32 batch %d, 2 threads: %.1f ms/batch, %.2f ms/image" %
-                  (mode, batch, best * 1e3, best * 1e3 / batch))
+            print("pytorch %s tiny32 batch %d, %d threads: %.1f ms/batch, %.2f ms/image" %
+                  (mode, batch, threads, best * 1e3, best * 1e3 / batch))
     else:
         print(__doc__)
         sys.exit(2)
