@@ -83,3 +83,8 @@ bench: $(BUILD)/bench_layers
 bench-layers: $(BUILD)/bench_layers
 	$(BUILD)/bench_layers 1
 	$(BUILD)/bench_layers
+
+# --- checkpoints ---
+all: $(BUILD)/prginfo
+$(BUILD)/prginfo: tools/prginfo.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
