@@ -10,7 +10,7 @@ BUILD   := build
 
 TESTS    := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 EXAMPLES := $(BUILD)/quickstart
-TOOLS    := $(BUILD)/bench_gemm $(BUILD)/bench_unet
+TOOLS    := $(BUILD)/bench_gemm $(BUILD)/bench_unet $(BUILD)/bench_finetune
 
 .PHONY: all test asan bench clean aarch64-test
 all: $(EXAMPLES) $(TOOLS)
@@ -51,11 +51,14 @@ aarch64-test:
 
 $(BUILD)/bench_unet: tools/bench_unet.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+$(BUILD)/bench_finetune: tools/bench_finetune.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 
-bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet
+bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet $(BUILD)/bench_finetune
 	$(BUILD)/bench_gemm
 	$(BUILD)/bench_gemm_native --squares-only
 	tools/bench_unet.sh $(BUILD)
+	tools/bench_finetune.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-aarch64
