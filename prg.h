@@ -3392,7 +3392,7 @@ prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
         if (*p == '/' || *p == '\\') base = p + 1;
     if (m[0] == 'P' && m[1] == 'K') return prg_dataset_load_npz(ds, path);
     if ((m[0] == 0x1f && m[1] == 0x8b) || (m[0] == 0 && m[1] == 0 && m[2] == 8 && (m[3] == 3 || m[3] == 1))) {
-        int is_labels = strstr(base, "labels") != NULL || (m[0] == 0 && m[3] == 1);
+        int is_labels = m[0] == 0 ? m[3] == 1 : strstr(base, "labels") != NULL; /* raw: the magic decides */
         char *other = is_labels ? prg__name_swap(path, "labels", "images") : prg__name_swap(path, "images", "labels"), *o2;
         if (!other)
             return prg__fail(PRG_ERR_ARG, "%s: an IDX file, but the name has no 'images'/'labels' to find its partner; use prg_dataset_load_idx", path);
