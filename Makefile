@@ -91,3 +91,16 @@ bench-layers: $(BUILD)/bench_layers
 all: $(BUILD)/prginfo
 $(BUILD)/prginfo: tools/prginfo.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+# --- io ---
+# Big-endian check (the file formats are little-endian on disk whatever the
+# host): cross-compile the tests for s390x and run them under qemu-user.
+# Needs gcc-s390x-linux-gnu, libc6-dev-s390x-cross and qemu-user.  Only the
+# io test by default (S390X_TESTS="tests/test_*.c" for all; gemm is slow there).
+S390X_CC ?= s390x-linux-gnu-gcc
+S390X_TESTS ?= tests/test_io.c
+.PHONY: s390x-test
+s390x-test:
+	@mkdir -p $(BUILD)/s390x
+	@for t in $(S390X_TESTS); do $(S390X_CC) -O2 -std=c99 $(WARN) -static -o $(BUILD)/s390x/$$(basename $$t .c) $$t -lm -pthread || exit 1; done
+	@PRG_TEST_WRAPPER=qemu-s390x tests/run.sh $(patsubst tests/%.c,$(BUILD)/s390x/%,$(wildcard $(S390X_TESTS)))

@@ -843,6 +843,11 @@ prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, 
    labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
    with labels 0-based, num_classes = largest label + 1. */
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
+/* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
+   test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
+   Fashion-MNIST ({train,t10k}-{images-idx3,labels-idx1}-ubyte, raw or .gz).
+   train != 0 picks the training split. */
+prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train);
 /* Picks the loader from the magic and the name: IDX (raw or .gz, the other
    file found by swapping images<->labels, idx3<->idx1 in the name), .npz,
    CIFAR-10/100 binary (by name: data_batch*, test_batch* / train.bin,
@@ -7246,7 +7251,6 @@ prg_result prg_st_read_f32(prg_st *st, const char *name, float *dst, size_t coun
         }
         prg_free(tmp);
     }
-    if (!prg__host_le() && t->dtype == PRG_DT_F32) prg__bswap(dst, 4, count);
     if (flags & PRG_ST_FINITE)
         for (i = 0; i < count; i++)
             if (!(dst[i] - dst[i] == 0.0f))
@@ -8004,6 +8008,83 @@ static char *prg__name_swap(const char *path, const char *from, const char *to) 
     return out;
 }
 
+static char *prg__join(const char *dir, const char *name) {
+    size_t dl = strlen(dir), nl = strlen(name);
+    int sep = dl && dir[dl - 1] != '/' && dir[dl - 1] != '\\';
+    char *p = (char *)PRG_MALLOC(dl + (size_t)sep + nl + 1);
+    if (!p) return NULL;
+    memcpy(p, dir, dl);
+    if (sep) p[dl] = '/';
+    memcpy(p + dl + sep, name, nl + 1);
+    return p;
+}
+
+static int prg__exists(const char *path) {
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train) {
+    static const char *const c10[5] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
+    char *p[5] = {NULL, NULL, NULL, NULL, NULL}, name[64];
+    const char *split = train ? "train" : "t10k";
+    prg_result r;
+    int k, n = 0, kind = 0, gz;
+    memset(ds, 0, sizeof *ds);
+    if (!dir) return prg__fail(PRG_ERR_ARG, "dataset directory is NULL");
+    p[0] = prg__join(dir, "data_batch_1.bin");
+    if (prg__exists(p[0])) {
+        kind = 10;
+        if (train)
+            for (n = 1; n < 5; n++) p[n] = prg__join(dir, c10[n]);
+        else {
+            PRG_FREE(p[0]);
+            p[0] = prg__join(dir, "test_batch.bin");
+            n = 1;
+        }
+    } else {
+        PRG_FREE(p[0]);
+        p[0] = prg__join(dir, train ? "train.bin" : "test.bin");
+        if (prg__exists(p[0])) {
+            kind = 100;
+            n = 1;
+        } else {
+            for (gz = 0; gz < 2 && !kind; gz++) {
+                PRG_FREE(p[0]);
+                snprintf(name, sizeof name, "%s-images-idx3-ubyte%s", split, gz ? ".gz" : "");
+                p[0] = prg__join(dir, name);
+                if (prg__exists(p[0])) {
+                    kind = 1;
+                    snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? ".gz" : "");
+                    p[1] = prg__join(dir, name);
+                    if (!prg__exists(p[1])) { /* labels may be gzipped when images are not, or the other way */
+                        PRG_FREE(p[1]);
+                        snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? "" : ".gz");
+                        p[1] = prg__join(dir, name);
+                    }
+                    n = 2;
+                }
+            }
+        }
+    }
+    for (k = 0; k < (n ? n : 1); k++)
+        if (!p[k]) {
+            r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", dir);
+            goto out;
+        }
+    if (kind == 10) r = prg_dataset_load_cifar10(ds, (const char *const *)p, n);
+    else if (kind == 100) r = prg_dataset_load_cifar100(ds, (const char *const *)p, 1, 0);
+    else if (kind == 1) r = prg_dataset_load_idx(ds, p[0], p[1]);
+    else
+        r = prg__fail(PRG_ERR_IO, "%s: no known dataset layout here (looked for data_batch_1.bin, %s, %s-images-idx3-ubyte[.gz])", dir,
+                      train ? "train.bin" : "test.bin", split);
+out:
+    for (k = 0; k < 5; k++)
+        if (p[k]) PRG_FREE(p[k]);
+    return r;
+}
+
 prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
     uint8_t m[4] = {0, 0, 0, 0};
     uint64_t size;
@@ -8018,7 +8099,7 @@ prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
         if (*p == '/' || *p == '\\') base = p + 1;
     if (m[0] == 'P' && m[1] == 'K') return prg_dataset_load_npz(ds, path);
     if ((m[0] == 0x1f && m[1] == 0x8b) || (m[0] == 0 && m[1] == 0 && m[2] == 8 && (m[3] == 3 || m[3] == 1))) {
-        int is_labels = strstr(base, "labels") != NULL || (m[0] == 0 && m[3] == 1);
+        int is_labels = m[0] == 0 ? m[3] == 1 : strstr(base, "labels") != NULL; /* raw: the magic decides */
         char *other = is_labels ? prg__name_swap(path, "labels", "images") : prg__name_swap(path, "images", "labels"), *o2;
         if (!other)
             return prg__fail(PRG_ERR_ARG, "%s: an IDX file, but the name has no 'images'/'labels' to find its partner; use prg_dataset_load_idx", path);

@@ -331,6 +331,7 @@ static void test_npy(void) {
         prg_array_free(&b);
         bytes = get_file(tmp_path("rt.npy"), &n);
         CHECK(bytes && n % 64 == 24 && bytes[n - 25] == '\n', "npy header padded to 64 with a newline (%zu bytes)", n);
+        CHECK(bytes && bytes[n - 24] == 0 && bytes[n - 23] == 0 && bytes[n - 22] == 0xc0 && bytes[n - 21] == 0x3f, "npy 1.5f little-endian");
         free(bytes);
         r = prg_npz_save(tmp_path("rt.npz"), nn, arrs, 2);
         CHECK(r == PRG_OK, "npz save: %s", prg_last_error());
@@ -465,10 +466,23 @@ static void test_safetensors(void) {
               info.count == 6 && info.nbytes == 24 && info.offset % 8 == 0,
           "info");
     CHECK(prg_st_read_f32(st, "layer.weight", back, 6, PRG_ST_FINITE) == PRG_OK && memcmp(back, w, 24) == 0, "f32 values");
+    {
+        uint8_t *file = get_file(p, &n); /* 1.0f little-endian on disk, on any host */
+        CHECK(file && info.offset + 4 <= n && file[info.offset] == 0 && file[info.offset + 1] == 0 && file[info.offset + 2] == 0x80 &&
+                  file[info.offset + 3] == 0x3f,
+              "f32 stored little-endian");
+        free(file);
+    }
     CHECK(prg_st_read_f32(st, t[1].name, back, 6, 0) == PRG_OK, "f16 read: %s", prg_last_error());
     for (i = 0; i < 6; i++) CHECK(back[i] == f16_want[i] && signbit(back[i]) == signbit(f16_want[i]), "f16[%zu] = %g", i, back[i]);
     CHECK(prg_st_read_f32(st, "bf", back, 2, 0) == PRG_OK && back[0] == 1.0f && back[1] == 3.140625f, "bf16 values");
-    CHECK(prg_st_read_raw(st, "step", &got64, 8) == PRG_OK && got64 == step[0], "i64 raw");
+    {
+        uint8_t raw[8];
+        for (i = 0; i < 8; i++) raw[i] = 0;
+        CHECK(prg_st_read_raw(st, "step", raw, 8) == PRG_OK, "i64 raw");
+        for (i = 8; i-- > 0;) got64 = (int64_t)((uint64_t)got64 << 8 | raw[i]); /* little-endian on disk */
+        CHECK(got64 == step[0], "i64 raw value %lld", (long long)got64);
+    }
     CHECK(prg_st_read_f32(st, "empty", back, 0, 0) == PRG_OK, "empty tensor");
     CHECK(prg_st_read_f32(st, "layer.weight", back, 5, 0) == PRG_ERR_SHAPE && msg_has("layer.weight") && msg_has("[2, 3]"), "count mismatch: %s",
           prg_last_error());
@@ -804,6 +818,60 @@ static void test_npz_dataset(void) {
     }
 }
 
+/* The usual directory layouts, in the test's temporary directory. */
+static void test_dataset_dir(void) {
+    static const char *const c10[6] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
+                                       "test_batch.bin"};
+    char dir[600], path[700];
+    uint8_t rec[2 * 3073], img[16 + 3 * 4], lab[8 + 3];
+    prg_dataset ds;
+    prg_result r;
+    int k;
+    snprintf(dir, sizeof dir, "%s", tmpdir[0] ? tmpdir : ".");
+    memset(rec, 0, sizeof rec);
+    for (k = 0; k < 6; k++) {
+        rec[0] = (uint8_t)k;
+        rec[3073] = (uint8_t)(9 - k);
+        snprintf(path, sizeof path, "%s%s", tmpdir, c10[k]);
+        put_file(path, rec, k < 5 ? 3073 : 2 * 3073);
+    }
+    r = prg_dataset_load_dir(&ds, dir, 1);
+    CHECK(r == PRG_OK && ds.n == 5 && ds.labels[4] == 4 && ds.num_classes == 10, "cifar10 dir train: %s", prg_last_error());
+    prg_dataset_free(&ds);
+    r = prg_dataset_load_dir(&ds, dir, 0);
+    CHECK(r == PRG_OK && ds.n == 2 && ds.labels[0] == 5 && ds.labels[1] == 4, "cifar10 dir test: %s", prg_last_error());
+    prg_dataset_free(&ds);
+    snprintf(path, sizeof path, "%s%s", tmpdir, c10[3]);
+    remove(path);
+    CHECK(prg_dataset_load_dir(&ds, dir, 1) == PRG_ERR_IO && msg_has("data_batch_4.bin") && ds.images == NULL, "missing batch: %s", prg_last_error());
+    for (k = 0; k < 6; k++) {
+        snprintf(path, sizeof path, "%s%s", tmpdir, c10[k]);
+        remove(path);
+    }
+    /* MNIST file names (test split only) */
+    be32(img, 0x803);
+    be32(img + 4, 3);
+    be32(img + 8, 2);
+    be32(img + 12, 2);
+    memset(img + 16, 9, 12);
+    be32(lab, 0x801);
+    be32(lab + 4, 3);
+    lab[8] = 7;
+    lab[9] = 8;
+    lab[10] = 9;
+    snprintf(path, sizeof path, "%st10k-images-idx3-ubyte", tmpdir);
+    put_file(path, img, sizeof img);
+    snprintf(path, sizeof path, "%st10k-labels-idx1-ubyte", tmpdir);
+    put_file(path, lab, sizeof lab);
+    r = prg_dataset_load_dir(&ds, dir, 0);
+    CHECK(r == PRG_OK && ds.n == 3 && ds.h == 2 && ds.labels[2] == 9, "mnist dir test split: %s", prg_last_error());
+    prg_dataset_free(&ds);
+    CHECK(prg_dataset_load_dir(&ds, dir, 1) == PRG_ERR_IO && msg_has("no known dataset layout"), "no train split: %s", prg_last_error());
+    remove(path);
+    snprintf(path, sizeof path, "%st10k-images-idx3-ubyte", tmpdir);
+    remove(path);
+}
+
 /* ---- images ---- */
 
 /* A reference PNG reader for 8-bit non-interlaced images: checks every CRC,
@@ -1130,6 +1198,7 @@ int main(int argc, char **argv) {
     test_idx();
     test_cifar();
     test_npz_dataset();
+    test_dataset_dir();
     test_png_pnm();
     test_image_grid();
     test_random_damage();
