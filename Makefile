@@ -60,6 +60,10 @@ $(BUILD)/bench_layers: tools/bench_layers.c prg.h | $(BUILD)
 	$(CC) $(OPT) -std=c99 -D_POSIX_C_SOURCE=199309L -Wall -Wextra -I. -o $@ $< $(LDLIBS)
 all: $(BUILD)/bench_layers
 bench: $(BUILD)/bench_layers
+.PHONY: bench-layers
+bench-layers: $(BUILD)/bench_layers
+	$(BUILD)/bench_layers 1
+	$(BUILD)/bench_layers
 
 # --- unet ---
 # make bench: the U-Net (tiny32, batch 32, 2 threads) next to PyTorch when it is installed.

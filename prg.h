@@ -1277,6 +1277,307 @@ static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx
     prg_parallel(prg__range_task, &j);
 }
 
+/* *sg = sum g, *sgx = sum g x */
+static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) {
+            a1[l] += g[i + l];
+            a2[l] += g[i + l] * x[i + l];
+        }
+    for (; i < n; i++) {
+        s1 += g[i];
+        s2 += (double)g[i] * x[i];
+    }
+    for (l = 0; l < 8; l++) {
+        s1 += a1[l];
+        s2 += a2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+/* ---- vector kernels ---------------------------------------------------------
+   exp(x - shift) for the softmax, SiLU forward/backward and the row sums
+   of the norms, vectorised on
+   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
+   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
+   element goes through the same instructions wherever it sits in the array
+   (tails are masked or padded), so splitting work across threads never
+   changes a bit. */
+typedef struct prg__vec_ops {
+    void (*exp_shift)(float *y, const float *x, float shift, size_t n); /* y = exp(x - shift) */
+    void (*silu_fwd)(float *y, const float *x, size_t n);
+    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n); /* dx += */
+    void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
+} prg__vec_ops;
+
+static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
+}
+static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+/* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
+   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
+static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
+        dx[i] += dy[i] * (s * (1.0f + x[i] * oms));
+    }
+}
+
+#ifdef PRG__X86
+/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
+#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
+    P = SET1(1.9875691500e-4f);                                                      \
+    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
+    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
+    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
+    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
+    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
+    P = FMADD(P, MUL(r, r), r);                                                      \
+    P = ADD(P, SET1(1.0f))
+
+__attribute__((target("avx512f")))
+static inline __m512 prg__exp16(__m512 v) {
+    /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
+       g++ 12 warns -Wmaybe-uninitialized */
+    const __mmask16 all = (__mmask16)0xFFFF;
+    __m512 k, r, p;
+    /* clamp, keeping NaN (max/min return the second operand on NaN);
+       scalef takes 2^k to 0 or inf correctly */
+    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
+    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
+    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
+    return _mm512_mask_scalef_ps(p, all, p, k);
+}
+
+static __mmask16 prg__mask16(size_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+__attribute__((target("avx512f")))
+static void prg__exp_shift_avx512(float *y, const float *x, float shift, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(shift));
+        _mm512_mask_storeu_ps(y + i, m, prg__exp16(v));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
+                                        _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
+        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
+        d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d));
+        _mm512_mask_storeu_ps(dx + i, m, d);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 prg__exp8(__m256 x) {
+    __m256 k, r, p, v;
+    __m256i e;
+    /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
+       (exp(-87) is about the smallest normal float); NaN stays NaN */
+    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
+    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_blendv_ps(p, _mm256_set1_ps(HUGE_VALF), hi);
+}
+
+/* AVX2: whole blocks of 8, then the tail through a zero-padded block (the
+   same instructions). */
+__attribute__((target("avx2,fma")))
+static void prg__exp_shift_avx2(float *y, const float *x, float shift, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8)
+        _mm256_storeu_ps(y + i, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift))));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(tx), _mm256_set1_ps(shift))));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__silu8(__m256 v) {
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8) _mm256_storeu_ps(y + i, prg__silu8(_mm256_loadu_ps(x + i)));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__silu8(_mm256_loadu_ps(tx)));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    __m256 oms = _mm256_blendv_ps(_mm256_sub_ps(one, s), _mm256_mul_ps(e, s),
+                                  _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_mul_ps(g, _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(v, oms))));
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8)
+        _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i),
+                                               prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i))));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        memcpy(tg, dy + full, rest * sizeof(float));
+        _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
+        for (i = 0; i < rest; i++) dx[full + i] += tg[i];
+    }
+}
+
+/* *sg = sum g, *sgx = sum g x in 16 (8) float lanes, combined in double */
+__attribute__((target("avx512f")))
+static void prg__dots_avx512(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+    float t1[16], t2[16];
+    double s1 = 0.0, s2 = 0.0;
+    size_t i;
+    int l;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        a1 = _mm512_add_ps(a1, gv);
+        a2 = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, x + i), a2);
+    }
+    _mm512_storeu_ps(t1, a1);
+    _mm512_storeu_ps(t2, a2);
+    for (l = 0; l < 16; l++) {
+        s1 += t1[l];
+        s2 += t2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    float t1[8], t2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i, rest = n % 8, full = n - rest;
+    int l;
+    for (i = 0; i < full; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        a1 = _mm256_add_ps(a1, gv);
+        a2 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(x + i), a2);
+    }
+    if (rest) { /* zero-padded tail through the same instructions */
+        memset(t1, 0, sizeof t1);
+        memcpy(t1, g + full, rest * sizeof(float));
+        memcpy(t2, x + full, rest * sizeof(float));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(t1));
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(t1), _mm256_loadu_ps(t2), a2);
+    }
+    _mm256_storeu_ps(t1, a1);
+    _mm256_storeu_ps(t2, a2);
+    for (l = 0; l < 8; l++) {
+        s1 += t1[l];
+        s2 += t2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+#endif /* PRG__X86 */
+
+static prg__vec_ops prg__vec_select(void) {
+    static const prg__vec_ops scalar = {prg__exp_shift_scalar, prg__silu_fwd_scalar,
+                                        prg__silu_bwd_scalar, prg__row_dots};
+#ifdef PRG__X86
+    static const prg__vec_ops avx512 = {prg__exp_shift_avx512, prg__silu_fwd_avx512,
+                                        prg__silu_bwd_avx512, prg__dots_avx512};
+    static const prg__vec_ops avx2 = {prg__exp_shift_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
+                                      prg__dots_avx2};
+    const char *k = prg_gemm_kernel_name();
+    if (!strcmp(k, "avx512")) return avx512;
+    if (!strcmp(k, "avx2")) return avx2;
+#endif
+    return scalar;
+}
+
+/* Row kernels in blocks of 8 with a fixed trip count, which compilers
+   vectorise even at -O2; the tail computes the same expression. */
+static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, float a, float b,
+                          size_t n) { /* y = a x + b */
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] = x[i + l] * a + b;
+    for (; i < n; i++) y[i] = x[i] * a + b;
+}
+
+static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
+                          const float *PRG_RESTRICT x, float a, float b, float c,
+                          size_t n) { /* y += a g + b x + c (x may be NULL when b == 0) */
+    size_t i = 0;
+    int l;
+    if (!x) {
+        for (; i + 8 <= n; i += 8)
+            for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + c;
+        for (; i < n; i++) y[i] += a * g[i] + c;
+        return;
+    }
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + b * x[i + l] + c;
+    for (; i < n; i++) y[i] += a * g[i] + b * x[i] + c;
+}
+
 /* ---- conv2d ---------------------------------------------------------------
    im2col + GEMM.  The batch is processed in chunks of nb samples whose
    columns sit side by side ([Ci*k*k][nb*Ho*Wo]), so that small feature maps
@@ -1313,9 +1614,10 @@ static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int 
 size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     if (c.direct) return 0;
-    /* the column matrix (reused for its gradient) + the output/gradient
-       block in [Co][nb*HoWo] order when a chunk holds several samples */
-    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0);
+    /* the column matrix (reused for its gradient), the output/gradient
+       block in [Co][nb*HoWo] order when a chunk holds several samples, and
+       dW transposed [Ci*k*k][Co] */
+    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0) + c.kk * c.co;
 }
 
 typedef struct prg__conv_job {
@@ -1403,7 +1705,7 @@ static void prg__conv_out_range(void *ctx, size_t lo, size_t hi) {
         float bv = j->bias ? j->bias[co] : 0.0f;
         if (j->tmp) {
             const float *src = j->tmp + (size_t)co * j->nb * n + (size_t)bi * n;
-            for (i = 0; i < n; i++) dst[i] = src[i] + bv;
+            prg__row_axpb(dst, src, 1.0f, bv, n);
         } else if (j->bias) {
             for (i = 0; i < n; i++) dst[i] += bv;
         }
@@ -1420,6 +1722,15 @@ static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
         for (bi = 0; bi < j->nb; bi++)
             memcpy(j->tmp + co * j->nb * n + (size_t)bi * n,
                    j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
+}
+
+/* dwt[co][r] += dwt_t[r][co], per co */
+static void prg__conv_dw_add_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, r;
+    for (co = lo; co < hi; co++)
+        for (r = 0; r < c->kk; r++) j->dx[co * c->kk + r] += j->tmp[r * c->co + co];
 }
 
 /* dbias[co] += sum over the batch and pixels, batch-major, per co */
@@ -1480,6 +1791,7 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
                          int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
+    float *dwt_t;
     int b0;
     memset(&j, 0, sizeof j);
     j.c = &c;
@@ -1504,6 +1816,10 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
     }
     PRG_ASSERT(ws != NULL);
     j.col = ws;
+    /* dW is summed over the chunks transposed, dwt_t = col dy^T: a GEMM
+       whose transposed operand is the small dy rather than the column
+       matrix, which the GEMM packs faster */
+    dwt_t = ws + c.kk * c.ncols + (c.nb > 1 ? (size_t)cout * c.ncols : 0);
     for (b0 = 0; b0 < batch; b0 += c.nb) {
         int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
         int ncols = (int)((size_t)nb * c.hw_out);
@@ -1517,14 +1833,19 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         }
         if (dwt) {
             prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
-            prg_sgemm(0, 1, cout, (int)c.kk, ncols, 1.0f, g, ncols, ws, ncols, 1.0f, dwt,
-                      (int)c.kk);
+            prg_sgemm(0, 1, (int)c.kk, cout, ncols, 1.0f, ws, ncols, g, ncols, b0 ? 1.0f : 0.0f,
+                      dwt_t, cout);
         }
         if (dx) {
             prg_sgemm(1, 0, (int)c.kk, ncols, cout, 1.0f, wt, (int)c.kk, g, ncols, 0.0f, ws, ncols);
             prg__parallel_for((size_t)nb * cin, (double)c.k * c.k * c.hw_out, prg__col2im_range,
                               &j);
         }
+    }
+    if (dwt) {
+        j.dx = dwt;
+        j.tmp = dwt_t;
+        prg__parallel_for((size_t)cout, (double)c.kk, prg__conv_dw_add_range, &j);
     }
 }
 
@@ -1715,32 +2036,10 @@ static double prg__row_sqdev(const float *x, size_t n, float m) {
     return s;
 }
 
-/* *sg = sum g, *sgx = sum g x */
-static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
-    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s1 = 0.0, s2 = 0.0;
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) {
-            a1[l] += g[i + l];
-            a2[l] += g[i + l] * x[i + l];
-        }
-    for (; i < n; i++) {
-        s1 += g[i];
-        s2 += (double)g[i] * x[i];
-    }
-    for (l = 0; l < 8; l++) {
-        s1 += a1[l];
-        s2 += a2[l];
-    }
-    *sg = s1;
-    *sgx = s2;
-}
-
 typedef struct prg__norm_job {
     float *y, *mean, *rstd, *dx, *dgamma, *dbeta;
     const float *x, *gamma, *beta, *dy, *cmean, *crstd;
+    prg__vec_ops ops;
     int batch, c, groups, cg; /* cg = channels per group */
     size_t hw;
     float eps;
@@ -1748,7 +2047,7 @@ typedef struct prg__norm_job {
 
 static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
     const prg__norm_job *j = (const prg__norm_job *)ctx;
-    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    size_t bg, ng = (size_t)j->cg * j->hw;
     for (bg = lo; bg < hi; bg++) {
         const float *x = j->x + bg * ng;
         float *y = j->y + bg * ng;
@@ -1767,7 +2066,7 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
             float sh = (j->beta ? j->beta[ch] : 0.0f) - m * a;
             const float *xr = x + (size_t)cc * j->hw;
             float *yr = y + (size_t)cc * j->hw;
-            for (i = 0; i < j->hw; i++) yr[i] = xr[i] * a + sh;
+            prg__row_axpb(yr, xr, a, sh, j->hw);
         }
     }
 }
@@ -1775,7 +2074,7 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
 /* dx for the groups [lo, hi) of all (b, g) */
 static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
     const prg__norm_job *j = (const prg__norm_job *)ctx;
-    size_t bg, i, ng = (size_t)j->cg * j->hw;
+    size_t bg, ng = (size_t)j->cg * j->hw;
     for (bg = lo; bg < hi; bg++) {
         const float *x = j->x + bg * ng, *dy = j->dy + bg * ng;
         float *dx = j->dx + bg * ng;
@@ -1786,7 +2085,7 @@ static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
            s1 = sum gamma dy, s2 = sum gamma dy (x - m) */
         for (cc = 0; cc < j->cg; cc++) {
             double gm = j->gamma ? j->gamma[g * j->cg + cc] : 1.0, sg, sgx;
-            prg__row_dots(dy + (size_t)cc * j->hw, x + (size_t)cc * j->hw, j->hw, &sg, &sgx);
+            j->ops.dots(dy + (size_t)cc * j->hw, x + (size_t)cc * j->hw, j->hw, &sg, &sgx);
             s1 += gm * sg;
             s2 += gm * (sgx - m * sg);
         }
@@ -1796,7 +2095,7 @@ static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
             float a = (float)r * (j->gamma ? j->gamma[g * j->cg + cc] : 1.0f);
             const float *xr = x + (size_t)cc * j->hw, *gr = dy + (size_t)cc * j->hw;
             float *dr = dx + (size_t)cc * j->hw;
-            for (i = 0; i < j->hw; i++) dr[i] += a * gr[i] + bcoef * xr[i] + ccoef;
+            prg__row_acc3(dr, gr, xr, a, bcoef, ccoef, j->hw);
         }
     }
 }
@@ -1812,7 +2111,7 @@ static void prg__gn_dparam_range(void *ctx, size_t lo, size_t hi) {
         for (b = 0; b < j->batch; b++) {
             size_t off = ((size_t)b * j->c + ch) * j->hw, bg = (size_t)b * j->groups + g;
             double sg, sgx;
-            prg__row_dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
+            j->ops.dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
             sgm += (double)j->crstd[bg] * (sgx - (double)j->cmean[bg] * sg);
             sbt += sg;
         }
@@ -1829,6 +2128,7 @@ static void prg__norm_setup(prg__norm_job *j, int batch, int c, size_t hw, int g
     j->hw = hw;
     j->groups = groups;
     j->cg = c / groups;
+    j->ops = prg__vec_select();
 }
 
 void prg_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -1968,209 +2268,8 @@ void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const fl
     }
 }
 
-/* ---- exp, SiLU, tanh -----------------------------------------------------
-   exp(x - shift) for the softmax and SiLU forward/backward, vectorised on
-   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
-   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
-   element goes through the same instructions wherever it sits in the array
-   (tails are masked or padded), so splitting work across threads never
-   changes a bit. */
-typedef struct prg__vec_ops {
-    void (*exp_shift)(float *y, const float *x, float shift, size_t n); /* y = exp(x - shift) */
-    void (*silu_fwd)(float *y, const float *x, size_t n);
-    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n); /* dx += */
-} prg__vec_ops;
-
-static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
-}
-static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
-}
-/* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
-   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
-static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
-        dx[i] += dy[i] * (s * (1.0f + x[i] * oms));
-    }
-}
-
-#ifdef PRG__X86
-/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
-#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
-    P = SET1(1.9875691500e-4f);                                                      \
-    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
-    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
-    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
-    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
-    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
-    P = FMADD(P, MUL(r, r), r);                                                      \
-    P = ADD(P, SET1(1.0f))
-
-__attribute__((target("avx512f")))
-static inline __m512 prg__exp16(__m512 v) {
-    /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
-       g++ 12 warns -Wmaybe-uninitialized */
-    const __mmask16 all = (__mmask16)0xFFFF;
-    __m512 k, r, p;
-    /* clamp, keeping NaN (max/min return the second operand on NaN);
-       scalef takes 2^k to 0 or inf correctly */
-    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
-    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
-    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
-    return _mm512_mask_scalef_ps(p, all, p, k);
-}
-
-static __mmask16 prg__mask16(size_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-}
-
-__attribute__((target("avx512f")))
-static void prg__exp_shift_avx512(float *y, const float *x, float shift, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(shift));
-        _mm512_mask_storeu_ps(y + i, m, prg__exp16(v));
-    }
-}
-
-__attribute__((target("avx512f")))
-static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
-    }
-}
-
-__attribute__((target("avx512f")))
-static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    size_t i;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
-        __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
-                                        _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
-        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
-        d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d));
-        _mm512_mask_storeu_ps(dx + i, m, d);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static inline __m256 prg__exp8(__m256 x) {
-    __m256 k, r, p, v;
-    __m256i e;
-    /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
-       (exp(-87) is about the smallest normal float); NaN stays NaN */
-    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
-    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
-    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
-                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
-    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-    return _mm256_blendv_ps(p, _mm256_set1_ps(HUGE_VALF), hi);
-}
-
-/* AVX2: whole blocks of 8, then the tail through a zero-padded block (the
-   same instructions). */
-__attribute__((target("avx2,fma")))
-static void prg__exp_shift_avx2(float *y, const float *x, float shift, size_t n) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8)
-        _mm256_storeu_ps(y + i, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift))));
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        _mm256_storeu_ps(tx, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(tx), _mm256_set1_ps(shift))));
-        memcpy(y + full, tx, rest * sizeof(float));
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static __m256 prg__silu8(__m256 v) {
-    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-
-__attribute__((target("avx2,fma")))
-static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8) _mm256_storeu_ps(y + i, prg__silu8(_mm256_loadu_ps(x + i)));
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        _mm256_storeu_ps(tx, prg__silu8(_mm256_loadu_ps(tx)));
-        memcpy(y + full, tx, rest * sizeof(float));
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-    __m256 oms = _mm256_blendv_ps(_mm256_sub_ps(one, s), _mm256_mul_ps(e, s),
-                                  _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
-    return _mm256_mul_ps(g, _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(v, oms))));
-}
-
-__attribute__((target("avx2,fma")))
-static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8)
-        _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i),
-                                               prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i))));
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        memcpy(tg, dy + full, rest * sizeof(float));
-        _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
-        for (i = 0; i < rest; i++) dx[full + i] += tg[i];
-    }
-}
-#endif /* PRG__X86 */
-
-static prg__vec_ops prg__vec_select(void) {
-    prg__vec_ops o;
-#ifdef PRG__X86
-    const char *k = prg_gemm_kernel_name();
-    if (!strcmp(k, "avx512")) {
-        o.exp_shift = prg__exp_shift_avx512;
-        o.silu_fwd = prg__silu_fwd_avx512;
-        o.silu_bwd = prg__silu_bwd_avx512;
-        return o;
-    }
-    if (!strcmp(k, "avx2")) {
-        o.exp_shift = prg__exp_shift_avx2;
-        o.silu_fwd = prg__silu_fwd_avx2;
-        o.silu_bwd = prg__silu_bwd_avx2;
-        return o;
-    }
-#endif
-    o.exp_shift = prg__exp_shift_scalar;
-    o.silu_fwd = prg__silu_fwd_scalar;
-    o.silu_bwd = prg__silu_bwd_scalar;
-    return o;
-}
+/* ---- SiLU, tanh -----------------------------------------------------------
+   (their vector kernels are in "vector kernels" above) */
 
 typedef struct prg__ew_job { float *out; const float *a, *b; prg__vec_ops ops; } prg__ew_job;
 
@@ -2208,10 +2307,12 @@ static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b
 
 void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
 void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
+    if (!dx) return;
     prg__ew(prg__silu_bwd_range, dx, dy, x, n);
 }
 void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
 void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
+    if (!dx) return;
     prg__ew(prg__tanh_bwd_range, dx, dy, y, n);
 }
 
@@ -2221,6 +2322,7 @@ void prg_silu_forward_ref(float *y, const float *x, size_t n) {
 }
 void prg_silu_backward_ref(float *dx, const float *dy, const float *x, size_t n) {
     size_t i;
+    if (!dx) return;
     for (i = 0; i < n; i++) {
         double s = 1.0 / (1.0 + exp(-(double)x[i]));
         dx[i] += (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
@@ -2232,12 +2334,14 @@ void prg_tanh_forward_ref(float *y, const float *x, size_t n) {
 }
 void prg_tanh_backward_ref(float *dx, const float *dy, const float *y, size_t n) {
     size_t i;
+    if (!dx) return;
     for (i = 0; i < n; i++) dx[i] += (float)(dy[i] * (1.0 - (double)y[i] * y[i]));
 }
 
 /* ---- scale-shift ----------------------------------------------------------- */
 
 typedef struct prg__ss_job {
+    prg__vec_ops ops;
     float *y, *dx, *dss;
     const float *x, *ss, *dy;
     int c;
@@ -2247,30 +2351,30 @@ typedef struct prg__ss_job {
 /* rows (b, c) in [lo, hi) */
 static void prg__ss_fwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ss_job *j = (const prg__ss_job *)ctx;
-    size_t r, i;
+    size_t r;
     for (r = lo; r < hi; r++) {
         size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
         float a = 1.0f + j->ss[b * 2 * j->c + ch], sh = j->ss[b * 2 * j->c + j->c + ch];
         const float *x = j->x + r * j->hw;
         float *y = j->y + r * j->hw;
-        for (i = 0; i < j->hw; i++) y[i] = x[i] * a + sh;
+        prg__row_axpb(y, x, a, sh, j->hw);
     }
 }
 
 static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ss_job *j = (const prg__ss_job *)ctx;
-    size_t r, i;
+    size_t r;
     for (r = lo; r < hi; r++) {
         size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
         const float *g = j->dy + r * j->hw;
         if (j->dx) {
             float a = 1.0f + j->ss[b * 2 * j->c + ch];
             float *dx = j->dx + r * j->hw;
-            for (i = 0; i < j->hw; i++) dx[i] += g[i] * a;
+            prg__row_acc3(dx, g, NULL, a, 0.0f, 0.0f, j->hw);
         }
         if (j->dss) {
             double sg, sgx;
-            prg__row_dots(g, j->x + r * j->hw, j->hw, &sg, &sgx);
+            j->ops.dots(g, j->x + r * j->hw, j->hw, &sg, &sgx);
             j->dss[b * 2 * j->c + ch] += (float)sgx;
             j->dss[b * 2 * j->c + j->c + ch] += (float)sg;
         }
@@ -2289,6 +2393,7 @@ void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const floa
     prg__ss_job j;
     memset(&j, 0, sizeof j);
     j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    j.ops = prg__vec_select();
     prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
 }
 
@@ -2595,6 +2700,7 @@ void prg_upsample2x_forward(float *y, const float *x, int n, int h, int w) {
     prg__plane_run(prg__up_fwd_range, y, x, n, h, w, 2);
 }
 void prg_upsample2x_backward(float *dx, const float *dy, int n, int h, int w) {
+    if (!dx) return;
     prg__plane_run(prg__up_bwd_range, dx, dy, n, h, w, 2);
 }
 void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
@@ -2602,6 +2708,7 @@ void prg_avgpool_forward(float *y, const float *x, int n, int h, int w, int f) {
     prg__plane_run(prg__pool_fwd_range, y, x, n, h, w, f);
 }
 void prg_avgpool_backward(float *dx, const float *dy, int n, int h, int w, int f) {
+    if (!dx) return;
     PRG_ASSERT(f > 0 && h % f == 0 && w % f == 0);
     prg__plane_run(prg__pool_bwd_range, dx, dy, n, h, w, f);
 }
@@ -2615,6 +2722,7 @@ void prg_upsample2x_forward_ref(float *y, const float *x, int n, int h, int w) {
 }
 void prg_upsample2x_backward_ref(float *dx, const float *dy, int n, int h, int w) {
     int p, i, k;
+    if (!dx) return;
     for (p = 0; p < n; p++)
         for (i = 0; i < h; i++)
             for (k = 0; k < w; k++) {
@@ -2636,6 +2744,7 @@ void prg_avgpool_forward_ref(float *y, const float *x, int n, int h, int w, int 
 }
 void prg_avgpool_backward_ref(float *dx, const float *dy, int n, int h, int w, int f) {
     int p, i, k;
+    if (!dx) return;
     for (p = 0; p < n; p++)
         for (i = 0; i < h; i++)
             for (k = 0; k < w; k++)

@@ -344,7 +344,20 @@ static void check_vs_ref(layer *L, const char *what, double tol_f, double tol_b)
         gf[i] = rnd(L->nin[i], -1, 1);
         gr[i] = copy_of(gf[i], L->nin[i]);
     }
-    layer_backward(L, 0, dy, gf);
+    { /* NULL skips a gradient and changes none of the others */
+        float *gs[4] = {NULL, NULL, NULL, NULL}, *none[4] = {NULL, NULL, NULL, NULL};
+        int same = 1;
+        for (i = 1; i < L->ninputs; i++) gs[i] = copy_of(gf[i], L->nin[i]);
+        layer_backward(L, 0, dy, none);
+        layer_backward(L, 0, dy, gs);
+        layer_backward(L, 0, dy, gf);
+        for (i = 1; i < L->ninputs; i++) {
+            if (memcmp(gs[i], gf[i], L->nin[i] * sizeof(float)) != 0) same = 0;
+            free(gs[i]);
+        }
+        CHECK(same, "[%s] %s %s: parameter gradients change when d%s is NULL", kern,
+              kind_name[L->kind], what, L->inname[0]);
+    }
     layer_backward(L, 1, dy, gr);
     for (i = 0; i < L->ninputs; i++) {
         e = rel_err(gf[i], gr[i], L->nin[i]);
@@ -456,7 +469,7 @@ static void test_vs_ref(void) {
         {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
         {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
         {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
-        {1, 130, 40, 40, 70, 3, 1, 1, 1} /* one sample of 1600 columns, big K */
+        {1, 130, 34, 34, 20, 3, 1, 1, 1} /* one sample of 1156 columns, big K */
     };
     int i;
     for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
@@ -555,9 +568,12 @@ static void test_threads(void) {
 
 /* ---- (c) PyTorch reference values ---------------------------------------------
    The fixture holds inputs, outputs and gradients computed by torch 1.13
-   (float32).  Both sides round differently (summation order, expf), so the
-   comparison is normwise: max|c - torch| <= TOL_TORCH max|torch|. */
-#define TOL_TORCH 2e-5
+   (float32).  Both sides round differently (summation order, exp), so the
+   comparison is normwise: max|c - torch| <= TOL_TORCH max|torch|.  The
+   cases are small (no sum has more than 60 terms of mixed sign, each side
+   errs by a few eps normwise), so 16 eps = 1.9e-6 bounds it; the largest
+   error seen is 3.1e-7. */
+#define TOL_TORCH (16 * FLT_EPSILON)
 
 static void cmp_torch(const char *what, const float *got, const float *want, size_t n) {
     double e = rel_err(got, want, n);
