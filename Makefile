@@ -88,3 +88,20 @@ bench-layers: $(BUILD)/bench_layers
 all: $(BUILD)/prginfo
 $(BUILD)/prginfo: tools/prginfo.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+# --- mpi ---
+# examples/train_mpi (data-parallel training over MPI) is built only where
+# mpicc exists; `make mpi-test` builds it and runs tests/test_mpi.sh.
+MPICC    ?= mpicc
+HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
+.PHONY: mpi-test
+$(BUILD)/train_mpi: examples/train_mpi.c prg.h | $(BUILD)
+	$(MPICC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+ifeq ($(HAVE_MPI),1)
+all: $(BUILD)/train_mpi
+mpi-test: $(BUILD)/train_mpi
+	@BUILD=$(BUILD) tests/run.sh tests/test_mpi.sh
+else
+mpi-test:
+	@echo "mpi-test: $(MPICC) not found (apt-get install libopenmpi-dev openmpi-bin); skipped"
+endif
