@@ -41,7 +41,7 @@
 
 typedef struct opts {
     int pretrain;                /* 1: ICFM pretraining, 0: classifier fine-tuning */
-    const char *data, *init, *checkpoint, *compare_a, *compare_b;
+    const char *data, *init, *resume, *checkpoint, *compare_a, *compare_b;
     int steps, batch, global_batch, image_size, threads, check_every, log_every, save_every;
     int t_span, t_cutoff, grad_mode;
     double lr, smoothing, weight_decay;
@@ -65,6 +65,8 @@ static void usage(void) {
         "  --attention-ds LIST        downsample rates with attention, 0 for none (2)\n"
         "  --heads H                  attention heads (1); --groups G GroupNorm groups (32)\n"
         "  --init PATH                finetune: start from this U-Net or training checkpoint\n"
+        "  --resume PATH              continue a run from its training checkpoint (same options;\n"
+        "                             batches and noise follow the step, so it continues exactly)\n"
         "  --t-span N --t-cutoff K    finetune: encoder grid (4, 0)\n"
         "  --grad exact|adjoint|frozen  finetune: how backward treats the ODE (exact)\n"
         "  --smoothing S              finetune: label smoothing (0.1)\n"
@@ -147,6 +149,7 @@ static int parse_args(opts *o, int argc, char **argv, int rank) {
         } else if (!strcmp(a, "--heads")) o->cfg.num_heads = atoi(v);
         else if (!strcmp(a, "--groups")) o->cfg.groups = atoi(v);
         else if (!strcmp(a, "--init")) o->init = v;
+        else if (!strcmp(a, "--resume")) o->resume = v;
         else if (!strcmp(a, "--t-span")) o->t_span = atoi(v);
         else if (!strcmp(a, "--t-cutoff")) o->t_cutoff = atoi(v);
         else if (!strcmp(a, "--grad")) {
@@ -265,7 +268,7 @@ int main(int argc, char **argv) {
     int *labels = NULL, *perm = NULL, *index = NULL;
     float *pblk[2], *gblk[2];
     size_t sz[2], dim;
-    int nblocks, step, rc = 0;
+    int nblocks, step, first, rc = 0;
     double t_start, t_comp = 0.0, t_comm = 0.0;
     MPI_Comm node;
 
@@ -330,6 +333,12 @@ int main(int argc, char **argv) {
         if (prg_unet_load(&net, o.init, NULL) != PRG_OK) return fail(rank, o.init);
     } else if (prg_unet_create(&net, &o.cfg, o.seed) != PRG_OK) return fail(rank, "U-Net");
     o.cfg = *prg_unet_config_get(net);
+    if (o.cfg.image_size != o.image_size || o.cfg.in_channels != ds.c) {
+        if (rank == 0) fprintf(stderr, "train_mpi: the U-Net takes %dx%dx%d images, the data gives %dx%dx%d (--image-size)\n",
+                               o.cfg.in_channels, o.cfg.image_size, o.cfg.image_size, ds.c, o.image_size, o.image_size);
+        MPI_Finalize();
+        return 2;
+    }
     dim = (size_t)o.cfg.in_channels * o.cfg.image_size * o.cfg.image_size;
     sz[0] = prg_unet_num_params(net);
     pblk[0] = prg_unet_params(net);
@@ -349,6 +358,13 @@ int main(int argc, char **argv) {
         if (o.lr < 0 && prg_cosine_schedule_init(&sched, G, ipe, 100, 5) != PRG_OK) return fail(rank, "schedule");
     } else if (o.lr < 0) o.lr = 1e-4;
     if (prg_adam_create(&opt, sz[0] + (nblocks > 1 ? sz[1] : 0), &acfg) != PRG_OK) return fail(rank, "Adam");
+    first = 0;
+    if (o.resume) { /* every rank reads the same file: identical weights and moments */
+        int64_t s64 = 0;
+        if (prg_checkpoint_restore(o.resume, o.pretrain ? net : NULL, clf, opt, NULL, &s64) != PRG_OK)
+            return fail(rank, o.resume);
+        first = (int)s64;
+    }
 
     x = (float *)prg_alloc((size_t)nloc * dim * sizeof(float));
     xt = (float *)prg_alloc((size_t)nloc * dim * sizeof(float));
@@ -373,13 +389,13 @@ int main(int argc, char **argv) {
                nblocks > 1 ? " + head" : "", ds.n, ds.c, o.image_size, o.image_size, ipe);
 
     t_start = MPI_Wtime();
-    for (step = 0; step < o.steps; step++) {
+    for (step = first; step < o.steps; step++) {
         uint64_t epoch = (uint64_t)(step / ipe);
         int pos = (step % ipe) * G, j;
         double loss_part, loss, gnorm, lr, t0 = MPI_Wtime(), t1;
         float scale = (float)nloc / (float)G;
         prg_result r;
-        if (step % ipe == 0) epoch_permutation(perm, ds.n, o.seed, epoch);
+        if (step % ipe == 0 || step == first) epoch_permutation(perm, ds.n, o.seed, epoch);
         for (j = 0; j < nloc; j++) index[j] = perm[pos + off + j];
         if (prg_batch_build(x, y, &ds, &tf, index, nloc, o.seed, epoch) != PRG_OK) return fail(rank, "batch");
         if (o.pretrain) {
@@ -433,8 +449,8 @@ int main(int argc, char **argv) {
     }
     if (rank == 0) {
         double total = MPI_Wtime() - t_start;
-        printf("done: %d steps in %.3f s (%.3f s/step; rank 0: compute %.3f s, allreduce %.3f s)\n", o.steps, total,
-               o.steps > 0 ? total / o.steps : 0.0, t_comp, t_comm);
+        printf("done: %d steps in %.3f s (%.3f s/step; rank 0: compute %.3f s, allreduce %.3f s)\n", o.steps - first,
+               total, o.steps > first ? total / (o.steps - first) : 0.0, t_comp, t_comm);
         if (o.checkpoint) {
             if (prg_checkpoint_save(o.checkpoint, o.pretrain ? net : NULL, clf, opt, NULL, o.steps) != PRG_OK)
                 return fail(rank, o.checkpoint);

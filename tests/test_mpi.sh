@@ -73,6 +73,12 @@ d=$(maxdiff "$out/pre_1x4.st" "$out/pre_2x4.st")
 if [ -n "$d" ] && awk -v d="$d" -v t="$tol" 'BEGIN { exit !(d > 4 * t) }'; then ok "negative control: half the batch differs by $d > 4 x $tol"
 else bad "negative control: half the batch differs by only '${d:-none}'"; fi
 
+# resuming from a training checkpoint continues bit for bit (batches and noise follow the step)
+run pre_1x8_s2 "$exe" ${NET/--steps $steps/--steps 2} --batch 8 --checkpoint "$out/pre_1x8_s2.st"
+run pre_1x8_resumed "$exe" $NET --batch 8 --resume "$out/pre_1x8_s2.st" --checkpoint "$out/pre_1x8_resumed.st"
+d=$(maxdiff "$out/pre_1x8.st" "$out/pre_1x8_resumed.st")
+[ "$d" = "0.000e+00" ] && ok "resume after 2 of 3 steps: max |dw| $d" || bad "resume after 2 of 3 steps: max |dw| '${d:-none}', want 0"
+
 # fine-tuning (classifier, exact ODE gradient) from the pretrained U-Net
 FT="--mode finetune --init $out/pre_1x8.st --t-span 3"
 run ft_1x8 "$exe" $NET $FT --batch 8 --checkpoint "$out/ft_1x8.st"
