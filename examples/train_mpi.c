@@ -429,7 +429,7 @@ int main(int argc, char **argv) {
         if (r != PRG_OK) return fail(rank, "Adam step");
         t_comp += t1 - t0;
         if (rank == 0 && o.log_every > 0 && ((step + 1) % o.log_every == 0 || step + 1 == o.steps))
-            printf("step %d  epoch %llu  loss %.6f  grad-norm %.4e  lr %.3e  %.3f s\n", step + 1,
+            printf("step %d  epoch %llu  loss %.6f  grad-norm %.7e  lr %.3e  %.3f s\n", step + 1,
                    (unsigned long long)epoch, loss, gnorm, lr, MPI_Wtime() - t0);
         if (o.check_every > 0 && (step + 1) % o.check_every == 0) {
             unsigned int crc = 0, lo, hi;

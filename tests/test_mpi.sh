@@ -58,12 +58,20 @@ same_loss() {
     else bad "$3: loss '$a' vs '$b'"; fi
 }
 
+# the norm of the summed gradient at step 1 (same weights on both sides): float rounding only
+same_gnorm() {
+    local a b; a=$(grep '^step 1 ' "$out/$1.log" | awk '{print $8}'); b=$(grep '^step 1 ' "$out/$2.log" | awk '{print $8}')
+    if [ -n "$a" ] && awk -v a="$a" -v b="$b" 'BEGIN { d = (a - b) / a; exit !(d < 1e-5 && d > -1e-5) }'; then ok "$3: step-1 gradient norm $a vs $b"
+    else bad "$3: step-1 gradient norm '$a' vs '$b' (relative tolerance 1e-5)"; fi
+}
+
 # pretraining (ICFM): one process (MPI singleton) with G = 8, 2 ranks x 4, and 2 ranks on an uneven 7 = 4 + 3
 run pre_1x8 "$exe" $NET --batch 8 --checkpoint "$out/pre_1x8.st"
 run pre_2x4 $MPIRUN "$exe" $NET --batch 4 --check-every 1 --checkpoint "$out/pre_2x4.st"
 grep -q "check: step $steps, weights identical on all 2 ranks" "$out/pre_2x4.log" && ok "pretrain: ranks hold identical weights (crc)" || bad "pretrain: no identical-weights check in the log"
 same "$out/pre_1x8.st" "$out/pre_2x4.st" "pretrain 2 ranks x 4 == 1 process x 8"
 same_loss pre_1x8 pre_2x4 "pretrain global loss"
+same_gnorm pre_1x8 pre_2x4 "pretrain"
 run pre_1x7 "$exe" $NET --global-batch 7 --checkpoint "$out/pre_1x7.st"
 run pre_2x7 $MPIRUN "$exe" $NET --global-batch 7 --checkpoint "$out/pre_2x7.st"
 same "$out/pre_1x7.st" "$out/pre_2x7.st" "pretrain uneven shards 4+3 == 1 process x 7"
@@ -86,6 +94,7 @@ run ft_2x4 $MPIRUN "$exe" $NET $FT --batch 4 --check-every 1 --checkpoint "$out/
 grep -q "check: step $steps, weights identical on all 2 ranks" "$out/ft_2x4.log" && ok "finetune: ranks hold identical weights (crc)" || bad "finetune: no identical-weights check in the log"
 same "$out/ft_1x8.st" "$out/ft_2x4.st" "finetune 2 ranks x 4 == 1 process x 8 (U-Net + head)"
 same_loss ft_1x8 ft_2x4 "finetune global loss"
+same_gnorm ft_1x8 ft_2x4 "finetune"
 
 echo "test_mpi: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
