@@ -104,3 +104,20 @@ s390x-test:
 	@mkdir -p $(BUILD)/s390x
 	@for t in $(S390X_TESTS); do $(S390X_CC) -O2 -std=c99 $(WARN) -static -o $(BUILD)/s390x/$$(basename $$t .c) $$t -lm -pthread || exit 1; done
 	@PRG_TEST_WRAPPER=qemu-s390x tests/run.sh $(patsubst tests/%.c,$(BUILD)/s390x/%,$(wildcard $(S390X_TESTS)))
+
+# --- mpi ---
+# examples/train_mpi (data-parallel training over MPI) is built only where
+# mpicc exists; `make mpi-test` builds it and runs tests/test_mpi.sh.
+MPICC    ?= mpicc
+HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
+.PHONY: mpi-test
+$(BUILD)/train_mpi: examples/train_mpi.c prg.h | $(BUILD)
+	$(MPICC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+ifeq ($(HAVE_MPI),1)
+all: $(BUILD)/train_mpi
+mpi-test: $(BUILD)/train_mpi
+	@BUILD=$(BUILD) tests/run.sh tests/test_mpi.sh
+else
+mpi-test:
+	@echo "mpi-test: $(MPICC) not found (apt-get install libopenmpi-dev openmpi-bin); skipped"
+endif
