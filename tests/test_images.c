@@ -5,6 +5,7 @@
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,11 +228,129 @@ static void test_resize(void) {
             /* torchvision: left = round(24 / 2) = 12, top = round(9 / 2) = 4 (half to even) */
             CHECK(memcmp(crop.data, big.data + (4 * 88 + 12) * 3, 64 * 3) == 0, "centre crop offset");
             CHECK(memcmp(crop.data, ev.data, 64 * 64 * 3) == 0, "eval transform = resize_short(73) + centre crop(64)");
+            CHECK(read_pam(FIX "eval64.pam", &ref), "cannot read eval64.pam");
+            if (ref.data) {
+                CHECK(max_diff(&ev, &ref, NULL) == 0, "eval transform differs from torchvision Resize(73) + CenterCrop(64) on PIL");
+                prg_image_free(&ref);
+            }
         }
         prg_image_free(&big); prg_image_free(&crop); prg_image_free(&ev);
     }
     CHECK(prg_image_center_crop(&out, &src, 46, 10) == PRG_ERR_ARG, "crop larger than the image refused");
     prg_image_free(&src);
+}
+
+/* ---- examples/prepare on miniature ImageNet and Tiny-ImageNet trees ---- */
+
+static const char *build_dir(void) { const char *b = getenv("BUILD"); return b && *b ? b : "build"; }
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+/* What prepare must have written for one file: crop mode, bicubic. */
+static int expected_planar(const char *path, int S, int eval, uint8_t *dst) {
+    prg_image img, mid, out;
+    if (prg_image_load(&img, path, 3)) return 0;
+    if (prg_image_resize_short(&mid, &img, eval ? S * 256 / 224 : S, PRG_FILTER_BICUBIC)) return 0;
+    if (prg_image_center_crop(&out, &mid, S, S)) return 0;
+    prg_image_to_planar(dst, &out);
+    prg_image_free(&img); prg_image_free(&mid); prg_image_free(&out);
+    return 1;
+}
+
+static void check_npz(const char *npz, const char *const *files, const int *labels, int n, int S, int eval) {
+    prg_array d, l;
+    prg_result r = prg_npz_load(&d, npz, "data");
+    CHECK(r == PRG_OK, "%s", prg_last_error());
+    if (r) return;
+    r = prg_npz_load(&l, npz, "labels");
+    CHECK(r == PRG_OK, "%s", prg_last_error());
+    if (r) { prg_array_free(&d); return; }
+    CHECK(d.dtype == PRG_DT_U8 && d.ndim == 2 && d.shape[0] == n && d.shape[1] == 3 * S * S, "%s: data shape [%d][%d]", npz,
+          (int)d.shape[0], (int)d.shape[1]);
+    CHECK(l.dtype == PRG_DT_I64 && l.ndim == 1 && l.shape[0] == n, "%s: labels shape", npz);
+    if (d.shape[0] == n && d.shape[1] == 3 * S * S && l.shape[0] == n && l.dtype == PRG_DT_I64) {
+        int i;
+        uint8_t *e = (uint8_t *)malloc((size_t)3 * S * S);
+        for (i = 0; i < n; i++) {
+            CHECK(((int64_t *)l.data)[i] == labels[i], "%s: label %d is %d, expected %d", npz, i, (int)((int64_t *)l.data)[i], labels[i]);
+            CHECK(expected_planar(files[i], S, eval, e) && memcmp(e, (uint8_t *)d.data + (size_t)i * 3 * S * S, (size_t)3 * S * S) == 0,
+                  "%s: image %d (%s) differs from decode + resize + crop", npz, i, files[i]);
+        }
+        free(e);
+    }
+    prg_array_free(&d);
+    prg_array_free(&l);
+}
+
+static void test_prepare(void) {
+    char root[256], tiny[256], prep[256], cmd[4096], p1[1024], p2[1024];
+    const char *b = build_dir();
+    static const char *train_files[] = {FIX "jpeg_420.jpg", FIX "png_rgb8.png", FIX "jpeg_prog420.jpg", FIX "jpeg_gray.jpg",
+                                        FIX "jpeg_cmyk.jpg"};
+    static const int train_labels[] = {1, 1, 2, 2, 2};
+    static const char *val_files[] = {FIX "jpeg_444.jpg", FIX "jpeg_422.jpg"};
+    static const int val_labels[] = {2, 1};
+    FILE *f;
+    snprintf(root, sizeof root, "%s/test_images_tree/imagenet", b);
+    snprintf(tiny, sizeof tiny, "%s/test_images_tree/tiny", b);
+    snprintf(prep, sizeof prep, "%s/prepare", b);
+    CHECK(sh("rm -rf %s %s && mkdir -p %s/train/n001 %s/train/n002 %s/val %s/out", root, tiny, root, root, root, root) == 0, "mkdir");
+    CHECK(sh("mkdir -p %s/train/n001/images %s/train/n002/images %s/val/images", tiny, tiny, tiny) == 0, "mkdir");
+    /* ImageNet: a.JPEG b.JPEG (a PNG, as one ImageNet file is) c.JPEG (truncated) | d e f (progressive, gray, CMYK) */
+    CHECK(sh("cp " FIX "jpeg_420.jpg %s/train/n001/a.JPEG && cp " FIX "png_rgb8.png %s/train/n001/b.JPEG", root, root) == 0, "cp");
+    CHECK(sh("head -c 700 " FIX "jpeg_444.jpg > %s/train/n001/c.JPEG && cp " FIX "jpeg_prog420.jpg %s/train/n002/d.JPEG", root, root) == 0, "cp");
+    CHECK(sh("cp " FIX "jpeg_gray.jpg %s/train/n002/e.JPEG && cp " FIX "jpeg_cmyk.jpg %s/train/n002/f.JPEG", root, root) == 0, "cp");
+    CHECK(sh("cp " FIX "jpeg_444.jpg %s/val/v1.JPEG && cp " FIX "jpeg_422.jpg %s/val/v2.JPEG", root, root) == 0, "cp");
+    snprintf(p1, sizeof p1, "%s/val_labels.txt", root);
+    f = fopen(p1, "w");
+    if (f) { fputs("v1.JPEG n002\nv2.JPEG n001\n", f); fclose(f); }
+    /* the same pictures in Tiny-ImageNet's layout */
+    CHECK(sh("cp %s/train/n001/* %s/train/n001/images/", root, tiny) == 0, "cp");
+    CHECK(sh("cp %s/train/n002/* %s/train/n002/images/", root, tiny) == 0, "cp");
+    CHECK(sh("cp %s/val/v1.JPEG %s/val/images/val_0.JPEG", root, tiny) == 0, "cp");
+    CHECK(sh("cp %s/val/v2.JPEG %s/val/images/val_1.JPEG", root, tiny) == 0, "cp");
+    snprintf(p2, sizeof p2, "%s/val/val_annotations.txt", tiny);
+    f = fopen(p2, "w");
+    if (f) { fputs("val_0.JPEG\tn002\t0\t0\t10\t10\nval_1.JPEG\tn001\t1\t2\t30\t20\n", f); fclose(f); }
+
+    snprintf(cmd, sizeof cmd, "%s --help > /dev/null", prep);
+    CHECK(system(cmd) == 0, "prepare --help");
+    snprintf(cmd, sizeof cmd, "%s --root %s --split train --size 16 --threads 2 --out %s/out/train.npz 2> %s/log.txt", prep, root, root, root);
+    CHECK(system(cmd) == 0, "prepare train failed: %s", cmd);
+    check_npz(strcat(strcpy(p1, root), "/out/train.npz"), train_files, train_labels, 5, 16, 0);
+    CHECK(sh("grep -q 'c.JPEG' %s/out/train_skipped.txt && grep -q 'skipped.*c.JPEG' %s/log.txt", root, root) == 0,
+          "the truncated file is listed as skipped");
+    CHECK(sh("grep -q '^1 n001$' %s/out/train_classes.txt && grep -q '^2 n002$' %s/out/train_classes.txt", root, root) == 0,
+          "class index file");
+    /* 1 thread gives the same bytes */
+    snprintf(cmd, sizeof cmd, "%s --root %s --split train --size 16 --threads 1 --quiet --out %s/out/train1.npz 2> /dev/null", prep, root, root);
+    CHECK(system(cmd) == 0, "prepare 1 thread");
+    CHECK(sh("cmp -s %s/out/train.npz %s/out/train1.npz", root, root) == 0, "1 and 2 threads give different files");
+    /* flat val with a labels file, eval transform */
+    snprintf(cmd, sizeof cmd, "%s --root %s --split val --val-labels %s/val_labels.txt --resize eval --size 16 --quiet --out %s/out/val.npz 2> /dev/null",
+             prep, root, root, root);
+    CHECK(system(cmd) == 0, "prepare val failed: %s", cmd);
+    check_npz(strcat(strcpy(p1, root), "/out/val.npz"), val_files, val_labels, 2, 16, 1);
+    /* Tiny-ImageNet: train (split into files of 3) and val from val_annotations.txt */
+    snprintf(cmd, sizeof cmd, "%s --root %s --split train --size 16 --per-file 3 --quiet --out %s/train.npz 2> /dev/null", prep, tiny, tiny);
+    CHECK(system(cmd) == 0, "prepare tiny train failed: %s", cmd);
+    check_npz(strcat(strcpy(p1, tiny), "/train_1.npz"), train_files, train_labels, 2, 16, 0); /* a, b (c skipped) */
+    check_npz(strcat(strcpy(p1, tiny), "/train_2.npz"), train_files + 2, train_labels + 2, 3, 16, 0);
+    snprintf(cmd, sizeof cmd, "%s --root %s --split val --size 16 --quiet --out %s/val.npz 2> /dev/null", prep, tiny, tiny);
+    CHECK(system(cmd) == 0, "prepare tiny val failed: %s", cmd);
+    check_npz(strcat(strcpy(p1, tiny), "/val.npz"), val_files, val_labels, 2, 16, 0);
+    snprintf(cmd, sizeof cmd, "%s --root %s/nonexistent --out x.npz 2> /dev/null", prep, tiny);
+    CHECK(system(cmd) != 0, "a missing root fails");
 }
 
 int main(void) {
@@ -240,5 +359,6 @@ int main(void) {
     test_channels();
     test_corrupt_headers();
     test_resize();
+    test_prepare();
     return prg_test_finish("test_images");
 }

@@ -218,8 +218,8 @@ def main():
                 assert got == [ref[i * nch + k] for i in range(w * h) for k in range(cc)], nm + ": PIL disagrees"
             write_pam(os.path.join(OUT, nm + ".pam"), w, h, nch, ref)
     # PNG from other encoders (adaptive filters, their own zlib streams)
-    run("convert", srcppm, "-interlace", "PNG", os.path.join(OUT, "png_im_rgb_adam7.png"))
-    run("convert", srcppm, "-depth", "16", "PNG48:" + os.path.join(OUT, "png_im_rgb16.png"))
+    run("convert", srcppm, "-strip", "-define", "png:exclude-chunk=date,time", "-interlace", "PNG", os.path.join(OUT, "png_im_rgb_adam7.png"))
+    run("convert", srcppm, "-strip", "-define", "png:exclude-chunk=date,time", "-depth", "16", "PNG48:" + os.path.join(OUT, "png_im_rgb16.png"))
     Image.open(srcppm).convert("RGBA").save(os.path.join(OUT, "png_pil_rgba.png"))
     Image.open(srcppm).convert("P", palette=Image.ADAPTIVE, colors=16).save(os.path.join(OUT, "png_pil_pal.png"))
     for nm in ("png_im_rgb_adam7", "png_im_rgb16", "png_pil_rgba", "png_pil_pal"):
@@ -235,6 +235,12 @@ def main():
         for (rw, rh) in ((16, 13), (7, 30), (64, 51), (45, 20)):
             out = im.resize((rw, rh), f)
             write_pam(os.path.join(OUT, "resize_%s_%dx%d.pam" % (fname, rw, rh)), rw, rh, 3, out.tobytes())
+    # the reference's eval transform (torchvision Resize(73) + CenterCrop(64) on PIL images)
+    short = 73; w, h = im.size
+    nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
+    big = im.resize((nw, nh), Image.BICUBIC)
+    left, top = int(round((nw - 64) / 2.0)), int(round((nh - 64) / 2.0))
+    write_pam(os.path.join(OUT, "eval64.pam"), 64, 64, 3, big.crop((left, top, left + 64, top + 64)).tobytes())
     print("fixtures written to", OUT)
 
 
