@@ -7179,59 +7179,46 @@ static void prg__jpeg_idct(uint8_t *out, int stride, const int16_t *in, const ui
     }
 }
 
-/* Upsamples component plane p (cw x ch valid samples, row stride ps) by
-   (fx, fy) into out [H][W] the way libjpeg-turbo does by default. */
-static void prg__jpeg_upsample(uint8_t *out, int W, int H, const uint8_t *p, int ps, int cw, int ch, int fx, int fy) {
-    int x, y;
+/* Row y of component plane p (cw x ch valid samples, row stride ps)
+   upsampled by (fx, fy) to W samples, the way libjpeg-turbo does by default
+   ("fancy" triangle filters for 2x1, 2x2 and 1x2; replication otherwise).
+   t: cw ints of scratch. */
+static void prg__jpeg_upsample_row(uint8_t *o, int W, int y, const uint8_t *p, int ps, int cw, int ch, int fx, int fy, int *t) {
+    int x, sy = y / fy, last = cw - 1;
+    const uint8_t *r0 = p + (size_t)sy * ps, *r1 = r0;
+    if (fy == 2) { /* the nearer row weighs 3, the farther 1 (edge rows replicated) */
+        int ny = (y & 1) ? sy + 1 : sy - 1;
+        if (ny < 0) ny = 0;
+        if (ny > ch - 1) ny = ch - 1;
+        r1 = p + (size_t)ny * ps;
+    }
     if (fx == 1 && fy == 1) {
-        for (y = 0; y < H; y++) memcpy(out + (size_t)y * W, p + (size_t)y * ps, (size_t)W);
-        return;
-    }
-    if (fx == 2 && (fy == 1 || fy == 2) && cw > 2) {
-        for (y = 0; y < H; y++) {
-            uint8_t *o = out + (size_t)y * W;
-            int sy = y / fy, x2, last = cw - 1;
-            const uint8_t *r0 = p + (size_t)sy * ps, *r1 = r0;
-            if (fy == 2) { /* nearer row weighs 3, farther row 1 (edges replicated) */
-                int ny = (y & 1) ? sy + 1 : sy - 1;
-                if (ny < 0) ny = 0;
-                if (ny > ch - 1) ny = ch - 1;
-                r1 = p + (size_t)ny * ps;
-            }
-            for (x = 0; x < cw; x++) {
-                int o0, o1;
-                if (fy == 1) {
-                    int c0 = r0[x], cl = r0[x > 0 ? x - 1 : 0], cr = r0[x < last ? x + 1 : last];
-                    o0 = x == 0 ? c0 : (c0 * 3 + cl + 1) >> 2;
-                    o1 = x == last ? c0 : (c0 * 3 + cr + 2) >> 2;
-                } else {
-                    int t = r0[x] * 3 + r1[x];
-                    int xl = x > 0 ? x - 1 : 0, xr = x < last ? x + 1 : last;
-                    int tl = r0[xl] * 3 + r1[xl], tr = r0[xr] * 3 + r1[xr];
-                    o0 = x == 0 ? (t * 4 + 8) >> 4 : (t * 3 + tl + 8) >> 4;
-                    o1 = x == last ? (t * 4 + 7) >> 4 : (t * 3 + tr + 7) >> 4;
-                }
-                x2 = 2 * x;
-                if (x2 < W) o[x2] = (uint8_t)o0;
-                if (x2 + 1 < W) o[x2 + 1] = (uint8_t)o1;
-            }
+        memcpy(o, r0, (size_t)W);
+    } else if (fx == 2 && fy == 2 && cw > 2) {
+        for (x = 0; x < cw; x++) t[x] = r0[x] * 3 + r1[x];
+        o[0] = (uint8_t)((t[0] * 4 + 8) >> 4);
+        o[1] = (uint8_t)((t[0] * 3 + t[1] + 7) >> 4);
+        for (x = 1; x < last; x++) {
+            o[2 * x] = (uint8_t)((t[x] * 3 + t[x - 1] + 8) >> 4);
+            o[2 * x + 1] = (uint8_t)((t[x] * 3 + t[x + 1] + 7) >> 4);
         }
-        return;
-    }
-    if (fx == 1 && fy == 2) {
-        for (y = 0; y < H; y++) {
-            int sy = y / 2, ny = (y & 1) ? sy + 1 : sy - 1, bias = (y & 1) ? 2 : 1;
-            const uint8_t *r0, *r1;
-            if (ny < 0) ny = 0;
-            if (ny > ch - 1) ny = ch - 1;
-            r0 = p + (size_t)sy * ps;
-            r1 = p + (size_t)ny * ps;
-            for (x = 0; x < W; x++) out[(size_t)y * W + x] = (uint8_t)((r0[x] * 3 + r1[x] + bias) >> 2);
+        o[2 * last] = (uint8_t)((t[last] * 3 + t[last - 1] + 8) >> 4);
+        if (2 * last + 1 < W) o[2 * last + 1] = (uint8_t)((t[last] * 4 + 7) >> 4);
+    } else if (fx == 2 && fy == 1 && cw > 2) {
+        o[0] = r0[0];
+        o[1] = (uint8_t)((r0[0] * 3 + r0[1] + 2) >> 2);
+        for (x = 1; x < last; x++) {
+            o[2 * x] = (uint8_t)((r0[x] * 3 + r0[x - 1] + 1) >> 2);
+            o[2 * x + 1] = (uint8_t)((r0[x] * 3 + r0[x + 1] + 2) >> 2);
         }
-        return;
+        o[2 * last] = (uint8_t)((r0[last] * 3 + r0[last - 1] + 1) >> 2);
+        if (2 * last + 1 < W) o[2 * last + 1] = r0[last];
+    } else if (fx == 1 && fy == 2) {
+        int bias = (y & 1) ? 2 : 1;
+        for (x = 0; x < W; x++) o[x] = (uint8_t)((r0[x] * 3 + r1[x] + bias) >> 2);
+    } else {
+        for (x = 0; x < W; x++) o[x] = r0[x / fx];
     }
-    for (y = 0; y < H; y++)
-        for (x = 0; x < W; x++) out[(size_t)y * W + x] = p[(size_t)(y / fy) * ps + x / fx];
 }
 
 static uint8_t prg__clamp255(int v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
@@ -7340,67 +7327,63 @@ static prg_result prg__jpeg_sos(prg__jpeg *j, const uint8_t *s, int len) {
 static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
     /* Adobe transform: 0 = none (RGB / CMYK), 1 = YCbCr, 2 = YCCK; without
        the marker 3 components are YCbCr unless their ids spell R, G, B */
-    int i, x, y, nc = j->ncomp, outc = nc == 1 ? 1 : 3;
-    size_t npix = (size_t)j->w * (size_t)j->h;
-    uint8_t *full[4] = {NULL, NULL, NULL, NULL};
-    prg_result r = PRG_OK;
+    int i, y, nc = j->ncomp, W = j->w;
     int ycc = nc == 3 ? (j->adobe ? j->transform != 0 : !(j->comp[0].id == 'R' && j->comp[1].id == 'G' && j->comp[2].id == 'B'))
                       : (j->adobe && j->transform == 2);
+    int only_y = nc == 1 || (channels == 1 && nc == 3 && ycc); /* YCbCr -> gray keeps Y, as libjpeg */
+    uint8_t *rows = NULL, *row[4];
+    int *t = NULL;
+    prg_result r = PRG_OK;
     for (i = 0; i < nc; i++) {
         prg__jcomp *c = &j->comp[i];
         int bx, by, ps = c->bw * 8;
-        if (!c->scanned) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: component %d has no scan", PRG__JNAME(j), c->id); goto done; }
+        if (!c->scanned) return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: component %d has no scan", PRG__JNAME(j), c->id);
         c->plane = (uint8_t *)prg_alloc((size_t)ps * (size_t)c->bh * 8);
-        full[i] = (uint8_t *)prg_alloc(npix);
-        if (!c->plane || !full[i]) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j)); goto done; }
+        if (!c->plane) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j));
         for (by = 0; by < (c->ch + 7) / 8; by++)
             for (bx = 0; bx < (c->cw + 7) / 8; bx++)
                 prg__jpeg_idct(c->plane + (size_t)by * 8 * ps + (size_t)bx * 8, ps,
                                c->coef + ((size_t)by * c->bw + bx) * 64, j->q[c->tq]);
-        prg__jpeg_upsample(full[i], j->w, j->h, c->plane, ps, c->cw, c->ch, j->hmax / c->h, j->vmax / c->v);
     }
-    r = prg_image_alloc(img, j->w, j->h, outc);
+    rows = (uint8_t *)prg_alloc((size_t)W * 4);
+    t = (int *)prg_alloc((size_t)W * sizeof(int));
+    if (!rows || !t) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j)); goto done; }
+    r = prg_image_alloc(img, W, j->h, only_y ? 1 : 3);
     if (r) goto done;
-    if (nc == 1) {
-        memcpy(img->data, full[0], npix);
-    } else {
-        for (y = 0; y < j->h; y++)
-            for (x = 0; x < j->w; x++) {
-                size_t k = (size_t)y * j->w + x;
-                uint8_t *o = img->data + k * 3;
-                int c0 = full[0][k], c1 = full[1][k], c2 = full[2][k];
-                if (ycc) { /* libjpeg's fixed-point YCbCr -> RGB (16 fraction bits) */
-                    int cb = c1 - 128, cr = c2 - 128;
-                    int rr = c0 + ((91881 * cr + 32768) >> 16);
-                    int gg = c0 + ((-22554 * cb - 46802 * cr + 32768) >> 16);
-                    int bb = c0 + ((116130 * cb + 32768) >> 16);
-                    c0 = prg__clamp255(rr); c1 = prg__clamp255(gg); c2 = prg__clamp255(bb);
-                    if (nc == 4) { c0 = 255 - c0; c1 = 255 - c1; c2 = 255 - c2; }
-                }
-                if (nc == 4) { /* CMYK -> RGB as PIL: Adobe files store inverted CMYK */
-                    int kk = full[3][k], cc[3], n;
-                    cc[0] = c0; cc[1] = c1; cc[2] = c2;
-                    for (n = 0; n < 3; n++) {
-                        int cv = j->adobe ? 255 - cc[n] : cc[n], nk = j->adobe ? kk : 255 - kk;
-                        int t = cv * nk + 128;
-                        cc[n] = prg__clamp255(nk - (((t >> 8) + t) >> 8));
-                    }
-                    c0 = cc[0]; c1 = cc[1]; c2 = cc[2];
-                }
-                o[0] = (uint8_t)c0; o[1] = (uint8_t)c1; o[2] = (uint8_t)c2;
+    for (i = 0; i < 4; i++) row[i] = rows + (size_t)i * W;
+    for (y = 0; y < j->h; y++) {
+        uint8_t *o = img->data + (size_t)y * W * img->c;
+        int x;
+        for (i = 0; i < (only_y ? 1 : nc); i++) {
+            prg__jcomp *c = &j->comp[i];
+            prg__jpeg_upsample_row(only_y ? o : row[i], W, y, c->plane, c->bw * 8, c->cw, c->ch, j->hmax / c->h, j->vmax / c->v, t);
+        }
+        if (only_y) continue;
+        if (nc == 3 && !ycc) {
+            for (x = 0; x < W; x++) { o[3 * x] = row[0][x]; o[3 * x + 1] = row[1][x]; o[3 * x + 2] = row[2][x]; }
+        } else if (ycc) { /* libjpeg's fixed-point YCbCr -> RGB (16 fraction bits) */
+            for (x = 0; x < W; x++) {
+                int yy = row[0][x], cb = row[1][x] - 128, cr = row[2][x] - 128;
+                o[3 * x] = prg__clamp255(yy + ((91881 * cr + 32768) >> 16));
+                o[3 * x + 1] = prg__clamp255(yy + ((-22554 * cb - 46802 * cr + 32768) >> 16));
+                o[3 * x + 2] = prg__clamp255(yy + ((116130 * cb + 32768) >> 16));
             }
-        if (channels == 1 && nc == 3 && ycc) {
-            prg_image g; /* YCbCr -> gray keeps Y, as libjpeg */
-            r = prg_image_alloc(&g, j->w, j->h, 1);
-            if (r) { prg_image_free(img); goto done; }
-            memcpy(g.data, full[0], npix);
-            prg_image_free(img);
-            *img = g;
+        }
+        if (nc == 4) { /* CMYK (YCCK: 255 - the RGB above) -> RGB as PIL; Adobe files store inverted CMYK */
+            for (x = 0; x < W; x++) {
+                int kk = row[3][x], n;
+                for (n = 0; n < 3; n++) {
+                    int c = ycc ? 255 - o[3 * x + n] : row[n][x];
+                    int cv = j->adobe ? 255 - c : c, nk = j->adobe ? kk : 255 - kk, tt = cv * nk + 128;
+                    o[3 * x + n] = prg__clamp255(nk - (((tt >> 8) + tt) >> 8));
+                }
+            }
         }
     }
     r = prg__image_set_channels(img, channels);
 done:
-    for (i = 0; i < 4; i++) prg_free(full[i]);
+    prg_free(rows);
+    prg_free(t);
     return r;
 }
 

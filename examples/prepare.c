@@ -80,6 +80,13 @@ static void list_add(list *l, const char *path, int label) {
     l->v[l->n].path = xstrdup(path);
     l->v[l->n++].label = label;
 }
+static void strs_free(strs *s) {
+    int i;
+    for (i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = s->cap = 0;
+}
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
@@ -192,7 +199,7 @@ int main(int argc, char **argv) {
     prg_filter filter = PRG_FILTER_BICUBIC;
     strs classes = {NULL, 0, 0};
     list items = {NULL, 0, 0};
-    char p[4096], base[4096];
+    char p[4096], base[4000];
     FILE *cf, *sf = NULL;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -230,6 +237,7 @@ int main(int argc, char **argv) {
     if (classes_file) {
         strs dummy = {NULL, 0, 0};
         if (!read_pairs(classes_file, &classes, &dummy)) { fprintf(stderr, "prepare: cannot read %s\n", classes_file); return 1; }
+        strs_free(&dummy);
     } else {
         classes = list_dir(p, 1);
     }
@@ -258,6 +266,8 @@ int main(int argc, char **argv) {
             list_add(&items, p, c + 1);
             snprintf(p, sizeof p, "%s/val/val_annotations.txt", root);
         }
+        strs_free(&names);
+        strs_free(&wnids);
     } else {
         strs sub;
         snprintf(p, sizeof p, "%s/val", root);
@@ -286,7 +296,11 @@ int main(int argc, char **argv) {
                     list_add(&items, q, c + 1);
                 }
             }
+            strs_free(&files);
+            strs_free(&names);
+            strs_free(&vals);
         }
+        strs_free(&sub);
     }
     if (!items.n) { fprintf(stderr, "prepare: no images found for split %s under %s\n", split, root); return 1; }
 
@@ -358,5 +372,6 @@ int main(int argc, char **argv) {
     if (sf) fclose(sf);
     for (i = 0; i < items.n; i++) free(items.v[i].path);
     free(items.v);
+    strs_free(&classes);
     return 0;
 }
