@@ -718,8 +718,11 @@ prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
    On failure *img is zeroed and nothing is leaked. */
 prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
 prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
-/* Picks the decoder by magic: JPEG (FF D8 FF), PNG, binary PPM/PGM (P6/P5, maxval 255). */
+/* Picks the decoder by magic, whatever the name: JPEG (FF D8 FF) or PNG. */
 prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
+/* Reads a file (prg_file_read) and decodes it: JPEG, PNG, or binary PGM/PPM
+   (P5/P6, through prg_pnm_read).  One ImageNet "JPEG" is really a PNG and a
+   few are CMYK: both load. */
 prg_result prg_image_load(prg_image *img, const char *path, int channels);
 
 /* Resizing with PIL's ImagingResample semantics (Image.resize without a box

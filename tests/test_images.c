@@ -120,7 +120,7 @@ static void test_jpeg(void) {
        bound 1 leaves room for a differently rounded libjpeg build. */
     static const char *files[] = {"jpeg_444", "jpeg_422", "jpeg_420", "jpeg_440", "jpeg_420_q50", "jpeg_prog420",
                                   "jpeg_prog444", "jpeg_rst420", "jpeg_rst_prog", "jpeg_gray", "jpeg_gray_prog",
-                                  "jpeg_opt", "jpeg_cmyk"};
+                                  "jpeg_opt", "jpeg_cmyk", "jpeg_ycck"};
     size_t i;
     for (i = 0; i < sizeof files / sizeof *files; i++) check_file(files[i], "jpg", 1);
 }

@@ -195,6 +195,13 @@ def main():
     im = Image.open(path); assert im.mode == "CMYK"
     b, c = pil_bytes(im.convert("RGB"))
     write_pam(os.path.join(OUT, "jpeg_cmyk.pam"), W, H, c, b)
+    # YCCK (Adobe APP14, transform 2), by ImageMagick (jpeg:colorspace=5 is JCS_YCCK)
+    path = os.path.join(OUT, "jpeg_ycck.jpg")
+    run("convert", srcppm, "-colorspace", "CMYK", "-define", "jpeg:colorspace=5", "-quality", "90", path)
+    d = open(path, "rb").read(); k = d.find(b"Adobe"); assert k > 0 and d[k + 11] == 2, "not a YCCK file"
+    im = Image.open(path); assert im.mode == "CMYK"
+    b, c = pil_bytes(im.convert("RGB"))
+    write_pam(os.path.join(OUT, "jpeg_ycck.pam"), W, H, c, b)
     # ---- PNG from known arrays
     w, h, cases = png_cases()
     for name, ctype, depth, s, pal, trns, ref, nch in cases:
