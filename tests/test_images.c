@@ -165,7 +165,17 @@ static void test_channels(void) {
     }
     /* PPM through the loader (the io reader) */
     {
-        prg_image p;
+        prg_image p, q;
+        char path[256];
+        uint8_t px[2 * 3 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18};
+        snprintf(path, sizeof path, "%s/test_images_tiny.ppm", getenv("BUILD") && *getenv("BUILD") ? getenv("BUILD") : "build");
+        CHECK(prg_pnm_write(path, px, 3, 2, 3) == PRG_OK, "%s", prg_last_error());
+        CHECK(prg_image_load(&q, path, 0) == PRG_OK && q.w == 3 && q.h == 2 && q.c == 3 && memcmp(q.data, px, 18) == 0,
+              "PPM through prg_image_load: %s", prg_last_error());
+        prg_image_free(&q);
+        CHECK(prg_image_load(&q, path, 1) == PRG_OK && q.c == 1 && q.data[0] == (1 * 19595u + 2 * 38470u + 3 * 7471u + 0x8000u) >> 16,
+              "PPM to gray");
+        prg_image_free(&q);
         CHECK(prg_image_load(&p, FIX "missing.ppm", 0) == PRG_ERR_IO, "missing file gives PRG_ERR_IO");
         CHECK(prg_image_load(&p, FIX "src.pam", 0) == PRG_ERR_FORMAT, "PAM is not a supported loader format");
     }
