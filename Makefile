@@ -121,3 +121,36 @@ else
 mpi-test:
 	@echo "mpi-test: $(MPICC) not found (apt-get install libopenmpi-dev openmpi-bin); skipped"
 endif
+
+# --- images ---
+# examples/prepare (ImageNet / Tiny-ImageNet folders -> .npz), the image
+# benchmark, and libFuzzer targets for the JPEG and PNG decoders.
+all: $(BUILD)/prepare $(BUILD)/bench_images
+test: $(BUILD)/prepare
+
+$(BUILD)/prepare: examples/prepare.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+$(BUILD)/bench_images: tools/bench_images.c prg.h | $(BUILD)
+	$(CC) $(OPT) -std=c99 -Wall -Wextra -I. -o $@ $< $(LDLIBS)
+
+.PHONY: bench-images fuzz
+bench: bench-images
+bench-images: $(BUILD)/bench_images
+	$(BUILD)/bench_images
+
+# make fuzz FUZZ_SECONDS=30: each target runs that long from the fixtures.
+FUZZ_SECONDS ?= 30
+FUZZ_CC ?= clang
+fuzz: | $(BUILD)
+	@for t in jpeg png; do \
+	  $(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. \
+	    -o $(BUILD)/fuzz_$$t tools/fuzz_$$t.c -lm -pthread || exit 1; \
+	  rm -rf $(BUILD)/fuzz_$$t.corpus; mkdir -p $(BUILD)/fuzz_$$t.corpus; \
+	  cp tests/fixtures/images/*.$$( [ $$t = jpeg ] && echo jpg || echo png ) $(BUILD)/fuzz_$$t.corpus/; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	    $(BUILD)/fuzz_$$t.corpus > $(BUILD)/fuzz_$$t.log 2>&1; rc=$$?; \
+	  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' $(BUILD)/fuzz_$$t.log; \
+	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$t.log; echo "fuzz_$$t FAILED (crash input saved by libFuzzer in the current directory)"; exit 1; }; \
+	done

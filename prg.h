@@ -868,6 +868,75 @@ prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int 
 prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] */, int n, int c, int h,
                           int w, int cols, const float *mean /* [c] or NULL */, const float *std /* [c] or NULL */);
 
+/* -- io: images (JPEG, PNG decoding, resizing) -- */
+/* Image decoding and resizing, compiled out by PRG_NO_IMAGE.
+   JPEG: baseline and progressive Huffman (SOF0/1/2), 8-bit, 1/3/4
+   components, any integer sampling factors (4:4:4, 4:2:2, 4:2:0, 4:4:0 with
+   libjpeg's default "fancy" triangle upsampling; other factors replicate),
+   restart markers, Adobe APP14 (RGB, CMYK, YCCK; CMYK/YCCK converted to RGB
+   as PIL does).  IDCT, colour conversion and upsampling follow libjpeg-turbo's
+   defaults (islow), so pixels match djpeg/PIL within 1.  Arithmetic coding,
+   lossless, 12-bit and DNL are PRG_ERR_UNSUPPORTED.
+   PNG: every colour type and bit depth (1/2/4/8/16), palette + tRNS, Adam7,
+   CRC-32 of every chunk and Adler-32 checked; 16-bit samples keep their high
+   byte (as PIL does for RGB/RGBA); 1/2/4-bit gray is scaled to 0..255.
+   Output is 8-bit interleaved [h][w][c]: c = 1 gray, 2 gray+alpha, 3 RGB,
+   4 RGBA.  channels = 0 keeps the file's own (JPEG: 1 or 3; PNG: 1..4);
+   1..4 converts (RGB->gray = (19595 R + 38470 G + 7471 B + 32768) >> 16 as
+   PIL's convert("L"), except JPEG YCbCr->gray which keeps Y as libjpeg does;
+   alpha is dropped, or added as 255).
+   Corrupt or truncated data (including entropy data that runs out, a bad
+   Huffman code, wrong restart marker, missing EOI or IEND) is refused with
+   PRG_ERR_FORMAT and a message naming the file and byte offset or marker.
+   Images of more than PRG_IMAGE_MAX_PIXELS pixels are refused. */
+#ifndef PRG_NO_IMAGE
+#ifndef PRG_IMAGE_MAX_PIXELS
+#define PRG_IMAGE_MAX_PIXELS (1u << 26) /* 67,108,864 = 8192 x 8192 */
+#endif
+
+typedef struct prg_image {
+    int w, h, c;
+    uint8_t *data;     /* [h][w][c], prg_alloc'd; prg_image_free releases it */
+} prg_image;
+void prg_image_free(prg_image *img);   /* frees data and zeroes the struct */
+/* Allocates an image (data uninitialised); PRG_ERR_ARG on bad sizes. */
+prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
+
+/* Decoders: name is used only in error messages (NULL = "<memory>").
+   On failure *img is zeroed and nothing is leaked. */
+prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
+prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
+/* Picks the decoder by magic, whatever the name: JPEG (FF D8 FF) or PNG. */
+prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
+/* Reads a file (prg_file_read) and decodes it: JPEG, PNG, or binary PGM/PPM
+   (P5/P6, through prg_pnm_read).  One ImageNet "JPEG" is really a PNG and a
+   few are CMYK: both load. */
+prg_result prg_image_load(prg_image *img, const char *path, int channels);
+
+/* Resizing with PIL's ImagingResample semantics (Image.resize without a box
+   and reducing_gap=None): separable, horizontal pass first, each pass
+   rounded to 8 bits, 22-bit fixed-point weights; when downscaling the filter
+   support is widened by the scale factor (antialiasing).  BICUBIC uses
+   a = -0.5; BOX averages the covered source pixels. */
+typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTER_BICUBIC = 2 } prg_filter;
+prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dw, int dh,
+                         const uint8_t *src /* [sh][sw][c] */, int sw, int sh, int c, prg_filter filter);
+/* dst is allocated (any previous content of *dst is not freed). */
+prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter);
+/* torchvision Resize(size) on a PIL image: shorter side -> size, longer side
+   -> floor(size * long / short). */
+prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter);
+prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h);
+/* torchvision CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2),
+   Python rounding (half to even); needs w <= W and h <= H. */
+prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int w, int h);
+/* The reference's evaluation transform: Resize(int(size * 256 / 224),
+   bicubic) then CenterCrop(size); size 64 -> 73 -> 64. */
+prg_result prg_image_eval_transform(prg_image *dst, const prg_image *src, int size);
+/* [h][w][c] -> [c][h][w] (the layout of the .npz datasets and the model). */
+void prg_image_to_planar(uint8_t *dst /* [c][h][w] */, const prg_image *src);
+#endif /* PRG_NO_IMAGE */
+
 /* >>data ================================================================ */
 /* In-memory datasets, augmentation, normalisation, a prefetching iterator. */
 
@@ -8334,6 +8403,1120 @@ prg_result prg_image_grid(const char *path, const float *images, int n, int c, i
     prg_free(g);
     return r;
 }
+
+/* -- io: images (JPEG, PNG decoding, resizing) -- */
+#ifndef PRG_NO_IMAGE
+
+void prg_image_free(prg_image *img) {
+    if (!img) return;
+    prg_free(img->data);
+    img->data = NULL;
+    img->w = img->h = img->c = 0;
+}
+
+prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
+    img->w = img->h = img->c = 0;
+    img->data = NULL;
+    if (w <= 0 || h <= 0 || c < 1 || c > 4 || (uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "image size %d x %d x %d is out of range (1..4 channels, at most %lu pixels)",
+                         w, h, c, (unsigned long)PRG_IMAGE_MAX_PIXELS);
+    img->data = (uint8_t *)prg_alloc((size_t)w * (size_t)h * (size_t)c);
+    if (!img->data) return prg__fail(PRG_ERR_NOMEM, "image %d x %d x %d: out of memory", w, h, c);
+    img->w = w;
+    img->h = h;
+    img->c = c;
+    return PRG_OK;
+}
+
+/* Channel conversion of an interleaved image: 1 gray, 2 gray+alpha, 3 RGB,
+   4 RGBA.  Colour -> gray with PIL's L24 weights; alpha dropped or set 255. */
+static void prg__image_convert(uint8_t *dst, int dc, const uint8_t *src, int sc, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const uint8_t *s = src + i * (size_t)sc;
+        uint8_t *d = dst + i * (size_t)dc;
+        uint8_t r, g, b, a = sc == 2 ? s[1] : sc == 4 ? s[3] : 255;
+        if (sc <= 2) r = g = b = s[0];
+        else { r = s[0]; g = s[1]; b = s[2]; }
+        if (dc <= 2) {
+            d[0] = sc <= 2 ? s[0] : (uint8_t)((r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16);
+            if (dc == 2) d[1] = a;
+        } else {
+            d[0] = r; d[1] = g; d[2] = b;
+            if (dc == 4) d[3] = a;
+        }
+    }
+}
+
+/* Replaces img's pixels by `channels` channels (0 = keep). */
+static prg_result prg__image_set_channels(prg_image *img, int channels) {
+    prg_image t;
+    prg_result r;
+    if (channels == 0 || channels == img->c) return PRG_OK;
+    r = prg_image_alloc(&t, img->w, img->h, channels);
+    if (r) { prg_image_free(img); return r; }
+    prg__image_convert(t.data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
+    prg_image_free(img);
+    *img = t;
+    return PRG_OK;
+}
+
+/* ---- JPEG ------------------------------------------------------------ */
+
+static const uint8_t prg__jpeg_zz[64] = {
+    0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,
+    12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6,  7,  14, 21, 28,
+    35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+    58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
+
+typedef struct prg__jhuff {
+    uint16_t fast[512];  /* 9-bit lookahead: (length << 8) | symbol, 0 = longer code */
+    int32_t maxcode[18]; /* largest code of each length, -1 when none */
+    int32_t valoff[18];  /* symbol index = valoff[l] + code */
+    uint8_t vals[256];
+    int nvals, present;
+} prg__jhuff;
+
+typedef struct prg__jcomp {
+    int id, h, v, tq, td, ta;
+    int bw, bh;          /* blocks per row / column of the MCU-padded grid */
+    int cw, ch;          /* samples: ceil(W * h / hmax), ceil(H * v / vmax) */
+    int dc_pred, scanned;
+    int16_t *coef;       /* [bh][bw][64], natural order */
+    uint8_t *plane;      /* [bh * 8][bw * 8] after the IDCT */
+} prg__jcomp;
+
+typedef struct prg__jpeg {
+    const uint8_t *buf, *p, *end;
+    const char *name;
+    uint16_t q[4][64];
+    int qset[4];
+    prg__jhuff dc[4], ac[4];
+    prg__jcomp comp[4];
+    int ncomp, w, h, hmax, vmax, mcux, mcuy, progressive, restart;
+    int adobe, transform;
+    /* the current scan */
+    int ns, sc[4], ss, se, ah, al, eobrun;
+    uint64_t acc;        /* entropy bits, MSB first */
+    int nbits, pad;      /* valid bits in acc; of them, zero bits padded past the data */
+} prg__jpeg;
+
+#define PRG__JNAME(j) ((j)->name ? (j)->name : "<memory>")
+
+static prg_result prg__jpeg_bad(prg__jpeg *j, const char *what) {
+    return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG at byte %lu: %s", PRG__JNAME(j),
+                     (unsigned long)(j->p - j->buf), what);
+}
+
+static prg_result prg__jhuff_build(prg__jpeg *j, prg__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals) {
+    int l, i, k = 0;
+    int32_t code = 0;
+    memset(t, 0, sizeof *t);
+    memcpy(t->vals, vals, (size_t)nvals);
+    t->nvals = nvals;
+    for (l = 1; l <= 16; l++) {
+        t->valoff[l] = k - code;
+        for (i = 0; i < counts[l - 1]; i++, k++, code++) {
+            if (code >= (1 << l)) return prg__jpeg_bad(j, "Huffman table has too many codes of one length (DHT)");
+            if (l <= 9) {
+                int f, nfill = 1 << (9 - l);
+                for (f = 0; f < nfill; f++) t->fast[(code << (9 - l)) | f] = (uint16_t)((l << 8) | vals[k]);
+            }
+        }
+        t->maxcode[l] = counts[l - 1] ? code - 1 : -1;
+        code <<= 1;
+    }
+    t->present = 1;
+    return PRG_OK;
+}
+
+static void prg__jbits_fill(prg__jpeg *j) {
+    while (j->nbits <= 56) {
+        unsigned b = 0;
+        if (j->p < j->end && !(j->p[0] == 0xFF && (j->p + 1 >= j->end || j->p[1] != 0x00))) {
+            b = *j->p++;
+            if (b == 0xFF) j->p++; /* stuffed zero */
+        } else {
+            j->pad += 8; /* at a marker or the end of the file: zeros */
+        }
+        j->acc |= (uint64_t)b << (56 - j->nbits);
+        j->nbits += 8;
+    }
+}
+
+static int prg__jbits_get(prg__jpeg *j, int n) { /* n in 1..16, nbits >= n */
+    int v = (int)(j->acc >> (64 - n));
+    j->acc <<= n;
+    j->nbits -= n;
+    return v;
+}
+
+static int prg__jextend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
+
+/* Decodes one Huffman symbol; -1 on an invalid code. */
+static int prg__jhuff_decode(prg__jpeg *j, const prg__jhuff *t) {
+    unsigned peek, f;
+    int l;
+    if (j->nbits < 32) prg__jbits_fill(j);
+    peek = (unsigned)(j->acc >> 48);
+    f = t->fast[peek >> 7];
+    if (f) {
+        j->acc <<= f >> 8;
+        j->nbits -= (int)(f >> 8);
+        return (int)(f & 255);
+    }
+    for (l = 10; l <= 16; l++) {
+        int32_t c = (int32_t)(peek >> (16 - l));
+        if (c <= t->maxcode[l]) {
+            int32_t idx = t->valoff[l] + c;
+            if (idx < 0 || idx >= t->nvals) return -1;
+            j->acc <<= l;
+            j->nbits -= l;
+            return t->vals[idx];
+        }
+    }
+    return -1;
+}
+
+/* Skips to the next marker (0xFF followed by neither 0x00 nor 0xFF). */
+static void prg__jpeg_seek_marker(prg__jpeg *j) {
+    while (j->p + 1 < j->end && !(j->p[0] == 0xFF && j->p[1] != 0x00 && j->p[1] != 0xFF)) j->p++;
+    if (j->p + 1 >= j->end) j->p = j->end;
+}
+
+static void prg__jbits_reset(prg__jpeg *j) {
+    j->acc = 0;
+    j->nbits = 0;
+    j->pad = 0;
+}
+
+static int16_t prg__jclamp16(int v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : v); }
+
+static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
+    int k, s, r, rs;
+    if (j->nbits < 32) prg__jbits_fill(j);
+    if (!j->progressive) {
+        s = prg__jhuff_decode(j, &j->dc[c->td]);
+        if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
+        if (j->nbits < 32) prg__jbits_fill(j);
+        c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
+        blk[0] = (int16_t)c->dc_pred;
+        for (k = 1; k < 64; k++) {
+            rs = prg__jhuff_decode(j, &j->ac[c->ta]);
+            if (rs < 0) return prg__jpeg_bad(j, "invalid AC Huffman code");
+            r = rs >> 4;
+            s = rs & 15;
+            if (s == 0) {
+                if (r != 15) break;
+                k += 15;
+                continue;
+            }
+            k += r;
+            if (k > 63) return prg__jpeg_bad(j, "AC coefficient index past 63");
+            if (j->nbits < 32) prg__jbits_fill(j);
+            blk[prg__jpeg_zz[k]] = (int16_t)prg__jextend(prg__jbits_get(j, s), s);
+        }
+        return PRG_OK;
+    }
+    if (j->ss == 0) { /* DC scan */
+        if (j->ah == 0) {
+            s = prg__jhuff_decode(j, &j->dc[c->td]);
+            if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
+            if (j->nbits < 32) prg__jbits_fill(j);
+            c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
+            blk[0] = prg__jclamp16(c->dc_pred * (1 << j->al));
+        } else if (prg__jbits_get(j, 1)) {
+            blk[0] = (int16_t)(blk[0] | (1 << j->al));
+        }
+        return PRG_OK;
+    }
+    if (j->ah == 0) { /* AC first pass */
+        if (j->eobrun > 0) { j->eobrun--; return PRG_OK; }
+        for (k = j->ss; k <= j->se; k++) {
+            rs = prg__jhuff_decode(j, &j->ac[c->ta]);
+            if (rs < 0) return prg__jpeg_bad(j, "invalid AC Huffman code");
+            r = rs >> 4;
+            s = rs & 15;
+            if (j->nbits < 32) prg__jbits_fill(j);
+            if (s == 0) {
+                if (r < 15) {
+                    j->eobrun = (1 << r) - 1;
+                    if (r) j->eobrun += prg__jbits_get(j, r);
+                    break;
+                }
+                k += 15;
+                continue;
+            }
+            k += r;
+            if (k > j->se) return prg__jpeg_bad(j, "AC coefficient index past the end of the band");
+            blk[prg__jpeg_zz[k]] = prg__jclamp16(prg__jextend(prg__jbits_get(j, s), s) * (1 << j->al));
+        }
+        return PRG_OK;
+    }
+    { /* AC refinement */
+        int p1 = 1 << j->al, m1 = -p1;
+        k = j->ss;
+        if (j->eobrun == 0) {
+            for (; k <= j->se; k++) {
+                int val = 0;
+                rs = prg__jhuff_decode(j, &j->ac[c->ta]);
+                if (rs < 0) return prg__jpeg_bad(j, "invalid AC Huffman code");
+                r = rs >> 4;
+                s = rs & 15;
+                if (j->nbits < 32) prg__jbits_fill(j);
+                if (s) {
+                    if (s != 1) return prg__jpeg_bad(j, "refinement coefficient of size other than 1");
+                    val = prg__jbits_get(j, 1) ? p1 : m1;
+                } else if (r != 15) {
+                    j->eobrun = 1 << r;
+                    if (r) j->eobrun += prg__jbits_get(j, r);
+                    break;
+                }
+                for (; k <= j->se; k++) {
+                    int16_t *co = blk + prg__jpeg_zz[k];
+                    if (j->nbits < 2) prg__jbits_fill(j);
+                    if (*co != 0) {
+                        if (prg__jbits_get(j, 1) && (*co & p1) == 0) *co = (int16_t)(*co + (*co >= 0 ? p1 : m1));
+                    } else if (--r < 0) {
+                        break;
+                    }
+                }
+                if (val) {
+                    if (k > j->se) return prg__jpeg_bad(j, "refinement coefficient past the end of the band");
+                    blk[prg__jpeg_zz[k]] = (int16_t)val;
+                }
+                if (j->pad > j->nbits) return PRG_OK; /* reported by the caller */
+            }
+        }
+        if (j->eobrun > 0) {
+            for (; k <= j->se; k++) {
+                int16_t *co = blk + prg__jpeg_zz[k];
+                if (*co != 0) {
+                    if (j->nbits < 2) prg__jbits_fill(j);
+                    if (prg__jbits_get(j, 1) && (*co & p1) == 0) *co = (int16_t)(*co + (*co >= 0 ? p1 : m1));
+                }
+            }
+            j->eobrun--;
+        }
+    }
+    return PRG_OK;
+}
+
+static prg_result prg__jpeg_scan(prg__jpeg *j) {
+    int mx, my, i, bx, by, nmx, nmy, todo = j->restart, rst = 0;
+    prg_result r;
+    prg__jbits_reset(j);
+    j->eobrun = 0;
+    for (i = 0; i < j->ncomp; i++) j->comp[i].dc_pred = 0;
+    if (j->ns == 1) { /* non-interleaved: one block per MCU, only the blocks the image covers */
+        prg__jcomp *c = &j->comp[j->sc[0]];
+        nmx = (c->cw + 7) / 8;
+        nmy = (c->ch + 7) / 8;
+    } else {
+        nmx = j->mcux;
+        nmy = j->mcuy;
+    }
+    for (my = 0; my < nmy; my++) {
+        for (mx = 0; mx < nmx; mx++) {
+            if (j->ns == 1) {
+                prg__jcomp *c = &j->comp[j->sc[0]];
+                r = prg__jpeg_block(j, c, c->coef + ((size_t)my * (size_t)c->bw + (size_t)mx) * 64);
+                if (r) return r;
+            } else {
+                for (i = 0; i < j->ns; i++) {
+                    prg__jcomp *c = &j->comp[j->sc[i]];
+                    for (by = 0; by < c->v; by++)
+                        for (bx = 0; bx < c->h; bx++) {
+                            size_t row = (size_t)my * (size_t)c->v + (size_t)by, col = (size_t)mx * (size_t)c->h + (size_t)bx;
+                            r = prg__jpeg_block(j, c, c->coef + (row * (size_t)c->bw + col) * 64);
+                            if (r) return r;
+                        }
+                }
+            }
+            if (j->pad > j->nbits)
+                return prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt JPEG: entropy data ends early at byte %lu (MCU %d of %d)",
+                                 PRG__JNAME(j), (unsigned long)(j->p - j->buf), my * nmx + mx, nmx * nmy);
+            if (j->restart && --todo == 0 && !(my == nmy - 1 && mx == nmx - 1)) {
+                prg__jpeg_seek_marker(j);
+                if (j->p + 1 >= j->end || j->p[1] != 0xD0 + (rst & 7))
+                    return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG at byte %lu: expected restart marker RST%d, found %s",
+                                     PRG__JNAME(j), (unsigned long)(j->p - j->buf), rst & 7,
+                                     j->p + 1 >= j->end ? "the end of the file" : "another marker");
+                j->p += 2;
+                rst++;
+                todo = j->restart;
+                prg__jbits_reset(j);
+                j->eobrun = 0;
+                for (i = 0; i < j->ncomp; i++) j->comp[i].dc_pred = 0;
+            }
+        }
+    }
+    prg__jpeg_seek_marker(j);
+    return PRG_OK;
+}
+
+/* One 1-D pass of libjpeg's accurate integer IDCT (jidctint.c, 13-bit
+   constants) on x[0..7]; outputs v scaled by 2^13, not yet descaled.  64-bit
+   arithmetic, so that no input overflows. */
+static void prg__idct8(int64_t *v, const int64_t *x) {
+    int64_t z1, z2, z3, z4, z5, t0, t1, t2, t3, t10, t11, t12, t13;
+    z1 = (x[2] + x[6]) * 4433;
+    t2 = z1 + x[6] * -15137;
+    t3 = z1 + x[2] * 6270;
+    t0 = (x[0] + x[4]) * 8192;
+    t1 = (x[0] - x[4]) * 8192;
+    t10 = t0 + t3; t13 = t0 - t3; t11 = t1 + t2; t12 = t1 - t2;
+    t0 = x[7]; t1 = x[5]; t2 = x[3]; t3 = x[1];
+    z1 = t0 + t3; z2 = t1 + t2; z3 = t0 + t2; z4 = t1 + t3;
+    z5 = (z3 + z4) * 9633;
+    t0 *= 2446; t1 *= 16819; t2 *= 25172; t3 *= 12299;
+    z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+    z3 += z5; z4 += z5;
+    t0 += z1 + z3; t1 += z2 + z4; t2 += z2 + z3; t3 += z1 + z4;
+    v[0] = t10 + t3; v[7] = t10 - t3; v[1] = t11 + t2; v[6] = t11 - t2;
+    v[2] = t12 + t1; v[5] = t12 - t1; v[3] = t13 + t0; v[4] = t13 - t0;
+}
+
+/* Dequantises and inverse-transforms one block: columns first (outputs
+   kept with 2 extra bits), then rows, +128 and clamped, as libjpeg. */
+static void prg__jpeg_idct(uint8_t *out, int stride, const int16_t *in, const uint16_t *q) {
+    int64_t ws[64], x[8], v[8];
+    int i, k;
+    for (i = 0; i < 8; i++) {
+        if (!in[8 + i] && !in[16 + i] && !in[24 + i] && !in[32 + i] && !in[40 + i] && !in[48 + i] && !in[56 + i]) {
+            int64_t dc = (int64_t)in[i] * q[i] * 4;
+            for (k = 0; k < 8; k++) ws[8 * k + i] = dc;
+            continue;
+        }
+        for (k = 0; k < 8; k++) x[k] = (int64_t)in[8 * k + i] * q[8 * k + i];
+        prg__idct8(v, x);
+        for (k = 0; k < 8; k++) ws[8 * k + i] = (v[k] + 1024) >> 11;
+    }
+    for (i = 0; i < 8; i++) {
+        uint8_t *o = out + (size_t)i * (size_t)stride;
+        for (k = 0; k < 8; k++) x[k] = ws[8 * i + k];
+        x[0] += 16; /* rounding of the final >> 18 */
+        prg__idct8(v, x);
+        for (k = 0; k < 8; k++) {
+            int64_t s = (v[k] >> 18) + 128;
+            o[k] = (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
+        }
+    }
+}
+
+/* Row y of component plane p (cw x ch valid samples, row stride ps)
+   upsampled by (fx, fy) to W samples, the way libjpeg-turbo does by default
+   ("fancy" triangle filters for 2x1, 2x2 and 1x2; replication otherwise).
+   t: cw ints of scratch. */
+static void prg__jpeg_upsample_row(uint8_t *o, int W, int y, const uint8_t *p, int ps, int cw, int ch, int fx, int fy, int *t) {
+    int x, sy = y / fy, last = cw - 1;
+    const uint8_t *r0 = p + (size_t)sy * ps, *r1 = r0;
+    if (fy == 2) { /* the nearer row weighs 3, the farther 1 (edge rows replicated) */
+        int ny = (y & 1) ? sy + 1 : sy - 1;
+        if (ny < 0) ny = 0;
+        if (ny > ch - 1) ny = ch - 1;
+        r1 = p + (size_t)ny * ps;
+    }
+    if (fx == 1 && fy == 1) {
+        memcpy(o, r0, (size_t)W);
+    } else if (fx == 2 && fy == 2 && cw > 2) {
+        for (x = 0; x < cw; x++) t[x] = r0[x] * 3 + r1[x];
+        o[0] = (uint8_t)((t[0] * 4 + 8) >> 4);
+        o[1] = (uint8_t)((t[0] * 3 + t[1] + 7) >> 4);
+        for (x = 1; x < last; x++) {
+            o[2 * x] = (uint8_t)((t[x] * 3 + t[x - 1] + 8) >> 4);
+            o[2 * x + 1] = (uint8_t)((t[x] * 3 + t[x + 1] + 7) >> 4);
+        }
+        o[2 * last] = (uint8_t)((t[last] * 3 + t[last - 1] + 8) >> 4);
+        if (2 * last + 1 < W) o[2 * last + 1] = (uint8_t)((t[last] * 4 + 7) >> 4);
+    } else if (fx == 2 && fy == 1 && cw > 2) {
+        o[0] = r0[0];
+        o[1] = (uint8_t)((r0[0] * 3 + r0[1] + 2) >> 2);
+        for (x = 1; x < last; x++) {
+            o[2 * x] = (uint8_t)((r0[x] * 3 + r0[x - 1] + 1) >> 2);
+            o[2 * x + 1] = (uint8_t)((r0[x] * 3 + r0[x + 1] + 2) >> 2);
+        }
+        o[2 * last] = (uint8_t)((r0[last] * 3 + r0[last - 1] + 1) >> 2);
+        if (2 * last + 1 < W) o[2 * last + 1] = r0[last];
+    } else if (fx == 1 && fy == 2) {
+        int bias = (y & 1) ? 2 : 1;
+        for (x = 0; x < W; x++) o[x] = (uint8_t)((r0[x] * 3 + r1[x] + bias) >> 2);
+    } else {
+        for (x = 0; x < W; x++) o[x] = r0[x / fx];
+    }
+}
+
+static uint8_t prg__clamp255(int v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+static prg_result prg__jpeg_sof(prg__jpeg *j, const uint8_t *s, int len, int marker) {
+    int i;
+    uint64_t total = 0;
+    if (j->ncomp) return prg__jpeg_bad(j, "second SOF marker");
+    if (len < 6) return prg__jpeg_bad(j, "SOF segment too short");
+    if (s[0] != 8)
+        return prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG with %d-bit samples (SOF%d) is not supported; only 8-bit",
+                         PRG__JNAME(j), s[0], marker - 0xC0);
+    j->h = (s[1] << 8) | s[2];
+    j->w = (s[3] << 8) | s[4];
+    j->ncomp = s[5];
+    j->progressive = marker == 0xC2;
+    if (j->h == 0) return prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG height 0 (DNL marker) is not supported", PRG__JNAME(j));
+    if (j->w == 0) return prg__jpeg_bad(j, "image width 0 in SOF");
+    if ((uint64_t)j->w * (uint64_t)j->h > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_FORMAT, "%s: JPEG of %d x %d pixels exceeds PRG_IMAGE_MAX_PIXELS (%lu)", PRG__JNAME(j),
+                         j->w, j->h, (unsigned long)PRG_IMAGE_MAX_PIXELS);
+    if (j->ncomp != 1 && j->ncomp != 3 && j->ncomp != 4) {
+        int n = j->ncomp;
+        j->ncomp = 0;
+        return prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG with %d components is not supported (1, 3 or 4)", PRG__JNAME(j), n);
+    }
+    if (len < 6 + 3 * j->ncomp) { j->ncomp = 0; return prg__jpeg_bad(j, "SOF segment too short for its components"); }
+    j->hmax = j->vmax = 1;
+    for (i = 0; i < j->ncomp; i++) {
+        prg__jcomp *c = &j->comp[i];
+        c->id = s[6 + 3 * i];
+        c->h = s[7 + 3 * i] >> 4;
+        c->v = s[7 + 3 * i] & 15;
+        c->tq = s[8 + 3 * i];
+        if (c->h < 1 || c->h > 4 || c->v < 1 || c->v > 4 || c->tq > 3) { j->ncomp = 0; return prg__jpeg_bad(j, "bad sampling factor or table in SOF"); }
+        if (c->h > j->hmax) j->hmax = c->h;
+        if (c->v > j->vmax) j->vmax = c->v;
+    }
+    j->mcux = (j->w + 8 * j->hmax - 1) / (8 * j->hmax);
+    j->mcuy = (j->h + 8 * j->vmax - 1) / (8 * j->vmax);
+    for (i = 0; i < j->ncomp; i++) {
+        prg__jcomp *c = &j->comp[i];
+        if (j->hmax % c->h || j->vmax % c->v)
+            return prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG sampling factors %dx%d of %dx%d are not integer ratios",
+                             PRG__JNAME(j), c->h, c->v, j->hmax, j->vmax);
+        c->bw = j->mcux * c->h;
+        c->bh = j->mcuy * c->v;
+        c->cw = (j->w * c->h + j->hmax - 1) / j->hmax;
+        c->ch = (j->h * c->v + j->vmax - 1) / j->vmax;
+        total += (uint64_t)c->bw * (uint64_t)c->bh;
+    }
+    if (total * 64 > (uint64_t)PRG_IMAGE_MAX_PIXELS * 16)
+        return prg__fail(PRG_ERR_FORMAT, "%s: JPEG block grid too large", PRG__JNAME(j));
+    for (i = 0; i < j->ncomp; i++) {
+        prg__jcomp *c = &j->comp[i];
+        size_t n = (size_t)c->bw * (size_t)c->bh * 64;
+        c->coef = (int16_t *)prg_alloc(n * sizeof(int16_t));
+        if (!c->coef) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory for a %d x %d JPEG", PRG__JNAME(j), j->w, j->h);
+        memset(c->coef, 0, n * sizeof(int16_t));
+    }
+    return PRG_OK;
+}
+
+static prg_result prg__jpeg_sos(prg__jpeg *j, const uint8_t *s, int len) {
+    int i, k;
+    if (!j->ncomp) return prg__jpeg_bad(j, "SOS before SOF");
+    if (len < 1) return prg__jpeg_bad(j, "SOS segment too short");
+    j->ns = s[0];
+    if (j->ns < 1 || j->ns > 4 || len != 4 + 2 * j->ns) return prg__jpeg_bad(j, "bad SOS segment length or component count");
+    for (i = 0; i < j->ns; i++) {
+        int id = s[1 + 2 * i], t = s[2 + 2 * i];
+        for (k = 0; k < j->ncomp; k++)
+            if (j->comp[k].id == id) break;
+        if (k == j->ncomp) return prg__jpeg_bad(j, "SOS names a component that SOF does not have");
+        j->sc[i] = k;
+        j->comp[k].td = t >> 4;
+        j->comp[k].ta = t & 15;
+        if (j->comp[k].td > 3 || j->comp[k].ta > 3) return prg__jpeg_bad(j, "bad Huffman table number in SOS");
+        j->comp[k].scanned = 1;
+    }
+    j->ss = s[1 + 2 * j->ns];
+    j->se = s[2 + 2 * j->ns];
+    j->ah = s[3 + 2 * j->ns] >> 4;
+    j->al = s[3 + 2 * j->ns] & 15;
+    if (j->progressive) {
+        if (j->ss > j->se || j->se > 63 || (j->ss == 0 && j->se != 0) || (j->ss > 0 && j->ns != 1) || j->ah > 13 || j->al > 13)
+            return prg__jpeg_bad(j, "bad progressive scan parameters in SOS");
+    } else if (j->ss != 0 || j->se != 63 || j->ah != 0 || j->al != 0) {
+        return prg__jpeg_bad(j, "bad spectral selection in a sequential SOS");
+    }
+    if (j->ns > 1) {
+        int blocks = 0;
+        for (i = 0; i < j->ns; i++) blocks += j->comp[j->sc[i]].h * j->comp[j->sc[i]].v;
+        if (blocks > 10) return prg__jpeg_bad(j, "more than 10 blocks per MCU");
+    }
+    for (i = 0; i < j->ns; i++) {
+        prg__jcomp *c = &j->comp[j->sc[i]];
+        int need_dc = j->ss == 0 && !(j->progressive && j->ah), need_ac = j->se > 0;
+        if ((need_dc && !j->dc[c->td].present) || (need_ac && !j->ac[c->ta].present))
+            return prg__jpeg_bad(j, "SOS uses a Huffman table that was not defined");
+        if (!j->qset[c->tq]) return prg__jpeg_bad(j, "SOS before the quantization table of its component");
+    }
+    return prg__jpeg_scan(j);
+}
+
+static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
+    /* Adobe transform: 0 = none (RGB / CMYK), 1 = YCbCr, 2 = YCCK; without
+       the marker 3 components are YCbCr unless their ids spell R, G, B */
+    int i, y, nc = j->ncomp, W = j->w;
+    int ycc = nc == 3 ? (j->adobe ? j->transform != 0 : !(j->comp[0].id == 'R' && j->comp[1].id == 'G' && j->comp[2].id == 'B'))
+                      : (j->adobe && j->transform == 2);
+    int only_y = nc == 1 || (channels == 1 && nc == 3 && ycc); /* YCbCr -> gray keeps Y, as libjpeg */
+    uint8_t *rows = NULL, *row[4];
+    int *t = NULL;
+    prg_result r = PRG_OK;
+    for (i = 0; i < nc; i++) {
+        prg__jcomp *c = &j->comp[i];
+        int bx, by, ps = c->bw * 8;
+        if (!c->scanned) return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: component %d has no scan", PRG__JNAME(j), c->id);
+        c->plane = (uint8_t *)prg_alloc((size_t)ps * (size_t)c->bh * 8);
+        if (!c->plane) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j));
+        for (by = 0; by < (c->ch + 7) / 8; by++)
+            for (bx = 0; bx < (c->cw + 7) / 8; bx++)
+                prg__jpeg_idct(c->plane + (size_t)by * 8 * ps + (size_t)bx * 8, ps,
+                               c->coef + ((size_t)by * c->bw + bx) * 64, j->q[c->tq]);
+    }
+    rows = (uint8_t *)prg_alloc((size_t)W * 4);
+    t = (int *)prg_alloc((size_t)W * sizeof(int));
+    if (!rows || !t) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j)); goto done; }
+    r = prg_image_alloc(img, W, j->h, only_y ? 1 : 3);
+    if (r) goto done;
+    for (i = 0; i < 4; i++) row[i] = rows + (size_t)i * W;
+    for (y = 0; y < j->h; y++) {
+        uint8_t *o = img->data + (size_t)y * W * img->c;
+        int x;
+        for (i = 0; i < (only_y ? 1 : nc); i++) {
+            prg__jcomp *c = &j->comp[i];
+            prg__jpeg_upsample_row(only_y ? o : row[i], W, y, c->plane, c->bw * 8, c->cw, c->ch, j->hmax / c->h, j->vmax / c->v, t);
+        }
+        if (only_y) continue;
+        if (nc == 3 && !ycc) {
+            for (x = 0; x < W; x++) { o[3 * x] = row[0][x]; o[3 * x + 1] = row[1][x]; o[3 * x + 2] = row[2][x]; }
+        } else if (ycc) { /* libjpeg's fixed-point YCbCr -> RGB (16 fraction bits) */
+            for (x = 0; x < W; x++) {
+                int yy = row[0][x], cb = row[1][x] - 128, cr = row[2][x] - 128;
+                o[3 * x] = prg__clamp255(yy + ((91881 * cr + 32768) >> 16));
+                o[3 * x + 1] = prg__clamp255(yy + ((-22554 * cb - 46802 * cr + 32768) >> 16));
+                o[3 * x + 2] = prg__clamp255(yy + ((116130 * cb + 32768) >> 16));
+            }
+        }
+        if (nc == 4) { /* CMYK (YCCK: 255 - the RGB above) -> RGB as PIL; Adobe files store inverted CMYK */
+            for (x = 0; x < W; x++) {
+                int kk = row[3][x], n;
+                for (n = 0; n < 3; n++) {
+                    int c = ycc ? 255 - o[3 * x + n] : row[n][x];
+                    int cv = j->adobe ? 255 - c : c, nk = j->adobe ? kk : 255 - kk, tt = cv * nk + 128;
+                    o[3 * x + n] = prg__clamp255(nk - (((tt >> 8) + tt) >> 8));
+                }
+            }
+        }
+    }
+    r = prg__image_set_channels(img, channels);
+done:
+    prg_free(rows);
+    prg_free(t);
+    return r;
+}
+
+prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    prg__jpeg *j;
+    prg_result r = PRG_OK;
+    int i, done = 0;
+    img->w = img->h = img->c = 0;
+    img->data = NULL;
+    if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: channels %d (0..4)", channels);
+    if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8)
+        return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG file (no SOI marker FF D8 at byte 0)", name ? name : "<memory>");
+    j = (prg__jpeg *)prg_alloc(sizeof *j);
+    if (!j) return prg__fail(PRG_ERR_NOMEM, "prg_jpeg_decode: out of memory");
+    memset(j, 0, sizeof *j);
+    j->buf = buf;
+    j->p = buf + 2;
+    j->end = buf + len;
+    j->name = name;
+    while (!done) {
+        int m, seglen;
+        const uint8_t *seg;
+        if (j->p >= j->end)
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated JPEG: file ends at byte %lu before the EOI marker", PRG__JNAME(j), (unsigned long)len); break; }
+        if (j->p[0] != 0xFF) { r = prg__jpeg_bad(j, "expected a marker"); break; }
+        while (j->p < j->end && j->p[0] == 0xFF) j->p++; /* fill bytes */
+        if (j->p >= j->end) continue;
+        m = *j->p++;
+        if (m == 0xD9) { done = 1; break; }
+        if (m >= 0xD0 && m <= 0xD7) { r = prg__jpeg_bad(j, "restart marker outside entropy data"); break; }
+        if (m == 0x01 || m == 0xD8) { r = prg__jpeg_bad(j, "unexpected TEM or SOI marker"); break; }
+        if (j->end - j->p < 2)
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated JPEG: marker 0x%02X at byte %lu has no length", PRG__JNAME(j), m, (unsigned long)(j->p - 2 - buf)); break; }
+        seglen = (j->p[0] << 8) | j->p[1];
+        if (seglen < 2 || seglen > j->end - j->p)
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt JPEG: segment of marker 0x%02X at byte %lu has length %d, %lu bytes left",
+                            PRG__JNAME(j), m, (unsigned long)(j->p - 2 - buf), seglen, (unsigned long)(j->end - j->p)); break; }
+        seg = j->p + 2;
+        seglen -= 2;
+        j->p += 2 + seglen;
+        if (m == 0xC0 || m == 0xC1 || m == 0xC2) {
+            r = prg__jpeg_sof(j, seg, seglen, m);
+        } else if ((m >= 0xC3 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)) {
+            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG coding SOF%d (lossless, hierarchical or arithmetic) at byte %lu is not supported",
+                          PRG__JNAME(j), m - 0xC0, (unsigned long)(seg - 4 - buf));
+        } else if (m == 0xCC) {
+            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: arithmetic-coded JPEG (DAC marker) is not supported", PRG__JNAME(j));
+        } else if (m == 0xC4) { /* DHT */
+            const uint8_t *s = seg, *e = seg + seglen;
+            while (s < e && !r) {
+                int tc, th, n = 0, k;
+                if (e - s < 17) { r = prg__jpeg_bad(j, "DHT segment too short"); break; }
+                tc = s[0] >> 4;
+                th = s[0] & 15;
+                for (k = 0; k < 16; k++) n += s[1 + k];
+                if (tc > 1 || th > 3 || n > 256 || e - s < 17 + n) { r = prg__jpeg_bad(j, "bad DHT segment"); break; }
+                r = prg__jhuff_build(j, tc ? &j->ac[th] : &j->dc[th], s + 1, s + 17, n);
+                s += 17 + n;
+            }
+        } else if (m == 0xDB) { /* DQT */
+            const uint8_t *s = seg, *e = seg + seglen;
+            while (s < e) {
+                int pq = s[0] >> 4, tq = s[0] & 15, k;
+                if (pq > 1 || tq > 3 || e - s < 1 + 64 * (pq + 1)) { r = prg__jpeg_bad(j, "bad DQT segment"); break; }
+                for (k = 0; k < 64; k++)
+                    j->q[tq][prg__jpeg_zz[k]] = (uint16_t)(pq ? (s[1 + 2 * k] << 8) | s[2 + 2 * k] : s[1 + k]);
+                j->qset[tq] = 1;
+                s += 1 + 64 * (pq + 1);
+            }
+        } else if (m == 0xDD) { /* DRI */
+            if (seglen != 2) r = prg__jpeg_bad(j, "bad DRI segment");
+            else j->restart = (seg[0] << 8) | seg[1];
+        } else if (m == 0xDA) {
+            r = prg__jpeg_sos(j, seg, seglen);
+        } else if (m == 0xEE) { /* APP14 Adobe */
+            if (seglen >= 12 && memcmp(seg, "Adobe", 5) == 0) {
+                j->adobe = 1;
+                j->transform = seg[11];
+            }
+        } else if (m == 0xDC) {
+            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: JPEG with a DNL marker is not supported", PRG__JNAME(j));
+        } /* APPn, COM and others are skipped */
+        if (r) break;
+    }
+    if (!r && !j->ncomp) r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: EOI before any SOF marker", PRG__JNAME(j));
+    if (!r) r = prg__jpeg_finish(j, img, channels);
+    for (i = 0; i < 4; i++) {
+        prg_free(j->comp[i].coef);
+        prg_free(j->comp[i].plane);
+    }
+    prg_free(j);
+    if (r) prg_image_free(img);
+    return r;
+}
+
+/* ---- resizing (PIL's ImagingResample) ------------------------------- */
+
+static double prg__filter_eval(prg_filter f, double x) {
+    if (f == PRG_FILTER_BOX) return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+    if (x < 0.0) x = -x;
+    if (f == PRG_FILTER_BILINEAR) return x < 1.0 ? 1.0 - x : 0.0;
+    if (x < 1.0) return (1.5 * x - 2.5) * x * x + 1.0;          /* a = -0.5 */
+    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5;
+    return 0.0;
+}
+
+/* Fixed-point (22-bit) weights of every output pixel: bounds[2i] = first
+   input index, bounds[2i + 1] = count; weights at kk[i * ksize]. */
+static int prg__resample_coeffs(int in_size, int out_size, prg_filter f, int **bounds, int **kk) {
+    double scale = (double)in_size / out_size, fscale = scale < 1.0 ? 1.0 : scale;
+    double support = (f == PRG_FILTER_BOX ? 0.5 : f == PRG_FILTER_BILINEAR ? 1.0 : 2.0) * fscale;
+    int ksize = (int)ceil(support) * 2 + 1, xx, x;
+    double *w = (double *)prg_alloc((size_t)ksize * sizeof(double));
+    *bounds = (int *)prg_alloc((size_t)out_size * 2 * sizeof(int));
+    *kk = (int *)prg_alloc((size_t)out_size * (size_t)ksize * sizeof(int));
+    if (!w || !*bounds || !*kk) {
+        prg_free(w); prg_free(*bounds); prg_free(*kk);
+        *bounds = *kk = NULL;
+        return 0;
+    }
+    for (xx = 0; xx < out_size; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / fscale;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        int *k = *kk + (size_t)xx * ksize;
+        if (xmin < 0) xmin = 0;
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        for (x = 0; x < xmax; x++) {
+            w[x] = prg__filter_eval(f, (x + xmin - center + 0.5) * ss);
+            ww += w[x];
+        }
+        for (x = 0; x < ksize; x++) {
+            double v = x < xmax ? (ww != 0.0 ? w[x] / ww : w[x]) : 0.0;
+            k[x] = v < 0 ? (int)(-0.5 + v * (1 << 22)) : (int)(0.5 + v * (1 << 22));
+        }
+        (*bounds)[2 * xx] = xmin;
+        (*bounds)[2 * xx + 1] = xmax;
+    }
+    prg_free(w);
+    return ksize;
+}
+
+static uint8_t prg__clip22(int v) {
+    v >>= 22;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+prg_result prg_resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, int c, prg_filter filter) {
+    int *bh = NULL, *kh = NULL, *bv = NULL, *kv = NULL, ksh = 0, ksv, y0, y1, x, y, ch, i;
+    const uint8_t *mid = src;
+    uint8_t *tmp = NULL;
+    if (dw <= 0 || dh <= 0 || sw <= 0 || sh <= 0 || c < 1 || c > 4 || (int)filter < 0 || (int)filter > 2 ||
+        (uint64_t)dw * (uint64_t)dh > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "prg_resize_u8: %d x %d -> %d x %d, %d channels, filter %d out of range", sw, sh, dw, dh, c, (int)filter);
+    if (dw == sw && dh == sh) {
+        memcpy(dst, src, (size_t)sw * (size_t)sh * (size_t)c);
+        return PRG_OK;
+    }
+    ksv = prg__resample_coeffs(sh, dh, filter, &bv, &kv);
+    if (dw != sw) ksh = prg__resample_coeffs(sw, dw, filter, &bh, &kh);
+    if (!ksv || (dw != sw && !ksh)) goto nomem;
+    y0 = bv[0];
+    y1 = bv[2 * dh - 2] + bv[2 * dh - 1];
+    if (dw != sw) { /* horizontal pass over the rows the vertical pass reads */
+        tmp = (uint8_t *)prg_alloc((size_t)dw * (size_t)(y1 - y0) * (size_t)c);
+        if (!tmp) goto nomem;
+        for (y = y0; y < y1; y++) {
+            const uint8_t *s = src + (size_t)y * sw * c;
+            uint8_t *o = tmp + (size_t)(y - y0) * dw * c;
+            for (x = 0; x < dw; x++) {
+                const int *k = kh + (size_t)x * ksh;
+                int xmin = bh[2 * x], n = bh[2 * x + 1];
+                for (ch = 0; ch < c; ch++) {
+                    int acc = 1 << 21;
+                    for (i = 0; i < n; i++) acc += s[(size_t)(xmin + i) * c + ch] * k[i];
+                    o[(size_t)x * c + ch] = prg__clip22(acc);
+                }
+            }
+        }
+        mid = tmp;
+    } else {
+        mid = src + (size_t)y0 * sw * c;
+    }
+    if (dh == sh) {
+        memcpy(dst, mid, (size_t)dw * (size_t)dh * (size_t)c);
+    } else {
+        size_t row = (size_t)dw * c, xc;
+        for (y = 0; y < dh; y++) {
+            const int *k = kv + (size_t)y * ksv;
+            int ymin = bv[2 * y] - y0, n = bv[2 * y + 1];
+            uint8_t *o = dst + (size_t)y * row;
+            for (xc = 0; xc < row; xc++) {
+                int acc = 1 << 21;
+                for (i = 0; i < n; i++) acc += mid[(size_t)(ymin + i) * row + xc] * k[i];
+                o[xc] = prg__clip22(acc);
+            }
+        }
+    }
+    prg_free(tmp); prg_free(bh); prg_free(kh); prg_free(bv); prg_free(kv);
+    return PRG_OK;
+nomem:
+    prg_free(tmp); prg_free(bh); prg_free(kh); prg_free(bv); prg_free(kv);
+    return prg__fail(PRG_ERR_NOMEM, "prg_resize_u8: out of memory (%d x %d -> %d x %d)", sw, sh, dw, dh);
+}
+
+prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter) {
+    prg_result r = prg_image_alloc(dst, w, h, src->c);
+    if (r) return r;
+    r = prg_resize_u8(dst->data, w, h, src->data, src->w, src->h, src->c, filter);
+    if (r) prg_image_free(dst);
+    return r;
+}
+
+prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter) {
+    int w, h;
+    if (size <= 0) return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: size %d", size);
+    if (src->w <= src->h) { w = size; h = (int)((int64_t)size * src->h / src->w); }
+    else { h = size; w = (int)((int64_t)size * src->w / src->h); }
+    if (w < 1) w = 1;
+    if (h < 1) h = 1;
+    return prg_image_resize(dst, src, w, h, filter);
+}
+
+prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h) {
+    prg_result r;
+    int row;
+    if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > src->w - w || y > src->h - h)
+        return prg__fail(PRG_ERR_ARG, "prg_image_crop: %d x %d at (%d, %d) does not fit in %d x %d", w, h, x, y, src->w, src->h);
+    r = prg_image_alloc(dst, w, h, src->c);
+    if (r) return r;
+    for (row = 0; row < h; row++)
+        memcpy(dst->data + (size_t)row * w * src->c, src->data + ((size_t)(y + row) * src->w + x) * src->c, (size_t)w * src->c);
+    return PRG_OK;
+}
+
+/* Python's round(d / 2) for d >= 0: halves go to the even neighbour. */
+static int prg__round_half(int d) {
+    int q = d / 2;
+    return (d & 1) && (q & 1) ? q + 1 : q;
+}
+
+prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int w, int h) {
+    if (w > src->w || h > src->h || w <= 0 || h <= 0)
+        return prg__fail(PRG_ERR_ARG, "prg_image_center_crop: %d x %d does not fit in %d x %d", w, h, src->w, src->h);
+    return prg_image_crop(dst, src, prg__round_half(src->w - w), prg__round_half(src->h - h), w, h);
+}
+
+prg_result prg_image_eval_transform(prg_image *dst, const prg_image *src, int size) {
+    prg_image t;
+    prg_result r;
+    if (size <= 0 || size > 65536) return prg__fail(PRG_ERR_ARG, "prg_image_eval_transform: size %d", size);
+    r = prg_image_resize_short(&t, src, size * 256 / 224, PRG_FILTER_BICUBIC);
+    if (r) return r;
+    r = prg_image_center_crop(dst, &t, size, size);
+    prg_image_free(&t);
+    return r;
+}
+
+void prg_image_to_planar(uint8_t *dst, const prg_image *src) {
+    size_t n = (size_t)src->w * src->h, i;
+    int ch;
+    for (ch = 0; ch < src->c; ch++)
+        for (i = 0; i < n; i++) dst[(size_t)ch * n + i] = src->data[i * src->c + ch];
+}
+
+/* ---- PNG ------------------------------------------------------------- */
+
+static uint32_t prg__be32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]; }
+
+static int prg__paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return (pa <= pb && pa <= pc) ? a : pb <= pc ? b : c;
+}
+
+/* Undoes the filters of rows rows of rb bytes (each preceded by its filter
+   type byte) in place; returns the 0-based row of a bad filter type or -1. */
+static int prg__png_unfilter(uint8_t *d, size_t rb, int rows, int bpp) {
+    int y;
+    size_t i;
+    for (y = 0; y < rows; y++) {
+        uint8_t *row = d + (size_t)y * (rb + 1) + 1, *prev = y ? row - (rb + 1) : NULL;
+        int ft = row[-1];
+        switch (ft) {
+        case 0: break;
+        case 1: for (i = (size_t)bpp; i < rb; i++) row[i] = (uint8_t)(row[i] + row[i - bpp]); break;
+        case 2: if (prev) for (i = 0; i < rb; i++) row[i] = (uint8_t)(row[i] + prev[i]); break;
+        case 3:
+            for (i = 0; i < rb; i++) {
+                int a = i >= (size_t)bpp ? row[i - bpp] : 0, b = prev ? prev[i] : 0;
+                row[i] = (uint8_t)(row[i] + ((a + b) >> 1));
+            }
+            break;
+        case 4:
+            for (i = 0; i < rb; i++) {
+                int a = i >= (size_t)bpp ? row[i - bpp] : 0, b = prev ? prev[i] : 0;
+                int c = (prev && i >= (size_t)bpp) ? prev[i - bpp] : 0;
+                row[i] = (uint8_t)(row[i] + prg__paeth(a, b, c));
+            }
+            break;
+        default: return y;
+        }
+    }
+    return -1;
+}
+
+typedef struct prg__png {
+    int w, h, depth, ctype, interlace, nch, outc, npal, ntrns;
+    uint8_t pal[256][4];
+    int trns_key[3], has_key;
+} prg__png;
+
+/* Writes pass pixels (pw x ph, unfiltered rows of rb bytes) to out at
+   (x0 + x*dx, y0 + y*dy), converted to 8 bits and outc channels. */
+static void prg__png_emit(const prg__png *P, uint8_t *out, const uint8_t *d, size_t rb, int pw, int ph,
+                          int x0, int y0, int dx, int dy) {
+    int x, y, k, mask = (1 << P->depth) - 1;
+    for (y = 0; y < ph; y++) {
+        const uint8_t *row = d + (size_t)y * (rb + 1) + 1;
+        for (x = 0; x < pw; x++) {
+            uint8_t *o = out + ((size_t)(y0 + y * dy) * P->w + (size_t)(x0 + x * dx)) * P->outc;
+            int raw[4], v8[4], key = 1;
+            for (k = 0; k < P->nch; k++) {
+                size_t i = (size_t)x * P->nch + k;
+                if (P->depth == 8) raw[k] = v8[k] = row[i];
+                else if (P->depth == 16) { raw[k] = (row[2 * i] << 8) | row[2 * i + 1]; v8[k] = row[2 * i]; }
+                else {
+                    size_t bit = i * (size_t)P->depth;
+                    raw[k] = (row[bit >> 3] >> (8 - P->depth - (int)(bit & 7))) & mask;
+                    v8[k] = raw[k] * 255 / mask;
+                }
+            }
+            if (P->ctype == 3) {
+                const uint8_t *e = P->pal[raw[0]];
+                o[0] = e[0]; o[1] = e[1]; o[2] = e[2];
+                if (P->outc == 4) o[3] = e[3];
+                continue;
+            }
+            if (P->has_key)
+                for (k = 0; k < P->nch; k++) key &= raw[k] == P->trns_key[k];
+            for (k = 0; k < P->nch; k++) o[k] = (uint8_t)v8[k];
+            if (P->has_key) o[P->nch] = key ? 0 : 255;
+        }
+    }
+}
+
+#define PRG__PNAME (name ? name : "<memory>")
+
+prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    static const int a7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+    prg__png P;
+    size_t pos = 8, idat_len = 0, idat_cap = 0, raw_len = 0, got = 0;
+    uint8_t *idat = NULL, *raw = NULL;
+    int seen_iend = 0, seen_ihdr = 0, pass, k;
+    prg_result r = PRG_OK;
+    img->w = img->h = img->c = 0;
+    img->data = NULL;
+    memset(&P, 0, sizeof P);
+    if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_png_decode: channels %d (0..4)", channels);
+    if (len < 8 || memcmp(buf, sig, 8) != 0)
+        return prg__fail(PRG_ERR_FORMAT, "%s: not a PNG file (signature missing at byte 0)", PRG__PNAME);
+    for (k = 0; k < 256; k++) P.pal[k][3] = 255;
+    while (!seen_iend) {
+        uint32_t clen;
+        const uint8_t *type, *cd;
+        if (len - pos < 12) { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated PNG: chunk header at byte %lu cut off (no IEND)", PRG__PNAME, (unsigned long)pos); goto fail; }
+        clen = prg__be32(buf + pos);
+        type = buf + pos + 4;
+        cd = buf + pos + 8;
+        if (clen > 0x7FFFFFFFu || (size_t)clen > len - pos - 12)
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt PNG: chunk '%.4s' at byte %lu has length %lu, %lu bytes left",
+                            PRG__PNAME, (const char *)type, (unsigned long)pos, (unsigned long)clen, (unsigned long)(len - pos - 12)); goto fail; }
+        if (prg_crc32(0, type, (size_t)clen + 4) != prg__be32(cd + clen))
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: CRC mismatch in chunk '%.4s' at byte %lu", PRG__PNAME, (const char *)type, (unsigned long)pos); goto fail; }
+        if (!seen_ihdr && memcmp(type, "IHDR", 4) != 0)
+            { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: first chunk is '%.4s', not IHDR", PRG__PNAME, (const char *)type); goto fail; }
+        if (memcmp(type, "IHDR", 4) == 0) {
+            int ok;
+            if (seen_ihdr || clen != 13) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: bad or repeated IHDR at byte %lu", PRG__PNAME, (unsigned long)pos); goto fail; }
+            seen_ihdr = 1;
+            P.w = (int)(prg__be32(cd) & 0x7FFFFFFF);
+            P.h = (int)(prg__be32(cd + 4) & 0x7FFFFFFF);
+            P.depth = cd[8];
+            P.ctype = cd[9];
+            P.interlace = cd[12];
+            ok = (P.ctype == 0 && (P.depth == 1 || P.depth == 2 || P.depth == 4 || P.depth == 8 || P.depth == 16)) ||
+                 (P.ctype == 3 && (P.depth == 1 || P.depth == 2 || P.depth == 4 || P.depth == 8)) ||
+                 ((P.ctype == 2 || P.ctype == 4 || P.ctype == 6) && (P.depth == 8 || P.depth == 16));
+            if (!ok || cd[10] || cd[11] || P.interlace > 1 || prg__be32(cd) != (uint32_t)P.w || prg__be32(cd + 4) != (uint32_t)P.h)
+                { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid IHDR (colour type %d, depth %d, method %d/%d, interlace %d)",
+                                PRG__PNAME, cd[9], cd[8], cd[10], cd[11], cd[12]); goto fail; }
+            if (P.w == 0 || P.h == 0 || (uint64_t)P.w * (uint64_t)P.h > PRG_IMAGE_MAX_PIXELS)
+                { r = prg__fail(PRG_ERR_FORMAT, "%s: PNG of %d x %d pixels is empty or exceeds PRG_IMAGE_MAX_PIXELS (%lu)",
+                                PRG__PNAME, P.w, P.h, (unsigned long)PRG_IMAGE_MAX_PIXELS); goto fail; }
+            P.nch = P.ctype == 2 ? 3 : P.ctype == 4 ? 2 : P.ctype == 6 ? 4 : 1;
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            if (clen % 3 || clen == 0 || clen > 768 || (P.ctype == 3 && (int)clen / 3 > (1 << P.depth)) || idat_len)
+                { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: bad PLTE chunk at byte %lu", PRG__PNAME, (unsigned long)pos); goto fail; }
+            P.npal = (int)clen / 3;
+            for (k = 0; k < P.npal; k++) { P.pal[k][0] = cd[3 * k]; P.pal[k][1] = cd[3 * k + 1]; P.pal[k][2] = cd[3 * k + 2]; }
+        } else if (memcmp(type, "tRNS", 4) == 0) {
+            if (P.ctype == 3) {
+                if ((int)clen > P.npal) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: tRNS longer than PLTE at byte %lu", PRG__PNAME, (unsigned long)pos); goto fail; }
+                for (k = 0; k < (int)clen; k++) P.pal[k][3] = cd[k];
+                P.ntrns = (int)clen;
+            } else if ((P.ctype == 0 && clen == 2) || (P.ctype == 2 && clen == 6)) {
+                for (k = 0; k < P.nch; k++) P.trns_key[k] = (cd[2 * k] << 8) | cd[2 * k + 1];
+                P.has_key = 1;
+            } /* tRNS on alpha types or of the wrong size is ignored, as libpng warns and ignores */
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            if (P.ctype == 3 && !P.npal) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: palette image without PLTE before IDAT", PRG__PNAME); goto fail; }
+            if (idat_len + clen > idat_cap) {
+                size_t cap = idat_cap ? idat_cap : 65536;
+                uint8_t *nb;
+                while (cap < idat_len + clen) cap *= 2;
+                nb = (uint8_t *)prg_alloc(cap);
+                if (!nb) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for PNG data", PRG__PNAME); goto fail; }
+                if (idat_len) memcpy(nb, idat, idat_len);
+                prg_free(idat);
+                idat = nb;
+                idat_cap = cap;
+            }
+            memcpy(idat + idat_len, cd, clen);
+            idat_len += clen;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            seen_iend = 1;
+        } else if (!(type[0] & 0x20)) {
+            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: PNG with unknown critical chunk '%.4s' at byte %lu", PRG__PNAME, (const char *)type, (unsigned long)pos);
+            goto fail;
+        }
+        pos += 12 + (size_t)clen;
+    }
+    if (!idat_len) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: no IDAT chunk", PRG__PNAME); goto fail; }
+    P.outc = P.ctype == 3 ? (P.ntrns ? 4 : 3) : P.nch + (P.has_key ? 1 : 0);
+    for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
+        uint64_t pw = P.interlace ? (uint64_t)(P.w - a7[pass][0] + a7[pass][2] - 1) / a7[pass][2] : (uint64_t)P.w;
+        uint64_t ph = P.interlace ? (uint64_t)(P.h - a7[pass][1] + a7[pass][3] - 1) / a7[pass][3] : (uint64_t)P.h;
+        if (P.w <= a7[pass][0] && P.interlace) pw = 0;
+        if (P.h <= a7[pass][1] && P.interlace) ph = 0;
+        if (pw && ph) raw_len += (size_t)(ph * (1 + (pw * (uint64_t)P.nch * (uint64_t)P.depth + 7) / 8));
+    }
+    raw = (uint8_t *)prg_alloc(raw_len + 1);
+    if (!raw) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for a %d x %d PNG", PRG__PNAME, P.w, P.h); goto fail; }
+    r = prg_zlib_decompress(idat, idat_len, raw, raw_len + 1, &got);
+    if (r) { r = prg__fail(r, "%s: corrupt PNG image data: %s", PRG__PNAME, prg_last_error()); goto fail; }
+    if (got != raw_len)
+        { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: image data inflates to %lu bytes, %lu expected", PRG__PNAME, (unsigned long)got, (unsigned long)raw_len); goto fail; }
+    r = prg_image_alloc(img, P.w, P.h, P.outc);
+    if (r) goto fail;
+    {
+        size_t off = 0;
+        int bpp = P.nch * P.depth / 8;
+        if (bpp < 1) bpp = 1;
+        for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
+            int x0 = P.interlace ? a7[pass][0] : 0, y0 = P.interlace ? a7[pass][1] : 0;
+            int dx = P.interlace ? a7[pass][2] : 1, dy = P.interlace ? a7[pass][3] : 1;
+            int pw = P.w > x0 ? (P.w - x0 + dx - 1) / dx : 0, ph = P.h > y0 ? (P.h - y0 + dy - 1) / dy : 0, bad;
+            size_t rb = ((size_t)pw * P.nch * P.depth + 7) / 8;
+            if (!pw || !ph) continue;
+            bad = prg__png_unfilter(raw + off, rb, ph, bpp);
+            if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass %d",
+                                          PRG__PNAME, raw[off + (size_t)bad * (rb + 1)], bad, pass + 1); goto fail; }
+            prg__png_emit(&P, img->data, raw + off, rb, pw, ph, x0, y0, dx, dy);
+            off += (size_t)ph * (rb + 1);
+        }
+    }
+    prg_free(idat);
+    prg_free(raw);
+    return prg__image_set_channels(img, channels);
+fail:
+    prg_free(idat);
+    prg_free(raw);
+    prg_image_free(img);
+    return r;
+}
+
+/* ---- loading --------------------------------------------------------- */
+
+prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    img->w = img->h = img->c = 0;
+    img->data = NULL;
+    if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return prg_jpeg_decode(img, buf, len, channels, name);
+    if (len >= 8 && buf[0] == 0x89 && buf[1] == 'P' && buf[2] == 'N' && buf[3] == 'G') return prg_png_decode(img, buf, len, channels, name);
+    return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG or PNG file (unknown magic at byte 0)", name ? name : "<memory>");
+}
+
+prg_result prg_image_load(prg_image *img, const char *path, int channels) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    prg_result r;
+    img->w = img->h = img->c = 0;
+    img->data = NULL;
+    r = prg_file_read(path, &buf, &len);
+    if (r) return r;
+    if (len >= 2 && buf[0] == 'P' && (buf[1] == '5' || buf[1] == '6')) { /* PGM / PPM: the io reader */
+        uint8_t *px = NULL;
+        int w, h, c;
+        prg_free(buf);
+        r = prg_pnm_read(path, &px, &w, &h, &c);
+        if (r) return r;
+        img->w = w; img->h = h; img->c = c; img->data = px;
+        return prg__image_set_channels(img, channels);
+    }
+    r = prg_image_decode(img, buf, len, channels, path);
+    prg_free(buf);
+    return r;
+}
+#endif /* PRG_NO_IMAGE */
 
 /* >>data ================================================================ */
 
