@@ -568,6 +568,15 @@ prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff
 enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
 prg_result prg_classifier_set_path(prg_classifier *clf, int path);
 
+/* The optional flow-matching term of the fine-tuning loss, beta * L_FM on
+   the same images x (METHOD.md decision 3; the released code runs beta = 0):
+   draws flow pairs with rng (ICFM; GVP on the GVP path), runs the U-Net on
+   them, ADDS beta * dL_FM/dtheta to the U-Net gradients and returns L_FM
+   (unweighted) in *loss.  Call it after prg_classifier_backward, whose
+   U-Net activations it replaces.  PRG_ERR_NUMERIC (gradients untouched) on
+   a non-finite L_FM. */
+prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float *x /* [batch][C][H][W] */,
+                                    float beta, prg_rng *rng, float *loss);
 /* logits [batch][classes] for x [batch][C][H][W].  Keeps the M+1 states and
    the head's intermediates for backward. */
 prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits);
@@ -1033,22 +1042,22 @@ int        prg_loader_batches_per_epoch(const prg_loader *ld);
 void       prg_loader_free(prg_loader *ld);   /* stops and joins the thread */
 
 /* The single operations, PIL semantics (dst and src must not overlap). */
-void prg_image_flip(uint8_t *img /* [C][H][W] */, int c, int h, int w); /* in place */
+void prg_planes_flip(uint8_t *img /* [C][H][W] */, int c, int h, int w); /* in place */
 /* dst = the oh x ow window at (top, left) of src; outside src: 0 */
-void prg_image_crop(uint8_t *dst /* [C][oh][ow] */, const uint8_t *src /* [C][H][W] */,
+void prg_planes_crop(uint8_t *dst /* [C][oh][ow] */, const uint8_t *src /* [C][H][W] */,
                     int top, int left, int oh, int ow, int c, int h, int w);
 /* PIL Image.resize(BICUBIC): separable a = -0.5 cubic, support scaled when
    downscaling (antialias), 22-bit fixed point, horizontal pass first.
-   work: prg_image_resize_workspace() bytes, or NULL to allocate here. */
-size_t prg_image_resize_workspace(int c, int h, int w, int oh, int ow);
-prg_result prg_image_resize(uint8_t *dst /* [C][oh][ow] */, int oh, int ow,
+   work: prg_planes_resize_workspace() bytes, or NULL to allocate here. */
+size_t prg_planes_resize_workspace(int c, int h, int w, int oh, int ow);
+prg_result prg_planes_resize(uint8_t *dst /* [C][oh][ow] */, int oh, int ow,
                             const uint8_t *src /* [C][H][W] */, int c, int h, int w, void *work);
 /* PIL Image.transform(AFFINE, m, BICUBIC, fillcolor=fill): the source point of
    output pixel centre (x+.5, y+.5) is (m0 x + m1 y + m2, m3 x + m4 y + m5). */
-void prg_image_affine(uint8_t *dst, const uint8_t *src, const double m[6],
+void prg_planes_affine(uint8_t *dst, const uint8_t *src, const double m[6],
                       const uint8_t *fill /* [C] */, int c, int h, int w);
 /* PIL Image.rotate(degrees counter-clockwise, BICUBIC, fillcolor=fill) */
-void prg_image_rotate(uint8_t *dst, const uint8_t *src, double degrees,
+void prg_planes_rotate(uint8_t *dst, const uint8_t *src, double degrees,
                       const uint8_t *fill /* [C] */, int c, int h, int w);
 
 /* The 15 ops of timm's rand-*-inc1 RandAugment, in timm's order. */
@@ -1064,11 +1073,11 @@ const char *prg_randaug_op_name(int op);   /* timm's name, e.g. "PosterizeIncrea
 void prg_randaug_op_apply(uint8_t *dst, const uint8_t *src, int op, double level, int negate,
                           const uint8_t *fill /* [C] */, int c, int h, int w);
 /* (x / 255 - mean) / std in float, as ToTensor + Normalize */
-void prg_image_normalize(float *dst /* [C][H][W] */, const uint8_t *src /* [C][H][W] */,
+void prg_planes_normalize(float *dst /* [C][H][W] */, const uint8_t *src /* [C][H][W] */,
                          const float *mean /* [C] */, const float *std /* [C] */, int c, int h, int w);
 /* timm RandomErasing(p, mode='pixel', 1 box, 10 attempts) on a normalised image;
    returns the erased area in pixels (0 when nothing was erased). */
-int prg_image_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng *rng,
+int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng *rng,
                     int c, int h, int w);
 
 
@@ -5048,6 +5057,7 @@ struct prg_classifier {
     float *act;
     float *states;            /* [steps+1][cap][img] */
     float *adj;               /* [cap][img]: dL/dz */
+    float *fm_xt, *fm_target, *fm_v, *fm_t; /* the flow-matching term: [cap][img] x3, [cap] */
     float *feat, *ln, *h1, *h2, *g1, *g2; /* [cap][d] each */
     float *lnmean, *lnrstd;   /* [cap] each */
     int fwd_batch;            /* batch of the last forward, 0 = none */
@@ -5218,7 +5228,7 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     if (batch < clf->cap) batch = clf->cap;
     img = clf->img * (size_t)batch;
     d = (size_t)clf->d * (size_t)batch;
-    total = img * (size_t)(clf->steps + 2) + 6 * d + 2 * (size_t)batch + 64;
+    total = img * (size_t)(clf->steps + 2 + 3) + 6 * d + 3 * (size_t)batch + 64;
     p = (float *)prg_alloc(total * sizeof(float));
     if (!p) return prg__fail(PRG_ERR_NOMEM, "classifier: no memory for %zu floats of activations (batch %d, %d steps)",
                              total, batch, clf->steps);
@@ -5228,6 +5238,10 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     clf->cap_steps = clf->steps;
     clf->states = p; p += img * (size_t)(clf->steps + 1);
     clf->adj = p; p += img;
+    clf->fm_xt = p; p += img;
+    clf->fm_target = p; p += img;
+    clf->fm_v = p; p += img;
+    clf->fm_t = p; p += batch;
     clf->feat = p; p += d;
     clf->ln = p; p += d;
     clf->h1 = p; p += d;
@@ -5302,6 +5316,29 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
     return (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler_backward : prg_ode_reverse_euler_backward)(
         prg_unet_velocity, prg_unet_velocity_vjp, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img,
         clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT);
+}
+
+prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float *x, float beta, prg_rng *rng,
+                                    float *loss) {
+    size_t n, i;
+    float l;
+    prg_result r;
+    if (!clf || !x || !rng || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_flow_loss: need clf, x, rng and batch >= 1");
+    if ((r = prg__classifier_reserve(clf, batch)) != PRG_OK) return r;
+    clf->fwd_batch = 0; /* the U-Net's activations are about to change */
+    n = clf->img * (size_t)batch;
+    if (clf->path == PRG_PATH_GVP)
+        prg_flow_gvp_pairs(clf->fm_xt, clf->fm_target, clf->fm_t, x, batch, clf->img, rng);
+    else
+        prg_flow_icfm_pairs(clf->fm_xt, clf->fm_target, clf->fm_t, NULL, x, batch, clf->img, rng);
+    if ((r = prg_unet_forward(clf->net, batch, clf->fm_xt, clf->fm_t, clf->fm_v)) != PRG_OK) return r;
+    /* dv = beta * dL_FM/dv, written over the target (elementwise) */
+    l = prg_flow_loss_forward_backward(clf->fm_xt, clf->fm_v, clf->fm_target, batch, clf->c, clf->hw * clf->hw);
+    if (!isfinite(l)) return prg__fail(PRG_ERR_NUMERIC, "prg_classifier_flow_loss: the flow-matching loss is %g", (double)l);
+    for (i = 0; i < n; i++) clf->fm_xt[i] *= beta;
+    if ((r = prg_unet_backward(clf->net, clf->fm_xt, NULL)) != PRG_OK) return r;
+    if (loss) *loss = l;
+    return PRG_OK;
 }
 
 /* >>optim =============================================================== */
@@ -9549,7 +9586,7 @@ void prg_data_rng(prg_rng *r, uint64_t seed, uint64_t epoch, int index) {
 
 /* ---- single operations ---- */
 
-void prg_image_flip(uint8_t *img, int c, int h, int w) {
+void prg_planes_flip(uint8_t *img, int c, int h, int w) {
     int ch, y, x;
     for (ch = 0; ch < c; ch++)
         for (y = 0; y < h; y++) {
@@ -9562,7 +9599,7 @@ void prg_image_flip(uint8_t *img, int c, int h, int w) {
         }
 }
 
-void prg_image_crop(uint8_t *dst, const uint8_t *src, int top, int left, int oh, int ow, int c,
+void prg_planes_crop(uint8_t *dst, const uint8_t *src, int top, int left, int oh, int ow, int c,
                     int h, int w) {
     int ch, y, x;
     for (ch = 0; ch < c; ch++)
@@ -9627,7 +9664,7 @@ static uint8_t prg__rs_clip(int32_t ss) {
     return (uint8_t)(ss > 255 ? 255 : ss);
 }
 
-size_t prg_image_resize_workspace(int c, int h, int w, int oh, int ow) {
+size_t prg_planes_resize_workspace(int c, int h, int w, int oh, int ow) {
     size_t kx = (size_t)prg__resize_ksize(w, ow), ky = (size_t)prg__resize_ksize(h, oh);
     return (size_t)c * h * ow + 16 + sizeof(int32_t) * ((size_t)ow * (kx + 3) + (size_t)oh * (ky + 2));
 }
@@ -9681,15 +9718,15 @@ static void prg__resize(uint8_t *dst, int oh, int ow, const uint8_t *src, size_t
     }
 }
 
-prg_result prg_image_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, int c, int h, int w,
+prg_result prg_planes_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, int c, int h, int w,
                             void *work) {
     void *own = NULL;
     if (c < 1 || h < 1 || w < 1 || oh < 1 || ow < 1)
-        return prg__fail(PRG_ERR_ARG, "prg_image_resize: sizes must be positive (got %dx%dx%d -> %dx%d)",
+        return prg__fail(PRG_ERR_ARG, "prg_planes_resize: sizes must be positive (got %dx%dx%d -> %dx%d)",
                          c, h, w, oh, ow);
     if (!work) {
-        own = work = prg_alloc(prg_image_resize_workspace(c, h, w, oh, ow));
-        if (!work) return prg__fail(PRG_ERR_NOMEM, "prg_image_resize: no memory for the workspace");
+        own = work = prg_alloc(prg_planes_resize_workspace(c, h, w, oh, ow));
+        if (!work) return prg__fail(PRG_ERR_NOMEM, "prg_planes_resize: no memory for the workspace");
     }
     prg__resize(dst, oh, ow, src, (size_t)w, (size_t)h * w, c, h, w, work);
     prg_free(own);
@@ -9709,7 +9746,7 @@ prg_result prg_image_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, in
 static int prg__floor_pil(double v) { return v < 0.0 ? (int)floor(v) : (int)v; }
 static int prg__clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-void prg_image_affine(uint8_t *dst, const uint8_t *src, const double m[6], const uint8_t *fill,
+void prg_planes_affine(uint8_t *dst, const uint8_t *src, const double m[6], const uint8_t *fill,
                       int c, int h, int w) {
     int x, y, ch;
     for (y = 0; y < h; y++)
@@ -9754,7 +9791,7 @@ void prg_image_affine(uint8_t *dst, const uint8_t *src, const double m[6], const
 /* Python's round(v, 15) */
 static double prg__round15(double v) { return prg__round_even(v * 1e15) / 1e15; }
 
-void prg_image_rotate(uint8_t *dst, const uint8_t *src, double degrees, const uint8_t *fill, int c,
+void prg_planes_rotate(uint8_t *dst, const uint8_t *src, double degrees, const uint8_t *fill, int c,
                       int h, int w) {
     double angle = fmod(degrees, 360.0), th, m[6], cx = w / 2.0, cy = h / 2.0;
     int ch, x, y;
@@ -9782,7 +9819,7 @@ void prg_image_rotate(uint8_t *dst, const uint8_t *src, double degrees, const ui
     m[4] = prg__round15(cos(th));
     m[2] = prg__dmul(m[0], -cx) + prg__dmul(m[1], -cy) + 0.0 + cx;
     m[5] = prg__dmul(m[3], -cx) + prg__dmul(m[4], -cy) + 0.0 + cy;
-    prg_image_affine(dst, src, m, fill, c, h, w);
+    prg_planes_affine(dst, src, m, fill, c, h, w);
 }
 
 /* ---- point operations (per channel look-up tables, PIL ImageOps) ---- */
@@ -9915,7 +9952,7 @@ void prg_randaug_op_apply(uint8_t *dst, const uint8_t *src, int op, double level
     case PRG_RA_INVERT:
         for (k = 0; k < 256; k++) lut[k] = (uint8_t)(255 - k);
         break;
-    case PRG_RA_ROTATE: prg_image_rotate(dst, src, sign * (level / 10.0 * 30.0), fill, c, h, w); return;
+    case PRG_RA_ROTATE: prg_planes_rotate(dst, src, sign * (level / 10.0 * 30.0), fill, c, h, w); return;
     case PRG_RA_POSTERIZE: {
         int bits = 4 - (int)(level / 10.0 * 4);
         int mask = ~((1 << (8 - bits)) - 1);
@@ -9946,14 +9983,14 @@ void prg_randaug_op_apply(uint8_t *dst, const uint8_t *src, int op, double level
         else if (op == PRG_RA_TRANSLATE_X) m[2] = pct * w;
         else if (op == PRG_RA_TRANSLATE_Y) m[5] = pct * h;
         else PRG_ASSERT(!"prg_randaug_op_apply: unknown op");
-        prg_image_affine(dst, src, m, fill, c, h, w);
+        prg_planes_affine(dst, src, m, fill, c, h, w);
         return;
     }
     }
     for (i = 0; i < (size_t)c; i++) prg__lut_apply(dst + i * n, src + i * n, lut, n);
 }
 
-void prg_image_normalize(float *dst, const uint8_t *src, const float *mean, const float *std, int c,
+void prg_planes_normalize(float *dst, const uint8_t *src, const float *mean, const float *std, int c,
                          int h, int w) {
     size_t n = (size_t)h * w, i;
     int ch;
@@ -9965,7 +10002,7 @@ void prg_image_normalize(float *dst, const uint8_t *src, const float *mean, cons
         }
 }
 
-int prg_image_erase(float *img, const prg_transform *t, prg_rng *rng, int c, int h, int w) {
+int prg_planes_erase(float *img, const prg_transform *t, prg_rng *rng, int c, int h, int w) {
     double area = (double)h * w, la = log(t->erase_min_aspect), lb = log(1.0 / t->erase_min_aspect);
     int attempt, ch, y, x;
     if (t->erase_prob <= 0.0f || prg__rng_double(rng) > t->erase_prob) return 0;
@@ -10138,8 +10175,8 @@ static prg__tlayout prg__transform_layout(const prg_transform *t, int c, int h, 
     if ((size_t)c * rh * rw > L.stage) L.stage = (size_t)c * rh * rw;
     L.stage = (L.stage + 63) & ~(size_t)63;
     L.rs = 0;
-    if (t->crop == PRG_CROP_RESIZED) L.rs = prg_image_resize_workspace(c, sh, sw, t->out_h, t->out_w);
-    if (t->crop == PRG_CROP_CENTER) L.rs = prg_image_resize_workspace(c, sh, sw, rh, rw);
+    if (t->crop == PRG_CROP_RESIZED) L.rs = prg_planes_resize_workspace(c, sh, sw, t->out_h, t->out_w);
+    if (t->crop == PRG_CROP_CENTER) L.rs = prg_planes_resize_workspace(c, sh, sw, rh, rw);
     L.rs = (L.rs + 63) & ~(size_t)63;
     return L;
 }
@@ -10159,7 +10196,7 @@ prg_result prg_transform_apply(float *dst, const prg_transform *t, const uint8_t
     prg_result rc = prg_transform_check(t, c, h, w);
     if (rc != PRG_OK) return rc;
     if (t->border > 0) {
-        prg_image_crop(base, src, -t->border, -t->border, sh, sw, c, h, w);
+        prg_planes_crop(base, src, -t->border, -t->border, sh, sw, c, h, w);
         cur = base;
     }
     switch (t->crop) {
@@ -10170,7 +10207,7 @@ prg_result prg_transform_apply(float *dst, const prg_transform *t, const uint8_t
             top = prg__rng_int(rng, 0, sh + 2 * p - oh);
             left = prg__rng_int(rng, 0, sw + 2 * p - ow);
         }
-        prg_image_crop(a, cur, top - p, left - p, oh, ow, c, sh, sw);
+        prg_planes_crop(a, cur, top - p, left - p, oh, ow, c, sh, sw);
         break;
     }
     case PRG_CROP_RESIZED: {
@@ -10187,12 +10224,12 @@ prg_result prg_transform_apply(float *dst, const prg_transform *t, const uint8_t
             prg__resize(b, rh, rw, cur, (size_t)sw, (size_t)sh * sw, c, sh, sw, b + L.stage);
             cur = b;
         }
-        prg_image_crop(a, cur, (int)prg__round_even((rh - oh) / 2.0), (int)prg__round_even((rw - ow) / 2.0),
+        prg_planes_crop(a, cur, (int)prg__round_even((rh - oh) / 2.0), (int)prg__round_even((rw - ow) / 2.0),
                        oh, ow, c, rh, rw);
         break;
     }
     }
-    if (t->hflip > 0.0f && prg_rng_uniform(rng) < t->hflip) prg_image_flip(a, c, oh, ow);
+    if (t->hflip > 0.0f && prg_rng_uniform(rng) < t->hflip) prg_planes_flip(a, c, oh, ow);
     if (t->ra_ops > 0) {
         int ops[16], l, ch;
         uint8_t fill[PRG_DATA_MAX_CHANNELS];
@@ -10214,8 +10251,8 @@ prg_result prg_transform_apply(float *dst, const prg_transform *t, const uint8_t
             b = tmp;
         }
     }
-    prg_image_normalize(dst, a, t->mean, t->std, c, oh, ow);
-    if (t->erase_prob > 0.0f) prg_image_erase(dst, t, rng, c, oh, ow);
+    prg_planes_normalize(dst, a, t->mean, t->std, c, oh, ow);
+    if (t->erase_prob > 0.0f) prg_planes_erase(dst, t, rng, c, oh, ow);
     return PRG_OK;
 }
 

@@ -26,7 +26,7 @@ static void test_normalize(void) {
     uint8_t px[6] = {0, 255, 128, 51, 0, 255};
     float mean[2] = {0.5f, 0.25f}, std[2] = {0.5f, 0.25f}, out[6];
     int i;
-    prg_image_normalize(out, px, mean, std, 2, 1, 3);
+    prg_planes_normalize(out, px, mean, std, 2, 1, 3);
     /* (0 - .5)/.5 = -1, (1 - .5)/.5 = 1, 51/255 = 0.2 -> (0.2 - .25)/.25 = -0.2, (1-.25)/.25 = 3 */
     CHECK(out[0] == -1.0f && out[1] == 1.0f, "normalize ends: %g %g", out[0], out[1]);
     CHECK(fabsf(out[3] - -0.2f) < 1e-6f && out[4] == -1.0f && out[5] == 3.0f,
@@ -48,7 +48,7 @@ static void test_normalize_torch(void) {
     const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     int i, bad = 0;
     for (i = 0; i < 768; i++) px[i] = (uint8_t)(i % 256);
-    prg_image_normalize(out, px, mean, std, 3, 16, 16);
+    prg_planes_normalize(out, px, mean, std, 3, 16, 16);
     for (i = 0; i < 768; i++) {
         uint32_t b;
         memcpy(&b, &out[i], 4);
@@ -62,11 +62,11 @@ static void test_flip_crop(void) {
     uint8_t img[2 * 2 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, out[2 * 3 * 4];
     const uint8_t flipped[12] = {3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10};
     int i, ok = 1;
-    prg_image_flip(img, 2, 2, 3);
+    prg_planes_flip(img, 2, 2, 3);
     CHECK(memcmp(img, flipped, 12) == 0, "flip");
-    prg_image_flip(img, 2, 2, 3);
+    prg_planes_flip(img, 2, 2, 3);
     /* window of 3x4 at (-1, 1): row -1 is zero, columns 1..2 then a zero column */
-    prg_image_crop(out, img, -1, 1, 3, 4, 2, 2, 3);
+    prg_planes_crop(out, img, -1, 1, 3, 4, 2, 2, 3);
     {
         const uint8_t want[24] = {0, 0, 0, 0, 2, 3, 0, 0, 5, 6, 0, 0,
                                   0, 0, 0, 0, 8, 9, 0, 0, 11, 12, 0, 0};
@@ -83,7 +83,7 @@ static void test_resize_shapes(void) {
     for (s = 0; s < 4; s++) {
         int h = sizes[s][0], w = sizes[s][1], oh = sizes[s][2], ow = sizes[s][3], ok = 1;
         memset(src, 77, sizeof src);
-        CHECK(prg_image_resize(dst, oh, ow, src, 3, h, w, NULL) == PRG_OK, "resize rc");
+        CHECK(prg_planes_resize(dst, oh, ow, src, 3, h, w, NULL) == PRG_OK, "resize rc");
         for (i = 0; i < 3 * oh * ow; i++) ok &= dst[i] == 77;
         CHECK(ok, "constant %dx%d -> %dx%d stays 77", h, w, oh, ow);
     }
@@ -93,7 +93,7 @@ static void test_resize_shapes(void) {
         double scale = 16.0 / ow, support = 2.0 * (scale > 1 ? scale : 1);
         for (y = 0; y < 4; y++)
             for (x = 0; x < 16; x++) src[y * 16 + x] = (uint8_t)(10 + 12 * x);
-        prg_image_resize(dst, 4, ow, src, 1, 4, 16, NULL);
+        prg_planes_resize(dst, 4, ow, src, 1, 4, 16, NULL);
         for (x = 0; x < ow; x++) {
             double center = (x + 0.5) * scale; /* in source pixel-edge units */
             double want = 10 + 12 * (center - 0.5);
@@ -109,7 +109,7 @@ static void test_resize_pil(void) {
     size_t i, first = 0;
     for (i = 0; i < sizeof ref_resizes / sizeof ref_resizes[0]; i++) {
         const ref_resize *r = &ref_resizes[i];
-        prg_image_resize(dst, r->oh, r->ow, r->src, r->c, r->h, r->w, NULL);
+        prg_planes_resize(dst, r->oh, r->ow, r->src, r->c, r->h, r->w, NULL);
         CHECK(bytes_equal(dst, r->out, (size_t)r->c * r->oh * r->ow, &first),
               "resize %dx%dx%d -> %dx%d differs from PIL at %zu: %d vs %d", r->c, r->h, r->w, r->oh,
               r->ow, first, dst[first], r->out[first]);
@@ -130,7 +130,7 @@ static void test_ops_pil(void) {
               r->negate, r->c, first, dst[first], r->out[first]);
     }
     for (i = 0; i < sizeof ref_rots / sizeof ref_rots[0]; i++) {
-        prg_image_rotate(dst, ref_square_src, ref_rots[i].degrees, fill3, 3, 6, 6);
+        prg_planes_rotate(dst, ref_square_src, ref_rots[i].degrees, fill3, 3, 6, 6);
         CHECK(bytes_equal(dst, ref_rots[i].out, 3 * 36, &first), "rotate %g differs from PIL at %zu",
               ref_rots[i].degrees, first);
     }
@@ -209,7 +209,7 @@ static void test_geometry(void) {
     /* 2 x 4 image rotated by 90 degrees (not square: the general path). Output
        (x, y) samples source (2 - y, x - 1) exactly; columns 0 and 3 fall outside. */
     uint8_t src[8] = {1, 2, 3, 4, 5, 6, 7, 8}, out[8], f[1] = {99};
-    prg_image_rotate(out, src, 90.0, f, 1, 2, 4);
+    prg_planes_rotate(out, src, 90.0, f, 1, 2, 4);
     CHECK(out[0] == 99 && out[3] == 99 && out[4] == 99 && out[7] == 99, "rotate 90 fill");
     CHECK(out[1] == src[0 * 4 + 2] && out[2] == src[1 * 4 + 2] && out[5] == src[0 * 4 + 1] &&
               out[6] == src[1 * 4 + 1],
@@ -217,7 +217,7 @@ static void test_geometry(void) {
     {   /* translate x by 0.25 * 8 = 2 pixels: out(x) = src(x + 2), the last two filled */
         uint8_t s8[8] = {10, 20, 30, 40, 50, 60, 70, 80}, o8[8];
         double m[6] = {1, 0, 2, 0, 1, 0};
-        prg_image_affine(o8, s8, m, f, 1, 1, 8);
+        prg_planes_affine(o8, s8, m, f, 1, 1, 8);
         CHECK(o8[0] == 30 && o8[5] == 80 && o8[6] == 99 && o8[7] == 99, "translate by 2");
         /* the op: level 10/1.8 gives pct 0.45 * 10/18 = 0.25 */
         prg_randaug_op_apply(o8, s8, PRG_RA_TRANSLATE_X, 50.0 / 9.0, 1, f, 1, 1, 8);
@@ -263,7 +263,7 @@ static void test_erase(void) {
     for (i = 0; i < n; i++) {
         int a, k;
         for (k = 0; k < 3 * 32 * 32; k++) img[k] = 100.0f;
-        a = prg_image_erase(img, &t, &r, 3, 32, 32);
+        a = prg_planes_erase(img, &t, &r, 3, 32, 32);
         if (a > 0) {
             int cnt = 0;
             boxes++;
@@ -287,7 +287,7 @@ static void test_erase(void) {
     CHECK(fabs(zsum / zn) < 0.02 && fabs(z2 / zn - 1.0) < 0.03, "fill ~ N(0,1): mean %g var %g",
           zsum / zn, z2 / zn);
     t.erase_prob = 0.25f;
-    for (i = 0; i < n; i++) erased += prg_image_erase(img, &t, &r, 3, 32, 32) > 0;
+    for (i = 0; i < n; i++) erased += prg_planes_erase(img, &t, &r, 3, 32, 32) > 0;
     /* binomial(4000, ~0.25): sd 27 */
     CHECK(erased > 850 && erased < 1110, "erasing probability 0.25: %d of %d", erased, n);
 }
@@ -333,7 +333,7 @@ static void test_transform_pipeline(void) {
         prg_transform_init(&e, 0, 3, 32, 32);
         CHECK(e.crop == PRG_CROP_NONE && e.ra_ops == 0 && e.erase_prob == 0.0f, "eval preset for 32");
         prg_batch_build(b, NULL, &ds, &e, idx, 1, 7, 0);
-        prg_image_normalize(a, ds.images + (size_t)23 * per, e.mean, e.std, 3, 32, 32);
+        prg_planes_normalize(a, ds.images + (size_t)23 * per, e.mean, e.std, 3, 32, 32);
         CHECK(memcmp(a, b, per * sizeof(float)) == 0, "eval 32 = normalise");
     }
     {   /* eval at 64: resize 64 -> 73, center crop at round(4.5) = 4 */
@@ -345,9 +345,9 @@ static void test_transform_pipeline(void) {
         prg_transform_init(&e, 0, 3, 64, 64);
         CHECK(e.crop == PRG_CROP_CENTER && e.resize == 73, "eval preset for 64: resize %d", e.resize);
         prg_batch_build(o, NULL, &d64, &e, &zero, 1, 1, 0);
-        prg_image_resize(r73, 73, 73, d64.images, 3, 64, 64, NULL);
-        prg_image_crop(c64, r73, 4, 4, 64, 64, 3, 73, 73);
-        prg_image_normalize(w, c64, e.mean, e.std, 3, 64, 64);
+        prg_planes_resize(r73, 73, 73, d64.images, 3, 64, 64, NULL);
+        prg_planes_crop(c64, r73, 4, 4, 64, 64, 3, 73, 73);
+        prg_planes_normalize(w, c64, e.mean, e.std, 3, 64, 64);
         CHECK(memcmp(o, w, 3 * 64 * 64 * sizeof(float)) == 0, "eval 64 = resize 73 + crop 4 + normalise");
         /* training at 64 (resized crop, RandAugment, erasing) runs and is deterministic */
         prg_transform_init(&e, 1, 3, 64, 64);
@@ -380,8 +380,8 @@ static void test_random_crop(void) {
         for (fl = 0; fl < 2 && !found; fl++)
             for (dy = -4; dy <= 4 && !found; dy++)
                 for (dx = -4; dx <= 4 && !found; dx++) {
-                    prg_image_crop(shifted, ds.images, dy, dx, 32, 32, 1, 32, 32);
-                    if (fl) prg_image_flip(shifted, 1, 32, 32);
+                    prg_planes_crop(shifted, ds.images, dy, dx, 32, 32, 1, 32, 32);
+                    if (fl) prg_planes_flip(shifted, 1, 32, 32);
                     if (memcmp(shifted, u, sizeof u) == 0) {
                         found = 1;
                         if (fl) seen_flip = 1; else seen_plain = 1;
@@ -436,8 +436,8 @@ static void test_resized_crop(void) {
         prg_batch_build(out, NULL, &ds, &t, &idx, 1, 9, (uint64_t)trial);
         prg_data_rng(&r, 9, (uint64_t)trial, idx);
         prg__rrc_box(&r, &t, 40, 48, &top, &left, &ch, &cw);
-        prg_image_crop(crop, ds.images + (size_t)idx * 3 * 40 * 48, top, left, ch, cw, 3, 40, 48);
-        prg_image_resize(want, 32, 32, crop, 3, ch, cw, NULL);
+        prg_planes_crop(crop, ds.images + (size_t)idx * 3 * 40 * 48, top, left, ch, cw, 3, 40, 48);
+        prg_planes_resize(want, 32, 32, crop, 3, ch, cw, NULL);
         for (k = 0; k < 3 * 32 * 32; k++) ok &= lrintf(out[k] * 255.0f) == want[k];
     }
     CHECK(ok, "resized crop = crop + resize");
@@ -476,7 +476,7 @@ static void test_randaug_pipeline(void) {
             applied++;
             geometric += ops[l] == PRG_RA_ROTATE || ops[l] >= PRG_RA_SHEAR_X;
         }
-        prg_image_normalize(want, a, t.mean, t.std, 3, 16, 16);
+        prg_planes_normalize(want, a, t.mean, t.std, 3, 16, 16);
         ok &= memcmp(out, want, sizeof out) == 0;
     }
     CHECK(ok, "RandAugment in the pipeline = the drawn ops applied in turn");

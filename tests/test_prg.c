@@ -334,11 +334,47 @@ static void test_threads_and_errors(void) {
     }
 }
 
+/* The optional beta * flow-matching term: the same as doing it by hand with
+   the flow and layers sections, scaled by beta; a NaN refused untouched. */
+static void test_flow_term(void) {
+    prg_classifier *clf = make_small(4, 0);
+    prg_unet *net;
+    float x[2 * 64], xt[2 * 64], target[2 * 64], v[2 * 64], dv[2 * 64], t[2], loss = 0, l2, *g1;
+    size_t nu, i, bad = 0;
+    prg_rng r;
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    nu = prg_unet_num_params(net);
+    fill_formula(x, 2 * 64, 91);
+    prg_classifier_zero_grad(clf);
+    prg_rng_seed(&r, 4, 0);
+    CHECK(prg_classifier_flow_loss(clf, 2, x, 0.5f, &r, &loss) == PRG_OK, "flow term: %s", prg_last_error());
+    g1 = (float *)malloc(nu * sizeof(float));
+    memcpy(g1, prg_unet_grads(net), nu * sizeof(float));
+    prg_unet_zero_grad(net);
+    prg_rng_seed(&r, 4, 0);
+    prg_flow_icfm_pairs(xt, target, t, NULL, x, 2, 64, &r);
+    prg_unet_forward(net, 2, xt, t, v);
+    l2 = prg_flow_loss_forward_backward(dv, v, target, 2, 1, 64);
+    for (i = 0; i < 2 * 64; i++) dv[i] *= 0.5f;
+    prg_unet_backward(net, dv, NULL);
+    for (i = 0; i < nu; i++) bad += g1[i] != prg_unet_grads(net)[i];
+    CHECK(loss == l2 && loss > 0, "flow term loss %g, by hand %g", loss, l2);
+    CHECK(bad == 0, "flow term: %zu U-Net gradients differ from the hand-made beta * dL_FM", bad);
+    memcpy(g1, prg_unet_grads(net), nu * sizeof(float));
+    x[3] = NAN;
+    CHECK(prg_classifier_flow_loss(clf, 2, x, 0.5f, &r, &loss) == PRG_ERR_NUMERIC, "NaN flow term accepted");
+    CHECK(memcmp(g1, prg_unet_grads(net), nu * sizeof(float)) == 0, "a refused flow term changed the gradients");
+    free(g1);
+    prg_classifier_free(clf);
+}
+
 int main(void) {
     prg_set_num_threads(2);
     test_against_pytorch();
     test_finite_difference(PRG_PATH_ICFM);
     test_finite_difference(PRG_PATH_GVP);
     test_threads_and_errors();
+    test_flow_term();
     return prg_test_finish("test_prg");
 }
