@@ -58,3 +58,8 @@ bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet
 
 clean:
 	rm -rf build build-asan build-aarch64
+
+# --- data ---
+all: $(BUILD)/bench_data
+$(BUILD)/bench_data: tools/bench_data.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
