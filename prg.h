@@ -619,6 +619,41 @@ void        prg_st_metadata_at(const prg_st *st, int i, const char **key, const 
 prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors, int n,
                                  const char *const *meta_kv, int nmeta);
 
+/* ---- checkpoints ----------------------------------------------------- */
+/* Checkpoints are safetensors files: the U-Net tensors under the reference's
+   state_dict() names (F32), for a classifier also head.norm.weight ...
+   head.fc2.weight, and in __metadata__ the config ("prg.unet" =
+   "in_channels=3,out_channels=3,model_channels=128,num_res_blocks=3,
+   channel_mult=1:2:2:2,attention_ds=2:4,num_heads=4,image_size=32,
+   groups=32"), "prg.kind" (unet or classifier), "prg.num_classes",
+   "prg.t_span", "prg.t_cutoff".  A training checkpoint adds the Adam moments
+   as "optim.exp_avg.<name>" / "optim.exp_avg_sq.<name>", "optim.step", the
+   RNG state ("prg.rng") and the iteration count ("prg.step"), so that a run
+   resumed from it continues bit for bit.  Every write goes to a temporary
+   file renamed into place; every read checks each name and shape and
+   refuses NaN/Inf, naming the tensor, and changes nothing on failure. */
+prg_result prg_unet_save(const prg_unet *net, const char *path);
+/* cfg NULL: the config comes from the file's metadata.  cfg given: a plain
+   file (a PyTorch state_dict converted by tools/pt2safetensors.py) must hold
+   exactly the tensors of cfg; head.* and optim.* tensors are ignored. */
+prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config *cfg);
+prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
+/* The grid (t_span, t_cutoff) and class count come from the metadata; a file
+   without them gets t_span 32, t_cutoff 0 and the class count of
+   head.fc2.weight. */
+prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
+/* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
+   Restore reads into existing objects made with the same config (and, for
+   opt, the same parameter count); what is NULL is not read. */
+prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
+                               const prg_adam *opt, const prg_rng *rng, int64_t step);
+prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
+                                  prg_rng *rng, int64_t *step);
+/* The config string of the metadata, and its parser (PRG_ERR_FORMAT on a
+   malformed string, PRG_ERR_CONFIG on an invalid config). */
+void       prg_unet_config_format(const prg_unet_config *cfg, char *buf, size_t cap);
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *s);
+
 /* ---- .npy / .npz ----------------------------------------------------- */
 typedef struct prg_array {
     prg_dtype dtype;
@@ -6330,6 +6365,462 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
         prg__sink_put_le(&s, tensors[i].data, prg_dtype_size(tensors[i].dtype), (size_t)count * prg_dtype_size(tensors[i].dtype));
     }
     return prg__wclose(&w);
+}
+
+/* ---- checkpoints ----------------------------------------------------- */
+
+static void prg__fmt_list(char *buf, size_t cap, const int *v, int n) {
+    size_t len = 0;
+    int i;
+    buf[0] = 0;
+    for (i = 0; i < n && len + 12 < cap; i++) len += (size_t)snprintf(buf + len, cap - len, i ? ":%d" : "%d", v[i]);
+}
+
+void prg_unet_config_format(const prg_unet_config *c, char *buf, size_t cap) {
+    char mult[128], attn[128];
+    prg__fmt_list(mult, sizeof mult, c->channel_mult, c->num_levels);
+    prg__fmt_list(attn, sizeof attn, c->attention_ds, c->num_attention);
+    snprintf(buf, cap,
+             "in_channels=%d,out_channels=%d,model_channels=%d,num_res_blocks=%d,channel_mult=%s,"
+             "attention_ds=%s,num_heads=%d,image_size=%d,groups=%d",
+             c->in_channels, c->out_channels, c->model_channels, c->num_res_blocks, mult, attn, c->num_heads,
+             c->image_size, c->groups);
+}
+
+/* Parses "a:b:c" (possibly empty) into v; returns the count or -1. */
+static int prg__parse_list(const char *s, size_t len, int *v, int cap) {
+    int n = 0;
+    size_t i = 0;
+    if (len == 0) return 0;
+    while (i <= len) {
+        long x = 0;
+        size_t start = i;
+        while (i < len && s[i] >= '0' && s[i] <= '9' && x < 1000000) x = x * 10 + (s[i++] - '0');
+        if (i == start || n >= cap || (i < len && s[i] != ':')) return -1;
+        v[n++] = (int)x;
+        i++;
+    }
+    return n;
+}
+
+prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *s) {
+    static const char *const keys[] = {"in_channels", "out_channels", "model_channels", "num_res_blocks",
+                                       "channel_mult", "attention_ds", "num_heads", "image_size", "groups"};
+    prg_unet_config c;
+    int seen[9] = {0}, k;
+    const char *p = s;
+    memset(&c, 0, sizeof c);
+    while (*p) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ',');
+        size_t klen, vlen;
+        int vals[PRG_UNET_MAX_LEVELS], n;
+        if (!end) end = p + strlen(p);
+        if (!eq || eq > end) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': expected key=value at '%s'", s, p);
+        klen = (size_t)(eq - p);
+        vlen = (size_t)(end - eq - 1);
+        for (k = 0; k < 9; k++)
+            if (strlen(keys[k]) == klen && !strncmp(p, keys[k], klen)) break;
+        if (k == 9) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': unknown key '%.*s'", s, (int)klen, p);
+        n = prg__parse_list(eq + 1, vlen, vals, PRG_UNET_MAX_LEVELS);
+        if (n < 0 || ((k != 4 && k != 5) && n != 1) || seen[k])
+            return prg__fail(PRG_ERR_FORMAT, "unet config '%s': bad or repeated value for '%s'", s, keys[k]);
+        seen[k] = 1;
+        switch (k) {
+        case 0: c.in_channels = vals[0]; break;
+        case 1: c.out_channels = vals[0]; break;
+        case 2: c.model_channels = vals[0]; break;
+        case 3: c.num_res_blocks = vals[0]; break;
+        case 4: c.num_levels = n; memcpy(c.channel_mult, vals, sizeof(int) * (size_t)n); break;
+        case 5: c.num_attention = n; memcpy(c.attention_ds, vals, sizeof(int) * (size_t)n); break;
+        case 6: c.num_heads = vals[0]; break;
+        case 7: c.image_size = vals[0]; break;
+        default: c.groups = vals[0]; break;
+        }
+        p = *end ? end + 1 : end;
+    }
+    for (k = 0; k < 9; k++)
+        if (!seen[k]) return prg__fail(PRG_ERR_FORMAT, "unet config '%s': '%s' is missing", s, keys[k]);
+    if (prg_unet_config_check(&c) != PRG_OK) return PRG_ERR_CONFIG;
+    *cfg = c;
+    return PRG_OK;
+}
+
+static int prg__config_equal(const prg_unet_config *a, const prg_unet_config *b) {
+    char sa[512], sb[512];
+    prg_unet_config_format(a, sa, sizeof sa);
+    prg_unet_config_format(b, sb, sizeof sb);
+    return strcmp(sa, sb) == 0;
+}
+
+/* One tensor of a checkpoint: a U-Net or head parameter, with its offset in
+   the optimizer's concatenated vector (U-Net block, then head block). */
+typedef struct prg__ckpt_entry {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    float *data;
+    size_t count, opt_off;
+} prg__ckpt_entry;
+
+/* The entries of a U-Net (and its classifier's head); *n set; NULL on no memory. */
+static prg__ckpt_entry *prg__ckpt_entries(prg_unet *net, prg_classifier *clf, int *n) {
+    int nu = prg_unet_num_tensors(net), nh = clf ? prg_classifier_num_head_tensors(clf) : 0, i, d;
+    prg__ckpt_entry *e = (prg__ckpt_entry *)PRG_MALLOC(sizeof(prg__ckpt_entry) * (size_t)(nu + nh));
+    size_t nunet = prg_unet_num_params(net), off;
+    if (!e) return NULL;
+    for (i = 0; i < nu + nh; i++) {
+        prg__ckpt_entry *t = &e[i];
+        if (i < nu) {
+            prg_unet_tensor_info(net, i, &t->name, &t->ndim, t->shape, &off);
+            t->data = prg_unet_params(net) + off;
+            t->opt_off = off;
+        } else {
+            prg_classifier_head_tensor_info(clf, i - nu, &t->name, &t->ndim, t->shape, &off);
+            t->data = prg_classifier_head_params(clf, NULL) + off;
+            t->opt_off = nunet + off;
+        }
+        t->count = 1;
+        for (d = 0; d < t->ndim; d++) t->count *= (size_t)t->shape[d];
+    }
+    *n = nu + nh;
+    return e;
+}
+
+static void prg__fmt_rng(char *buf, size_t cap, const prg_rng *r) {
+    snprintf(buf, cap, "%016llx%016llx%016llx%016llx", (unsigned long long)r->s[0], (unsigned long long)r->s[1],
+             (unsigned long long)r->s[2], (unsigned long long)r->s[3]);
+}
+
+static int prg__parse_rng(const char *s, prg_rng *r) {
+    int i, k;
+    if (!s || strlen(s) != 64) return 0;
+    for (i = 0; i < 4; i++) {
+        uint64_t v = 0;
+        for (k = 0; k < 16; k++) {
+            char ch = s[i * 16 + k];
+            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (d < 0) return 0;
+            v = (v << 4) | (uint64_t)d;
+        }
+        r->s[i] = v;
+    }
+    return 1;
+}
+
+static int prg__parse_i64(const char *s, int64_t *v) {
+    char *end;
+    long long x;
+    if (!s || !*s) return 0;
+    x = strtoll(s, &end, 10);
+    if (*end) return 0;
+    *v = (int64_t)x;
+    return 1;
+}
+
+static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifier *clf, const prg_adam *opt,
+                                  const prg_rng *rng, int64_t step) {
+    prg__ckpt_entry *e;
+    prg_st_tensor *t = NULL;
+    char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
+    const char *meta[16];
+    int n, i, nt = 0, nmeta = 0, nopt;
+    size_t name_bytes = 0, pos = 0;
+    prg_result r;
+    if (!path) return prg__fail(PRG_ERR_ARG, "checkpoint: path is NULL");
+    e = prg__ckpt_entries(net, clf, &n);
+    if (!e) return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    nopt = opt ? 2 : 0;
+    if (opt && prg_adam_size(opt) != prg_unet_num_params(net) + (clf ? clf->nhead : 0)) {
+        PRG_FREE(e);
+        return prg__fail(PRG_ERR_ARG, "checkpoint %s: the optimizer has %zu parameters, the model %zu", path,
+                         prg_adam_size(opt), prg_unet_num_params(net) + (clf ? clf->nhead : 0));
+    }
+    for (i = 0; i < n; i++) name_bytes += strlen(e[i].name) + 24;
+    t = (prg_st_tensor *)PRG_MALLOC(sizeof(prg_st_tensor) * (size_t)n * (size_t)(1 + nopt));
+    names = (char *)PRG_MALLOC(name_bytes * 2 + 1);
+    if (!t || !names) {
+        PRG_FREE(e); if (t) PRG_FREE(t); if (names) PRG_FREE(names);
+        return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+    }
+    memset(t, 0, sizeof(prg_st_tensor) * (size_t)n * (size_t)(1 + nopt));
+    for (i = 0; i < n * (1 + nopt); i++) {
+        const prg__ckpt_entry *s = &e[i % n];
+        prg_st_tensor *d = &t[nt++];
+        int which = i / n; /* 0 params, 1 exp_avg, 2 exp_avg_sq */
+        d->ndim = s->ndim;
+        memcpy(d->shape, s->shape, sizeof(int64_t) * 4);
+        d->dtype = PRG_DT_F32;
+        if (which == 0) {
+            d->name = s->name;
+            d->data = s->data;
+        } else {
+            d->name = names + pos;
+            pos += (size_t)sprintf(names + pos, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", s->name) + 1;
+            d->data = (which == 1 ? prg_adam_exp_avg((prg_adam *)opt) : prg_adam_exp_avg_sq((prg_adam *)opt)) + s->opt_off;
+        }
+    }
+    prg_unet_config_format(prg_unet_config_get(net), cfgs, sizeof cfgs);
+    meta[nmeta++] = "prg.version"; meta[nmeta++] = PRG_VERSION_STRING;
+    meta[nmeta++] = "prg.kind"; meta[nmeta++] = clf ? "classifier" : "unet";
+    meta[nmeta++] = "prg.unet"; meta[nmeta++] = cfgs;
+    if (clf) {
+        snprintf(classes, sizeof classes, "%d", clf->classes);
+        snprintf(span, sizeof span, "%d", clf->t_span);
+        snprintf(cut, sizeof cut, "%d", clf->t_cutoff);
+        meta[nmeta++] = "prg.num_classes"; meta[nmeta++] = classes;
+        meta[nmeta++] = "prg.t_span"; meta[nmeta++] = span;
+        meta[nmeta++] = "prg.t_cutoff"; meta[nmeta++] = cut;
+    }
+    if (opt) {
+        snprintf(osteps, sizeof osteps, "%lld", (long long)prg_adam_step_count(opt));
+        meta[nmeta++] = "optim.step"; meta[nmeta++] = osteps;
+    }
+    if (rng) {
+        prg__fmt_rng(rngs, sizeof rngs, rng);
+        meta[nmeta++] = "prg.rng"; meta[nmeta++] = rngs;
+    }
+    if (opt || rng) {
+        snprintf(steps, sizeof steps, "%lld", (long long)step);
+        meta[nmeta++] = "prg.step"; meta[nmeta++] = steps;
+    }
+    r = prg_safetensors_write(path, t, nt, meta, nmeta / 2);
+    PRG_FREE(e);
+    PRG_FREE(t);
+    PRG_FREE(names);
+    return r;
+}
+
+prg_result prg_unet_save(const prg_unet *net, const char *path) {
+    if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_save: net is NULL");
+    return prg__ckpt_write(path, (prg_unet *)net, NULL, NULL, NULL, 0);
+}
+
+prg_result prg_classifier_save(const prg_classifier *clf, const char *path) {
+    if (!clf) return prg__fail(PRG_ERR_ARG, "prg_classifier_save: clf is NULL");
+    return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0);
+}
+
+prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
+                               const prg_adam *opt, const prg_rng *rng, int64_t step) {
+    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save: give exactly one of net, clf");
+    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step);
+}
+
+/* The U-Net config a file describes: its metadata, checked against cfg when
+   both exist. */
+static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_config *cfg, prg_unet_config *out) {
+    const char *s = prg_st_metadata(st, "prg.unet");
+    prg_unet_config fc;
+    prg_result r;
+    if (!s) {
+        if (!cfg)
+            return prg__fail(PRG_ERR_FORMAT, "%s: no 'prg.unet' config in the metadata; pass the config "
+                             "(e.g. a preset) to load a plain state_dict file", path);
+        if ((r = prg_unet_config_check(cfg)) != PRG_OK) return r;
+        *out = *cfg;
+        return PRG_OK;
+    }
+    if ((r = prg_unet_config_parse(&fc, s)) != PRG_OK)
+        return prg__fail(r, "%s: metadata 'prg.unet': %s", path, prg_last_error());
+    if (cfg && !prg__config_equal(cfg, &fc)) {
+        char want[512];
+        prg_unet_config_format(cfg, want, sizeof want);
+        return prg__fail(PRG_ERR_SHAPE, "%s holds a U-Net with %s, not the requested %s", path, s, want);
+    }
+    *out = fc;
+    return PRG_OK;
+}
+
+/* Reads the entries (and, with opt, their moments) into dst: [n params][moments...]
+   laid out as the entries' data / opt offsets say.  Checks every name and
+   shape; refuses NaN/Inf; with strict, refuses model tensors the file has
+   but the model has not. */
+static prg_result prg__ckpt_read(prg_st *st, const char *path, const prg__ckpt_entry *e, int n,
+                                 float *params, size_t nparams, float *m, float *v, int strict) {
+    int i, k, which;
+    char name[256];
+    for (i = 0; i < n; i++) {
+        for (which = 0; which < (m ? 3 : 1); which++) {
+            prg_st_info info;
+            prg_result r;
+            float *dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            if (which == 0) snprintf(name, sizeof name, "%s", e[i].name);
+            else snprintf(name, sizeof name, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", e[i].name);
+            if (prg_st_find(st, name, &info) != PRG_OK)
+                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
+            if (info.ndim != e[i].ndim) goto bad_shape;
+            for (k = 0; k < info.ndim; k++)
+                if (info.shape[k] != e[i].shape[k]) goto bad_shape;
+            r = prg_st_read_f32(st, name, dst, e[i].count, PRG_ST_FINITE);
+            if (r != PRG_OK) return r;
+            continue;
+        bad_shape : {
+            char got[96], want[96];
+            size_t a = 0, b = 0;
+            got[0] = want[0] = 0;
+            for (k = 0; k < info.ndim && a < 80; k++) a += (size_t)snprintf(got + a, sizeof got - a, k ? ",%lld" : "%lld", (long long)info.shape[k]);
+            for (k = 0; k < e[i].ndim && b < 80; k++) b += (size_t)snprintf(want + b, sizeof want - b, k ? ",%lld" : "%lld", (long long)e[i].shape[k]);
+            return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, name, got, want);
+        }
+        }
+    }
+    (void)nparams;
+    if (strict) {
+        for (i = 0; i < prg_st_count(st); i++) {
+            const prg_st_info *fi = prg_st_info_at(st, i);
+            int found = 0;
+            if (!strncmp(fi->name, "optim.", 6)) continue;
+            if (!strncmp(fi->name, "head.", 5) && strict == 1) continue;
+            for (k = 0; k < n && !found; k++) found = !strcmp(fi->name, e[k].name);
+            if (!found)
+                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is not part of this model's config", path, fi->name);
+        }
+    }
+    return PRG_OK;
+}
+
+static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path, const prg_unet_config *cfg) {
+    prg_unet_config c;
+    prg_unet *net;
+    prg__ckpt_entry *e;
+    prg_result r;
+    int n;
+    if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
+    if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
+    e = prg__ckpt_entries(net, NULL, &n);
+    if (!e) {
+        prg_unet_free(net);
+        return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    r = prg__ckpt_read(st, path, e, n, prg_unet_params(net), prg_unet_num_params(net), NULL, NULL, 1);
+    PRG_FREE(e);
+    if (r != PRG_OK) {
+        prg_unet_free(net);
+        return r;
+    }
+    *out = net;
+    return PRG_OK;
+}
+
+prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config *cfg) {
+    prg_st *st;
+    prg_result r;
+    if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_load: net is NULL");
+    *net = NULL;
+    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    r = prg__unet_load_st(net, st, path, cfg);
+    prg_st_close(st);
+    return r;
+}
+
+prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg_unet_config *cfg) {
+    prg_st *st;
+    prg_unet *net = NULL;
+    prg_classifier *clf = NULL;
+    prg_st_info fc2;
+    prg__ckpt_entry *e = NULL;
+    prg_result r;
+    int64_t classes = 0, span = 32, cut = 0;
+    int n, nu;
+    if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_load: clf is NULL");
+    *out = NULL;
+    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    if (prg_st_find(st, "head.fc2.weight", &fc2) != PRG_OK || fc2.ndim != 2) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: no classifier head (tensor 'head.fc2.weight' [classes][D])", path);
+        goto done;
+    }
+    classes = fc2.shape[0];
+    if ((prg_st_metadata(st, "prg.num_classes") && !prg__parse_i64(prg_st_metadata(st, "prg.num_classes"), &classes)) ||
+        (prg_st_metadata(st, "prg.t_span") && !prg__parse_i64(prg_st_metadata(st, "prg.t_span"), &span)) ||
+        (prg_st_metadata(st, "prg.t_cutoff") && !prg__parse_i64(prg_st_metadata(st, "prg.t_cutoff"), &cut)) ||
+        classes < 1 || classes > 1000000 || span < 2 || span > 1000000 || cut < 0 || cut > span) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: bad prg.num_classes / prg.t_span / prg.t_cutoff metadata", path);
+        goto done;
+    }
+    if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, (int)cut, 0)) != PRG_OK) goto done;
+    net = NULL; /* owned by clf */
+    e = prg__ckpt_entries(clf->net, clf, &n);
+    if (!e) {
+        r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    nu = prg_unet_num_tensors(clf->net);
+    /* the head only: the U-Net is loaded; its tensors come first */
+    {
+        size_t nunet = prg_unet_num_params(clf->net);
+        int i;
+        for (i = nu; i < n; i++) e[i].opt_off -= nunet;
+        r = prg__ckpt_read(st, path, e + nu, n - nu, clf->head, clf->nhead, NULL, NULL, 0);
+    }
+done:
+    if (e) PRG_FREE(e);
+    prg_st_close(st);
+    if (r != PRG_OK) {
+        prg_unet_free(net);
+        prg_classifier_free(clf);
+        return r;
+    }
+    *out = clf;
+    return PRG_OK;
+}
+
+prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
+                                  prg_rng *rng, int64_t *step) {
+    prg_st *st;
+    prg_unet_config c;
+    prg__ckpt_entry *e = NULL;
+    float *tmp = NULL;
+    size_t np;
+    int n;
+    int64_t ostep = 0, istep = 0;
+    prg_rng rr;
+    prg_result r;
+    const char *kind;
+    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: give exactly one of net, clf");
+    if (clf) net = clf->net;
+    np = prg_unet_num_params(net) + (clf ? clf->nhead : 0);
+    if (opt && prg_adam_size(opt) != np)
+        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: the optimizer has %zu parameters, the model %zu",
+                         prg_adam_size(opt), np);
+    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    if ((r = prg__ckpt_config(st, path, prg_unet_config_get(net), &c)) != PRG_OK) goto done;
+    kind = prg_st_metadata(st, "prg.kind");
+    if (kind && strcmp(kind, clf ? "classifier" : "unet") != 0) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s is a %s checkpoint, not a %s one", path, kind, clf ? "classifier" : "unet");
+        goto done;
+    }
+    if ((opt && !prg__parse_i64(prg_st_metadata(st, "optim.step"), &ostep)) ||
+        (rng && !prg__parse_rng(prg_st_metadata(st, "prg.rng"), &rr)) ||
+        (step && !prg__parse_i64(prg_st_metadata(st, "prg.step"), &istep))) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata): "
+                      "it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+        goto done;
+    }
+    e = prg__ckpt_entries(net, clf, &n);
+    tmp = (float *)prg_alloc(np * (opt ? 3 : 1) * sizeof(float));
+    if (!e || !tmp) {
+        r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    /* everything into a scratch copy first: a bad file changes nothing */
+    r = prg__ckpt_read(st, path, e, n, tmp, np, opt ? tmp + np : NULL, opt ? tmp + 2 * np : NULL, clf ? 2 : 1);
+    if (r != PRG_OK) goto done;
+    memcpy(prg_unet_params(net), tmp, prg_unet_num_params(net) * sizeof(float));
+    if (clf) memcpy(clf->head, tmp + prg_unet_num_params(net), clf->nhead * sizeof(float));
+    if (opt) {
+        memcpy(prg_adam_exp_avg(opt), tmp + np, np * sizeof(float));
+        memcpy(prg_adam_exp_avg_sq(opt), tmp + 2 * np, np * sizeof(float));
+        prg_adam_set_step_count(opt, ostep);
+    }
+    if (rng) *rng = rr;
+    if (step) *step = istep;
+    if (clf) clf->fwd_batch = 0;
+done:
+    if (e) PRG_FREE(e);
+    prg_free(tmp);
+    prg_st_close(st);
+    return r;
 }
 
 /* ---- datasets -------------------------------------------------------- */
