@@ -718,16 +718,7 @@ prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] 
 /* >>data ================================================================ */
 /* In-memory datasets, augmentation, normalisation, a prefetching iterator. */
 
-/* The dataset is defined by the io section; this guarded copy lets the data
-   section build on its own (the integrator keeps one definition). */
-#ifndef PRG_DATASET_DEFINED
-#define PRG_DATASET_DEFINED
-typedef struct prg_dataset {
-    int n, c, h, w, num_classes;
-    uint8_t *images; /* [N][C][H][W] */
-    int32_t *labels; /* [N] */
-} prg_dataset;
-#endif
+/* Datasets (prg_dataset) are loaded by the io section. */
 
 /* Images here are uint8 planes [C][H][W].  The augmentations follow timm /
    torchvision on PIL images exactly (same arithmetic, same rounding), with
