@@ -63,3 +63,12 @@ clean:
 all: $(BUILD)/bench_data
 $(BUILD)/bench_data: tools/bench_data.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+
+# --- optim / flow ---
+$(BUILD)/bench_optim_flow: tools/bench_optim_flow.c prg.h | $(BUILD)
+	$(CC) $(OPT) -std=c99 -Wall -Wextra -I. -o $@ $< $(LDLIBS)
+all: $(BUILD)/bench_optim_flow
+.PHONY: bench-optim-flow
+bench-optim-flow: $(BUILD)/bench_optim_flow
+	$(BUILD)/bench_optim_flow
+bench: bench-optim-flow

@@ -381,6 +381,121 @@ size_t     prg_unet_activation_bytes(const prg_unet *net);
 /* >>flow ================================================================ */
 /* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
 
+/* Time convention (METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
+   s = 1 - t).  Samples are rows of `dim` floats (dim = C*H*W for images).
+   Random numbers come from the caller's prg_rng, so a seed reproduces a
+   batch; the draw order is stated with each function.  These helpers run
+   serially: their cost is small next to one U-Net evaluation. */
+
+/* ICFM pairs (sigma = 0): x0 ~ N(0, I), then t ~ U[0, 1) per sample;
+   xt = (1-t)*x0 + t*x1, target = x1 - x0.  Draws batch*dim normals (row by
+   row), then batch uniforms.  x0 (may be NULL) receives the noise. */
+void prg_flow_icfm_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
+                         float *x0 /* [B][dim] or NULL */, const float *x1 /* [B][dim] */, int batch,
+                         size_t dim, prg_rng *rng);
+/* The same construction from given x0, x1 and t (no randomness). */
+void prg_flow_icfm_interp(float *xt /* [B][dim] */, float *target /* [B][dim] */, const float *x0 /* [B][dim] */,
+                          const float *x1 /* [B][dim] */, const float *t /* [B] */, int batch, size_t dim);
+/* GVP pairs (METHOD.md A.4, t = 0 data, t = 1 noise): eps ~ N(0, I), then
+   t ~ U[1e-5, 1); xt = cos(pi t/2) x + sin(pi t/2) eps,
+   target = -(pi/2) sin(pi t/2) x + (pi/2) cos(pi t/2) eps. */
+void prg_flow_gvp_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
+                        const float *x /* [B][dim] */, int batch, size_t dim, prg_rng *rng);
+
+/* OT-CFM (METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
+void prg_ot_cost(double *cost /* [B][B] */, const float *x0 /* [B][dim] */, const float *x1 /* [B][dim] */,
+                 int batch, size_t dim);
+/* Exact minimum-cost assignment (Hungarian algorithm with potentials,
+   O(n^3), double): row i goes to column perm[i].  Ties are broken by the
+   algorithm, any optimum may come back.  PRG_ERR_NUMERIC for a non-finite
+   cost, PRG_ERR_NOMEM when the O(n) workspace cannot be allocated. */
+prg_result prg_ot_assign(int *perm /* [n] */, const double *cost /* [n][n] */, int n);
+/* The OT re-pairing: the optimal matching k -> perm[k] of noise rows to data
+   rows, then `batch` pairs drawn uniformly with replacement from the matched
+   pairs (the normalised EMD plan is that permutation / B): pair j is
+   (x0[i0[j]], x1[i1[j]]) with i1[j] = perm[i0[j]].  Draws batch
+   prg_rng_below(batch). */
+prg_result prg_ot_pairs(int *i0 /* [B] */, int *i1 /* [B] */, const float *x0 /* [B][dim] */,
+                        const float *x1 /* [B][dim] */, int batch, size_t dim, prg_rng *rng);
+/* OT-CFM training pairs: x0 ~ N(0, I) as in prg_flow_icfm_pairs, the OT
+   re-pairing, then t ~ U[0, 1) and the ICFM interpolation of the re-paired
+   (x0, x1).  x0 (may be NULL) receives the re-paired noise rows. */
+prg_result prg_flow_ot_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
+                             float *x0 /* [B][dim] or NULL */, const float *x1 /* [B][dim] */, int batch,
+                             size_t dim, prg_rng *rng);
+
+/* A velocity field v(t, x) evaluated on a batch: x, v [batch][dim], one time
+   per sample.  A forward call keeps what its vector-Jacobian product needs,
+   like the U-Net's forward.  The U-Net plugs in through two wrappers:
+       static prg_result unet_vel(void *net, int b, const float *x, const float *t, float *v)
+       { return prg_unet_forward((prg_unet *)net, b, x, t, v); }
+       static prg_result unet_vjp(void *net, const float *dv, float *dx)
+       { return prg_unet_backward((prg_unet *)net, dv, dx); } */
+typedef prg_result (*prg_velocity_fn)(void *ctx, int batch, const float *x /* [B][dim] */,
+                                      const float *t /* [B] */, float *v /* [B][dim] */);
+/* The vector-Jacobian product of the LAST velocity call on ctx:
+   dx = (dv/dx)^T dv (dx is zeroed by the caller before the call, so set or
+   accumulate both work) and, for a learned field, parameter gradients
+   += (dv/dtheta)^T dv.  prg_unet_backward(net, dv, dx) has this shape. */
+typedef prg_result (*prg_velocity_vjp_fn)(void *ctx, const float *dv /* [B][dim] */, float *dx /* [B][dim] */);
+
+/* Samplers noise -> data: integrate dx/dt = v(t, x) from t = 0 to t = 1 on
+   the uniform grid t_k = k/steps, in place on x ([batch][dim], noise in,
+   data out).  Euler: 1 evaluation per step, Heun (explicit trapezoid):
+   2, RK4 (classic 1/6, 2/6, 2/6, 1/6; torchdiffeq's "rk4" is the 3/8-rule
+   variant): 4.  prg_sample_euler with steps = N-1 is the reference's
+   torchdiffeq Euler over t_span = linspace(0, 1, N).  Errors of the
+   callback are passed through; PRG_ERR_NOMEM if the workspace (3 copies of
+   x) cannot be allocated. */
+prg_result prg_sample_euler(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
+                            float *x /* [B][dim] */);
+prg_result prg_sample_heun(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
+                           float *x /* [B][dim] */);
+prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
+                          float *x /* [B][dim] */);
+
+/* The reverse ODE, data -> noise, exactly as the reference's encoder
+   (METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
+   dropped, one Euler step per interval.  With h = 1/(t_span-1) and
+   M = t_span-1-t_cutoff steps:
+       x_0 = x,  x_{k+1} = x_k - h v(tau_k, x_k),  tau_k = 1 - k h,  z = x_M.
+   states (may be NULL) receives x_0 .. x_M for the backward pass; z may be
+   x.  PRG_ERR_ARG unless t_span >= 2 and 0 <= t_cutoff <= t_span - 2. */
+int prg_ode_reverse_euler_steps(int t_span, int t_cutoff); /* M, or -1 if invalid */
+prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch,
+                                 size_t dim, const float *x /* [B][dim] */, float *z /* [B][dim] */,
+                                 float *states /* [M+1][B][dim] or NULL */);
+/* Backward of prg_ode_reverse_euler from the stored states: given
+   dz = dL/dz, accumulates the parameter gradients of the field (through
+   vjp) and, if dx is not NULL, dx += dL/dx.  For k = M-1 .. 0 it re-runs
+   vel at (tau_k, x_k) and then vjp with dv = -h a_{k+1}:
+       a_k = a_{k+1} - h (dv/dx)(tau_k, x_k)^T a_{k+1},
+       grads += -h (dv/dtheta)(tau_k, x_k)^T a_{k+1}      (a_M = dz)
+   which is the exact gradient of the discrete solve (left end, METHOD.md
+   A.3).  right_end = 1 evaluates at (tau_{k+1}, x_{k+1}) instead, as
+   torchdiffeq's adjoint in the released code does (an O(h) approximation). */
+prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
+                                          int t_span, int t_cutoff, int batch, size_t dim,
+                                          const float *states /* [M+1][B][dim] */,
+                                          const float *dz /* [B][dim] */, float *dx /* [B][dim] or NULL */,
+                                          int right_end);
+/* The GVP ("Diff") encoder of METHOD.md A.4: model time t = 0 is data, and
+   the drift is +v over the grid linspace(0, 1, t_span), or its first
+   t_cutoff points when t_cutoff > 0:
+       x_{k+1} = x_k + h v(t_k, x_k),  t_k = k h,  k = 0 .. M-1,
+   M = t_span-1 (t_cutoff = 0) or t_cutoff-1.  The backward is the same as
+   above with dv = +h a_{k+1}.  PRG_ERR_ARG unless t_span >= 2 and t_cutoff
+   is 0 or in [2, t_span]. */
+int prg_ode_gvp_euler_steps(int t_span, int t_cutoff); /* M, or -1 if invalid */
+prg_result prg_ode_gvp_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch, size_t dim,
+                             const float *x /* [B][dim] */, float *z /* [B][dim] */,
+                             float *states /* [M+1][B][dim] or NULL */);
+prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx, int t_span,
+                                      int t_cutoff, int batch, size_t dim,
+                                      const float *states /* [M+1][B][dim] */, const float *dz /* [B][dim] */,
+                                      float *dx /* [B][dim] or NULL */, int right_end);
+
+
 /* >>prg ================================================================= */
 /* The reverse-ODE encoder and the classifier (U-Net + head). */
 
@@ -3887,6 +4002,424 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
 
 
 /* >>flow ================================================================ */
+
+/* Outputs of these functions must not overlap their inputs (except where a
+   comment in the API says so). */
+
+void prg_flow_icfm_interp(float *xt, float *target, const float *x0, const float *x1, const float *t,
+                          int batch, size_t dim) {
+    int b;
+    size_t i;
+    for (b = 0; b < batch; b++) {
+        const float tb = t[b], sb = 1.0f - tb;
+        const float *a = x0 + (size_t)b * dim, *c = x1 + (size_t)b * dim;
+        float *y = xt + (size_t)b * dim, *g = target + (size_t)b * dim;
+        for (i = 0; i < dim; i++) {
+            float u = sb * a[i], w = tb * c[i];
+            y[i] = u + w;
+            g[i] = c[i] - a[i];
+        }
+    }
+}
+
+static void prg__fill_normal(float *x, size_t n, prg_rng *rng) {
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = prg_rng_normal(rng);
+}
+
+void prg_flow_icfm_pairs(float *xt, float *target, float *t, float *x0, const float *x1, int batch,
+                         size_t dim, prg_rng *rng) {
+    size_t n = (size_t)batch * dim;
+    int b;
+    /* the noise goes to x0, or through target, which is rewritten in place */
+    float *noise = x0 ? x0 : target;
+    prg__fill_normal(noise, n, rng);
+    for (b = 0; b < batch; b++) t[b] = prg_rng_uniform(rng);
+    prg_flow_icfm_interp(xt, target, noise, x1, t, batch, dim);
+}
+
+void prg_flow_gvp_pairs(float *xt, float *target, float *t, const float *x, int batch, size_t dim,
+                        prg_rng *rng) {
+    const double half_pi = 1.5707963267948966;
+    size_t n = (size_t)batch * dim, i;
+    int b;
+    prg__fill_normal(target, n, rng); /* eps, rewritten in place below */
+    for (b = 0; b < batch; b++) t[b] = (float)(1e-5 + (1.0 - 1e-5) * (double)prg_rng_uniform(rng));
+    for (b = 0; b < batch; b++) {
+        const float c = (float)cos(half_pi * t[b]), s = (float)sin(half_pi * t[b]);
+        const float dc = (float)(-half_pi * sin(half_pi * t[b])), ds = (float)(half_pi * cos(half_pi * t[b]));
+        const float *xb = x + (size_t)b * dim;
+        float *y = xt + (size_t)b * dim, *g = target + (size_t)b * dim;
+        for (i = 0; i < dim; i++) {
+            float e = g[i], p = c * xb[i], q = s * e, r = dc * xb[i], w = ds * e;
+            y[i] = p + q;
+            g[i] = r + w;
+        }
+    }
+}
+
+typedef struct prg__ot_cost_job { double *cost; const float *x0, *x1; int batch; size_t dim; } prg__ot_cost_job;
+
+static void prg__ot_cost_task(void *ctx, int ith, int nth) {
+    prg__ot_cost_job *j = (prg__ot_cost_job *)ctx;
+    size_t lo, hi, r, k;
+    int c;
+    prg_split_range((size_t)j->batch, 1, ith, nth, &lo, &hi);
+    for (r = lo; r < hi; r++) {
+        const float *a = j->x0 + r * j->dim;
+        for (c = 0; c < j->batch; c++) {
+            const float *b = j->x1 + (size_t)c * j->dim;
+            double s = 0.0;
+            for (k = 0; k < j->dim; k++) {
+                double d = (double)a[k] - (double)b[k];
+                s += d * d;
+            }
+            j->cost[r * (size_t)j->batch + (size_t)c] = s;
+        }
+    }
+}
+
+void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
+    prg__ot_cost_job j;
+    j.cost = cost;
+    j.x0 = x0;
+    j.x1 = x1;
+    j.batch = batch;
+    j.dim = dim;
+    if ((double)batch * batch * (double)dim < 65536.0)
+        prg__ot_cost_task(&j, 0, 1);
+    else
+        prg_parallel(prg__ot_cost_task, &j);
+}
+
+prg_result prg_ot_assign(int *perm, const double *cost, int n) {
+    /* Hungarian algorithm with row/column potentials u, v (1-based; column 0
+       is a virtual start).  Rows are added one at a time; each addition
+       grows a shortest augmenting path (Dijkstra on reduced costs) and
+       shifts the potentials, so the partial matching stays optimal. */
+    double *u, *v, *minv;
+    int *match, *way, i, j;
+    char *used;
+    size_t m, k;
+    if (n <= 0) return prg__fail(PRG_ERR_ARG, "prg_ot_assign: n = %d, need n >= 1", n);
+    for (k = 0; k < (size_t)n * (size_t)n; k++)
+        if (!isfinite(cost[k]))
+            return prg__fail(PRG_ERR_NUMERIC, "prg_ot_assign: cost[%zu][%zu] is not finite; check the "
+                             "inputs for NaN or infinity", k / (size_t)n, k % (size_t)n);
+    m = (size_t)n + 1;
+    u = (double *)prg_alloc(m * (3 * sizeof(double) + 2 * sizeof(int) + 1));
+    if (!u) return prg__fail(PRG_ERR_NOMEM, "prg_ot_assign: no memory for n = %d", n);
+    v = u + m;
+    minv = v + m;
+    match = (int *)(minv + m); /* match[j]: row (1-based) on column j, 0 = free */
+    way = match + m;
+    used = (char *)(way + m);
+    for (k = 0; k < m; k++) {
+        u[k] = v[k] = 0.0;
+        match[k] = way[k] = 0;
+    }
+    for (i = 1; i <= n; i++) {
+        int j0 = 0;
+        match[0] = i;
+        for (k = 0; k < m; k++) {
+            minv[k] = HUGE_VAL;
+            used[k] = 0;
+        }
+        do {
+            int i0 = match[j0], j1 = 0;
+            double delta = HUGE_VAL;
+            const double *row = cost + (size_t)(i0 - 1) * (size_t)n;
+            used[j0] = 1;
+            for (j = 1; j <= n; j++) {
+                if (used[j]) continue;
+                {
+                    double cur = row[j - 1] - u[i0] - v[j];
+                    if (cur < minv[j]) {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if (minv[j] < delta) {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            PRG_ASSERT(j1 > 0); /* finite costs: some free column is always reachable */
+            for (j = 0; j <= n; j++) {
+                if (used[j]) {
+                    u[match[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+        } while (match[j0] != 0);
+        do { /* flip the augmenting path */
+            int j1 = way[j0];
+            match[j0] = match[j1];
+            j0 = j1;
+        } while (j0);
+    }
+    for (j = 1; j <= n; j++) perm[match[j] - 1] = j - 1;
+    prg_free(u);
+    return PRG_OK;
+}
+
+prg_result prg_ot_pairs(int *i0, int *i1, const float *x0, const float *x1, int batch, size_t dim,
+                        prg_rng *rng) {
+    double *cost;
+    int *perm, b;
+    prg_result rc;
+    if (batch <= 0 || batch > 46340)
+        return prg__fail(PRG_ERR_ARG, "prg_ot_pairs: batch = %d, need 1 .. 46340", batch);
+    cost = (double *)prg_alloc((size_t)batch * batch * sizeof(double) + (size_t)batch * sizeof(int));
+    if (!cost) return prg__fail(PRG_ERR_NOMEM, "prg_ot_pairs: no memory for a %d x %d cost matrix", batch, batch);
+    perm = (int *)(cost + (size_t)batch * batch);
+    prg_ot_cost(cost, x0, x1, batch, dim);
+    rc = prg_ot_assign(perm, cost, batch);
+    if (rc == PRG_OK)
+        for (b = 0; b < batch; b++) {
+            int k = (int)prg_rng_below(rng, (uint32_t)batch);
+            i0[b] = k;
+            i1[b] = perm[k];
+        }
+    prg_free(cost);
+    return rc;
+}
+
+prg_result prg_flow_ot_pairs(float *xt, float *target, float *t, float *x0, const float *x1, int batch,
+                             size_t dim, prg_rng *rng) {
+    size_t n = (size_t)batch * dim;
+    float *noise;
+    int *idx, b;
+    prg_result rc;
+    if (batch <= 0 || dim == 0 || n / dim != (size_t)batch || n > SIZE_MAX / 8)
+        return prg__fail(PRG_ERR_ARG, "prg_flow_ot_pairs: bad size %d x %zu", batch, dim);
+    noise = (float *)prg_alloc(n * sizeof(float) + 2 * (size_t)batch * sizeof(int));
+    if (!noise) return prg__fail(PRG_ERR_NOMEM, "prg_flow_ot_pairs: no memory for %zu noise values", n);
+    idx = (int *)(noise + n);
+    prg__fill_normal(noise, n, rng);
+    rc = prg_ot_pairs(idx, idx + batch, noise, x1, batch, dim, rng);
+    if (rc == PRG_OK) {
+        for (b = 0; b < batch; b++) t[b] = prg_rng_uniform(rng);
+        for (b = 0; b < batch; b++) {
+            const float *a = noise + (size_t)idx[b] * dim, *c = x1 + (size_t)idx[batch + b] * dim;
+            prg_flow_icfm_interp(xt + (size_t)b * dim, target + (size_t)b * dim, a, c, t + b, 1, dim);
+            if (x0) memcpy(x0 + (size_t)b * dim, a, dim * sizeof(float));
+        }
+    }
+    prg_free(noise);
+    return rc;
+}
+
+/* --- ODE integration ---------------------------------------------------- */
+
+/* Checks sizes and allocates `copies` vectors of batch*dim floats plus one
+   of batch times; *n receives batch*dim. */
+static prg_result prg__ode_workspace(float **ws, size_t *n, int copies, int batch, size_t dim,
+                                     const char *who) {
+    *ws = NULL;
+    *n = (size_t)batch * dim;
+    if (batch <= 0 || dim == 0 || *n / dim != (size_t)batch ||
+        *n > (SIZE_MAX / sizeof(float) - (size_t)batch) / (size_t)(copies + 1))
+        return prg__fail(PRG_ERR_ARG, "%s: bad size batch = %d, dim = %zu", who, batch, dim);
+    *ws = (float *)prg_alloc(((size_t)copies * *n + (size_t)batch) * sizeof(float));
+    if (!*ws) return prg__fail(PRG_ERR_NOMEM, "%s: no memory for %d work vectors of %zu floats", who, copies, *n);
+    return PRG_OK;
+}
+
+static void prg__fill_t(float *t, int batch, double value) {
+    int b;
+    for (b = 0; b < batch; b++) t[b] = (float)value;
+}
+
+/* y = x + a*v over n floats (y may be x). */
+static void prg__axpy(float *y, const float *x, float a, const float *v, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float d = a * v[i];
+        y[i] = x[i] + d;
+    }
+}
+
+enum { PRG__EULER, PRG__HEUN, PRG__RK4 };
+
+static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
+                              float *x) {
+    float *ws, *k, *xs, *acc, *tb;
+    size_t n, i;
+    int s;
+    prg_result rc = PRG_OK;
+    if (steps < 1) return prg__fail(PRG_ERR_ARG, "prg_sample: steps = %d, need >= 1", steps);
+    rc = prg__ode_workspace(&ws, &n, 3, batch, dim, "prg_sample");
+    if (rc != PRG_OK) return rc;
+    k = ws;
+    xs = ws + n;
+    acc = ws + 2 * n;
+    tb = ws + 3 * n;
+    for (s = 0; s < steps && rc == PRG_OK; s++) {
+        const double t0 = (double)s / steps, t1 = (double)(s + 1) / steps, tm = (2.0 * s + 1) / (2.0 * steps);
+        const float h = (float)(1.0 / steps);
+        prg__fill_t(tb, batch, t0);
+        if ((rc = vel(ctx, batch, x, tb, k)) != PRG_OK) break;
+        if (method == PRG__EULER) {
+            prg__axpy(x, x, h, k, n);
+        } else if (method == PRG__HEUN) {
+            /* x += h/2 (k1 + k2), k2 = v(t1, x + h k1) */
+            prg__axpy(xs, x, h, k, n);
+            prg__fill_t(tb, batch, t1);
+            if ((rc = vel(ctx, batch, xs, tb, acc)) != PRG_OK) break;
+            for (i = 0; i < n; i++) {
+                float sum = k[i] + acc[i];
+                x[i] = x[i] + 0.5f * h * sum;
+            }
+        } else {
+            /* acc = k1 + 2 k2 + 2 k3 + k4, x += h/6 acc */
+            memcpy(acc, k, n * sizeof(float));
+            prg__axpy(xs, x, 0.5f * h, k, n);
+            prg__fill_t(tb, batch, tm);
+            if ((rc = vel(ctx, batch, xs, tb, k)) != PRG_OK) break;
+            prg__axpy(acc, acc, 2.0f, k, n);
+            prg__axpy(xs, x, 0.5f * h, k, n);
+            if ((rc = vel(ctx, batch, xs, tb, k)) != PRG_OK) break;
+            prg__axpy(acc, acc, 2.0f, k, n);
+            prg__axpy(xs, x, h, k, n);
+            prg__fill_t(tb, batch, t1);
+            if ((rc = vel(ctx, batch, xs, tb, k)) != PRG_OK) break;
+            for (i = 0; i < n; i++) acc[i] += k[i];
+            prg__axpy(x, x, h / 6.0f, acc, n);
+        }
+    }
+    prg_free(ws);
+    return rc;
+}
+
+prg_result prg_sample_euler(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
+    return prg__sample(PRG__EULER, vel, ctx, steps, batch, dim, x);
+}
+prg_result prg_sample_heun(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
+    return prg__sample(PRG__HEUN, vel, ctx, steps, batch, dim, x);
+}
+prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
+    return prg__sample(PRG__RK4, vel, ctx, steps, batch, dim, x);
+}
+
+/* One Euler step per grid interval: x_{k+1} = x_k + hs v(tau_k, x_k),
+   tau_k = tau0 + k dtau, k = 0 .. steps-1. */
+typedef struct prg__euler_grid { int steps, intervals; double tau0, sign; float hs; } prg__euler_grid;
+
+static double prg__euler_tau(const prg__euler_grid *g, int k) {
+    return g->tau0 + g->sign * ((double)k / g->intervals);
+}
+
+int prg_ode_reverse_euler_steps(int t_span, int t_cutoff) {
+    if (t_span < 2 || t_cutoff < 0 || t_cutoff > t_span - 2) return -1;
+    return t_span - 1 - t_cutoff;
+}
+
+int prg_ode_gvp_euler_steps(int t_span, int t_cutoff) {
+    if (t_span < 2 || t_cutoff < 0 || t_cutoff == 1 || t_cutoff > t_span) return -1;
+    return t_cutoff ? t_cutoff - 1 : t_span - 1;
+}
+
+static prg_result prg__euler_grid_make(prg__euler_grid *g, int gvp, int t_span, int t_cutoff, const char *who) {
+    g->steps = gvp ? prg_ode_gvp_euler_steps(t_span, t_cutoff) : prg_ode_reverse_euler_steps(t_span, t_cutoff);
+    if (g->steps < 0)
+        return prg__fail(PRG_ERR_ARG, "%s: t_span = %d, t_cutoff = %d; need t_span >= 2 and %s", who, t_span,
+                         t_cutoff, gvp ? "t_cutoff = 0 or 2 <= t_cutoff <= t_span" : "0 <= t_cutoff <= t_span - 2");
+    g->intervals = t_span - 1;
+    g->tau0 = gvp ? 0.0 : 1.0;
+    g->sign = gvp ? 1.0 : -1.0;
+    g->hs = (float)(g->sign / g->intervals);
+    return PRG_OK;
+}
+
+static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn vel, void *ctx, int batch,
+                                     size_t dim, const float *x, float *z, float *states, const char *who) {
+    float *ws, *v, *tb, *cur;
+    size_t n;
+    int k;
+    prg_result rc = prg__ode_workspace(&ws, &n, 1, batch, dim, who);
+    if (rc != PRG_OK) return rc;
+    v = ws;
+    tb = ws + n;
+    cur = states ? states : z;
+    if (cur != x) memmove(cur, x, n * sizeof(float));
+    for (k = 0; k < g->steps; k++) {
+        float *next = states ? cur + n : cur;
+        prg__fill_t(tb, batch, prg__euler_tau(g, k));
+        if ((rc = vel(ctx, batch, cur, tb, v)) != PRG_OK) break;
+        prg__axpy(next, cur, g->hs, v, n);
+        cur = next;
+    }
+    if (rc == PRG_OK && cur != z) memcpy(z, cur, n * sizeof(float));
+    prg_free(ws);
+    return rc;
+}
+
+static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn vel, prg_velocity_vjp_fn vjp,
+                                      void *ctx, int batch, size_t dim, const float *states, const float *dz,
+                                      float *dx, int right_end, const char *who) {
+    float *ws, *a, *v, *dv, *dxk, *tb;
+    size_t n, i;
+    int k;
+    prg_result rc = prg__ode_workspace(&ws, &n, 4, batch, dim, who);
+    if (rc != PRG_OK) return rc;
+    a = ws;
+    v = ws + n;
+    dv = ws + 2 * n;
+    dxk = ws + 3 * n;
+    tb = ws + 4 * n;
+    memcpy(a, dz, n * sizeof(float));
+    for (k = g->steps - 1; k >= 0; k--) {
+        const int e = right_end ? k + 1 : k; /* the state the Jacobians are taken at */
+        prg__fill_t(tb, batch, prg__euler_tau(g, e));
+        if ((rc = vel(ctx, batch, states + (size_t)e * n, tb, v)) != PRG_OK) break;
+        for (i = 0; i < n; i++) dv[i] = g->hs * a[i];
+        memset(dxk, 0, n * sizeof(float));
+        if ((rc = vjp(ctx, dv, dxk)) != PRG_OK) break;
+        for (i = 0; i < n; i++) a[i] += dxk[i];
+    }
+    if (rc == PRG_OK && dx)
+        for (i = 0; i < n; i++) dx[i] += a[i];
+    prg_free(ws);
+    return rc;
+}
+
+prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch,
+                                 size_t dim, const float *x, float *z, float *states) {
+    static const char who[] = "prg_ode_reverse_euler";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 0, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_forward(&g, vel, ctx, batch, dim, x, z, states, who);
+}
+
+prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
+                                          int t_span, int t_cutoff, int batch, size_t dim,
+                                          const float *states, const float *dz, float *dx, int right_end) {
+    static const char who[] = "prg_ode_reverse_euler_backward";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 0, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
+}
+
+prg_result prg_ode_gvp_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch, size_t dim,
+                             const float *x, float *z, float *states) {
+    static const char who[] = "prg_ode_gvp_euler";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 1, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_forward(&g, vel, ctx, batch, dim, x, z, states, who);
+}
+
+prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx, int t_span,
+                                      int t_cutoff, int batch, size_t dim, const float *states,
+                                      const float *dz, float *dx, int right_end) {
+    static const char who[] = "prg_ode_gvp_euler_backward";
+    prg__euler_grid g;
+    prg_result rc = prg__euler_grid_make(&g, 1, t_span, t_cutoff, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
+}
 
 /* >>prg ================================================================= */
 
