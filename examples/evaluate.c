@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
     if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
-    ex_check(prg_dataset_load(&ds, data), data);
+    ex_load_data(&ds, data);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
     if (cfg->in_channels != ds.c || ds.num_classes > k) {

@@ -185,6 +185,38 @@ PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t e
     }
 }
 
+/* prg_dataset_load over a comma-separated list of files (CIFAR-10's
+   data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
+   are concatenated in order. */
+PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
+    char buf[4096], *p, *q;
+    prg_dataset parts[64];
+    int np = 0, i, n = 0, k = 0;
+    size_t img, off = 0;
+    if (!strchr(spec, ',')) { ex_check(prg_dataset_load(ds, spec), spec); return; }
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (p = buf; p && *p && np < 64; p = q) {
+        q = strchr(p, ',');
+        if (q) *q++ = 0;
+        ex_check(prg_dataset_load(&parts[np], p), p);
+        if (np && (parts[np].c != parts[0].c || parts[np].h != parts[0].h || parts[np].w != parts[0].w)) {
+            fprintf(stderr, "%s: %s has other image sizes than %s\n", ex_prog, p, buf);
+            exit(1);
+        }
+        n += parts[np].n;
+        if (parts[np].num_classes > k) k = parts[np].num_classes;
+        np++;
+    }
+    ex_check(prg_dataset_alloc(ds, n, parts[0].c, parts[0].h, parts[0].w, k), "dataset");
+    img = (size_t)parts[0].c * parts[0].h * parts[0].w;
+    for (i = 0; i < np; i++) {
+        memcpy(ds->images + off * img, parts[i].images, (size_t)parts[i].n * img);
+        memcpy(ds->labels + off, parts[i].labels, (size_t)parts[i].n * sizeof(int32_t));
+        off += (size_t)parts[i].n;
+        prg_dataset_free(&parts[i]);
+    }
+}
+
 /* ---- loss ------------------------------------------------------------ */
 /* timm LabelSmoothingCrossEntropy: mean_b[(1-s)(-log p_y) + s mean_k(-log p_k)];
    dlogits receives its gradient.  Returns the loss. */

@@ -16,7 +16,7 @@
 static void usage(void) {
     printf("usage: finetune --data TRAIN [--init UNET | --from-scratch] [options]\n"
            "PRG fine-tuning (METHOD.md C.2): reverse ODE + head, label-smoothing CE, AdamW, cosine.\n"
-           "  --data PATH            training set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
+           "  --data PATH            training set (IDX(.gz) images file, CIFAR .bin, .npz; a,b,c concatenates)\n"
            "  --test PATH            test set for evaluation (none: no evaluation)\n"
            "  --init PATH            pretrained U-Net (pretrain's checkpoint or a converted state dict)\n"
            "  --from-scratch         fresh U-Net of the same config (--init still gives the config if\n"
@@ -135,10 +135,10 @@ int main(int argc, char **argv) {
     snprintf(path_best, sizeof(path_best), "%s-best.safetensors", prefix);
     prg_set_num_threads(threads);
 
-    ex_check(prg_dataset_load(&ds, data), data);
+    ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (test) {
-        ex_check(prg_dataset_load(&ts, test), test);
+        ex_load_data(&ts, test);
         if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
             fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
                     ts.w, ds.c, ds.h, ds.w);

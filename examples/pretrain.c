@@ -15,7 +15,8 @@
 static void usage(void) {
     printf("usage: pretrain --data PATH [options]\n"
            "Flow-matching pretraining of the PRG U-Net (METHOD.md D).\n"
-           "  --data PATH            dataset: IDX(.gz) images file, CIFAR-10/100 .bin, or .npz\n"
+           "  --data PATH            dataset: IDX(.gz) images file, CIFAR-10/100 .bin, or .npz;\n"
+           "                         a comma-separated list is concatenated\n"
            EX_NET_HELP
            "  --loss icfm|ot|gvp     pairs: independent CFM (default), OT-CFM, GVP (diffusion)\n"
            "  --batch N              images per step (128)\n"
@@ -82,7 +83,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     prg_set_num_threads(threads);
-    ex_check(prg_dataset_load(&ds, data), data);
+    ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (ds.n < 1) { fprintf(stderr, "pretrain: empty dataset\n"); return 1; }
     ex_net_config(&cfg, &nf, ds.c);
