@@ -72,3 +72,17 @@ all: $(BUILD)/bench_optim_flow
 bench-optim-flow: $(BUILD)/bench_optim_flow
 	$(BUILD)/bench_optim_flow
 bench: bench-optim-flow
+
+# --- pipeline ---
+# The end-to-end examples (each also builds alone: cc -O2 -I. examples/x.c -lm -pthread).
+PIPELINE := $(BUILD)/pretrain $(BUILD)/sample $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/classify \
+            $(BUILD)/make_tiny_dataset
+all: $(PIPELINE)
+$(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+# test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
+TESTS += tests/test_pipeline.sh
+test: $(PIPELINE)
+.PHONY: demo
+demo: $(PIPELINE)
+	BIN=$(BUILD) OUT=$(BUILD)/demo examples/demo.sh

@@ -42,6 +42,7 @@ static void usage(void) {
            "  --limit N              use the first N training images only\n"
            "  --threads N  --seed N  --log-every N (10)\n"
            "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune)\n"
+           "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
            "  --resume               continue PREFIX-last.safetensors bit for bit\n");
 }
 
@@ -62,6 +63,8 @@ static void write_best(const char *prefix, const run_state *s) {
 }
 
 int main(int argc, char **argv) {
+    int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
+    int64_t run_steps = 0;
     const char *data = NULL, *test = NULL, *init = NULL, *prefix = "finetune", *grad = "exact";
     int batch = 128, global_batch = 0, threads = 0, from_scratch = 0, frozen = 0, t_span = 32, t_cutoff = 0;
     int epochs = 200, warmup_epochs = 5, eval_every = 5, eval_limit = 0, augment = 1, limit = 0, log_every = 10, resume = 0;
@@ -122,6 +125,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--log-every")) log_every = ex_int();
         else if (EX_FLAG("--out")) prefix = ex_val();
         else if (EX_FLAG("--resume")) resume = 1;
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
         else ex_bad_flag();
     }
     if (!data || (!init && !from_scratch)) { usage(); return 2; }
@@ -277,6 +281,7 @@ int main(int argc, char **argv) {
             ex_check(r, "AdamW step");
             step++;
             seen += bs;
+            if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
             ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
             if (step % log_every == 0 || step == total) {
                 double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);

@@ -26,6 +26,7 @@ static void usage(void) {
            "  --seed N               seed of init, data order, augmentation and noise (0)\n"
            "  --out PATH             checkpoint (pretrain.safetensors)\n"
            "  --ckpt-every N         also write the checkpoint every N steps (0 = only at the end)\n"
+           "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
            "  --resume               continue from --out bit for bit\n"
            "  --no-augment           only pad/crop + normalise (default: the reference's RandAugment pipeline)\n"
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
@@ -34,6 +35,8 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
+    int64_t run_steps = 0;
     const char *data = NULL, *out = "pretrain.safetensors", *loss_name = "icfm";
     int batch = 128, threads = 0, ckpt_every = 0, resume = 0, augment = 1, epochs = 0, limit = 0, log_every = 10;
     float hflip = -1;
@@ -70,6 +73,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--out")) out = ex_val();
         else if (EX_FLAG("--ckpt-every")) ckpt_every = ex_int();
         else if (EX_FLAG("--resume")) resume = 1;
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
         else if (EX_FLAG("--no-augment")) augment = 0;
         else if (EX_FLAG("--no-flip")) hflip = 0;
         else if (EX_FLAG("--limit")) limit = ex_int();
@@ -137,6 +141,7 @@ int main(int argc, char **argv) {
         ex_check(prg_adam_step(opt, prg_unet_params(net), prg_unet_grads(net), lr, &gnorm), "Adam step");
         step++;
         seen += bs;
+        if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
         ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
         if (step % log_every == 0 || step == steps) {
             double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
