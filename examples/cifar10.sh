@@ -19,29 +19,20 @@
 set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}; THREADS=${THREADS:-0}; LOSS=${LOSS:-icfm}; GPUS=${GPUS:-1}
+SMOKE=""
 if [ "$1" = --smoke ]; then
+    SMOKE=1
     OUT=${OUT:-build/cifar10-smoke}; DIR=$OUT/data
     mkdir -p "$DIR"
     "$BIN/make_tiny_dataset" cifar10 "$DIR" 320 100
     NET="--model-channels 16 --groups 8 --res-blocks 1 --channel-mult 1,2 --attention-ds none --heads 1"
-    PRE_LEN="--steps 6"; BATCH=16; FT_LEN="--steps 24 --warmup-steps 2"; T_SPAN=3; LR="--lr 2e-3"; EVAL=""
+    PRE_LEN="--steps 6"; PRE_BATCH=16; BATCH=16; FT_LEN="--steps 24 --warmup-steps 2"; T_SPAN=3; T_CUTOFF=0; LR="--lr 2e-3"; EVAL=""
 else
     DIR=${1:-cifar-10-batches-bin}; OUT=${OUT:-build/cifar10}
     [ -f "$DIR/data_batch_1.bin" ] || { echo "cifar10.sh: no $DIR/data_batch_1.bin (get cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html)"; exit 1; }
     NET="--preset cifar32"
-    PRE_LEN="--epochs ${PRE_EPOCHS:-2000}"; BATCH=128; FT_LEN="--epochs 200 --warmup-epochs 5"; T_SPAN=32
+    PRE_LEN="--epochs ${PRE_EPOCHS:-2000}"; PRE_BATCH=128; BATCH=128; FT_LEN="--epochs 200 --warmup-epochs 5"; T_SPAN=32; T_CUTOFF=0
     LR="--global-batch $((128 * GPUS))"; EVAL="--eval-every 5"
 fi
-mkdir -p "$OUT"
 TRAIN=$(ls "$DIR"/data_batch_*.bin | paste -sd, -); TEST=$DIR/test_batch.bin
-
-echo "== pretrain ($LOSS)"
-RESUME=""; [ -f "$OUT/pretrain.safetensors" ] && [ "$1" != --smoke ] && RESUME=--resume
-"$BIN/pretrain" --data "$TRAIN" $NET --loss "$LOSS" --batch "$BATCH" --lr 1e-4 $PRE_LEN --threads "$THREADS" \
-    --ckpt-every 1000 $RESUME --out "$OUT/pretrain.safetensors"
-"$BIN/sample" --model "$OUT/pretrain.safetensors" --n 16 --steps 20 --threads "$THREADS" --out "$OUT/samples.png"
-echo "== finetune (t_span $T_SPAN, no cutoff)"
-"$BIN/finetune" --init "$OUT/pretrain.safetensors" --data "$TRAIN" --test "$TEST" --t-span "$T_SPAN" --t-cutoff 0 \
-    --batch "$BATCH" $LR $FT_LEN $EVAL --threads "$THREADS" --out "$OUT/prg"
-echo "== evaluate"
-"$BIN/evaluate" --model "$OUT/prg-best.safetensors" --data "$TEST" --threads "$THREADS" --csv "$OUT/confusion.csv"
+. examples/recipe_run.sh

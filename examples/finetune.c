@@ -62,6 +62,46 @@ static void write_best(const char *prefix, const run_state *s) {
     }
 }
 
+/* A frozen run's optimizer covers the head only, which a classifier
+   checkpoint cannot hold (its optimizer state spans U-Net + head): the head's
+   AdamW state goes to PREFIX-last.head-optim.safetensors beside it. */
+static void head_optim_path(char *buf, size_t cap, const char *prefix) {
+    snprintf(buf, cap, "%s-last.head-optim.safetensors", prefix);
+}
+static void save_head_optim(const char *prefix, prg_adam *opt) {
+    char path[1024], steps[32];
+    prg_st_tensor t[2];
+    const char *meta[2];
+    memset(t, 0, sizeof(t));
+    t[0].name = "exp_avg"; t[1].name = "exp_avg_sq";
+    t[0].ndim = t[1].ndim = 1;
+    t[0].shape[0] = t[1].shape[0] = (int64_t)prg_adam_size(opt);
+    t[0].data = prg_adam_exp_avg(opt); t[1].data = prg_adam_exp_avg_sq(opt);
+    snprintf(steps, sizeof(steps), "%lld", (long long)prg_adam_step_count(opt));
+    meta[0] = "optim.step"; meta[1] = steps;
+    head_optim_path(path, sizeof(path), prefix);
+    ex_check(prg_safetensors_write(path, t, 2, meta, 1), path);
+}
+static void load_head_optim(const char *prefix, prg_adam *opt) {
+    char path[1024];
+    prg_st *st;
+    const char *s;
+    head_optim_path(path, sizeof(path), prefix);
+    ex_check(prg_safetensors_open(&st, path), path);
+    ex_check(prg_st_read_f32(st, "exp_avg", prg_adam_exp_avg(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
+    ex_check(prg_st_read_f32(st, "exp_avg_sq", prg_adam_exp_avg_sq(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
+    s = prg_st_metadata(st, "optim.step");
+    if (!s) { fprintf(stderr, "finetune: %s has no optim.step\n", path); exit(1); }
+    prg_adam_set_step_count(opt, atoll(s));
+    prg_st_close(st);
+}
+
+static void save_last(const char *path, const char *prefix, prg_classifier *clf, prg_adam *opt, int frozen,
+                      const prg_rng *rng, int64_t step) {
+    if (frozen) save_head_optim(prefix, opt);
+    ex_check(prg_checkpoint_save(path, NULL, clf, frozen ? NULL : opt, rng, step), path);
+}
+
 int main(int argc, char **argv) {
     int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
     int64_t run_steps = 0;
@@ -197,7 +237,8 @@ int main(int argc, char **argv) {
     if (resume) {
         char bp[1024];
         FILE *f;
-        ex_check(prg_checkpoint_restore(path_last, NULL, clf, opt, &rng, &step), path_last);
+        ex_check(prg_checkpoint_restore(path_last, NULL, clf, frozen ? NULL : opt, &rng, &step), path_last);
+        if (frozen) load_head_optim(prefix, opt);
         snprintf(bp, sizeof(bp), "%s-best.txt", prefix);
         f = fopen(bp, "r");
         if (f) {
@@ -292,10 +333,10 @@ int main(int argc, char **argv) {
                        lr_now, gnorm, ips, ex_cpu() - c0, eta);
                 fflush(stdout);
             }
-            if (step % bpe == 0 || step == total) ex_check(prg_checkpoint_save(path_last, NULL, clf, opt, &rng, step), path_last);
+            if (step % bpe == 0 || step == total) save_last(path_last, prefix, clf, opt, frozen, &rng, step);
         }
     }
-    ex_check(prg_checkpoint_save(path_last, NULL, clf, opt, &rng, step), path_last);
+    save_last(path_last, prefix, clf, opt, frozen, &rng, step);
     if (st.best_step >= 0)
         printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
     printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,

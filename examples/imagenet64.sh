@@ -19,7 +19,9 @@
 set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}; THREADS=${THREADS:-0}; LOSS=${LOSS:-icfm}; GPUS=${GPUS:-8}
+SMOKE=""
 if [ "$1" = --smoke ]; then
+    SMOKE=1
     OUT=${OUT:-build/imagenet64-smoke}; DIR=$OUT/data
     mkdir -p "$DIR"
     "$BIN/make_tiny_dataset" imagenet64 "$DIR" 160 100 64
@@ -34,16 +36,5 @@ else
     PRE_LEN="--epochs ${PRE_EPOCHS:-2000}"; PRE_BATCH=64; BATCH=128; FT_LEN="--epochs 200 --warmup-epochs 5"
     T_SPAN=32; T_CUTOFF=20; LR="--global-batch $((128 * GPUS))"; EVAL="--eval-every 10"
 fi
-mkdir -p "$OUT"
 TRAIN=$(ls "$DIR"/train_data_batch_*.npz | paste -sd, -); TEST=$DIR/val_data.npz
-
-echo "== pretrain ($LOSS)"
-RESUME=""; [ -f "$OUT/pretrain.safetensors" ] && [ "$1" != --smoke ] && RESUME=--resume
-"$BIN/pretrain" --data "$TRAIN" $NET --loss "$LOSS" --batch "$PRE_BATCH" --lr 1e-4 $PRE_LEN --threads "$THREADS" \
-    --ckpt-every 1000 $RESUME --out "$OUT/pretrain.safetensors"
-"$BIN/sample" --model "$OUT/pretrain.safetensors" --n 16 --steps 20 --threads "$THREADS" --out "$OUT/samples.png"
-echo "== finetune (t_span $T_SPAN, t_cutoff $T_CUTOFF)"
-"$BIN/finetune" --init "$OUT/pretrain.safetensors" --data "$TRAIN" --test "$TEST" --t-span "$T_SPAN" \
-    --t-cutoff "$T_CUTOFF" --batch "$BATCH" $LR $FT_LEN $EVAL --threads "$THREADS" --out "$OUT/prg"
-echo "== evaluate"
-"$BIN/evaluate" --model "$OUT/prg-best.safetensors" --data "$TEST" --threads "$THREADS" --csv "$OUT/confusion.csv"
+. examples/recipe_run.sh
