@@ -1,0 +1,77 @@
+/* evaluate: top-1 / top-5 of a classifier checkpoint on a test set, and the
+   confusion matrix as CSV (rows = true class, columns = predicted class).
+
+     evaluate --model finetune-best.safetensors --data t10k-images-idx3-ubyte.gz --csv confusion.csv */
+#define PRG_IMPLEMENTATION
+#include "prg.h"
+#include "ex_common.h"
+
+static void usage(void) {
+    printf("usage: evaluate --model CLASSIFIER --data TEST [options]\n"
+           "Top-1 / top-5 accuracy of a fine-tuned PRG classifier, and its confusion matrix.\n"
+           "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
+           "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
+           "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
+           "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
+           "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n");
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *csv = NULL;
+    int batch = 100, limit = 0, threads = 0, t_span = 0, t_cutoff = -1, k, i, j;
+    prg_dataset ds;
+    prg_transform te;
+    prg_classifier *clf;
+    const prg_unet_config *cfg;
+    int64_t *conf;
+    double top1, top5, t0, c0;
+
+    ex_prog = "evaluate";
+    ex_argc = argc; ex_argv = argv;
+    for (ex_argi = 1; ex_argi < argc; ex_argi++) {
+        if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (EX_FLAG("--model")) model = ex_val();
+        else if (EX_FLAG("--data")) data = ex_val();
+        else if (EX_FLAG("--csv")) csv = ex_val();
+        else if (EX_FLAG("--batch")) batch = ex_int();
+        else if (EX_FLAG("--limit")) limit = ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--t-span")) t_span = ex_int();
+        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
+        else ex_bad_flag();
+    }
+    if (!model || !data || batch < 1) { usage(); return 2; }
+    prg_set_num_threads(threads);
+    ex_check(prg_classifier_load(&clf, model, NULL), model);
+    if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
+    ex_load_data(&ds, data);
+    cfg = prg_unet_config_get(prg_classifier_unet(clf));
+    k = prg_classifier_num_classes(clf);
+    if (cfg->in_channels != ds.c || ds.num_classes > k) {
+        fprintf(stderr, "evaluate: the model takes %d channels and %d classes, the data has %d and %d\n",
+                cfg->in_channels, k, ds.c, ds.num_classes);
+        return 1;
+    }
+    ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg->image_size, -1);
+    conf = (int64_t *)ex_alloc((size_t)k * k * sizeof(int64_t));
+    t0 = ex_now(); c0 = ex_cpu();
+    ex_evaluate(clf, &ds, &te, batch, &top1, &top5, conf, limit);
+    printf("%s on %s (%d images): top-1 %.2f%%  top-5 %.2f%%  (%.1fs wall, %.1fs cpu)\n", model, data,
+           limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
+    if (csv) {
+        FILE *f = fopen(csv, "w");
+        if (!f) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        fprintf(f, "true\\pred");
+        for (j = 0; j < k; j++) fprintf(f, ",%d", j);
+        fprintf(f, "\n");
+        for (i = 0; i < k; i++) {
+            fprintf(f, "%d", i);
+            for (j = 0; j < k; j++) fprintf(f, ",%lld", (long long)conf[(size_t)i * k + j]);
+            fprintf(f, "\n");
+        }
+        if (fclose(f)) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        printf("confusion matrix -> %s\n", csv);
+    }
+    prg_free(conf); prg_classifier_free(clf); prg_dataset_free(&ds);
+    return 0;
+}

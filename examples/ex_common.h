@@ -1,0 +1,326 @@
+/* ex_common.h - helpers shared by the example programs (pretrain, sample,
+   finetune, evaluate, classify): flag parsing, dataset + transform setup,
+   U-Net configs from a preset plus overrides, a deterministic batch order,
+   label-smoothing cross-entropy, evaluation and timing.  Included once by
+   each example after prg.h (with PRG_IMPLEMENTATION). */
+#ifndef EX_COMMON_H
+#define EX_COMMON_H
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *ex_prog = "example";
+
+PRG_UNUSED static void ex_die(const char *what) {
+    fprintf(stderr, "%s: %s: %s\n", ex_prog, what, prg_last_error());
+    exit(1);
+}
+PRG_UNUSED static void ex_check(prg_result r, const char *what) {
+    if (r != PRG_OK) ex_die(what);
+}
+PRG_UNUSED static void *ex_alloc(size_t bytes) {
+    void *p = prg_alloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "%s: out of memory (%zu bytes)\n", ex_prog, bytes);
+        exit(1);
+    }
+    memset(p, 0, bytes);
+    return p;
+}
+
+/* ---- flags ----------------------------------------------------------- */
+static int ex_argi, ex_argc;
+static char **ex_argv;
+/* The value of the current flag (argv[i+1]); exits when missing. */
+PRG_UNUSED static const char *ex_val(void) {
+    if (ex_argi + 1 >= ex_argc) {
+        fprintf(stderr, "%s: %s needs a value (see --help)\n", ex_prog, ex_argv[ex_argi]);
+        exit(2);
+    }
+    return ex_argv[++ex_argi];
+}
+PRG_UNUSED static int ex_int(void) {
+    const char *s = ex_val();
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*end || end == s) {
+        fprintf(stderr, "%s: %s wants an integer, got '%s'\n", ex_prog, ex_argv[ex_argi - 1], s);
+        exit(2);
+    }
+    return (int)v;
+}
+PRG_UNUSED static double ex_num(void) {
+    const char *s = ex_val();
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || end == s) {
+        fprintf(stderr, "%s: %s wants a number, got '%s'\n", ex_prog, ex_argv[ex_argi - 1], s);
+        exit(2);
+    }
+    return v;
+}
+PRG_UNUSED static void ex_bad_flag(void) {
+    fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", ex_prog, ex_argv[ex_argi]);
+    exit(2);
+}
+#define EX_FLAG(name) (!strcmp(ex_argv[ex_argi], name))
+
+/* "1,2,2" -> v[], returns the count (exits on a bad list). */
+PRG_UNUSED static int ex_int_list(const char *s, int *v, int cap) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || n >= cap) {
+            fprintf(stderr, "%s: bad list '%s'\n", ex_prog, s);
+            exit(2);
+        }
+        v[n++] = (int)x;
+        s = end;
+        if (*s == ',' || *s == ':') s++;
+    }
+    return n;
+}
+
+/* ---- U-Net config overrides ----------------------------------------- */
+typedef struct ex_net_flags {
+    const char *preset;
+    int image_size, model_channels, num_res_blocks, num_heads, groups;
+    const char *channel_mult, *attention_ds;
+} ex_net_flags;
+
+PRG_UNUSED static void ex_net_flags_init(ex_net_flags *f, const char *preset) {
+    memset(f, 0, sizeof(*f));
+    f->preset = preset;
+}
+/* Consumes a U-Net flag at argv[ex_argi]; returns 1 when it was one. */
+PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
+    if (EX_FLAG("--preset")) f->preset = ex_val();
+    else if (EX_FLAG("--image-size")) f->image_size = ex_int();
+    else if (EX_FLAG("--model-channels")) f->model_channels = ex_int();
+    else if (EX_FLAG("--res-blocks")) f->num_res_blocks = ex_int();
+    else if (EX_FLAG("--channel-mult")) f->channel_mult = ex_val();
+    else if (EX_FLAG("--attention-ds")) f->attention_ds = ex_val();
+    else if (EX_FLAG("--heads")) f->num_heads = ex_int();
+    else if (EX_FLAG("--groups")) f->groups = ex_int();
+    else return 0;
+    return 1;
+}
+#define EX_NET_HELP \
+    "  --preset NAME          tiny32 | small32 | cifar32 | imagenet64 (U-Net of METHOD.md B)\n" \
+    "  --image-size N         model input size (default: the preset's; 28x28 data is padded to 32)\n" \
+    "  --model-channels N     base width (every width divisible by --groups)\n" \
+    "  --res-blocks N         ResBlocks per level\n" \
+    "  --channel-mult L       e.g. 1,2,2\n" \
+    "  --attention-ds L       downsample rates with attention, e.g. 4 (\"none\" = middle block only)\n" \
+    "  --heads N              attention heads\n" \
+    "  --groups N             GroupNorm groups (32 in the reference)\n"
+
+PRG_UNUSED static void ex_net_config(prg_unet_config *cfg, const ex_net_flags *f, int channels) {
+    ex_check(prg_unet_config_preset(cfg, f->preset), "--preset");
+    cfg->in_channels = cfg->out_channels = channels;
+    if (f->image_size) cfg->image_size = f->image_size;
+    if (f->model_channels) cfg->model_channels = f->model_channels;
+    if (f->num_res_blocks) cfg->num_res_blocks = f->num_res_blocks;
+    if (f->num_heads) cfg->num_heads = f->num_heads;
+    if (f->groups) cfg->groups = f->groups;
+    if (f->channel_mult) cfg->num_levels = ex_int_list(f->channel_mult, cfg->channel_mult, PRG_UNET_MAX_LEVELS);
+    if (f->attention_ds)
+        cfg->num_attention = strcmp(f->attention_ds, "none")
+                                 ? ex_int_list(f->attention_ds, cfg->attention_ds, PRG_UNET_MAX_LEVELS) : 0;
+    ex_check(prg_unet_config_check(cfg), "U-Net config");
+}
+
+/* ---- data ------------------------------------------------------------ */
+/* The normalisation of a dataset: MNIST-like 1-channel data gets
+   0.1307/0.3081, 3 channels ImageNet's (the reference's default). */
+PRG_UNUSED static void ex_norm(int c, float *mean, float *std) {
+    static const float im[3] = {0.485f, 0.456f, 0.406f}, is[3] = {0.229f, 0.224f, 0.225f};
+    int i;
+    for (i = 0; i < c; i++) {
+        mean[i] = c == 3 ? im[i] : 0.1307f;
+        std[i] = c == 3 ? is[i] : 0.3081f;
+    }
+}
+
+/* The transform for images c x h x w to a square `size` model input:
+   smaller sources are zero-padded to it (28 -> 32: border 2) first.
+   augment: the reference's training pipeline (METHOD.md C.2/D); 0: just
+   pad/crop + normalise.  hflip < 0 keeps the pipeline's default. */
+PRG_UNUSED static void ex_transform(prg_transform *t, int train, int augment, int c, int h, int w, int size, float hflip) {
+    int border = (size > h && size - h == size - w && (size - h) % 2 == 0) ? (size - h) / 2 : 0;
+    int eh = h + 2 * border;
+    ex_check(prg_transform_init(t, train && augment, c, size, size), "transform");
+    t->border = border;
+    if (!(train && augment) && eh != size) {
+        if (eh > size) {
+            t->crop = PRG_CROP_CENTER;
+            t->resize = size * 8 / 7;
+            if (t->resize > eh) t->resize = size;
+        } else {
+            fprintf(stderr, "%s: images %dx%d cannot be fitted to %d\n", ex_prog, h, w, size);
+            exit(1);
+        }
+    }
+    if (train && augment && hflip >= 0) t->hflip = hflip;
+    ex_norm(c, t->mean, t->std);
+    ex_check(prg_transform_check(t, c, h, w), "transform");
+}
+
+/* A deterministic order: the permutation of epoch e depends only on (seed, e),
+   so a run resumed at any step sees the same batches. */
+PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t epoch) {
+    prg_rng r;
+    int i;
+    prg_rng_seed(&r, seed ^ 0x5045524Dull, 1000 + epoch);
+    for (i = 0; i < n; i++) perm[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)prg_rng_below(&r, (uint32_t)(i + 1)), k = perm[i];
+        perm[i] = perm[j];
+        perm[j] = k;
+    }
+}
+
+/* prg_dataset_load over a comma-separated list of files (CIFAR-10's
+   data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
+   are concatenated in order. */
+PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
+    char buf[4096], *p, *q;
+    prg_dataset parts[64];
+    int np = 0, i, n = 0, k = 0;
+    size_t img, off = 0;
+    if (!strchr(spec, ',')) { ex_check(prg_dataset_load(ds, spec), spec); return; }
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (p = buf; p && *p && np < 64; p = q) {
+        q = strchr(p, ',');
+        if (q) *q++ = 0;
+        ex_check(prg_dataset_load(&parts[np], p), p);
+        if (np && (parts[np].c != parts[0].c || parts[np].h != parts[0].h || parts[np].w != parts[0].w)) {
+            fprintf(stderr, "%s: %s has other image sizes than %s\n", ex_prog, p, buf);
+            exit(1);
+        }
+        n += parts[np].n;
+        if (parts[np].num_classes > k) k = parts[np].num_classes;
+        np++;
+    }
+    ex_check(prg_dataset_alloc(ds, n, parts[0].c, parts[0].h, parts[0].w, k), "dataset");
+    img = (size_t)parts[0].c * parts[0].h * parts[0].w;
+    for (i = 0; i < np; i++) {
+        memcpy(ds->images + off * img, parts[i].images, (size_t)parts[i].n * img);
+        memcpy(ds->labels + off, parts[i].labels, (size_t)parts[i].n * sizeof(int32_t));
+        off += (size_t)parts[i].n;
+        prg_dataset_free(&parts[i]);
+    }
+}
+
+/* ---- loss ------------------------------------------------------------ */
+/* timm LabelSmoothingCrossEntropy: mean_b[(1-s)(-log p_y) + s mean_k(-log p_k)];
+   dlogits receives its gradient.  Returns the loss. */
+PRG_UNUSED static double ex_ce_smooth(float *dlogits, const float *logits, const int32_t *y, int batch, int k, double s) {
+    double loss = 0;
+    int b, j;
+    for (b = 0; b < batch; b++) {
+        const float *l = logits + (size_t)b * k;
+        double mx = l[0], sum = 0, lse, mean_nll = 0;
+        for (j = 1; j < k; j++) if (l[j] > mx) mx = l[j];
+        for (j = 0; j < k; j++) sum += exp(l[j] - mx);
+        lse = mx + log(sum);
+        for (j = 0; j < k; j++) mean_nll += (lse - l[j]) / k;
+        loss += (1 - s) * (lse - l[y[b]]) + s * mean_nll;
+        for (j = 0; j < k; j++) {
+            double p = exp(l[j] - lse);
+            dlogits[(size_t)b * k + j] = (float)((p - s / k - (j == y[b] ? 1 - s : 0)) / batch);
+        }
+    }
+    return loss / batch;
+}
+
+/* Flow-matching loss of METHOD.md decision 5: 0.5 * sum over channels, mean
+   over (batch, H, W).  dv = d(loss)/dv * scale. */
+PRG_UNUSED static double ex_fm_loss(float *dv, const float *v, const float *target, int batch, int c, int hw, double scale) {
+    size_t i, n = (size_t)batch * c * hw;
+    double loss = 0, norm = 1.0 / ((double)batch * hw);
+    for (i = 0; i < n; i++) {
+        double d = (double)v[i] - target[i];
+        loss += d * d;
+        if (dv) dv[i] = (float)(d * norm * scale);
+    }
+    (void)c;
+    return 0.5 * loss * norm;
+}
+
+/* ---- evaluation ------------------------------------------------------ */
+/* Top-1 and top-5 (fractions) of clf on ds; conf (may be NULL) [k][k]
+   counts rows = true label, columns = prediction. */
+PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, const prg_transform *t, int batch,
+                        double *top1, double *top5, int64_t *conf, int limit) {
+    int n = limit > 0 && limit < ds->n ? limit : ds->n, k = prg_classifier_num_classes(clf);
+    int i, b, j, c1 = 0, c5 = 0;
+    const prg_unet_config *cfg = prg_unet_config_get(prg_classifier_unet(clf));
+    size_t img = (size_t)cfg->in_channels * cfg->image_size * cfg->image_size;
+    float *x = (float *)ex_alloc(img * batch * sizeof(float));
+    float *logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
+    int32_t *y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
+    int *index = (int *)ex_alloc(batch * sizeof(int));
+    if (conf) memset(conf, 0, (size_t)k * k * sizeof(int64_t));
+    for (i = 0; i < n; i += batch) {
+        int bs = n - i < batch ? n - i : batch;
+        for (b = 0; b < bs; b++) index[b] = i + b;
+        ex_check(prg_batch_build(x, y, ds, t, index, bs, 0, 0), "batch");
+        ex_check(prg_classifier_forward(clf, bs, x, logits), "classifier forward");
+        for (b = 0; b < bs; b++) {
+            const float *l = logits + (size_t)b * k;
+            int rank = 0, best = 0;
+            for (j = 0; j < k; j++) {
+                if (l[j] > l[y[b]] || (l[j] == l[y[b]] && j < y[b])) rank++;
+                if (l[j] > l[best]) best = j;
+            }
+            c1 += rank == 0;
+            c5 += rank < 5;
+            if (conf) conf[(size_t)y[b] * k + best]++;
+        }
+    }
+    *top1 = (double)c1 / n;
+    *top5 = (double)c5 / n;
+    prg_free(x); prg_free(logits); prg_free(y); prg_free(index);
+}
+
+/* ---- time ------------------------------------------------------------ */
+PRG_UNUSED static double ex_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+PRG_UNUSED static double ex_cpu(void) { return (double)clock() / CLOCKS_PER_SEC; }
+PRG_UNUSED static void ex_fmt_time(char *buf, size_t cap, double s) {
+    if (s < 0 || s > 1e7) snprintf(buf, cap, "?");
+    else if (s < 90) snprintf(buf, cap, "%.0fs", s);
+    else if (s < 5400) snprintf(buf, cap, "%.1fm", s / 60);
+    else snprintf(buf, cap, "%.1fh", s / 3600);
+}
+
+/* SIGINT/SIGTERM: the training loops finish the current step, write a
+   checkpoint and exit. */
+static volatile sig_atomic_t ex_stop = 0;
+PRG_UNUSED static void ex_on_signal(int sig) { (void)sig; ex_stop = 1; }
+PRG_UNUSED static void ex_catch_signals(void) {
+    signal(SIGINT, ex_on_signal);
+    signal(SIGTERM, ex_on_signal);
+}
+
+PRG_UNUSED static int ex_file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* The U-Net velocity for the flow section's samplers. */
+PRG_UNUSED static prg_result ex_unet_vel(void *net, int b, const float *x, const float *t, float *v) {
+    return prg_unet_forward((prg_unet *)net, b, x, t, v);
+}
+
+#endif

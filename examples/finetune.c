@@ -1,0 +1,348 @@
+/* finetune: turn a pretrained flow-matching U-Net into a classifier (PRG,
+   METHOD.md C.2): the reverse ODE (data -> noise, t_span grid, t_cutoff)
+   then the head, trained with label-smoothing cross-entropy, AdamW and a
+   warm-up + cosine schedule stepped per iteration.
+
+     finetune --init unet.safetensors --data train.gz --test test.gz --epochs 5 --out clf
+
+   writes clf-last.safetensors (classifier + AdamW + RNG + step, resumable
+   with --resume) and clf-best.safetensors (the best test top-1 so far);
+   both load with prg_classifier_load.  --from-scratch starts the same
+   network from a fresh init, --frozen trains only the head. */
+#define PRG_IMPLEMENTATION
+#include "prg.h"
+#include "ex_common.h"
+
+static void usage(void) {
+    printf("usage: finetune --data TRAIN [--init UNET | --from-scratch] [options]\n"
+           "PRG fine-tuning (METHOD.md C.2): reverse ODE + head, label-smoothing CE, AdamW, cosine.\n"
+           "  --data PATH            training set (IDX(.gz) images file, CIFAR .bin, .npz; a,b,c concatenates)\n"
+           "  --test PATH            test set for evaluation (none: no evaluation)\n"
+           "  --init PATH            pretrained U-Net (pretrain's checkpoint or a converted state dict)\n"
+           "  --from-scratch         fresh U-Net of the same config (--init still gives the config if\n"
+           "                         set; else the U-Net flags below)\n"
+           EX_NET_HELP
+           "  --frozen               only the head trains (U-Net is a fixed feature map)\n"
+           "  --grad exact|adjoint   gradient through the ODE (exact: default; adjoint: the reference's)\n"
+           "  --t-span N             ODE grid points (32)\n"
+           "  --t-cutoff N           grid points dropped at the noise end (0)\n"
+           "  --label-smoothing X    (0.1)\n"
+           "  --beta X               weight of the flow-matching term added to the loss (0)\n"
+           "  --batch N              images per step (128)\n"
+           "  --global-batch N       batch for the lr scaling (default --batch)\n"
+           "  --lr X                 peak lr (default 1.25e-4 * global_batch / 512); warm-up lr and\n"
+           "                         min lr are 1e-3 and 1e-2 times it, as in the reference\n"
+           "  --wd X                 AdamW weight decay (0.05)\n"
+           "  --epochs N             (200)   --warmup-epochs N (5)\n"
+           "  --steps N              total steps instead of epochs (warm-up: --warmup-steps N, default 5%%)\n"
+           "  --eval-every N         evaluate every N epochs (5) and at the end\n"
+           "  --eval-limit N         evaluate on the first N test images only\n"
+           "  --no-augment           only pad/crop + normalise\n"
+           "  --no-flip              augmentation without the horizontal flip (digits)\n"
+           "  --limit N              use the first N training images only\n"
+           "  --threads N  --seed N  --log-every N (10)\n"
+           "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune)\n"
+           "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
+           "  --resume               continue PREFIX-last.safetensors bit for bit\n");
+}
+
+typedef struct run_state {
+    double best_top1;
+    int64_t best_step;
+} run_state;
+
+static void write_best(const char *prefix, const run_state *s) {
+    char path[1024];
+    FILE *f;
+    snprintf(path, sizeof(path), "%s-best.txt", prefix);
+    f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%.6f %lld\n", s->best_top1, (long long)s->best_step);
+        fclose(f);
+    }
+}
+
+/* A frozen run's optimizer covers the head only, which a classifier
+   checkpoint cannot hold (its optimizer state spans U-Net + head): the head's
+   AdamW state goes to PREFIX-last.head-optim.safetensors beside it. */
+static void head_optim_path(char *buf, size_t cap, const char *prefix) {
+    snprintf(buf, cap, "%s-last.head-optim.safetensors", prefix);
+}
+static void save_head_optim(const char *prefix, prg_adam *opt) {
+    char path[1024], steps[32];
+    prg_st_tensor t[2];
+    const char *meta[2];
+    memset(t, 0, sizeof(t));
+    t[0].name = "exp_avg"; t[1].name = "exp_avg_sq";
+    t[0].ndim = t[1].ndim = 1;
+    t[0].shape[0] = t[1].shape[0] = (int64_t)prg_adam_size(opt);
+    t[0].data = prg_adam_exp_avg(opt); t[1].data = prg_adam_exp_avg_sq(opt);
+    snprintf(steps, sizeof(steps), "%lld", (long long)prg_adam_step_count(opt));
+    meta[0] = "optim.step"; meta[1] = steps;
+    head_optim_path(path, sizeof(path), prefix);
+    ex_check(prg_safetensors_write(path, t, 2, meta, 1), path);
+}
+static void load_head_optim(const char *prefix, prg_adam *opt) {
+    char path[1024];
+    prg_st *st;
+    const char *s;
+    head_optim_path(path, sizeof(path), prefix);
+    ex_check(prg_safetensors_open(&st, path), path);
+    ex_check(prg_st_read_f32(st, "exp_avg", prg_adam_exp_avg(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
+    ex_check(prg_st_read_f32(st, "exp_avg_sq", prg_adam_exp_avg_sq(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
+    s = prg_st_metadata(st, "optim.step");
+    if (!s) { fprintf(stderr, "finetune: %s has no optim.step\n", path); exit(1); }
+    prg_adam_set_step_count(opt, atoll(s));
+    prg_st_close(st);
+}
+
+static void save_last(const char *path, const char *prefix, prg_classifier *clf, prg_adam *opt, int frozen,
+                      const prg_rng *rng, int64_t step) {
+    if (frozen) save_head_optim(prefix, opt);
+    ex_check(prg_checkpoint_save(path, NULL, clf, frozen ? NULL : opt, rng, step), path);
+}
+
+int main(int argc, char **argv) {
+    int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
+    int64_t run_steps = 0;
+    const char *data = NULL, *test = NULL, *init = NULL, *prefix = "finetune", *grad = "exact";
+    int batch = 128, global_batch = 0, threads = 0, from_scratch = 0, frozen = 0, t_span = 32, t_cutoff = 0;
+    int epochs = 200, warmup_epochs = 5, eval_every = 5, eval_limit = 0, augment = 1, limit = 0, log_every = 10, resume = 0;
+    int64_t steps = 0, warmup_steps = -1, step = 0, total;
+    float hflip = -1;
+    double lr = 0, wd = 0.05, smoothing = 0.1, beta = 0;
+    uint64_t seed = 0;
+    ex_net_flags nf;
+    prg_dataset ds, ts;
+    prg_transform tr, te;
+    prg_unet_config cfg;
+    prg_unet *net = NULL;
+    prg_classifier *clf = NULL;
+    prg_adam *opt = NULL;
+    prg_adam_config acfg;
+    prg_cosine_schedule sched;
+    prg_rng rng;
+    run_state st;
+    int *perm, *index, bpe, k, hw;
+    size_t img, nhead, nunet;
+    float *x, *logits, *dlogits, *xt = NULL, *target = NULL, *tt = NULL, *v = NULL, *dv = NULL;
+    int32_t *y;
+    double t0, c0, seen = 0, ema = 0;
+    char path_last[1024], path_best[1024];
+
+    ex_prog = "finetune";
+    ex_net_flags_init(&nf, "tiny32");
+    memset(&ts, 0, sizeof(ts));
+    ex_argc = argc; ex_argv = argv;
+    for (ex_argi = 1; ex_argi < argc; ex_argi++) {
+        if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (ex_net_flag(&nf)) {}
+        else if (EX_FLAG("--data")) data = ex_val();
+        else if (EX_FLAG("--test")) test = ex_val();
+        else if (EX_FLAG("--init")) init = ex_val();
+        else if (EX_FLAG("--from-scratch")) from_scratch = 1;
+        else if (EX_FLAG("--frozen")) frozen = 1;
+        else if (EX_FLAG("--grad")) grad = ex_val();
+        else if (EX_FLAG("--t-span")) t_span = ex_int();
+        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
+        else if (EX_FLAG("--label-smoothing")) smoothing = ex_num();
+        else if (EX_FLAG("--beta")) beta = ex_num();
+        else if (EX_FLAG("--batch")) batch = ex_int();
+        else if (EX_FLAG("--global-batch")) global_batch = ex_int();
+        else if (EX_FLAG("--lr")) lr = ex_num();
+        else if (EX_FLAG("--wd")) wd = ex_num();
+        else if (EX_FLAG("--epochs")) epochs = ex_int();
+        else if (EX_FLAG("--warmup-epochs")) warmup_epochs = ex_int();
+        else if (EX_FLAG("--steps")) steps = ex_int();
+        else if (EX_FLAG("--warmup-steps")) warmup_steps = ex_int();
+        else if (EX_FLAG("--eval-every")) eval_every = ex_int();
+        else if (EX_FLAG("--eval-limit")) eval_limit = ex_int();
+        else if (EX_FLAG("--no-augment")) augment = 0;
+        else if (EX_FLAG("--no-flip")) hflip = 0;
+        else if (EX_FLAG("--limit")) limit = ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--seed")) seed = (uint64_t)ex_int();
+        else if (EX_FLAG("--log-every")) log_every = ex_int();
+        else if (EX_FLAG("--out")) prefix = ex_val();
+        else if (EX_FLAG("--resume")) resume = 1;
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
+        else ex_bad_flag();
+    }
+    if (!data || (!init && !from_scratch)) { usage(); return 2; }
+    if (batch < 1 || log_every < 1 || eval_every < 1 || (strcmp(grad, "exact") && strcmp(grad, "adjoint"))) {
+        fprintf(stderr, "finetune: --batch, --log-every, --eval-every must be positive, --grad exact or adjoint\n");
+        return 2;
+    }
+    if (!global_batch) global_batch = batch;
+    if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
+    snprintf(path_last, sizeof(path_last), "%s-last.safetensors", prefix);
+    snprintf(path_best, sizeof(path_best), "%s-best.safetensors", prefix);
+    prg_set_num_threads(threads);
+
+    ex_load_data(&ds, data);
+    if (limit > 0 && limit < ds.n) ds.n = limit;
+    if (test) {
+        ex_load_data(&ts, test);
+        if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
+            fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
+                    ts.w, ds.c, ds.h, ds.w);
+            return 1;
+        }
+    }
+    /* the network: pretrained, or fresh with the pretrained (or flag) config */
+    if (init) {
+        ex_check(prg_unet_load(&net, init, NULL), init);
+        cfg = *prg_unet_config_get(net);
+        if (from_scratch) {
+            prg_unet_free(net);
+            ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
+        }
+    } else {
+        ex_net_config(&cfg, &nf, ds.c);
+        ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
+    }
+    if (cfg.in_channels != ds.c) {
+        fprintf(stderr, "finetune: the U-Net takes %d channels, the data has %d\n", cfg.in_channels, ds.c);
+        return 1;
+    }
+    k = ds.num_classes > ts.num_classes ? ds.num_classes : ts.num_classes;
+    ex_check(prg_classifier_create(&clf, net, k, t_span, t_cutoff, seed + 202), "classifier");
+    ex_check(prg_classifier_set_grad_mode(clf, frozen ? PRG_GRAD_FROZEN : !strcmp(grad, "exact") ? PRG_GRAD_EXACT
+                                                                                                   : PRG_GRAD_ADJOINT),
+             "grad mode");
+    ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
+    ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg.image_size, hflip);
+    prg_classifier_head_params(clf, &nhead);
+    nunet = prg_unet_num_params(net);
+
+    prg_adam_config_default(&acfg);
+    acfg.decoupled = 1;
+    acfg.weight_decay = wd;
+    /* frozen: the optimizer covers the head only, so weight decay leaves the U-Net alone */
+    ex_check(prg_adam_create(&opt, frozen ? nhead : nunet + nhead, &acfg), "AdamW");
+
+    bpe = (ds.n + batch - 1) / batch;
+    total = steps > 0 ? steps : (int64_t)epochs * bpe;
+    if (warmup_steps < 0) warmup_steps = steps > 0 ? steps / 20 : (int64_t)warmup_epochs * bpe;
+    if (warmup_steps >= total) warmup_steps = total > 1 ? total - 1 : 0;
+    sched.base_lr = lr;
+    sched.warmup_lr = lr * 1e-3;
+    sched.min_lr = lr * 1e-2;
+    sched.warmup_steps = warmup_steps;
+    sched.total_steps = total;
+
+    prg_rng_seed(&rng, seed, 11);
+    st.best_top1 = -1;
+    st.best_step = -1;
+    if (resume) {
+        char bp[1024];
+        FILE *f;
+        ex_check(prg_checkpoint_restore(path_last, NULL, clf, frozen ? NULL : opt, &rng, &step), path_last);
+        if (frozen) load_head_optim(prefix, opt);
+        snprintf(bp, sizeof(bp), "%s-best.txt", prefix);
+        f = fopen(bp, "r");
+        if (f) {
+            long long bs;
+            if (fscanf(f, "%lf %lld", &st.best_top1, &bs) == 2) st.best_step = bs;
+            fclose(f);
+        }
+        printf("resumed %s at step %lld (best top-1 %.4f)\n", path_last, (long long)step, st.best_top1);
+    }
+
+    hw = cfg.image_size * cfg.image_size;
+    img = (size_t)cfg.in_channels * hw;
+    perm = (int *)ex_alloc(ds.n * sizeof(int));
+    index = (int *)ex_alloc(batch * sizeof(int));
+    x = (float *)ex_alloc(img * batch * sizeof(float));
+    y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
+    logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
+    dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
+    if (beta != 0 && !frozen) {
+        xt = (float *)ex_alloc(img * batch * sizeof(float));
+        target = (float *)ex_alloc(img * batch * sizeof(float));
+        v = (float *)ex_alloc(img * batch * sizeof(float));
+        dv = (float *)ex_alloc(img * batch * sizeof(float));
+        tt = (float *)ex_alloc(batch * sizeof(float));
+    }
+    printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, t_span %d, t_cutoff %d (%d Euler steps), "
+           "grad %s, batch %d, lr %g (warm-up %lld steps), wd %g, smoothing %g, beta %g, %lld steps (%d/epoch), %d threads\n",
+           init && !from_scratch ? "pretrained" : "fresh", nunet, nhead, k, t_span, t_cutoff,
+           prg_encode_steps(t_span, t_cutoff), frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
+           smoothing, beta, (long long)total, bpe, prg_get_num_threads());
+    fflush(stdout);
+    ex_catch_signals();
+    t0 = ex_now(); c0 = ex_cpu();
+    for (;;) {
+        int end = step >= total || ex_stop;
+        /* evaluate every eval_every epochs (at epoch boundaries) and at the end */
+        if (test && ((step > 0 && step % ((int64_t)eval_every * bpe) == 0) || (end && !ex_stop))) {
+            double top1, top5, e0 = ex_now();
+            ex_evaluate(clf, &ts, &te, batch, &top1, &top5, NULL, eval_limit);
+            printf("eval step %lld epoch %.2f: top-1 %.2f%%  top-5 %.2f%%  (%.1fs)\n", (long long)step,
+                   (double)step / bpe, 100 * top1, 100 * top5, ex_now() - e0);
+            fflush(stdout);
+            if (top1 > st.best_top1) {
+                st.best_top1 = top1;
+                st.best_step = step;
+                ex_check(prg_classifier_save(clf, path_best), path_best);
+                write_best(prefix, &st);
+            }
+        }
+        if (end) break;
+        {
+            uint64_t epoch = (uint64_t)(step / bpe);
+            int pos = (int)(step % bpe), bs = 0, b;
+            double loss, gnorm, lr_now = prg_cosine_schedule_step_lr(&sched, step), fm = 0;
+            prg_result r;
+            if (pos == 0 || seen == 0) ex_epoch_perm(perm, ds.n, seed, epoch);
+            for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
+            ex_check(prg_batch_build(x, y, &ds, &tr, index, bs, seed, epoch), "batch");
+            prg_classifier_zero_grad(clf);
+            ex_check(prg_classifier_forward(clf, bs, x, logits), "forward");
+            loss = ex_ce_smooth(dlogits, logits, y, bs, k, smoothing);
+            ex_check(prg_classifier_backward(clf, dlogits), "backward");
+            if (xt) { /* + beta * flow-matching loss on the same (clean) batch */
+                prg_flow_icfm_pairs(xt, target, tt, NULL, x, bs, img, &rng);
+                ex_check(prg_unet_forward(net, bs, xt, tt, v), "flow forward");
+                fm = ex_fm_loss(dv, v, target, bs, cfg.in_channels, hw, beta);
+                ex_check(prg_unet_backward(net, dv, NULL), "flow backward");
+                loss += beta * fm;
+            }
+            if (frozen) {
+                r = prg_adam_step(opt, prg_classifier_head_params(clf, NULL), prg_classifier_head_grads(clf, NULL),
+                                  lr_now, &gnorm);
+            } else {
+                float *pp[2];
+                const float *gg[2];
+                size_t sz[2];
+                pp[0] = prg_unet_params(net); gg[0] = prg_unet_grads(net); sz[0] = nunet;
+                pp[1] = prg_classifier_head_params(clf, NULL); gg[1] = prg_classifier_head_grads(clf, NULL); sz[1] = nhead;
+                r = prg_adam_step_blocks(opt, 2, pp, gg, sz, lr_now, &gnorm);
+            }
+            ex_check(r, "AdamW step");
+            step++;
+            seen += bs;
+            if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
+            ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
+            if (step % log_every == 0 || step == total) {
+                double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
+                char eta[32];
+                ex_fmt_time(eta, sizeof(eta), (double)(total - step) * batch / ips);
+                printf("step %lld/%lld  epoch %.2f  loss %.4f (avg %.4f)%s  lr %.3g  |g| %.3g  %.1f img/s  cpu %.0fs  eta %s\n",
+                       (long long)step, (long long)total, (double)step / bpe, loss, ema, xt ? " (incl. beta*fm)" : "",
+                       lr_now, gnorm, ips, ex_cpu() - c0, eta);
+                fflush(stdout);
+            }
+            if (step % bpe == 0 || step == total) save_last(path_last, prefix, clf, opt, frozen, &rng, step);
+        }
+    }
+    save_last(path_last, prefix, clf, opt, frozen, &rng, step);
+    if (st.best_step >= 0)
+        printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
+    printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
+           (long long)step, ex_now() - t0, ex_cpu() - c0);
+    prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
+    prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
+    prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(tt);
+    return 0;
+}

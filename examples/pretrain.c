@@ -1,0 +1,164 @@
+/* pretrain: flow-matching pretraining of the U-Net generator (METHOD.md D).
+
+     pretrain --data data/mnist/train-images-idx3-ubyte.gz --preset tiny32 --steps 2000 --out unet.safetensors
+
+   Loads any dataset prg_dataset_load understands (IDX(.gz), CIFAR binary,
+   .npz), augments it with the reference pipeline (or --no-augment), and
+   trains v(t, x) with ICFM / OT-CFM / GVP pairs and Adam (lr 1e-4).  --out
+   receives the training checkpoint (U-Net + Adam + RNG + step), which
+   prg_unet_load reads as a plain U-Net too; --resume continues it bit for
+   bit.  Ctrl-C writes the checkpoint and exits. */
+#define PRG_IMPLEMENTATION
+#include "prg.h"
+#include "ex_common.h"
+
+static void usage(void) {
+    printf("usage: pretrain --data PATH [options]\n"
+           "Flow-matching pretraining of the PRG U-Net (METHOD.md D).\n"
+           "  --data PATH            dataset: IDX(.gz) images file, CIFAR-10/100 .bin, or .npz;\n"
+           "                         a comma-separated list is concatenated\n"
+           EX_NET_HELP
+           "  --loss icfm|ot|gvp     pairs: independent CFM (default), OT-CFM, GVP (diffusion)\n"
+           "  --batch N              images per step (128)\n"
+           "  --lr X                 Adam learning rate (1e-4)\n"
+           "  --steps N | --epochs N training length (default 1 epoch)\n"
+           "  --threads N            pool size (0 = all CPUs, default)\n"
+           "  --seed N               seed of init, data order, augmentation and noise (0)\n"
+           "  --out PATH             checkpoint (pretrain.safetensors)\n"
+           "  --ckpt-every N         also write the checkpoint every N steps (0 = only at the end)\n"
+           "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
+           "  --resume               continue from --out bit for bit\n"
+           "  --no-augment           only pad/crop + normalise (default: the reference's RandAugment pipeline)\n"
+           "  --no-flip              augmentation without the horizontal flip (digits)\n"
+           "  --limit N              use the first N images only\n"
+           "  --log-every N          progress line every N steps (10)\n");
+}
+
+int main(int argc, char **argv) {
+    int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
+    int64_t run_steps = 0;
+    const char *data = NULL, *out = "pretrain.safetensors", *loss_name = "icfm";
+    int batch = 128, threads = 0, ckpt_every = 0, resume = 0, augment = 1, epochs = 0, limit = 0, log_every = 10;
+    float hflip = -1;
+    int64_t steps = 0, step = 0;
+    double lr = 1e-4;
+    uint64_t seed = 0;
+    ex_net_flags nf;
+    prg_dataset ds;
+    prg_transform tr;
+    prg_unet_config cfg;
+    prg_unet *net = NULL;
+    prg_adam *opt = NULL;
+    prg_adam_config acfg;
+    prg_rng rng;
+    int *perm, *index, bpe, hw, loss_kind;
+    size_t img, dim;
+    float *x1, *xt, *target, *t, *v, *dv;
+    double t0, c0, ema = 0, seen = 0;
+
+    ex_prog = "pretrain";
+    ex_net_flags_init(&nf, "tiny32");
+    ex_argc = argc; ex_argv = argv;
+    for (ex_argi = 1; ex_argi < argc; ex_argi++) {
+        if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (ex_net_flag(&nf)) {}
+        else if (EX_FLAG("--data")) data = ex_val();
+        else if (EX_FLAG("--loss")) loss_name = ex_val();
+        else if (EX_FLAG("--batch")) batch = ex_int();
+        else if (EX_FLAG("--lr")) lr = ex_num();
+        else if (EX_FLAG("--steps")) steps = ex_int();
+        else if (EX_FLAG("--epochs")) epochs = ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--seed")) seed = (uint64_t)ex_int();
+        else if (EX_FLAG("--out")) out = ex_val();
+        else if (EX_FLAG("--ckpt-every")) ckpt_every = ex_int();
+        else if (EX_FLAG("--resume")) resume = 1;
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
+        else if (EX_FLAG("--no-augment")) augment = 0;
+        else if (EX_FLAG("--no-flip")) hflip = 0;
+        else if (EX_FLAG("--limit")) limit = ex_int();
+        else if (EX_FLAG("--log-every")) log_every = ex_int();
+        else ex_bad_flag();
+    }
+    if (!data) { usage(); return 2; }
+    loss_kind = !strcmp(loss_name, "icfm") ? 0 : !strcmp(loss_name, "ot") ? 1 : !strcmp(loss_name, "gvp") ? 2 : -1;
+    if (loss_kind < 0 || batch < 1 || log_every < 1) {
+        fprintf(stderr, "pretrain: --loss must be icfm, ot or gvp and --batch, --log-every positive\n");
+        return 2;
+    }
+    prg_set_num_threads(threads);
+    ex_load_data(&ds, data);
+    if (limit > 0 && limit < ds.n) ds.n = limit;
+    if (ds.n < 1) { fprintf(stderr, "pretrain: empty dataset\n"); return 1; }
+    ex_net_config(&cfg, &nf, ds.c);
+    ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
+    bpe = (ds.n + batch - 1) / batch;
+    if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
+
+    ex_check(prg_unet_create(&net, &cfg, seed), "U-Net");
+    prg_adam_config_default(&acfg);
+    ex_check(prg_adam_create(&opt, prg_unet_num_params(net), &acfg), "Adam");
+    prg_rng_seed(&rng, seed, 7);
+    if (resume) {
+        ex_check(prg_checkpoint_restore(out, net, NULL, opt, &rng, &step), out);
+        printf("resumed %s at step %lld\n", out, (long long)step);
+    }
+    hw = cfg.image_size * cfg.image_size;
+    img = (size_t)cfg.in_channels * hw;
+    dim = img;
+    perm = (int *)ex_alloc(ds.n * sizeof(int));
+    index = (int *)ex_alloc(batch * sizeof(int));
+    x1 = (float *)ex_alloc(img * batch * sizeof(float));
+    xt = (float *)ex_alloc(img * batch * sizeof(float));
+    target = (float *)ex_alloc(img * batch * sizeof(float));
+    v = (float *)ex_alloc(img * batch * sizeof(float));
+    dv = (float *)ex_alloc(img * batch * sizeof(float));
+    t = (float *)ex_alloc(batch * sizeof(float));
+    {
+        char cs[512];
+        prg_unet_config_format(&cfg, cs, sizeof(cs));
+        printf("pretrain: %d images %dx%dx%d -> %d, %s loss, %zu params (%s), batch %d, lr %g, %lld steps, %d threads\n",
+               ds.n, ds.c, ds.h, ds.w, cfg.image_size, loss_name, prg_unet_num_params(net), cs, batch, lr,
+               (long long)steps, prg_get_num_threads());
+    }
+    ex_catch_signals();
+    t0 = ex_now(); c0 = ex_cpu();
+    while (step < steps && !ex_stop) {
+        uint64_t epoch = (uint64_t)(step / bpe);
+        int pos = (int)(step % bpe), bs = 0, b;
+        double loss, gnorm;
+        if (pos == 0 || step == 0 || (resume && seen == 0)) ex_epoch_perm(perm, ds.n, seed, epoch);
+        for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
+        ex_check(prg_batch_build(x1, NULL, &ds, &tr, index, bs, seed, epoch), "batch");
+        if (loss_kind == 0) prg_flow_icfm_pairs(xt, target, t, NULL, x1, bs, dim, &rng);
+        else if (loss_kind == 1) ex_check(prg_flow_ot_pairs(xt, target, t, NULL, x1, bs, dim, &rng), "OT pairs");
+        else prg_flow_gvp_pairs(xt, target, t, x1, bs, dim, &rng);
+        prg_unet_zero_grad(net);
+        ex_check(prg_unet_forward(net, bs, xt, t, v), "forward");
+        loss = ex_fm_loss(dv, v, target, bs, cfg.in_channels, hw, 1.0);
+        if (!(loss == loss) || loss > 1e30) { fprintf(stderr, "pretrain: loss is not finite at step %lld\n", (long long)step); return 1; }
+        ex_check(prg_unet_backward(net, dv, NULL), "backward");
+        ex_check(prg_adam_step(opt, prg_unet_params(net), prg_unet_grads(net), lr, &gnorm), "Adam step");
+        step++;
+        seen += bs;
+        if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
+        ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
+        if (step % log_every == 0 || step == steps) {
+            double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
+            char eta[32];
+            ex_fmt_time(eta, sizeof(eta), (double)(steps - step) * batch / ips);
+            printf("step %lld/%lld  epoch %llu  loss %.4f (avg %.4f)  |g| %.3g  %.1f img/s  cpu %.0fs  eta %s\n",
+                   (long long)step, (long long)steps, (unsigned long long)epoch, loss, ema, gnorm, ips,
+                   ex_cpu() - c0, eta);
+            fflush(stdout);
+        }
+        if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps)
+            ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
+    }
+    ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
+    printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
+           (long long)step, ex_now() - t0, ex_cpu() - c0);
+    prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
+    prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
+    return 0;
+}
