@@ -154,3 +154,17 @@ fuzz: | $(BUILD)
 	  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' $(BUILD)/fuzz_$$t.log; \
 	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$t.log; echo "fuzz_$$t FAILED (crash input saved by libFuzzer in the current directory)"; exit 1; }; \
 	done
+
+# --- pipeline ---
+# The end-to-end examples (each also builds alone: cc -O2 -I. examples/x.c -lm -pthread).
+PIPELINE := $(BUILD)/pretrain $(BUILD)/sample $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/classify \
+            $(BUILD)/make_tiny_dataset
+all: $(PIPELINE)
+$(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+# test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
+TESTS += tests/test_pipeline.sh
+test: $(PIPELINE)
+.PHONY: demo
+demo: $(PIPELINE)
+	BIN=$(BUILD) OUT=$(BUILD)/demo examples/demo.sh

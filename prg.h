@@ -7552,7 +7552,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[20];
+    const char *meta[24]; /* 10 key/value pairs at most; room to spare */
     int n, i, nt = 0, nmeta = 0, nopt;
     size_t name_bytes = 0, pos = 0;
     prg_result r;

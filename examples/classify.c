@@ -2,8 +2,8 @@
 
      classify --model finetune-best.safetensors digit.pgm
 
-   Reads binary PGM/PPM (P5/P6; prg.h has no PNG/JPEG reader yet).  The image
-   is converted to the model's channel count (gray <-> RGB), 28x28 images for
+   Reads JPEG, PNG or binary PGM/PPM (prg_image_load).  The image is
+   converted to the model's channel count (gray <-> RGB), 28x28 images for
    a 32x32 model get MNIST's 2-pixel border, other sizes are resized
    (bicubic, shorter side) and centre-cropped; then normalised as in
    training (0.1307/0.3081 for 1 channel, ImageNet's for 3). */
@@ -12,7 +12,7 @@
 #include "ex_common.h"
 
 static void usage(void) {
-    printf("usage: classify --model CLASSIFIER [options] IMAGE.pgm|IMAGE.ppm\n"
+    printf("usage: classify --model CLASSIFIER [options] IMAGE (JPEG, PNG, PGM or PPM)\n"
            "Prints the top-5 classes with their probabilities.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --labels PATH    class names, one per line (default: class numbers);\n"
@@ -25,8 +25,9 @@ static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat",
 
 int main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *labels = NULL;
-    int threads = 0, w, h, c, mc, size, i, j, k, *order;
-    uint8_t *pix, *planes, *fitted;
+    int threads = 0, w, h, mc, size, i, j, k, *order;
+    uint8_t *planes, *fitted;
+    prg_image img;
     prg_classifier *clf;
     const prg_unet_config *cfg;
     float *x, *logits, mean[4], std[4];
@@ -51,32 +52,29 @@ int main(int argc, char **argv) {
     size = cfg->image_size;
     k = prg_classifier_num_classes(clf);
     if (mc != 1 && mc != 3) { fprintf(stderr, "classify: models of 1 or 3 channels only (this one: %d)\n", mc); return 1; }
-    ex_check(prg_pnm_read(image, &pix, &w, &h, &c), image);
-
-    /* interleaved [h][w][c] -> planes [mc][h][w], converting the channels */
+    ex_check(prg_image_load(&img, image, mc), image); /* converted to the model's channels */
+    w = img.w;
+    h = img.h;
     planes = (uint8_t *)ex_alloc((size_t)mc * h * w);
-    for (i = 0; i < h * w; i++) {
-        const uint8_t *p = pix + (size_t)i * c;
-        if (mc == c) for (j = 0; j < c; j++) planes[(size_t)j * h * w + i] = p[j];
-        else if (mc == 1) planes[i] = (uint8_t)((p[0] * 299 + p[1] * 587 + p[2] * 114 + 500) / 1000); /* PIL "L" */
-        else for (j = 0; j < 3; j++) planes[(size_t)j * h * w + i] = p[0];
-    }
+    prg_image_to_planar(planes, &img);
+    prg_image_free(&img);
+
     /* fit to size x size */
     fitted = (uint8_t *)ex_alloc((size_t)mc * size * size);
     if (h == w && h < size && (size - h) % 2 == 0 && size - h <= 4) {
-        prg_image_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w); /* zero border */
+        prg_planes_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w); /* zero border */
     } else if (h == size && w == size) {
         memcpy(fitted, planes, (size_t)mc * size * size);
     } else {
         int rh = h <= w ? size : (int)((double)h * size / w + 0.5), rw = w <= h ? size : (int)((double)w * size / h + 0.5);
         uint8_t *rs = (uint8_t *)ex_alloc((size_t)mc * rh * rw);
-        ex_check(prg_image_resize(rs, rh, rw, planes, mc, h, w, NULL), "resize");
-        prg_image_crop(fitted, rs, (rh - size) / 2, (rw - size) / 2, size, size, mc, rh, rw);
+        ex_check(prg_planes_resize(rs, rh, rw, planes, mc, h, w, NULL), "resize");
+        prg_planes_crop(fitted, rs, (rh - size) / 2, (rw - size) / 2, size, size, mc, rh, rw);
         prg_free(rs);
     }
     ex_norm(mc, mean, std);
     x = (float *)ex_alloc((size_t)mc * size * size * sizeof(float));
-    prg_image_normalize(x, fitted, mean, std, mc, size, size);
+    prg_planes_normalize(x, fitted, mean, std, mc, size, size);
     logits = (float *)ex_alloc((size_t)k * sizeof(float));
     ex_check(prg_classifier_forward(clf, 1, x, logits), "classifier");
 
@@ -103,13 +101,13 @@ int main(int argc, char **argv) {
     for (i = 0; i < k && i < 5; i++)
         for (j = i + 1; j < k; j++)
             if (logits[order[j]] > logits[order[i]]) { int s = order[i]; order[i] = order[j]; order[j] = s; }
-    printf("%s (%dx%d, %d channel%s):\n", image, w, h, c, c > 1 ? "s" : "");
+    printf("%s (%dx%d, as %d channel%s):\n", image, w, h, mc, mc > 1 ? "s" : "");
     for (i = 0; i < k && i < 5; i++) {
         int l = order[i];
         printf("  %6.2f%%  %d%s%s\n", 100 * exp(logits[l] - mx) / sum, l, names && names[l] ? "  " : "",
                names && names[l] ? names[l] : "");
     }
-    prg_free(pix); prg_free(planes); prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order);
+    prg_free(planes); prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order);
     prg_classifier_free(clf);
     return 0;
 }

@@ -194,6 +194,7 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
     int np = 0, i, n = 0, k = 0;
     size_t img, off = 0;
     if (!strchr(spec, ',')) { ex_check(prg_dataset_load(ds, spec), spec); return; }
+    memset(parts, 0, sizeof parts);
     snprintf(buf, sizeof(buf), "%s", spec);
     for (p = buf; p && *p && np < 64; p = q) {
         q = strchr(p, ',');
@@ -218,41 +219,6 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
 }
 
 /* ---- loss ------------------------------------------------------------ */
-/* timm LabelSmoothingCrossEntropy: mean_b[(1-s)(-log p_y) + s mean_k(-log p_k)];
-   dlogits receives its gradient.  Returns the loss. */
-PRG_UNUSED static double ex_ce_smooth(float *dlogits, const float *logits, const int32_t *y, int batch, int k, double s) {
-    double loss = 0;
-    int b, j;
-    for (b = 0; b < batch; b++) {
-        const float *l = logits + (size_t)b * k;
-        double mx = l[0], sum = 0, lse, mean_nll = 0;
-        for (j = 1; j < k; j++) if (l[j] > mx) mx = l[j];
-        for (j = 0; j < k; j++) sum += exp(l[j] - mx);
-        lse = mx + log(sum);
-        for (j = 0; j < k; j++) mean_nll += (lse - l[j]) / k;
-        loss += (1 - s) * (lse - l[y[b]]) + s * mean_nll;
-        for (j = 0; j < k; j++) {
-            double p = exp(l[j] - lse);
-            dlogits[(size_t)b * k + j] = (float)((p - s / k - (j == y[b] ? 1 - s : 0)) / batch);
-        }
-    }
-    return loss / batch;
-}
-
-/* Flow-matching loss of METHOD.md decision 5: 0.5 * sum over channels, mean
-   over (batch, H, W).  dv = d(loss)/dv * scale. */
-PRG_UNUSED static double ex_fm_loss(float *dv, const float *v, const float *target, int batch, int c, int hw, double scale) {
-    size_t i, n = (size_t)batch * c * hw;
-    double loss = 0, norm = 1.0 / ((double)batch * hw);
-    for (i = 0; i < n; i++) {
-        double d = (double)v[i] - target[i];
-        loss += d * d;
-        if (dv) dv[i] = (float)(d * norm * scale);
-    }
-    (void)c;
-    return 0.5 * loss * norm;
-}
-
 /* ---- evaluation ------------------------------------------------------ */
 /* Top-1 and top-5 (fractions) of clf on ds; conf (may be NULL) [k][k]
    counts rows = true label, columns = prediction. */

@@ -125,7 +125,8 @@ int main(int argc, char **argv) {
     run_state st;
     int *perm, *index, bpe, k, hw;
     size_t img, nhead, nunet;
-    float *x, *logits, *dlogits, *xt = NULL, *target = NULL, *tt = NULL, *v = NULL, *dv = NULL;
+    float *x, *logits, *dlogits;
+    int flow_term;
     int32_t *y;
     double t0, c0, seen = 0, ema = 0;
     char path_last[1024], path_best[1024];
@@ -257,17 +258,11 @@ int main(int argc, char **argv) {
     y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
     logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
-    if (beta != 0 && !frozen) {
-        xt = (float *)ex_alloc(img * batch * sizeof(float));
-        target = (float *)ex_alloc(img * batch * sizeof(float));
-        v = (float *)ex_alloc(img * batch * sizeof(float));
-        dv = (float *)ex_alloc(img * batch * sizeof(float));
-        tt = (float *)ex_alloc(batch * sizeof(float));
-    }
+    flow_term = beta != 0 && !frozen;
     printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, t_span %d, t_cutoff %d (%d Euler steps), "
            "grad %s, batch %d, lr %g (warm-up %lld steps), wd %g, smoothing %g, beta %g, %lld steps (%d/epoch), %d threads\n",
            init && !from_scratch ? "pretrained" : "fresh", nunet, nhead, k, t_span, t_cutoff,
-           prg_encode_steps(t_span, t_cutoff), frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
+           prg_ode_reverse_euler_steps(t_span, t_cutoff), frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
            smoothing, beta, (long long)total, bpe, prg_get_num_threads());
     fflush(stdout);
     ex_catch_signals();
@@ -299,13 +294,12 @@ int main(int argc, char **argv) {
             ex_check(prg_batch_build(x, y, &ds, &tr, index, bs, seed, epoch), "batch");
             prg_classifier_zero_grad(clf);
             ex_check(prg_classifier_forward(clf, bs, x, logits), "forward");
-            loss = ex_ce_smooth(dlogits, logits, y, bs, k, smoothing);
+            loss = prg_cross_entropy_forward_backward(dlogits, logits, (const int *)y, bs, k, (float)smoothing);
             ex_check(prg_classifier_backward(clf, dlogits), "backward");
-            if (xt) { /* + beta * flow-matching loss on the same (clean) batch */
-                prg_flow_icfm_pairs(xt, target, tt, NULL, x, bs, img, &rng);
-                ex_check(prg_unet_forward(net, bs, xt, tt, v), "flow forward");
-                fm = ex_fm_loss(dv, v, target, bs, cfg.in_channels, hw, beta);
-                ex_check(prg_unet_backward(net, dv, NULL), "flow backward");
+            if (flow_term) { /* + beta * flow-matching loss on the same batch */
+                float fmf = 0;
+                ex_check(prg_classifier_flow_loss(clf, bs, x, (float)beta, &rng, &fmf), "flow-matching term");
+                fm = fmf;
                 loss += beta * fm;
             }
             if (frozen) {
@@ -329,7 +323,7 @@ int main(int argc, char **argv) {
                 char eta[32];
                 ex_fmt_time(eta, sizeof(eta), (double)(total - step) * batch / ips);
                 printf("step %lld/%lld  epoch %.2f  loss %.4f (avg %.4f)%s  lr %.3g  |g| %.3g  %.1f img/s  cpu %.0fs  eta %s\n",
-                       (long long)step, (long long)total, (double)step / bpe, loss, ema, xt ? " (incl. beta*fm)" : "",
+                       (long long)step, (long long)total, (double)step / bpe, loss, ema, flow_term ? " (incl. beta*fm)" : "",
                        lr_now, gnorm, ips, ex_cpu() - c0, eta);
                 fflush(stdout);
             }
@@ -343,6 +337,5 @@ int main(int argc, char **argv) {
            (long long)step, ex_now() - t0, ex_cpu() - c0);
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
     prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
-    prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(tt);
     return 0;
 }

@@ -135,7 +135,7 @@ int main(int argc, char **argv) {
         else prg_flow_gvp_pairs(xt, target, t, x1, bs, dim, &rng);
         prg_unet_zero_grad(net);
         ex_check(prg_unet_forward(net, bs, xt, t, v), "forward");
-        loss = ex_fm_loss(dv, v, target, bs, cfg.in_channels, hw, 1.0);
+        loss = prg_flow_loss_forward_backward(dv, v, target, bs, cfg.in_channels, hw);
         if (!(loss == loss) || loss > 1e30) { fprintf(stderr, "pretrain: loss is not finite at step %lld\n", (long long)step); return 1; }
         ex_check(prg_unet_backward(net, dv, NULL), "backward");
         ex_check(prg_adam_step(opt, prg_unet_params(net), prg_unet_grads(net), lr, &gnorm), "Adam step");

@@ -68,6 +68,13 @@ cmp -s "$OUT/p_full.st" "$OUT/p_res.st"; [ $? -ne 0 ]; check $? "pretrain: one m
 check $? "classify failed"
 [ "$(grep -cE '^ +[0-9.]+% +[0-9]$' "$OUT/classify.log")" -eq 5 ]; check $? "classify: not 5 ranked classes"
 awk '/%/ { s += $1 } END { exit !(s > 0 && s <= 100.01) }' "$OUT/classify.log"; check $? "classify: probabilities do not sum to <= 100%"
+# a colour JPEG and a PNG are read too (converted to the model's one channel, resized)
+for f in tests/fixtures/images/jpeg_420.jpg tests/fixtures/images/png_rgb8.png; do
+    [ -f "$f" ] || f=$(ls tests/fixtures/images/*.png | head -n 1)
+    "$BIN/classify" --model "$OUT/demo/prg-last.safetensors" "$f" > "$OUT/classify2.log" 2>&1
+    check $? "classify $f failed"
+    [ "$(grep -cE '^ +[0-9.]+% +[0-9]$' "$OUT/classify2.log")" -eq 5 ]; check $? "classify $f: not 5 ranked classes"
+done
 
 echo "test_pipeline: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
