@@ -42,9 +42,11 @@ static const shape shapes[] = {
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 #define NSQUARES 4
 
+static int use_cpu_time = 0;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -98,10 +100,14 @@ static void usage(const char *argv0) {
            "  U-Net convolutions as GEMMs, with 1 and 2 threads, and the ratio to OpenBLAS\n"
            "  when the benchmark was built with it.\n"
            "  --squares-only, --conv-only  run only that group of shapes\n"
+           "  --cpu-time    time by process CPU time instead of wall time: steadier on a\n"
+           "                busy machine, but only meaningful with --threads 1\n"
+           "  --pad P       add P floats to every leading dimension (default 0)\n"
+           "  --only TEXT   only the shapes whose name contains TEXT (e.g. \"dW\")\n"
            "  --threads N   only N threads (default: 1 and 2)\n"
-           "  --rounds R    alternate prg and OpenBLAS R times per case, keep the best (default 2)\n"
-           "  --reps N      at least N timed calls per round (default 5)\n"
-           "  --time S      and at least S seconds per round (default 0.2)\n"
+           "  --rounds R    alternate prg and OpenBLAS R times per case, keep the best (default 4)\n"
+           "  --reps N      at least N timed calls per round (default 3)\n"
+           "  --time S      and at least S seconds per round (default 0.1)\n"
            "  --kernel NAME force a prg micro-kernel (avx512, avx2, neon, scalar)\n"
            "  --blas-core C run OpenBLAS with OPENBLAS_CORETYPE=C (e.g. SkylakeX: its AVX-512\n"
            "                kernels; OpenBLAS 0.3.21 takes Zen 4/5 for Haswell, AVX2 only)\n",
@@ -109,18 +115,26 @@ static void usage(const char *argv0) {
 }
 
 int main(int argc, char **argv) {
-    int first = 0, last = NSHAPES, rounds = 2, reps = 5, only_threads = 0, i, t, r;
-    double min_time = 0.2;
+    const char *only = NULL;
+    int pad = 0;
+    int first = 0, last = NSHAPES, rounds = 4, reps = 3, only_threads = 0, i, t, r;
+    double min_time = 0.1;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(argv[0]);
             return 0;
         } else if (!strcmp(argv[i], "--squares-only")) {
             last = NSQUARES;
+        } else if (!strcmp(argv[i], "--cpu-time")) {
+            use_cpu_time = 1;
         } else if (!strcmp(argv[i], "--conv-only")) {
             first = NSQUARES;
         } else if (i + 1 < argc && !strcmp(argv[i], "--threads")) {
             only_threads = atoi(argv[++i]);
+        } else if (i + 1 < argc && !strcmp(argv[i], "--pad")) {
+            pad = atoi(argv[++i]);
+        } else if (i + 1 < argc && !strcmp(argv[i], "--only")) {
+            only = argv[++i];
         } else if (i + 1 < argc && !strcmp(argv[i], "--rounds")) {
             rounds = atoi(argv[++i]);
         } else if (i + 1 < argc && !strcmp(argv[i], "--reps")) {
@@ -171,13 +185,14 @@ int main(int argc, char **argv) {
         size_t sa, sb, sc, e;
         prg_rng rng;
         double flops = 2.0 * s->m * s->n * s->k;
+        if (only && !strstr(s->name, only)) continue;
         o.s = s;
-        o.lda = s->ta ? s->m : s->k;
-        o.ldb = s->tb ? s->k : s->n;
-        o.ldc = s->n;
-        sa = (size_t)s->m * s->k;
-        sb = (size_t)s->k * s->n;
-        sc = (size_t)s->m * s->n;
+        o.lda = (s->ta ? s->m : s->k) + pad;
+        o.ldb = (s->tb ? s->k : s->n) + pad;
+        o.ldc = s->n + pad;
+        sa = (size_t)(s->ta ? s->k : s->m) * o.lda;
+        sb = (size_t)(s->tb ? s->n : s->k) * o.ldb;
+        sc = (size_t)s->m * o.ldc;
         o.a = (float *)prg_alloc(sa * sizeof(float));
         o.b = (float *)prg_alloc(sb * sizeof(float));
         o.c = (float *)prg_alloc(sc * sizeof(float));
@@ -204,7 +219,7 @@ int main(int argc, char **argv) {
                 if (x < tb) tb = x;
                 /* OpenBLAS's idle workers spin for a while after a call;
                    let them go to sleep before prg wants both cores. */
-                pause_ms(150);
+                if (t > 1) pause_ms(150);
 #endif
             }
             printf("%-15s %5d %5d %5d %3d %10.1f", s->name, s->m, s->n, s->k, t, flops / tp * 1e-9);
