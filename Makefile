@@ -48,7 +48,9 @@ aarch64-test:
 	@for t in tests/test_*.c; do $(AARCH64_CC) -O2 -std=c99 $(WARN) -static -o build-aarch64/$$(basename $$t .c) $$t -lm -pthread || exit 1; done
 	@PRG_TEST_WRAPPER=qemu-aarch64 tests/run.sh build-aarch64/test_*
 
-# BENCH_ARGS passes options to both runs, e.g. BENCH_ARGS="--blas-core SkylakeX".
+# BENCH_ARGS passes options to both runs; the default compares with
+# OpenBLAS's AVX-512 kernels (SkylakeX) where the CPU has AVX-512.
+BENCH_ARGS ?= --blas-core best
 bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native
 	$(BUILD)/bench_gemm $(BENCH_ARGS)
 	$(BUILD)/bench_gemm_native $(BENCH_ARGS)

@@ -110,7 +110,8 @@ static void usage(const char *argv0) {
            "  --time S      and at least S seconds per round (default 0.1)\n"
            "  --kernel NAME force a prg micro-kernel (avx512, avx2, neon, scalar)\n"
            "  --blas-core C run OpenBLAS with OPENBLAS_CORETYPE=C (e.g. SkylakeX: its AVX-512\n"
-           "                kernels; OpenBLAS 0.3.21 takes Zen 4/5 for Haswell, AVX2 only)\n",
+           "                kernels; OpenBLAS 0.3.21 takes Zen 4/5 for Haswell, AVX2 only);\n"
+           "                `best` = SkylakeX on a CPU with AVX-512, else the environment's\n",
            argv0);
 }
 
@@ -145,6 +146,14 @@ int main(int argc, char **argv) {
             /* OpenBLAS reads its core type from the environment at load
                time: set it and start again. */
             const char *want = argv[++i], *have = getenv("OPENBLAS_CORETYPE");
+            if (!strcmp(want, "best")) { /* its AVX-512 kernels where the CPU has them */
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (!__builtin_cpu_supports("avx512f")) continue;
+                want = "SkylakeX";
+#else
+                continue;
+#endif
+            }
             if (!have || strcmp(have, want) != 0) {
                 setenv("OPENBLAS_CORETYPE", want, 1);
                 execv("/proc/self/exe", argv);
@@ -176,6 +185,12 @@ int main(int argc, char **argv) {
 #else
     printf("OpenBLAS: not built in (no comparison)\n");
 #endif
+    {   /* other work on the machine skews the numbers: say how much there was */
+        FILE *f = fopen("/proc/loadavg", "r");
+        char line[128];
+        if (f && fgets(line, sizeof line, f)) printf("load average: %s", line);
+        if (f) fclose(f);
+    }
     printf("%-15s %5s %5s %5s %3s %10s %10s %7s\n", "shape", "M", "N", "K", "thr", "prg GF/s",
            "BLAS GF/s", "ratio");
 
