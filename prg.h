@@ -670,12 +670,13 @@ prg__avx512_tile(const int R, int kc, const float *PRG_RESTRICT a, const float *
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
     __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
     int p = 0;
-    if (beta != 0.0f) {
+    if (beta != 0.0f) { /* the tile of C is read at the end: fetch it now */
+        int mid = nr > 16 ? 16 : 0;
 #define PRG__AVX512_PFC(i, x0, x1)                                             \
     if (R > i) {                                                               \
         _mm_prefetch((const char *)(c + (size_t)(i) * ldc), _MM_HINT_T0);      \
-        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + 16), _MM_HINT_T0); \
-        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + 31), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + mid), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + nr - 1), _MM_HINT_T0); \
     }
         PRG__AVX512_ROWS(PRG__AVX512_PFC)
 #undef PRG__AVX512_PFC
@@ -720,9 +721,9 @@ static void prg__kernel_avx512(int kc, const float *PRG_RESTRICT a, const float 
     }
 }
 
-#ifndef PRG__AVX512_PFCOLS
+/* Packing prefetches this many floats ahead along a row (measured best of
+   0, 32, 64, 128 on the transposed conv shapes). */
 #define PRG__AVX512_PFCOLS 32
-#endif
 /* In-register transpose of the 16 x 16 block r[0..15] (row i = r[i]). */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
 prg__avx512_transpose16(__m512 *r) {
@@ -756,16 +757,17 @@ prg__avx512_transpose16(__m512 *r) {
 
 /* Loads rows s + i*ld (i < rows) of the 16-wide column chunk with mask q
    and zeros for the other rows, transposes, and stores the first nq rows of
-   the result (width w, mask wm) at dst + j*dstride. */
+   the result (mask wm) at dst + j*dstride.  Prefetches each row `ahead`
+   floats further on (0: none). */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
 prg__avx512_pack16(float *dst, int dstride, __mmask16 wm, const float *s, int ld, int rows,
-                   __mmask16 q, int nq) {
+                   __mmask16 q, int nq, int ahead) {
     __m512 r[16];
     int i;
     for (i = 0; i < 16; i++) {
         if (i < rows) {
             r[i] = _mm512_maskz_loadu_ps(q, s + (size_t)i * ld);
-            _mm_prefetch((const char *)(s + (size_t)i * ld + PRG__AVX512_PFCOLS), _MM_HINT_T0);
+            if (ahead) _mm_prefetch((const char *)(s + (size_t)i * ld + ahead), _MM_HINT_T0);
         } else {
             r[i] = _mm512_setzero_ps();
         }
@@ -794,7 +796,8 @@ static void prg__pack_a_avx512(float *PRG_RESTRICT dst, const float *a, int lda,
             for (p = 0; p < kc; p += 16) {
                 int nq = kc - p < 16 ? kc - p : 16;
                 prg__avx512_pack16(dst + (size_t)p * PRG__AVX512_MR, PRG__AVX512_MR, w14, src + p,
-                                   lda, rows, (__mmask16)((1u << nq) - 1), nq);
+                                   lda, rows, (__mmask16)((1u << nq) - 1), nq,
+                                   kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
             }
         }
         dst += (size_t)kc * PRG__AVX512_MR;
@@ -802,9 +805,9 @@ static void prg__pack_a_avx512(float *PRG_RESTRICT dst, const float *a, int lda,
 }
 
 /* prg__pack_b (below) for NR = 32, vectorised. */
-#ifndef PRG__AVX512_PFROWS
+/* ... and this many rows ahead down op(B) (1, 2, 4 measured alike, +~10%
+   over none on conv1 fwd). */
 #define PRG__AVX512_PFROWS 4
-#endif
 PRG__AVX512_TARGET
 static void prg__pack_b_avx512(float *PRG_RESTRICT dst, const float *b, int ldb, int tb, int n,
                                int j0, int nc, int p0, int kc, int nr) {
@@ -817,11 +820,12 @@ static void prg__pack_b_avx512(float *PRG_RESTRICT dst, const float *b, int ldb,
         for (p = 0; p < kc; p++) {
             const float *s = b + (size_t)(p0 + p) * ldb + j0;
             float *d = dst + (size_t)p * PRG__AVX512_NR;
-            const float *pf = s + (size_t)PRG__AVX512_PFROWS * ldb;
+            int ahead = p + PRG__AVX512_PFROWS < kc;
             for (jr = 0; jr < full; jr += PRG__AVX512_NR) {
-                if (p + PRG__AVX512_PFROWS < kc) {
-                    _mm_prefetch((const char *)(pf + jr), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(pf + jr + 16), _MM_HINT_T0);
+                if (ahead) {
+                    const float *pf = s + (size_t)PRG__AVX512_PFROWS * ldb + jr;
+                    _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(pf + 16), _MM_HINT_T0);
                 }
                 _mm512_store_ps(d + (size_t)jr * kc, _mm512_loadu_ps(s + jr));
                 _mm512_store_ps(d + (size_t)jr * kc + 16, _mm512_loadu_ps(s + jr + 16));
@@ -849,7 +853,8 @@ static void prg__pack_b_avx512(float *PRG_RESTRICT dst, const float *b, int ldb,
                     int rows = cols - 16 * h;
                     prg__avx512_pack16(dst + (size_t)p * 32 + 16 * h, 32, (__mmask16)0xFFFF,
                                        src + (size_t)(16 * h) * ldb + p, ldb,
-                                       rows < 0 ? 0 : rows, (__mmask16)((1u << nq) - 1), nq);
+                                       rows < 0 ? 0 : rows, (__mmask16)((1u << nq) - 1), nq,
+                                       kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
                 }
             }
         }
@@ -1079,7 +1084,47 @@ typedef struct prg__gemm_job {
     int split_m; /* threads split rows of C (else columns) */
 } prg__gemm_job;
 
-static PRG_THREAD_LOCAL prg__scratch prg__gemm_pack_a, prg__gemm_pack_b;
+/* Packing buffers: a shared set, each taken by one task of prg_sgemm and
+   given back at its end.  (Thread-local buffers would be lost whenever the
+   pool's workers exit, e.g. on prg_set_num_threads.)  Buffers only grow. */
+typedef struct prg__gemm_buf { prg__scratch s; int busy; } prg__gemm_buf;
+static prg__gemm_buf prg__gemm_bufs[PRG_MAX_THREADS + 8];
+#ifndef PRG_NO_THREADS
+static pthread_mutex_t prg__gemm_buf_lock = PTHREAD_MUTEX_INITIALIZER;
+#define PRG__GEMM_BUF_LOCK() pthread_mutex_lock(&prg__gemm_buf_lock)
+#define PRG__GEMM_BUF_UNLOCK() pthread_mutex_unlock(&prg__gemm_buf_lock)
+#else
+#define PRG__GEMM_BUF_LOCK() ((void)0)
+#define PRG__GEMM_BUF_UNLOCK() ((void)0)
+#endif
+
+/* A free buffer of at least n floats (NULL when none or out of memory). */
+static prg__gemm_buf *prg__gemm_buf_take(size_t n) {
+    prg__gemm_buf *b = NULL;
+    int i, nb = (int)(sizeof prg__gemm_bufs / sizeof prg__gemm_bufs[0]);
+    PRG__GEMM_BUF_LOCK();
+    for (i = 0; i < nb; i++) { /* a free one, big enough if there is one */
+        prg__gemm_buf *x = &prg__gemm_bufs[i];
+        if (x->busy) continue;
+        if (!b || (x->s.n >= n && b->s.n < n)) b = x;
+        if (b->s.n >= n) break;
+    }
+    if (b) b->busy = 1;
+    PRG__GEMM_BUF_UNLOCK();
+    if (b && !prg__scratch_get(&b->s, n)) {
+        PRG__GEMM_BUF_LOCK();
+        b->busy = 0;
+        PRG__GEMM_BUF_UNLOCK();
+        b = NULL;
+    }
+    return b;
+}
+
+static void prg__gemm_buf_give(prg__gemm_buf *b) {
+    PRG__GEMM_BUF_LOCK();
+    b->busy = 0;
+    PRG__GEMM_BUF_UNLOCK();
+}
 
 /* The short path for small products: no packing, one row of C at a time
    accumulated in a local buffer (C is read only when beta != 0). */
@@ -1119,12 +1164,15 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
     int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir;
     float *pa, *pb;
     prg__gemm_pf pf, *pfp;
-    pa = prg__scratch_get(&prg__gemm_pack_a, (size_t)MC * KC);
-    pb = prg__scratch_get(&prg__gemm_pack_b, (size_t)KC * NR);
-    if (!pa || !pb) { /* no memory for the packing buffers: unpacked loops */
+    /* A's block, then B's panel on a 64-byte boundary */
+    size_t na = ((size_t)MC * KC + 15) / 16 * 16;
+    prg__gemm_buf *buf = prg__gemm_buf_take(na + (size_t)KC * NR);
+    if (!buf) { /* no memory for the packing buffers: unpacked loops */
         prg__gemm_small(j, m0, m1, n0, n1);
         return;
     }
+    pa = buf->s.p;
+    pb = pa + na;
     {   /* equal A blocks (in whole MR panels) rather than a thin last one */
         int nblk = (m1 - m0 + MC - 1) / MC;
         MC = ((m1 - m0 + nblk - 1) / nblk + MR - 1) / MR * MR;
@@ -1138,8 +1186,8 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
             for (jr = n0; jr < n1; jr += NR) {
                 int nr = n1 - jr < NR ? n1 - jr : NR, lines = 0, t = 0;
                 g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
-                if (g->prefetch && jr + NR < n1) {
-                    /* the next panel: kc rows of 32 floats, or 32 rows of kc */
+                if (g->prefetch && jr + 2 * NR <= n1) {
+                    /* the next (full) panel: kc rows of 32 floats, or 32 rows of kc */
                     if (!j->tb) {
                         pf.base = j->b + (size_t)pc * j->ldb + jr + NR;
                         pf.shift = 1;
@@ -1166,6 +1214,7 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
             }
         }
     }
+    prg__gemm_buf_give(buf);
 }
 
 static void prg__gemm_task(void *ctx, int ith, int nth) {
