@@ -54,9 +54,12 @@ $(BUILD)/bench_unet: tools/bench_unet.c prg.h | $(BUILD)
 $(BUILD)/bench_finetune: tools/bench_finetune.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 
+# BENCH_ARGS passes options to both GEMM runs; the default compares with
+# OpenBLAS's AVX-512 kernels (SkylakeX) where the CPU has AVX-512.
+BENCH_ARGS ?= --blas-core best
 bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet $(BUILD)/bench_finetune
-	$(BUILD)/bench_gemm
-	$(BUILD)/bench_gemm_native --squares-only
+	$(BUILD)/bench_gemm $(BENCH_ARGS)
+	$(BUILD)/bench_gemm_native $(BENCH_ARGS)
 	tools/bench_unet.sh $(BUILD)
 	tools/bench_finetune.sh $(BUILD)
 

@@ -103,6 +103,7 @@ int main(void) {
             check_shape(kern, 257, 257, 257, 1, &r);
             check_shape(kern, 127, 513, 421, 0, &r);
             check_shape(kern, 300, 64, 1100, 2, &r);
+            check_shape(kern, 1100, 33, 70, 1, &r); /* several blocks of A rows */
             /* NaN in C with beta = 0 must not leak */
             for (s1 = 0; s1 < NSIZES; s1 += 3)
                 CHECK(check_one(s1 & 1, (s1 >> 1) & 1, sizes[s1], 65, 127, 1.0f, 0.0f, 1, 1, &r),
