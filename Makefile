@@ -142,7 +142,8 @@ bench: bench-images
 bench-images: $(BUILD)/bench_images
 	$(BUILD)/bench_images
 
-# make fuzz FUZZ_SECONDS=30: each target runs that long from the fixtures.
+# make fuzz FUZZ_SECONDS=30: each target (JPEG, PNG, safetensors, npz, IDX)
+# runs that long from the fixtures.
 FUZZ_SECONDS ?= 30
 FUZZ_CC ?= clang
 fuzz: | $(BUILD)
@@ -156,6 +157,17 @@ fuzz: | $(BUILD)
 	    $(BUILD)/fuzz_$$t.corpus > $(BUILD)/fuzz_$$t.log 2>&1; rc=$$?; \
 	  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' $(BUILD)/fuzz_$$t.log; \
 	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$t.log; echo "fuzz_$$t FAILED (crash input saved by libFuzzer in the current directory)"; exit 1; }; \
+	done
+	@for t in safetensors:fuzz/*.safetensors npz:io/*.npz idx:fuzz/*.idxpair; do \
+	  n=$${t%%:*}; seeds=$${t#*:}; N=$$(echo $$n | tr a-z A-Z); \
+	  $(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DFUZZ_$$N -I. \
+	    -o $(BUILD)/fuzz_$$n tools/fuzz_files.c -lm -pthread || exit 1; \
+	  rm -rf $(BUILD)/fuzz_$$n.corpus; mkdir -p $(BUILD)/fuzz_$$n.corpus; cp tests/fixtures/$$seeds $(BUILD)/fuzz_$$n.corpus/; \
+	  echo "fuzz_$$n: $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1; rc=$$?; \
+	  grep -E 'Done [0-9]+ runs' $(BUILD)/fuzz_$$n.log; \
+	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz_$$n FAILED"; exit 1; }; \
 	done
 
 # --- pipeline ---
