@@ -35,8 +35,10 @@ $(BUILD)/bench_gemm_native: tools/bench_gemm.c prg.h | $(BUILD)
 	$(CC) $(OPT) -march=native -std=c99 -Wall -Wextra -I. $(BLAS_FLAGS) -o $@ $< $(BLAS_LIBS) $(LDLIBS)
 
 
+# TEST_DEPS: programs the test scripts run (the blocks below add theirs).
+TEST_DEPS :=
 test: | $(BUILD)
-	@$(MAKE) --no-print-directory -j2 $(TESTS) $(EXAMPLES)
+	@$(MAKE) --no-print-directory -j2 $(filter-out %.sh,$(TESTS)) $(EXAMPLES) $(TEST_DEPS)
 	@BUILD=$(BUILD) tests/run.sh tests/check_build.sh $(TESTS)
 
 asan:
@@ -129,7 +131,7 @@ endif
 # examples/prepare (ImageNet / Tiny-ImageNet folders -> .npz), the image
 # benchmark, and libFuzzer targets for the JPEG and PNG decoders.
 all: $(BUILD)/prepare $(BUILD)/bench_images
-test: $(BUILD)/prepare
+TEST_DEPS += $(BUILD)/prepare
 
 $(BUILD)/prepare: examples/prepare.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
@@ -179,7 +181,7 @@ $(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 # test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
 TESTS += tests/test_pipeline.sh
-test: $(PIPELINE)
+TEST_DEPS += $(PIPELINE)
 .PHONY: demo
 demo: $(PIPELINE)
 	BIN=$(BUILD) OUT=$(BUILD)/demo examples/demo.sh
