@@ -149,18 +149,7 @@ bench-images: $(BUILD)/bench_images
 FUZZ_SECONDS ?= 30
 FUZZ_CC ?= clang
 fuzz: | $(BUILD)
-	@for t in jpeg png; do \
-	  $(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. \
-	    -o $(BUILD)/fuzz_$$t tools/fuzz_$$t.c -lm -pthread || exit 1; \
-	  rm -rf $(BUILD)/fuzz_$$t.corpus; mkdir -p $(BUILD)/fuzz_$$t.corpus; \
-	  cp tests/fixtures/images/*.$$( [ $$t = jpeg ] && echo jpg || echo png ) $(BUILD)/fuzz_$$t.corpus/; \
-	  echo "fuzz_$$t: $(FUZZ_SECONDS) s"; \
-	  $(BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
-	    $(BUILD)/fuzz_$$t.corpus > $(BUILD)/fuzz_$$t.log 2>&1; rc=$$?; \
-	  grep -E '^stat::(number_of_executed_units|new_units_added)|Done [0-9]+ runs' $(BUILD)/fuzz_$$t.log; \
-	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$t.log; echo "fuzz_$$t FAILED (crash input saved by libFuzzer in the current directory)"; exit 1; }; \
-	done
-	@for t in safetensors:fuzz/*.safetensors npz:io/*.npz idx:fuzz/*.idxpair; do \
+	@for t in jpeg:images/*.jpg png:images/*.png safetensors:fuzz/*.safetensors npz:io/*.npz idx:fuzz/*.idxpair; do \
 	  n=$${t%%:*}; seeds=$${t#*:}; N=$$(echo $$n | tr a-z A-Z); \
 	  $(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DFUZZ_$$N -I. \
 	    -o $(BUILD)/fuzz_$$n tools/fuzz_files.c -lm -pthread || exit 1; \
@@ -169,7 +158,7 @@ fuzz: | $(BUILD)
 	  $(BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
 	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1; rc=$$?; \
 	  grep -E 'Done [0-9]+ runs' $(BUILD)/fuzz_$$n.log; \
-	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz_$$n FAILED"; exit 1; }; \
+	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz_$$n FAILED (crash input saved in the current directory)"; exit 1; }; \
 	done
 
 # --- pipeline ---

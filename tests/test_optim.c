@@ -4,7 +4,7 @@
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
-#include "ref_optim.h"
+#include "fixtures/ref_optim.h"
 #include <math.h>
 #include <string.h>
 

@@ -1,16 +1,19 @@
-/* libFuzzer targets for the file readers that take a path: build with
-     clang -O1 -g -fsanitize=fuzzer,address,undefined -DFUZZ_SAFETENSORS -I. tools/fuzz_files.c -lm -pthread
-   (or -DFUZZ_NPZ, -DFUZZ_IDX; `make fuzz` runs all).  Each input is written
-   to a temporary file and read back; a read may fail but must not crash,
-   leak or read out of bounds, and a failure leaves its output empty.
-   FUZZ_IDX inputs are <u16 little-endian n><n bytes images file><labels file>. */
+/* libFuzzer targets for the file readers: build with
+     clang -O1 -g -fsanitize=fuzzer,address,undefined -DFUZZ_JPEG -I. tools/fuzz_files.c -lm -pthread
+   (or -DFUZZ_PNG, -DFUZZ_SAFETENSORS, -DFUZZ_NPZ, -DFUZZ_IDX; `make fuzz`
+   runs all).  The image decoders read the input from memory; the other
+   readers take a path, so the input is written to a temporary file first.
+   A read may fail but must not crash, leak or read out of bounds, and a
+   failure leaves its output empty.  FUZZ_IDX inputs are
+   <u16 little-endian n><n bytes images file><labels file>. */
+#define PRG_IMAGE_MAX_PIXELS (1u << 22)
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static const char *tmp_file(int which, const uint8_t *data, size_t size) {
+static PRG_UNUSED const char *tmp_file(int which, const uint8_t *data, size_t size) {
     static char path[2][64];
     FILE *f;
     snprintf(path[which], sizeof path[which], "/tmp/prg_fuzz_%d_%d", (int)getpid(), which);
@@ -23,7 +26,20 @@ static const char *tmp_file(int which, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-#if defined(FUZZ_SAFETENSORS)
+#if defined(FUZZ_JPEG) || defined(FUZZ_PNG)
+    prg_image img;
+#if defined(FUZZ_JPEG)
+    prg_result r = prg_jpeg_decode(&img, data, size, (int)(size % 5), "fuzz.jpg");
+#else
+    prg_result r = prg_png_decode(&img, data, size, (int)(size % 5), "fuzz.png");
+#endif
+    if (r == PRG_OK) {
+        if (!img.data || img.w <= 0 || img.h <= 0) abort();
+        prg_image_free(&img);
+    } else if (img.data) {
+        abort();
+    }
+#elif defined(FUZZ_SAFETENSORS)
     prg_st *st = NULL;
     if (prg_safetensors_open(&st, tmp_file(0, data, size)) == PRG_OK) {
         int i;
@@ -59,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (prg_dataset_load_idx(&ds, pi, pl) == PRG_OK) prg_dataset_free(&ds);
     else if (ds.images || ds.labels) abort();
 #else
-#error "define FUZZ_SAFETENSORS, FUZZ_NPZ or FUZZ_IDX"
+#error "define FUZZ_JPEG, FUZZ_PNG, FUZZ_SAFETENSORS, FUZZ_NPZ or FUZZ_IDX"
 #endif
     return 0;
 }

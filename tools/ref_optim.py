@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Writes tests/ref_optim.h: parameter trajectories of torch.optim.Adam and
+"""Writes tests/fixtures/ref_optim.h: parameter trajectories of torch.optim.Adam and
 torch.optim.AdamW (foreach=False) for tests/test_optim.c.
 
-Run with Debian's torch:  /usr/bin/python3 tools/ref_optim.py > tests/ref_optim.h
+Run with Debian's torch:  /usr/bin/python3 tools/ref_optim.py > tests/fixtures/ref_optim.h
 """
 import torch
 
