@@ -6279,7 +6279,7 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
             if (len > n - p) { err = "truncated stored block"; goto fail_at_end; }
             rc = prg__obuf_reserve(o, len);
             if (rc) goto fail_out;
-            memcpy(o->p + o->len, src + p, len);
+            if (len) memcpy(o->p + o->len, src + p, len); /* o->p may still be NULL for an empty block */
             o->len += len;
             b.pos = p + len;
             continue;
@@ -6449,7 +6449,7 @@ static prg_result prg__gunzip(const uint8_t *src, size_t n, prg__obuf *o, const 
         if (r) return r;
         pos += used;
         if (n - pos < 8) return prg__fail(PRG_ERR_FORMAT, "%s: gzip trailer truncated at byte %zu", path, n);
-        if (prg__rd32le(src + pos) != prg_crc32(0, o->p + start, o->len - start))
+        if (prg__rd32le(src + pos) != (o->len > start ? prg_crc32(0, o->p + start, o->len - start) : 0u))
             return prg__fail(PRG_ERR_FORMAT, "%s: gzip CRC-32 mismatch at byte %zu: the data is corrupt", path, pos);
         if (prg__rd32le(src + pos + 4) != (uint32_t)(o->len - start))
             return prg__fail(PRG_ERR_FORMAT, "%s: gzip ISIZE mismatch at byte %zu", path, pos + 4);

@@ -199,6 +199,16 @@ static void test_gzip_corrupt(void) {
         CHECK(prg_file_read(p, &d, &d_n) == PRG_ERR_FORMAT && msg_has("header CRC"), "FHCRC: %s", prg_last_error());
         free(g);
     }
+    /* a member holding only an empty stored block (found by make fuzz): empty output, no
+       pointer arithmetic on the not yet allocated buffer (make asan checks that) */
+    {
+        static const uint8_t empty[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0};
+        d = NULL;
+        d_n = 99;
+        put_file(p, empty, sizeof empty);
+        CHECK(prg_file_read(p, &d, &d_n) == PRG_OK && d_n == 0, "empty stored block: %s", prg_last_error());
+        prg_free(d);
+    }
     remove(p);
 }
 
