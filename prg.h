@@ -1129,6 +1129,13 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #define PRG_RESTRICT
 #define PRG_UNUSED
 #endif
+/* Short copy loops that gcc would otherwise turn into memcpy/memset calls
+   (a call per run of a few floats costs more than the copy). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define PRG_INLINE_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define PRG_INLINE_COPIES
+#endif
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define PRG__X86 1
@@ -1991,6 +1998,11 @@ static void prg__pack_b(float *PRG_RESTRICT dst, const float *b, int ldb, int tb
     }
 }
 
+/* Writes one NR-wide panel of op(B) the way pack_b does: rows [p0, p0+kc),
+   columns [j0, j0+cols) as dst[p][c], zero for c in [cols, nr). */
+typedef void (*prg__gemm_b_packer)(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
+                                   int p0, int kc, int nr);
+
 typedef struct prg__gemm_job {
     const prg__gemm_impl *g;
     int ta, tb, m, n, k;
@@ -1999,6 +2011,11 @@ typedef struct prg__gemm_job {
     int lda, ldb, ldc;
     float *c;
     int split_m; /* threads split rows of C (else columns) */
+    /* op(B) produced by the caller rather than read from b (prg__sgemm_packer) */
+    prg__gemm_b_packer b_packer;
+    const void *b_ctx;
+    struct prg__gemm_buf **bufs; /* reserved packing buffers, one per thread */
+    int nbufs;                   /* (threads past nbufs sit out) */
 } prg__gemm_job;
 
 /* Packing buffers: a shared set, each taken by one task of prg_sgemm and
@@ -2076,18 +2093,35 @@ static void prg__gemm_small(const prg__gemm_job *j, int m0, int m1, int n0, int 
    time (the KC x NR panel stays in L1 while every A panel of the block
    passes over it); the kernel calls on one panel prefetch the memory of the
    next one, so that reading B overlaps with arithmetic. */
+/* Floats of one packing buffer: A's MC x KC block, then B's KC x NR panel
+   on a 64-byte boundary. */
+static size_t prg__gemm_buf_floats(const prg__gemm_impl *g, size_t *na) {
+    *na = ((size_t)g->mc * g->kc + 15) / 16 * 16;
+    return *na + (size_t)g->kc * g->nr;
+}
+
+static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
+                               prg__gemm_buf *buf);
+
 static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int n1) {
-    const prg__gemm_impl *g = j->g;
-    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir;
-    float *pa, *pb;
-    prg__gemm_pf pf, *pfp;
-    /* A's block, then B's panel on a 64-byte boundary */
-    size_t na = ((size_t)MC * KC + 15) / 16 * 16;
-    prg__gemm_buf *buf = prg__gemm_buf_take(na + (size_t)KC * NR);
+    size_t na;
+    prg__gemm_buf *buf = prg__gemm_buf_take(prg__gemm_buf_floats(j->g, &na));
     if (!buf) { /* no memory for the packing buffers: unpacked loops */
         prg__gemm_small(j, m0, m1, n0, n1);
         return;
     }
+    prg__gemm_block_in(j, m0, m1, n0, n1, buf);
+    prg__gemm_buf_give(buf);
+}
+
+static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
+                               prg__gemm_buf *buf) {
+    const prg__gemm_impl *g = j->g;
+    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir;
+    float *pa, *pb;
+    prg__gemm_pf pf, *pfp;
+    size_t na;
+    prg__gemm_buf_floats(g, &na);
     pa = buf->s.p;
     pb = pa + na;
     {   /* equal A blocks (in whole MR panels) rather than a thin last one */
@@ -2102,8 +2136,11 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
             g->pack_a(pa, j->a, j->lda, j->ta, m1, ic, mc, pc, kc, MR);
             for (jr = n0; jr < n1; jr += NR) {
                 int nr = n1 - jr < NR ? n1 - jr : NR, lines = 0, t = 0;
-                g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
-                if (g->prefetch && jr + 2 * NR <= n1) {
+                if (j->b_packer)
+                    j->b_packer(j->b_ctx, pb, jr, nr, pc, kc, NR);
+                else
+                    g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
+                if (g->prefetch && !j->b_packer && jr + 2 * NR <= n1) {
                     /* the next (full) panel: kc rows of 32 floats, or 32 rows of kc */
                     if (!j->tb) {
                         pf.base = j->b + (size_t)pc * j->ldb + jr + NR;
@@ -2131,19 +2168,30 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
             }
         }
     }
-    prg__gemm_buf_give(buf);
 }
 
 static void prg__gemm_task(void *ctx, int ith, int nth) {
     const prg__gemm_job *j = (const prg__gemm_job *)ctx;
     size_t lo, hi;
+    int m0 = 0, m1 = j->m, n0 = 0, n1 = j->n;
+    if (j->bufs && nth > j->nbufs) { /* the pool grew since the buffers were reserved */
+        if (ith >= j->nbufs) return;
+        nth = j->nbufs;
+    }
     if (j->split_m) {
         prg_split_range((size_t)j->m, (size_t)j->g->mr, ith, nth, &lo, &hi);
-        if (lo < hi) prg__gemm_block(j, (int)lo, (int)hi, 0, j->n);
+        m0 = (int)lo;
+        m1 = (int)hi;
     } else {
         prg_split_range((size_t)j->n, (size_t)j->g->nr, ith, nth, &lo, &hi);
-        if (lo < hi) prg__gemm_block(j, 0, j->m, (int)lo, (int)hi);
+        n0 = (int)lo;
+        n1 = (int)hi;
     }
+    if (lo >= hi) return;
+    if (j->bufs)
+        prg__gemm_block_in(j, m0, m1, n0, n1, j->bufs[ith]);
+    else
+        prg__gemm_block(j, m0, m1, n0, n1);
 }
 
 /* C = beta * C for the cases without a product (k == 0 or alpha == 0). */
@@ -2173,6 +2221,10 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
     j.alpha = alpha; j.beta = beta;
     j.a = a; j.b = b; j.c = c;
     j.lda = lda; j.ldb = ldb; j.ldc = ldc;
+    j.b_packer = NULL;
+    j.b_ctx = NULL;
+    j.bufs = NULL;
+    j.nbufs = 0;
     /* Split the larger side of C across threads; small products run on the
        caller alone (the pool's wake-up would cost more than it saves). */
     j.split_m = m / j.g->mr >= n / j.g->nr;
@@ -2182,6 +2234,55 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
         prg__gemm_task(&j, 0, 1);
     else
         prg_parallel(prg__gemm_task, &j);
+}
+
+/* C = alpha * op(A) * B + beta * C where the packer writes B's panels (an
+   implicit operand such as a convolution's column matrix, never stored
+   whole).  The same blocking and kernels as prg_sgemm, so the same bits for
+   any thread count.  Returns 0, or -1 with C untouched when the packing
+   buffers cannot be had (the caller then takes an explicit path). */
+static int prg__sgemm_packer_off = 0; /* tests: take the callers' explicit paths */
+
+static int prg__sgemm_packer(int trans_a, int m, int n, int k, float alpha, const float *a,
+                             int lda, prg__gemm_b_packer packer, const void *ctx, float beta,
+                             float *c, int ldc) {
+    prg__gemm_job j;
+    prg__gemm_buf *bufs[PRG_MAX_THREADS];
+    size_t na, nf;
+    int i, nbuf = prg_get_num_threads(), ok = 1;
+    if (prg__sgemm_packer_off) return -1;
+    if (m <= 0 || n <= 0) return 0;
+    if (k <= 0 || alpha == 0.0f) {
+        prg__gemm_scale(m, n, beta, c, ldc);
+        return 0;
+    }
+    memset(&j, 0, sizeof j);
+    j.g = prg__gemm_select();
+    j.ta = trans_a != 0;
+    j.m = m; j.n = n; j.k = k;
+    j.alpha = alpha; j.beta = beta;
+    j.a = a; j.c = c;
+    j.lda = lda; j.ldc = ldc;
+    j.b_packer = packer;
+    j.b_ctx = ctx;
+    j.split_m = m / j.g->mr >= n / j.g->nr;
+    if ((double)m * n * k < 262144.0) nbuf = 1; /* runs on the caller alone */
+    if (nbuf < 1) nbuf = 1;
+    if (nbuf > PRG_MAX_THREADS) nbuf = PRG_MAX_THREADS;
+    nf = prg__gemm_buf_floats(j.g, &na);
+    for (i = 0; i < nbuf; i++) /* every buffer first: nothing is written unless all are here */
+        if (!(bufs[i] = prg__gemm_buf_take(nf))) ok = 0;
+    if (ok) {
+        j.bufs = bufs;
+        j.nbufs = nbuf;
+        if (nbuf == 1)
+            prg__gemm_task(&j, 0, 1);
+        else
+            prg_parallel(prg__gemm_task, &j);
+    }
+    for (i = 0; i < nbuf; i++)
+        if (bufs[i]) prg__gemm_buf_give(bufs[i]);
+    return ok ? 0 : -1;
 }
 
 void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
@@ -2544,6 +2645,10 @@ typedef struct prg__conv {
     size_t kk;     /* Ci*k*k: rows of the column matrix */
     size_t ncols;  /* nb*Ho*Wo */
     int direct;    /* 1x1, stride 1, no padding */
+    int dx_conv;   /* dx as a convolution of dy (stride 1, pad <= k-1, Co < 2 Ci) */
+    /* workspace layout, in floats: [r0][r1][dwt_t: kk*Co][wf: kk*Co if dx_conv] */
+    size_t r0;     /* the column matrix, or a padded chunk of x or dy */
+    size_t r1;     /* a chunk's output (or dy, or dx) in [C][nb*HW] order (nb > 1) */
 } prg__conv;
 
 static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int k, int stride,
@@ -2560,22 +2665,131 @@ static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int 
     if (c.nb > batch) c.nb = batch;
     c.ncols = (size_t)c.nb * c.hw_out;
     c.direct = k == 1 && stride == 1 && pad == 0;
+    /* the dx convolution packs Co*k*k rows per column for Ci output rows,
+       the column matrix route sums Ci*k*k rows per column after a GEMM of
+       depth Co: the first is faster unless Co is well above Ci (measured) */
+    c.dx_conv = stride == 1 && pad <= k - 1 && cout < 2 * cin;
+    c.r0 = c.kk * c.ncols;
+    {
+        size_t xp = (size_t)c.nb * cin * (h + 2 * pad) * (w + 2 * pad);
+        size_t q = (size_t)(k - 1 - pad), dyp = (size_t)c.nb * cout * (c.ho + 2 * q) * (c.wo + 2 * q);
+        if (xp > c.r0) c.r0 = xp;
+        if (c.dx_conv && dyp > c.r0) c.r0 = dyp;
+    }
+    c.r1 = 0;
+    if (c.nb > 1) {
+        c.r1 = (size_t)cout * c.ncols;
+        if (c.dx_conv && (size_t)cin * c.nb * h * w > c.r1) c.r1 = (size_t)cin * c.nb * h * w;
+    }
     return c;
 }
 
 size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     if (c.direct) return 0;
-    /* the column matrix (reused for its gradient), the output/gradient
-       block in [Co][nb*HoWo] order when a chunk holds several samples, and
-       dW transposed [Ci*k*k][Co] */
-    return c.kk * c.ncols + (c.nb > 1 ? (size_t)c.co * c.ncols : 0) + c.kk * c.co;
+    /* the column matrix or a padded chunk, a chunk's output/gradient block
+       in [C][nb*HW] order when a chunk holds several samples, dW transposed
+       [Ci*k*k][Co], and the flipped weights of the dx convolution */
+    return c.r0 + c.r1 + c.kk * c.co * (c.dx_conv ? 2 : 1);
+}
+
+/* ---- implicit column matrix -------------------------------------------
+   The GEMMs of a convolution read their column matrix panel by panel from a
+   zero-padded copy of the input: col[r][j] with r = (ci*k + ki)*k + kj and
+   j = (bi*Ho + oy)*Wo + ox is xp[bi][ci][oy*s + ki][ox*s + kj].  Each panel
+   is packed straight from xp, so the column matrix is never stored. */
+typedef struct prg__implicit_cols {
+    const float *xp; /* [nb][C][Hp][Wp] */
+    int c, hp, wp, k, s, ho, wo;
+} prg__implicit_cols;
+
+/* xp[bi][ci] = the plane x[b0+bi][ci] inside a border of pad zeros, per plane */
+typedef struct prg__pad_job {
+    const float *x;
+    float *xp;
+    int h, w, pad;
+} prg__pad_job;
+
+static void prg__pad_range(void *ctx, size_t lo, size_t hi) {
+    const prg__pad_job *j = (const prg__pad_job *)ctx;
+    int hp = j->h + 2 * j->pad, wp = j->w + 2 * j->pad, y;
+    size_t idx;
+    for (idx = lo; idx < hi; idx++) {
+        const float *src = j->x + idx * j->h * j->w;
+        float *dst = j->xp + idx * hp * wp;
+        memset(dst, 0, (size_t)j->pad * wp * sizeof(float));
+        for (y = 0; y < j->h; y++) {
+            float *d = dst + (size_t)(y + j->pad) * wp;
+            memset(d, 0, (size_t)j->pad * sizeof(float));
+            memcpy(d + j->pad, src + (size_t)y * j->w, (size_t)j->w * sizeof(float));
+            memset(d + j->pad + j->w, 0, (size_t)j->pad * sizeof(float));
+        }
+        memset(dst + (size_t)(j->h + j->pad) * wp, 0, (size_t)j->pad * wp * sizeof(float));
+    }
+}
+
+static void prg__pad_planes(float *xp, const float *x, size_t planes, int h, int w, int pad) {
+    prg__pad_job j;
+    j.x = x;
+    j.xp = xp;
+    j.h = h;
+    j.w = w;
+    j.pad = pad;
+    prg__parallel_for(planes, (double)(h + 2 * pad) * (w + 2 * pad), prg__pad_range, &j);
+}
+
+/* The panel packer (prg__gemm_b_packer) over the implicit column matrix:
+   the panel's columns are cut into runs along one output row, each a
+   contiguous (stride 1) or strided piece of a padded input row. */
+PRG_INLINE_COPIES
+static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
+                                    int p0, int kc, int nr) {
+    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
+    int off[64], len[64], pos[64], nseg = 0, jj, p, t, g;
+    int hw = ic->ho * ic->wo, kk = ic->k * ic->k, ci, ki, kj;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    PRG_ASSERT(nr <= 64);
+    for (jj = 0; jj < cols;) {
+        int j = j0 + jj, bi = j / hw, oy = j % hw / ic->wo, ox = j % hw % ic->wo;
+        int run = ic->wo - ox < cols - jj ? ic->wo - ox : cols - jj;
+        off[nseg] = (int)((size_t)bi * ic->c * plane + (size_t)oy * ic->s * ic->wp + (size_t)ox * ic->s);
+        len[nseg] = run;
+        pos[nseg++] = jj;
+        jj += run;
+    }
+    ci = p0 / kk;
+    ki = p0 % kk / ic->k;
+    kj = p0 % ic->k;
+    for (p = 0; p < kc; p++) {
+        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
+        float *d = dst + (size_t)p * nr;
+        for (g = 0; g < nseg; g++) {
+            const float *src = base + off[g];
+            float *dd = d + pos[g];
+            if (ic->s != 1) {
+                for (t = 0; t < len[g]; t++) dd[t] = src[(size_t)t * ic->s];
+            } else {
+                int u;
+                for (t = 0; t + 8 <= len[g]; t += 8) /* blocks of 8: vector moves */
+                    for (u = 0; u < 8; u++) dd[t + u] = src[t + u];
+                for (; t < len[g]; t++) dd[t] = src[t];
+            }
+        }
+        for (t = cols; t < nr; t++) d[t] = 0.0f;
+        if (++kj == ic->k) {
+            kj = 0;
+            if (++ki == ic->k) {
+                ki = 0;
+                ci++;
+            }
+        }
+    }
 }
 
 typedef struct prg__conv_job {
     const prg__conv *c;
     int b0, nb;             /* chunk: samples [b0, b0+nb) */
-    const float *x, *bias, *dy;
+    const float *x, *wt, *bias, *dy;
     float *col, *y, *tmp, *dx, *dbias;
 } prg__conv_job;
 
@@ -2727,15 +2941,72 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
     for (b0 = 0; b0 < batch; b0 += c.nb) {
         int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
         size_t ncols = (size_t)nb * c.hw_out;
-        float *dst = nb > 1 ? ws + c.kk * c.ncols : y + (size_t)b0 * cout * c.hw_out;
+        float *dst = nb > 1 ? ws + c.r0 : y + (size_t)b0 * cout * c.hw_out;
+        prg__implicit_cols ic;
         j.b0 = b0;
         j.nb = nb;
         j.tmp = nb > 1 ? dst : NULL;
-        prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
-        prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols, 0.0f,
-                  dst, (int)ncols);
+        prg__pad_planes(ws, x + (size_t)b0 * cin * h * w, (size_t)nb * cin, h, w, pad);
+        ic.xp = ws;
+        ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
+        ic.k = k; ic.s = stride; ic.ho = c.ho; ic.wo = c.wo;
+        if (prg__sgemm_packer(0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
+                              prg__implicit_cols_pack, &ic, 0.0f, dst, (int)ncols) != 0) {
+            /* no packing buffers: the explicit column matrix */
+            prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
+            prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols,
+                      0.0f, dst, (int)ncols);
+        }
         prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
     }
+}
+
+/* wf[ci][co][ki][kj] = wt[co][ci][k-1-ki][k-1-kj]: the weights of dx as a
+   convolution of dy, per ci */
+static void prg__conv_flip_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t ci;
+    int co, q, kk = c->k * c->k;
+    for (ci = lo; ci < hi; ci++)
+        for (co = 0; co < c->co; co++)
+            for (q = 0; q < kk; q++)
+                j->tmp[(ci * c->co + co) * kk + q] = j->wt[((size_t)co * c->ci + ci) * kk + kk - 1 - q];
+}
+
+/* dx[b0+bi][ci] += tmp[ci][bi*H*W ...], per (bi, ci) */
+static void prg__conv_dx_add_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx, i, n = (size_t)c->h * c->w;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->ci), ci = (int)(idx % (size_t)c->ci);
+        float *d = j->dx + ((size_t)(j->b0 + bi) * c->ci + ci) * n;
+        const float *src = j->tmp + (size_t)ci * j->nb * n + (size_t)bi * n;
+        for (i = 0; i < n; i++) d[i] += src[i];
+    }
+}
+
+/* dx of one chunk as the convolution of dy (padded by k-1-p) with the
+   flipped weights wf; -1 when the packing buffers cannot be had. */
+static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float *wf, float *ws) {
+    const prg__conv *c = j->c;
+    int q = c->k - 1 - c->p, n = j->nb * c->h * c->w;
+    float *dst = j->nb > 1 ? ws + c->r0 : j->dx + (size_t)j->b0 * c->ci * c->h * c->w;
+    prg__implicit_cols ic;
+    prg__pad_planes(ws, dy + (size_t)j->b0 * c->co * c->hw_out, (size_t)j->nb * c->co, c->ho, c->wo, q);
+    ic.xp = ws;
+    ic.c = c->co; ic.hp = c->ho + 2 * q; ic.wp = c->wo + 2 * q;
+    ic.k = c->k; ic.s = 1; ic.ho = c->h; ic.wo = c->w;
+    if (prg__sgemm_packer(0, c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
+                          prg__implicit_cols_pack, &ic,
+                          j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
+        return -1;
+    if (j->nb > 1) {
+        j->tmp = dst;
+        prg__parallel_for((size_t)j->nb * c->ci, (double)c->h * c->w, prg__conv_dx_add_range, j);
+    }
+    return 0;
 }
 
 void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
@@ -2743,7 +3014,7 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
                          int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
-    float *dwt_t;
+    float *dwt_t, *wf;
     int b0;
     memset(&j, 0, sizeof j);
     j.c = &c;
@@ -2771,24 +3042,36 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
     /* dW is summed over the chunks transposed, dwt_t = col dy^T: a GEMM
        whose transposed operand is the small dy rather than the column
        matrix, which the GEMM packs faster */
-    dwt_t = ws + c.kk * c.ncols + (c.nb > 1 ? (size_t)cout * c.ncols : 0);
+    dwt_t = ws + c.r0 + c.r1;
+    wf = dwt_t + c.kk * cout;
+    if (dx && c.dx_conv) {
+        j.tmp = wf;
+        j.wt = wt;
+        prg__parallel_for((size_t)cin, (double)c.kk * cout / cin, prg__conv_flip_range, &j);
+    }
     for (b0 = 0; b0 < batch; b0 += c.nb) {
         int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
-        int ncols = (int)((size_t)nb * c.hw_out);
+        int ncols = (int)((size_t)nb * c.hw_out), gathered = 0;
         const float *g = dy + (size_t)b0 * cout * c.hw_out;
         j.b0 = b0;
         j.nb = nb;
-        if (nb > 1) { /* dy of the chunk as [Co][nb*HoWo] */
-            j.tmp = ws + c.kk * c.ncols;
-            prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
-            g = j.tmp;
-        }
         if (dwt) {
+            if (nb > 1) { /* dy of the chunk as [Co][nb*HoWo] */
+                j.tmp = ws + c.r0;
+                prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
+                g = j.tmp;
+                gathered = 1;
+            }
             prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
             prg_sgemm(0, 1, (int)c.kk, cout, ncols, 1.0f, ws, ncols, g, ncols, b0 ? 1.0f : 0.0f,
                       dwt_t, cout);
         }
-        if (dx) {
+        if (dx && (!c.dx_conv || prg__conv_dx_implicit(&j, dy, wf, ws) != 0)) {
+            if (nb > 1 && !gathered) {
+                j.tmp = ws + c.r0;
+                prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
+                g = j.tmp;
+            }
             prg_sgemm(1, 0, (int)c.kk, ncols, cout, 1.0f, wt, (int)c.kk, g, ncols, 0.0f, ws, ncols);
             prg__parallel_for((size_t)nb * cin, (double)c.k * c.k * c.hw_out, prg__col2im_range,
                               &j);

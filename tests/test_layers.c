@@ -469,20 +469,29 @@ static void test_vs_ref(void) {
         {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
         {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
         {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
-        {1, 130, 34, 34, 20, 3, 1, 1, 1} /* one sample of 1156 columns, big K */
+        {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
+        {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
+        {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
+        {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
+        {20, 6, 8, 8, 7, 3, 1, 1, 1}     /* 8x8 maps: chunks of 16 + 4 */
     };
-    int i;
+    int i, explicit_cols;
+    for (explicit_cols = 0; explicit_cols < 2; explicit_cols++)
     for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
         const int *c = convs[i];
         char what[64];
         double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
-        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                c[7]);
+        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+                c[7], explicit_cols ? " explicit columns" : "");
+        /* the second round: the packing buffers "cannot be had", so the
+           convolutions fall back to their stored column matrix */
+        prg__sgemm_packer_off = explicit_cols;
         L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
         /* backward: dx sums Co*k*k, dW sums B*Ho*Wo terms */
         check_vs_ref(&L, what, tol,
                      (double)(c[4] * c[5] * c[5] + c[0] * c[2] * c[3]) * FLT_EPSILON);
         layer_free(&L);
+        prg__sgemm_packer_off = 0;
     }
     L = make_linear(13, 37, 29);
     check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
