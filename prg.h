@@ -877,6 +877,11 @@ prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int 
 prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] */, int n, int c, int h,
                           int w, int cols, const float *mean /* [c] or NULL */, const float *std /* [c] or NULL */);
 
+/* ---- resampling ------------------------------------------------------ */
+/* The filters of PIL's resize, shared by prg_resize_u8 (interleaved images)
+   and the data section's prg_planes_resize (planar, bicubic). */
+typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTER_BICUBIC = 2 } prg_filter;
+
 /* -- io: images (JPEG, PNG decoding, resizing) -- */
 /* Image decoding and resizing, compiled out by PRG_NO_IMAGE.
    JPEG: baseline and progressive Huffman (SOF0/1/2), 8-bit, 1/3/4
@@ -927,7 +932,6 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels);
    rounded to 8 bits, 22-bit fixed-point weights; when downscaling the filter
    support is widened by the scale factor (antialiasing).  BICUBIC uses
    a = -0.5; BOX averages the covered source pixels. */
-typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTER_BICUBIC = 2 } prg_filter;
 prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dw, int dh,
                          const uint8_t *src /* [sh][sw][c] */, int sw, int sh, int c, prg_filter filter);
 /* dst is allocated (any previous content of *dst is not freed). */
@@ -9108,6 +9112,166 @@ prg_result prg_image_grid(const char *path, const float *images, int n, int c, i
     return r;
 }
 
+/* ---- resampling (PIL's ImagingResample) ------------------------------- */
+/* One resampler for prg_resize_u8 (interleaved [h][w][c]) and the data
+   section's prg_planes_resize and crops (planar [c][h][w]): PIL's
+   precompute_coeffs + normalize_coeffs_8bpc and its two passes, horizontal
+   first, each rounded to 8 bits. */
+
+/* a * b rounded to a double before it is added to anything: no FMA fusing
+   (PIL's C and Python's arithmetic round every product).  The data section
+   uses it too. */
+static double prg__dmul(double a, double b) {
+    volatile double p = a * b;
+    return p;
+}
+
+static double prg__rs_filter(prg_filter f, double x) {
+    const double a = -0.5; /* PIL's bicubic */
+    if (f == PRG_FILTER_BOX) return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+    if (x < 0.0) x = -x;
+    if (f == PRG_FILTER_BILINEAR) return x < 1.0 ? 1.0 - x : 0.0;
+    if (x < 1.0) return prg__dmul(prg__dmul(prg__dmul(a + 2.0, x) - (a + 3.0), x), x) + 1;
+    if (x < 2.0) return (prg__dmul(prg__dmul(x - 5, x) + 8, x) - 4) * a;
+    return 0.0;
+}
+
+static double prg__rs_support(int in, int out, prg_filter f) {
+    double scale = (double)in / out;
+    return (f == PRG_FILTER_BOX ? 0.5 : f == PRG_FILTER_BILINEAR ? 1.0 : 2.0) * (scale < 1.0 ? 1.0 : scale);
+}
+static int prg__rs_ksize(int in, int out, prg_filter f) { return (int)ceil(prg__rs_support(in, out, f)) * 2 + 1; }
+
+/* 22-bit fixed-point weights kk[out][ksize] over the source pixels
+   bounds[2 i] .. bounds[2 i] + bounds[2 i + 1] - 1 of output pixel i. */
+#define PRG__RS_BITS 22
+static void prg__rs_coeffs(int in, int out, prg_filter f, int ksize, int *bounds, int32_t *kk) {
+    double scale = (double)in / out, support = prg__rs_support(in, out, f);
+    double ss = 1.0 / (scale < 1.0 ? 1.0 : scale);
+    int xx, x;
+    for (xx = 0; xx < out; xx++) {
+        double center = (xx + 0.5) * scale, ww = 0.0;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        int32_t *k = kk + (size_t)xx * ksize;
+        if (xmin < 0) xmin = 0;
+        if (xmax > in) xmax = in;
+        xmax -= xmin;
+        for (x = 0; x < xmax; x++) ww += prg__rs_filter(f, (x + xmin - center + 0.5) * ss);
+        for (x = 0; x < xmax; x++) {
+            double v = prg__rs_filter(f, (x + xmin - center + 0.5) * ss);
+            if (ww != 0.0) v /= ww;
+            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PRG__RS_BITS)) : (int32_t)(0.5 + v * (1 << PRG__RS_BITS));
+        }
+        for (; x < ksize; x++) k[x] = 0;
+        bounds[2 * xx] = xmin;
+        bounds[2 * xx + 1] = xmax;
+    }
+}
+
+static uint8_t prg__rs_clip(int32_t v) {
+    if (v < 0) return 0;
+    v >>= PRG__RS_BITS;
+    return (uint8_t)(v > 255 ? 255 : v);
+}
+
+/* one output value: n source values `step` apart times the weights k
+   (exact integer sums, so the order of the additions does not matter) */
+static inline uint8_t prg__rs_dot(const uint8_t *p, size_t step, const int32_t *k, int n) {
+    int32_t ss = 1 << (PRG__RS_BITS - 1);
+    size_t o = 0;
+    int i;
+    for (i = 0; i + 2 <= n; i += 2, o += 2 * step) ss += p[o] * k[i] + p[o + step] * k[i + 1];
+    if (i < n) ss += p[o] * k[i];
+    return prg__rs_clip(ss);
+}
+
+/* Bytes of prg__resample's workspace; it grows with sh and sw, so a
+   workspace for a picture also serves every window of it. */
+static size_t prg__rs_workspace(int c, int sh, int sw, int dh, int dw, prg_filter f) {
+    size_t kx = (size_t)prg__rs_ksize(sw, dw, f), ky = (size_t)prg__rs_ksize(sh, dh, f);
+    return sizeof(int32_t) * ((size_t)dw * kx + (size_t)dh * ky) +
+           sizeof(int) * 2 * ((size_t)dw + dh) + (size_t)c * sh * dw;
+}
+
+/* Resizes src (sh x sw pixels of c channels) to dst (dh x dw).  Channel ch
+   of pixel (y, x) is at y * row + x * pix + ch * chan: pix = c and chan = 1
+   for interleaved pixels, pix = 1 and chan = the plane's offset for planar
+   ones (row may exceed the width: a window of a larger picture is resized as
+   PIL resizes img.crop(window)).  work: prg__rs_workspace() bytes, int-aligned. */
+static void prg__resample(uint8_t *dst, int dh, int dw, size_t drow, size_t dchan, const uint8_t *src,
+                          int sh, int sw, size_t srow, size_t schan, int c, size_t pix, prg_filter f,
+                          void *work) {
+    int kx = prg__rs_ksize(sw, dw, f), ky = prg__rs_ksize(sh, dh, f);
+    int32_t *kkx = (int32_t *)work, *kky = kkx + (size_t)dw * kx;
+    int *bx = (int *)(kky + (size_t)dh * ky), *by = bx + 2 * dw;
+    uint8_t *tmp = (uint8_t *)(by + 2 * dh);
+    /* the vertical pass works on runs of contiguous bytes: a row of every
+       plane, or a whole interleaved row */
+    int runs = pix == 1 ? c : 1, y0 = 0, y1 = sh, y, x, i, r, ch;
+    size_t len = pix == 1 ? (size_t)dw : (size_t)dw * c, j;
+    const uint8_t *in; /* the vertical pass's input: row y0 of the picture, or of tmp */
+    if (dh != sh) {
+        prg__rs_coeffs(sh, dh, f, ky, by, kky);
+        y0 = by[0];
+        y1 = by[2 * dh - 2] + by[2 * dh - 1];
+    }
+    if (dw != sw) { /* horizontal pass over the rows the vertical pass reads: into tmp, or dst if none */
+        uint8_t *out = dst;
+        size_t orow = drow, ochan = dchan;
+        prg__rs_coeffs(sw, dw, f, kx, bx, kkx);
+        if (dh != sh) {
+            out = tmp;
+            orow = pix == 1 ? (size_t)dw : (size_t)dw * c;
+            ochan = pix == 1 ? (size_t)(y1 - y0) * dw : 1;
+        }
+        for (y = y0; y < y1; y++)
+            for (ch = 0; ch < c; ch++) {
+                const uint8_t *s = src + (size_t)y * srow + (size_t)ch * schan;
+                uint8_t *o = out + (size_t)(y - y0) * orow + (size_t)ch * ochan;
+                if (pix == 1) /* the same loop, with a constant step */
+                    for (x = 0; x < dw; x++) o[x] = prg__rs_dot(s + bx[2 * x], 1, kkx + (size_t)x * kx, bx[2 * x + 1]);
+                else
+                    for (x = 0; x < dw; x++)
+                        o[(size_t)x * pix] = prg__rs_dot(s + (size_t)bx[2 * x] * pix, pix, kkx + (size_t)x * kx, bx[2 * x + 1]);
+            }
+        in = out;
+        srow = orow;
+        schan = ochan;
+    } else {
+        in = src + (size_t)y0 * srow;
+    }
+    if (dh != sh) { /* vertical pass, a run at a time */
+        for (y = 0; y < dh; y++) {
+            const int32_t *k = kky + (size_t)y * ky;
+            int n = by[2 * y + 1];
+            for (r = 0; r < runs; r++) {
+                const uint8_t *p = in + (size_t)(by[2 * y] - y0) * srow + (size_t)r * schan;
+                uint8_t *o = dst + (size_t)y * drow + (size_t)r * dchan;
+                for (j = 0; j + 4 <= len; j += 4) { /* four sums at a time, in registers */
+                    int32_t s0 = 1 << (PRG__RS_BITS - 1), s1 = s0, s2 = s0, s3 = s0;
+                    size_t q = j;
+                    for (i = 0; i < n; i++, q += srow) {
+                        int32_t ki = k[i];
+                        s0 += p[q] * ki;
+                        s1 += p[q + 1] * ki;
+                        s2 += p[q + 2] * ki;
+                        s3 += p[q + 3] * ki;
+                    }
+                    o[j] = prg__rs_clip(s0);
+                    o[j + 1] = prg__rs_clip(s1);
+                    o[j + 2] = prg__rs_clip(s2);
+                    o[j + 3] = prg__rs_clip(s3);
+                }
+                for (; j < len; j++) o[j] = prg__rs_dot(p + j, srow, k, n);
+            }
+        }
+    } else if (dw == sw) {
+        for (y = 0; y < sh; y++)
+            for (r = 0; r < runs; r++)
+                memcpy(dst + (size_t)y * drow + (size_t)r * dchan, src + (size_t)y * srow + (size_t)r * schan, len);
+    }
+}
+
 /* -- io: images (JPEG, PNG decoding, resizing) -- */
 #ifndef PRG_NO_IMAGE
 
@@ -9808,62 +9972,10 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     return r;
 }
 
-/* ---- resizing (PIL's ImagingResample) ------------------------------- */
-
-static double prg__filter_eval(prg_filter f, double x) {
-    if (f == PRG_FILTER_BOX) return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
-    if (x < 0.0) x = -x;
-    if (f == PRG_FILTER_BILINEAR) return x < 1.0 ? 1.0 - x : 0.0;
-    if (x < 1.0) return (1.5 * x - 2.5) * x * x + 1.0;          /* a = -0.5 */
-    if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5;
-    return 0.0;
-}
-
-/* Fixed-point (22-bit) weights of every output pixel: bounds[2i] = first
-   input index, bounds[2i + 1] = count; weights at kk[i * ksize]. */
-static int prg__resample_coeffs(int in_size, int out_size, prg_filter f, int **bounds, int **kk) {
-    double scale = (double)in_size / out_size, fscale = scale < 1.0 ? 1.0 : scale;
-    double support = (f == PRG_FILTER_BOX ? 0.5 : f == PRG_FILTER_BILINEAR ? 1.0 : 2.0) * fscale;
-    int ksize = (int)ceil(support) * 2 + 1, xx, x;
-    double *w = (double *)prg_alloc((size_t)ksize * sizeof(double));
-    *bounds = (int *)prg_alloc((size_t)out_size * 2 * sizeof(int));
-    *kk = (int *)prg_alloc((size_t)out_size * (size_t)ksize * sizeof(int));
-    if (!w || !*bounds || !*kk) {
-        prg_free(w); prg_free(*bounds); prg_free(*kk);
-        *bounds = *kk = NULL;
-        return 0;
-    }
-    for (xx = 0; xx < out_size; xx++) {
-        double center = (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / fscale;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
-        int *k = *kk + (size_t)xx * ksize;
-        if (xmin < 0) xmin = 0;
-        if (xmax > in_size) xmax = in_size;
-        xmax -= xmin;
-        for (x = 0; x < xmax; x++) {
-            w[x] = prg__filter_eval(f, (x + xmin - center + 0.5) * ss);
-            ww += w[x];
-        }
-        for (x = 0; x < ksize; x++) {
-            double v = x < xmax ? (ww != 0.0 ? w[x] / ww : w[x]) : 0.0;
-            k[x] = v < 0 ? (int)(-0.5 + v * (1 << 22)) : (int)(0.5 + v * (1 << 22));
-        }
-        (*bounds)[2 * xx] = xmin;
-        (*bounds)[2 * xx + 1] = xmax;
-    }
-    prg_free(w);
-    return ksize;
-}
-
-static uint8_t prg__clip22(int v) {
-    v >>= 22;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-}
+/* ---- resizing -------------------------------------------------------- */
 
 prg_result prg_resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, int c, prg_filter filter) {
-    int *bh = NULL, *kh = NULL, *bv = NULL, *kv = NULL, ksh = 0, ksv, y0, y1, x, y, ch, i;
-    const uint8_t *mid = src;
-    uint8_t *tmp = NULL;
+    void *work;
     if (dw <= 0 || dh <= 0 || sw <= 0 || sh <= 0 || c < 1 || c > 4 || (int)filter < 0 || (int)filter > 2 ||
         (uint64_t)dw * (uint64_t)dh > PRG_IMAGE_MAX_PIXELS)
         return prg__fail(PRG_ERR_ARG, "prg_resize_u8: %d x %d -> %d x %d, %d channels, filter %d out of range", sw, sh, dw, dh, c, (int)filter);
@@ -9871,51 +9983,11 @@ prg_result prg_resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, int s
         memcpy(dst, src, (size_t)sw * (size_t)sh * (size_t)c);
         return PRG_OK;
     }
-    ksv = prg__resample_coeffs(sh, dh, filter, &bv, &kv);
-    if (dw != sw) ksh = prg__resample_coeffs(sw, dw, filter, &bh, &kh);
-    if (!ksv || (dw != sw && !ksh)) goto nomem;
-    y0 = bv[0];
-    y1 = bv[2 * dh - 2] + bv[2 * dh - 1];
-    if (dw != sw) { /* horizontal pass over the rows the vertical pass reads */
-        tmp = (uint8_t *)prg_alloc((size_t)dw * (size_t)(y1 - y0) * (size_t)c);
-        if (!tmp) goto nomem;
-        for (y = y0; y < y1; y++) {
-            const uint8_t *s = src + (size_t)y * sw * c;
-            uint8_t *o = tmp + (size_t)(y - y0) * dw * c;
-            for (x = 0; x < dw; x++) {
-                const int *k = kh + (size_t)x * ksh;
-                int xmin = bh[2 * x], n = bh[2 * x + 1];
-                for (ch = 0; ch < c; ch++) {
-                    int acc = 1 << 21;
-                    for (i = 0; i < n; i++) acc += s[(size_t)(xmin + i) * c + ch] * k[i];
-                    o[(size_t)x * c + ch] = prg__clip22(acc);
-                }
-            }
-        }
-        mid = tmp;
-    } else {
-        mid = src + (size_t)y0 * sw * c;
-    }
-    if (dh == sh) {
-        memcpy(dst, mid, (size_t)dw * (size_t)dh * (size_t)c);
-    } else {
-        size_t row = (size_t)dw * c, xc;
-        for (y = 0; y < dh; y++) {
-            const int *k = kv + (size_t)y * ksv;
-            int ymin = bv[2 * y] - y0, n = bv[2 * y + 1];
-            uint8_t *o = dst + (size_t)y * row;
-            for (xc = 0; xc < row; xc++) {
-                int acc = 1 << 21;
-                for (i = 0; i < n; i++) acc += mid[(size_t)(ymin + i) * row + xc] * k[i];
-                o[xc] = prg__clip22(acc);
-            }
-        }
-    }
-    prg_free(tmp); prg_free(bh); prg_free(kh); prg_free(bv); prg_free(kv);
+    work = prg_alloc(prg__rs_workspace(c, sh, sw, dh, dw, filter));
+    if (!work) return prg__fail(PRG_ERR_NOMEM, "prg_resize_u8: out of memory (%d x %d -> %d x %d)", sw, sh, dw, dh);
+    prg__resample(dst, dh, dw, (size_t)dw * c, 1, src, sh, sw, (size_t)sw * c, 1, c, (size_t)c, filter, work);
+    prg_free(work);
     return PRG_OK;
-nomem:
-    prg_free(tmp); prg_free(bh); prg_free(kh); prg_free(bv); prg_free(kv);
-    return prg__fail(PRG_ERR_NOMEM, "prg_resize_u8: out of memory (%d x %d -> %d x %d)", sw, sh, dw, dh);
 }
 
 prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter) {
@@ -10231,12 +10303,6 @@ static double prg__round_even(double v) { return nearbyint(v); }
    a double (uint8 or small int times float): immune to FMA contraction, so the
    PIL arithmetic is reproduced whatever the compiler flags. */
 static float prg__fmul(float a, float b) { return (float)((double)a * (double)b); }
-/* a * b rounded to a double before it is added to anything: no FMA fusing
-   (PIL's C and Python's arithmetic round every product). */
-static double prg__dmul(double a, double b) {
-    volatile double p = a * b;
-    return p;
-}
 
 /* random.random() with 53 bits, random.uniform, random.randint(a, b) */
 static double prg__rng_double(prg_rng *r) {
@@ -10284,105 +10350,16 @@ void prg_planes_crop(uint8_t *dst, const uint8_t *src, int top, int left, int oh
         }
 }
 
-/* PIL's BICUBIC resampling filter (a = -0.5) */
-static double prg__cubic_filter(double x) {
-    const double a = -0.5;
-    if (x < 0.0) x = -x;
-    if (x < 1.0) return prg__dmul(prg__dmul(prg__dmul(a + 2.0, x) - (a + 3.0), x), x) + 1;
-    if (x < 2.0) return (prg__dmul(prg__dmul(x - 5, x) + 8, x) - 4) * a;
-    return 0.0;
-}
-
-static int prg__resize_ksize(int in, int out) {
-    double scale = (double)in / out;
-    return (int)ceil(2.0 * (scale < 1.0 ? 1.0 : scale)) * 2 + 1;
-}
-
-/* PIL precompute_coeffs + normalize_coeffs_8bpc: 22-bit fixed-point weights
-   kk[out][ksize] over source positions bounds[out] = (first, count). */
-#define PRG__RS_BITS 22
-static void prg__resize_coeffs(int in, int out, int ksize, int *bounds, int32_t *kk) {
-    double scale = (double)in / out, filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = 2.0 * filterscale, ss = 1.0 / filterscale;
-    int xx, x;
-    for (xx = 0; xx < out; xx++) {
-        double center = (xx + 0.5) * scale, ww = 0.0;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
-        int32_t *k = kk + (size_t)xx * ksize;
-        if (xmin < 0) xmin = 0;
-        if (xmax > in) xmax = in;
-        xmax -= xmin;
-        for (x = 0; x < xmax; x++) ww += prg__cubic_filter((x + xmin - center + 0.5) * ss);
-        for (x = 0; x < xmax; x++) {
-            double v = prg__cubic_filter((x + xmin - center + 0.5) * ss);
-            if (ww != 0.0) v /= ww;
-            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PRG__RS_BITS))
-                         : (int32_t)(0.5 + v * (1 << PRG__RS_BITS));
-        }
-        for (; x < ksize; x++) k[x] = 0;
-        bounds[2 * xx] = xmin;
-        bounds[2 * xx + 1] = xmax;
-    }
-}
-
-static uint8_t prg__rs_clip(int32_t ss) {
-    if (ss < 0) return 0;
-    ss >>= PRG__RS_BITS;
-    return (uint8_t)(ss > 255 ? 255 : ss);
-}
-
 size_t prg_planes_resize_workspace(int c, int h, int w, int oh, int ow) {
-    size_t kx = (size_t)prg__resize_ksize(w, ow), ky = (size_t)prg__resize_ksize(h, oh);
-    return (size_t)c * h * ow + 16 + sizeof(int32_t) * ((size_t)ow * (kx + 3) + (size_t)oh * (ky + 2));
+    return prg__rs_workspace(c, h, w, oh, ow, PRG_FILTER_BICUBIC);
 }
 
-/* src rows have stride `pitch` and planes stride `plane` (a window of a larger
-   image is resized as PIL resizes img.crop(...): the window is the image). */
+/* bicubic resize of a window of a planar picture: rows `pitch` apart,
+   planes `plane` apart */
 static void prg__resize(uint8_t *dst, int oh, int ow, const uint8_t *src, size_t pitch,
                         size_t plane, int c, int h, int w, void *work) {
-    int kx = prg__resize_ksize(w, ow), ky = prg__resize_ksize(h, oh);
-    int32_t *kkx = (int32_t *)work, *kky = kkx + (size_t)ow * kx;
-    int *bx = (int *)(kky + (size_t)oh * ky), *by = bx + 2 * ow;
-    int32_t *acc = (int32_t *)(by + 2 * oh);
-    uint8_t *tmp = (uint8_t *)(acc + ow);
-    int ch, y, x, i;
-    if (ow != w) prg__resize_coeffs(w, ow, kx, bx, kkx);
-    if (oh != h) prg__resize_coeffs(h, oh, ky, by, kky);
-    for (ch = 0; ch < c; ch++) {
-        const uint8_t *in = src + (size_t)ch * plane;
-        size_t in_pitch = pitch;
-        uint8_t *out = dst + (size_t)ch * oh * ow;
-        if (ow != w) { /* horizontal pass into tmp [h][ow] (into dst when no vertical pass) */
-            uint8_t *t = oh != h ? tmp : out;
-            for (y = 0; y < h; y++) {
-                const uint8_t *row = in + (size_t)y * pitch;
-                for (x = 0; x < ow; x++) {
-                    const int32_t *k = kkx + (size_t)x * kx;
-                    const uint8_t *p = row + bx[2 * x];
-                    int32_t ss = 1 << (PRG__RS_BITS - 1);
-                    for (i = 0; i < bx[2 * x + 1]; i++) ss += p[i] * k[i];
-                    t[(size_t)y * ow + x] = prg__rs_clip(ss);
-                }
-            }
-            in = t;
-            in_pitch = (size_t)ow;
-        }
-        if (oh != h) { /* vertical pass, a row at a time (the same integer sums) */
-            for (y = 0; y < oh; y++) {
-                const int32_t *k = kky + (size_t)y * ky;
-                const uint8_t *p = in + (size_t)by[2 * y] * in_pitch;
-                for (x = 0; x < ow; x++) acc[x] = 1 << (PRG__RS_BITS - 1);
-                for (i = 0; i < by[2 * y + 1]; i++) {
-                    const uint8_t *row = p + (size_t)i * in_pitch;
-                    int32_t ki = k[i];
-                    for (x = 0; x < ow; x++) acc[x] += row[x] * ki;
-                }
-                for (x = 0; x < ow; x++) out[(size_t)y * ow + x] = prg__rs_clip(acc[x]);
-            }
-        } else if (ow == w) {
-            for (y = 0; y < h; y++) memcpy(out + (size_t)y * ow, in + (size_t)y * pitch, (size_t)w);
-        }
-    }
+    prg__resample(dst, oh, ow, (size_t)ow, (size_t)oh * ow, src, h, w, pitch, plane, c, 1, PRG_FILTER_BICUBIC,
+                  work);
 }
 
 prg_result prg_planes_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, int c, int h, int w,

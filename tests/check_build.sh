@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The header builds without a warning in every configuration we promise:
 # C99 with gcc and clang, C++11, with and without -march=native, with
-# PRG_NO_THREADS, and included in two translation units of one program.
+# PRG_NO_THREADS, with PRG_NO_IMAGE (the data section's resizing must not
+# depend on the image block), and included in two translation units of one
+# program.
 # The quick start in prg.h's documentation is examples/quickstart.c, verbatim.
 # Compiles run two at a time ($PRG_JOBS).
 cd "$(dirname "$0")/.." || exit 1
@@ -19,6 +21,7 @@ for cc in gcc clang; do
     jobs+=("$cc-c99|$cc -std=c99 -O2 $W -I. -o $out/$cc-c99 examples/quickstart.c -lm -pthread")
     jobs+=("$cc-c99-native|$cc -std=c99 -O2 -march=native $W -I. -o $out/$cc-c99-native examples/quickstart.c -lm -pthread")
     jobs+=("$cc-nothreads|$cc -std=c99 -O2 $W -DPRG_NO_THREADS -I. -o $out/$cc-nothreads examples/quickstart.c -lm")
+    jobs+=("$cc-noimage|$cc -std=c99 -O2 $W -DPRG_NO_IMAGE -I. -o $out/$cc-noimage examples/quickstart.c -lm -pthread")
     jobs+=("$cc-twounits|$cc -std=c99 -O2 $W -I. -DPRG_IMPLEMENTATION -c -o $out/$cc-u1.o $out/unit1_main.c && $cc -std=c99 -O2 $W -I. -c -o $out/$cc-u2.o $out/unit2.c && $cc -o $out/$cc-twounits $out/$cc-u1.o $out/$cc-u2.o -lm -pthread")
 done
 for cxx in g++ clang++; do

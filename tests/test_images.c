@@ -370,12 +370,99 @@ static void test_prepare(void) {
     CHECK(system(cmd) != 0, "a missing root fails");
 }
 
+/* Channels are resampled independently: for every filter and size, a 1-, 2-
+   and 4-channel picture made of src.pam's channels resizes to the same
+   channels of PIL's 3-channel result (the strides of c != 3 against PIL). */
+static void test_resize_channels(void) {
+    static const char *filters[] = {"box", "bilinear", "bicubic"};
+    static const int sizes[][2] = {{16, 13}, {7, 30}, {64, 51}, {45, 20}};
+    static const int pick[3][4] = {{2, 0, 0, 0}, {1, 2, 0, 0}, {0, 2, 1, 0}}; /* src channel of each */
+    static const int nc[3] = {1, 2, 4};
+    prg_image src, ref;
+    int f, s, v;
+    CHECK(read_pam(FIX "src.pam", &src) && src.c == 3, "cannot read src.pam");
+    if (!src.data) return;
+    for (f = 0; f < 3; f++)
+        for (s = 0; s < 4; s++) {
+            char path[256];
+            int dw = sizes[s][0], dh = sizes[s][1];
+            snprintf(path, sizeof path, FIX "resize_%s_%dx%d.pam", filters[f], dw, dh);
+            if (!read_pam(path, &ref)) { CHECK(0, "cannot read %s", path); continue; }
+            for (v = 0; v < 3; v++) {
+                int c = nc[v], ch, bad = 0;
+                size_t i, n = (size_t)src.w * src.h, m = (size_t)dw * dh;
+                uint8_t *in = (uint8_t *)malloc(n * c), *out = (uint8_t *)malloc(m * c);
+                for (i = 0; i < n; i++)
+                    for (ch = 0; ch < c; ch++) in[i * c + ch] = src.data[i * 3 + pick[v][ch]];
+                CHECK(prg_resize_u8(out, dw, dh, in, src.w, src.h, c, (prg_filter)f) == PRG_OK, "%s", prg_last_error());
+                for (i = 0; i < m; i++)
+                    for (ch = 0; ch < c; ch++) bad += out[i * c + ch] != ref.data[i * 3 + pick[v][ch]];
+                CHECK(bad == 0, "resize %s to %dx%d with %d channels: %d values differ from PIL", filters[f], dw, dh, c, bad);
+                free(in);
+                free(out);
+            }
+            prg_image_free(&ref);
+        }
+    prg_image_free(&src);
+}
+
+/* prg_resize_u8 (interleaved, bicubic) and the data section's
+   prg_planes_resize (planar) give the same bytes on random pictures, windows
+   (crops), channel counts and sizes, including sizes that skip a pass. */
+static void test_resize_agree(void) {
+    prg_rng rng;
+    int t, fails = 0;
+    prg_rng_seed(&rng, 2024, 0);
+    for (t = 0; t < 300; t++) {
+        int c = 1 + (int)prg_rng_below(&rng, 4), w = 1 + (int)prg_rng_below(&rng, 60), h = 1 + (int)prg_rng_below(&rng, 60);
+        int cw = 1 + (int)prg_rng_below(&rng, (uint32_t)w), chh = 1 + (int)prg_rng_below(&rng, (uint32_t)h);
+        int x0 = (int)prg_rng_below(&rng, (uint32_t)(w - cw + 1)), y0 = (int)prg_rng_below(&rng, (uint32_t)(h - chh + 1));
+        int dw = 1 + (int)prg_rng_below(&rng, 80), dh = 1 + (int)prg_rng_below(&rng, 80), ch;
+        uint32_t same = prg_rng_below(&rng, 4);
+        prg_image pic, win;
+        uint8_t *planes, *crop, *a, *b, *work;
+        size_t i, m;
+        if (same == 1) dw = cw; /* vertical pass only */
+        if (same == 2) dh = chh; /* horizontal pass only */
+        if (same == 3 && t % 8 == 3) { dw = cw; dh = chh; } /* a copy */
+        m = (size_t)c * dw * dh;
+        if (prg_image_alloc(&pic, w, h, c)) { CHECK(0, "%s", prg_last_error()); return; }
+        for (i = 0; i < (size_t)w * h * c; i++) pic.data[i] = (uint8_t)prg_rng_below(&rng, 256);
+        for (i = 0; i < (size_t)w * h * c; i += 1 + prg_rng_below(&rng, 9)) pic.data[i] = i % 2 ? 255 : 0; /* clipping */
+        planes = (uint8_t *)malloc((size_t)c * w * h);
+        crop = (uint8_t *)malloc((size_t)c * cw * chh);
+        a = (uint8_t *)malloc(m);
+        b = (uint8_t *)malloc(m);
+        work = (uint8_t *)malloc(prg_planes_resize_workspace(c, chh, cw, dh, dw));
+        prg_image_to_planar(planes, &pic);
+        prg_planes_crop(crop, planes, y0, x0, chh, cw, c, h, w);
+        CHECK(prg_image_crop(&win, &pic, x0, y0, cw, chh) == PRG_OK, "%s", prg_last_error());
+        CHECK(prg_resize_u8(a, dw, dh, win.data, cw, chh, c, PRG_FILTER_BICUBIC) == PRG_OK, "%s", prg_last_error());
+        /* half the calls in a workspace of exactly the size asked for, half allocating */
+        CHECK(prg_planes_resize(b, dh, dw, crop, c, chh, cw, t % 2 ? work : NULL) == PRG_OK, "%s", prg_last_error());
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < (size_t)dw * dh; i++)
+                if (a[i * c + ch] != b[(size_t)ch * dw * dh + i]) {
+                    if (fails++ < 5)
+                        CHECK(0, "case %d: %dx%dx%d window %dx%d at (%d,%d) -> %dx%d: channel %d pixel %zu: interleaved %d, planar %d",
+                              t, w, h, c, cw, chh, x0, y0, dw, dh, ch, i, a[i * c + ch], b[(size_t)ch * dw * dh + i]);
+                    i = (size_t)dw * dh; /* one report per channel */
+                }
+        free(planes); free(crop); free(a); free(b); free(work);
+        prg_image_free(&win);
+        prg_image_free(&pic);
+    }
+    CHECK(fails == 0, "interleaved and planar resizes differ in %d channels of 300 cases", fails);
+}
+
 int main(void) {
     test_jpeg();
     test_png();
     test_channels();
     test_corrupt_headers();
     test_resize();
+    test_resize_channels();
+    test_resize_agree();
     test_prepare();
     return prg_test_finish("test_images");
 }
