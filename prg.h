@@ -2797,14 +2797,13 @@ static void prg__pad_planes(float *xp, const float *x, size_t planes, int h, int
 /* The panel packer (prg__gemm_b_packer) over the implicit column matrix:
    the panel's columns are cut into runs along one output row, each a
    contiguous (stride 1) or strided piece of a padded input row. */
-PRG_INLINE_COPIES
-static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
-                                    int p0, int kc, int nr) {
-    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
-    int off[64], len[64], pos[64], nseg = 0, jj, p, t, g;
-    int hw = ic->ho * ic->wo, kk = ic->k * ic->k, ci, ki, kj;
+/* The panel's columns [j0, j0+cols) cut into runs along one output row:
+   run g is columns [pos, pos+len) and starts at xp + off (channel 0, tap
+   0).  Returns the number of runs (at most cols). */
+static int prg__implicit_cols_runs(const prg__implicit_cols *ic, int j0, int cols, int *off,
+                                   int *len, int *pos) {
+    int nseg = 0, jj, hw = ic->ho * ic->wo;
     size_t plane = (size_t)ic->hp * ic->wp;
-    PRG_ASSERT(nr <= 64);
     for (jj = 0; jj < cols;) {
         int j = j0 + jj, bi = j / hw, oy = j % hw / ic->wo, ox = j % hw % ic->wo;
         int run = ic->wo - ox < cols - jj ? ic->wo - ox : cols - jj;
@@ -2813,6 +2812,30 @@ static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, in
         pos[nseg++] = jj;
         jj += run;
     }
+    return nseg;
+}
+
+/* the offset of row p0 (channel, tap) in xp, and the step to the next row */
+#define PRG__COLS_NEXT_ROW(ic, ci, ki, kj)                                    \
+    do {                                                                      \
+        if (++(kj) == (ic)->k) {                                              \
+            (kj) = 0;                                                         \
+            if (++(ki) == (ic)->k) {                                          \
+                (ki) = 0;                                                     \
+                (ci)++;                                                       \
+            }                                                                 \
+        }                                                                     \
+    } while (0)
+
+PRG_INLINE_COPIES
+static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
+                                    int p0, int kc, int nr) {
+    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
+    int off[64], len[64], pos[64], nseg, p, t, g;
+    int kk = ic->k * ic->k, ci, ki, kj;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    PRG_ASSERT(nr <= 64);
+    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
     ci = p0 / kk;
     ki = p0 % kk / ic->k;
     kj = p0 % ic->k;
@@ -2832,14 +2855,57 @@ static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, in
             }
         }
         for (t = cols; t < nr; t++) d[t] = 0.0f;
-        if (++kj == ic->k) {
-            kj = 0;
-            if (++ki == ic->k) {
-                ki = 0;
-                ci++;
-            }
-        }
+        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
     }
+}
+
+#ifdef PRG__X86
+/* The same for stride 1 and 32-wide panels (the AVX-512 GEMM's): each half
+   of a panel row is one register filled by masked loads, one per run that
+   overlaps it, then stored whole (the zeros past cols included). */
+__attribute__((target("avx512f")))
+static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT dst, int j0,
+                                           int cols, int p0, int kc, int nr) {
+    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
+    int off[64], len[64], pos[64], nseg, p, g, h, n[2] = {0, 0};
+    ptrdiff_t rel[2][32];
+    __mmask16 msk[2][32];
+    int kk = ic->k * ic->k, ci, ki, kj;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    if (ic->s != 1 || nr != 32) {
+        prg__implicit_cols_pack(ctx, dst, j0, cols, p0, kc, nr);
+        return;
+    }
+    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
+    for (g = 0; g < nseg; g++)
+        for (h = 0; h < 2; h++) {
+            int lo = pos[g] > 16 * h ? pos[g] - 16 * h : 0;
+            int hi = pos[g] + len[g] < 16 * h + 16 ? pos[g] + len[g] - 16 * h : 16;
+            if (lo >= hi) continue;
+            msk[h][n[h]] = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+            rel[h][n[h]++] = (ptrdiff_t)off[g] - pos[g] + 16 * h; /* lane i reads base + rel + i */
+        }
+    ci = p0 / kk;
+    ki = p0 % kk / ic->k;
+    kj = p0 % ic->k;
+    for (p = 0; p < kc; p++) {
+        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
+        float *d = dst + (size_t)p * 32;
+        for (h = 0; h < 2; h++) {
+            __m512 v = _mm512_setzero_ps();
+            for (g = 0; g < n[h]; g++) v = _mm512_mask_loadu_ps(v, msk[h][g], base + rel[h][g]);
+            _mm512_storeu_ps(d + 16 * h, v);
+        }
+        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
+    }
+}
+#endif
+
+static prg__gemm_b_packer prg__implicit_cols_packer(void) {
+#ifdef PRG__X86
+    if (!strcmp(prg_gemm_kernel_name(), "avx512")) return prg__implicit_cols_pack_avx512;
+#endif
+    return prg__implicit_cols_pack;
 }
 
 typedef struct prg__conv_job {
@@ -3007,7 +3073,7 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
         ic.k = k; ic.s = stride; ic.ho = c.ho; ic.wo = c.wo;
         if (prg__sgemm_packer(0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
-                              prg__implicit_cols_pack, &ic, 0.0f, dst, (int)ncols) != 0) {
+                              prg__implicit_cols_packer(), &ic, 0.0f, dst, (int)ncols) != 0) {
             /* no packing buffers: the explicit column matrix */
             prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
             prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols,
@@ -3130,7 +3196,7 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     ic.c = c->co; ic.hp = c->ho + 2 * q; ic.wp = c->wo + 2 * q;
     ic.k = c->k; ic.s = 1; ic.ho = c->h; ic.wo = c->w;
     if (prg__sgemm_packer(0, c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
-                          prg__implicit_cols_pack, &ic,
+                          prg__implicit_cols_packer(), &ic,
                           j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
         return -1;
     if (j->nb > 1) {
