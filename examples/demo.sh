@@ -12,8 +12,8 @@ set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}; OUT=${OUT:-build/demo}; THREADS=${THREADS:-0}
 PRE_STEPS=${PRE_STEPS:-250}; PRE_BATCH=${PRE_BATCH:-64}; PRE_LR=${PRE_LR:-1e-3}
-FT_STEPS=${FT_STEPS:-200}; FT_BATCH=${FT_BATCH:-32}; FT_LR=${FT_LR:-1e-3}
-T_SPAN=${T_SPAN:-3}; T_CUTOFF=${T_CUTOFF:-0}; EVAL_LIMIT=${EVAL_LIMIT:-0}
+FT_STEPS=${FT_STEPS:-400}; FT_BATCH=${FT_BATCH:-32}; FT_LR=${FT_LR:-2e-3}
+T_SPAN=${T_SPAN:-2}; T_CUTOFF=${T_CUTOFF:-0}; EVAL_LIMIT=${EVAL_LIMIT:-0}
 TRAIN=data/mnist/train-images-idx3-ubyte.gz; TEST=data/mnist/t10k-images-idx3-ubyte.gz
 mkdir -p "$OUT"
 # A small U-Net of the reference design: 16 channels (GroupNorm 8 groups),
