@@ -2568,6 +2568,17 @@ static void prg__dots_avx512(const float *g, const float *x, size_t n, double *s
     *sgx = s2;
 }
 
+/* Sum of the 16 lanes, in lane order (_mm512_reduce_add_ps makes g++ 12
+   warn -Wuninitialized inside its header). */
+__attribute__((target("avx512f")))
+static float prg__hsum16(__m512 v) {
+    float t[16], s = 0.0f;
+    int l;
+    _mm512_storeu_ps(t, v);
+    for (l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
 /* Nine taps of two channels: 18 accumulators (named, not an array, so
    that they stay in registers), each input vector loaded once for both. */
 #define PRG__DW3_TAP(a, b, off)                                               \
@@ -2598,16 +2609,16 @@ static void prg__dw3_avx512(float *out, const float *g0, const float *g1, const 
         PRG__DW3_TAP(a7, b7, w2 + 1);
         PRG__DW3_TAP(a8, b8, w2 + 2);
     }
-    out[0] += _mm512_reduce_add_ps(a0); out[1] += _mm512_reduce_add_ps(a1);
-    out[2] += _mm512_reduce_add_ps(a2); out[3] += _mm512_reduce_add_ps(a3);
-    out[4] += _mm512_reduce_add_ps(a4); out[5] += _mm512_reduce_add_ps(a5);
-    out[6] += _mm512_reduce_add_ps(a6); out[7] += _mm512_reduce_add_ps(a7);
-    out[8] += _mm512_reduce_add_ps(a8);
-    out[9] += _mm512_reduce_add_ps(b0); out[10] += _mm512_reduce_add_ps(b1);
-    out[11] += _mm512_reduce_add_ps(b2); out[12] += _mm512_reduce_add_ps(b3);
-    out[13] += _mm512_reduce_add_ps(b4); out[14] += _mm512_reduce_add_ps(b5);
-    out[15] += _mm512_reduce_add_ps(b6); out[16] += _mm512_reduce_add_ps(b7);
-    out[17] += _mm512_reduce_add_ps(b8);
+    out[0] += prg__hsum16(a0); out[1] += prg__hsum16(a1);
+    out[2] += prg__hsum16(a2); out[3] += prg__hsum16(a3);
+    out[4] += prg__hsum16(a4); out[5] += prg__hsum16(a5);
+    out[6] += prg__hsum16(a6); out[7] += prg__hsum16(a7);
+    out[8] += prg__hsum16(a8);
+    out[9] += prg__hsum16(b0); out[10] += prg__hsum16(b1);
+    out[11] += prg__hsum16(b2); out[12] += prg__hsum16(b3);
+    out[13] += prg__hsum16(b4); out[14] += prg__hsum16(b5);
+    out[15] += prg__hsum16(b6); out[16] += prg__hsum16(b7);
+    out[17] += prg__hsum16(b8);
 }
 #undef PRG__DW3_TAP
 
