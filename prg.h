@@ -2738,10 +2738,20 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
 }
 
 /* ---- conv2d ---------------------------------------------------------------
-   im2col + GEMM.  The batch is processed in chunks of nb samples whose
-   columns sit side by side ([Ci*k*k][nb*Ho*Wo]), so that small feature maps
-   still give GEMMs with about PRG__CONV_COLS columns.  A 1x1 stride-1
-   unpadded conv needs no im2col: it is one GEMM per sample on x itself. */
+   GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
+   in chunks of nb samples whose columns sit side by side, so that small
+   feature maps still give GEMMs with about PRG__CONV_COLS columns.
+   - forward: y = W col, the GEMM packing col's panels straight from a
+     zero-padded copy of the chunk (implicit column matrix, below);
+   - dx: for stride 1 (pad <= k-1, Co < 2 Ci) the convolution of dy, padded
+     by k-1-p, with the flipped weights, packed the same way; otherwise
+     col' = W^T dy stored, then scattered back (col2im);
+   - dW: for 3x3 stride 1 up to 64 x 128 channels with the AVX-512 kernel,
+     nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
+     stored (im2col).
+   When the GEMM's packing buffers cannot be had, the stored column matrix
+   serves every product.  A 1x1 stride-1 unpadded conv needs no column
+   matrix: it is one GEMM per sample on x itself. */
 #define PRG__CONV_COLS 1024
 
 typedef struct prg__conv {
