@@ -1311,6 +1311,7 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
 static int prg__threads_wanted = 1;
 void prg_set_num_threads(int n) { (void)n; }
 int prg_get_num_threads(void) { return prg__threads_wanted; }
+static int prg__parallel_width(void) { return 1; }
 void prg_parallel(prg_task_fn fn, void *ctx) { fn(ctx, 0, 1); }
 
 #else
@@ -1451,6 +1452,18 @@ int prg_get_num_threads(void) {
     prg__pool *p = &prg__the_pool;
     int n;
     pthread_mutex_lock(&p->use);
+    n = prg__pool_wanted(p);
+    pthread_mutex_unlock(&p->use);
+    return n;
+}
+
+/* How many threads a prg_parallel call made now would most likely use: 1
+   inside a task or while another thread runs a job (the call would then
+   run serially), else the pool size.  Never blocks. */
+static int prg__parallel_width(void) {
+    prg__pool *p = &prg__the_pool;
+    int n;
+    if (prg__in_task || pthread_mutex_trylock(&p->use) != 0) return 1;
     n = prg__pool_wanted(p);
     pthread_mutex_unlock(&p->use);
     return n;
@@ -2296,7 +2309,7 @@ static int prg__sgemm_packer(int trans_a, int m, int n, int k, float alpha, cons
     prg__gemm_job j;
     prg__gemm_buf *bufs[PRG_MAX_THREADS];
     size_t na, nf;
-    int i, nbuf = prg_get_num_threads(), ok = 1;
+    int i, nbuf = prg__parallel_width(), ok = 1;
     if (prg__sgemm_packer_off) return -1;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0 || alpha == 0.0f) {

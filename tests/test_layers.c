@@ -575,6 +575,62 @@ static void test_threads(void) {
     L = make_cat(8, 64, 32, 256); check_threads(&L, ""); layer_free(&L);
 }
 
+/* A convolution started from inside a parallel task (every thread runs the
+   whole layer on its own outputs and workspace) runs serially there: it must
+   neither block on the pool nor give other bits than a call from outside. */
+typedef struct nested_conv {
+    const float *x, *wt, *bias, *dy;
+    float *y[2], *dx[2], *dw[2], *db[2], *ws[2];
+    int b, ci, h, w, co;
+} nested_conv;
+
+static void nested_conv_task(void *ctx, int ith, int nth) {
+    nested_conv *n = (nested_conv *)ctx;
+    int i;
+    for (i = ith; i < 2; i += nth) {
+        prg_conv2d_forward(n->y[i], n->x, n->wt, n->bias, n->b, n->ci, n->h, n->w, n->co, 3, 1, 1,
+                           n->ws[i]);
+        prg_conv2d_backward(n->dx[i], n->dw[i], n->db[i], n->dy, n->x, n->wt, n->b, n->ci, n->h,
+                            n->w, n->co, 3, 1, 1, n->ws[i]);
+    }
+}
+
+static void test_nested_conv(void) {
+    nested_conv n;
+    const int b = 3, ci = 12, h = 16, w = 16, co = 10;
+    size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
+    size_t nws = prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1);
+    float *x = rnd(nx, -1.0f, 1.0f), *wt = rnd(nw, -0.3f, 0.3f), *bias = rnd((size_t)co, -1.0f, 1.0f);
+    float *dy = rnd(ny, -1.0f, 1.0f);
+    float *y = vec(ny), *dx = vec(nx), *dw = vec(nw), *db = vec((size_t)co), *ws = vec(nws);
+    int i;
+    memset(dx, 0, nx * sizeof(float));
+    memset(dw, 0, nw * sizeof(float));
+    memset(db, 0, co * sizeof(float));
+    prg_conv2d_forward(y, x, wt, bias, b, ci, h, w, co, 3, 1, 1, ws);
+    prg_conv2d_backward(dx, dw, db, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
+    n.x = x; n.wt = wt; n.bias = bias; n.dy = dy;
+    n.b = b; n.ci = ci; n.h = h; n.w = w; n.co = co;
+    for (i = 0; i < 2; i++) {
+        n.y[i] = vec(ny);
+        n.dx[i] = vec(nx);
+        n.dw[i] = vec(nw);
+        n.db[i] = vec((size_t)co);
+        n.ws[i] = vec(nws);
+        memset(n.dx[i], 0, nx * sizeof(float));
+        memset(n.dw[i], 0, nw * sizeof(float));
+        memset(n.db[i], 0, co * sizeof(float));
+    }
+    prg_parallel(nested_conv_task, &n);
+    for (i = 0; i < 2; i++) {
+        CHECK(!memcmp(n.y[i], y, ny * sizeof(float)) && !memcmp(n.dx[i], dx, nx * sizeof(float)) &&
+                  !memcmp(n.dw[i], dw, nw * sizeof(float)) && !memcmp(n.db[i], db, co * sizeof(float)),
+              "conv inside a parallel task, copy %d: not the bits of the direct call", i);
+        free(n.y[i]); free(n.dx[i]); free(n.dw[i]); free(n.db[i]); free(n.ws[i]);
+    }
+    free(x); free(wt); free(bias); free(dy); free(y); free(dx); free(dw); free(db); free(ws);
+}
+
 /* ---- (c) PyTorch reference values ---------------------------------------------
    The fixture holds inputs, outputs and gradients computed by torch 1.13
    (float32).  Both sides round differently (summation order, exp), so the
@@ -784,5 +840,6 @@ int main(void) {
     prg_gemm_set_kernel("auto");
     kern = "auto";
     test_threads();
+    test_nested_conv();
     return prg_test_finish("test_layers");
 }
