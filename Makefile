@@ -145,8 +145,11 @@ bench-images: $(BUILD)/bench_images
 	$(BUILD)/bench_images
 
 # make fuzz FUZZ_SECONDS=30: each target (JPEG, PNG, safetensors, npz, IDX)
-# runs that long from the fixtures.
+# runs that long from the fixtures.  FUZZ_SEED fixes libFuzzer's random
+# seed, so that a run (CI's) is reproducible; FUZZ_SEED=0 draws a new one
+# each time, for longer exploratory runs.
 FUZZ_SECONDS ?= 30
+FUZZ_SEED ?= 1
 FUZZ_CC ?= clang
 fuzz: | $(BUILD)
 	@for t in jpeg:images/*.jpg png:images/*.png safetensors:fuzz/*.safetensors npz:io/*.npz idx:fuzz/*.idxpair; do \
@@ -155,7 +158,7 @@ fuzz: | $(BUILD)
 	    -o $(BUILD)/fuzz_$$n tools/fuzz_files.c -lm -pthread || exit 1; \
 	  rm -rf $(BUILD)/fuzz_$$n.corpus; mkdir -p $(BUILD)/fuzz_$$n.corpus; cp tests/fixtures/$$seeds $(BUILD)/fuzz_$$n.corpus/; \
 	  echo "fuzz_$$n: $(FUZZ_SECONDS) s"; \
-	  $(BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	  $(BUILD)/fuzz_$$n -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
 	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1; rc=$$?; \
 	  grep -E 'Done [0-9]+ runs' $(BUILD)/fuzz_$$n.log; \
 	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz_$$n FAILED (crash input saved in the current directory)"; exit 1; }; \

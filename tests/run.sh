@@ -2,10 +2,16 @@
 # Runs every test program given as an argument (optionally under a wrapper
 # such as qemu-aarch64, via $PRG_TEST_WRAPPER), sums their counts and prints
 # "N passed, N failed" as the last line.  A program that crashes or exits
-# non-zero without reporting a failure counts as one failure.
+# non-zero without reporting a failure counts as one failure, and so does one
+# still running after $PRG_TEST_TIMEOUT seconds (default 1800: a hang fails
+# the run instead of stalling it).
 passed=0; failed=0
+limit=${PRG_TEST_TIMEOUT:-1800}
+tmo=""; command -v timeout > /dev/null && tmo="timeout $limit"
 for t in "$@"; do
-    out=$($PRG_TEST_WRAPPER "$t" 2>&1); rc=$?
+    out=$($tmo $PRG_TEST_WRAPPER "$t" 2>&1); rc=$?
+    [ -n "$tmo" ] && [ "$rc" -eq 124 ] && out="$out
+(timed out after $limit s)"
     printf '%s\n' "$out" | grep -E '^FAIL|passed, [0-9]+ failed$' | tail -n 40
     line=$(printf '%s\n' "$out" | grep -E '^[^ ]+: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
     if [ -n "$line" ]; then
