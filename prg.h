@@ -2297,14 +2297,14 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
         prg_parallel(prg__gemm_task, &j);
 }
 
-/* C = alpha * op(A) * B + beta * C where the packer writes B's panels (an
+/* C = alpha * A * B + beta * C where the packer writes B's panels (an
    implicit operand such as a convolution's column matrix, never stored
    whole).  The same blocking and kernels as prg_sgemm, so the same bits for
    any thread count.  Returns 0, or -1 with C untouched when the packing
    buffers cannot be had (the caller then takes an explicit path). */
 static int prg__sgemm_packer_off = 0; /* tests: take the callers' explicit paths */
 
-static int prg__sgemm_packer(int trans_a, int m, int n, int k, float alpha, const float *a,
+static int prg__sgemm_packer(int m, int n, int k, float alpha, const float *a,
                              int lda, prg__gemm_b_packer packer, const void *ctx, float beta,
                              float *c, int ldc) {
     prg__gemm_job j;
@@ -2319,8 +2319,7 @@ static int prg__sgemm_packer(int trans_a, int m, int n, int k, float alpha, cons
     }
     memset(&j, 0, sizeof j);
     j.g = prg__gemm_select();
-    j.ta = trans_a != 0;
-    j.m = m; j.n = n; j.k = k;
+    j.m = m; j.n = n; j.k = k; /* A not transposed (memset: ta = 0) */
     j.alpha = alpha; j.beta = beta;
     j.a = a; j.c = c;
     j.lda = lda; j.ldc = ldc;
@@ -3150,7 +3149,7 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         ic.xp = ws;
         ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
         ic.k = k; ic.s = stride; ic.ho = c.ho; ic.wo = c.wo;
-        if (prg__sgemm_packer(0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
+        if (prg__sgemm_packer(cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
                               prg__implicit_cols_packer(), &ic, 0.0f, dst, (int)ncols) != 0) {
             /* no packing buffers: the explicit column matrix */
             prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
@@ -3273,7 +3272,7 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     ic.xp = ws;
     ic.c = c->co; ic.hp = c->ho + 2 * q; ic.wp = c->wo + 2 * q;
     ic.k = c->k; ic.s = 1; ic.ho = c->h; ic.wo = c->w;
-    if (prg__sgemm_packer(0, c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
+    if (prg__sgemm_packer(c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
                           prg__implicit_cols_packer(), &ic,
                           j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
         return -1;

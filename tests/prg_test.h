@@ -3,6 +3,28 @@
 #ifndef PRG_TEST_H
 #define PRG_TEST_H
 #include <stdio.h>
+#include <stdlib.h>
+
+/* The raw bytes of a file (malloc'd, one spare byte), or NULL with *len = 0
+   when it is missing or cannot be read whole. */
+static unsigned char *prg_test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *b;
+    long n;
+    *len = 0;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b = n < 0 ? NULL : (unsigned char *)malloc((size_t)n + 1);
+    if (b && n && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) *len = (size_t)n;
+    return b;
+}
 
 static int prg_test_passed = 0, prg_test_failed = 0;
 

@@ -154,23 +154,20 @@ static void test_unet_files(void) {
         }
     }
     /* truncated at many offsets */
-    f = fopen(p, "rb");
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fclose(f);
-    for (cut = 0; cut < 40; cut++) {
-        long at = cut < 20 ? cut : size * (cut - 19) / 21;
-        char *buf = (char *)malloc((size_t)size);
-        FILE *g;
-        f = fopen(p, "rb");
-        CHECK(fread(buf, 1, (size_t)size, f) == (size_t)size, "read back");
-        fclose(f);
-        g = fopen(tmp_path("trunc.safetensors"), "wb");
-        fwrite(buf, 1, (size_t)at, g);
-        fclose(g);
-        free(buf);
-        CHECK(prg_unet_load(&back, tmp_path("trunc.safetensors"), NULL) != PRG_OK && back == NULL,
-              "truncated at %ld of %ld accepted", at, size);
+    {
+        size_t n;
+        unsigned char *whole = prg_test_read_file(p, &n);
+        CHECK(whole != NULL, "read back %s", p);
+        size = (long)n;
+        for (cut = 0; whole && cut < 40; cut++) {
+            long at = cut < 20 ? cut : size * (cut - 19) / 21;
+            FILE *g = fopen(tmp_path("trunc.safetensors"), "wb");
+            fwrite(whole, 1, (size_t)at, g);
+            fclose(g);
+            CHECK(prg_unet_load(&back, tmp_path("trunc.safetensors"), NULL) != PRG_OK && back == NULL,
+                  "truncated at %ld of %ld accepted", at, size);
+        }
+        free(whole);
     }
     /* an absurd header length */
     f = fopen(tmp_path("huge.safetensors"), "wb");

@@ -11,25 +11,10 @@
 
 #define FIX "tests/fixtures/images/"
 
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    uint8_t *b;
-    long n;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b = (uint8_t *)malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 /* Reads the PAM reference (P7, MAXVAL 255) written by the fixture script. */
 static int read_pam(const char *path, prg_image *img) {
     size_t len, i = 0;
-    uint8_t *b = read_all(path, &len);
+    uint8_t *b = prg_test_read_file(path, &len);
     char *hdr;
     int w = 0, h = 0, d = 0;
     if (!b) return 0;
@@ -65,7 +50,7 @@ static void check_file(const char *base, const char *ext, int bound) {
     prg_result r;
     snprintf(path, sizeof path, FIX "%s.%s", base, ext);
     snprintf(ref_path, sizeof ref_path, FIX "%s.pam", base);
-    buf = read_all(path, &len);
+    buf = prg_test_read_file(path, &len);
     CHECK(buf != NULL, "cannot read %s", path);
     CHECK(read_pam(ref_path, &ref), "cannot read %s", ref_path);
     if (!buf || !ref.data) return;

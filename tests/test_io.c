@@ -34,21 +34,6 @@ static void put_file(const char *path, const void *p, size_t n) {
     if (n) fwrite(p, 1, n, f);
     fclose(f);
 }
-static uint8_t *get_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    uint8_t *p;
-    long len;
-    *n = 0;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    p = (uint8_t *)malloc((size_t)len + 1);
-    if (len && fread(p, 1, (size_t)len, f) != (size_t)len) len = 0;
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
 static int file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -119,7 +104,7 @@ static void test_gzip_fixtures(void) {
     free(t);
     /* zlib stream by python's zlib */
     t = text_gen(1000, &tl);
-    z = get_file(fix_path("text.zlib"), &zn);
+    z = prg_test_read_file(fix_path("text.zlib"), &zn);
     out = (uint8_t *)malloc(tl + 16);
     r = z ? prg_zlib_decompress(z, zn, out, tl + 16, &outn) : PRG_ERR_IO;
     CHECK(r == PRG_OK && outn == tl && memcmp(out, t, tl) == 0, "text.zlib: %s", prg_last_error());
@@ -143,7 +128,7 @@ static void test_gzip_fixtures(void) {
 /* Every truncation and several single-byte corruptions of a gzip file are refused. */
 static void test_gzip_corrupt(void) {
     size_t n, cut, i, d_n;
-    uint8_t *g = get_file(fix_path("text.txt.gz"), &n), *d, *h;
+    uint8_t *g = prg_test_read_file(fix_path("text.txt.gz"), &n), *d, *h;
     const char *p = tmp_path("bad.gz");
     int refused = 0, tries = 0, named = 0;
     prg_result r;
@@ -192,7 +177,7 @@ static void test_gzip_corrupt(void) {
     free(h);
     free(g);
     /* FHCRC */
-    g = get_file(fix_path("flags_fixed.gz"), &n);
+    g = prg_test_read_file(fix_path("flags_fixed.gz"), &n);
     if (g) {
         g[12] ^= 1; /* inside FEXTRA: only the header CRC notices */
         put_file(p, g, n);
@@ -339,7 +324,7 @@ static void test_npy(void) {
         CHECK(r == PRG_OK && prg_npy_load(&b, tmp_path("rt.npy")) == PRG_OK && b.count == 6 && b.ndim == 2 && memcmp(b.data, f32, 24) == 0,
               "npy round trip: %s", prg_last_error());
         prg_array_free(&b);
-        bytes = get_file(tmp_path("rt.npy"), &n);
+        bytes = prg_test_read_file(tmp_path("rt.npy"), &n);
         CHECK(bytes && n % 64 == 24 && bytes[n - 25] == '\n', "npy header padded to 64 with a newline (%zu bytes)", n);
         CHECK(bytes && bytes[n - 24] == 0 && bytes[n - 23] == 0 && bytes[n - 22] == 0xc0 && bytes[n - 21] == 0x3f, "npy 1.5f little-endian");
         free(bytes);
@@ -351,7 +336,7 @@ static void test_npy(void) {
         CHECK(prg_npz_save(tmp_path("rt2.npz"), nn, arrs, 0) == PRG_OK && prg_npz_load(&b, tmp_path("rt2.npz"), "x") == PRG_ERR_FORMAT,
               "empty npz");
         /* corrupt npz: every truncation, a flipped data byte (CRC) */
-        bytes = get_file(tmp_path("rt.npz"), &n);
+        bytes = prg_test_read_file(tmp_path("rt.npz"), &n);
         {
             int refused = 0, tries = 0;
             for (i = 0; i < n; i += 3) {
@@ -368,7 +353,7 @@ static void test_npy(void) {
         free(bytes);
     }
     /* corrupt .npy: every truncation, wrong magic, absurd header, bad dicts */
-    bytes = get_file(fix_path("f32.npy"), &n);
+    bytes = prg_test_read_file(fix_path("f32.npy"), &n);
     if (bytes) {
         int refused = 0;
         static const char *const bad_dicts[][2] = {
@@ -477,7 +462,7 @@ static void test_safetensors(void) {
           "info");
     CHECK(prg_st_read_f32(st, "layer.weight", back, 6, PRG_ST_FINITE) == PRG_OK && memcmp(back, w, 24) == 0, "f32 values");
     {
-        uint8_t *file = get_file(p, &n); /* 1.0f little-endian on disk, on any host */
+        uint8_t *file = prg_test_read_file(p, &n); /* 1.0f little-endian on disk, on any host */
         CHECK(file && info.offset + 4 <= n && file[info.offset] == 0 && file[info.offset + 1] == 0 && file[info.offset + 2] == 0x80 &&
                   file[info.offset + 3] == 0x3f,
               "f32 stored little-endian");
@@ -512,17 +497,17 @@ static void test_safetensors(void) {
         prg_st_close(st);
     }
     /* a failed write leaves the old file as it was */
-    before = get_file(p, &nb);
+    before = prg_test_read_file(p, &nb);
     t[1] = t[0];
     r = prg_safetensors_write(p, t, 2, NULL, 0);
-    after = get_file(p, &na);
+    after = prg_test_read_file(p, &na);
     CHECK(r == PRG_ERR_ARG && msg_has("twice") && nb == na && memcmp(before, after, nb) == 0 && !file_exists(tmp_path("model.safetensors.tmp")),
           "duplicate names refused, old file intact: %s", prg_last_error());
     free(before);
     free(after);
     CHECK(prg_safetensors_write("/nonexistent-dir/x.safetensors", t, 1, NULL, 0) == PRG_ERR_IO && msg_has("nonexistent-dir"), "no dir");
     /* every truncation of a valid file */
-    before = get_file(p, &nb);
+    before = prg_test_read_file(p, &nb);
     {
         int refused = 0;
         for (i = 0; i < nb; i++) {
@@ -889,7 +874,7 @@ static void test_dataset_dir(void) {
 static uint8_t *png_decode(const char *path, int *w, int *h, int *c) {
     static const int chans[7] = {1, 0, 3, 0, 2, 0, 4};
     size_t n, pos = 8, zl = 0, rawn, got, y, x;
-    uint8_t *f = get_file(path, &n), *z, *raw, *img = NULL;
+    uint8_t *f = prg_test_read_file(path, &n), *z, *raw, *img = NULL;
     int crc_ok = 1, seen_end = 0;
     *w = *h = *c = 0;
     if (!f || n < 8 || memcmp(f, "\x89PNG\r\n\x1a\n", 8) != 0) { free(f); return NULL; }
@@ -958,7 +943,7 @@ static void test_png_pnm(void) {
     prg_png_write(p, px, W, H, 3);
     {
         size_t n;
-        uint8_t *f = get_file(p, &n);
+        uint8_t *f = prg_test_read_file(p, &n);
         CHECK(f && n < (size_t)W * H * 3 / 4, "smooth png is %zu bytes (raw %d)", n, W * H * 3);
         free(f);
     }
@@ -986,7 +971,7 @@ static void test_png_pnm(void) {
         {
             size_t n, cut;
             int refused = 0, tries = 0;
-            uint8_t *f = get_file(q, &n);
+            uint8_t *f = prg_test_read_file(q, &n);
             for (cut = 0; cut < n; cut += (cut < 20 ? 1 : 211)) {
                 put_file(tmp_path("cut.pnm"), f, cut);
                 tries++;
@@ -1150,13 +1135,13 @@ static void test_random_damage(void) {
     prg_rng_seed(&rng, 2024, 0);
     for (kind = 0; kind < 7; kind++) {
         size_t n;
-        uint8_t *orig = get_file(src[kind], &n), *f;
+        uint8_t *orig = prg_test_read_file(src[kind], &n), *f;
         char p[600];
         if (!orig) { CHECK(0, "no source for damage kind %d", kind); continue; }
         snprintf(p, sizeof p, "%s", tmp_path(kind == 5 ? "dmg-labels-idx1-ubyte.gz" : "dmg.bin"));
         if (kind == 5) { /* its partner, intact */
             size_t m;
-            uint8_t *img = get_file(fix_path("mini-images-idx3-ubyte.gz"), &m);
+            uint8_t *img = prg_test_read_file(fix_path("mini-images-idx3-ubyte.gz"), &m);
             put_file(tmp_path("dmg-images-idx3-ubyte.gz"), img, m);
             free(img);
         }
