@@ -7,7 +7,7 @@
 
 /* The raw bytes of a file (malloc'd, one spare byte), or NULL with *len = 0
    when it is missing or cannot be read whole. */
-static unsigned char *prg_test_read_file(const char *path, size_t *len) {
+PRG_UNUSED static unsigned char *prg_test_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     unsigned char *b;
     long n;
