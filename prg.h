@@ -3116,6 +3116,632 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
     }
 }
 
+/* ---- Winograd F(2x2, 3x3) ------------------------------------------------
+   A 3x3 stride-1 pad-1 convolution gives each 2x2 output tile from its 4x4
+   input tile d (rows 2ty-1.., columns 2tx-1..) as
+       Y = A^T [(G g G^T) . (B^T d B)] A
+   with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; 1/2 1/2
+   1/2; 1/2 -1/2 1/2; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1]: 16 products per
+   tile and channel pair instead of 36.  With the tiles as GEMM columns, for
+   each position xi of the 4x4 transform
+       M[xi] (Co x tiles) = U[xi] (Co x Ci) V[xi] (Ci x tiles),
+   U = G g G^T once per call (packed as the GEMM kernel's A panels), V =
+   B^T d B per block of tiles (written as its B panels), then Y from M.
+   Blocks of tiles are independent and each is done by one thread, so the
+   bits do not depend on the thread count.  The weight gradient is the
+   transpose: dU[xi] = sum over tiles of dM[xi] V[xi]^T with dM = A dY A^T,
+   then dW = G^T dU G.  Odd sizes: tiles past the edge read zeros and their
+   outputs outside the image are dropped (their dY counts as zero). */
+static int prg__wino_off = 0; /* tests: take the other paths */
+#define PRG__WINO_MIN_C 8
+#define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
+#define PRG__WINO_DW_L2 (1024 * 1024) /* bytes of V and dM per block of the weight gradient */
+
+typedef void (*prg__wino_rows_fn)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
+                                  int ty, int x0, int len, int k0, int k1);
+typedef struct prg__wino_fns {
+    prg__wino_rows_fn in_row, dy_row; /* transforms of x and of dy: prg__wino_in_row, _dy_row */
+    void (*out_row)(float *plane, int h, int w, int ty, int x0, int len, const float *PRG_RESTRICT m,
+                    size_t ms, float bias, int accumulate);
+} prg__wino_fns;
+
+typedef struct prg__wino {
+    int b, ci, co, h, w, th, tw; /* GEMM depth ci, height co; tiles th x tw per image */
+    size_t ntiles;               /* b * th * tw */
+    int tb, npan, copad;         /* tiles per block (whole NR panels), panels per block, Co in MR rows */
+    const prg__gemm_impl *g;
+    prg__wino_fns fn;
+    const float *x, *bias;       /* x [B][Ci][H][W] */
+    float *y;                    /* [B][Co][H][W]: = (+ bias), or += when accumulate */
+    int accumulate;
+    float *u;                    /* [16][K chunks][Co panels][kc][MR] */
+    prg__gemm_buf *bufs[PRG_MAX_THREADS];
+    int nbufs;
+} prg__wino;
+
+/* The transformed values of the tiles [x0, x0+len) (len <= 64) of tile row
+   ty of one plane, rows k0..k1-1 of the 4x4 transform: v[(xi - 4 k0)*vs + q]
+   for tile x0+q. */
+static void prg__wino_in_row(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
+                             int ty, int x0, int len, int k0, int k1) {
+    float tmp[4 * 130], *r[4];
+    int pw = 2 * len + 2, i, p, q, k;
+    for (i = 0; i < 4; i++) {
+        int iy = 2 * ty - 1 + i, c0 = 2 * x0 - 1;
+        r[i] = tmp + (size_t)i * pw;
+        if (iy < 0 || iy >= h) {
+            memset(r[i], 0, (size_t)pw * sizeof(float));
+        } else {
+            const float *src = plane + (size_t)iy * w;
+            int lo = c0 < 0 ? -c0 : 0, hi = c0 + pw > w ? w - c0 : pw;
+            for (p = 0; p < lo; p++) r[i][p] = 0.0f;
+            memcpy(r[i] + lo, src + c0 + lo, (size_t)(hi - lo) * sizeof(float));
+            for (p = hi; p < pw; p++) r[i][p] = 0.0f;
+        }
+    }
+    for (p = 0; p < pw; p++) { /* B^T d down the columns */
+        float a = r[0][p], b = r[1][p], c = r[2][p], d = r[3][p];
+        r[0][p] = a - c;
+        r[1][p] = b + c;
+        r[2][p] = c - b;
+        r[3][p] = b - d;
+    }
+    for (k = k0; k < k1; k++) { /* ... B along the rows */
+        const float *s = r[k];
+        float *v0 = v + (size_t)(4 * (k - k0)) * vs, *v1 = v0 + vs, *v2 = v1 + vs, *v3 = v2 + vs;
+        for (q = 0; q < len; q++) {
+            float c0 = s[2 * q], c1 = s[2 * q + 1], c2 = s[2 * q + 2], c3 = s[2 * q + 3];
+            v0[q] = c0 - c2;
+            v1[q] = c1 + c2;
+            v2[q] = c2 - c1;
+            v3[q] = c1 - c3;
+        }
+    }
+}
+
+/* Output tiles [x0, x0+len) of tile row ty of one plane from m[xi*ms + q]:
+   Y = A^T m A, stored (plus bias) or added inside the image. */
+static void prg__wino_out_row(float *plane, int h, int w, int ty, int x0, int len,
+                              const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    int q, a;
+    for (q = 0; q < len; q++) {
+        float t[2][4], yv[2][2];
+        int k, ox = 2 * (x0 + q);
+        for (k = 0; k < 4; k++) { /* A^T m down the columns */
+            float m0 = m[(size_t)k * ms + q], m1 = m[(size_t)(4 + k) * ms + q];
+            float m2 = m[(size_t)(8 + k) * ms + q], m3 = m[(size_t)(12 + k) * ms + q];
+            t[0][k] = m0 + m1 + m2;
+            t[1][k] = m1 - m2 - m3;
+        }
+        for (a = 0; a < 2; a++) { /* ... A along the rows */
+            yv[a][0] = t[a][0] + t[a][1] + t[a][2];
+            yv[a][1] = t[a][1] - t[a][2] - t[a][3];
+        }
+        for (a = 0; a < 2; a++) {
+            int oy = 2 * ty + a, e;
+            float *row;
+            if (oy >= h) break;
+            row = plane + (size_t)oy * w;
+            for (e = 0; e < 2 && ox + e < w; e++) {
+                if (accumulate)
+                    row[ox + e] += yv[a][e];
+                else
+                    row[ox + e] = yv[a][e] + bias;
+            }
+        }
+    }
+}
+
+/* u16[xi] = (G g G^T)[xi] for the 3x3 kernel g[ki*ks + kj*js] */
+static void prg__wino_weight(float *u16, const float *g, int ks, int js) {
+    float t[4][3];
+    int i, j;
+    for (j = 0; j < 3; j++) { /* G g */
+        float g0 = g[j * js], g1 = g[ks + j * js], g2 = g[2 * ks + j * js];
+        t[0][j] = g0;
+        t[1][j] = 0.5f * (g0 + g1 + g2);
+        t[2][j] = 0.5f * (g0 - g1 + g2);
+        t[3][j] = g2;
+    }
+    for (i = 0; i < 4; i++) { /* ... G^T */
+        u16[4 * i] = t[i][0];
+        u16[4 * i + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u16[4 * i + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u16[4 * i + 3] = t[i][2];
+    }
+}
+
+/* dm[k*4*ms + m*ms + q] = (A e A^T)[k][m] for the dy tiles [x0, x0+len) of tile
+   row ty, rows k in [k0, k1) (relative to 4*k0), A = [1 0; 1 1; 1 -1; 0 -1] */
+static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
+                             int ty, int x0, int len, int k0, int k1) {
+    int q, k;
+    for (q = 0; q < len; q++) {
+        float e[2][2], r[4][2];
+        int a, c, ox = 2 * (x0 + q);
+        for (a = 0; a < 2; a++)
+            for (c = 0; c < 2; c++)
+                e[a][c] = 2 * ty + a < h && ox + c < w ? plane[(size_t)(2 * ty + a) * w + ox + c] : 0.0f;
+        for (c = 0; c < 2; c++) {
+            r[0][c] = e[0][c];
+            r[1][c] = e[0][c] + e[1][c];
+            r[2][c] = e[0][c] - e[1][c];
+            r[3][c] = -e[1][c];
+        }
+        for (k = k0; k < k1; k++) {
+            float *d = dm + (size_t)(4 * (k - k0)) * ms + q;
+            d[0] = r[k][0];
+            d[ms] = r[k][0] + r[k][1];
+            d[2 * ms] = r[k][0] - r[k][1];
+            d[3 * ms] = -r[k][1];
+        }
+    }
+}
+
+#ifdef PRG__X86
+/* The three row transforms with AVX-512, 16 tiles per vector: the same
+   operations in the same order as the scalar ones, so the same bits. */
+static const int prg__wino_even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+
+/* lanes i of a 16-float load at column c of a row of w floats that are inside it */
+static inline __attribute__((always_inline)) __mmask16 prg__wino_cols(int c, int w) {
+    unsigned lo = c >= 0 ? 0xFFFFu : c > -16 ? 0xFFFFu << -c : 0u;
+    unsigned hi = w - c >= 16 ? 0xFFFFu : w - c > 0 ? (1u << (w - c)) - 1u : 0u;
+    return (__mmask16)(lo & hi);
+}
+
+/* row k of the transform from row k of B^T d (columns c-1.. in sa, c+15.. in
+   sb, c+1.. in sc, c+17.. in sd) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_in_store(float *v0, size_t vs, __mmask16 mq, __m512 sa, __m512 sb, __m512 sc, __m512 sd,
+                   __m512i ev, __m512i od) {
+    __m512 c0 = _mm512_permutex2var_ps(sa, ev, sb), c1 = _mm512_permutex2var_ps(sa, od, sb);
+    __m512 c2 = _mm512_permutex2var_ps(sc, ev, sd), c3 = _mm512_permutex2var_ps(sc, od, sd);
+    _mm512_mask_storeu_ps(v0, mq, _mm512_sub_ps(c0, c2));
+    _mm512_mask_storeu_ps(v0 + vs, mq, _mm512_add_ps(c1, c2));
+    _mm512_mask_storeu_ps(v0 + 2 * vs, mq, _mm512_sub_ps(c2, c1));
+    _mm512_mask_storeu_ps(v0 + 3 * vs, mq, _mm512_sub_ps(c1, c3));
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_in_row_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
+                                    int ty, int x0, int len, int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512 z = _mm512_setzero_ps();
+    int q;
+    for (q = 0; q < len; q += 16) {
+        /* 34 columns from c - 1 of the four rows i: ai (c-1..), bi (c+15..),
+           ci (c+1..), di (c+17..); zeros outside the image */
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int c = 2 * (x0 + q);
+        __mmask16 ma = prg__wino_cols(c - 1, w), mb = prg__wino_cols(c + 15, w);
+        __mmask16 mc = prg__wino_cols(c + 1, w), md = prg__wino_cols(c + 17, w);
+        __m512 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+        __m512 c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
+        float *v0 = v + q;
+#define PRG__WINO_LOAD(i, a, b, cc, d)                                  \
+        if (2 * ty - 1 + (i) >= 0 && 2 * ty - 1 + (i) < h) {            \
+            const float *s = plane + (size_t)(2 * ty - 1 + (i)) * w + c; \
+            a = _mm512_maskz_loadu_ps(ma, s - 1);                       \
+            b = _mm512_maskz_loadu_ps(mb, s + 15);                      \
+            cc = _mm512_maskz_loadu_ps(mc, s + 1);                      \
+            d = _mm512_maskz_loadu_ps(md, s + 17);                      \
+        }
+        PRG__WINO_LOAD(0, a0, b0, c0, d0)
+        PRG__WINO_LOAD(1, a1, b1, c1, d1)
+        PRG__WINO_LOAD(2, a2, b2, c2, d2)
+        PRG__WINO_LOAD(3, a3, b3, c3, d3)
+#undef PRG__WINO_LOAD
+        /* B^T d: rows r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
+        if (k0 <= 0 && k1 > 0)
+            prg__wino_in_store(v0, vs, mq, _mm512_sub_ps(a0, a2), _mm512_sub_ps(b0, b2),
+                               _mm512_sub_ps(c0, c2), _mm512_sub_ps(d0, d2), ev, od);
+        if (k0 <= 1 && k1 > 1)
+            prg__wino_in_store(v0 + (size_t)(4 * (1 - k0)) * vs, vs, mq, _mm512_add_ps(a1, a2),
+                               _mm512_add_ps(b1, b2), _mm512_add_ps(c1, c2), _mm512_add_ps(d1, d2), ev, od);
+        if (k0 <= 2 && k1 > 2)
+            prg__wino_in_store(v0 + (size_t)(4 * (2 - k0)) * vs, vs, mq, _mm512_sub_ps(a2, a1),
+                               _mm512_sub_ps(b2, b1), _mm512_sub_ps(c2, c1), _mm512_sub_ps(d2, d1), ev, od);
+        if (k1 > 3)
+            prg__wino_in_store(v0 + (size_t)(4 * (3 - k0)) * vs, vs, mq, _mm512_sub_ps(a1, a3),
+                               _mm512_sub_ps(b1, b3), _mm512_sub_ps(c1, c3), _mm512_sub_ps(d1, d3), ev, od);
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_out_row_avx512(float *plane, int h, int w, int ty, int x0, int len,
+                                     const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    static const int lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)lo_idx);
+    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    const __m512 vb = _mm512_set1_ps(bias);
+    int q;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = 2 * (len - q < 16 ? len - q : 16);
+        const float *p = m + q;
+        __m512 a0, a1, a2, a3, b0, b1, b2, b3, y00, y01, y10, y11, m0, m1, m2, m3;
+        __mmask16 ml, mh;
+        if (nv > w - ox) nv = w - ox;
+        ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+#define PRG__WINO_COL(k, a, b)                                          \
+        m0 = _mm512_maskz_loadu_ps(mq, p + (size_t)(k) * ms);           \
+        m1 = _mm512_maskz_loadu_ps(mq, p + (size_t)(4 + (k)) * ms);     \
+        m2 = _mm512_maskz_loadu_ps(mq, p + (size_t)(8 + (k)) * ms);     \
+        m3 = _mm512_maskz_loadu_ps(mq, p + (size_t)(12 + (k)) * ms);    \
+        a = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);                   \
+        b = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        PRG__WINO_COL(0, a0, b0)
+        PRG__WINO_COL(1, a1, b1)
+        PRG__WINO_COL(2, a2, b2)
+        PRG__WINO_COL(3, a3, b3)
+#undef PRG__WINO_COL
+        y00 = _mm512_add_ps(_mm512_add_ps(a0, a1), a2);
+        y01 = _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3);
+        y10 = _mm512_add_ps(_mm512_add_ps(b0, b1), b2);
+        y11 = _mm512_sub_ps(_mm512_sub_ps(b1, b2), b3);
+#define PRG__WINO_STORE(a, ya, yb)                                                      \
+        if (2 * ty + (a) < h) {                                                         \
+            float *row = plane + (size_t)(2 * ty + (a)) * w + ox;                       \
+            __m512 lo = _mm512_permutex2var_ps(ya, il, yb);                             \
+            __m512 hi = _mm512_permutex2var_ps(ya, ih, yb);                             \
+            if (accumulate) {                                                           \
+                lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, row), lo);                 \
+                hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, row + 16), hi);            \
+            } else {                                                                    \
+                lo = _mm512_add_ps(lo, vb);                                             \
+                hi = _mm512_add_ps(hi, vb);                                             \
+            }                                                                           \
+            _mm512_mask_storeu_ps(row, ml, lo);                                         \
+            _mm512_mask_storeu_ps(row + 16, mh, hi);                                    \
+        }
+        PRG__WINO_STORE(0, y00, y01)
+        PRG__WINO_STORE(1, y10, y11)
+#undef PRG__WINO_STORE
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
+                                    int ty, int x0, int len, int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    int q, a, k;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = w - ox < 32 ? w - ox : 32;
+        __mmask16 ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        __mmask16 mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+        __m512 e[2][2], r[4][2];
+        for (a = 0; a < 2; a++) {
+            if (2 * ty + a < h) {
+                const float *row = plane + (size_t)(2 * ty + a) * w + ox;
+                __m512 lo = _mm512_maskz_loadu_ps(ml, row), hi = _mm512_maskz_loadu_ps(mh, row + 16);
+                e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
+                e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
+            } else {
+                e[a][0] = e[a][1] = _mm512_setzero_ps();
+            }
+        }
+        for (a = 0; a < 2; a++) {
+            r[0][a] = e[0][a];
+            r[1][a] = _mm512_add_ps(e[0][a], e[1][a]);
+            r[2][a] = _mm512_sub_ps(e[0][a], e[1][a]);
+            r[3][a] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][a]), sign));
+        }
+        for (k = k0; k < k1; k++) {
+            float *d = dm + (size_t)(4 * (k - k0)) * ms + q;
+            _mm512_mask_storeu_ps(d, mq, r[k][0]);
+            _mm512_mask_storeu_ps(d + ms, mq, _mm512_add_ps(r[k][0], r[k][1]));
+            _mm512_mask_storeu_ps(d + 2 * ms, mq, _mm512_sub_ps(r[k][0], r[k][1]));
+            _mm512_mask_storeu_ps(d + 3 * ms, mq,
+                                  _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+        }
+    }
+}
+#endif
+
+static prg__wino_fns prg__wino_select(void) {
+    prg__wino_fns f;
+    f.in_row = prg__wino_in_row;
+    f.out_row = prg__wino_out_row;
+    f.dy_row = prg__wino_dy_row;
+#ifdef PRG__X86
+    if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
+        f.in_row = prg__wino_in_row_avx512;
+        f.out_row = prg__wino_out_row_avx512;
+        f.dy_row = prg__wino_dy_row_avx512;
+    }
+#endif
+    return f;
+}
+
+/* The tiles [t0, t1) cut into runs along tile rows that do not cross a
+   multiple of cut (<= 64) tiles past t0: the statements (the macro's last
+   arguments) run for each with b, ty, x0, len and l, the run's first tile
+   less t0. */
+#define PRG__WINO_RUNS(W, t0, t1, cut, ...)                                   \
+    do {                                                                      \
+        size_t t_ = (t0);                                                     \
+        size_t per_ = (size_t)(W)->th * (W)->tw;                              \
+        while (t_ < (t1)) {                                                   \
+            int b = (int)(t_ / per_), ty = (int)(t_ % per_ / (W)->tw);        \
+            int x0 = (int)(t_ % (W)->tw);                                     \
+            int len = (W)->tw - x0;                                           \
+            int l = (int)(t_ - (t0));                                         \
+            if ((size_t)len > (t1) - t_) len = (int)((t1) - t_);              \
+            if (len > (cut) - l % (cut)) len = (cut) - l % (cut);             \
+            __VA_ARGS__                                                       \
+            t_ += (size_t)len;                                                \
+        }                                                                     \
+    } while (0)
+
+/* Asks for plane c of t [B][C][H][W] under the tiles [t0, t1) to be
+   cached (rows 2ty and 2ty+1 of each run: the hardware prefetcher misses the
+   start of each plane's short stretch). */
+static void prg__wino_prefetch(const prg__wino *W, size_t t0, size_t t1, const float *t, int C, int c) {
+#if defined(__GNUC__)
+    size_t plane = (size_t)W->h * W->w;
+    PRG__WINO_RUNS(W, t0, t1, 64, {
+        int a, e;
+        for (a = 0; a < 2 && 2 * ty + a < W->h; a++) {
+            const char *s = (const char *)(t + ((size_t)b * C + c) * plane + (size_t)(2 * ty + a) * W->w + 2 * x0);
+            int bytes = (int)sizeof(float) * (2 * len < W->w - 2 * x0 ? 2 * len : W->w - 2 * x0);
+            for (e = 0; e < bytes; e += 64) __builtin_prefetch(s + e);
+            __builtin_prefetch(s + bytes - 1);
+        }
+    });
+#else
+    (void)W; (void)t0; (void)t1; (void)t; (void)C; (void)c;
+#endif
+}
+
+static size_t prg__wino_buf_floats(const prg__wino *W) {
+    size_t v = (size_t)16 * W->npan * W->ci * W->g->nr, m = (size_t)16 * W->co * W->tb;
+    return v + m;
+}
+
+/* One block of tiles [t0, t1): transform, 16 GEMMs, inverse transform. */
+static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf) {
+    const prg__gemm_impl *g = W->g;
+    int MR = g->mr, NR = g->nr, KC = g->kc, nt = (int)(t1 - t0), ci, co, xi, jp, ip, pc;
+    size_t vsz = (size_t)16 * W->npan * W->ci * NR, plane_in = (size_t)W->h * W->w;
+    float *V = buf, *M = V + vsz;
+    int npan = (nt + NR - 1) / NR;
+    /* V in panels: V[(xi*npan + l/NR)*Ci + ci][l%NR] (runs do not cross panels) */
+    for (ci = 0; ci < W->ci; ci++) {
+        if (ci + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, ci + 1);
+        PRG__WINO_RUNS(W, t0, t1, NR, {
+            W->fn.in_row(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
+                         W->x + ((size_t)b * W->ci + ci) * plane_in, W->h, W->w, ty, x0, len, 0, 4);
+        });
+        if (nt % NR) /* the last panel's unused lanes */
+            for (xi = 0; xi < 16; xi++)
+                memset(V + (((size_t)xi * W->npan + nt / NR) * W->ci + ci) * NR + nt % NR, 0,
+                       (size_t)(NR - nt % NR) * sizeof(float));
+    }
+    for (xi = 0; xi < 16; xi++)
+        for (jp = 0; jp < npan; jp++) {
+            int nr = nt - jp * NR < NR ? nt - jp * NR : NR;
+            for (pc = 0; pc < W->ci; pc += KC) {
+                int kc = W->ci - pc < KC ? W->ci - pc : KC;
+                const float *bp = V + (((size_t)xi * W->npan + jp) * W->ci + pc) * NR;
+                const float *ap = W->u + ((size_t)xi * W->ci + pc) * W->copad;
+                for (ip = 0; ip < W->co; ip += MR) {
+                    int mr = W->co - ip < MR ? W->co - ip : MR;
+                    g->kernel(kc, ap + (size_t)ip * kc, bp,
+                              M + ((size_t)xi * W->co + ip) * W->tb + (size_t)jp * NR, W->tb, mr, nr,
+                              1.0f, pc ? 1.0f : 0.0f, NULL);
+                }
+            }
+        }
+    for (co = 0; co < W->co; co++) {
+        float bias = W->bias ? W->bias[co] : 0.0f;
+        PRG__WINO_RUNS(W, t0, t1, 64, {
+            W->fn.out_row(W->y + ((size_t)b * W->co + co) * plane_in, W->h, W->w, ty, x0, len,
+                              M + (size_t)co * W->tb + l, (size_t)W->co * W->tb, bias,
+                              W->accumulate);
+        });
+    }
+}
+
+static void prg__wino_task(void *ctx, int ith, int nth) {
+    const prg__wino *W = (const prg__wino *)ctx;
+    size_t nblk = (W->ntiles + W->tb - 1) / W->tb, lo, hi, k;
+    if (nth > W->nbufs) { /* the pool grew since the buffers were reserved */
+        if (ith >= W->nbufs) return;
+        nth = W->nbufs;
+    }
+    prg_split_range(nblk, 1, ith, nth, &lo, &hi);
+    for (k = lo; k < hi; k++) {
+        size_t t1 = (k + 1) * W->tb < W->ntiles ? (k + 1) * W->tb : W->ntiles;
+        prg__wino_block(W, k * W->tb, t1, W->bufs[ith]->s.p);
+    }
+}
+
+/* y = conv(x, g) (+ bias), or y += conv(x, g) when accumulate; the weights of
+   output channel o and input channel i are g[o*os + i*is + ki*3 + kj] or,
+   flipped, g[... + (2-ki)*3 + (2-kj)].  Returns -1 (y untouched) when the
+   buffers cannot be had. */
+static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, size_t is,
+                          int flip, const float *bias, int accumulate, int batch, int cin, int h,
+                          int w, int cout) {
+    prg__wino W;
+    prg__gemm_buf *ub;
+    int i, o, xi, pc, ok = 1, nb;
+    size_t bytes_per_tile;
+    memset(&W, 0, sizeof W);
+    W.g = prg__gemm_select();
+    W.fn = prg__wino_select();
+    W.b = batch; W.ci = cin; W.co = cout; W.h = h; W.w = w;
+    W.th = (h + 1) / 2;
+    W.tw = (w + 1) / 2;
+    W.ntiles = (size_t)batch * W.th * W.tw;
+    bytes_per_tile = (size_t)64 * (cin + cout);
+    W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
+    if (W.tb < W.g->nr) W.tb = W.g->nr;
+    if ((size_t)W.tb > W.ntiles) W.tb = (int)((W.ntiles + W.g->nr - 1) / W.g->nr * W.g->nr);
+    W.npan = W.tb / W.g->nr;
+    W.copad = (cout + W.g->mr - 1) / W.g->mr * W.g->mr;
+    W.x = x; W.y = y; W.bias = bias; W.accumulate = accumulate;
+    nb = prg__parallel_width();
+    if ((size_t)nb > (W.ntiles + W.tb - 1) / W.tb) nb = (int)((W.ntiles + W.tb - 1) / W.tb);
+    if (nb < 1) nb = 1;
+    ub = prg__gemm_buf_take((size_t)16 * W.copad * cin + (size_t)16 * cin * cout);
+    if (!ub) return -1;
+    for (i = 0; i < nb && ok; i++) {
+        W.bufs[i] = prg__gemm_buf_take(prg__wino_buf_floats(&W));
+        if (W.bufs[i]) W.nbufs++; else ok = 0;
+    }
+    if (ok) {
+        /* U: the transformed weights [xi][co][ci] after the packed panels, then packed */
+        float *ut = ub->s.p + (size_t)16 * W.copad * cin;
+        for (o = 0; o < cout; o++)
+            for (i = 0; i < cin; i++) {
+                float t16[16];
+                const float *gp = gw + o * os + i * is;
+                if (flip)
+                    prg__wino_weight(t16, gp + 8, -3, -1);
+                else
+                    prg__wino_weight(t16, gp, 3, 1);
+                for (xi = 0; xi < 16; xi++) ut[((size_t)xi * cout + o) * cin + i] = t16[xi];
+            }
+        W.u = ub->s.p;
+        for (xi = 0; xi < 16; xi++)
+            for (pc = 0; pc < cin; pc += W.g->kc) {
+                int kc = cin - pc < W.g->kc ? cin - pc : W.g->kc;
+                W.g->pack_a(W.u + ((size_t)xi * cin + pc) * W.copad, ut + (size_t)xi * cout * cin, cin,
+                            0, cout, 0, W.copad, pc, kc, W.g->mr);
+            }
+        prg_parallel(prg__wino_task, &W);
+    }
+    for (i = 0; i < W.nbufs; i++) prg__gemm_buf_give(W.bufs[i]);
+    prg__gemm_buf_give(ub);
+    return ok ? 0 : -1;
+}
+
+/* ---- weight gradient ---- */
+
+typedef struct prg__wino_dw {
+    prg__wino W;        /* geometry, x; y unused */
+    const float *dy;    /* [B][Co][H][W] */
+    float *du;          /* [16][Co][Ci] */
+    int nparts;         /* the 4 rows of the transform split into nparts parts */
+} prg__wino_dw;
+
+/* Rows [k0, k1) of the transform, one at a time: every block's V and dM
+   for that row, then its four GEMMs into dU (the same blocks and order for
+   any thread count). */
+static void prg__wino_dw_task(void *ctx, int ith, int nth) {
+    const prg__wino_dw *D = (const prg__wino_dw *)ctx;
+    const prg__wino *W = &D->W;
+    size_t lo, hi, t0, plane = (size_t)W->h * W->w;
+    int k, c, xi;
+    float *V, *dM;
+    if (nth > D->nparts) {
+        if (ith >= D->nparts) return;
+        nth = D->nparts;
+    }
+    prg_split_range(4, 1, ith, nth, &lo, &hi);
+    V = W->bufs[ith]->s.p;
+    dM = V + (size_t)4 * W->ci * W->tb;
+    for (k = (int)lo; k < (int)hi; k++)
+        for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
+            size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
+            int nt = (int)(t1 - t0);
+            for (c = 0; c < W->ci; c++) {
+                prg__wino_prefetch(W, t0, t1, W->x, W->ci, c + 1 < W->ci ? c + 1 : c);
+                PRG__WINO_RUNS(W, t0, t1, 64, {
+                    W->fn.in_row(V + (size_t)c * W->tb + l, (size_t)W->ci * W->tb,
+                                 W->x + ((size_t)b * W->ci + c) * plane, W->h, W->w, ty, x0, len, k, k + 1);
+                });
+            }
+            for (c = 0; c < W->co; c++) {
+                prg__wino_prefetch(W, t0, t1, D->dy, W->co, c + 1 < W->co ? c + 1 : c);
+                PRG__WINO_RUNS(W, t0, t1, 64, {
+                    W->fn.dy_row(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb,
+                                     D->dy + ((size_t)b * W->co + c) * plane, W->h, W->w, ty, x0, len,
+                                     k, k + 1);
+                });
+            }
+            for (xi = 0; xi < 4; xi++)
+                prg_sgemm(0, 1, W->co, W->ci, nt, 1.0f, dM + (size_t)xi * W->co * W->tb, W->tb,
+                          V + (size_t)xi * W->ci * W->tb, W->tb, 1.0f,
+                          D->du + (size_t)(4 * k + xi) * W->co * W->ci, W->ci);
+        }
+}
+
+/* dW[o*os + i*is + ki*3 + kj] += (G^T dU G) for the 3x3 stride-1 pad-1
+   convolution of x [B][Ci][H][W] with output gradient dy [B][Co][H][W];
+   -1 (dW untouched) when the buffers cannot be had. */
+static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int batch, int cin, int h,
+                        int w, int cout) {
+    prg__wino_dw D;
+    prg__wino *W = &D.W;
+    prg__gemm_buf *ub;
+    int i, ok = 1, nb, o;
+    size_t per;
+    memset(&D, 0, sizeof D);
+    W->g = prg__gemm_select();
+    W->fn = prg__wino_select();
+    W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
+    W->th = (h + 1) / 2;
+    W->tw = (w + 1) / 2;
+    W->ntiles = (size_t)batch * W->th * W->tw;
+    W->x = x;
+    D.dy = dy;
+    nb = prg__parallel_width();
+    if (nb > 4) nb = 4;
+    D.nparts = nb;
+    per = (size_t)16 * (cin + cout); /* bytes of V and dM per tile: 4 positions */
+    W->tb = (int)(PRG__WINO_DW_L2 / per) / 64 * 64;
+    if (W->tb < 64) W->tb = 64;
+    if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
+    ub = prg__gemm_buf_take((size_t)16 * cout * cin);
+    if (!ub) return -1;
+    for (i = 0; i < nb && ok; i++) {
+        W->bufs[i] = prg__gemm_buf_take(per / 4 * W->tb);
+        if (W->bufs[i]) W->nbufs++; else ok = 0;
+    }
+    if (ok) {
+        D.du = ub->s.p;
+        memset(D.du, 0, (size_t)16 * cout * cin * sizeof(float));
+        prg_parallel(prg__wino_dw_task, &D);
+        for (o = 0; o < cout; o++)
+            for (i = 0; i < cin; i++) { /* G^T dU G */
+                float t[3][4], *d = dwt + ((size_t)o * cin + i) * 9;
+                const float *u = D.du + (size_t)o * cin + i;
+                size_t s = (size_t)cout * cin;
+                int c, r;
+                for (c = 0; c < 4; c++) {
+                    float u0 = u[(size_t)c * s], u1 = u[(size_t)(4 + c) * s], u2 = u[(size_t)(8 + c) * s],
+                          u3 = u[(size_t)(12 + c) * s];
+                    t[0][c] = u0 + 0.5f * (u1 + u2);
+                    t[1][c] = 0.5f * (u1 - u2);
+                    t[2][c] = 0.5f * (u1 + u2) + u3;
+                }
+                for (r = 0; r < 3; r++) {
+                    d[3 * r] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+                    d[3 * r + 1] += 0.5f * (t[r][1] - t[r][2]);
+                    d[3 * r + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+                }
+            }
+    }
+    for (i = 0; i < W->nbufs; i++) prg__gemm_buf_give(W->bufs[i]);
+    prg__gemm_buf_give(ub);
+    return ok ? 0 : -1;
+}
+
+/* 3x3, stride 1, pad 1, and enough channels that the 16 GEMMs are not
+   mostly edge (measured) */
+static int prg__wino_use(const prg__conv *c) {
+    return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
+           c->co >= PRG__WINO_MIN_C;
+}
+
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
                         int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
@@ -3135,6 +3761,9 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
         return;
     }
+    if (prg__wino_use(&c) &&
+        prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout) == 0)
+        return;
     PRG_ASSERT(ws != NULL);
     j.col = ws;
     for (b0 = 0; b0 < batch; b0 += c.nb) {
@@ -3312,6 +3941,13 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
                           dx + (size_t)b0 * cin * c.hw_out, n);
         }
         return;
+    }
+    if (prg__wino_use(&c)) { /* either part may fall back below */
+        if (dwt && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0) dwt = NULL;
+        if (dx && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
+            dx = NULL;
+        j.dx = dx;
+        if (!dx && !dwt) return;
     }
     PRG_ASSERT(ws != NULL);
     j.col = ws;
