@@ -3135,7 +3135,7 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
 static int prg__wino_off = 0; /* tests: take the other paths */
 #define PRG__WINO_MIN_C 8
 #define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
-#define PRG__WINO_DW_L2 (1024 * 1024) /* bytes of V and dM per block of the weight gradient */
+#define PRG__WINO_DW_L2 (512 * 1024) /* bytes of V and dM per block and row of the transform (dW) */
 
 typedef void (*prg__wino_rows_fn)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
                                   int ty, int x0, int len, int k0, int k1);
@@ -3573,6 +3573,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     prg__gemm_buf *ub;
     int i, o, xi, pc, ok = 1, nb;
     size_t bytes_per_tile;
+    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&W, 0, sizeof W);
     W.g = prg__gemm_select();
     W.fn = prg__wino_select();
@@ -3632,46 +3633,47 @@ typedef struct prg__wino_dw {
     int nparts;         /* the 4 rows of the transform split into nparts parts */
 } prg__wino_dw;
 
-/* Rows [k0, k1) of the transform, one at a time: every block's V and dM
-   for that row, then its four GEMMs into dU (the same blocks and order for
-   any thread count). */
+/* Rows [k0, k1) of the 4x4 transform (positions 4 k0 .. 4 k1 - 1): for each
+   block, its V and dM at those positions, then their GEMMs into dU (the
+   same blocks, so the same sums, for any thread count). */
 static void prg__wino_dw_task(void *ctx, int ith, int nth) {
     const prg__wino_dw *D = (const prg__wino_dw *)ctx;
     const prg__wino *W = &D->W;
     size_t lo, hi, t0, plane = (size_t)W->h * W->w;
-    int k, c, xi;
+    int k0, k1, nxi, c, xi;
     float *V, *dM;
     if (nth > D->nparts) {
         if (ith >= D->nparts) return;
         nth = D->nparts;
     }
     prg_split_range(4, 1, ith, nth, &lo, &hi);
+    k0 = (int)lo;
+    k1 = (int)hi;
+    nxi = 4 * (k1 - k0);
     V = W->bufs[ith]->s.p;
-    dM = V + (size_t)4 * W->ci * W->tb;
-    for (k = (int)lo; k < (int)hi; k++)
-        for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
-            size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
-            int nt = (int)(t1 - t0);
-            for (c = 0; c < W->ci; c++) {
-                prg__wino_prefetch(W, t0, t1, W->x, W->ci, c + 1 < W->ci ? c + 1 : c);
-                PRG__WINO_RUNS(W, t0, t1, 64, {
-                    W->fn.in_row(V + (size_t)c * W->tb + l, (size_t)W->ci * W->tb,
-                                 W->x + ((size_t)b * W->ci + c) * plane, W->h, W->w, ty, x0, len, k, k + 1);
-                });
-            }
-            for (c = 0; c < W->co; c++) {
-                prg__wino_prefetch(W, t0, t1, D->dy, W->co, c + 1 < W->co ? c + 1 : c);
-                PRG__WINO_RUNS(W, t0, t1, 64, {
-                    W->fn.dy_row(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb,
-                                     D->dy + ((size_t)b * W->co + c) * plane, W->h, W->w, ty, x0, len,
-                                     k, k + 1);
-                });
-            }
-            for (xi = 0; xi < 4; xi++)
-                prg_sgemm(0, 1, W->co, W->ci, nt, 1.0f, dM + (size_t)xi * W->co * W->tb, W->tb,
-                          V + (size_t)xi * W->ci * W->tb, W->tb, 1.0f,
-                          D->du + (size_t)(4 * k + xi) * W->co * W->ci, W->ci);
+    dM = V + (size_t)nxi * W->ci * W->tb;
+    for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
+        size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
+        int nt = (int)(t1 - t0);
+        for (c = 0; c < W->ci; c++) {
+            if (c + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, c + 1);
+            PRG__WINO_RUNS(W, t0, t1, 64, {
+                W->fn.in_row(V + (size_t)c * W->tb + l, (size_t)W->ci * W->tb,
+                             W->x + ((size_t)b * W->ci + c) * plane, W->h, W->w, ty, x0, len, k0, k1);
+            });
         }
+        for (c = 0; c < W->co; c++) {
+            if (c + 1 < W->co) prg__wino_prefetch(W, t0, t1, D->dy, W->co, c + 1);
+            PRG__WINO_RUNS(W, t0, t1, 64, {
+                W->fn.dy_row(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb,
+                             D->dy + ((size_t)b * W->co + c) * plane, W->h, W->w, ty, x0, len, k0, k1);
+            });
+        }
+        for (xi = 0; xi < nxi; xi++)
+            prg_sgemm(0, 1, W->co, W->ci, nt, 1.0f, dM + (size_t)xi * W->co * W->tb, W->tb,
+                      V + (size_t)xi * W->ci * W->tb, W->tb, 1.0f,
+                      D->du + (size_t)(4 * k0 + xi) * W->co * W->ci, W->ci);
+    }
 }
 
 /* dW[o*os + i*is + ki*3 + kj] += (G^T dU G) for the 3x3 stride-1 pad-1
@@ -3684,6 +3686,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     prg__gemm_buf *ub;
     int i, ok = 1, nb, o;
     size_t per;
+    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
@@ -3703,7 +3706,9 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     ub = prg__gemm_buf_take((size_t)16 * cout * cin);
     if (!ub) return -1;
     for (i = 0; i < nb && ok; i++) {
-        W->bufs[i] = prg__gemm_buf_take(per / 4 * W->tb);
+        size_t lo, hi;
+        prg_split_range(4, 1, i, nb, &lo, &hi);
+        W->bufs[i] = prg__gemm_buf_take((hi - lo) * per / 4 * W->tb);
         if (W->bufs[i]) W->nbufs++; else ok = 0;
     }
     if (ok) {
@@ -3735,11 +3740,20 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     return ok ? 0 : -1;
 }
 
-/* 3x3, stride 1, pad 1, and enough channels that the 16 GEMMs are not
-   mostly edge (measured) */
+/* Where Winograd is used (measured, AVX-512, against the implicit GEMM and
+   the direct dW kernel): 3x3, stride 1, pad 1, at least 8 channels each way;
+   the forward and dx on maps of 16 x 16 or more (on smaller ones the row
+   transforms fill few vector lanes and the weight transform is not paid
+   back), the weight gradient where the direct kernel is not faster (below
+   64 x 64 channels). */
 static int prg__wino_use(const prg__conv *c) {
     return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
-           c->co >= PRG__WINO_MIN_C;
+           c->co >= PRG__WINO_MIN_C && c->h >= 16 && c->w >= 16;
+}
+
+static int prg__wino_use_dw(const prg__conv *c, int direct_dw) {
+    return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
+           c->co >= PRG__WINO_MIN_C && (!direct_dw || (double)c->ci * c->co >= 64.0 * 64.0);
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
@@ -3942,13 +3956,13 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         }
         return;
     }
-    if (prg__wino_use(&c)) { /* either part may fall back below */
-        if (dwt && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0) dwt = NULL;
-        if (dx && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
-            dx = NULL;
-        j.dx = dx;
-        if (!dx && !dwt) return;
-    }
+    /* Winograd where it is faster; either part may fall back below */
+    if (dwt && prg__wino_use_dw(&c, dw3) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
+        dwt = NULL;
+    if (dx && prg__wino_use(&c) && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
+        dx = NULL;
+    j.dx = dx;
+    if (!dx && !dwt) return;
     PRG_ASSERT(ws != NULL);
     j.col = ws;
     /* dW is summed over the chunks transposed, dwt_t = col dy^T: a GEMM

@@ -473,25 +473,34 @@ static void test_vs_ref(void) {
         {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
         {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
         {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
-        {20, 6, 8, 8, 7, 3, 1, 1, 1}     /* 8x8 maps: chunks of 16 + 4 */
+        {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
+        /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels, maps >= 16x16) */
+        {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
+        {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
+        {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
+        {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
+        {3, 70, 18, 20, 9, 3, 1, 1, 1}   /* dx Winograd with depth 9 */
     };
-    int i, explicit_cols;
-    for (explicit_cols = 0; explicit_cols < 2; explicit_cols++)
+    int i, round;
+    for (round = 0; round < 3; round++)
     for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
         const int *c = convs[i];
-        char what[64];
+        char what[80];
         double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
         sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                c[7], explicit_cols ? " explicit columns" : "");
+                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : "");
         /* the second round: the packing buffers "cannot be had", so the
-           convolutions fall back to their stored column matrix */
-        prg__sgemm_packer_off = explicit_cols;
+           convolutions fall back to their stored column matrix (Winograd
+           too); the third: the implicit GEMM where Winograd would run */
+        prg__sgemm_packer_off = round == 1;
+        prg__wino_off = round == 2;
         L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
         /* backward: dx sums Co*k*k, dW sums B*Ho*Wo terms */
         check_vs_ref(&L, what, tol,
                      (double)(c[4] * c[5] * c[5] + c[0] * c[2] * c[3]) * FLT_EPSILON);
         layer_free(&L);
         prg__sgemm_packer_off = 0;
+        prg__wino_off = 0;
     }
     L = make_linear(13, 37, 29);
     check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
