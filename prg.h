@@ -2762,6 +2762,9 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
    - dW: for 3x3 stride 1 up to 64 x 128 channels with the AVX-512 kernel,
      nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
      stored (im2col).
+   3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
+   Winograd F(2x2,3x3) instead (below; the forward and dx on maps of 16 x 16
+   or more).
    When the GEMM's packing buffers cannot be had, the stored column matrix
    serves every product.  A 1x1 stride-1 unpadded conv needs no column
    matrix: it is one GEMM per sample on x itself. */
@@ -3143,6 +3146,8 @@ typedef struct prg__wino_fns {
     prg__wino_rows_fn in_row, dy_row; /* transforms of x and of dy: prg__wino_in_row, _dy_row */
     void (*out_row)(float *plane, int h, int w, int ty, int x0, int len, const float *PRG_RESTRICT m,
                     size_t ms, float bias, int accumulate);
+    /* c += a b^T with a [m][k], b [n][k] (the weight gradient's products) */
+    void (*nt)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, int ldc);
 } prg__wino_fns;
 
 typedef struct prg__wino {
@@ -3442,18 +3447,82 @@ static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const flo
         }
     }
 }
+/* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
+   the weight gradient's products, whose operands are both long rows (the
+   tiles); 4 x 4 dot products at a time along the rows, no packing, the 16
+   sums reduced together at the end. */
+PRG__AVX512_TARGET
+static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
+                                float *c, int ldc) {
+    int i, j, p, r, s;
+    float sum[16];
+    for (i = 0; i < m; i += 4)
+        for (j = 0; j < n; j += 4) {
+            const float *a0p, *a1p, *a2p, *a3p, *b0p, *b1p, *b2p, *b3p;
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
+                   c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
+                   c31 = c00, c32 = c00, c33 = c00, t[8], u[4], w0, w1;
+            /* rows past the edge repeat the last one (their sums are dropped) */
+#define PRG__WINO_ROW(x, base, ld, i0, lim, e) x = (base) + (size_t)((i0) + (e) < (lim) ? (i0) + (e) : (lim) - 1) * (ld)
+            PRG__WINO_ROW(a0p, a, lda, i, m, 0); PRG__WINO_ROW(a1p, a, lda, i, m, 1);
+            PRG__WINO_ROW(a2p, a, lda, i, m, 2); PRG__WINO_ROW(a3p, a, lda, i, m, 3);
+            PRG__WINO_ROW(b0p, b, ldb, j, n, 0); PRG__WINO_ROW(b1p, b, ldb, j, n, 1);
+            PRG__WINO_ROW(b2p, b, ldb, j, n, 2); PRG__WINO_ROW(b3p, b, ldb, j, n, 3);
+#undef PRG__WINO_ROW
+            for (p = 0; p < k; p += 16) {
+                __mmask16 mk = (__mmask16)(k - p >= 16 ? 0xFFFF : (1u << (k - p)) - 1u);
+                __m512 a0 = _mm512_maskz_loadu_ps(mk, a0p + p), a1 = _mm512_maskz_loadu_ps(mk, a1p + p);
+                __m512 a2 = _mm512_maskz_loadu_ps(mk, a2p + p), a3 = _mm512_maskz_loadu_ps(mk, a3p + p);
+                __m512 bv;
+#define PRG__WINO_NT(bp, x0, x1, x2, x3)              \
+                bv = _mm512_maskz_loadu_ps(mk, bp + p); \
+                x0 = _mm512_fmadd_ps(a0, bv, x0);       \
+                x1 = _mm512_fmadd_ps(a1, bv, x1);       \
+                x2 = _mm512_fmadd_ps(a2, bv, x2);       \
+                x3 = _mm512_fmadd_ps(a3, bv, x3);
+                PRG__WINO_NT(b0p, c00, c10, c20, c30)
+                PRG__WINO_NT(b1p, c01, c11, c21, c31)
+                PRG__WINO_NT(b2p, c02, c12, c22, c32)
+                PRG__WINO_NT(b3p, c03, c13, c23, c33)
+#undef PRG__WINO_NT
+            }
+            /* sum[4r+s] = the lanes of crs: pairs, then quads within 128-bit lanes, then across */
+#define PRG__WINO_PAIR(x, y) _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+            t[0] = PRG__WINO_PAIR(c00, c01); t[1] = PRG__WINO_PAIR(c02, c03);
+            t[2] = PRG__WINO_PAIR(c10, c11); t[3] = PRG__WINO_PAIR(c12, c13);
+            t[4] = PRG__WINO_PAIR(c20, c21); t[5] = PRG__WINO_PAIR(c22, c23);
+            t[6] = PRG__WINO_PAIR(c30, c31); t[7] = PRG__WINO_PAIR(c32, c33);
+#undef PRG__WINO_PAIR
+            for (r = 0; r < 4; r++)
+                u[r] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * r], t[2 * r + 1], 0x44),
+                                     _mm512_shuffle_ps(t[2 * r], t[2 * r + 1], 0xEE));
+            w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+            w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+            _mm512_storeu_ps(sum, _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88),
+                                                _mm512_shuffle_f32x4(w0, w1, 0xDD)));
+            for (r = 0; r < 4 && i + r < m; r++)
+                for (s = 0; s < 4 && j + s < n; s++) c[(size_t)(i + r) * ldc + j + s] += sum[4 * r + s];
+        }
+}
 #endif
+
+static void prg__wino_nt_gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
+                              float *c, int ldc) {
+    prg_sgemm(0, 1, m, n, k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c, ldc);
+}
 
 static prg__wino_fns prg__wino_select(void) {
     prg__wino_fns f;
     f.in_row = prg__wino_in_row;
     f.out_row = prg__wino_out_row;
     f.dy_row = prg__wino_dy_row;
+    f.nt = prg__wino_nt_gemm;
 #ifdef PRG__X86
     if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
         f.in_row = prg__wino_in_row_avx512;
         f.out_row = prg__wino_out_row_avx512;
         f.dy_row = prg__wino_dy_row_avx512;
+        f.nt = prg__wino_nt_avx512;
     }
 #endif
     return f;
@@ -3670,9 +3739,9 @@ static void prg__wino_dw_task(void *ctx, int ith, int nth) {
             });
         }
         for (xi = 0; xi < nxi; xi++)
-            prg_sgemm(0, 1, W->co, W->ci, nt, 1.0f, dM + (size_t)xi * W->co * W->tb, W->tb,
-                      V + (size_t)xi * W->ci * W->tb, W->tb, 1.0f,
-                      D->du + (size_t)(4 * k0 + xi) * W->co * W->ci, W->ci);
+            W->fn.nt(W->co, W->ci, nt, dM + (size_t)xi * W->co * W->tb, (size_t)W->tb,
+                     V + (size_t)xi * W->ci * W->tb, (size_t)W->tb, D->du + (size_t)(4 * k0 + xi) * W->co * W->ci,
+                     W->ci);
     }
 }
 
@@ -3690,6 +3759,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     memset(&D, 0, sizeof D);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
+    if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
     W->th = (h + 1) / 2;
     W->tw = (w + 1) / 2;
@@ -3744,16 +3814,10 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
    the direct dW kernel): 3x3, stride 1, pad 1, at least 8 channels each way;
    the forward and dx on maps of 16 x 16 or more (on smaller ones the row
    transforms fill few vector lanes and the weight transform is not paid
-   back), the weight gradient where the direct kernel is not faster (below
-   64 x 64 channels). */
-static int prg__wino_use(const prg__conv *c) {
+   back); the weight gradient on any map. */
+static int prg__wino_use(const prg__conv *c, int dw) {
     return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
-           c->co >= PRG__WINO_MIN_C && c->h >= 16 && c->w >= 16;
-}
-
-static int prg__wino_use_dw(const prg__conv *c, int direct_dw) {
-    return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
-           c->co >= PRG__WINO_MIN_C && (!direct_dw || (double)c->ci * c->co >= 64.0 * 64.0);
+           c->co >= PRG__WINO_MIN_C && (dw || (c->h >= 16 && c->w >= 16));
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
@@ -3775,7 +3839,7 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
         return;
     }
-    if (prg__wino_use(&c) &&
+    if (prg__wino_use(&c, 0) &&
         prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout) == 0)
         return;
     PRG_ASSERT(ws != NULL);
@@ -3957,9 +4021,9 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         return;
     }
     /* Winograd where it is faster; either part may fall back below */
-    if (dwt && prg__wino_use_dw(&c, dw3) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
+    if (dwt && prg__wino_use(&c, 1) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
         dwt = NULL;
-    if (dx && prg__wino_use(&c) && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
+    if (dx && prg__wino_use(&c, 0) && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
         dx = NULL;
     j.dx = dx;
     if (!dx && !dwt) return;
