@@ -153,7 +153,11 @@ prg_result prg_gemm_set_kernel(const char *name);
    pool and give the same bits for any thread count.  Every kernel has a
    `_ref` twin with the same signature: plain serial loops with double
    accumulation, for tests.  Workspaces are caller-owned scratch of the size
-   the matching *_workspace() function returns; nothing here allocates. */
+   the matching *_workspace() function returns.  The only other memory is
+   the GEMM's packing buffers, which prg_sgemm and the convolutions (their
+   Winograd tiles and transformed weights) take from a shared set that only
+   grows: allocated on first use, then reused; if they cannot be had, the
+   convolutions take a path that needs only the workspace. */
 
 /* conv2d: y = conv(x, wt) + bias, square kernel k, stride s (1 or 2), zero
    padding p.  Ho = (H + 2p - k)/s + 1, Wo likewise.  ws: at least
@@ -3454,6 +3458,7 @@ static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const flo
 PRG__AVX512_TARGET
 static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
                                 float *c, int ldc) {
+    const __mmask16 all = (__mmask16)0xFFFF;
     int i, j, p, r, s;
     float sum[16];
     for (i = 0; i < m; i += 4)
@@ -3486,20 +3491,24 @@ static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda,
                 PRG__WINO_NT(b3p, c03, c13, c23, c33)
 #undef PRG__WINO_NT
             }
-            /* sum[4r+s] = the lanes of crs: pairs, then quads within 128-bit lanes, then across */
-#define PRG__WINO_PAIR(x, y) _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y))
+            /* sum[4r+s] = the lanes of crs: pairs, then quads within 128-bit lanes, then across
+               (the maskz forms: see prg__avx512_transpose16) */
+#define PRG__WINO_PAIR(x, y) \
+    _mm512_add_ps(_mm512_maskz_unpacklo_ps(all, x, y), _mm512_maskz_unpackhi_ps(all, x, y))
             t[0] = PRG__WINO_PAIR(c00, c01); t[1] = PRG__WINO_PAIR(c02, c03);
             t[2] = PRG__WINO_PAIR(c10, c11); t[3] = PRG__WINO_PAIR(c12, c13);
             t[4] = PRG__WINO_PAIR(c20, c21); t[5] = PRG__WINO_PAIR(c22, c23);
             t[6] = PRG__WINO_PAIR(c30, c31); t[7] = PRG__WINO_PAIR(c32, c33);
 #undef PRG__WINO_PAIR
             for (r = 0; r < 4; r++)
-                u[r] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * r], t[2 * r + 1], 0x44),
-                                     _mm512_shuffle_ps(t[2 * r], t[2 * r + 1], 0xEE));
-            w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
-            w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
-            _mm512_storeu_ps(sum, _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88),
-                                                _mm512_shuffle_f32x4(w0, w1, 0xDD)));
+                u[r] = _mm512_add_ps(_mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0x44),
+                                     _mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0xEE));
+            w0 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0x88),
+                               _mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0xDD));
+            w1 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0x88),
+                               _mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0xDD));
+            _mm512_storeu_ps(sum, _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, w0, w1, 0x88),
+                                                _mm512_maskz_shuffle_f32x4(all, w0, w1, 0xDD)));
             for (r = 0; r < 4 && i + r < m; r++)
                 for (s = 0; s < 4 && j + s < n; s++) c[(size_t)(i + r) * ldc + j + s] += sum[4 * r + s];
         }
