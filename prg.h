@@ -4274,7 +4274,8 @@ static double prg__row_sqdev(const float *x, size_t n, float m) {
 
 typedef struct prg__norm_job {
     float *y, *mean, *rstd, *dx, *dgamma, *dbeta;
-    const float *x, *gamma, *beta, *dy, *cmean, *crstd;
+    float *sso, *act; /* forward: then scale-shift by ss into sso, SiLU into act (when set) */
+    const float *x, *gamma, *beta, *dy, *cmean, *crstd, *ss;
     prg__vec_ops ops;
     int batch, c, groups, cg; /* cg = channels per group */
     size_t hw;
@@ -4303,6 +4304,12 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
             const float *xr = x + (size_t)cc * j->hw;
             float *yr = y + (size_t)cc * j->hw;
             prg__row_axpb(yr, xr, a, sh, j->hw);
+            if (j->ss) { /* the row is still in L1: the scale-shift and SiLU passes now */
+                size_t b = bg / (size_t)j->groups;
+                prg__row_axpb(j->sso + (yr - j->y), yr, 1.0f + j->ss[b * 2 * j->c + ch],
+                              j->ss[b * 2 * j->c + j->c + ch], j->hw);
+            }
+            if (j->act) j->ops.silu_fwd(j->act + (yr - j->y), j->ss ? j->sso + (yr - j->y) : yr, j->hw);
         }
     }
 }
@@ -4373,6 +4380,19 @@ void prg_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, c
     prg__norm_setup(&j, batch, c, (size_t)hw, groups);
     j.y = y; j.mean = mean; j.rstd = rstd; j.x = x; j.gamma = gamma; j.beta = beta; j.eps = eps;
     prg__parallel_for((size_t)batch * groups, 3.0 * j.cg * j.hw, prg__gn_forward_range, &j);
+}
+
+/* gn = GroupNorm(x); then sso = gn (1 + scale) + shift when ss is set;
+   act = SiLU(sso, or gn): the same bits as the three layers one after the
+   other, in one pass over memory. */
+static void prg__groupnorm_act_forward(float *gn, float *sso, float *act, float *mean, float *rstd,
+                                       const float *x, const float *gamma, const float *beta,
+                                       const float *ss, int batch, int c, int hw, int groups, float eps) {
+    prg__norm_job j;
+    prg__norm_setup(&j, batch, c, (size_t)hw, groups);
+    j.y = gn; j.mean = mean; j.rstd = rstd; j.x = x; j.gamma = gamma; j.beta = beta; j.eps = eps;
+    j.ss = ss; j.sso = sso; j.act = act;
+    prg__parallel_for((size_t)batch * groups, 6.0 * j.cg * j.hw, prg__gn_forward_range, &j);
 }
 
 void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -5886,20 +5906,16 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
 static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
                              float *act, float *gm, float *gr) {
     const float *P = n->params;
-    size_t len = (size_t)B * m->cin * m->h * m->w;
-    prg_groupnorm_forward(gn, gm, gr, x, P + n->tens[m->par].offset, P + n->tens[m->par + 1].offset, B, m->cin,
-                          m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
-    prg_silu_forward(act, gn, len);
+    prg__groupnorm_act_forward(gn, NULL, act, gm, gr, x, P + n->tens[m->par].offset, P + n->tens[m->par + 1].offset,
+                               NULL, B, m->cin, m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
 }
 
 static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, const float *h1, const float *ss,
                               float *gn, float *sso, float *act, float *gm, float *gr) {
     const float *P = n->params;
-    int hw = m->h * m->w;
-    prg_groupnorm_forward(gn, gm, gr, h1, P + n->tens[m->par + 6].offset, P + n->tens[m->par + 7].offset, B,
-                          m->cout, hw, n->cfg.groups, PRG__UNET_EPS);
-    prg_scale_shift_forward(sso, gn, ss, B, m->cout, hw);
-    prg_silu_forward(act, sso, (size_t)B * m->cout * hw);
+    prg__groupnorm_act_forward(gn, sso, act, gm, gr, h1, P + n->tens[m->par + 6].offset,
+                               P + n->tens[m->par + 7].offset, ss, B, m->cout, m->h * m->w, n->cfg.groups,
+                               PRG__UNET_EPS);
 }
 
 #define PRG__UA(off) (A + (size_t)(off) * B)
@@ -5947,8 +5963,8 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
         break;
     case PRG__UM_NORMACT:
-        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-        prg_silu_forward(out, r[0], (size_t)B * ci * hw);
+        prg__groupnorm_act_forward(r[0], NULL, out, gm, gr, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
+                                   PRG__UNET_EPS);
         break;
     }
 }

@@ -833,6 +833,33 @@ static void test_extremes(void) {
     CHECK(fabs(w[4] - 0.25) <= FLT_EPSILON, "[%s] attention with equal scores: w = %g", kern, w[4]);
 }
 
+/* The U-Net's fused GroupNorm -> scale-shift -> SiLU pass gives the bits of
+   the three layers one after the other, with and without the scale-shift. */
+static void test_gn_act_fused(void) {
+    const int b = 3, c = 64, hw = 77, g = 32;
+    size_t n = (size_t)b * c * hw;
+    float *x = rnd(n, -2.0f, 2.0f), *gm = rnd((size_t)c, -1.0f, 1.0f), *bt = rnd((size_t)c, -1.0f, 1.0f);
+    float *ss = rnd((size_t)b * 2 * c, -0.5f, 0.5f);
+    float *y1 = (float *)malloc(n * sizeof(float)), *s1 = (float *)malloc(n * sizeof(float));
+    float *a1 = (float *)malloc(n * sizeof(float)), *y2 = (float *)malloc(n * sizeof(float));
+    float *s2 = (float *)malloc(n * sizeof(float)), *a2 = (float *)malloc(n * sizeof(float));
+    float m1[3 * 32], r1[3 * 32], m2[3 * 32], r2[3 * 32];
+    int with_ss;
+    for (with_ss = 0; with_ss < 2; with_ss++) {
+        prg_groupnorm_forward(y1, m1, r1, x, gm, bt, b, c, hw, g, 1e-5f);
+        if (with_ss) prg_scale_shift_forward(s1, y1, ss, b, c, hw);
+        prg_silu_forward(a1, with_ss ? s1 : y1, n);
+        prg__groupnorm_act_forward(y2, with_ss ? s2 : NULL, a2, m2, r2, x, gm, bt, with_ss ? ss : NULL, b, c, hw,
+                                   g, 1e-5f);
+        CHECK(memcmp(y1, y2, n * sizeof(float)) == 0 && memcmp(a1, a2, n * sizeof(float)) == 0 &&
+                  memcmp(m1, m2, sizeof m1) == 0 && memcmp(r1, r2, sizeof r1) == 0 &&
+                  (!with_ss || memcmp(s1, s2, n * sizeof(float)) == 0),
+              "[%s] fused GroupNorm%s + SiLU differs from the layers in turn", kern,
+              with_ss ? " + scale-shift" : "");
+    }
+    free(x); free(gm); free(bt); free(ss); free(y1); free(s1); free(a1); free(y2); free(s2); free(a2);
+}
+
 int main(void) {
     static const char *paths[] = {"avx512", "avx2", "neon", "scalar"};
     int i;
@@ -845,6 +872,7 @@ int main(void) {
         test_fd();
         test_torch();
         test_extremes();
+        test_gn_act_fused();
     }
     prg_gemm_set_kernel("auto");
     kern = "auto";
