@@ -3150,6 +3150,9 @@ typedef struct prg__wino_fns {
     prg__wino_rows_fn in_row, dy_row; /* transforms of x and of dy: prg__wino_in_row, _dy_row */
     void (*out_row)(float *plane, int h, int w, int ty, int x0, int len, const float *PRG_RESTRICT m,
                     size_t ms, float bias, int accumulate);
+    /* ut[(xi*co + o)*ci + i] = (G g G^T)[xi] for o in [o0, o1), g at gw + o*os + i*is
+       (flipped: read from its end) */
+    void (*weights)(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci, int o0, int o1);
     /* c += a b^T with a [m][k], b [n][k] (the weight gradient's products) */
     void (*nt)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, int ldc);
 } prg__wino_fns;
@@ -3258,6 +3261,21 @@ static void prg__wino_weight(float *u16, const float *g, int ks, int js) {
         u16[4 * i + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
         u16[4 * i + 3] = t[i][2];
     }
+}
+
+static void prg__wino_weights(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci,
+                              int o0, int o1) {
+    int o, i, xi;
+    for (o = o0; o < o1; o++)
+        for (i = 0; i < ci; i++) {
+            float t16[16];
+            const float *gp = gw + o * os + i * is;
+            if (flip)
+                prg__wino_weight(t16, gp + 8, -3, -1);
+            else
+                prg__wino_weight(t16, gp, 3, 1);
+            for (xi = 0; xi < 16; xi++) ut[((size_t)xi * co + o) * ci + i] = t16[xi];
+        }
 }
 
 /* dm[k*4*ms + m*ms + q] = (A e A^T)[k][m] for the dy tiles [x0, x0+len) of tile
@@ -3451,6 +3469,39 @@ static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const flo
         }
     }
 }
+/* prg__wino_weights for 16 input channels at a time (gathered) */
+PRG__AVX512_TARGET
+static void prg__wino_weights_avx512(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci,
+                                     int o0, int o1) {
+    const __m512 half = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps();
+    const __m512i lane = _mm512_loadu_si512((const void *)prg__wino_even); /* 2 l */
+    int o, i, xi, r, c;
+    for (o = o0; o < o1; o++)
+        for (i = 0; i < ci; i += 16) {
+            __mmask16 m = (__mmask16)(ci - i >= 16 ? 0xFFFF : (1u << (ci - i)) - 1u);
+            /* lane l reads input channel i + l: offsets l * is (is < 2^31 / 16 here) */
+            __m512i idx = _mm512_mullo_epi32(_mm512_srli_epi32(lane, 1), _mm512_set1_epi32((int)is));
+            const float *gp = gw + o * os + i * is;
+            __m512 g[3][3], t[4][3], u[16];
+            for (r = 0; r < 3; r++)
+                for (c = 0; c < 3; c++)
+                    g[r][c] = _mm512_mask_i32gather_ps(z, m, idx, gp + (flip ? 8 - 3 * r - c : 3 * r + c), 4);
+            for (c = 0; c < 3; c++) { /* G g */
+                t[0][c] = g[0][c];
+                t[1][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][c], g[1][c]), g[2][c]));
+                t[2][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][c], g[1][c]), g[2][c]));
+                t[3][c] = g[2][c];
+            }
+            for (r = 0; r < 4; r++) { /* ... G^T */
+                u[4 * r] = t[r][0];
+                u[4 * r + 1] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[r][0], t[r][1]), t[r][2]));
+                u[4 * r + 2] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[r][0], t[r][1]), t[r][2]));
+                u[4 * r + 3] = t[r][2];
+            }
+            for (xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(ut + ((size_t)xi * co + o) * ci + i, m, u[xi]);
+        }
+}
+
 /* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
    the weight gradient's products, whose operands are both long rows (the
    tiles); 4 x 4 dot products at a time along the rows, no packing, the 16
@@ -3526,12 +3577,14 @@ static prg__wino_fns prg__wino_select(void) {
     f.out_row = prg__wino_out_row;
     f.dy_row = prg__wino_dy_row;
     f.nt = prg__wino_nt_gemm;
+    f.weights = prg__wino_weights;
 #ifdef PRG__X86
     if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
         f.in_row = prg__wino_in_row_avx512;
         f.out_row = prg__wino_out_row_avx512;
         f.dy_row = prg__wino_dy_row_avx512;
         f.nt = prg__wino_nt_avx512;
+        f.weights = prg__wino_weights_avx512;
     }
 #endif
     return f;
@@ -3640,6 +3693,33 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
     }
 }
 
+typedef struct prg__wino_wjob {
+    prg__wino *W;
+    float *ut;
+    const float *gw;
+    size_t os, is;
+    int flip;
+} prg__wino_wjob;
+
+static void prg__wino_weights_range(void *ctx, size_t lo, size_t hi) {
+    const prg__wino_wjob *j = (const prg__wino_wjob *)ctx;
+    j->W->fn.weights(j->ut, j->gw, j->os, j->is, j->flip, j->W->co, j->W->ci, (int)lo, (int)hi);
+}
+
+/* U[xi] as the GEMM kernel's A panels, per xi */
+static void prg__wino_pack_range(void *ctx, size_t lo, size_t hi) {
+    const prg__wino_wjob *j = (const prg__wino_wjob *)ctx;
+    const prg__wino *W = j->W;
+    size_t xi;
+    int pc, ci = W->ci, co = W->co;
+    for (xi = lo; xi < hi; xi++)
+        for (pc = 0; pc < ci; pc += W->g->kc) {
+            int kc = ci - pc < W->g->kc ? ci - pc : W->g->kc;
+            W->g->pack_a(W->u + (xi * ci + pc) * W->copad, j->ut + xi * co * ci, ci, 0, co, 0, W->copad, pc, kc,
+                         W->g->mr);
+        }
+}
+
 /* y = conv(x, g) (+ bias), or y += conv(x, g) when accumulate; the weights of
    output channel o and input channel i are g[o*os + i*is + ki*3 + kj] or,
    flipped, g[... + (2-ki)*3 + (2-kj)].  Returns -1 (y untouched) when the
@@ -3649,7 +3729,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
                           int w, int cout) {
     prg__wino W;
     prg__gemm_buf *ub;
-    int i, o, xi, pc, ok = 1, nb;
+    int i, ok = 1, nb;
     size_t bytes_per_tile;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&W, 0, sizeof W);
@@ -3677,24 +3757,13 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     }
     if (ok) {
         /* U: the transformed weights [xi][co][ci] after the packed panels, then packed */
-        float *ut = ub->s.p + (size_t)16 * W.copad * cin;
-        for (o = 0; o < cout; o++)
-            for (i = 0; i < cin; i++) {
-                float t16[16];
-                const float *gp = gw + o * os + i * is;
-                if (flip)
-                    prg__wino_weight(t16, gp + 8, -3, -1);
-                else
-                    prg__wino_weight(t16, gp, 3, 1);
-                for (xi = 0; xi < 16; xi++) ut[((size_t)xi * cout + o) * cin + i] = t16[xi];
-            }
+        prg__wino_wjob wj;
+        wj.W = &W;
+        wj.ut = ub->s.p + (size_t)16 * W.copad * cin;
+        wj.gw = gw; wj.os = os; wj.is = is; wj.flip = flip;
         W.u = ub->s.p;
-        for (xi = 0; xi < 16; xi++)
-            for (pc = 0; pc < cin; pc += W.g->kc) {
-                int kc = cin - pc < W.g->kc ? cin - pc : W.g->kc;
-                W.g->pack_a(W.u + ((size_t)xi * cin + pc) * W.copad, ut + (size_t)xi * cout * cin, cin,
-                            0, cout, 0, W.copad, pc, kc, W.g->mr);
-            }
+        prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_weights_range, &wj);
+        prg__parallel_for(16, (double)cout * cin, prg__wino_pack_range, &wj);
         prg_parallel(prg__wino_task, &W);
     }
     for (i = 0; i < W.nbufs; i++) prg__gemm_buf_give(W.bufs[i]);
@@ -3821,12 +3890,14 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
 
 /* Where Winograd is used (measured, AVX-512, against the implicit GEMM and
    the direct dW kernel): 3x3, stride 1, pad 1, at least 8 channels each way;
-   the forward and dx on maps of 16 x 16 or more (on smaller ones the row
-   transforms fill few vector lanes and the weight transform is not paid
-   back); the weight gradient on any map. */
+   the forward and dx on maps of 16 x 16 or more, or 8 x 8 with 256 channels
+   or more each way (on smaller maps the row transforms fill few vector
+   lanes and the weight transform is not paid back); the weight gradient on
+   any map. */
 static int prg__wino_use(const prg__conv *c, int dw) {
     return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
-           c->co >= PRG__WINO_MIN_C && (dw || (c->h >= 16 && c->w >= 16));
+           c->co >= PRG__WINO_MIN_C &&
+           (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256));
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,

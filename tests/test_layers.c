@@ -479,7 +479,8 @@ static void test_vs_ref(void) {
         {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
         {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
         {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
-        {3, 70, 18, 20, 9, 3, 1, 1, 1}   /* dx Winograd with depth 9 */
+        {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
+        {1, 256, 8, 9, 260, 3, 1, 1, 1}  /* 8x9 maps: Winograd from 256 channels each way */
     };
     int i, round;
     for (round = 0; round < 3; round++)
