@@ -3900,6 +3900,27 @@ static int prg__wino_use(const prg__conv *c, int dw) {
            (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256));
 }
 
+/* 1x1 stride-1 unpadded: y[b] = W x[b] for the samples [lo, hi) (each GEMM
+   gives the same bits run alone or split across threads) */
+static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t b;
+    for (b = lo; b < hi; b++)
+        prg_sgemm(0, 0, c->co, (int)c->hw_out, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * c->hw_out,
+                  (int)c->hw_out, 0.0f, j->y + b * c->co * c->hw_out, (int)c->hw_out);
+}
+
+/* ... and dx[b] += W^T dy[b] */
+static void prg__conv_direct_dx_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t b;
+    for (b = lo; b < hi; b++)
+        prg_sgemm(1, 0, c->ci, (int)c->hw_out, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * c->hw_out,
+                  (int)c->hw_out, 1.0f, j->dx + b * c->ci * c->hw_out, (int)c->hw_out);
+}
+
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
                         int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
@@ -3911,10 +3932,11 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
     j.y = y;
     j.bias = bias;
     if (c.direct) {
-        for (b0 = 0; b0 < batch; b0++)
-            prg_sgemm(0, 0, cout, (int)c.hw_out, cin, 1.0f, wt, cin,
-                      x + (size_t)b0 * cin * c.hw_out, (int)c.hw_out, 0.0f,
-                      y + (size_t)b0 * cout * c.hw_out, (int)c.hw_out);
+        j.wt = wt;
+        if (batch >= 2 * prg__parallel_width()) /* a sample per task: one wake-up, not one per sample */
+            prg__parallel_for((size_t)batch, (double)cout * cin * c.hw_out, prg__conv_direct_range, &j);
+        else
+            prg__conv_direct_range(&j, 0, (size_t)batch);
         j.nb = batch;
         prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
         return;
@@ -4090,13 +4112,17 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
     if (!dx && !dwt) return;
     if (c.direct) {
         int n = (int)c.hw_out;
-        for (b0 = 0; b0 < batch; b0++) {
+        for (b0 = 0; dwt && b0 < batch; b0++) {
             const float *xb = x + (size_t)b0 * cin * c.hw_out;
             const float *gb = dy + (size_t)b0 * cout * c.hw_out;
-            if (dwt) prg_sgemm(0, 1, cout, cin, n, 1.0f, gb, n, xb, n, 1.0f, dwt, cin);
-            if (dx)
-                prg_sgemm(1, 0, cin, n, cout, 1.0f, wt, cin, gb, n, 1.0f,
-                          dx + (size_t)b0 * cin * c.hw_out, n);
+            prg_sgemm(0, 1, cout, cin, n, 1.0f, gb, n, xb, n, 1.0f, dwt, cin);
+        }
+        if (dx) {
+            j.wt = wt;
+            if (batch >= 2 * prg__parallel_width())
+                prg__parallel_for((size_t)batch, (double)cout * cin * n, prg__conv_direct_dx_range, &j);
+            else
+                prg__conv_direct_dx_range(&j, 0, (size_t)batch);
         }
         return;
     }

@@ -467,6 +467,7 @@ static void test_vs_ref(void) {
         {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
         {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
         {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
+        {5, 17, 6, 7, 19, 1, 1, 0, 1},   /* 1x1 direct, a sample per task */
         {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
         {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
         {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
