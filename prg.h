@@ -3900,25 +3900,21 @@ static int prg__wino_use(const prg__conv *c, int dw) {
            (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256));
 }
 
-/* 1x1 stride-1 unpadded: y[b] = W x[b] for the samples [lo, hi) (each GEMM
-   gives the same bits run alone or split across threads) */
+/* 1x1 stride-1 unpadded, samples [lo, hi): y[b] = W x[b], or with dy set
+   (backward) dx[b] += W^T dy[b] (each GEMM gives the same bits run alone or
+   split across threads) */
 static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
     const prg__conv_job *j = (const prg__conv_job *)ctx;
     const prg__conv *c = j->c;
+    int n = (int)c->hw_out;
     size_t b;
     for (b = lo; b < hi; b++)
-        prg_sgemm(0, 0, c->co, (int)c->hw_out, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * c->hw_out,
-                  (int)c->hw_out, 0.0f, j->y + b * c->co * c->hw_out, (int)c->hw_out);
-}
-
-/* ... and dx[b] += W^T dy[b] */
-static void prg__conv_direct_dx_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t b;
-    for (b = lo; b < hi; b++)
-        prg_sgemm(1, 0, c->ci, (int)c->hw_out, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * c->hw_out,
-                  (int)c->hw_out, 1.0f, j->dx + b * c->ci * c->hw_out, (int)c->hw_out);
+        if (j->dy)
+            prg_sgemm(1, 0, c->ci, n, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * n, n, 1.0f,
+                      j->dx + b * c->ci * n, n);
+        else
+            prg_sgemm(0, 0, c->co, n, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * n, n, 0.0f,
+                      j->y + b * c->co * n, n);
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
@@ -4120,9 +4116,9 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         if (dx) {
             j.wt = wt;
             if (batch >= 2 * prg__parallel_width())
-                prg__parallel_for((size_t)batch, (double)cout * cin * n, prg__conv_direct_dx_range, &j);
+                prg__parallel_for((size_t)batch, (double)cout * cin * n, prg__conv_direct_range, &j);
             else
-                prg__conv_direct_dx_range(&j, 0, (size_t)batch);
+                prg__conv_direct_range(&j, 0, (size_t)batch);
         }
         return;
     }
