@@ -3139,7 +3139,8 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
    transpose: dU[xi] = sum over tiles of dM[xi] V[xi]^T with dM = A dY A^T,
    then dW = G^T dU G.  Odd sizes: tiles past the edge read zeros and their
    outputs outside the image are dropped (their dY counts as zero). */
-static int prg__wino_off = 0; /* tests: take the other paths */
+static int prg__wino_off = 0;      /* tests: take the other paths */
+static int prg__wino_dw_plan = 0;  /* tests: plan the weight gradient for this many threads */
 #define PRG__WINO_MIN_C 8
 #define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
 #define PRG__WINO_DW_L2 (512 * 1024) /* bytes of V and dM per block and row of the transform (dW) */
@@ -3778,27 +3779,17 @@ typedef struct prg__wino_dw {
     const float *dy;    /* [B][Co][H][W] */
     float *du;          /* [16][Co][Ci] */
     int nparts;         /* the 4 rows of the transform split into nparts parts */
+    int rows;           /* rows of the transform a thread's buffers hold */
 } prg__wino_dw;
 
 /* Rows [k0, k1) of the 4x4 transform (positions 4 k0 .. 4 k1 - 1): for each
-   block, its V and dM at those positions, then their GEMMs into dU (the
-   same blocks, so the same sums, for any thread count). */
-static void prg__wino_dw_task(void *ctx, int ith, int nth) {
-    const prg__wino_dw *D = (const prg__wino_dw *)ctx;
+   block, its V and dM at those positions (in buf), then their GEMMs into dU
+   (the same blocks, so the same sums, for any thread count). */
+static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1) {
     const prg__wino *W = &D->W;
-    size_t lo, hi, t0, plane = (size_t)W->h * W->w;
-    int k0, k1, nxi, c, xi;
-    float *V, *dM;
-    if (nth > D->nparts) {
-        if (ith >= D->nparts) return;
-        nth = D->nparts;
-    }
-    prg_split_range(4, 1, ith, nth, &lo, &hi);
-    k0 = (int)lo;
-    k1 = (int)hi;
-    nxi = 4 * (k1 - k0);
-    V = W->bufs[ith]->s.p;
-    dM = V + (size_t)nxi * W->ci * W->tb;
+    size_t t0, plane = (size_t)W->h * W->w;
+    int nxi = 4 * (k1 - k0), c, xi;
+    float *V = buf, *dM = V + (size_t)nxi * W->ci * W->tb;
     for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
         size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
         int nt = (int)(t1 - t0);
@@ -3823,6 +3814,21 @@ static void prg__wino_dw_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* A thread's share of the 4 rows, D->rows at a time (its buffer's size:
+   more when the job runs on fewer threads than planned) */
+static void prg__wino_dw_task(void *ctx, int ith, int nth) {
+    const prg__wino_dw *D = (const prg__wino_dw *)ctx;
+    size_t lo, hi;
+    int k0;
+    if (nth > D->nparts) {
+        if (ith >= D->nparts) return;
+        nth = D->nparts;
+    }
+    prg_split_range(4, 1, ith, nth, &lo, &hi);
+    for (k0 = (int)lo; k0 < (int)hi; k0 += D->rows)
+        prg__wino_dw_rows(D, D->W.bufs[ith]->s.p, k0, k0 + D->rows < (int)hi ? k0 + D->rows : (int)hi);
+}
+
 /* dW[o*os + i*is + ki*3 + kj] += (G^T dU G) for the 3x3 stride-1 pad-1
    convolution of x [B][Ci][H][W] with output gradient dy [B][Co][H][W];
    -1 (dW untouched) when the buffers cannot be had. */
@@ -3844,7 +3850,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     W->ntiles = (size_t)batch * W->th * W->tw;
     W->x = x;
     D.dy = dy;
-    nb = prg__parallel_width();
+    nb = prg__wino_dw_plan ? prg__wino_dw_plan : prg__parallel_width();
     if (nb > 4) nb = 4;
     D.nparts = nb;
     per = (size_t)16 * (cin + cout); /* bytes of V and dM per tile: 4 positions */
@@ -3853,10 +3859,9 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
     ub = prg__gemm_buf_take((size_t)16 * cout * cin);
     if (!ub) return -1;
+    D.rows = (4 + nb - 1) / nb;
     for (i = 0; i < nb && ok; i++) {
-        size_t lo, hi;
-        prg_split_range(4, 1, i, nb, &lo, &hi);
-        W->bufs[i] = prg__gemm_buf_take((hi - lo) * per / 4 * W->tb);
+        W->bufs[i] = prg__gemm_buf_take((size_t)D.rows * per / 4 * W->tb);
         if (W->bufs[i]) W->nbufs++; else ok = 0;
     }
     if (ok) {

@@ -572,6 +572,13 @@ static void test_fd(void) {
 static void test_threads(void) {
     layer L;
     L = make_conv(4, 16, 24, 24, 24, 3, 1, 1, 1); check_threads(&L, "3x3"); layer_free(&L);
+    /* the Winograd weight gradient planned for 4 threads, run on 1 and 2:
+       the rows of the transform a thread's buffers cannot hold at once are
+       done in turns, with the same bits */
+    prg__wino_dw_plan = 4;
+    L = make_conv(3, 16, 20, 18, 12, 3, 1, 1, 1); check_threads(&L, "3x3, dW planned for 4 threads");
+    layer_free(&L);
+    prg__wino_dw_plan = 0;
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
     L = make_conv(4, 32, 16, 16, 48, 1, 1, 0, 1); check_threads(&L, "1x1"); layer_free(&L);
     L = make_linear(64, 128, 96); check_threads(&L, ""); layer_free(&L);
