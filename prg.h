@@ -2944,30 +2944,42 @@ static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, in
 }
 
 #ifdef PRG__X86
-/* The same for stride 1 and 32-wide panels (the AVX-512 GEMM's): each half
-   of a panel row is one register filled by masked loads, one per run that
-   overlaps it, then stored whole (the zeros past cols included). */
+/* The same for stride 1 or 2 and 32-wide panels (the AVX-512 GEMM's): each
+   half of a panel row is one register filled by masked loads, one per run
+   that overlaps it (for stride 2, two loads and a permute keeping the even
+   elements), then stored whole (the zeros past cols included). */
 __attribute__((target("avx512f")))
 static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT dst, int j0,
                                            int cols, int p0, int kc, int nr) {
+    static const int even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
-    int off[64], len[64], pos[64], nseg, p, g, h, n[2] = {0, 0};
+    int off[64], len[64], pos[64], nseg, p, g, h, i, n[2] = {0, 0}, s = ic->s;
     ptrdiff_t rel[2][32];
-    __mmask16 msk[2][32];
+    __mmask16 msk[2][32], ma[2][32], mb[2][32];
     int kk = ic->k * ic->k, ci, ki, kj;
     size_t plane = (size_t)ic->hp * ic->wp;
-    if (ic->s != 1 || nr != 32) {
+    __m512i ev;
+    if ((s != 1 && s != 2) || nr != 32) {
         prg__implicit_cols_pack(ctx, dst, j0, cols, p0, kc, nr);
         return;
     }
+    ev = _mm512_loadu_si512((const void *)even);
     nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
     for (g = 0; g < nseg; g++)
         for (h = 0; h < 2; h++) {
             int lo = pos[g] > 16 * h ? pos[g] - 16 * h : 0;
             int hi = pos[g] + len[g] < 16 * h + 16 ? pos[g] + len[g] - 16 * h : 16;
+            unsigned a = 0, b = 0;
             if (lo >= hi) continue;
+            for (i = lo; i < hi; i++) { /* stride 2: lane i is element 2i of the 32 loaded */
+                if (i < 8) a |= 1u << (2 * i);
+                else b |= 1u << (2 * i - 16);
+            }
             msk[h][n[h]] = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-            rel[h][n[h]++] = (ptrdiff_t)off[g] - pos[g] + 16 * h; /* lane i reads base + rel + i */
+            ma[h][n[h]] = (__mmask16)a;
+            mb[h][n[h]] = (__mmask16)b;
+            /* lane i reads base + rel + s i */
+            rel[h][n[h]++] = (ptrdiff_t)off[g] - (ptrdiff_t)s * (pos[g] - 16 * h);
         }
     ci = p0 / kk;
     ki = p0 % kk / ic->k;
@@ -2977,7 +2989,15 @@ static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT 
         float *d = dst + (size_t)p * 32;
         for (h = 0; h < 2; h++) {
             __m512 v = _mm512_setzero_ps();
-            for (g = 0; g < n[h]; g++) v = _mm512_mask_loadu_ps(v, msk[h][g], base + rel[h][g]);
+            if (s == 1)
+                for (g = 0; g < n[h]; g++) v = _mm512_mask_loadu_ps(v, msk[h][g], base + rel[h][g]);
+            else
+                for (g = 0; g < n[h]; g++) {
+                    const float *q = base + rel[h][g];
+                    v = _mm512_mask_mov_ps(v, msk[h][g],
+                                           _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(ma[h][g], q), ev,
+                                                                  _mm512_maskz_loadu_ps(mb[h][g], q + 16)));
+                }
             _mm512_storeu_ps(d + 16 * h, v);
         }
         PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
