@@ -3714,6 +3714,17 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* The geometry and kernels shared by the forward and the weight gradient */
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout) {
+    memset(W, 0, sizeof *W);
+    W->g = prg__gemm_select();
+    W->fn = prg__wino_select();
+    W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
+    W->th = (h + 1) / 2;
+    W->tw = (w + 1) / 2;
+    W->ntiles = (size_t)batch * W->th * W->tw;
+}
+
 typedef struct prg__wino_wjob {
     prg__wino *W;
     float *ut;
@@ -3753,13 +3764,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     int i, ok = 1, nb;
     size_t bytes_per_tile;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
-    memset(&W, 0, sizeof W);
-    W.g = prg__gemm_select();
-    W.fn = prg__wino_select();
-    W.b = batch; W.ci = cin; W.co = cout; W.h = h; W.w = w;
-    W.th = (h + 1) / 2;
-    W.tw = (w + 1) / 2;
-    W.ntiles = (size_t)batch * W.th * W.tw;
+    prg__wino_init(&W, batch, cin, h, w, cout);
     bytes_per_tile = (size_t)64 * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
@@ -3861,13 +3866,8 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    W->g = prg__gemm_select();
-    W->fn = prg__wino_select();
+    prg__wino_init(W, batch, cin, h, w, cout);
     if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
-    W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->th = (h + 1) / 2;
-    W->tw = (w + 1) / 2;
-    W->ntiles = (size_t)batch * W->th * W->tw;
     W->x = x;
     D.dy = dy;
     nb = prg__wino_dw_plan ? prg__wino_dw_plan : prg__parallel_width();

@@ -579,6 +579,20 @@ static void test_threads(void) {
     L = make_conv(3, 16, 20, 18, 12, 3, 1, 1, 1); check_threads(&L, "3x3, dW planned for 4 threads");
     layer_free(&L);
     prg__wino_dw_plan = 0;
+    { /* ... and the same bits as the usual plan */
+        const int b = 3, ci = 16, h = 20, w = 18, co = 12;
+        size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
+        float *x = rnd(nx, -1, 1), *dy = rnd(ny, -1, 1), *wt = rnd(nw, -1, 1);
+        float *d1 = (float *)calloc(nw, sizeof(float)), *d2 = (float *)calloc(nw, sizeof(float));
+        float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
+        prg_conv2d_backward(NULL, d1, NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
+        prg__wino_dw_plan = 4;
+        prg_conv2d_backward(NULL, d2, NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
+        prg__wino_dw_plan = 0;
+        CHECK(memcmp(d1, d2, nw * sizeof(float)) == 0,
+              "Winograd dW planned for 4 threads differs from the usual plan");
+        free(x); free(dy); free(wt); free(d1); free(d2); free(ws);
+    }
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
     L = make_conv(4, 32, 16, 16, 48, 1, 1, 0, 1); check_threads(&L, "1x1"); layer_free(&L);
     L = make_linear(64, 128, 96); check_threads(&L, ""); layer_free(&L);
