@@ -2435,6 +2435,12 @@ typedef struct prg__vec_ops {
        over q < n and i < count */
     void (*dw3)(float *out, const float *g0, const float *g1, const float *x, size_t n, int wp,
                 int count, size_t gstride, size_t xstride);
+    /* 3x3 pad-1 convolutions with few channels on one side (NULL: the GEMM
+       paths): prg__conv3_avx512 and prg__dw3p_avx512 below */
+    void (*conv3)(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                  const float *bias, int accumulate, int ci, int ob, int h, int w);
+    void (*dw3p)(float *out, const float *g0, const float *g1, const float *x, int h, int w, int count,
+                 size_t gstride, size_t xstride);
 } prg__vec_ops;
 
 static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
@@ -2641,6 +2647,15 @@ static float prg__hsum16(__m512 v) {
 
 /* Nine taps of two channels: 18 accumulators (named, not an array, so
    that they stay in registers), each input vector loaded once for both. */
+#define PRG__DW3_SUMS(out)                                                                      \
+    do {                                                                                        \
+        out[0] += prg__hsum16(a0); out[1] += prg__hsum16(a1); out[2] += prg__hsum16(a2);        \
+        out[3] += prg__hsum16(a3); out[4] += prg__hsum16(a4); out[5] += prg__hsum16(a5);        \
+        out[6] += prg__hsum16(a6); out[7] += prg__hsum16(a7); out[8] += prg__hsum16(a8);        \
+        out[9] += prg__hsum16(b0); out[10] += prg__hsum16(b1); out[11] += prg__hsum16(b2);      \
+        out[12] += prg__hsum16(b3); out[13] += prg__hsum16(b4); out[14] += prg__hsum16(b5);     \
+        out[15] += prg__hsum16(b6); out[16] += prg__hsum16(b7); out[17] += prg__hsum16(b8);     \
+    } while (0)
 #define PRG__DW3_TAP(a, b, off)                                               \
     do {                                                                      \
         __m512 v_ = _mm512_maskz_loadu_ps(m, x + q + (off));                  \
@@ -2669,18 +2684,141 @@ static void prg__dw3_avx512(float *out, const float *g0, const float *g1, const 
         PRG__DW3_TAP(a7, b7, w2 + 1);
         PRG__DW3_TAP(a8, b8, w2 + 2);
     }
-    out[0] += prg__hsum16(a0); out[1] += prg__hsum16(a1);
-    out[2] += prg__hsum16(a2); out[3] += prg__hsum16(a3);
-    out[4] += prg__hsum16(a4); out[5] += prg__hsum16(a5);
-    out[6] += prg__hsum16(a6); out[7] += prg__hsum16(a7);
-    out[8] += prg__hsum16(a8);
-    out[9] += prg__hsum16(b0); out[10] += prg__hsum16(b1);
-    out[11] += prg__hsum16(b2); out[12] += prg__hsum16(b3);
-    out[13] += prg__hsum16(b4); out[14] += prg__hsum16(b5);
-    out[15] += prg__hsum16(b6); out[16] += prg__hsum16(b7);
-    out[17] += prg__hsum16(b8);
+    PRG__DW3_SUMS(out);
 }
 #undef PRG__DW3_TAP
+
+/* ---- 3x3 pad-1 stride-1 convolutions with few channels on one side ----
+   Direct, on the unpadded planes (masked loads give the zero border). */
+
+/* lanes l of a 16-float load at column c of a row of w floats that are inside it */
+static inline __attribute__((always_inline)) __mmask16 prg__cols16(int c, int w) {
+    unsigned lo = c >= 0 ? 0xFFFFu : c > -16 ? 0xFFFFu << -c : 0u;
+    unsigned hi = w - c >= 16 ? 0xFFFFu : w - c > 0 ? (1u << (w - c)) - 1u : 0u;
+    return (__mmask16)(lo & hi);
+}
+
+/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
+   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], for
+   o < OB (a constant after inlining, <= 8); with accumulate, y += the sum.
+   32 pixels of a row at a time: 16 accumulators, each input vector loaded
+   once for all OB outputs. */
+#define PRG__C3_ROWS(X)                                                     \
+    X(0, y00, y01) X(1, y10, y11) X(2, y20, y21) X(3, y30, y31)            \
+    X(4, y40, y41) X(5, y50, y51) X(6, y60, y61) X(7, y70, y71)
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__conv3_tile(const int OB, float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                const float *bias, int accumulate, int ci, int h, int w) {
+    size_t plane = (size_t)h * w;
+    int oy, ox, i, ki, kj;
+    for (oy = 0; oy < h; oy++)
+        for (ox = 0; ox < w; ox += 32) {
+            __m512 y00 = _mm512_setzero_ps(), y01 = y00, y10 = y00, y11 = y00, y20 = y00, y21 = y00,
+                   y30 = y00, y31 = y00, y40 = y00, y41 = y00, y50 = y00, y51 = y00, y60 = y00,
+                   y61 = y00, y70 = y00, y71 = y00;
+            __mmask16 m0[3], m1[3], s0 = prg__cols16(ox, w), s1 = prg__cols16(ox + 16, w);
+            for (kj = 0; kj < 3; kj++) {
+                m0[kj] = prg__cols16(ox + kj - 1, w);
+                m1[kj] = prg__cols16(ox + 16 + kj - 1, w);
+            }
+            for (i = 0; i < ci; i++)
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    const float *row = x + i * plane + (size_t)iy * w + ox - 1;
+                    if (iy < 0 || iy >= h) continue;
+                    for (kj = 0; kj < 3; kj++) {
+                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
+                        __m512 v0 = _mm512_maskz_loadu_ps(m0[kj], row + kj);
+                        __m512 v1 = _mm512_maskz_loadu_ps(m1[kj], row + 16 + kj), t;
+#define PRG__C3_FMA(o, a, b)                                     \
+                        if (OB > o) {                            \
+                            t = _mm512_set1_ps(wp[(o) * os]);    \
+                            a = _mm512_fmadd_ps(t, v0, a);       \
+                            b = _mm512_fmadd_ps(t, v1, b);       \
+                        }
+                        PRG__C3_ROWS(PRG__C3_FMA)
+#undef PRG__C3_FMA
+                    }
+                }
+#define PRG__C3_STORE(o, a, b)                                                        \
+            if (OB > o) {                                                             \
+                float *d = y + (o) * plane + (size_t)oy * w + ox;                     \
+                if (accumulate) {                                                     \
+                    a = _mm512_add_ps(_mm512_maskz_loadu_ps(s0, d), a);               \
+                    b = _mm512_add_ps(_mm512_maskz_loadu_ps(s1, d + 16), b);          \
+                } else if (bias) {                                                    \
+                    a = _mm512_add_ps(a, _mm512_set1_ps(bias[o]));                    \
+                    b = _mm512_add_ps(b, _mm512_set1_ps(bias[o]));                    \
+                }                                                                     \
+                _mm512_mask_storeu_ps(d, s0, a);                                      \
+                _mm512_mask_storeu_ps(d + 16, s1, b);                                 \
+            }
+            PRG__C3_ROWS(PRG__C3_STORE)
+#undef PRG__C3_STORE
+        }
+}
+#undef PRG__C3_ROWS
+
+PRG__AVX512_TARGET
+static void prg__conv3_avx512(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
+    switch (ob) {
+#define PRG__C3_CASE(R) \
+    case R: prg__conv3_tile(R, y, x, wt, os, is, flip, bias, accumulate, ci, h, w); break;
+    PRG__C3_CASE(8) PRG__C3_CASE(7) PRG__C3_CASE(6) PRG__C3_CASE(5)
+    PRG__C3_CASE(4) PRG__C3_CASE(3) PRG__C3_CASE(2) PRG__C3_CASE(1)
+#undef PRG__C3_CASE
+    default: break;
+    }
+}
+
+/* The nine pad-1 taps of two output channels over unpadded h x w planes:
+   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
+   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
+   outside the plane). */
+#define PRG__DW3P_TAP(a, b, kj)                                                \
+    do {                                                                       \
+        __m512 v_ = _mm512_maskz_loadu_ps(mk[kj], row + (kj));                 \
+        a = _mm512_fmadd_ps(g0v, v_, a);                                       \
+        b = _mm512_fmadd_ps(g1v, v_, b);                                       \
+    } while (0)
+PRG__AVX512_TARGET
+static void prg__dw3p_avx512(float *out, const float *g0, const float *g1, const float *x, int h, int w,
+                             int count, size_t gstride, size_t xstride) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
+    __m512 a7 = a0, a8 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0;
+    __m512 b7 = a0, b8 = a0;
+    int i, oy, ox, kj;
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (ox = 0; ox < w; ox += 16) {
+            __mmask16 m = prg__cols16(ox, w), mk[3];
+            for (kj = 0; kj < 3; kj++) mk[kj] = prg__cols16(ox + kj - 1, w) & m;
+            for (oy = 0; oy < h; oy++) {
+                size_t q = (size_t)oy * w + ox;
+                __m512 g0v = _mm512_maskz_loadu_ps(m, g0 + q), g1v = _mm512_maskz_loadu_ps(m, g1 + q);
+                const float *row = x + q - 1;
+                if (oy > 0) {
+                    row -= w;
+                    PRG__DW3P_TAP(a0, b0, 0);
+                    PRG__DW3P_TAP(a1, b1, 1);
+                    PRG__DW3P_TAP(a2, b2, 2);
+                    row += w;
+                }
+                PRG__DW3P_TAP(a3, b3, 0);
+                PRG__DW3P_TAP(a4, b4, 1);
+                PRG__DW3P_TAP(a5, b5, 2);
+                if (oy + 1 < h) {
+                    row += w;
+                    PRG__DW3P_TAP(a6, b6, 0);
+                    PRG__DW3P_TAP(a7, b7, 1);
+                    PRG__DW3P_TAP(a8, b8, 2);
+                }
+            }
+        }
+    PRG__DW3_SUMS(out);
+}
+#undef PRG__DW3P_TAP
+#undef PRG__DW3_SUMS
 
 __attribute__((target("avx2,fma")))
 static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg, double *sgx) {
@@ -2714,12 +2852,13 @@ static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg,
 
 static prg__vec_ops prg__vec_select(void) {
     static const prg__vec_ops scalar = {prg__exp_shift_scalar, prg__silu_fwd_scalar,
-                                        prg__silu_bwd_scalar, prg__row_dots, NULL};
+                                        prg__silu_bwd_scalar, prg__row_dots, NULL, NULL, NULL};
 #ifdef PRG__X86
     static const prg__vec_ops avx512 = {prg__exp_shift_avx512, prg__silu_fwd_avx512,
-                                        prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512};
+                                        prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
+                                        prg__conv3_avx512, prg__dw3p_avx512};
     static const prg__vec_ops avx2 = {prg__exp_shift_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
-                                      prg__dots_avx2, NULL};
+                                      prg__dots_avx2, NULL, NULL, NULL};
     const char *k = prg_gemm_kernel_name();
     if (!strcmp(k, "avx512")) return avx512;
     if (!strcmp(k, "avx2")) return avx2;
@@ -3925,6 +4064,81 @@ static int prg__wino_use(const prg__conv *c, int dw) {
            (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256));
 }
 
+/* ---- few channels on one side: direct ----------------------------------
+   3x3 stride-1 pad-1 convolutions with at most PRG__FEWC channels in or out
+   (a U-Net's first and last layers), where the vector kernel exists
+   (AVX-512): the GEMM would pack a column matrix for a product only a few
+   rows high or a few rows deep.  The kernels read the unpadded planes.  A
+   forward or dx task is a sample and a block of up to 8 output channels; a
+   dW task is a pair of output channels and one input channel, summed over
+   the whole batch in a fixed order; so the bits do not depend on the thread
+   count. */
+#define PRG__FEWC 4
+
+static int prg__conv_few(const prg__conv *c, const prg__vec_ops *ops) {
+    return ops->conv3 != NULL && c->k == 3 && c->s == 1 && c->p == 1 &&
+           (c->ci <= PRG__FEWC || c->co <= PRG__FEWC);
+}
+
+typedef struct prg__few_job {
+    const prg__vec_ops *ops;
+    float *y;
+    const float *x, *wt, *bias;
+    size_t os, is;
+    int flip, accumulate;
+    int ci, co, h, w, nob; /* as the kernel sees them; nob blocks of 8 outputs per sample */
+} prg__few_job;
+
+static void prg__few_range(void *ctx, size_t lo, size_t hi) {
+    const prg__few_job *j = (const prg__few_job *)ctx;
+    size_t plane = (size_t)j->h * j->w, u;
+    for (u = lo; u < hi; u++) {
+        int b = (int)(u / (size_t)j->nob), o0 = (int)(u % (size_t)j->nob) * 8;
+        int ob = j->co - o0 < 8 ? j->co - o0 : 8;
+        j->ops->conv3(j->y + ((size_t)b * j->co + o0) * plane, j->x + (size_t)b * j->ci * plane,
+                      j->wt + (size_t)o0 * j->os, j->os, j->is, j->flip, j->bias ? j->bias + o0 : NULL,
+                      j->accumulate, j->ci, ob, j->h, j->w);
+    }
+}
+
+/* y (=, + bias) or += the convolution of x [B][ci][H][W] into co channels
+   with the weights of output o, input i at wt + o*os + i*is (taps flipped
+   when flip) */
+static void prg__conv_few_run(const prg__vec_ops *ops, float *y, const float *x, const float *wt, size_t os,
+                              size_t is, int flip, const float *bias, int accumulate, int batch, int ci,
+                              int h, int w, int co) {
+    prg__few_job j;
+    j.ops = ops;
+    j.y = y; j.x = x; j.wt = wt; j.bias = bias;
+    j.os = os; j.is = is; j.flip = flip; j.accumulate = accumulate;
+    j.ci = ci; j.co = co; j.h = h; j.w = w;
+    j.nob = (co + 7) / 8;
+    prg__parallel_for((size_t)batch * j.nob, 18.0 * ci * h * w * (co < 8 ? co : 8), prg__few_range, &j);
+}
+
+typedef struct prg__few_dw_job {
+    const prg__vec_ops *ops;
+    const prg__conv *c;
+    const float *x, *dy;
+    float *dwt;
+} prg__few_dw_job;
+
+static void prg__few_dw_range(void *ctx, size_t lo, size_t hi) {
+    const prg__few_dw_job *j = (const prg__few_dw_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t plane = (size_t)c->h * c->w, u;
+    for (u = lo; u < hi; u++) {
+        int c0 = 2 * (int)(u / (size_t)c->ci), i = (int)(u % (size_t)c->ci), c1 = c0 + 1 < c->co ? c0 + 1 : c0, t;
+        float acc[18];
+        for (t = 0; t < 18; t++) acc[t] = 0.0f;
+        j->ops->dw3p(acc, j->dy + (size_t)c0 * plane, j->dy + (size_t)c1 * plane, j->x + (size_t)i * plane, c->h,
+                     c->w, c->b, (size_t)c->co * plane, (size_t)c->ci * plane);
+        for (t = 0; t < 9; t++) j->dwt[((size_t)c0 * c->ci + i) * 9 + t] += acc[t];
+        if (c1 != c0)
+            for (t = 0; t < 9; t++) j->dwt[((size_t)c1 * c->ci + i) * 9 + t] += acc[9 + t];
+    }
+}
+
 /* 1x1 stride-1 unpadded, samples [lo, hi): y[b] = W x[b], or with dy set
    (backward) dx[b] += W^T dy[b] (each GEMM gives the same bits run alone or
    split across threads) */
@@ -3946,6 +4160,7 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
                         int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
+    prg__vec_ops ops = prg__vec_select();
     int b0;
     memset(&j, 0, sizeof j);
     j.c = &c;
@@ -3960,6 +4175,10 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
             prg__conv_direct_range(&j, 0, (size_t)batch);
         j.nb = batch;
         prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        return;
+    }
+    if (prg__conv_few(&c, &ops)) {
+        prg__conv_few_run(&ops, y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout);
         return;
     }
     if (prg__wino_use(&c, 0) &&
@@ -4145,6 +4364,19 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
             else
                 prg__conv_direct_range(&j, 0, (size_t)batch);
         }
+        return;
+    }
+    if (prg__conv_few(&c, &ops)) {
+        if (dwt) {
+            prg__few_dw_job d;
+            d.ops = &ops;
+            d.c = &c;
+            d.x = x;
+            d.dy = dy;
+            d.dwt = dwt;
+            prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
+        }
+        if (dx) prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin);
         return;
     }
     /* Winograd where it is faster; either part may fall back below */

@@ -475,6 +475,10 @@ static void test_vs_ref(void) {
         {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
         {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
         {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
+        /* few channels on one side (3x3 s1 p1, <= 4 in or out): direct */
+        {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
+        {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
+        {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
         /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels, maps >= 16x16) */
         {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
         {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
