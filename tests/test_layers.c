@@ -485,7 +485,9 @@ static void test_vs_ref(void) {
         {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
         {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
         {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
-        {1, 256, 8, 9, 260, 3, 1, 1, 1}  /* 8x9 maps: Winograd from 256 channels each way */
+        {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
+        {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
+        {5, 70, 8, 8, 16, 3, 1, 1, 0}    /* ... blocks of several panels, half-panel planes */
     };
     int i, round;
     for (round = 0; round < 3; round++)
@@ -596,6 +598,31 @@ static void test_threads(void) {
         CHECK(memcmp(d1, d2, nw * sizeof(float)) == 0,
               "Winograd dW planned for 4 threads differs from the usual plan");
         free(x); free(dy); free(wt); free(d1); free(d2); free(ws);
+    }
+    { /* 8x8 maps: the whole-plane transforms give the bits of the row transforms */
+        const int b = 5, ci = 12, h = 8, w = 8, co = 10;
+        size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9, k;
+        float *x = rnd(nx, -1, 1), *dy = rnd(ny, -1, 1), *wt = rnd(nw, -1, 1), *bias = rnd(co, -1, 1);
+        float *out[2][3];
+        float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
+        int rows, same = 1;
+        for (rows = 0; rows < 2; rows++) {
+            prg__wino_rows_only = rows;
+            out[rows][0] = (float *)calloc(ny, sizeof(float));
+            out[rows][1] = (float *)calloc(nx, sizeof(float));
+            out[rows][2] = (float *)calloc(nw, sizeof(float));
+            prg_conv2d_forward(out[rows][0], x, wt, bias, b, ci, h, w, co, 3, 1, 1, ws);
+            prg_conv2d_backward(out[rows][1], out[rows][2], NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
+            prg__wino_rows_only = 0;
+        }
+        for (k = 0; k < 3; k++) {
+            size_t n = k == 0 ? ny : k == 1 ? nx : nw;
+            if (memcmp(out[0][k], out[1][k], n * sizeof(float)) != 0) same = 0;
+            free(out[0][k]);
+            free(out[1][k]);
+        }
+        CHECK(same, "8x8 Winograd: the whole-plane and the row transforms give different bits");
+        free(x); free(dy); free(wt); free(bias); free(ws);
     }
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
     L = make_conv(4, 32, 16, 16, 48, 1, 1, 0, 1); check_threads(&L, "1x1"); layer_free(&L);
