@@ -3321,6 +3321,11 @@ typedef struct prg__wino_fns {
     void (*in_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*dy_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*out_plane8)(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
+    /* 16-wide planes, two tile rows at a time (NULL: the row transforms):
+       prg__wino_in_rows16_avx512 and its two companions */
+    void (*in_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
+    void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
+    void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
 } prg__wino_fns;
 
 typedef struct prg__wino {
@@ -3635,6 +3640,67 @@ static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const flo
         }
     }
 }
+/* Shared pieces of the vector-filling transforms below. */
+/* row k of B^T d from the rows s[0..3] of d */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino_bt(int k, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {
+    return k == 0 ? _mm512_sub_ps(s0, s2) : k == 1 ? _mm512_add_ps(s1, s2) : k == 2 ? _mm512_sub_ps(s2, s1)
+                                                                             : _mm512_sub_ps(s1, s3);
+}
+
+/* ... B along the rows: column j of each lane's tile from (t0, t1) by cols[j]
+   (zero where the mask of j = 0 or 3 clears a lane), stored at v + j vs */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_b_store(float *v0, size_t vs, __m512 t0, __m512 t1, const int cols[4][16], __mmask16 m0, __mmask16 m3) {
+    __m512 c[4];
+    int j;
+    for (j = 0; j < 4; j++)
+        c[j] = _mm512_maskz_permutex2var_ps((__mmask16)(j == 0 ? m0 : j == 3 ? m3 : 0xFFFF), t0,
+                                            _mm512_loadu_si512((const void *)cols[j]), t1);
+    _mm512_storeu_ps(v0, _mm512_sub_ps(c[0], c[2]));
+    _mm512_storeu_ps(v0 + vs, _mm512_add_ps(c[1], c[2]));
+    _mm512_storeu_ps(v0 + 2 * vs, _mm512_sub_ps(c[2], c[1]));
+    _mm512_storeu_ps(v0 + 3 * vs, _mm512_sub_ps(c[1], c[3]));
+}
+
+/* y[a][e] = (A^T m A)[a][e] of 16 tiles, m[xi*ms + lane] */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_atma(__m512 y[2][2], const float *m, size_t ms) {
+    __m512 a[4], b[4];
+    int k;
+    for (k = 0; k < 4; k++) { /* A^T m down the columns */
+        __m512 m0 = _mm512_loadu_ps(m + (size_t)k * ms), m1 = _mm512_loadu_ps(m + (size_t)(4 + k) * ms);
+        __m512 m2 = _mm512_loadu_ps(m + (size_t)(8 + k) * ms), m3 = _mm512_loadu_ps(m + (size_t)(12 + k) * ms);
+        a[k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        b[k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    y[0][0] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]); /* ... A along the rows */
+    y[0][1] = _mm512_sub_ps(_mm512_sub_ps(a[1], a[2]), a[3]);
+    y[1][0] = _mm512_add_ps(_mm512_add_ps(b[0], b[1]), b[2]);
+    y[1][1] = _mm512_sub_ps(_mm512_sub_ps(b[1], b[2]), b[3]);
+}
+
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] from the dy tiles' e[a][c] */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 r[4][2];
+    int c, k;
+    for (c = 0; c < 2; c++) {
+        r[0][c] = e[0][c];
+        r[1][c] = _mm512_add_ps(e[0][c], e[1][c]);
+        r[2][c] = _mm512_sub_ps(e[0][c], e[1][c]);
+        r[3][c] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][c]), sign));
+    }
+    for (k = k0; k < k1; k++) {
+        float *d = dm + (size_t)(4 * (k - k0)) * ms;
+        _mm512_storeu_ps(d, r[k][0]);
+        _mm512_storeu_ps(d + ms, _mm512_add_ps(r[k][0], r[k][1]));
+        _mm512_storeu_ps(d + 2 * ms, _mm512_sub_ps(r[k][0], r[k][1]));
+        _mm512_storeu_ps(d + 3 * ms, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+    }
+}
+
 /* 8 x 8 planes (4 x 4 tiles: one vector of 16 tiles, lane 4 ty + tx, per
    plane) at once, the whole plane in four registers (rows 2k, 2k+1 in P[k]):
    the same operations in the same order as the row transforms, so the same
@@ -3661,7 +3727,7 @@ static void prg__wino_in_plane8_avx512(float *PRG_RESTRICT v, size_t vs, const f
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));          /* their high halves */
     __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
     __m512 p3 = _mm512_loadu_ps(plane + 48), s[4][2], t[2];
-    int k, j, l;
+    int k, l;
     /* s[i][h]: rows 2 ty - 1 + i for ty = 2h, 2h + 1 (8 columns each) */
     s[0][0] = _mm512_maskz_mov_ps((__mmask16)0xFF00, p0);
     s[0][1] = _mm512_permutex2var_ps(p1, hi, p2);
@@ -3672,22 +3738,9 @@ static void prg__wino_in_plane8_avx512(float *PRG_RESTRICT v, size_t vs, const f
     s[3][0] = _mm512_permutex2var_ps(p1, lo, p2);
     s[3][1] = _mm512_maskz_mov_ps((__mmask16)0x00FF, p3);
     for (k = k0; k < k1; k++) {
-        __m512 c[4];
-        for (l = 0; l < 2; l++) /* B^T d: rows r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
-            t[l] = k == 0 ? _mm512_sub_ps(s[0][l], s[2][l])
-                 : k == 1 ? _mm512_add_ps(s[1][l], s[2][l])
-                 : k == 2 ? _mm512_sub_ps(s[2][l], s[1][l])
-                          : _mm512_sub_ps(s[1][l], s[3][l]);
-        for (j = 0; j < 4; j++) /* column 2 tx - 1 + j of tile (ty, tx); zero outside */
-            c[j] = _mm512_maskz_permutex2var_ps((__mmask16)(j == 0 ? 0xEEEE : j == 3 ? 0x7777 : 0xFFFF), t[0],
-                                                _mm512_loadu_si512((const void *)prg__wino_p8_cols[j]), t[1]);
-        {
-            float *v0 = v + (size_t)(4 * (k - k0)) * vs;
-            _mm512_storeu_ps(v0, _mm512_sub_ps(c[0], c[2]));
-            _mm512_storeu_ps(v0 + vs, _mm512_add_ps(c[1], c[2]));
-            _mm512_storeu_ps(v0 + 2 * vs, _mm512_sub_ps(c[2], c[1]));
-            _mm512_storeu_ps(v0 + 3 * vs, _mm512_sub_ps(c[1], c[3]));
-        }
+        for (l = 0; l < 2; l++) t[l] = prg__wino_bt(k, s[0][l], s[1][l], s[2][l], s[3][l]);
+        /* column 2 tx - 1 + j of tile (ty, tx); zero outside */
+        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_p8_cols, 0xEEEE, 0x7777);
     }
 }
 
@@ -3699,18 +3752,9 @@ static void prg__wino_out_plane8_avx512(float *plane, const float *PRG_RESTRICT 
     const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
     const __m512i lo = _mm512_loadu_si512((const void *)prg__wino_p8_rows);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    __m512 a[4], b[4], y[2][2], e[2][2], p[4];
+    __m512 y[2][2], e[2][2], p[4];
     int k, r;
-    for (k = 0; k < 4; k++) { /* A^T m down the columns */
-        __m512 m0 = _mm512_loadu_ps(m + (size_t)k * ms), m1 = _mm512_loadu_ps(m + (size_t)(4 + k) * ms);
-        __m512 m2 = _mm512_loadu_ps(m + (size_t)(8 + k) * ms), m3 = _mm512_loadu_ps(m + (size_t)(12 + k) * ms);
-        a[k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        b[k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-    }
-    y[0][0] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]); /* ... A along the rows */
-    y[0][1] = _mm512_sub_ps(_mm512_sub_ps(a[1], a[2]), a[3]);
-    y[1][0] = _mm512_add_ps(_mm512_add_ps(b[0], b[1]), b[2]);
-    y[1][1] = _mm512_sub_ps(_mm512_sub_ps(b[1], b[2]), b[3]);
+    prg__wino_atma(y, m, ms);
     for (r = 0; r < 2; r++) { /* e[r][h]: rows 2 ty + r of tile rows ty = 2h, 2h + 1 */
         e[r][0] = _mm512_permutex2var_ps(y[r][0], il, y[r][1]);
         e[r][1] = _mm512_permutex2var_ps(y[r][0], ih, y[r][1]);
@@ -3727,29 +3771,80 @@ static void prg__wino_out_plane8_avx512(float *plane, const float *PRG_RESTRICT 
 /* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of the plane */
 PRG__AVX512_TARGET
 static void prg__wino_dy_plane8_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int k0, int k1) {
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
-    __m512 p3 = _mm512_loadu_ps(plane + 48), e[2][2], r[4][2];
-    int a, c, k;
+    __m512 p3 = _mm512_loadu_ps(plane + 48), e[2][2];
+    int a, c;
     for (a = 0; a < 2; a++)
         for (c = 0; c < 2; c++) {
             __m512i idx = _mm512_loadu_si512((const void *)prg__wino_p8_dy[2 * a + c]);
             e[a][c] = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(p0, idx, p1),
                                            _mm512_permutex2var_ps(p2, idx, p3));
         }
-    for (c = 0; c < 2; c++) {
-        r[0][c] = e[0][c];
-        r[1][c] = _mm512_add_ps(e[0][c], e[1][c]);
-        r[2][c] = _mm512_sub_ps(e[0][c], e[1][c]);
-        r[3][c] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][c]), sign));
-    }
+    prg__wino_aea(dm, ms, e, k0, k1);
+}
+
+/* 16-wide planes (8 tiles a row, h a multiple of 4), two tile rows ty, ty + 1
+   (ty even) per vector, lane 8 r + tx for tile (ty + r, tx), each image row
+   one register; the same operations as the row transforms, so the same bits. */
+static const int prg__wino_r16_cols[4][16] = { /* lane 8 r + tx <- column 2 tx - 1 + j (clamped) of row r */
+    {0, 1, 3, 5, 7, 9, 11, 13, 16, 17, 19, 21, 23, 25, 27, 29},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
+    {2, 4, 6, 8, 10, 12, 14, 15, 18, 20, 22, 24, 26, 28, 30, 31}};
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino_row16(const float *plane, int h, int y) {
+    return y >= 0 && y < h ? _mm512_loadu_ps(plane + (size_t)16 * y) : _mm512_setzero_ps();
+}
+
+/* v[(4 (k - k0) + j) vs + lane] = (B^T d B)[k][j] of the 16 tiles of tile rows ty, ty + 1 */
+PRG__AVX512_TARGET
+static void prg__wino_in_rows16_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty,
+                                       int k0, int k1) {
+    __m512 r[6], t[2];
+    int i, k;
+    for (i = 0; i < 6; i++) r[i] = prg__wino_row16(plane, h, 2 * ty - 1 + i); /* tile row ty + q: r[2q..] */
     for (k = k0; k < k1; k++) {
-        float *d = dm + (size_t)(4 * (k - k0)) * ms;
-        _mm512_storeu_ps(d, r[k][0]);
-        _mm512_storeu_ps(d + ms, _mm512_add_ps(r[k][0], r[k][1]));
-        _mm512_storeu_ps(d + 2 * ms, _mm512_sub_ps(r[k][0], r[k][1]));
-        _mm512_storeu_ps(d + 3 * ms, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+        for (i = 0; i < 2; i++) t[i] = prg__wino_bt(k, r[2 * i], r[2 * i + 1], r[2 * i + 2], r[2 * i + 3]);
+        /* column 2 tx - 1 + j; zero outside */
+        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_r16_cols, 0xFEFE, 0x7F7F);
     }
+}
+
+/* Rows 2 ty .. 2 ty + 3 from m[xi*ms + lane]: Y = A^T m A, stored (plus bias) or added */
+PRG__AVX512_TARGET
+static void prg__wino_out_rows16_avx512(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                        int accumulate) {
+    static const int inter[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    __m512 y[2][2];
+    int r, q;
+    prg__wino_atma(y, m, ms);
+    for (q = 0; q < 2; q++)     /* tile row ty + q */
+        for (r = 0; r < 2; r++) { /* image row 2 (ty + q) + r */
+            float *row = plane + (size_t)16 * (2 * (ty + q) + r);
+            __m512 e = _mm512_permutex2var_ps(y[r][0], q ? ih : il, y[r][1]);
+            _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), e)
+                                             : _mm512_add_ps(e, _mm512_set1_ps(bias)));
+        }
+}
+
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of tile rows ty, ty + 1 */
+PRG__AVX512_TARGET
+static void prg__wino_dy_rows16_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int ty,
+                                       int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    __m512 e[2][2];
+    int a;
+    (void)h; /* a multiple of 4: both tile rows are inside */
+    for (a = 0; a < 2; a++) { /* lane 8 q + tx <- row 2 (ty + q) + a, column 2 tx + c */
+        __m512 lo = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + a));
+        __m512 hi = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + 2 + a));
+        e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
+        e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
+    }
+    prg__wino_aea(dm, ms, e, k0, k1);
 }
 
 /* prg__wino_weights for 16 input channels at a time (gathered) */
@@ -3863,6 +3958,8 @@ static prg__wino_fns prg__wino_select(void) {
     f.weights = prg__wino_weights;
     f.in_plane8 = f.dy_plane8 = NULL;
     f.out_plane8 = NULL;
+    f.in_rows16 = f.dy_rows16 = NULL;
+    f.out_rows16 = NULL;
 #ifdef PRG__X86
     if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
         f.in_row = prg__wino_in_row_avx512;
@@ -3873,6 +3970,9 @@ static prg__wino_fns prg__wino_select(void) {
         f.in_plane8 = prg__wino_in_plane8_avx512;
         f.dy_plane8 = prg__wino_dy_plane8_avx512;
         f.out_plane8 = prg__wino_out_plane8_avx512;
+        f.in_rows16 = prg__wino_in_rows16_avx512;
+        f.dy_rows16 = prg__wino_dy_rows16_avx512;
+        f.out_rows16 = prg__wino_out_rows16_avx512;
     }
 #endif
     return f;
@@ -3925,6 +4025,12 @@ static int prg__wino_planes8(const prg__wino *W) {
     return W->h == 8 && W->w == 8 && W->fn.in_plane8 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
 }
 
+/* 16-wide maps, h a multiple of 4, with the two-row transforms: a plane's
+   tiles come in whole vectors of 16 (two tile rows), blocks start on them */
+static int prg__wino_rows16(const prg__wino *W) {
+    return W->w == 16 && W->h % 4 == 0 && W->fn.in_rows16 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
+}
+
 static size_t prg__wino_buf_floats(const prg__wino *W) {
     size_t v = (size_t)16 * W->npan * W->ci * W->g->nr, m = (size_t)16 * W->co * W->tb;
     return v + m;
@@ -3946,6 +4052,14 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
                 W->fn.in_plane8(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
                                 W->x + (p * W->ci + ci) * 64, 0, 4);
         }
+    } else if (prg__wino_rows16(W)) {
+        size_t t, per = (size_t)W->th * 8;
+        for (ci = 0; ci < W->ci; ci++)
+            for (t = t0; t < t1; t += 16) {
+                int l = (int)(t - t0);
+                W->fn.in_rows16(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
+                                W->x + (t / per * W->ci + ci) * plane_in, W->h, (int)(t % per / 8), 0, 4);
+            }
     } else
     for (ci = 0; ci < W->ci; ci++) {
         if (ci + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, ci + 1);
@@ -3979,6 +4093,13 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
             for (co = 0; co < W->co; co++)
                 W->fn.out_plane8(W->y + (p * W->co + co) * 64, M + (size_t)co * W->tb + (p * 16 - t0),
                                  (size_t)W->co * W->tb, W->bias ? W->bias[co] : 0.0f, W->accumulate);
+    } else if (prg__wino_rows16(W)) {
+        size_t t, per = (size_t)W->th * 8;
+        for (co = 0; co < W->co; co++)
+            for (t = t0; t < t1; t += 16)
+                W->fn.out_rows16(W->y + (t / per * W->co + co) * plane_in, (int)(t % per / 8),
+                                 M + (size_t)co * W->tb + (t - t0), (size_t)W->co * W->tb,
+                                 W->bias ? W->bias[co] : 0.0f, W->accumulate);
     } else
     for (co = 0; co < W->co; co++) {
         float bias = W->bias ? W->bias[co] : 0.0f;
@@ -4119,6 +4240,16 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
                     W->fn.dy_plane8(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb, D->dy + (p * W->co + c) * 64,
                                     k0, k1);
             }
+        } else if (prg__wino_rows16(W)) {
+            size_t t, per = (size_t)W->th * 8;
+            for (c = 0; c < W->ci; c++)
+                for (t = t0; t < t1; t += 16)
+                    W->fn.in_rows16(V + (size_t)c * W->tb + (t - t0), (size_t)W->ci * W->tb,
+                                    W->x + (t / per * W->ci + c) * plane, W->h, (int)(t % per / 8), k0, k1);
+            for (c = 0; c < W->co; c++)
+                for (t = t0; t < t1; t += 16)
+                    W->fn.dy_rows16(dM + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb,
+                                    D->dy + (t / per * W->co + c) * plane, W->h, (int)(t % per / 8), k0, k1);
         } else {
         for (c = 0; c < W->ci; c++) {
             if (c + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, c + 1);

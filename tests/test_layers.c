@@ -487,7 +487,9 @@ static void test_vs_ref(void) {
         {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
         {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
         {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
-        {5, 70, 8, 8, 16, 3, 1, 1, 0}    /* ... blocks of several panels, half-panel planes */
+        {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
+        {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
+        {2, 40, 16, 16, 20, 3, 1, 1, 0}
     };
     int i, round;
     for (round = 0; round < 3; round++)
@@ -577,6 +579,7 @@ static void test_fd(void) {
 
 static void test_threads(void) {
     layer L;
+    int i;
     L = make_conv(4, 16, 24, 24, 24, 3, 1, 1, 1); check_threads(&L, "3x3"); layer_free(&L);
     /* the Winograd weight gradient planned for 4 threads, run on 1 and 2:
        the rows of the transform a thread's buffers cannot hold at once are
@@ -599,8 +602,9 @@ static void test_threads(void) {
               "Winograd dW planned for 4 threads differs from the usual plan");
         free(x); free(dy); free(wt); free(d1); free(d2); free(ws);
     }
-    { /* 8x8 maps: the whole-plane transforms give the bits of the row transforms */
-        const int b = 5, ci = 12, h = 8, w = 8, co = 10;
+    for (i = 0; i < 2; i++) { /* 8x8 maps, 16-wide maps: the whole-plane and two-row transforms give
+                                 the bits of the row transforms */
+        const int b = i ? 3 : 5, ci = i ? 9 : 12, h = i ? 12 : 8, w = i ? 16 : 8, co = i ? 11 : 10;
         size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9, k;
         float *x = rnd(nx, -1, 1), *dy = rnd(ny, -1, 1), *wt = rnd(nw, -1, 1), *bias = rnd(co, -1, 1);
         float *out[2][3];
@@ -621,7 +625,7 @@ static void test_threads(void) {
             free(out[0][k]);
             free(out[1][k]);
         }
-        CHECK(same, "8x8 Winograd: the whole-plane and the row transforms give different bits");
+        CHECK(same, "%dx%d Winograd: the vector-filling and the row transforms give different bits", h, w);
         free(x); free(dy); free(wt); free(bias); free(ws);
     }
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
