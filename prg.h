@@ -2426,7 +2426,7 @@ static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, 
    (tails are masked or padded), so splitting work across threads never
    changes a bit. */
 typedef struct prg__vec_ops {
-    void (*exp_shift)(float *y, const float *x, float shift, size_t n); /* y = exp(x - shift) */
+    void (*softmax)(float *row, size_t n); /* row = softmax(row), n >= 1 */
     void (*silu_fwd)(float *y, const float *x, size_t n);
     void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n); /* dx += */
     void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
@@ -2447,6 +2447,18 @@ static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t 
     size_t i;
     for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
 }
+/* softmax of a row with a given y = exp(x - shift) */
+static void prg__softmax_with(float *row, size_t n, void (*exp_shift)(float *, const float *, float, size_t)) {
+    float mx = row[0], inv;
+    double sum = 0.0;
+    size_t i;
+    for (i = 1; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    exp_shift(row, row, mx, n);
+    for (i = 0; i < n; i++) sum += row[i];
+    inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) row[i] *= inv;
+}
+static void prg__softmax_scalar(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_scalar); }
 static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
@@ -2495,13 +2507,29 @@ static __mmask16 prg__mask16(size_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
 }
 
+/* The row's maximum and sum in 16 lanes (the sum's lanes added in double at
+   the end) */
 __attribute__((target("avx512f")))
-static void prg__exp_shift_avx512(float *y, const float *x, float shift, size_t n) {
+static void prg__softmax_avx512(float *row, size_t n) {
+    __m512 vmx = _mm512_set1_ps(-HUGE_VALF), acc = _mm512_setzero_ps(), inv;
+    __m512d wide;
+    float mx;
     size_t i;
+    for (i = 0; i < n; i += 16)
+        vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
+    mx = _mm512_reduce_max_ps(vmx);
     for (i = 0; i < n; i += 16) {
         __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(shift));
-        _mm512_mask_storeu_ps(y + i, m, prg__exp16(v));
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), _mm512_set1_ps(mx)));
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+        _mm512_mask_storeu_ps(row + i, m, e);
+    }
+    wide = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(acc)),
+                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))));
+    inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(wide)));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
     }
 }
 
@@ -2572,6 +2600,8 @@ static __m256 prg__silu8(__m256 v) {
     __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
     return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
+
+static void prg__softmax_avx2(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_avx2); }
 
 __attribute__((target("avx2,fma")))
 static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
@@ -2851,13 +2881,13 @@ static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg,
 #endif /* PRG__X86 */
 
 static prg__vec_ops prg__vec_select(void) {
-    static const prg__vec_ops scalar = {prg__exp_shift_scalar, prg__silu_fwd_scalar,
+    static const prg__vec_ops scalar = {prg__softmax_scalar, prg__silu_fwd_scalar,
                                         prg__silu_bwd_scalar, prg__row_dots, NULL, NULL, NULL};
 #ifdef PRG__X86
-    static const prg__vec_ops avx512 = {prg__exp_shift_avx512, prg__silu_fwd_avx512,
+    static const prg__vec_ops avx512 = {prg__softmax_avx512, prg__silu_fwd_avx512,
                                         prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
                                         prg__conv3_avx512, prg__dw3p_avx512};
-    static const prg__vec_ops avx2 = {prg__exp_shift_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
+    static const prg__vec_ops avx2 = {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
                                       prg__dots_avx2, NULL, NULL, NULL};
     const char *k = prg_gemm_kernel_name();
     if (!strcmp(k, "avx512")) return avx512;
@@ -5358,16 +5388,8 @@ typedef struct prg__att_job {
 
 /* softmax of each row of s [T][T] in place */
 static void prg__softmax_rows(float *s, int t, const prg__vec_ops *ops) {
-    int r, i;
-    for (r = 0; r < t; r++) {
-        float *row = s + (size_t)r * t, mx = row[0], inv;
-        double sum = 0.0;
-        for (i = 1; i < t; i++) mx = row[i] > mx ? row[i] : mx;
-        ops->exp_shift(row, row, mx, (size_t)t);
-        for (i = 0; i < t; i++) sum += row[i];
-        inv = (float)(1.0 / sum);
-        for (i = 0; i < t; i++) row[i] *= inv;
-    }
+    int r;
+    for (r = 0; r < t; r++) ops->softmax(s + (size_t)r * t, (size_t)t);
 }
 
 static void prg__att_fwd_range(void *ctx, size_t lo, size_t hi) {
@@ -5402,8 +5424,8 @@ static void prg__att_bwd_range(void *ctx, size_t lo, size_t hi) {
         for (r = 0; r < t; r++) { /* dS = W (dW - rowsum(W dW)) */
             const float *wr = w + (size_t)r * t;
             float *gr = g + (size_t)r * t, dot;
-            double s = 0.0;
-            for (i = 0; i < t; i++) s += (double)wr[i] * gr[i];
+            double sw, s;
+            j->ops.dots(wr, gr, (size_t)t, &sw, &s);
             dot = (float)s;
             for (i = 0; i < t; i++) gr[i] = wr[i] * (gr[i] - dot);
         }
@@ -5440,6 +5462,7 @@ void prg_attention_backward(float *dqkv, const float *da, const float *qkv, cons
     PRG_ASSERT(ws != NULL);
     prg__att_setup(&j, batch, c, t, heads);
     j.dqkv = dqkv; j.da = da; j.qkv = qkv; j.wcon = wsave; j.ws = ws;
+    j.ops = prg__vec_select();
     for (j.first = 0; j.first < pairs; j.first += PRG__ATT_SLOTS) {
         size_t n = pairs - j.first < PRG__ATT_SLOTS ? pairs - j.first : PRG__ATT_SLOTS;
         prg__parallel_for(n, 8.0 * t * t * j.d, prg__att_bwd_range, &j);
