@@ -2507,26 +2507,41 @@ static __mmask16 prg__mask16(size_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
 }
 
-/* The row's maximum and sum in 16 lanes (the sum's lanes added in double at
-   the end) */
+/* The sum (max = 0) or the maximum (max = 1) of the 16 lanes, in a tree
+   (the maskz forms: see prg__avx512_transpose16) */
+__attribute__((target("avx512f")))
+static float prg__lanes16(__m512 v, int max) {
+    const __mmask16 all = (__mmask16)0xFFFF;
+    float out[16];
+    __m512 u;
+    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0x4E); /* the other 256 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0xB1); /* the other 128 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_ps(all, v, v, 0x4E);    /* the other 64 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_ps(all, v, v, 0xB1);    /* the other float */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    _mm512_storeu_ps(out, v);
+    return out[0];
+}
+
+/* The row's maximum and sum in 16 lanes, then across them */
 __attribute__((target("avx512f")))
 static void prg__softmax_avx512(float *row, size_t n) {
     __m512 vmx = _mm512_set1_ps(-HUGE_VALF), acc = _mm512_setzero_ps(), inv;
-    __m512d wide;
     float mx;
     size_t i;
     for (i = 0; i < n; i += 16)
-        vmx = _mm512_max_ps(vmx, _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
-    mx = _mm512_reduce_max_ps(vmx);
+        vmx = _mm512_maskz_max_ps((__mmask16)0xFFFF, vmx, _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
+    mx = prg__lanes16(vmx, 1);
     for (i = 0; i < n; i += 16) {
         __mmask16 m = prg__mask16(n - i);
         __m512 e = prg__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), _mm512_set1_ps(mx)));
         acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
         _mm512_mask_storeu_ps(row + i, m, e);
     }
-    wide = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(acc)),
-                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))));
-    inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(wide)));
+    inv = _mm512_set1_ps((float)(1.0 / (double)prg__lanes16(acc, 0)));
     for (i = 0; i < n; i += 16) {
         __mmask16 m = prg__mask16(n - i);
         _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
