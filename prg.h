@@ -2428,7 +2428,7 @@ static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, 
 typedef struct prg__vec_ops {
     void (*softmax)(float *row, size_t n); /* row = softmax(row), n >= 1 */
     void (*silu_fwd)(float *y, const float *x, size_t n);
-    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n); /* dx += */
+    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n, int set); /* dx += (= when set) */
     void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
     /* 3x3 weight gradient taps of two output channels (NULL: use the GEMM):
        out[c*9 + ki*3 + kj] += sum_i sum_q g_c[i*gstride + q] x[i*xstride + q + ki*wp + kj]
@@ -2465,11 +2465,12 @@ static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
 }
 /* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
    1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
-static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n) {
+static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n, int set) {
     size_t i;
     for (i = 0; i < n; i++) {
         float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
-        dx[i] += dy[i] * (s * (1.0f + x[i] * oms));
+        float d = dy[i] * (s * (1.0f + x[i] * oms));
+        dx[i] = set ? d : dx[i] + d;
     }
 }
 
@@ -2560,7 +2561,7 @@ static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
 }
 
 __attribute__((target("avx512f")))
-static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n) {
+static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n, int set) {
     const __m512 one = _mm512_set1_ps(1.0f);
     size_t i;
     for (i = 0; i < n; i += 16) {
@@ -2571,7 +2572,8 @@ static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, siz
         __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
                                         _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
         __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
-        d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d));
+        d = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d);
+        if (!set) d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), d);
         _mm512_mask_storeu_ps(dx + i, m, d);
     }
 }
@@ -2641,17 +2643,18 @@ static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
 }
 
 __attribute__((target("avx2,fma")))
-static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n) {
+static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n, int set) {
     float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8)
-        _mm256_storeu_ps(dx + i, _mm256_add_ps(_mm256_loadu_ps(dx + i),
-                                               prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i))));
+    for (i = 0; i < full; i += 8) {
+        __m256 d = prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i));
+        _mm256_storeu_ps(dx + i, set ? d : _mm256_add_ps(_mm256_loadu_ps(dx + i), d));
+    }
     if (rest) {
         memcpy(tx, x + full, rest * sizeof(float));
         memcpy(tg, dy + full, rest * sizeof(float));
         _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
-        for (i = 0; i < rest; i++) dx[full + i] += tg[i];
+        for (i = 0; i < rest; i++) dx[full + i] = set ? tg[i] : dx[full + i] + tg[i];
     }
 }
 
@@ -2920,6 +2923,16 @@ static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, fl
     for (; i + 8 <= n; i += 8)
         for (l = 0; l < 8; l++) y[i + l] = x[i + l] * a + b;
     for (; i < n; i++) y[i] = x[i] * a + b;
+}
+
+/* y = a g + b x + c (the same expression as prg__row_acc3's sum) */
+static void prg__row_set3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g, const float *PRG_RESTRICT x, float a,
+                          float b, float c, size_t n) {
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] = a * g[i + l] + b * x[i + l] + c;
+    for (; i < n; i++) y[i] = a * g[i] + b * x[i] + c;
 }
 
 static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
@@ -3201,6 +3214,7 @@ typedef struct prg__conv_job {
     int b0, nb;             /* chunk: samples [b0, b0+nb) */
     const float *x, *wt, *bias, *dy;
     float *col, *y, *tmp, *dx, *dbias;
+    int set; /* 1x1 dx: = rather than += */
 } prg__conv_job;
 
 /* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
@@ -4493,7 +4507,7 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
     size_t b;
     for (b = lo; b < hi; b++)
         if (j->dy)
-            prg_sgemm(1, 0, c->ci, n, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * n, n, 1.0f,
+            prg_sgemm(1, 0, c->ci, n, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * n, n, j->set ? 0.0f : 1.0f,
                       j->dx + b * c->ci * n, n);
         else
             prg_sgemm(0, 0, c->co, n, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * n, n, 0.0f,
@@ -4676,9 +4690,10 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     return 0;
 }
 
-void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
-                         const float *wt, int batch, int cin, int h, int w, int cout, int k,
-                         int stride, int pad, float *ws) {
+/* prg_conv2d_backward; with dx_set, dx is written (=) rather than added to */
+static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                                   const float *wt, int batch, int cin, int h, int w, int cout, int k, int stride,
+                                   int pad, float *ws, int dx_set) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
     prg__vec_ops ops = prg__vec_select();
@@ -4703,6 +4718,7 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         }
         if (dx) {
             j.wt = wt;
+            j.set = dx_set;
             if (batch >= 2 * prg__parallel_width())
                 prg__parallel_for((size_t)batch, (double)cout * cin * n, prg__conv_direct_range, &j);
             else
@@ -4720,14 +4736,16 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
             d.dwt = dwt;
             prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
         }
-        if (dx) prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin);
+        if (dx) prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin);
         return;
     }
     /* Winograd where it is faster; either part may fall back below */
     if (dwt && prg__wino_use(&c, 1) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
         dwt = NULL;
-    if (dx && prg__wino_use(&c, 0) && prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, 1, batch, cout, h, w, cin) == 0)
+    if (dx && prg__wino_use(&c, 0) &&
+        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin) == 0)
         dx = NULL;
+    if (dx && dx_set) memset(dx, 0, (size_t)batch * cin * h * w * sizeof(float)); /* the paths below add */
     j.dx = dx;
     if (!dx && !dwt) return;
     PRG_ASSERT(ws != NULL);
@@ -4777,6 +4795,12 @@ void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, c
         j.tmp = dwt_t;
         prg__parallel_for((size_t)cout, (double)c.kk, prg__conv_dw_add_range, &j);
     }
+}
+
+void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
+                         const float *wt, int batch, int cin, int h, int w, int cout, int k,
+                         int stride, int pad, float *ws) {
+    prg__conv2d_backward_x(dx, dwt, dbias, dy, x, wt, batch, cin, h, w, cout, k, stride, pad, ws, 0);
 }
 
 void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
@@ -4972,6 +4996,7 @@ typedef struct prg__norm_job {
     const float *x, *gamma, *beta, *dy, *cmean, *crstd, *ss;
     prg__vec_ops ops;
     int batch, c, groups, cg; /* cg = channels per group */
+    int set;                  /* backward: dx = rather than += */
     size_t hw;
     float eps;
 } prg__norm_job;
@@ -5032,7 +5057,8 @@ static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
             float a = (float)r * (j->gamma ? j->gamma[g * j->cg + cc] : 1.0f);
             const float *xr = x + (size_t)cc * j->hw, *gr = dy + (size_t)cc * j->hw;
             float *dr = dx + (size_t)cc * j->hw;
-            prg__row_acc3(dr, gr, xr, a, bcoef, ccoef, j->hw);
+            if (j->set) prg__row_set3(dr, gr, xr, a, bcoef, ccoef, j->hw);
+            else prg__row_acc3(dr, gr, xr, a, bcoef, ccoef, j->hw);
         }
     }
 }
@@ -5089,16 +5115,22 @@ static void prg__groupnorm_act_forward(float *gn, float *sso, float *act, float 
     prg__parallel_for((size_t)batch * groups, 6.0 * j.cg * j.hw, prg__gn_forward_range, &j);
 }
 
-void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                            const float *x, const float *mean, const float *rstd,
-                            const float *gamma, int batch, int c, int hw, int groups) {
+static void prg__groupnorm_backward_x(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                      const float *mean, const float *rstd, const float *gamma, int batch, int c,
+                                      int hw, int groups, int set) {
     prg__norm_job j;
     prg__norm_setup(&j, batch, c, (size_t)hw, groups);
     j.dx = dx; j.dgamma = dgamma; j.dbeta = dbeta; j.dy = dy; j.x = x;
-    j.cmean = mean; j.crstd = rstd; j.gamma = gamma;
+    j.cmean = mean; j.crstd = rstd; j.gamma = gamma; j.set = set;
     if (dgamma || dbeta)
         prg__parallel_for((size_t)c, 2.0 * batch * j.hw, prg__gn_dparam_range, &j);
     if (dx) prg__parallel_for((size_t)batch * groups, 4.0 * j.cg * j.hw, prg__gn_dx_range, &j);
+}
+
+void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *x, const float *mean, const float *rstd,
+                            const float *gamma, int batch, int c, int hw, int groups) {
+    prg__groupnorm_backward_x(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, batch, c, hw, groups, 0);
 }
 
 void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
@@ -5221,7 +5253,7 @@ void prg_layernorm_backward_ref(float *dx, float *dgamma, float *dbeta, const fl
 /* ---- SiLU, tanh -----------------------------------------------------------
    (their vector kernels are in "vector kernels" above) */
 
-typedef struct prg__ew_job { float *out; const float *a, *b; prg__vec_ops ops; } prg__ew_job;
+typedef struct prg__ew_job { float *out; const float *a, *b; prg__vec_ops ops; int set; } prg__ew_job;
 
 static void prg__silu_fwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ew_job *j = (const prg__ew_job *)ctx;
@@ -5231,7 +5263,7 @@ static void prg__silu_fwd_range(void *ctx, size_t lo, size_t hi) {
 /* a = dy, b = x */
 static void prg__silu_bwd_range(void *ctx, size_t lo, size_t hi) {
     const prg__ew_job *j = (const prg__ew_job *)ctx;
-    j->ops.silu_bwd(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+    j->ops.silu_bwd(j->out + lo, j->a + lo, j->b + lo, hi - lo, j->set);
 }
 
 static void prg__tanh_fwd_range(void *ctx, size_t lo, size_t hi) {
@@ -5252,13 +5284,26 @@ static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b
     j.a = a;
     j.b = b;
     j.ops = prg__vec_select();
+    j.set = 0;
     prg__parallel_for(n, 8.0, fn, &j);
+}
+
+/* The backward passes below with set = 1 write (=) their dx instead of
+   adding to it (the U-Net's scratch gradients, so they need no clearing). */
+static void prg__silu_backward_x(float *dx, const float *dy, const float *x, size_t n, int set) {
+    prg__ew_job j;
+    j.out = dx;
+    j.a = dy;
+    j.b = x;
+    j.ops = prg__vec_select();
+    j.set = set;
+    prg__parallel_for(n, 8.0, prg__silu_bwd_range, &j);
 }
 
 void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
 void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
     if (!dx) return;
-    prg__ew(prg__silu_bwd_range, dx, dy, x, n);
+    prg__silu_backward_x(dx, dy, x, n, 0);
 }
 void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
 void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
@@ -5294,7 +5339,7 @@ typedef struct prg__ss_job {
     prg__vec_ops ops;
     float *y, *dx, *dss;
     const float *x, *ss, *dy;
-    int c;
+    int c, set;
     size_t hw;
 } prg__ss_job;
 
@@ -5320,7 +5365,10 @@ static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
         if (j->dx) {
             float a = 1.0f + j->ss[b * 2 * j->c + ch];
             float *dx = j->dx + r * j->hw;
-            prg__row_acc3(dx, g, NULL, a, 0.0f, 0.0f, j->hw);
+            if (j->set)
+                prg__row_axpb(dx, g, a, 0.0f, j->hw);
+            else
+                prg__row_acc3(dx, g, NULL, a, 0.0f, 0.0f, j->hw);
         }
         if (j->dss) {
             double sg, sgx;
@@ -5338,13 +5386,18 @@ void prg_scale_shift_forward(float *y, const float *x, const float *ss, int batc
     prg__parallel_for((size_t)batch * c, (double)hw, prg__ss_fwd_range, &j);
 }
 
-void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const float *x,
-                              const float *ss, int batch, int c, int hw) {
+static void prg__scale_shift_backward_x(float *dx, float *dss, const float *dy, const float *x, const float *ss,
+                                        int batch, int c, int hw, int set) {
     prg__ss_job j;
     memset(&j, 0, sizeof j);
-    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw; j.set = set;
     j.ops = prg__vec_select();
     prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
+}
+
+void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const float *x,
+                              const float *ss, int batch, int c, int hw) {
+    prg__scale_shift_backward_x(dx, dss, dy, x, ss, batch, c, hw, 0);
 }
 
 void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
@@ -6726,52 +6779,55 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
         int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
         const float *in = m->in_rc ? rc : PRG__UA(m->in), *dout = PRG__UG(m->gout);
         float *din = PRG__UG(m->gin);
+        /* a ping-pong buffer has one producer: its first write sets it (or it is
+           cleared first); skip buffers accumulate; dx is set only now (the
+           first conv is the last module), so it may alias dv */
+        int fresh = m->gin == 0 || m->gin == 1 || (m->gin == PRG__UNET_G_DX && dx);
         if (m->in_rc) prg__unet_mod_forward(n, m - 1, B); /* the CAT or UP output, into rc */
-        /* a ping-pong buffer has one producer: clear it; skip buffers accumulate; dx is
-           cleared only now (the first conv is the last module), so it may alias dv */
-        if (m->gin == 0 || m->gin == 1 || (m->gin == PRG__UNET_G_DX && dx)) PRG__UZ(din, ci * hw);
+        if (fresh && m->type != PRG__UM_CONV && m->type != PRG__UM_RES && m->type != PRG__UM_ATTN &&
+            m->type != PRG__UM_NORMACT)
+            PRG__UZ(din, ci * hw);
         switch (m->type) {
         case PRG__UM_CONV:
-            prg_conv2d_backward(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
-                                m->stride, m->pad, ws);
+            prg__conv2d_backward_x(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
+                                   m->stride, m->pad, ws, fresh);
             break;
         case PRG__UM_RES:
             if (m->has_skip)
-                prg_conv2d_backward(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
-                                    0, ws);
+                prg__conv2d_backward_x(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
+                                       0, ws, fresh);
+            else if (fresh)
+                memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-            PRG__UZ(t1, co * hw);
-            prg_conv2d_backward(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws);
-            PRG__UZ(t2, co * hw);
-            prg_silu_backward(t2, t1, r[1], (size_t)B * co * hw);
-            PRG__UZ(t1, co * hw);
+            prg__conv2d_backward_x(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws,
+                                   1);
+            prg__silu_backward_x(t2, t1, r[1], (size_t)B * co * hw, 1);
             PRG__UZ(dss, 2 * co);
-            prg_scale_shift_backward(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw);
+            prg__scale_shift_backward_x(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw, 1);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
                                 2 * co);
-            PRG__UZ(t2, co * hw);
-            prg_groupnorm_backward(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co, hw,
-                                   G);
+            prg__groupnorm_backward_x(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co,
+                                      hw, G, 1);
             prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-            PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws);
-            PRG__UZ(t2, ci * hw);
-            prg_silu_backward(t2, t1, r[0], (size_t)B * ci * hw);
+            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws,
+                                   1);
+            prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_ATTN:
-            prg__unet_add(din, dout, (size_t)B * ci * hw);
-            PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1, ci,
-                                1, 1, 0, ws);
+            if (fresh)
+                memcpy(din, dout, (size_t)B * ci * hw * sizeof(float));
+            else
+                prg__unet_add(din, dout, (size_t)B * ci * hw);
+            prg__conv2d_backward_x(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1,
+                                   ci, 1, 1, 0, ws, 1);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
             prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            PRG__UZ(t1, ci * hw);
-            prg_conv2d_backward(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
-                                ws);
+            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
+                                   ws, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:
@@ -6782,20 +6838,17 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             break;
         case PRG__UM_NORMACT:
             prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            PRG__UZ(t1, ci * hw);
-            prg_silu_backward(t1, dout, r[0], (size_t)B * ci * hw);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
+            prg__silu_backward_x(t1, dout, r[0], (size_t)B * ci * hw, 1);
+            prg__groupnorm_backward_x(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G, fresh);
             break;
         }
     }
     /* time embedding: emb -> SiLU feeds every ResBlock */
-    PRG__UZ(de1, ed);
-    prg_silu_backward(de1, dsemb, PRG__UA(n->emb_off), (size_t)B * ed);
+    prg__silu_backward_x(de1, dsemb, PRG__UA(n->emb_off), (size_t)B * ed, 1);
     PRG__UZ(de2, ed);
     prg_linear_backward(de2, D + n->tens[2].offset, D + n->tens[3].offset, de1, PRG__UA(n->e1s_off),
                         P + n->tens[2].offset, B, ed, ed);
-    PRG__UZ(de1, ed);
-    prg_silu_backward(de1, de2, PRG__UA(n->e1_off), (size_t)B * ed);
+    prg__silu_backward_x(de1, de2, PRG__UA(n->e1_off), (size_t)B * ed, 1);
     prg_linear_backward(NULL, D + n->tens[0].offset, D + n->tens[1].offset, de1, PRG__UA(n->temb_off),
                         P + n->tens[0].offset, B, mc, ed);
 #undef PRG__UA
