@@ -2925,6 +2925,19 @@ static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, fl
     for (; i < n; i++) y[i] = x[i] * a + b;
 }
 
+/* sum x: 8 float lanes, then double */
+static double prg__row_sum(const float *x, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += x[i + l];
+    for (; i < n; i++) s += x[i];
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
 /* y = a g + b x + c (the same expression as prg__row_acc3's sum) */
 static void prg__row_set3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g, const float *PRG_RESTRICT x, float a,
                           float b, float c, size_t n) {
@@ -2964,8 +2977,8 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
      nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
      stored (im2col).
    3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
-   Winograd F(2x2,3x3) instead (below; the forward and dx on maps of 16 x 16
-   or more).
+   Winograd F(2x2,3x3) instead (below; see prg__wino_use for the maps), and
+   those with at most 4 channels in or out a direct kernel (AVX-512; below).
    When the GEMM's packing buffers cannot be had, the stored column matrix
    serves every product.  A 1x1 stride-1 unpadded conv needs no column
    matrix: it is one GEMM per sample on x itself. */
@@ -3327,16 +3340,11 @@ static void prg__conv_dw_add_range(void *ctx, size_t lo, size_t hi) {
 static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
     const prg__conv_job *j = (const prg__conv_job *)ctx;
     const prg__conv *c = j->c;
-    size_t co, i, n = c->hw_out;
+    size_t co, n = c->hw_out;
     int b;
     for (co = lo; co < hi; co++) {
         double s = 0.0;
-        for (b = 0; b < c->b; b++) {
-            const float *g = j->dy + ((size_t)b * c->co + co) * n;
-            float part = 0.0f;
-            for (i = 0; i < n; i++) part += g[i];
-            s += part;
-        }
+        for (b = 0; b < c->b; b++) s += prg__row_sum(j->dy + ((size_t)b * c->co + co) * n, n);
         j->dbias[co] += (float)s;
     }
 }
@@ -4964,18 +4972,6 @@ void prg_linear_backward_ref(float *dx, float *dwt, float *dbias, const float *d
    LayerNorm over [N][D] is GroupNorm with batch N, D channels of one pixel
    and one group, so both share this code.  Sums over a channel row run in
    8 float lanes (vectorisable) and are combined in double. */
-
-static double prg__row_sum(const float *x, size_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s = 0.0;
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) acc[l] += x[i + l];
-    for (; i < n; i++) s += x[i];
-    for (l = 0; l < 8; l++) s += acc[l];
-    return s;
-}
 
 /* sum (x - m)^2 */
 static double prg__row_sqdev(const float *x, size_t n, float m) {
