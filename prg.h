@@ -2534,7 +2534,8 @@ static void prg__softmax_avx512(float *row, size_t n) {
     float mx;
     size_t i;
     for (i = 0; i < n; i += 16)
-        vmx = _mm512_maskz_max_ps((__mmask16)0xFFFF, vmx, _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
+        vmx = _mm512_maskz_max_ps((__mmask16)0xFFFF, vmx,
+                                  _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
     mx = prg__lanes16(vmx, 1);
     for (i = 0; i < n; i += 16) {
         __mmask16 m = prg__mask16(n - i);
@@ -3548,13 +3549,6 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
    operations in the same order as the scalar ones, so the same bits. */
 static const int prg__wino_even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
 
-/* lanes i of a 16-float load at column c of a row of w floats that are inside it */
-static inline __attribute__((always_inline)) __mmask16 prg__wino_cols(int c, int w) {
-    unsigned lo = c >= 0 ? 0xFFFFu : c > -16 ? 0xFFFFu << -c : 0u;
-    unsigned hi = w - c >= 16 ? 0xFFFFu : w - c > 0 ? (1u << (w - c)) - 1u : 0u;
-    return (__mmask16)(lo & hi);
-}
-
 /* row k of the transform from row k of B^T d (columns c-1.. in sa, c+15.. in
    sb, c+1.. in sc, c+17.. in sd) */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
@@ -3580,8 +3574,8 @@ static void prg__wino_in_row_avx512(float *PRG_RESTRICT v, size_t vs, const floa
            ci (c+1..), di (c+17..); zeros outside the image */
         __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
         int c = 2 * (x0 + q);
-        __mmask16 ma = prg__wino_cols(c - 1, w), mb = prg__wino_cols(c + 15, w);
-        __mmask16 mc = prg__wino_cols(c + 1, w), md = prg__wino_cols(c + 17, w);
+        __mmask16 ma = prg__cols16(c - 1, w), mb = prg__cols16(c + 15, w);
+        __mmask16 mc = prg__cols16(c + 1, w), md = prg__cols16(c + 17, w);
         __m512 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
         __m512 c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
         float *v0 = v + q;
