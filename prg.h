@@ -3367,7 +3367,7 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
    then dW = G^T dU G.  Odd sizes: tiles past the edge read zeros and their
    outputs outside the image are dropped (their dY counts as zero). */
 static int prg__wino_off = 0;      /* tests: take the other paths */
-static int prg__wino_rows_only = 0; /* tests: the row transforms on 8 x 8 maps too */
+static int prg__wino_rows_only = 0; /* tests: the row transforms on 8x8 and 16-wide maps too */
 static int prg__wino_dw_plan = 0;  /* tests: plan the weight gradient for this many threads */
 #define PRG__WINO_MIN_C 8
 #define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
@@ -3701,6 +3701,7 @@ static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const flo
         }
     }
 }
+
 /* Shared pieces of the vector-filling transforms below. */
 /* row k of B^T d from the rows s[0..3] of d */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
