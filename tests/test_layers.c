@@ -479,7 +479,7 @@ static void test_vs_ref(void) {
         {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
         {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
         {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
-        /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels, maps >= 16x16) */
+        /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels; forward and dx on maps >= 16x16, >= 8x8 with AVX-512) */
         {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
         {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
         {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
@@ -489,7 +489,7 @@ static void test_vs_ref(void) {
         {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
         {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
         {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
-        {2, 40, 16, 16, 20, 3, 1, 1, 0}
+        {2, 40, 16, 16, 20, 3, 1, 1, 0}  /* ... whole planes over several blocks, no bias */
     };
     int i, round;
     for (round = 0; round < 3; round++)
@@ -628,6 +628,8 @@ static void test_threads(void) {
         CHECK(same, "%dx%d Winograd: the vector-filling and the row transforms give different bits", h, w);
         free(x); free(dy); free(wt); free(bias); free(ws);
     }
+    L = make_conv(6, 3, 20, 20, 16, 3, 1, 1, 1); check_threads(&L, "3 inputs (direct)"); layer_free(&L);
+    L = make_conv(5, 16, 20, 20, 3, 3, 1, 1, 1); check_threads(&L, "3 outputs (direct)"); layer_free(&L);
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
     L = make_conv(4, 32, 16, 16, 48, 1, 1, 0, 1); check_threads(&L, "1x1"); layer_free(&L);
     L = make_linear(64, 128, 96); check_threads(&L, ""); layer_free(&L);
