@@ -3608,101 +3608,7 @@ static void prg__wino_in_row_avx512(float *PRG_RESTRICT v, size_t vs, const floa
     }
 }
 
-PRG__AVX512_TARGET
-static void prg__wino_out_row_avx512(float *plane, int h, int w, int ty, int x0, int len,
-                                     const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
-    static const int lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    const __m512i il = _mm512_loadu_si512((const void *)lo_idx);
-    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
-    const __m512 vb = _mm512_set1_ps(bias);
-    int q;
-    for (q = 0; q < len; q += 16) {
-        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
-        int ox = 2 * (x0 + q), nv = 2 * (len - q < 16 ? len - q : 16);
-        const float *p = m + q;
-        __m512 a0, a1, a2, a3, b0, b1, b2, b3, y00, y01, y10, y11, m0, m1, m2, m3;
-        __mmask16 ml, mh;
-        if (nv > w - ox) nv = w - ox;
-        ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
-        mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
-#define PRG__WINO_COL(k, a, b)                                          \
-        m0 = _mm512_maskz_loadu_ps(mq, p + (size_t)(k) * ms);           \
-        m1 = _mm512_maskz_loadu_ps(mq, p + (size_t)(4 + (k)) * ms);     \
-        m2 = _mm512_maskz_loadu_ps(mq, p + (size_t)(8 + (k)) * ms);     \
-        m3 = _mm512_maskz_loadu_ps(mq, p + (size_t)(12 + (k)) * ms);    \
-        a = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);                   \
-        b = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-        PRG__WINO_COL(0, a0, b0)
-        PRG__WINO_COL(1, a1, b1)
-        PRG__WINO_COL(2, a2, b2)
-        PRG__WINO_COL(3, a3, b3)
-#undef PRG__WINO_COL
-        y00 = _mm512_add_ps(_mm512_add_ps(a0, a1), a2);
-        y01 = _mm512_sub_ps(_mm512_sub_ps(a1, a2), a3);
-        y10 = _mm512_add_ps(_mm512_add_ps(b0, b1), b2);
-        y11 = _mm512_sub_ps(_mm512_sub_ps(b1, b2), b3);
-#define PRG__WINO_STORE(a, ya, yb)                                                      \
-        if (2 * ty + (a) < h) {                                                         \
-            float *row = plane + (size_t)(2 * ty + (a)) * w + ox;                       \
-            __m512 lo = _mm512_permutex2var_ps(ya, il, yb);                             \
-            __m512 hi = _mm512_permutex2var_ps(ya, ih, yb);                             \
-            if (accumulate) {                                                           \
-                lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, row), lo);                 \
-                hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, row + 16), hi);            \
-            } else {                                                                    \
-                lo = _mm512_add_ps(lo, vb);                                             \
-                hi = _mm512_add_ps(hi, vb);                                             \
-            }                                                                           \
-            _mm512_mask_storeu_ps(row, ml, lo);                                         \
-            _mm512_mask_storeu_ps(row + 16, mh, hi);                                    \
-        }
-        PRG__WINO_STORE(0, y00, y01)
-        PRG__WINO_STORE(1, y10, y11)
-#undef PRG__WINO_STORE
-    }
-}
-
-PRG__AVX512_TARGET
-static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
-                                    int ty, int x0, int len, int k0, int k1) {
-    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    int q, a, k;
-    for (q = 0; q < len; q += 16) {
-        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
-        int ox = 2 * (x0 + q), nv = w - ox < 32 ? w - ox : 32;
-        __mmask16 ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
-        __mmask16 mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
-        __m512 e[2][2], r[4][2];
-        for (a = 0; a < 2; a++) {
-            if (2 * ty + a < h) {
-                const float *row = plane + (size_t)(2 * ty + a) * w + ox;
-                __m512 lo = _mm512_maskz_loadu_ps(ml, row), hi = _mm512_maskz_loadu_ps(mh, row + 16);
-                e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
-                e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
-            } else {
-                e[a][0] = e[a][1] = _mm512_setzero_ps();
-            }
-        }
-        for (a = 0; a < 2; a++) {
-            r[0][a] = e[0][a];
-            r[1][a] = _mm512_add_ps(e[0][a], e[1][a]);
-            r[2][a] = _mm512_sub_ps(e[0][a], e[1][a]);
-            r[3][a] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][a]), sign));
-        }
-        for (k = k0; k < k1; k++) {
-            float *d = dm + (size_t)(4 * (k - k0)) * ms + q;
-            _mm512_mask_storeu_ps(d, mq, r[k][0]);
-            _mm512_mask_storeu_ps(d + ms, mq, _mm512_add_ps(r[k][0], r[k][1]));
-            _mm512_mask_storeu_ps(d + 2 * ms, mq, _mm512_sub_ps(r[k][0], r[k][1]));
-            _mm512_mask_storeu_ps(d + 3 * ms, mq,
-                                  _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
-        }
-    }
-}
-
-/* Shared pieces of the vector-filling transforms below. */
+/* Pieces shared by the row transforms and the vector-filling ones below. */
 /* row k of B^T d from the rows s[0..3] of d */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
 prg__wino_bt(int k, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {
@@ -3725,14 +3631,16 @@ prg__wino_b_store(float *v0, size_t vs, __m512 t0, __m512 t1, const int cols[4][
     _mm512_storeu_ps(v0 + 3 * vs, _mm512_sub_ps(c[1], c[3]));
 }
 
-/* y[a][e] = (A^T m A)[a][e] of 16 tiles, m[xi*ms + lane] */
+/* y[a][e] = (A^T m A)[a][e] of 16 tiles, m[xi*ms + lane] (the lanes in mq) */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_atma(__m512 y[2][2], const float *m, size_t ms) {
+prg__wino_atma(__m512 y[2][2], const float *m, size_t ms, __mmask16 mq) {
     __m512 a[4], b[4];
     int k;
     for (k = 0; k < 4; k++) { /* A^T m down the columns */
-        __m512 m0 = _mm512_loadu_ps(m + (size_t)k * ms), m1 = _mm512_loadu_ps(m + (size_t)(4 + k) * ms);
-        __m512 m2 = _mm512_loadu_ps(m + (size_t)(8 + k) * ms), m3 = _mm512_loadu_ps(m + (size_t)(12 + k) * ms);
+        __m512 m0 = _mm512_maskz_loadu_ps(mq, m + (size_t)k * ms);
+        __m512 m1 = _mm512_maskz_loadu_ps(mq, m + (size_t)(4 + k) * ms);
+        __m512 m2 = _mm512_maskz_loadu_ps(mq, m + (size_t)(8 + k) * ms);
+        __m512 m3 = _mm512_maskz_loadu_ps(mq, m + (size_t)(12 + k) * ms);
         a[k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
         b[k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
     }
@@ -3742,9 +3650,9 @@ prg__wino_atma(__m512 y[2][2], const float *m, size_t ms) {
     y[1][1] = _mm512_sub_ps(_mm512_sub_ps(b[1], b[2]), b[3]);
 }
 
-/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] from the dy tiles' e[a][c] */
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] from the dy tiles' e[a][c] (the lanes in mq) */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1) {
+prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1, __mmask16 mq) {
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     __m512 r[4][2];
     int c, k;
@@ -3756,10 +3664,75 @@ prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1) {
     }
     for (k = k0; k < k1; k++) {
         float *d = dm + (size_t)(4 * (k - k0)) * ms;
-        _mm512_storeu_ps(d, r[k][0]);
-        _mm512_storeu_ps(d + ms, _mm512_add_ps(r[k][0], r[k][1]));
-        _mm512_storeu_ps(d + 2 * ms, _mm512_sub_ps(r[k][0], r[k][1]));
-        _mm512_storeu_ps(d + 3 * ms, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+        _mm512_mask_storeu_ps(d, mq, r[k][0]);
+        _mm512_mask_storeu_ps(d + ms, mq, _mm512_add_ps(r[k][0], r[k][1]));
+        _mm512_mask_storeu_ps(d + 2 * ms, mq, _mm512_sub_ps(r[k][0], r[k][1]));
+        _mm512_mask_storeu_ps(d + 3 * ms, mq,
+                              _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_out_row_avx512(float *plane, int h, int w, int ty, int x0, int len,
+                                     const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    static const int lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)lo_idx);
+    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    const __m512 vb = _mm512_set1_ps(bias);
+    int q;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = 2 * (len - q < 16 ? len - q : 16);
+        __m512 y[2][2];
+        __mmask16 ml, mh;
+        if (nv > w - ox) nv = w - ox;
+        ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+        prg__wino_atma(y, m + q, ms, mq);
+#define PRG__WINO_STORE(a, ya, yb)                                                      \
+        if (2 * ty + (a) < h) {                                                         \
+            float *row = plane + (size_t)(2 * ty + (a)) * w + ox;                       \
+            __m512 lo = _mm512_permutex2var_ps(ya, il, yb);                             \
+            __m512 hi = _mm512_permutex2var_ps(ya, ih, yb);                             \
+            if (accumulate) {                                                           \
+                lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, row), lo);                 \
+                hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, row + 16), hi);            \
+            } else {                                                                    \
+                lo = _mm512_add_ps(lo, vb);                                             \
+                hi = _mm512_add_ps(hi, vb);                                             \
+            }                                                                           \
+            _mm512_mask_storeu_ps(row, ml, lo);                                         \
+            _mm512_mask_storeu_ps(row + 16, mh, hi);                                    \
+        }
+        PRG__WINO_STORE(0, y[0][0], y[0][1])
+        PRG__WINO_STORE(1, y[1][0], y[1][1])
+#undef PRG__WINO_STORE
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
+                                    int ty, int x0, int len, int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    int q, a;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = w - ox < 32 ? w - ox : 32;
+        __mmask16 ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        __mmask16 mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+        __m512 e[2][2];
+        for (a = 0; a < 2; a++) {
+            if (2 * ty + a < h) {
+                const float *row = plane + (size_t)(2 * ty + a) * w + ox;
+                __m512 lo = _mm512_maskz_loadu_ps(ml, row), hi = _mm512_maskz_loadu_ps(mh, row + 16);
+                e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
+                e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
+            } else {
+                e[a][0] = e[a][1] = _mm512_setzero_ps();
+            }
+        }
+        prg__wino_aea(dm + q, ms, e, k0, k1, mq);
     }
 }
 
@@ -3816,7 +3789,7 @@ static void prg__wino_out_plane8_avx512(float *plane, const float *PRG_RESTRICT 
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
     __m512 y[2][2], e[2][2], p[4];
     int k, r;
-    prg__wino_atma(y, m, ms);
+    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
     for (r = 0; r < 2; r++) { /* e[r][h]: rows 2 ty + r of tile rows ty = 2h, 2h + 1 */
         e[r][0] = _mm512_permutex2var_ps(y[r][0], il, y[r][1]);
         e[r][1] = _mm512_permutex2var_ps(y[r][0], ih, y[r][1]);
@@ -3842,7 +3815,7 @@ static void prg__wino_dy_plane8_avx512(float *PRG_RESTRICT dm, size_t ms, const 
             e[a][c] = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(p0, idx, p1),
                                            _mm512_permutex2var_ps(p2, idx, p3));
         }
-    prg__wino_aea(dm, ms, e, k0, k1);
+    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
 }
 
 /* 16-wide planes (8 tiles a row, h a multiple of 4), two tile rows ty, ty + 1
@@ -3881,7 +3854,7 @@ static void prg__wino_out_rows16_avx512(float *plane, int ty, const float *PRG_R
     const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
     __m512 y[2][2];
     int r, q;
-    prg__wino_atma(y, m, ms);
+    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
     for (q = 0; q < 2; q++)     /* tile row ty + q */
         for (r = 0; r < 2; r++) { /* image row 2 (ty + q) + r */
             float *row = plane + (size_t)16 * (2 * (ty + q) + r);
@@ -3906,7 +3879,7 @@ static void prg__wino_dy_rows16_avx512(float *PRG_RESTRICT dm, size_t ms, const 
         e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
         e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
     }
-    prg__wino_aea(dm, ms, e, k0, k1);
+    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
 }
 
 /* prg__wino_weights for 16 input channels at a time (gathered) */
