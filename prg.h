@@ -5242,37 +5242,32 @@ static void prg__tanh_bwd_range(void *ctx, size_t lo, size_t hi) {
     for (i = lo; i < hi; i++) j->out[i] += j->a[i] * (1.0f - j->b[i] * j->b[i]);
 }
 
-static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b, size_t n) {
+/* set (SiLU backward): write out instead of adding to it */
+static void prg__ew(prg__range_fn fn, float *out, const float *a, const float *b, size_t n, int set) {
     prg__ew_job j;
     j.out = out;
     j.a = a;
     j.b = b;
     j.ops = prg__vec_select();
-    j.set = 0;
+    j.set = set;
     prg__parallel_for(n, 8.0, fn, &j);
 }
 
 /* The backward passes below with set = 1 write (=) their dx instead of
    adding to it (the U-Net's scratch gradients, so they need no clearing). */
 static void prg__silu_backward_x(float *dx, const float *dy, const float *x, size_t n, int set) {
-    prg__ew_job j;
-    j.out = dx;
-    j.a = dy;
-    j.b = x;
-    j.ops = prg__vec_select();
-    j.set = set;
-    prg__parallel_for(n, 8.0, prg__silu_bwd_range, &j);
+    prg__ew(prg__silu_bwd_range, dx, dy, x, n, set);
 }
 
-void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n); }
+void prg_silu_forward(float *y, const float *x, size_t n) { prg__ew(prg__silu_fwd_range, y, x, NULL, n, 0); }
 void prg_silu_backward(float *dx, const float *dy, const float *x, size_t n) {
     if (!dx) return;
     prg__silu_backward_x(dx, dy, x, n, 0);
 }
-void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n); }
+void prg_tanh_forward(float *y, const float *x, size_t n) { prg__ew(prg__tanh_fwd_range, y, x, NULL, n, 0); }
 void prg_tanh_backward(float *dx, const float *dy, const float *y, size_t n) {
     if (!dx) return;
-    prg__ew(prg__tanh_bwd_range, dx, dy, y, n);
+    prg__ew(prg__tanh_bwd_range, dx, dy, y, n, 0);
 }
 
 void prg_silu_forward_ref(float *y, const float *x, size_t n) {
