@@ -4249,6 +4249,7 @@ typedef struct prg__wino_dw {
     prg__wino W;        /* geometry, x; y unused */
     const float *dy;    /* [B][Co][H][W] */
     float *du;          /* [16][Co][Ci] */
+    float *dwt;         /* [Co][Ci][3][3], added to */
     int nparts;         /* the 4 rows of the transform split into nparts parts */
     int rows;           /* rows of the transform a thread's buffers hold */
 } prg__wino_dw;
@@ -4323,6 +4324,33 @@ static void prg__wino_dw_task(void *ctx, int ith, int nth) {
         prg__wino_dw_rows(D, D->W.bufs[ith]->s.p, k0, k0 + D->rows < (int)hi ? k0 + D->rows : (int)hi);
 }
 
+/* dW += G^T dU G for output channels [lo, hi) */
+static void prg__wino_dw_inverse_range(void *ctx, size_t lo, size_t hi) {
+    const prg__wino_dw *D = (const prg__wino_dw *)ctx;
+    const int cin = D->W.ci;
+    const size_t s = (size_t)D->W.co * cin;
+    size_t o;
+    int i;
+    for (o = lo; o < hi; o++)
+        for (i = 0; i < cin; i++) {
+            float t[3][4], *d = D->dwt + (o * cin + i) * 9;
+            const float *u = D->du + o * cin + i;
+            int c, r;
+            for (c = 0; c < 4; c++) {
+                float u0 = u[(size_t)c * s], u1 = u[(size_t)(4 + c) * s], u2 = u[(size_t)(8 + c) * s],
+                      u3 = u[(size_t)(12 + c) * s];
+                t[0][c] = u0 + 0.5f * (u1 + u2);
+                t[1][c] = 0.5f * (u1 - u2);
+                t[2][c] = 0.5f * (u1 + u2) + u3;
+            }
+            for (r = 0; r < 3; r++) {
+                d[3 * r] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+                d[3 * r + 1] += 0.5f * (t[r][1] - t[r][2]);
+                d[3 * r + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+            }
+        }
+}
+
 /* dW[o*os + i*is + ki*3 + kj] += (G^T dU G) for the 3x3 stride-1 pad-1
    convolution of x [B][Ci][H][W] with output gradient dy [B][Co][H][W];
    -1 (dW untouched) when the buffers cannot be had. */
@@ -4331,7 +4359,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     prg__wino_dw D;
     prg__wino *W = &D.W;
     prg__gemm_buf *ub;
-    int i, ok = 1, nb, o;
+    int i, ok = 1, nb;
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
@@ -4357,25 +4385,8 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
         D.du = ub->s.p;
         memset(D.du, 0, (size_t)16 * cout * cin * sizeof(float));
         prg_parallel(prg__wino_dw_task, &D);
-        for (o = 0; o < cout; o++)
-            for (i = 0; i < cin; i++) { /* G^T dU G */
-                float t[3][4], *d = dwt + ((size_t)o * cin + i) * 9;
-                const float *u = D.du + (size_t)o * cin + i;
-                size_t s = (size_t)cout * cin;
-                int c, r;
-                for (c = 0; c < 4; c++) {
-                    float u0 = u[(size_t)c * s], u1 = u[(size_t)(4 + c) * s], u2 = u[(size_t)(8 + c) * s],
-                          u3 = u[(size_t)(12 + c) * s];
-                    t[0][c] = u0 + 0.5f * (u1 + u2);
-                    t[1][c] = 0.5f * (u1 - u2);
-                    t[2][c] = 0.5f * (u1 + u2) + u3;
-                }
-                for (r = 0; r < 3; r++) {
-                    d[3 * r] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
-                    d[3 * r + 1] += 0.5f * (t[r][1] - t[r][2]);
-                    d[3 * r + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
-                }
-            }
+        D.dwt = dwt;
+        prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_dw_inverse_range, &D);
     }
     for (i = 0; i < W->nbufs; i++) prg__gemm_buf_give(W->bufs[i]);
     prg__gemm_buf_give(ub);
@@ -4485,9 +4496,16 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
         if (j->dy)
             prg_sgemm(1, 0, c->ci, n, c->co, 1.0f, j->wt, c->ci, j->dy + b * c->co * n, n, j->set ? 0.0f : 1.0f,
                       j->dx + b * c->ci * n, n);
-        else
+        else {
             prg_sgemm(0, 0, c->co, n, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * n, n, 0.0f,
                       j->y + b * c->co * n, n);
+            if (j->bias && j->nb == 0) { /* the bias of a sample task (else added after) */
+                prg__conv_job o = *j;
+                o.b0 = (int)b;
+                o.nb = 1;
+                prg__conv_out_range(&o, 0, (size_t)c->co);
+            }
+        }
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
@@ -4503,12 +4521,13 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
     j.bias = bias;
     if (c.direct) {
         j.wt = wt;
-        if (batch >= 2 * prg__parallel_width()) /* a sample per task: one wake-up, not one per sample */
+        if (batch >= 2 * prg__parallel_width()) { /* a sample per task: one wake-up, not one per sample */
             prg__parallel_for((size_t)batch, (double)cout * cin * c.hw_out, prg__conv_direct_range, &j);
-        else
+        } else {
+            j.nb = batch;
             prg__conv_direct_range(&j, 0, (size_t)batch);
-        j.nb = batch;
-        prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+            prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        }
         return;
     }
     if (prg__conv_few(&c, &ops)) {
@@ -5903,6 +5922,7 @@ struct prg_unet {
     float *act, *scr, *ws;
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
+    uint64_t fwd_serial;   /* forwards run so far: names the activations held */
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -6693,6 +6713,7 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
            (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
     n->fwd_batch = B;
+    n->fwd_serial++;
     return PRG_OK;
 }
 
@@ -7176,9 +7197,12 @@ static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn v
     return rc;
 }
 
+/* Back through the steps, each step's vel recomputed before its vjp; with
+   last_live (and left-end Jacobians) the last step's is not: the caller
+   knows vel's state still holds that evaluation, as autograd would keep it. */
 static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn vel, prg_velocity_vjp_fn vjp,
                                       void *ctx, int batch, size_t dim, const float *states, const float *dz,
-                                      float *dx, int right_end, const char *who) {
+                                      float *dx, int right_end, int last_live, const char *who) {
     float *ws, *a, *v, *dv, *dxk, *tb;
     size_t n, i;
     int k;
@@ -7193,7 +7217,9 @@ static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn 
     for (k = g->steps - 1; k >= 0; k--) {
         const int e = right_end ? k + 1 : k; /* the state the Jacobians are taken at */
         prg__fill_t(tb, batch, prg__euler_tau(g, e));
-        if ((rc = vel(ctx, batch, states + (size_t)e * n, tb, v)) != PRG_OK) break;
+        if (!(last_live && !right_end && k == g->steps - 1) &&
+            (rc = vel(ctx, batch, states + (size_t)e * n, tb, v)) != PRG_OK)
+            break;
         for (i = 0; i < n; i++) dv[i] = g->hs * a[i];
         memset(dxk, 0, n * sizeof(float));
         if ((rc = vjp(ctx, dv, dxk)) != PRG_OK) break;
@@ -7219,7 +7245,7 @@ prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_
     static const char who[] = "prg_ode_reverse_euler_backward";
     prg__euler_grid g;
     prg_result rc = prg__euler_grid_make(&g, 0, t_span, t_cutoff, who);
-    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, 0, who);
 }
 
 prg_result prg_ode_gvp_euler(prg_velocity_fn vel, void *ctx, int t_span, int t_cutoff, int batch, size_t dim,
@@ -7236,7 +7262,7 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
     static const char who[] = "prg_ode_gvp_euler_backward";
     prg__euler_grid g;
     prg_result rc = prg__euler_grid_make(&g, 1, t_span, t_cutoff, who);
-    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, who);
+    return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, 0, who);
 }
 
 /* >>prg ================================================================= */
@@ -7313,6 +7339,7 @@ struct prg_classifier {
     float *feat, *ln, *h1, *h2, *g1, *g2; /* [cap][d] each */
     float *lnmean, *lnrstd;   /* [cap] each */
     int fwd_batch;            /* batch of the last forward, 0 = none */
+    uint64_t net_serial;      /* net->fwd_serial after the forward's last Euler step */
 };
 
 /* Euler steps of the classifier's encoder for its path, or -1 (with the
@@ -7528,6 +7555,7 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     prg_tanh_forward(clf->h2, clf->h1, (size_t)batch * clf->d);
     prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
     clf->fwd_batch = batch;
+    clf->net_serial = clf->net->fwd_serial;
     return PRG_OK;
 }
 
@@ -7536,6 +7564,7 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
     size_t n, dn;
     const float *w = clf->head;
     float *g = clf->hgrad;
+    prg__euler_grid grid;
     prg_result r;
     if (!batch) return prg__fail(PRG_ERR_STATE, "prg_classifier_backward: call prg_classifier_forward first");
     if (!dlogits) return prg__fail(PRG_ERR_ARG, "prg_classifier_backward: dlogits is NULL");
@@ -7562,12 +7591,16 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
                            clf->lnrstd, w + clf->hoff[0], batch, clf->d);
     memset(clf->adj, 0, n * sizeof(float));
     prg_avgpool_backward(clf->adj, clf->g1, batch * clf->c, clf->hw, clf->hw, f);
-    /* Through the Euler steps from the stored states (each step's U-Net
-       forward recomputed): exact left-end backprop, or the reference's
-       right-end adjoint. */
-    return (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler_backward : prg_ode_reverse_euler_backward)(
-        prg_unet_velocity, prg_unet_velocity_vjp, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img,
-        clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT);
+    /* Through the Euler steps from the stored states, each step's U-Net
+       forward recomputed but the last one's when the net still holds it (no
+       other forward ran since ours): exact left-end backprop, or the
+       reference's right-end adjoint. */
+    if ((r = prg__euler_grid_make(&grid, clf->path == PRG_PATH_GVP, clf->t_span, clf->t_cutoff,
+                                  "prg_classifier_backward")) != PRG_OK)
+        return r;
+    return prg__euler_backward(&grid, prg_unet_velocity, prg_unet_velocity_vjp, clf->net, batch, clf->img,
+                               clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
+                               clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
 }
 
 prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float *x, float beta, prg_rng *rng,

@@ -334,6 +334,49 @@ static void test_threads_and_errors(void) {
     }
 }
 
+/* The backward does not recompute the last Euler step's U-Net forward when
+   the net still holds it (one forward fewer), and gives the same bits as when
+   another forward in between makes it recompute that step; the adjoint
+   (right-end) backward always recomputes. */
+static void test_last_step_kept(void) {
+    prg_classifier *clf = make_small(5, 1);
+    prg_unet *net;
+    static const int labels[4] = {4, 0, 2, 1};
+    float x[4 * 64], other[4 * 64], t[4] = {0.1f, 0.4f, 0.6f, 0.9f}, v[4 * 64], dlogits[4 * 5], *g1;
+    size_t nu;
+    uint64_t s0;
+    int steps, mode;
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    nu = prg_unet_num_params(net);
+    steps = prg_ode_reverse_euler_steps(5, 1);
+    fill_formula(x, 4 * 64, 31);
+    fill_formula(other, 4 * 64, 57);
+    g1 = (float *)malloc(nu * sizeof(float));
+    for (mode = 0; mode < 2; mode++) {
+        CHECK(prg_classifier_set_grad_mode(clf, mode ? PRG_GRAD_ADJOINT : PRG_GRAD_EXACT) == PRG_OK, "grad mode");
+        prg_classifier_zero_grad(clf);
+        loss_of(clf, x, labels, 4, dlogits);
+        s0 = net->fwd_serial;
+        CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "backward: %s", prg_last_error());
+        CHECK(net->fwd_serial - s0 == (uint64_t)(mode ? steps : steps - 1),
+              "%s backward ran %d U-Net forwards for %d steps", mode ? "adjoint" : "exact",
+              (int)(net->fwd_serial - s0), steps);
+        memcpy(g1, prg_unet_grads(net), nu * sizeof(float));
+        prg_classifier_zero_grad(clf);
+        loss_of(clf, x, labels, 4, dlogits);
+        CHECK(prg_unet_forward(net, 4, other, t, v) == PRG_OK, "forward in between");
+        s0 = net->fwd_serial;
+        CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "backward: %s", prg_last_error());
+        CHECK(net->fwd_serial - s0 == (uint64_t)steps, "after another forward the backward ran %d forwards, not %d",
+              (int)(net->fwd_serial - s0), steps);
+        CHECK(memcmp(g1, prg_unet_grads(net), nu * sizeof(float)) == 0,
+              "%s: gradients with the kept last step differ from the recomputed ones", mode ? "adjoint" : "exact");
+    }
+    free(g1);
+    prg_classifier_free(clf);
+}
+
 /* The optional beta * flow-matching term: the same as doing it by hand with
    the flow and layers sections, scaled by beta; a NaN refused untouched. */
 static void test_flow_term(void) {
@@ -375,6 +418,7 @@ int main(void) {
     test_finite_difference(PRG_PATH_ICFM);
     test_finite_difference(PRG_PATH_GVP);
     test_threads_and_errors();
+    test_last_step_kept();
     test_flow_term();
     return prg_test_finish("test_prg");
 }
