@@ -34,6 +34,10 @@
    CONFIGURATION (define before including, in the implementation file)
      PRG_NO_THREADS        build without pthreads; everything runs serially
      PRG_MAX_THREADS       upper bound on the pool size (default 256)
+     PRG_WINO_KEEP_MB      memory a U-Net may spend keeping its transformed
+                           convolution weights between the U-Net evaluations
+                           of one encode, sampling or fine-tuning call
+                           (default 256; 0 turns keeping off)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
 
@@ -1118,6 +1122,9 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #ifndef PRG_ASSERT
 #include <assert.h>
 #define PRG_ASSERT(x) assert(x)
+#endif
+#ifndef PRG_WINO_KEEP_MB
+#define PRG_WINO_KEEP_MB 256
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -4198,17 +4205,53 @@ static void prg__wino_pack_range(void *ctx, size_t lo, size_t hi) {
         }
 }
 
+/* Transformed, packed weights (U) kept from one call to the next while the
+   owner vouches that the weights do not change (a U-Net inside one encode,
+   sampling or fine-tuning call): made on the first call, reused after. */
+typedef struct prg__wino_keep {
+    float *u;                /* [16][K chunks][Co panels][kc][MR], cap floats */
+    size_t cap;
+    int valid;               /* u holds the weights of the key below */
+    const float *gw;         /* key: weights, strides, flip, shape, kernel */
+    size_t os, is;
+    int flip, ci, co;
+    const prg__gemm_impl *g;
+    size_t *left;            /* floats the owner may still allocate */
+} prg__wino_keep;
+
+static int prg__wino_keep_has(const prg__wino_keep *k, const float *gw, size_t os, size_t is, int flip, int ci,
+                              int co, const prg__gemm_impl *g) {
+    return k && k->valid && k->gw == gw && k->os == os && k->is == is && k->flip == flip && k->ci == ci &&
+           k->co == co && k->g == g;
+}
+
+/* Room for floats of U in k, within the owner's budget; 0 when not. */
+static int prg__wino_keep_room(prg__wino_keep *k, size_t floats) {
+    float *p;
+    if (k->cap >= floats) return 1;
+    if (*k->left + k->cap < floats) return 0;
+    p = (float *)prg_alloc(floats * sizeof(float));
+    if (!p) return 0;
+    *k->left += k->cap;
+    prg_free(k->u);
+    k->u = p;
+    k->cap = floats;
+    *k->left -= floats;
+    return 1;
+}
+
 /* y = conv(x, g) (+ bias), or y += conv(x, g) when accumulate; the weights of
    output channel o and input channel i are g[o*os + i*is + ki*3 + kj] or,
-   flipped, g[... + (2-ki)*3 + (2-kj)].  Returns -1 (y untouched) when the
+   flipped, g[... + (2-ki)*3 + (2-kj)].  With keep, the transformed weights
+   are taken from it or left in it.  Returns -1 (y untouched) when the
    buffers cannot be had. */
 static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, size_t is,
                           int flip, const float *bias, int accumulate, int batch, int cin, int h,
-                          int w, int cout) {
+                          int w, int cout, prg__wino_keep *keep) {
     prg__wino W;
     prg__gemm_buf *ub;
-    int i, ok = 1, nb;
-    size_t bytes_per_tile;
+    int i, ok = 1, nb, kept;
+    size_t bytes_per_tile, ufloats;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     prg__wino_init(&W, batch, cin, h, w, cout);
     bytes_per_tile = (size_t)64 * (cin + cout);
@@ -4221,23 +4264,35 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     nb = prg__parallel_width();
     if ((size_t)nb > (W.ntiles + W.tb - 1) / W.tb) nb = (int)((W.ntiles + W.tb - 1) / W.tb);
     if (nb < 1) nb = 1;
-    ub = prg__gemm_buf_take((size_t)16 * W.copad * cin + (size_t)16 * cin * cout);
+    ufloats = (size_t)16 * W.copad * cin;
+    kept = prg__wino_keep_has(keep, gw, os, is, flip, cin, cout, W.g);
+    ub = prg__gemm_buf_take(kept ? 1 : ufloats + (size_t)16 * cin * cout);
     if (!ub) return -1;
     for (i = 0; i < nb && ok; i++) {
         W.bufs[i] = prg__gemm_buf_take(prg__wino_buf_floats(&W));
         if (W.bufs[i]) W.nbufs++; else ok = 0;
     }
-    if (ok) {
-        /* U: the transformed weights [xi][co][ci] after the packed panels, then packed */
+    if (ok && kept) {
+        W.u = keep->u;
+    } else if (ok) {
+        /* U: the transformed weights [xi][co][ci] after the packed panels, then
+           packed (into keep when it has room) */
         prg__wino_wjob wj;
         wj.W = &W;
-        wj.ut = ub->s.p + (size_t)16 * W.copad * cin;
+        wj.ut = ub->s.p + ufloats;
         wj.gw = gw; wj.os = os; wj.is = is; wj.flip = flip;
         W.u = ub->s.p;
+        if (keep && prg__wino_keep_room(keep, ufloats)) {
+            W.u = keep->u;
+            keep->valid = 0;
+            keep->gw = gw; keep->os = os; keep->is = is; keep->flip = flip;
+            keep->ci = cin; keep->co = cout; keep->g = W.g;
+        }
         prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_weights_range, &wj);
         prg__parallel_for(16, (double)cout * cin, prg__wino_pack_range, &wj);
-        prg_parallel(prg__wino_task, &W);
+        if (W.u != ub->s.p) keep->valid = 1;
     }
+    if (ok) prg_parallel(prg__wino_task, &W);
     for (i = 0; i < W.nbufs; i++) prg__gemm_buf_give(W.bufs[i]);
     prg__gemm_buf_give(ub);
     return ok ? 0 : -1;
@@ -4508,8 +4563,10 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
         }
 }
 
-void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
-                        int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
+/* prg_conv2d_forward, with a place to keep the Winograd weights (or NULL) */
+static void prg__conv2d_forward_k(float *y, const float *x, const float *wt, const float *bias, int batch,
+                                  int cin, int h, int w, int cout, int k, int stride, int pad, float *ws,
+                                  prg__wino_keep *keep) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
     prg__vec_ops ops = prg__vec_select();
@@ -4535,7 +4592,7 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         return;
     }
     if (prg__wino_use(&c, 0) &&
-        prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout) == 0)
+        prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout, keep) == 0)
         return;
     PRG_ASSERT(ws != NULL);
     j.col = ws;
@@ -4560,6 +4617,11 @@ void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *
         }
         prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
     }
+}
+
+void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
+                        int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
+    prg__conv2d_forward_k(y, x, wt, bias, batch, cin, h, w, cout, k, stride, pad, ws, NULL);
 }
 
 /* wf[ci][co][ki][kj] = wt[co][ci][k-1-ki][k-1-kj]: the weights of dx as a
@@ -4685,10 +4747,11 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     return 0;
 }
 
-/* prg_conv2d_backward; with dx_set, dx is written (=) rather than added to */
+/* prg_conv2d_backward; with dx_set, dx is written (=) rather than added to;
+   keep (or NULL) as in prg__conv2d_forward_k, for dx's weights */
 static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
                                    const float *wt, int batch, int cin, int h, int w, int cout, int k, int stride,
-                                   int pad, float *ws, int dx_set) {
+                                   int pad, float *ws, int dx_set, prg__wino_keep *keep) {
     prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
     prg__conv_job j;
     prg__vec_ops ops = prg__vec_select();
@@ -4738,7 +4801,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
     if (dwt && prg__wino_use(&c, 1) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
         dwt = NULL;
     if (dx && prg__wino_use(&c, 0) &&
-        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin) == 0)
+        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin, keep) == 0)
         dx = NULL;
     if (dx && dx_set) memset(dx, 0, (size_t)batch * cin * h * w * sizeof(float)); /* the paths below add */
     j.dx = dx;
@@ -4795,7 +4858,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
 void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
                          const float *wt, int batch, int cin, int h, int w, int cout, int k,
                          int stride, int pad, float *ws) {
-    prg__conv2d_backward_x(dx, dwt, dbias, dy, x, wt, batch, cin, h, w, cout, k, stride, pad, ws, 0);
+    prg__conv2d_backward_x(dx, dwt, dbias, dy, x, wt, batch, cin, h, w, cout, k, stride, pad, ws, 0, NULL);
 }
 
 void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
@@ -5923,6 +5986,10 @@ struct prg_unet {
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
     uint64_t fwd_serial;   /* forwards run so far: names the activations held */
+    /* the convolutions' Winograd weights kept between evaluations */
+    prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
+    size_t keep_left;      /* floats keep may still allocate */
+    int keeping;           /* > 0: the weights do not change, keep is used */
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -6466,7 +6533,13 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
     }
     n->params = (float *)prg_alloc(n->nparams * sizeof(float));
     n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
-    if (!n->params || !n->grads) {
+    n->keep = (prg__wino_keep *)prg_alloc(2 * (size_t)n->ntens * sizeof(prg__wino_keep));
+    if (n->keep) {
+        memset(n->keep, 0, 2 * (size_t)n->ntens * sizeof(prg__wino_keep));
+        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].left = &n->keep_left;
+        n->keep_left = (size_t)PRG_WINO_KEEP_MB * (1024 * 1024 / sizeof(float));
+    }
+    if (!n->params || !n->grads || !n->keep) {
         size_t np = n->nparams;
         prg_unet_free(n);
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
@@ -6493,7 +6566,10 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
 }
 
 void prg_unet_free(prg_unet *n) {
+    int i;
     if (!n) return;
+    for (i = 0; n->keep && i < 2 * n->ntens; i++) prg_free(n->keep[i].u);
+    prg_free(n->keep);
     prg__unet_plan_free(n);
     prg_free(n->params);
     prg_free(n->grads);
@@ -6637,8 +6713,22 @@ static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, 
                                PRG__UNET_EPS);
 }
 
+/* Between begin and end the caller vouches that the weights do not change
+   (the U-Net evaluations of one encode, sampling or fine-tuning call): the
+   convolutions keep their transformed weights from one evaluation to the
+   next.  Begin forgets what was kept before. */
+static void prg__unet_keep_begin(prg_unet *n) {
+    int i;
+    if (n->keeping++ == 0)
+        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].valid = 0;
+}
+
+static void prg__unet_keep_end(prg_unet *n) { n->keeping--; }
+
 #define PRG__UA(off) (A + (size_t)(off) * B)
 #define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
+/* where the weights of tensor j of module m are kept, forward (d = 0) or for dx (1) */
+#define PRG__UK(j, d) (n->keeping ? &n->keep[2 * (size_t)(m->par + (j)) + (d)] : NULL)
 /* Runs one module forward on the kept activations (scratch r[], gm, gr). */
 static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     const prg_unet_config *c = &n->cfg;
@@ -6652,14 +6742,16 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     out = m->out_rc ? rc : PRG__UA(m->out);
     switch (m->type) {
     case PRG__UM_CONV:
-        prg_conv2d_forward(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws);
+        prg__conv2d_forward_k(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws,
+                              PRG__UK(0, 0));
         break;
     case PRG__UM_RES:
         prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-        prg_conv2d_forward(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws);
+        prg__conv2d_forward_k(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws,
+                              PRG__UK(2, 0));
         prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
         prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-        prg_conv2d_forward(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws);
+        prg__conv2d_forward_k(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws, PRG__UK(8, 0));
         if (m->has_skip) {
             prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
             prg__unet_add(out, r[0], (size_t)B * co * hw);
@@ -6770,19 +6862,19 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
         switch (m->type) {
         case PRG__UM_CONV:
             prg__conv2d_backward_x(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
-                                   m->stride, m->pad, ws, fresh);
+                                   m->stride, m->pad, ws, fresh, PRG__UK(0, 1));
             break;
         case PRG__UM_RES:
             if (m->has_skip)
                 prg__conv2d_backward_x(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
-                                       0, ws, fresh);
+                                       0, ws, fresh, NULL);
             else if (fresh)
                 memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
             prg__conv2d_backward_x(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws,
-                                   1);
+                                   1, PRG__UK(8, 1));
             prg__silu_backward_x(t2, t1, r[1], (size_t)B * co * hw, 1);
             PRG__UZ(dss, 2 * co);
             prg__scale_shift_backward_x(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw, 1);
@@ -6792,7 +6884,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                                       hw, G, 1);
             prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
             prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws,
-                                   1);
+                                   1, PRG__UK(2, 1));
             prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
@@ -6802,12 +6894,12 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             else
                 prg__unet_add(din, dout, (size_t)B * ci * hw);
             prg__conv2d_backward_x(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1,
-                                   ci, 1, 1, 0, ws, 1);
+                                   ci, 1, 1, 0, ws, 1, NULL);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
             prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
             prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
-                                   ws, 1);
+                                   ws, 1, NULL);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:
@@ -6833,6 +6925,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                         P + n->tens[0].offset, B, mc, ed);
 #undef PRG__UA
 #undef PRG__UP
+#undef PRG__UK
 #undef PRG__UG
 #undef PRG__UD
 #undef PRG__UZ
@@ -7084,6 +7177,16 @@ static void prg__axpy(float *y, const float *x, float a, const float *v, size_t 
 
 enum { PRG__EULER, PRG__HEUN, PRG__RK4 };
 
+/* A solve evaluates a U-Net (vel = prg_unet_velocity) with weights that do
+   not change: it keeps the transformed convolution weights throughout. */
+static void prg__solve_keep(prg_velocity_fn vel, void *ctx, int on) {
+    if (vel != prg_unet_velocity || !ctx) return;
+    if (on)
+        prg__unet_keep_begin((prg_unet *)ctx);
+    else
+        prg__unet_keep_end((prg_unet *)ctx);
+}
+
 static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
                               float *x) {
     float *ws, *k, *xs, *acc, *tb;
@@ -7097,6 +7200,7 @@ static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int st
     xs = ws + n;
     acc = ws + 2 * n;
     tb = ws + 3 * n;
+    prg__solve_keep(vel, ctx, 1);
     for (s = 0; s < steps && rc == PRG_OK; s++) {
         const double t0 = (double)s / steps, t1 = (double)(s + 1) / steps, tm = (2.0 * s + 1) / (2.0 * steps);
         const float h = (float)(1.0 / steps);
@@ -7130,6 +7234,7 @@ static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int st
             prg__axpy(x, x, h / 6.0f, acc, n);
         }
     }
+    prg__solve_keep(vel, ctx, 0);
     prg_free(ws);
     return rc;
 }
@@ -7185,6 +7290,7 @@ static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn v
     tb = ws + n;
     cur = states ? states : z;
     if (cur != x) memmove(cur, x, n * sizeof(float));
+    prg__solve_keep(vel, ctx, 1);
     for (k = 0; k < g->steps; k++) {
         float *next = states ? cur + n : cur;
         prg__fill_t(tb, batch, prg__euler_tau(g, k));
@@ -7192,6 +7298,7 @@ static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn v
         prg__axpy(next, cur, g->hs, v, n);
         cur = next;
     }
+    prg__solve_keep(vel, ctx, 0);
     if (rc == PRG_OK && cur != z) memcpy(z, cur, n * sizeof(float));
     prg_free(ws);
     return rc;
@@ -7214,6 +7321,7 @@ static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn 
     dxk = ws + 3 * n;
     tb = ws + 4 * n;
     memcpy(a, dz, n * sizeof(float));
+    prg__solve_keep(vel, ctx, 1);
     for (k = g->steps - 1; k >= 0; k--) {
         const int e = right_end ? k + 1 : k; /* the state the Jacobians are taken at */
         prg__fill_t(tb, batch, prg__euler_tau(g, e));
@@ -7225,6 +7333,7 @@ static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn 
         if ((rc = vjp(ctx, dv, dxk)) != PRG_OK) break;
         for (i = 0; i < n; i++) a[i] += dxk[i];
     }
+    prg__solve_keep(vel, ctx, 0);
     if (rc == PRG_OK && dx)
         for (i = 0; i < n; i++) dx[i] += a[i];
     prg_free(ws);

@@ -199,8 +199,11 @@ static void test_against_pytorch(void) {
     prg_classifier_free(clf);
 }
 
-/* A small classifier for the finite-difference and thread checks. */
-static prg_classifier *make_small(int t_span, int t_cutoff) {
+/* A small 1-channel classifier (32 channels, 2 levels) on side x side images,
+   attention at the second level or none, non-zero weights everywhere (also
+   the zero-initialised convs); keep = 0: the net keeps no transformed
+   weights. */
+static prg_classifier *make_classifier(int side, int attention, int t_span, int t_cutoff, int keep) {
     prg_unet_config cfg;
     prg_unet *net;
     prg_classifier *clf;
@@ -211,20 +214,24 @@ static prg_classifier *make_small(int t_span, int t_cutoff) {
     cfg.num_levels = 2;
     cfg.channel_mult[0] = 1;
     cfg.channel_mult[1] = 2;
-    cfg.num_attention = 1;
+    cfg.num_attention = attention;
     cfg.attention_ds[0] = 2;
     cfg.num_heads = 2;
-    cfg.image_size = 8;
+    cfg.image_size = side;
     cfg.groups = 32;
     if (prg_unet_create(&net, &cfg, 7) != PRG_OK) {
         printf("  small config: %s\n", prg_last_error());
         return NULL;
     }
-    set_test_weights(net); /* non-zero everywhere, also the zero-initialised convs */
+    set_test_weights(net);
+    if (!keep) net->keep_left = 0;
     if (prg_classifier_create(&clf, net, 5, t_span, t_cutoff, 3) != PRG_OK) return NULL;
     set_head_weights(clf);
     return clf;
 }
+
+/* The classifier of the finite-difference and thread checks. */
+static prg_classifier *make_small(int t_span, int t_cutoff) { return make_classifier(8, 1, t_span, t_cutoff, 1); }
 
 static double loss_of(prg_classifier *clf, const float *x, const int *labels, int batch, float *dlogits) {
     float logits[4 * 5];
@@ -377,6 +384,54 @@ static void test_last_step_kept(void) {
     prg_classifier_free(clf);
 }
 
+static int count_kept(const prg_unet *net) {
+    int i, k = 0;
+    for (i = 0; i < 2 * net->ntens; i++) k += net->keep[i].valid;
+    return k;
+}
+
+/* Weights kept transformed between the U-Net evaluations of one call (encode,
+   sampling, fine-tuning): the same bits as a net that keeps nothing, and a
+   weight changed between two calls is seen by the second. */
+static void test_kept_weights(void) {
+    /* Winograd on the 16 x 16 maps with every kernel */
+    prg_classifier *ca = make_classifier(16, 0, 4, 0, 1), *cb = make_classifier(16, 0, 4, 0, 0);
+    prg_unet *na, *nb;
+    static const int labels[4] = {1, 3, 0, 2};
+    float x[4 * 256], za[4 * 256], zb[4 * 256], dlogits[4 * 5], logits[4 * 5];
+    size_t nu, j;
+    int round;
+    if (!ca || !cb) return;
+    na = prg_classifier_unet(ca);
+    nb = prg_classifier_unet(cb);
+    nu = prg_unet_num_params(na);
+    fill_formula(x, 4 * 256, 44);
+    for (round = 0; round < 2; round++) {
+        CHECK(prg_encode(na, 6, 1, 4, x, za) == PRG_OK && prg_encode(nb, 6, 1, 4, x, zb) == PRG_OK, "encode: %s",
+              prg_last_error());
+        CHECK(memcmp(za, zb, sizeof za) == 0, "round %d: encode with kept weights differs from without", round);
+        CHECK(count_kept(na) >= 4 && count_kept(nb) == 0, "round %d: %d and %d weight tensors kept (want >= 4, 0)",
+              round, count_kept(na), count_kept(nb));
+        prg_classifier_zero_grad(ca);
+        prg_classifier_zero_grad(cb);
+        CHECK(prg_classifier_forward(ca, 4, x, logits) == PRG_OK, "forward");
+        prg_cross_entropy_forward_backward(dlogits, logits, labels, 4, 5, 0.1f);
+        CHECK(prg_classifier_backward(ca, dlogits) == PRG_OK, "backward");
+        CHECK(prg_classifier_forward(cb, 4, x, logits) == PRG_OK, "forward");
+        prg_cross_entropy_forward_backward(dlogits, logits, labels, 4, 5, 0.1f);
+        CHECK(prg_classifier_backward(cb, dlogits) == PRG_OK, "backward");
+        CHECK(memcmp(prg_unet_grads(na), prg_unet_grads(nb), nu * sizeof(float)) == 0,
+              "round %d: fine-tuning gradients with kept weights differ from without", round);
+        /* change every weight (as an optimizer step would) before the next round */
+        for (j = 0; j < nu; j++) {
+            prg_unet_params(na)[j] *= 0.97f;
+            prg_unet_params(nb)[j] *= 0.97f;
+        }
+    }
+    prg_classifier_free(ca);
+    prg_classifier_free(cb);
+}
+
 /* The optional beta * flow-matching term: the same as doing it by hand with
    the flow and layers sections, scaled by beta; a NaN refused untouched. */
 static void test_flow_term(void) {
@@ -419,6 +474,7 @@ int main(void) {
     test_finite_difference(PRG_PATH_GVP);
     test_threads_and_errors();
     test_last_step_kept();
+    test_kept_weights();
     test_flow_term();
     return prg_test_finish("test_prg");
 }
