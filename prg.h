@@ -1368,13 +1368,16 @@ static prg__worker_arg prg__worker_args[PRG_MAX_THREADS];
 
 /* Hand-offs between jobs.  Every field is written under `lock`; a thread
    that has just finished its part first polls `generation` (a worker) or
-   `pending` (the caller) for a short while, about 50 microseconds, before it
-   sleeps on its condition variable: the layers of a network start jobs back
-   to back, and a futex sleep and wake-up per job cost more than many small
-   jobs themselves.  Idle workers sleep.  (Compilers without the __atomic
+   `pending` (the caller) for a short while, about 160 microseconds (8192
+   pauses on Zen 5), before it sleeps on its condition variable: the layers
+   of a network start jobs back to back, and a futex sleep and wake-up per job
+   cost more than many small jobs themselves.  (Measured on a tiny32
+   fine-tuning step at batch 8: 2048 pauses left ~120 worker and ~290 caller
+   sleeps per step, 8192 about 45 and 5, and the step ran ~4% faster.)  Idle
+   workers sleep.  (Compilers without the __atomic
    builtins go straight to the condition variables.) */
 #if defined(__GNUC__) || defined(__clang__)
-#define PRG__POOL_SPINS 2048
+#define PRG__POOL_SPINS 8192
 #define PRG__ALOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 #define PRG__ASTORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 #if defined(PRG__X86)
@@ -5380,6 +5383,7 @@ typedef struct prg__ss_job {
     prg__vec_ops ops;
     float *y, *dx, *dss;
     const float *x, *ss, *dy;
+    const float *sdy, *sx; /* backward: when sdy, each row of dy is first written as SiLU's backward */
     int c, set;
     size_t hw;
 } prg__ss_job;
@@ -5403,6 +5407,7 @@ static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
     for (r = lo; r < hi; r++) {
         size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
         const float *g = j->dy + r * j->hw;
+        if (j->sdy) j->ops.silu_bwd((float *)g, j->sdy + r * j->hw, j->sx + r * j->hw, j->hw, 1);
         if (j->dx) {
             float a = 1.0f + j->ss[b * 2 * j->c + ch];
             float *dx = j->dx + r * j->hw;
@@ -5427,18 +5432,26 @@ void prg_scale_shift_forward(float *y, const float *x, const float *ss, int batc
     prg__parallel_for((size_t)batch * c, (double)hw, prg__ss_fwd_range, &j);
 }
 
-static void prg__scale_shift_backward_x(float *dx, float *dss, const float *dy, const float *x, const float *ss,
-                                        int batch, int c, int hw, int set) {
+/* SiLU's backward then the scale-shift's, a row of each at a time (the
+   SiLU gradient still in cache): t = SiLU'(sx) * sdy (written), then
+   dx = (1 + scale) t (written), dss += the sums of t x and t. */
+static void prg__silu_scale_shift_backward_x(float *dx, float *dss, float *t, const float *sdy, const float *sx,
+                                             const float *x, const float *ss, int batch, int c, int hw) {
     prg__ss_job j;
     memset(&j, 0, sizeof j);
-    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw; j.set = set;
+    j.dx = dx; j.dss = dss; j.dy = t; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw; j.set = 1;
+    j.sdy = sdy; j.sx = sx;
     j.ops = prg__vec_select();
-    prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
+    prg__parallel_for((size_t)batch * c, 10.0 * hw, prg__ss_bwd_range, &j);
 }
 
 void prg_scale_shift_backward(float *dx, float *dss, const float *dy, const float *x,
                               const float *ss, int batch, int c, int hw) {
-    prg__scale_shift_backward_x(dx, dss, dy, x, ss, batch, c, hw, 0);
+    prg__ss_job j;
+    memset(&j, 0, sizeof j);
+    j.dx = dx; j.dss = dss; j.dy = dy; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw;
+    j.ops = prg__vec_select();
+    prg__parallel_for((size_t)batch * c, 2.0 * hw, prg__ss_bwd_range, &j);
 }
 
 void prg_scale_shift_forward_ref(float *y, const float *x, const float *ss, int batch, int c,
@@ -6875,9 +6888,8 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
             prg__conv2d_backward_x(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws,
                                    1, PRG__UK(8, 1));
-            prg__silu_backward_x(t2, t1, r[1], (size_t)B * co * hw, 1);
             PRG__UZ(dss, 2 * co);
-            prg__scale_shift_backward_x(t1, dss, t2, r[0], PRG__UA(m->t[1]), B, co, hw, 1);
+            prg__silu_scale_shift_backward_x(t1, dss, t2, t1, r[1], r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
                                 2 * co);
             prg__groupnorm_backward_x(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co,
