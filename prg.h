@@ -5041,7 +5041,8 @@ static double prg__row_sqdev(const float *x, size_t n, float m) {
 
 typedef struct prg__norm_job {
     float *y, *mean, *rstd, *dx, *dgamma, *dbeta;
-    float *sso, *act; /* forward: then scale-shift by ss into sso, SiLU into act (when set) */
+    float *sso, *act; /* forward: then scale-shift by ss into sso, SiLU into act (when set);
+                         with act, y and sso may be NULL (not kept) */
     const float *x, *gamma, *beta, *dy, *cmean, *crstd, *ss;
     prg__vec_ops ops;
     int batch, c, groups, cg; /* cg = channels per group */
@@ -5050,12 +5051,14 @@ typedef struct prg__norm_job {
     float eps;
 } prg__norm_job;
 
+#define PRG__GN_CHUNK 512
 static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
     const prg__norm_job *j = (const prg__norm_job *)ctx;
     size_t bg, ng = (size_t)j->cg * j->hw;
+    float gbuf[PRG__GN_CHUNK], sbuf[PRG__GN_CHUNK];
     for (bg = lo; bg < hi; bg++) {
         const float *x = j->x + bg * ng;
-        float *y = j->y + bg * ng;
+        float *y = j->y ? j->y + bg * ng : NULL;
         int g = (int)(bg % (size_t)j->groups), cc;
         double s = 0.0, v = 0.0;
         float m, r;
@@ -5069,15 +5072,21 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
             int ch = g * j->cg + cc;
             float a = r * (j->gamma ? j->gamma[ch] : 1.0f);
             float sh = (j->beta ? j->beta[ch] : 0.0f) - m * a;
-            const float *xr = x + (size_t)cc * j->hw;
-            float *yr = y + (size_t)cc * j->hw;
-            prg__row_axpb(yr, xr, a, sh, j->hw);
-            if (j->ss) { /* the row is still in L1: the scale-shift and SiLU passes now */
-                size_t b = bg / (size_t)j->groups;
-                prg__row_axpb(j->sso + (yr - j->y), yr, 1.0f + j->ss[b * 2 * j->c + ch],
-                              j->ss[b * 2 * j->c + j->c + ch], j->hw);
+            size_t b = bg / (size_t)j->groups, o = bg * ng + (size_t)cc * j->hw, p0;
+            /* a chunk at a time, still in L1: normalise, scale-shift, SiLU;
+               the outputs not kept go to the chunk buffers */
+            for (p0 = 0; p0 < j->hw; p0 += PRG__GN_CHUNK) {
+                size_t len = j->hw - p0 < PRG__GN_CHUNK ? j->hw - p0 : PRG__GN_CHUNK;
+                float *yr = y ? y + (size_t)cc * j->hw + p0 : gbuf;
+                const float *in = yr;
+                prg__row_axpb(yr, x + (size_t)cc * j->hw + p0, a, sh, len);
+                if (j->ss) {
+                    float *sr = j->sso ? j->sso + o + p0 : sbuf;
+                    prg__row_axpb(sr, yr, 1.0f + j->ss[b * 2 * j->c + ch], j->ss[b * 2 * j->c + j->c + ch], len);
+                    in = sr;
+                }
+                if (j->act) j->ops.silu_fwd(j->act + o + p0, in, len);
             }
-            if (j->act) j->ops.silu_fwd(j->act + (yr - j->y), j->ss ? j->sso + (yr - j->y) : yr, j->hw);
         }
     }
 }
@@ -5383,7 +5392,8 @@ typedef struct prg__ss_job {
     prg__vec_ops ops;
     float *y, *dx, *dss;
     const float *x, *ss, *dy;
-    const float *sdy, *sx; /* backward: when sdy, each row of dy is first written as SiLU's backward */
+    float *t;              /* backward: when set, the gradient (for dy), each row first written as */
+    const float *sdy, *sx; /* SiLU's backward of sdy at sx */
     int c, set;
     size_t hw;
 } prg__ss_job;
@@ -5406,8 +5416,8 @@ static void prg__ss_bwd_range(void *ctx, size_t lo, size_t hi) {
     size_t r;
     for (r = lo; r < hi; r++) {
         size_t b = r / (size_t)j->c, ch = r % (size_t)j->c;
-        const float *g = j->dy + r * j->hw;
-        if (j->sdy) j->ops.silu_bwd((float *)g, j->sdy + r * j->hw, j->sx + r * j->hw, j->hw, 1);
+        const float *g = j->t ? j->t + r * j->hw : j->dy + r * j->hw;
+        if (j->t) j->ops.silu_bwd(j->t + r * j->hw, j->sdy + r * j->hw, j->sx + r * j->hw, j->hw, 1);
         if (j->dx) {
             float a = 1.0f + j->ss[b * 2 * j->c + ch];
             float *dx = j->dx + r * j->hw;
@@ -5439,7 +5449,7 @@ static void prg__silu_scale_shift_backward_x(float *dx, float *dss, float *t, co
                                              const float *x, const float *ss, int batch, int c, int hw) {
     prg__ss_job j;
     memset(&j, 0, sizeof j);
-    j.dx = dx; j.dss = dss; j.dy = t; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw; j.set = 1;
+    j.dx = dx; j.dss = dss; j.t = t; j.x = x; j.ss = ss; j.c = c; j.hw = (size_t)hw; j.set = 1;
     j.sdy = sdy; j.sx = sx;
     j.ops = prg__vec_select();
     prg__parallel_for((size_t)batch * c, 10.0 * hw, prg__ss_bwd_range, &j);
@@ -6709,7 +6719,8 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
 /* The two halves of a ResBlock around its convs, as forward runs them and
    backward recomputes them (same kernels, same bits):
    in:  gn = GN_in(x), act = SiLU(gn);
-   out: gn = GN_out(h1), sso = gn (1 + scale) + shift, act = SiLU(sso).
+   out: gn = GN_out(h1), sso = gn (1 + scale) + shift, act = SiLU(sso);
+   gn and sso may be NULL (the forward reads only act).
    gm, gr: [B][G] statistics of the last GroupNorm. */
 static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
                              float *act, float *gm, float *gr) {
@@ -6759,11 +6770,11 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
                               PRG__UK(0, 0));
         break;
     case PRG__UM_RES:
-        prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
+        prg__unet_res_in(n, m, B, in, NULL, r[1], gm, gr); /* only SiLU's output is read here */
         prg__conv2d_forward_k(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws,
                               PRG__UK(2, 0));
         prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
-        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
+        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], gm, gr);
         prg__conv2d_forward_k(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws, PRG__UK(8, 0));
         if (m->has_skip) {
             prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
@@ -6787,7 +6798,7 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
         break;
     case PRG__UM_NORMACT:
-        prg__groupnorm_act_forward(r[0], NULL, out, gm, gr, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
+        prg__groupnorm_act_forward(NULL, NULL, out, gm, gr, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
                                    PRG__UNET_EPS);
         break;
     }
