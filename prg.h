@@ -3238,7 +3238,8 @@ typedef struct prg__conv_job {
     int b0, nb;             /* chunk: samples [b0, b0+nb) */
     const float *x, *wt, *bias, *dy;
     float *col, *y, *tmp, *dx, *dbias;
-    int set; /* 1x1 dx: = rather than += */
+    int set;       /* 1x1 dx: = rather than += */
+    int task_bias; /* 1x1 forward: each sample's task adds the bias */
 } prg__conv_job;
 
 /* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
@@ -4253,7 +4254,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
                           int w, int cout, prg__wino_keep *keep) {
     prg__wino W;
     prg__gemm_buf *ub;
-    int i, ok = 1, nb, kept;
+    int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     prg__wino_init(&W, batch, cin, h, w, cout);
@@ -4269,8 +4270,8 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     if (nb < 1) nb = 1;
     ufloats = (size_t)16 * W.copad * cin;
     kept = prg__wino_keep_has(keep, gw, os, is, flip, cin, cout, W.g);
-    ub = prg__gemm_buf_take(kept ? 1 : ufloats + (size_t)16 * cin * cout);
-    if (!ub) return -1;
+    ub = kept ? NULL : prg__gemm_buf_take(ufloats + (size_t)16 * cin * cout);
+    if (!kept && !ub) return -1;
     for (i = 0; i < nb && ok; i++) {
         W.bufs[i] = prg__gemm_buf_take(prg__wino_buf_floats(&W));
         if (W.bufs[i]) W.nbufs++; else ok = 0;
@@ -4286,6 +4287,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
         wj.gw = gw; wj.os = os; wj.is = is; wj.flip = flip;
         W.u = ub->s.p;
         if (keep && prg__wino_keep_room(keep, ufloats)) {
+            into_keep = 1;
             W.u = keep->u;
             keep->valid = 0;
             keep->gw = gw; keep->os = os; keep->is = is; keep->flip = flip;
@@ -4293,11 +4295,11 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
         }
         prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_weights_range, &wj);
         prg__parallel_for(16, (double)cout * cin, prg__wino_pack_range, &wj);
-        if (W.u != ub->s.p) keep->valid = 1;
+        if (into_keep) keep->valid = 1;
     }
     if (ok) prg_parallel(prg__wino_task, &W);
     for (i = 0; i < W.nbufs; i++) prg__gemm_buf_give(W.bufs[i]);
-    prg__gemm_buf_give(ub);
+    if (ub) prg__gemm_buf_give(ub);
     return ok ? 0 : -1;
 }
 
@@ -4557,7 +4559,7 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
         else {
             prg_sgemm(0, 0, c->co, n, c->ci, 1.0f, j->wt, c->ci, j->x + b * c->ci * n, n, 0.0f,
                       j->y + b * c->co * n, n);
-            if (j->bias && j->nb == 0) { /* the bias of a sample task (else added after) */
+            if (j->bias && j->task_bias) {
                 prg__conv_job o = *j;
                 o.b0 = (int)b;
                 o.nb = 1;
@@ -4582,6 +4584,7 @@ static void prg__conv2d_forward_k(float *y, const float *x, const float *wt, con
     if (c.direct) {
         j.wt = wt;
         if (batch >= 2 * prg__parallel_width()) { /* a sample per task: one wake-up, not one per sample */
+            j.task_bias = 1;
             prg__parallel_for((size_t)batch, (double)cout * cin * c.hw_out, prg__conv_direct_range, &j);
         } else {
             j.nb = batch;
@@ -5058,7 +5061,6 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
     float gbuf[PRG__GN_CHUNK], sbuf[PRG__GN_CHUNK];
     for (bg = lo; bg < hi; bg++) {
         const float *x = j->x + bg * ng;
-        float *y = j->y ? j->y + bg * ng : NULL;
         int g = (int)(bg % (size_t)j->groups), cc;
         double s = 0.0, v = 0.0;
         float m, r;
@@ -5077,7 +5079,7 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
                the outputs not kept go to the chunk buffers */
             for (p0 = 0; p0 < j->hw; p0 += PRG__GN_CHUNK) {
                 size_t len = j->hw - p0 < PRG__GN_CHUNK ? j->hw - p0 : PRG__GN_CHUNK;
-                float *yr = y ? y + (size_t)cc * j->hw + p0 : gbuf;
+                float *yr = j->y ? j->y + o + p0 : gbuf;
                 const float *in = yr;
                 prg__row_axpb(yr, x + (size_t)cc * j->hw + p0, a, sh, len);
                 if (j->ss) {
