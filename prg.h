@@ -2988,7 +2988,9 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
      nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
      stored (im2col).
    3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
-   Winograd F(2x2,3x3) instead (below; see prg__wino_use for the maps), and
+   Winograd instead (below; see prg__wino_use for the maps): F(4x4,3x3) for
+   the forward and dx on 16- and 32-wide maps with AVX-512, F(2x2,3x3)
+   elsewhere and for every weight gradient; and
    those with at most 4 channels in or out a direct kernel (AVX-512; below).
    When the GEMM's packing buffers cannot be had, the stored column matrix
    serves every product.  A 1x1 stride-1 unpadded conv needs no column
@@ -3390,9 +3392,9 @@ typedef struct prg__wino_fns {
     prg__wino_rows_fn in_row, dy_row; /* transforms of x and of dy: prg__wino_in_row, _dy_row */
     void (*out_row)(float *plane, int h, int w, int ty, int x0, int len, const float *PRG_RESTRICT m,
                     size_t ms, float bias, int accumulate);
-    /* ut[(xi*co + o)*ci + i] = (G g G^T)[xi] for o in [o0, o1), g at gw + o*os + i*is
-       (flipped: read from its end) */
-    void (*weights)(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci, int o0, int o1);
+    /* the transformed weights, packed: prg__wino_weights */
+    void (*weights)(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co, int ci,
+                    int copad, int mr, int kcb, int p0, int p1);
     /* c += a b^T with a [m][k], b [n][k] (the weight gradient's products) */
     void (*nt)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, int ldc);
     /* 8 x 8 planes whole, 16 tiles in lane order (NULL: the row transforms):
@@ -3405,10 +3407,15 @@ typedef struct prg__wino_fns {
     void (*in_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
+    /* F(4x4,3x3), a group of 16 tiles at a time: prg__wino4_in_ref, _out_ref */
+    void (*in4)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0);
+    void (*out4)(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
+    int fast4;   /* the F(4x4,3x3) kernels are the vector ones */
 } prg__wino_fns;
 
 typedef struct prg__wino {
     int b, ci, co, h, w, th, tw; /* GEMM depth ci, height co; tiles th x tw per image */
+    int f4, nxi;                 /* F(4x4,3x3) (36 positions) or F(2x2,3x3) (16) */
     size_t ntiles;               /* b * th * tw */
     int tb, npan, copad;         /* tiles per block (whole NR panels), panels per block, Co in MR rows */
     const prg__gemm_impl *g;
@@ -3416,7 +3423,7 @@ typedef struct prg__wino {
     const float *x, *bias;       /* x [B][Ci][H][W] */
     float *y;                    /* [B][Co][H][W]: = (+ bias), or += when accumulate */
     int accumulate;
-    float *u;                    /* [16][K chunks][Co panels][kc][MR] */
+    float *u;                    /* [nxi][K chunks][Co panels][kc][MR] */
     prg__gemm_buf *bufs[PRG_MAX_THREADS];
     int nbufs;
 } prg__wino;
@@ -3513,21 +3520,6 @@ static void prg__wino_weight(float *u16, const float *g, int ks, int js) {
     }
 }
 
-static void prg__wino_weights(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci,
-                              int o0, int o1) {
-    int o, i, xi;
-    for (o = o0; o < o1; o++)
-        for (i = 0; i < ci; i++) {
-            float t16[16];
-            const float *gp = gw + o * os + i * is;
-            if (flip)
-                prg__wino_weight(t16, gp + 8, -3, -1);
-            else
-                prg__wino_weight(t16, gp, 3, 1);
-            for (xi = 0; xi < 16; xi++) ut[((size_t)xi * co + o) * ci + i] = t16[xi];
-        }
-}
-
 /* dm[k*4*ms + m*ms + q] = (A e A^T)[k][m] for the dy tiles [x0, x0+len) of tile
    row ty, rows k in [k0, k1) (relative to 4*k0), A = [1 0; 1 1; 1 -1; 0 -1] */
 static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
@@ -3553,6 +3545,135 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
             d[3 * ms] = -r[k][1];
         }
     }
+}
+
+/* ---- Winograd F(4x4, 3x3) ------------------------------------------------
+   The same convolution from 6x6 input tiles (rows 4ty-1.., columns 4tx-1..)
+   giving 4x4 outputs: 36 products per tile and channel pair for 16 outputs
+   instead of 16 for 4, with
+       B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+              0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+       G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+            1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+       A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+   The forward and dx take it on 16- and 32-wide maps whose tiles come in
+   groups of 16 filling one vector (16 wide: four tile rows, h a multiple of
+   16; 32 wide: two tile rows, h a multiple of 8), with the AVX-512 kernels
+   (prg__wino4_fits); the weight gradient stays with F(2x2,3x3).  A group's
+   lane l is tile (ty0 + l / tw, l % tw) of its plane, tw = w / 4; the
+   GEMMs, blocks and threads are those of F(2x2,3x3) with 36 positions.
+   The fp32 error grows with the larger transform entries (8, 1/24): about
+   4x that of F(2x2,3x3), well inside the tests' K eps bound. */
+static int prg__wino4_off = 0;    /* tests: F(2x2,3x3) everywhere */
+static int prg__wino4_scalar = 0; /* tests: F(4x4,3x3) with the scalar kernels (any machine) */
+
+/* o[k] = (B^T d)[k] for the 6 values d[0], d[s], ..., d[5 s] */
+static void prg__wino4_bt(float *o, size_t os, const float *d, size_t s) {
+    float d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
+    float a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, c = d4 - d2, e = 2.0f * (d3 - d1);
+    o[0] = 4.0f * d0 + (d4 - 5.0f * d2);
+    o[os] = a + b;
+    o[2 * os] = a - b;
+    o[3 * os] = c + e;
+    o[4 * os] = c - e;
+    o[5 * os] = 4.0f * d1 + (d5 - 5.0f * d3);
+}
+
+/* The reference of the group transforms: v[(6k + j) vs + l] = (B^T d B)[k][j]
+   of the 16 tiles of the group from tile row ty0 (zeros outside the plane) */
+static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0) {
+    int tw = w / 4, l, i, j, k;
+    for (l = 0; l < 16; l++) {
+        int ty = ty0 + l / tw, tx = l % tw;
+        float d[36], t[36], u[36];
+        for (i = 0; i < 6; i++)
+            for (j = 0; j < 6; j++) {
+                int y = 4 * ty - 1 + i, x = 4 * tx - 1 + j;
+                d[6 * i + j] = y >= 0 && y < h && x >= 0 && x < w ? plane[(size_t)y * w + x] : 0.0f;
+            }
+        for (j = 0; j < 6; j++) prg__wino4_bt(t + j, 6, d + j, 6); /* B^T d down the columns */
+        for (k = 0; k < 6; k++) prg__wino4_bt(u + 6 * k, 1, t + 6 * k, 1); /* ... B along the rows */
+        for (k = 0; k < 36; k++) v[(size_t)k * vs + l] = u[k];
+    }
+}
+
+/* y[a] = (A^T m)[a] for m[0], m[s], ..., m[5 s] */
+static void prg__wino4_at(float *y, size_t ys, const float *m, size_t s) {
+    float m0 = m[0], m1 = m[s], m2 = m[2 * s], m3 = m[3 * s], m4 = m[4 * s], m5 = m[5 * s];
+    float p = m1 + m2, q = m1 - m2, r = m3 + m4, t = m3 - m4;
+    y[0] = m0 + p + r;
+    y[ys] = q + 2.0f * t;
+    y[2 * ys] = p + 4.0f * r;
+    y[3 * ys] = (q + m5) + 8.0f * t;
+}
+
+/* The group's outputs from m[xi ms + l]: Y = A^T m A, stored (plus bias)
+   or added, every tile inside the plane */
+static void prg__wino4_out_ref(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
+                               int accumulate) {
+    int tw = w / 4, l, a, e, j;
+    for (l = 0; l < 16; l++) {
+        int ty = ty0 + l / tw, tx = l % tw;
+        float mm[36], t[24], y[16];
+        for (j = 0; j < 36; j++) mm[j] = m[(size_t)j * ms + l];
+        for (j = 0; j < 6; j++) prg__wino4_at(t + j, 6, mm + j, 6); /* A^T m down the columns */
+        for (a = 0; a < 4; a++) prg__wino4_at(y + 4 * a, 1, t + 6 * a, 1); /* ... A along the rows */
+        for (a = 0; a < 4; a++) {
+            float *row = plane + (size_t)(4 * ty + a) * w + 4 * tx;
+            for (e = 0; e < 4; e++) row[e] = accumulate ? row[e] + y[4 * a + e] : y[4 * a + e] + bias;
+        }
+    }
+}
+
+/* u[6 i + j] = (G g G^T)[i][j] for the 3x3 kernel g[ki*ks + kj*js] */
+static void prg__wino4_weight(float *u, const float *g, int ks, int js) {
+    float t[6][3];
+    int i, j;
+    for (j = 0; j < 3; j++) { /* G g */
+        float g0 = g[j * js], g1 = g[ks + j * js], g2 = g[2 * ks + j * js];
+        t[0][j] = g0 * (1.0f / 4);
+        t[1][j] = (g0 + g1 + g2) * (-1.0f / 6);
+        t[2][j] = (g0 - g1 + g2) * (-1.0f / 6);
+        t[3][j] = (g0 + 2.0f * g1 + 4.0f * g2) * (1.0f / 24);
+        t[4][j] = (g0 - 2.0f * g1 + 4.0f * g2) * (1.0f / 24);
+        t[5][j] = g2;
+    }
+    for (i = 0; i < 6; i++) { /* ... G^T */
+        float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+        u[6 * i] = g0 * (1.0f / 4);
+        u[6 * i + 1] = (g0 + g1 + g2) * (-1.0f / 6);
+        u[6 * i + 2] = (g0 - g1 + g2) * (-1.0f / 6);
+        u[6 * i + 3] = (g0 + 2.0f * g1 + 4.0f * g2) * (1.0f / 24);
+        u[6 * i + 4] = (g0 - 2.0f * g1 + 4.0f * g2) * (1.0f / 24);
+        u[6 * i + 5] = g2;
+    }
+}
+
+/* The transformed weights U[xi] (nxi = 16: F(2x2,3x3), 36: F(4x4,3x3)) of
+   the output channels of A panels [p0, p1), packed as the GEMM kernel's A
+   panels (prg__pack_a's layout, K chunks of kcb): (o, i) of U[xi] at
+   u[(xi ci + pc) copad + (o - o % mr) kc + (i - pc) mr + o % mr], pc = i - i % kcb,
+   kc = min(kcb, ci - pc); the rows past co zero.  The weights of output
+   channel o and input channel i are g[o*os + i*is + ki*3 + kj] or, flipped,
+   g[... + (2-ki)*3 + (2-kj)]. */
+static void prg__wino_weights(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co, int ci,
+                              int copad, int mr, int kcb, int p0, int p1) {
+    int o, i, xi;
+    for (o = p0 * mr; o < p1 * mr; o++)
+        for (i = 0; i < ci; i++) {
+            int pc = i - i % kcb, kc = ci - pc < kcb ? ci - pc : kcb;
+            float t[36] = {0};
+            float *dst = u + (size_t)pc * copad + (size_t)(o - o % mr) * kc + (size_t)(i - pc) * mr + o % mr;
+            if (o < co) {
+                const float *gp = gw + o * os + i * is;
+                void (*tf)(float *, const float *, int, int) = nxi == 16 ? prg__wino_weight : prg__wino4_weight;
+                if (flip)
+                    tf(t, gp + 8, -3, -1);
+                else
+                    tf(t, gp, 3, 1);
+            }
+            for (xi = 0; xi < nxi; xi++) dst[(size_t)xi * ci * copad] = t[xi];
+        }
 }
 
 #ifdef PRG__X86
@@ -3893,37 +4014,193 @@ static void prg__wino_dy_rows16_avx512(float *PRG_RESTRICT dm, size_t ms, const 
     prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
 }
 
-/* prg__wino_weights for 16 input channels at a time (gathered) */
+/* F(4x4,3x3) with AVX-512, one group of 16 tiles per vector (lane l: tile
+   (ty0 + l / tw, l % tw)); the image rows are registers (w 16: one, w 32:
+   two), the columns 4 tx - 1 + c gathered across them with permutes. */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_bt_k(int k, __m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 d4, __m512 d5) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    switch (k) {
+    case 0: return _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4));
+    case 1: return _mm512_add_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
+    case 2: return _mm512_sub_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
+    case 3: return _mm512_fmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
+    case 4: return _mm512_fnmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
+    default: return _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5));
+    }
+}
+
+/* lane l <- column 4 (l % 8) - 1 + c of the register pair (a0, a1) for the
+   low lanes, of (b0, b1) for the high ones (the index's low 5 bits count);
+   zero where the mask is clear */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_col(int c, __mmask16 mask, __m512i ib, __m512 a0, __m512 a1, __m512 b0, __m512 b1) {
+    __m512i ic = _mm512_add_epi32(ib, _mm512_set1_epi32(c));
+    __m512 x = _mm512_maskz_permutex2var_ps((__mmask16)(mask & 0x00FF), a0, ic, a1);
+    return _mm512_mask_mov_ps(x, (__mmask16)(mask & 0xFF00), _mm512_permutex2var_ps(b0, ic, b1));
+}
+
+/* Row k of the group's transforms from its image rows d (H registers a row) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H, __mmask16 m0, __mmask16 m5,
+                __m512i ib) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    __m512 t0, t1, t2, t3, x0, x1, x2, x3, x4, x5, a, b, c, e;
+    if (H == 1) { /* B^T d down the columns: tile rows 0..3, one register each */
+        t0 = prg__wino4_bt_k(k, d[0], d[1], d[2], d[3], d[4], d[5]);
+        t1 = prg__wino4_bt_k(k, d[4], d[5], d[6], d[7], d[8], d[9]);
+        t2 = prg__wino4_bt_k(k, d[8], d[9], d[10], d[11], d[12], d[13]);
+        t3 = prg__wino4_bt_k(k, d[12], d[13], d[14], d[15], d[16], d[17]);
+    } else { /* tile rows 0 and 1, two registers each */
+        t0 = prg__wino4_bt_k(k, d[0], d[2], d[4], d[6], d[8], d[10]);
+        t1 = prg__wino4_bt_k(k, d[1], d[3], d[5], d[7], d[9], d[11]);
+        t2 = prg__wino4_bt_k(k, d[8], d[10], d[12], d[14], d[16], d[18]);
+        t3 = prg__wino4_bt_k(k, d[9], d[11], d[13], d[15], d[17], d[19]);
+    }
+    x0 = prg__wino4_col(0, m0, ib, t0, t1, t2, t3);
+    x1 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3);
+    x2 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
+    x3 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
+    x4 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
+    x5 = prg__wino4_col(5, m5, ib, t0, t1, t2, t3);
+    a = _mm512_fnmadd_ps(four, x2, x4); /* ... B along the rows */
+    b = _mm512_fnmadd_ps(four, x1, x3);
+    c = _mm512_sub_ps(x4, x2);
+    e = _mm512_sub_ps(x3, x1);
+    _mm512_storeu_ps(vk, prg__wino4_bt_k(0, x0, x1, x2, x3, x4, x5));
+    _mm512_storeu_ps(vk + vs, _mm512_add_ps(a, b));
+    _mm512_storeu_ps(vk + 2 * vs, _mm512_sub_ps(a, b));
+    _mm512_storeu_ps(vk + 3 * vs, _mm512_fmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 4 * vs, _mm512_fnmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 5 * vs, prg__wino4_bt_k(5, x0, x1, x2, x3, x4, x5));
+}
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty0, const int w) {
+    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
+    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const int H = w / 16, n = (4 * (64 / w) + 2) * H; /* registers a row; registers */
+    const __mmask16 m0 = (__mmask16)(w == 16 ? 0xEEEE : 0xFEFE), m5 = (__mmask16)(w == 16 ? 0x7777 : 0x7F7F);
+    const float *first = plane + ((ptrdiff_t)4 * ty0 - 1) * w;
+    __m512 d[20];
+    int i;
+    if (ty0 > 0 && 4 * ty0 + 4 * (64 / w) < h) { /* every row inside */
+        for (i = 0; i < n; i++) d[i] = _mm512_loadu_ps(first + 16 * i);
+    } else {
+        for (i = 0; i < n; i++) {
+            int y = 4 * ty0 - 1 + i / H;
+            d[i] = y >= 0 && y < h ? _mm512_loadu_ps(first + 16 * i) : _mm512_setzero_ps();
+        }
+    }
+    prg__wino4_in_k(v, vs, 0, d, H, m0, m5, ib);
+    prg__wino4_in_k(v + 6 * vs, vs, 1, d, H, m0, m5, ib);
+    prg__wino4_in_k(v + 12 * vs, vs, 2, d, H, m0, m5, ib);
+    prg__wino4_in_k(v + 18 * vs, vs, 3, d, H, m0, m5, ib);
+    prg__wino4_in_k(v + 24 * vs, vs, 4, d, H, m0, m5, ib);
+    prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
+}
+
 PRG__AVX512_TARGET
-static void prg__wino_weights_avx512(float *ut, const float *gw, size_t os, size_t is, int flip, int co, int ci,
-                                     int o0, int o1) {
-    const __m512 half = _mm512_set1_ps(0.5f), z = _mm512_setzero_ps();
-    const __m512i lane = _mm512_loadu_si512((const void *)prg__wino_even); /* 2 l */
-    int o, i, xi, r, c;
-    for (o = o0; o < o1; o++)
-        for (i = 0; i < ci; i += 16) {
-            __mmask16 m = (__mmask16)(ci - i >= 16 ? 0xFFFF : (1u << (ci - i)) - 1u);
-            /* lane l reads input channel i + l: offsets l * is (is < 2^31 / 16 here) */
-            __m512i idx = _mm512_mullo_epi32(_mm512_srli_epi32(lane, 1), _mm512_set1_epi32((int)is));
-            const float *gp = gw + o * os + i * is;
-            __m512 g[3][3], t[4][3], u[16];
+static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0) {
+    if (w == 16)
+        prg__wino4_in_w(v, vs, plane, h, ty0, 16);
+    else
+        prg__wino4_in_w(v, vs, plane, h, ty0, 32);
+}
+
+/* y[0..3] = A^T (m0 .. m5) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_at_v(__m512 *y, __m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5) {
+    __m512 p = _mm512_add_ps(m1, m2), q = _mm512_sub_ps(m1, m2), r = _mm512_add_ps(m3, m4),
+           t = _mm512_sub_ps(m3, m4);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m0, p), r);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), t, q);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r, p);
+    y[3] = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), t, _mm512_add_ps(q, m5));
+}
+
+/* Output register o of a row (16 floats, 4 tiles) takes lanes 4 o .. 4 o + 3 */
+PRG__AVX512_TARGET
+static void prg__wino4_out_avx512(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                  int accumulate) {
+    static const int base[16] = {0, 16, 0, 16, 1, 17, 1, 17, 2, 18, 2, 18, 3, 19, 3, 19};
+    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const __m512 bv = _mm512_set1_ps(bias);
+    const int H = w / 16;
+    __m512 t[4][6], y[4];
+    int j, a, o;
+    for (j = 0; j < 6; j++) { /* A^T m down the columns */
+        __m512 s[4];
+        prg__wino4_at_v(s, _mm512_loadu_ps(m + (size_t)j * ms), _mm512_loadu_ps(m + (size_t)(6 + j) * ms),
+                        _mm512_loadu_ps(m + (size_t)(12 + j) * ms), _mm512_loadu_ps(m + (size_t)(18 + j) * ms),
+                        _mm512_loadu_ps(m + (size_t)(24 + j) * ms), _mm512_loadu_ps(m + (size_t)(30 + j) * ms));
+        for (a = 0; a < 4; a++) t[a][j] = s[a];
+    }
+    for (a = 0; a < 4; a++) { /* ... A along the rows: image row 4 ty + a */
+        prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
+        for (o = 0; o < 4; o++) { /* tile row ty0 + o / H, columns 16 (o % H) .. */
+            __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(4 * o));
+            __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
+                                            _mm512_permutex2var_ps(y[2], io, y[3]));
+            float *row = plane + (size_t)(4 * (ty0 + o / H) + a) * w + 16 * (o % H);
+            _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), e) : _mm512_add_ps(e, bv));
+        }
+    }
+}
+
+/* o[0], o[s], ... = G (g0, g1, g2): n = 4, F(2x2,3x3); n = 6, F(4x4,3x3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_g_v(__m512 *o, size_t s, int n, __m512 g0, __m512 g1, __m512 g2) {
+    if (n == 4) {
+        const __m512 half = _mm512_set1_ps(0.5f);
+        o[0] = g0;
+        o[s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g0, g1), g2));
+        o[2 * s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g0, g1), g2));
+        o[3 * s] = g2;
+    } else {
+        const __m512 two = _mm512_set1_ps(2.0f), g4 = _mm512_mul_ps(_mm512_set1_ps(4.0f), g2);
+        const __m512 m6 = _mm512_set1_ps(-1.0f / 6), q24 = _mm512_set1_ps(1.0f / 24);
+        o[0] = _mm512_mul_ps(g0, _mm512_set1_ps(1.0f / 4));
+        o[s] = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(g0, g1), g2), m6);
+        o[2 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(g0, g1), g2), m6);
+        o[3 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fmadd_ps(two, g1, g0), g4), q24);
+        o[4 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fnmadd_ps(two, g1, g0), g4), q24);
+        o[5 * s] = g2;
+    }
+}
+
+/* prg__wino_weights with the mr <= 16 output channels of a panel in the
+   lanes (gathered; os * mr < 2^31 here) */
+PRG__AVX512_TARGET
+static void prg__wino_weights_avx512(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co,
+                                     int ci, int copad, int mr, int kcb, int p0, int p1) {
+    static const int lanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const __m512 z = _mm512_setzero_ps();
+    const int n = nxi == 16 ? 4 : 6;
+    const __m512i idx = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)lanes), _mm512_set1_epi32((int)os));
+    __mmask16 all;
+    int p, i, xi, r, c;
+    if (mr > 16) {
+        prg__wino_weights(u, gw, os, is, flip, nxi, co, ci, copad, mr, kcb, p0, p1);
+        return;
+    }
+    all = (__mmask16)((1u << mr) - 1u);
+    for (p = p0; p < p1; p++) {
+        int o0 = p * mr, rows = co - o0 < mr ? co - o0 : mr;
+        __mmask16 mk = (__mmask16)((1u << rows) - 1u);
+        for (i = 0; i < ci; i++) {
+            int pc = i - i % kcb, kc = ci - pc < kcb ? ci - pc : kcb;
+            const float *gp = gw + o0 * os + i * is;
+            float *dst = u + (size_t)pc * copad + (size_t)o0 * kc + (size_t)(i - pc) * mr;
+            __m512 g[3][3], t[6][3], v[36];
             for (r = 0; r < 3; r++)
                 for (c = 0; c < 3; c++)
-                    g[r][c] = _mm512_mask_i32gather_ps(z, m, idx, gp + (flip ? 8 - 3 * r - c : 3 * r + c), 4);
-            for (c = 0; c < 3; c++) { /* G g */
-                t[0][c] = g[0][c];
-                t[1][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[0][c], g[1][c]), g[2][c]));
-                t[2][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[0][c], g[1][c]), g[2][c]));
-                t[3][c] = g[2][c];
-            }
-            for (r = 0; r < 4; r++) { /* ... G^T */
-                u[4 * r] = t[r][0];
-                u[4 * r + 1] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[r][0], t[r][1]), t[r][2]));
-                u[4 * r + 2] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[r][0], t[r][1]), t[r][2]));
-                u[4 * r + 3] = t[r][2];
-            }
-            for (xi = 0; xi < 16; xi++) _mm512_mask_storeu_ps(ut + ((size_t)xi * co + o) * ci + i, m, u[xi]);
+                    g[r][c] = _mm512_mask_i32gather_ps(z, mk, idx, gp + (flip ? 8 - 3 * r - c : 3 * r + c), 4);
+            for (c = 0; c < 3; c++) prg__wino_g_v(&t[0][c], 3, n, g[0][c], g[1][c], g[2][c]); /* G g */
+            for (r = 0; r < n; r++) prg__wino_g_v(v + n * r, 1, n, t[r][0], t[r][1], t[r][2]);  /* ... G^T */
+            for (xi = 0; xi < nxi; xi++) _mm512_mask_storeu_ps(dst + (size_t)xi * ci * copad, all, v[xi]);
         }
+    }
 }
 
 /* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
@@ -4006,6 +4283,9 @@ static prg__wino_fns prg__wino_select(void) {
     f.out_plane8 = NULL;
     f.in_rows16 = f.dy_rows16 = NULL;
     f.out_rows16 = NULL;
+    f.in4 = prg__wino4_in_ref;
+    f.out4 = prg__wino4_out_ref;
+    f.fast4 = 0;
 #ifdef PRG__X86
     if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
         f.in_row = prg__wino_in_row_avx512;
@@ -4019,6 +4299,9 @@ static prg__wino_fns prg__wino_select(void) {
         f.in_rows16 = prg__wino_in_rows16_avx512;
         f.dy_rows16 = prg__wino_dy_rows16_avx512;
         f.out_rows16 = prg__wino_out_rows16_avx512;
+        f.in4 = prg__wino4_in_avx512;
+        f.out4 = prg__wino4_out_avx512;
+        f.fast4 = 1;
     }
 #endif
     return f;
@@ -4078,17 +4361,36 @@ static int prg__wino_rows16(const prg__wino *W) {
 }
 
 static size_t prg__wino_buf_floats(const prg__wino *W) {
-    size_t v = (size_t)16 * W->npan * W->ci * W->g->nr, m = (size_t)16 * W->co * W->tb;
+    size_t v = (size_t)W->nxi * W->npan * W->ci * W->g->nr, m = (size_t)W->nxi * W->co * W->tb;
     return v + m;
+}
+
+/* M[xi] = U[xi] V[xi] for the nt tiles of a block, every position xi */
+static void prg__wino_products(const prg__wino *W, int nt, const float *V, float *M) {
+    const prg__gemm_impl *g = W->g;
+    int MR = g->mr, NR = g->nr, KC = g->kc, xi, jp, ip, pc, npan = (nt + NR - 1) / NR;
+    for (xi = 0; xi < W->nxi; xi++)
+        for (jp = 0; jp < npan; jp++) {
+            int nr = nt - jp * NR < NR ? nt - jp * NR : NR;
+            for (pc = 0; pc < W->ci; pc += KC) {
+                int kc = W->ci - pc < KC ? W->ci - pc : KC;
+                const float *bp = V + (((size_t)xi * W->npan + jp) * W->ci + pc) * NR;
+                const float *ap = W->u + ((size_t)xi * W->ci + pc) * W->copad;
+                for (ip = 0; ip < W->co; ip += MR) {
+                    int mr = W->co - ip < MR ? W->co - ip : MR;
+                    g->kernel(kc, ap + (size_t)ip * kc, bp,
+                              M + ((size_t)xi * W->co + ip) * W->tb + (size_t)jp * NR, W->tb, mr, nr,
+                              1.0f, pc ? 1.0f : 0.0f, NULL);
+                }
+            }
+        }
 }
 
 /* One block of tiles [t0, t1): transform, 16 GEMMs, inverse transform. */
 static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf) {
-    const prg__gemm_impl *g = W->g;
-    int MR = g->mr, NR = g->nr, KC = g->kc, nt = (int)(t1 - t0), ci, co, xi, jp, ip, pc;
+    int NR = W->g->nr, nt = (int)(t1 - t0), ci, co, xi;
     size_t vsz = (size_t)16 * W->npan * W->ci * NR, plane_in = (size_t)W->h * W->w;
     float *V = buf, *M = V + vsz;
-    int npan = (nt + NR - 1) / NR;
     /* V in panels: V[(xi*npan + l/NR)*Ci + ci][l%NR] (runs do not cross panels) */
     if (prg__wino_planes8(W)) { /* blocks hold whole planes of 16 tiles: NR is a multiple of 16 */
         size_t p;
@@ -4118,21 +4420,7 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
                 memset(V + (((size_t)xi * W->npan + nt / NR) * W->ci + ci) * NR + nt % NR, 0,
                        (size_t)(NR - nt % NR) * sizeof(float));
     }
-    for (xi = 0; xi < 16; xi++)
-        for (jp = 0; jp < npan; jp++) {
-            int nr = nt - jp * NR < NR ? nt - jp * NR : NR;
-            for (pc = 0; pc < W->ci; pc += KC) {
-                int kc = W->ci - pc < KC ? W->ci - pc : KC;
-                const float *bp = V + (((size_t)xi * W->npan + jp) * W->ci + pc) * NR;
-                const float *ap = W->u + ((size_t)xi * W->ci + pc) * W->copad;
-                for (ip = 0; ip < W->co; ip += MR) {
-                    int mr = W->co - ip < MR ? W->co - ip : MR;
-                    g->kernel(kc, ap + (size_t)ip * kc, bp,
-                              M + ((size_t)xi * W->co + ip) * W->tb + (size_t)jp * NR, W->tb, mr, nr,
-                              1.0f, pc ? 1.0f : 0.0f, NULL);
-                }
-            }
-        }
+    prg__wino_products(W, nt, V, M);
     if (prg__wino_planes8(W)) {
         size_t p;
         for (p = t0 / 16; p < t1 / 16; p++)
@@ -4157,6 +4445,25 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
     }
 }
 
+/* The same with F(4x4,3x3): the block holds whole groups of 16 tiles */
+static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *buf) {
+    int NR = W->g->nr, nt = (int)(t1 - t0), c;
+    size_t per = (size_t)W->th * W->tw, plane = (size_t)W->h * W->w, vs = (size_t)W->npan * W->ci * NR, t;
+    float *V = buf, *M = V + (size_t)36 * vs;
+    for (c = 0; c < W->ci; c++)
+        for (t = t0; t < t1; t += 16) {
+            size_t l = t - t0;
+            W->fn.in4(V + (l / NR * W->ci + c) * NR + l % NR, vs, W->x + (t / per * W->ci + c) * plane, W->h, W->w,
+                      (int)(t % per / W->tw));
+        }
+    prg__wino_products(W, nt, V, M);
+    for (c = 0; c < W->co; c++)
+        for (t = t0; t < t1; t += 16)
+            W->fn.out4(W->y + (t / per * W->co + c) * plane, W->w, (int)(t % per / W->tw),
+                       M + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb, W->bias ? W->bias[c] : 0.0f,
+                       W->accumulate);
+}
+
 static void prg__wino_task(void *ctx, int ith, int nth) {
     const prg__wino *W = (const prg__wino *)ctx;
     size_t nblk = (W->ntiles + W->tb - 1) / W->tb, lo, hi, k;
@@ -4167,66 +4474,69 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
     prg_split_range(nblk, 1, ith, nth, &lo, &hi);
     for (k = lo; k < hi; k++) {
         size_t t1 = (k + 1) * W->tb < W->ntiles ? (k + 1) * W->tb : W->ntiles;
-        prg__wino_block(W, k * W->tb, t1, W->bufs[ith]->s.p);
+        if (W->f4)
+            prg__wino4_block(W, k * W->tb, t1, W->bufs[ith]->s.p);
+        else
+            prg__wino_block(W, k * W->tb, t1, W->bufs[ith]->s.p);
     }
 }
 
-/* The geometry and kernels shared by the forward and the weight gradient */
-static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout) {
+/* F(4x4,3x3) for a forward or dx on h x w maps: 16- and 32-wide maps whose
+   tiles fill groups of 16, with the vector kernels */
+static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int h, int w) {
+    return !prg__wino4_off && (fn->fast4 || prg__wino4_scalar) && g->nr % 16 == 0 &&
+           ((w == 16 && h % 16 == 0) || (w == 32 && h % 8 == 0));
+}
+
+/* The geometry and kernels shared by the forward and the weight gradient
+   (may4: F(4x4,3x3) where it fits, the forward only) */
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int may4) {
+    int m;
     memset(W, 0, sizeof *W);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->th = (h + 1) / 2;
-    W->tw = (w + 1) / 2;
+    W->f4 = may4 && prg__wino4_fits(&W->fn, W->g, h, w);
+    W->nxi = W->f4 ? 36 : 16;
+    m = W->f4 ? 4 : 2;
+    W->th = (h + m - 1) / m;
+    W->tw = (w + m - 1) / m;
     W->ntiles = (size_t)batch * W->th * W->tw;
 }
 
 typedef struct prg__wino_wjob {
     prg__wino *W;
-    float *ut;
     const float *gw;
     size_t os, is;
     int flip;
 } prg__wino_wjob;
 
+/* U, packed, for the A panels [lo, hi) */
 static void prg__wino_weights_range(void *ctx, size_t lo, size_t hi) {
     const prg__wino_wjob *j = (const prg__wino_wjob *)ctx;
-    j->W->fn.weights(j->ut, j->gw, j->os, j->is, j->flip, j->W->co, j->W->ci, (int)lo, (int)hi);
-}
-
-/* U[xi] as the GEMM kernel's A panels, per xi */
-static void prg__wino_pack_range(void *ctx, size_t lo, size_t hi) {
-    const prg__wino_wjob *j = (const prg__wino_wjob *)ctx;
     const prg__wino *W = j->W;
-    size_t xi;
-    int pc, ci = W->ci, co = W->co;
-    for (xi = lo; xi < hi; xi++)
-        for (pc = 0; pc < ci; pc += W->g->kc) {
-            int kc = ci - pc < W->g->kc ? ci - pc : W->g->kc;
-            W->g->pack_a(W->u + (xi * ci + pc) * W->copad, j->ut + xi * co * ci, ci, 0, co, 0, W->copad, pc, kc,
-                         W->g->mr);
-        }
+    W->fn.weights(W->u, j->gw, j->os, j->is, j->flip, W->nxi, W->co, W->ci, W->copad, W->g->mr, W->g->kc, (int)lo,
+                  (int)hi);
 }
 
 /* Transformed, packed weights (U) kept from one call to the next while the
    owner vouches that the weights do not change (a U-Net inside one encode,
    sampling or fine-tuning call): made on the first call, reused after. */
 typedef struct prg__wino_keep {
-    float *u;                /* [16][K chunks][Co panels][kc][MR], cap floats */
+    float *u;                /* [nxi][K chunks][Co panels][kc][MR], cap floats */
     size_t cap;
     int valid;               /* u holds the weights of the key below */
-    const float *gw;         /* key: weights, strides, flip, shape, kernel */
+    const float *gw;         /* key: weights, strides, flip, shape, transform, kernel */
     size_t os, is;
-    int flip, ci, co;
+    int flip, ci, co, nxi;
     const prg__gemm_impl *g;
     size_t *left;            /* floats the owner may still allocate */
 } prg__wino_keep;
 
-static int prg__wino_keep_has(const prg__wino_keep *k, const float *gw, size_t os, size_t is, int flip, int ci,
-                              int co, const prg__gemm_impl *g) {
-    return k && k->valid && k->gw == gw && k->os == os && k->is == is && k->flip == flip && k->ci == ci &&
-           k->co == co && k->g == g;
+static int prg__wino_keep_has(const prg__wino_keep *k, const float *gw, size_t os, size_t is, int flip,
+                              const prg__wino *W) {
+    return k && k->valid && k->gw == gw && k->os == os && k->is == is && k->flip == flip && k->ci == W->ci &&
+           k->co == W->co && k->nxi == W->nxi && k->g == W->g;
 }
 
 /* Room for floats of U in k, within the owner's budget; 0 when not. */
@@ -4257,8 +4567,8 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
-    prg__wino_init(&W, batch, cin, h, w, cout);
-    bytes_per_tile = (size_t)64 * (cin + cout);
+    prg__wino_init(&W, batch, cin, h, w, cout, 1);
+    bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
     if ((size_t)W.tb > W.ntiles) W.tb = (int)((W.ntiles + W.g->nr - 1) / W.g->nr * W.g->nr);
@@ -4268,9 +4578,9 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     nb = prg__parallel_width();
     if ((size_t)nb > (W.ntiles + W.tb - 1) / W.tb) nb = (int)((W.ntiles + W.tb - 1) / W.tb);
     if (nb < 1) nb = 1;
-    ufloats = (size_t)16 * W.copad * cin;
-    kept = prg__wino_keep_has(keep, gw, os, is, flip, cin, cout, W.g);
-    ub = kept ? NULL : prg__gemm_buf_take(ufloats + (size_t)16 * cin * cout);
+    ufloats = (size_t)W.nxi * W.copad * cin;
+    kept = prg__wino_keep_has(keep, gw, os, is, flip, &W);
+    ub = kept ? NULL : prg__gemm_buf_take(ufloats);
     if (!kept && !ub) return -1;
     for (i = 0; i < nb && ok; i++) {
         W.bufs[i] = prg__gemm_buf_take(prg__wino_buf_floats(&W));
@@ -4279,11 +4589,9 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     if (ok && kept) {
         W.u = keep->u;
     } else if (ok) {
-        /* U: the transformed weights [xi][co][ci] after the packed panels, then
-           packed (into keep when it has room) */
+        /* U: the transformed weights, packed (into keep when it has room) */
         prg__wino_wjob wj;
         wj.W = &W;
-        wj.ut = ub->s.p + ufloats;
         wj.gw = gw; wj.os = os; wj.is = is; wj.flip = flip;
         W.u = ub->s.p;
         if (keep && prg__wino_keep_room(keep, ufloats)) {
@@ -4291,10 +4599,9 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
             W.u = keep->u;
             keep->valid = 0;
             keep->gw = gw; keep->os = os; keep->is = is; keep->flip = flip;
-            keep->ci = cin; keep->co = cout; keep->g = W.g;
+            keep->ci = cin; keep->co = cout; keep->nxi = W.nxi; keep->g = W.g;
         }
-        prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_weights_range, &wj);
-        prg__parallel_for(16, (double)cout * cin, prg__wino_pack_range, &wj);
+        prg__parallel_for((size_t)(W.copad / W.g->mr), 2.0 * W.nxi * W.g->mr * cin, prg__wino_weights_range, &wj);
         if (into_keep) keep->valid = 1;
     }
     if (ok) prg_parallel(prg__wino_task, &W);
@@ -4423,7 +4730,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout);
+    prg__wino_init(W, batch, cin, h, w, cout, 0);
     if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
     W->x = x;
     D.dy = dy;

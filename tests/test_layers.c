@@ -489,19 +489,27 @@ static void test_vs_ref(void) {
         {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
         {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
         {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
-        {2, 40, 16, 16, 20, 3, 1, 1, 0}  /* ... whole planes over several blocks, no bias */
+        {2, 40, 16, 16, 20, 3, 1, 1, 0}, /* ... whole planes over several blocks, no bias */
+        /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
+        {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
+        {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
+        {2, 9, 64, 32, 17, 3, 1, 1, 1}   /* groups inside the plane (no edge rows), several blocks */
     };
     int i, round;
-    for (round = 0; round < 3; round++)
+    for (round = 0; round < 4; round++)
     for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
         const int *c = convs[i];
         char what[80];
         double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
         sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : "");
-        /* the second round: the packing buffers "cannot be had", so the
-           convolutions fall back to their stored column matrix (Winograd
-           too); the third: the implicit GEMM where Winograd would run */
+                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : round == 3 ? " F(2x2,3x3)" : "");
+        /* the first round: F(4x4,3x3) where it fits, with the scalar
+           kernels where the vector ones are not run; the second: the packing
+           buffers "cannot be had", so the convolutions fall back to their
+           stored column matrix (Winograd too); the third: the implicit GEMM
+           where Winograd would run; the fourth: F(2x2,3x3) everywhere */
+        prg__wino4_scalar = round == 0;
+        prg__wino4_off = round == 3;
         prg__sgemm_packer_off = round == 1;
         prg__wino_off = round == 2;
         L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
@@ -511,6 +519,8 @@ static void test_vs_ref(void) {
         layer_free(&L);
         prg__sgemm_packer_off = 0;
         prg__wino_off = 0;
+        prg__wino4_scalar = 0;
+        prg__wino4_off = 0;
     }
     L = make_linear(13, 37, 29);
     check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
@@ -577,6 +587,73 @@ static void test_fd(void) {
     L = make_flow(2, 3, 5); check_fd(&L, "b2 c3 hw5"); layer_free(&L);
 }
 
+/* Winograd F(4x4,3x3): the vector group transforms and weight packing
+   against their scalar twins, and the convolution takes it where it fits */
+static void test_wino4(void) {
+    prg__wino_fns fn = prg__wino_select();
+    const prg__gemm_impl *g = prg__gemm_select();
+    int w, nxi, flip;
+    for (w = 16; w <= 32; w += 16) { /* two planes of 32 rows: groups at the top, inside and at the bottom */
+        const int h = 32, tw = w / 4, groups = h / 4 * tw / 16;
+        size_t vs = 48, n = (size_t)36 * vs;
+        float *plane = rnd((size_t)h * w, -1, 1), *v1 = vec(n), *v2 = vec(n), *m = rnd(n, -1, 1);
+        float *y1 = rnd((size_t)h * w, -1, 1), *y2 = copy_of(y1, (size_t)h * w);
+        int gi, acc;
+        double e = 0, ey = 0, e1;
+        for (gi = 0; gi < groups; gi++) {
+            int ty0 = gi * 16 / tw;
+            fn.in4(v1, vs, plane, h, w, ty0);
+            prg__wino4_in_ref(v2, vs, plane, h, w, ty0);
+            for (nxi = 0; nxi < 36; nxi++) {
+                e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
+                if (e1 > e) e = e1;
+            }
+            for (acc = 0; acc < 2; acc++) {
+                fn.out4(y1, w, ty0, m + acc * 16, vs, 0.25f, acc);
+                prg__wino4_out_ref(y2, w, ty0, m + acc * 16, vs, 0.25f, acc);
+            }
+        }
+        ey = rel_err(y1, y2, (size_t)h * w);
+        /* the same sums (36 terms at most, entries up to 25 and 8) up to contraction into FMAs */
+        CHECK(e <= 64 * FLT_EPSILON, "[%s] F(4x4,3x3) input transform, %d wide: %.3g from its scalar twin",
+              fn.fast4 ? "avx512" : "scalar", w, e);
+        CHECK(ey <= 64 * FLT_EPSILON, "[%s] F(4x4,3x3) output transform, %d wide: %.3g from its scalar twin",
+              fn.fast4 ? "avx512" : "scalar", w, ey);
+        free(plane); free(v1); free(v2); free(m); free(y1); free(y2);
+    }
+    for (nxi = 16; nxi <= 36; nxi += 20)
+        for (flip = 0; flip < 2; flip++) { /* Ci over one K chunk, Co not a multiple of MR */
+            const int co = 2 * g->mr + 3, ci = g->kc + 9, copad = (co + g->mr - 1) / g->mr * g->mr;
+            size_t nu = (size_t)nxi * copad * ci;
+            float *wt = rnd((size_t)co * ci * 9, -1, 1), *u1 = vec(nu), *u2 = vec(nu);
+            double e;
+            fn.weights(u1, wt, (size_t)ci * 9, 9, flip, nxi, co, ci, copad, g->mr, g->kc, 0, copad / g->mr);
+            prg__wino_weights(u2, wt, (size_t)ci * 9, 9, flip, nxi, co, ci, copad, g->mr, g->kc, 0, copad / g->mr);
+            e = rel_err(u1, u2, nu);
+            CHECK(e <= 8 * FLT_EPSILON, "[%s] Winograd weights (%d positions, flip %d): %.3g from the scalar twin",
+                  kern, nxi, flip, e);
+            free(wt); free(u1); free(u2);
+        }
+    { /* the convolution takes F(4x4,3x3) on a 32-wide map: other bits than F(2x2,3x3), both near the reference */
+        const int b = 2, ci = 12, h = 16, w = 32, co = 10;
+        size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
+        float *x = rnd(nx, -1, 1), *wt = rnd(nw, -1, 1), *y4 = vec(ny), *y2 = vec(ny), *yr = vec(ny);
+        float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
+        prg__wino4_scalar = 1; /* where the vector kernels are not run */
+        prg_conv2d_forward(y4, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
+        prg__wino4_off = 1;
+        prg_conv2d_forward(y2, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
+        prg__wino4_off = 0;
+        prg__wino4_scalar = 0;
+        prg_conv2d_forward_ref(yr, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
+        if (g->nr % 16 == 0) CHECK(memcmp(y4, y2, ny * sizeof(float)) != 0, "[%s] F(4x4,3x3) not taken", kern);
+        CHECK(rel_err(y4, yr, ny) <= ci * 9 * FLT_EPSILON && rel_err(y2, yr, ny) <= ci * 9 * FLT_EPSILON,
+              "[%s] F(4x4,3x3) %.3g, F(2x2,3x3) %.3g from the reference", kern, rel_err(y4, yr, ny),
+              rel_err(y2, yr, ny));
+        free(x); free(wt); free(y4); free(y2); free(yr); free(ws);
+    }
+}
+
 static void test_threads(void) {
     layer L;
     int i;
@@ -628,6 +705,7 @@ static void test_threads(void) {
         CHECK(same, "%dx%d Winograd: the vector-filling and the row transforms give different bits", h, w);
         free(x); free(dy); free(wt); free(bias); free(ws);
     }
+    L = make_conv(3, 16, 16, 32, 20, 3, 1, 1, 1); check_threads(&L, "3x3 F(4x4,3x3)"); layer_free(&L);
     L = make_conv(6, 3, 20, 20, 16, 3, 1, 1, 1); check_threads(&L, "3 inputs (direct)"); layer_free(&L);
     L = make_conv(5, 16, 20, 20, 3, 3, 1, 1, 1); check_threads(&L, "3 outputs (direct)"); layer_free(&L);
     L = make_conv(9, 8, 16, 16, 8, 3, 2, 1, 1); check_threads(&L, "stride 2"); layer_free(&L);
@@ -933,6 +1011,7 @@ int main(void) {
         test_torch();
         test_extremes();
         test_gn_act_fused();
+        test_wino4();
     }
     prg_gemm_set_kernel("auto");
     kern = "auto";
