@@ -2988,9 +2988,8 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
      nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
      stored (im2col).
    3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
-   Winograd instead (below; see prg__wino_use for the maps): F(4x4,3x3) for
-   the forward and dx on 16- and 32-wide maps with AVX-512, F(2x2,3x3)
-   elsewhere and for every weight gradient; and
+   Winograd instead (below; see prg__wino_use for the maps): F(4x4,3x3) on
+   16- and 32-wide maps with AVX-512, F(2x2,3x3) elsewhere; and
    those with at most 4 channels in or out a direct kernel (AVX-512; below).
    When the GEMM's packing buffers cannot be had, the stored column matrix
    serves every product.  A 1x1 stride-1 unpadded conv needs no column
@@ -3408,7 +3407,9 @@ typedef struct prg__wino_fns {
     void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
     /* F(4x4,3x3), a group of 16 tiles at a time: prg__wino4_in_ref, _out_ref */
-    void (*in4)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0);
+    void (*in4)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0, int k0, int k1);
+    void (*dy4)(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0, int k1);
+    void (*dw_inverse4)(float *d, const float *u, size_t s, int cin); /* prg__wino4_dw_inverse */
     void (*out4)(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
     int fast4;   /* the F(4x4,3x3) kernels are the vector ones */
 } prg__wino_fns;
@@ -3559,7 +3560,9 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
    The forward and dx take it on 16- and 32-wide maps whose tiles come in
    groups of 16 filling one vector (16 wide: four tile rows, h a multiple of
    16; 32 wide: two tile rows, h a multiple of 8), with the AVX-512 kernels
-   (prg__wino4_fits); the weight gradient stays with F(2x2,3x3).  A group's
+   (prg__wino4_fits); the weight gradient too (dU = sum over tiles of
+   (A dY A^T) (B^T d B)^T, dW = G^T dU G, 6 rows of the transform split
+   among the threads).  A group's
    lane l is tile (ty0 + l / tw, l % tw) of its plane, tw = w / 4; the
    GEMMs, blocks and threads are those of F(2x2,3x3) with 36 positions.
    The fp32 error grows with the larger transform entries (8, 1/24): about
@@ -3579,9 +3582,11 @@ static void prg__wino4_bt(float *o, size_t os, const float *d, size_t s) {
     o[5 * os] = 4.0f * d1 + (d5 - 5.0f * d3);
 }
 
-/* The reference of the group transforms: v[(6k + j) vs + l] = (B^T d B)[k][j]
-   of the 16 tiles of the group from tile row ty0 (zeros outside the plane) */
-static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0) {
+/* The reference of the group transforms: v[(6 (k - k0) + j) vs + l] =
+   (B^T d B)[k][j], k0 <= k < k1, of the 16 tiles of the group from tile row
+   ty0 (zeros outside the plane) */
+static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0, int k0,
+                              int k1) {
     int tw = w / 4, l, i, j, k;
     for (l = 0; l < 16; l++) {
         int ty = ty0 + l / tw, tx = l % tw;
@@ -3593,7 +3598,7 @@ static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *pla
             }
         for (j = 0; j < 6; j++) prg__wino4_bt(t + j, 6, d + j, 6); /* B^T d down the columns */
         for (k = 0; k < 6; k++) prg__wino4_bt(u + 6 * k, 1, t + 6 * k, 1); /* ... B along the rows */
-        for (k = 0; k < 36; k++) v[(size_t)k * vs + l] = u[k];
+        for (k = 6 * k0; k < 6 * k1; k++) v[(size_t)(k - 6 * k0) * vs + l] = u[k];
     }
 }
 
@@ -3622,6 +3627,57 @@ static void prg__wino4_out_ref(float *plane, int w, int ty0, const float *PRG_RE
             float *row = plane + (size_t)(4 * ty + a) * w + 4 * tx;
             for (e = 0; e < 4; e++) row[e] = accumulate ? row[e] + y[4 * a + e] : y[4 * a + e] + bias;
         }
+    }
+}
+
+/* o[k] = (A e)[k] for the 4 values e[0], e[s], ..., e[3 s]: A = A^T's transpose */
+static void prg__wino4_a(float *o, size_t os, const float *e, size_t s) {
+    float e0 = e[0], e1 = e[s], e2 = e[2 * s], e3 = e[3 * s];
+    float a = e0 + e2, b = e1 + e3, p = e0 + 4.0f * e2, q = e1 + 4.0f * e3;
+    o[0] = e0;
+    o[os] = a + b;
+    o[2 * os] = a - b;
+    o[3 * os] = p + 2.0f * q;
+    o[4 * os] = p - 2.0f * q;
+    o[5 * os] = e3;
+}
+
+/* o[r] = (G^T u)[r] for the 6 values u[0], u[s], ..., u[5 s] */
+static void prg__wino4_gt(float *o, size_t os, const float *u, size_t s) {
+    float u0 = u[0], a = u[s] + u[2 * s], b = u[s] - u[2 * s], c = u[3 * s] + u[4 * s], d = u[3 * s] - u[4 * s];
+    o[0] = u0 * (1.0f / 4) - a * (1.0f / 6) + c * (1.0f / 24);
+    o[os] = d * (1.0f / 12) - b * (1.0f / 6);
+    o[2 * os] = (c - a) * (1.0f / 6) + u[5 * s];
+}
+
+/* d[9 i + 3 r + c] += (G^T dU G)[r][c] for i < cin, dU[xi] at u[xi * s + i]:
+   the F(4x4,3x3) weight gradient of one output channel */
+static void prg__wino4_dw_inverse(float *d, const float *u, size_t s, int cin) {
+    int i, c, r;
+    for (i = 0; i < cin; i++) {
+        float t[3][6], g[3];
+        for (c = 0; c < 6; c++) prg__wino4_gt(&t[0][c], 6, u + i + (size_t)c * s, 6 * s); /* G^T dU down the columns */
+        for (r = 0; r < 3; r++) { /* ... G along the rows */
+            prg__wino4_gt(g, 1, t[r], 1);
+            for (c = 0; c < 3; c++) d[9 * i + 3 * r + c] += g[c];
+        }
+    }
+}
+
+/* The weight gradient's transform of dy: dm[(6 (k - k0) + j) ms + l] =
+   (A e A^T)[k][j], k0 <= k < k1, for the 4x4 dy tiles e of the group from
+   tile row ty0 (all inside the plane) */
+static void prg__wino4_dy_ref(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0,
+                              int k1) {
+    int tw = w / 4, l, a, j, k;
+    for (l = 0; l < 16; l++) {
+        int ty = ty0 + l / tw, tx = l % tw;
+        float e[16], t[24], u[36];
+        for (a = 0; a < 4; a++)
+            for (j = 0; j < 4; j++) e[4 * a + j] = plane[(size_t)(4 * ty + a) * w + 4 * tx + j];
+        for (j = 0; j < 4; j++) prg__wino4_a(t + j, 4, e + j, 4);      /* A e down the columns */
+        for (k = 0; k < 6; k++) prg__wino4_a(u + 6 * k, 1, t + 4 * k, 1); /* ... A^T along the rows */
+        for (k = 6 * k0; k < 6 * k1; k++) dm[(size_t)(k - 6 * k0) * ms + l] = u[k];
     }
 }
 
@@ -4076,7 +4132,7 @@ prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H
 }
 
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty0, const int w) {
+prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty0, int k0, int k1, const int w) {
     static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
     const __m512i ib = _mm512_loadu_si512((const void *)base);
     const int H = w / 16, n = (4 * (64 / w) + 2) * H; /* registers a row; registers */
@@ -4092,20 +4148,106 @@ prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int
             d[i] = y >= 0 && y < h ? _mm512_loadu_ps(first + 16 * i) : _mm512_setzero_ps();
         }
     }
-    prg__wino4_in_k(v, vs, 0, d, H, m0, m5, ib);
-    prg__wino4_in_k(v + 6 * vs, vs, 1, d, H, m0, m5, ib);
-    prg__wino4_in_k(v + 12 * vs, vs, 2, d, H, m0, m5, ib);
-    prg__wino4_in_k(v + 18 * vs, vs, 3, d, H, m0, m5, ib);
-    prg__wino4_in_k(v + 24 * vs, vs, 4, d, H, m0, m5, ib);
-    prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
+    v -= (ptrdiff_t)6 * k0 * (ptrdiff_t)vs; /* row k at v + 6 k vs */
+    if (k0 <= 0 && 0 < k1) prg__wino4_in_k(v, vs, 0, d, H, m0, m5, ib);
+    if (k0 <= 1 && 1 < k1) prg__wino4_in_k(v + 6 * vs, vs, 1, d, H, m0, m5, ib);
+    if (k0 <= 2 && 2 < k1) prg__wino4_in_k(v + 12 * vs, vs, 2, d, H, m0, m5, ib);
+    if (k0 <= 3 && 3 < k1) prg__wino4_in_k(v + 18 * vs, vs, 3, d, H, m0, m5, ib);
+    if (k0 <= 4 && 4 < k1) prg__wino4_in_k(v + 24 * vs, vs, 4, d, H, m0, m5, ib);
+    if (k0 <= 5 && 5 < k1) prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
 }
 
 PRG__AVX512_TARGET
-static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0) {
+static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0,
+                                 int k0, int k1) {
     if (w == 16)
-        prg__wino4_in_w(v, vs, plane, h, ty0, 16);
+        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 16);
     else
-        prg__wino4_in_w(v, vs, plane, h, ty0, 32);
+        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 32);
+}
+
+/* Row k of A (e0 .. e3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_a_k(int k, __m512 e0, __m512 e1, __m512 e2, __m512 e3) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    switch (k) {
+    case 0: return e0;
+    case 1: return _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
+    case 2: return _mm512_sub_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
+    case 3: return _mm512_fmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
+    case 4: return _mm512_fnmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
+    default: return e3;
+    }
+}
+
+/* Row k of the group's dy transform from its 16 image-row registers e */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_dy_k(float *PRG_RESTRICT dk, size_t ms, int k, const __m512 *e, int H, __m512i ib) {
+    __m512 t[4], x0, x1, x2, x3;
+    int q;
+    for (q = 0; q < 4; q++) { /* A e down the columns: register q is tile row q / H, columns 16 (q % H) .. */
+        const __m512 *r = e + (q / H) * 4 * H + q % H;
+        t[q] = prg__wino4_a_k(k, r[0], r[H], r[2 * H], r[3 * H]);
+    }
+    x0 = prg__wino4_col(1, 0xFFFF, ib, t[0], t[1], t[2], t[3]); /* column 4 tx + c - 1 */
+    x1 = prg__wino4_col(2, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
+    x2 = prg__wino4_col(3, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
+    x3 = prg__wino4_col(4, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
+    for (q = 0; q < 6; q++) _mm512_storeu_ps(dk + (size_t)q * ms, prg__wino4_a_k(q, x0, x1, x2, x3));
+}
+
+/* prg__wino4_dy_ref with AVX-512, the image rows in registers */
+PRG__AVX512_TARGET
+static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0,
+                                 int k1) {
+    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
+    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const float *first = plane + (size_t)4 * ty0 * w;
+    __m512 e[16];
+    int i;
+    for (i = 0; i < 16; i++) e[i] = _mm512_loadu_ps(first + 16 * i); /* 64 / w tile rows of 4 image rows */
+    dm -= (ptrdiff_t)6 * k0 * (ptrdiff_t)ms;
+#define PRG__WINO4_DY(k)                                                                           \
+    if (k0 <= k && k < k1) {                                                                       \
+        if (w == 16)                                                                               \
+            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 1, ib);                           \
+        else                                                                                       \
+            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 2, ib);                           \
+    }
+    PRG__WINO4_DY(0) PRG__WINO4_DY(1) PRG__WINO4_DY(2) PRG__WINO4_DY(3) PRG__WINO4_DY(4) PRG__WINO4_DY(5)
+#undef PRG__WINO4_DY
+}
+
+/* G^T (u0 .. u5), rows 0..2 */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_gt_v(__m512 *o, size_t os, const __m512 *u, size_t s) {
+    const __m512 q4 = _mm512_set1_ps(1.0f / 4), s6 = _mm512_set1_ps(1.0f / 6);
+    const __m512 q12 = _mm512_set1_ps(1.0f / 12), q24 = _mm512_set1_ps(1.0f / 24);
+    __m512 a = _mm512_add_ps(u[s], u[2 * s]), b = _mm512_sub_ps(u[s], u[2 * s]);
+    __m512 c = _mm512_add_ps(u[3 * s], u[4 * s]), d = _mm512_sub_ps(u[3 * s], u[4 * s]);
+    o[0] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(u[0], q4), _mm512_mul_ps(a, s6)), _mm512_mul_ps(c, q24));
+    o[os] = _mm512_sub_ps(_mm512_mul_ps(d, q12), _mm512_mul_ps(b, s6));
+    o[2 * os] = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(c, a), s6), u[5 * s]);
+}
+
+/* prg__wino4_dw_inverse for 16 input channels at a time: the 9 results
+   through a buffer into the 16 consecutive 3x3 kernels */
+PRG__AVX512_TARGET
+static void prg__wino4_dw_inverse_avx512(float *d, const float *u, size_t s, int cin) {
+    int i, c, r, l;
+    for (i = 0; i < cin; i += 16) {
+        int n = cin - i < 16 ? cin - i : 16;
+        __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        __m512 uu[36], t[3][6], g[3][3];
+        float y[9][16], *di = d + (size_t)9 * i;
+        for (c = 0; c < 36; c++) uu[c] = _mm512_maskz_loadu_ps(mk, u + i + (size_t)c * s);
+        for (c = 0; c < 6; c++) prg__wino4_gt_v(&t[0][c], 6, uu + c, 6); /* G^T dU down the columns */
+        for (r = 0; r < 3; r++) prg__wino4_gt_v(g[r], 1, t[r], 1);      /* ... G along the rows */
+        for (r = 0; r < 3; r++)
+            for (c = 0; c < 3; c++) _mm512_storeu_ps(y[3 * r + c], g[r][c]);
+        for (l = 0; l < n; l++)
+            for (c = 0; c < 9; c++) di[9 * l + c] += y[c][l];
+    }
 }
 
 /* y[0..3] = A^T (m0 .. m5) */
@@ -4284,6 +4426,8 @@ static prg__wino_fns prg__wino_select(void) {
     f.in_rows16 = f.dy_rows16 = NULL;
     f.out_rows16 = NULL;
     f.in4 = prg__wino4_in_ref;
+    f.dy4 = prg__wino4_dy_ref;
+    f.dw_inverse4 = prg__wino4_dw_inverse;
     f.out4 = prg__wino4_out_ref;
     f.fast4 = 0;
 #ifdef PRG__X86
@@ -4300,6 +4444,8 @@ static prg__wino_fns prg__wino_select(void) {
         f.dy_rows16 = prg__wino_dy_rows16_avx512;
         f.out_rows16 = prg__wino_out_rows16_avx512;
         f.in4 = prg__wino4_in_avx512;
+        f.dy4 = prg__wino4_dy_avx512;
+        f.dw_inverse4 = prg__wino4_dw_inverse_avx512;
         f.out4 = prg__wino4_out_avx512;
         f.fast4 = 1;
     }
@@ -4454,7 +4600,7 @@ static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *bu
         for (t = t0; t < t1; t += 16) {
             size_t l = t - t0;
             W->fn.in4(V + (l / NR * W->ci + c) * NR + l % NR, vs, W->x + (t / per * W->ci + c) * plane, W->h, W->w,
-                      (int)(t % per / W->tw));
+                      (int)(t % per / W->tw), 0, 6);
         }
     prg__wino_products(W, nt, V, M);
     for (c = 0; c < W->co; c++)
@@ -4615,24 +4761,35 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
 typedef struct prg__wino_dw {
     prg__wino W;        /* geometry, x; y unused */
     const float *dy;    /* [B][Co][H][W] */
-    float *du;          /* [16][Co][Ci] */
+    float *du;          /* [nxi][Co][Ci] */
     float *dwt;         /* [Co][Ci][3][3], added to */
-    int nparts;         /* the 4 rows of the transform split into nparts parts */
+    int nk;             /* rows of the transform: 4, or 6 (F(4x4,3x3)) */
+    int nparts;         /* the nk rows of the transform split into nparts parts */
     int rows;           /* rows of the transform a thread's buffers hold */
 } prg__wino_dw;
 
-/* Rows [k0, k1) of the 4x4 transform (positions 4 k0 .. 4 k1 - 1): for each
+/* Rows [k0, k1) of the transform (positions nk k0 .. nk k1 - 1): for each
    block, its V and dM at those positions (in buf), then their GEMMs into dU
    (the same blocks, so the same sums, for any thread count). */
 static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1) {
     const prg__wino *W = &D->W;
     size_t t0, plane = (size_t)W->h * W->w;
-    int nxi = 4 * (k1 - k0), c, xi;
+    int nxi = D->nk * (k1 - k0), c, xi;
     float *V = buf, *dM = V + (size_t)nxi * W->ci * W->tb;
     for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
         size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
         int nt = (int)(t1 - t0);
-        if (prg__wino_planes8(W)) {
+        if (W->f4) { /* whole groups of 16 tiles */
+            size_t t, per = (size_t)W->th * W->tw;
+            for (c = 0; c < W->ci; c++)
+                for (t = t0; t < t1; t += 16)
+                    W->fn.in4(V + (size_t)c * W->tb + (t - t0), (size_t)W->ci * W->tb,
+                              W->x + (t / per * W->ci + c) * plane, W->h, W->w, (int)(t % per / W->tw), k0, k1);
+            for (c = 0; c < W->co; c++)
+                for (t = t0; t < t1; t += 16)
+                    W->fn.dy4(dM + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb,
+                              D->dy + (t / per * W->co + c) * plane, W->w, (int)(t % per / W->tw), k0, k1);
+        } else if (prg__wino_planes8(W)) {
             size_t p;
             for (p = t0 / 16; p < t1 / 16; p++) {
                 size_t l = p * 16 - t0;
@@ -4671,12 +4828,12 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
         }
         for (xi = 0; xi < nxi; xi++)
             W->fn.nt(W->co, W->ci, nt, dM + (size_t)xi * W->co * W->tb, (size_t)W->tb,
-                     V + (size_t)xi * W->ci * W->tb, (size_t)W->tb, D->du + (size_t)(4 * k0 + xi) * W->co * W->ci,
-                     W->ci);
+                     V + (size_t)xi * W->ci * W->tb, (size_t)W->tb,
+                     D->du + (size_t)(D->nk * k0 + xi) * W->co * W->ci, W->ci);
     }
 }
 
-/* A thread's share of the 4 rows, D->rows at a time (its buffer's size:
+/* A thread's share of the nk rows, D->rows at a time (its buffer's size:
    more when the job runs on fewer threads than planned) */
 static void prg__wino_dw_task(void *ctx, int ith, int nth) {
     const prg__wino_dw *D = (const prg__wino_dw *)ctx;
@@ -4686,7 +4843,7 @@ static void prg__wino_dw_task(void *ctx, int ith, int nth) {
         if (ith >= D->nparts) return;
         nth = D->nparts;
     }
-    prg_split_range(4, 1, ith, nth, &lo, &hi);
+    prg_split_range((size_t)D->nk, 1, ith, nth, &lo, &hi);
     for (k0 = (int)lo; k0 < (int)hi; k0 += D->rows)
         prg__wino_dw_rows(D, D->W.bufs[ith]->s.p, k0, k0 + D->rows < (int)hi ? k0 + D->rows : (int)hi);
 }
@@ -4698,6 +4855,10 @@ static void prg__wino_dw_inverse_range(void *ctx, size_t lo, size_t hi) {
     const size_t s = (size_t)D->W.co * cin;
     size_t o;
     int i;
+    if (D->nk == 6) {
+        for (o = lo; o < hi; o++) D->W.fn.dw_inverse4(D->dwt + o * cin * 9, D->du + o * cin, s, cin);
+        return;
+    }
     for (o = lo; o < hi; o++)
         for (i = 0; i < cin; i++) {
             float t[3][4], *d = D->dwt + (o * cin + i) * 9;
@@ -4730,27 +4891,28 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout, 0);
+    prg__wino_init(W, batch, cin, h, w, cout, 1);
     if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
     W->x = x;
     D.dy = dy;
+    D.nk = W->f4 ? 6 : 4;
     nb = prg__wino_dw_plan ? prg__wino_dw_plan : prg__parallel_width();
-    if (nb > 4) nb = 4;
+    if (nb > D.nk) nb = D.nk;
     D.nparts = nb;
-    per = (size_t)16 * (cin + cout); /* bytes of V and dM per tile: 4 positions */
+    per = (size_t)4 * D.nk * (cin + cout); /* bytes of V and dM per tile and row of the transform */
     W->tb = (int)(PRG__WINO_DW_L2 / per) / 64 * 64;
     if (W->tb < 64) W->tb = 64;
     if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
-    ub = prg__gemm_buf_take((size_t)16 * cout * cin);
+    ub = prg__gemm_buf_take((size_t)W->nxi * cout * cin);
     if (!ub) return -1;
-    D.rows = (4 + nb - 1) / nb;
+    D.rows = (D.nk + nb - 1) / nb;
     for (i = 0; i < nb && ok; i++) {
         W->bufs[i] = prg__gemm_buf_take((size_t)D.rows * per / 4 * W->tb);
         if (W->bufs[i]) W->nbufs++; else ok = 0;
     }
     if (ok) {
         D.du = ub->s.p;
-        memset(D.du, 0, (size_t)16 * cout * cin * sizeof(float));
+        memset(D.du, 0, (size_t)W->nxi * cout * cin * sizeof(float));
         prg_parallel(prg__wino_dw_task, &D);
         D.dwt = dwt;
         prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_dw_inverse_range, &D);

@@ -598,15 +598,24 @@ static void test_wino4(void) {
         size_t vs = 48, n = (size_t)36 * vs;
         float *plane = rnd((size_t)h * w, -1, 1), *v1 = vec(n), *v2 = vec(n), *m = rnd(n, -1, 1);
         float *y1 = rnd((size_t)h * w, -1, 1), *y2 = copy_of(y1, (size_t)h * w);
-        int gi, acc;
-        double e = 0, ey = 0, e1;
+        int gi, acc, part;
+        double e = 0, ey = 0, ed = 0, e1;
         for (gi = 0; gi < groups; gi++) {
             int ty0 = gi * 16 / tw;
-            fn.in4(v1, vs, plane, h, w, ty0);
-            prg__wino4_in_ref(v2, vs, plane, h, w, ty0);
-            for (nxi = 0; nxi < 36; nxi++) {
-                e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
-                if (e1 > e) e = e1;
+            for (part = 0; part < 2; part++) { /* all six rows of the transform, and rows 1..3 */
+                int k0 = part, k1 = part ? 4 : 6;
+                fn.in4(v1, vs, plane, h, w, ty0, k0, k1);
+                prg__wino4_in_ref(v2, vs, plane, h, w, ty0, k0, k1);
+                for (nxi = 0; nxi < 6 * (k1 - k0); nxi++) {
+                    e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
+                    if (e1 > e) e = e1;
+                }
+                fn.dy4(v1, vs, plane, w, ty0, k0, k1);
+                prg__wino4_dy_ref(v2, vs, plane, w, ty0, k0, k1);
+                for (nxi = 0; nxi < 6 * (k1 - k0); nxi++) {
+                    e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
+                    if (e1 > ed) ed = e1;
+                }
             }
             for (acc = 0; acc < 2; acc++) {
                 fn.out4(y1, w, ty0, m + acc * 16, vs, 0.25f, acc);
@@ -619,6 +628,8 @@ static void test_wino4(void) {
               fn.fast4 ? "avx512" : "scalar", w, e);
         CHECK(ey <= 64 * FLT_EPSILON, "[%s] F(4x4,3x3) output transform, %d wide: %.3g from its scalar twin",
               fn.fast4 ? "avx512" : "scalar", w, ey);
+        CHECK(ed <= 64 * FLT_EPSILON, "[%s] F(4x4,3x3) dy transform, %d wide: %.3g from its scalar twin",
+              fn.fast4 ? "avx512" : "scalar", w, ed);
         free(plane); free(v1); free(v2); free(m); free(y1); free(y2);
     }
     for (nxi = 16; nxi <= 36; nxi += 20)
@@ -634,6 +645,20 @@ static void test_wino4(void) {
                   kern, nxi, flip, e);
             free(wt); free(u1); free(u2);
         }
+    { /* the weight gradient's inverse transform, 21 input channels (a vector and a part) */
+        const int cin = 21, co = 3;
+        size_t su = (size_t)co * cin;
+        float *u = rnd(36 * su, -1, 1), *d1 = rnd((size_t)co * cin * 9, -1, 1), *d2 = copy_of(d1, (size_t)co * cin * 9);
+        int o;
+        for (o = 0; o < co; o++) {
+            fn.dw_inverse4(d1 + (size_t)o * cin * 9, u + (size_t)o * cin, su, cin);
+            prg__wino4_dw_inverse(d2 + (size_t)o * cin * 9, u + (size_t)o * cin, su, cin);
+        }
+        CHECK(rel_err(d1, d2, (size_t)co * cin * 9) <= 8 * FLT_EPSILON,
+              "[%s] F(4x4,3x3) weight-gradient inverse: %.3g from its scalar twin", fn.fast4 ? "avx512" : "scalar",
+              rel_err(d1, d2, (size_t)co * cin * 9));
+        free(u); free(d1); free(d2);
+    }
     { /* the convolution takes F(4x4,3x3) on a 32-wide map: other bits than F(2x2,3x3), both near the reference */
         const int b = 2, ci = 12, h = 16, w = 32, co = 10;
         size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
