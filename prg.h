@@ -3407,10 +3407,12 @@ typedef struct prg__wino_fns {
     void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
     /* F(4x4,3x3), a group of 16 tiles at a time: prg__wino4_in_ref, _out_ref */
-    void (*in4)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0, int k0, int k1);
-    void (*dy4)(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0, int k1);
+    void (*in4)(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int h, int w, int ty0, int k0,
+                int k1);
+    void (*dy4)(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0, int k0, int k1);
     void (*dw_inverse4)(float *d, const float *u, size_t s, int cin); /* prg__wino4_dw_inverse */
-    void (*out4)(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
+    void (*out4)(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
+                 int accumulate);
     int fast4;   /* the F(4x4,3x3) kernels are the vector ones */
 } prg__wino_fns;
 
@@ -3557,13 +3559,15 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
        G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
             1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
        A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
-   The forward and dx take it on 16- and 32-wide maps whose tiles come in
-   groups of 16 filling one vector (16 wide: four tile rows, h a multiple of
-   16; 32 wide: two tile rows, h a multiple of 8), with the AVX-512 kernels
-   (prg__wino4_fits); the weight gradient too (dU = sum over tiles of
+   The forward and dx take it on maps whose tiles come in groups of 16
+   filling one vector (16 wide: four tile rows, h a multiple of 16; 32 wide:
+   two tile rows, h a multiple of 8; 8 x 8: the four tiles of four samples'
+   planes, ps floats apart, the batch a multiple of 4 and 32 or more;
+   forward and dx only), with the AVX-512 kernels (prg__wino4_fits); the weight gradient too (dU = sum over tiles of
    (A dY A^T) (B^T d B)^T, dW = G^T dU G, 6 rows of the transform split
    among the threads).  A group's
-   lane l is tile (ty0 + l / tw, l % tw) of its plane, tw = w / 4; the
+   lane l is tile (ty0 + l / tw, l % tw) of its plane, tw = w / 4 (8 x 8:
+   tile l % 4 of the plane l / 4 after the first); the
    GEMMs, blocks and threads are those of F(2x2,3x3) with 36 positions.
    The fp32 error grows with the larger transform entries (8, 1/24): about
    4x that of F(2x2,3x3), well inside the tests' K eps bound. */
@@ -3582,19 +3586,28 @@ static void prg__wino4_bt(float *o, size_t os, const float *d, size_t s) {
     o[5 * os] = 4.0f * d1 + (d5 - 5.0f * d3);
 }
 
+/* Lane l of a group from tile row ty0: tile (*ty, *tx) of plane *s */
+static void prg__wino4_lane(int l, int w, int ty0, int *s, int *ty, int *tx) {
+    if (w == 8) {
+        *s = l / 4, *ty = l % 4 / 2, *tx = l % 2;
+    } else {
+        *s = 0, *ty = ty0 + l / (w / 4), *tx = l % (w / 4);
+    }
+}
+
 /* The reference of the group transforms: v[(6 (k - k0) + j) vs + l] =
    (B^T d B)[k][j], k0 <= k < k1, of the 16 tiles of the group from tile row
    ty0 (zeros outside the plane) */
-static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0, int k0,
-                              int k1) {
-    int tw = w / 4, l, i, j, k;
+static void prg__wino4_in_ref(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int h, int w,
+                              int ty0, int k0, int k1) {
+    int l, i, j, k, sp, ty, tx;
     for (l = 0; l < 16; l++) {
-        int ty = ty0 + l / tw, tx = l % tw;
         float d[36], t[36], u[36];
+        prg__wino4_lane(l, w, ty0, &sp, &ty, &tx);
         for (i = 0; i < 6; i++)
             for (j = 0; j < 6; j++) {
                 int y = 4 * ty - 1 + i, x = 4 * tx - 1 + j;
-                d[6 * i + j] = y >= 0 && y < h && x >= 0 && x < w ? plane[(size_t)y * w + x] : 0.0f;
+                d[6 * i + j] = y >= 0 && y < h && x >= 0 && x < w ? plane[sp * ps + (size_t)y * w + x] : 0.0f;
             }
         for (j = 0; j < 6; j++) prg__wino4_bt(t + j, 6, d + j, 6); /* B^T d down the columns */
         for (k = 0; k < 6; k++) prg__wino4_bt(u + 6 * k, 1, t + 6 * k, 1); /* ... B along the rows */
@@ -3614,17 +3627,17 @@ static void prg__wino4_at(float *y, size_t ys, const float *m, size_t s) {
 
 /* The group's outputs from m[xi ms + l]: Y = A^T m A, stored (plus bias)
    or added, every tile inside the plane */
-static void prg__wino4_out_ref(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
-                               int accumulate) {
-    int tw = w / 4, l, a, e, j;
+static void prg__wino4_out_ref(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms,
+                               float bias, int accumulate) {
+    int l, a, e, j, sp, ty, tx;
     for (l = 0; l < 16; l++) {
-        int ty = ty0 + l / tw, tx = l % tw;
         float mm[36], t[24], y[16];
+        prg__wino4_lane(l, w, ty0, &sp, &ty, &tx);
         for (j = 0; j < 36; j++) mm[j] = m[(size_t)j * ms + l];
         for (j = 0; j < 6; j++) prg__wino4_at(t + j, 6, mm + j, 6); /* A^T m down the columns */
         for (a = 0; a < 4; a++) prg__wino4_at(y + 4 * a, 1, t + 6 * a, 1); /* ... A along the rows */
         for (a = 0; a < 4; a++) {
-            float *row = plane + (size_t)(4 * ty + a) * w + 4 * tx;
+            float *row = plane + sp * ps + (size_t)(4 * ty + a) * w + 4 * tx;
             for (e = 0; e < 4; e++) row[e] = accumulate ? row[e] + y[4 * a + e] : y[4 * a + e] + bias;
         }
     }
@@ -3667,14 +3680,14 @@ static void prg__wino4_dw_inverse(float *d, const float *u, size_t s, int cin) {
 /* The weight gradient's transform of dy: dm[(6 (k - k0) + j) ms + l] =
    (A e A^T)[k][j], k0 <= k < k1, for the 4x4 dy tiles e of the group from
    tile row ty0 (all inside the plane) */
-static void prg__wino4_dy_ref(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0,
-                              int k1) {
-    int tw = w / 4, l, a, j, k;
+static void prg__wino4_dy_ref(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0,
+                              int k0, int k1) {
+    int l, a, j, k, sp, ty, tx;
     for (l = 0; l < 16; l++) {
-        int ty = ty0 + l / tw, tx = l % tw;
         float e[16], t[24], u[36];
+        prg__wino4_lane(l, w, ty0, &sp, &ty, &tx);
         for (a = 0; a < 4; a++)
-            for (j = 0; j < 4; j++) e[4 * a + j] = plane[(size_t)(4 * ty + a) * w + 4 * tx + j];
+            for (j = 0; j < 4; j++) e[4 * a + j] = plane[sp * ps + (size_t)(4 * ty + a) * w + 4 * tx + j];
         for (j = 0; j < 4; j++) prg__wino4_a(t + j, 4, e + j, 4);      /* A e down the columns */
         for (k = 0; k < 6; k++) prg__wino4_a(u + 6 * k, 1, t + 4 * k, 1); /* ... A^T along the rows */
         for (k = 6 * k0; k < 6 * k1; k++) dm[(size_t)(k - 6 * k0) * ms + l] = u[k];
@@ -4096,12 +4109,36 @@ prg__wino4_col(int c, __mmask16 mask, __m512i ib, __m512 a0, __m512 a1, __m512 b
     return _mm512_mask_mov_ps(x, (__mmask16)(mask & 0xFF00), _mm512_permutex2var_ps(b0, ic, b1));
 }
 
+/* ... B along the rows: the columns c of the registers' pairs (t0, t1) and
+   (t2, t3) that lane l takes are at ib + c (prg__wino4_col) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_row(float *PRG_RESTRICT vk, size_t vs, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __mmask16 m0,
+                  __mmask16 m5, __m512i ib) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    __m512 x0, x1, x2, x3, x4, x5, a, b, c, e;
+    x0 = prg__wino4_col(0, m0, ib, t0, t1, t2, t3);
+    x1 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3);
+    x2 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
+    x3 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
+    x4 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
+    x5 = prg__wino4_col(5, m5, ib, t0, t1, t2, t3);
+    a = _mm512_fnmadd_ps(four, x2, x4);
+    b = _mm512_fnmadd_ps(four, x1, x3);
+    c = _mm512_sub_ps(x4, x2);
+    e = _mm512_sub_ps(x3, x1);
+    _mm512_storeu_ps(vk, prg__wino4_bt_k(0, x0, x1, x2, x3, x4, x5));
+    _mm512_storeu_ps(vk + vs, _mm512_add_ps(a, b));
+    _mm512_storeu_ps(vk + 2 * vs, _mm512_sub_ps(a, b));
+    _mm512_storeu_ps(vk + 3 * vs, _mm512_fmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 4 * vs, _mm512_fnmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 5 * vs, prg__wino4_bt_k(5, x0, x1, x2, x3, x4, x5));
+}
+
 /* Row k of the group's transforms from its image rows d (H registers a row) */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
 prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H, __mmask16 m0, __mmask16 m5,
                 __m512i ib) {
-    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
-    __m512 t0, t1, t2, t3, x0, x1, x2, x3, x4, x5, a, b, c, e;
+    __m512 t0, t1, t2, t3;
     if (H == 1) { /* B^T d down the columns: tile rows 0..3, one register each */
         t0 = prg__wino4_bt_k(k, d[0], d[1], d[2], d[3], d[4], d[5]);
         t1 = prg__wino4_bt_k(k, d[4], d[5], d[6], d[7], d[8], d[9]);
@@ -4113,22 +4150,7 @@ prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H
         t2 = prg__wino4_bt_k(k, d[8], d[10], d[12], d[14], d[16], d[18]);
         t3 = prg__wino4_bt_k(k, d[9], d[11], d[13], d[15], d[17], d[19]);
     }
-    x0 = prg__wino4_col(0, m0, ib, t0, t1, t2, t3);
-    x1 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3);
-    x2 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
-    x3 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
-    x4 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
-    x5 = prg__wino4_col(5, m5, ib, t0, t1, t2, t3);
-    a = _mm512_fnmadd_ps(four, x2, x4); /* ... B along the rows */
-    b = _mm512_fnmadd_ps(four, x1, x3);
-    c = _mm512_sub_ps(x4, x2);
-    e = _mm512_sub_ps(x3, x1);
-    _mm512_storeu_ps(vk, prg__wino4_bt_k(0, x0, x1, x2, x3, x4, x5));
-    _mm512_storeu_ps(vk + vs, _mm512_add_ps(a, b));
-    _mm512_storeu_ps(vk + 2 * vs, _mm512_sub_ps(a, b));
-    _mm512_storeu_ps(vk + 3 * vs, _mm512_fmadd_ps(two, e, c));
-    _mm512_storeu_ps(vk + 4 * vs, _mm512_fnmadd_ps(two, e, c));
-    _mm512_storeu_ps(vk + 5 * vs, prg__wino4_bt_k(5, x0, x1, x2, x3, x4, x5));
+    prg__wino4_in_row(vk, vs, t0, t1, t2, t3, m0, m5, ib);
 }
 
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
@@ -4157,10 +4179,44 @@ prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int
     if (k0 <= 5 && 5 < k1) prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
 }
 
+/* 8 x 8 maps: register (y, p) holds row y of planes 2 p (low lanes) and
+   2 p + 1 (high); lane l <- tile (l % 4 / 2, l % 2) of plane l / 4 */
+static const int prg__wino4_p8[16] = {-1, 3, 15, 19, 7, 11, 23, 27, -1, 3, 15, 19, 7, 11, 23, 27};
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_rows8(__m512 r[8][2], const float *plane, size_t ps) {
+    int y, p;
+    for (y = 0; y < 8; y++)
+        for (p = 0; p < 2; p++)
+            r[y][p] = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, plane + 2 * p * ps + 8 * y), 0xFF00,
+                                           plane + (2 * p + 1) * ps + 8 * y - 8);
+}
+
 PRG__AVX512_TARGET
-static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w, int ty0,
-                                 int k0, int k1) {
-    if (w == 16)
+static void prg__wino4_in8(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int k0, int k1) {
+    const __m512i ib = _mm512_loadu_si512((const void *)prg__wino4_p8);
+    const __m512 z = _mm512_setzero_ps();
+    __m512 r[8][2];
+    int k;
+    prg__wino4_rows8(r, plane, ps);
+    for (k = k0; k < k1; k++) { /* tile row 0: image rows -1..4, tile row 1: 3..8 */
+        __m512 t[2][2];
+        int p;
+        for (p = 0; p < 2; p++) {
+            t[0][p] = prg__wino4_bt_k(k, z, r[0][p], r[1][p], r[2][p], r[3][p], r[4][p]);
+            t[1][p] = prg__wino4_bt_k(k, r[3][p], r[4][p], r[5][p], r[6][p], r[7][p], z);
+        }
+        prg__wino4_in_row(v + (size_t)(6 * (k - k0)) * vs, vs, t[0][0], t[1][0], t[0][1], t[1][1], 0xAAAA, 0x5555,
+                          ib);
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int h, int w,
+                                 int ty0, int k0, int k1) {
+    if (w == 8)
+        prg__wino4_in8(v, vs, plane, ps, k0, k1);
+    else if (w == 16)
         prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 16);
     else
         prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 32);
@@ -4180,26 +4236,39 @@ prg__wino4_a_k(int k, __m512 e0, __m512 e1, __m512 e2, __m512 e3) {
     }
 }
 
+/* ... A^T along the rows of the column-transformed pairs (t0, t1), (t2, t3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_dy_row(float *PRG_RESTRICT dk, size_t ms, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __m512i ib) {
+    __m512 x0, x1, x2, x3;
+    x0 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3); /* column 4 tx + c - 1 */
+    x1 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
+    x2 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
+    x3 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
+    _mm512_storeu_ps(dk, prg__wino4_a_k(0, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + ms, prg__wino4_a_k(1, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 2 * ms, prg__wino4_a_k(2, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 3 * ms, prg__wino4_a_k(3, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 4 * ms, prg__wino4_a_k(4, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 5 * ms, prg__wino4_a_k(5, x0, x1, x2, x3));
+}
+
 /* Row k of the group's dy transform from its 16 image-row registers e */
 static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
 prg__wino4_dy_k(float *PRG_RESTRICT dk, size_t ms, int k, const __m512 *e, int H, __m512i ib) {
-    __m512 t[4], x0, x1, x2, x3;
+    __m512 t[4];
     int q;
     for (q = 0; q < 4; q++) { /* A e down the columns: register q is tile row q / H, columns 16 (q % H) .. */
         const __m512 *r = e + (q / H) * 4 * H + q % H;
         t[q] = prg__wino4_a_k(k, r[0], r[H], r[2 * H], r[3 * H]);
     }
-    x0 = prg__wino4_col(1, 0xFFFF, ib, t[0], t[1], t[2], t[3]); /* column 4 tx + c - 1 */
-    x1 = prg__wino4_col(2, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
-    x2 = prg__wino4_col(3, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
-    x3 = prg__wino4_col(4, 0xFFFF, ib, t[0], t[1], t[2], t[3]);
-    for (q = 0; q < 6; q++) _mm512_storeu_ps(dk + (size_t)q * ms, prg__wino4_a_k(q, x0, x1, x2, x3));
+    prg__wino4_dy_row(dk, ms, t[0], t[1], t[2], t[3], ib);
 }
 
 /* prg__wino4_dy_ref with AVX-512, the image rows in registers */
 PRG__AVX512_TARGET
-static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int w, int ty0, int k0,
-                                 int k1) {
+static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0,
+                                 int k0, int k1) {
+    (void)ps; /* 16 and 32 wide only */
     static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
     const __m512i ib = _mm512_loadu_si512((const void *)base);
     const float *first = plane + (size_t)4 * ty0 * w;
@@ -4263,12 +4332,14 @@ prg__wino4_at_v(__m512 *y, __m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4
 
 /* Output register o of a row (16 floats, 4 tiles) takes lanes 4 o .. 4 o + 3 */
 PRG__AVX512_TARGET
-static void prg__wino4_out_avx512(float *plane, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
-                                  int accumulate) {
+static void prg__wino4_out_avx512(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms,
+                                  float bias, int accumulate) {
+    /* 8 x 8: register (p, ty) of image row 4 ty + a holds planes 2 p, 2 p + 1 */
+    static const int base8[16] = {0, 16, 0, 16, 1, 17, 1, 17, 4, 20, 4, 20, 5, 21, 5, 21};
     static const int base[16] = {0, 16, 0, 16, 1, 17, 1, 17, 2, 18, 2, 18, 3, 19, 3, 19};
     const __m512i ib = _mm512_loadu_si512((const void *)base);
     const __m512 bv = _mm512_set1_ps(bias);
-    const int H = w / 16;
+    const int H = w > 8 ? w / 16 : 1;
     __m512 t[4][6], y[4];
     int j, a, o;
     for (j = 0; j < 6; j++) { /* A^T m down the columns */
@@ -4278,7 +4349,22 @@ static void prg__wino4_out_avx512(float *plane, int w, int ty0, const float *PRG
                         _mm512_loadu_ps(m + (size_t)(24 + j) * ms), _mm512_loadu_ps(m + (size_t)(30 + j) * ms));
         for (a = 0; a < 4; a++) t[a][j] = s[a];
     }
-    for (a = 0; a < 4; a++) { /* ... A along the rows: image row 4 ty + a */
+    for (a = 0; a < 4 && w == 8; a++) { /* ... A along the rows: image row 4 ty + a */
+        prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
+        for (o = 0; o < 4; o++) { /* o = 2 p + ty */
+            __m512i io = _mm512_add_epi32(_mm512_loadu_si512((const void *)base8), _mm512_set1_epi32(8 * (o / 2) + 2 * (o % 2)));
+            __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
+                                            _mm512_permutex2var_ps(y[2], io, y[3]));
+            float *r0 = plane + (size_t)(o / 2) * 2 * ps + (size_t)8 * (4 * (o % 2) + a), *r1 = r0 + ps - 8;
+            if (accumulate)
+                e = _mm512_add_ps(e, _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, r0), 0xFF00, r1));
+            else
+                e = _mm512_add_ps(e, bv);
+            _mm512_mask_storeu_ps(r0, 0x00FF, e);
+            _mm512_mask_storeu_ps(r1, 0xFF00, e);
+        }
+    }
+    for (a = 0; a < 4 && w != 8; a++) { /* ... A along the rows: image row 4 ty + a */
         prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
         for (o = 0; o < 4; o++) { /* tile row ty0 + o / H, columns 16 (o % H) .. */
             __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(4 * o));
@@ -4599,13 +4685,13 @@ static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *bu
     for (c = 0; c < W->ci; c++)
         for (t = t0; t < t1; t += 16) {
             size_t l = t - t0;
-            W->fn.in4(V + (l / NR * W->ci + c) * NR + l % NR, vs, W->x + (t / per * W->ci + c) * plane, W->h, W->w,
-                      (int)(t % per / W->tw), 0, 6);
+            W->fn.in4(V + (l / NR * W->ci + c) * NR + l % NR, vs, W->x + (t / per * W->ci + c) * plane,
+                      (size_t)W->ci * plane, W->h, W->w, (int)(t % per / W->tw), 0, 6);
         }
     prg__wino_products(W, nt, V, M);
     for (c = 0; c < W->co; c++)
         for (t = t0; t < t1; t += 16)
-            W->fn.out4(W->y + (t / per * W->co + c) * plane, W->w, (int)(t % per / W->tw),
+            W->fn.out4(W->y + (t / per * W->co + c) * plane, (size_t)W->co * plane, W->w, (int)(t % per / W->tw),
                        M + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb, W->bias ? W->bias[c] : 0.0f,
                        W->accumulate);
 }
@@ -4627,22 +4713,29 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
     }
 }
 
-/* F(4x4,3x3) for a forward or dx on h x w maps: 16- and 32-wide maps whose
-   tiles fill groups of 16, with the vector kernels */
-static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int h, int w) {
+/* F(4x4,3x3) for a forward or dx (dw = 0) or a weight gradient on h x w
+   maps: 16- and 32-wide maps whose tiles fill groups of 16, and 8 x 8 maps
+   of big batches (forward and dx), with the vector kernels.  Measured, 64 ->
+   64 channels, 2 threads, against F(2x2,3x3): 8 x 8 forward and dx 14%
+   faster at batch 32, even at 16, slower at 8 (32 tiles: one block, one
+   thread); the 8 x 8 weight gradient 25-60% slower (dot products 32 tiles
+   long per sample group) at every batch. */
+#define PRG__WINO4_MIN_B8 32
+static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int h, int w, int batch, int dw) {
     return !prg__wino4_off && (fn->fast4 || prg__wino4_scalar) && g->nr % 16 == 0 &&
-           ((w == 16 && h % 16 == 0) || (w == 32 && h % 8 == 0));
+           ((w == 16 && h % 16 == 0) || (w == 32 && h % 8 == 0) ||
+            (w == 8 && h == 8 && batch % 4 == 0 && batch >= PRG__WINO4_MIN_B8 && !dw));
 }
 
 /* The geometry and kernels shared by the forward and the weight gradient
    (may4: F(4x4,3x3) where it fits, the forward only) */
-static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int may4) {
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int may4, int dw) {
     int m;
     memset(W, 0, sizeof *W);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->f4 = may4 && prg__wino4_fits(&W->fn, W->g, h, w);
+    W->f4 = may4 && prg__wino4_fits(&W->fn, W->g, h, w, batch, dw);
     W->nxi = W->f4 ? 36 : 16;
     m = W->f4 ? 4 : 2;
     W->th = (h + m - 1) / m;
@@ -4713,7 +4806,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
-    prg__wino_init(&W, batch, cin, h, w, cout, 1);
+    prg__wino_init(&W, batch, cin, h, w, cout, 1, 0);
     bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
@@ -4784,11 +4877,13 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
             for (c = 0; c < W->ci; c++)
                 for (t = t0; t < t1; t += 16)
                     W->fn.in4(V + (size_t)c * W->tb + (t - t0), (size_t)W->ci * W->tb,
-                              W->x + (t / per * W->ci + c) * plane, W->h, W->w, (int)(t % per / W->tw), k0, k1);
+                              W->x + (t / per * W->ci + c) * plane, (size_t)W->ci * plane, W->h, W->w,
+                              (int)(t % per / W->tw), k0, k1);
             for (c = 0; c < W->co; c++)
                 for (t = t0; t < t1; t += 16)
                     W->fn.dy4(dM + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb,
-                              D->dy + (t / per * W->co + c) * plane, W->w, (int)(t % per / W->tw), k0, k1);
+                              D->dy + (t / per * W->co + c) * plane, (size_t)W->co * plane, W->w,
+                              (int)(t % per / W->tw), k0, k1);
         } else if (prg__wino_planes8(W)) {
             size_t p;
             for (p = t0 / 16; p < t1 / 16; p++) {
@@ -4891,7 +4986,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout, 1);
+    prg__wino_init(W, batch, cin, h, w, cout, 1, 1);
     if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
     W->x = x;
     D.dy = dy;

@@ -493,7 +493,8 @@ static void test_vs_ref(void) {
         /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
         {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
         {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
-        {2, 9, 64, 32, 17, 3, 1, 1, 1}   /* groups inside the plane (no edge rows), several blocks */
+        {2, 9, 64, 32, 17, 3, 1, 1, 1},  /* groups inside the plane (no edge rows), several blocks */
+        {32, 20, 8, 8, 18, 3, 1, 1, 1}   /* 8 x 8, batch 32: groups of four samples' planes */
     };
     int i, round;
     for (round = 0; round < 4; round++)
@@ -593,36 +594,38 @@ static void test_wino4(void) {
     prg__wino_fns fn = prg__wino_select();
     const prg__gemm_impl *g = prg__gemm_select();
     int w, nxi, flip;
-    for (w = 16; w <= 32; w += 16) { /* two planes of 32 rows: groups at the top, inside and at the bottom */
-        const int h = 32, tw = w / 4, groups = h / 4 * tw / 16;
+    for (w = 8; w <= 32; w *= 2) { /* 32 rows: groups at the top, inside and at the bottom; 8 x 8: four planes */
+        const int h = w == 8 ? 8 : 32, tw = w / 4, groups = w == 8 ? 1 : h / 4 * tw / 16;
+        const size_t ps = (size_t)h * w + 5, np = 4 * ps; /* planes ps floats apart */
         size_t vs = 48, n = (size_t)36 * vs;
-        float *plane = rnd((size_t)h * w, -1, 1), *v1 = vec(n), *v2 = vec(n), *m = rnd(n, -1, 1);
-        float *y1 = rnd((size_t)h * w, -1, 1), *y2 = copy_of(y1, (size_t)h * w);
+        float *plane = rnd(np, -1, 1), *v1 = vec(n), *v2 = vec(n), *m = rnd(n, -1, 1);
+        float *y1 = rnd(np, -1, 1), *y2 = copy_of(y1, np);
         int gi, acc, part;
         double e = 0, ey = 0, ed = 0, e1;
         for (gi = 0; gi < groups; gi++) {
             int ty0 = gi * 16 / tw;
             for (part = 0; part < 2; part++) { /* all six rows of the transform, and rows 1..3 */
                 int k0 = part, k1 = part ? 4 : 6;
-                fn.in4(v1, vs, plane, h, w, ty0, k0, k1);
-                prg__wino4_in_ref(v2, vs, plane, h, w, ty0, k0, k1);
+                fn.in4(v1, vs, plane, ps, h, w, ty0, k0, k1);
+                prg__wino4_in_ref(v2, vs, plane, ps, h, w, ty0, k0, k1);
                 for (nxi = 0; nxi < 6 * (k1 - k0); nxi++) {
                     e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
                     if (e1 > e) e = e1;
                 }
-                fn.dy4(v1, vs, plane, w, ty0, k0, k1);
-                prg__wino4_dy_ref(v2, vs, plane, w, ty0, k0, k1);
+                if (w == 8) continue; /* the weight gradient stays with F(2x2,3x3) on 8 x 8 maps */
+                fn.dy4(v1, vs, plane, ps, w, ty0, k0, k1);
+                prg__wino4_dy_ref(v2, vs, plane, ps, w, ty0, k0, k1);
                 for (nxi = 0; nxi < 6 * (k1 - k0); nxi++) {
                     e1 = rel_err(v1 + nxi * vs, v2 + nxi * vs, 16);
                     if (e1 > ed) ed = e1;
                 }
             }
             for (acc = 0; acc < 2; acc++) {
-                fn.out4(y1, w, ty0, m + acc * 16, vs, 0.25f, acc);
-                prg__wino4_out_ref(y2, w, ty0, m + acc * 16, vs, 0.25f, acc);
+                fn.out4(y1, ps, w, ty0, m + acc * 16, vs, 0.25f, acc);
+                prg__wino4_out_ref(y2, ps, w, ty0, m + acc * 16, vs, 0.25f, acc);
             }
         }
-        ey = rel_err(y1, y2, (size_t)h * w);
+        ey = rel_err(y1, y2, np); /* the floats between the planes too: untouched */
         /* the same sums (36 terms at most, entries up to 25 and 8) up to contraction into FMAs */
         CHECK(e <= 64 * FLT_EPSILON, "[%s] F(4x4,3x3) input transform, %d wide: %.3g from its scalar twin",
               fn.fast4 ? "avx512" : "scalar", w, e);
