@@ -3559,18 +3559,20 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
        G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
             1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
        A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
-   The forward and dx take it on maps whose tiles come in groups of 16
-   filling one vector (16 wide: four tile rows, h a multiple of 16; 32 wide:
-   two tile rows, h a multiple of 8; 8 x 8: the four tiles of four samples'
-   planes, ps floats apart, the batch a multiple of 4 and 32 or more;
-   forward and dx only), with the AVX-512 kernels (prg__wino4_fits); the weight gradient too (dU = sum over tiles of
-   (A dY A^T) (B^T d B)^T, dW = G^T dU G, 6 rows of the transform split
-   among the threads).  A group's
-   lane l is tile (ty0 + l / tw, l % tw) of its plane, tw = w / 4 (8 x 8:
-   tile l % 4 of the plane l / 4 after the first); the
-   GEMMs, blocks and threads are those of F(2x2,3x3) with 36 positions.
-   The fp32 error grows with the larger transform entries (8, 1/24): about
-   4x that of F(2x2,3x3), well inside the tests' K eps bound. */
+   Used where the tiles come in groups of 16 filling one vector, with the
+   AVX-512 kernels (prg__wino4_fits): 16-wide maps (four tile rows, h a
+   multiple of 16) and 32-wide ones (two tile rows, h a multiple of 8) for
+   the forward, dx and the weight gradient (dU = sum over tiles of
+   (A dY A^T) (B^T d B)^T, dW = G^T dU G, the 6 rows of the transform split
+   among the threads); 8 x 8 maps (the four tiles of four samples' planes,
+   ps floats apart; the batch a multiple of 4 and 32 or more) for the
+   forward and dx.  A group's lane l is tile (ty0 + l / tw, l % tw) of its
+   plane, tw = w / 4 (8 x 8: tile l % 4 of the plane l / 4 after the
+   first); the GEMMs, blocks and threads are those of F(2x2,3x3) with 36
+   positions.  The fp32 error grows with the larger transform entries (8,
+   1/24): about 10-20x that of F(2x2,3x3) (5e-6 of the largest output on
+   tiny32's layers), within 0.2 of the K eps bound the tests hold every
+   convolution path to. */
 static int prg__wino4_off = 0;    /* tests: F(2x2,3x3) everywhere */
 static int prg__wino4_scalar = 0; /* tests: F(4x4,3x3) with the scalar kernels (any machine) */
 
