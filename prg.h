@@ -3729,6 +3729,7 @@ static void prg__wino4_weight(float *u, const float *g, int ks, int js) {
    g[... + (2-ki)*3 + (2-kj)]. */
 static void prg__wino_weights(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co, int ci,
                               int copad, int mr, int kcb, int p0, int p1) {
+    void (*tf)(float *, const float *, int, int) = nxi == 16 ? prg__wino_weight : prg__wino4_weight;
     int o, i, xi;
     for (o = p0 * mr; o < p1 * mr; o++)
         for (i = 0; i < ci; i++) {
@@ -3737,7 +3738,6 @@ static void prg__wino_weights(float *u, const float *gw, size_t os, size_t is, i
             float *dst = u + (size_t)pc * copad + (size_t)(o - o % mr) * kc + (size_t)(i - pc) * mr + o % mr;
             if (o < co) {
                 const float *gp = gw + o * os + i * is;
-                void (*tf)(float *, const float *, int, int) = nxi == 16 ? prg__wino_weight : prg__wino4_weight;
                 if (flip)
                     tf(t, gp + 8, -3, -1);
                 else
@@ -4270,12 +4270,12 @@ prg__wino4_dy_k(float *PRG_RESTRICT dk, size_t ms, int k, const __m512 *e, int H
 PRG__AVX512_TARGET
 static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0,
                                  int k0, int k1) {
-    (void)ps; /* 16 and 32 wide only */
     static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
     const __m512i ib = _mm512_loadu_si512((const void *)base);
     const float *first = plane + (size_t)4 * ty0 * w;
     __m512 e[16];
     int i;
+    (void)ps; /* 16 and 32 wide only: the weight gradient keeps F(2x2,3x3) on 8 x 8 maps */
     for (i = 0; i < 16; i++) e[i] = _mm512_loadu_ps(first + 16 * i); /* 64 / w tile rows of 4 image rows */
     dm -= (ptrdiff_t)6 * k0 * (ptrdiff_t)ms;
 #define PRG__WINO4_DY(k)                                                                           \
@@ -4339,9 +4339,9 @@ static void prg__wino4_out_avx512(float *plane, size_t ps, int w, int ty0, const
     /* 8 x 8: register (p, ty) of image row 4 ty + a holds planes 2 p, 2 p + 1 */
     static const int base8[16] = {0, 16, 0, 16, 1, 17, 1, 17, 4, 20, 4, 20, 5, 21, 5, 21};
     static const int base[16] = {0, 16, 0, 16, 1, 17, 1, 17, 2, 18, 2, 18, 3, 19, 3, 19};
-    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const __m512i ib = _mm512_loadu_si512((const void *)(w == 8 ? base8 : base));
     const __m512 bv = _mm512_set1_ps(bias);
-    const int H = w > 8 ? w / 16 : 1;
+    const int H = w / 16; /* 16 and 32 wide: registers a row */
     __m512 t[4][6], y[4];
     int j, a, o;
     for (j = 0; j < 6; j++) { /* A^T m down the columns */
@@ -4351,29 +4351,23 @@ static void prg__wino4_out_avx512(float *plane, size_t ps, int w, int ty0, const
                         _mm512_loadu_ps(m + (size_t)(24 + j) * ms), _mm512_loadu_ps(m + (size_t)(30 + j) * ms));
         for (a = 0; a < 4; a++) t[a][j] = s[a];
     }
-    for (a = 0; a < 4 && w == 8; a++) { /* ... A along the rows: image row 4 ty + a */
+    for (a = 0; a < 4; a++) { /* ... A along the rows: image row 4 ty + a */
         prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
-        for (o = 0; o < 4; o++) { /* o = 2 p + ty */
-            __m512i io = _mm512_add_epi32(_mm512_loadu_si512((const void *)base8), _mm512_set1_epi32(8 * (o / 2) + 2 * (o % 2)));
+        for (o = 0; o < 4; o++) {
+            /* 8 x 8: o = 2 p + ty; else tile row ty0 + o / H, columns 16 (o % H) .. */
+            __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(w == 8 ? 8 * (o / 2) + 2 * (o % 2) : 4 * o));
             __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
                                             _mm512_permutex2var_ps(y[2], io, y[3]));
-            float *r0 = plane + (size_t)(o / 2) * 2 * ps + (size_t)8 * (4 * (o % 2) + a), *r1 = r0 + ps - 8;
-            if (accumulate)
-                e = _mm512_add_ps(e, _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, r0), 0xFF00, r1));
-            else
-                e = _mm512_add_ps(e, bv);
-            _mm512_mask_storeu_ps(r0, 0x00FF, e);
-            _mm512_mask_storeu_ps(r1, 0xFF00, e);
-        }
-    }
-    for (a = 0; a < 4 && w != 8; a++) { /* ... A along the rows: image row 4 ty + a */
-        prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
-        for (o = 0; o < 4; o++) { /* tile row ty0 + o / H, columns 16 (o % H) .. */
-            __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(4 * o));
-            __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
-                                            _mm512_permutex2var_ps(y[2], io, y[3]));
-            float *row = plane + (size_t)(4 * (ty0 + o / H) + a) * w + 16 * (o % H);
-            _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), e) : _mm512_add_ps(e, bv));
+            if (w == 8) { /* the low half to plane 2 p, the high half to plane 2 p + 1 */
+                float *r0 = plane + (size_t)(o / 2) * 2 * ps + (size_t)8 * (4 * (o % 2) + a), *r1 = r0 + ps - 8;
+                e = _mm512_add_ps(e, accumulate ? _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, r0), 0xFF00, r1)
+                                                : bv);
+                _mm512_mask_storeu_ps(r0, 0x00FF, e);
+                _mm512_mask_storeu_ps(r1, 0xFF00, e);
+            } else {
+                float *row = plane + (size_t)(4 * (ty0 + o / H) + a) * w + 16 * (o % H);
+                _mm512_storeu_ps(row, _mm512_add_ps(e, accumulate ? _mm512_loadu_ps(row) : bv));
+            }
         }
     }
 }
@@ -4729,15 +4723,15 @@ static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int
             (w == 8 && h == 8 && batch % 4 == 0 && batch >= PRG__WINO4_MIN_B8 && !dw));
 }
 
-/* The geometry and kernels shared by the forward and the weight gradient
-   (may4: F(4x4,3x3) where it fits, the forward only) */
-static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int may4, int dw) {
+/* The geometry and kernels shared by the forward (dw = 0) and the weight
+   gradient (dw = 1): F(4x4,3x3) where it fits, else F(2x2,3x3) */
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int dw) {
     int m;
     memset(W, 0, sizeof *W);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->f4 = may4 && prg__wino4_fits(&W->fn, W->g, h, w, batch, dw);
+    W->f4 = prg__wino4_fits(&W->fn, W->g, h, w, batch, dw);
     W->nxi = W->f4 ? 36 : 16;
     m = W->f4 ? 4 : 2;
     W->th = (h + m - 1) / m;
@@ -4808,7 +4802,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
-    prg__wino_init(&W, batch, cin, h, w, cout, 1, 0);
+    prg__wino_init(&W, batch, cin, h, w, cout, 0);
     bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
@@ -4988,7 +4982,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout, 1, 1);
+    prg__wino_init(W, batch, cin, h, w, cout, 1);
     if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
     W->x = x;
     D.dy = dy;
