@@ -1444,6 +1444,11 @@ static void prg__pool_stop(prg__pool *p) {
     pthread_mutex_unlock(&p->lock);
 }
 
+/* The counters of prg__share: chunks taken from each thread's share of the
+   current job (one cache line each). */
+static struct prg__share_slot { size_t next; char pad[64 - sizeof(size_t)]; }
+    prg__share_slots[PRG_MAX_THREADS];
+
 static int prg__pool_wanted(prg__pool *p) {
     if (p->wanted == 0) {
         const char *env = getenv("PRG_NUM_THREADS");
@@ -1512,6 +1517,7 @@ void prg_parallel(prg_task_fn fn, void *ctx) {
         prg__in_task = 0;
         return;
     }
+    for (i = 0; i < nth; i++) prg__share_slots[i].next = 0;
     pthread_mutex_lock(&p->lock);
     p->fn = fn;
     p->ctx = ctx;
@@ -1537,6 +1543,55 @@ void prg_parallel(prg_task_fn fn, void *ctx) {
 }
 
 #endif /* PRG_NO_THREADS */
+
+/* The chunks [0, n) of one job, shared out among its nth threads: thread
+   ith first runs its own share (the chunks prg_split_range gives it, in
+   order, so that it keeps touching the memory it touched in the previous
+   job), then helps with the rest of the other threads' shares.  A thread
+   that runs slower (a core busy with something else, a slower core type, a
+   late wake-up) thus holds the others up for at most one chunk.  What a
+   chunk computes never depends on which thread runs it, so the bits are
+   those of one thread.  Each thread has its own prg__share; the counters
+   of the shares are the pool's, reset by prg_parallel for every job.
+   Without the __atomic builtins each thread runs its own share only. */
+typedef struct prg__share {
+    size_t n, own;  /* chunks in all, chunks taken from the own share (nth == 1) */
+    int ith, nth, victim;
+} prg__share;
+
+#if !defined(PRG_NO_THREADS) && (defined(__GNUC__) || defined(__clang__))
+#define PRG__SHARE_ATOMIC 1
+#endif
+
+static void prg__share_init(prg__share *sh, size_t n, int ith, int nth) {
+    sh->n = n;
+    sh->own = 0;
+    sh->ith = ith;
+    sh->nth = nth;
+    sh->victim = ith;
+}
+
+/* The next chunk *k for the calling thread; 0 when none is left. */
+static int prg__share_next(prg__share *sh, size_t *k) {
+    size_t lo, hi;
+    if (sh->nth == 1) {
+        *k = sh->own++;
+        return *k < sh->n;
+    }
+#ifdef PRG__SHARE_ATOMIC
+    do {
+        prg_split_range(sh->n, 1, sh->victim, sh->nth, &lo, &hi);
+        *k = lo + __atomic_fetch_add(&prg__share_slots[sh->victim].next, 1, __ATOMIC_RELAXED);
+        if (*k < hi) return 1;
+        sh->victim = (sh->victim + 1) % sh->nth;
+    } while (sh->victim != sh->ith);
+    return 0;
+#else
+    prg_split_range(sh->n, 1, sh->ith, sh->nth, &lo, &hi);
+    *k = lo + sh->own++;
+    return *k < hi;
+#endif
+}
 
 /* >>gemm ================================================================ */
 
@@ -2382,25 +2437,40 @@ void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
    depend on the thread count.  Loops with little work (n * cost below about
    32k) run on the caller. */
 typedef void (*prg__range_fn)(void *ctx, size_t lo, size_t hi);
-typedef struct prg__range_job { prg__range_fn fn; void *ctx; size_t n; } prg__range_job;
+typedef struct prg__range_job {
+    prg__range_fn fn;
+    void *ctx;
+    size_t n, nchunks;
+} prg__range_job;
+
+/* Chunks of a parallel loop per thread: enough that a thread slowed down by
+   a third leaves the other little waiting, few enough that each chunk
+   stays long against the cost of taking it. */
+#define PRG__RANGE_CHUNKS 4
 
 static void prg__range_task(void *ctx, int ith, int nth) {
     const prg__range_job *j = (const prg__range_job *)ctx;
-    size_t lo, hi;
-    prg_split_range(j->n, 1, ith, nth, &lo, &hi);
-    if (lo < hi) j->fn(j->ctx, lo, hi);
+    size_t lo, hi, k;
+    prg__share sh;
+    prg__share_init(&sh, j->nchunks, ith, nth);
+    while (prg__share_next(&sh, &k)) {
+        prg_split_range(j->n, 1, (int)k, (int)j->nchunks, &lo, &hi);
+        j->fn(j->ctx, lo, hi);
+    }
 }
 
 static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx) {
     prg__range_job j;
+    int width;
     if (n == 0) return;
-    if ((double)n * cost < 32768.0) {
+    if ((double)n * cost < 32768.0 || (width = prg__parallel_width()) == 1) {
         fn(ctx, 0, n);
         return;
     }
     j.fn = fn;
     j.ctx = ctx;
     j.n = n;
+    j.nchunks = (size_t)width * PRG__RANGE_CHUNKS < n ? (size_t)width * PRG__RANGE_CHUNKS : n;
     prg_parallel(prg__range_task, &j);
 }
 
@@ -4694,13 +4764,14 @@ static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *bu
 
 static void prg__wino_task(void *ctx, int ith, int nth) {
     const prg__wino *W = (const prg__wino *)ctx;
-    size_t nblk = (W->ntiles + W->tb - 1) / W->tb, lo, hi, k;
+    size_t nblk = (W->ntiles + W->tb - 1) / W->tb, k;
+    prg__share sh;
     if (nth > W->nbufs) { /* the pool grew since the buffers were reserved */
         if (ith >= W->nbufs) return;
         nth = W->nbufs;
     }
-    prg_split_range(nblk, 1, ith, nth, &lo, &hi);
-    for (k = lo; k < hi; k++) {
+    prg__share_init(&sh, nblk, ith, nth);
+    while (prg__share_next(&sh, &k)) {
         size_t t1 = (k + 1) * W->tb < W->ntiles ? (k + 1) * W->tb : W->ntiles;
         if (W->f4)
             prg__wino4_block(W, k * W->tb, t1, W->bufs[ith]->s.p);

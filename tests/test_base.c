@@ -4,6 +4,7 @@
 #include "prg_test.h"
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct count_ctx { int calls[64]; int nth_seen[64]; } count_ctx;
 
@@ -47,6 +48,30 @@ static void nested_task(void *ctx, int ith, int nth) {
     memset(&inner, 0, sizeof inner);
     prg_parallel(count_task, &inner); /* inside a task: must run serially */
     ((int *)ctx)[ith] = inner.calls[0] == 1 && inner.nth_seen[0] == 1;
+}
+
+/* Shared chunks: who took each chunk, in what order; thread `slow` starts
+   late (it sleeps first), so the others should take most of its share. */
+#define SHARE_N 40
+typedef struct share_ctx {
+    int owner[SHARE_N], taken[SHARE_N], order[8][SHARE_N], count[8];
+    int slow;
+} share_ctx;
+
+static void share_task(void *ctx, int ith, int nth) {
+    share_ctx *s = (share_ctx *)ctx;
+    prg__share sh;
+    size_t k;
+    if (ith == s->slow) {
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    prg__share_init(&sh, SHARE_N, ith, nth);
+    while (prg__share_next(&sh, &k)) {
+        __atomic_fetch_add(&s->taken[k], 1, __ATOMIC_RELAXED);
+        s->owner[k] = ith;
+        s->order[ith][s->count[ith]++] = (int)k;
+    }
 }
 
 int main(void) {
@@ -119,6 +144,41 @@ int main(void) {
         CHECK(ok && c.calls[n] == 0, "with %d threads each ith must run 50 times", n);
         prg_parallel(nested_task, nested);
         for (i = 0; i < n; i++) CHECK(nested[i] == 1, "nested call in thread %d of %d not serial", i, n);
+    }
+
+    /* shared chunks: each taken once; a thread runs its own share first, in
+       order; a late thread's share goes to the others */
+    for (n = 1; n <= 3; n++) {
+        share_ctx sc;
+        int once = 1, own_first = 1, t, j;
+        memset(&sc, 0, sizeof sc);
+        sc.slow = n - 1;
+        prg_set_num_threads(n);
+        prg_parallel(share_task, &sc);
+        for (i = 0; i < SHARE_N; i++) once &= sc.taken[i] == 1;
+        CHECK(once, "with %d threads every chunk must be taken exactly once", n);
+        for (t = 0; t < n; t++) {
+            size_t lo, hi;
+            prg_split_range(SHARE_N, 1, t, n, &lo, &hi);
+            for (j = 0; j < (int)(hi - lo) && j < sc.count[t]; j++)
+                if (t != sc.slow) own_first &= sc.order[t][j] == (int)lo + j;
+        }
+        CHECK(own_first, "with %d threads a thread must start with its own share, in order", n);
+        if (n > 1) {
+            size_t lo, hi;
+            prg_split_range(SHARE_N, 1, sc.slow, n, &lo, &hi);
+            CHECK(sc.count[sc.slow] < (int)(hi - lo) / 2,
+                  "with %d threads the late thread kept %d of its %d chunks", n, sc.count[sc.slow],
+                  (int)(hi - lo));
+        }
+    }
+    {   /* serial (one thread): the chunks in order */
+        prg__share sh;
+        size_t k, want = 0;
+        int ok = 1;
+        prg__share_init(&sh, 5, 0, 1);
+        while (prg__share_next(&sh, &k)) ok &= k == want++;
+        CHECK(ok && want == 5, "one thread must take chunks 0..4 in order (took %zu)", want);
     }
 
     /* the same reduction with 1..4 threads is bit-identical */
