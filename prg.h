@@ -3491,6 +3491,7 @@ typedef struct prg__wino {
     int f4, nxi;                 /* F(4x4,3x3) (36 positions) or F(2x2,3x3) (16) */
     size_t ntiles;               /* b * th * tw */
     int tb, npan, copad;         /* tiles per block (whole NR panels), panels per block, Co in MR rows */
+    size_t vs, ms;               /* floats from one position xi of V (of M) to the next (prg__wino_stride) */
     const prg__gemm_impl *g;
     prg__wino_fns fn;
     const float *x, *bias;       /* x [B][Ci][H][W] */
@@ -4658,9 +4659,17 @@ static int prg__wino_rows16(const prg__wino *W) {
     return W->w == 16 && W->h % 4 == 0 && W->fn.in_rows16 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
 }
 
+/* The stride between the positions of a tile in V and M for n floats of
+   data a position: one cache line more when n is a multiple of 4 KiB, so
+   that the 16 or 36 positions a transform writes or reads at once do not
+   all fall into one set of the L1 cache (nor alias each other's addresses
+   for the store-to-load checks). */
+static size_t prg__wino_stride(size_t n) {
+    return n % 1024 == 0 ? n + 16 : n;
+}
+
 static size_t prg__wino_buf_floats(const prg__wino *W) {
-    size_t v = (size_t)W->nxi * W->npan * W->ci * W->g->nr, m = (size_t)W->nxi * W->co * W->tb;
-    return v + m;
+    return (size_t)W->nxi * (W->vs + W->ms);
 }
 
 /* M[xi] = U[xi] V[xi] for the nt tiles of a block, every position xi */
@@ -4672,12 +4681,12 @@ static void prg__wino_products(const prg__wino *W, int nt, const float *V, float
             int nr = nt - jp * NR < NR ? nt - jp * NR : NR;
             for (pc = 0; pc < W->ci; pc += KC) {
                 int kc = W->ci - pc < KC ? W->ci - pc : KC;
-                const float *bp = V + (((size_t)xi * W->npan + jp) * W->ci + pc) * NR;
+                const float *bp = V + (size_t)xi * W->vs + ((size_t)jp * W->ci + pc) * NR;
                 const float *ap = W->u + ((size_t)xi * W->ci + pc) * W->copad;
                 for (ip = 0; ip < W->co; ip += MR) {
                     int mr = W->co - ip < MR ? W->co - ip : MR;
                     g->kernel(kc, ap + (size_t)ip * kc, bp,
-                              M + ((size_t)xi * W->co + ip) * W->tb + (size_t)jp * NR, W->tb, mr, nr,
+                              M + (size_t)xi * W->ms + (size_t)ip * W->tb + (size_t)jp * NR, W->tb, mr, nr,
                               1.0f, pc ? 1.0f : 0.0f, NULL);
                 }
             }
@@ -4687,15 +4696,15 @@ static void prg__wino_products(const prg__wino *W, int nt, const float *V, float
 /* One block of tiles [t0, t1): transform, 16 GEMMs, inverse transform. */
 static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf) {
     int NR = W->g->nr, nt = (int)(t1 - t0), ci, co, xi;
-    size_t vsz = (size_t)16 * W->npan * W->ci * NR, plane_in = (size_t)W->h * W->w;
-    float *V = buf, *M = V + vsz;
-    /* V in panels: V[(xi*npan + l/NR)*Ci + ci][l%NR] (runs do not cross panels) */
+    size_t plane_in = (size_t)W->h * W->w;
+    float *V = buf, *M = V + (size_t)16 * W->vs;
+    /* V in panels: V[xi*vs + (l/NR*Ci + ci)*NR + l%NR] (runs do not cross panels) */
     if (prg__wino_planes8(W)) { /* blocks hold whole planes of 16 tiles: NR is a multiple of 16 */
         size_t p;
         for (p = t0 / 16; p < t1 / 16; p++) {
             int l = (int)(p * 16 - t0);
             for (ci = 0; ci < W->ci; ci++)
-                W->fn.in_plane8(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
+                W->fn.in_plane8(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, W->vs,
                                 W->x + (p * W->ci + ci) * 64, 0, 4);
         }
     } else if (prg__wino_rows16(W)) {
@@ -4703,19 +4712,19 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
         for (ci = 0; ci < W->ci; ci++)
             for (t = t0; t < t1; t += 16) {
                 int l = (int)(t - t0);
-                W->fn.in_rows16(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
+                W->fn.in_rows16(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, W->vs,
                                 W->x + (t / per * W->ci + ci) * plane_in, W->h, (int)(t % per / 8), 0, 4);
             }
     } else
     for (ci = 0; ci < W->ci; ci++) {
         if (ci + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, ci + 1);
         PRG__WINO_RUNS(W, t0, t1, NR, {
-            W->fn.in_row(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, (size_t)W->npan * W->ci * NR,
+            W->fn.in_row(V + ((size_t)(l / NR) * W->ci + ci) * NR + l % NR, W->vs,
                          W->x + ((size_t)b * W->ci + ci) * plane_in, W->h, W->w, ty, x0, len, 0, 4);
         });
         if (nt % NR) /* the last panel's unused lanes */
             for (xi = 0; xi < 16; xi++)
-                memset(V + (((size_t)xi * W->npan + nt / NR) * W->ci + ci) * NR + nt % NR, 0,
+                memset(V + (size_t)xi * W->vs + ((size_t)(nt / NR) * W->ci + ci) * NR + nt % NR, 0,
                        (size_t)(NR - nt % NR) * sizeof(float));
     }
     prg__wino_products(W, nt, V, M);
@@ -4724,20 +4733,20 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
         for (p = t0 / 16; p < t1 / 16; p++)
             for (co = 0; co < W->co; co++)
                 W->fn.out_plane8(W->y + (p * W->co + co) * 64, M + (size_t)co * W->tb + (p * 16 - t0),
-                                 (size_t)W->co * W->tb, W->bias ? W->bias[co] : 0.0f, W->accumulate);
+                                 W->ms, W->bias ? W->bias[co] : 0.0f, W->accumulate);
     } else if (prg__wino_rows16(W)) {
         size_t t, per = (size_t)W->th * 8;
         for (co = 0; co < W->co; co++)
             for (t = t0; t < t1; t += 16)
                 W->fn.out_rows16(W->y + (t / per * W->co + co) * plane_in, (int)(t % per / 8),
-                                 M + (size_t)co * W->tb + (t - t0), (size_t)W->co * W->tb,
+                                 M + (size_t)co * W->tb + (t - t0), W->ms,
                                  W->bias ? W->bias[co] : 0.0f, W->accumulate);
     } else
     for (co = 0; co < W->co; co++) {
         float bias = W->bias ? W->bias[co] : 0.0f;
         PRG__WINO_RUNS(W, t0, t1, 64, {
             W->fn.out_row(W->y + ((size_t)b * W->co + co) * plane_in, W->h, W->w, ty, x0, len,
-                              M + (size_t)co * W->tb + l, (size_t)W->co * W->tb, bias,
+                              M + (size_t)co * W->tb + l, W->ms, bias,
                               W->accumulate);
         });
     }
@@ -4746,7 +4755,7 @@ static void prg__wino_block(const prg__wino *W, size_t t0, size_t t1, float *buf
 /* The same with F(4x4,3x3): the block holds whole groups of 16 tiles */
 static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *buf) {
     int NR = W->g->nr, nt = (int)(t1 - t0), c;
-    size_t per = (size_t)W->th * W->tw, plane = (size_t)W->h * W->w, vs = (size_t)W->npan * W->ci * NR, t;
+    size_t per = (size_t)W->th * W->tw, plane = (size_t)W->h * W->w, vs = W->vs, t;
     float *V = buf, *M = V + (size_t)36 * vs;
     for (c = 0; c < W->ci; c++)
         for (t = t0; t < t1; t += 16) {
@@ -4758,7 +4767,7 @@ static void prg__wino4_block(const prg__wino *W, size_t t0, size_t t1, float *bu
     for (c = 0; c < W->co; c++)
         for (t = t0; t < t1; t += 16)
             W->fn.out4(W->y + (t / per * W->co + c) * plane, (size_t)W->co * plane, W->w, (int)(t % per / W->tw),
-                       M + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb, W->bias ? W->bias[c] : 0.0f,
+                       M + (size_t)c * W->tb + (t - t0), W->ms, W->bias ? W->bias[c] : 0.0f,
                        W->accumulate);
 }
 
@@ -4879,6 +4888,8 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     if (W.tb < W.g->nr) W.tb = W.g->nr;
     if ((size_t)W.tb > W.ntiles) W.tb = (int)((W.ntiles + W.g->nr - 1) / W.g->nr * W.g->nr);
     W.npan = W.tb / W.g->nr;
+    W.vs = prg__wino_stride((size_t)W.npan * W.ci * W.g->nr);
+    W.ms = prg__wino_stride((size_t)W.co * W.tb);
     W.copad = (cout + W.g->mr - 1) / W.g->mr * W.g->mr;
     W.x = x; W.y = y; W.bias = bias; W.accumulate = accumulate;
     nb = prg__parallel_width();
@@ -4935,7 +4946,7 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
     const prg__wino *W = &D->W;
     size_t t0, plane = (size_t)W->h * W->w;
     int nxi = D->nk * (k1 - k0), c, xi;
-    float *V = buf, *dM = V + (size_t)nxi * W->ci * W->tb;
+    float *V = buf, *dM = V + (size_t)nxi * W->vs;
     for (t0 = 0; t0 < W->ntiles; t0 += (size_t)W->tb) {
         size_t t1 = t0 + W->tb < W->ntiles ? t0 + W->tb : W->ntiles;
         int nt = (int)(t1 - t0);
@@ -4943,12 +4954,12 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
             size_t t, per = (size_t)W->th * W->tw;
             for (c = 0; c < W->ci; c++)
                 for (t = t0; t < t1; t += 16)
-                    W->fn.in4(V + (size_t)c * W->tb + (t - t0), (size_t)W->ci * W->tb,
+                    W->fn.in4(V + (size_t)c * W->tb + (t - t0), W->vs,
                               W->x + (t / per * W->ci + c) * plane, (size_t)W->ci * plane, W->h, W->w,
                               (int)(t % per / W->tw), k0, k1);
             for (c = 0; c < W->co; c++)
                 for (t = t0; t < t1; t += 16)
-                    W->fn.dy4(dM + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb,
+                    W->fn.dy4(dM + (size_t)c * W->tb + (t - t0), W->ms,
                               D->dy + (t / per * W->co + c) * plane, (size_t)W->co * plane, W->w,
                               (int)(t % per / W->tw), k0, k1);
         } else if (prg__wino_planes8(W)) {
@@ -4956,41 +4967,41 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
             for (p = t0 / 16; p < t1 / 16; p++) {
                 size_t l = p * 16 - t0;
                 for (c = 0; c < W->ci; c++)
-                    W->fn.in_plane8(V + (size_t)c * W->tb + l, (size_t)W->ci * W->tb, W->x + (p * W->ci + c) * 64,
+                    W->fn.in_plane8(V + (size_t)c * W->tb + l, W->vs, W->x + (p * W->ci + c) * 64,
                                     k0, k1);
                 for (c = 0; c < W->co; c++)
-                    W->fn.dy_plane8(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb, D->dy + (p * W->co + c) * 64,
+                    W->fn.dy_plane8(dM + (size_t)c * W->tb + l, W->ms, D->dy + (p * W->co + c) * 64,
                                     k0, k1);
             }
         } else if (prg__wino_rows16(W)) {
             size_t t, per = (size_t)W->th * 8;
             for (c = 0; c < W->ci; c++)
                 for (t = t0; t < t1; t += 16)
-                    W->fn.in_rows16(V + (size_t)c * W->tb + (t - t0), (size_t)W->ci * W->tb,
+                    W->fn.in_rows16(V + (size_t)c * W->tb + (t - t0), W->vs,
                                     W->x + (t / per * W->ci + c) * plane, W->h, (int)(t % per / 8), k0, k1);
             for (c = 0; c < W->co; c++)
                 for (t = t0; t < t1; t += 16)
-                    W->fn.dy_rows16(dM + (size_t)c * W->tb + (t - t0), (size_t)W->co * W->tb,
+                    W->fn.dy_rows16(dM + (size_t)c * W->tb + (t - t0), W->ms,
                                     D->dy + (t / per * W->co + c) * plane, W->h, (int)(t % per / 8), k0, k1);
         } else {
         for (c = 0; c < W->ci; c++) {
             if (c + 1 < W->ci) prg__wino_prefetch(W, t0, t1, W->x, W->ci, c + 1);
             PRG__WINO_RUNS(W, t0, t1, 64, {
-                W->fn.in_row(V + (size_t)c * W->tb + l, (size_t)W->ci * W->tb,
+                W->fn.in_row(V + (size_t)c * W->tb + l, W->vs,
                              W->x + ((size_t)b * W->ci + c) * plane, W->h, W->w, ty, x0, len, k0, k1);
             });
         }
         for (c = 0; c < W->co; c++) {
             if (c + 1 < W->co) prg__wino_prefetch(W, t0, t1, D->dy, W->co, c + 1);
             PRG__WINO_RUNS(W, t0, t1, 64, {
-                W->fn.dy_row(dM + (size_t)c * W->tb + l, (size_t)W->co * W->tb,
+                W->fn.dy_row(dM + (size_t)c * W->tb + l, W->ms,
                              D->dy + ((size_t)b * W->co + c) * plane, W->h, W->w, ty, x0, len, k0, k1);
             });
         }
         }
         for (xi = 0; xi < nxi; xi++)
-            W->fn.nt(W->co, W->ci, nt, dM + (size_t)xi * W->co * W->tb, (size_t)W->tb,
-                     V + (size_t)xi * W->ci * W->tb, (size_t)W->tb,
+            W->fn.nt(W->co, W->ci, nt, dM + (size_t)xi * W->ms, (size_t)W->tb,
+                     V + (size_t)xi * W->vs, (size_t)W->tb,
                      D->du + (size_t)(D->nk * k0 + xi) * W->co * W->ci, W->ci);
     }
 }
@@ -5065,11 +5076,13 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     W->tb = (int)(PRG__WINO_DW_L2 / per) / 64 * 64;
     if (W->tb < 64) W->tb = 64;
     if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
+    W->vs = prg__wino_stride((size_t)cin * W->tb);
+    W->ms = prg__wino_stride((size_t)cout * W->tb);
     ub = prg__gemm_buf_take((size_t)W->nxi * cout * cin);
     if (!ub) return -1;
     D.rows = (D.nk + nb - 1) / nb;
     for (i = 0; i < nb && ok; i++) {
-        W->bufs[i] = prg__gemm_buf_take((size_t)D.rows * per / 4 * W->tb);
+        W->bufs[i] = prg__gemm_buf_take((size_t)D.rows * D.nk * (W->vs + W->ms));
         if (W->bufs[i]) W->nbufs++; else ok = 0;
     }
     if (ok) {
