@@ -4932,7 +4932,8 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
 typedef struct prg__wino_dw {
     prg__wino W;        /* geometry, x; y unused */
     const float *dy;    /* [B][Co][H][W] */
-    float *du;          /* [nxi][Co][Ci] */
+    float *du;          /* [nxi][Co][Ci], positions us apart */
+    size_t us;          /* prg__wino_stride(Co Ci) */
     float *dwt;         /* [Co][Ci][3][3], added to */
     int nk;             /* rows of the transform: 4, or 6 (F(4x4,3x3)) */
     int nparts;         /* the nk rows of the transform split into nparts parts */
@@ -5002,7 +5003,7 @@ static void prg__wino_dw_rows(const prg__wino_dw *D, float *buf, int k0, int k1)
         for (xi = 0; xi < nxi; xi++)
             W->fn.nt(W->co, W->ci, nt, dM + (size_t)xi * W->ms, (size_t)W->tb,
                      V + (size_t)xi * W->vs, (size_t)W->tb,
-                     D->du + (size_t)(D->nk * k0 + xi) * W->co * W->ci, W->ci);
+                     D->du + (size_t)(D->nk * k0 + xi) * D->us, W->ci);
     }
 }
 
@@ -5025,7 +5026,7 @@ static void prg__wino_dw_task(void *ctx, int ith, int nth) {
 static void prg__wino_dw_inverse_range(void *ctx, size_t lo, size_t hi) {
     const prg__wino_dw *D = (const prg__wino_dw *)ctx;
     const int cin = D->W.ci;
-    const size_t s = (size_t)D->W.co * cin;
+    const size_t s = D->us;
     size_t o;
     int i;
     if (D->nk == 6) {
@@ -5078,7 +5079,8 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
     W->vs = prg__wino_stride((size_t)cin * W->tb);
     W->ms = prg__wino_stride((size_t)cout * W->tb);
-    ub = prg__gemm_buf_take((size_t)W->nxi * cout * cin);
+    D.us = prg__wino_stride((size_t)cout * cin);
+    ub = prg__gemm_buf_take((size_t)W->nxi * D.us);
     if (!ub) return -1;
     D.rows = (D.nk + nb - 1) / nb;
     for (i = 0; i < nb && ok; i++) {
@@ -5087,7 +5089,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     }
     if (ok) {
         D.du = ub->s.p;
-        memset(D.du, 0, (size_t)W->nxi * cout * cin * sizeof(float));
+        memset(D.du, 0, (size_t)W->nxi * D.us * sizeof(float));
         prg_parallel(prg__wino_dw_task, &D);
         D.dwt = dwt;
         prg__parallel_for((size_t)cout, 40.0 * cin, prg__wino_dw_inverse_range, &D);
