@@ -4,11 +4,13 @@
    `python3 tools/ref_layers.py --bench` times the same cases in PyTorch.
 
        build/bench_layers [threads]      (default: all online CPUs)
-       build/bench_layers 1 conv         (only the convolutions) */
+       build/bench_layers 1 conv         (only the convolutions)
+       build/bench_layers 1 tiny         (tiny32's 3x3 convolutions at batch 8) */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Wall time; with one thread the process CPU time instead, which is
@@ -98,6 +100,14 @@ int main(int argc, char **argv) {
     cpu_clock = prg_get_num_threads() == 1;
     printf("prg.h layers, %d threads, gemm kernel %s, %s time\n", prg_get_num_threads(),
            prg_gemm_kernel_name(), cpu_clock ? "CPU" : "wall");
+    if (argc > 2 && !strcmp(argv[2], "tiny")) {
+        bench_conv(8, 32, 32, 32, 32, 3, 1, 1, &r);
+        bench_conv(8, 64, 32, 32, 32, 3, 1, 1, &r);
+        bench_conv(8, 64, 16, 16, 64, 3, 1, 1, &r);
+        bench_conv(8, 128, 16, 16, 64, 3, 1, 1, &r);
+        bench_conv(8, 64, 8, 8, 64, 3, 1, 1, &r);
+        return 0;
+    }
     bench_conv(8, 128, 32, 32, 128, 3, 1, 1, &r);
     bench_conv(8, 256, 16, 16, 256, 3, 1, 1, &r);
     bench_conv(8, 256, 8, 8, 256, 3, 1, 1, &r);
