@@ -1446,8 +1446,13 @@ static void prg__pool_stop(prg__pool *p) {
 
 /* The counters of prg__share: chunks taken from each thread's share of the
    current job (one cache line each). */
+#if defined(__GNUC__) || defined(__clang__)
+#define PRG__LINE_ALIGNED __attribute__((aligned(64)))
+#else
+#define PRG__LINE_ALIGNED
+#endif
 static struct prg__share_slot { size_t next; char pad[64 - sizeof(size_t)]; }
-    prg__share_slots[PRG_MAX_THREADS];
+    prg__share_slots[PRG_MAX_THREADS] PRG__LINE_ALIGNED;
 
 static int prg__pool_wanted(prg__pool *p) {
     if (p->wanted == 0) {
