@@ -4665,12 +4665,13 @@ static int prg__wino_rows16(const prg__wino *W) {
 }
 
 /* The stride between the positions of a tile in V and M for n floats of
-   data a position: one cache line more when n is a multiple of 4 KiB, so
+   data a position: one cache line more when n is a multiple of 1 KiB, so
    that the 16 or 36 positions a transform writes or reads at once do not
-   all fall into one set of the L1 cache (nor alias each other's addresses
-   for the store-to-load checks). */
+   crowd into four or fewer sets of the L1 cache (one set at 4 KiB: 36
+   lines for 12 ways), nor alias each other's addresses for the
+   store-to-load checks. */
 static size_t prg__wino_stride(size_t n) {
-    return n % 1024 == 0 ? n + 16 : n;
+    return n % 256 == 0 ? n + 16 : n;
 }
 
 static size_t prg__wino_buf_floats(const prg__wino *W) {
