@@ -2156,7 +2156,11 @@ typedef struct prg__gemm_job {
 /* Packing buffers: a shared set, each taken by one task of prg_sgemm and
    given back at its end.  (Thread-local buffers would be lost whenever the
    pool's workers exit, e.g. on prg_set_num_threads.)  Buffers only grow. */
-typedef struct prg__gemm_buf { prg__scratch s; int busy; } prg__gemm_buf;
+typedef struct prg__gemm_buf {
+    prg__scratch s;
+    prg__scratch cs; /* C's rows between K blocks when ldc aliases (prg__gemm_block_in) */
+    int busy;
+} prg__gemm_buf;
 static prg__gemm_buf prg__gemm_bufs[PRG_MAX_THREADS + 8];
 #ifndef PRG_NO_THREADS
 static pthread_mutex_t prg__gemm_buf_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -2238,6 +2242,13 @@ static size_t prg__gemm_buf_floats(const prg__gemm_impl *g, size_t *na) {
 static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
                                prg__gemm_buf *buf);
 
+/* dst = src on an mr x nr tile. */
+static void prg__gemm_copy_tile(float *dst, int ldd, const float *src, int lds, int mr, int nr) {
+    int i;
+    for (i = 0; i < mr; i++)
+        memcpy(dst + (size_t)i * ldd, src + (size_t)i * lds, (size_t)nr * sizeof(float));
+}
+
 static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int n1) {
     size_t na;
     prg__gemm_buf *buf = prg__gemm_buf_take(prg__gemm_buf_floats(j->g, &na));
@@ -2252,8 +2263,8 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
 static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
                                prg__gemm_buf *buf) {
     const prg__gemm_impl *g = j->g;
-    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir;
-    float *pa, *pb;
+    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir, ldcb = 0;
+    float *pa, *pb, *ct, *cb = NULL;
     prg__gemm_pf pf, *pfp;
     size_t na;
     prg__gemm_buf_floats(g, &na);
@@ -2262,6 +2273,17 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
     {   /* equal A blocks (in whole MR panels) rather than a thin last one */
         int nblk = (m1 - m0 + MC - 1) / MC;
         MC = ((m1 - m0 + nblk - 1) / nblk + MR - 1) / MR * MR;
+    }
+    if (g->prefetch && j->k > KC && j->ldc % 1024 == 0) {
+        /* Rows of C a multiple of 4 KiB apart all fall into one L1 set: a
+           tile's 14 rows then evict each other (and lines of the B panel)
+           on every K block.  The K blocks accumulate instead in a buffer
+           whose stride spreads the rows over the sets, and each tile goes to
+           C after its last K block (copied in first when beta != 0).  Same
+           arithmetic: same bits.  Without memory for it, C directly. */
+        ldcb = (n1 - n0 + 15) / 16 * 16;
+        if (ldcb % 256 == 0) ldcb += 16;
+        cb = prg__scratch_get(&buf->cs, (size_t)MC * ldcb);
     }
     for (ic = m0; ic < m1; ic += MC) {
         int mc = m1 - ic < MC ? m1 - ic : MC;
@@ -2296,9 +2318,18 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
                     pf.first = t * kc;
                     pf.count = lines - pf.first < kc ? lines - pf.first : kc;
                     pfp = pf.count > 0 ? &pf : NULL;
-                    g->kernel(kc, pa + (size_t)ir * kc, pb,
-                              j->c + (size_t)(ic + ir) * j->ldc + jr, j->ldc, mr, nr, j->alpha,
-                              beta, pfp);
+                    ct = j->c + (size_t)(ic + ir) * j->ldc + jr;
+                    if (cb) {
+                        float *bt = cb + (size_t)ir * ldcb + (jr - n0);
+                        if (pc == 0 && beta != 0.0f)
+                            prg__gemm_copy_tile(bt, ldcb, ct, j->ldc, mr, nr);
+                        g->kernel(kc, pa + (size_t)ir * kc, pb, bt, ldcb, mr, nr, j->alpha,
+                                  beta, pfp);
+                        if (pc + kc >= j->k) prg__gemm_copy_tile(ct, j->ldc, bt, ldcb, mr, nr);
+                    } else {
+                        g->kernel(kc, pa + (size_t)ir * kc, pb, ct, j->ldc, mr, nr, j->alpha,
+                                  beta, pfp);
+                    }
                 }
             }
         }

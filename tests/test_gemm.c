@@ -104,6 +104,9 @@ int main(void) {
             check_shape(kern, 127, 513, 421, 0, &r);
             check_shape(kern, 300, 64, 1100, 2, &r);
             check_shape(kern, 1100, 33, 70, 1, &r); /* several blocks of A rows */
+            /* rows of C 4 KiB apart (ldc = 1024) and several K blocks: the
+               path that accumulates in a buffer of another stride */
+            check_shape(kern, 30, 1000, 300, 24, &r);
             /* NaN in C with beta = 0 must not leak */
             for (s1 = 0; s1 < NSIZES; s1 += 3)
                 CHECK(check_one(s1 & 1, (s1 >> 1) & 1, sizes[s1], 65, 127, 1.0f, 0.0f, 1, 1, &r),
@@ -122,6 +125,23 @@ int main(void) {
             prg_sgemm(0, s2 == 2, m, n, k, 1.0f, a, k, b, s2 == 2 ? k : n, 0.0f, c2, n);
             CHECK(memcmp(c1, c2, sizeof(float) * m * n) == 0,
                   "%s: 1 and 2 threads differ at m=%d n=%d k=%d", kern, m, n, k);
+            free(a); free(b); free(c1); free(c2);
+        }
+        /* the same bits whatever the stride of C (4 KiB apart or not) */
+        for (threads = 1; threads <= 2; threads++) {
+            int m = 45, n = 1000, k = 700, ld;
+            float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+            float *c1 = (float *)malloc(sizeof(float) * m * 2048), *c2 = (float *)malloc(sizeof(float) * m * 1040);
+            fill(a, (size_t)m * k, &r);
+            fill(b, (size_t)k * n, &r);
+            fill(c1, (size_t)m * 2048, &r);
+            for (i = 0; i < m; i++) memcpy(c2 + (size_t)i * 1040, c1 + (size_t)i * 2048, sizeof(float) * n);
+            prg_set_num_threads(threads);
+            prg_sgemm(0, 0, m, n, k, -0.5f, a, k, b, n, 0.3f, c1, 2048);
+            prg_sgemm(0, 0, m, n, k, -0.5f, a, k, b, n, 0.3f, c2, 1040);
+            for (i = 0, ld = 0; i < m; i++)
+                if (memcmp(c1 + (size_t)i * 2048, c2 + (size_t)i * 1040, sizeof(float) * n)) ld++;
+            CHECK(ld == 0, "%s, %d threads: %d rows differ between ldc 2048 and 1040", kern, threads, ld);
             free(a); free(b); free(c1); free(c2);
         }
     }
