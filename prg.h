@@ -134,7 +134,10 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
 /* C = alpha * op(A) * op(B) + beta * C, row-major, exactly
    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ...).
    op(A) is m x k, op(B) is k x n, C is m x n.  beta == 0 overwrites C
-   without reading it. */
+   without reading it.  The packing buffers it takes are kept for the next
+   call: about 0.6 MiB a thread and, for large products with the AVX-512
+   kernel, up to a packed copy of B (over 504 rows a thread) and a block of
+   504 rows of C (ldc a multiple of 1024, k > 256), each at most 64 MiB. */
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* The same product computed plainly with double accumulation (for tests). */
@@ -2159,6 +2162,7 @@ typedef struct prg__gemm_job {
 typedef struct prg__gemm_buf {
     prg__scratch s;
     prg__scratch cs; /* C's rows between K blocks when ldc aliases (prg__gemm_block_in) */
+    prg__scratch bs; /* B's packed panels, kept for the next blocks of A rows */
     int busy;
 } prg__gemm_buf;
 static prg__gemm_buf prg__gemm_bufs[PRG_MAX_THREADS + 8];
@@ -2226,12 +2230,6 @@ static void prg__gemm_small(const prg__gemm_job *j, int m0, int m1, int n0, int 
     }
 }
 
-/* The serial blocked product on the block [m0,m1) x [n0,n1) of C. */
-/* The serial blocked product on the block [m0,m1) x [n0,n1) of C.  For each
-   MC x KC block of packed A, the NR-wide panels of B are packed one at a
-   time (the KC x NR panel stays in L1 while every A panel of the block
-   passes over it); the kernel calls on one panel prefetch the memory of the
-   next one, so that reading B overlaps with arithmetic. */
 /* Floats of one packing buffer: A's MC x KC block, then B's KC x NR panel
    on a 64-byte boundary. */
 static size_t prg__gemm_buf_floats(const prg__gemm_impl *g, size_t *na) {
@@ -2241,6 +2239,10 @@ static size_t prg__gemm_buf_floats(const prg__gemm_impl *g, size_t *na) {
 
 static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
                                prg__gemm_buf *buf);
+
+/* The most floats of either buffer that prg__gemm_block_in keeps for large
+   products (64 MiB; past that it goes without). */
+#define PRG__GEMM_KEEP_MAX (16.0 * 1024 * 1024)
 
 /* dst = src on an mr x nr tile. */
 static void prg__gemm_copy_tile(float *dst, int ldd, const float *src, int lds, int mr, int nr) {
@@ -2260,11 +2262,19 @@ static void prg__gemm_block(const prg__gemm_job *j, int m0, int m1, int n0, int 
     prg__gemm_buf_give(buf);
 }
 
+/* The serial blocked product on the block [m0,m1) x [n0,n1) of C.  For each
+   MC x KC block of packed A, the NR-wide panels of B are packed one at a
+   time (the KC x NR panel stays in L1 while every A panel of the block
+   passes over it); the kernel calls on one panel prefetch the memory of the
+   next one, so that reading B overlaps with arithmetic.  Two buffers of
+   buf, when there is memory for them, serve large products: the packed
+   panels of B kept from the first block of A rows for the others, and C's
+   tiles between K blocks when C's rows alias in L1 (see below). */
 static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
                                prg__gemm_buf *buf) {
     const prg__gemm_impl *g = j->g;
-    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir, ldcb = 0;
-    float *pa, *pb, *ct, *cb = NULL;
+    int MR = g->mr, NR = g->nr, MC = g->mc, KC = g->kc, ic, pc, jr, ir, ldcb = 0, npan;
+    float *pa, *pb, *ct, *cb = NULL, *sb = NULL;
     prg__gemm_pf pf, *pfp;
     size_t na;
     prg__gemm_buf_floats(g, &na);
@@ -2283,7 +2293,17 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
            arithmetic: same bits.  Without memory for it, C directly. */
         ldcb = (n1 - n0 + 15) / 16 * 16;
         if (ldcb % 256 == 0) ldcb += 16;
-        cb = prg__scratch_get(&buf->cs, (size_t)MC * ldcb);
+        if ((double)MC * ldcb <= PRG__GEMM_KEEP_MAX)
+            cb = prg__scratch_get(&buf->cs, (size_t)MC * ldcb);
+    }
+    npan = (n1 - n0 + NR - 1) / NR;
+    if (g->prefetch && !j->b_packer && m1 - m0 > MC &&
+        (double)npan * NR * j->k <= PRG__GEMM_KEEP_MAX) {
+        /* Several blocks of A rows: each would pack B again, reading its
+           rows with a stride that costs a TLB miss a row when B is wide.
+           The first block keeps the panels it packs (panel q of K block pc
+           at (pc * npan + q * kc) * NR), the others read them. */
+        sb = prg__scratch_get(&buf->bs, (size_t)npan * NR * j->k);
     }
     for (ic = m0; ic < m1; ic += MC) {
         int mc = m1 - ic < MC ? m1 - ic : MC;
@@ -2293,11 +2313,22 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
             g->pack_a(pa, j->a, j->lda, j->ta, m1, ic, mc, pc, kc, MR);
             for (jr = n0; jr < n1; jr += NR) {
                 int nr = n1 - jr < NR ? n1 - jr : NR, lines = 0, t = 0;
-                if (j->b_packer)
+                if (sb) {
+                    pb = sb + (size_t)pc * npan * NR + (size_t)((jr - n0) / NR) * kc * NR;
+                    if (ic == m0) g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
+                } else if (j->b_packer)
                     j->b_packer(j->b_ctx, pb, jr, nr, pc, kc, NR);
                 else
                     g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
-                if (g->prefetch && !j->b_packer && jr + 2 * NR <= n1) {
+                if (sb && ic != m0) {
+                    if (jr + NR < n1) { /* the next packed panel, 2 lines a row */
+                        pf.base = pb + (size_t)kc * NR;
+                        pf.shift = 0;
+                        pf.s1 = 0;
+                        pf.s2 = 16;
+                        lines = 2 * kc;
+                    }
+                } else if (g->prefetch && !j->b_packer && jr + 2 * NR <= n1) {
                     /* the next (full) panel: kc rows of 32 floats, or 32 rows of kc */
                     if (!j->tb) {
                         pf.base = j->b + (size_t)pc * j->ldb + jr + NR;

@@ -107,6 +107,11 @@ int main(void) {
             /* rows of C 4 KiB apart (ldc = 1024) and several K blocks: the
                path that accumulates in a buffer of another stride */
             check_shape(kern, 30, 1000, 300, 24, &r);
+            /* several blocks of A rows, K blocks and B panels: the path that
+               keeps B's packed panels for the later blocks of rows */
+            for (s1 = 0; s1 < 4; s1++)
+                CHECK(check_one(s1 & 1, s1 >> 1, 600, 70, 300, -0.5f, 0.3f, 2, 0, &r),
+                      "%s: m=600 n=70 k=300 ta=%d tb=%d wrong", kern, s1 & 1, s1 >> 1);
             /* NaN in C with beta = 0 must not leak */
             for (s1 = 0; s1 < NSIZES; s1 += 3)
                 CHECK(check_one(s1 & 1, (s1 >> 1) & 1, sizes[s1], 65, 127, 1.0f, 0.0f, 1, 1, &r),
@@ -125,6 +130,23 @@ int main(void) {
             prg_sgemm(0, s2 == 2, m, n, k, 1.0f, a, k, b, s2 == 2 ? k : n, 0.0f, c2, n);
             CHECK(memcmp(c1, c2, sizeof(float) * m * n) == 0,
                   "%s: 1 and 2 threads differ at m=%d n=%d k=%d", kern, m, n, k);
+            free(a); free(b); free(c1); free(c2);
+        }
+        /* the same bits for a tall product as for its rows taken in slices
+           (each slice one block of A rows: B packed for it alone) */
+        prg_set_num_threads(1);
+        for (s2 = 0; s2 < 2; s2++) {
+            int m = 1100, n = 200, k = 300, ldb = s2 ? k : n, bad = 0;
+            float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+            float *c1 = (float *)malloc(sizeof(float) * m * n), *c2 = (float *)malloc(sizeof(float) * m * n);
+            fill(a, (size_t)m * k, &r);
+            fill(b, (size_t)k * n, &r);
+            prg_sgemm(0, s2, m, n, k, 1.0f, a, k, b, ldb, 0.0f, c1, n);
+            for (i = 0; i < m; i += 100)
+                prg_sgemm(0, s2, 100, n, k, 1.0f, a + (size_t)i * k, k, b, ldb, 0.0f,
+                          c2 + (size_t)i * n, n);
+            bad = memcmp(c1, c2, sizeof(float) * m * n) != 0;
+            CHECK(!bad, "%s: tb=%d: m=1100 differs from its slices of 100 rows", kern, s2);
             free(a); free(b); free(c1); free(c2);
         }
         /* the same bits whatever the stride of C (4 KiB apart or not) */
