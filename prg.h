@@ -2297,10 +2297,12 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
             cb = prg__scratch_get(&buf->cs, (size_t)MC * ldcb);
     }
     npan = (n1 - n0 + NR - 1) / NR;
-    if (g->prefetch && !j->b_packer && m1 - m0 > MC &&
+    if (g->prefetch && !j->b_packer && !j->tb && m1 - m0 > MC &&
         (double)npan * NR * j->k <= PRG__GEMM_KEEP_MAX) {
         /* Several blocks of A rows: each would pack B again, reading its
-           rows with a stride that costs a TLB miss a row when B is wide.
+           rows with a stride that costs a TLB miss a row when B is wide
+           (B^T's panels are 32 rows: packing them again costs less than
+           reading kept panels from L2).
            The first block keeps the panels it packs (panel q of K block pc
            at (pc * npan + q * kc) * NR), the others read them. */
         sb = prg__scratch_get(&buf->bs, (size_t)npan * NR * j->k);
