@@ -134,10 +134,12 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
 /* C = alpha * op(A) * op(B) + beta * C, row-major, exactly
    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ...).
    op(A) is m x k, op(B) is k x n, C is m x n.  beta == 0 overwrites C
-   without reading it.  The packing buffers it takes are kept for the next
-   call: about 0.6 MiB a thread and, for large products with the AVX-512
-   kernel, up to a packed copy of B (over 504 rows a thread) and a block of
-   504 rows of C (ldc a multiple of 1024, k > 256), each at most 64 MiB. */
+   without reading it.  Its packing buffers (one per thread of the pool,
+   more while several threads call at once) are kept for the next call:
+   about 0.5 MiB each and, for large products with the AVX-512 kernel, up
+   to two more parts of at most 64 MiB each: a packed copy of B (B not
+   transposed, over 504 rows a thread) and a block of 504 rows of C (ldc a
+   multiple of 1024, k > 256; convolutions too). */
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* The same product computed plainly with double accumulation (for tests). */
@@ -161,10 +163,11 @@ prg_result prg_gemm_set_kernel(const char *name);
    `_ref` twin with the same signature: plain serial loops with double
    accumulation, for tests.  Workspaces are caller-owned scratch of the size
    the matching *_workspace() function returns.  The only other memory is
-   the GEMM's packing buffers, which prg_sgemm and the convolutions (their
-   Winograd tiles and transformed weights) take from a shared set that only
-   grows: allocated on first use, then reused; if they cannot be had, the
-   convolutions take a path that needs only the workspace. */
+   the GEMM's packing buffers (see prg_sgemm), which prg_sgemm and the
+   convolutions (their Winograd tiles and transformed weights) take from a
+   shared set that only grows: allocated on first use, then reused; if they
+   cannot be had, the convolutions take a path that needs only the
+   workspace. */
 
 /* conv2d: y = conv(x, wt) + bias, square kernel k, stride s (1 or 2), zero
    padding p.  Ho = (H + 2p - k)/s + 1, Wo likewise.  ws: at least
@@ -2323,13 +2326,14 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
                 else
                     g->pack_b(pb, j->b, j->ldb, j->tb, n1, jr, nr, pc, kc, NR);
                 if (sb && ic != m0) {
-                    if (jr + NR < n1) { /* the next packed panel, 2 lines a row */
-                        pf.base = pb + (size_t)kc * NR;
-                        pf.shift = 0;
-                        pf.s1 = 0;
-                        pf.s2 = 16;
-                        lines = 2 * kc;
-                    }
+                    /* the next kept panel, 2 lines a row: right after this
+                       one, also when it is the first of the next K block */
+                    int next = jr + NR < n1 ? kc : j->k - (pc + kc) < KC ? j->k - (pc + kc) : KC;
+                    pf.base = pb + (size_t)kc * NR;
+                    pf.shift = 0;
+                    pf.s1 = 0;
+                    pf.s2 = 16;
+                    lines = 2 * next;
                 } else if (g->prefetch && !j->b_packer && jr + 2 * NR <= n1) {
                     /* the next (full) panel: kc rows of 32 floats, or 32 rows of kc */
                     if (!j->tb) {

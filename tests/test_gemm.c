@@ -149,6 +149,37 @@ int main(void) {
             CHECK(!bad, "%s: tb=%d: m=1100 differs from its slices of 100 rows", kern, s2);
             free(a); free(b); free(c1); free(c2);
         }
+        /* both large-product paths at once (several blocks of A rows, C's
+           rows 4 KiB apart): the same bits with 1 and 2 threads as the plain
+           path (slices of 100 rows, ldc 1040), for beta 0 (C full of NaN)
+           and 0.3 */
+        for (s2 = 0; s2 < 2; s2++) {
+            int m = 1100, n = 1000, k = 300, t, bad = 0;
+            float beta = s2 ? 0.3f : 0.0f;
+            float *a = (float *)malloc(sizeof(float) * m * k), *b = (float *)malloc(sizeof(float) * k * n);
+            float *c0 = (float *)malloc(sizeof(float) * m * 1024), *c1 = (float *)malloc(sizeof(float) * m * 1024);
+            float *c2 = (float *)malloc(sizeof(float) * m * 1040);
+            fill(a, (size_t)m * k, &r);
+            fill(b, (size_t)k * n, &r);
+            fill(c0, (size_t)m * 1024, &r);
+            if (!s2)
+                for (i = 0; i < m * 1024; i++) c0[i] = NAN;
+            prg_set_num_threads(1);
+            for (i = 0; i < m; i++) memcpy(c2 + (size_t)i * 1040, c0 + (size_t)i * 1024, sizeof(float) * n);
+            for (i = 0; i < m; i += 100)
+                prg_sgemm(0, 0, 100, n, k, 1.0f, a + (size_t)i * k, k, b, n, beta,
+                          c2 + (size_t)i * 1040, 1040);
+            for (t = 1; t <= 2; t++) {
+                prg_set_num_threads(t);
+                memcpy(c1, c0, sizeof(float) * m * 1024);
+                prg_sgemm(0, 0, m, n, k, 1.0f, a, k, b, n, beta, c1, 1024);
+                for (i = 0, bad = 0; i < m; i++)
+                    if (memcmp(c1 + (size_t)i * 1024, c2 + (size_t)i * 1040, sizeof(float) * n)) bad++;
+                CHECK(bad == 0, "%s, beta %g, %d threads: %d rows differ from the plain path", kern,
+                      beta, t, bad);
+            }
+            free(a); free(b); free(c0); free(c1); free(c2);
+        }
         /* the same bits whatever the stride of C (4 KiB apart or not) */
         for (threads = 1; threads <= 2; threads++) {
             int m = 45, n = 1000, k = 700, ld;
