@@ -2243,6 +2243,16 @@ static size_t prg__gemm_buf_floats(const prg__gemm_impl *g, size_t *na) {
 static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, int n1,
                                prg__gemm_buf *buf);
 
+/* The stride for rows (or positions) of n floats each that are touched
+   together: one cache line more when n is a multiple of 1 KiB, so that
+   they do not crowd into four or fewer sets of the L1 cache (one set at 4
+   KiB, where e.g. a Winograd transform's 36 lines meet 12 ways), nor alias
+   each other's addresses for the store-to-load checks.  Used by the GEMM's
+   C buffer and the Winograd transform buffers. */
+static size_t prg__spread_stride(size_t n) {
+    return n % 256 == 0 ? n + 16 : n;
+}
+
 /* The most floats of either buffer that prg__gemm_block_in keeps for large
    products (64 MiB; past that it goes without). */
 #define PRG__GEMM_KEEP_MAX (16.0 * 1024 * 1024)
@@ -2294,8 +2304,7 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
            whose stride spreads the rows over the sets, and each tile goes to
            C after its last K block (copied in first when beta != 0).  Same
            arithmetic: same bits.  Without memory for it, C directly. */
-        ldcb = (n1 - n0 + 15) / 16 * 16;
-        if (ldcb % 256 == 0) ldcb += 16;
+        ldcb = (int)prg__spread_stride((size_t)(n1 - n0 + 15) / 16 * 16);
         if ((double)MC * ldcb <= PRG__GEMM_KEEP_MAX)
             cb = prg__scratch_get(&buf->cs, (size_t)MC * ldcb);
     }
@@ -2328,7 +2337,8 @@ static void prg__gemm_block_in(const prg__gemm_job *j, int m0, int m1, int n0, i
                 if (sb && ic != m0) {
                     /* the next kept panel, 2 lines a row: right after this
                        one, also when it is the first of the next K block */
-                    int next = jr + NR < n1 ? kc : j->k - (pc + kc) < KC ? j->k - (pc + kc) : KC;
+                    int next = jr + NR < n1 ? kc : j->k - (pc + kc); /* its rows */
+                    if (next > KC) next = KC;
                     pf.base = pb + (size_t)kc * NR;
                     pf.shift = 0;
                     pf.s1 = 0;
@@ -3564,7 +3574,7 @@ typedef struct prg__wino {
     int f4, nxi;                 /* F(4x4,3x3) (36 positions) or F(2x2,3x3) (16) */
     size_t ntiles;               /* b * th * tw */
     int tb, npan, copad;         /* tiles per block (whole NR panels), panels per block, Co in MR rows */
-    size_t vs, ms;               /* floats from one position xi of V (of M) to the next (prg__wino_stride) */
+    size_t vs, ms;               /* floats from one position xi of V (of M) to the next (prg__spread_stride) */
     const prg__gemm_impl *g;
     prg__wino_fns fn;
     const float *x, *bias;       /* x [B][Ci][H][W] */
@@ -4732,16 +4742,6 @@ static int prg__wino_rows16(const prg__wino *W) {
     return W->w == 16 && W->h % 4 == 0 && W->fn.in_rows16 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
 }
 
-/* The stride between the positions of a tile in V and M for n floats of
-   data a position: one cache line more when n is a multiple of 1 KiB, so
-   that the 16 or 36 positions a transform writes or reads at once do not
-   crowd into four or fewer sets of the L1 cache (one set at 4 KiB: 36
-   lines for 12 ways), nor alias each other's addresses for the
-   store-to-load checks. */
-static size_t prg__wino_stride(size_t n) {
-    return n % 256 == 0 ? n + 16 : n;
-}
-
 static size_t prg__wino_buf_floats(const prg__wino *W) {
     return (size_t)W->nxi * (W->vs + W->ms);
 }
@@ -4962,8 +4962,8 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     if (W.tb < W.g->nr) W.tb = W.g->nr;
     if ((size_t)W.tb > W.ntiles) W.tb = (int)((W.ntiles + W.g->nr - 1) / W.g->nr * W.g->nr);
     W.npan = W.tb / W.g->nr;
-    W.vs = prg__wino_stride((size_t)W.npan * W.ci * W.g->nr);
-    W.ms = prg__wino_stride((size_t)W.co * W.tb);
+    W.vs = prg__spread_stride((size_t)W.npan * W.ci * W.g->nr);
+    W.ms = prg__spread_stride((size_t)W.co * W.tb);
     W.copad = (cout + W.g->mr - 1) / W.g->mr * W.g->mr;
     W.x = x; W.y = y; W.bias = bias; W.accumulate = accumulate;
     nb = prg__parallel_width();
@@ -5007,7 +5007,7 @@ typedef struct prg__wino_dw {
     prg__wino W;        /* geometry, x; y unused */
     const float *dy;    /* [B][Co][H][W] */
     float *du;          /* [nxi][Co][Ci], positions us apart */
-    size_t us;          /* prg__wino_stride(Co Ci) */
+    size_t us;          /* prg__spread_stride(Co Ci) */
     float *dwt;         /* [Co][Ci][3][3], added to */
     int nk;             /* rows of the transform: 4, or 6 (F(4x4,3x3)) */
     int nparts;         /* the nk rows of the transform split into nparts parts */
@@ -5151,9 +5151,9 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     W->tb = (int)(PRG__WINO_DW_L2 / per) / 64 * 64;
     if (W->tb < 64) W->tb = 64;
     if ((size_t)W->tb > W->ntiles) W->tb = (int)W->ntiles;
-    W->vs = prg__wino_stride((size_t)cin * W->tb);
-    W->ms = prg__wino_stride((size_t)cout * W->tb);
-    D.us = prg__wino_stride((size_t)cout * cin);
+    W->vs = prg__spread_stride((size_t)cin * W->tb);
+    W->ms = prg__spread_stride((size_t)cout * W->tb);
+    D.us = prg__spread_stride((size_t)cout * cin);
     ub = prg__gemm_buf_take((size_t)W->nxi * D.us);
     if (!ub) return -1;
     D.rows = (D.nk + nb - 1) / nb;
