@@ -2,12 +2,15 @@
    PyTorch state_dict, initialisation, forward / backward against PyTorch
    (tests/fixtures/unet_ref.h, written by tools/ref_unet.py in float64), a
    random-direction finite-difference check, thread determinism, batch
-   changes, and config errors. */
+   changes, config errors, and a PyTorch state_dict of no preset converted by
+   tools/pt2safetensors.py (tests/fixtures/unet_custom.*, written by
+   tools/ref_convert.py): loaded with the config it carries, forward = PyTorch. */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
 #include "unet_test_weights.h"
 #include "fixtures/unet_ref.h"
+#include "fixtures/unet_custom_ref.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -545,6 +548,42 @@ static void test_bad_configs(void) {
     expect_config_error(b, "groups", "0 groups");
 }
 
+/* tests/fixtures/unet_custom.safetensors: the converter's output from a
+   PyTorch state_dict, config read off the shapes (+ heads, groups, size). */
+static void test_converted(void) {
+    const char *path = "tests/fixtures/unet_custom.safetensors";
+    prg_unet_config want, tiny;
+    prg_unet *net = NULL;
+    float v[sizeof fx_custom_v / sizeof fx_custom_v[0]];
+    char got[256];
+    FILE *f = fopen(path, "rb");
+    if (!f) path = "../tests/fixtures/unet_custom.safetensors";
+    else fclose(f);
+    CHECK(prg_unet_config_parse(&want, fx_custom_config_text) == PRG_OK, "fixture config: %s", prg_last_error());
+    CHECK(prg_unet_load(&net, path, NULL) == PRG_OK, "%s: %s", path, prg_last_error());
+    if (!net) return;
+    prg_unet_config_format(prg_unet_config_get(net), got, sizeof got);
+    CHECK(strcmp(got, fx_custom_config_text) == 0, "converted U-Net carries %s, PyTorch's is %s", got,
+          fx_custom_config_text);
+    CHECK(sizeof fx_custom_x / sizeof fx_custom_x[0] ==
+              (size_t)FX_CUSTOM_BATCH * want.in_channels * want.image_size * want.image_size &&
+              sizeof v / sizeof v[0] == (size_t)FX_CUSTOM_BATCH * want.out_channels * want.image_size * want.image_size,
+          "fixture sizes");
+    if (prg_unet_forward(net, FX_CUSTOM_BATCH, fx_custom_x, fx_custom_t, v) == PRG_OK) {
+        double e = max_rel(v, fx_custom_v, sizeof v / sizeof v[0]);
+        printf("converted %s vs PyTorch (float64): v %.2e\n", got, e);
+        CHECK(e <= TOL_REF, "converted U-Net: v max relative error %.3e > %g", e, TOL_REF);
+    } else {
+        CHECK(0, "forward: %s", prg_last_error());
+    }
+    prg_unet_free(net);
+    /* the same file with a config it does not have: refused */
+    prg_unet_config_preset(&tiny, "tiny32");
+    net = NULL;
+    CHECK(prg_unet_load(&net, path, &tiny) != PRG_OK && net == NULL && strstr(prg_last_error(), "model_channels=4"),
+          "loading against tiny32 is refused naming the file's config (%s)", prg_last_error());
+}
+
 int main(void) {
     fixture tiny = {"tiny32", fx_tiny32_config, FX_TINY32_BATCH, fx_tiny32_v, fx_tiny32_dx, FX_TINY32_NTENSORS,
                     fx_tiny32_names, fx_tiny32_shapes, fx_tiny32_gstats, fx_tiny32_gidx, fx_tiny32_gval};
@@ -558,5 +597,6 @@ int main(void) {
     test_fixture(&mono);
     test_finite_differences();
     test_batches();
+    test_converted();
     return prg_test_finish("test_unet");
 }
