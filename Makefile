@@ -96,6 +96,9 @@ bench-layers: $(BUILD)/bench_layers
 all: $(BUILD)/prginfo
 $(BUILD)/prginfo: tools/prginfo.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+# test_convert.sh: tools/pt2safetensors.py round trips (skipped without python3-torch).
+TESTS += tests/test_convert.sh
+TEST_DEPS += $(BUILD)/prginfo
 
 # --- io ---
 # Big-endian check (the file formats are little-endian on disk whatever the
