@@ -94,7 +94,7 @@ bench-layers: $(BUILD)/bench_layers
 
 # --- checkpoints ---
 all: $(BUILD)/prginfo
-$(BUILD)/prginfo: tools/prginfo.c prg.h | $(BUILD)
+$(BUILD)/prginfo: tools/prginfo.c prg.h examples/ex_common.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 # test_convert.sh: tools/pt2safetensors.py round trips (skipped without python3-torch).
 TESTS += tests/test_convert.sh

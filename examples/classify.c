@@ -17,7 +17,9 @@ static void usage(void) {
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --labels PATH    class names, one per line (default: class numbers);\n"
            "                   \"cifar10\" uses the CIFAR-10 names\n"
-           "  --threads N      (0 = all)\n");
+           "  --threads N      (0 = all)\n"
+           "U-Net flags, for a file without a config (a plain state_dict):\n"
+           EX_NET_HELP);
 }
 
 static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
@@ -30,14 +32,18 @@ int main(int argc, char **argv) {
     prg_image img;
     prg_classifier *clf;
     const prg_unet_config *cfg;
+    prg_unet_config fcfg;
+    ex_net_flags nf;
     float *x, *logits, mean[4], std[4];
     double mx, sum;
     char **names = NULL;
 
     ex_prog = "classify";
+    ex_net_flags_init(&nf, "tiny32");
     ex_argc = argc; ex_argv = argv;
     for (ex_argi = 1; ex_argi < argc; ex_argi++) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--labels")) labels = ex_val();
         else if (EX_FLAG("--threads")) threads = ex_int();
@@ -46,7 +52,7 @@ int main(int argc, char **argv) {
     }
     if (!model || !image) { usage(); return 2; }
     prg_set_num_threads(threads);
-    ex_check(prg_classifier_load(&clf, model, NULL), model);
+    ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     mc = cfg->in_channels;
     size = cfg->image_size;

@@ -13,7 +13,9 @@ static void usage(void) {
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
            "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
-           "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n");
+           "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n"
+           "U-Net flags, for a file without a config (a plain state_dict):\n"
+           EX_NET_HELP);
 }
 
 int main(int argc, char **argv) {
@@ -23,13 +25,17 @@ int main(int argc, char **argv) {
     prg_transform te;
     prg_classifier *clf;
     const prg_unet_config *cfg;
+    prg_unet_config fcfg;
+    ex_net_flags nf;
     int64_t *conf;
     double top1, top5, t0, c0;
 
     ex_prog = "evaluate";
+    ex_net_flags_init(&nf, "tiny32");
     ex_argc = argc; ex_argv = argv;
     for (ex_argi = 1; ex_argi < argc; ex_argi++) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--data")) data = ex_val();
         else if (EX_FLAG("--csv")) csv = ex_val();
@@ -42,7 +48,7 @@ int main(int argc, char **argv) {
     }
     if (!model || !data || batch < 1) { usage(); return 2; }
     prg_set_num_threads(threads);
-    ex_check(prg_classifier_load(&clf, model, NULL), model);
+    ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
     if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
     ex_load_data(&ds, data);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));

@@ -91,6 +91,7 @@ typedef struct ex_net_flags {
     const char *preset;
     int image_size, model_channels, num_res_blocks, num_heads, groups;
     const char *channel_mult, *attention_ds;
+    int given; /* a U-Net flag was on the command line */
 } ex_net_flags;
 
 PRG_UNUSED static void ex_net_flags_init(ex_net_flags *f, const char *preset) {
@@ -108,6 +109,7 @@ PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
     else if (EX_FLAG("--heads")) f->num_heads = ex_int();
     else if (EX_FLAG("--groups")) f->groups = ex_int();
     else return 0;
+    f->given = 1;
     return 1;
 }
 #define EX_NET_HELP \
@@ -133,6 +135,39 @@ PRG_UNUSED static void ex_net_config(prg_unet_config *cfg, const ex_net_flags *f
         cfg->num_attention = strcmp(f->attention_ds, "none")
                                  ? ex_int_list(f->attention_ds, cfg->attention_ds, PRG_UNET_MAX_LEVELS) : 0;
     ex_check(prg_unet_config_check(cfg), "U-Net config");
+}
+
+/* The config to load the U-Net or classifier file at path with: NULL when
+   the file carries its own ('prg.unet' metadata), else the U-Net flags'
+   config with the file's channels (input_blocks.0.0.weight [mc][in][3][3],
+   out.2.weight [out][mc][3][3]).  A file without a config and no U-Net flag
+   on the command line: exits naming the flags. */
+PRG_UNUSED static const prg_unet_config *ex_file_config(prg_unet_config *cfg, const ex_net_flags *f, const char *path) {
+    prg_st *st;
+    prg_st_info in, out;
+    int cin = 3, cout = 3;
+    ex_check(prg_safetensors_open(&st, path), path);
+    if (prg_st_metadata(st, "prg.unet")) {
+        if (f->given)
+            fprintf(stderr, "%s: %s carries its U-Net config (%s); the U-Net flags are not used\n", ex_prog, path,
+                    prg_st_metadata(st, "prg.unet"));
+        prg_st_close(st);
+        return NULL;
+    }
+    if (!f->given) {
+        fprintf(stderr, "%s: %s has no U-Net config in its metadata (a plain state_dict): give it with the U-Net "
+                "flags (--preset NAME and --model-channels N --res-blocks N --channel-mult L --attention-ds L "
+                "--heads N --groups N --image-size N where it differs; see --help), or convert the .pt with "
+                "tools/pt2safetensors.py, which reads the config off the tensor shapes\n", ex_prog, path);
+        exit(1);
+    }
+    if (prg_st_find(st, "input_blocks.0.0.weight", &in) == PRG_OK && in.ndim == 4) cin = (int)in.shape[1];
+    if (prg_st_find(st, "out.2.weight", &out) == PRG_OK && out.ndim == 4) cout = (int)out.shape[0];
+    prg_st_close(st);
+    ex_net_config(cfg, f, cin);
+    cfg->out_channels = cout;
+    ex_check(prg_unet_config_check(cfg), "U-Net config");
+    return cfg;
 }
 
 /* ---- data ------------------------------------------------------------ */

@@ -18,7 +18,8 @@ static void usage(void) {
            "PRG fine-tuning (METHOD.md C.2): reverse ODE + head, label-smoothing CE, AdamW, cosine.\n"
            "  --data PATH            training set (IDX(.gz) images file, CIFAR .bin, .npz; a,b,c concatenates)\n"
            "  --test PATH            test set for evaluation (none: no evaluation)\n"
-           "  --init PATH            pretrained U-Net (pretrain's checkpoint or a converted state dict)\n"
+           "  --init PATH            pretrained U-Net (pretrain's checkpoint or a converted state dict;\n"
+           "                         a file without a config takes it from the U-Net flags below)\n"
            "  --from-scratch         fresh U-Net of the same config (--init still gives the config if\n"
            "                         set; else the U-Net flags below)\n"
            EX_NET_HELP
@@ -192,7 +193,7 @@ int main(int argc, char **argv) {
     }
     /* the network: pretrained, or fresh with the pretrained (or flag) config */
     if (init) {
-        ex_check(prg_unet_load(&net, init, NULL), init);
+        ex_check(prg_unet_load(&net, init, ex_file_config(&cfg, &nf, init)), init);
         cfg = *prg_unet_config_get(net);
         if (from_scratch) {
             prg_unet_free(net);

@@ -18,6 +18,8 @@ static void usage(void) {
            "  --data PATH            dataset: IDX(.gz) images file, CIFAR-10/100 .bin, or .npz;\n"
            "                         a comma-separated list is concatenated\n"
            EX_NET_HELP
+           "  --init PATH            start from this U-Net (a checkpoint or a converted state dict) and its\n"
+           "                         config; a file without a config takes it from the U-Net flags\n"
            "  --loss icfm|ot|gvp     pairs: independent CFM (default), OT-CFM, GVP (diffusion)\n"
            "  --batch N              images per step (128)\n"
            "  --lr X                 Adam learning rate (1e-4)\n"
@@ -37,7 +39,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
     int64_t run_steps = 0;
-    const char *data = NULL, *out = "pretrain.safetensors", *loss_name = "icfm";
+    const char *data = NULL, *out = "pretrain.safetensors", *loss_name = "icfm", *init = NULL;
     int batch = 128, threads = 0, ckpt_every = 0, resume = 0, augment = 1, epochs = 0, limit = 0, log_every = 10;
     float hflip = -1;
     int64_t steps = 0, step = 0;
@@ -63,6 +65,7 @@ int main(int argc, char **argv) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
         else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--data")) data = ex_val();
+        else if (EX_FLAG("--init")) init = ex_val();
         else if (EX_FLAG("--loss")) loss_name = ex_val();
         else if (EX_FLAG("--batch")) batch = ex_int();
         else if (EX_FLAG("--lr")) lr = ex_num();
@@ -90,12 +93,22 @@ int main(int argc, char **argv) {
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (ds.n < 1) { fprintf(stderr, "pretrain: empty dataset\n"); return 1; }
-    ex_net_config(&cfg, &nf, ds.c);
+    if (init) {
+        ex_check(prg_unet_load(&net, init, ex_file_config(&cfg, &nf, init)), init);
+        cfg = *prg_unet_config_get(net);
+        if (cfg.in_channels != ds.c || cfg.out_channels != ds.c) {
+            fprintf(stderr, "pretrain: %s maps %d channels to %d, the data has %d\n", init, cfg.in_channels,
+                    cfg.out_channels, ds.c);
+            return 1;
+        }
+    } else {
+        ex_net_config(&cfg, &nf, ds.c);
+    }
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     bpe = (ds.n + batch - 1) / batch;
     if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
 
-    ex_check(prg_unet_create(&net, &cfg, seed), "U-Net");
+    if (!net) ex_check(prg_unet_create(&net, &cfg, seed), "U-Net");
     prg_adam_config_default(&acfg);
     ex_check(prg_adam_create(&opt, prg_unet_num_params(net), &acfg), "Adam");
     prg_rng_seed(&rng, seed, 7);

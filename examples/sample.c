@@ -17,7 +17,9 @@ static void usage(void) {
            "  --cols N                 images per row (0 = square)\n"
            "  --mean X[,Y,Z] --std X[,Y,Z]  de-normalisation (default: 0.1307/0.3081 for 1 channel,\n"
            "                           ImageNet's for 3, as the examples normalise)\n"
-           "  --seed N (0)  --batch N (64)  --threads N (0 = all)\n");
+           "  --seed N (0)  --batch N (64)  --threads N (0 = all)\n"
+           "U-Net flags, for a file without a config (a plain state_dict):\n"
+           EX_NET_HELP);
 }
 
 static void parse_floats(const char *s, float *v, int c) {
@@ -37,15 +39,19 @@ int main(int argc, char **argv) {
     uint64_t seed = 0;
     prg_unet *net;
     const prg_unet_config *cfg;
+    prg_unet_config fcfg;
+    ex_net_flags nf;
     prg_rng rng;
     float *x, mean[4], std[4];
     size_t dim, j;
     double t0, c0;
 
     ex_prog = "sample";
+    ex_net_flags_init(&nf, "tiny32");
     ex_argc = argc; ex_argv = argv;
     for (ex_argi = 1; ex_argi < argc; ex_argi++) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
+        else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--n")) n = ex_int();
         else if (EX_FLAG("--steps")) steps = ex_int();
@@ -65,7 +71,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     prg_set_num_threads(threads);
-    ex_check(prg_unet_load(&net, model, NULL), model);
+    ex_check(prg_unet_load(&net, model, ex_file_config(&fcfg, &nf, model)), model);
     cfg = prg_unet_config_get(net);
     if (cfg->out_channels != 1 && cfg->out_channels != 3) {
         fprintf(stderr, "sample: can draw 1 or 3 channels, the model has %d\n", cfg->out_channels);

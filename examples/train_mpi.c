@@ -64,7 +64,8 @@ static void usage(void) {
         "  --channel-mult 1,2         width multipliers per level (1,2)\n"
         "  --attention-ds LIST        downsample rates with attention, 0 for none (2)\n"
         "  --heads H                  attention heads (1); --groups G GroupNorm groups (32)\n"
-        "  --init PATH                finetune: start from this U-Net or training checkpoint\n"
+        "  --init PATH                finetune: start from this U-Net or training checkpoint (a plain\n"
+        "                             state_dict file takes its config from the U-Net flags)\n"
         "  --resume PATH              continue a run from its training checkpoint (same options;\n"
         "                             batches and noise follow the step, so it continues exactly)\n"
         "  --t-span N --t-cutoff K    finetune: encoder grid (4, 0)\n"
@@ -330,7 +331,17 @@ int main(int argc, char **argv) {
 
     /* model: the same seed on every rank gives the same initial weights */
     if (o.init) {
-        if (prg_unet_load(&net, o.init, NULL) != PRG_OK) return fail(rank, o.init);
+        /* a plain state_dict (no 'prg.unet' metadata) is read with the U-Net flags' config */
+        const prg_unet_config *ic = NULL;
+        prg_st *st;
+        if (prg_safetensors_open(&st, o.init) == PRG_OK) {
+            if (!prg_st_metadata(st, "prg.unet")) {
+                o.cfg.in_channels = o.cfg.out_channels = ds.c;
+                ic = &o.cfg;
+            }
+            prg_st_close(st);
+        }
+        if (prg_unet_load(&net, o.init, ic) != PRG_OK) return fail(rank, o.init);
     } else if (prg_unet_create(&net, &o.cfg, o.seed) != PRG_OK) return fail(rank, "U-Net");
     o.cfg = *prg_unet_config_get(net);
     if (o.cfg.image_size != o.image_size || o.cfg.in_channels != ds.c) {
