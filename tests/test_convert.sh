@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/pt2safetensors.py with PyTorch: config inference, refusals and the
-# classifier round trip .pt -> safetensors (verified by prginfo) -> .pt ->
-# load_state_dict(strict=True) -> safetensors, bit for bit (tools/ref_convert.py test).
+# classifier round trips .pt -> safetensors (verified by prginfo) -> .pt ->
+# load_state_dict(strict=True) -> safetensors, bit for bit, also from a classifier
+# that finetune wrote (tools/ref_convert.py test).
 # Skipped when Debian's /usr/bin/python3 has no torch (apt-get install python3-torch).
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3

@@ -331,7 +331,10 @@ def unet_name(key):
 
 
 def load_pt(path):
-    obj = torch.load(path, map_location="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu")
+    except Exception as e:  # missing file, not a torch file, a module whose class is not importable
+        fail("%s: torch.load failed: %s" % (path, e))
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -376,15 +379,20 @@ def write_safetensors(path, tensors, meta):
 
 def read_safetensors(path):
     """(OrderedDict of float32 tensors in file order, metadata); optim.* left out."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n), object_pairs_hook=OrderedDict)
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(n), object_pairs_hook=OrderedDict)
+            data = f.read()
+    except (OSError, ValueError, struct.error) as e:
+        fail("%s: not a readable safetensors file: %s" % (path, e))
     out = OrderedDict()
     for name, info in header.items():
         if name == "__metadata__" or name.startswith("optim."):
             continue
         a, b = info["data_offsets"]
+        if not 0 <= a <= b <= len(data):
+            fail("%s: tensor %s lies outside the file (truncated?)" % (path, name))
         if info["dtype"] == "BF16":
             arr = (np.frombuffer(data[a:b], dtype="<u2").astype(np.uint32) << 16).view(np.float32)
         elif info["dtype"] in ("F32", "F16"):

@@ -15,10 +15,12 @@ forward for a fixed x, t goes into unet_custom_ref.h for tests/test_unet.c.
 
 `test` checks the converter: the inferred config of several layouts (and
 its agreement with tools/ref_unet.py's state_dict), contradicting flags and
-broken state dicts refused, and the round trip classifier .pt ->
-.safetensors (loaded by BUILD/prginfo, i.e. prg_classifier_load, when it
-exists) -> .pt -> load_state_dict(strict=True) into the reference U-Net ->
-.safetensors again, bit for bit.  It prints "test_convert: N passed, N failed".
+broken state dicts refused, the round trip classifier .pt -> .safetensors
+(loaded by BUILD/prginfo, i.e. prg_classifier_load) -> .pt ->
+load_state_dict(strict=True) into the reference U-Net -> .safetensors again,
+bit for bit, and the same from a classifier written by BUILD/finetune.  The
+parts that need BUILD's programs are skipped, with a note, without them.
+It prints "test_convert: N passed, N failed".
 """
 import contextlib
 import io
@@ -150,6 +152,15 @@ def test(build):
         check(all(inferred[k] == c[k] for k in inferred) and len(inferred) == 6,
               "inferred %r, the model is %r" % (inferred, c))
 
+    # a preset's state_dict: --preset gives heads, groups and size; without it num_heads=1 is assumed and said
+    torch.save(sd, path("tiny32.pt"))  # sd: the last layout above, tiny32
+    err, _ = run_converter(path("tiny32.pt"), path("tiny32.safetensors"), "--preset", "tiny32")
+    check(err is None and conv.read_safetensors(path("tiny32.safetensors"))[1].get("prg.unet") == conv.PRESETS["tiny32"],
+          "tiny32 with --preset converts to the preset's config (%s)" % err)
+    err, text = run_converter(path("tiny32.pt"), path("tiny32.safetensors"))
+    check(err is None and "num_heads=1" in text and "assumed: unet_2D's default" in text,
+          "tiny32 without flags: num_heads=1 assumed, and said so:\n" + text)
+
     # the committed fixture converts to the committed file, with the config inferred
     pt = os.path.join(FIX, "unet_custom.pt")
     err, text = run_converter(pt, path("u.safetensors"), *CONVERT_FLAGS)
@@ -240,6 +251,35 @@ def test(build):
     err, _ = run_converter(path("clf4.pt"), path("clf4.safetensors"), *flags)
     with open(path("clf.safetensors"), "rb") as f, open(path("clf4.safetensors"), "rb") as g:
         check(err is None and f.read() == g.read(), "the reference's own state_dict + head converts to the same file")
+
+    # a classifier written by prg.h (finetune) -> .pt -> strict load -> safetensors: same tensors and config
+    tools = [os.path.join(build, n) if build else "" for n in ("make_tiny_dataset", "finetune")]
+    if all(t and os.path.exists(t) for t in tools):
+        rgb = dict(CUSTOM, cin=3, cout=3)
+        torch.save(reference_model(rgb, CUSTOM_GROUPS).state_dict(), path("rgb.pt"))
+        err, _ = run_converter(path("rgb.pt"), path("rgb.safetensors"), *CONVERT_FLAGS)
+        r1 = subprocess.run([tools[0], "imagenet64", tmp, "8", "4", "8"], capture_output=True, text=True)
+        r2 = subprocess.run([tools[1], "--init", path("rgb.safetensors"), "--data", path("train_data_batch_1.npz"),
+                             "--steps", "1", "--batch", "4", "--t-span", "3", "--t-cutoff", "1", "--no-augment",
+                             "--threads", "1", "--out", path("ft")], capture_output=True, text=True)
+        check(err is None and r1.returncode == 0 and r2.returncode == 0,
+              "finetune of a converted U-Net: %s %s %s" % (err, r1.stderr, r2.stderr))
+        err, _ = run_converter(path("ft-last.safetensors"), path("ft.pt"))
+        ft = torch.load(path("ft.pt"))
+        unet = reference_model(rgb, CUSTOM_GROUPS)
+        try:
+            unet.load_state_dict({k: v for k, v in ft.items() if not k.startswith("head.")}, strict=True)
+            check(err is None, "prg.h's classifier -> .pt: %s" % err)
+        except RuntimeError as e:
+            check(False, "prg.h's classifier, load_state_dict(strict=True): %s" % e)
+        err, _ = run_converter(path("ft.pt"), path("ft2.safetensors"))
+        a, ma = conv.read_safetensors(path("ft-last.safetensors"))
+        b, mb = conv.read_safetensors(path("ft2.safetensors"))
+        keys = ("prg.kind", "prg.unet") + conv.CLASSIFIER_META
+        check(err is None and same_tensors(a, b) and all(ma.get(k) == mb.get(k) for k in keys),
+              "prg.h's classifier comes back with the same tensors and %s (%s)" % (", ".join(keys), err))
+    else:
+        print("note: no BUILD/finetune: the round trip of a classifier written by prg.h is not run")
     print("test_convert: %d passed, %d failed" % (check.passed, check.failed))
     return check.failed == 0
 
