@@ -342,18 +342,22 @@ def load_pt(path):
     if not isinstance(obj, dict):
         fail("%s holds a %s, not a state_dict" % (path, type(obj).__name__))
     meta = dict(getattr(obj, "_metadata", None) or {}).get("prg") or {}
-    out = {}
+    out, ignored = {}, []
     for k, v in obj.items():
         if not torch.is_tensor(v):
             continue
         name = unet_name(k)
         if name is None:
+            ignored.append(k)
             continue
         if name in out:
             fail("two tensors map to %s (e.g. a model and its EMA copy): save one state_dict" % name)
         out[name] = v.detach().to(torch.float32).contiguous()
     if not out:
         fail("no U-Net tensors found in %s" % path)
+    if ignored:
+        print("ignored %d tensors that are neither the U-Net's nor a head.* of prg's: %s%s"
+              % (len(ignored), ", ".join(ignored[:4]), ", ..." if len(ignored) > 4 else ""))
     return out, meta
 
 
