@@ -18,7 +18,9 @@ its agreement with tools/ref_unet.py's state_dict), contradicting flags and
 broken state dicts refused, the round trip classifier .pt -> .safetensors
 (loaded by BUILD/prginfo, i.e. prg_classifier_load) -> .pt ->
 load_state_dict(strict=True) into the reference U-Net -> .safetensors again,
-bit for bit, and the same from a classifier written by BUILD/finetune.  The
+bit for bit, the same from a classifier written by BUILD/finetune, and
+evaluate / sample / prginfo on files without a config (refused naming the
+U-Net flags; loaded with them; refused with flags that do not fit).  The
 parts that need BUILD's programs are skipped, with a note, without them.
 It prints "test_convert: N passed, N failed".
 """
@@ -278,6 +280,28 @@ def test(build):
         keys = ("prg.kind", "prg.unet") + conv.CLASSIFIER_META
         check(err is None and same_tensors(a, b) and all(ma.get(k) == mb.get(k) for k in keys),
               "prg.h's classifier comes back with the same tensors and %s (%s)" % (", ".join(keys), err))
+        # the programs on files without a config: the U-Net flags give it, and without them they say which
+        net = ["--model-channels", "4", "--res-blocks", "2", "--channel-mult", "1,3", "--attention-ds", "2",
+               "--heads", "2", "--groups", "2", "--image-size", "8"]
+        conv.write_safetensors(path("plain.safetensors"), a, {})
+        conv.write_safetensors(path("plain_unet.safetensors"), conv.read_safetensors(path("rgb.safetensors"))[0], {})
+        runs = [("evaluate", ["--model", path("plain.safetensors"), "--data", path("val_data.npz"), "--threads", "1"]),
+                ("sample", ["--model", path("plain_unet.safetensors"), "--n", "2", "--steps", "2", "--threads", "1",
+                            "--out", path("s.png")]),
+                ("prginfo", ["--quiet", path("plain.safetensors")])]
+        for prog, argv in runs:
+            exe = os.path.join(build, prog)
+            if not os.path.exists(exe):
+                print("note: no %s" % exe)
+                continue
+            r = subprocess.run([exe] + argv, capture_output=True, text=True)
+            check(r.returncode == 1 and "--model-channels" in r.stderr and "pt2safetensors" in r.stderr,
+                  "%s on a file without a config and no U-Net flags: %d, %s" % (prog, r.returncode, r.stderr))
+            r = subprocess.run([exe] + argv + net, capture_output=True, text=True)
+            check(r.returncode == 0, "%s on a file without a config, with the U-Net flags: %s" % (prog, r.stderr))
+            r = subprocess.run([exe] + argv + net[:-2] + ["--image-size", "16"] + ["--res-blocks", "1"],
+                               capture_output=True, text=True)
+            check(r.returncode != 0, "%s with U-Net flags that do not fit the file is refused" % prog)
     else:
         print("note: no BUILD/finetune: the round trip of a classifier written by prg.h is not run")
     print("test_convert: %d passed, %d failed" % (check.passed, check.failed))
