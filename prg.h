@@ -806,9 +806,9 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
    file renamed into place; every read checks each name and shape and
    refuses NaN/Inf, naming the tensor, and changes nothing on failure. */
 prg_result prg_unet_save(const prg_unet *net, const char *path);
-/* cfg NULL: the config comes from the file's metadata.  cfg given: a plain
-   file (a PyTorch state_dict converted by tools/pt2safetensors.py) must hold
-   exactly the tensors of cfg; head.* and optim.* tensors are ignored. */
+/* cfg NULL: the config comes from the file's metadata (tools/pt2safetensors.py
+   writes it when converting a PyTorch state_dict).  cfg given: a plain file
+   must hold exactly the tensors of cfg; head.* and optim.* tensors are ignored. */
 prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config *cfg);
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
 /* The grid (t_span, t_cutoff) and class count come from the metadata; a file
