@@ -93,7 +93,7 @@
 
    THREADS
      One persistent pool (workers sleep on a condition variable between jobs,
-     after polling ~40 us for the next one).
+     after polling about 160 us for the next one).
      prg_set_num_threads(n) sets its size, 0 = all online CPUs; the
      environment variable PRG_NUM_THREADS sets the initial size.  Work is
      split so that results are bit-identical for any thread count.
@@ -379,7 +379,7 @@ float prg_flow_loss_forward_backward(float *dv /* [B][C][HW] */, const float *v 
 
 #define PRG_UNET_MAX_LEVELS 8
 
-/* The U-Net of METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
+/* The U-Net of docs/METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
    unet_2D: scale-shift ResBlocks, legacy-order attention, conv resampling,
    dropout 0, unconditional).  Start from a preset and change fields. */
 typedef struct prg_unet_config {
@@ -450,7 +450,7 @@ size_t     prg_unet_activation_bytes(const prg_unet *net);
 /* >>flow ================================================================ */
 /* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
 
-/* Time convention (METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
+/* Time convention (docs/METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
    s = 1 - t).  Samples are rows of `dim` floats (dim = C*H*W for images).
    Random numbers come from the caller's prg_rng, so a seed reproduces a
    batch; the draw order is stated with each function.  Output arrays must
@@ -466,13 +466,13 @@ void prg_flow_icfm_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */,
 /* The same construction from given x0, x1 and t (no randomness). */
 void prg_flow_icfm_interp(float *xt /* [B][dim] */, float *target /* [B][dim] */, const float *x0 /* [B][dim] */,
                           const float *x1 /* [B][dim] */, const float *t /* [B] */, int batch, size_t dim);
-/* GVP pairs (METHOD.md A.4, t = 0 data, t = 1 noise): eps ~ N(0, I), then
+/* GVP pairs (docs/METHOD.md A.4, t = 0 data, t = 1 noise): eps ~ N(0, I), then
    t ~ U[1e-5, 1); xt = cos(pi t/2) x + sin(pi t/2) eps,
    target = -(pi/2) sin(pi t/2) x + (pi/2) cos(pi t/2) eps. */
 void prg_flow_gvp_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
                         const float *x /* [B][dim] */, int batch, size_t dim, prg_rng *rng);
 
-/* OT-CFM (METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
+/* OT-CFM (docs/METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
 void prg_ot_cost(double *cost /* [B][B] */, const float *x0 /* [B][dim] */, const float *x1 /* [B][dim] */,
                  int batch, size_t dim);
 /* Exact minimum-cost assignment (Hungarian algorithm with potentials,
@@ -525,7 +525,7 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
                           float *x /* [B][dim] */);
 
 /* The reverse ODE, data -> noise, exactly as the reference's encoder
-   (METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
+   (docs/METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
    dropped, one Euler step per interval.  With h = 1/(t_span-1) and
    M = t_span-1-t_cutoff steps:
        x_0 = x,  x_{k+1} = x_k - h v(tau_k, x_k),  tau_k = 1 - k h,  z = x_M.
@@ -543,7 +543,7 @@ prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int
    vel at (tau_k, x_k) and then vjp with dv = -h a_{k+1}:
        a_k = a_{k+1} - h (dv/dx)(tau_k, x_k)^T a_{k+1},
        grads += -h (dv/dtheta)(tau_k, x_k)^T a_{k+1}      (a_M = dz)
-   which is the exact gradient of the discrete solve (left end, METHOD.md
+   which is the exact gradient of the discrete solve (left end, docs/METHOD.md
    A.3).  right_end = 1 evaluates at (tau_{k+1}, x_{k+1}) instead, as
    torchdiffeq's adjoint in the released code does (an O(h) approximation). */
 prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
@@ -551,7 +551,7 @@ prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_
                                           const float *states /* [M+1][B][dim] */,
                                           const float *dz /* [B][dim] */, float *dx /* [B][dim] or NULL */,
                                           int right_end);
-/* The GVP ("Diff") encoder of METHOD.md A.4: model time t = 0 is data, and
+/* The GVP ("Diff") encoder of docs/METHOD.md A.4: model time t = 0 is data, and
    the drift is +v over the grid linspace(0, 1, t_span), or its first
    t_cutoff points when t_cutoff > 0:
        x_{k+1} = x_k + h v(t_k, x_k),  t_k = k h,  k = 0 .. M-1,
@@ -590,7 +590,7 @@ prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int ba
 prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v);
 prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx);
 
-/* The classifier: the encoder, then the head of METHOD.md C.1 on z:
+/* The classifier: the encoder, then the head of docs/METHOD.md C.1 on z:
    average pool to pool x pool per channel (exact, 16 by default), flatten to
    D = C*pool*pool, LayerNorm(D) -> Linear(D, D) -> tanh -> Linear(D, classes,
    no bias).  Head tensors, in this order in one block: head.norm.weight [D],
@@ -623,13 +623,13 @@ prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
 /* The probability path the U-Net was pretrained on, which fixes the encoder:
    PRG_PATH_ICFM (ICFM and OT-CFM: prg_ode_reverse_euler, the default) or
-   PRG_PATH_GVP (METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
+   PRG_PATH_GVP (docs/METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
    [2, t_span]). */
 enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
 prg_result prg_classifier_set_path(prg_classifier *clf, int path);
 
 /* The optional flow-matching term of the fine-tuning loss, beta * L_FM on
-   the same images x (METHOD.md decision 3; the released code runs beta = 0):
+   the same images x (docs/METHOD.md C.2; the released code runs beta = 0):
    draws flow pairs with rng (ICFM; GVP on the GVP path), runs the U-Net on
    them, ADDS beta * dL_FM/dtheta to the U-Net gradients and returns L_FM
    (unweighted) in *loss.  Call it after prg_classifier_backward, whose
@@ -718,7 +718,7 @@ typedef struct prg_cosine_schedule {
     int64_t warmup_steps;   /* W (timm warmup_t) */
     int64_t total_steps;    /* W + T (timm t_initial = T) */
 } prg_cosine_schedule;
-/* The reference fine-tuning recipe (METHOD.md C.2): base 1.25e-4,
+/* The reference fine-tuning recipe (docs/METHOD.md C.2): base 1.25e-4,
    warm-up 1.25e-7, min 1.25e-6, each times global_batch/512; W =
    warmup_epochs*iters_per_epoch, total = epochs*iters_per_epoch.
    Returns PRG_ERR_CONFIG unless 0 <= warmup_epochs < epochs and
@@ -1048,7 +1048,7 @@ typedef struct prg_transform {
     float mean[PRG_DATA_MAX_CHANNELS], std[PRG_DATA_MAX_CHANNELS]; /* (x/255 - mean)/std */
 } prg_transform;
 
-/* Fills t with the reference pipeline (METHOD.md C.2) for images of `channels`
+/* Fills t with the reference pipeline (docs/METHOD.md C.2) for images of `channels`
    channels and the given output size.  train = 1: crop (out <= 32: RandomCrop
    padding 4, else RandomResizedCrop), flip 0.5, RandAugment rand-m9-mstd0.5-inc1,
    normalise, random erasing 0.25 'pixel'.  train = 0: out >= 64: resize the
