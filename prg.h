@@ -3173,6 +3173,75 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
     for (; i < n; i++) y[i] += a * g[i] + b * x[i] + c;
 }
 
+/* ==== The convolution engine ===============================================
+   Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
+   convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
+   last layers) is small.  Each convolution takes one of these paths, chosen
+   from its shape and the CPU's kernels:
+
+   - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
+     each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
+     and channel pair: 2.25 per output, against 9 computed directly) where
+     the tiles fill whole vectors with the AVX-512 kernels (prg__wino4_fits):
+     16- and 32-wide maps for the forward, dx and the weight gradient, and
+     8 x 8 maps at batch 32 or more for the forward and dx.  F(2x2,3x3) (16
+     products per 2x2 tile: 4 per output) elsewhere: the forward and dx on
+     maps of 16 x 16 and up, on 8 x 8 maps with the whole-plane transforms,
+     or on maps of 8 x 8 and up with 256 channels or more each way; the
+     weight gradient on any map.
+   - Direct, for 3x3 stride-1 pad-1 convolutions with at most 4 channels in
+     or out (the first and the last layer) where the AVX-512 kernel exists:
+     32 pixels x 8 output channels of accumulators over the unpadded planes,
+     which a GEMM only a few rows high or deep could not fill.
+   - One GEMM per sample on x itself for 1x1 stride-1 unpadded convolutions,
+     the batch split across threads (each sample's task adds its bias).
+   - Implicit GEMM for everything else: the forward GEMM packs its panels of
+     the column matrix straight from a zero-padded copy of the input, so no
+     im2col pass is made; dx of a stride-1 convolution (pad <= k-1, Co < 2 Ci)
+     is the convolution of dy with the flipped weights, packed the same way
+     (no col2im); other dx are W^T dy scattered back (col2im); 3x3 stride-1
+     weight gradients (up to 64 x 128 channels) run a direct AVX-512 kernel
+     of nine shifted dot products, other weight gradients a GEMM against the
+     stored column matrix.  Without the GEMM's packing buffers the stored
+     column matrix serves every product.
+
+   Winograd, how it runs.  The tiles are cut into blocks whose transformed
+   input and products stay in L2 (PRG__WINO_L2).  A block's input transform
+   writes straight into the GEMM kernel's B panels; the 16 (or 36) products
+   per tile position run on the GEMM micro-kernel against the transformed
+   weights, which are written straight into its A panels (a panel's output
+   channels in the vector lanes) as they are made; the inverse transform
+   writes the output (plus bias) or adds to it.  Blocks are independent and
+   each is done by one thread, so the bits do not depend on the thread count.
+   dx is the same computation on dy with the flipped weights; the weight
+   gradient is its transpose, dU = sum over tiles of (A dY A^T) (B^T d B)^T
+   and dW = G^T dU G, with a packing-free 4x4 dot-product kernel up to 64 x 64
+   channels and the packed GEMM above that.
+   The transforms fill every vector lane.  F(2x2,3x3): 16 tiles of one tile
+   row on maps 32 wide or more, two tile rows (one image row a register) on
+   16-wide maps, a whole 8 x 8 plane (four registers) on 8 x 8 maps; all three
+   give the bits of the plain row transforms.  F(4x4,3x3): 16 tiles a vector
+   (four tile rows of a 16-wide map, two of a 32-wide one, on 8 x 8 maps the
+   four tiles of four samples' planes), the image rows in registers and the
+   tile columns gathered across them by permutes.
+   The 16 or 36 positions of a tile sit in the transform buffers at a stride
+   of prg__spread_stride: one cache line more than their data whenever that
+   is a multiple of 1 KiB, so that a transform's 36 loads or stores of one
+   group of tiles do not all fall into one L1 set.
+   Accuracy: F(4x4,3x3)'s larger transform entries (up to 8 and 1/24) give
+   about 5e-6 of the largest output against 3e-7 for F(2x2,3x3) on tiny32's
+   layers (weight gradient 2-4e-6 against 2-5e-7), a small fraction of the
+   K eps bound the tests hold every convolution path to.
+
+   Kept weights.  Within one encode, sampling or classifier forward or
+   backward the weights do not change, so the U-Net transforms and packs each
+   convolution's Winograd weights once per call (forward and dx) instead of
+   once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
+
+   Without AVX-512 the paths above that need it fall back to the implicit
+   GEMM; prg_conv2d_forward_ref and prg_conv2d_backward_ref are the direct
+   definitions the tests compare every path with. */
+
 /* ---- conv2d ---------------------------------------------------------------
    GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
    in chunks of nb samples whose columns sit side by side, so that small
