@@ -3,7 +3,8 @@
    Train a flow-matching U-Net generator on unlabeled images, run its ODE
    backwards (data -> noise) to turn every image into features, and fine-tune
    that reversed generator with a small head into a classifier.  Plain C99,
-   libc + libm, optional pthreads; also compiles as C++11.
+   libc + libm, optional pthreads; also compiles as C++11.  docs/METHOD.md
+   describes the method as implemented here, README.md is the manual.
 
    USE
      In exactly one .c file of your program:
