@@ -3,7 +3,8 @@
    Train a flow-matching U-Net generator on unlabeled images, run its ODE
    backwards (data -> noise) to turn every image into features, and fine-tune
    that reversed generator with a small head into a classifier.  Plain C99,
-   libc + libm, optional pthreads; also compiles as C++11.
+   libc + libm, optional pthreads; also compiles as C++11.  docs/METHOD.md
+   describes the method as implemented here, README.md is the manual.
 
    USE
      In exactly one .c file of your program:
@@ -14,20 +15,65 @@
      Everywhere else just #include "prg.h".  Link with -lm (and -pthread
      unless PRG_NO_THREADS is defined).
 
-   QUICK START (this is examples/quickstart.c, compiled by `make test`)
+   QUICK START (examples/quickstart.c; `make test` compiles and runs it): the
+   pipeline on synthetic images, in a few seconds
 
          #define PRG_IMPLEMENTATION
          #include "prg.h"
          #include <stdio.h>
+         #define TRY(call) \
+             do { if ((call) != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; } } while (0)
+         enum { B = 16, C = 3, S = 16, D = C * S * S };   // batches of 16 images 3x16x16, 2 classes
 
-         int main(void) {
-             float a[2 * 3] = {1, 2, 3, 4, 5, 6};          // 2 x 3
-             float b[3 * 2] = {1, 0, 0, 1, 1, 1};          // 3 x 2
-             float c[2 * 2];
-             prg_set_num_threads(0);                       // all online CPUs
-             prg_sgemm(0, 0, 2, 2, 3, 1.0f, a, 3, b, 2, 0.0f, c, 2);
-             printf("%s kernel: %g %g / %g %g\n", prg_gemm_kernel_name(),
-                    c[0], c[1], c[2], c[3]);               // 4 5 / 10 11
+         static void make_batch(float *x, int *y, prg_rng *rng) {   // class 1: the left half is bright
+             for (int i = 0; i < B * D; i++) {
+                 y[i / D] = i / D % 2;
+                 x[i] = 0.5f * prg_rng_normal(rng) + ((i % S < S / 2) == y[i / D] ? 1.0f : -1.0f);
+             }
+         }
+
+         int main(int argc, char **argv) {
+             static float x[B * D], xt[B * D], target[B * D], t[B], v[B * D], z[B * D];
+             float logits[B * 2], dl[B * 2], loss = 0;
+             int y[B], step, right = 0; size_t nh;
+             prg_rng rng; prg_unet_config cfg; prg_adam_config ac;
+             prg_unet *net; prg_classifier *clf; prg_adam *opt;
+             prg_rng_seed(&rng, 1, 0); make_batch(x, y, &rng);
+             TRY(prg_unet_config_preset(&cfg, "tiny32"));    // 1. pretrain a small U-Net by flow matching
+             cfg.image_size = S; cfg.model_channels = 16; cfg.groups = 8;
+             TRY(prg_unet_create(&net, &cfg, 42));
+             prg_adam_config_default(&ac);
+             TRY(prg_adam_create(&opt, prg_unet_num_params(net), &ac));
+             for (step = 0; step < 40; step++) {
+                 prg_flow_icfm_pairs(xt, target, t, NULL, x, B, D, &rng);   // noise-data pairs, velocity
+                 prg_unet_zero_grad(net);
+                 TRY(prg_unet_forward(net, B, xt, t, v));
+                 loss = prg_flow_loss_forward_backward(v, v, target, B, C, S * S);   // v becomes dloss/dv
+                 TRY(prg_unet_backward(net, v, NULL));
+                 TRY(prg_adam_step(opt, prg_unet_params(net), prg_unet_grads(net), 2e-3, NULL));
+             }
+             TRY(prg_encode(net, 4, 0, B, x, z));             // 2. features: data -> noise, 3 Euler steps
+             printf("pretrained: flow loss %.3f; encoded x[0] = %.3f as z[0] = %.3f\n", loss, x[0], z[0]);
+             TRY(prg_classifier_create(&clf, net, 2, 4, 0, 7));  // 3. fine-tune U-Net + head
+             float *p[2] = {prg_unet_params(net), prg_classifier_head_params(clf, &nh)};
+             const float *g[2] = {prg_unet_grads(net), prg_classifier_head_grads(clf, &nh)};
+             size_t n[2] = {prg_unet_num_params(net), nh};
+             prg_adam_free(opt); ac.decoupled = 1; ac.weight_decay = 0.05;
+             TRY(prg_adam_create(&opt, n[0] + n[1], &ac));
+             for (step = 0; step < 20; step++) {
+                 make_batch(x, y, &rng);
+                 prg_classifier_zero_grad(clf);
+                 TRY(prg_classifier_forward(clf, B, x, logits));
+                 loss = prg_cross_entropy_forward_backward(dl, logits, y, B, 2, 0.1f);  // label smoothing
+                 TRY(prg_classifier_backward(clf, dl));       // exact gradient through the Euler steps
+                 TRY(prg_adam_step_blocks(opt, 2, p, g, n, 1e-3, NULL));
+             }
+             make_batch(x, y, &rng);                          // 4. classify images it has not seen
+             TRY(prg_classifier_forward(clf, B, x, logits));
+             for (int b = 0; b < B; b++) right += (logits[2 * b + 1] > logits[2 * b]) == y[b];
+             printf("fine-tuned: cross-entropy %.3f; %d of %d new images right\n", loss, right, B);
+             TRY(prg_classifier_save(clf, argc > 1 ? argv[1] : "quickstart.safetensors"));   // 5. save
+             prg_classifier_free(clf); prg_adam_free(opt);
              return 0;
          }
 
@@ -48,7 +94,7 @@
 
    THREADS
      One persistent pool (workers sleep on a condition variable between jobs,
-     after polling ~40 us for the next one).
+     after polling about 160 us for the next one).
      prg_set_num_threads(n) sets its size, 0 = all online CPUs; the
      environment variable PRG_NUM_THREADS sets the initial size.  Work is
      split so that results are bit-identical for any thread count.
@@ -334,7 +380,7 @@ float prg_flow_loss_forward_backward(float *dv /* [B][C][HW] */, const float *v 
 
 #define PRG_UNET_MAX_LEVELS 8
 
-/* The U-Net of METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
+/* The U-Net of docs/METHOD.md B (improved-diffusion UNetModel as GenerativeRL's
    unet_2D: scale-shift ResBlocks, legacy-order attention, conv resampling,
    dropout 0, unconditional).  Start from a preset and change fields. */
 typedef struct prg_unet_config {
@@ -405,7 +451,7 @@ size_t     prg_unet_activation_bytes(const prg_unet *net);
 /* >>flow ================================================================ */
 /* Flow-matching losses (ICFM, OT-CFM, GVP) and samplers noise -> data. */
 
-/* Time convention (METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
+/* Time convention (docs/METHOD.md A.1): noise at t = 0, data at t = 1 (the paper's
    s = 1 - t).  Samples are rows of `dim` floats (dim = C*H*W for images).
    Random numbers come from the caller's prg_rng, so a seed reproduces a
    batch; the draw order is stated with each function.  Output arrays must
@@ -421,13 +467,13 @@ void prg_flow_icfm_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */,
 /* The same construction from given x0, x1 and t (no randomness). */
 void prg_flow_icfm_interp(float *xt /* [B][dim] */, float *target /* [B][dim] */, const float *x0 /* [B][dim] */,
                           const float *x1 /* [B][dim] */, const float *t /* [B] */, int batch, size_t dim);
-/* GVP pairs (METHOD.md A.4, t = 0 data, t = 1 noise): eps ~ N(0, I), then
+/* GVP pairs (docs/METHOD.md A.4, t = 0 data, t = 1 noise): eps ~ N(0, I), then
    t ~ U[1e-5, 1); xt = cos(pi t/2) x + sin(pi t/2) eps,
    target = -(pi/2) sin(pi t/2) x + (pi/2) cos(pi t/2) eps. */
 void prg_flow_gvp_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
                         const float *x /* [B][dim] */, int batch, size_t dim, prg_rng *rng);
 
-/* OT-CFM (METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
+/* OT-CFM (docs/METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
 void prg_ot_cost(double *cost /* [B][B] */, const float *x0 /* [B][dim] */, const float *x1 /* [B][dim] */,
                  int batch, size_t dim);
 /* Exact minimum-cost assignment (Hungarian algorithm with potentials,
@@ -480,7 +526,7 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
                           float *x /* [B][dim] */);
 
 /* The reverse ODE, data -> noise, exactly as the reference's encoder
-   (METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
+   (docs/METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
    dropped, one Euler step per interval.  With h = 1/(t_span-1) and
    M = t_span-1-t_cutoff steps:
        x_0 = x,  x_{k+1} = x_k - h v(tau_k, x_k),  tau_k = 1 - k h,  z = x_M.
@@ -498,7 +544,7 @@ prg_result prg_ode_reverse_euler(prg_velocity_fn vel, void *ctx, int t_span, int
    vel at (tau_k, x_k) and then vjp with dv = -h a_{k+1}:
        a_k = a_{k+1} - h (dv/dx)(tau_k, x_k)^T a_{k+1},
        grads += -h (dv/dtheta)(tau_k, x_k)^T a_{k+1}      (a_M = dz)
-   which is the exact gradient of the discrete solve (left end, METHOD.md
+   which is the exact gradient of the discrete solve (left end, docs/METHOD.md
    A.3).  right_end = 1 evaluates at (tau_{k+1}, x_{k+1}) instead, as
    torchdiffeq's adjoint in the released code does (an O(h) approximation). */
 prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn vjp, void *ctx,
@@ -506,7 +552,7 @@ prg_result prg_ode_reverse_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_
                                           const float *states /* [M+1][B][dim] */,
                                           const float *dz /* [B][dim] */, float *dx /* [B][dim] or NULL */,
                                           int right_end);
-/* The GVP ("Diff") encoder of METHOD.md A.4: model time t = 0 is data, and
+/* The GVP ("Diff") encoder of docs/METHOD.md A.4: model time t = 0 is data, and
    the drift is +v over the grid linspace(0, 1, t_span), or its first
    t_cutoff points when t_cutoff > 0:
        x_{k+1} = x_k + h v(t_k, x_k),  t_k = k h,  k = 0 .. M-1,
@@ -545,7 +591,7 @@ prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int ba
 prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v);
 prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx);
 
-/* The classifier: the encoder, then the head of METHOD.md C.1 on z:
+/* The classifier: the encoder, then the head of docs/METHOD.md C.1 on z:
    average pool to pool x pool per channel (exact, 16 by default), flatten to
    D = C*pool*pool, LayerNorm(D) -> Linear(D, D) -> tanh -> Linear(D, classes,
    no bias).  Head tensors, in this order in one block: head.norm.weight [D],
@@ -578,13 +624,13 @@ prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
 /* The probability path the U-Net was pretrained on, which fixes the encoder:
    PRG_PATH_ICFM (ICFM and OT-CFM: prg_ode_reverse_euler, the default) or
-   PRG_PATH_GVP (METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
+   PRG_PATH_GVP (docs/METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
    [2, t_span]). */
 enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
 prg_result prg_classifier_set_path(prg_classifier *clf, int path);
 
 /* The optional flow-matching term of the fine-tuning loss, beta * L_FM on
-   the same images x (METHOD.md decision 3; the released code runs beta = 0):
+   the same images x (docs/METHOD.md C.2; the released code runs beta = 0):
    draws flow pairs with rng (ICFM; GVP on the GVP path), runs the U-Net on
    them, ADDS beta * dL_FM/dtheta to the U-Net gradients and returns L_FM
    (unweighted) in *loss.  Call it after prg_classifier_backward, whose
@@ -673,7 +719,7 @@ typedef struct prg_cosine_schedule {
     int64_t warmup_steps;   /* W (timm warmup_t) */
     int64_t total_steps;    /* W + T (timm t_initial = T) */
 } prg_cosine_schedule;
-/* The reference fine-tuning recipe (METHOD.md C.2): base 1.25e-4,
+/* The reference fine-tuning recipe (docs/METHOD.md C.2): base 1.25e-4,
    warm-up 1.25e-7, min 1.25e-6, each times global_batch/512; W =
    warmup_epochs*iters_per_epoch, total = epochs*iters_per_epoch.
    Returns PRG_ERR_CONFIG unless 0 <= warmup_epochs < epochs and
@@ -1003,7 +1049,7 @@ typedef struct prg_transform {
     float mean[PRG_DATA_MAX_CHANNELS], std[PRG_DATA_MAX_CHANNELS]; /* (x/255 - mean)/std */
 } prg_transform;
 
-/* Fills t with the reference pipeline (METHOD.md C.2) for images of `channels`
+/* Fills t with the reference pipeline (docs/METHOD.md C.2) for images of `channels`
    channels and the given output size.  train = 1: crop (out <= 32: RandomCrop
    padding 4, else RandomResizedCrop), flip 0.5, RandAugment rand-m9-mstd0.5-inc1,
    normalise, random erasing 0.25 'pixel'.  train = 0: out >= 64: resize the
@@ -3127,6 +3173,75 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
         for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + b * x[i + l] + c;
     for (; i < n; i++) y[i] += a * g[i] + b * x[i] + c;
 }
+
+/* ==== The convolution engine ===============================================
+   Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
+   convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
+   last layers) is small.  Each convolution takes one of these paths, chosen
+   from its shape and the CPU's kernels:
+
+   - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
+     each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
+     and channel pair: 2.25 per output, against 9 computed directly) where
+     the tiles fill whole vectors with the AVX-512 kernels (prg__wino4_fits):
+     16- and 32-wide maps for the forward, dx and the weight gradient, and
+     8 x 8 maps at batch 32 or more for the forward and dx.  F(2x2,3x3) (16
+     products per 2x2 tile: 4 per output) elsewhere: the forward and dx on
+     maps of 16 x 16 and up, on 8 x 8 maps with the whole-plane transforms,
+     or on maps of 8 x 8 and up with 256 channels or more each way; the
+     weight gradient on any map.
+   - Direct, for 3x3 stride-1 pad-1 convolutions with at most 4 channels in
+     or out (the first and the last layer) where the AVX-512 kernel exists:
+     32 pixels x 8 output channels of accumulators over the unpadded planes,
+     which a GEMM only a few rows high or deep could not fill.
+   - One GEMM per sample on x itself for 1x1 stride-1 unpadded convolutions,
+     the batch split across threads (each sample's task adds its bias).
+   - Implicit GEMM for everything else: the forward GEMM packs its panels of
+     the column matrix straight from a zero-padded copy of the input, so no
+     im2col pass is made; dx of a stride-1 convolution (pad <= k-1, Co < 2 Ci)
+     is the convolution of dy with the flipped weights, packed the same way
+     (no col2im); other dx are W^T dy scattered back (col2im); 3x3 stride-1
+     weight gradients (up to 64 x 128 channels) run a direct AVX-512 kernel
+     of nine shifted dot products, other weight gradients a GEMM against the
+     stored column matrix.  Without the GEMM's packing buffers the stored
+     column matrix serves every product.
+
+   Winograd, how it runs.  The tiles are cut into blocks whose transformed
+   input and products stay in L2 (PRG__WINO_L2).  A block's input transform
+   writes straight into the GEMM kernel's B panels; the 16 (or 36) products
+   per tile position run on the GEMM micro-kernel against the transformed
+   weights, which are written straight into its A panels (a panel's output
+   channels in the vector lanes) as they are made; the inverse transform
+   writes the output (plus bias) or adds to it.  Blocks are independent and
+   each is done by one thread, so the bits do not depend on the thread count.
+   dx is the same computation on dy with the flipped weights; the weight
+   gradient is its transpose, dU = sum over tiles of (A dY A^T) (B^T d B)^T
+   and dW = G^T dU G, with a packing-free 4x4 dot-product kernel up to 64 x 64
+   channels and the packed GEMM above that.
+   The transforms fill every vector lane.  F(2x2,3x3): 16 tiles of one tile
+   row on maps 32 wide or more, two tile rows (one image row a register) on
+   16-wide maps, a whole 8 x 8 plane (four registers) on 8 x 8 maps; all three
+   give the bits of the plain row transforms.  F(4x4,3x3): 16 tiles a vector
+   (four tile rows of a 16-wide map, two of a 32-wide one, on 8 x 8 maps the
+   four tiles of four samples' planes), the image rows in registers and the
+   tile columns gathered across them by permutes.
+   The 16 or 36 positions of a tile sit in the transform buffers at a stride
+   of prg__spread_stride: one cache line more than their data whenever that
+   is a multiple of 1 KiB, so that a transform's 36 loads or stores of one
+   group of tiles do not all fall into one L1 set.
+   Accuracy: F(4x4,3x3)'s larger transform entries (up to 8 and 1/24) give
+   about 5e-6 of the largest output against 3e-7 for F(2x2,3x3) on tiny32's
+   layers (weight gradient 2-4e-6 against 2-5e-7), a small fraction of the
+   K eps bound the tests hold every convolution path to.
+
+   Kept weights.  Within one encode, sampling or classifier forward or
+   backward the weights do not change, so the U-Net transforms and packs each
+   convolution's Winograd weights once per call (forward and dx) instead of
+   once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
+
+   Without AVX-512 the paths above that need it fall back to the implicit
+   GEMM; prg_conv2d_forward_ref and prg_conv2d_backward_ref are the direct
+   definitions the tests compare every path with. */
 
 /* ---- conv2d ---------------------------------------------------------------
    GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PRG on CIFAR-10, the paper's recipe (METHOD.md C.2, C.3, D):
+# PRG on CIFAR-10, the paper's recipe (docs/METHOD.md C.2, C.3, D):
 #   pretrain: cifar32 U-Net (52.5M params), ICFM, Adam 1e-4, batch 128,
 #             the reference augmentation (RandomCrop 4, flip, RandAugment m9,
 #             ImageNet normalisation, random erasing 0.25)

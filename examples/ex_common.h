@@ -113,7 +113,7 @@ PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
     return 1;
 }
 #define EX_NET_HELP \
-    "  --preset NAME          tiny32 | small32 | cifar32 | imagenet64 (U-Net of METHOD.md B)\n" \
+    "  --preset NAME          tiny32 | small32 | cifar32 | imagenet64 (U-Net of docs/METHOD.md B)\n" \
     "  --image-size N         model input size (default: the preset's; 28x28 data is padded to 32)\n" \
     "  --model-channels N     base width (every width divisible by --groups)\n" \
     "  --res-blocks N         ResBlocks per level\n" \
@@ -184,7 +184,7 @@ PRG_UNUSED static void ex_norm(int c, float *mean, float *std) {
 
 /* The transform for images c x h x w to a square `size` model input:
    smaller sources are zero-padded to it (28 -> 32: border 2) first.
-   augment: the reference's training pipeline (METHOD.md C.2/D); 0: just
+   augment: the reference's training pipeline (docs/METHOD.md C.2/D); 0: just
    pad/crop + normalise.  hflip < 0 keeps the pipeline's default. */
 PRG_UNUSED static void ex_transform(prg_transform *t, int train, int augment, int c, int h, int w, int size, float hflip) {
     int border = (size > h && size - h == size - w && (size - h) % 2 == 0) ? (size - h) / 2 : 0;

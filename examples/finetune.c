@@ -1,5 +1,5 @@
 /* finetune: turn a pretrained flow-matching U-Net into a classifier (PRG,
-   METHOD.md C.2): the reverse ODE (data -> noise, t_span grid, t_cutoff)
+   docs/METHOD.md C.2): the reverse ODE (data -> noise, t_span grid, t_cutoff)
    then the head, trained with label-smoothing cross-entropy, AdamW and a
    warm-up + cosine schedule stepped per iteration.
 
@@ -15,7 +15,7 @@
 
 static void usage(void) {
     printf("usage: finetune --data TRAIN [--init UNET | --from-scratch] [options]\n"
-           "PRG fine-tuning (METHOD.md C.2): reverse ODE + head, label-smoothing CE, AdamW, cosine.\n"
+           "PRG fine-tuning (docs/METHOD.md C.2): reverse ODE + head, label-smoothing CE, AdamW, cosine.\n"
            "  --data PATH            training set (IDX(.gz) images file, CIFAR .bin, .npz; a,b,c concatenates)\n"
            "  --test PATH            test set for evaluation (none: no evaluation)\n"
            "  --init PATH            pretrained U-Net (pretrain's checkpoint or a converted state dict;\n"

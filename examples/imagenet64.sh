@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PRG on downsampled ImageNet 64x64, the paper's recipe (METHOD.md C.2, C.3, D):
+# PRG on downsampled ImageNet 64x64, the paper's recipe (docs/METHOD.md C.2, C.3, D):
 #   pretrain: imagenet64 U-Net (121M params), ICFM, Adam 1e-4, batch 64,
 #             the reference augmentation (RandomResizedCrop 64, flip,
 #             RandAugment m9, ImageNet normalisation, random erasing 0.25)

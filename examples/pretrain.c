@@ -1,4 +1,4 @@
-/* pretrain: flow-matching pretraining of the U-Net generator (METHOD.md D).
+/* pretrain: flow-matching pretraining of the U-Net generator (docs/METHOD.md D).
 
      pretrain --data data/mnist/train-images-idx3-ubyte.gz --preset tiny32 --steps 2000 --out unet.safetensors
 
@@ -14,7 +14,7 @@
 
 static void usage(void) {
     printf("usage: pretrain --data PATH [options]\n"
-           "Flow-matching pretraining of the PRG U-Net (METHOD.md D).\n"
+           "Flow-matching pretraining of the PRG U-Net (docs/METHOD.md D).\n"
            "  --data PATH            dataset: IDX(.gz) images file, CIFAR-10/100 .bin, or .npz;\n"
            "                         a comma-separated list is concatenated\n"
            EX_NET_HELP

@@ -3,8 +3,11 @@
 # C99 with gcc and clang, C++11, with and without -march=native, with
 # PRG_NO_THREADS, with PRG_NO_IMAGE (the data section's resizing must not
 # depend on the image block), and included in two translation units of one
-# program.
-# The quick start in prg.h's documentation is examples/quickstart.c, verbatim.
+# program.  Each build of examples/quickstart.c (the whole pipeline on
+# synthetic images) must also run it and classify new images right, and
+# tests/smoke_gemm.c (one small product) must print the right numbers.
+# The quick starts in prg.h's documentation and in README.md are
+# examples/quickstart.c, verbatim.
 # Compiles run two at a time ($PRG_JOBS).
 cd "$(dirname "$0")/.." || exit 1
 out=${BUILD:-build}/check_build
@@ -24,6 +27,7 @@ for cc in gcc clang; do
     jobs+=("$cc-noimage|$cc -std=c99 -O2 $W -DPRG_NO_IMAGE -I. -o $out/$cc-noimage examples/quickstart.c -lm -pthread")
     jobs+=("$cc-twounits|$cc -std=c99 -O2 $W -I. -DPRG_IMPLEMENTATION -c -o $out/$cc-u1.o $out/unit1_main.c && $cc -std=c99 -O2 $W -I. -c -o $out/$cc-u2.o $out/unit2.c && $cc -o $out/$cc-twounits $out/$cc-u1.o $out/$cc-u2.o -lm -pthread")
 done
+jobs+=("smoke-gemm|gcc -std=c99 -O2 $W -I. -o $out/smoke-gemm tests/smoke_gemm.c -lm -pthread")
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null || continue
     jobs+=("$cxx-cxx11|$cxx -x c++ -std=c++11 -O2 $W -I. -o $out/$cxx-cxx11 examples/quickstart.c -lm -pthread")
@@ -38,8 +42,15 @@ for line in "${jobs[@]}"; do
     name=${line%%|*}
     if [ -f "$out/$name.ok" ]; then
         passed=$((passed + 1))
-        # each program must also run (two units: returns 0 only if both units share the pool)
-        if "$out/$name" > "$out/$name.run" 2>&1 && { [ "$name" = "${name%twounits}" ] && grep -q ': 4 5 / 10 11$' "$out/$name.run" || [ "$name" != "${name%twounits}" ]; }; then
+        # each program must also run: the two units return 0 only if both share the pool;
+        # the GEMM smoke test prints 4 5 / 10 11; the quick start classifies at least 14 of
+        # 16 new images right (chance: 8) and saves the classifier
+        rm -f "$out/$name.safetensors"
+        if "$out/$name" "$out/$name.safetensors" > "$out/$name.run" 2>&1 && case $name in
+                *twounits) true ;;
+                smoke-gemm) grep -q ': 4 5 / 10 11$' "$out/$name.run" ;;
+                *) grep -Eq ' 1[4-6] of 16 new images right$' "$out/$name.run" && [ -s "$out/$name.safetensors" ] ;;
+            esac; then
             passed=$((passed + 1))
         else
             failed=$((failed + 1)); echo "FAIL check_build: $name runs wrong:"; sed 's/^/FAIL    /' "$out/$name.run" | head -5
@@ -48,10 +59,18 @@ for line in "${jobs[@]}"; do
         failed=$((failed + 1)); echo "FAIL check_build: $name: ${line#*|}"; sed -n 1,15p "$out/$name.log" | sed 's/^/FAIL    /'
     fi
 done
-# the quick start in the documentation is the example file, verbatim
-awk '/QUICK START/{f=1;next} /CONFIGURATION \(define/{f=0} f' prg.h | sed -e 's/^         //' \
-    | sed -e '1{/^$/d}' -e '${/^$/d}' > "$out/quickstart_doc.c"
-if diff -u examples/quickstart.c "$out/quickstart_doc.c" > "$out/doc.log"; then passed=$((passed + 1)); else
-    failed=$((failed + 1)); echo "FAIL check_build: quick start in prg.h differs from examples/quickstart.c"; sed 's/^/FAIL    /' "$out/doc.log" | head; fi
+# the quick starts in the documentation are the example file, verbatim: in prg.h the
+# 9-space indented lines between QUICK START and CONFIGURATION, in README.md the ```c
+# block after the line <!-- examples/quickstart.c -->
+awk '/QUICK START/{f=1;next} /CONFIGURATION \(define/{f=0} f && (/^         / || /^$/)' prg.h \
+    | sed -e 's/^         //' | awk '{l[NR] = $0} END {a = 1; b = NR; while (a <= b && l[a] == "") a++
+        while (b >= a && l[b] == "") b--; for (i = a; i <= b; i++) print l[i]}' > "$out/quickstart_doc.c"
+awk '/^<!-- examples\/quickstart.c -->/{f=1;next} f==1 && /^```c$/{f=2;next} f==2 && /^```$/{exit} f==2' README.md \
+    > "$out/quickstart_readme.c"
+for doc in prg.h:quickstart_doc README.md:quickstart_readme; do
+    if diff -u examples/quickstart.c "$out/${doc#*:}.c" > "$out/${doc#*:}.log"; then passed=$((passed + 1)); else
+        failed=$((failed + 1)); echo "FAIL check_build: quick start in ${doc%%:*} differs from examples/quickstart.c"
+        sed 's/^/FAIL    /' "$out/${doc#*:}.log" | head; fi
+done
 echo "check_build: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,6 +1,6 @@
 /* flow: ICFM / GVP / OT-CFM pair construction, exact OT assignment against
    brute force, samplers (orders of convergence), the reverse Euler encoder
-   of METHOD.md A.2 and its exact discrete backward (A.3). */
+   of docs/METHOD.md A.2 and its exact discrete backward (A.3). */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
@@ -336,7 +336,7 @@ static void test_samplers(void) {
     CHECK(prg_sample_heun(ode_vel, &c, 0, 1, OD, x) == PRG_ERR_ARG, "0 steps accepted");
 }
 
-/* ---- reverse Euler (METHOD.md A.2) ---------------------------------------- */
+/* ---- reverse Euler (docs/METHOD.md A.2) ---------------------------------------- */
 /* v(tau, x) = theta * tau * x, with a vjp; records the times it is called at. */
 typedef struct lin_ctx {
     double theta, dtheta;
@@ -423,7 +423,7 @@ static void test_reverse_euler(void) {
               fabs(y[0] - 0.9 * 10 / 9.0) < 1e-6, "gvp cutoff 3: z = %g", y[0]);
         CHECK(prg_ode_gvp_euler(lin_vel, &c, 4, 1, 2, 1, x, y, NULL) == PRG_ERR_ARG, "gvp cutoff 1 accepted");
     }
-    {   /* right-end (torchdiffeq adjoint) gradient against METHOD.md A.3, by hand:
+    {   /* right-end (torchdiffeq adjoint) gradient against docs/METHOD.md A.3, by hand:
            a_{k-1} = a_k (1 - h theta tau_k), g += -h tau_k x_k a_k, k = M..1 */
         const int N = 6, cut = 1, M = 4;
         const double h = 1.0 / 5;

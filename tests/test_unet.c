@@ -216,7 +216,7 @@ static void test_fixture(const fixture *fx) {
 
 static void test_presets(void) {
     static const char *names[4] = {"cifar32", "imagenet64", "small32", "tiny32"};
-    static const size_t counts[4] = {52542979, 121060483, 7280707, 1192387}; /* DESIGN.md / METHOD.md B */
+    static const size_t counts[4] = {52542979, 121060483, 7280707, 1192387}; /* docs/METHOD.md B.1 */
     prg_unet_config c;
     int i;
     for (i = 0; i < 4; i++) {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch side of tools/bench_finetune.sh: the same fine-tuning step with
 autograd through the Euler loop (the U-Net of tools/ref_unet.py, the head of
-METHOD.md C.1, label-smoothing CE 0.1, AdamW), best of N, peak memory.
+docs/METHOD.md C.1, label-smoothing CE 0.1, AdamW), best of N, peak memory.
 
     /usr/bin/python3 tools/bench_finetune.py PRESET BATCH STEPS [THREADS] [REPS]
 prints: preset batch steps ms_per_step peak_rss_MiB"""

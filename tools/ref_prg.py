@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for the prg section of prg.h (METHOD.md A.2, A.3, C.1).
+"""PyTorch reference for the prg section of prg.h (docs/METHOD.md A.2, A.3, C.1).
 
 Uses the U-Net of tools/ref_unet.py (its UNet, its formula test weights and
 inputs) and adds, in its own words, the encoder (Euler steps data -> noise on
@@ -13,7 +13,7 @@ tests/fixtures/prg_ref.h:
       exact:   autograd through the Euler loop (left-end, what prg.h computes
                by default);
       adjoint: torchdiffeq's adjoint rule (Jacobians at the right end of each
-               interval, METHOD.md A.3), written out with autograd.grad.
+               interval, docs/METHOD.md A.3), written out with autograd.grad.
 
     /usr/bin/python3 tools/ref_prg.py          writes the fixture
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch reference for the U-Net section of prg.h (METHOD.md B).
+"""PyTorch reference for the U-Net section of prg.h (docs/METHOD.md B).
 
-The model is written here from METHOD.md B.2/B.3 (improved-diffusion UNetModel
+The model is written here from docs/METHOD.md B.2/B.3 (improved-diffusion UNetModel
 as GenerativeRL's unet_2D runs it: scale-shift ResBlocks, legacy-order
 attention, conv resampling, dropout 0).  Module and attribute names are chosen
 so that state_dict() gives the reference names (time_embed.0.weight, ...).
