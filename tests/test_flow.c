@@ -104,14 +104,15 @@ static void test_ot_assign(void) {
         prg_set_num_threads(2);
         prg_ot_cost(cost2, x0, x1, B, D);
         CHECK(memcmp(cost, cost2, (size_t)B * B * sizeof(double)) == 0, "cost matrix depends on threads");
+        prg_ot_cost_ref(cost2, x0, x1, B, D); /* the plain loop: exact to double rounding */
         for (i = 0; i < B; i += 7) { /* row i = x0[i], column j = x1[j] */
             double s = 0.0;
             size_t k;
             j = (i * 5 + 3) % B;
             for (k = 0; k < D; k++) s += ((double)x0[i * D + k] - x1[j * D + k]) * ((double)x0[i * D + k] - x1[j * D + k]);
-            if (fabs(s - cost[i * B + j]) > 1e-9 * s) idx_ok = 0;
+            if (fabs(s - cost2[i * B + j]) > 1e-9 * s) idx_ok = 0;
         }
-        CHECK(idx_ok, "cost[i][j] is not ||x0_i - x1_j||^2");
+        CHECK(idx_ok, "prg_ot_cost_ref: cost[i][j] is not ||x0_i - x1_j||^2");
         CHECK(prg_ot_assign(perm, cost, B) == PRG_OK && is_perm(perm, B), "assign B=%d", B);
         for (i = 0; i < B; i++)
             for (j = i + 1; j < B; j++)
@@ -621,6 +622,84 @@ static void test_train_small_flow(int ot) {
     prg_free(xs);
 }
 
+/* prg_ot_cost (norms in double + the float32 GEMM's cross terms) against
+   the plain double loop: the largest error relative to the entry's scale
+   ||x0_i||^2 + ||x1_j||^2, the optimal assignment of both matrices, and, on
+   batches of 2..7 (large dim, so the GEMM form is the one used), the
+   assignment from the GEMM costs against an exhaustive search on the exact
+   costs. */
+static double ot_cost_rel_err(const double *c, const double *ref, const float *x0, const float *x1, int B, size_t D) {
+    double e = 0.0;
+    int i, j;
+    for (i = 0; i < B; i++)
+        for (j = 0; j < B; j++) {
+            double n = 0.0, d;
+            size_t k;
+            for (k = 0; k < D; k++) n += (double)x0[i * D + k] * x0[i * D + k] + (double)x1[j * D + k] * x1[j * D + k];
+            d = fabs(c[i * B + j] - ref[i * B + j]) / n;
+            if (d > e) e = d;
+        }
+    return e;
+}
+
+static void test_ot_cost_gemm(void) {
+    /* (batch, dim, data kind): 0 noise vs noise, 1 noise vs images in [-1, 1]
+       with a shared offset (like normalised data), the OT-CFM shape last */
+    static const int shapes[4][3] = {{96, 300, 0}, {33, 777, 1}, {64, 2048, 0}, {128, 3072, 1}};
+    prg_rng r;
+    int s, n, trial, worse = 0, trials = 0;
+    double worst_rel = 0.0;
+    prg_rng_seed(&r, 21, 0);
+    for (s = 0; s < 4; s++) {
+        const int B = shapes[s][0];
+        const size_t D = (size_t)shapes[s][1];
+        float *x0 = falloc((size_t)B * D), *x1 = falloc((size_t)B * D);
+        double *c = (double *)prg_alloc((size_t)B * B * sizeof(double));
+        double *ref = (double *)prg_alloc((size_t)B * B * sizeof(double));
+        int *p = (int *)prg_alloc((size_t)B * sizeof(int)), *q = (int *)prg_alloc((size_t)B * sizeof(int));
+        size_t k;
+        /* a D-term float32 dot product errs by ~ u sqrt(D) sum |x0_k x1_k| (u = 2^-24,
+           random rounding), and 2 sum |x0_k x1_k| <= ||x0||^2 + ||x1||^2 */
+        double e, bound = 5.96e-8 * sqrt((double)D);
+        fill_normal(x0, (size_t)B * D, &r);
+        for (k = 0; k < (size_t)B * D; k++)
+            x1[k] = shapes[s][2] ? 0.4f + 1.2f * (2.0f * prg_rng_uniform(&r) - 1.0f) : prg_rng_normal(&r);
+        prg_ot_cost(c, x0, x1, B, D);
+        prg_ot_cost_ref(ref, x0, x1, B, D);
+        e = ot_cost_rel_err(c, ref, x0, x1, B, D);
+        printf("OT cost %d x %zu: GEMM form vs loop, largest error / (|x0|^2 + |x1|^2) = %.3g (bound %.3g)\n", B, D, e,
+               bound);
+        CHECK(e < bound, "OT cost %d x %zu: GEMM form error %.3g above %.3g", B, D, e, bound);
+        CHECK(e > 0.0, "OT cost %d x %zu: the GEMM form equals the loop bit for bit (not taken?)", B, D);
+        CHECK(prg_ot_assign(p, c, B) == PRG_OK && prg_ot_assign(q, ref, B) == PRG_OK, "assign %d", B);
+        CHECK(memcmp(p, q, (size_t)B * sizeof(int)) == 0, "OT %d x %zu: the GEMM costs change the assignment", B, D);
+        prg_free(x0); prg_free(x1); prg_free(c); prg_free(ref); prg_free(p); prg_free(q);
+    }
+    for (n = 2; n <= 7; n++) {
+        const size_t D = 20000; /* n^2 D >= 65536: the GEMM form */
+        float *x0 = falloc((size_t)n * D), *x1 = falloc((size_t)n * D);
+        for (trial = 0; trial < (n <= 5 ? 12 : 4); trial++) {
+            double c[49], ref[49], e;
+            int p[7];
+            fill_normal(x0, (size_t)n * D, &r);
+            fill_normal(x1, (size_t)n * D, &r);
+            prg_ot_cost(c, x0, x1, n, D);
+            prg_ot_cost_ref(ref, x0, x1, n, D);
+            e = ot_cost_rel_err(c, ref, x0, x1, n, D);
+            if (e > worst_rel) worst_rel = e;
+            if (prg_ot_assign(p, c, n) != PRG_OK || !is_perm(p, n) ||
+                perm_cost(ref, p, n) > brute_min(ref, n) * (1.0 + 1e-12))
+                worse++;
+            trials++;
+        }
+        prg_free(x0); prg_free(x1);
+    }
+    CHECK(worse == 0, "%d of %d GEMM-cost assignments (n = 2..7) are not optimal for the exact costs", worse, trials);
+    CHECK(worst_rel > 0.0 && worst_rel < 5.96e-8 * sqrt(20000.0), "n = 2..7: GEMM form error %.3g", worst_rel);
+    printf("OT cost: %d GEMM-cost assignments n = 2..7 (dim 20000) optimal by exhaustive search on the exact costs\n",
+           trials);
+}
+
 /* In one dimension the squared-distance optimum pairs the sorted noise with
    the sorted data. */
 static void test_ot_1d_sorted(void) {
@@ -649,6 +728,7 @@ int main(void) {
     test_backward_fd(0);
     test_backward_fd(1);
     test_ot_1d_sorted();
+    test_ot_cost_gemm();
     test_train_small_flow(0);
     test_train_small_flow(1);
     return prg_test_finish("test_flow");
