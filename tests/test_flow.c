@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "unet_test_weights.h"
+#include "fixtures/sample_ref.h"
 
 static float *falloc(size_t n) { return (float *)prg_alloc(n * sizeof(float)); }
 
@@ -330,6 +332,11 @@ static void test_samplers(void) {
     c.fail_after = -1;
     CHECK(prg_sample_euler(ode_vel, &c, 5, 1, OD, x) == PRG_OK, "euler 5");
     for (k = 0; k < 5; k++) CHECK(c.last_t[k] == (float)(k / 5.0), "Euler time %d: %g", k, c.last_t[k]);
+    /* the GVP path runs the grid backwards: t_k = 1 - k/steps */
+    memset(&c, 0, sizeof c);
+    c.fail_after = -1;
+    CHECK(prg_sample_path(PRG_PATH_GVP, PRG_SOLVER_EULER, ode_vel, &c, 5, 1, OD, x) == PRG_OK, "gvp euler 5");
+    for (k = 0; k < 5; k++) CHECK(c.last_t[k] == (float)(1.0 - k / 5.0), "GVP Euler time %d: %g", k, c.last_t[k]);
     /* callback errors pass through */
     memset(&c, 0, sizeof c);
     c.fail_after = 3;
@@ -719,6 +726,67 @@ static void test_ot_1d_sorted(void) {
     CHECK(monotone, "1-D optimal assignment is not monotone");
 }
 
+/* ---- sampling along the model's path --------------------------------------- */
+/* The MONO16 U-Net of tools/ref_unet.py with its formula weights as a fixed
+   velocity field: prg_unet_sample on a GVP net (t = 1 -> 0) and an ICFM net
+   (t = 0 -> 1) against tools/ref_sample.py's float64 integrations. */
+static double max_rel(const float *a, const float *ref, size_t n) {
+    double d = 0.0, m = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (fabs((double)a[i] - ref[i]) > d) d = fabs((double)a[i] - ref[i]);
+        if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
+    }
+    return d / m;
+}
+
+static void test_sample_path_ref(void) {
+    static const struct { const char *name; int loss, solver, steps; const float *ref; } runs[4] = {
+        {"GVP Euler", PRG_LOSS_GVP, PRG_SOLVER_EULER, SAMPLE_REF_GVP_EULER_STEPS, sample_ref_gvp_euler},
+        {"GVP Heun", PRG_LOSS_GVP, PRG_SOLVER_HEUN, SAMPLE_REF_GVP_HEUN_STEPS, sample_ref_gvp_heun},
+        {"GVP RK4", PRG_LOSS_GVP, PRG_SOLVER_RK4, SAMPLE_REF_GVP_RK4_STEPS, sample_ref_gvp_rk4},
+        {"ICFM Euler", PRG_LOSS_ICFM, PRG_SOLVER_EULER, SAMPLE_REF_ICFM_EULER_STEPS, sample_ref_icfm_euler}};
+    enum { B = SAMPLE_REF_BATCH, N = SAMPLE_REF_BATCH * 256 };
+    prg_unet_config cfg;
+    prg_unet *net;
+    float x0[N], x[N], y[N], z[N], z2[N];
+    size_t j;
+    int r;
+    (void)fill_formula; /* of unet_test_weights.h, not needed here */
+    CHECK(prg_unet_config_parse(&cfg, "in_channels=1 out_channels=1 model_channels=32 num_res_blocks=2 "
+                                "channel_mult=1,2 attention_ds=1,2 num_heads=2 image_size=16 groups=32") == PRG_OK &&
+          prg_unet_create(&net, &cfg, 0) == PRG_OK, "mono16: %s", prg_last_error());
+    set_test_weights(net);
+    for (j = 0; j < N; j++) /* the script's noise: Box-Muller of hash streams 3000, 3001 */
+        x0[j] = (float)(sqrt(-2.0 * log(1.0 - hash_u(3000, j))) * cos(2.0 * 3.14159265358979323846 * hash_u(3001, j)));
+    for (r = 0; r < 4; r++) {
+        double e;
+        prg_unet_set_loss(net, runs[r].loss);
+        memcpy(x, x0, sizeof x);
+        CHECK(prg_unet_sample(net, runs[r].solver, runs[r].steps, B, x) == PRG_OK, "%s: %s", runs[r].name, prg_last_error());
+        e = max_rel(x, runs[r].ref, N);
+        printf("%s, %d steps, MONO16 U-Net: prg_unet_sample vs tools/ref_sample.py, max |diff| / max |x| = %.3g\n",
+               runs[r].name, runs[r].steps, e);
+        CHECK(e < 2e-6, "%s samples differ from the reference by %.3g", runs[r].name, e);
+        /* the same through prg_sample_path with the net's path */
+        memcpy(y, x0, sizeof y);
+        CHECK(prg_sample_path(prg_unet_path(net), runs[r].solver, prg_unet_velocity, net, runs[r].steps, B, 256, y) == PRG_OK &&
+              memcmp(x, y, sizeof x) == 0, "%s: prg_sample_path differs from prg_unet_sample", runs[r].name);
+    }
+    /* the two directions give different samples: the path matters */
+    CHECK(max_rel(sample_ref_gvp_euler, sample_ref_icfm_euler, N) > 0.1, "GVP and ICFM references agree");
+    /* prg_encode follows the net's path too */
+    prg_unet_set_loss(net, PRG_LOSS_GVP);
+    CHECK(prg_encode(net, 4, 0, B, x0, z) == PRG_OK &&
+          prg_ode_gvp_euler(prg_unet_velocity, net, 4, 0, B, 256, x0, z2, NULL) == PRG_OK && memcmp(z, z2, sizeof z) == 0,
+          "prg_encode of a GVP net is not the GVP encoder");
+    CHECK(prg_ode_reverse_euler(prg_unet_velocity, net, 4, 0, B, 256, x0, z2, NULL) == PRG_OK && memcmp(z, z2, sizeof z) != 0,
+          "GVP and ICFM encoders agree");
+    CHECK(prg_unet_sample(net, 3, 4, B, x) == PRG_ERR_ARG && prg_sample_path(2, 0, prg_unet_velocity, net, 4, B, 256, x) == PRG_ERR_ARG,
+          "unknown solver / path accepted");
+    prg_unet_free(net);
+}
+
 int main(void) {
     prg_set_num_threads(2);
     test_ot_assign();
@@ -729,6 +797,7 @@ int main(void) {
     test_backward_fd(1);
     test_ot_1d_sorted();
     test_ot_cost_gemm();
+    test_sample_path_ref();
     test_train_small_flow(0);
     test_train_small_flow(1);
     return prg_test_finish("test_flow");
