@@ -7830,11 +7830,15 @@ void prg_ot_cost_ref(double *cost, const float *x0, const float *x1, int batch, 
         prg_parallel(prg__ot_cost_task, &j);
 }
 
+/* sum x_k^2 in double; four partial sums (a fixed order) so the loop is
+   not bound by the latency of one chain of additions */
 static double prg__sq_norm(const float *x, size_t n) {
-    double s = 0.0;
-    size_t k;
-    for (k = 0; k < n; k++) s += (double)x[k] * (double)x[k];
-    return s;
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    size_t k, i;
+    for (k = 0; k + 4 <= n; k += 4)
+        for (i = 0; i < 4; i++) s[i] += (double)x[k + i] * (double)x[k + i];
+    for (; k < n; k++) s[0] += (double)x[k] * (double)x[k];
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
