@@ -1,6 +1,8 @@
 /* flow: ICFM / GVP / OT-CFM pair construction, exact OT assignment against
-   brute force, samplers (orders of convergence), the reverse Euler encoder
-   of METHOD.md A.2 and its exact discrete backward (A.3). */
+   brute force, the GEMM-form OT cost against the plain loop, samplers
+   (orders of convergence; each path's direction against tools/ref_sample.py),
+   the reverse Euler encoder of METHOD.md A.2 and its exact discrete
+   backward (A.3). */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"

@@ -2,7 +2,9 @@
 # End-to-end checks of the example programs: the --smoke modes of the two
 # paper recipes (tiny generated CIFAR-10 / Imagenet64 files), a reduced MNIST
 # demo (pretrain, samples, fine-tune PRG and from scratch, evaluate),
-# bit-exact resume of pretraining and fine-tuning, and classify on one image.
+# bit-exact resume of pretraining and fine-tuning, classify on one image, the
+# probability path from pretrain through finetune and evaluate for each loss,
+# and digit-like samples of a briefly trained GVP model.
 # Prints "test_pipeline: N passed, N failed".
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BUILD:-build}; OUT=$BIN/test_pipeline
