@@ -17,8 +17,8 @@ static void usage(void) {
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --labels PATH    class names, one per line (default: class numbers);\n"
            "                   \"cifar10\" uses the CIFAR-10 names\n"
-           "  --threads N      (0 = all)\n"
-           EX_PATH_HELP);
+           "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
+           "  --threads N      (0 = all)\n");
 }
 
 static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",

@@ -13,7 +13,7 @@ static void usage(void) {
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
            "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
-           EX_PATH_HELP
+           "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n");
 }
 
