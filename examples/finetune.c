@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
     int64_t run_steps = 0;
     const char *data = NULL, *test = NULL, *init = NULL, *prefix = "finetune", *grad = "exact";
     const char *path_flag = NULL, *path_src;
-    int path;
+    int path, init_path = -1; /* the path --init records, -1 for none */
     char enc[160];
     int batch = 128, global_batch = 0, threads = 0, from_scratch = 0, frozen = 0, t_span = 32, t_cutoff = 0;
     int epochs = 200, warmup_epochs = 5, eval_every = 5, eval_limit = 0, augment = 1, limit = 0, log_every = 10, resume = 0;
@@ -199,6 +199,7 @@ int main(int argc, char **argv) {
     if (init) {
         ex_check(prg_unet_load(&net, init, NULL), init);
         cfg = *prg_unet_config_get(net);
+        if (prg_unet_loss(net) != PRG_LOSS_NONE) init_path = prg_unet_path(net); /* --from-scratch keeps it too */
         if (from_scratch) {
             prg_unet_free(net);
             ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
@@ -212,7 +213,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     /* the encoder follows the pretraining's path: the checkpoint's, or --path */
-    path = ex_choose_path(prg_unet_loss(net) != PRG_LOSS_NONE ? prg_unet_path(net) : -1, path_flag, init, &path_src);
+    path = ex_choose_path(init_path, path_flag, init, &path_src);
     if (path_flag && prg_unet_loss(net) == PRG_LOSS_NONE && init && !from_scratch) {
         int loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
