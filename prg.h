@@ -473,9 +473,20 @@ void prg_flow_icfm_interp(float *xt /* [B][dim] */, float *target /* [B][dim] */
 void prg_flow_gvp_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, float *t /* [B] */,
                         const float *x /* [B][dim] */, int batch, size_t dim, prg_rng *rng);
 
-/* OT-CFM (docs/METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, in double. */
+/* OT-CFM (docs/METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, written as
+   ||x0_i||^2 + ||x1_j||^2 - 2 x0_i . x1_j: the squared norms in double, the
+   cross terms X0 X1^T through prg_sgemm (float32, on the pool), combined in
+   double.  An assignment's total cost is sum ||x0||^2 + sum ||x1||^2 - 2 sum
+   of its cross terms, so the norms do not affect which assignment is
+   optimal and only the cross terms' float32 rounding (relative ~1e-7 of
+   ||x0_i|| ||x1_j||) separates it from the exact cost.  Problems with
+   batch^2 dim < 65536, or when the GEMM's float32 scratch (batch^2 floats)
+   cannot be allocated, take prg_ot_cost_ref. */
 void prg_ot_cost(double *cost /* [B][B] */, const float *x0 /* [B][dim] */, const float *x1 /* [B][dim] */,
                  int batch, size_t dim);
+/* The plain twin: sum_k (x0_ik - x1_jk)^2 in double, element by element. */
+void prg_ot_cost_ref(double *cost /* [B][B] */, const float *x0 /* [B][dim] */, const float *x1 /* [B][dim] */,
+                     int batch, size_t dim);
 /* Exact minimum-cost assignment (Hungarian algorithm with potentials,
    O(n^3), double): row i goes to column perm[i].  Ties are broken by the
    algorithm, any optimum may come back.  PRG_ERR_NUMERIC for a non-finite
@@ -510,7 +521,8 @@ typedef prg_result (*prg_velocity_fn)(void *ctx, int batch, const float *x /* [B
    += (dv/dtheta)^T dv.  prg_unet_backward(net, dv, dx) has this shape. */
 typedef prg_result (*prg_velocity_vjp_fn)(void *ctx, const float *dv /* [B][dim] */, float *dx /* [B][dim] */);
 
-/* Samplers noise -> data: integrate dx/dt = v(t, x) from t = 0 to t = 1 on
+/* Samplers noise -> data on the ICFM path (prg_sample_path below follows
+   either path): integrate dx/dt = v(t, x) from t = 0 to t = 1 on
    the uniform grid t_k = k/steps, in place on x ([batch][dim], noise in,
    data out).  Euler: 1 evaluation per step, Heun (explicit trapezoid):
    2, RK4 (classic 1/6, 2/6, 2/6, 1/6; torchdiffeq's "rk4" is the 3/8-rule
@@ -524,6 +536,45 @@ prg_result prg_sample_heun(prg_velocity_fn vel, void *ctx, int steps, int batch,
                            float *x /* [B][dim] */);
 prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
                           float *x /* [B][dim] */);
+
+/* Probability paths and pretraining losses.  The path fixes which end of
+   model time is data: PRG_PATH_ICFM (ICFM and OT-CFM: noise at t = 0, data
+   at t = 1) or PRG_PATH_GVP (docs/METHOD.md A.4: data at t = 0, noise at t = 1).
+   The loss is what pretraining minimised; OT-CFM differs from ICFM only in
+   how the training pairs are drawn, so both have the ICFM path. */
+enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
+enum { PRG_LOSS_NONE = 0, PRG_LOSS_ICFM = 1, PRG_LOSS_OT = 2, PRG_LOSS_GVP = 3 };
+const char *prg_path_name(int path);   /* "icfm", "gvp" ("?" for anything else) */
+const char *prg_loss_name(int loss);   /* "icfm", "ot", "gvp", "none" ("?") */
+int         prg_loss_path(int loss);   /* PRG_PATH_GVP for PRG_LOSS_GVP, else PRG_PATH_ICFM */
+/* Names to constants; PRG_ERR_ARG with the choices in the message.  A path
+   name may also be "ot" (the ICFM path). */
+prg_result  prg_path_parse(int *path, const char *name);   /* "icfm", "ot", "gvp" */
+prg_result  prg_loss_parse(int *loss, const char *name);   /* "icfm", "ot", "gvp" */
+
+/* A U-Net's pretraining loss, which gives its path.  Pretraining sets it;
+   every checkpoint writer stores it as "prg.loss" and "prg.path", and every
+   loader reads it back.  PRG_LOSS_NONE (a new net, or a file that does not
+   record it, such as a converted PyTorch state dict) means the ICFM path,
+   the reference's default; a program then takes the path from a flag. */
+int        prg_unet_loss(const prg_unet *net);
+int        prg_unet_path(const prg_unet *net);
+prg_result prg_unet_set_loss(prg_unet *net, int loss);   /* PRG_ERR_ARG for an unknown loss */
+
+/* Sampling noise -> data in the path's own direction:
+     PRG_PATH_ICFM  t from 0 to 1 on t_k = k/steps, as the samplers above;
+     PRG_PATH_GVP   t from 1 to 0 on t_k = 1 - k/steps, each step -1/steps:
+                    Euler x_{k+1} = x_k - h v(t_k, x_k), h = 1/steps, which
+                    with steps = N-1 is the reference grid linspace(0, 1, N)
+                    run from its noise end; Heun and RK4 on the same grid.
+   solver: PRG_SOLVER_EULER, PRG_SOLVER_HEUN or PRG_SOLVER_RK4.  Errors as
+   the samplers above; PRG_ERR_ARG for an unknown path or solver. */
+enum { PRG_SOLVER_EULER = 0, PRG_SOLVER_HEUN = 1, PRG_SOLVER_RK4 = 2 };
+prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
+                           size_t dim, float *x /* [B][dim] */);
+/* The same along the U-Net's own path (prg_unet_path); x: [batch][C][H][W],
+   standard normal noise in, samples out (in the training normalisation). */
+prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x);
 
 /* The reverse ODE, data -> noise, exactly as the reference's encoder
    (docs/METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
@@ -578,7 +629,9 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
    noise on the grid linspace(0, 1, t_span) with its first t_cutoff points
    dropped, M = t_span - 1 - t_cutoff steps (prg_ode_reverse_euler_steps),
        x_0 = x,   x_{k+1} = x_k - h v(tau_k, x_k),   tau_k = 1 - k h,
-   z = x_M (model time t_cutoff * h).  t_cutoff = 0 runs to pure noise. */
+   z = x_M (model time t_cutoff * h).  t_cutoff = 0 runs to pure noise.
+   A net whose path is PRG_PATH_GVP (prg_unet_path) is encoded by the GVP
+   encoder instead (prg_ode_gvp_euler, its own t_cutoff rule). */
 
 /* z = x_M.  x, z: [batch][C][H][W] (z may equal x). */
 prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x, float *z);
@@ -622,12 +675,17 @@ enum { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 };
 prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
 /* Changes the ODE grid (evaluation with more steps, say); the head is kept. */
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
-/* The probability path the U-Net was pretrained on, which fixes the encoder:
-   PRG_PATH_ICFM (ICFM and OT-CFM: prg_ode_reverse_euler, the default) or
-   PRG_PATH_GVP (docs/METHOD.md A.4: prg_ode_gvp_euler, t_cutoff 0 or in
-   [2, t_span]). */
-enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
+/* The probability path the U-Net was pretrained on (the flow section's
+   PRG_PATH_*), which fixes the encoder: PRG_PATH_ICFM (ICFM and OT-CFM:
+   prg_ode_reverse_euler) or PRG_PATH_GVP (docs/METHOD.md A.4: prg_ode_gvp_euler,
+   t_cutoff 0 or in [2, t_span]).  prg_classifier_create takes the net's own
+   path (prg_unet_path); set_path overrides it (PRG_ERR_ARG, nothing changed,
+   when the grid does not fit the new path). */
 prg_result prg_classifier_set_path(prg_classifier *clf, int path);
+int        prg_classifier_path(const prg_classifier *clf);
+/* The encoder's grid: *t_span, *t_cutoff (either may be NULL); returns the
+   number of Euler steps M. */
+int        prg_classifier_grid(const prg_classifier *clf, int *t_span, int *t_cutoff);
 
 /* The optional flow-matching term of the fine-tuning loss, beta * L_FM on
    the same images x (docs/METHOD.md C.2; the released code runs beta = 0):
@@ -845,7 +903,9 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
    state_dict() names (F32), for a classifier also head.norm.weight ...
    head.fc2.weight, and in __metadata__ the config ("prg.unet", the text of
    prg_unet_config_format), "prg.kind" (unet or classifier), "prg.num_classes",
-   "prg.t_span", "prg.t_cutoff", "prg.path".  A training checkpoint adds the Adam moments
+   "prg.t_span", "prg.t_cutoff", and the pretraining loss "prg.loss" (icfm, ot,
+   gvp; absent when the net's is PRG_LOSS_NONE) with its path "prg.path" (icfm,
+   gvp; a classifier's encoder path).  A training checkpoint adds the Adam moments
    as "optim.exp_avg.<name>" / "optim.exp_avg_sq.<name>", "optim.step", the
    RNG state ("prg.rng") and the iteration count ("prg.step"), so that a run
    resumed from it continues bit for bit.  Every write goes to a temporary
@@ -6850,6 +6910,7 @@ struct prg_unet {
     prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
     size_t keep_left;      /* floats keep may still allocate */
     int keeping;           /* > 0: the weights do not change, keep is used */
+    int loss;              /* PRG_LOSS_*: the pretraining loss (flow section) */
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -7871,7 +7932,7 @@ static void prg__ot_cost_task(void *ctx, int ith, int nth) {
     }
 }
 
-void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
+void prg_ot_cost_ref(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
     prg__ot_cost_job j;
     j.cost = cost;
     j.x0 = x0;
@@ -7882,6 +7943,43 @@ void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size
         prg__ot_cost_task(&j, 0, 1);
     else
         prg_parallel(prg__ot_cost_task, &j);
+}
+
+/* sum x_k^2 in double; four partial sums (a fixed order) so the loop is
+   not bound by the latency of one chain of additions */
+static double prg__sq_norm(const float *x, size_t n) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    size_t k, i;
+    for (k = 0; k + 4 <= n; k += 4)
+        for (i = 0; i < 4; i++) s[i] += (double)x[k + i] * (double)x[k + i];
+    for (; k < n; k++) s[0] += (double)x[k] * (double)x[k];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
+    const size_t b = (size_t)batch;
+    float *cross;
+    double *n1;
+    size_t i, j;
+    if (batch <= 0) return;
+    /* the GEMM's k is an int; tiny problems are cheap and exact in the loop */
+    if ((double)batch * batch * (double)dim < 65536.0 || dim > (size_t)2147483647 ||
+        !(cross = (float *)prg_alloc((b * b + 1) * sizeof(float) + b * sizeof(double)))) {
+        prg_ot_cost_ref(cost, x0, x1, batch, dim);
+        return;
+    }
+    n1 = (double *)(void *)(cross + b * b + (b & 1)); /* 8-byte aligned: b*b + (b&1) is even */
+    /* cross[i][j] = x0_i . x1_j */
+    prg_sgemm(0, 1, batch, batch, (int)dim, 1.0f, x0, (int)dim, x1, (int)dim, 0.0f, cross, batch);
+    for (j = 0; j < b; j++) n1[j] = prg__sq_norm(x1 + j * dim, dim);
+    for (i = 0; i < b; i++) {
+        const double n0 = prg__sq_norm(x0 + i * dim, dim);
+        for (j = 0; j < b; j++) {
+            const double c = n0 + n1[j] - 2.0 * (double)cross[i * b + j];
+            cost[i * b + j] = c > 0.0 ? c : 0.0; /* a squared distance; rounding may dip below 0 */
+        }
+    }
+    prg_free(cross);
 }
 
 prg_result prg_ot_assign(int *perm, const double *cost, int n) {
@@ -8047,8 +8145,9 @@ static void prg__solve_keep(prg_velocity_fn vel, void *ctx, int on) {
         prg__unet_keep_end((prg_unet *)ctx);
 }
 
-static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim,
-                              float *x) {
+/* gvp: t runs 1 -> 0 (t_k = 1 - k/steps, step -1/steps), else 0 -> 1. */
+static prg_result prg__sample(int method, int gvp, prg_velocity_fn vel, void *ctx, int steps, int batch,
+                              size_t dim, float *x) {
     float *ws, *k, *xs, *acc, *tb;
     size_t n, i;
     int s;
@@ -8062,8 +8161,13 @@ static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int st
     tb = ws + 3 * n;
     prg__solve_keep(vel, ctx, 1);
     for (s = 0; s < steps && rc == PRG_OK; s++) {
-        const double t0 = (double)s / steps, t1 = (double)(s + 1) / steps, tm = (2.0 * s + 1) / (2.0 * steps);
-        const float h = (float)(1.0 / steps);
+        double t0 = (double)s / steps, t1 = (double)(s + 1) / steps, tm = (2.0 * s + 1) / (2.0 * steps);
+        const float h = (float)((gvp ? -1.0 : 1.0) / steps);
+        if (gvp) {
+            t0 = 1.0 - t0;
+            t1 = 1.0 - t1;
+            tm = 1.0 - tm;
+        }
         prg__fill_t(tb, batch, t0);
         if ((rc = vel(ctx, batch, x, tb, k)) != PRG_OK) break;
         if (method == PRG__EULER) {
@@ -8100,13 +8204,76 @@ static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int st
 }
 
 prg_result prg_sample_euler(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
-    return prg__sample(PRG__EULER, vel, ctx, steps, batch, dim, x);
+    return prg__sample(PRG__EULER, 0, vel, ctx, steps, batch, dim, x);
 }
 prg_result prg_sample_heun(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
-    return prg__sample(PRG__HEUN, vel, ctx, steps, batch, dim, x);
+    return prg__sample(PRG__HEUN, 0, vel, ctx, steps, batch, dim, x);
 }
 prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, size_t dim, float *x) {
-    return prg__sample(PRG__RK4, vel, ctx, steps, batch, dim, x);
+    return prg__sample(PRG__RK4, 0, vel, ctx, steps, batch, dim, x);
+}
+
+/* --- paths and losses --------------------------------------------------- */
+
+const char *prg_path_name(int path) {
+    return path == PRG_PATH_ICFM ? "icfm" : path == PRG_PATH_GVP ? "gvp" : "?";
+}
+
+const char *prg_loss_name(int loss) {
+    static const char *const names[4] = {"none", "icfm", "ot", "gvp"};
+    return loss >= PRG_LOSS_NONE && loss <= PRG_LOSS_GVP ? names[loss] : "?";
+}
+
+int prg_loss_path(int loss) { return loss == PRG_LOSS_GVP ? PRG_PATH_GVP : PRG_PATH_ICFM; }
+
+prg_result prg_loss_parse(int *loss, const char *name) {
+    int k;
+    for (k = PRG_LOSS_ICFM; k <= PRG_LOSS_GVP; k++)
+        if (name && !strcmp(name, prg_loss_name(k))) {
+            *loss = k;
+            return PRG_OK;
+        }
+    return prg__fail(PRG_ERR_ARG, "unknown pretraining loss '%s': use icfm, ot or gvp", name ? name : "(null)");
+}
+
+prg_result prg_path_parse(int *path, const char *name) {
+    int loss;
+    if (prg_loss_parse(&loss, name) != PRG_OK)
+        return prg__fail(PRG_ERR_ARG, "unknown probability path '%s': use icfm (ICFM and OT-CFM models) or gvp",
+                         name ? name : "(null)");
+    *path = prg_loss_path(loss);
+    return PRG_OK;
+}
+
+int prg_unet_loss(const prg_unet *net) { return net->loss; }
+int prg_unet_path(const prg_unet *net) { return prg_loss_path(net->loss); }
+
+prg_result prg_unet_set_loss(prg_unet *net, int loss) {
+    if (loss < PRG_LOSS_NONE || loss > PRG_LOSS_GVP)
+        return prg__fail(PRG_ERR_ARG, "prg_unet_set_loss: unknown loss %d (PRG_LOSS_NONE .. PRG_LOSS_GVP)", loss);
+    net->loss = loss;
+    return PRG_OK;
+}
+
+prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
+                           size_t dim, float *x) {
+    if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
+        return prg__fail(PRG_ERR_ARG, "prg_sample_path: unknown path %d (PRG_PATH_ICFM or PRG_PATH_GVP)", path);
+    if (solver != PRG_SOLVER_EULER && solver != PRG_SOLVER_HEUN && solver != PRG_SOLVER_RK4)
+        return prg__fail(PRG_ERR_ARG, "prg_sample_path: unknown solver %d (PRG_SOLVER_EULER, _HEUN or _RK4)", solver);
+    return prg__sample(solver == PRG_SOLVER_EULER ? PRG__EULER : solver == PRG_SOLVER_HEUN ? PRG__HEUN : PRG__RK4,
+                       path == PRG_PATH_GVP, vel, ctx, steps, batch, dim, x);
+}
+
+prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x) {
+    const prg_unet_config *c;
+    if (!net || !x) return prg__fail(PRG_ERR_ARG, "prg_unet_sample: need a net and x");
+    c = prg_unet_config_get(net);
+    if (c->in_channels != c->out_channels)
+        return prg__fail(PRG_ERR_CONFIG, "prg_unet_sample: sampling needs out_channels (%d) == in_channels (%d)",
+                         c->out_channels, c->in_channels);
+    return prg_sample_path(prg_unet_path(net), solver, prg_unet_velocity, net, steps, batch,
+                           (size_t)c->in_channels * c->image_size * c->image_size, x);
 }
 
 /* One Euler step per grid interval: x_{k+1} = x_k + hs v(tau_k, x_k),
@@ -8273,8 +8440,8 @@ static prg_result prg__encode(prg_unet *net, int t_span, int t_cutoff, int batch
     if ((r = prg__check_ode_net(net, "prg_encode")) != PRG_OK) return r;
     n = (size_t)batch * prg__unet_image_floats(net);
     if ((r = prg__check_finite(x, n, "prg_encode input x")) != PRG_OK) return r;
-    r = prg_ode_reverse_euler(prg_unet_velocity, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x,
-                              z, states);
+    r = (prg_unet_path(net) == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
+        prg_unet_velocity, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x, z, states);
     if (r != PRG_OK) return r;
     return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
 }
@@ -8285,8 +8452,9 @@ prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const 
 
 prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch, const float *x,
                                  float *states) {
-    int m = prg_ode_reverse_euler_steps(t_span, t_cutoff);
-    if (m < 0 || !net) return prg__encode(net, t_span, t_cutoff, batch, x, NULL, NULL); /* reports the error */
+    int m = !net ? -1 : prg_unet_path(net) == PRG_PATH_GVP ? prg_ode_gvp_euler_steps(t_span, t_cutoff)
+                                                            : prg_ode_reverse_euler_steps(t_span, t_cutoff);
+    if (m < 0) return prg__encode(net, t_span, t_cutoff, batch, x, NULL, NULL); /* reports the error */
     return prg__encode(net, t_span, t_cutoff, batch, x,
                        states + (size_t)m * batch * prg__unet_image_floats(net), states);
 }
@@ -8348,7 +8516,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     *out = NULL;
     if (!net) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: net is NULL");
     if (num_classes < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: num_classes=%d < 1", num_classes);
-    if (prg__classifier_steps(PRG_PATH_ICFM, t_span, t_cutoff) < 0) return PRG_ERR_ARG;
+    if (prg__classifier_steps(prg_unet_path(net), t_span, t_cutoff) < 0) return PRG_ERR_ARG;
     if ((r = prg__check_ode_net(net, "prg_classifier_create")) != PRG_OK) return r;
     c = prg_unet_config_get(net);
     clf = (prg_classifier *)PRG_MALLOC(sizeof *clf);
@@ -8358,7 +8526,8 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     clf->classes = num_classes;
     clf->t_span = t_span;
     clf->t_cutoff = t_cutoff;
-    clf->steps = prg__classifier_steps(PRG_PATH_ICFM, t_span, t_cutoff);
+    clf->path = prg_unet_path(net);
+    clf->steps = prg__classifier_steps(clf->path, t_span, t_cutoff);
     clf->c = c->in_channels;
     clf->hw = c->image_size;
     /* The reference pools to 16 x 16; smaller images keep their size. */
@@ -8466,6 +8635,14 @@ prg_result prg_classifier_set_path(prg_classifier *clf, int path) {
     clf->steps = m;
     clf->fwd_batch = 0;
     return PRG_OK;
+}
+
+int prg_classifier_path(const prg_classifier *clf) { return clf->path; }
+
+int prg_classifier_grid(const prg_classifier *clf, int *t_span, int *t_cutoff) {
+    if (t_span) *t_span = clf->t_span;
+    if (t_cutoff) *t_cutoff = clf->t_cutoff;
+    return clf->steps;
 }
 
 /* Sizes the activation block for batch images and the current step count. */
@@ -10806,7 +10983,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[24]; /* 10 key/value pairs at most; room to spare */
+    const char *meta[28]; /* 12 key/value pairs at most; room to spare */
     int n, i, nt = 0, nmeta = 0, nopt;
     size_t name_bytes = 0, pos = 0;
     prg_result r;
@@ -10854,7 +11031,12 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         meta[nmeta++] = "prg.num_classes"; meta[nmeta++] = classes;
         meta[nmeta++] = "prg.t_span"; meta[nmeta++] = span;
         meta[nmeta++] = "prg.t_cutoff"; meta[nmeta++] = cut;
-        meta[nmeta++] = "prg.path"; meta[nmeta++] = clf->path == PRG_PATH_GVP ? "gvp" : "icfm";
+        meta[nmeta++] = "prg.path"; meta[nmeta++] = prg_path_name(clf->path);
+    } else if (net->loss != PRG_LOSS_NONE) {
+        meta[nmeta++] = "prg.path"; meta[nmeta++] = prg_path_name(prg_unet_path(net));
+    }
+    if (net->loss != PRG_LOSS_NONE) {
+        meta[nmeta++] = "prg.loss"; meta[nmeta++] = prg_loss_name(net->loss);
     }
     if (opt) {
         snprintf(osteps, sizeof osteps, "%lld", (long long)prg_adam_step_count(opt));
@@ -10966,14 +11148,38 @@ static prg_result prg__ckpt_read(prg_st *st, const char *path, const prg__ckpt_e
     return PRG_OK;
 }
 
+/* The pretraining loss a file records: "prg.loss", else what "prg.path"
+   implies (a classifier file written without prg.loss), else
+   PRG_LOSS_NONE; *fpath: "prg.path", or -1 when absent.  In a U-Net file the
+   two must agree (a classifier's prg.path is its encoder's, which may have
+   been overridden). */
+static prg_result prg__ckpt_loss(prg_st *st, const char *path, int *loss, int *fpath) {
+    const char *ls = prg_st_metadata(st, "prg.loss"), *ps = prg_st_metadata(st, "prg.path");
+    const char *kind = prg_st_metadata(st, "prg.kind");
+    *loss = PRG_LOSS_NONE;
+    *fpath = -1;
+    if (ps && (strcmp(ps, "icfm") != 0 && strcmp(ps, "gvp") != 0))
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.path is '%s' (icfm or gvp)", path, ps);
+    if (ps) *fpath = !strcmp(ps, "gvp") ? PRG_PATH_GVP : PRG_PATH_ICFM;
+    if (ls && prg_loss_parse(loss, ls) != PRG_OK)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.loss is '%s' (icfm, ot or gvp)", path, ls);
+    if (ls && ps && !(kind && !strcmp(kind, "classifier")) && prg_loss_path(*loss) != *fpath)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.loss '%s' and prg.path '%s' disagree (the %s loss has "
+                         "the %s path)", path, ls, ps, ls, prg_path_name(prg_loss_path(*loss)));
+    if (!ls && ps) *loss = *fpath == PRG_PATH_GVP ? PRG_LOSS_GVP : PRG_LOSS_ICFM;
+    return PRG_OK;
+}
+
 static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path, const prg_unet_config *cfg) {
     prg_unet_config c;
     prg_unet *net;
     prg__ckpt_entry *e;
     prg_result r;
-    int n;
+    int n, loss, fpath;
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
+    if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
     if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
+    net->loss = loss;
     e = prg__ckpt_entries(net, NULL, &n);
     if (!e) {
         prg_unet_free(net);
@@ -11027,16 +11233,12 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
         goto done;
     }
     {
-        const char *path_name = prg_st_metadata(st, "prg.path");
-        int gvp = path_name && !strcmp(path_name, "gvp");
-        if (path_name && !gvp && strcmp(path_name, "icfm") != 0) {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.path is '%s' (icfm or gvp)", path, path_name);
-            goto done;
-        }
-        /* a GVP grid may be invalid for ICFM: create on a valid grid, then set both */
+        int loss, fpath; /* checked by prg__unet_load_st; the encoder's path: prg.path, else the net's */
+        prg__ckpt_loss(st, path, &loss, &fpath);
+        /* a grid may be invalid for one path: create on one valid for both, then set both */
         if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
         net = NULL; /* owned by clf */
-        if (gvp) clf->path = PRG_PATH_GVP;
+        clf->path = fpath >= 0 ? fpath : prg_unet_path(clf->net);
         if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
     }
     e = prg__ckpt_entries(clf->net, clf, &n);
@@ -11075,6 +11277,7 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     int64_t ostep = 0, istep = 0;
     prg_rng rr;
     prg_result r;
+    int floss = PRG_LOSS_NONE, fpath = -1;
     const char *kind;
     if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: give exactly one of net, clf");
     if (clf) net = clf->net;
@@ -11087,6 +11290,17 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     kind = prg_st_metadata(st, "prg.kind");
     if (kind && strcmp(kind, clf ? "classifier" : "unet") != 0) {
         r = prg__fail(PRG_ERR_FORMAT, "%s is a %s checkpoint, not a %s one", path, kind, clf ? "classifier" : "unet");
+        goto done;
+    }
+    if ((r = prg__ckpt_loss(st, path, &floss, &fpath)) != PRG_OK) goto done;
+    if (floss != PRG_LOSS_NONE && net->loss != PRG_LOSS_NONE && floss != net->loss) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s was trained with the %s loss, this model uses %s: resume with the "
+                      "file's loss", path, prg_loss_name(floss), prg_loss_name(net->loss));
+        goto done;
+    }
+    if (clf && fpath >= 0 && fpath != clf->path) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s holds a classifier on the %s path, this one is on %s: resume with the "
+                      "file's path", path, prg_path_name(fpath), prg_path_name(clf->path));
         goto done;
     }
     if ((opt && !prg__parse_i64(prg_st_metadata(st, "optim.step"), &ostep)) ||
@@ -11115,6 +11329,7 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     if (rng) *rng = rr;
     if (step) *step = istep;
     if (clf) clf->fwd_batch = 0;
+    if (net->loss == PRG_LOSS_NONE) net->loss = floss;
 done:
     if (e) PRG_FREE(e);
     prg_free(tmp);

@@ -17,6 +17,7 @@ static void usage(void) {
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --labels PATH    class names, one per line (default: class numbers);\n"
            "                   \"cifar10\" uses the CIFAR-10 names\n"
+           "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --threads N      (0 = all)\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
@@ -26,7 +27,8 @@ static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat",
                                         "dog", "frog", "horse", "ship", "truck"};
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *image = NULL, *labels = NULL;
+    const char *model = NULL, *image = NULL, *labels = NULL, *path_flag = NULL, *path_src;
+    char enc[160];
     int threads = 0, w, h, mc, size, i, j, k, *order;
     uint8_t *planes, *fitted;
     prg_image img;
@@ -47,12 +49,16 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--labels")) labels = ex_val();
         else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (argv[ex_argi][0] != '-' && !image) image = argv[ex_argi];
         else ex_bad_flag();
     }
     if (!model || !image) { usage(); return 2; }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
+    ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
+             "--path");
+    ex_encoder_desc(enc, sizeof(enc), clf);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     mc = cfg->in_channels;
     size = cfg->image_size;
@@ -107,6 +113,7 @@ int main(int argc, char **argv) {
     for (i = 0; i < k && i < 5; i++)
         for (j = i + 1; j < k; j++)
             if (logits[order[j]] > logits[order[i]]) { int s = order[i]; order[i] = order[j]; order[j] = s; }
+    printf("%s: %s (path from %s)\n", model, enc, path_src);
     printf("%s (%dx%d, as %d channel%s):\n", image, w, h, mc, mc > 1 ? "s" : "");
     for (i = 0; i < k && i < 5; i++) {
         int l = order[i];

@@ -13,13 +13,15 @@ static void usage(void) {
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
            "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
+           "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *csv = NULL;
+    const char *model = NULL, *data = NULL, *csv = NULL, *path_flag = NULL, *path_src;
+    char enc[160];
     int batch = 100, limit = 0, threads = 0, t_span = 0, t_cutoff = -1, k, i, j;
     prg_dataset ds;
     prg_transform te;
@@ -44,12 +46,19 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--threads")) threads = ex_int();
         else if (EX_FLAG("--t-span")) t_span = ex_int();
         else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
+        else if (EX_FLAG("--path")) path_flag = ex_val();
         else ex_bad_flag();
     }
     if (!model || !data || batch < 1) { usage(); return 2; }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
+    if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, 0), "--t-span"); /* t_cutoff 0 fits both paths */
+    /* the encoder's path: the checkpoint's, or --path */
+    ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
+             "--path");
     if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
+    ex_encoder_desc(enc, sizeof(enc), clf);
+    printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);

@@ -319,6 +319,44 @@ PRG_UNUSED static int ex_file_exists(const char *path) {
     return f != NULL;
 }
 
+/* ---- probability path ----------------------------------------------- */
+#define EX_PATH_HELP \
+    "  --path icfm|ot|gvp     probability path of the pretraining (default: the checkpoint's;\n" \
+    "                         a file that records none, e.g. a converted state dict: icfm)\n"
+/* The path a model runs on: the one its checkpoint records (recorded, or
+   -1 when the file records none: its U-Net's prg_unet_loss is
+   PRG_LOSS_NONE), else --path, else ICFM as in the reference.  A --path
+   that disagrees with the checkpoint wins, with a warning.  *source (may be
+   NULL) says where the path came from. */
+PRG_UNUSED static int ex_choose_path(int recorded, const char *flag, const char *file, const char **source) {
+    int p = PRG_PATH_ICFM;
+    const char *src = "default";
+    if (flag) ex_check(prg_path_parse(&p, flag), "--path");
+    if (recorded >= 0 && flag && p != recorded) {
+        fprintf(stderr, "%s: warning: --path %s overrides the %s path recorded in %s\n", ex_prog, flag,
+                prg_path_name(recorded), file ? file : "the checkpoint");
+        src = "--path, overriding the checkpoint";
+    } else if (recorded >= 0) {
+        p = recorded;
+        src = "checkpoint";
+    } else if (flag) {
+        src = "--path";
+    }
+    if (source) *source = src;
+    return p;
+}
+/* The path a loaded classifier's file records, or -1. */
+PRG_UNUSED static int ex_classifier_recorded_path(prg_classifier *clf) {
+    return prg_unet_loss(prg_classifier_unet(clf)) != PRG_LOSS_NONE ? prg_classifier_path(clf) : -1;
+}
+/* "gvp encoder, t_span 32, t_cutoff 0: 31 Euler steps, model time 0 -> 1" */
+PRG_UNUSED static void ex_encoder_desc(char *buf, size_t cap, const prg_classifier *clf) {
+    int span, cut, m = prg_classifier_grid(clf, &span, &cut), gvp = prg_classifier_path(clf) == PRG_PATH_GVP;
+    double h = 1.0 / (span - 1);
+    snprintf(buf, cap, "%s encoder, t_span %d, t_cutoff %d: %d Euler steps, model time %g -> %g",
+             prg_path_name(prg_classifier_path(clf)), span, cut, m, gvp ? 0.0 : 1.0, gvp ? m * h : 1.0 - m * h);
+}
+
 /* The U-Net velocity for the flow section's samplers. */
 PRG_UNUSED static prg_result ex_unet_vel(void *net, int b, const float *x, const float *t, float *v) {
     return prg_unet_forward((prg_unet *)net, b, x, t, v);

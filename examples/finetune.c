@@ -25,6 +25,7 @@ static void usage(void) {
            EX_NET_HELP
            "  --frozen               only the head trains (U-Net is a fixed feature map)\n"
            "  --grad exact|adjoint   gradient through the ODE (exact: default; adjoint: the reference's)\n"
+           EX_PATH_HELP
            "  --t-span N             ODE grid points (32)\n"
            "  --t-cutoff N           grid points dropped at the noise end (0)\n"
            "  --label-smoothing X    (0.1)\n"
@@ -107,6 +108,9 @@ int main(int argc, char **argv) {
     int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
     int64_t run_steps = 0;
     const char *data = NULL, *test = NULL, *init = NULL, *prefix = "finetune", *grad = "exact";
+    const char *path_flag = NULL, *path_src;
+    int path, init_path = -1; /* the path --init records, -1 for none */
+    char enc[160];
     int batch = 128, global_batch = 0, threads = 0, from_scratch = 0, frozen = 0, t_span = 32, t_cutoff = 0;
     int epochs = 200, warmup_epochs = 5, eval_every = 5, eval_limit = 0, augment = 1, limit = 0, log_every = 10, resume = 0;
     int64_t steps = 0, warmup_steps = -1, step = 0, total;
@@ -145,6 +149,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--from-scratch")) from_scratch = 1;
         else if (EX_FLAG("--frozen")) frozen = 1;
         else if (EX_FLAG("--grad")) grad = ex_val();
+        else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (EX_FLAG("--t-span")) t_span = ex_int();
         else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
         else if (EX_FLAG("--label-smoothing")) smoothing = ex_num();
@@ -195,6 +200,7 @@ int main(int argc, char **argv) {
     if (init) {
         ex_check(prg_unet_load(&net, init, ex_file_config(&cfg, &nf, init)), init);
         cfg = *prg_unet_config_get(net);
+        if (prg_unet_loss(net) != PRG_LOSS_NONE) init_path = prg_unet_path(net); /* --from-scratch keeps it too */
         if (from_scratch) {
             prg_unet_free(net);
             ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
@@ -207,8 +213,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "finetune: the U-Net takes %d channels, the data has %d\n", cfg.in_channels, ds.c);
         return 1;
     }
+    /* the encoder follows the pretraining's path: the checkpoint's, or --path */
+    path = ex_choose_path(init_path, path_flag, init, &path_src);
+    if (path_flag && prg_unet_loss(net) == PRG_LOSS_NONE && init && !from_scratch) {
+        int loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
+        ex_check(prg_loss_parse(&loss, path_flag), "--path");
+        ex_check(prg_unet_set_loss(net, loss), "--path");
+    }
     k = ds.num_classes > ts.num_classes ? ds.num_classes : ts.num_classes;
-    ex_check(prg_classifier_create(&clf, net, k, t_span, t_cutoff, seed + 202), "classifier");
+    /* t_cutoff 0 fits both paths; the grid is checked against the chosen one */
+    ex_check(prg_classifier_create(&clf, net, k, t_span, 0, seed + 202), "classifier");
+    ex_check(prg_classifier_set_path(clf, path), "--path");
+    ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff), "--t-span / --t-cutoff");
+    ex_encoder_desc(enc, sizeof(enc), clf);
     ex_check(prg_classifier_set_grad_mode(clf, frozen ? PRG_GRAD_FROZEN : !strcmp(grad, "exact") ? PRG_GRAD_EXACT
                                                                                                    : PRG_GRAD_ADJOINT),
              "grad mode");
@@ -260,10 +277,10 @@ int main(int argc, char **argv) {
     logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     flow_term = beta != 0 && !frozen;
-    printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, t_span %d, t_cutoff %d (%d Euler steps), "
+    printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, %s (path from %s), "
            "grad %s, batch %d, lr %g (warm-up %lld steps), wd %g, smoothing %g, beta %g, %lld steps (%d/epoch), %d threads\n",
-           init && !from_scratch ? "pretrained" : "fresh", nunet, nhead, k, t_span, t_cutoff,
-           prg_ode_reverse_euler_steps(t_span, t_cutoff), frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
+           init && !from_scratch ? "pretrained" : "fresh", nunet, nhead, k, enc, path_src,
+           frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
            smoothing, beta, (long long)total, bpe, prg_get_num_threads());
     fflush(stdout);
     ex_catch_signals();

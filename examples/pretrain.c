@@ -5,7 +5,8 @@
    Loads any dataset prg_dataset_load understands (IDX(.gz), CIFAR binary,
    .npz), augments it with the reference pipeline (or --no-augment), and
    trains v(t, x) with ICFM / OT-CFM / GVP pairs and Adam (lr 1e-4).  --out
-   receives the training checkpoint (U-Net + Adam + RNG + step), which
+   receives the training checkpoint (U-Net + Adam + RNG + step, and the loss
+   with its path as prg.loss / prg.path, which the other programs follow), which
    prg_unet_load reads as a plain U-Net too; --resume continues it bit for
    bit.  Ctrl-C writes the checkpoint and exits. */
 #define PRG_IMPLEMENTATION
@@ -109,6 +110,8 @@ int main(int argc, char **argv) {
     if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
 
     if (!net) ex_check(prg_unet_create(&net, &cfg, seed), "U-Net");
+    /* the loss (and so the path) travels with the checkpoint; --resume refuses another one */
+    ex_check(prg_unet_set_loss(net, loss_kind == 0 ? PRG_LOSS_ICFM : loss_kind == 1 ? PRG_LOSS_OT : PRG_LOSS_GVP), "--loss");
     prg_adam_config_default(&acfg);
     ex_check(prg_adam_create(&opt, prg_unet_num_params(net), &acfg), "Adam");
     prg_rng_seed(&rng, seed, 7);
@@ -130,8 +133,9 @@ int main(int argc, char **argv) {
     {
         char cs[512];
         prg_unet_config_format(&cfg, cs, sizeof(cs));
-        printf("pretrain: %d images %dx%dx%d -> %d, %s loss, %zu params (%s), batch %d, lr %g, %lld steps, %d threads\n",
-               ds.n, ds.c, ds.h, ds.w, cfg.image_size, loss_name, prg_unet_num_params(net), cs, batch, lr,
+        printf("pretrain: %d images %dx%dx%d -> %d, %s loss (%s path), %zu params (%s), batch %d, lr %g, %lld steps, %d threads\n",
+               ds.n, ds.c, ds.h, ds.w, cfg.image_size, loss_name, prg_path_name(prg_unet_path(net)),
+               prg_unet_num_params(net), cs, batch, lr,
                (long long)steps, prg_get_num_threads());
     }
     ex_catch_signals();

@@ -1,5 +1,6 @@
 /* sample: images from a pretrained flow-matching U-Net, noise -> data with
-   Euler, Heun or RK4, written as one PNG grid.
+   Euler, Heun or RK4 along the model's own probability path (ICFM / OT-CFM:
+   t = 0 -> 1; GVP: t = 1 -> 0, prg_sample_path), written as one PNG grid.
 
      sample --model pretrain.safetensors --n 64 --steps 20 --out samples.png */
 #define PRG_IMPLEMENTATION
@@ -8,8 +9,10 @@
 
 static void usage(void) {
     printf("usage: sample --model UNET [options]\n"
-           "Generates images by integrating dx/dt = v(t, x) from noise (t = 0) to data (t = 1).\n"
+           "Generates images by integrating dx/dt = v(t, x) from noise to data along the model's path:\n"
+           "ICFM and OT-CFM from t = 0 to t = 1, GVP from t = 1 to t = 0.\n"
            "  --model PATH             U-Net checkpoint (pretrain's output)\n"
+           "  --path icfm|ot|gvp       path (default: the checkpoint's; a file that records none: icfm)\n"
            "  --n N                    images (64)\n"
            "  --steps N                solver steps (20)\n"
            "  --solver euler|heun|rk4  (euler)\n"
@@ -35,7 +38,8 @@ static void parse_floats(const char *s, float *v, int c) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *out = "samples.png", *solver = "euler", *mean_s = NULL, *std_s = NULL;
-    int n = 64, steps = 20, cols = 0, batch = 64, threads = 0, i;
+    const char *path_flag = NULL, *path_src;
+    int n = 64, steps = 20, cols = 0, batch = 64, threads = 0, i, path, method;
     uint64_t seed = 0;
     prg_unet *net;
     const prg_unet_config *cfg;
@@ -56,6 +60,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--n")) n = ex_int();
         else if (EX_FLAG("--steps")) steps = ex_int();
         else if (EX_FLAG("--solver")) solver = ex_val();
+        else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (EX_FLAG("--out")) out = ex_val();
         else if (EX_FLAG("--cols")) cols = ex_int();
         else if (EX_FLAG("--mean")) mean_s = ex_val();
@@ -72,6 +77,8 @@ int main(int argc, char **argv) {
     }
     prg_set_num_threads(threads);
     ex_check(prg_unet_load(&net, model, ex_file_config(&fcfg, &nf, model)), model);
+    path = ex_choose_path(prg_unet_loss(net) != PRG_LOSS_NONE ? prg_unet_path(net) : -1, path_flag, model, &path_src);
+    method = !strcmp(solver, "euler") ? PRG_SOLVER_EULER : !strcmp(solver, "heun") ? PRG_SOLVER_HEUN : PRG_SOLVER_RK4;
     cfg = prg_unet_config_get(net);
     if (cfg->out_channels != 1 && cfg->out_channels != 3) {
         fprintf(stderr, "sample: can draw 1 or 3 channels, the model has %d\n", cfg->out_channels);
@@ -88,13 +95,11 @@ int main(int argc, char **argv) {
     for (i = 0; i < n; i += batch) {
         int bs = n - i < batch ? n - i : batch;
         float *xb = x + dim * i;
-        prg_result r = !strcmp(solver, "euler") ? prg_sample_euler(ex_unet_vel, net, steps, bs, dim, xb)
-                     : !strcmp(solver, "heun")  ? prg_sample_heun(ex_unet_vel, net, steps, bs, dim, xb)
-                                                : prg_sample_rk4(ex_unet_vel, net, steps, bs, dim, xb);
-        ex_check(r, "sampling");
+        ex_check(prg_sample_path(path, method, prg_unet_velocity, net, steps, bs, dim, xb), "sampling");
     }
     ex_check(prg_image_grid(out, x, n, cfg->out_channels, cfg->image_size, cfg->image_size, cols, mean, std), out);
-    printf("%d samples (%s, %d steps) -> %s (%.1fs wall, %.1fs cpu)\n", n, solver, steps, out, ex_now() - t0,
+    printf("%d samples (%s, %d steps, %s path from %s: t %s) -> %s (%.1fs wall, %.1fs cpu)\n", n, solver, steps,
+           prg_path_name(path), path_src, path == PRG_PATH_GVP ? "1 -> 0" : "0 -> 1", out, ex_now() - t0,
            ex_cpu() - c0);
     prg_free(x); prg_unet_free(net);
     return 0;

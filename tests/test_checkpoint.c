@@ -1,7 +1,8 @@
 /* Checkpoints: U-Net and classifier round trips (bit-exact), plain
    state_dict files loaded against a config (F32/F16/BF16), every broken-file
    case refused with a message naming the tensor, atomic saves, and resumed
-   training that continues bit for bit. */
+   training that continues bit for bit; the pretraining loss and path
+   (prg.loss / prg.path) through every writer, loader and restore. */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
@@ -320,6 +321,166 @@ static void test_resume(void) {
     prg_unet_free(a); prg_unet_free(b);
 }
 
+/* 1 when metadata key of file path is want (want NULL: the key is absent). */
+static int meta_is(const char *path, const char *key, const char *want) {
+    prg_st *st;
+    const char *v;
+    int ok;
+    if (prg_safetensors_open(&st, path) != PRG_OK) return 0;
+    v = prg_st_metadata(st, key);
+    ok = want ? v && !strcmp(v, want) : v == NULL;
+    prg_st_close(st);
+    return ok;
+}
+
+/* The U-Net's tensors (F32) with the metadata pairs kv[0..2*n). */
+static prg_result write_meta(prg_unet *net, const char *path, const char *const *kv, int n) {
+    int nt = prg_unet_num_tensors(net), i;
+    prg_st_tensor *t = (prg_st_tensor *)calloc((size_t)nt, sizeof *t);
+    prg_result r;
+    for (i = 0; i < nt; i++) {
+        size_t off;
+        prg_unet_tensor_info(net, i, &t[i].name, &t[i].ndim, t[i].shape, &off);
+        t[i].data = prg_unet_params(net) + off;
+    }
+    r = prg_safetensors_write(path, t, nt, kv, n);
+    free(t);
+    return r;
+}
+
+/* The pretraining loss and its path travel with every checkpoint. */
+static void test_loss_path(void) {
+    static const int losses[3] = {PRG_LOSS_ICFM, PRG_LOSS_OT, PRG_LOSS_GVP};
+    static const char *const names[3] = {"icfm", "ot", "gvp"}, *const paths[3] = {"icfm", "icfm", "gvp"};
+    prg_unet_config cfg;
+    prg_unet *net, *back = NULL;
+    prg_classifier *clf, *cb = NULL;
+    prg_adam *opt;
+    prg_adam_config ac;
+    prg_rng rng;
+    int i, p = -1, l = -1;
+    small_config(&cfg);
+    prg_adam_config_default(&ac);
+    prg_rng_seed(&rng, 5, 5);
+    for (i = 0; i < 3; i++) {
+        const char *f = tmp_path("loss.safetensors"), *g = tmp_path("loss_train.safetensors");
+        prg_unet_create(&net, &cfg, 1);
+        prg_adam_create(&opt, prg_unet_num_params(net), &ac);
+        CHECK(prg_unet_set_loss(net, losses[i]) == PRG_OK, "set_loss %s", names[i]);
+        CHECK(prg_unet_save(net, f) == PRG_OK && meta_is(f, "prg.loss", names[i]) && meta_is(f, "prg.path", paths[i]),
+              "prg_unet_save: no prg.loss %s / prg.path %s", names[i], paths[i]);
+        CHECK(prg_unet_load(&back, f, NULL) == PRG_OK && prg_unet_loss(back) == losses[i] &&
+              prg_unet_path(back) == (i == 2 ? PRG_PATH_GVP : PRG_PATH_ICFM), "%s: loss not read back", names[i]);
+        prg_unet_free(back);
+        CHECK(prg_checkpoint_save(g, net, NULL, opt, &rng, 3) == PRG_OK && meta_is(g, "prg.loss", names[i]) &&
+              meta_is(g, "prg.path", paths[i]), "prg_checkpoint_save: no prg.loss %s", names[i]);
+        prg_unet_create(&back, &cfg, 2); /* PRG_LOSS_NONE takes the file's */
+        CHECK(prg_checkpoint_restore(g, back, NULL, opt, &rng, NULL) == PRG_OK && prg_unet_loss(back) == losses[i],
+              "restore %s: loss %d", names[i], prg_unet_loss(back));
+        prg_unet_free(back);
+        CHECK(prg_loss_parse(&l, names[i]) == PRG_OK && l == losses[i] && prg_path_parse(&p, names[i]) == PRG_OK &&
+              !strcmp(prg_path_name(p), paths[i]), "parse %s", names[i]);
+        prg_adam_free(opt);
+        prg_unet_free(net);
+    }
+    CHECK(prg_loss_parse(&l, "ddpm") == PRG_ERR_ARG && strstr(prg_last_error(), "icfm, ot or gvp"), "loss 'ddpm'");
+    CHECK(prg_path_parse(&p, NULL) == PRG_ERR_ARG, "path NULL");
+
+    /* no loss recorded: nothing written, PRG_LOSS_NONE read back (the ICFM path); a plain file too */
+    prg_unet_create(&net, &cfg, 1);
+    CHECK(prg_unet_set_loss(net, 7) == PRG_ERR_ARG && prg_unet_loss(net) == PRG_LOSS_NONE, "set_loss 7");
+    prg_unet_save(net, tmp_path("none.safetensors"));
+    CHECK(meta_is(tmp_path("none.safetensors"), "prg.loss", NULL) && meta_is(tmp_path("none.safetensors"), "prg.path", NULL),
+          "a net without a loss wrote prg.loss / prg.path");
+    CHECK(prg_unet_load(&back, tmp_path("none.safetensors"), NULL) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE &&
+              prg_unet_path(back) == PRG_PATH_ICFM, "no-loss file: loss %d", back ? prg_unet_loss(back) : -1);
+    prg_unet_free(back);
+    write_plain(net, tmp_path("plain_loss.safetensors"), PRG_DT_F32, -1, 0);
+    CHECK(prg_unet_load(&back, tmp_path("plain_loss.safetensors"), &cfg) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE,
+          "plain file: loss recorded?");
+    prg_unet_free(back);
+
+    /* metadata: prg.path alone gives its loss; unknown names and a disagreeing pair are refused */
+    {
+        char cs[512];
+        const char *kv[6];
+        prg_unet_config_format(&cfg, cs, sizeof cs);
+        kv[0] = "prg.unet"; kv[1] = cs; kv[2] = "prg.path"; kv[3] = "gvp"; kv[4] = "prg.loss"; kv[5] = "gvp";
+        write_meta(net, tmp_path("m.safetensors"), kv, 2);
+        CHECK(prg_unet_load(&back, tmp_path("m.safetensors"), NULL) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_GVP,
+              "prg.path gvp alone: %s", prg_last_error());
+        prg_unet_free(back);
+        back = NULL;
+        kv[3] = "icfm";
+        write_meta(net, tmp_path("m.safetensors"), kv, 3);
+        CHECK(prg_unet_load(&back, tmp_path("m.safetensors"), NULL) == PRG_ERR_FORMAT && !back &&
+              strstr(prg_last_error(), "disagree"), "prg.loss gvp with prg.path icfm: %s", prg_last_error());
+        kv[3] = "gvp"; kv[5] = "ddpm";
+        write_meta(net, tmp_path("m.safetensors"), kv, 3);
+        CHECK(prg_unet_load(&back, tmp_path("m.safetensors"), NULL) == PRG_ERR_FORMAT &&
+              strstr(prg_last_error(), "prg.loss is 'ddpm'"), "prg.loss ddpm: %s", prg_last_error());
+        kv[3] = "sde";
+        write_meta(net, tmp_path("m.safetensors"), kv, 2);
+        CHECK(prg_unet_load(&back, tmp_path("m.safetensors"), NULL) == PRG_ERR_FORMAT &&
+              strstr(prg_last_error(), "prg.path is 'sde'"), "prg.path sde: %s", prg_last_error());
+    }
+
+    /* a classifier takes its net's path (with that path's grid rule) and records both */
+    prg_unet_set_loss(net, PRG_LOSS_GVP);
+    CHECK(prg_classifier_create(&clf, net, 4, 6, 1, 3) == PRG_ERR_ARG, "GVP net: t_cutoff 1 accepted");
+    CHECK(prg_classifier_create(&clf, net, 4, 6, 6, 3) == PRG_OK && prg_classifier_path(clf) == PRG_PATH_GVP,
+          "classifier on a GVP net: %s", prg_last_error());
+    {
+        int span = 0, cut = 0;
+        CHECK(prg_classifier_grid(clf, &span, &cut) == 5 && span == 6 && cut == 6, "grid %d %d", span, cut);
+    }
+    prg_classifier_save(clf, tmp_path("c.safetensors"));
+    CHECK(meta_is(tmp_path("c.safetensors"), "prg.path", "gvp") && meta_is(tmp_path("c.safetensors"), "prg.loss", "gvp"),
+          "classifier file: prg.path / prg.loss");
+    /* the path overridden: the file keeps both, each loader reads its own */
+    CHECK(prg_classifier_set_grid(clf, 6, 0) == PRG_OK && prg_classifier_set_path(clf, PRG_PATH_ICFM) == PRG_OK,
+          "override: %s", prg_last_error());
+    prg_classifier_save(clf, tmp_path("c2.safetensors"));
+    CHECK(meta_is(tmp_path("c2.safetensors"), "prg.path", "icfm") && meta_is(tmp_path("c2.safetensors"), "prg.loss", "gvp"),
+          "overridden classifier file: prg.path / prg.loss");
+    CHECK(prg_classifier_load(&cb, tmp_path("c2.safetensors"), NULL) == PRG_OK && prg_classifier_path(cb) == PRG_PATH_ICFM &&
+              prg_unet_loss(prg_classifier_unet(cb)) == PRG_LOSS_GVP, "overridden classifier read back: %s", prg_last_error());
+    prg_classifier_free(cb);
+    CHECK(prg_unet_load(&back, tmp_path("c2.safetensors"), NULL) == PRG_OK && prg_unet_path(back) == PRG_PATH_GVP,
+          "U-Net of an overridden classifier: %s", prg_last_error());
+    prg_unet_free(back);
+
+    /* restore refuses another loss or path and changes nothing */
+    {
+        prg_unet *u;
+        float *before;
+        size_t nh;
+        prg_unet_create(&u, &cfg, 9);
+        prg_unet_set_loss(u, PRG_LOSS_GVP);
+        prg_adam_create(&opt, prg_unet_num_params(u), &ac);
+        prg_checkpoint_save(tmp_path("t.safetensors"), u, NULL, opt, &rng, 4);
+        prg_unet_set_loss(u, PRG_LOSS_OT);
+        prg_unet_params(u)[0] += 1.0f; /* differs from the file */
+        before = (float *)malloc(prg_unet_num_params(u) * sizeof(float));
+        memcpy(before, prg_unet_params(u), prg_unet_num_params(u) * sizeof(float));
+        CHECK(prg_checkpoint_restore(tmp_path("t.safetensors"), u, NULL, opt, &rng, NULL) == PRG_ERR_FORMAT &&
+                  strstr(prg_last_error(), "gvp loss") && prg_unet_loss(u) == PRG_LOSS_OT &&
+                  memcmp(before, prg_unet_params(u), prg_unet_num_params(u) * sizeof(float)) == 0,
+              "restore with another loss: %s", prg_last_error());
+        free(before);
+        prg_adam_free(opt);
+        prg_unet_free(u);
+        prg_classifier_head_params(clf, &nh);
+        prg_adam_create(&opt, prg_unet_num_params(net) + nh, &ac);
+        CHECK(prg_checkpoint_save(tmp_path("ct.safetensors"), NULL, clf, opt, &rng, 1) == PRG_OK, "save: %s", prg_last_error());
+        prg_classifier_set_path(clf, PRG_PATH_GVP);
+        CHECK(prg_checkpoint_restore(tmp_path("ct.safetensors"), NULL, clf, opt, &rng, NULL) == PRG_ERR_FORMAT &&
+                  strstr(prg_last_error(), "icfm path"), "classifier restore on another path: %s", prg_last_error());
+        prg_adam_free(opt);
+    }
+    prg_classifier_free(clf); /* frees net */
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/prg_test_ckpt_%d", (int)getpid());
     mkdir(dir, 0700);
@@ -327,6 +488,7 @@ int main(void) {
     test_unet_files();
     test_classifier_files();
     test_resume();
+    test_loss_path();
     {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

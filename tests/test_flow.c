@@ -1,12 +1,16 @@
 /* flow: ICFM / GVP / OT-CFM pair construction, exact OT assignment against
-   brute force, samplers (orders of convergence), the reverse Euler encoder
-   of docs/METHOD.md A.2 and its exact discrete backward (A.3). */
+   brute force, the GEMM-form OT cost against the plain loop, samplers
+   (orders of convergence; each path's direction against tools/ref_sample.py),
+   the reverse Euler encoder of docs/METHOD.md A.2 and its exact discrete
+   backward (A.3). */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "unet_test_weights.h"
+#include "fixtures/sample_ref.h"
 
 static float *falloc(size_t n) { return (float *)prg_alloc(n * sizeof(float)); }
 
@@ -104,14 +108,15 @@ static void test_ot_assign(void) {
         prg_set_num_threads(2);
         prg_ot_cost(cost2, x0, x1, B, D);
         CHECK(memcmp(cost, cost2, (size_t)B * B * sizeof(double)) == 0, "cost matrix depends on threads");
+        prg_ot_cost_ref(cost2, x0, x1, B, D); /* the plain loop: exact to double rounding */
         for (i = 0; i < B; i += 7) { /* row i = x0[i], column j = x1[j] */
             double s = 0.0;
             size_t k;
             j = (i * 5 + 3) % B;
             for (k = 0; k < D; k++) s += ((double)x0[i * D + k] - x1[j * D + k]) * ((double)x0[i * D + k] - x1[j * D + k]);
-            if (fabs(s - cost[i * B + j]) > 1e-9 * s) idx_ok = 0;
+            if (fabs(s - cost2[i * B + j]) > 1e-9 * s) idx_ok = 0;
         }
-        CHECK(idx_ok, "cost[i][j] is not ||x0_i - x1_j||^2");
+        CHECK(idx_ok, "prg_ot_cost_ref: cost[i][j] is not ||x0_i - x1_j||^2");
         CHECK(prg_ot_assign(perm, cost, B) == PRG_OK && is_perm(perm, B), "assign B=%d", B);
         for (i = 0; i < B; i++)
             for (j = i + 1; j < B; j++)
@@ -329,6 +334,11 @@ static void test_samplers(void) {
     c.fail_after = -1;
     CHECK(prg_sample_euler(ode_vel, &c, 5, 1, OD, x) == PRG_OK, "euler 5");
     for (k = 0; k < 5; k++) CHECK(c.last_t[k] == (float)(k / 5.0), "Euler time %d: %g", k, c.last_t[k]);
+    /* the GVP path runs the grid backwards: t_k = 1 - k/steps */
+    memset(&c, 0, sizeof c);
+    c.fail_after = -1;
+    CHECK(prg_sample_path(PRG_PATH_GVP, PRG_SOLVER_EULER, ode_vel, &c, 5, 1, OD, x) == PRG_OK, "gvp euler 5");
+    for (k = 0; k < 5; k++) CHECK(c.last_t[k] == (float)(1.0 - k / 5.0), "GVP Euler time %d: %g", k, c.last_t[k]);
     /* callback errors pass through */
     memset(&c, 0, sizeof c);
     c.fail_after = 3;
@@ -621,6 +631,84 @@ static void test_train_small_flow(int ot) {
     prg_free(xs);
 }
 
+/* prg_ot_cost (norms in double + the float32 GEMM's cross terms) against
+   the plain double loop: the largest error relative to the entry's scale
+   ||x0_i||^2 + ||x1_j||^2, the optimal assignment of both matrices, and, on
+   batches of 2..7 (large dim, so the GEMM form is the one used), the
+   assignment from the GEMM costs against an exhaustive search on the exact
+   costs. */
+static double ot_cost_rel_err(const double *c, const double *ref, const float *x0, const float *x1, int B, size_t D) {
+    double e = 0.0;
+    int i, j;
+    for (i = 0; i < B; i++)
+        for (j = 0; j < B; j++) {
+            double n = 0.0, d;
+            size_t k;
+            for (k = 0; k < D; k++) n += (double)x0[i * D + k] * x0[i * D + k] + (double)x1[j * D + k] * x1[j * D + k];
+            d = fabs(c[i * B + j] - ref[i * B + j]) / n;
+            if (d > e) e = d;
+        }
+    return e;
+}
+
+static void test_ot_cost_gemm(void) {
+    /* (batch, dim, data kind): 0 noise vs noise, 1 noise vs images in [-1, 1]
+       with a shared offset (like normalised data), the OT-CFM shape last */
+    static const int shapes[4][3] = {{96, 300, 0}, {33, 777, 1}, {64, 2048, 0}, {128, 3072, 1}};
+    prg_rng r;
+    int s, n, trial, worse = 0, trials = 0;
+    double worst_rel = 0.0;
+    prg_rng_seed(&r, 21, 0);
+    for (s = 0; s < 4; s++) {
+        const int B = shapes[s][0];
+        const size_t D = (size_t)shapes[s][1];
+        float *x0 = falloc((size_t)B * D), *x1 = falloc((size_t)B * D);
+        double *c = (double *)prg_alloc((size_t)B * B * sizeof(double));
+        double *ref = (double *)prg_alloc((size_t)B * B * sizeof(double));
+        int *p = (int *)prg_alloc((size_t)B * sizeof(int)), *q = (int *)prg_alloc((size_t)B * sizeof(int));
+        size_t k;
+        /* a D-term float32 dot product errs by ~ u sqrt(D) sum |x0_k x1_k| (u = 2^-24,
+           random rounding), and 2 sum |x0_k x1_k| <= ||x0||^2 + ||x1||^2 */
+        double e, bound = 5.96e-8 * sqrt((double)D);
+        fill_normal(x0, (size_t)B * D, &r);
+        for (k = 0; k < (size_t)B * D; k++)
+            x1[k] = shapes[s][2] ? 0.4f + 1.2f * (2.0f * prg_rng_uniform(&r) - 1.0f) : prg_rng_normal(&r);
+        prg_ot_cost(c, x0, x1, B, D);
+        prg_ot_cost_ref(ref, x0, x1, B, D);
+        e = ot_cost_rel_err(c, ref, x0, x1, B, D);
+        printf("OT cost %d x %zu: GEMM form vs loop, largest error / (|x0|^2 + |x1|^2) = %.3g (bound %.3g)\n", B, D, e,
+               bound);
+        CHECK(e < bound, "OT cost %d x %zu: GEMM form error %.3g above %.3g", B, D, e, bound);
+        CHECK(e > 0.0, "OT cost %d x %zu: the GEMM form equals the loop bit for bit (not taken?)", B, D);
+        CHECK(prg_ot_assign(p, c, B) == PRG_OK && prg_ot_assign(q, ref, B) == PRG_OK, "assign %d", B);
+        CHECK(memcmp(p, q, (size_t)B * sizeof(int)) == 0, "OT %d x %zu: the GEMM costs change the assignment", B, D);
+        prg_free(x0); prg_free(x1); prg_free(c); prg_free(ref); prg_free(p); prg_free(q);
+    }
+    for (n = 2; n <= 7; n++) {
+        const size_t D = 20000; /* n^2 D >= 65536: the GEMM form */
+        float *x0 = falloc((size_t)n * D), *x1 = falloc((size_t)n * D);
+        for (trial = 0; trial < (n <= 5 ? 12 : 4); trial++) {
+            double c[49], ref[49], e;
+            int p[7];
+            fill_normal(x0, (size_t)n * D, &r);
+            fill_normal(x1, (size_t)n * D, &r);
+            prg_ot_cost(c, x0, x1, n, D);
+            prg_ot_cost_ref(ref, x0, x1, n, D);
+            e = ot_cost_rel_err(c, ref, x0, x1, n, D);
+            if (e > worst_rel) worst_rel = e;
+            if (prg_ot_assign(p, c, n) != PRG_OK || !is_perm(p, n) ||
+                perm_cost(ref, p, n) > brute_min(ref, n) * (1.0 + 1e-12))
+                worse++;
+            trials++;
+        }
+        prg_free(x0); prg_free(x1);
+    }
+    CHECK(worse == 0, "%d of %d GEMM-cost assignments (n = 2..7) are not optimal for the exact costs", worse, trials);
+    CHECK(worst_rel > 0.0 && worst_rel < 5.96e-8 * sqrt(20000.0), "n = 2..7: GEMM form error %.3g", worst_rel);
+    printf("OT cost: %d GEMM-cost assignments n = 2..7 (dim 20000) optimal by exhaustive search on the exact costs\n",
+           trials);
+}
+
 /* In one dimension the squared-distance optimum pairs the sorted noise with
    the sorted data. */
 static void test_ot_1d_sorted(void) {
@@ -640,6 +728,67 @@ static void test_ot_1d_sorted(void) {
     CHECK(monotone, "1-D optimal assignment is not monotone");
 }
 
+/* ---- sampling along the model's path --------------------------------------- */
+/* The MONO16 U-Net of tools/ref_unet.py with its formula weights as a fixed
+   velocity field: prg_unet_sample on a GVP net (t = 1 -> 0) and an ICFM net
+   (t = 0 -> 1) against tools/ref_sample.py's float64 integrations. */
+static double max_rel(const float *a, const float *ref, size_t n) {
+    double d = 0.0, m = 0.0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (fabs((double)a[i] - ref[i]) > d) d = fabs((double)a[i] - ref[i]);
+        if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
+    }
+    return d / m;
+}
+
+static void test_sample_path_ref(void) {
+    static const struct { const char *name; int loss, solver, steps; const float *ref; } runs[4] = {
+        {"GVP Euler", PRG_LOSS_GVP, PRG_SOLVER_EULER, SAMPLE_REF_GVP_EULER_STEPS, sample_ref_gvp_euler},
+        {"GVP Heun", PRG_LOSS_GVP, PRG_SOLVER_HEUN, SAMPLE_REF_GVP_HEUN_STEPS, sample_ref_gvp_heun},
+        {"GVP RK4", PRG_LOSS_GVP, PRG_SOLVER_RK4, SAMPLE_REF_GVP_RK4_STEPS, sample_ref_gvp_rk4},
+        {"ICFM Euler", PRG_LOSS_ICFM, PRG_SOLVER_EULER, SAMPLE_REF_ICFM_EULER_STEPS, sample_ref_icfm_euler}};
+    enum { B = SAMPLE_REF_BATCH, N = SAMPLE_REF_BATCH * 256 };
+    prg_unet_config cfg;
+    prg_unet *net;
+    float x0[N], x[N], y[N], z[N], z2[N];
+    size_t j;
+    int r;
+    (void)fill_formula; /* of unet_test_weights.h, not needed here */
+    CHECK(prg_unet_config_parse(&cfg, "in_channels=1 out_channels=1 model_channels=32 num_res_blocks=2 "
+                                "channel_mult=1,2 attention_ds=1,2 num_heads=2 image_size=16 groups=32") == PRG_OK &&
+          prg_unet_create(&net, &cfg, 0) == PRG_OK, "mono16: %s", prg_last_error());
+    set_test_weights(net);
+    for (j = 0; j < N; j++) /* the script's noise: Box-Muller of hash streams 3000, 3001 */
+        x0[j] = (float)(sqrt(-2.0 * log(1.0 - hash_u(3000, j))) * cos(2.0 * 3.14159265358979323846 * hash_u(3001, j)));
+    for (r = 0; r < 4; r++) {
+        double e;
+        prg_unet_set_loss(net, runs[r].loss);
+        memcpy(x, x0, sizeof x);
+        CHECK(prg_unet_sample(net, runs[r].solver, runs[r].steps, B, x) == PRG_OK, "%s: %s", runs[r].name, prg_last_error());
+        e = max_rel(x, runs[r].ref, N);
+        printf("%s, %d steps, MONO16 U-Net: prg_unet_sample vs tools/ref_sample.py, max |diff| / max |x| = %.3g\n",
+               runs[r].name, runs[r].steps, e);
+        CHECK(e < 2e-6, "%s samples differ from the reference by %.3g", runs[r].name, e);
+        /* the same through prg_sample_path with the net's path */
+        memcpy(y, x0, sizeof y);
+        CHECK(prg_sample_path(prg_unet_path(net), runs[r].solver, prg_unet_velocity, net, runs[r].steps, B, 256, y) == PRG_OK &&
+              memcmp(x, y, sizeof x) == 0, "%s: prg_sample_path differs from prg_unet_sample", runs[r].name);
+    }
+    /* the two directions give different samples: the path matters */
+    CHECK(max_rel(sample_ref_gvp_euler, sample_ref_icfm_euler, N) > 0.1, "GVP and ICFM references agree");
+    /* prg_encode follows the net's path too */
+    prg_unet_set_loss(net, PRG_LOSS_GVP);
+    CHECK(prg_encode(net, 4, 0, B, x0, z) == PRG_OK &&
+          prg_ode_gvp_euler(prg_unet_velocity, net, 4, 0, B, 256, x0, z2, NULL) == PRG_OK && memcmp(z, z2, sizeof z) == 0,
+          "prg_encode of a GVP net is not the GVP encoder");
+    CHECK(prg_ode_reverse_euler(prg_unet_velocity, net, 4, 0, B, 256, x0, z2, NULL) == PRG_OK && memcmp(z, z2, sizeof z) != 0,
+          "GVP and ICFM encoders agree");
+    CHECK(prg_unet_sample(net, 3, 4, B, x) == PRG_ERR_ARG && prg_sample_path(2, 0, prg_unet_velocity, net, 4, B, 256, x) == PRG_ERR_ARG,
+          "unknown solver / path accepted");
+    prg_unet_free(net);
+}
+
 int main(void) {
     prg_set_num_threads(2);
     test_ot_assign();
@@ -649,6 +798,8 @@ int main(void) {
     test_backward_fd(0);
     test_backward_fd(1);
     test_ot_1d_sorted();
+    test_ot_cost_gemm();
+    test_sample_path_ref();
     test_train_small_flow(0);
     test_train_small_flow(1);
     return prg_test_finish("test_flow");

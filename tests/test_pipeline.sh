@@ -2,7 +2,9 @@
 # End-to-end checks of the example programs: the --smoke modes of the two
 # paper recipes (tiny generated CIFAR-10 / Imagenet64 files), a reduced MNIST
 # demo (pretrain, samples, fine-tune PRG and from scratch, evaluate),
-# bit-exact resume of pretraining and fine-tuning, and classify on one image.
+# bit-exact resume of pretraining and fine-tuning, classify on one image, the
+# probability path from pretrain through finetune and evaluate for each loss,
+# and digit-like samples of a briefly trained GVP model.
 # Prints "test_pipeline: N passed, N failed".
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BUILD:-build}; OUT=$BIN/test_pipeline
@@ -75,6 +77,61 @@ for f in tests/fixtures/images/jpeg_420.jpg tests/fixtures/images/png_rgb8.png; 
     check $? "classify $f failed"
     [ "$(grep -cE '^ +[0-9.]+% +[0-9]$' "$OUT/classify2.log")" -eq 5 ]; check $? "classify $f: not 5 ranked classes"
 done
+
+# 5. the probability path travels with the model: pretrain --loss L -> the
+# checkpoint records it -> finetune takes that encoder -> evaluate reads it back
+meta() { head -c 4096 "$1" | grep -a -q "\"$2\":\"$3\""; } # file key value: the checkpoint metadata says so
+M=data/mnist/train-images-idx3-ubyte.gz; MT=data/mnist/t10k-images-idx3-ubyte.gz
+for L in icfm ot gvp; do
+    E=icfm; [ $L = gvp ] && E=gvp
+    "$BIN/pretrain" --data $M $NET --loss $L --batch 8 --steps 2 --limit 32 --no-augment --out "$OUT/path_$L.st" \
+        > "$OUT/path_$L.log" 2>&1
+    check $? "pretrain --loss $L failed (see $OUT/path_$L.log)"
+    meta "$OUT/path_$L.st" prg.loss $L && meta "$OUT/path_$L.st" prg.path $E
+    check $? "pretrain --loss $L: the checkpoint does not record prg.loss $L / prg.path $E"
+    "$BIN/finetune" --init "$OUT/path_$L.st" --data $M --batch 8 --steps 2 --t-span 3 --limit 32 --no-augment \
+        --out "$OUT/pf_$L" > "$OUT/pf_$L.log" 2>&1
+    check $? "finetune on the $L checkpoint failed (see $OUT/pf_$L.log)"
+    grep -q "$E encoder, t_span 3, t_cutoff 0: 2 Euler steps.*(path from checkpoint)" "$OUT/pf_$L.log"
+    check $? "finetune on the $L checkpoint: the log does not say the $E encoder from the checkpoint"
+    meta "$OUT/pf_$L-last.safetensors" prg.path $E && meta "$OUT/pf_$L-last.safetensors" prg.loss $L
+    check $? "finetune on the $L checkpoint: the classifier does not record prg.path $E / prg.loss $L"
+    "$BIN/evaluate" --model "$OUT/pf_$L-last.safetensors" --data $MT --limit 16 > "$OUT/pe_$L.log" 2>&1 &&
+    grep -q "$E encoder, t_span 3, t_cutoff 0: 2 Euler steps.*(path from checkpoint)" "$OUT/pe_$L.log"
+    check $? "evaluate does not read the $E path back from the $L classifier (see $OUT/pe_$L.log)"
+done
+"$BIN/finetune" --init "$OUT/path_gvp.st" --path icfm --data $M --batch 8 --steps 1 --t-span 3 --limit 8 --no-augment \
+    --out "$OUT/pf_over" > "$OUT/pf_over.log" 2> "$OUT/pf_over.err" &&
+grep -q "warning: --path icfm overrides the gvp path" "$OUT/pf_over.err" &&
+grep -q "icfm encoder.*(path from --path, overriding the checkpoint)" "$OUT/pf_over.log"
+check $? "finetune --path icfm on a GVP checkpoint: no override with a warning"
+cp "$OUT/path_gvp.st" "$OUT/path_res.st"
+"$BIN/pretrain" --data $M $NET --loss icfm --batch 8 --steps 4 --limit 32 --no-augment --resume --out "$OUT/path_res.st" \
+    > "$OUT/path_res.log" 2>&1
+[ $? -ne 0 ] && grep -q "trained with the gvp loss" "$OUT/path_res.log" && cmp -s "$OUT/path_gvp.st" "$OUT/path_res.st"
+check $? "pretrain --resume with another --loss was not refused (or changed the checkpoint)"
+
+# 6. a GVP model sampled in its own direction (t = 1 -> 0) draws digits: most
+# pixels background, some bright; integrated the ICFM way it does not
+grid_stats() { # sample grid .pgm (32x32 tiles, 2-pixel borders): "near-black bright" fractions inside the tiles
+    local w hdr
+    w=$(sed -n 2p "$1" | cut -d' ' -f1); hdr=$(head -n 3 "$1" | wc -c)
+    tail -c +$((hdr + 1)) "$1" | od -An -tu1 -v | awk -v w="$w" '{ for (i = 1; i <= NF; i++) { x = n % w; y = int(n / w); n++;
+        if (x % 34 >= 2 && y % 34 >= 2) { t++; if ($i < 26) b++; if ($i > 128) h++ } } } END { printf "%.4f %.4f\n", b / t, h / t }'
+}
+"$BIN/pretrain" --data $M $NET --loss gvp --batch 16 --steps 40 --lr 3e-3 --limit 2000 --no-augment --no-flip \
+    --out "$OUT/digits.st" > "$OUT/digits.log" 2>&1 &&
+"$BIN/sample" --model "$OUT/digits.st" --n 16 --steps 10 --out "$OUT/digits.pgm" >> "$OUT/digits.log" 2>&1 &&
+"$BIN/sample" --model "$OUT/digits.st" --n 16 --steps 10 --path icfm --out "$OUT/digits_icfm.pgm" >> "$OUT/digits.log" 2>&1
+check $? "GVP pretrain / sample failed (see $OUT/digits.log)"
+grep -q "gvp path from checkpoint: t 1 -> 0" "$OUT/digits.log"; check $? "sample: no GVP direction in the log"
+read -r dark bright < <(grid_stats "$OUT/digits.pgm")
+read -r dark2 _ < <(grid_stats "$OUT/digits_icfm.pgm")
+echo "GVP samples: near-black $dark, bright $bright; integrated t = 0 -> 1: near-black $dark2" >> "$OUT/digits.log"
+awk -v d="$dark" -v b="$bright" 'BEGIN { exit !(d > 0.65 && b > 0.02 && b < 0.4) }'
+check $? "GVP samples are not digit-like: near-black fraction $dark (want > 0.65), bright $bright (want 0.02..0.4)"
+awk -v d="$dark2" 'BEGIN { exit !(d < 0.6) }'
+check $? "GVP model integrated t = 0 -> 1 looks digit-like too ($dark2): the statistic cannot tell"
 
 echo "test_pipeline: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
