@@ -696,9 +696,15 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
    wrong magic, absurd size), PRG_ERR_SHAPE (sizes that disagree) or
    PRG_ERR_UNSUPPORTED (a valid file using a feature not implemented here);
    prg_last_error() then names the file and the byte offset.  On failure
-   the output object is left zeroed and nothing is leaked.  Writers write
-   "<path>.tmp" in the same directory and rename() it over <path>, so an
-   existing file is replaced only by a complete new one.  Numbers on disk are
+   the output object is left zeroed and nothing is leaked.  Writers (every
+   *_save and *_write, prg_image_grid) create a temporary file in the
+   target's directory under an unpredictable name, exclusively (POSIX
+   open(O_CREAT | O_EXCL): nothing planted there is followed or reused),
+   fsync it, rename() it over <path> and fsync the directory, so an
+   existing file is replaced only by a complete new one, even across a
+   crash or a power cut.  <path> must be absent or a regular file (a
+   directory is refused; a symlink at <path> is itself replaced, the file
+   it points to is never written).  Numbers on disk are
    little-endian whatever the host (IDX: big-endian, as specified).
 
        prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
@@ -749,6 +755,12 @@ size_t prg_deflate(uint8_t *dst, const uint8_t *src, size_t n);
    1952, all members, CRC-32 and ISIZE checked) when it starts with the gzip
    magic. */
 prg_result prg_file_read(const char *path, uint8_t **data, size_t *len);
+/* Checks, before a long run, that a later save to path can succeed: path
+   non-empty, absent or a regular file, and a file can be created in its
+   directory (it is created and removed, exactly as a save would).
+   PRG_ERR_ARG for an empty name, PRG_ERR_IO naming what is wrong (missing
+   directory, read-only, permission, a directory at path). */
+prg_result prg_check_writable(const char *path);
 
 /* ---- safetensors ----------------------------------------------------- */
 /* Layout: u64 header length N, N bytes of JSON, then the tensor data.  The
@@ -8949,51 +8961,246 @@ static prg_result prg__fread_at(FILE *f, const char *path, uint64_t off, void *d
     return PRG_OK;
 }
 
-/* Writing through "<path>.tmp" and rename(). */
-typedef struct prg__wfile { FILE *f; char *tmp; const char *path; int err; } prg__wfile;
+/* Writing through a temporary file and rename().  The temporary file lives
+   in the target's directory under an unpredictable name
+   ".<name>.<16 hex digits>.tmp" and is created exclusively (POSIX:
+   open(O_CREAT | O_EXCL), which neither follows nor reuses anything planted
+   there), written, fsync'd, renamed over the target, and the directory is
+   fsync'd, so a crash or a power cut leaves either the old file or the
+   complete new one.  An existing target must be a regular file (a symlink
+   there is itself replaced: the file it points to is never written).
+   Without POSIX (PRG__POSIX_IO undefined) the same steps run through
+   fopen, with a check that the random name is free, and no fsync. */
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#define PRG__POSIX_IO 1
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <errno.h>
+#include <time.h>
+#endif
 
-static prg_result prg__wopen(prg__wfile *w, const char *path) {
+typedef struct prg__wfile {
+#ifdef PRG__POSIX_IO
+    int fd;
+    size_t nbuf;
+    uint8_t *buf;      /* PRG__WBUF bytes gathered before each write() */
+#else
+    FILE *f;
+#endif
+    char *tmp;
+    const char *path;
+    int err;
+} prg__wfile;
+#define PRG__WBUF 65536
+
+/* The directory part of path ("." when there is none), in a new string. */
+static char *prg__dir_of(const char *path) {
+    const char *s = strrchr(path, '/');
     size_t n;
-    memset(w, 0, sizeof *w);
+    char *d;
+#ifdef _WIN32
+    const char *b = strrchr(path, '\\');
+    if (b && (!s || b > s)) s = b;
+#endif
+    n = s ? (size_t)(s - path) + (s == path) : 1;
+    d = (char *)PRG_MALLOC(n + 1);
+    if (!d) return NULL;
+    if (s) memcpy(d, path, n);
+    else d[0] = '.';
+    d[n] = 0;
+    return d;
+}
+
+/* 64 random bits for a temporary name: /dev/urandom where it can be read,
+   mixed with the time, the clock, the address of a local and a counter. */
+static uint64_t prg__tmp_random(void) {
+    static uint64_t counter = 0;
+    uint64_t x = 0, z;
+    unsigned char b[8];
+    FILE *f = fopen("/dev/urandom", "rb");
+    int i;
+    if (f) {
+        if (fread(b, 1, 8, f) == 8)
+            for (i = 0; i < 8; i++) x = (x << 8) | b[i];
+        fclose(f);
+    }
+    z = x ^ ((uint64_t)time(NULL) << 20) ^ (uint64_t)clock() ^ (uint64_t)(uintptr_t)&x ^ (++counter * 0x9E3779B97F4A7C15ull);
+#ifdef PRG__POSIX_IO
+    z ^= (uint64_t)getpid() << 40;
+#endif
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The target must be absent or a regular file (or a symlink, replaced). */
+static prg_result prg__wtarget_check(const char *path) {
     if (!path || !*path) return prg__fail(PRG_ERR_ARG, "output file name is empty");
-    n = strlen(path);
-    w->path = path;
-    w->tmp = (char *)PRG_MALLOC(n + 5);
-    if (!w->tmp) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(w->tmp, path, n);
-    memcpy(w->tmp + n, ".tmp", 5);
-    w->f = fopen(w->tmp, "wb");
-    if (!w->f) {
+#ifdef PRG__POSIX_IO
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+            return prg__fail(PRG_ERR_IO, "%s: exists and is not a regular file (a directory?): refusing to replace it", path);
+    }
+#endif
+    return PRG_OK;
+}
+
+/* Creates the temporary file next to path; on success w->tmp is its name. */
+static prg_result prg__wcreate(prg__wfile *w, const char *path) {
+    const char *base = path, *s;
+    char *dir;
+    size_t dn, bn, cap;
+    int attempt;
+    s = strrchr(path, '/');
+    if (s) base = s + 1;
+    if (!*base) return prg__fail(PRG_ERR_ARG, "%s: output file name ends in '/' (a directory, not a file)", path);
+    dir = prg__dir_of(path);
+    if (!dir) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    dn = strlen(dir);
+    bn = strlen(base);
+    cap = dn + bn + 32;
+    w->tmp = (char *)PRG_MALLOC(cap);
+    if (!w->tmp) {
+        PRG_FREE(dir);
+        return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (attempt = 0; attempt < 64; attempt++) {
+        snprintf(w->tmp, cap, "%s/.%s.%016llx.tmp", dir, base, (unsigned long long)prg__tmp_random());
+#ifdef PRG__POSIX_IO
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (w->fd >= 0) break;
+        if (errno == EEXIST) continue;
+        {
+            int e = errno;
+            struct stat st;
+            PRG_FREE(w->tmp);
+            w->tmp = NULL;
+            if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                prg__fail(PRG_ERR_IO, "%s: the directory %s does not exist (create it first)", path, dir);
+            } else {
+                prg__fail(PRG_ERR_IO, "%s: cannot create a file in %s (%s): check that it is writable and not on a read-only mount",
+                          path, dir, e == EROFS ? "read-only file system" : e == EACCES ? "permission denied" : "open failed");
+            }
+            PRG_FREE(dir);
+            return PRG_ERR_IO;
+        }
+#else
+        {
+            FILE *probe = fopen(w->tmp, "rb");
+            if (probe) { fclose(probe); continue; }
+            w->f = fopen(w->tmp, "wb");
+            if (w->f) break;
+            PRG_FREE(w->tmp);
+            w->tmp = NULL;
+            prg__fail(PRG_ERR_IO, "%s: cannot create a temporary file in %s (does the directory exist and is it writable?)", path, dir);
+            PRG_FREE(dir);
+            return PRG_ERR_IO;
+        }
+#endif
+    }
+    PRG_FREE(dir);
+    if (attempt == 64) {
         PRG_FREE(w->tmp);
         w->tmp = NULL;
-        return prg__fail(PRG_ERR_IO, "%s: cannot create the temporary file %s.tmp (does the directory exist and is it writable?)",
-                         path, path);
+        return prg__fail(PRG_ERR_IO, "%s: cannot find a free temporary file name in its directory", path);
     }
     return PRG_OK;
 }
 
+static prg_result prg__wopen(prg__wfile *w, const char *path) {
+    prg_result r;
+    memset(w, 0, sizeof *w);
+#ifdef PRG__POSIX_IO
+    w->fd = -1;
+#endif
+    if ((r = prg__wtarget_check(path)) != PRG_OK) return r;
+    w->path = path;
+#ifdef PRG__POSIX_IO
+    w->buf = (uint8_t *)PRG_MALLOC(PRG__WBUF);
+    if (!w->buf) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+#endif
+    if ((r = prg__wcreate(w, path)) != PRG_OK) {
+#ifdef PRG__POSIX_IO
+        PRG_FREE(w->buf);
+#endif
+        memset(w, 0, sizeof *w);
+        return r;
+    }
+    return PRG_OK;
+}
+
+#ifdef PRG__POSIX_IO
+static void prg__wflush(prg__wfile *w) {
+    size_t off = 0;
+    while (!w->err && off < w->nbuf) {
+        ssize_t k = write(w->fd, w->buf + off, w->nbuf - off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) w->err = 1;
+        else off += (size_t)k;
+    }
+    w->nbuf = 0;
+}
+#endif
+
 static void prg__wwrite(prg__wfile *w, const void *p, size_t n) {
+#ifdef PRG__POSIX_IO
+    const uint8_t *q = (const uint8_t *)p;
+    while (!w->err && n) {
+        size_t k = PRG__WBUF - w->nbuf < n ? PRG__WBUF - w->nbuf : n;
+        memcpy(w->buf + w->nbuf, q, k);
+        w->nbuf += k;
+        q += k;
+        n -= k;
+        if (w->nbuf == PRG__WBUF) prg__wflush(w);
+    }
+#else
     if (!w->err && n && fwrite(p, 1, n, w->f) != n) w->err = 1;
+#endif
 }
 
 static void prg__wabort(prg__wfile *w) {
+#ifdef PRG__POSIX_IO
+    if (w->fd >= 0) close(w->fd);
+    PRG_FREE(w->buf);
+#else
     if (w->f) fclose(w->f);
+#endif
     if (w->tmp) {
         remove(w->tmp);
         PRG_FREE(w->tmp);
     }
     memset(w, 0, sizeof *w);
+#ifdef PRG__POSIX_IO
+    w->fd = -1;
+#endif
 }
 
 static prg_result prg__wclose(prg__wfile *w) {
     const char *path = w->path;
     int bad = w->err;
+    prg_result r;
+#ifdef PRG__POSIX_IO
+    prg__wflush(w);
+    bad |= w->err;
+    if (!bad && fsync(w->fd) != 0 && errno != EINVAL) bad = 1; /* EINVAL: a file system without fsync */
+    if (close(w->fd) != 0) bad = 1;
+    w->fd = -1;
+#else
     if (fflush(w->f) != 0) bad = 1;
     if (fclose(w->f) != 0) bad = 1;
     w->f = NULL;
+#endif
     if (bad) {
         prg__wabort(w);
         return prg__fail(PRG_ERR_IO, "%s: writing failed (disk full?); the previous file, if any, is unchanged", path);
+    }
+    /* a directory (or other non-file) made at path while we wrote */
+    if ((r = prg__wtarget_check(path)) != PRG_OK) {
+        prg__wabort(w);
+        return r;
     }
 #ifdef _WIN32
     remove(path); /* rename() does not replace on Windows */
@@ -9002,8 +9209,28 @@ static prg_result prg__wclose(prg__wfile *w) {
         prg__wabort(w);
         return prg__fail(PRG_ERR_IO, "%s: cannot rename the temporary file into place", path);
     }
+#ifdef PRG__POSIX_IO
+    { /* make the rename itself durable */
+        char *dir = prg__dir_of(path);
+        int dfd = dir ? open(dir, O_RDONLY) : -1;
+        if (dfd >= 0) {
+            fsync(dfd); /* some file systems refuse a directory fsync: the data is already safe */
+            close(dfd);
+        }
+        PRG_FREE(dir);
+    }
+    PRG_FREE(w->buf);
+#endif
     PRG_FREE(w->tmp);
     memset(w, 0, sizeof *w);
+    return PRG_OK;
+}
+
+prg_result prg_check_writable(const char *path) {
+    prg__wfile w;
+    prg_result r = prg__wopen(&w, path);
+    if (r != PRG_OK) return r;
+    prg__wabort(&w);
     return PRG_OK;
 }
 
