@@ -38,6 +38,11 @@
                            convolution weights between the U-Net evaluations
                            of one encode, sampling or fine-tuning call
                            (default 256; 0 turns keeping off)
+     PRG_MAX_T_SPAN        largest ODE grid a classifier file may ask for in its
+                           metadata (prg.t_span; default 1000: one encode then
+                           costs at most 999 U-Net evaluations and 1000 states
+                           per image); prg_classifier_load refuses more
+     PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
 
@@ -825,11 +830,20 @@ prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
 /* The grid (t_span, t_cutoff) and class count come from the metadata; a file
    without them gets t_span 32, t_cutoff 0 and the class count of
-   head.fc2.weight. */
+   head.fc2.weight.  Before the net or the head is allocated, the metadata is
+   checked against the documented limits (prg.t_span in [2,
+   PRG_MAX_T_SPAN], prg.t_cutoff within the grid, prg.num_classes equal to
+   the rows of head.fc2.weight) and the config against the tensor table
+   (every tensor present, with its shape and a float dtype), so a small
+   hostile file costs no more memory than its own tensors. */
 prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
-   opt, the same parameter count); what is NULL is not read. */
+   opt, the same parameter count); what is NULL is not read.  It refuses
+   (PRG_ERR_FORMAT / PRG_ERR_NUMERIC, naming the field) negative or
+   non-decimal step counts (optim.step, prg.step), an all-zero RNG state,
+   non-float tensors, NaN/Inf anywhere and a negative exp_avg_sq, and then
+   changes nothing. */
 prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
                                const prg_adam *opt, const prg_rng *rng, int64_t step);
 prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
@@ -1143,6 +1157,9 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #endif
 #ifndef PRG_WINO_KEEP_MB
 #define PRG_WINO_KEEP_MB 256
+#endif
+#ifndef PRG_MAX_T_SPAN
+#define PRG_MAX_T_SPAN 1000
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -6747,6 +6764,7 @@ struct prg_unet {
     prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
     size_t keep_left;      /* floats keep may still allocate */
     int keeping;           /* > 0: the weights do not change, keep is used */
+    int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -8224,6 +8242,10 @@ static int prg__classifier_steps(int path, int t_span, int t_cutoff) {
 static const char *const prg__head_names[PRG__HEAD_NT] = {
     "head.norm.weight", "head.norm.bias", "head.fc1.weight", "head.fc1.bias", "head.fc2.weight"};
 
+/* The head's pooled side for images of side hw: 16 as in the reference,
+   smaller images keep their size. */
+static int prg__head_pool(int hw) { return hw < 16 ? hw : 16; }
+
 static void prg__head_shape(const prg_classifier *clf, int i, int *ndim, int64_t shape[4]) {
     shape[0] = shape[1] = shape[2] = shape[3] = 0;
     *ndim = (i == 2 || i == 4) ? 2 : 1;
@@ -8247,6 +8269,9 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     if (num_classes < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: num_classes=%d < 1", num_classes);
     if (prg__classifier_steps(PRG_PATH_ICFM, t_span, t_cutoff) < 0) return PRG_ERR_ARG;
     if ((r = prg__check_ode_net(net, "prg_classifier_create")) != PRG_OK) return r;
+    if (net->owned)
+        return prg__fail(PRG_ERR_ARG, "prg_classifier_create: the net already belongs to a classifier (one net, one classifier: "
+                         "create or load another net)");
     c = prg_unet_config_get(net);
     clf = (prg_classifier *)PRG_MALLOC(sizeof *clf);
     if (!clf) return prg__fail(PRG_ERR_NOMEM, "prg_classifier_create: out of memory");
@@ -8259,7 +8284,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     clf->c = c->in_channels;
     clf->hw = c->image_size;
     /* The reference pools to 16 x 16; smaller images keep their size. */
-    clf->pool = clf->hw < 16 ? clf->hw : 16;
+    clf->pool = prg__head_pool(clf->hw);
     if (clf->hw % clf->pool != 0) {
         PRG_FREE(clf);
         return prg__fail(PRG_ERR_CONFIG, "prg_classifier_create: image size %d is not a multiple of the "
@@ -8291,6 +8316,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     }
     for (i = clf->hoff[2]; i < clf->nhead; i++) clf->head[i] = bound * (2.0f * prg_rng_uniform(&rng) - 1.0f);
     memset(clf->hgrad, 0, off * sizeof(float));
+    net->owned = 1;
     *out = clf;
     return PRG_OK;
 }
@@ -8763,6 +8789,7 @@ void prg_ema_update(float *ema, const float *params, size_t n, double decay) {
 
 /* >>io ================================================================== */
 
+#include <errno.h>
 #include <limits.h>
 
 /* ---- bytes, checksums, element types -------------------------------- */
@@ -10903,12 +10930,15 @@ static int prg__parse_rng(const char *s, prg_rng *r) {
     return 1;
 }
 
+/* A decimal integer, optional '-', nothing else; 0 when out of int64 range. */
 static int prg__parse_i64(const char *s, int64_t *v) {
     char *end;
     long long x;
-    if (!s || !*s) return 0;
+    const char *d = s && *s == '-' ? s + 1 : s;
+    if (!d || *d < '0' || *d > '9') return 0;
+    errno = 0;
     x = strtoll(s, &end, 10);
-    if (*end) return 0;
+    if (*end || errno == ERANGE) return 0;
     *v = (int64_t)x;
     return 1;
 }
@@ -11028,54 +11058,118 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
     return PRG_OK;
 }
 
+static int prg__dtype_is_float(prg_dtype t) {
+    return t == PRG_DT_F32 || t == PRG_DT_F16 || t == PRG_DT_BF16 || t == PRG_DT_F64;
+}
+
+/* Tensor name of the file has the model's shape and a float dtype. */
+static prg_result prg__ckpt_check_one(prg_st *st, const char *path, const char *name, int ndim, const int64_t *shape,
+                                      prg_st_info *info) {
+    int k;
+    memset(info, 0, sizeof *info);
+    if (prg_st_find(st, name, info) != PRG_OK) return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
+    if (!prg__dtype_is_float(info->dtype))
+        return prg__fail(PRG_ERR_FORMAT, "%s: tensor '%s' is stored as %s: weights and training state must be F32, F16, BF16 or F64",
+                         path, name, prg_dtype_name(info->dtype));
+    for (k = 0; k < info->ndim && info->ndim == ndim; k++)
+        if (info->shape[k] != shape[k]) break;
+    if (info->ndim != ndim || k < ndim) {
+        char got[96], want[96];
+        prg__shape_str(got, sizeof got, info->shape, info->ndim);
+        prg__shape_str(want, sizeof want, shape, ndim);
+        return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has shape %s, the model needs %s", path, name, got, want);
+    }
+    return PRG_OK;
+}
+
+/* With strict, refuses model tensors the file has but the model (names[n])
+   has not: optim.* always allowed, head.* too when strict == 1. */
+static prg_result prg__ckpt_check_extra(prg_st *st, const char *path, const char *const *names, int n, int strict) {
+    int i, k;
+    for (i = 0; strict && i < prg_st_count(st); i++) {
+        const prg_st_info *fi = prg_st_info_at(st, i);
+        int found = 0;
+        if (!strncmp(fi->name, "optim.", 6)) continue;
+        if (!strncmp(fi->name, "head.", 5) && strict == 1) continue;
+        for (k = 0; k < n && !found; k++) found = !strcmp(fi->name, names[k]);
+        if (!found) return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is not part of this model's config", path, fi->name);
+    }
+    return PRG_OK;
+}
+
 /* Reads the entries (and, with opt, their moments) into dst: [n params][moments...]
-   laid out as the entries' data / opt offsets say.  Checks every name and
-   shape; refuses NaN/Inf; with strict, refuses model tensors the file has
-   but the model has not. */
+   laid out as the entries' data / opt offsets say.  Checks every name, shape
+   and dtype (float only); refuses NaN/Inf and a negative exp_avg_sq; with
+   strict, refuses model tensors the file has but the model has not. */
 static prg_result prg__ckpt_read(prg_st *st, const char *path, const prg__ckpt_entry *e, int n,
                                  float *params, size_t nparams, float *m, float *v, int strict) {
-    int i, k, which;
+    int i, which;
     char name[256];
+    const char **names;
+    prg_result r;
     for (i = 0; i < n; i++) {
         for (which = 0; which < (m ? 3 : 1); which++) {
             prg_st_info info;
-            prg_result r;
-            float *dst;
-            memset(&info, 0, sizeof info);
-            dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            float *dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            size_t j;
             if (which == 0) snprintf(name, sizeof name, "%s", e[i].name);
             else snprintf(name, sizeof name, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", e[i].name);
-            if (prg_st_find(st, name, &info) != PRG_OK)
-                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
-            if (info.ndim != e[i].ndim) goto bad_shape;
-            for (k = 0; k < info.ndim; k++)
-                if (info.shape[k] != e[i].shape[k]) goto bad_shape;
-            r = prg_st_read_f32(st, name, dst, e[i].count, PRG_ST_FINITE);
-            if (r != PRG_OK) return r;
-            continue;
-        bad_shape : {
-            char got[96], want[96];
-            size_t a = 0, b = 0;
-            got[0] = want[0] = 0;
-            for (k = 0; k < info.ndim && a < 80; k++) a += (size_t)snprintf(got + a, sizeof got - a, k ? ",%lld" : "%lld", (long long)info.shape[k]);
-            for (k = 0; k < e[i].ndim && b < 80; k++) b += (size_t)snprintf(want + b, sizeof want - b, k ? ",%lld" : "%lld", (long long)e[i].shape[k]);
-            return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, name, got, want);
-        }
+            if ((r = prg__ckpt_check_one(st, path, name, e[i].ndim, e[i].shape, &info)) != PRG_OK) return r;
+            if ((r = prg_st_read_f32(st, name, dst, e[i].count, PRG_ST_FINITE)) != PRG_OK) return r;
+            for (j = 0; which == 2 && j < e[i].count; j++)
+                if (dst[j] < 0.0f)
+                    return prg__fail(PRG_ERR_NUMERIC, "%s: tensor '%s' element %zu is %g: a second moment cannot be negative", path,
+                                     name, j, (double)dst[j]);
         }
     }
     (void)nparams;
+    if (!strict) return PRG_OK;
+    names = (const char **)PRG_MALLOC(sizeof(char *) * (n > 0 ? (size_t)n : 1));
+    if (!names) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; i < n; i++) names[i] = e[i].name;
+    r = prg__ckpt_check_extra(st, path, names, n, strict);
+    PRG_FREE((void *)names);
+    return r;
+}
+
+/* Before anything is allocated for the model: every tensor config c needs is
+   in the file with its shape and a float dtype (and, with strict, nothing
+   else but head.* / optim.*), so that a config naming a larger model than
+   the file holds costs only the tensor table.  The head of a classifier of
+   `classes` classes (> 0) is checked too. */
+static prg_result prg__ckpt_check_table(prg_st *st, const char *path, const prg_unet_config *c, int strict, int64_t classes) {
+    prg_unet n;
+    prg_st_info info;
+    const char **names = NULL;
+    prg_result r;
+    int i;
+    memset(&n, 0, sizeof n);
+    n.cfg = *c;
+    if ((r = prg__unet_plan(&n)) != PRG_OK) return r;
+    for (i = 0; i < n.ntens; i++)
+        if ((r = prg__ckpt_check_one(st, path, n.tens[i].name, n.tens[i].ndim, n.tens[i].shape, &info)) != PRG_OK) goto out;
     if (strict) {
-        for (i = 0; i < prg_st_count(st); i++) {
-            const prg_st_info *fi = prg_st_info_at(st, i);
-            int found = 0;
-            if (!strncmp(fi->name, "optim.", 6)) continue;
-            if (!strncmp(fi->name, "head.", 5) && strict == 1) continue;
-            for (k = 0; k < n && !found; k++) found = !strcmp(fi->name, e[k].name);
-            if (!found)
-                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is not part of this model's config", path, fi->name);
+        names = (const char **)PRG_MALLOC(sizeof(char *) * (n.ntens > 0 ? (size_t)n.ntens : 1));
+        if (!names) {
+            r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+            goto out;
+        }
+        for (i = 0; i < n.ntens; i++) names[i] = n.tens[i].name;
+        if ((r = prg__ckpt_check_extra(st, path, names, n.ntens, strict)) != PRG_OK) goto out;
+    }
+    if (classes > 0) {
+        int pool = prg__head_pool(c->image_size);
+        int64_t d = (int64_t)c->in_channels * pool * pool, shape[2];
+        for (i = 0; i < PRG__HEAD_NT; i++) {
+            shape[0] = i == 4 ? classes : d;
+            shape[1] = d;
+            if ((r = prg__ckpt_check_one(st, path, prg__head_names[i], (i == 2 || i == 4) ? 2 : 1, shape, &info)) != PRG_OK) goto out;
         }
     }
-    return PRG_OK;
+out:
+    if (names) PRG_FREE((void *)names);
+    prg__unet_plan_free(&n);
+    return r;
 }
 
 static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path, const prg_unet_config *cfg) {
@@ -11085,6 +11179,7 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     prg_result r;
     int n;
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
+    if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
     if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
     e = prg__ckpt_entries(net, NULL, &n);
     if (!e) {
@@ -11112,45 +11207,67 @@ prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config
     return r;
 }
 
+/* An integer metadata field: absent (keeps *v), or within [lo, hi]. */
+static prg_result prg__meta_int(prg_st *st, const char *path, const char *key, int64_t lo, int64_t hi, const char *limit,
+                                int64_t *v) {
+    const char *s = prg_st_metadata(st, key);
+    if (!s) return PRG_OK;
+    if (!prg__parse_i64(s, v) || *v < lo || *v > hi)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata %s=\"%.40s\" is not an integer in [%lld, %lld]%s", path, key, s, (long long)lo,
+                         (long long)hi, limit);
+    return PRG_OK;
+}
+
 prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg_unet_config *cfg) {
     prg_st *st;
     prg_unet *net = NULL;
     prg_classifier *clf = NULL;
     prg_st_info fc2;
     prg__ckpt_entry *e = NULL;
+    prg_unet_config c;
     prg_result r;
     int64_t classes = 0, span = 32, cut = 0;
-    int n, nu;
+    int n, nu, gvp = 0;
     if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_load: clf is NULL");
     *out = NULL;
     if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
-    if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    /* everything the metadata says is checked against the tensor table and
+       the documented limits before the net or the head is allocated */
     memset(&fc2, 0, sizeof fc2);
     if (prg_st_find(st, "head.fc2.weight", &fc2) != PRG_OK || fc2.ndim != 2) {
         r = prg__fail(PRG_ERR_FORMAT, "%s: no classifier head (tensor 'head.fc2.weight' [classes][D])", path);
         goto done;
     }
     classes = fc2.shape[0];
-    if ((prg_st_metadata(st, "prg.num_classes") && !prg__parse_i64(prg_st_metadata(st, "prg.num_classes"), &classes)) ||
-        (prg_st_metadata(st, "prg.t_span") && !prg__parse_i64(prg_st_metadata(st, "prg.t_span"), &span)) ||
-        (prg_st_metadata(st, "prg.t_cutoff") && !prg__parse_i64(prg_st_metadata(st, "prg.t_cutoff"), &cut)) ||
-        classes < 1 || classes > 1000000 || span < 2 || span > 1000000 || cut < 0 || cut > span) {
-        r = prg__fail(PRG_ERR_FORMAT, "%s: bad prg.num_classes / prg.t_span / prg.t_cutoff metadata", path);
+    if ((r = prg__meta_int(st, path, "prg.num_classes", 1, 1000000, "", &classes)) != PRG_OK ||
+        (r = prg__meta_int(st, path, "prg.t_span", 2, PRG_MAX_T_SPAN, " (PRG_MAX_T_SPAN)", &span)) != PRG_OK ||
+        (r = prg__meta_int(st, path, "prg.t_cutoff", 0, span, " (0 .. prg.t_span)", &cut)) != PRG_OK)
+        goto done;
+    if (classes != fc2.shape[0]) {
+        r = prg__fail(PRG_ERR_SHAPE, "%s: metadata prg.num_classes=%lld but tensor 'head.fc2.weight' has %lld rows", path,
+                      (long long)classes, (long long)fc2.shape[0]);
         goto done;
     }
     {
         const char *path_name = prg_st_metadata(st, "prg.path");
-        int gvp = path_name && !strcmp(path_name, "gvp");
+        gvp = path_name && !strcmp(path_name, "gvp");
         if (path_name && !gvp && strcmp(path_name, "icfm") != 0) {
             r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.path is '%s' (icfm or gvp)", path, path_name);
             goto done;
         }
-        /* a GVP grid may be invalid for ICFM: create on a valid grid, then set both */
-        if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
-        net = NULL; /* owned by clf */
-        if (gvp) clf->path = PRG_PATH_GVP;
-        if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
     }
+    if (prg__classifier_steps(gvp ? PRG_PATH_GVP : PRG_PATH_ICFM, (int)span, (int)cut) < 0) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.t_span / prg.t_cutoff: %s", path, prg_last_error());
+        goto done;
+    }
+    if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) goto done;
+    if ((r = prg__ckpt_check_table(st, path, &c, 0, classes)) != PRG_OK) goto done;
+    if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    /* a GVP grid may be invalid for ICFM: create on a valid grid, then set both */
+    if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
+    net = NULL; /* owned by clf */
+    if (gvp) clf->path = PRG_PATH_GVP;
+    if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
     e = prg__ckpt_entries(clf->net, clf, &n);
     if (!e) {
         r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
@@ -11204,8 +11321,18 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     if ((opt && !prg__parse_i64(prg_st_metadata(st, "optim.step"), &ostep)) ||
         (rng && !prg__parse_rng(prg_st_metadata(st, "prg.rng"), &rr)) ||
         (step && !prg__parse_i64(prg_st_metadata(st, "prg.step"), &istep))) {
-        r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata): "
-                      "it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+        r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata, decimal integers and "
+                      "64 hex digits): it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+        goto done;
+    }
+    if ((opt && ostep < 0) || (step && istep < 0)) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata %s=%lld is negative: a step count starts at 0", path,
+                      opt && ostep < 0 ? "optim.step" : "prg.step", (long long)(opt && ostep < 0 ? ostep : istep));
+        goto done;
+    }
+    if (rng && !(rr.s[0] | rr.s[1] | rr.s[2] | rr.s[3])) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.rng is all zero, a state xoshiro256** never leaves (the noise would "
+                      "be degenerate)", path);
         goto done;
     }
     e = prg__ckpt_entries(net, clf, &n);
