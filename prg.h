@@ -760,6 +760,13 @@ size_t prg_deflate(uint8_t *dst, const uint8_t *src, size_t n);
    1952, all members, CRC-32 and ISIZE checked) when it starts with the gzip
    magic. */
 prg_result prg_file_read(const char *path, uint8_t **data, size_t *len);
+/* The same with a cap on what comes back (after gunzip): PRG_ERR_FORMAT,
+   naming the limit, when the content is longer than max_len, found after
+   at most max_len + 1 bytes were decompressed, so a small .gz that inflates
+   to gigabytes costs max_len.  The library's own readers use caps that
+   their headers imply (IDX, PGM/PPM, images: PRG_IMAGE_MAX_PIXELS);
+   prg_file_read has none: use it for trusted files only. */
+prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, size_t *len);
 /* Checks, before a long run, that a later save to path can succeed: path
    non-empty, absent or a regular file, and a file can be created in its
    directory (it is created and removed, exactly as a save would).
@@ -944,10 +951,10 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
    Huffman code, wrong restart marker, missing EOI or IEND) is refused with
    PRG_ERR_FORMAT and a message naming the file and byte offset or marker.
    Images of more than PRG_IMAGE_MAX_PIXELS pixels are refused. */
-#ifndef PRG_NO_IMAGE
-#ifndef PRG_IMAGE_MAX_PIXELS
+#ifndef PRG_IMAGE_MAX_PIXELS /* also the PGM/PPM reader's limit, with or without PRG_NO_IMAGE */
 #define PRG_IMAGE_MAX_PIXELS (1u << 26) /* 67,108,864 = 8192 x 8192 */
 #endif
+#ifndef PRG_NO_IMAGE
 
 typedef struct prg_image {
     int w, h, c;
@@ -8791,6 +8798,15 @@ void prg_ema_update(float *ema, const float *params, size_t n, double decay) {
 
 #include <errno.h>
 #include <limits.h>
+#include <time.h>
+/* POSIX files: exclusive creation, fsync and stat for the writers and readers */
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#define PRG__POSIX_IO 1
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 /* ---- bytes, checksums, element types -------------------------------- */
 
@@ -8968,6 +8984,13 @@ static prg_result prg__fopen_read(FILE **f, const char *path, uint64_t *size) {
     long end;
     *f = NULL;
     if (!path) return prg__fail(PRG_ERR_ARG, "file name is NULL");
+#ifdef PRG__POSIX_IO
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return prg__fail(PRG_ERR_IO, "%s: is a directory, not a file", path);
+    }
+#endif
     *f = fopen(path, "rb");
     if (!*f) return prg__fail(PRG_ERR_IO, "%s: cannot open for reading (check the path and permissions)", path);
     if (fseek(*f, 0, SEEK_END) != 0 || (end = ftell(*f)) < 0 || fseek(*f, 0, SEEK_SET) != 0) {
@@ -8998,15 +9021,6 @@ static prg_result prg__fread_at(FILE *f, const char *path, uint64_t off, void *d
    there is itself replaced: the file it points to is never written).
    Without POSIX (PRG__POSIX_IO undefined) the same steps run through
    fopen, with a check that the random name is free, and no fsync. */
-#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
-#define PRG__POSIX_IO 1
-#include <sys/types.h>
-#include <sys/stat.h>
-#include <fcntl.h>
-#include <unistd.h>
-#include <errno.h>
-#include <time.h>
-#endif
 
 typedef struct prg__wfile {
 #ifdef PRG__POSIX_IO
@@ -9366,8 +9380,10 @@ static int prg__huff_decode(prg__bits *b, const prg__huff *h) {
     return -1;
 }
 
-/* Output buffer: fixed (grow == 0) or growing up to max. */
-typedef struct prg__obuf { uint8_t *p; size_t len, cap, max; int grow; } prg__obuf;
+/* Output buffer: fixed (grow == 0) or growing up to max.  clip = 1: output
+   past max is dropped and decoding stops there with full = 1 (a prefix
+   read), instead of an error. */
+typedef struct prg__obuf { uint8_t *p; size_t len, cap, max; int grow, clip, full; } prg__obuf;
 
 static int prg__obuf_reserve(prg__obuf *o, size_t extra) {
     size_t need, ncap;
@@ -9418,6 +9434,14 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
             p += 4;
             if (len > n - p) { err = "truncated stored block"; goto fail_at_end; }
             rc = prg__obuf_reserve(o, len);
+            if (rc == -1 && o->clip) {
+                size_t room = o->max - o->len;
+                if (room && prg__obuf_reserve(o, room) == 0) {
+                    memcpy(o->p + o->len, src + p, room);
+                    o->len += room;
+                }
+                goto clipped;
+            }
             if (rc) goto fail_out;
             if (len) memcpy(o->p + o->len, src + p, len); /* o->p may still be NULL for an empty block */
             o->len += len;
@@ -9468,7 +9492,10 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
             if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
             if (sym < 256) {
                 if (sym < 0) { err = "invalid literal/length code"; goto fail; }
-                if (o->len == o->cap && (rc = prg__obuf_reserve(o, 1)) != 0) goto fail_out;
+                if (o->len == o->cap && (rc = prg__obuf_reserve(o, 1)) != 0) {
+                    if (rc == -1 && o->clip) goto clipped;
+                    goto fail_out;
+                }
                 o->p[o->len++] = (uint8_t)sym;
             } else if (sym == 256) {
                 break;
@@ -9483,7 +9510,18 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
                 d = prg__dist_base[sym] + prg__bits_get(&b, prg__dist_extra[sym]);
                 if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
                 if (d > o->len - start) { err = "distance points before the start of the data"; goto fail; }
-                if (o->cap - o->len < len && (rc = prg__obuf_reserve(o, len)) != 0) goto fail_out;
+                if (o->cap - o->len < len && (rc = prg__obuf_reserve(o, len)) != 0) {
+                    if (rc == -1 && o->clip) {
+                        if (prg__obuf_reserve(o, o->max - o->len) == 0) {
+                            len = o->max - o->len;
+                            q = o->p + o->len;
+                            o->len += len;
+                            while (len--) { *q = *(q - d); q++; }
+                        }
+                        goto clipped;
+                    }
+                    goto fail_out;
+                }
                 q = o->p + o->len;
                 o->len += len;
                 while (len--) { *q = *(q - d); q++; }
@@ -9492,6 +9530,10 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
     } while (!final);
     if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
     if (used) *used = (prg__bits_used(&b) + 7) / 8;
+    return PRG_OK;
+clipped: /* a prefix read: the first max bytes are there, the rest is not decoded */
+    o->full = 1;
+    if (used) *used = n;
     return PRG_OK;
 fail_at_end:
     return prg__fail(PRG_ERR_FORMAT, "%s: deflate data truncated at byte %llu (%s)", what, (unsigned long long)(base + n), err);
@@ -9512,6 +9554,7 @@ prg_result prg_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t 
     o.cap = dst_cap;
     o.max = dst_cap;
     o.grow = 0;
+    o.clip = o.full = 0;
     r = prg__inflate_raw(src, src_len, src_used, &o, "inflate", 0);
     if (dst_len) *dst_len = o.len;
     return r;
@@ -9536,6 +9579,7 @@ prg_result prg_zlib_decompress(const uint8_t *src, size_t src_len, uint8_t *dst,
     o.cap = dst_cap;
     o.max = dst_cap;
     o.grow = 0;
+    o.clip = o.full = 0;
     r = prg__inflate_raw(src + 2, src_len - 2, &used, &o, "zlib", 2);
     if (dst_len) *dst_len = o.len;
     if (r) return r;
@@ -9587,6 +9631,7 @@ static prg_result prg__gunzip(const uint8_t *src, size_t n, prg__obuf *o, const 
         start = o->len;
         r = prg__inflate_raw(src + pos, n - pos, &used, o, path, pos);
         if (r) return r;
+        if (o->full) return PRG_OK; /* a prefix read: trailer checks need the whole member */
         pos += used;
         if (n - pos < 8) return prg__fail(PRG_ERR_FORMAT, "%s: gzip trailer truncated at byte %zu", path, n);
         if (prg__rd32le(src + pos) != (o->len > start ? prg_crc32(0, o->p + start, o->len - start) : 0u))
@@ -9601,7 +9646,10 @@ truncated:
     return prg__fail(PRG_ERR_FORMAT, "%s: gzip header truncated at byte %zu", path, n);
 }
 
-prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
+/* Reads the content of path, gunzipped when it starts with the gzip magic:
+   decompression stops after max bytes (*len <= max, < max only when the
+   content is shorter); a plain file is read whole (its size is real). */
+static prg_result prg__file_read_part(const char *path, size_t max, uint8_t **data, size_t *len) {
     FILE *f;
     uint64_t size;
     uint8_t *raw;
@@ -9624,12 +9672,12 @@ prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
     if (size >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
         prg__obuf o;
         size_t isize = size >= 18 ? prg__rd32le(raw + size - 4) : 0;
-        o.p = NULL;
-        o.len = 0;
-        o.cap = 0;
-        o.max = SIZE_MAX / 2;
+        memset(&o, 0, sizeof o);
+        o.max = max;
         o.grow = 1;
+        o.clip = 1;
         /* ISIZE (size mod 2^32 of the last member) as the first guess; deflate expands at most ~1032x */
+        if (isize > max) isize = max;
         if (isize > 0 && isize / 1032 <= size) {
             o.p = (uint8_t *)prg_alloc(isize);
             o.cap = o.p ? isize : 0;
@@ -9646,6 +9694,28 @@ prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
     *data = raw;
     *len = (size_t)size;
     return PRG_OK;
+}
+
+/* The whole content, refused (PRG_ERR_FORMAT, naming why) past max bytes. */
+static prg_result prg__file_read_cap(const char *path, size_t max, const char *why, uint8_t **data, size_t *len) {
+    prg_result r = prg__file_read_part(path, max < SIZE_MAX / 2 ? max + 1 : max, data, len);
+    if (r == PRG_OK && *len > max) {
+        prg_free(*data);
+        *data = NULL;
+        *len = 0;
+        return prg__fail(PRG_ERR_FORMAT, "%s: the content is longer than %zu bytes (%s): refused before reading further", path, max, why);
+    }
+    return r;
+}
+
+prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
+    if (!data || !len) return prg__fail(PRG_ERR_ARG, "prg_file_read: NULL output pointer");
+    return prg__file_read_part(path, SIZE_MAX / 2, data, len);
+}
+
+prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, size_t *len) {
+    if (!data || !len) return prg__fail(PRG_ERR_ARG, "prg_file_read_max: NULL output pointer");
+    return prg__file_read_cap(path, max_len, "the caller's limit", data, len);
 }
 
 /* ---- deflate (LZ77 + fixed Huffman) ----------------------------------- */
@@ -10239,6 +10309,7 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
         o.cap = (size_t)e.usize;
         o.max = o.cap;
         o.grow = 0;
+        o.clip = o.full = 0;
         if (!r) r = prg__inflate_raw(comp, (size_t)e.csize, &used, &o, what, e.data_off);
         if (!r && o.len != e.usize)
             r = prg__fail(PRG_ERR_FORMAT, "%s: entry decompressed to %zu bytes, the zip directory says %llu", what, o.len, (unsigned long long)e.usize);
@@ -11419,6 +11490,29 @@ static prg_result prg__idx_header(const uint8_t *p, size_t len, const char *path
     return PRG_OK;
 }
 
+/* An IDX file, decompressed no further than its header says it needs (plus
+   one byte, so that trailing data is still reported). */
+static prg_result prg__idx_read(const char *path, int ndim, uint8_t **buf, size_t *len) {
+    uint8_t *head;
+    size_t hl;
+    uint64_t hdr = 4 + 4 * (uint64_t)ndim, need = hdr, count = 1;
+    int k, ok;
+    prg_result r = prg__file_read_part(path, (size_t)hdr, &head, &hl);
+    if (r) return r;
+    /* the dimensions as prg__idx_header accepts them; anything else reads only the header */
+    ok = hl == hdr && head[0] == 0 && head[1] == 0 && head[2] == 8 && head[3] == ndim;
+    for (k = 0; ok && k < ndim; k++) {
+        uint32_t d = prg__rd32be(head + 4 + 4 * k);
+        if (d > (k ? 65535u : (uint32_t)INT32_MAX) || (k && d == 0)) ok = 0;
+        else count *= d; /* at most 2^31 * 2^16 * 2^16 */
+        if (count > ((uint64_t)1 << 62)) ok = 0;
+    }
+    if (ok) need = hdr + count;
+    prg_free(head);
+    if (need > (uint64_t)(SIZE_MAX / 2)) need = SIZE_MAX / 2;
+    return prg__file_read_part(path, (size_t)need + 1, buf, len);
+}
+
 static int prg__is_gz(const char *path) {
     FILE *f = fopen(path, "rb");
     int a, b;
@@ -11435,9 +11529,9 @@ prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const 
     uint32_t idim[3], ldim[1];
     prg_result r;
     memset(ds, 0, sizeof *ds);
-    if ((r = prg_file_read(images_path, &img, &ilen)) != PRG_OK) return r;
+    if ((r = prg__idx_read(images_path, 3, &img, &ilen)) != PRG_OK) return r;
     r = prg__idx_header(img, ilen, images_path, prg__is_gz(images_path), 3, idim, &ioff);
-    if (!r) r = prg_file_read(labels_path, &lab, &llen);
+    if (!r) r = prg__idx_read(labels_path, 1, &lab, &llen);
     if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
     if (!r && ldim[0] != idim[0])
         r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
@@ -11824,62 +11918,72 @@ prg_result prg_pnm_write(const char *path, const uint8_t *pixels, int w, int h, 
     return prg__wclose(&wf);
 }
 
-prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *w, int *h, int *c) {
-    uint8_t *buf, *out = NULL;
-    size_t len, pos = 2, need, i;
-    long v[3];
-    int k, ch, bps;
-    prg_result r;
-    *pixels = NULL;
-    *w = *h = *c = 0;
-    if ((r = prg_file_read(path, &buf, &len)) != PRG_OK) return r;
-    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) {
-        r = prg__fail(len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '7' ? PRG_ERR_UNSUPPORTED : PRG_ERR_FORMAT,
-                      "%s: not a binary PGM/PPM (magic P5 or P6 expected at byte 0)", path);
-        prg_free(buf);
-        return r;
-    }
-    ch = buf[1] == '5' ? 1 : 3;
-    for (k = 0; k < 3; k++) { /* width, height, maxval; '#' comments to the end of the line */
+/* P5/P6 header: width, height, maxval ('#' comments to the end of the line)
+   and the one whitespace byte; *pos = first pixel byte. */
+static prg_result prg__pnm_header(const uint8_t *buf, size_t len, const char *path, long v[3], int *ch, size_t *pos_out) {
+    size_t pos = 2;
+    int k;
+    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6'))
+        return prg__fail(len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '7' ? PRG_ERR_UNSUPPORTED : PRG_ERR_FORMAT,
+                         "%s: not a binary PGM/PPM (magic P5 or P6 expected at byte 0)", path);
+    *ch = buf[1] == '5' ? 1 : 3;
+    for (k = 0; k < 3; k++) {
+        size_t start;
         for (;;) {
             while (pos < len && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\n' || buf[pos] == '\r')) pos++;
             if (pos < len && buf[pos] == '#') {
                 while (pos < len && buf[pos] != '\n') pos++;
             } else break;
         }
-        if (pos >= len || buf[pos] < '0' || buf[pos] > '9') {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: bad or truncated header at byte %zu (a number expected)", path, pos);
-            break;
-        }
+        if (pos >= len || buf[pos] < '0' || buf[pos] > '9')
+            return prg__fail(PRG_ERR_FORMAT, "%s: bad or truncated header at byte %zu (a number expected)", path, pos);
         v[k] = 0;
-        while (pos < len && buf[pos] >= '0' && buf[pos] <= '9' && v[k] < 1000000) v[k] = v[k] * 10 + (buf[pos++] - '0');
-        if (v[k] < 1 || v[k] > (k < 2 ? 1 << 24 : 65535)) {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: absurd %s %ld before byte %zu", path, k == 0 ? "width" : k == 1 ? "height" : "maxval", v[k], pos);
+        start = pos;
+        while (pos < len && buf[pos] >= '0' && buf[pos] <= '9') { /* every digit belongs to this number */
+            if (v[k] <= 100000000L) v[k] = v[k] * 10 + (buf[pos] - '0');
+            pos++;
+        }
+        if (v[k] < 1 || v[k] > (k < 2 ? 1L << 24 : 65535L))
+            return prg__fail(PRG_ERR_FORMAT, "%s: absurd %s %.*s at byte %zu (limit %ld)", path, k == 0 ? "width" : k == 1 ? "height" : "maxval",
+                             (int)(pos - start < 20 ? pos - start : 20), (const char *)buf + start, start, k < 2 ? 1L << 24 : 65535L);
+    }
+    if (pos >= len || (buf[pos] != ' ' && buf[pos] != '\t' && buf[pos] != '\n' && buf[pos] != '\r'))
+        return prg__fail(PRG_ERR_FORMAT, "%s: truncated header at byte %zu", path, pos);
+    *pos_out = pos + 1;
+    return PRG_OK;
+}
+
+prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *w, int *h, int *c) {
+    uint8_t *buf, *out = NULL;
+    size_t len, pos = 0, need, i, n;
+    long v[3];
+    int ch = 1, bps;
+    prg_result r;
+    if (!pixels || !w || !h || !c) return prg__fail(PRG_ERR_ARG, "prg_pnm_read: NULL output pointer");
+    *pixels = NULL;
+    *w = *h = *c = 0;
+    /* the header from the first 64 KiB, then no more of the file than it needs */
+    if ((r = prg__file_read_part(path, 65536, &buf, &len)) != PRG_OK) return r;
+    r = prg__pnm_header(buf, len, path, v, &ch, &pos);
+    prg_free(buf);
+    if (r) return r;
+    bps = v[2] > 255 ? 2 : 1;
+    if ((uint64_t)v[0] * (uint64_t)v[1] > (uint64_t)PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_FORMAT, "%s: image of %ld x %ld pixels is larger than PRG_IMAGE_MAX_PIXELS (%llu)", path, v[0], v[1],
+                         (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+    n = (size_t)v[0] * (size_t)v[1] * (size_t)ch;
+    need = n * (size_t)bps;
+    if ((r = prg__file_read_part(path, pos + need, &buf, &len)) != PRG_OK) return r;
+    if (len < pos || need > len - pos)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: truncated: %zu bytes of pixels expected from byte %zu, the file has %zu", path, need, pos, len - pos);
+    if (!r && !(out = (uint8_t *)prg_alloc(n))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; !r && i < n; i++) {
+        unsigned sv = bps == 2 ? (unsigned)buf[pos + 2 * i] << 8 | buf[pos + 2 * i + 1] : buf[pos + i];
+        if (sv > (unsigned)v[2]) {
+            r = prg__fail(PRG_ERR_FORMAT, "%s: sample %u at byte %zu exceeds maxval %ld", path, sv, pos + i * (size_t)bps, v[2]);
             break;
         }
-    }
-    if (!r && (pos >= len || (buf[pos] != ' ' && buf[pos] != '\t' && buf[pos] != '\n' && buf[pos] != '\r')))
-        r = prg__fail(PRG_ERR_FORMAT, "%s: truncated header at byte %zu", path, pos);
-    pos++;
-    bps = !r && v[2] > 255 ? 2 : 1;
-    if (!r && (uint64_t)v[0] * (uint64_t)v[1] > (uint64_t)((1u << 30) / (unsigned)(ch * bps)))
-        r = prg__fail(PRG_ERR_FORMAT, "%s: absurd image size %ld x %ld", path, v[0], v[1]);
-    if (!r) {
-        need = (size_t)v[0] * (size_t)v[1] * (size_t)ch * (size_t)bps;
-        if (need > len - pos)
-            r = prg__fail(PRG_ERR_FORMAT, "%s: truncated: %zu bytes of pixels expected from byte %zu, the file has %zu", path, need, pos, len - pos);
-    }
-    if (!r && !(out = (uint8_t *)prg_alloc((size_t)v[0] * (size_t)v[1] * (size_t)ch))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
-    if (!r) {
-        size_t n = (size_t)v[0] * (size_t)v[1] * (size_t)ch;
-        for (i = 0; i < n; i++) {
-            unsigned s = bps == 2 ? (unsigned)buf[pos + 2 * i] << 8 | buf[pos + 2 * i + 1] : buf[pos + i];
-            if (s > (unsigned)v[2]) {
-                r = prg__fail(PRG_ERR_FORMAT, "%s: sample %u at byte %zu exceeds maxval %ld", path, s, pos + i * (size_t)bps, v[2]);
-                break;
-            }
-            out[i] = (uint8_t)((s * 255u + (unsigned)v[2] / 2) / (unsigned)v[2]);
-        }
+        out[i] = (uint8_t)((sv * 255u + (unsigned)v[2] / 2) / (unsigned)v[2]);
     }
     prg_free(buf);
     if (r) {
@@ -13093,14 +13197,54 @@ prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int 
     return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG or PNG file (unknown magic at byte 0)", name ? name : "<memory>");
 }
 
+/* The pixel count a JPEG (its first SOF) or PNG (IHDR) header in buf
+   declares, or 0 when it is not in buf. */
+static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n) {
+    size_t i = 2;
+    if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && !memcmp(b + 12, "IHDR", 4)) return (uint64_t)prg__rd32be(b + 16) * prg__rd32be(b + 20);
+    if (n < 3 || b[0] != 0xFF || b[1] != 0xD8) return 0;
+    while (i + 4 <= n) {
+        int m;
+        if (b[i] != 0xFF) return 0;
+        m = b[i + 1];
+        if (m == 0xFF) { i++; continue; }
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
+            return i + 9 <= n ? (uint64_t)(((uint32_t)b[i + 5] << 8) | b[i + 6]) * (((uint32_t)b[i + 7] << 8) | b[i + 8]) : 0;
+        if (m == 0xDA || m == 0xD9) return 0;
+        i += 2 + (((size_t)b[i + 2] << 8) | b[i + 3]);
+    }
+    return 0;
+}
+
 prg_result prg_image_load(prg_image *img, const char *path, int channels) {
     uint8_t *buf = NULL;
     size_t len = 0;
+    uint64_t px, cap;
     prg_result r;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
-    r = prg_file_read(path, &buf, &len);
+    /* the header from the first MiB: the pixel limit is checked before the
+       rest is read, and no more is decompressed than such an image can take
+       (8 bytes a pixel + 16 MiB of other chunks; 4 bytes a pixel at the
+       limit when the frame header is not in the first MiB) */
+    r = prg__file_read_part(path, (size_t)1 << 20, &buf, &len);
     if (r) return r;
+    px = prg__image_head_pixels(buf, len);
+    if (px > PRG_IMAGE_MAX_PIXELS) {
+        prg_free(buf);
+        return prg__fail(PRG_ERR_FORMAT, "%s: the image header declares %llu pixels, more than PRG_IMAGE_MAX_PIXELS (%llu)", path,
+                         (unsigned long long)px, (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+    }
+    cap = (px ? px * 8 : (uint64_t)PRG_IMAGE_MAX_PIXELS * 4) + ((uint64_t)16 << 20);
+    if (len == ((size_t)1 << 20) && !(len >= 2 && buf[0] == 'P')) { /* more to read */
+        prg_free(buf);
+        buf = NULL;
+        r = prg__file_read_cap(path, cap > SIZE_MAX / 4 ? SIZE_MAX / 4 : (size_t)cap, "what an image within PRG_IMAGE_MAX_PIXELS can need",
+                               &buf, &len);
+        if (r) return r;
+    }
     if (len >= 2 && buf[0] == 'P' && (buf[1] == '5' || buf[1] == '6')) { /* PGM / PPM: the io reader */
         uint8_t *px = NULL;
         int w, h, c;
