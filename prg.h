@@ -42,6 +42,10 @@
                            metadata (prg.t_span; default 1000: one encode then
                            costs at most 999 U-Net evaluations and 1000 states
                            per image); prg_classifier_load refuses more
+     PRG_MAX_CLASSES       most classes a file may imply: a dataset's largest
+                           label + 1, a classifier file's prg.num_classes
+                           (default 32768, the head then 25M floats at most
+                           for RGB)
      PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
@@ -50,6 +54,20 @@
      Run-time failures return a prg_result (PRG_OK == 0, failures < 0);
      prg_last_error() returns a message for the calling thread that says what
      was wrong.  The library never prints and never exits.
+
+   ARGUMENTS
+     Functions that return a prg_result return PRG_ERR_ARG (with a message
+     naming the argument) for a NULL object, output or buffer and for sizes
+     out of range, and nothing that depends on data (labels, counts, file
+     contents) is ever an assert.  Functions without a result say what they
+     do with bad arguments: the free functions accept NULL; prg_sgemm
+     returns without touching C; prg_cross_entropy_forward_backward returns
+     NaN with prg_last_error() set; prg_split_range gives an empty part; the
+     prg_st_* accessors return 0 / NULL for a NULL handle.  The layer
+     kernels (forward/backward pairs over float *) and the plain accessors
+     of an object (prg_unet_params, prg_classifier_unet, prg_adam_size, ...)
+     take their pointers as given, unchecked: they sit in inner loops.
+     What the file readers check before they allocate: the io section.
 
    THREADS
      One persistent pool (workers sleep on a condition variable between jobs,
@@ -131,7 +149,8 @@ int  prg_get_num_threads(void);
    uses the pool, it runs fn(ctx, 0, 1) on the caller. */
 void prg_parallel(prg_task_fn fn, void *ctx);
 /* The part [lo, hi) of [0, n) that thread ith of nth owns; boundaries are
-   multiples of align (except n itself). */
+   multiples of align (except n itself).  nth < 1 or ith outside [0, nth):
+   the empty part [0, 0); lo or hi NULL: nothing is written. */
 void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi);
 
 /* >>gemm ================================================================ */
@@ -144,7 +163,10 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
    about 0.5 MiB each and, for large products with the AVX-512 kernel, up
    to two more parts of at most 64 MiB each: a packed copy of B (B not
    transposed, over 504 rows a thread) and a block of 504 rows of C (ldc a
-   multiple of 1024, k > 256; convolutions too). */
+   multiple of 1024, k > 256; convolutions too).  It returns void, so
+   arguments it cannot run with (C NULL or ldc < n; with k > 0 and
+   alpha != 0, A or B NULL or lda/ldb shorter than a row of op(A)/op(B))
+   make it return without touching C; m <= 0 or n <= 0 does nothing. */
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* The same product computed plainly with double accumulation (for tests). */
@@ -320,7 +342,9 @@ void prg_timestep_embedding(float *emb /* [B][dim] */, const float *t /* [B] */,
 
 /* Label-smoothing cross-entropy (timm LabelSmoothingCrossEntropy): mean over
    the batch of (1-s)(-log p_y) + s mean_k(-log p_k).  Returns the loss;
-   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits. */
+   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits.
+   A label outside [0, k), NULL logits/labels or n, k < 1: returns NaN with
+   prg_last_error() set, dlogits untouched. */
 float prg_cross_entropy_forward_backward(float *dlogits /* [N][K] */,
                                          const float *logits /* [N][K] */,
                                          const int *labels /* [N] */, int n, int k,
@@ -898,7 +922,8 @@ prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, 
 /* .npz with 'data' and 'labels' (any integer type).  Downsampled-ImageNet
    layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
    labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
-   with labels 0-based, num_classes = largest label + 1. */
+   with labels 0-based, num_classes = largest label + 1 (at most
+   PRG_MAX_CLASSES: a larger label is refused, naming file and index). */
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
 /* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
    test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
@@ -985,7 +1010,8 @@ prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dw, int dh,
 /* dst is allocated (any previous content of *dst is not freed). */
 prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter);
 /* torchvision Resize(size) on a PIL image: shorter side -> size, longer side
-   -> floor(size * long / short). */
+   -> floor(size * long / short), computed in 64 bits: PRG_ERR_ARG when the
+   result has more than PRG_IMAGE_MAX_PIXELS pixels. */
 prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter);
 prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h);
 /* torchvision CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2),
@@ -1100,7 +1126,11 @@ void prg_planes_crop(uint8_t *dst /* [C][oh][ow] */, const uint8_t *src /* [C][H
                     int top, int left, int oh, int ow, int c, int h, int w);
 /* PIL Image.resize(BICUBIC): separable a = -0.5 cubic, support scaled when
    downscaling (antialias), 22-bit fixed point, horizontal pass first.
-   work: prg_planes_resize_workspace() bytes, or NULL to allocate here. */
+   work: prg_planes_resize_workspace() bytes, or NULL to allocate here.
+   PRG_ERR_ARG when the source or the output has more than
+   PRG_IMAGE_MAX_PIXELS pixels.  A caller fitting an image of any aspect
+   ratio computes the output size in 64 bits and checks it against that
+   limit before it sizes a buffer. */
 size_t prg_planes_resize_workspace(int c, int h, int w, int oh, int ow);
 prg_result prg_planes_resize(uint8_t *dst /* [C][oh][ow] */, int oh, int ow,
                             const uint8_t *src /* [C][H][W] */, int c, int h, int w, void *work);
@@ -1167,6 +1197,9 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #endif
 #ifndef PRG_MAX_T_SPAN
 #define PRG_MAX_T_SPAN 1000
+#endif
+#ifndef PRG_MAX_CLASSES
+#define PRG_MAX_CLASSES 32768
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -1350,6 +1383,11 @@ static float *prg__scratch_get(prg__scratch *s, size_t n) {
 
 void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi) {
     size_t blocks, per, extra, b0, b1;
+    if (!lo || !hi) return;
+    if (nth < 1 || ith < 0 || ith >= nth) { /* no such thread: an empty part */
+        *lo = *hi = 0;
+        return;
+    }
     if (align == 0) align = 1;
     blocks = (n + align - 1) / align;
     per = blocks / (size_t)nth;
@@ -2455,10 +2493,21 @@ static void prg__gemm_scale(int m, int n, float beta, float *c, int ldc) {
     }
 }
 
+/* The arguments prg_sgemm can run with (m, n > 0): C given with ldc >= n,
+   and when the product is needed A and B given with their leading
+   dimensions at least the row lengths. */
+static int prg__gemm_args_ok(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                             const float *c, int ldc) {
+    if (!c || ldc < n) return 0;
+    if (k <= 0 || alpha == 0.0f) return 1;
+    return a && b && lda >= (ta ? m : k) && ldb >= (tb ? k : n);
+}
+
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     prg__gemm_job j;
     if (m <= 0 || n <= 0) return;
+    if (!prg__gemm_args_ok(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc)) return;
     if (k <= 0 || alpha == 0.0f) {
         prg__gemm_scale(m, n, beta, c, ldc);
         return;
@@ -2972,8 +3021,9 @@ prg__conv3_tile(const int OB, float *y, const float *x, const float *wt, size_t 
             for (i = 0; i < ci; i++)
                 for (ki = 0; ki < 3; ki++) {
                     int iy = oy + ki - 1;
-                    const float *row = x + i * plane + (size_t)iy * w + ox - 1;
-                    if (iy < 0 || iy >= h) continue;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue; /* before the address: (size_t)-1 * w wrapped the pointer */
+                    row = x + i * plane + (size_t)iy * w + ox - 1;
                     for (kj = 0; kj < 3; kj++) {
                         const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
                         __m512 v0 = _mm512_maskz_loadu_ps(m0[kj], row + kj);
@@ -6660,11 +6710,20 @@ float prg_cross_entropy_forward_backward(float *dlogits, const float *logits, co
                                          int n, int k, float smoothing) {
     double total = 0.0, conf = 1.0 - (double)smoothing;
     int r, i;
+    if (!logits || !labels || n < 1 || k < 1) {
+        prg__fail(PRG_ERR_ARG, "prg_cross_entropy_forward_backward: need logits, labels, n >= 1 and k >= 1 (n = %d, k = %d)", n, k);
+        return (float)NAN;
+    }
+    for (r = 0; r < n; r++)
+        if (labels[r] < 0 || labels[r] >= k) {
+            prg__fail(PRG_ERR_ARG, "prg_cross_entropy_forward_backward: label %d of sample %d is outside [0, %d) (the class count)",
+                      labels[r], r, k);
+            return (float)NAN;
+        }
     for (r = 0; r < n; r++) {
         const float *z = logits + (size_t)r * k;
         double mx = z[0], sum = 0.0, mean = 0.0, lse;
         int y = labels[r];
-        PRG_ASSERT(y >= 0 && y < k);
         for (i = 1; i < k; i++) mx = z[i] > mx ? z[i] : mx;
         for (i = 0; i < k; i++) {
             sum += exp(z[i] - mx);
@@ -7976,6 +8035,7 @@ static prg_result prg__sample(int method, prg_velocity_fn vel, void *ctx, int st
     int s;
     prg_result rc = PRG_OK;
     if (steps < 1) return prg__fail(PRG_ERR_ARG, "prg_sample: steps = %d, need >= 1", steps);
+    if (!vel || !x) return prg__fail(PRG_ERR_ARG, "prg_sample: the velocity function and x must not be NULL");
     rc = prg__ode_workspace(&ws, &n, 3, batch, dim, "prg_sample");
     if (rc != PRG_OK) return rc;
     k = ws;
@@ -8434,9 +8494,11 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
 prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits) {
     prg_result r;
     size_t n;
-    const float *w = clf->head;
-    int f = clf->hw / clf->pool;
-    if (!x || !logits || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_forward: need x, logits and batch >= 1");
+    const float *w;
+    int f;
+    if (!clf || !x || !logits || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_forward: need clf, x, logits and batch >= 1");
+    w = clf->head;
+    f = clf->hw / clf->pool;
     clf->fwd_batch = 0;
     n = clf->img * (size_t)batch;
     if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
@@ -8550,6 +8612,7 @@ void prg_adam_config_default(prg_adam_config *cfg) {
 
 prg_result prg_adam_create(prg_adam **opt, size_t n, const prg_adam_config *cfg) {
     prg_adam *o;
+    if (!opt || !cfg) return prg__fail(PRG_ERR_ARG, "prg_adam_create: opt and cfg must not be NULL");
     *opt = NULL;
     if (n == 0) return prg__fail(PRG_ERR_ARG, "prg_adam_create: no parameters (n = 0)");
     if (!(cfg->beta1 >= 0.0 && cfg->beta1 < 1.0 && cfg->beta2 >= 0.0 && cfg->beta2 < 1.0))
@@ -9549,6 +9612,7 @@ fail_out:
 prg_result prg_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_cap, size_t *dst_len, size_t *src_used) {
     prg__obuf o;
     prg_result r;
+    if ((!src && src_len) || (!dst && dst_cap)) return prg__fail(PRG_ERR_ARG, "prg_inflate: NULL buffer with a non-zero length");
     o.p = dst;
     o.len = 0;
     o.cap = dst_cap;
@@ -10717,6 +10781,7 @@ prg_result prg_safetensors_open(prg_st **out, const char *path) {
     uint8_t b8[8];
     prg_result r;
     FILE *f;
+    if (!out) return prg__fail(PRG_ERR_ARG, "prg_safetensors_open: st is NULL");
     *out = NULL;
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     st = (prg_st *)PRG_MALLOC(sizeof *st);
@@ -10764,13 +10829,13 @@ prg_result prg_safetensors_open(prg_st **out, const char *path) {
     return PRG_OK;
 }
 
-int prg_st_count(const prg_st *st) { return st->n; }
-const prg_st_info *prg_st_info_at(const prg_st *st, int i) { return i >= 0 && i < st->n ? &st->t[i] : NULL; }
+int prg_st_count(const prg_st *st) { return st ? st->n : 0; }
+const prg_st_info *prg_st_info_at(const prg_st *st, int i) { return st && i >= 0 && i < st->n ? &st->t[i] : NULL; }
 
 static const prg_st_info *prg__st_lookup(const prg_st *st, const char *name) {
     prg_st_info key;
     const prg_st_info *kp = &key, **hit;
-    if (!name) return NULL;
+    if (!st || !name) return NULL;
     key.name = name;
     hit = (const prg_st_info **)bsearch(&kp, (const void *)st->sorted, (size_t)st->n, sizeof *st->sorted, prg__st_cmp_name);
     return hit ? *hit : NULL;
@@ -10778,6 +10843,7 @@ static const prg_st_info *prg__st_lookup(const prg_st *st, const char *name) {
 
 prg_result prg_st_find(const prg_st *st, const char *name, prg_st_info *info) {
     const prg_st_info *t = prg__st_lookup(st, name);
+    if (!st) return prg__fail(PRG_ERR_ARG, "prg_st_find: st is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (info) *info = *t;
     return PRG_OK;
@@ -10785,6 +10851,7 @@ prg_result prg_st_find(const prg_st *st, const char *name, prg_st_info *info) {
 
 prg_result prg_st_read_raw(prg_st *st, const char *name, void *dst, size_t nbytes) {
     const prg_st_info *t = prg__st_lookup(st, name);
+    if (!st || (!dst && nbytes)) return prg__fail(PRG_ERR_ARG, "prg_st_read_raw: st or dst is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (nbytes != t->nbytes)
         return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has %llu bytes, the caller expects %zu", st->path, name, (unsigned long long)t->nbytes, nbytes);
@@ -10797,6 +10864,7 @@ prg_result prg_st_read_f32(prg_st *st, const char *name, float *dst, size_t coun
     prg_result r;
     uint8_t *tmp;
     char shp[160];
+    if (!st || (!dst && count)) return prg__fail(PRG_ERR_ARG, "prg_st_read_f32: st or dst is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (count != t->count) {
         prg__shape_str(shp, sizeof shp, t->shape, t->ndim);
@@ -10833,17 +10901,18 @@ static const prg__stmeta *prg__st_meta(const prg_st *st, const char *key) {
     prg__stmeta k;
     k.key = key;
     k.value = NULL;
-    if (!key) return NULL;
+    if (!st || !key) return NULL;
     return (const prg__stmeta *)bsearch(&k, st->meta, (size_t)st->nmeta, sizeof *st->meta, prg__st_cmp_meta);
 }
 const char *prg_st_metadata(const prg_st *st, const char *key) {
     const prg__stmeta *m = prg__st_meta(st, key);
     return m ? m->value : NULL;
 }
-int prg_st_metadata_count(const prg_st *st) { return st->nmeta; }
+int prg_st_metadata_count(const prg_st *st) { return st ? st->nmeta : 0; }
 void prg_st_metadata_at(const prg_st *st, int i, const char **key, const char **value) {
-    *key = i >= 0 && i < st->nmeta ? st->meta[i].key : NULL;
-    *value = i >= 0 && i < st->nmeta ? st->meta[i].value : NULL;
+    int ok = st && i >= 0 && i < st->nmeta;
+    if (key) *key = ok ? st->meta[i].key : NULL;
+    if (value) *value = ok ? st->meta[i].value : NULL;
 }
 
 static int prg__cstr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
@@ -11310,7 +11379,7 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
         goto done;
     }
     classes = fc2.shape[0];
-    if ((r = prg__meta_int(st, path, "prg.num_classes", 1, 1000000, "", &classes)) != PRG_OK ||
+    if ((r = prg__meta_int(st, path, "prg.num_classes", 1, PRG_MAX_CLASSES, " (PRG_MAX_CLASSES)", &classes)) != PRG_OK ||
         (r = prg__meta_int(st, path, "prg.t_span", 2, PRG_MAX_T_SPAN, " (PRG_MAX_T_SPAN)", &span)) != PRG_OK ||
         (r = prg__meta_int(st, path, "prg.t_cutoff", 0, span, " (0 .. prg.t_span)", &cut)) != PRG_OK)
         goto done;
@@ -11655,9 +11724,10 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
         for (i = 0; i < labels.count; i++) {
             v = prg__int_at(labels.data, labels.dtype, i);
             if (v > hi) hi = v;
-            if (v < base || (imagenet && v > 1000) || v > 1000000) {
+            if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
                 r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range %s", path, (long long)v, i,
-                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)" : "0..1000000");
+                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)"
+                                       : "0 .. PRG_MAX_CLASSES-1 (the class count is the largest label + 1)");
                 break;
             }
         }
@@ -11784,6 +11854,7 @@ prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
     FILE *f;
     prg_result r;
     const char *base = path, *p;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     if (size >= 4 && fread(m, 1, 4, f) != 4) m[0] = m[1] = 0xff;
@@ -12810,8 +12881,10 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     prg__jpeg *j;
     prg_result r = PRG_OK;
     int i, done = 0;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: channels %d (0..4)", channels);
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8)
         return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG file (no SOI marker FF D8 at byte 0)", name ? name : "<memory>");
@@ -12925,13 +12998,19 @@ prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, 
 }
 
 prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter) {
-    int w, h;
-    if (size <= 0) return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: size %d", size);
-    if (src->w <= src->h) { w = size; h = (int)((int64_t)size * src->h / src->w); }
-    else { h = size; w = (int)((int64_t)size * src->w / src->h); }
+    int64_t w, h;
+    if (!dst || !src || size <= 0 || src->w < 1 || src->h < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: size %d, source %d x %d", size, src ? src->w : 0, src ? src->h : 0);
+    if (src->w <= src->h) { w = size; h = (int64_t)size * src->h / src->w; }
+    else { h = size; w = (int64_t)size * src->w / src->h; }
     if (w < 1) w = 1;
     if (h < 1) h = 1;
-    return prg_image_resize(dst, src, w, h, filter);
+    /* the output size itself, in 64 bits, against the pixel limit: an
+       extreme aspect ratio (2^26 x 1) must not wrap an int */
+    if ((uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: %d x %d to shorter side %d gives %lld x %lld, more than PRG_IMAGE_MAX_PIXELS",
+                         src->w, src->h, size, (long long)w, (long long)h);
+    return prg_image_resize(dst, src, (int)w, (int)h, filter);
 }
 
 prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h) {
@@ -13066,9 +13145,11 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     uint8_t *idat = NULL, *raw = NULL;
     int seen_iend = 0, seen_ihdr = 0, pass, k;
     prg_result r = PRG_OK;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_png_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
     memset(&P, 0, sizeof P);
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_png_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_png_decode: channels %d (0..4)", channels);
     if (len < 8 || memcmp(buf, sig, 8) != 0)
         return prg__fail(PRG_ERR_FORMAT, "%s: not a PNG file (signature missing at byte 0)", PRG__PNAME);
@@ -13190,17 +13271,21 @@ fail:
 /* ---- loading --------------------------------------------------------- */
 
 prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_image_decode: buf is NULL");
     if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return prg_jpeg_decode(img, buf, len, channels, name);
     if (len >= 8 && buf[0] == 0x89 && buf[1] == 'P' && buf[2] == 'N' && buf[3] == 'G') return prg_png_decode(img, buf, len, channels, name);
     return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG or PNG file (unknown magic at byte 0)", name ? name : "<memory>");
 }
 
 /* The pixel count a JPEG (its first SOF) or PNG (IHDR) header in buf
-   declares, or 0 when it is not in buf. */
-static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n) {
+   declares; 0 when there is none, with *more = 1 only when a JPEG's
+   segments run past buf (the frame header may come later). */
+static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n, int *more) {
     size_t i = 2;
+    *more = 0;
     if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && !memcmp(b + 12, "IHDR", 4)) return (uint64_t)prg__rd32be(b + 16) * prg__rd32be(b + 20);
     if (n < 3 || b[0] != 0xFF || b[1] != 0xD8) return 0;
     while (i + 4 <= n) {
@@ -13209,11 +13294,14 @@ static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n) {
         m = b[i + 1];
         if (m == 0xFF) { i++; continue; }
         if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
-        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
-            return i + 9 <= n ? (uint64_t)(((uint32_t)b[i + 5] << 8) | b[i + 6]) * (((uint32_t)b[i + 7] << 8) | b[i + 8]) : 0;
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (i + 9 <= n) return (uint64_t)(((uint32_t)b[i + 5] << 8) | b[i + 6]) * (((uint32_t)b[i + 7] << 8) | b[i + 8]);
+            break;
+        }
         if (m == 0xDA || m == 0xD9) return 0;
         i += 2 + (((size_t)b[i + 2] << 8) | b[i + 3]);
     }
+    *more = 1;
     return 0;
 }
 
@@ -13221,6 +13309,7 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels) {
     uint8_t *buf = NULL;
     size_t len = 0;
     uint64_t px, cap;
+    int more;
     prg_result r;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
     img->w = img->h = img->c = 0;
@@ -13228,17 +13317,18 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels) {
     /* the header from the first MiB: the pixel limit is checked before the
        rest is read, and no more is decompressed than such an image can take
        (8 bytes a pixel + 16 MiB of other chunks; 4 bytes a pixel at the
-       limit when the frame header is not in the first MiB) */
+       limit when a JPEG's frame header is not in the first MiB; a file
+       whose header is broken is decoded from the first MiB, to say where) */
     r = prg__file_read_part(path, (size_t)1 << 20, &buf, &len);
     if (r) return r;
-    px = prg__image_head_pixels(buf, len);
+    px = prg__image_head_pixels(buf, len, &more);
     if (px > PRG_IMAGE_MAX_PIXELS) {
         prg_free(buf);
         return prg__fail(PRG_ERR_FORMAT, "%s: the image header declares %llu pixels, more than PRG_IMAGE_MAX_PIXELS (%llu)", path,
                          (unsigned long long)px, (unsigned long long)PRG_IMAGE_MAX_PIXELS);
     }
     cap = (px ? px * 8 : (uint64_t)PRG_IMAGE_MAX_PIXELS * 4) + ((uint64_t)16 << 20);
-    if (len == ((size_t)1 << 20) && !(len >= 2 && buf[0] == 'P')) { /* more to read */
+    if (len == ((size_t)1 << 20) && !(len >= 2 && buf[0] == 'P') && (px || more)) { /* more to read */
         prg_free(buf);
         buf = NULL;
         r = prg__file_read_cap(path, cap > SIZE_MAX / 4 ? SIZE_MAX / 4 : (size_t)cap, "what an image within PRG_IMAGE_MAX_PIXELS can need",
@@ -13334,6 +13424,12 @@ prg_result prg_planes_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, i
     if (c < 1 || h < 1 || w < 1 || oh < 1 || ow < 1)
         return prg__fail(PRG_ERR_ARG, "prg_planes_resize: sizes must be positive (got %dx%dx%d -> %dx%d)",
                          c, h, w, oh, ow);
+#ifdef PRG_IMAGE_MAX_PIXELS
+    if ((uint64_t)oh * (uint64_t)ow > PRG_IMAGE_MAX_PIXELS || (uint64_t)h * (uint64_t)w > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "prg_planes_resize: %dx%d -> %dx%d exceeds PRG_IMAGE_MAX_PIXELS (%llu)", h, w, oh, ow,
+                         (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+#endif
+    if (!dst || !src) return prg__fail(PRG_ERR_ARG, "prg_planes_resize: dst or src is NULL");
     if (!work) {
         own = work = prg_alloc(prg_planes_resize_workspace(c, h, w, oh, ow));
         if (!work) return prg__fail(PRG_ERR_NOMEM, "prg_planes_resize: no memory for the workspace");
