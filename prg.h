@@ -10346,6 +10346,31 @@ done:
     return r;
 }
 
+/* Before the entry's buffer is allocated: its .npy header, inflated from the
+   first bytes alone, must need exactly the usize bytes the zip directory
+   claims (a short stream cannot make the reader allocate a huge buffer). */
+static prg_result prg__npz_check_size(const uint8_t *comp, size_t csize, uint64_t usize, uint64_t base, const char *what) {
+    const size_t most = 12 + PRG__NPY_MAX_HEADER;
+    prg__obuf o;
+    prg__npyhdr h;
+    size_t hlen, hstart, used;
+    prg_result r;
+    memset(&o, 0, sizeof o);
+    o.cap = o.max = usize < most ? (size_t)usize : most;
+    o.clip = 1;
+    if (!(o.p = (uint8_t *)prg_alloc(o.cap + 1))) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
+    r = prg__inflate_raw(comp, csize, &used, &o, what, base);
+    if (!r) r = prg__npy_prelude(o.p, o.len, what, &hlen, &hstart);
+    if (!r && hlen > o.len - hstart)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: .npy header of %zu bytes at byte %zu runs past the entry", what, hlen, hstart);
+    if (!r) r = prg__npy_dict((const char *)o.p + hstart, hlen, hstart, what, &h);
+    if (!r && (uint64_t)(hstart + hlen) + h.nbytes != usize)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: the zip directory says %llu bytes, the .npy header needs %llu: refused before allocating", what,
+                      (unsigned long long)usize, (unsigned long long)((uint64_t)(hstart + hlen) + h.nbytes));
+    prg_free(o.p);
+    return r;
+}
+
 prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     FILE *f;
     uint64_t size;
@@ -10361,13 +10386,16 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     r = prg__zip_find(f, path, size, name, &e);
     if (!r && (e.usize > (uint64_t)(SIZE_MAX / 2) || (e.method == 8 && e.usize / 1032 > e.csize + 1)))
         r = prg__fail(PRG_ERR_FORMAT, "%s: absurd uncompressed size %llu", what, (unsigned long long)e.usize);
+    if (!r && e.method == 8) {
+        if (!(comp = (uint8_t *)prg_alloc((size_t)e.csize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
+        if (!r) r = prg__fread_at(f, path, e.data_off, comp, (size_t)e.csize);
+        if (!r) r = prg__npz_check_size(comp, (size_t)e.csize, e.usize, e.data_off, what);
+    }
     if (!r && !(buf = (uint8_t *)prg_alloc((size_t)e.usize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for %llu bytes", what, (unsigned long long)e.usize);
     if (!r && e.method == 0) r = prg__fread_at(f, path, e.data_off, buf, (size_t)e.usize);
     if (!r && e.method == 8) {
         prg__obuf o;
         size_t used;
-        if (!(comp = (uint8_t *)prg_alloc((size_t)e.csize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
-        if (!r) r = prg__fread_at(f, path, e.data_off, comp, (size_t)e.csize);
         o.p = buf;
         o.len = 0;
         o.cap = (size_t)e.usize;

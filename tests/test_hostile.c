@@ -392,6 +392,25 @@ static void test_readers(void) {
                   has("PRG_MAX_CLASSES") && !ds.labels,
               "label 999999 in a 20-image npz: %s", prg_last_error());
     }
+    /* an npz deflate entry whose zip directory claims 300x its .npy (368
+       compressed bytes said to inflate to 110,400): refused before the buffer */
+    {
+        size_t len, i;
+        unsigned char *z = prg_test_read_file("tests/fixtures/io/imagenet8_deflate.npz", &len);
+        prg_array arr;
+        CHECK(z != NULL, "fixture imagenet8_deflate.npz");
+        for (i = 0; z && i + 46 + 8 <= len; i++)
+            if (!memcmp(z + i, "PK\1\2", 4) && !memcmp(z + i + 46, "data.npy", 8)) {
+                uint32_t cs = (uint32_t)z[i + 20] | (uint32_t)z[i + 21] << 8 | (uint32_t)z[i + 22] << 16 | (uint32_t)z[i + 23] << 24;
+                uint32_t us = cs * 300;
+                z[i + 24] = (uint8_t)us; z[i + 25] = (uint8_t)(us >> 8); z[i + 26] = (uint8_t)(us >> 16); z[i + 27] = (uint8_t)(us >> 24);
+            }
+        if (z) write_bytes(tp("usize.npz"), z, len);
+        free(z);
+        CHECK(prg_npz_load(&arr, tp("usize.npz"), "data") == PRG_ERR_FORMAT && has("refused before allocating") && has("usize.npz") &&
+                  !arr.data,
+              "npz entry claiming 300x its size: %s", prg_last_error());
+    }
     /* a PGM width of 9 digits is one (absurd) number */
     write_bytes(tp("wide.pgm"), "P5\n123456789 1\n255\n\0", 21);
     CHECK(prg_pnm_read(tp("wide.pgm"), &px, &w, &h, &c) == PRG_ERR_FORMAT && has("width 123456789"), "9-digit width: %s",
