@@ -10120,6 +10120,7 @@ prg_result prg_npy_load(prg_array *a, const char *path) {
     size_t hlen, hstart;
     prg__npyhdr h;
     prg_result r;
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npy_load: a is NULL");
     memset(a, 0, sizeof *a);
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     r = prg__fread_at(f, path, 0, pre, size < 12 ? (size_t)size : 12);
@@ -10378,6 +10379,7 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     uint8_t *buf = NULL, *comp = NULL;
     char what[320];
     prg_result r;
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npz_load: a is NULL");
     memset(a, 0, sizeof *a);
     if (!name) return prg__fail(PRG_ERR_ARG, "prg_npz_load: name is NULL");
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
@@ -11540,6 +11542,7 @@ void prg_dataset_free(prg_dataset *ds) {
 
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes) {
     size_t per;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_alloc: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if (n < 0 || c < 1 || h < 1 || w < 1 || num_classes < 1 || (size_t)c * (size_t)h > (size_t)INT32_MAX / (size_t)w)
         return prg__fail(PRG_ERR_ARG, "dataset %d x %d x %d x %d with %d classes: bad size", n, c, h, w, num_classes);
@@ -11625,6 +11628,7 @@ prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const 
     size_t ilen, llen, ioff, loff, i, per;
     uint32_t idim[3], ldim[1];
     prg_result r;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_idx: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if ((r = prg__idx_read(images_path, 3, &img, &ilen)) != PRG_OK) return r;
     r = prg__idx_header(img, ilen, images_path, prg__is_gz(images_path), 3, idim, &ioff);
@@ -11666,7 +11670,9 @@ static prg_result prg__cifar_load(prg_dataset *ds, const char *const *paths, int
     prg_result r;
     FILE *f;
     int k;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_cifar: ds is NULL");
     memset(ds, 0, sizeof *ds);
+    if (npaths > 0 && !paths) return prg__fail(PRG_ERR_ARG, "%s: paths is NULL", "prg_dataset_load_cifar");
     if (npaths < 1 || !paths) return prg__fail(PRG_ERR_ARG, "CIFAR: no files given");
     for (k = 0; k < npaths; k++) { /* sizes first: one allocation, nothing read from a bad set */
         if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) return r;
@@ -11723,6 +11729,7 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
     int64_t n, hi = 0, v;
     int c = 3, h = 0, w = 0, base = 0, imagenet;
     size_t i;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_npz: ds is NULL");
     memset(ds, 0, sizeof *ds);
     memset(&labels, 0, sizeof labels);
     if ((r = prg_npz_load(&data, path, "data")) != PRG_OK) return r;
@@ -11822,6 +11829,7 @@ prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train) {
     const char *split = train ? "train" : "t10k";
     prg_result r;
     int k, n = 0, kind = 0, gz;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_dir: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if (!dir) return prg__fail(PRG_ERR_ARG, "dataset directory is NULL");
     p[0] = prg__join(dir, "data_batch_1.bin");

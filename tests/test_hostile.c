@@ -464,6 +464,13 @@ static void test_arguments(void) {
     loss = prg_cross_entropy_forward_backward(c, logits, labels, 2, 3, 0.0f);
     CHECK(isnan(loss) && has("label 3") && c[0] == 1, "cross entropy with a label past the class count: %s", prg_last_error());
     CHECK(prg_file_read(NULL, NULL, NULL) == PRG_ERR_ARG, "file_read NULL");
+    CHECK(prg_npy_load(NULL, "x.npy") == PRG_ERR_ARG && prg_npz_load(NULL, "x.npz", "data") == PRG_ERR_ARG &&
+              prg_dataset_load_idx(NULL, "a", "b") == PRG_ERR_ARG && prg_dataset_load_npz(NULL, "x") == PRG_ERR_ARG &&
+              prg_dataset_load_cifar10(NULL, NULL, 1) == PRG_ERR_ARG && prg_dataset_load_cifar10(&ds, NULL, 1) == PRG_ERR_ARG &&
+              prg_dataset_load_dir(NULL, "x", 1) == PRG_ERR_ARG && prg_dataset_alloc(NULL, 1, 1, 1, 1, 1) == PRG_ERR_ARG,
+          "dataset and array loaders with NULL");
+    CHECK(prg_pnm_read(tp("x.pgm"), NULL, NULL, NULL, NULL) == PRG_ERR_ARG && prg_image_load(NULL, "x", 0) == PRG_ERR_ARG,
+          "pnm_read / image_load with NULL");
 }
 
 static int count_dir_entries(void) {
