@@ -142,29 +142,53 @@ $(BUILD)/prepare: examples/prepare.c prg.h | $(BUILD)
 $(BUILD)/bench_images: tools/bench_images.c prg.h | $(BUILD)
 	$(CC) $(OPT) -std=c99 -Wall -Wextra -I. -o $@ $< $(LDLIBS)
 
-.PHONY: bench-images fuzz
+.PHONY: bench-images
 bench: bench-images
 bench-images: $(BUILD)/bench_images
 	$(BUILD)/bench_images
 
-# make fuzz FUZZ_SECONDS=30: each target (JPEG, PNG, safetensors, npz, IDX)
-# runs that long from the fixtures.  FUZZ_SEED fixes libFuzzer's random
-# seed, so that a run (CI's) is reproducible; FUZZ_SEED=0 draws a new one
-# each time, for longer exploratory runs.
+# make fuzz FUZZ_SECONDS=20: one fuzzer binary (tools/fuzz_files.c), each of
+# its 12 targets (jpeg png image pnm safetensors ckpt restore npz npy idx
+# cifar detect) run that long from its seeds: CI's 20 s make 4 minutes.
+# Real limits, inputs up to 1 MiB, and -rss_limit_mb=2048 (libFuzzer's
+# malloc limit too): a hostile input that makes a reader take 2 GiB fails.
+# FUZZ_SEED fixes libFuzzer's random seed, so that a run (CI's) is
+# reproducible; FUZZ_SEED=0 draws a new one each time.  make fuzz-long runs
+# every target for an hour (FUZZ_LONG_SECONDS), new seeds, keeping the
+# corpora in $(BUILD)/fuzz_<target>.corpus between runs.
 FUZZ_SECONDS ?= 30
 FUZZ_SEED ?= 1
 FUZZ_CC ?= clang
-fuzz: | $(BUILD)
-	@for t in jpeg:images/*.jpg png:images/*.png safetensors:fuzz/*.safetensors npz:io/*.npz idx:fuzz/*.idxpair; do \
-	  n=$${t%%:*}; seeds=$${t#*:}; N=$$(echo $$n | tr a-z A-Z); \
-	  $(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DFUZZ_$$N -I. \
-	    -o $(BUILD)/fuzz_$$n tools/fuzz_files.c -lm -pthread || exit 1; \
-	  rm -rf $(BUILD)/fuzz_$$n.corpus; mkdir -p $(BUILD)/fuzz_$$n.corpus; cp tests/fixtures/$$seeds $(BUILD)/fuzz_$$n.corpus/; \
-	  echo "fuzz_$$n: $(FUZZ_SECONDS) s"; \
-	  $(BUILD)/fuzz_$$n -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+FUZZ_LONG_SECONDS ?= 3600
+FUZZ_TARGETS = jpeg:images/*.jpg png:images/*.png image:fuzz/seed.p?m* image:fuzz/seed.*.gz image:images/png_gray1.png \
+  pnm:fuzz/seed.p?m* safetensors:fuzz/*.safetensors ckpt:fuzz/seed_*.safetensors restore:fuzz/seed_train.safetensors \
+  npz:io/*.npz npy:io/*.npy idx:fuzz/*.idxpair cifar:fuzz/seed_cifar100.bin \
+  detect:fuzz/seed_cifar100.bin detect:io/imagenet8_stored.npz
+FUZZ_RUN = -max_len=1048576 -rss_limit_mb=2048 -print_final_stats=1
+.PHONY: fuzz fuzz-long
+$(BUILD)/fuzz_files: tools/fuzz_files.c prg.h | $(BUILD)
+	$(FUZZ_CC) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. -o $@ tools/fuzz_files.c -lm -pthread
+# seeds: <target>:<fixture glob> pairs; the detect target's first byte picks the file name
+$(BUILD)/fuzz_seeds.stamp: $(BUILD)/fuzz_files
+	@for t in $(FUZZ_TARGETS); do n=$${t%%:*}; mkdir -p $(BUILD)/fuzz_$$n.corpus; \
+	  for f in tests/fixtures/$${t#*:}; do \
+	    if [ $$n = detect ]; then for k in 2 3 5; do { printf "\\00$$k"; cat $$f; } > $(BUILD)/fuzz_$$n.corpus/$$k-$$(basename $$f); done; \
+	    else cp $$f $(BUILD)/fuzz_$$n.corpus/; fi; done; done; touch $@
+fuzz: $(BUILD)/fuzz_files
+	@rm -rf $(BUILD)/fuzz_*.corpus $(BUILD)/fuzz_seeds.stamp; $(MAKE) --no-print-directory $(BUILD)/fuzz_seeds.stamp
+	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect; do \
+	  echo "fuzz $$n: $(FUZZ_SECONDS) s"; \
+	  FUZZ_TARGET=$$n $(BUILD)/fuzz_files -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN) \
 	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1; rc=$$?; \
 	  grep -E 'Done [0-9]+ runs' $(BUILD)/fuzz_$$n.log; \
-	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz_$$n FAILED (crash input saved in the current directory)"; exit 1; }; \
+	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz $$n FAILED (crash input saved in the current directory)"; exit 1; }; \
+	done
+fuzz-long: $(BUILD)/fuzz_files $(BUILD)/fuzz_seeds.stamp
+	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect; do \
+	  echo "fuzz $$n: $(FUZZ_LONG_SECONDS) s"; \
+	  FUZZ_TARGET=$$n $(BUILD)/fuzz_files -seed=0 -max_total_time=$(FUZZ_LONG_SECONDS) $(FUZZ_RUN) \
+	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1 || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz $$n FAILED"; exit 1; }; \
+	  grep -E 'Done [0-9]+ runs' $(BUILD)/fuzz_$$n.log; \
 	done
 
 # --- pipeline ---

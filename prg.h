@@ -84,6 +84,15 @@
                            convolution weights between the U-Net evaluations
                            of one encode, sampling or fine-tuning call
                            (default 256; 0 turns keeping off)
+     PRG_MAX_T_SPAN        largest ODE grid a classifier file may ask for in its
+                           metadata (prg.t_span; default 1000: one encode then
+                           costs at most 999 U-Net evaluations and 1000 states
+                           per image); prg_classifier_load refuses more
+     PRG_MAX_CLASSES       most classes a file may imply: a dataset's largest
+                           label + 1, a classifier file's prg.num_classes
+                           (default 32768, the head then 25M floats at most
+                           for RGB)
+     PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
 
@@ -91,6 +100,20 @@
      Run-time failures return a prg_result (PRG_OK == 0, failures < 0);
      prg_last_error() returns a message for the calling thread that says what
      was wrong.  The library never prints and never exits.
+
+   ARGUMENTS
+     Functions that return a prg_result return PRG_ERR_ARG (with a message
+     naming the argument) for a NULL object, output or buffer and for sizes
+     out of range, and nothing that depends on data (labels, counts, file
+     contents) is ever an assert.  Functions without a result say what they
+     do with bad arguments: the free functions accept NULL; prg_sgemm
+     returns without touching C; prg_cross_entropy_forward_backward returns
+     NaN with prg_last_error() set; prg_split_range gives an empty part; the
+     prg_st_* accessors return 0 / NULL for a NULL handle.  The layer
+     kernels (forward/backward pairs over float *) and the plain accessors
+     of an object (prg_unet_params, prg_classifier_unet, prg_adam_size, ...)
+     take their pointers as given, unchecked: they sit in inner loops.
+     What the file readers check before they allocate: the io section.
 
    THREADS
      One persistent pool (workers sleep on a condition variable between jobs,
@@ -172,7 +195,8 @@ int  prg_get_num_threads(void);
    uses the pool, it runs fn(ctx, 0, 1) on the caller. */
 void prg_parallel(prg_task_fn fn, void *ctx);
 /* The part [lo, hi) of [0, n) that thread ith of nth owns; boundaries are
-   multiples of align (except n itself). */
+   multiples of align (except n itself).  nth < 1 or ith outside [0, nth):
+   the empty part [0, 0); lo or hi NULL: nothing is written. */
 void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi);
 
 /* >>gemm ================================================================ */
@@ -185,7 +209,10 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
    about 0.5 MiB each and, for large products with the AVX-512 kernel, up
    to two more parts of at most 64 MiB each: a packed copy of B (B not
    transposed, over 504 rows a thread) and a block of 504 rows of C (ldc a
-   multiple of 1024, k > 256; convolutions too). */
+   multiple of 1024, k > 256; convolutions too).  It returns void, so
+   arguments it cannot run with (C NULL or ldc < n; with k > 0 and
+   alpha != 0, A or B NULL or lda/ldb shorter than a row of op(A)/op(B))
+   make it return without touching C; m <= 0 or n <= 0 does nothing. */
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* The same product computed plainly with double accumulation (for tests). */
@@ -361,7 +388,9 @@ void prg_timestep_embedding(float *emb /* [B][dim] */, const float *t /* [B] */,
 
 /* Label-smoothing cross-entropy (timm LabelSmoothingCrossEntropy): mean over
    the batch of (1-s)(-log p_y) + s mean_k(-log p_k).  Returns the loss;
-   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits. */
+   dlogits (may be NULL) is SET (not accumulated) to d loss / d logits.
+   A label outside [0, k), NULL logits/labels or n, k < 1: returns NaN with
+   prg_last_error() set, dlogits untouched. */
 float prg_cross_entropy_forward_backward(float *dlogits /* [N][K] */,
                                          const float *logits /* [N][K] */,
                                          const int *labels /* [N] */, int n, int k,
@@ -800,9 +829,15 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
    wrong magic, absurd size), PRG_ERR_SHAPE (sizes that disagree) or
    PRG_ERR_UNSUPPORTED (a valid file using a feature not implemented here);
    prg_last_error() then names the file and the byte offset.  On failure
-   the output object is left zeroed and nothing is leaked.  Writers write
-   "<path>.tmp" in the same directory and rename() it over <path>, so an
-   existing file is replaced only by a complete new one.  Numbers on disk are
+   the output object is left zeroed and nothing is leaked.  Writers (every
+   *_save and *_write, prg_image_grid) create a temporary file in the
+   target's directory under an unpredictable name, exclusively (POSIX
+   open(O_CREAT | O_EXCL): nothing planted there is followed or reused),
+   fsync it, rename() it over <path> and fsync the directory, so an
+   existing file is replaced only by a complete new one, even across a
+   crash or a power cut.  <path> must be absent or a regular file (a
+   directory is refused; a symlink at <path> is itself replaced, the file
+   it points to is never written).  Numbers on disk are
    little-endian whatever the host (IDX: big-endian, as specified).
 
        prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
@@ -853,6 +888,19 @@ size_t prg_deflate(uint8_t *dst, const uint8_t *src, size_t n);
    1952, all members, CRC-32 and ISIZE checked) when it starts with the gzip
    magic. */
 prg_result prg_file_read(const char *path, uint8_t **data, size_t *len);
+/* The same with a cap on what comes back (after gunzip): PRG_ERR_FORMAT,
+   naming the limit, when the content is longer than max_len, found after
+   at most max_len + 1 bytes were decompressed, so a small .gz that inflates
+   to gigabytes costs max_len.  The library's own readers use caps that
+   their headers imply (IDX, PGM/PPM, images: PRG_IMAGE_MAX_PIXELS);
+   prg_file_read has none: use it for trusted files only. */
+prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, size_t *len);
+/* Checks, before a long run, that a later save to path can succeed: path
+   non-empty, absent or a regular file, and a file can be created in its
+   directory (it is created and removed, exactly as a save would).
+   PRG_ERR_ARG for an empty name, PRG_ERR_IO naming what is wrong (missing
+   directory, read-only, permission, a directory at path). */
+prg_result prg_check_writable(const char *path);
 
 /* ---- safetensors ----------------------------------------------------- */
 /* Layout: u64 header length N, N bytes of JSON, then the tensor data.  The
@@ -919,11 +967,20 @@ prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
 /* The grid (t_span, t_cutoff) and class count come from the metadata; a file
    without them gets t_span 32, t_cutoff 0 and the class count of
-   head.fc2.weight. */
+   head.fc2.weight.  Before the net or the head is allocated, the metadata is
+   checked against the documented limits (prg.t_span in [2,
+   PRG_MAX_T_SPAN], prg.t_cutoff within the grid, prg.num_classes equal to
+   the rows of head.fc2.weight) and the config against the tensor table
+   (every tensor present, with its shape and a float dtype), so a small
+   hostile file costs no more memory than its own tensors. */
 prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
-   opt, the same parameter count); what is NULL is not read. */
+   opt, the same parameter count); what is NULL is not read.  It refuses
+   (PRG_ERR_FORMAT / PRG_ERR_NUMERIC, naming the field) negative or
+   non-decimal step counts (optim.step, prg.step), an all-zero RNG state,
+   non-float tensors, NaN/Inf anywhere and a negative exp_avg_sq, and then
+   changes nothing. */
 prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
                                const prg_adam *opt, const prg_rng *rng, int64_t step);
 prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
@@ -971,7 +1028,8 @@ prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, 
 /* .npz with 'data' and 'labels' (any integer type).  Downsampled-ImageNet
    layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
    labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
-   with labels 0-based, num_classes = largest label + 1. */
+   with labels 0-based, num_classes = largest label + 1 (at most
+   PRG_MAX_CLASSES: a larger label is refused, naming file and index). */
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
 /* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
    test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
@@ -1024,10 +1082,10 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
    Huffman code, wrong restart marker, missing EOI or IEND) is refused with
    PRG_ERR_FORMAT and a message naming the file and byte offset or marker.
    Images of more than PRG_IMAGE_MAX_PIXELS pixels are refused. */
-#ifndef PRG_NO_IMAGE
-#ifndef PRG_IMAGE_MAX_PIXELS
+#ifndef PRG_IMAGE_MAX_PIXELS /* also the PGM/PPM reader's limit, with or without PRG_NO_IMAGE */
 #define PRG_IMAGE_MAX_PIXELS (1u << 26) /* 67,108,864 = 8192 x 8192 */
 #endif
+#ifndef PRG_NO_IMAGE
 
 typedef struct prg_image {
     int w, h, c;
@@ -1058,7 +1116,8 @@ prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dw, int dh,
 /* dst is allocated (any previous content of *dst is not freed). */
 prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter);
 /* torchvision Resize(size) on a PIL image: shorter side -> size, longer side
-   -> floor(size * long / short). */
+   -> floor(size * long / short), computed in 64 bits: PRG_ERR_ARG when the
+   result has more than PRG_IMAGE_MAX_PIXELS pixels. */
 prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter);
 prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h);
 /* torchvision CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2),
@@ -1173,7 +1232,11 @@ void prg_planes_crop(uint8_t *dst /* [C][oh][ow] */, const uint8_t *src /* [C][H
                     int top, int left, int oh, int ow, int c, int h, int w);
 /* PIL Image.resize(BICUBIC): separable a = -0.5 cubic, support scaled when
    downscaling (antialias), 22-bit fixed point, horizontal pass first.
-   work: prg_planes_resize_workspace() bytes, or NULL to allocate here. */
+   work: prg_planes_resize_workspace() bytes, or NULL to allocate here.
+   PRG_ERR_ARG when the source or the output has more than
+   PRG_IMAGE_MAX_PIXELS pixels.  A caller fitting an image of any aspect
+   ratio computes the output size in 64 bits and checks it against that
+   limit before it sizes a buffer. */
 size_t prg_planes_resize_workspace(int c, int h, int w, int oh, int ow);
 prg_result prg_planes_resize(uint8_t *dst /* [C][oh][ow] */, int oh, int ow,
                             const uint8_t *src /* [C][H][W] */, int c, int h, int w, void *work);
@@ -1237,6 +1300,12 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #endif
 #ifndef PRG_WINO_KEEP_MB
 #define PRG_WINO_KEEP_MB 256
+#endif
+#ifndef PRG_MAX_T_SPAN
+#define PRG_MAX_T_SPAN 1000
+#endif
+#ifndef PRG_MAX_CLASSES
+#define PRG_MAX_CLASSES 32768
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -1420,6 +1489,11 @@ static float *prg__scratch_get(prg__scratch *s, size_t n) {
 
 void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_t *hi) {
     size_t blocks, per, extra, b0, b1;
+    if (!lo || !hi) return;
+    if (nth < 1 || ith < 0 || ith >= nth) { /* no such thread: an empty part */
+        *lo = *hi = 0;
+        return;
+    }
     if (align == 0) align = 1;
     blocks = (n + align - 1) / align;
     per = blocks / (size_t)nth;
@@ -2525,10 +2599,21 @@ static void prg__gemm_scale(int m, int n, float beta, float *c, int ldc) {
     }
 }
 
+/* The arguments prg_sgemm can run with (m, n > 0): C given with ldc >= n,
+   and when the product is needed A and B given with their leading
+   dimensions at least the row lengths. */
+static int prg__gemm_args_ok(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                             const float *c, int ldc) {
+    if (!c || ldc < n) return 0;
+    if (k <= 0 || alpha == 0.0f) return 1;
+    return a && b && lda >= (ta ? m : k) && ldb >= (tb ? k : n);
+}
+
 void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
     prg__gemm_job j;
     if (m <= 0 || n <= 0) return;
+    if (!prg__gemm_args_ok(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, c, ldc)) return;
     if (k <= 0 || alpha == 0.0f) {
         prg__gemm_scale(m, n, beta, c, ldc);
         return;
@@ -3042,8 +3127,9 @@ prg__conv3_tile(const int OB, float *y, const float *x, const float *wt, size_t 
             for (i = 0; i < ci; i++)
                 for (ki = 0; ki < 3; ki++) {
                     int iy = oy + ki - 1;
-                    const float *row = x + i * plane + (size_t)iy * w + ox - 1;
-                    if (iy < 0 || iy >= h) continue;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue; /* before the address: (size_t)-1 * w wrapped the pointer */
+                    row = x + i * plane + (size_t)iy * w + ox - 1;
                     for (kj = 0; kj < 3; kj++) {
                         const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
                         __m512 v0 = _mm512_maskz_loadu_ps(m0[kj], row + kj);
@@ -6799,11 +6885,20 @@ float prg_cross_entropy_forward_backward(float *dlogits, const float *logits, co
                                          int n, int k, float smoothing) {
     double total = 0.0, conf = 1.0 - (double)smoothing;
     int r, i;
+    if (!logits || !labels || n < 1 || k < 1) {
+        prg__fail(PRG_ERR_ARG, "prg_cross_entropy_forward_backward: need logits, labels, n >= 1 and k >= 1 (n = %d, k = %d)", n, k);
+        return (float)NAN;
+    }
+    for (r = 0; r < n; r++)
+        if (labels[r] < 0 || labels[r] >= k) {
+            prg__fail(PRG_ERR_ARG, "prg_cross_entropy_forward_backward: label %d of sample %d is outside [0, %d) (the class count)",
+                      labels[r], r, k);
+            return (float)NAN;
+        }
     for (r = 0; r < n; r++) {
         const float *z = logits + (size_t)r * k;
         double mx = z[0], sum = 0.0, mean = 0.0, lse;
         int y = labels[r];
-        PRG_ASSERT(y >= 0 && y < k);
         for (i = 1; i < k; i++) mx = z[i] > mx ? z[i] : mx;
         for (i = 0; i < k; i++) {
             sum += exp(z[i] - mx);
@@ -6911,6 +7006,7 @@ struct prg_unet {
     size_t keep_left;      /* floats keep may still allocate */
     int keeping;           /* > 0: the weights do not change, keep is used */
     int loss;              /* PRG_LOSS_*: the pretraining loss (flow section) */
+    int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -8153,6 +8249,7 @@ static prg_result prg__sample(int method, int gvp, prg_velocity_fn vel, void *ct
     int s;
     prg_result rc = PRG_OK;
     if (steps < 1) return prg__fail(PRG_ERR_ARG, "prg_sample: steps = %d, need >= 1", steps);
+    if (!vel || !x) return prg__fail(PRG_ERR_ARG, "prg_sample: the velocity function and x must not be NULL");
     rc = prg__ode_workspace(&ws, &n, 3, batch, dim, "prg_sample");
     if (rc != PRG_OK) return rc;
     k = ws;
@@ -8495,6 +8592,10 @@ static int prg__classifier_steps(int path, int t_span, int t_cutoff) {
 static const char *const prg__head_names[PRG__HEAD_NT] = {
     "head.norm.weight", "head.norm.bias", "head.fc1.weight", "head.fc1.bias", "head.fc2.weight"};
 
+/* The head's pooled side for images of side hw: 16 as in the reference,
+   smaller images keep their size. */
+static int prg__head_pool(int hw) { return hw < 16 ? hw : 16; }
+
 static void prg__head_shape(const prg_classifier *clf, int i, int *ndim, int64_t shape[4]) {
     shape[0] = shape[1] = shape[2] = shape[3] = 0;
     *ndim = (i == 2 || i == 4) ? 2 : 1;
@@ -8518,6 +8619,9 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     if (num_classes < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_create: num_classes=%d < 1", num_classes);
     if (prg__classifier_steps(prg_unet_path(net), t_span, t_cutoff) < 0) return PRG_ERR_ARG;
     if ((r = prg__check_ode_net(net, "prg_classifier_create")) != PRG_OK) return r;
+    if (net->owned)
+        return prg__fail(PRG_ERR_ARG, "prg_classifier_create: the net already belongs to a classifier (one net, one classifier: "
+                         "create or load another net)");
     c = prg_unet_config_get(net);
     clf = (prg_classifier *)PRG_MALLOC(sizeof *clf);
     if (!clf) return prg__fail(PRG_ERR_NOMEM, "prg_classifier_create: out of memory");
@@ -8531,7 +8635,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     clf->c = c->in_channels;
     clf->hw = c->image_size;
     /* The reference pools to 16 x 16; smaller images keep their size. */
-    clf->pool = clf->hw < 16 ? clf->hw : 16;
+    clf->pool = prg__head_pool(clf->hw);
     if (clf->hw % clf->pool != 0) {
         PRG_FREE(clf);
         return prg__fail(PRG_ERR_CONFIG, "prg_classifier_create: image size %d is not a multiple of the "
@@ -8563,6 +8667,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     }
     for (i = clf->hoff[2]; i < clf->nhead; i++) clf->head[i] = bound * (2.0f * prg_rng_uniform(&rng) - 1.0f);
     memset(clf->hgrad, 0, off * sizeof(float));
+    net->owned = 1;
     *out = clf;
     return PRG_OK;
 }
@@ -8681,9 +8786,11 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
 prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits) {
     prg_result r;
     size_t n;
-    const float *w = clf->head;
-    int f = clf->hw / clf->pool;
-    if (!x || !logits || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_forward: need x, logits and batch >= 1");
+    const float *w;
+    int f;
+    if (!clf || !x || !logits || batch < 1) return prg__fail(PRG_ERR_ARG, "prg_classifier_forward: need clf, x, logits and batch >= 1");
+    w = clf->head;
+    f = clf->hw / clf->pool;
     clf->fwd_batch = 0;
     n = clf->img * (size_t)batch;
     if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
@@ -8797,6 +8904,7 @@ void prg_adam_config_default(prg_adam_config *cfg) {
 
 prg_result prg_adam_create(prg_adam **opt, size_t n, const prg_adam_config *cfg) {
     prg_adam *o;
+    if (!opt || !cfg) return prg__fail(PRG_ERR_ARG, "prg_adam_create: opt and cfg must not be NULL");
     *opt = NULL;
     if (n == 0) return prg__fail(PRG_ERR_ARG, "prg_adam_create: no parameters (n = 0)");
     if (!(cfg->beta1 >= 0.0 && cfg->beta1 < 1.0 && cfg->beta2 >= 0.0 && cfg->beta2 < 1.0))
@@ -9043,7 +9151,17 @@ void prg_ema_update(float *ema, const float *params, size_t n, double decay) {
 
 /* >>io ================================================================== */
 
+#include <errno.h>
 #include <limits.h>
+#include <time.h>
+/* POSIX files: exclusive creation, fsync and stat for the writers and readers */
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#define PRG__POSIX_IO 1
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#endif
 
 /* ---- bytes, checksums, element types -------------------------------- */
 
@@ -9221,6 +9339,13 @@ static prg_result prg__fopen_read(FILE **f, const char *path, uint64_t *size) {
     long end;
     *f = NULL;
     if (!path) return prg__fail(PRG_ERR_ARG, "file name is NULL");
+#ifdef PRG__POSIX_IO
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return prg__fail(PRG_ERR_IO, "%s: is a directory, not a file", path);
+    }
+#endif
     *f = fopen(path, "rb");
     if (!*f) return prg__fail(PRG_ERR_IO, "%s: cannot open for reading (check the path and permissions)", path);
     if (fseek(*f, 0, SEEK_END) != 0 || (end = ftell(*f)) < 0 || fseek(*f, 0, SEEK_SET) != 0) {
@@ -9241,51 +9366,237 @@ static prg_result prg__fread_at(FILE *f, const char *path, uint64_t off, void *d
     return PRG_OK;
 }
 
-/* Writing through "<path>.tmp" and rename(). */
-typedef struct prg__wfile { FILE *f; char *tmp; const char *path; int err; } prg__wfile;
+/* Writing through a temporary file and rename().  The temporary file lives
+   in the target's directory under an unpredictable name
+   ".<name>.<16 hex digits>.tmp" and is created exclusively (POSIX:
+   open(O_CREAT | O_EXCL), which neither follows nor reuses anything planted
+   there), written, fsync'd, renamed over the target, and the directory is
+   fsync'd, so a crash or a power cut leaves either the old file or the
+   complete new one.  An existing target must be a regular file (a symlink
+   there is itself replaced: the file it points to is never written).
+   Without POSIX (PRG__POSIX_IO undefined) the same steps run through
+   fopen, with a check that the random name is free, and no fsync. */
 
-static prg_result prg__wopen(prg__wfile *w, const char *path) {
+typedef struct prg__wfile {
+#ifdef PRG__POSIX_IO
+    int fd;
+    size_t nbuf;
+    uint8_t *buf;      /* PRG__WBUF bytes gathered before each write() */
+#else
+    FILE *f;
+#endif
+    char *tmp;
+    const char *path;
+    int err;
+} prg__wfile;
+#define PRG__WBUF 65536
+
+/* The directory part of path ("." when there is none), in a new string. */
+static char *prg__dir_of(const char *path) {
+    const char *s = strrchr(path, '/');
     size_t n;
-    memset(w, 0, sizeof *w);
+    char *d;
+#ifdef _WIN32
+    const char *b = strrchr(path, '\\');
+    if (b && (!s || b > s)) s = b;
+#endif
+    n = s ? (size_t)(s - path) + (s == path) : 1;
+    d = (char *)PRG_MALLOC(n + 1);
+    if (!d) return NULL;
+    if (s) memcpy(d, path, n);
+    else d[0] = '.';
+    d[n] = 0;
+    return d;
+}
+
+/* 64 random bits for a temporary name: /dev/urandom where it can be read,
+   mixed with the time, the clock, the address of a local and a counter. */
+static uint64_t prg__tmp_random(void) {
+    static uint64_t counter = 0;
+    uint64_t x = 0, z;
+    unsigned char b[8];
+    FILE *f = fopen("/dev/urandom", "rb");
+    int i;
+    if (f) {
+        if (fread(b, 1, 8, f) == 8)
+            for (i = 0; i < 8; i++) x = (x << 8) | b[i];
+        fclose(f);
+    }
+    z = x ^ ((uint64_t)time(NULL) << 20) ^ (uint64_t)clock() ^ (uint64_t)(uintptr_t)&x ^ (++counter * 0x9E3779B97F4A7C15ull);
+#ifdef PRG__POSIX_IO
+    z ^= (uint64_t)getpid() << 40;
+#endif
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The target must be absent or a regular file (or a symlink, replaced). */
+static prg_result prg__wtarget_check(const char *path) {
     if (!path || !*path) return prg__fail(PRG_ERR_ARG, "output file name is empty");
-    n = strlen(path);
-    w->path = path;
-    w->tmp = (char *)PRG_MALLOC(n + 5);
-    if (!w->tmp) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(w->tmp, path, n);
-    memcpy(w->tmp + n, ".tmp", 5);
-    w->f = fopen(w->tmp, "wb");
-    if (!w->f) {
+#ifdef PRG__POSIX_IO
+    {
+        struct stat st;
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+            return prg__fail(PRG_ERR_IO, "%s: exists and is not a regular file (a directory?): refusing to replace it", path);
+    }
+#endif
+    return PRG_OK;
+}
+
+/* Creates the temporary file next to path; on success w->tmp is its name. */
+static prg_result prg__wcreate(prg__wfile *w, const char *path) {
+    const char *base = path, *s;
+    char *dir;
+    size_t dn, bn, cap;
+    int attempt;
+    s = strrchr(path, '/');
+    if (s) base = s + 1;
+    if (!*base) return prg__fail(PRG_ERR_ARG, "%s: output file name ends in '/' (a directory, not a file)", path);
+    dir = prg__dir_of(path);
+    if (!dir) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    dn = strlen(dir);
+    bn = strlen(base);
+    cap = dn + bn + 32;
+    w->tmp = (char *)PRG_MALLOC(cap);
+    if (!w->tmp) {
+        PRG_FREE(dir);
+        return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (attempt = 0; attempt < 64; attempt++) {
+        snprintf(w->tmp, cap, "%s/.%s.%016llx.tmp", dir, base, (unsigned long long)prg__tmp_random());
+#ifdef PRG__POSIX_IO
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (w->fd >= 0) break;
+        if (errno == EEXIST) continue;
+        {
+            int e = errno;
+            struct stat st;
+            PRG_FREE(w->tmp);
+            w->tmp = NULL;
+            if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                prg__fail(PRG_ERR_IO, "%s: the directory %s does not exist (create it first)", path, dir);
+            } else {
+                prg__fail(PRG_ERR_IO, "%s: cannot create a file in %s (%s): check that it is writable and not on a read-only mount",
+                          path, dir, e == EROFS ? "read-only file system" : e == EACCES ? "permission denied" : "open failed");
+            }
+            PRG_FREE(dir);
+            return PRG_ERR_IO;
+        }
+#else
+        {
+            FILE *probe = fopen(w->tmp, "rb");
+            if (probe) { fclose(probe); continue; }
+            w->f = fopen(w->tmp, "wb");
+            if (w->f) break;
+            PRG_FREE(w->tmp);
+            w->tmp = NULL;
+            prg__fail(PRG_ERR_IO, "%s: cannot create a temporary file in %s (does the directory exist and is it writable?)", path, dir);
+            PRG_FREE(dir);
+            return PRG_ERR_IO;
+        }
+#endif
+    }
+    PRG_FREE(dir);
+    if (attempt == 64) {
         PRG_FREE(w->tmp);
         w->tmp = NULL;
-        return prg__fail(PRG_ERR_IO, "%s: cannot create the temporary file %s.tmp (does the directory exist and is it writable?)",
-                         path, path);
+        return prg__fail(PRG_ERR_IO, "%s: cannot find a free temporary file name in its directory", path);
     }
     return PRG_OK;
 }
 
+static prg_result prg__wopen(prg__wfile *w, const char *path) {
+    prg_result r;
+    memset(w, 0, sizeof *w);
+#ifdef PRG__POSIX_IO
+    w->fd = -1;
+#endif
+    if ((r = prg__wtarget_check(path)) != PRG_OK) return r;
+    w->path = path;
+#ifdef PRG__POSIX_IO
+    w->buf = (uint8_t *)PRG_MALLOC(PRG__WBUF);
+    if (!w->buf) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+#endif
+    if ((r = prg__wcreate(w, path)) != PRG_OK) {
+#ifdef PRG__POSIX_IO
+        PRG_FREE(w->buf);
+#endif
+        memset(w, 0, sizeof *w);
+        return r;
+    }
+    return PRG_OK;
+}
+
+#ifdef PRG__POSIX_IO
+static void prg__wflush(prg__wfile *w) {
+    size_t off = 0;
+    while (!w->err && off < w->nbuf) {
+        ssize_t k = write(w->fd, w->buf + off, w->nbuf - off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) w->err = 1;
+        else off += (size_t)k;
+    }
+    w->nbuf = 0;
+}
+#endif
+
 static void prg__wwrite(prg__wfile *w, const void *p, size_t n) {
+#ifdef PRG__POSIX_IO
+    const uint8_t *q = (const uint8_t *)p;
+    while (!w->err && n) {
+        size_t k = PRG__WBUF - w->nbuf < n ? PRG__WBUF - w->nbuf : n;
+        memcpy(w->buf + w->nbuf, q, k);
+        w->nbuf += k;
+        q += k;
+        n -= k;
+        if (w->nbuf == PRG__WBUF) prg__wflush(w);
+    }
+#else
     if (!w->err && n && fwrite(p, 1, n, w->f) != n) w->err = 1;
+#endif
 }
 
 static void prg__wabort(prg__wfile *w) {
+#ifdef PRG__POSIX_IO
+    if (w->fd >= 0) close(w->fd);
+    PRG_FREE(w->buf);
+#else
     if (w->f) fclose(w->f);
+#endif
     if (w->tmp) {
         remove(w->tmp);
         PRG_FREE(w->tmp);
     }
     memset(w, 0, sizeof *w);
+#ifdef PRG__POSIX_IO
+    w->fd = -1;
+#endif
 }
 
 static prg_result prg__wclose(prg__wfile *w) {
     const char *path = w->path;
     int bad = w->err;
+    prg_result r;
+#ifdef PRG__POSIX_IO
+    prg__wflush(w);
+    bad |= w->err;
+    if (!bad && fsync(w->fd) != 0 && errno != EINVAL) bad = 1; /* EINVAL: a file system without fsync */
+    if (close(w->fd) != 0) bad = 1;
+    w->fd = -1;
+#else
     if (fflush(w->f) != 0) bad = 1;
     if (fclose(w->f) != 0) bad = 1;
     w->f = NULL;
+#endif
     if (bad) {
         prg__wabort(w);
         return prg__fail(PRG_ERR_IO, "%s: writing failed (disk full?); the previous file, if any, is unchanged", path);
+    }
+    /* a directory (or other non-file) made at path while we wrote */
+    if ((r = prg__wtarget_check(path)) != PRG_OK) {
+        prg__wabort(w);
+        return r;
     }
 #ifdef _WIN32
     remove(path); /* rename() does not replace on Windows */
@@ -9294,8 +9605,28 @@ static prg_result prg__wclose(prg__wfile *w) {
         prg__wabort(w);
         return prg__fail(PRG_ERR_IO, "%s: cannot rename the temporary file into place", path);
     }
+#ifdef PRG__POSIX_IO
+    { /* make the rename itself durable */
+        char *dir = prg__dir_of(path);
+        int dfd = dir ? open(dir, O_RDONLY) : -1;
+        if (dfd >= 0) {
+            fsync(dfd); /* some file systems refuse a directory fsync: the data is already safe */
+            close(dfd);
+        }
+        PRG_FREE(dir);
+    }
+    PRG_FREE(w->buf);
+#endif
     PRG_FREE(w->tmp);
     memset(w, 0, sizeof *w);
+    return PRG_OK;
+}
+
+prg_result prg_check_writable(const char *path) {
+    prg__wfile w;
+    prg_result r = prg__wopen(&w, path);
+    if (r != PRG_OK) return r;
+    prg__wabort(&w);
     return PRG_OK;
 }
 
@@ -9404,8 +9735,10 @@ static int prg__huff_decode(prg__bits *b, const prg__huff *h) {
     return -1;
 }
 
-/* Output buffer: fixed (grow == 0) or growing up to max. */
-typedef struct prg__obuf { uint8_t *p; size_t len, cap, max; int grow; } prg__obuf;
+/* Output buffer: fixed (grow == 0) or growing up to max.  clip = 1: output
+   past max is dropped and decoding stops there with full = 1 (a prefix
+   read), instead of an error. */
+typedef struct prg__obuf { uint8_t *p; size_t len, cap, max; int grow, clip, full; } prg__obuf;
 
 static int prg__obuf_reserve(prg__obuf *o, size_t extra) {
     size_t need, ncap;
@@ -9456,6 +9789,14 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
             p += 4;
             if (len > n - p) { err = "truncated stored block"; goto fail_at_end; }
             rc = prg__obuf_reserve(o, len);
+            if (rc == -1 && o->clip) {
+                size_t room = o->max - o->len;
+                if (room && prg__obuf_reserve(o, room) == 0) {
+                    memcpy(o->p + o->len, src + p, room);
+                    o->len += room;
+                }
+                goto clipped;
+            }
             if (rc) goto fail_out;
             if (len) memcpy(o->p + o->len, src + p, len); /* o->p may still be NULL for an empty block */
             o->len += len;
@@ -9506,7 +9847,10 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
             if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
             if (sym < 256) {
                 if (sym < 0) { err = "invalid literal/length code"; goto fail; }
-                if (o->len == o->cap && (rc = prg__obuf_reserve(o, 1)) != 0) goto fail_out;
+                if (o->len == o->cap && (rc = prg__obuf_reserve(o, 1)) != 0) {
+                    if (rc == -1 && o->clip) goto clipped;
+                    goto fail_out;
+                }
                 o->p[o->len++] = (uint8_t)sym;
             } else if (sym == 256) {
                 break;
@@ -9521,7 +9865,18 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
                 d = prg__dist_base[sym] + prg__bits_get(&b, prg__dist_extra[sym]);
                 if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
                 if (d > o->len - start) { err = "distance points before the start of the data"; goto fail; }
-                if (o->cap - o->len < len && (rc = prg__obuf_reserve(o, len)) != 0) goto fail_out;
+                if (o->cap - o->len < len && (rc = prg__obuf_reserve(o, len)) != 0) {
+                    if (rc == -1 && o->clip) {
+                        if (prg__obuf_reserve(o, o->max - o->len) == 0) {
+                            len = o->max - o->len;
+                            q = o->p + o->len;
+                            o->len += len;
+                            while (len--) { *q = *(q - d); q++; }
+                        }
+                        goto clipped;
+                    }
+                    goto fail_out;
+                }
                 q = o->p + o->len;
                 o->len += len;
                 while (len--) { *q = *(q - d); q++; }
@@ -9530,6 +9885,10 @@ static prg_result prg__inflate_raw(const uint8_t *src, size_t n, size_t *used, p
     } while (!final);
     if (prg__bits_over(&b)) { err = "truncated compressed data"; goto fail_at_end; }
     if (used) *used = (prg__bits_used(&b) + 7) / 8;
+    return PRG_OK;
+clipped: /* a prefix read: the first max bytes are there, the rest is not decoded */
+    o->full = 1;
+    if (used) *used = n;
     return PRG_OK;
 fail_at_end:
     return prg__fail(PRG_ERR_FORMAT, "%s: deflate data truncated at byte %llu (%s)", what, (unsigned long long)(base + n), err);
@@ -9545,11 +9904,13 @@ fail_out:
 prg_result prg_inflate(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_cap, size_t *dst_len, size_t *src_used) {
     prg__obuf o;
     prg_result r;
+    if ((!src && src_len) || (!dst && dst_cap)) return prg__fail(PRG_ERR_ARG, "prg_inflate: NULL buffer with a non-zero length");
     o.p = dst;
     o.len = 0;
     o.cap = dst_cap;
     o.max = dst_cap;
     o.grow = 0;
+    o.clip = o.full = 0;
     r = prg__inflate_raw(src, src_len, src_used, &o, "inflate", 0);
     if (dst_len) *dst_len = o.len;
     return r;
@@ -9574,6 +9935,7 @@ prg_result prg_zlib_decompress(const uint8_t *src, size_t src_len, uint8_t *dst,
     o.cap = dst_cap;
     o.max = dst_cap;
     o.grow = 0;
+    o.clip = o.full = 0;
     r = prg__inflate_raw(src + 2, src_len - 2, &used, &o, "zlib", 2);
     if (dst_len) *dst_len = o.len;
     if (r) return r;
@@ -9625,6 +9987,7 @@ static prg_result prg__gunzip(const uint8_t *src, size_t n, prg__obuf *o, const 
         start = o->len;
         r = prg__inflate_raw(src + pos, n - pos, &used, o, path, pos);
         if (r) return r;
+        if (o->full) return PRG_OK; /* a prefix read: trailer checks need the whole member */
         pos += used;
         if (n - pos < 8) return prg__fail(PRG_ERR_FORMAT, "%s: gzip trailer truncated at byte %zu", path, n);
         if (prg__rd32le(src + pos) != (o->len > start ? prg_crc32(0, o->p + start, o->len - start) : 0u))
@@ -9639,7 +10002,10 @@ truncated:
     return prg__fail(PRG_ERR_FORMAT, "%s: gzip header truncated at byte %zu", path, n);
 }
 
-prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
+/* Reads the content of path, gunzipped when it starts with the gzip magic:
+   decompression stops after max bytes (*len <= max, < max only when the
+   content is shorter); a plain file is read whole (its size is real). */
+static prg_result prg__file_read_part(const char *path, size_t max, uint8_t **data, size_t *len) {
     FILE *f;
     uint64_t size;
     uint8_t *raw;
@@ -9662,12 +10028,12 @@ prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
     if (size >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
         prg__obuf o;
         size_t isize = size >= 18 ? prg__rd32le(raw + size - 4) : 0;
-        o.p = NULL;
-        o.len = 0;
-        o.cap = 0;
-        o.max = SIZE_MAX / 2;
+        memset(&o, 0, sizeof o);
+        o.max = max;
         o.grow = 1;
+        o.clip = 1;
         /* ISIZE (size mod 2^32 of the last member) as the first guess; deflate expands at most ~1032x */
+        if (isize > max) isize = max;
         if (isize > 0 && isize / 1032 <= size) {
             o.p = (uint8_t *)prg_alloc(isize);
             o.cap = o.p ? isize : 0;
@@ -9684,6 +10050,28 @@ prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
     *data = raw;
     *len = (size_t)size;
     return PRG_OK;
+}
+
+/* The whole content, refused (PRG_ERR_FORMAT, naming why) past max bytes. */
+static prg_result prg__file_read_cap(const char *path, size_t max, const char *why, uint8_t **data, size_t *len) {
+    prg_result r = prg__file_read_part(path, max < SIZE_MAX / 2 ? max + 1 : max, data, len);
+    if (r == PRG_OK && *len > max) {
+        prg_free(*data);
+        *data = NULL;
+        *len = 0;
+        return prg__fail(PRG_ERR_FORMAT, "%s: the content is longer than %zu bytes (%s): refused before reading further", path, max, why);
+    }
+    return r;
+}
+
+prg_result prg_file_read(const char *path, uint8_t **data, size_t *len) {
+    if (!data || !len) return prg__fail(PRG_ERR_ARG, "prg_file_read: NULL output pointer");
+    return prg__file_read_part(path, SIZE_MAX / 2, data, len);
+}
+
+prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, size_t *len) {
+    if (!data || !len) return prg__fail(PRG_ERR_ARG, "prg_file_read_max: NULL output pointer");
+    return prg__file_read_cap(path, max_len, "the caller's limit", data, len);
 }
 
 /* ---- deflate (LZ77 + fixed Huffman) ----------------------------------- */
@@ -10024,6 +10412,7 @@ prg_result prg_npy_load(prg_array *a, const char *path) {
     size_t hlen, hstart;
     prg__npyhdr h;
     prg_result r;
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npy_load: a is NULL");
     memset(a, 0, sizeof *a);
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     r = prg__fread_at(f, path, 0, pre, size < 12 ? (size_t)size : 12);
@@ -10250,6 +10639,31 @@ done:
     return r;
 }
 
+/* Before the entry's buffer is allocated: its .npy header, inflated from the
+   first bytes alone, must need exactly the usize bytes the zip directory
+   claims (a short stream cannot make the reader allocate a huge buffer). */
+static prg_result prg__npz_check_size(const uint8_t *comp, size_t csize, uint64_t usize, uint64_t base, const char *what) {
+    const size_t most = 12 + PRG__NPY_MAX_HEADER;
+    prg__obuf o;
+    prg__npyhdr h;
+    size_t hlen, hstart, used;
+    prg_result r;
+    memset(&o, 0, sizeof o);
+    o.cap = o.max = usize < most ? (size_t)usize : most;
+    o.clip = 1;
+    if (!(o.p = (uint8_t *)prg_alloc(o.cap + 1))) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
+    r = prg__inflate_raw(comp, csize, &used, &o, what, base);
+    if (!r) r = prg__npy_prelude(o.p, o.len, what, &hlen, &hstart);
+    if (!r && hlen > o.len - hstart)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: .npy header of %zu bytes at byte %zu runs past the entry", what, hlen, hstart);
+    if (!r) r = prg__npy_dict((const char *)o.p + hstart, hlen, hstart, what, &h);
+    if (!r && (uint64_t)(hstart + hlen) + h.nbytes != usize)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: the zip directory says %llu bytes, the .npy header needs %llu: refused before allocating", what,
+                      (unsigned long long)usize, (unsigned long long)((uint64_t)(hstart + hlen) + h.nbytes));
+    prg_free(o.p);
+    return r;
+}
+
 prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     FILE *f;
     uint64_t size;
@@ -10257,6 +10671,7 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     uint8_t *buf = NULL, *comp = NULL;
     char what[320];
     prg_result r;
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npz_load: a is NULL");
     memset(a, 0, sizeof *a);
     if (!name) return prg__fail(PRG_ERR_ARG, "prg_npz_load: name is NULL");
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
@@ -10265,18 +10680,22 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     r = prg__zip_find(f, path, size, name, &e);
     if (!r && (e.usize > (uint64_t)(SIZE_MAX / 2) || (e.method == 8 && e.usize / 1032 > e.csize + 1)))
         r = prg__fail(PRG_ERR_FORMAT, "%s: absurd uncompressed size %llu", what, (unsigned long long)e.usize);
+    if (!r && e.method == 8) {
+        if (!(comp = (uint8_t *)prg_alloc((size_t)e.csize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
+        if (!r) r = prg__fread_at(f, path, e.data_off, comp, (size_t)e.csize);
+        if (!r) r = prg__npz_check_size(comp, (size_t)e.csize, e.usize, e.data_off, what);
+    }
     if (!r && !(buf = (uint8_t *)prg_alloc((size_t)e.usize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for %llu bytes", what, (unsigned long long)e.usize);
     if (!r && e.method == 0) r = prg__fread_at(f, path, e.data_off, buf, (size_t)e.usize);
     if (!r && e.method == 8) {
         prg__obuf o;
         size_t used;
-        if (!(comp = (uint8_t *)prg_alloc((size_t)e.csize + 1))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", what);
-        if (!r) r = prg__fread_at(f, path, e.data_off, comp, (size_t)e.csize);
         o.p = buf;
         o.len = 0;
         o.cap = (size_t)e.usize;
         o.max = o.cap;
         o.grow = 0;
+        o.clip = o.full = 0;
         if (!r) r = prg__inflate_raw(comp, (size_t)e.csize, &used, &o, what, e.data_off);
         if (!r && o.len != e.usize)
             r = prg__fail(PRG_ERR_FORMAT, "%s: entry decompressed to %zu bytes, the zip directory says %llu", what, o.len, (unsigned long long)e.usize);
@@ -10684,6 +11103,7 @@ prg_result prg_safetensors_open(prg_st **out, const char *path) {
     uint8_t b8[8];
     prg_result r;
     FILE *f;
+    if (!out) return prg__fail(PRG_ERR_ARG, "prg_safetensors_open: st is NULL");
     *out = NULL;
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     st = (prg_st *)PRG_MALLOC(sizeof *st);
@@ -10731,13 +11151,13 @@ prg_result prg_safetensors_open(prg_st **out, const char *path) {
     return PRG_OK;
 }
 
-int prg_st_count(const prg_st *st) { return st->n; }
-const prg_st_info *prg_st_info_at(const prg_st *st, int i) { return i >= 0 && i < st->n ? &st->t[i] : NULL; }
+int prg_st_count(const prg_st *st) { return st ? st->n : 0; }
+const prg_st_info *prg_st_info_at(const prg_st *st, int i) { return st && i >= 0 && i < st->n ? &st->t[i] : NULL; }
 
 static const prg_st_info *prg__st_lookup(const prg_st *st, const char *name) {
     prg_st_info key;
     const prg_st_info *kp = &key, **hit;
-    if (!name) return NULL;
+    if (!st || !name) return NULL;
     key.name = name;
     hit = (const prg_st_info **)bsearch(&kp, (const void *)st->sorted, (size_t)st->n, sizeof *st->sorted, prg__st_cmp_name);
     return hit ? *hit : NULL;
@@ -10745,6 +11165,7 @@ static const prg_st_info *prg__st_lookup(const prg_st *st, const char *name) {
 
 prg_result prg_st_find(const prg_st *st, const char *name, prg_st_info *info) {
     const prg_st_info *t = prg__st_lookup(st, name);
+    if (!st) return prg__fail(PRG_ERR_ARG, "prg_st_find: st is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (info) *info = *t;
     return PRG_OK;
@@ -10752,6 +11173,7 @@ prg_result prg_st_find(const prg_st *st, const char *name, prg_st_info *info) {
 
 prg_result prg_st_read_raw(prg_st *st, const char *name, void *dst, size_t nbytes) {
     const prg_st_info *t = prg__st_lookup(st, name);
+    if (!st || (!dst && nbytes)) return prg__fail(PRG_ERR_ARG, "prg_st_read_raw: st or dst is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (nbytes != t->nbytes)
         return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has %llu bytes, the caller expects %zu", st->path, name, (unsigned long long)t->nbytes, nbytes);
@@ -10764,6 +11186,7 @@ prg_result prg_st_read_f32(prg_st *st, const char *name, float *dst, size_t coun
     prg_result r;
     uint8_t *tmp;
     char shp[160];
+    if (!st || (!dst && count)) return prg__fail(PRG_ERR_ARG, "prg_st_read_f32: st or dst is NULL");
     if (!t) return prg__fail(PRG_ERR_FORMAT, "%s: no tensor '%s' in the file", st->path, name ? name : "(null)");
     if (count != t->count) {
         prg__shape_str(shp, sizeof shp, t->shape, t->ndim);
@@ -10800,17 +11223,18 @@ static const prg__stmeta *prg__st_meta(const prg_st *st, const char *key) {
     prg__stmeta k;
     k.key = key;
     k.value = NULL;
-    if (!key) return NULL;
+    if (!st || !key) return NULL;
     return (const prg__stmeta *)bsearch(&k, st->meta, (size_t)st->nmeta, sizeof *st->meta, prg__st_cmp_meta);
 }
 const char *prg_st_metadata(const prg_st *st, const char *key) {
     const prg__stmeta *m = prg__st_meta(st, key);
     return m ? m->value : NULL;
 }
-int prg_st_metadata_count(const prg_st *st) { return st->nmeta; }
+int prg_st_metadata_count(const prg_st *st) { return st ? st->nmeta : 0; }
 void prg_st_metadata_at(const prg_st *st, int i, const char **key, const char **value) {
-    *key = i >= 0 && i < st->nmeta ? st->meta[i].key : NULL;
-    *value = i >= 0 && i < st->nmeta ? st->meta[i].value : NULL;
+    int ok = st && i >= 0 && i < st->nmeta;
+    if (key) *key = ok ? st->meta[i].key : NULL;
+    if (value) *value = ok ? st->meta[i].value : NULL;
 }
 
 static int prg__cstr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
@@ -10968,12 +11392,15 @@ static int prg__parse_rng(const char *s, prg_rng *r) {
     return 1;
 }
 
+/* A decimal integer, optional '-', nothing else; 0 when out of int64 range. */
 static int prg__parse_i64(const char *s, int64_t *v) {
     char *end;
     long long x;
-    if (!s || !*s) return 0;
+    const char *d = s && *s == '-' ? s + 1 : s;
+    if (!d || *d < '0' || *d > '9') return 0;
+    errno = 0;
     x = strtoll(s, &end, 10);
-    if (*end) return 0;
+    if (*end || errno == ERANGE) return 0;
     *v = (int64_t)x;
     return 1;
 }
@@ -11098,54 +11525,118 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
     return PRG_OK;
 }
 
+static int prg__dtype_is_float(prg_dtype t) {
+    return t == PRG_DT_F32 || t == PRG_DT_F16 || t == PRG_DT_BF16 || t == PRG_DT_F64;
+}
+
+/* Tensor name of the file has the model's shape and a float dtype. */
+static prg_result prg__ckpt_check_one(prg_st *st, const char *path, const char *name, int ndim, const int64_t *shape,
+                                      prg_st_info *info) {
+    int k;
+    memset(info, 0, sizeof *info);
+    if (prg_st_find(st, name, info) != PRG_OK) return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
+    if (!prg__dtype_is_float(info->dtype))
+        return prg__fail(PRG_ERR_FORMAT, "%s: tensor '%s' is stored as %s: weights and training state must be F32, F16, BF16 or F64",
+                         path, name, prg_dtype_name(info->dtype));
+    for (k = 0; k < info->ndim && info->ndim == ndim; k++)
+        if (info->shape[k] != shape[k]) break;
+    if (info->ndim != ndim || k < ndim) {
+        char got[96], want[96];
+        prg__shape_str(got, sizeof got, info->shape, info->ndim);
+        prg__shape_str(want, sizeof want, shape, ndim);
+        return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has shape %s, the model needs %s", path, name, got, want);
+    }
+    return PRG_OK;
+}
+
+/* With strict, refuses model tensors the file has but the model (names[n])
+   has not: optim.* always allowed, head.* too when strict == 1. */
+static prg_result prg__ckpt_check_extra(prg_st *st, const char *path, const char *const *names, int n, int strict) {
+    int i, k;
+    for (i = 0; strict && i < prg_st_count(st); i++) {
+        const prg_st_info *fi = prg_st_info_at(st, i);
+        int found = 0;
+        if (!strncmp(fi->name, "optim.", 6)) continue;
+        if (!strncmp(fi->name, "head.", 5) && strict == 1) continue;
+        for (k = 0; k < n && !found; k++) found = !strcmp(fi->name, names[k]);
+        if (!found) return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is not part of this model's config", path, fi->name);
+    }
+    return PRG_OK;
+}
+
 /* Reads the entries (and, with opt, their moments) into dst: [n params][moments...]
-   laid out as the entries' data / opt offsets say.  Checks every name and
-   shape; refuses NaN/Inf; with strict, refuses model tensors the file has
-   but the model has not. */
+   laid out as the entries' data / opt offsets say.  Checks every name, shape
+   and dtype (float only); refuses NaN/Inf and a negative exp_avg_sq; with
+   strict, refuses model tensors the file has but the model has not. */
 static prg_result prg__ckpt_read(prg_st *st, const char *path, const prg__ckpt_entry *e, int n,
                                  float *params, size_t nparams, float *m, float *v, int strict) {
-    int i, k, which;
+    int i, which;
     char name[256];
+    const char **names;
+    prg_result r;
     for (i = 0; i < n; i++) {
         for (which = 0; which < (m ? 3 : 1); which++) {
             prg_st_info info;
-            prg_result r;
-            float *dst;
-            memset(&info, 0, sizeof info);
-            dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            float *dst = which == 0 ? params + e[i].opt_off : (which == 1 ? m : v) + e[i].opt_off;
+            size_t j;
             if (which == 0) snprintf(name, sizeof name, "%s", e[i].name);
             else snprintf(name, sizeof name, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", e[i].name);
-            if (prg_st_find(st, name, &info) != PRG_OK)
-                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is missing", path, name);
-            if (info.ndim != e[i].ndim) goto bad_shape;
-            for (k = 0; k < info.ndim; k++)
-                if (info.shape[k] != e[i].shape[k]) goto bad_shape;
-            r = prg_st_read_f32(st, name, dst, e[i].count, PRG_ST_FINITE);
-            if (r != PRG_OK) return r;
-            continue;
-        bad_shape : {
-            char got[96], want[96];
-            size_t a = 0, b = 0;
-            got[0] = want[0] = 0;
-            for (k = 0; k < info.ndim && a < 80; k++) a += (size_t)snprintf(got + a, sizeof got - a, k ? ",%lld" : "%lld", (long long)info.shape[k]);
-            for (k = 0; k < e[i].ndim && b < 80; k++) b += (size_t)snprintf(want + b, sizeof want - b, k ? ",%lld" : "%lld", (long long)e[i].shape[k]);
-            return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has shape [%s], the model needs [%s]", path, name, got, want);
-        }
+            if ((r = prg__ckpt_check_one(st, path, name, e[i].ndim, e[i].shape, &info)) != PRG_OK) return r;
+            if ((r = prg_st_read_f32(st, name, dst, e[i].count, PRG_ST_FINITE)) != PRG_OK) return r;
+            for (j = 0; which == 2 && j < e[i].count; j++)
+                if (dst[j] < 0.0f)
+                    return prg__fail(PRG_ERR_NUMERIC, "%s: tensor '%s' element %zu is %g: a second moment cannot be negative", path,
+                                     name, j, (double)dst[j]);
         }
     }
     (void)nparams;
+    if (!strict) return PRG_OK;
+    names = (const char **)PRG_MALLOC(sizeof(char *) * (n > 0 ? (size_t)n : 1));
+    if (!names) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; i < n; i++) names[i] = e[i].name;
+    r = prg__ckpt_check_extra(st, path, names, n, strict);
+    PRG_FREE((void *)names);
+    return r;
+}
+
+/* Before anything is allocated for the model: every tensor config c needs is
+   in the file with its shape and a float dtype (and, with strict, nothing
+   else but head.* / optim.*), so that a config naming a larger model than
+   the file holds costs only the tensor table.  The head of a classifier of
+   `classes` classes (> 0) is checked too. */
+static prg_result prg__ckpt_check_table(prg_st *st, const char *path, const prg_unet_config *c, int strict, int64_t classes) {
+    prg_unet n;
+    prg_st_info info;
+    const char **names = NULL;
+    prg_result r;
+    int i;
+    memset(&n, 0, sizeof n);
+    n.cfg = *c;
+    if ((r = prg__unet_plan(&n)) != PRG_OK) return r;
+    for (i = 0; i < n.ntens; i++)
+        if ((r = prg__ckpt_check_one(st, path, n.tens[i].name, n.tens[i].ndim, n.tens[i].shape, &info)) != PRG_OK) goto out;
     if (strict) {
-        for (i = 0; i < prg_st_count(st); i++) {
-            const prg_st_info *fi = prg_st_info_at(st, i);
-            int found = 0;
-            if (!strncmp(fi->name, "optim.", 6)) continue;
-            if (!strncmp(fi->name, "head.", 5) && strict == 1) continue;
-            for (k = 0; k < n && !found; k++) found = !strcmp(fi->name, e[k].name);
-            if (!found)
-                return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' is not part of this model's config", path, fi->name);
+        names = (const char **)PRG_MALLOC(sizeof(char *) * (n.ntens > 0 ? (size_t)n.ntens : 1));
+        if (!names) {
+            r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+            goto out;
+        }
+        for (i = 0; i < n.ntens; i++) names[i] = n.tens[i].name;
+        if ((r = prg__ckpt_check_extra(st, path, names, n.ntens, strict)) != PRG_OK) goto out;
+    }
+    if (classes > 0) {
+        int pool = prg__head_pool(c->image_size);
+        int64_t d = (int64_t)c->in_channels * pool * pool, shape[2];
+        for (i = 0; i < PRG__HEAD_NT; i++) {
+            shape[0] = i == 4 ? classes : d;
+            shape[1] = d;
+            if ((r = prg__ckpt_check_one(st, path, prg__head_names[i], (i == 2 || i == 4) ? 2 : 1, shape, &info)) != PRG_OK) goto out;
         }
     }
-    return PRG_OK;
+out:
+    if (names) PRG_FREE((void *)names);
+    prg__unet_plan_free(&n);
+    return r;
 }
 
 /* The pretraining loss a file records: "prg.loss", else what "prg.path"
@@ -11178,6 +11669,7 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     int n, loss, fpath;
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
     if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
+    if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
     if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
     net->loss = loss;
     e = prg__ckpt_entries(net, NULL, &n);
@@ -11206,41 +11698,65 @@ prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config
     return r;
 }
 
+/* An integer metadata field: absent (keeps *v), or within [lo, hi]. */
+static prg_result prg__meta_int(prg_st *st, const char *path, const char *key, int64_t lo, int64_t hi, const char *limit,
+                                int64_t *v) {
+    const char *s = prg_st_metadata(st, key);
+    if (!s) return PRG_OK;
+    if (!prg__parse_i64(s, v) || *v < lo || *v > hi)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata %s=\"%.40s\" is not an integer in [%lld, %lld]%s", path, key, s, (long long)lo,
+                         (long long)hi, limit);
+    return PRG_OK;
+}
+
 prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg_unet_config *cfg) {
     prg_st *st;
     prg_unet *net = NULL;
     prg_classifier *clf = NULL;
     prg_st_info fc2;
     prg__ckpt_entry *e = NULL;
+    prg_unet_config c;
     prg_result r;
     int64_t classes = 0, span = 32, cut = 0;
-    int n, nu;
+    int n, nu, enc_path = PRG_PATH_ICFM;
     if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_load: clf is NULL");
     *out = NULL;
     if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
-    if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    /* everything the metadata says is checked against the tensor table and
+       the documented limits before the net or the head is allocated */
     memset(&fc2, 0, sizeof fc2);
     if (prg_st_find(st, "head.fc2.weight", &fc2) != PRG_OK || fc2.ndim != 2) {
         r = prg__fail(PRG_ERR_FORMAT, "%s: no classifier head (tensor 'head.fc2.weight' [classes][D])", path);
         goto done;
     }
     classes = fc2.shape[0];
-    if ((prg_st_metadata(st, "prg.num_classes") && !prg__parse_i64(prg_st_metadata(st, "prg.num_classes"), &classes)) ||
-        (prg_st_metadata(st, "prg.t_span") && !prg__parse_i64(prg_st_metadata(st, "prg.t_span"), &span)) ||
-        (prg_st_metadata(st, "prg.t_cutoff") && !prg__parse_i64(prg_st_metadata(st, "prg.t_cutoff"), &cut)) ||
-        classes < 1 || classes > 1000000 || span < 2 || span > 1000000 || cut < 0 || cut > span) {
-        r = prg__fail(PRG_ERR_FORMAT, "%s: bad prg.num_classes / prg.t_span / prg.t_cutoff metadata", path);
+    if ((r = prg__meta_int(st, path, "prg.num_classes", 1, PRG_MAX_CLASSES, " (PRG_MAX_CLASSES)", &classes)) != PRG_OK ||
+        (r = prg__meta_int(st, path, "prg.t_span", 2, PRG_MAX_T_SPAN, " (PRG_MAX_T_SPAN)", &span)) != PRG_OK ||
+        (r = prg__meta_int(st, path, "prg.t_cutoff", 0, span, " (0 .. prg.t_span)", &cut)) != PRG_OK)
+        goto done;
+    if (classes != fc2.shape[0]) {
+        r = prg__fail(PRG_ERR_SHAPE, "%s: metadata prg.num_classes=%lld but tensor 'head.fc2.weight' has %lld rows", path,
+                      (long long)classes, (long long)fc2.shape[0]);
         goto done;
     }
     {
-        int loss, fpath; /* checked by prg__unet_load_st; the encoder's path: prg.path, else the net's */
-        prg__ckpt_loss(st, path, &loss, &fpath);
-        /* a grid may be invalid for one path: create on one valid for both, then set both */
-        if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
-        net = NULL; /* owned by clf */
-        clf->path = fpath >= 0 ? fpath : prg_unet_path(clf->net);
-        if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
+        /* the encoder's path: prg.path, else the one the net's loss gives */
+        int loss, fpath;
+        if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) goto done;
+        enc_path = fpath >= 0 ? fpath : prg_loss_path(loss);
     }
+    if (prg__classifier_steps(enc_path, (int)span, (int)cut) < 0) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.t_span / prg.t_cutoff: %s", path, prg_last_error());
+        goto done;
+    }
+    if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) goto done;
+    if ((r = prg__ckpt_check_table(st, path, &c, 0, classes)) != PRG_OK) goto done;
+    if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
+    /* a grid may be invalid for one path: create on one valid for both, then set both */
+    if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
+    net = NULL; /* owned by clf */
+    clf->path = enc_path;
+    if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
     e = prg__ckpt_entries(clf->net, clf, &n);
     if (!e) {
         r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
@@ -11306,8 +11822,18 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     if ((opt && !prg__parse_i64(prg_st_metadata(st, "optim.step"), &ostep)) ||
         (rng && !prg__parse_rng(prg_st_metadata(st, "prg.rng"), &rr)) ||
         (step && !prg__parse_i64(prg_st_metadata(st, "prg.step"), &istep))) {
-        r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata): "
-                      "it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+        r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata, decimal integers and "
+                      "64 hex digits): it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+        goto done;
+    }
+    if ((opt && ostep < 0) || (step && istep < 0)) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata %s=%lld is negative: a step count starts at 0", path,
+                      opt && ostep < 0 ? "optim.step" : "prg.step", (long long)(opt && ostep < 0 ? ostep : istep));
+        goto done;
+    }
+    if (rng && !(rr.s[0] | rr.s[1] | rr.s[2] | rr.s[3])) {
+        r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.rng is all zero, a state xoshiro256** never leaves (the noise would "
+                      "be degenerate)", path);
         goto done;
     }
     e = prg__ckpt_entries(net, clf, &n);
@@ -11348,6 +11874,7 @@ void prg_dataset_free(prg_dataset *ds) {
 
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes) {
     size_t per;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_alloc: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if (n < 0 || c < 1 || h < 1 || w < 1 || num_classes < 1 || (size_t)c * (size_t)h > (size_t)INT32_MAX / (size_t)w)
         return prg__fail(PRG_ERR_ARG, "dataset %d x %d x %d x %d with %d classes: bad size", n, c, h, w, num_classes);
@@ -11395,6 +11922,29 @@ static prg_result prg__idx_header(const uint8_t *p, size_t len, const char *path
     return PRG_OK;
 }
 
+/* An IDX file, decompressed no further than its header says it needs (plus
+   one byte, so that trailing data is still reported). */
+static prg_result prg__idx_read(const char *path, int ndim, uint8_t **buf, size_t *len) {
+    uint8_t *head;
+    size_t hl;
+    uint64_t hdr = 4 + 4 * (uint64_t)ndim, need = hdr, count = 1;
+    int k, ok;
+    prg_result r = prg__file_read_part(path, (size_t)hdr, &head, &hl);
+    if (r) return r;
+    /* the dimensions as prg__idx_header accepts them; anything else reads only the header */
+    ok = hl == hdr && head[0] == 0 && head[1] == 0 && head[2] == 8 && head[3] == ndim;
+    for (k = 0; ok && k < ndim; k++) {
+        uint32_t d = prg__rd32be(head + 4 + 4 * k);
+        if (d > (k ? 65535u : (uint32_t)INT32_MAX) || (k && d == 0)) ok = 0;
+        else count *= d; /* at most 2^31 * 2^16 * 2^16 */
+        if (count > ((uint64_t)1 << 62)) ok = 0;
+    }
+    if (ok) need = hdr + count;
+    prg_free(head);
+    if (need > (uint64_t)(SIZE_MAX / 2)) need = SIZE_MAX / 2;
+    return prg__file_read_part(path, (size_t)need + 1, buf, len);
+}
+
 static int prg__is_gz(const char *path) {
     FILE *f = fopen(path, "rb");
     int a, b;
@@ -11410,10 +11960,11 @@ prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const 
     size_t ilen, llen, ioff, loff, i, per;
     uint32_t idim[3], ldim[1];
     prg_result r;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_idx: ds is NULL");
     memset(ds, 0, sizeof *ds);
-    if ((r = prg_file_read(images_path, &img, &ilen)) != PRG_OK) return r;
+    if ((r = prg__idx_read(images_path, 3, &img, &ilen)) != PRG_OK) return r;
     r = prg__idx_header(img, ilen, images_path, prg__is_gz(images_path), 3, idim, &ioff);
-    if (!r) r = prg_file_read(labels_path, &lab, &llen);
+    if (!r) r = prg__idx_read(labels_path, 1, &lab, &llen);
     if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
     if (!r && ldim[0] != idim[0])
         r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
@@ -11451,7 +12002,9 @@ static prg_result prg__cifar_load(prg_dataset *ds, const char *const *paths, int
     prg_result r;
     FILE *f;
     int k;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_cifar: ds is NULL");
     memset(ds, 0, sizeof *ds);
+    if (npaths > 0 && !paths) return prg__fail(PRG_ERR_ARG, "%s: paths is NULL", "prg_dataset_load_cifar");
     if (npaths < 1 || !paths) return prg__fail(PRG_ERR_ARG, "CIFAR: no files given");
     for (k = 0; k < npaths; k++) { /* sizes first: one allocation, nothing read from a bad set */
         if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) return r;
@@ -11508,6 +12061,7 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
     int64_t n, hi = 0, v;
     int c = 3, h = 0, w = 0, base = 0, imagenet;
     size_t i;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_npz: ds is NULL");
     memset(ds, 0, sizeof *ds);
     memset(&labels, 0, sizeof labels);
     if ((r = prg_npz_load(&data, path, "data")) != PRG_OK) return r;
@@ -11537,9 +12091,10 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
         for (i = 0; i < labels.count; i++) {
             v = prg__int_at(labels.data, labels.dtype, i);
             if (v > hi) hi = v;
-            if (v < base || (imagenet && v > 1000) || v > 1000000) {
+            if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
                 r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range %s", path, (long long)v, i,
-                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)" : "0..1000000");
+                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)"
+                                       : "0 .. PRG_MAX_CLASSES-1 (the class count is the largest label + 1)");
                 break;
             }
         }
@@ -11606,6 +12161,7 @@ prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train) {
     const char *split = train ? "train" : "t10k";
     prg_result r;
     int k, n = 0, kind = 0, gz;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_dir: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if (!dir) return prg__fail(PRG_ERR_ARG, "dataset directory is NULL");
     p[0] = prg__join(dir, "data_batch_1.bin");
@@ -11666,6 +12222,7 @@ prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
     FILE *f;
     prg_result r;
     const char *base = path, *p;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load: ds is NULL");
     memset(ds, 0, sizeof *ds);
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     if (size >= 4 && fread(m, 1, 4, f) != 4) m[0] = m[1] = 0xff;
@@ -11800,62 +12357,72 @@ prg_result prg_pnm_write(const char *path, const uint8_t *pixels, int w, int h, 
     return prg__wclose(&wf);
 }
 
-prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *w, int *h, int *c) {
-    uint8_t *buf, *out = NULL;
-    size_t len, pos = 2, need, i;
-    long v[3];
-    int k, ch, bps;
-    prg_result r;
-    *pixels = NULL;
-    *w = *h = *c = 0;
-    if ((r = prg_file_read(path, &buf, &len)) != PRG_OK) return r;
-    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6')) {
-        r = prg__fail(len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '7' ? PRG_ERR_UNSUPPORTED : PRG_ERR_FORMAT,
-                      "%s: not a binary PGM/PPM (magic P5 or P6 expected at byte 0)", path);
-        prg_free(buf);
-        return r;
-    }
-    ch = buf[1] == '5' ? 1 : 3;
-    for (k = 0; k < 3; k++) { /* width, height, maxval; '#' comments to the end of the line */
+/* P5/P6 header: width, height, maxval ('#' comments to the end of the line)
+   and the one whitespace byte; *pos = first pixel byte. */
+static prg_result prg__pnm_header(const uint8_t *buf, size_t len, const char *path, long v[3], int *ch, size_t *pos_out) {
+    size_t pos = 2;
+    int k;
+    if (len < 2 || buf[0] != 'P' || (buf[1] != '5' && buf[1] != '6'))
+        return prg__fail(len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '7' ? PRG_ERR_UNSUPPORTED : PRG_ERR_FORMAT,
+                         "%s: not a binary PGM/PPM (magic P5 or P6 expected at byte 0)", path);
+    *ch = buf[1] == '5' ? 1 : 3;
+    for (k = 0; k < 3; k++) {
+        size_t start;
         for (;;) {
             while (pos < len && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\n' || buf[pos] == '\r')) pos++;
             if (pos < len && buf[pos] == '#') {
                 while (pos < len && buf[pos] != '\n') pos++;
             } else break;
         }
-        if (pos >= len || buf[pos] < '0' || buf[pos] > '9') {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: bad or truncated header at byte %zu (a number expected)", path, pos);
-            break;
-        }
+        if (pos >= len || buf[pos] < '0' || buf[pos] > '9')
+            return prg__fail(PRG_ERR_FORMAT, "%s: bad or truncated header at byte %zu (a number expected)", path, pos);
         v[k] = 0;
-        while (pos < len && buf[pos] >= '0' && buf[pos] <= '9' && v[k] < 1000000) v[k] = v[k] * 10 + (buf[pos++] - '0');
-        if (v[k] < 1 || v[k] > (k < 2 ? 1 << 24 : 65535)) {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: absurd %s %ld before byte %zu", path, k == 0 ? "width" : k == 1 ? "height" : "maxval", v[k], pos);
+        start = pos;
+        while (pos < len && buf[pos] >= '0' && buf[pos] <= '9') { /* every digit belongs to this number */
+            if (v[k] <= 100000000L) v[k] = v[k] * 10 + (buf[pos] - '0');
+            pos++;
+        }
+        if (v[k] < 1 || v[k] > (k < 2 ? 1L << 24 : 65535L))
+            return prg__fail(PRG_ERR_FORMAT, "%s: absurd %s %.*s at byte %zu (limit %ld)", path, k == 0 ? "width" : k == 1 ? "height" : "maxval",
+                             (int)(pos - start < 20 ? pos - start : 20), (const char *)buf + start, start, k < 2 ? 1L << 24 : 65535L);
+    }
+    if (pos >= len || (buf[pos] != ' ' && buf[pos] != '\t' && buf[pos] != '\n' && buf[pos] != '\r'))
+        return prg__fail(PRG_ERR_FORMAT, "%s: truncated header at byte %zu", path, pos);
+    *pos_out = pos + 1;
+    return PRG_OK;
+}
+
+prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *w, int *h, int *c) {
+    uint8_t *buf, *out = NULL;
+    size_t len, pos = 0, need, i, n;
+    long v[3];
+    int ch = 1, bps;
+    prg_result r;
+    if (!pixels || !w || !h || !c) return prg__fail(PRG_ERR_ARG, "prg_pnm_read: NULL output pointer");
+    *pixels = NULL;
+    *w = *h = *c = 0;
+    /* the header from the first 64 KiB, then no more of the file than it needs */
+    if ((r = prg__file_read_part(path, 65536, &buf, &len)) != PRG_OK) return r;
+    r = prg__pnm_header(buf, len, path, v, &ch, &pos);
+    prg_free(buf);
+    if (r) return r;
+    bps = v[2] > 255 ? 2 : 1;
+    if ((uint64_t)v[0] * (uint64_t)v[1] > (uint64_t)PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_FORMAT, "%s: image of %ld x %ld pixels is larger than PRG_IMAGE_MAX_PIXELS (%llu)", path, v[0], v[1],
+                         (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+    n = (size_t)v[0] * (size_t)v[1] * (size_t)ch;
+    need = n * (size_t)bps;
+    if ((r = prg__file_read_part(path, pos + need, &buf, &len)) != PRG_OK) return r;
+    if (len < pos || need > len - pos)
+        r = prg__fail(PRG_ERR_FORMAT, "%s: truncated: %zu bytes of pixels expected from byte %zu, the file has %zu", path, need, pos, len - pos);
+    if (!r && !(out = (uint8_t *)prg_alloc(n))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; !r && i < n; i++) {
+        unsigned sv = bps == 2 ? (unsigned)buf[pos + 2 * i] << 8 | buf[pos + 2 * i + 1] : buf[pos + i];
+        if (sv > (unsigned)v[2]) {
+            r = prg__fail(PRG_ERR_FORMAT, "%s: sample %u at byte %zu exceeds maxval %ld", path, sv, pos + i * (size_t)bps, v[2]);
             break;
         }
-    }
-    if (!r && (pos >= len || (buf[pos] != ' ' && buf[pos] != '\t' && buf[pos] != '\n' && buf[pos] != '\r')))
-        r = prg__fail(PRG_ERR_FORMAT, "%s: truncated header at byte %zu", path, pos);
-    pos++;
-    bps = !r && v[2] > 255 ? 2 : 1;
-    if (!r && (uint64_t)v[0] * (uint64_t)v[1] > (uint64_t)((1u << 30) / (unsigned)(ch * bps)))
-        r = prg__fail(PRG_ERR_FORMAT, "%s: absurd image size %ld x %ld", path, v[0], v[1]);
-    if (!r) {
-        need = (size_t)v[0] * (size_t)v[1] * (size_t)ch * (size_t)bps;
-        if (need > len - pos)
-            r = prg__fail(PRG_ERR_FORMAT, "%s: truncated: %zu bytes of pixels expected from byte %zu, the file has %zu", path, need, pos, len - pos);
-    }
-    if (!r && !(out = (uint8_t *)prg_alloc((size_t)v[0] * (size_t)v[1] * (size_t)ch))) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
-    if (!r) {
-        size_t n = (size_t)v[0] * (size_t)v[1] * (size_t)ch;
-        for (i = 0; i < n; i++) {
-            unsigned s = bps == 2 ? (unsigned)buf[pos + 2 * i] << 8 | buf[pos + 2 * i + 1] : buf[pos + i];
-            if (s > (unsigned)v[2]) {
-                r = prg__fail(PRG_ERR_FORMAT, "%s: sample %u at byte %zu exceeds maxval %ld", path, s, pos + i * (size_t)bps, v[2]);
-                break;
-            }
-            out[i] = (uint8_t)((s * 255u + (unsigned)v[2] / 2) / (unsigned)v[2]);
-        }
+        out[i] = (uint8_t)((sv * 255u + (unsigned)v[2] / 2) / (unsigned)v[2]);
     }
     prg_free(buf);
     if (r) {
@@ -12682,8 +13249,10 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     prg__jpeg *j;
     prg_result r = PRG_OK;
     int i, done = 0;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: channels %d (0..4)", channels);
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8)
         return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG file (no SOI marker FF D8 at byte 0)", name ? name : "<memory>");
@@ -12797,13 +13366,19 @@ prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, 
 }
 
 prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter) {
-    int w, h;
-    if (size <= 0) return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: size %d", size);
-    if (src->w <= src->h) { w = size; h = (int)((int64_t)size * src->h / src->w); }
-    else { h = size; w = (int)((int64_t)size * src->w / src->h); }
+    int64_t w, h;
+    if (!dst || !src || size <= 0 || src->w < 1 || src->h < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: size %d, source %d x %d", size, src ? src->w : 0, src ? src->h : 0);
+    if (src->w <= src->h) { w = size; h = (int64_t)size * src->h / src->w; }
+    else { h = size; w = (int64_t)size * src->w / src->h; }
     if (w < 1) w = 1;
     if (h < 1) h = 1;
-    return prg_image_resize(dst, src, w, h, filter);
+    /* the output size itself, in 64 bits, against the pixel limit: an
+       extreme aspect ratio (2^26 x 1) must not wrap an int */
+    if ((uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: %d x %d to shorter side %d gives %lld x %lld, more than PRG_IMAGE_MAX_PIXELS",
+                         src->w, src->h, size, (long long)w, (long long)h);
+    return prg_image_resize(dst, src, (int)w, (int)h, filter);
 }
 
 prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h) {
@@ -12938,9 +13513,11 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     uint8_t *idat = NULL, *raw = NULL;
     int seen_iend = 0, seen_ihdr = 0, pass, k;
     prg_result r = PRG_OK;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_png_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
     memset(&P, 0, sizeof P);
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_png_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_png_decode: channels %d (0..4)", channels);
     if (len < 8 || memcmp(buf, sig, 8) != 0)
         return prg__fail(PRG_ERR_FORMAT, "%s: not a PNG file (signature missing at byte 0)", PRG__PNAME);
@@ -13062,21 +13639,70 @@ fail:
 /* ---- loading --------------------------------------------------------- */
 
 prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    if (!buf) return prg__fail(PRG_ERR_ARG, "prg_image_decode: buf is NULL");
     if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return prg_jpeg_decode(img, buf, len, channels, name);
     if (len >= 8 && buf[0] == 0x89 && buf[1] == 'P' && buf[2] == 'N' && buf[3] == 'G') return prg_png_decode(img, buf, len, channels, name);
     return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG or PNG file (unknown magic at byte 0)", name ? name : "<memory>");
 }
 
+/* The pixel count a JPEG (its first SOF) or PNG (IHDR) header in buf
+   declares; 0 when there is none, with *more = 1 only when a JPEG's
+   segments run past buf (the frame header may come later). */
+static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n, int *more) {
+    size_t i = 2;
+    *more = 0;
+    if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && !memcmp(b + 12, "IHDR", 4)) return (uint64_t)prg__rd32be(b + 16) * prg__rd32be(b + 20);
+    if (n < 3 || b[0] != 0xFF || b[1] != 0xD8) return 0;
+    while (i + 4 <= n) {
+        int m;
+        if (b[i] != 0xFF) return 0;
+        m = b[i + 1];
+        if (m == 0xFF) { i++; continue; }
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (i + 9 <= n) return (uint64_t)(((uint32_t)b[i + 5] << 8) | b[i + 6]) * (((uint32_t)b[i + 7] << 8) | b[i + 8]);
+            break;
+        }
+        if (m == 0xDA || m == 0xD9) return 0;
+        i += 2 + (((size_t)b[i + 2] << 8) | b[i + 3]);
+    }
+    *more = 1;
+    return 0;
+}
+
 prg_result prg_image_load(prg_image *img, const char *path, int channels) {
     uint8_t *buf = NULL;
     size_t len = 0;
+    uint64_t px, cap;
+    int more;
     prg_result r;
+    if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
-    r = prg_file_read(path, &buf, &len);
+    /* the header from the first MiB: the pixel limit is checked before the
+       rest is read, and no more is decompressed than such an image can take
+       (8 bytes a pixel + 16 MiB of other chunks; 4 bytes a pixel at the
+       limit when a JPEG's frame header is not in the first MiB; a file
+       whose header is broken is decoded from the first MiB, to say where) */
+    r = prg__file_read_part(path, (size_t)1 << 20, &buf, &len);
     if (r) return r;
+    px = prg__image_head_pixels(buf, len, &more);
+    if (px > PRG_IMAGE_MAX_PIXELS) {
+        prg_free(buf);
+        return prg__fail(PRG_ERR_FORMAT, "%s: the image header declares %llu pixels, more than PRG_IMAGE_MAX_PIXELS (%llu)", path,
+                         (unsigned long long)px, (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+    }
+    cap = (px ? px * 8 : (uint64_t)PRG_IMAGE_MAX_PIXELS * 4) + ((uint64_t)16 << 20);
+    if (len == ((size_t)1 << 20) && !(len >= 2 && buf[0] == 'P') && (px || more)) { /* more to read */
+        prg_free(buf);
+        buf = NULL;
+        r = prg__file_read_cap(path, cap > SIZE_MAX / 4 ? SIZE_MAX / 4 : (size_t)cap, "what an image within PRG_IMAGE_MAX_PIXELS can need",
+                               &buf, &len);
+        if (r) return r;
+    }
     if (len >= 2 && buf[0] == 'P' && (buf[1] == '5' || buf[1] == '6')) { /* PGM / PPM: the io reader */
         uint8_t *px = NULL;
         int w, h, c;
@@ -13166,6 +13792,12 @@ prg_result prg_planes_resize(uint8_t *dst, int oh, int ow, const uint8_t *src, i
     if (c < 1 || h < 1 || w < 1 || oh < 1 || ow < 1)
         return prg__fail(PRG_ERR_ARG, "prg_planes_resize: sizes must be positive (got %dx%dx%d -> %dx%d)",
                          c, h, w, oh, ow);
+#ifdef PRG_IMAGE_MAX_PIXELS
+    if ((uint64_t)oh * (uint64_t)ow > PRG_IMAGE_MAX_PIXELS || (uint64_t)h * (uint64_t)w > PRG_IMAGE_MAX_PIXELS)
+        return prg__fail(PRG_ERR_ARG, "prg_planes_resize: %dx%d -> %dx%d exceeds PRG_IMAGE_MAX_PIXELS (%llu)", h, w, oh, ow,
+                         (unsigned long long)PRG_IMAGE_MAX_PIXELS);
+#endif
+    if (!dst || !src) return prg__fail(PRG_ERR_ARG, "prg_planes_resize: dst or src is NULL");
     if (!work) {
         own = work = prg_alloc(prg_planes_resize_workspace(c, h, w, oh, ow));
         if (!work) return prg__fail(PRG_ERR_NOMEM, "prg_planes_resize: no memory for the workspace");

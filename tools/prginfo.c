@@ -1,6 +1,10 @@
 /* prginfo: prints a checkpoint's config, tensor table and parameter count,
-   and verifies it (every tensor read, shapes checked against the config,
-   NaN/Inf refused).
+   and verifies it: loaded as what its metadata says (shapes checked against
+   the config), then every tensor of the file read, optim.* included, with
+   float dtypes only (F32/F16/BF16/F64), NaN/Inf and a negative
+   optim.exp_avg_sq refused; a training checkpoint (optim.step / prg.rng
+   metadata) is also restored into a fresh optimizer, which checks its step
+   counts and RNG state.
 
      prginfo [--quiet] FILE.safetensors [U-Net flags]
 
@@ -14,9 +18,71 @@
 #include <stdio.h>
 #include <string.h>
 
+static int training = 0;
+
+/* Every tensor of the file, optim.* included: a float dtype, read whole,
+   finite, and exp_avg_sq non-negative.  0 when all pass (else the error is
+   in prg_last_error()). */
+static int read_all(const char *path) {
+    prg_st *st;
+    float *buf = NULL;
+    size_t cap = 0, k;
+    int i, bad = 0;
+    if (prg_safetensors_open(&st, path) != PRG_OK) return 1;
+    for (i = 0; i < prg_st_count(st) && !bad; i++) {
+        const prg_st_info *t = prg_st_info_at(st, i);
+        if (t->dtype != PRG_DT_F32 && t->dtype != PRG_DT_F16 && t->dtype != PRG_DT_BF16 && t->dtype != PRG_DT_F64) {
+            fprintf(stderr, "prginfo: %s: tensor '%s' is stored as %s, not a float type\n", path, t->name, prg_dtype_name(t->dtype));
+            printf("  NOT VALID: tensor '%s' is %s\n", t->name, prg_dtype_name(t->dtype));
+            prg_st_close(st);
+            prg_free(buf);
+            exit(1);
+        }
+        if (t->count > cap) {
+            prg_free(buf);
+            cap = t->count;
+            if (!(buf = (float *)prg_alloc(cap * sizeof(float)))) {
+                fprintf(stderr, "prginfo: out of memory for tensor '%s' (%zu values)\n", t->name, t->count);
+                exit(1);
+            }
+        }
+        bad = prg_st_read_f32(st, t->name, buf, t->count, PRG_ST_FINITE) != PRG_OK;
+        if (!bad && !strncmp(t->name, "optim.exp_avg_sq.", 17))
+            for (k = 0; k < t->count && !bad; k++)
+                if (buf[k] < 0.0f) {
+                    printf("  NOT VALID: tensor '%s' element %zu is %g (a second moment)\n", t->name, k, (double)buf[k]);
+                    exit(1);
+                }
+    }
+    prg_free(buf);
+    prg_st_close(st);
+    return bad;
+}
+
+/* A training checkpoint restored into a fresh optimizer and RNG. */
+static int restore_state(const char *path, prg_unet *net, prg_classifier *clf) {
+    prg_st *st;
+    prg_adam *opt = NULL;
+    prg_adam_config ac;
+    prg_rng rng;
+    int64_t step;
+    size_t n = prg_unet_num_params(net), nh = 0;
+    int r;
+    if (prg_safetensors_open(&st, path) != PRG_OK) return 1;
+    training = prg_st_metadata(st, "optim.step") != NULL;
+    prg_st_close(st);
+    if (!training) return 0;
+    if (clf) prg_classifier_head_params(clf, &nh);
+    prg_adam_config_default(&ac);
+    if (prg_adam_create(&opt, n + nh, &ac) != PRG_OK) return 1;
+    r = prg_checkpoint_restore(path, clf ? NULL : net, clf, opt, &rng, &step) != PRG_OK;
+    prg_adam_free(opt);
+    return r;
+}
+
 int main(int argc, char **argv) {
     const char *path = NULL;
-    int quiet = 0, i, j, has_head;
+    int quiet = 0, i, j, has_head, ok;
     prg_st *st;
     prg_unet_config cfg;
     const prg_unet_config *use;
@@ -85,11 +151,14 @@ int main(int argc, char **argv) {
         size_t nh;
         prg_classifier_head_params(clf, &nh);
         printf(", head: %zu (%d classes)", nh, prg_classifier_num_classes(clf));
-        prg_classifier_free(clf);
-    } else {
-        prg_unet_free(net);
     }
-    printf("\n  verified: every tensor present, shaped as the config says, and finite\n");
+    printf("\n");
+    ok = read_all(path) == 0 && restore_state(path, net, clf) == 0;
+    if (clf) prg_classifier_free(clf);
+    else prg_unet_free(net);
+    if (!ok) goto bad;
+    printf("  verified: every tensor present, shaped as the config says, float, read and finite%s\n",
+           training ? "; training state restores" : "");
     return 0;
 bad:
     printf("  NOT VALID: %s\n", prg_last_error());
