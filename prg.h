@@ -40,6 +40,15 @@
                            (default 256; 0 turns keeping off)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
+     PRG_THREAD_LOCAL      the thread-local storage class (default: C11
+                           _Thread_local, C++11 thread_local, __thread for gcc/
+                           clang in C99, __declspec(thread) for MSVC).  Where
+                           the compiler has none (tcc, unknown compilers) it
+                           is empty and PRG_HAS_TLS is 0: the library still
+                           works with threads, but prg_last_error() is one
+                           buffer for the whole process, so read it before
+                           another thread can fail (or build PRG_NO_THREADS).
+                           Defining it empty yourself: define PRG_HAS_TLS 0.
 
    ERRORS
      Run-time failures return a prg_result (PRG_OK == 0, failures < 0);
@@ -1136,12 +1145,31 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #define PRG_MAX_THREADS 256
 #endif
 
-#if defined(__cplusplus)
-#define PRG_THREAD_LOCAL thread_local
-#elif defined(_MSC_VER)
+/* Thread-local storage (prg_last_error's message, the pool's "inside a task"
+   flag): the language's keyword where there is one, else the compiler's.
+   tcc has none (and says C11 with -std=c11 without _Thread_local); there and
+   on unknown compilers PRG_THREAD_LOCAL is empty and PRG_HAS_TLS is 0: see
+   CONFIGURATION at the top.  Define PRG_THREAD_LOCAL (empty or a keyword)
+   before including to choose. */
+#ifndef PRG_THREAD_LOCAL
+#if defined(_MSC_VER)
 #define PRG_THREAD_LOCAL __declspec(thread)
-#else
+#elif defined(__cplusplus) && __cplusplus >= 201103L
+#define PRG_THREAD_LOCAL thread_local
+#elif defined(__TINYC__)
+#define PRG_THREAD_LOCAL
+#define PRG_HAS_TLS 0
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define PRG_THREAD_LOCAL _Thread_local
+#elif defined(__GNUC__) || defined(__clang__) || defined(__INTEL_COMPILER) || defined(__SUNPRO_C)
 #define PRG_THREAD_LOCAL __thread
+#else
+#define PRG_THREAD_LOCAL
+#define PRG_HAS_TLS 0
+#endif
+#endif
+#ifndef PRG_HAS_TLS
+#define PRG_HAS_TLS 1
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -1195,15 +1223,60 @@ static PRG_THREAD_LOCAL char prg__error_msg[512];
 const char *prg_last_error(void) { return prg__error_msg; }
 
 /* Records a message for prg_last_error() and returns r, so that failures
-   read `return prg__fail(PRG_ERR_IO, "cannot open %s", path);`. */
+   read `return prg__fail(PRG_ERR_IO, "cannot open %s", path);`.  The text is
+   formatted into a local buffer first: an argument may be prg_last_error()
+   itself (to add context to a nested failure, use prg__fail_ctx). */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 2, 3)))
 #endif
 static prg_result prg__fail(prg_result r, const char *fmt, ...) {
+    char msg[sizeof prg__error_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prg__error_msg, sizeof prg__error_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(prg__error_msg, msg, sizeof msg);
+    return r;
+}
+
+/* Puts context in front of the current message (a nested call's failure):
+   "<context>: <cause>", the cause said once.  When the cause already starts
+   with the context it is kept as it is; when it starts with the context's
+   first field (e.g. the same file name, "x.png: ..."), that field is not
+   repeated.  Returns r. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static PRG_UNUSED prg_result prg__fail_ctx(prg_result r, const char *fmt, ...) {
+    char ctx[sizeof prg__error_msg], cause[sizeof prg__error_msg];
+    const char *c = cause, *colon;
+    size_t n;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    memcpy(cause, prg__error_msg, sizeof cause);
+    cause[sizeof cause - 1] = 0;
+    n = strlen(ctx);
+    if (strncmp(cause, ctx, n) == 0) return r; /* already says it */
+    colon = strstr(ctx, ": ");
+    if (colon) {
+        size_t h = (size_t)(colon - ctx) + 2; /* "x.png: " */
+        if (strncmp(cause, ctx, h) == 0) c = cause + h;
+    }
+    {   /* ctx ": " cause, cut to the buffer (the cause's end is lost first) */
+        size_t cap = sizeof prg__error_msg - 1, k = n < cap ? n : cap, m;
+        memcpy(prg__error_msg, ctx, k);
+        if (*c && k + 2 <= cap) {
+            memcpy(prg__error_msg + k, ": ", 2);
+            k += 2;
+            m = strlen(c);
+            if (m > cap - k) m = cap - k;
+            memcpy(prg__error_msg + k, c, m);
+            k += m;
+        }
+        prg__error_msg[k] = 0;
+    }
     return r;
 }
 
@@ -10791,7 +10864,7 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
         return PRG_OK;
     }
     if ((r = prg_unet_config_parse(&fc, s)) != PRG_OK)
-        return prg__fail(r, "%s: metadata 'prg.unet': %s", path, prg_last_error());
+        return prg__fail_ctx(r, "%s: metadata 'prg.unet'", path);
     if (cfg && !prg__config_equal(cfg, &fc)) {
         char want[512] = "an invalid config";
         prg_unet_config_format(cfg, want, sizeof want);
@@ -12697,7 +12770,7 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     raw = (uint8_t *)prg_alloc(raw_len + 1);
     if (!raw) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for a %d x %d PNG", PRG__PNAME, P.w, P.h); goto fail; }
     r = prg_zlib_decompress(idat, idat_len, raw, raw_len + 1, &got);
-    if (r) { r = prg__fail(r, "%s: corrupt PNG image data: %s", PRG__PNAME, prg_last_error()); goto fail; }
+    if (r) { r = prg__fail_ctx(r, "%s: corrupt PNG image data", PRG__PNAME); goto fail; }
     if (got != raw_len)
         { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: image data inflates to %lu bytes, %lu expected", PRG__PNAME, (unsigned long)got, (unsigned long)raw_len); goto fail; }
     r = prg_image_alloc(img, P.w, P.h, P.outc);

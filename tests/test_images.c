@@ -204,6 +204,66 @@ static void test_corrupt_headers(void) {
     CHECK(r == PRG_ERR_FORMAT, "unknown magic refused");
 }
 
+static int count_of(const char *hay, const char *needle) {
+    int n = 0;
+    size_t k = strlen(needle);
+    for (hay = strstr(hay, needle); hay; hay = strstr(hay + k, needle)) n++;
+    return n;
+}
+
+/* Writes the CRC of the chunk at pos (length, type, data, CRC) again. */
+static void png_recrc(uint8_t *b, size_t pos) {
+    uint32_t n = ((uint32_t)b[pos] << 24) | ((uint32_t)b[pos + 1] << 16) | ((uint32_t)b[pos + 2] << 8) | b[pos + 3];
+    uint32_t crc = prg_crc32(0, b + pos + 4, (size_t)n + 4);
+    uint8_t *c = b + pos + 8 + n;
+    c[0] = (uint8_t)(crc >> 24); c[1] = (uint8_t)(crc >> 16); c[2] = (uint8_t)(crc >> 8); c[3] = (uint8_t)crc;
+}
+
+/* A failure inside a nested call (the zlib stream of a PNG) comes out whole:
+   the file named once, the PNG context once, the cause (the Adler-32) once;
+   and prg__fail may take prg_last_error() as an argument. */
+static void test_nested_error(void) {
+    size_t len, pos = 8, last = 0;
+    uint8_t *b = prg_test_read_file(FIX "png_rgb8.png", &len);
+    prg_image img;
+    prg_result r;
+    const char *e;
+    CHECK(b != NULL, "cannot read png_rgb8.png");
+    if (!b) return;
+    while (pos + 12 <= len) { /* the last IDAT ends with the zlib stream's Adler-32 */
+        uint32_t n = ((uint32_t)b[pos] << 24) | ((uint32_t)b[pos + 1] << 16) | ((uint32_t)b[pos + 2] << 8) | b[pos + 3];
+        if (memcmp(b + pos + 4, "IDAT", 4) == 0) last = pos;
+        pos += 12 + n;
+    }
+    CHECK(last > 0, "png_rgb8.png has an IDAT");
+    if (last) {
+        uint32_t n = ((uint32_t)b[last] << 24) | ((uint32_t)b[last + 1] << 16) | ((uint32_t)b[last + 2] << 8) | b[last + 3];
+        b[last + 8 + n - 1] ^= 0x5A;
+        png_recrc(b, last);
+        r = prg_png_decode(&img, b, len, 0, "dir/x.png");
+        e = prg_last_error();
+        CHECK(r == PRG_ERR_FORMAT, "corrupt zlib stream refused (%d)", (int)r);
+        CHECK(count_of(e, "dir/x.png") == 1 && count_of(e, "corrupt PNG image data") == 1 && count_of(e, "Adler-32") == 1 &&
+                  strncmp(e, "dir/x.png: corrupt PNG image data: ", 35) == 0,
+              "nested message not whole or not said once: '%s'", e);
+    }
+    free(b);
+    /* the helpers themselves */
+    r = prg__fail(PRG_ERR_IO, "a.bin: cannot read 12 bytes at offset 40");
+    r = prg__fail(r, "%s", prg_last_error());
+    CHECK(r == PRG_ERR_IO && strcmp(prg_last_error(), "a.bin: cannot read 12 bytes at offset 40") == 0,
+          "prg__fail with prg_last_error() as its argument: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "a.bin: loading the weights");
+    CHECK(strcmp(prg_last_error(), "a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "context added, file name once: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "a.bin: loading the weights");
+    CHECK(strcmp(prg_last_error(), "a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "the same context twice is said once: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "model %d", 3);
+    CHECK(strcmp(prg_last_error(), "model 3: a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "outer context: '%s'", prg_last_error());
+}
+
 /* Resizing against PIL's Image.resize on the source picture: the same
    fixed-point arithmetic, so exact. */
 static void test_resize(void) {
@@ -445,6 +505,7 @@ int main(void) {
     test_png();
     test_channels();
     test_corrupt_headers();
+    test_nested_error();
     test_resize();
     test_resize_channels();
     test_resize_agree();
