@@ -41,8 +41,10 @@ static int max_diff(const prg_image *a, const prg_image *b, double *mean) {
     return m;
 }
 
-/* Decodes name from the fixtures and compares with name.pam: at most bound. */
-static void check_file(const char *base, const char *ext, int bound) {
+/* Decodes name from the fixtures and compares with name.pam: at most bound;
+   img.warnings must be warn exactly, and strict decoding refuses the file
+   when warn is not 0 (accepts it when it is).  bound < 0: sizes only. */
+static void check_file_warn(const char *base, const char *ext, int bound, unsigned warn) {
     char path[256], ref_path[256];
     size_t len;
     uint8_t *buf;
@@ -57,26 +59,46 @@ static void check_file(const char *base, const char *ext, int bound) {
     r = prg_image_decode(&img, buf, len, 0, path);
     CHECK(r == PRG_OK, "%s: %s", path, prg_last_error());
     if (r == PRG_OK) {
+        char text[256];
+        CHECK(img.warnings == warn, "%s: warnings 0x%x (%s), expected 0x%x", path, img.warnings,
+              prg_image_warnings_format(img.warnings, text, sizeof text), warn);
         CHECK(img.w == ref.w && img.h == ref.h && img.c == ref.c, "%s: %dx%dx%d, reference %dx%dx%d", path, img.w, img.h,
               img.c, ref.w, ref.h, ref.c);
         if (img.w == ref.w && img.h == ref.h && img.c == ref.c) {
             double mean;
             int m = max_diff(&img, &ref, &mean);
-            CHECK(m <= bound, "%s: max abs diff %d > %d (mean %.4f)", path, m, bound, mean);
+            if (bound >= 0) CHECK(m <= bound, "%s: max abs diff %d > %d (mean %.4f)", path, m, bound, mean);
         }
         prg_image_free(&img);
     }
-    /* every truncation is refused with PRG_ERR_FORMAT and names the file */
+    r = prg_image_decode_flags(&img, buf, len, 0, PRG_DECODE_STRICT, path);
+    if (warn)
+        CHECK(r == PRG_ERR_FORMAT && strstr(prg_last_error(), "strict") && strstr(prg_last_error(), path),
+              "%s: strict decoding does not refuse it (%d): %s", path, (int)r, prg_last_error());
+    else
+        CHECK(r == PRG_OK, "%s: strict decoding refuses a clean file: %s", path, prg_last_error());
+    prg_image_free(&img);
+    /* strict: every truncation is refused with PRG_ERR_FORMAT and names the
+       file; lenient: refused so, or decoded with a warning that says so */
     {
-        size_t cut, step = len > 1500 ? 3 : 1, bad = 0, unnamed = 0;
+        size_t cut, step = len > 1500 ? 3 : 1, bad = 0, unnamed = 0, lenient_bad = 0;
         for (cut = 0; cut < len; cut += step) {
-            r = prg_image_decode(&img, buf, cut, 0, path);
+            r = prg_image_decode_flags(&img, buf, cut, 0, PRG_DECODE_STRICT, path);
             if (r != PRG_ERR_FORMAT) bad++;
             else if (!strstr(prg_last_error(), path)) unnamed++;
             if (r == PRG_OK) prg_image_free(&img);
+            r = prg_image_decode(&img, buf, cut, 0, path);
+            if (r == PRG_OK) {
+                if (!(img.warnings & (PRG_IMAGE_WARN_NO_END | PRG_IMAGE_WARN_SHORT_DATA))) lenient_bad++;
+                prg_image_free(&img);
+            } else if (r != PRG_ERR_FORMAT) {
+                lenient_bad++;
+            }
         }
-        CHECK(bad == 0, "%s: %lu truncations not refused with PRG_ERR_FORMAT", path, (unsigned long)bad);
+        CHECK(bad == 0, "%s: %lu truncations not refused with PRG_ERR_FORMAT in strict mode", path, (unsigned long)bad);
         CHECK(unnamed == 0, "%s: %lu error messages do not name the file (e.g. '%s')", path, (unsigned long)unnamed, prg_last_error());
+        CHECK(lenient_bad == 0, "%s: %lu truncations neither refused nor decoded with a truncation warning", path,
+              (unsigned long)lenient_bad);
     }
     /* random damage: never a crash; a failure is FORMAT/UNSUPPORTED */
     {
@@ -97,6 +119,40 @@ static void check_file(const char *base, const char *ext, int bound) {
     }
     free(buf);
     prg_image_free(&ref);
+}
+
+static void check_file(const char *base, const char *ext, int bound) { check_file_warn(base, ext, bound, 0); }
+
+/* Each defect that djpeg or PIL decode through (fixtures: byte edits of
+   clean files by tools/make_image_fixtures.py): decoded with its warning and
+   the reference's pixels (djpeg for JPEG, PIL for PNG), refused when strict. */
+static void test_defects(void) {
+    static const struct { const char *name, *ext; unsigned warn; } d[] = {
+        {"jpeg_junk", "jpg", PRG_IMAGE_WARN_JUNK},
+        {"jpeg_no_dht", "jpg", PRG_IMAGE_WARN_STD_HUFFMAN},
+        {"jpeg_short", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
+        {"jpeg_short_rst", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
+        {"jpeg_no_eoi", "jpg", PRG_IMAGE_WARN_NO_END},
+        {"jpeg_app_len0", "jpg", PRG_IMAGE_WARN_BAD_LENGTH},
+        {"png_no_iend", "png", PRG_IMAGE_WARN_NO_END},
+        {"png_crc_idat", "png", PRG_IMAGE_WARN_CRC},
+        {"png_crc_after", "png", PRG_IMAGE_WARN_CRC},
+    };
+    size_t i;
+    char text[512];
+    for (i = 0; i < sizeof d / sizeof *d; i++) check_file_warn(d[i].name, d[i].ext, 0, d[i].warn);
+    /* a progressive file cut mid-scan: libjpeg also smooths the blocks whose low
+       coefficients are incomplete (its block smoothing, which prg.h does not
+       do), so only the warning, the size and strict refusal are checked */
+    check_file_warn("jpeg_short_prog", "jpg", -1, PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END);
+    /* the texts: one per bit, joined */
+    prg_image_warnings_format(PRG_IMAGE_WARN_JUNK | PRG_IMAGE_WARN_CRC, text, sizeof text);
+    CHECK(strstr(text, prg_image_warning_str(PRG_IMAGE_WARN_JUNK)) == text && strstr(text, "; ") &&
+              strstr(text, prg_image_warning_str(PRG_IMAGE_WARN_CRC)),
+          "warning text: '%s'", text);
+    prg_image_warnings_format(~0u, text, 20);
+    CHECK(strlen(text) == 19, "cut to the buffer: '%s'", text);
+    CHECK(*prg_image_warning_str(0x40000000u) == 0 && *prg_image_warnings_format(0, text, sizeof text) == 0, "no warning, no text");
 }
 
 static void test_jpeg(void) {
@@ -503,6 +559,7 @@ static void test_resize_agree(void) {
 int main(void) {
     test_jpeg();
     test_png();
+    test_defects();
     test_channels();
     test_corrupt_headers();
     test_nested_error();
