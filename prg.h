@@ -961,6 +961,10 @@ prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
                                             empty, as libjpeg */
 #define PRG_IMAGE_WARN_CRC 0x20u         /* PNG CRC mismatch in IDAT or after the image data (PIL checks
                                             only the chunks before the first IDAT) */
+#define PRG_IMAGE_WARN_BAD_DATA 0x40u    /* corrupt JPEG entropy data decoded as libjpeg does: an invalid
+                                            Huffman code drops 17 bits and reads as symbol 0; a coefficient
+                                            past the end of its block or band is stored at that index (63
+                                            past the block) */
 /* Decode flags. */
 #define PRG_DECODE_STRICT 0x01u /* refuse every PRG_IMAGE_WARN_* defect (PRG_ERR_FORMAT, saying which) */
 
@@ -11917,6 +11921,7 @@ const char *prg_image_warning_str(unsigned bit) {
     case PRG_IMAGE_WARN_NO_END: return "the file ends without its end marker (EOI/IEND)";
     case PRG_IMAGE_WARN_BAD_LENGTH: return "JPEG APPn/COM segment with a length below 2 (read as empty)";
     case PRG_IMAGE_WARN_CRC: return "PNG CRC mismatch in the image data or a chunk after it";
+    case PRG_IMAGE_WARN_BAD_DATA: return "corrupt JPEG entropy data (an invalid Huffman code or a coefficient past its block)";
     }
     return "";
 }
@@ -11982,7 +11987,8 @@ typedef struct prg__jcomp {
     int id, h, v, tq, td, ta;
     int bw, bh;          /* blocks per row / column of the MCU-padded grid */
     int cw, ch;          /* samples: ceil(W * h / hmax), ceil(H * v / vmax) */
-    int dc_pred, scanned;
+    unsigned dc_pred;    /* wraps as libjpeg's int does on corrupt data */
+    int scanned;
     int16_t *coef;       /* [bh][bw][64], natural order */
     uint8_t *plane;      /* [bh * 8][bw * 8] after the IDCT */
 } prg__jcomp;
@@ -12100,7 +12106,8 @@ static int prg__jbits_get(prg__jpeg *j, int n) { /* n in 1..16, nbits >= n */
 
 static int prg__jextend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
 
-/* Decodes one Huffman symbol; -1 on an invalid code. */
+/* Decodes one Huffman symbol.  An invalid code: -1 in strict mode; else, as
+   libjpeg, 17 bits are dropped and the symbol is 0 (a warning). */
 static int prg__jhuff_decode(prg__jpeg *j, const prg__jhuff *t) {
     unsigned peek, f;
     int l;
@@ -12122,7 +12129,11 @@ static int prg__jhuff_decode(prg__jpeg *j, const prg__jhuff *t) {
             return t->vals[idx];
         }
     }
-    return -1;
+    if (j->flags & PRG_DECODE_STRICT) return -1;
+    if (j->pad <= j->nbits - 17) j->warn |= PRG_IMAGE_WARN_BAD_DATA; /* not in the zero bits past the data */
+    j->acc <<= 17;
+    j->nbits -= 17;
+    return 0;
 }
 
 /* Skips to the next marker (0xFF followed by neither 0x00 nor 0xFF). */
@@ -12137,7 +12148,23 @@ static void prg__jbits_reset(prg__jpeg *j) {
     j->pad = 0;
 }
 
-static int16_t prg__jclamp16(int v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : v); }
+/* A coefficient index k past the last of its block or band (last): libjpeg
+   stores it at that index, or at 63 beyond the block, and goes on (its
+   zig-zag table has 16 spare entries of 63).  A warning, or in strict mode
+   an error (returns nonzero); no warning in the zero bits past the data. */
+static int prg__jpeg_overrun(prg__jpeg *j, int k, int last) {
+    if (j->pad > j->nbits) return 0;
+    return prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_BAD_DATA, j->name,
+                               "corrupt JPEG at byte %lu: coefficient index %d past the end (%d) of its block or band",
+                               (unsigned long)(j->p - j->buf), k, last) != PRG_OK;
+}
+
+/* libjpeg stores coefficients as (JCOEF) casts of int: modulo 2^16 on
+   corrupt data, not clamped. */
+static int16_t prg__jwrap16(unsigned v) {
+    v &= 0xFFFFu;
+    return (int16_t)(v >= 0x8000u ? (int)v - 0x10000 : (int)v);
+}
 
 static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
     int k, s, r, rs;
@@ -12146,8 +12173,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
         s = prg__jhuff_decode(j, &j->dc[c->td]);
         if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
         if (j->nbits < 32) prg__jbits_fill(j);
-        c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
-        blk[0] = (int16_t)c->dc_pred;
+        c->dc_pred += (unsigned)(s ? prg__jextend(prg__jbits_get(j, s), s) : 0);
+        blk[0] = prg__jwrap16(c->dc_pred);
         for (k = 1; k < 64; k++) {
             rs = prg__jhuff_decode(j, &j->ac[c->ta]);
             if (rs < 0) return prg__jpeg_bad(j, "invalid AC Huffman code");
@@ -12159,9 +12186,9 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                 continue;
             }
             k += r;
-            if (k > 63) return prg__jpeg_bad(j, "AC coefficient index past 63");
+            if (k > 63 && prg__jpeg_overrun(j, k, 63)) return PRG_ERR_FORMAT;
             if (j->nbits < 32) prg__jbits_fill(j);
-            blk[prg__jpeg_zz[k]] = (int16_t)prg__jextend(prg__jbits_get(j, s), s);
+            blk[prg__jpeg_zz[k > 63 ? 63 : k]] = (int16_t)prg__jextend(prg__jbits_get(j, s), s);
         }
         return PRG_OK;
     }
@@ -12170,8 +12197,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
             s = prg__jhuff_decode(j, &j->dc[c->td]);
             if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
             if (j->nbits < 32) prg__jbits_fill(j);
-            c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
-            blk[0] = prg__jclamp16(c->dc_pred * (1 << j->al));
+            c->dc_pred += (unsigned)(s ? prg__jextend(prg__jbits_get(j, s), s) : 0);
+            blk[0] = prg__jwrap16(c->dc_pred << j->al);
         } else if (prg__jbits_get(j, 1)) {
             blk[0] = (int16_t)(blk[0] | (1 << j->al));
         }
@@ -12195,8 +12222,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                 continue;
             }
             k += r;
-            if (k > j->se) return prg__jpeg_bad(j, "AC coefficient index past the end of the band");
-            blk[prg__jpeg_zz[k]] = prg__jclamp16(prg__jextend(prg__jbits_get(j, s), s) * (1 << j->al));
+            if (k > j->se && prg__jpeg_overrun(j, k, j->se)) return PRG_ERR_FORMAT;
+            blk[prg__jpeg_zz[k > 63 ? 63 : k]] = prg__jwrap16((unsigned)prg__jextend(prg__jbits_get(j, s), s) << j->al);
         }
         return PRG_OK;
     }
@@ -12229,8 +12256,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                     }
                 }
                 if (val) {
-                    if (k > j->se) return prg__jpeg_bad(j, "refinement coefficient past the end of the band");
-                    blk[prg__jpeg_zz[k]] = (int16_t)val;
+                    if (k > j->se && prg__jpeg_overrun(j, k, j->se)) return PRG_ERR_FORMAT;
+                    blk[prg__jpeg_zz[k > 63 ? 63 : k]] = (int16_t)val;
                 }
                 if (j->pad > j->nbits) return PRG_OK; /* reported by the caller */
             }
@@ -12383,7 +12410,7 @@ static void prg__jpeg_idct(uint8_t *out, int stride, const int16_t *in, const ui
         for (k = 0; k < 8; k++) x[k] = ws[8 * i + k];
         x[0] += 16; /* rounding of the final >> 18 */
         prg__idct8(v, x);
-        for (k = 0; k < 8; k++) {
+        for (k = 0; k < 8; k++) { /* clamped, as the SIMD IDCTs of libjpeg-turbo builds do (the C one wraps past +-512) */
             int64_t s = (v[k] >> 18) + 128;
             o[k] = (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
         }

@@ -133,6 +133,7 @@ static void test_defects(void) {
         {"jpeg_short", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
         {"jpeg_short_rst", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
         {"jpeg_no_eoi", "jpg", PRG_IMAGE_WARN_NO_END},
+        {"jpeg_bad_data", "jpg", PRG_IMAGE_WARN_BAD_DATA},
         {"jpeg_app_len0", "jpg", PRG_IMAGE_WARN_BAD_LENGTH},
         {"png_no_iend", "png", PRG_IMAGE_WARN_NO_END},
         {"png_crc_idat", "png", PRG_IMAGE_WARN_CRC},

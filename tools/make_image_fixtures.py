@@ -8,8 +8,8 @@ convert("RGB")).  PNG files are written by this script from known arrays (every
 colour type, bit depth, filter type, tRNS and Adam7) plus a few by ImageMagick
 and PIL; their references are those arrays, and PIL's decode of every file is
 checked against them.  Defects the decoders accept with a warning (junk before
-a marker, no DHT, cut entropy data, no EOI/IEND, an empty APP length, CRCs PIL
-does not check) are byte edits of clean files, with djpeg's (JPEG) or PIL's
+a marker, no DHT, cut entropy data, corrupt entropy data, no EOI/IEND, an empty
+APP length, CRCs PIL does not check) are byte edits of clean files, with djpeg's (JPEG) or PIL's
 (PNG) pixels as the reference.  Needs: python3-pil, libjpeg-turbo-progs, imagemagick.
 Run from the repository root: /usr/bin/python3 tools/make_image_fixtures.py
 (--defects: only the defect files, without ImageMagick).
@@ -251,6 +251,11 @@ def defect_fixtures(tmp, srcppm):
     rst = clean("rst", ["-restart", "1", "-sample", "2x2"])
     rsos = jpeg_segments(rst)[-1][2]
     save_jpeg("jpeg_short_rst", rst[:rsos + (len(rst) - rsos) // 2], "Premature end", False)
+    # corrupt entropy data (one byte of the scan changed): libjpeg decodes it without a warning, through
+    # coefficients past the end of a block; prg.h reads it the same way with a warning
+    e = bytearray(base); e[sos_end + 94] ^= 0x55
+    assert 0xFF not in e[sos_end + 93:sos_end + 96]
+    save_jpeg("jpeg_bad_data", bytes(e), "", True)
     # a complete file without EOI
     save_jpeg("jpeg_no_eoi", base[:-2], "Premature end", False)
     # an APP segment with length field 0: libjpeg reads it as empty and goes on after the length bytes
