@@ -425,9 +425,9 @@ static void test_prepare(void) {
     fclose(f);
     CHECK(sh("rm -rf %s %s && mkdir -p %s/train/n001 %s/train/n002 %s/val %s/out", root, tiny, root, root, root, root) == 0, "mkdir");
     CHECK(sh("mkdir -p %s/train/n001/images %s/train/n002/images %s/val/images", tiny, tiny, tiny) == 0, "mkdir");
-    /* ImageNet: a.JPEG b.JPEG (a PNG, as one ImageNet file is) c.JPEG (truncated) | d e f (progressive, gray, CMYK) */
+    /* ImageNet: a.JPEG b.JPEG (a PNG, as one ImageNet file is) c.JPEG (cut in its headers) | d e f (progressive, gray, CMYK) */
     CHECK(sh("cp " FIX "jpeg_420.jpg %s/train/n001/a.JPEG && cp " FIX "png_rgb8.png %s/train/n001/b.JPEG", root, root) == 0, "cp");
-    CHECK(sh("head -c 700 " FIX "jpeg_444.jpg > %s/train/n001/c.JPEG && cp " FIX "jpeg_prog420.jpg %s/train/n002/d.JPEG", root, root) == 0, "cp");
+    CHECK(sh("head -c 400 " FIX "jpeg_444.jpg > %s/train/n001/c.JPEG && cp " FIX "jpeg_prog420.jpg %s/train/n002/d.JPEG", root, root) == 0, "cp");
     CHECK(sh("cp " FIX "jpeg_gray.jpg %s/train/n002/e.JPEG && cp " FIX "jpeg_cmyk.jpg %s/train/n002/f.JPEG", root, root) == 0, "cp");
     CHECK(sh("cp " FIX "jpeg_444.jpg %s/val/v1.JPEG && cp " FIX "jpeg_422.jpg %s/val/v2.JPEG", root, root) == 0, "cp");
     snprintf(p1, sizeof p1, "%s/val_labels.txt", root);
@@ -470,6 +470,17 @@ static void test_prepare(void) {
     check_npz(strcat(strcpy(p1, tiny), "/val.npz"), val_files, val_labels, 2, 16, 0);
     snprintf(cmd, sizeof cmd, "%s --root %s/nonexistent --out x.npz 2> /dev/null", prep, tiny);
     CHECK(system(cmd) != 0, "a missing root fails");
+    /* a file with a tolerated defect: decoded with a one-line note; --strict skips it */
+    CHECK(sh("rm -rf %s/defect && mkdir -p %s/defect/train/n001 && cp " FIX "jpeg_junk.jpg %s/defect/train/n001/a.JPEG && cp " FIX
+             "png_rgb8.png %s/defect/train/n001/b.JPEG", b, b, b, b) == 0, "defect tree");
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --out %s/defect/all.npz 2> %s/defect/log.txt", prep, b, b, b);
+    CHECK(system(cmd) == 0, "prepare on the defect tree: %s", cmd);
+    CHECK(sh("grep -c 'note: .*a.JPEG.*extraneous bytes' %s/defect/log.txt | grep -qx 1 && grep -q '2 images' %s/defect/log.txt", b, b) == 0,
+          "the defect is decoded with one note line");
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --strict --out %s/defect/strict.npz 2> %s/defect/log2.txt", prep, b, b, b);
+    CHECK(system(cmd) == 0, "prepare --strict on the defect tree: %s", cmd);
+    CHECK(sh("grep -q 'skipped.*a.JPEG.*strict' %s/defect/log2.txt && grep -q '1 images' %s/defect/log2.txt", b, b) == 0,
+          "--strict skips the defect file");
 }
 
 /* Channels are resampled independently: for every filter and size, a 1-, 2-
