@@ -926,8 +926,8 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
    Defects that libjpeg (djpeg) or PIL decode through are decoded the same
    way and reported in img->warnings (PRG_IMAGE_WARN_* bits below); with
    PRG_DECODE_STRICT they are refused instead.  Other corrupt or truncated
-   data (a bad Huffman code, a wrong restart marker, a cut header, a bad CRC
-   before the image data) is refused with PRG_ERR_FORMAT and a message naming
+   data (a wrong restart marker, a cut header or table, a bad CRC before the
+   image data, PNG image data that does not inflate to the image) is refused with PRG_ERR_FORMAT and a message naming
    the file and byte offset or marker.
    Images of more than PRG_IMAGE_MAX_PIXELS pixels are refused. */
 #ifndef PRG_NO_IMAGE
