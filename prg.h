@@ -95,6 +95,15 @@
      PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
+     PRG_THREAD_LOCAL      the thread-local storage class (default: C11
+                           _Thread_local, C++11 thread_local, __thread for gcc/
+                           clang in C99, __declspec(thread) for MSVC).  Where
+                           the compiler has none (tcc, unknown compilers) it
+                           is empty and PRG_HAS_TLS is 0: the library still
+                           works with threads, but prg_last_error() is one
+                           buffer for the whole process, so read it before
+                           another thread can fail (or build PRG_NO_THREADS).
+                           Defining it empty yourself: define PRG_HAS_TLS 0.
 
    ERRORS
      Run-time failures return a prg_result (PRG_OK == 0, failures < 0);
@@ -1078,9 +1087,12 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
    1..4 converts (RGB->gray = (19595 R + 38470 G + 7471 B + 32768) >> 16 as
    PIL's convert("L"), except JPEG YCbCr->gray which keeps Y as libjpeg does;
    alpha is dropped, or added as 255).
-   Corrupt or truncated data (including entropy data that runs out, a bad
-   Huffman code, wrong restart marker, missing EOI or IEND) is refused with
-   PRG_ERR_FORMAT and a message naming the file and byte offset or marker.
+   Defects that libjpeg (djpeg) or PIL decode through are decoded the same
+   way and reported in img->warnings (PRG_IMAGE_WARN_* bits below); with
+   PRG_DECODE_STRICT they are refused instead.  Other corrupt or truncated
+   data (a wrong restart marker, a cut header or table, a bad CRC before the
+   image data, PNG image data that does not inflate to the image) is refused with PRG_ERR_FORMAT and a message naming
+   the file and byte offset or marker.
    Images of more than PRG_IMAGE_MAX_PIXELS pixels are refused. */
 #ifndef PRG_IMAGE_MAX_PIXELS /* also the PGM/PPM reader's limit, with or without PRG_NO_IMAGE */
 #define PRG_IMAGE_MAX_PIXELS (1u << 26) /* 67,108,864 = 8192 x 8192 */
@@ -1090,13 +1102,45 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
 typedef struct prg_image {
     int w, h, c;
     uint8_t *data;     /* [h][w][c], prg_alloc'd; prg_image_free releases it */
+    unsigned warnings; /* after a decode: PRG_IMAGE_WARN_* of what was tolerated, 0 = a clean file */
 } prg_image;
 void prg_image_free(prg_image *img);   /* frees data and zeroes the struct */
-/* Allocates an image (data uninitialised); PRG_ERR_ARG on bad sizes. */
+/* Allocates an image (data uninitialised, warnings 0); PRG_ERR_ARG on bad sizes. */
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
 
+/* What a lenient decode accepted (img->warnings), each as libjpeg-turbo's
+   djpeg or PIL decodes it, so that the pixels are theirs. */
+#define PRG_IMAGE_WARN_JUNK 0x01u        /* JPEG: extraneous bytes before a marker (skipped, as libjpeg) */
+#define PRG_IMAGE_WARN_STD_HUFFMAN 0x02u /* JPEG without DHT (Motion-JPEG): the standard tables of the
+                                            JPEG spec, Annex K, as libjpeg */
+#define PRG_IMAGE_WARN_SHORT_DATA 0x04u  /* JPEG entropy data ends early: as libjpeg, the block where it
+                                            ran out is read with zero bits, later blocks of the scan (or
+                                            of the restart interval) stay zero (gray), missing scans add
+                                            nothing.  (A progressive file cut so: libjpeg also smooths
+                                            blocks whose low coefficients are incomplete, prg.h does not,
+                                            so pixels differ from djpeg by a few levels) */
+#define PRG_IMAGE_WARN_NO_END 0x08u      /* the file ends without EOI (JPEG, after a scan) or IEND (PNG,
+                                            after complete image data) */
+#define PRG_IMAGE_WARN_BAD_LENGTH 0x10u  /* JPEG APPn/COM segment with a length field below 2: read as
+                                            empty, as libjpeg */
+#define PRG_IMAGE_WARN_CRC 0x20u         /* PNG CRC mismatch in IDAT or after the image data (PIL checks
+                                            only the chunks before the first IDAT) */
+#define PRG_IMAGE_WARN_BAD_DATA 0x40u    /* corrupt JPEG entropy data decoded as libjpeg does: an invalid
+                                            Huffman code drops 17 bits and reads as symbol 0; a coefficient
+                                            past the end of its block or band is stored at that index (63
+                                            past the block) */
+/* Decode flags. */
+#define PRG_DECODE_STRICT 0x01u /* refuse every PRG_IMAGE_WARN_* defect (PRG_ERR_FORMAT, saying which) */
+
+/* The text of one PRG_IMAGE_WARN_* bit ("" for none or an unknown bit). */
+const char *prg_image_warning_str(unsigned bit);
+/* Writes the texts of all bits in warnings, joined by "; ", into buf
+   (always terminated, cut to size); returns buf. */
+char *prg_image_warnings_format(unsigned warnings, char *buf, size_t size);
+
 /* Decoders: name is used only in error messages (NULL = "<memory>").
-   On failure *img is zeroed and nothing is leaked. */
+   On failure *img is zeroed and nothing is leaked.  These decode leniently
+   (flags 0); img->warnings says what was tolerated. */
 prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
 prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name);
 /* Picks the decoder by magic, whatever the name: JPEG (FF D8 FF) or PNG. */
@@ -1105,6 +1149,10 @@ prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int 
    (P5/P6, through prg_pnm_read).  One ImageNet "JPEG" is really a PNG and a
    few are CMYK: both load. */
 prg_result prg_image_load(prg_image *img, const char *path, int channels);
+/* The same with flags (PRG_DECODE_STRICT). */
+prg_result prg_image_decode_flags(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
+                                  const char *name);
+prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, unsigned flags);
 
 /* Resizing with PIL's ImagingResample semantics (Image.resize without a box
    and reducing_gap=None): separable, horizontal pass first, each pass
@@ -1311,12 +1359,31 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
 #define PRG_MAX_THREADS 256
 #endif
 
-#if defined(__cplusplus)
-#define PRG_THREAD_LOCAL thread_local
-#elif defined(_MSC_VER)
+/* Thread-local storage (prg_last_error's message, the pool's "inside a task"
+   flag): the language's keyword where there is one, else the compiler's.
+   tcc has none (and says C11 with -std=c11 without _Thread_local); there and
+   on unknown compilers PRG_THREAD_LOCAL is empty and PRG_HAS_TLS is 0: see
+   CONFIGURATION at the top.  Define PRG_THREAD_LOCAL (empty or a keyword)
+   before including to choose. */
+#ifndef PRG_THREAD_LOCAL
+#if defined(_MSC_VER)
 #define PRG_THREAD_LOCAL __declspec(thread)
-#else
+#elif defined(__cplusplus) && __cplusplus >= 201103L
+#define PRG_THREAD_LOCAL thread_local
+#elif defined(__TINYC__)
+#define PRG_THREAD_LOCAL
+#define PRG_HAS_TLS 0
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define PRG_THREAD_LOCAL _Thread_local
+#elif defined(__GNUC__) || defined(__clang__) || defined(__INTEL_COMPILER) || defined(__SUNPRO_C)
 #define PRG_THREAD_LOCAL __thread
+#else
+#define PRG_THREAD_LOCAL
+#define PRG_HAS_TLS 0
+#endif
+#endif
+#ifndef PRG_HAS_TLS
+#define PRG_HAS_TLS 1
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -1370,15 +1437,60 @@ static PRG_THREAD_LOCAL char prg__error_msg[512];
 const char *prg_last_error(void) { return prg__error_msg; }
 
 /* Records a message for prg_last_error() and returns r, so that failures
-   read `return prg__fail(PRG_ERR_IO, "cannot open %s", path);`. */
+   read `return prg__fail(PRG_ERR_IO, "cannot open %s", path);`.  The text is
+   formatted into a local buffer first: an argument may be prg_last_error()
+   itself (to add context to a nested failure, use prg__fail_ctx). */
 #if defined(__GNUC__) || defined(__clang__)
 __attribute__((format(printf, 2, 3)))
 #endif
 static prg_result prg__fail(prg_result r, const char *fmt, ...) {
+    char msg[sizeof prg__error_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prg__error_msg, sizeof prg__error_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(prg__error_msg, msg, sizeof msg);
+    return r;
+}
+
+/* Puts context in front of the current message (a nested call's failure):
+   "<context>: <cause>", the cause said once.  When the cause already starts
+   with the context it is kept as it is; when it starts with the context's
+   first field (e.g. the same file name, "x.png: ..."), that field is not
+   repeated.  Returns r. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static PRG_UNUSED prg_result prg__fail_ctx(prg_result r, const char *fmt, ...) {
+    char ctx[sizeof prg__error_msg], cause[sizeof prg__error_msg];
+    const char *c = cause, *colon;
+    size_t n;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx, sizeof ctx, fmt, ap);
+    va_end(ap);
+    memcpy(cause, prg__error_msg, sizeof cause);
+    cause[sizeof cause - 1] = 0;
+    n = strlen(ctx);
+    if (strncmp(cause, ctx, n) == 0) return r; /* already says it */
+    colon = strstr(ctx, ": ");
+    if (colon) {
+        size_t h = (size_t)(colon - ctx) + 2; /* "x.png: " */
+        if (strncmp(cause, ctx, h) == 0) c = cause + h;
+    }
+    {   /* ctx ": " cause, cut to the buffer (the cause's end is lost first) */
+        size_t cap = sizeof prg__error_msg - 1, k = n < cap ? n : cap, m;
+        memcpy(prg__error_msg, ctx, k);
+        if (*c && k + 2 <= cap) {
+            memcpy(prg__error_msg + k, ": ", 2);
+            k += 2;
+            m = strlen(c);
+            if (m > cap - k) m = cap - k;
+            memcpy(prg__error_msg + k, c, m);
+            k += m;
+        }
+        prg__error_msg[k] = 0;
+    }
     return r;
 }
 
@@ -11515,7 +11627,7 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
         return PRG_OK;
     }
     if ((r = prg_unet_config_parse(&fc, s)) != PRG_OK)
-        return prg__fail(r, "%s: metadata 'prg.unet': %s", path, prg_last_error());
+        return prg__fail_ctx(r, "%s: metadata 'prg.unet'", path);
     if (cfg && !prg__config_equal(cfg, &fc)) {
         char want[512] = "an invalid config";
         prg_unet_config_format(cfg, want, sizeof want);
@@ -12645,11 +12757,13 @@ void prg_image_free(prg_image *img) {
     prg_free(img->data);
     img->data = NULL;
     img->w = img->h = img->c = 0;
+    img->warnings = 0;
 }
 
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    img->warnings = 0;
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || (uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
         return prg__fail(PRG_ERR_ARG, "image size %d x %d x %d is out of range (1..4 channels, at most %lu pixels)",
                          w, h, c, (unsigned long)PRG_IMAGE_MAX_PIXELS);
@@ -12694,6 +12808,62 @@ static prg_result prg__image_set_channels(prg_image *img, int channels) {
     return PRG_OK;
 }
 
+/* ---- warnings -------------------------------------------------------- */
+
+const char *prg_image_warning_str(unsigned bit) {
+    switch (bit) {
+    case PRG_IMAGE_WARN_JUNK: return "extraneous bytes before a JPEG marker (skipped)";
+    case PRG_IMAGE_WARN_STD_HUFFMAN: return "JPEG without Huffman tables (the standard tables of Annex K used)";
+    case PRG_IMAGE_WARN_SHORT_DATA: return "JPEG entropy data ends early (the missing blocks are gray)";
+    case PRG_IMAGE_WARN_NO_END: return "the file ends without its end marker (EOI/IEND)";
+    case PRG_IMAGE_WARN_BAD_LENGTH: return "JPEG APPn/COM segment with a length below 2 (read as empty)";
+    case PRG_IMAGE_WARN_CRC: return "PNG CRC mismatch in the image data or a chunk after it";
+    case PRG_IMAGE_WARN_BAD_DATA: return "corrupt JPEG entropy data (an invalid Huffman code or a coefficient past its block)";
+    }
+    return "";
+}
+
+char *prg_image_warnings_format(unsigned warnings, char *buf, size_t size) {
+    unsigned bit;
+    size_t n = 0;
+    if (!size) return buf;
+    buf[0] = 0;
+    for (bit = 1; bit && n + 1 < size; bit <<= 1) {
+        const char *t = (warnings & bit) ? prg_image_warning_str(bit) : "";
+        size_t k;
+        if (!*t) continue;
+        if (n) {
+            if (n + 2 >= size) break;
+            memcpy(buf + n, "; ", 2);
+            n += 2;
+        }
+        k = strlen(t);
+        if (k > size - 1 - n) k = size - 1 - n;
+        memcpy(buf + n, t, k);
+        n += k;
+        buf[n] = 0;
+    }
+    return buf;
+}
+
+/* A defect that djpeg or PIL decode through: recorded in *warn, or refused
+   (PRG_ERR_FORMAT) when flags has PRG_DECODE_STRICT.  what says where. */
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 5, 6)))
+#endif
+static prg_result prg__image_tolerate(unsigned flags, unsigned *warn, unsigned bit, const char *name, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    if (!(flags & PRG_DECODE_STRICT)) {
+        *warn |= bit;
+        return PRG_OK;
+    }
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return prg__fail(PRG_ERR_FORMAT, "%s: %s (refused in strict mode; libjpeg/PIL accept it)", name ? name : "<memory>", what);
+}
+
 /* ---- JPEG ------------------------------------------------------------ */
 
 static const uint8_t prg__jpeg_zz[64] = {
@@ -12714,7 +12884,8 @@ typedef struct prg__jcomp {
     int id, h, v, tq, td, ta;
     int bw, bh;          /* blocks per row / column of the MCU-padded grid */
     int cw, ch;          /* samples: ceil(W * h / hmax), ceil(H * v / vmax) */
-    int dc_pred, scanned;
+    unsigned dc_pred;    /* wraps as libjpeg's int does on corrupt data */
+    int scanned;
     int16_t *coef;       /* [bh][bw][64], natural order */
     uint8_t *plane;      /* [bh * 8][bw * 8] after the IDCT */
 } prg__jcomp;
@@ -12732,6 +12903,8 @@ typedef struct prg__jpeg {
     int ns, sc[4], ss, se, ah, al, eobrun;
     uint64_t acc;        /* entropy bits, MSB first */
     int nbits, pad;      /* valid bits in acc; of them, zero bits padded past the data */
+    int scans;           /* scans read so far */
+    unsigned flags, warn; /* PRG_DECODE_*; PRG_IMAGE_WARN_* so far */
 } prg__jpeg;
 
 #define PRG__JNAME(j) ((j)->name ? (j)->name : "<memory>")
@@ -12739,6 +12912,50 @@ typedef struct prg__jpeg {
 static prg_result prg__jpeg_bad(prg__jpeg *j, const char *what) {
     return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG at byte %lu: %s", PRG__JNAME(j),
                      (unsigned long)(j->p - j->buf), what);
+}
+
+/* The example tables of the JPEG spec (ITU T.81 Annex K.3, Tables K.3 to
+   K.6): codes per length 1..16, then the symbols, for luminance (table 0) and
+   chrominance (table 1).  libjpeg uses them when a file defines no table, as
+   Motion-JPEG frames do. */
+static const uint8_t prg__jstd_dc_counts[2][16] = {{0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+                                                   {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}};
+static const uint8_t prg__jstd_ac_counts[2][16] = {{0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
+                                                   {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
+static const uint8_t prg__jstd_ac_vals[2][162] = {
+    {0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71, 0x14,
+     0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82, 0x09,
+     0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
+     0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65,
+     0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
+     0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9,
+     0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca,
+     0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea,
+     0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa},
+    {0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22, 0x32,
+     0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1, 0x0a, 0x16,
+     0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39,
+     0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64,
+     0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86,
+     0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+     0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8,
+     0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9,
+     0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa}};
+
+static prg_result prg__jhuff_build(prg__jpeg *j, prg__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals);
+
+/* Fills an undefined table 0 or 1 with the standard one (a warning);
+   PRG_ERR_FORMAT for tables 2 and 3, which have none. */
+static prg_result prg__jhuff_std(prg__jpeg *j, int ac, int th) {
+    static const uint8_t dc_vals[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    prg_result r;
+    if (th > 1) return prg__jpeg_bad(j, "SOS uses a Huffman table that was not defined");
+    r = prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_STD_HUFFMAN, j->name,
+                            "SOS at byte %lu uses %s Huffman table %d, which no DHT defined",
+                            (unsigned long)(j->p - j->buf), ac ? "AC" : "DC", th);
+    if (r) return r;
+    return ac ? prg__jhuff_build(j, &j->ac[th], prg__jstd_ac_counts[th], prg__jstd_ac_vals[th], 162)
+              : prg__jhuff_build(j, &j->dc[th], prg__jstd_dc_counts[th], dc_vals, 12);
 }
 
 static prg_result prg__jhuff_build(prg__jpeg *j, prg__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals) {
@@ -12786,7 +13003,8 @@ static int prg__jbits_get(prg__jpeg *j, int n) { /* n in 1..16, nbits >= n */
 
 static int prg__jextend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
 
-/* Decodes one Huffman symbol; -1 on an invalid code. */
+/* Decodes one Huffman symbol.  An invalid code: -1 in strict mode; else, as
+   libjpeg, 17 bits are dropped and the symbol is 0 (a warning). */
 static int prg__jhuff_decode(prg__jpeg *j, const prg__jhuff *t) {
     unsigned peek, f;
     int l;
@@ -12808,7 +13026,11 @@ static int prg__jhuff_decode(prg__jpeg *j, const prg__jhuff *t) {
             return t->vals[idx];
         }
     }
-    return -1;
+    if (j->flags & PRG_DECODE_STRICT) return -1;
+    if (j->pad <= j->nbits - 17) j->warn |= PRG_IMAGE_WARN_BAD_DATA; /* not in the zero bits past the data */
+    j->acc <<= 17;
+    j->nbits -= 17;
+    return 0;
 }
 
 /* Skips to the next marker (0xFF followed by neither 0x00 nor 0xFF). */
@@ -12823,7 +13045,23 @@ static void prg__jbits_reset(prg__jpeg *j) {
     j->pad = 0;
 }
 
-static int16_t prg__jclamp16(int v) { return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : v); }
+/* A coefficient index k past the last of its block or band (last): libjpeg
+   stores it at that index, or at 63 beyond the block, and goes on (its
+   zig-zag table has 16 spare entries of 63).  A warning, or in strict mode
+   an error (returns nonzero); no warning in the zero bits past the data. */
+static int prg__jpeg_overrun(prg__jpeg *j, int k, int last) {
+    if (j->pad > j->nbits) return 0;
+    return prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_BAD_DATA, j->name,
+                               "corrupt JPEG at byte %lu: coefficient index %d past the end (%d) of its block or band",
+                               (unsigned long)(j->p - j->buf), k, last) != PRG_OK;
+}
+
+/* libjpeg stores coefficients as (JCOEF) casts of int: modulo 2^16 on
+   corrupt data, not clamped. */
+static int16_t prg__jwrap16(unsigned v) {
+    v &= 0xFFFFu;
+    return (int16_t)(v >= 0x8000u ? (int)v - 0x10000 : (int)v);
+}
 
 static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
     int k, s, r, rs;
@@ -12832,8 +13070,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
         s = prg__jhuff_decode(j, &j->dc[c->td]);
         if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
         if (j->nbits < 32) prg__jbits_fill(j);
-        c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
-        blk[0] = (int16_t)c->dc_pred;
+        c->dc_pred += (unsigned)(s ? prg__jextend(prg__jbits_get(j, s), s) : 0);
+        blk[0] = prg__jwrap16(c->dc_pred);
         for (k = 1; k < 64; k++) {
             rs = prg__jhuff_decode(j, &j->ac[c->ta]);
             if (rs < 0) return prg__jpeg_bad(j, "invalid AC Huffman code");
@@ -12845,9 +13083,9 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                 continue;
             }
             k += r;
-            if (k > 63) return prg__jpeg_bad(j, "AC coefficient index past 63");
+            if (k > 63 && prg__jpeg_overrun(j, k, 63)) return PRG_ERR_FORMAT;
             if (j->nbits < 32) prg__jbits_fill(j);
-            blk[prg__jpeg_zz[k]] = (int16_t)prg__jextend(prg__jbits_get(j, s), s);
+            blk[prg__jpeg_zz[k > 63 ? 63 : k]] = (int16_t)prg__jextend(prg__jbits_get(j, s), s);
         }
         return PRG_OK;
     }
@@ -12856,8 +13094,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
             s = prg__jhuff_decode(j, &j->dc[c->td]);
             if (s < 0 || s > 15) return prg__jpeg_bad(j, "invalid DC Huffman code");
             if (j->nbits < 32) prg__jbits_fill(j);
-            c->dc_pred = prg__jclamp16(c->dc_pred + (s ? prg__jextend(prg__jbits_get(j, s), s) : 0));
-            blk[0] = prg__jclamp16(c->dc_pred * (1 << j->al));
+            c->dc_pred += (unsigned)(s ? prg__jextend(prg__jbits_get(j, s), s) : 0);
+            blk[0] = prg__jwrap16(c->dc_pred << j->al);
         } else if (prg__jbits_get(j, 1)) {
             blk[0] = (int16_t)(blk[0] | (1 << j->al));
         }
@@ -12881,8 +13119,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                 continue;
             }
             k += r;
-            if (k > j->se) return prg__jpeg_bad(j, "AC coefficient index past the end of the band");
-            blk[prg__jpeg_zz[k]] = prg__jclamp16(prg__jextend(prg__jbits_get(j, s), s) * (1 << j->al));
+            if (k > j->se && prg__jpeg_overrun(j, k, j->se)) return PRG_ERR_FORMAT;
+            blk[prg__jpeg_zz[k > 63 ? 63 : k]] = prg__jwrap16((unsigned)prg__jextend(prg__jbits_get(j, s), s) << j->al);
         }
         return PRG_OK;
     }
@@ -12915,8 +13153,8 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
                     }
                 }
                 if (val) {
-                    if (k > j->se) return prg__jpeg_bad(j, "refinement coefficient past the end of the band");
-                    blk[prg__jpeg_zz[k]] = (int16_t)val;
+                    if (k > j->se && prg__jpeg_overrun(j, k, j->se)) return PRG_ERR_FORMAT;
+                    blk[prg__jpeg_zz[k > 63 ? 63 : k]] = (int16_t)val;
                 }
                 if (j->pad > j->nbits) return PRG_OK; /* reported by the caller */
             }
@@ -12935,9 +13173,27 @@ static prg_result prg__jpeg_block(prg__jpeg *j, prg__jcomp *c, int16_t *blk) {
     return PRG_OK;
 }
 
+/* Moves to the next marker at the end of a scan or restart interval.  Whole
+   bytes left in the bit buffer and any bytes before the marker (fill 0xFF
+   aside) are extraneous data, which libjpeg skips with a warning. */
+static prg_result prg__jpeg_end_of_data(prg__jpeg *j) {
+    const uint8_t *q = j->p;
+    size_t junk = j->nbits > j->pad ? (size_t)(j->nbits - j->pad) / 8 : 0;
+    prg__jpeg_seek_marker(j);
+    for (; q < j->p; q++) junk += *q != 0xFF;
+    if (!junk) return PRG_OK;
+    return prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_JUNK, j->name,
+                               "%lu extraneous bytes of entropy data before the marker at byte %lu", (unsigned long)junk,
+                               (unsigned long)(j->p - j->buf));
+}
+
+/* Decodes one scan.  Entropy data that runs out (at a marker or the end of
+   the file) is read as zero bits to the end of that MCU; the later MCUs of
+   the scan, or of the restart interval when its RST marker follows, are left
+   as they are, which is what libjpeg does (a warning here). */
 static prg_result prg__jpeg_scan(prg__jpeg *j) {
-    int mx, my, i, bx, by, nmx, nmy, todo = j->restart, rst = 0;
-    prg_result r;
+    int mx, my, i, bx, by, nmx, nmy, todo = j->restart, rst = 0, empty = 0;
+    prg_result r = PRG_OK;
     prg__jbits_reset(j);
     j->eobrun = 0;
     for (i = 0; i < j->ncomp; i++) j->comp[i].dc_pred = 0;
@@ -12951,31 +13207,49 @@ static prg_result prg__jpeg_scan(prg__jpeg *j) {
     }
     for (my = 0; my < nmy; my++) {
         for (mx = 0; mx < nmx; mx++) {
-            if (j->ns == 1) {
-                prg__jcomp *c = &j->comp[j->sc[0]];
-                r = prg__jpeg_block(j, c, c->coef + ((size_t)my * (size_t)c->bw + (size_t)mx) * 64);
-                if (r) return r;
-            } else {
-                for (i = 0; i < j->ns; i++) {
-                    prg__jcomp *c = &j->comp[j->sc[i]];
-                    for (by = 0; by < c->v; by++)
-                        for (bx = 0; bx < c->h; bx++) {
-                            size_t row = (size_t)my * (size_t)c->v + (size_t)by, col = (size_t)mx * (size_t)c->h + (size_t)bx;
-                            r = prg__jpeg_block(j, c, c->coef + (row * (size_t)c->bw + col) * 64);
-                            if (r) return r;
-                        }
+            if (!empty) {
+                if (j->ns == 1) {
+                    prg__jcomp *c = &j->comp[j->sc[0]];
+                    r = prg__jpeg_block(j, c, c->coef + ((size_t)my * (size_t)c->bw + (size_t)mx) * 64);
+                } else {
+                    for (i = 0; i < j->ns && !r; i++) {
+                        prg__jcomp *c = &j->comp[j->sc[i]];
+                        for (by = 0; by < c->v && !r; by++)
+                            for (bx = 0; bx < c->h && !r; bx++) {
+                                size_t row = (size_t)my * (size_t)c->v + (size_t)by, col = (size_t)mx * (size_t)c->h + (size_t)bx;
+                                r = prg__jpeg_block(j, c, c->coef + (row * (size_t)c->bw + col) * 64);
+                            }
+                    }
+                }
+                if (r && j->pad <= j->nbits) return r; /* a bad code in real data; in the zero padding it means the data ran out */
+                if (j->pad > j->nbits) {
+                    r = prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_SHORT_DATA, j->name,
+                                            "truncated or corrupt JPEG: entropy data ends early at byte %lu (MCU %d of %d)",
+                                            (unsigned long)(j->p - j->buf), my * nmx + mx, nmx * nmy);
+                    if (r) return r;
+                    empty = 1;
                 }
             }
-            if (j->pad > j->nbits)
-                return prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt JPEG: entropy data ends early at byte %lu (MCU %d of %d)",
-                                 PRG__JNAME(j), (unsigned long)(j->p - j->buf), my * nmx + mx, nmx * nmy);
             if (j->restart && --todo == 0 && !(my == nmy - 1 && mx == nmx - 1)) {
-                prg__jpeg_seek_marker(j);
-                if (j->p + 1 >= j->end || j->p[1] != 0xD0 + (rst & 7))
-                    return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG at byte %lu: expected restart marker RST%d, found %s",
-                                     PRG__JNAME(j), (unsigned long)(j->p - j->buf), rst & 7,
-                                     j->p + 1 >= j->end ? "the end of the file" : "another marker");
-                j->p += 2;
+                if (empty) prg__jpeg_seek_marker(j);
+                else if ((r = prg__jpeg_end_of_data(j)) != PRG_OK) return r;
+                if (j->p + 1 < j->end && j->p[1] == 0xD0 + (rst & 7)) {
+                    j->p += 2;
+                    empty = 0;
+                } else if (j->p + 1 >= j->end || j->p[1] < 0xD0 || j->p[1] > 0xD7) {
+                    /* the end of the file or another marker: libjpeg reads the rest of the scan as empty */
+                    if (!empty) {
+                        r = prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_SHORT_DATA, j->name,
+                                                "truncated or corrupt JPEG: expected restart marker RST%d at byte %lu, found %s",
+                                                rst & 7, (unsigned long)(j->p - j->buf),
+                                                j->p + 1 >= j->end ? "the end of the file" : "another marker");
+                        if (r) return r;
+                    }
+                    empty = 1;
+                } else {
+                    return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG at byte %lu: expected restart marker RST%d, found RST%d",
+                                     PRG__JNAME(j), (unsigned long)(j->p - j->buf), rst & 7, j->p[1] - 0xD0);
+                }
                 rst++;
                 todo = j->restart;
                 prg__jbits_reset(j);
@@ -12984,8 +13258,11 @@ static prg_result prg__jpeg_scan(prg__jpeg *j) {
             }
         }
     }
-    prg__jpeg_seek_marker(j);
-    return PRG_OK;
+    if (empty) {
+        prg__jpeg_seek_marker(j);
+        return PRG_OK;
+    }
+    return prg__jpeg_end_of_data(j);
 }
 
 /* One 1-D pass of libjpeg's accurate integer IDCT (jidctint.c, 13-bit
@@ -13030,7 +13307,7 @@ static void prg__jpeg_idct(uint8_t *out, int stride, const int16_t *in, const ui
         for (k = 0; k < 8; k++) x[k] = ws[8 * i + k];
         x[0] += 16; /* rounding of the final >> 18 */
         prg__idct8(v, x);
-        for (k = 0; k < 8; k++) {
+        for (k = 0; k < 8; k++) { /* clamped, as the SIMD IDCTs of libjpeg-turbo builds do (the C one wraps past +-512) */
             int64_t s = (v[k] >> 18) + 128;
             o[k] = (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
         }
@@ -13175,10 +13452,12 @@ static prg_result prg__jpeg_sos(prg__jpeg *j, const uint8_t *s, int len) {
     for (i = 0; i < j->ns; i++) {
         prg__jcomp *c = &j->comp[j->sc[i]];
         int need_dc = j->ss == 0 && !(j->progressive && j->ah), need_ac = j->se > 0;
-        if ((need_dc && !j->dc[c->td].present) || (need_ac && !j->ac[c->ta].present))
-            return prg__jpeg_bad(j, "SOS uses a Huffman table that was not defined");
+        prg_result r;
+        if (need_dc && !j->dc[c->td].present && (r = prg__jhuff_std(j, 0, c->td)) != PRG_OK) return r;
+        if (need_ac && !j->ac[c->ta].present && (r = prg__jhuff_std(j, 1, c->ta)) != PRG_OK) return r;
         if (!j->qset[c->tq]) return prg__jpeg_bad(j, "SOS before the quantization table of its component");
     }
+    j->scans++;
     return prg__jpeg_scan(j);
 }
 
@@ -13195,7 +13474,8 @@ static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
     for (i = 0; i < nc; i++) {
         prg__jcomp *c = &j->comp[i];
         int bx, by, ps = c->bw * 8;
-        if (!c->scanned) return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: component %d has no scan", PRG__JNAME(j), c->id);
+        if (!c->scanned && !(j->warn & (PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END))) /* a cut file: zero, as libjpeg */
+            return prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: component %d has no scan", PRG__JNAME(j), c->id);
         c->plane = (uint8_t *)prg_alloc((size_t)ps * (size_t)c->bh * 8);
         if (!c->plane) return prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j));
         for (by = 0; by < (c->ch + 7) / 8; by++)
@@ -13245,13 +13525,15 @@ done:
     return r;
 }
 
-prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+static prg_result prg__jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
+                                   const char *name) {
     prg__jpeg *j;
     prg_result r = PRG_OK;
     int i, done = 0;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: channels %d (0..4)", channels);
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8)
@@ -13263,12 +13545,28 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     j->p = buf + 2;
     j->end = buf + len;
     j->name = name;
+    j->flags = flags;
     while (!done) {
         int m, seglen;
         const uint8_t *seg;
-        if (j->p >= j->end)
-            { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated JPEG: file ends at byte %lu before the EOI marker", PRG__JNAME(j), (unsigned long)len); break; }
-        if (j->p[0] != 0xFF) { r = prg__jpeg_bad(j, "expected a marker"); break; }
+        if (j->p >= j->end) { /* after a scan libjpeg supplies the EOI (a warning) */
+            if (j->scans)
+                r = prg__image_tolerate(flags, &j->warn, PRG_IMAGE_WARN_NO_END, name,
+                                        "truncated JPEG: file ends at byte %lu before the EOI marker", (unsigned long)len);
+            else
+                r = prg__fail(PRG_ERR_FORMAT, "%s: truncated JPEG: file ends at byte %lu before the EOI marker", PRG__JNAME(j), (unsigned long)len);
+            break;
+        }
+        if (j->p[0] != 0xFF) { /* libjpeg skips to the next marker (a warning) */
+            const uint8_t *q = j->p;
+            unsigned long junk = 0;
+            prg__jpeg_seek_marker(j);
+            for (; q < j->p; q++) junk += *q != 0xFF;
+            r = prg__image_tolerate(flags, &j->warn, PRG_IMAGE_WARN_JUNK, name, "corrupt JPEG: %lu extraneous bytes before %s at byte %lu",
+                                    junk, j->p >= j->end ? "the end of the file" : "a marker", (unsigned long)(j->p - buf));
+            if (r) break;
+            continue;
+        }
         while (j->p < j->end && j->p[0] == 0xFF) j->p++; /* fill bytes */
         if (j->p >= j->end) continue;
         m = *j->p++;
@@ -13278,6 +13576,14 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
         if (j->end - j->p < 2)
             { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated JPEG: marker 0x%02X at byte %lu has no length", PRG__JNAME(j), m, (unsigned long)(j->p - 2 - buf)); break; }
         seglen = (j->p[0] << 8) | j->p[1];
+        if (seglen < 2 && ((m >= 0xE0 && m <= 0xEF) || m == 0xFE)) { /* libjpeg reads it as empty */
+            r = prg__image_tolerate(flags, &j->warn, PRG_IMAGE_WARN_BAD_LENGTH, name,
+                                    "corrupt JPEG: segment of marker 0x%02X at byte %lu has length %d (at least 2)", m,
+                                    (unsigned long)(j->p - 2 - buf), seglen);
+            if (r) break;
+            j->p += 2;
+            continue;
+        }
         if (seglen < 2 || seglen > j->end - j->p)
             { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt JPEG: segment of marker 0x%02X at byte %lu has length %d, %lu bytes left",
                             PRG__JNAME(j), m, (unsigned long)(j->p - 2 - buf), seglen, (unsigned long)(j->end - j->p)); break; }
@@ -13330,6 +13636,7 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     }
     if (!r && !j->ncomp) r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt JPEG: EOI before any SOF marker", PRG__JNAME(j));
     if (!r) r = prg__jpeg_finish(j, img, channels);
+    if (!r) img->warnings = j->warn;
     for (i = 0; i < 4; i++) {
         prg_free(j->comp[i].coef);
         prg_free(j->comp[i].plane);
@@ -13337,6 +13644,10 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
     prg_free(j);
     if (r) prg_image_free(img);
     return r;
+}
+
+prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    return prg__jpeg_decode(img, buf, len, channels, 0, name);
 }
 
 /* ---- resizing -------------------------------------------------------- */
@@ -13505,17 +13816,20 @@ static void prg__png_emit(const prg__png *P, uint8_t *out, const uint8_t *d, siz
 
 #define PRG__PNAME (name ? name : "<memory>")
 
-prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
+                                  const char *name) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
     static const int a7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
     prg__png P;
     size_t pos = 8, idat_len = 0, idat_cap = 0, raw_len = 0, got = 0;
     uint8_t *idat = NULL, *raw = NULL;
     int seen_iend = 0, seen_ihdr = 0, pass, k;
+    unsigned warn = 0;
     prg_result r = PRG_OK;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_png_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    img->warnings = 0;
     memset(&P, 0, sizeof P);
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_png_decode: buf is NULL");
     if (channels < 0 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_png_decode: channels %d (0..4)", channels);
@@ -13525,15 +13839,32 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     while (!seen_iend) {
         uint32_t clen;
         const uint8_t *type, *cd;
-        if (len - pos < 12) { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated PNG: chunk header at byte %lu cut off (no IEND)", PRG__PNAME, (unsigned long)pos); goto fail; }
+        if (len - pos < 12) {
+            if (idat_len) { /* after image data PIL stops here (whether the data is complete is checked below) */
+                r = prg__image_tolerate(flags, &warn, PRG_IMAGE_WARN_NO_END, name, "truncated PNG: no IEND chunk (the file ends at byte %lu)",
+                                        (unsigned long)len);
+                if (r) goto fail;
+                break;
+            }
+            r = prg__fail(PRG_ERR_FORMAT, "%s: truncated PNG: chunk header at byte %lu cut off (no IEND)", PRG__PNAME, (unsigned long)pos);
+            goto fail;
+        }
         clen = prg__be32(buf + pos);
         type = buf + pos + 4;
         cd = buf + pos + 8;
         if (clen > 0x7FFFFFFFu || (size_t)clen > len - pos - 12)
             { r = prg__fail(PRG_ERR_FORMAT, "%s: truncated or corrupt PNG: chunk '%.4s' at byte %lu has length %lu, %lu bytes left",
                             PRG__PNAME, (const char *)type, (unsigned long)pos, (unsigned long)clen, (unsigned long)(len - pos - 12)); goto fail; }
-        if (prg_crc32(0, type, (size_t)clen + 4) != prg__be32(cd + clen))
-            { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: CRC mismatch in chunk '%.4s' at byte %lu", PRG__PNAME, (const char *)type, (unsigned long)pos); goto fail; }
+        if (prg_crc32(0, type, (size_t)clen + 4) != prg__be32(cd + clen)) {
+            if (idat_len || memcmp(type, "IDAT", 4) == 0) { /* PIL checks the CRCs of the chunks before the image data only */
+                r = prg__image_tolerate(flags, &warn, PRG_IMAGE_WARN_CRC, name, "corrupt PNG: CRC mismatch in chunk '%.4s' at byte %lu",
+                                        (const char *)type, (unsigned long)pos);
+                if (r) goto fail;
+            } else {
+                r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: CRC mismatch in chunk '%.4s' at byte %lu", PRG__PNAME, (const char *)type, (unsigned long)pos);
+                goto fail;
+            }
+        }
         if (!seen_ihdr && memcmp(type, "IHDR", 4) != 0)
             { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: first chunk is '%.4s', not IHDR", PRG__PNAME, (const char *)type); goto fail; }
         if (memcmp(type, "IHDR", 4) == 0) {
@@ -13604,7 +13935,7 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     raw = (uint8_t *)prg_alloc(raw_len + 1);
     if (!raw) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for a %d x %d PNG", PRG__PNAME, P.w, P.h); goto fail; }
     r = prg_zlib_decompress(idat, idat_len, raw, raw_len + 1, &got);
-    if (r) { r = prg__fail(r, "%s: corrupt PNG image data: %s", PRG__PNAME, prg_last_error()); goto fail; }
+    if (r) { r = prg__fail_ctx(r, "%s: corrupt PNG image data", PRG__PNAME); goto fail; }
     if (got != raw_len)
         { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: image data inflates to %lu bytes, %lu expected", PRG__PNAME, (unsigned long)got, (unsigned long)raw_len); goto fail; }
     r = prg_image_alloc(img, P.w, P.h, P.outc);
@@ -13628,7 +13959,9 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
     }
     prg_free(idat);
     prg_free(raw);
-    return prg__image_set_channels(img, channels);
+    r = prg__image_set_channels(img, channels);
+    if (!r) img->warnings = warn;
+    return r;
 fail:
     prg_free(idat);
     prg_free(raw);
@@ -13636,16 +13969,27 @@ fail:
     return r;
 }
 
+prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    return prg__png_decode(img, buf, len, channels, 0, name);
+}
+
 /* ---- loading --------------------------------------------------------- */
 
-prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+prg_result prg_image_decode_flags(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
+                                  const char *name) {
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_decode: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_image_decode: buf is NULL");
-    if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return prg_jpeg_decode(img, buf, len, channels, name);
-    if (len >= 8 && buf[0] == 0x89 && buf[1] == 'P' && buf[2] == 'N' && buf[3] == 'G') return prg_png_decode(img, buf, len, channels, name);
+    if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF) return prg__jpeg_decode(img, buf, len, channels, flags, name);
+    if (len >= 8 && buf[0] == 0x89 && buf[1] == 'P' && buf[2] == 'N' && buf[3] == 'G')
+        return prg__png_decode(img, buf, len, channels, flags, name);
     return prg__fail(PRG_ERR_FORMAT, "%s: not a JPEG or PNG file (unknown magic at byte 0)", name ? name : "<memory>");
+}
+
+prg_result prg_image_decode(prg_image *img, const uint8_t *buf, size_t len, int channels, const char *name) {
+    return prg_image_decode_flags(img, buf, len, channels, 0, name);
 }
 
 /* The pixel count a JPEG (its first SOF) or PNG (IHDR) header in buf
@@ -13674,6 +14018,10 @@ static uint64_t prg__image_head_pixels(const uint8_t *b, size_t n, int *more) {
 }
 
 prg_result prg_image_load(prg_image *img, const char *path, int channels) {
+    return prg_image_load_flags(img, path, channels, 0);
+}
+
+prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, unsigned flags) {
     uint8_t *buf = NULL;
     size_t len = 0;
     uint64_t px, cap;
@@ -13682,6 +14030,7 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels) {
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
     img->w = img->h = img->c = 0;
     img->data = NULL;
+    img->warnings = 0;
     /* the header from the first MiB: the pixel limit is checked before the
        rest is read, and no more is decompressed than such an image can take
        (8 bytes a pixel + 16 MiB of other chunks; 4 bytes a pixel at the
@@ -13712,7 +14061,7 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels) {
         img->w = w; img->h = h; img->c = c; img->data = px;
         return prg__image_set_channels(img, channels);
     }
-    r = prg_image_decode(img, buf, len, channels, path);
+    r = prg_image_decode_flags(img, buf, len, channels, flags, path);
     prg_free(buf);
     return r;
 }

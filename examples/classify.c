@@ -19,6 +19,8 @@ static void usage(void) {
            "                   \"cifar10\" uses the CIFAR-10 names\n"
            "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --threads N      (0 = all)\n"
+           "  --strict         refuse an image with defects that libjpeg and PIL decode\n"
+           "                   through (by default decoded, with a note)\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
 }
@@ -29,7 +31,7 @@ static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat",
 int main(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *labels = NULL, *path_flag = NULL, *path_src;
     char enc[160];
-    int threads = 0, w, h, mc, size, i, j, k, *order;
+    int threads = 0, strict = 0, w, h, mc, size, i, j, k, *order;
     uint8_t *planes, *fitted;
     prg_image img;
     prg_classifier *clf;
@@ -50,6 +52,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--labels")) labels = ex_val();
         else if (EX_FLAG("--threads")) threads = ex_int();
         else if (EX_FLAG("--path")) path_flag = ex_val();
+        else if (EX_FLAG("--strict")) strict = 1;
         else if (argv[ex_argi][0] != '-' && !image) image = argv[ex_argi];
         else ex_bad_flag();
     }
@@ -64,7 +67,12 @@ int main(int argc, char **argv) {
     size = cfg->image_size;
     k = prg_classifier_num_classes(clf);
     if (mc != 1 && mc != 3) { fprintf(stderr, "classify: models of 1 or 3 channels only (this one: %d)\n", mc); return 1; }
-    ex_check(prg_image_load(&img, image, mc), image); /* converted to the model's channels */
+    ex_check(prg_image_load_flags(&img, image, mc, strict ? PRG_DECODE_STRICT : 0), image); /* converted to the model's channels */
+    if (img.warnings) {
+        char text[512];
+        fprintf(stderr, "classify: note: %s: decoded as libjpeg/PIL do despite: %s (--strict refuses it)\n", image,
+                prg_image_warnings_format(img.warnings, text, sizeof text));
+    }
     w = img.w;
     h = img.h;
     planes = (uint8_t *)ex_alloc((size_t)mc * h * w);

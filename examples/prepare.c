@@ -54,7 +54,9 @@ static void usage(FILE *f) {
         "  --per-file K        at most K images per .npz (default: all in one)\n"
         "  --limit K           at most K images per class (quick subsets)\n"
         "  --threads N         decoding threads (default: all CPUs)\n"
-        "  --quiet             no progress line\n");
+        "  --quiet             no progress line\n"
+        "  --strict            also skip files with defects that libjpeg and PIL\n"
+        "                      decode through (by default decoded, with a note)\n");
 }
 
 typedef struct item { char *path; int label; } item;
@@ -155,6 +157,8 @@ typedef struct job {
     prg_filter filter;
     uint8_t *data;      /* [n][3][size][size] */
     char **errors;      /* [n], NULL = decoded */
+    unsigned *warns;    /* [n], PRG_IMAGE_WARN_* of what was decoded */
+    unsigned flags;     /* PRG_DECODE_STRICT or 0 */
     int done0;          /* items finished by thread 0 */
 } job;
 
@@ -164,8 +168,9 @@ static void work(void *ctx, int ith, int nth) {
     size_t plane = (size_t)3 * S * S;
     for (i = ith; i < j->n; i += nth) { /* interleaved: each output slot has one owner */
         prg_image img, mid, out;
-        prg_result r = prg_image_load(&img, j->items[i].path, 3);
+        prg_result r = prg_image_load_flags(&img, j->items[i].path, 3, j->flags);
         if (!r) {
+            j->warns[i] = img.warnings;
             if (j->resize == 1) {
                 r = prg_image_resize(&out, &img, S, S, j->filter);
             } else {
@@ -195,7 +200,7 @@ static void work(void *ctx, int ith, int nth) {
 
 int main(int argc, char **argv) {
     const char *root = NULL, *split = "train", *out = NULL, *classes_file = NULL, *val_labels = NULL;
-    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, i, tiny = 0, nskip = 0, nfiles = 0;
+    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, strict = 0, i, tiny = 0, nskip = 0, nfiles = 0;
     prg_filter filter = PRG_FILTER_BICUBIC;
     strs classes = {NULL, 0, 0};
     list items = {NULL, 0, 0};
@@ -205,6 +210,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
+        if (!strcmp(a, "--strict")) { strict = 1; continue; }
         if (!v) { fprintf(stderr, "prepare: %s needs a value (see --help)\n", a); return 2; }
         i++;
         if (!strcmp(a, "--root")) root = v;
@@ -334,7 +340,9 @@ int main(int argc, char **argv) {
             j.quiet = quiet;
             j.data = (uint8_t *)malloc((size_t)n * plane);
             j.errors = (char **)calloc((size_t)n, sizeof(char *));
-            if (!j.data || !j.errors || !labels) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
+            j.warns = (unsigned *)calloc((size_t)n, sizeof(unsigned));
+            j.flags = strict ? PRG_DECODE_STRICT : 0;
+            if (!j.data || !j.errors || !j.warns || !labels) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
             prg_parallel(work, &j);
             if (!quiet) fprintf(stderr, "\n");
             for (k = 0; k < n; k++) {
@@ -350,6 +358,11 @@ int main(int argc, char **argv) {
                     nskip++;
                     continue;
                 }
+                if (j.warns[k]) {
+                    char text[512];
+                    fprintf(stderr, "prepare: note: %s: decoded as libjpeg/PIL do despite: %s (--strict skips it)\n", j.items[k].path,
+                            prg_image_warnings_format(j.warns[k], text, sizeof text));
+                }
                 if (kept != k) memmove(j.data + (size_t)kept * plane, j.data + (size_t)k * plane, plane);
                 labels[kept++] = j.items[k].label;
             }
@@ -364,7 +377,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "prepare: wrote %s (%d images)\n", p, kept);
             nkept_total += kept;
             nfiles++;
-            free(j.data); free(j.errors); free(labels);
+            free(j.data); free(j.errors); free(j.warns); free(labels);
         }
         fprintf(stderr, "prepare: %d images in %d file(s), %d skipped%s%s%s\n", nkept_total, nfiles, nskip,
                 nskip ? ", listed in " : "", nskip ? base : "", nskip ? "_skipped.txt" : "");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The header builds without a warning in every configuration we promise:
-# C99 with gcc and clang, C++11, with and without -march=native, with
+# C99 with gcc and clang (and tcc when installed), C++11, with and without -march=native, with
 # PRG_NO_THREADS, with PRG_NO_IMAGE (the data section's resizing must not
 # depend on the image block), and included in two translation units of one
 # program.  Each build of examples/quickstart.c (the whole pipeline on
@@ -28,6 +28,12 @@ for cc in gcc clang; do
     jobs+=("$cc-twounits|$cc -std=c99 -O2 $W -I. -DPRG_IMPLEMENTATION -c -o $out/$cc-u1.o $out/unit1_main.c && $cc -std=c99 -O2 $W -I. -c -o $out/$cc-u2.o $out/unit2.c && $cc -o $out/$cc-twounits $out/$cc-u1.o $out/$cc-u2.o -lm -pthread")
 done
 jobs+=("smoke-gemm|gcc -std=c99 -O2 $W -I. -o $out/smoke-gemm tests/smoke_gemm.c -lm -pthread")
+# tcc (no intrinsics, no thread-local keyword): the portable path and the
+# documented no-TLS fallback must build warning-free and run
+if command -v tcc > /dev/null; then
+    jobs+=("tcc-c99|tcc -Wall -Werror -I. -o $out/tcc-c99 examples/quickstart.c -lm -lpthread")
+    jobs+=("tcc-nothreads|tcc -Wall -Werror -DPRG_NO_THREADS -I. -o $out/tcc-nothreads examples/quickstart.c -lm")
+fi
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null || continue
     jobs+=("$cxx-cxx11|$cxx -x c++ -std=c++11 -O2 $W -I. -o $out/$cxx-cxx11 examples/quickstart.c -lm -pthread")

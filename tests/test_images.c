@@ -41,8 +41,10 @@ static int max_diff(const prg_image *a, const prg_image *b, double *mean) {
     return m;
 }
 
-/* Decodes name from the fixtures and compares with name.pam: at most bound. */
-static void check_file(const char *base, const char *ext, int bound) {
+/* Decodes name from the fixtures and compares with name.pam: at most bound;
+   img.warnings must be warn exactly, and strict decoding refuses the file
+   when warn is not 0 (accepts it when it is).  bound < 0: sizes only. */
+static void check_file_warn(const char *base, const char *ext, int bound, unsigned warn) {
     char path[256], ref_path[256];
     size_t len;
     uint8_t *buf;
@@ -57,26 +59,46 @@ static void check_file(const char *base, const char *ext, int bound) {
     r = prg_image_decode(&img, buf, len, 0, path);
     CHECK(r == PRG_OK, "%s: %s", path, prg_last_error());
     if (r == PRG_OK) {
+        char text[256];
+        CHECK(img.warnings == warn, "%s: warnings 0x%x (%s), expected 0x%x", path, img.warnings,
+              prg_image_warnings_format(img.warnings, text, sizeof text), warn);
         CHECK(img.w == ref.w && img.h == ref.h && img.c == ref.c, "%s: %dx%dx%d, reference %dx%dx%d", path, img.w, img.h,
               img.c, ref.w, ref.h, ref.c);
         if (img.w == ref.w && img.h == ref.h && img.c == ref.c) {
             double mean;
             int m = max_diff(&img, &ref, &mean);
-            CHECK(m <= bound, "%s: max abs diff %d > %d (mean %.4f)", path, m, bound, mean);
+            if (bound >= 0) CHECK(m <= bound, "%s: max abs diff %d > %d (mean %.4f)", path, m, bound, mean);
         }
         prg_image_free(&img);
     }
-    /* every truncation is refused with PRG_ERR_FORMAT and names the file */
+    r = prg_image_decode_flags(&img, buf, len, 0, PRG_DECODE_STRICT, path);
+    if (warn)
+        CHECK(r == PRG_ERR_FORMAT && strstr(prg_last_error(), "strict") && strstr(prg_last_error(), path),
+              "%s: strict decoding does not refuse it (%d): %s", path, (int)r, prg_last_error());
+    else
+        CHECK(r == PRG_OK, "%s: strict decoding refuses a clean file: %s", path, prg_last_error());
+    prg_image_free(&img);
+    /* strict: every truncation is refused with PRG_ERR_FORMAT and names the
+       file; lenient: refused so, or decoded with a warning that says so */
     {
-        size_t cut, step = len > 1500 ? 3 : 1, bad = 0, unnamed = 0;
+        size_t cut, step = len > 1500 ? 3 : 1, bad = 0, unnamed = 0, lenient_bad = 0;
         for (cut = 0; cut < len; cut += step) {
-            r = prg_image_decode(&img, buf, cut, 0, path);
+            r = prg_image_decode_flags(&img, buf, cut, 0, PRG_DECODE_STRICT, path);
             if (r != PRG_ERR_FORMAT) bad++;
             else if (!strstr(prg_last_error(), path)) unnamed++;
             if (r == PRG_OK) prg_image_free(&img);
+            r = prg_image_decode(&img, buf, cut, 0, path);
+            if (r == PRG_OK) {
+                if (!(img.warnings & (PRG_IMAGE_WARN_NO_END | PRG_IMAGE_WARN_SHORT_DATA))) lenient_bad++;
+                prg_image_free(&img);
+            } else if (r != PRG_ERR_FORMAT) {
+                lenient_bad++;
+            }
         }
-        CHECK(bad == 0, "%s: %lu truncations not refused with PRG_ERR_FORMAT", path, (unsigned long)bad);
+        CHECK(bad == 0, "%s: %lu truncations not refused with PRG_ERR_FORMAT in strict mode", path, (unsigned long)bad);
         CHECK(unnamed == 0, "%s: %lu error messages do not name the file (e.g. '%s')", path, (unsigned long)unnamed, prg_last_error());
+        CHECK(lenient_bad == 0, "%s: %lu truncations neither refused nor decoded with a truncation warning", path,
+              (unsigned long)lenient_bad);
     }
     /* random damage: never a crash; a failure is FORMAT/UNSUPPORTED */
     {
@@ -97,6 +119,41 @@ static void check_file(const char *base, const char *ext, int bound) {
     }
     free(buf);
     prg_image_free(&ref);
+}
+
+static void check_file(const char *base, const char *ext, int bound) { check_file_warn(base, ext, bound, 0); }
+
+/* Each defect that djpeg or PIL decode through (fixtures: byte edits of
+   clean files by tools/make_image_fixtures.py): decoded with its warning and
+   the reference's pixels (djpeg for JPEG, PIL for PNG), refused when strict. */
+static void test_defects(void) {
+    static const struct { const char *name, *ext; unsigned warn; } d[] = {
+        {"jpeg_junk", "jpg", PRG_IMAGE_WARN_JUNK},
+        {"jpeg_no_dht", "jpg", PRG_IMAGE_WARN_STD_HUFFMAN},
+        {"jpeg_short", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
+        {"jpeg_short_rst", "jpg", PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END},
+        {"jpeg_no_eoi", "jpg", PRG_IMAGE_WARN_NO_END},
+        {"jpeg_bad_data", "jpg", PRG_IMAGE_WARN_BAD_DATA},
+        {"jpeg_app_len0", "jpg", PRG_IMAGE_WARN_BAD_LENGTH},
+        {"png_no_iend", "png", PRG_IMAGE_WARN_NO_END},
+        {"png_crc_idat", "png", PRG_IMAGE_WARN_CRC},
+        {"png_crc_after", "png", PRG_IMAGE_WARN_CRC},
+    };
+    size_t i;
+    char text[512];
+    for (i = 0; i < sizeof d / sizeof *d; i++) check_file_warn(d[i].name, d[i].ext, 0, d[i].warn);
+    /* a progressive file cut mid-scan: libjpeg also smooths the blocks whose low
+       coefficients are incomplete (its block smoothing, which prg.h does not
+       do), so only the warning, the size and strict refusal are checked */
+    check_file_warn("jpeg_short_prog", "jpg", -1, PRG_IMAGE_WARN_SHORT_DATA | PRG_IMAGE_WARN_NO_END);
+    /* the texts: one per bit, joined */
+    prg_image_warnings_format(PRG_IMAGE_WARN_JUNK | PRG_IMAGE_WARN_CRC, text, sizeof text);
+    CHECK(strstr(text, prg_image_warning_str(PRG_IMAGE_WARN_JUNK)) == text && strstr(text, "; ") &&
+              strstr(text, prg_image_warning_str(PRG_IMAGE_WARN_CRC)),
+          "warning text: '%s'", text);
+    prg_image_warnings_format(~0u, text, 20);
+    CHECK(strlen(text) == 19, "cut to the buffer: '%s'", text);
+    CHECK(*prg_image_warning_str(0x40000000u) == 0 && *prg_image_warnings_format(0, text, sizeof text) == 0, "no warning, no text");
 }
 
 static void test_jpeg(void) {
@@ -204,6 +261,66 @@ static void test_corrupt_headers(void) {
     CHECK(r == PRG_ERR_FORMAT, "unknown magic refused");
 }
 
+static int count_of(const char *hay, const char *needle) {
+    int n = 0;
+    size_t k = strlen(needle);
+    for (hay = strstr(hay, needle); hay; hay = strstr(hay + k, needle)) n++;
+    return n;
+}
+
+/* Writes the CRC of the chunk at pos (length, type, data, CRC) again. */
+static void png_recrc(uint8_t *b, size_t pos) {
+    uint32_t n = ((uint32_t)b[pos] << 24) | ((uint32_t)b[pos + 1] << 16) | ((uint32_t)b[pos + 2] << 8) | b[pos + 3];
+    uint32_t crc = prg_crc32(0, b + pos + 4, (size_t)n + 4);
+    uint8_t *c = b + pos + 8 + n;
+    c[0] = (uint8_t)(crc >> 24); c[1] = (uint8_t)(crc >> 16); c[2] = (uint8_t)(crc >> 8); c[3] = (uint8_t)crc;
+}
+
+/* A failure inside a nested call (the zlib stream of a PNG) comes out whole:
+   the file named once, the PNG context once, the cause (the Adler-32) once;
+   and prg__fail may take prg_last_error() as an argument. */
+static void test_nested_error(void) {
+    size_t len, pos = 8, last = 0;
+    uint8_t *b = prg_test_read_file(FIX "png_rgb8.png", &len);
+    prg_image img;
+    prg_result r;
+    const char *e;
+    CHECK(b != NULL, "cannot read png_rgb8.png");
+    if (!b) return;
+    while (pos + 12 <= len) { /* the last IDAT ends with the zlib stream's Adler-32 */
+        uint32_t n = ((uint32_t)b[pos] << 24) | ((uint32_t)b[pos + 1] << 16) | ((uint32_t)b[pos + 2] << 8) | b[pos + 3];
+        if (memcmp(b + pos + 4, "IDAT", 4) == 0) last = pos;
+        pos += 12 + n;
+    }
+    CHECK(last > 0, "png_rgb8.png has an IDAT");
+    if (last) {
+        uint32_t n = ((uint32_t)b[last] << 24) | ((uint32_t)b[last + 1] << 16) | ((uint32_t)b[last + 2] << 8) | b[last + 3];
+        b[last + 8 + n - 1] ^= 0x5A;
+        png_recrc(b, last);
+        r = prg_png_decode(&img, b, len, 0, "dir/x.png");
+        e = prg_last_error();
+        CHECK(r == PRG_ERR_FORMAT, "corrupt zlib stream refused (%d)", (int)r);
+        CHECK(count_of(e, "dir/x.png") == 1 && count_of(e, "corrupt PNG image data") == 1 && count_of(e, "Adler-32") == 1 &&
+                  strncmp(e, "dir/x.png: corrupt PNG image data: ", 35) == 0,
+              "nested message not whole or not said once: '%s'", e);
+    }
+    free(b);
+    /* the helpers themselves */
+    r = prg__fail(PRG_ERR_IO, "a.bin: cannot read 12 bytes at offset 40");
+    r = prg__fail(r, "%s", prg_last_error());
+    CHECK(r == PRG_ERR_IO && strcmp(prg_last_error(), "a.bin: cannot read 12 bytes at offset 40") == 0,
+          "prg__fail with prg_last_error() as its argument: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "a.bin: loading the weights");
+    CHECK(strcmp(prg_last_error(), "a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "context added, file name once: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "a.bin: loading the weights");
+    CHECK(strcmp(prg_last_error(), "a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "the same context twice is said once: '%s'", prg_last_error());
+    r = prg__fail_ctx(r, "model %d", 3);
+    CHECK(strcmp(prg_last_error(), "model 3: a.bin: loading the weights: cannot read 12 bytes at offset 40") == 0,
+          "outer context: '%s'", prg_last_error());
+}
+
 /* Resizing against PIL's Image.resize on the source picture: the same
    fixed-point arithmetic, so exact. */
 static void test_resize(void) {
@@ -308,9 +425,9 @@ static void test_prepare(void) {
     fclose(f);
     CHECK(sh("rm -rf %s %s && mkdir -p %s/train/n001 %s/train/n002 %s/val %s/out", root, tiny, root, root, root, root) == 0, "mkdir");
     CHECK(sh("mkdir -p %s/train/n001/images %s/train/n002/images %s/val/images", tiny, tiny, tiny) == 0, "mkdir");
-    /* ImageNet: a.JPEG b.JPEG (a PNG, as one ImageNet file is) c.JPEG (truncated) | d e f (progressive, gray, CMYK) */
+    /* ImageNet: a.JPEG b.JPEG (a PNG, as one ImageNet file is) c.JPEG (cut in its headers) | d e f (progressive, gray, CMYK) */
     CHECK(sh("cp " FIX "jpeg_420.jpg %s/train/n001/a.JPEG && cp " FIX "png_rgb8.png %s/train/n001/b.JPEG", root, root) == 0, "cp");
-    CHECK(sh("head -c 700 " FIX "jpeg_444.jpg > %s/train/n001/c.JPEG && cp " FIX "jpeg_prog420.jpg %s/train/n002/d.JPEG", root, root) == 0, "cp");
+    CHECK(sh("head -c 400 " FIX "jpeg_444.jpg > %s/train/n001/c.JPEG && cp " FIX "jpeg_prog420.jpg %s/train/n002/d.JPEG", root, root) == 0, "cp");
     CHECK(sh("cp " FIX "jpeg_gray.jpg %s/train/n002/e.JPEG && cp " FIX "jpeg_cmyk.jpg %s/train/n002/f.JPEG", root, root) == 0, "cp");
     CHECK(sh("cp " FIX "jpeg_444.jpg %s/val/v1.JPEG && cp " FIX "jpeg_422.jpg %s/val/v2.JPEG", root, root) == 0, "cp");
     snprintf(p1, sizeof p1, "%s/val_labels.txt", root);
@@ -353,6 +470,17 @@ static void test_prepare(void) {
     check_npz(strcat(strcpy(p1, tiny), "/val.npz"), val_files, val_labels, 2, 16, 0);
     snprintf(cmd, sizeof cmd, "%s --root %s/nonexistent --out x.npz 2> /dev/null", prep, tiny);
     CHECK(system(cmd) != 0, "a missing root fails");
+    /* a file with a tolerated defect: decoded with a one-line note; --strict skips it */
+    CHECK(sh("rm -rf %s/defect && mkdir -p %s/defect/train/n001 && cp " FIX "jpeg_junk.jpg %s/defect/train/n001/a.JPEG && cp " FIX
+             "png_rgb8.png %s/defect/train/n001/b.JPEG", b, b, b, b) == 0, "defect tree");
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --out %s/defect/all.npz 2> %s/defect/log.txt", prep, b, b, b);
+    CHECK(system(cmd) == 0, "prepare on the defect tree: %s", cmd);
+    CHECK(sh("grep -c 'note: .*a.JPEG.*extraneous bytes' %s/defect/log.txt | grep -qx 1 && grep -q '2 images' %s/defect/log.txt", b, b) == 0,
+          "the defect is decoded with one note line");
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --strict --out %s/defect/strict.npz 2> %s/defect/log2.txt", prep, b, b, b);
+    CHECK(system(cmd) == 0, "prepare --strict on the defect tree: %s", cmd);
+    CHECK(sh("grep -q 'skipped.*a.JPEG.*strict' %s/defect/log2.txt && grep -q '1 images' %s/defect/log2.txt", b, b) == 0,
+          "--strict skips the defect file");
 }
 
 /* Channels are resampled independently: for every filter and size, a 1-, 2-
@@ -443,8 +571,10 @@ static void test_resize_agree(void) {
 int main(void) {
     test_jpeg();
     test_png();
+    test_defects();
     test_channels();
     test_corrupt_headers();
+    test_nested_error();
     test_resize();
     test_resize_channels();
     test_resize_agree();

@@ -7,8 +7,12 @@ references are djpeg's output, checked here to equal PIL's decode (CMYK: PIL's
 convert("RGB")).  PNG files are written by this script from known arrays (every
 colour type, bit depth, filter type, tRNS and Adam7) plus a few by ImageMagick
 and PIL; their references are those arrays, and PIL's decode of every file is
-checked against them.  Needs: python3-pil, libjpeg-turbo-progs, imagemagick.
+checked against them.  Defects the decoders accept with a warning (junk before
+a marker, no DHT, cut entropy data, corrupt entropy data, no EOI/IEND, an empty
+APP length, CRCs PIL does not check) are byte edits of clean files, with djpeg's (JPEG) or PIL's
+(PNG) pixels as the reference.  Needs: python3-pil, libjpeg-turbo-progs, imagemagick.
 Run from the repository root: /usr/bin/python3 tools/make_image_fixtures.py
+(--defects: only the defect files, without ImageMagick).
 """
 import io, os, struct, subprocess, sys, tempfile, zlib
 from PIL import Image
@@ -161,6 +165,123 @@ def png_cases():
     return w, h, cases
 
 
+# ------------------------------------------------------- tolerated defects
+def jpeg_segments(d):
+    """(marker, start, end) of each marker segment up to and including SOS."""
+    out, i = [], 2
+    while i < len(d):
+        assert d[i] == 0xFF
+        m = d[i + 1]; n = (d[i + 2] << 8) | d[i + 3]
+        out.append((m, i, i + 2 + n))
+        if m == 0xDA: break
+        i += 2 + n
+    return out
+
+
+def djpeg_pixels(path):
+    """djpeg's decode (it warns and goes on where libjpeg does), as a PIL image."""
+    p = subprocess.run(["djpeg", "-pnm", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode in (0, 2), path + ": djpeg fails: " + p.stderr.decode()   # 2: decoded with warnings
+    return Image.open(io.BytesIO(p.stdout)), p.stderr.decode().strip()
+
+
+def pil_pixels(path):
+    """PIL's decode (RGB/L/RGBA), or None when PIL refuses the file."""
+    try:
+        im = Image.open(path); im.load()
+    except Exception as e:   # noqa: BLE001 (PIL raises several kinds)
+        return None, str(e)
+    if im.mode not in ("L", "LA", "RGB", "RGBA"): im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+    return im, ""
+
+
+def png_chunks(d):
+    out, i = [], 8
+    while i < len(d):
+        n = struct.unpack(">I", d[i:i + 4])[0]
+        out.append((d[i + 4:i + 8], i, i + 12 + n))
+        i += 12 + n
+    return out
+
+
+def defect_fixtures(tmp, srcppm):
+    """Files with the defects the decoders accept with a warning, each made
+    from a clean cjpeg or PNG file by a byte edit; the reference is djpeg's
+    decode for JPEG and PIL's for PNG, and where PIL decodes a JPEG too it must
+    give the same pixels (PIL refuses truncated JPEGs: then djpeg alone)."""
+    def clean(name, opts):
+        path = os.path.join(tmp, name + ".jpg")
+        run("cjpeg", "-quality", "85", *opts, "-outfile", path, srcppm)
+        return open(path, "rb").read()
+
+    def save_jpeg(name, d, warn_word, pil_must):
+        path = os.path.join(OUT, name + ".jpg")
+        open(path, "wb").write(d)
+        ref, err = djpeg_pixels(path)
+        assert warn_word in err, "%s: djpeg says %r, expected a warning with %r" % (name, err, warn_word)
+        pil, perr = pil_pixels(path)
+        if pil_must: assert pil is not None, name + ": PIL refuses it: " + perr
+        if pil is not None: assert pil.tobytes() == ref.tobytes(), name + ": PIL and djpeg disagree"
+        b, c = pil_bytes(ref)
+        write_pam(os.path.join(OUT, name + ".pam"), ref.width, ref.height, c, b)
+
+    base = clean("base420", ["-sample", "2x2"])
+    seg = jpeg_segments(base)
+    # extraneous bytes: 3 before the SOF marker (between headers) and 4 after the entropy data, before EOI
+    sof = [s for s in seg if s[0] == 0xC0][0]
+    d = base[:sof[1]] + b"\x12\x34\x56" + base[sof[1]:-2] + b"\x00\x11\x22\x33" + base[-2:]
+    save_jpeg("jpeg_junk", d, "extraneous bytes", True)
+    # no DHT (a Motion-JPEG frame): cjpeg's default tables are the standard ones
+    d = b"".join(base[a:b] for i, (m, a, b) in enumerate([(0xD8, 0, 2)] + seg) if m != 0xC4) + base[seg[-1][2]:]
+    assert base.count(b"\xff\xc4") and not d[:jpeg_segments(d)[-1][2]].count(b"\xff\xc4")
+    ref0, _ = djpeg_pixels(os.path.join(tmp, "base420.jpg"))
+    path = os.path.join(OUT, "jpeg_no_dht.jpg"); open(path, "wb").write(d)
+    ref, _ = djpeg_pixels(path)
+    assert ref.tobytes() == ref0.tobytes(), "standard tables give other pixels"
+    pil, perr = pil_pixels(path); assert pil is not None and pil.tobytes() == ref.tobytes(), "PIL on no-DHT: " + perr
+    write_pam(os.path.join(OUT, "jpeg_no_dht.pam"), ref.width, ref.height, 3, ref.tobytes())
+    # entropy data that ends early: baseline, progressive and with restart markers, cut mid-scan
+    sos_end = seg[-1][2]
+    save_jpeg("jpeg_short", base[:sos_end + (len(base) - sos_end) * 3 // 5], "Premature end", False)
+    prog = clean("prog", ["-progressive", "-sample", "2x2"])
+    marks = [i for i in range(2, len(prog) - 1) if prog[i] == 0xFF and prog[i + 1] not in (0, 0xFF) and not 0xD0 <= prog[i + 1] <= 0xD7]
+    sos = [i for i in marks if prog[i + 1] == 0xDA]
+    k = marks.index(sos[len(sos) // 2])   # cut halfway through the entropy data of the middle scan
+    save_jpeg("jpeg_short_prog", prog[:(marks[k] + marks[k + 1]) // 2 + 8], "Premature end", False)
+    rst = clean("rst", ["-restart", "1", "-sample", "2x2"])
+    rsos = jpeg_segments(rst)[-1][2]
+    save_jpeg("jpeg_short_rst", rst[:rsos + (len(rst) - rsos) // 2], "Premature end", False)
+    # corrupt entropy data (one byte of the scan changed): libjpeg decodes it without a warning, through
+    # coefficients past the end of a block; prg.h reads it the same way with a warning
+    e = bytearray(base); e[sos_end + 94] ^= 0x55
+    assert 0xFF not in e[sos_end + 93:sos_end + 96]
+    save_jpeg("jpeg_bad_data", bytes(e), "", True)
+    # a complete file without EOI
+    save_jpeg("jpeg_no_eoi", base[:-2], "Premature end", False)
+    # an APP segment with length field 0: libjpeg reads it as empty and goes on after the length bytes
+    save_jpeg("jpeg_app_len0", base[:2] + b"\xff\xe5\x00\x00" + base[2:], "", True)
+
+    # PNG: missing IEND, CRC errors PIL does not check
+    png = open(os.path.join(OUT, "png_rgb8.png"), "rb").read()
+    ch = png_chunks(png)
+    assert ch[-1][0] == b"IEND"
+
+    def save_png(name, d):
+        path = os.path.join(OUT, name + ".png")
+        open(path, "wb").write(d)
+        im, err = pil_pixels(path)
+        assert im is not None, name + ": PIL refuses it: " + err
+        b, c = pil_bytes(im)
+        write_pam(os.path.join(OUT, name + ".pam"), im.width, im.height, c, b)
+
+    save_png("png_no_iend", png[:ch[-1][1]])
+    idat = [c for c in ch if c[0] == b"IDAT"][0]
+    save_png("png_crc_idat", png[:idat[2] - 1] + bytes([png[idat[2] - 1] ^ 0x55]) + png[idat[2]:])
+    text = chunk(b"tEXt", b"Comment\x00after the image")
+    text = text[:-1] + bytes([text[-1] ^ 0x55])
+    save_png("png_crc_after", png[:ch[-1][1]] + text + png[ch[-1][1]:])
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     tmp = tempfile.mkdtemp()
@@ -168,6 +289,10 @@ def main():
     srcppm = os.path.join(tmp, "src.ppm")
     with open(srcppm, "wb") as f:
         f.write(b"P6\n%d %d\n255\n" % (W, H) + bytes(c for p in src for c in p))
+    if "--defects" in sys.argv[1:]:   # only the defect files (edits of png_rgb8.png and of new cjpeg files)
+        defect_fixtures(tmp, srcppm)
+        print("defect fixtures written to", OUT)
+        return
     # ---- JPEG
     jpegs = [("jpeg_444", ["-sample", "1x1"]), ("jpeg_422", ["-sample", "2x1"]),
              ("jpeg_420", ["-sample", "2x2"]), ("jpeg_440", ["-sample", "1x2"]),
@@ -234,6 +359,7 @@ def main():
         im = im.convert("RGBA" if im.mode == "RGBA" else "RGB")
         b, c = pil_bytes(im)
         write_pam(os.path.join(OUT, nm + ".pam"), im.width, im.height, c, b)
+    defect_fixtures(tmp, srcppm)
     # the source picture itself (input of the resize tests and of prepare)
     write_pam(os.path.join(OUT, "src.pam"), W, H, 3, bytes(c for p in src for c in p))
     # resize references by PIL (bicubic, bilinear, box; down and up)
