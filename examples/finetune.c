@@ -199,15 +199,22 @@ int main(int argc, char **argv) {
             ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
         }
     } else {
-        ex_net_config(&cfg, &nf, ds.c);
+        ex_net_config_data(&cfg, &nf, &ds);
         ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
     }
     if (cfg.in_channels != ds.c) {
         fprintf(stderr, "finetune: the U-Net takes %d channels, the data has %d\n", cfg.in_channels, ds.c);
         return 1;
     }
-    k = ds.num_classes > ts.num_classes ? ds.num_classes : ts.num_classes;
+    /* the head has the training set's classes; the test set must fit them */
+    k = ds.num_classes;
+    if (test) {
+        ex_labels_fit(&ts, k, test, data);
+        ex_same_classes(ds.class_names, ds.num_classes, data, ts.class_names, ts.num_classes, test);
+    }
+    ex_print_classes(data, k, ds.class_names);
     ex_check(prg_classifier_create(&clf, net, k, t_span, t_cutoff, seed + 202), "classifier");
+    if (ds.class_names) ex_check(prg_classifier_set_class_names(clf, (const char *const *)ds.class_names, k), "class names");
     ex_check(prg_classifier_set_grad_mode(clf, frozen ? PRG_GRAD_FROZEN : !strcmp(grad, "exact") ? PRG_GRAD_EXACT
                                                                                                    : PRG_GRAD_ADJOINT),
              "grad mode");

@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (ds.n < 1) { fprintf(stderr, "pretrain: empty dataset\n"); return 1; }
-    ex_net_config(&cfg, &nf, ds.c);
+    ex_net_config_data(&cfg, &nf, &ds);
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     bpe = (ds.n + batch - 1) / batch;
     if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
