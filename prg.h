@@ -841,7 +841,9 @@ typedef struct prg_array {
 void       prg_array_free(prg_array *a);
 prg_result prg_npy_load(prg_array *a, const char *path);
 /* One array of an .npz (zip, stored or deflate, zip64 ok, CRC-32 checked);
-   name with or without ".npy". */
+   name with or without ".npy".  Both loaders return numpy's fixed-length
+   strings as their elements with the length as one more last dimension:
+   'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
 prg_result prg_npz_load(prg_array *a, const char *path, const char *name);
 prg_result prg_npy_save(const char *path, const prg_array *a);
 /* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
@@ -880,9 +882,10 @@ prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, 
    layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
    labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
    with labels 0-based, num_classes = largest label + 1.  An optional
-   'classes' u8 [K][L] (row k: the UTF-8 name of class k, NUL-padded; as
-   examples/prepare writes it) sets num_classes = K and class_names, and a
-   label past K is PRG_ERR_FORMAT naming the index. */
+   'classes' (numpy strings [K], np.array(names), or u8 [K][L]: row k the
+   UTF-8 name of class k, NUL-padded, as examples/prepare writes it) sets
+   num_classes = K and class_names, and a label past K is PRG_ERR_FORMAT
+   naming the index. */
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
 /* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
    test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
@@ -9734,8 +9737,15 @@ static prg_result prg__npy_dict(const char *s, size_t n, size_t base, const char
         int dt = -1;
         for (k = 0; k < PRG_DT_COUNT; k++)
             if (np_names[k][0] && bo && strcmp(descr + 1, np_names[k]) == 0) dt = k;
+        /* fixed-length strings: S<n> bytes -> u8, U<n> UCS-4 -> u32, n as one more last dimension */
+        if (dt < 0 && bo && (descr[1] == 'S' || descr[1] == 'U') && descr[2] >= '1' && descr[2] <= '9' && strlen(descr + 2) <= 7 &&
+            strspn(descr + 2, "0123456789") == strlen(descr + 2)) {
+            if (h->ndim >= PRG_MAX_DIMS) return prg__fail(PRG_ERR_FORMAT, "%s: a string array of 8 dimensions has no room for the length", what);
+            dt = descr[1] == 'S' ? PRG_DT_U8 : PRG_DT_U32;
+            h->shape[h->ndim++] = atoi(descr + 2);
+        }
         if ((bo != '<' && bo != '>' && bo != '|' && bo != '=') || dt < 0)
-            return prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not supported (u1 i1 b1 u2 i2 u4 i4 u8 i8 f2 f4 f8)", what, descr);
+            return prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not supported (u1 i1 b1 u2 i2 u4 i4 u8 i8 f2 f4 f8 S<n> U<n>)", what, descr);
         h->dtype = (prg_dtype)dt;
         h->swap = prg_dtype_size(h->dtype) > 1 && ((bo == '>' && prg__host_le()) || (bo == '<' && !prg__host_le()));
     }
@@ -10203,6 +10213,19 @@ static int prg__js_hex4(prg__js *j, unsigned *v) {
     }
     return 0;
 }
+/* The UTF-8 bytes of code point cp (<= 0x10ffff) at d; returns the end. */
+static char *prg__utf8_put(char *d, uint32_t cp) {
+    if (cp < 0x80) *d++ = (char)cp;
+    else if (cp < 0x800) { *d++ = (char)(0xc0 | (cp >> 6)); *d++ = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) {
+        *d++ = (char)(0xe0 | (cp >> 12)); *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
+    } else {
+        *d++ = (char)(0xf0 | (cp >> 18)); *d++ = (char)(0x80 | ((cp >> 12) & 63));
+        *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
+    }
+    return d;
+}
+
 /* Decodes a string into the arena (never longer than its encoding). */
 static prg_result prg__js_string(prg__js *j, const char **out, const char *name) {
     char *d;
@@ -10237,14 +10260,7 @@ static prg_result prg__js_string(prg__js *j, const char **out, const char *name)
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
             if (cp == 0) return prg__js_fail(j, "\\u0000 in a string", name);
-            if (cp < 0x80) *d++ = (char)cp;
-            else if (cp < 0x800) { *d++ = (char)(0xc0 | (cp >> 6)); *d++ = (char)(0x80 | (cp & 63)); }
-            else if (cp < 0x10000) {
-                *d++ = (char)(0xe0 | (cp >> 12)); *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
-            } else {
-                *d++ = (char)(0xf0 | (cp >> 18)); *d++ = (char)(0x80 | ((cp >> 12) & 63));
-                *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
-            }
+            d = prg__utf8_put(d, cp);
             break;
         }
         default: j->i--; return prg__js_fail(j, "bad escape", name);
@@ -11330,9 +11346,10 @@ static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int ba
     fclose(f);
     if (!found) return PRG_OK;
     if ((r = prg_npz_load(&a, path, "classes")) != PRG_OK) return r;
-    if (a.dtype != PRG_DT_U8 || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1) {
-        r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be uint8 [classes][max name length] (one NUL-padded name a row), got %s with %d dims",
-                      path, prg_dtype_name(a.dtype), a.ndim);
+    if ((a.dtype != PRG_DT_U8 && a.dtype != PRG_DT_U32) || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1 ||
+        a.shape[1] > 4096) {
+        r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be numpy strings [classes] (S or U) or uint8 [classes][max name length] "
+                      "(one NUL-padded name a row, at most 4096 bytes), got %s with %d dims", path, prg_dtype_name(a.dtype), a.ndim);
         prg_array_free(&a);
         return r;
     }
@@ -11346,13 +11363,27 @@ static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int ba
             return r;
         }
     v = (const char **)PRG_MALLOC(sizeof(char *) * (size_t)k);
-    text = (char *)PRG_MALLOC((size_t)(k * (len + 1)));
+    text = (char *)PRG_MALLOC((size_t)(k * (4 * len + 1))); /* UTF-8: 4 bytes a code point at most */
     if (!v || !text) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for the class names", path);
     for (i = 0; !r && i < k; i++) {
-        char *d = text + (size_t)i * (size_t)(len + 1);
-        memcpy(d, (const uint8_t *)a.data + (size_t)i * (size_t)len, (size_t)len);
-        d[len] = 0;
+        char *d = text + (size_t)i * (size_t)(4 * len + 1);
+        int64_t j;
         v[i] = d;
+        if (a.dtype == PRG_DT_U8) {
+            memcpy(d, (const uint8_t *)a.data + (size_t)i * (size_t)len, (size_t)len);
+            d[len] = 0;
+            continue;
+        }
+        for (j = 0; j < len; j++) { /* UCS-4 -> UTF-8 */
+            uint32_t cp = ((const uint32_t *)a.data)[(size_t)i * (size_t)len + (size_t)j];
+            if (!cp) break;
+            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+                r = prg__fail(PRG_ERR_FORMAT, "%s: 'classes' name %d has the invalid code point 0x%lx", path, i, (unsigned long)cp);
+                break;
+            }
+            d = prg__utf8_put(d, cp);
+        }
+        *d = 0;
     }
     if (!r) r = prg_dataset_set_class_names(ds, v, (int)k);
     if (v) PRG_FREE((void *)v);

@@ -867,6 +867,21 @@ static void test_dataset_class_names(void) {
     CHECK(prg_dataset_load(&ds, p) == PRG_OK && ds.num_classes == 1000 && ds.class_names == NULL, "no classes: 1000 unnamed: %s", prg_last_error());
     prg_dataset_free(&ds);
     remove(p);
+    /* numpy strings, as np.savez(..., classes=np.array(names)) writes them (tools/make_io_fixtures.py) */
+    for (i = 0; i < 2; i++) {
+        const char *name = i ? "classes_s.npz" : "classes_u.npz";
+        prg_array a;
+        r = prg_npz_load(&a, fix_path(name), "classes");
+        CHECK(r == PRG_OK && a.dtype == (i ? PRG_DT_U8 : PRG_DT_U32) && a.ndim == 2 && a.shape[0] == 3 && a.shape[1] == 6,
+              "%s: strings as %s [3][6]: %s", name, i ? "U8" : "U32", prg_last_error());
+        prg_array_free(&a);
+        r = prg_dataset_load(&ds, fix_path(name));
+        CHECK(r == PRG_OK && ds.n == 3 && ds.c == 1 && ds.num_classes == 3 && ds.labels[1] == 2 && ds.class_names &&
+                  !strcmp(ds.class_names[0], "Banana") && !strcmp(ds.class_names[1], "apple") &&
+                  !strcmp(ds.class_names[2], "caf\xc3\xa9"),
+              "%s: names Banana, apple, cafe (UTF-8): %s", name, prg_last_error());
+        prg_dataset_free(&ds);
+    }
     /* CIFAR-10 names its classes */
     {
         uint8_t rec[2 * 3073];
