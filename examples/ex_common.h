@@ -276,10 +276,10 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
         n += parts[np].n;
         if (parts[np].num_classes > k) k = parts[np].num_classes;
         if (np && (!parts[np].class_names) != (!parts[0].class_names)) {
-            fprintf(stderr, "%s: %s names its classes and %s does not\n", ex_prog, parts[np].class_names ? p : "the first file", parts[np].class_names ? "the first file" : p);
+            fprintf(stderr, "%s: %s names its classes and %s does not\n", ex_prog, parts[np].class_names ? p : buf, parts[np].class_names ? buf : p);
             exit(1);
         }
-        ex_same_classes(parts[0].class_names, parts[0].num_classes, "the first file", parts[np].class_names, parts[np].num_classes, p);
+        ex_same_classes(parts[0].class_names, parts[0].num_classes, buf, parts[np].class_names, parts[np].num_classes, p);
         np++;
     }
     ex_check(prg_dataset_alloc(ds, n, parts[0].c, parts[0].h, parts[0].w, k), "dataset");

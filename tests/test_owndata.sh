@@ -36,7 +36,7 @@ apple 9
 cherry pie 9"
 
 # 2. prepare, twice (another thread count): the same bytes
-P="--size 16 --val-fraction 0.25 --seed 1 --quiet"
+P="--size 16 --val-fraction 0.3 --seed 1 --quiet"
 "$BIN/prepare" --root "$T" $P --out "$OUT/d" > "$OUT/prepare.log" 2>&1
 check $? "prepare failed (see $OUT/prepare.log)"
 grep -q "layout ImageFolder" "$OUT/prepare.log"; check $? "prepare did not say it detected the ImageFolder layout"
@@ -73,11 +73,11 @@ grep -qF 'prg.classes      ["Banana", "apple", "cherry pie"]' "$OUT/prginfo.log"
 "$BIN/evaluate" --model "$OUT/f-best.safetensors" --data "$OUT/d.npz" --csv "$OUT/train.csv" >> "$OUT/evaluate.log" 2>&1
 check $? "evaluate failed (see $OUT/evaluate.log)"
 [ "$(head -n 1 "$OUT/val.csv")" = 'true\pred,Banana,apple,cherry pie' ]; check $? "the confusion matrix is not headed by the class names"
-# stratified: each class of n readable images holds out round(0.25 n) (all rows of the two matrices)
+# stratified: each class of n readable images holds out round(0.3 n) (all rows of the two matrices)
 got=$(awk -F, 'FNR > 1 { s = 0; for (i = 2; i <= NF; i++) s += $i; if (NR == FNR) v[FNR] = s; else print $1 ": " v[FNR] " of " v[FNR] + s }' \
     "$OUT/val.csv" "$OUT/train.csv")
-want=$(echo "$readable" | awk '{ n = $NF; sub(/ [0-9]+$/, ""); print $0 ": " int(0.25 * n + 0.5) " of " n }')
-[ "$got" = "$want" ]; check $? "the held-out split is not round(0.25 n) of each class: got '$got', want '$want'"
+want=$(echo "$readable" | awk '{ n = $NF; sub(/ [0-9]+$/, ""); print $0 ": " int(0.3 * n + 0.5) " of " n }')
+[ "$got" = "$want" ]; check $? "the held-out split is not round(0.3 n) of each class: got '$got', want '$want'"
 
 # 4. a label past the model's classes: an error naming the index, not a larger head
 "$BIN/make_tiny_dataset" folder "$OUT/tree4" 2 a b c d > /dev/null &&
