@@ -13,7 +13,7 @@
 
 int main(int argc, char **argv) {
     const char *path = NULL, *preset = NULL;
-    int quiet = 0, i, j;
+    int quiet = 0, i, j, is_clf;
     prg_st *st;
     prg_unet_config cfg;
     prg_unet *net = NULL;
@@ -61,10 +61,11 @@ int main(int argc, char **argv) {
     }
     for (i = 0; i < prg_st_count(st); i++) total += (double)prg_st_info_at(st, i)->count;
     kind = prg_st_metadata(st, "prg.kind");
+    is_clf = kind && !strcmp(kind, "classifier"); /* kind lives in st */
     prg_st_close(st);
     printf("  %d tensors, %.0f values in all\n", i, total);
     /* verify by loading it as what it says it is */
-    if (kind && !strcmp(kind, "classifier")) {
+    if (is_clf) {
         if (prg_classifier_load(&clf, path, preset ? &cfg : NULL) != PRG_OK) goto bad;
         net = prg_classifier_unet(clf);
     } else if (prg_unet_load(&net, path, preset ? &cfg : NULL) != PRG_OK) {
