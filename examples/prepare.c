@@ -82,7 +82,7 @@ static void usage(FILE *f) {
         "  --threads N         decoding threads (default: all CPUs)\n"
         "  --quiet             no progress line\n"
         "Exit status 0 when the files are written (the last line gives the skipped count),\n"
-        "1 on an error, 2 on a bad option.\n");
+        "1 on an error (or when no image could be read), 2 on a bad option.\n");
 }
 
 typedef struct item { char *path; int cls; } item;
@@ -538,6 +538,10 @@ int main(int argc, char **argv) {
                 labels[kept++] = j.items[k].cls + base;
                 per_class[j.items[k].cls]++;
             }
+            if (!kept) { /* nothing to write */
+                free(j.data); free(j.errors); free(j.chan); free(labels); free(cls);
+                continue;
+            }
             if (val_fraction > 0) {
                 /* per class: round(F * n) of its n images, at least 1 and at most n - 1,
                    chosen by a shuffle that depends only on (seed, class) */
@@ -601,6 +605,10 @@ int main(int argc, char **argv) {
         free(per_class);
         fprintf(stderr, "prepare: %d images in %d file(s), class names in %s_classes.txt; %d skipped%s%s%s\n", nkept_total, nfiles,
                 base_path, nskip, nskip ? " (unreadable), listed in " : "", nskip ? base_path : "", nskip ? "_skipped.txt" : "");
+        if (!nkept_total) {
+            fprintf(stderr, "prepare: none of the %d images could be read\n", items.n);
+            return 1;
+        }
     }
     if (sf) fclose(sf);
     for (i = 0; i < items.n; i++) free(items.v[i].path);
