@@ -86,6 +86,9 @@ check $? "prepare of a 4-class tree failed"
 "$BIN/evaluate" --model "$OUT/f-best.safetensors" --data "$OUT/d4.npz" > "$OUT/evaluate4.log" 2>&1
 [ $? -eq 1 ] && grep -q "d4.npz: label 3 at index 6 is past the 3 classes of" "$OUT/evaluate4.log"
 check $? "evaluate on a 4-class set: no error naming label 3 at index 6 (see $OUT/evaluate4.log)"
+"$BIN/finetune" --init "$OUT/p.st" --data "$OUT/d.npz" --test "$OUT/d4.npz" --t-span 2 --steps 1 --out "$OUT/f4" > "$OUT/finetune4.log" 2>&1
+[ $? -eq 1 ] && grep -q "d4.npz: label 3 at index 6 is past the 3 classes of $OUT/d.npz" "$OUT/finetune4.log" && [ ! -f "$OUT/f4-last.safetensors" ]
+check $? "finetune with a 4-class test set: no error naming label 3 at index 6, or a checkpoint written (see $OUT/finetune4.log)"
 
 # 5. classify the tree: every readable image, top 3 with the tree's names; notes; CSV and JSON
 "$BIN/classify" --model "$OUT/f-best.safetensors" --top 3 "$T" > "$OUT/classify.log" 2> "$OUT/classify.err"
