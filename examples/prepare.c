@@ -74,7 +74,9 @@ static void usage(FILE *f) {
         "                              (the reference's evaluation transform)\n"
         "  --filter F          bicubic (default), bilinear or box; PIL's Image.resize\n"
         "                      with antialiasing when downscaling\n"
-        "  --classes FILE      class order, one name (wnid) per line (e.g. map_clsloc.txt)\n"
+        "  --classes FILE      class order (and subset), one a line: the whole line for the\n"
+        "                      folder layout (e.g. a PREFIX_classes.txt), the first word for\n"
+        "                      the ImageNet layouts (e.g. map_clsloc.txt)\n"
         "  --val-labels FILE   flat ImageNet val: lines '<file> <wnid>', or one wnid\n"
         "                      or 1-based label per line for the sorted files\n"
         "  --per-file K        at most K images per .npz (default: all in one)\n"
@@ -374,9 +376,20 @@ int main(int argc, char **argv) {
     if (!folder || per_file > 0) channels = channels ? channels : 3;
 
     /* classes */
-    if (classes_file) {
+    if (classes_file) { /* folder: whole lines (names may hold blanks); ImageNet: the first word */
         strs dummy = {NULL, 0, 0};
-        if (!read_pairs(classes_file, &classes, &dummy)) { fprintf(stderr, "prepare: cannot read %s\n", classes_file); return 1; }
+        FILE *f = folder ? fopen(classes_file, "r") : NULL;
+        char line[4096];
+        if (f) {
+            while (fgets(line, sizeof line, f)) {
+                line[strcspn(line, "\r\n")] = 0;
+                if (line[0]) strs_add(&classes, line);
+            }
+            fclose(f);
+        } else if (folder || !read_pairs(classes_file, &classes, &dummy)) {
+            fprintf(stderr, "prepare: cannot read %s\n", classes_file);
+            return 1;
+        }
         strs_free(&dummy);
     } else {
         classes = list_dir(folder ? root : p, 1);
