@@ -201,6 +201,9 @@ $(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
 # test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
 TESTS += tests/test_pipeline.sh
 TEST_DEPS += $(PIPELINE)
+# test_owndata.sh: an ImageFolder tree of its own -> prepare -> ... -> classify.
+TESTS += tests/test_owndata.sh
+TEST_DEPS += $(BUILD)/prepare $(BUILD)/prginfo
 .PHONY: demo
 demo: $(PIPELINE)
 	BIN=$(BUILD) OUT=$(BUILD)/demo examples/demo.sh

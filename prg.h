@@ -702,6 +702,12 @@ prg_result prg_classifier_head_tensor_info(const prg_classifier *clf, int i, con
                                            int *ndim, int64_t shape[4], size_t *offset);
 /* Zeroes the U-Net and head gradients. */
 void       prg_classifier_zero_grad(prg_classifier *clf);
+/* Class names, optional: exactly num_classes strings, copied (names NULL
+   removes them).  prg_classifier_save stores them as the metadata
+   "prg.classes" (a JSON array of strings); prg_classifier_load reads them.
+   class_name: NULL when the classifier has none or i is out of range. */
+prg_result prg_classifier_set_class_names(prg_classifier *clf, const char *const *names, int n);
+const char *prg_classifier_class_name(const prg_classifier *clf, int i);
 
 /* How backward treats the ODE:
    PRG_GRAD_EXACT    exact gradient of the discretised solve (left-end
@@ -962,7 +968,8 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
    prg_unet_config_format), "prg.kind" (unet or classifier), "prg.num_classes",
    "prg.t_span", "prg.t_cutoff", and the pretraining loss "prg.loss" (icfm, ot,
    gvp; absent when the net's is PRG_LOSS_NONE) with its path "prg.path" (icfm,
-   gvp; a classifier's encoder path).  A training checkpoint adds the Adam moments
+   gvp; a classifier's encoder path), and "prg.classes" when the classifier has
+   class names (a JSON array of num_classes strings).  A training checkpoint adds the Adam moments
    as "optim.exp_avg.<name>" / "optim.exp_avg_sq.<name>", "optim.step", the
    RNG state ("prg.rng") and the iteration count ("prg.step"), so that a run
    resumed from it continues bit for bit.  Every write goes to a temporary
@@ -974,10 +981,10 @@ prg_result prg_unet_save(const prg_unet *net, const char *path);
    must hold exactly the tensors of cfg; head.* and optim.* tensors are ignored. */
 prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config *cfg);
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
-/* The grid (t_span, t_cutoff) and class count come from the metadata; a file
-   without them gets t_span 32, t_cutoff 0 and the class count of
-   head.fc2.weight.  Before the net or the head is allocated, the metadata is
-   checked against the documented limits (prg.t_span in [2,
+/* The grid (t_span, t_cutoff), class count and class names come from the
+   metadata; a file without them gets t_span 32, t_cutoff 0, the class count
+   of head.fc2.weight and no names.  Before the net or the head is allocated,
+   the metadata is checked against the documented limits (prg.t_span in [2,
    PRG_MAX_T_SPAN], prg.t_cutoff within the grid, prg.num_classes equal to
    the rows of head.fc2.weight) and the config against the tensor table
    (every tensor present, with its shape and a float dtype), so a small
@@ -1006,7 +1013,9 @@ typedef struct prg_array {
 void       prg_array_free(prg_array *a);
 prg_result prg_npy_load(prg_array *a, const char *path);
 /* One array of an .npz (zip, stored or deflate, zip64 ok, CRC-32 checked);
-   name with or without ".npy". */
+   name with or without ".npy".  Both loaders return numpy's fixed-length
+   strings as their elements with the length as one more last dimension:
+   'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
 prg_result prg_npz_load(prg_array *a, const char *path, const char *name);
 prg_result prg_npy_save(const char *path, const prg_array *a);
 /* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
@@ -1021,15 +1030,22 @@ typedef struct prg_dataset {
     int n, c, h, w, num_classes;
     uint8_t *images;   /* [n][c][h][w] */
     int32_t *labels;   /* [n], each in [0, num_classes) */
+    char **class_names; /* [num_classes] names in label order, or NULL when the files name no
+                           classes; one prg_alloc block (set with prg_dataset_set_class_names) */
 } prg_dataset;
 #endif
 void       prg_dataset_free(prg_dataset *ds);
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
+/* Copies n class names (label order) into ds and sets num_classes = n;
+   PRG_ERR_ARG (nothing changed) when a name is NULL or a label is >= n
+   (the message gives the first such index).  names NULL, n 0: removes them. */
+prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n);
 /* MNIST / Fashion-MNIST IDX files (raw or .gz): images u8 [N][rows][cols]
    (magic 0x00000803), labels u8 [N] (0x00000801), 10 classes. */
 prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const char *labels_path);
-/* CIFAR-10 binary: records <label><3072 pixels R,G,B planes>, 10 classes;
-   the files are concatenated in order (e.g. data_batch_1..5.bin). */
+/* CIFAR-10 binary: records <label><3072 pixels R,G,B planes>, 10 classes
+   (class_names airplane, automobile, ..., truck); the files are
+   concatenated in order (e.g. data_batch_1..5.bin). */
 prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths);
 /* CIFAR-100 binary: records <coarse><fine><3072>; coarse != 0 picks the 20
    superclasses, else the 100 classes. */
@@ -1038,7 +1054,11 @@ prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, 
    layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
    labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
    with labels 0-based, num_classes = largest label + 1 (at most
-   PRG_MAX_CLASSES: a larger label is refused, naming file and index). */
+   PRG_MAX_CLASSES: a larger label is refused, naming file and index).  An
+   optional 'classes' (numpy strings [K], np.array(names), or u8 [K][L]: row
+   k the UTF-8 name of class k, NUL-padded, as examples/prepare writes it)
+   sets num_classes = K and class_names, and a label past K is
+   PRG_ERR_FORMAT naming the index. */
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
 /* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
    test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
@@ -8686,7 +8706,29 @@ struct prg_classifier {
     float *lnmean, *lnrstd;   /* [cap] each */
     int fwd_batch;            /* batch of the last forward, 0 = none */
     uint64_t net_serial;      /* net->fwd_serial after the forward's last Euler step */
+    char **names;             /* [classes] class names or NULL (prg__names_copy) */
 };
+
+/* names[0..n) copied into one prg_alloc block: the n pointers, then the
+   text; NULL when out of memory or a name is NULL. */
+static char **prg__names_copy(const char *const *names, int n) {
+    size_t bytes = (size_t)n * sizeof(char *), len;
+    char **out, *p;
+    int i;
+    for (i = 0; i < n; i++) {
+        if (!names[i]) return NULL;
+        bytes += strlen(names[i]) + 1;
+    }
+    if (!(out = (char **)prg_alloc(bytes ? bytes : 1))) return NULL;
+    p = (char *)(out + n);
+    for (i = 0; i < n; i++) {
+        len = strlen(names[i]) + 1;
+        memcpy(p, names[i], len);
+        out[i] = p;
+        p += len;
+    }
+    return out;
+}
 
 /* Euler steps of the classifier's encoder for its path, or -1 (with the
    error recorded) when the grid does not fit the path. */
@@ -8786,6 +8828,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
 
 void prg_classifier_free(prg_classifier *clf) {
     if (!clf) return;
+    prg_free(clf->names);
     prg_unet_free(clf->net);
     prg_free(clf->head);
     prg_free(clf->hgrad);
@@ -8795,6 +8838,26 @@ void prg_classifier_free(prg_classifier *clf) {
 
 prg_unet *prg_classifier_unet(prg_classifier *clf) { return clf->net; }
 int prg_classifier_num_classes(const prg_classifier *clf) { return clf->classes; }
+
+prg_result prg_classifier_set_class_names(prg_classifier *clf, const char *const *names, int n) {
+    char **copy = NULL;
+    int i;
+    if (!clf) return prg__fail(PRG_ERR_ARG, "prg_classifier_set_class_names: clf is NULL");
+    if (names) {
+        if (n != clf->classes)
+            return prg__fail(PRG_ERR_ARG, "prg_classifier_set_class_names: %d names for a classifier of %d classes", n, clf->classes);
+        for (i = 0; i < n; i++)
+            if (!names[i]) return prg__fail(PRG_ERR_ARG, "prg_classifier_set_class_names: name %d is NULL", i);
+        if (!(copy = prg__names_copy(names, n))) return prg__fail(PRG_ERR_NOMEM, "prg_classifier_set_class_names: out of memory");
+    }
+    prg_free(clf->names);
+    clf->names = copy;
+    return PRG_OK;
+}
+
+const char *prg_classifier_class_name(const prg_classifier *clf, int i) {
+    return clf && clf->names && i >= 0 && i < clf->classes ? clf->names[i] : NULL;
+}
 
 float *prg_classifier_head_params(prg_classifier *clf, size_t *count) {
     if (count) *count = clf->nhead;
@@ -10466,8 +10529,15 @@ static prg_result prg__npy_dict(const char *s, size_t n, size_t base, const char
         int dt = -1;
         for (k = 0; k < PRG_DT_COUNT; k++)
             if (np_names[k][0] && bo && strcmp(descr + 1, np_names[k]) == 0) dt = k;
+        /* fixed-length strings: S<n> bytes -> u8, U<n> UCS-4 -> u32, n as one more last dimension */
+        if (dt < 0 && bo && (descr[1] == 'S' || descr[1] == 'U') && descr[2] >= '1' && descr[2] <= '9' && strlen(descr + 2) <= 7 &&
+            strspn(descr + 2, "0123456789") == strlen(descr + 2)) {
+            if (h->ndim >= PRG_MAX_DIMS) return prg__fail(PRG_ERR_FORMAT, "%s: a string array of 8 dimensions has no room for the length", what);
+            dt = descr[1] == 'S' ? PRG_DT_U8 : PRG_DT_U32;
+            h->shape[h->ndim++] = atoi(descr + 2);
+        }
         if ((bo != '<' && bo != '>' && bo != '|' && bo != '=') || dt < 0)
-            return prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not supported (u1 i1 b1 u2 i2 u4 i4 u8 i8 f2 f4 f8)", what, descr);
+            return prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not supported (u1 i1 b1 u2 i2 u4 i4 u8 i8 f2 f4 f8 S<n> U<n>)", what, descr);
         h->dtype = (prg_dtype)dt;
         h->swap = prg_dtype_size(h->dtype) > 1 && ((bo == '>' && prg__host_le()) || (bo == '<' && !prg__host_le()));
     }
@@ -10966,6 +11036,19 @@ static int prg__js_hex4(prg__js *j, unsigned *v) {
     }
     return 0;
 }
+/* The UTF-8 bytes of code point cp (<= 0x10ffff) at d; returns the end. */
+static char *prg__utf8_put(char *d, uint32_t cp) {
+    if (cp < 0x80) *d++ = (char)cp;
+    else if (cp < 0x800) { *d++ = (char)(0xc0 | (cp >> 6)); *d++ = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) {
+        *d++ = (char)(0xe0 | (cp >> 12)); *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
+    } else {
+        *d++ = (char)(0xf0 | (cp >> 18)); *d++ = (char)(0x80 | ((cp >> 12) & 63));
+        *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
+    }
+    return d;
+}
+
 /* Decodes a string into the arena (never longer than its encoding). */
 static prg_result prg__js_string(prg__js *j, const char **out, const char *name) {
     char *d;
@@ -11000,14 +11083,7 @@ static prg_result prg__js_string(prg__js *j, const char **out, const char *name)
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
             if (cp == 0) return prg__js_fail(j, "\\u0000 in a string", name);
-            if (cp < 0x80) *d++ = (char)cp;
-            else if (cp < 0x800) { *d++ = (char)(0xc0 | (cp >> 6)); *d++ = (char)(0x80 | (cp & 63)); }
-            else if (cp < 0x10000) {
-                *d++ = (char)(0xe0 | (cp >> 12)); *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
-            } else {
-                *d++ = (char)(0xf0 | (cp >> 18)); *d++ = (char)(0x80 | ((cp >> 12) & 63));
-                *d++ = (char)(0x80 | ((cp >> 6) & 63)); *d++ = (char)(0x80 | (cp & 63));
-            }
+            d = prg__utf8_put(d, cp);
             break;
         }
         default: j->i--; return prg__js_fail(j, "bad escape", name);
@@ -11522,11 +11598,13 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[28]; /* 12 key/value pairs at most; room to spare */
+    const char *meta[32]; /* 13 key/value pairs at most; room to spare */
+    prg__sb cls;          /* prg.classes: the class names as a JSON array */
     int n, i, nt = 0, nmeta = 0, nopt;
     size_t name_bytes = 0, pos = 0;
     prg_result r;
     if (!path) return prg__fail(PRG_ERR_ARG, "checkpoint: path is NULL");
+    memset(&cls, 0, sizeof cls);
     e = prg__ckpt_entries(net, clf, &n);
     if (!e) return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
     nopt = opt ? 2 : 0;
@@ -11571,6 +11649,19 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         meta[nmeta++] = "prg.t_span"; meta[nmeta++] = span;
         meta[nmeta++] = "prg.t_cutoff"; meta[nmeta++] = cut;
         meta[nmeta++] = "prg.path"; meta[nmeta++] = prg_path_name(clf->path);
+        if (clf->names) {
+            prg__sb_str(&cls, "[");
+            for (i = 0; i < clf->classes; i++) {
+                if (i) prg__sb_str(&cls, ", ");
+                prg__sb_json(&cls, clf->names[i]);
+            }
+            prg__sb_str(&cls, "]");
+            if (cls.oom) {
+                PRG_FREE(e); PRG_FREE(t); PRG_FREE(names); prg__sb_free(&cls);
+                return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
+            }
+            meta[nmeta++] = "prg.classes"; meta[nmeta++] = cls.p;
+        }
     } else if (net->loss != PRG_LOSS_NONE) {
         meta[nmeta++] = "prg.path"; meta[nmeta++] = prg_path_name(prg_unet_path(net));
     }
@@ -11593,6 +11684,40 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     PRG_FREE(e);
     PRG_FREE(t);
     PRG_FREE(names);
+    prg__sb_free(&cls);
+    return r;
+}
+
+/* The metadata "prg.classes" (a JSON array of exactly n strings) into the
+   classifier's names. */
+static prg_result prg__ckpt_class_names(prg_classifier *clf, const char *text, const char *path) {
+    prg__js j;
+    const char **v;
+    int k = 0;
+    prg_result r = PRG_OK;
+    memset(&j, 0, sizeof j);
+    j.s = text;
+    j.n = strlen(text);
+    j.path = path;
+    j.arena = (char *)PRG_MALLOC(j.n + 1);
+    v = (const char **)PRG_MALLOC(sizeof(char *) * (size_t)clf->classes);
+    if (!j.arena || !v) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for the class names", path);
+    if (!r && prg__js_expect(&j, '[', NULL)) r = PRG_ERR_FORMAT;
+    while (!r && prg__js_peek(&j) != ']') {
+        if (k && prg__js_expect(&j, ',', NULL)) r = PRG_ERR_FORMAT;
+        else if (k >= clf->classes || prg__js_string(&j, &v[k], NULL)) r = PRG_ERR_FORMAT;
+        else k++;
+    }
+    if (!r) {
+        j.i++;
+        if (prg__js_peek(&j) != -1 || k != clf->classes) r = PRG_ERR_FORMAT;
+    }
+    if (r == PRG_ERR_FORMAT)
+        prg__fail(r, "%s: metadata prg.classes is not a JSON array of %d strings (the class count; stopped at byte %zu of it)",
+                  path, clf->classes, j.i);
+    if (!r) r = prg_classifier_set_class_names(clf, v, k);
+    if (j.arena) PRG_FREE(j.arena);
+    if (v) PRG_FREE((void *)v);
     return r;
 }
 
@@ -11869,6 +11994,9 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     net = NULL; /* owned by clf */
     clf->path = enc_path;
     if ((r = prg_classifier_set_grid(clf, (int)span, (int)cut)) != PRG_OK) goto done;
+    if (prg_st_metadata(st, "prg.classes") &&
+        (r = prg__ckpt_class_names(clf, prg_st_metadata(st, "prg.classes"), path)) != PRG_OK)
+        goto done;
     e = prg__ckpt_entries(clf->net, clf, &n);
     if (!e) {
         r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
@@ -11981,7 +12109,30 @@ void prg_dataset_free(prg_dataset *ds) {
     if (!ds) return;
     prg_free(ds->images);
     prg_free(ds->labels);
+    prg_free(ds->class_names);
     memset(ds, 0, sizeof *ds);
+}
+
+prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n) {
+    char **copy;
+    int i;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: ds is NULL");
+    if (!names && n == 0) {
+        prg_free(ds->class_names);
+        ds->class_names = NULL;
+        return PRG_OK;
+    }
+    if (!names || n < 1 || n > 1000000) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: %d names (1..1000000)", n);
+    for (i = 0; i < n; i++)
+        if (!names[i]) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: name %d is NULL", i);
+    for (i = 0; i < ds->n; i++)
+        if (ds->labels[i] < 0 || ds->labels[i] >= n)
+            return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: label %d of image %d is past the %d class names", (int)ds->labels[i], i, n);
+    if (!(copy = prg__names_copy(names, n))) return prg__fail(PRG_ERR_NOMEM, "prg_dataset_set_class_names: out of memory");
+    prg_free(ds->class_names);
+    ds->class_names = copy;
+    ds->num_classes = n;
+    return PRG_OK;
 }
 
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes) {
@@ -12161,10 +12312,79 @@ static prg_result prg__cifar_load(prg_dataset *ds, const char *const *paths, int
 }
 
 prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths) {
-    return prg__cifar_load(ds, paths, npaths, 1, 0, 10);
+    static const char *const names[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                          "dog", "frog", "horse", "ship", "truck"};
+    prg_result r = prg__cifar_load(ds, paths, npaths, 1, 0, 10);
+    if (!r && (r = prg_dataset_set_class_names(ds, names, 10)) != PRG_OK) prg_dataset_free(ds);
+    return r;
 }
 prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, int npaths, int coarse) {
     return prg__cifar_load(ds, paths, npaths, 2, coarse ? 0 : 1, coarse ? 20 : 100);
+}
+
+/* The optional 'classes' array of a dataset .npz: u8 [K][L], row k the
+   name of class k, NUL-padded.  base: 1 when the file's labels are 1-based
+   (for the message). */
+static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int base) {
+    prg_array a;
+    prg__zipent e;
+    FILE *f;
+    uint64_t size;
+    const char **v = NULL;
+    char *text = NULL;
+    prg_result r;
+    int64_t k, len;
+    int i, found;
+    /* absent is fine ('data' and 'labels' were read, so the directory is sound) */
+    if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
+    found = prg__zip_find(f, path, size, "classes", &e) == PRG_OK;
+    fclose(f);
+    if (!found) return PRG_OK;
+    if ((r = prg_npz_load(&a, path, "classes")) != PRG_OK) return r;
+    if ((a.dtype != PRG_DT_U8 && a.dtype != PRG_DT_U32) || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1 ||
+        a.shape[1] > 4096) {
+        r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be numpy strings [classes] (S or U) or uint8 [classes][max name length] "
+                      "(one NUL-padded name a row, at most 4096 bytes), got %s with %d dims", path, prg_dtype_name(a.dtype), a.ndim);
+        prg_array_free(&a);
+        return r;
+    }
+    k = a.shape[0];
+    len = a.shape[1];
+    for (i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= k) {
+            r = prg__fail(PRG_ERR_FORMAT, "%s: label %d at index %d is past the %lld classes of 'classes' (labels %s..%lld)", path,
+                          (int)ds->labels[i] + base, i, (long long)k, base ? "1" : "0", (long long)(k - 1 + base));
+            prg_array_free(&a);
+            return r;
+        }
+    v = (const char **)PRG_MALLOC(sizeof(char *) * (size_t)k);
+    text = (char *)PRG_MALLOC((size_t)(k * (4 * len + 1))); /* UTF-8: 4 bytes a code point at most */
+    if (!v || !text) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for the class names", path);
+    for (i = 0; !r && i < k; i++) {
+        char *d = text + (size_t)i * (size_t)(4 * len + 1);
+        int64_t j;
+        v[i] = d;
+        if (a.dtype == PRG_DT_U8) {
+            memcpy(d, (const uint8_t *)a.data + (size_t)i * (size_t)len, (size_t)len);
+            d[len] = 0;
+            continue;
+        }
+        for (j = 0; j < len; j++) { /* UCS-4 -> UTF-8 */
+            uint32_t cp = ((const uint32_t *)a.data)[(size_t)i * (size_t)len + (size_t)j];
+            if (!cp) break;
+            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+                r = prg__fail(PRG_ERR_FORMAT, "%s: 'classes' name %d has the invalid code point 0x%lx", path, i, (unsigned long)cp);
+                break;
+            }
+            d = prg__utf8_put(d, cp);
+        }
+        *d = 0;
+    }
+    if (!r) r = prg_dataset_set_class_names(ds, v, (int)k);
+    if (v) PRG_FREE((void *)v);
+    if (text) PRG_FREE(text);
+    prg_array_free(&a);
+    return r;
 }
 
 prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
@@ -12229,7 +12449,8 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
     ds->h = h;
     ds->w = w;
     ds->num_classes = imagenet ? 1000 : (int)(n ? hi + 1 : 1);
-    return PRG_OK;
+    if ((r = prg__npz_class_names(ds, path, base)) != PRG_OK) prg_dataset_free(ds);
+    return r;
 }
 
 /* The name with `from` (last occurrence in the base name) replaced by `to`;

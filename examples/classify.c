@@ -1,26 +1,46 @@
-/* classify: one image -> the top-5 classes of a fine-tuned PRG classifier.
+/* classify: images -> the top classes of a fine-tuned PRG classifier.
 
-     classify --model finetune-best.safetensors digit.pgm
+     classify --model finetune-best.safetensors digit.png
+     classify --model photos-best.safetensors --top 3 --csv holiday/ > predictions.csv
 
-   Reads JPEG, PNG or binary PGM/PPM (prg_image_load).  The image is
-   converted to the model's channel count (gray <-> RGB), 28x28 images for
-   a 32x32 model get MNIST's 2-pixel border, other sizes are resized
-   (bicubic, shorter side) and centre-cropped; then normalised as in
-   training (0.1307/0.3081 for 1 channel, ImageNet's for 3). */
+   Reads JPEG, PNG or binary PGM/PPM (prg_image_load); a directory stands for
+   every image file under it.  Each image is converted to the model's channel
+   count (the conversion prepare makes), 28x28 images for a 32x32 model get
+   MNIST's 2-pixel border, other sizes are resized (bicubic, shorter side)
+   and centre-cropped as prepare does by default; then normalised as in training (0.1307/0.3081 for 1
+   channel, ImageNet's for 3).  Every conversion is said in a note. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
+#include <dirent.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 static void usage(void) {
-    printf("usage: classify --model CLASSIFIER [options] IMAGE (JPEG, PNG, PGM or PPM)\n"
-           "Prints the top-5 classes with their probabilities.\n"
+    printf("usage: classify --model CLASSIFIER [options] IMAGE|DIR ...\n"
+           "The top classes of each image (JPEG, PNG, PGM or PPM; a directory: every .jpg .jpeg\n"
+           ".png .ppm .pgm file under it, any letter case, sorted) with their probabilities and\n"
+           "class names.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
-           "  --labels PATH    class names, one per line (default: class numbers);\n"
-           "                   \"cifar10\" uses the CIFAR-10 names\n"
+           "  --top K          classes per image (5; at most the class count)\n"
+           "  --csv            CSV on stdout, a header then one row per image and rank:\n"
+           "                   file,rank,class,name,probability,notes\n"
+           "  --json           JSON on stdout: an array with one object per image, {\"file\",\n"
+           "                   \"width\", \"height\", \"channels\", \"notes\": [...], \"top\": [{\"rank\",\n"
+           "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}\n"
+           "  --labels PATH    class names, one a line (default: the checkpoint's, else class\n"
+           "                   numbers); \"cifar10\" uses the CIFAR-10 names\n"
+           "  --batch N        images per forward pass (16)\n"
            "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
-           "  --threads N      (0 = all)\n"
            "  --strict         refuse an image with defects that libjpeg and PIL decode\n"
            "                   through (by default decoded, with a note)\n"
+           "  --threads N      (0 = all)\n"
+           "Notes say how an image was fitted to the model: colour -> grey or grey -> colour\n"
+           "(as prepare converts), alpha dropped, zero border, resized (shorter side, bicubic)\n"
+           "and centre-cropped, an aspect ratio beyond 4:3 (the crop drops the sides), an image\n"
+           "more than 4x the model's side.  Exit status 1 when an image could not be read (the\n"
+           "others are still classified), 2 on a bad option.\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
 }
@@ -28,19 +48,149 @@ static void usage(void) {
 static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
                                         "dog", "frog", "horse", "ship", "truck"};
 
-int main(int argc, char **argv) {
-    const char *model = NULL, *image = NULL, *labels = NULL, *path_flag = NULL, *path_src;
-    char enc[160];
-    int threads = 0, strict = 0, w, h, mc, size, i, j, k, *order;
-    uint8_t *planes, *fitted;
+/* ---- the files: arguments, directories expanded ----------------------- */
+typedef struct paths { char **v; int n, cap; } paths;
+static void paths_add(paths *p, const char *s) {
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 64;
+        p->v = (char **)realloc(p->v, (size_t)p->cap * sizeof(char *));
+        if (!p->v) { fprintf(stderr, "classify: out of memory\n"); exit(1); }
+    }
+    p->v[p->n] = (char *)malloc(strlen(s) + 1);
+    if (!p->v[p->n]) { fprintf(stderr, "classify: out of memory\n"); exit(1); }
+    strcpy(p->v[p->n++], s);
+}
+static int has_image_ext(const char *name) {
+    static const char *const ext[5] = {".jpg", ".jpeg", ".png", ".ppm", ".pgm"};
+    const char *e = strrchr(name, '.');
+    int i;
+    for (i = 0; e && i < 5; i++)
+        if (!strcasecmp(e, ext[i])) return 1;
+    return 0;
+}
+/* by directory, then by file name (the order prepare reads a tree in) */
+static int cmp_path(const void *a, const void *b) {
+    const char *x = *(char *const *)a, *y = *(char *const *)b, *sx = strrchr(x, '/'), *sy = strrchr(y, '/');
+    size_t lx = (size_t)(sx - x), ly = (size_t)(sy - y);
+    int c = strncmp(x, y, lx < ly ? lx : ly);
+    if (c) return c;
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return strcmp(sx, sy);
+}
+static void add_tree(paths *p, const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char q[4096];
+    struct stat st;
+    if (!d) { fprintf(stderr, "classify: cannot read directory %s\n", dir); return; }
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(q, sizeof q, "%s/%s", dir, e->d_name);
+        if (stat(q, &st) == 0 && S_ISDIR(st.st_mode)) add_tree(p, q);
+        else if (has_image_ext(e->d_name)) paths_add(p, q);
+    }
+    closedir(d);
+}
+
+/* ---- output ------------------------------------------------------------ */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+typedef struct result {
+    const char *file;
+    int w, h, c, ok;
+    char notes[4][160];
+    int nnotes;
+    char error[1024];
+} result;
+
+static void note(result *r, const char *fmt, ...) {
+    va_list ap;
+    if (r->nnotes >= 4) return;
+    va_start(ap, fmt);
+    vsnprintf(r->notes[r->nnotes++], sizeof r->notes[0], fmt, ap);
+    va_end(ap);
+}
+
+static unsigned decode_flags; /* PRG_DECODE_STRICT with --strict */
+
+/* Loads, converts and fits one image into planes [mc][size][size]. */
+static int load_fit(result *res, uint8_t *fitted, int mc, int size) {
     prg_image img;
-    prg_classifier *clf;
-    const prg_unet_config *cfg;
+    uint8_t *planes;
+    int w, h, c;
+    double ratio;
+    if (prg_image_load_flags(&img, res->file, 0, decode_flags) != PRG_OK) {
+        snprintf(res->error, sizeof res->error, "%s", prg_last_error());
+        return 0;
+    }
+    if (img.warnings) {
+        char text[512];
+        note(res, "decoded as libjpeg/PIL do despite: %s (--strict refuses it)",
+             prg_image_warnings_format(img.warnings, text, sizeof text));
+    }
+    c = img.c;
+    if (c == 2 || c == 4) note(res, "alpha dropped");
+    if ((c == 1 || c == 2) != (mc == 1)) {
+        note(res, mc == 1 ? "colour -> grey (the model takes 1 channel)" : "grey -> colour, R = G = B (the model takes 3 channels)");
+    }
+    if (c != mc) { /* the file again, converted by the decoder as prepare converts */
+        prg_image_free(&img);
+        if (prg_image_load_flags(&img, res->file, mc, decode_flags) != PRG_OK) {
+            snprintf(res->error, sizeof res->error, "%s", prg_last_error());
+            return 0;
+        }
+    }
+    res->w = w = img.w;
+    res->h = h = img.h;
+    res->c = c == 2 || c == 4 ? c - 1 : c;
+    ratio = w > h ? (double)w / h : (double)h / w;
+    if (h == w && h < size && (size - h) % 2 == 0 && size - h <= 4) {
+        planes = (uint8_t *)ex_alloc((size_t)mc * h * w);
+        prg_image_to_planar(planes, &img);
+        note(res, "zero border of %d to the model's %dx%d (as MNIST's 28x28 in training)", (size - h) / 2, size, size);
+        prg_planes_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w);
+        prg_free(planes);
+    } else if (h == size && w == size) {
+        prg_image_to_planar(fitted, &img);
+    } else { /* prepare's default fit: shorter side -> size (PIL bicubic), centre crop */
+        prg_image mid, out;
+        ex_check(prg_image_resize_short(&mid, &img, size, PRG_FILTER_BICUBIC), res->file);
+        note(res, "resized %dx%d -> %dx%d (bicubic), centre crop %dx%d", w, h, mid.w, mid.h, size, size);
+        ex_check(prg_image_center_crop(&out, &mid, size, size), res->file);
+        prg_image_to_planar(fitted, &out);
+        prg_image_free(&mid);
+        prg_image_free(&out);
+    }
+    prg_image_free(&img);
+    if (ratio > 4.0 / 3 + 1e-9) note(res, "aspect ratio %.2f: the centre crop keeps %.0f%% of the image", ratio, 100 / ratio);
+    if ((w < h ? w : h) > 4 * size) note(res, "%.0fx the model's side: fine detail is lost in the downscaling", (double)(w < h ? w : h) / size);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *labels = NULL, *path_flag = NULL, *path_src;
+    char enc[160];
     prg_unet_config fcfg;
     ex_net_flags nf;
+    int threads = 0, top = 5, csv = 0, json = 0, batch = 16, mc, size, i, j, k, b, failed = 0, first_json = 1;
+    paths files = {NULL, 0, 0};
+    prg_classifier *clf;
+    const prg_unet_config *cfg;
     float *x, *logits, mean[4], std[4];
-    double mx, sum;
-    char **names = NULL;
+    uint8_t *fitted;
+    int *order;
+    result *res;
+    const char **names;
+    size_t img;
 
     ex_prog = "classify";
     ex_net_flags_init(&nf, "tiny32");
@@ -49,86 +199,151 @@ int main(int argc, char **argv) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
         else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--model")) model = ex_val();
-        else if (EX_FLAG("--labels")) labels = ex_val();
-        else if (EX_FLAG("--threads")) threads = ex_int();
         else if (EX_FLAG("--path")) path_flag = ex_val();
-        else if (EX_FLAG("--strict")) strict = 1;
-        else if (argv[ex_argi][0] != '-' && !image) image = argv[ex_argi];
-        else ex_bad_flag();
+        else if (EX_FLAG("--strict")) decode_flags = PRG_DECODE_STRICT;
+        else if (EX_FLAG("--labels")) labels = ex_val();
+        else if (EX_FLAG("--top")) top = ex_int();
+        else if (EX_FLAG("--csv")) csv = 1;
+        else if (EX_FLAG("--json")) json = 1;
+        else if (EX_FLAG("--batch")) batch = ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (argv[ex_argi][0] != '-') {
+            struct stat st;
+            if (stat(argv[ex_argi], &st) == 0 && S_ISDIR(st.st_mode)) {
+                int before = files.n;
+                add_tree(&files, argv[ex_argi]);
+                if (files.n > before + 1) qsort(files.v + before, (size_t)(files.n - before), sizeof(char *), cmp_path);
+                if (files.n == before) fprintf(stderr, "classify: no image files under %s\n", argv[ex_argi]);
+            } else paths_add(&files, argv[ex_argi]);
+        } else ex_bad_flag();
     }
-    if (!model || !image) { usage(); return 2; }
+    if (!model || !files.n || top < 1 || batch < 1 || (csv && json)) {
+        if (csv && json) fprintf(stderr, "classify: --csv or --json, not both\n");
+        usage();
+        return 2;
+    }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
     ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
              "--path");
     ex_encoder_desc(enc, sizeof(enc), clf);
+    /* on stderr with --csv / --json, whose stdout is for scripts */
+    fprintf(csv || json ? stderr : stdout, "%s: %s (path from %s)\n", model, enc, path_src);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     mc = cfg->in_channels;
     size = cfg->image_size;
     k = prg_classifier_num_classes(clf);
+    if (top > k) top = k;
     if (mc != 1 && mc != 3) { fprintf(stderr, "classify: models of 1 or 3 channels only (this one: %d)\n", mc); return 1; }
-    ex_check(prg_image_load_flags(&img, image, mc, strict ? PRG_DECODE_STRICT : 0), image); /* converted to the model's channels */
-    if (img.warnings) {
-        char text[512];
-        fprintf(stderr, "classify: note: %s: decoded as libjpeg/PIL do despite: %s (--strict refuses it)\n", image,
-                prg_image_warnings_format(img.warnings, text, sizeof text));
-    }
-    w = img.w;
-    h = img.h;
-    planes = (uint8_t *)ex_alloc((size_t)mc * h * w);
-    prg_image_to_planar(planes, &img);
-    prg_image_free(&img);
 
-    /* fit to size x size */
-    fitted = (uint8_t *)ex_alloc((size_t)mc * size * size);
-    if (h == w && h < size && (size - h) % 2 == 0 && size - h <= 4) {
-        prg_planes_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w); /* zero border */
-    } else if (h == size && w == size) {
-        memcpy(fitted, planes, (size_t)mc * size * size);
-    } else {
-        int rh = h <= w ? size : (int)((double)h * size / w + 0.5), rw = w <= h ? size : (int)((double)w * size / h + 0.5);
-        uint8_t *rs = (uint8_t *)ex_alloc((size_t)mc * rh * rw);
-        ex_check(prg_planes_resize(rs, rh, rw, planes, mc, h, w, NULL), "resize");
-        prg_planes_crop(fitted, rs, (rh - size) / 2, (rw - size) / 2, size, size, mc, rh, rw);
-        prg_free(rs);
-    }
-    ex_norm(mc, mean, std);
-    x = (float *)ex_alloc((size_t)mc * size * size * sizeof(float));
-    prg_planes_normalize(x, fitted, mean, std, mc, size, size);
-    logits = (float *)ex_alloc((size_t)k * sizeof(float));
-    ex_check(prg_classifier_forward(clf, 1, x, logits), "classifier");
-
+    /* class names: --labels, else the checkpoint's, else none (numbers) */
+    names = (const char **)ex_alloc((size_t)k * sizeof(char *));
+    for (i = 0; i < k; i++) names[i] = prg_classifier_class_name(clf, i);
     if (labels && !strcmp(labels, "cifar10")) {
-        if (k == 10) names = (char **)cifar10_names;
+        for (i = 0; i < k; i++) names[i] = k == 10 ? cifar10_names[i] : NULL;
     } else if (labels) {
         FILE *f = fopen(labels, "r");
-        char line[256];
+        char line[1024];
         if (!f) { fprintf(stderr, "classify: cannot read %s\n", labels); return 1; }
-        names = (char **)calloc((size_t)k, sizeof(char *));
+        for (i = 0; i < k; i++) names[i] = NULL;
         for (i = 0; i < k && fgets(line, sizeof(line), f); i++) {
+            char *s;
             line[strcspn(line, "\r\n")] = 0;
-            names[i] = (char *)malloc(strlen(line) + 1);
-            if (names[i]) strcpy(names[i], line);
+            s = (char *)malloc(strlen(line) + 1);
+            if (s) strcpy(s, line);
+            names[i] = s;
         }
         fclose(f);
     }
-    /* softmax and the top 5 */
+
+    img = (size_t)mc * size * size;
+    fitted = (uint8_t *)ex_alloc(img);
+    x = (float *)ex_alloc((size_t)batch * img * sizeof(float));
+    logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     order = (int *)ex_alloc((size_t)k * sizeof(int));
-    mx = logits[0];
-    for (i = 1; i < k; i++) if (logits[i] > mx) mx = logits[i];
-    for (sum = 0, i = 0; i < k; i++) sum += exp(logits[i] - mx);
-    for (i = 0; i < k; i++) order[i] = i;
-    for (i = 0; i < k && i < 5; i++)
-        for (j = i + 1; j < k; j++)
-            if (logits[order[j]] > logits[order[i]]) { int s = order[i]; order[i] = order[j]; order[j] = s; }
-    printf("%s: %s (path from %s)\n", model, enc, path_src);
-    printf("%s (%dx%d, as %d channel%s):\n", image, w, h, mc, mc > 1 ? "s" : "");
-    for (i = 0; i < k && i < 5; i++) {
-        int l = order[i];
-        printf("  %6.2f%%  %d%s%s\n", 100 * exp(logits[l] - mx) / sum, l, names && names[l] ? "  " : "",
-               names && names[l] ? names[l] : "");
+    res = (result *)ex_alloc((size_t)batch * sizeof(result));
+    ex_norm(mc, mean, std);
+    if (csv) printf("file,rank,class,name,probability,notes\n");
+    if (json) printf("[");
+    for (i = 0; i < files.n; i += batch) {
+        int n = files.n - i < batch ? files.n - i : batch, nok = 0;
+        for (b = 0; b < n; b++) {
+            memset(&res[b], 0, sizeof res[b]);
+            res[b].file = files.v[i + b];
+            res[b].ok = load_fit(&res[b], fitted, mc, size);
+            if (res[b].ok) prg_planes_normalize(x + (size_t)nok++ * img, fitted, mean, std, mc, size, size);
+        }
+        if (nok) ex_check(prg_classifier_forward(clf, nok, x, logits), "classifier");
+        for (b = 0, nok = 0; b < n; b++) {
+            result *r = &res[b];
+            const float *l = logits + (size_t)nok * k;
+            double mx, sum = 0;
+            int t;
+            if (!r->ok) {
+                failed++;
+                fprintf(stderr, "classify: %s\n", r->error);
+                if (json) {
+                    printf("%s\n  {\"file\": ", first_json ? "" : ",");
+                    json_str(r->file);
+                    printf(", \"error\": ");
+                    json_str(r->error);
+                    printf("}");
+                    first_json = 0;
+                }
+                continue;
+            }
+            nok++;
+            /* softmax and the top classes */
+            mx = l[0];
+            for (j = 1; j < k; j++) if (l[j] > mx) mx = l[j];
+            for (j = 0; j < k; j++) { sum += exp(l[j] - mx); order[j] = j; }
+            for (t = 0; t < top; t++)
+                for (j = t + 1; j < k; j++)
+                    if (l[order[j]] > l[order[t]]) { int s = order[t]; order[t] = order[j]; order[j] = s; }
+            if (json) {
+                printf("%s\n  {\"file\": ", first_json ? "" : ",");
+                json_str(r->file);
+                printf(", \"width\": %d, \"height\": %d, \"channels\": %d, \"notes\": [", r->w, r->h, r->c);
+                for (j = 0; j < r->nnotes; j++) { printf("%s", j ? ", " : ""); json_str(r->notes[j]); }
+                printf("], \"top\": [");
+                for (t = 0; t < top; t++) {
+                    printf("%s{\"rank\": %d, \"class\": %d, \"name\": ", t ? ", " : "", t + 1, order[t]);
+                    if (names[order[t]]) json_str(names[order[t]]);
+                    else printf("null");
+                    printf(", \"probability\": %.6f}", exp(l[order[t]] - mx) / sum);
+                }
+                printf("]}");
+                first_json = 0;
+            } else if (csv) {
+                char notes[700] = "";
+                for (j = 0; j < r->nnotes; j++) {
+                    strcat(notes, j ? "; " : "");
+                    strcat(notes, r->notes[j]);
+                }
+                for (t = 0; t < top; t++) {
+                    ex_csv_field(stdout, r->file);
+                    printf(",%d,%d,", t + 1, order[t]);
+                    if (names[order[t]]) ex_csv_field(stdout, names[order[t]]);
+                    printf(",%.6f,", exp(l[order[t]] - mx) / sum);
+                    ex_csv_field(stdout, notes);
+                    printf("\n");
+                }
+            } else {
+                printf("%s (%dx%d, %d channel%s):\n", r->file, r->w, r->h, r->c, r->c > 1 ? "s" : "");
+                for (j = 0; j < r->nnotes; j++) printf("  note: %s\n", r->notes[j]);
+                for (t = 0; t < top; t++) {
+                    int c = order[t];
+                    printf("  %6.2f%%  %d%s%s\n", 100 * exp(l[c] - mx) / sum, c, names[c] ? "  " : "", names[c] ? names[c] : "");
+                }
+            }
+        }
+        fflush(stdout);
     }
-    prg_free(planes); prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order);
+    if (json) printf("\n]\n");
+    if (failed) fprintf(stderr, "classify: %d of %d image%s could not be read\n", failed, files.n, files.n > 1 ? "s" : "");
+    prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order); prg_free(res); prg_free((void *)names);
+    for (i = 0; i < files.n; i++) free(files.v[i]);
+    free(files.v);
     prg_classifier_free(clf);
-    return 0;
+    return failed ? 1 : 0;
 }

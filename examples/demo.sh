@@ -2,8 +2,8 @@
 # The whole PRG pipeline on the bundled MNIST subset (data/mnist: 10k train,
 # 2k test, 28x28 padded to 32x32): pretrain a small flow-matching U-Net,
 # draw a PNG grid of samples, fine-tune it into a classifier (PRG), train the
-# same network from scratch with the same fine-tuning budget, evaluate both
-# and print the comparison.  `make demo` runs it; sized for < 10 minutes on
+# same network from scratch with the same fine-tuning budget, evaluate both,
+# classify one test digit written as $OUT/digit.png, and print the comparison.  `make demo` runs it; sized for < 10 minutes on
 # 2 cores.  Every size can be changed from the environment:
 #   BIN (build)  OUT (build/demo)  THREADS (0 = all)
 #   PRE_STEPS PRE_BATCH PRE_LR   FT_STEPS FT_BATCH FT_LR  T_SPAN T_CUTOFF
@@ -53,6 +53,10 @@ LIM=""; [ "$EVAL_LIMIT" != 0 ] && LIM="--limit $EVAL_LIMIT"
 "$BIN/evaluate" --model "$OUT/prg-last.safetensors" --data "$TEST" $LIM --threads "$THREADS" --csv "$OUT/confusion.csv"
 took evaluate
 
+stage "6. one test digit as a PNG, classified: $OUT/digit.png"
+"$BIN/make_tiny_dataset" image "$TEST" 0 "$OUT/digit.png"
+"$BIN/classify" --model "$OUT/prg-best.safetensors" --top 3 "$OUT/digit.png"
+
 acc() { grep '^eval ' "$1" | tail -n 1 | sed -E 's/.*top-1 ([0-9.]+)%.*/\1/'; }
 echo
 echo "== result (top-1 on the bundled test images after $FT_STEPS fine-tuning steps of $FT_BATCH)"
@@ -60,3 +64,4 @@ printf '   PRG (pretrained U-Net)   %s%%\n' "$(acc "$OUT/prg.log")"
 printf '   same network, scratch    %s%%\n' "$(acc "$OUT/scratch.log")"
 [ -f "$OUT/frozen.log" ] && [ "${FROZEN:-0}" = 1 ] && printf '   frozen U-Net, head only  %s%%\n' "$(acc "$OUT/frozen.log")"
 echo "   samples: $OUT/samples.png   confusion matrix: $OUT/confusion.csv   total $(( $(date +%s) - T0 ))s"
+echo "   classify images or folders: $BIN/classify --model $OUT/prg-best.safetensors $OUT/digit.png"

@@ -11,7 +11,8 @@ static void usage(void) {
            "Top-1 / top-5 accuracy of a fine-tuned PRG classifier, and its confusion matrix.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
-           "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
+           "  --csv PATH       write the confusion matrix (rows: true, columns: predicted;\n"
+           "                   headed by the class names the checkpoint holds, else numbers)\n"
            "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
            "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n"
@@ -62,10 +63,17 @@ int main(int argc, char **argv) {
     ex_load_data(&ds, data);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
-    if (cfg->in_channels != ds.c || ds.num_classes > k) {
-        fprintf(stderr, "evaluate: the model takes %d channels and %d classes, the data has %d and %d\n",
-                cfg->in_channels, k, ds.c, ds.num_classes);
+    if (cfg->in_channels != ds.c) {
+        fprintf(stderr, "evaluate: the model takes %d channels, the data has %d\n", cfg->in_channels, ds.c);
         return 1;
+    }
+    ex_labels_fit(&ds, k, data, model);
+    {
+        const char **mn = (const char **)ex_alloc((size_t)k * sizeof(char *));
+        for (i = 0; i < k; i++) mn[i] = prg_classifier_class_name(clf, i);
+        ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
+        if (mn[0]) ex_same_classes((char *const *)mn, k, model, ds.class_names, ds.num_classes, data);
+        prg_free((void *)mn);
     }
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg->image_size, -1);
     conf = (int64_t *)ex_alloc((size_t)k * k * sizeof(int64_t));
@@ -77,10 +85,10 @@ int main(int argc, char **argv) {
         FILE *f = fopen(csv, "w");
         if (!f) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
         fprintf(f, "true\\pred");
-        for (j = 0; j < k; j++) fprintf(f, ",%d", j);
+        for (j = 0; j < k; j++) ex_csv_class(f, ",", j, prg_classifier_class_name(clf, j));
         fprintf(f, "\n");
         for (i = 0; i < k; i++) {
-            fprintf(f, "%d", i);
+            ex_csv_class(f, "", i, prg_classifier_class_name(clf, i));
             for (j = 0; j < k; j++) fprintf(f, ",%lld", (long long)conf[(size_t)i * k + j]);
             fprintf(f, "\n");
         }

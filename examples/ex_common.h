@@ -114,7 +114,8 @@ PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
 }
 #define EX_NET_HELP \
     "  --preset NAME          tiny32 | small32 | cifar32 | imagenet64 (U-Net of docs/METHOD.md B)\n" \
-    "  --image-size N         model input size (default: the preset's; 28x28 data is padded to 32)\n" \
+    "  --image-size N         model input size (default: the data's side when the U-Net and the\n" \
+    "                         head's 16x16 pooling take it, else the preset's: 28x28 is padded to 32)\n" \
     "  --model-channels N     base width (every width divisible by --groups)\n" \
     "  --res-blocks N         ResBlocks per level\n" \
     "  --channel-mult L       e.g. 1,2,2\n" \
@@ -170,6 +171,18 @@ PRG_UNUSED static const prg_unet_config *ex_file_config(prg_unet_config *cfg, co
     return cfg;
 }
 
+/* The config for a dataset: ex_net_config with its channels, and without
+   --image-size the data's side when it suits (square, divisible by
+   2^(levels-1), under 16 or a multiple of the head's 16x16 pooling), else
+   the preset's (28x28 MNIST -> 32, zero-padded as in the reference). */
+PRG_UNUSED static void ex_net_config_data(prg_unet_config *cfg, const ex_net_flags *f, const prg_dataset *ds) {
+    ex_net_config(cfg, f, ds->c);
+    if (!f->image_size && ds->h == ds->w) {
+        int s = ds->h;
+        if (s <= 4096 && s % (1 << (cfg->num_levels - 1)) == 0 && (s < 16 || s % 16 == 0)) cfg->image_size = s;
+    }
+}
+
 /* ---- data ------------------------------------------------------------ */
 /* The normalisation of a dataset: MNIST-like 1-channel data gets
    0.1307/0.3081, 3 channels ImageNet's (the reference's default). */
@@ -204,6 +217,61 @@ PRG_UNUSED static void ex_transform(prg_transform *t, int train, int augment, in
     if (train && augment && hflip >= 0) t->hflip = hflip;
     ex_norm(c, t->mean, t->std);
     ex_check(prg_transform_check(t, c, h, w), "transform");
+    /* the fitting, in one line (none when the images have the model's size) */
+    if (border || h != size || w != size) {
+        printf("%s: %s images %dx%d -> model input %dx%d: ", ex_prog, train ? "training" : "evaluation", w, h, size, size);
+        if (border) printf("zero border of %d%s\n", border, train && augment ? ", then the augmentation" : "");
+        else if (train && augment) printf("random resized crops (the augmentation)\n");
+        else printf("shorter side resized to %d (bicubic), centre crop\n", t->resize ? t->resize : size);
+    }
+}
+
+/* Exits naming the file and index of the first label past k classes. */
+PRG_UNUSED static void ex_labels_fit(const prg_dataset *ds, int k, const char *path, const char *whose) {
+    int i;
+    for (i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= k) {
+            fprintf(stderr, "%s: %s: label %d at index %d is past the %d classes of %s (labels 0..%d)\n", ex_prog, path,
+                    (int)ds->labels[i], i, k, whose, k - 1);
+            exit(1);
+        }
+}
+
+/* Exits when both name their classes and the names differ. */
+PRG_UNUSED static void ex_same_classes(char *const *a, int na, const char *wa, char *const *b, int nb, const char *wb) {
+    int i;
+    if (!a || !b) return;
+    for (i = 0; i < na || i < nb; i++)
+        if (i >= na || i >= nb || strcmp(a[i], b[i])) {
+            fprintf(stderr, "%s: the classes of %s and %s differ: class %d is '%s' in %s and '%s' in %s\n", ex_prog, wa, wb, i,
+                    i < na ? a[i] : "(none)", wa, i < nb ? b[i] : "(none)", wb);
+            exit(1);
+        }
+}
+
+/* A CSV field (RFC 4180: quoted when it holds a comma, quote or line break). */
+PRG_UNUSED static void ex_csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) { fputs(s, f); return; }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+/* sep, then the class's name when it has one, else its number. */
+PRG_UNUSED static void ex_csv_class(FILE *f, const char *sep, int i, const char *name) {
+    fputs(sep, f);
+    if (name) ex_csv_field(f, name);
+    else fprintf(f, "%d", i);
+}
+
+/* "K classes: a, b, c" (the first 12 names) on stdout, or just the count. */
+PRG_UNUSED static void ex_print_classes(const char *from, int k, char *const *names) {
+    int i;
+    printf("%s: %d classes from %s", ex_prog, k, from);
+    for (i = 0; names && i < k && i < 12; i++) printf("%s%s", i ? ", " : ": ", names[i]);
+    printf("%s\n", names && k > 12 ? ", ..." : names ? "" : " (unnamed: class numbers)");
 }
 
 /* A deterministic order: the permutation of epoch e depends only on (seed, e),
@@ -228,6 +296,7 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
     prg_dataset parts[64];
     int np = 0, i, n = 0, k = 0;
     size_t img, off = 0;
+    char *const *names = NULL;
     if (!strchr(spec, ',')) { ex_check(prg_dataset_load(ds, spec), spec); return; }
     memset(parts, 0, sizeof parts);
     snprintf(buf, sizeof(buf), "%s", spec);
@@ -241,16 +310,23 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
         }
         n += parts[np].n;
         if (parts[np].num_classes > k) k = parts[np].num_classes;
+        if (np && (!parts[np].class_names) != (!parts[0].class_names)) {
+            fprintf(stderr, "%s: %s names its classes and %s does not\n", ex_prog, parts[np].class_names ? p : buf, parts[np].class_names ? buf : p);
+            exit(1);
+        }
+        ex_same_classes(parts[0].class_names, parts[0].num_classes, buf, parts[np].class_names, parts[np].num_classes, p);
         np++;
     }
     ex_check(prg_dataset_alloc(ds, n, parts[0].c, parts[0].h, parts[0].w, k), "dataset");
+    names = parts[0].class_names;
     img = (size_t)parts[0].c * parts[0].h * parts[0].w;
     for (i = 0; i < np; i++) {
         memcpy(ds->images + off * img, parts[i].images, (size_t)parts[i].n * img);
         memcpy(ds->labels + off, parts[i].labels, (size_t)parts[i].n * sizeof(int32_t));
         off += (size_t)parts[i].n;
-        prg_dataset_free(&parts[i]);
     }
+    if (names) ex_check(prg_dataset_set_class_names(ds, (const char *const *)names, k), "class names");
+    for (i = 0; i < np; i++) prg_dataset_free(&parts[i]);
 }
 
 /* ---- loss ------------------------------------------------------------ */

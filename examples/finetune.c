@@ -206,7 +206,7 @@ int main(int argc, char **argv) {
             ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
         }
     } else {
-        ex_net_config(&cfg, &nf, ds.c);
+        ex_net_config_data(&cfg, &nf, &ds);
         ex_check(prg_unet_create(&net, &cfg, seed + 101), "U-Net");
     }
     if (cfg.in_channels != ds.c) {
@@ -220,11 +220,18 @@ int main(int argc, char **argv) {
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
         ex_check(prg_unet_set_loss(net, loss), "--path");
     }
-    k = ds.num_classes > ts.num_classes ? ds.num_classes : ts.num_classes;
+    /* the head has the training set's classes; the test set must fit them */
+    k = ds.num_classes;
+    if (test) {
+        ex_labels_fit(&ts, k, test, data);
+        ex_same_classes(ds.class_names, ds.num_classes, data, ts.class_names, ts.num_classes, test);
+    }
+    ex_print_classes(data, k, ds.class_names);
     /* t_cutoff 0 fits both paths; the grid is checked against the chosen one */
     ex_check(prg_classifier_create(&clf, net, k, t_span, 0, seed + 202), "classifier");
     ex_check(prg_classifier_set_path(clf, path), "--path");
     ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff), "--t-span / --t-cutoff");
+    if (ds.class_names) ex_check(prg_classifier_set_class_names(clf, (const char *const *)ds.class_names, k), "class names");
     ex_encoder_desc(enc, sizeof(enc), clf);
     ex_check(prg_classifier_set_grad_mode(clf, frozen ? PRG_GRAD_FROZEN : !strcmp(grad, "exact") ? PRG_GRAD_EXACT
                                                                                                    : PRG_GRAD_ADJOINT),

@@ -6,16 +6,25 @@
      make_tiny_dataset imagenet64 DIR N_TRAIN N_TEST [SIDE]
          DIR/train_data_batch_1.npz and DIR/val_data.npz (downsampled-ImageNet
          layout: data u8 [N][3*S*S], labels 1..10 of 1000; SIDE = 64)
-     make_tiny_dataset pgm DATASET INDEX OUT.pgm|OUT.ppm
-         one image of any dataset prg_dataset_load reads, as PGM/PPM
+     make_tiny_dataset image DATASET INDEX OUT.png|OUT.pgm|OUT.ppm
+         one image of any dataset prg_dataset_load reads, as PNG (by the
+         name) or PGM/PPM ("pgm" is the same mode)
+     make_tiny_dataset folder DIR N_PER_CLASS NAME...
+         an ImageFolder tree DIR/NAME/ of N images per class, of odd sizes
+         (19..31 pixels), as a folder of one's own photos might be: image i
+         is i.png, i.PNG or i.ppm (i mod 3), and image 2 of the first class
+         is grey, i.pgm
 
    The synthetic classes are learnable: class k is a bright square at one of
-   10 positions on a noisy background of a class-dependent colour. */
+   10 positions on a noisy background of a class-dependent colour; in the
+   folder trees, class k has stripes of one of 3 directions. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 static void draw(uint8_t *img /* [3][s][s] */, int s, int k, prg_rng *r) {
     int c, y, x, q = s / 4, cy = (k / 5) * (s / 2) + s / 8 + (int)prg_rng_below(r, 3),
@@ -68,6 +77,41 @@ static int imagenet(const char *path, int n, int s, uint64_t seed) {
     return 0;
 }
 
+/* Image i of class k of a folder tree: [h][w][c], c = 1 or 3. */
+static void draw_stripes(uint8_t *px, int w, int h, int c, int k, prg_rng *r) {
+    int x, y, ch;
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            int t = k % 3 == 0 ? y : k % 3 == 1 ? x : x + y, on = (t / 3) % 2;
+            for (ch = 0; ch < c; ch++)
+                px[((size_t)y * w + x) * c + ch] = (uint8_t)((on ? 170 : 40) + 25 * ((k + ch) % 3) + (int)prg_rng_below(r, 30));
+        }
+}
+
+static int folder(const char *dir, int n, int nclasses, char **names) {
+    char p[2048];
+    int k, i;
+    prg_rng r;
+    uint8_t *px = (uint8_t *)prg_alloc(31 * 31 * 3);
+    if (!px) return 1;
+    prg_rng_seed(&r, 3, 0);
+    for (k = 0; k < nclasses; k++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, names[k]);
+        if (mkdir(p, 0777) && errno != EEXIST) { perror(p); return 1; }
+        for (i = 0; i < n; i++) {
+            int w = 21 + 4 * (i % 3) + k, h = 19 + 6 * ((i + k) % 3), grey = k == 0 && i == 2;
+            const char *ext = grey ? "pgm" : i % 3 == 0 ? "png" : i % 3 == 1 ? "PNG" : "ppm";
+            prg_result res;
+            draw_stripes(px, w, h, grey ? 1 : 3, k, &r);
+            snprintf(p, sizeof(p), "%s/%s/%d.%s", dir, names[k], i, ext);
+            res = (ext[1] == 'n' || ext[1] == 'N') ? prg_png_write(p, px, w, h, 3) : prg_pnm_write(p, px, w, h, grey ? 1 : 3);
+            if (res != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
+        }
+    }
+    prg_free(px);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     char p[1024];
     if (argc >= 5 && !strcmp(argv[1], "cifar10")) {
@@ -83,7 +127,13 @@ int main(int argc, char **argv) {
         snprintf(p, sizeof(p), "%s/val_data.npz", argv[2]);
         return imagenet(p, atoi(argv[4]), s, 2);
     }
-    if (argc == 5 && !strcmp(argv[1], "pgm")) {
+    if (argc >= 6 && !strcmp(argv[1], "folder")) {
+        if (mkdir(argv[2], 0777) && errno != EEXIST) { perror(argv[2]); return 1; }
+        return folder(argv[2], atoi(argv[3]), argc - 4, argv + 4);
+    }
+    if (argc == 5 && (!strcmp(argv[1], "pgm") || !strcmp(argv[1], "image"))) {
+        size_t len = strlen(argv[4]);
+        int png = len > 4 && !strcmp(argv[4] + len - 4, ".png");
         prg_dataset ds;
         int i = atoi(argv[3]), c, y, x;
         uint8_t *px;
@@ -94,7 +144,10 @@ int main(int argc, char **argv) {
             for (y = 0; y < ds.h; y++)
                 for (x = 0; x < ds.w; x++)
                     px[((size_t)y * ds.w + x) * ds.c + c] = ds.images[(((size_t)i * ds.c + c) * ds.h + y) * ds.w + x];
-        if (prg_pnm_write(argv[4], px, ds.w, ds.h, ds.c) != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
+        if ((png ? prg_png_write(argv[4], px, ds.w, ds.h, ds.c) : prg_pnm_write(argv[4], px, ds.w, ds.h, ds.c)) != PRG_OK) {
+            fprintf(stderr, "%s\n", prg_last_error());
+            return 1;
+        }
         printf("%s: image %d of %s, label %d\n", argv[4], i, argv[2], (int)ds.labels[i]);
         prg_free(px); prg_dataset_free(&ds);
         return 0;
@@ -102,6 +155,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--help")) fprintf(stderr, "make_tiny_dataset: bad arguments\n");
     printf("usage: make_tiny_dataset cifar10 DIR N_TRAIN N_TEST\n"
            "       make_tiny_dataset imagenet64 DIR N_TRAIN N_TEST [SIDE (64)]\n"
-           "       make_tiny_dataset pgm DATASET INDEX OUT.pgm|OUT.ppm\n");
+           "       make_tiny_dataset image DATASET INDEX OUT.png|OUT.pgm|OUT.ppm\n"
+           "       make_tiny_dataset folder DIR N_PER_CLASS NAME NAME...\n");
     return argc > 1 && !strcmp(argv[1], "--help") ? 0 : 2;
 }

@@ -1,8 +1,14 @@
-/* prepare: ImageNet / Tiny-ImageNet JPEG folders -> downsampled-ImageNet .npz
-   ('data' uint8 [N][3*S*S], R,G,B planes; 'labels' int64 [N], 1-based), the
-   layout of Imagenet64x64/Imagenet32x32 that prg_dataset_load_npz reads.
+/* prepare: a folder of images -> a .npz dataset the programs read.
+
+   Layouts: torchvision ImageFolder (DIR/<class>/<images>), ImageNet
+   (train/<wnid>/, val/) and Tiny-ImageNet.  ImageFolder gives 'data' uint8
+   [N][C][S][S], 'labels' int64 0..K-1 and 'classes'; the ImageNet layouts
+   give the downsampled-ImageNet .npz ('data' uint8 [N][3*S*S], R,G,B
+   planes; 'labels' int64, 1-based) plus 'classes'.  prg_dataset_load_npz
+   reads both, with the class count and names.
 
      cc -O2 -I. -o prepare examples/prepare.c -lm -pthread
+     ./prepare --root ~/photos --size 32 --val-fraction 0.2 --out photos
      ./prepare --root ~/imagenet --split train --size 64 --out train64.npz
      ./prepare --root ~/tiny-imagenet-200 --split val --size 64 --out tiny_val.npz
 
@@ -18,28 +24,49 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: prepare --root DIR --out FILE.npz [options]\n"
+        "usage: prepare --root DIR --out PREFIX [options]\n"
         "\n"
-        "Decodes every image of one split of an ImageNet-style tree, resizes it to\n"
-        "SxS and writes the downsampled-ImageNet .npz layout: 'data' uint8\n"
-        "[N][3*S*S] (R, G, B planes), 'labels' int64 [N], 1-based class numbers,\n"
-        "plus FILE_classes.txt (one line per class: '<label> <wnid>').\n"
+        "Decodes every image of a folder tree, resizes it to SxS and writes it as a\n"
+        ".npz dataset, with the class names inside ('classes': uint8 [K][L], one\n"
+        "NUL-padded UTF-8 name a row).  Files written:\n"
+        "  PREFIX.npz           the images (with --per-file K: PREFIX_1.npz, PREFIX_2.npz, ...)\n"
+        "  PREFIX-val.npz       the held-out images, with --val-fraction\n"
+        "  PREFIX_classes.txt   the class names, one a line in label order\n"
+        "  PREFIX_skipped.txt   only when files could not be read: '<file>\\t<reason>'\n"
+        "(PREFIX may be given as PREFIX.npz.)\n"
         "\n"
-        "Layouts (found automatically under --root):\n"
-        "  ImageNet       train/<wnid>/*.JPEG; val/<wnid>/*.JPEG, or val/*.JPEG flat\n"
-        "                 with --val-labels FILE\n"
-        "  Tiny-ImageNet  train/<wnid>/images/*.JPEG; val/images/*.JPEG with\n"
+        "Layouts (detected under --root; --layout forces one):\n"
+        "  folder         torchvision ImageFolder: DIR/<class>/**/<image>, 2 or more classes,\n"
+        "                 any file names; classes are the sorted directory names (label =\n"
+        "                 index, 0-based, as torchvision), files in sorted order.  Writes\n"
+        "                 'data' uint8 [N][C][S][S], 'labels' int64 0..K-1, 'classes'.\n"
+        "  imagenet       train/<wnid>/*.JPEG; val/<wnid>/*.JPEG, or val/*.JPEG flat with\n"
+        "                 --val-labels FILE\n"
+        "  tiny           Tiny-ImageNet: train/<wnid>/images/*.JPEG; val/images/*.JPEG with\n"
         "                 val/val_annotations.txt\n"
-        "Classes are the sorted directory names of train/ (torchvision ImageFolder\n"
-        "order: label = index + 1), or the first word of each line of --classes.\n"
-        "JPEG, PNG, PPM and PGM are read whatever the extension; files that cannot\n"
-        "be read are skipped, listed on stderr and in FILE_skipped.txt.\n"
+        "  The ImageNet layouts write the downsampled-ImageNet layout: 'data' uint8\n"
+        "  [N][3*S*S] (R, G, B planes), 'labels' int64 1..K, 'classes'; their classes are\n"
+        "  the sorted directory names of train/ or the first word of each line of --classes.\n"
+        "Images: .jpg .jpeg .png .ppm .pgm in any letter case (other files are ignored and\n"
+        "counted); hidden files and directories are skipped.  JPEG, PNG, PPM and PGM are\n"
+        "decoded whatever the extension; files that cannot be read are skipped, listed on\n"
+        "stderr and in PREFIX_skipped.txt, and counted in the last line.\n");
+    fprintf(f, /* two strings: C99 compilers need only take 4095 characters in one */
         "\n"
         "options:\n"
-        "  --root DIR          dataset root (holds train/ and val/)\n"
-        "  --split train|val   which split (default train)\n"
-        "  --out FILE.npz      output (with --per-file: FILE_1.npz, FILE_2.npz, ...)\n"
-        "  --size S            output side, e.g. 64 or 32 (default 64)\n"
+        "  --root DIR          the tree\n"
+        "  --out PREFIX        output prefix (see above)\n"
+        "  --size S            output side (default 64); the classifier's head takes S under\n"
+        "                      16 or a multiple of 16\n"
+        "  --layout L          auto (default), folder, imagenet or tiny\n"
+        "  --channels C        auto (default): 1 when every image is grey, else 3 (grey images\n"
+        "                      repeated into R, G, B); 1: colour converted to grey; 3.  The\n"
+        "                      ImageNet layouts are always 3; with --per-file auto means 3.\n"
+        "  --val-fraction F    hold out round(F * n) images of each class of n (at least 1, at\n"
+        "                      most n - 1), chosen by a shuffle seeded with --seed: the same\n"
+        "                      files every run; written to PREFIX-val.npz (not with --per-file)\n"
+        "  --seed N            seed of the held-out choice (default 0)\n"
+        "  --split train|val   ImageNet layouts: which split (default train)\n"
         "  --resize MODE       crop:   shorter side -> S, then centre crop SxS (default)\n"
         "                      squash: whole image -> SxS, aspect not kept (the\n"
         "                              Chrabaszcz et al. 2017 Imagenet64x64 recipe,\n"
@@ -48,7 +75,9 @@ static void usage(FILE *f) {
         "                              (the reference's evaluation transform)\n"
         "  --filter F          bicubic (default), bilinear or box; PIL's Image.resize\n"
         "                      with antialiasing when downscaling\n"
-        "  --classes FILE      class order, one wnid per line (e.g. map_clsloc.txt)\n"
+        "  --classes FILE      class order (and subset), one a line: the whole line for the\n"
+        "                      folder layout (e.g. a PREFIX_classes.txt), the first word for\n"
+        "                      the ImageNet layouts (e.g. map_clsloc.txt)\n"
         "  --val-labels FILE   flat ImageNet val: lines '<file> <wnid>', or one wnid\n"
         "                      or 1-based label per line for the sorted files\n"
         "  --per-file K        at most K images per .npz (default: all in one)\n"
@@ -56,15 +85,17 @@ static void usage(FILE *f) {
         "  --threads N         decoding threads (default: all CPUs)\n"
         "  --quiet             no progress line\n"
         "  --strict            also skip files with defects that libjpeg and PIL\n"
-        "                      decode through (by default decoded, with a note)\n");
+        "                      decode through (by default decoded, with a note)\n"
+        "Exit status 0 when the files are written (the last line gives the skipped count),\n"
+        "1 on an error (or when no image could be read), 2 on a bad option.\n");
 }
 
-typedef struct item { char *path; int label; } item;
+typedef struct item { char *path; int cls; } item;
 typedef struct list { item *v; int n, cap; } list;
 typedef struct strs { char **v; int n, cap; } strs;
 
 static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n);
+    void *q = realloc(p, n ? n : 1);
     if (!q) { fprintf(stderr, "prepare: out of memory\n"); exit(1); }
     return q;
 }
@@ -77,10 +108,10 @@ static void strs_add(strs *s, const char *x) {
     if (s->n == s->cap) { s->cap = s->cap ? 2 * s->cap : 64; s->v = (char **)xrealloc(s->v, (size_t)s->cap * sizeof(char *)); }
     s->v[s->n++] = xstrdup(x);
 }
-static void list_add(list *l, const char *path, int label) {
+static void list_add(list *l, const char *path, int cls) {
     if (l->n == l->cap) { l->cap = l->cap ? 2 * l->cap : 1024; l->v = (item *)xrealloc(l->v, (size_t)l->cap * sizeof(item)); }
     l->v[l->n].path = xstrdup(path);
-    l->v[l->n++].label = label;
+    l->v[l->n++].cls = cls;
 }
 static void strs_free(strs *s) {
     int i;
@@ -99,6 +130,10 @@ static int is_image_name(const char *n) {
                  !strcasecmp(e, ".ppm") || !strcasecmp(e, ".pgm"));
 }
 
+/* files that are not images by their extension: a count and the first one */
+static int n_other = 0;
+static char other_example[4096];
+
 /* Sorted entry names of dir: dirs_only = 1 subdirectories, 0 image files. */
 static strs list_dir(const char *dir, int dirs_only) {
     strs s = {NULL, 0, 0};
@@ -107,9 +142,12 @@ static strs list_dir(const char *dir, int dirs_only) {
     char p[4096];
     if (!d) return s;
     while ((e = readdir(d)) != NULL) {
+        int sub;
         if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (dirs_only ? is_dir(p) : (!is_dir(p) && is_image_name(e->d_name))) strs_add(&s, e->d_name);
+        sub = is_dir(p);
+        if (dirs_only ? sub : (!sub && is_image_name(e->d_name))) strs_add(&s, e->d_name);
+        else if (!dirs_only && !sub && !n_other++) snprintf(other_example, sizeof other_example, "%s", p);
     }
     closedir(d);
     if (s.n) qsort(s.v, (size_t)s.n, sizeof(char *), cmp_str);
@@ -123,19 +161,43 @@ static int class_index(const strs *classes, const char *wnid) {
     return -1;
 }
 
-/* Adds the images of dir (sorted) with label, at most limit (0 = all). */
-static void add_dir(list *l, const char *dir, int label, int limit) {
+/* Adds the images of dir (sorted) with class cls, at most limit (0 = all). */
+static void add_dir(list *l, const char *dir, int cls, int limit) {
     strs f = list_dir(dir, 0);
     int i;
     char p[4096];
     for (i = 0; i < f.n; i++) {
         if (!limit || i < limit) {
             snprintf(p, sizeof p, "%s/%s", dir, f.v[i]);
-            list_add(l, p, label);
+            list_add(l, p, cls);
         }
         free(f.v[i]);
     }
     free(f.v);
+}
+
+/* Every directory under dir (dir included), for the ImageFolder walk. */
+static void walk_dirs(strs *out, const char *dir) {
+    strs sub = list_dir(dir, 1);
+    int i;
+    char p[4096];
+    strs_add(out, dir);
+    for (i = 0; i < sub.n; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, sub.v[i]);
+        walk_dirs(out, p);
+    }
+    strs_free(&sub);
+}
+
+/* The images of a class directory in torchvision's order (sorted(os.walk)
+   then sorted file names): directories by their path, then files. */
+static void add_tree(list *l, const char *dir, int cls, int limit) {
+    strs dirs = {NULL, 0, 0};
+    int i, before = l->n;
+    walk_dirs(&dirs, dir);
+    qsort(dirs.v, (size_t)dirs.n, sizeof(char *), cmp_str);
+    for (i = 0; i < dirs.n && (!limit || l->n - before < limit); i++) add_dir(l, dirs.v[i], cls, limit ? limit - (l->n - before) : 0);
+    strs_free(&dirs);
 }
 
 /* Reads "<name> <wnid> ..." lines into a name -> label map (parallel arrays). */
@@ -153,24 +215,35 @@ static int read_pairs(const char *path, strs *names, strs *wnids) {
 
 typedef struct job {
     const item *items;
-    int n, size, resize, quiet;
+    int n, size, resize, quiet, channels; /* channels: 0 = the file's own (alpha dropped), 1, 3 */
     prg_filter filter;
-    uint8_t *data;      /* [n][3][size][size] */
+    uint8_t *data;      /* [n][slot]: each image's planes at the start of its slot */
+    size_t slot;        /* bytes a slot: (channels ? channels : 3) * size * size */
+    unsigned char *chan; /* [n] channels decoded */
     char **errors;      /* [n], NULL = decoded */
     unsigned *warns;    /* [n], PRG_IMAGE_WARN_* of what was decoded */
     unsigned flags;     /* PRG_DECODE_STRICT or 0 */
     int done0;          /* items finished by thread 0 */
 } job;
 
+/* [h][w][c] with c = 2 or 4 -> without the alpha channel, in place. */
+static void drop_alpha(prg_image *img) {
+    size_t i, np = (size_t)img->w * img->h;
+    int c = img->c, k;
+    for (i = 0; i < np; i++)
+        for (k = 0; k < c - 1; k++) img->data[i * (size_t)(c - 1) + (size_t)k] = img->data[i * (size_t)c + (size_t)k];
+    img->c = c - 1;
+}
+
 static void work(void *ctx, int ith, int nth) {
     job *j = (job *)ctx;
     int i, S = j->size;
-    size_t plane = (size_t)3 * S * S;
     for (i = ith; i < j->n; i += nth) { /* interleaved: each output slot has one owner */
         prg_image img, mid, out;
-        prg_result r = prg_image_load_flags(&img, j->items[i].path, 3, j->flags);
+        prg_result r = prg_image_load_flags(&img, j->items[i].path, j->channels, j->flags);
         if (!r) {
             j->warns[i] = img.warnings;
+            if (img.c == 2 || img.c == 4) drop_alpha(&img);
             if (j->resize == 1) {
                 r = prg_image_resize(&out, &img, S, S, j->filter);
             } else {
@@ -181,9 +254,10 @@ static void work(void *ctx, int ith, int nth) {
         }
         if (r) {
             j->errors[i] = xstrdup(prg_last_error());
-            memset(j->data + (size_t)i * plane, 0, plane);
+            j->chan[i] = 0;
         } else {
-            prg_image_to_planar(j->data + (size_t)i * plane, &out);
+            prg_image_to_planar(j->data + (size_t)i * j->slot, &out);
+            j->chan[i] = (unsigned char)out.c;
             prg_image_free(&out);
         }
         if (ith == 0) {
@@ -198,16 +272,44 @@ static void work(void *ctx, int ith, int nth) {
     }
 }
 
+/* Writes one .npz: data [n][c][S][S] (folder) or [n][c*S*S] (ImageNet
+   layouts, c = 3), labels cls + base, classes. */
+static void write_npz(const char *path, const uint8_t *data, const int64_t *labels, int n, int c, int S, int folder,
+                      const prg_array *classes) {
+    prg_array arr[3];
+    const char *names[3] = {"data", "labels", "classes"};
+    memset(arr, 0, sizeof arr);
+    arr[0].dtype = PRG_DT_U8;
+    arr[0].shape[0] = n;
+    if (folder) {
+        arr[0].ndim = 4; arr[0].shape[1] = c; arr[0].shape[2] = S; arr[0].shape[3] = S;
+    } else {
+        arr[0].ndim = 2; arr[0].shape[1] = (int64_t)c * S * S;
+    }
+    arr[0].count = (size_t)n * c * S * S;
+    arr[0].data = (void *)data;
+    arr[1].dtype = PRG_DT_I64; arr[1].ndim = 1; arr[1].shape[0] = n; arr[1].count = (size_t)n; arr[1].data = (void *)labels;
+    arr[2] = *classes;
+    if (prg_npz_save(path, names, arr, 3)) { fprintf(stderr, "prepare: %s\n", prg_last_error()); exit(1); }
+}
+
 int main(int argc, char **argv) {
-    const char *root = NULL, *split = "train", *out = NULL, *classes_file = NULL, *val_labels = NULL;
-    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, strict = 0, i, tiny = 0, nskip = 0, nfiles = 0;
+    const char *root = NULL, *split = NULL, *out = NULL, *classes_file = NULL, *val_labels = NULL, *layout_name = "auto";
+    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, strict = 0, i, layout = 0, nskip = 0, nfiles = 0;
+    int channels = 0, base, folder;
+    double val_fraction = 0;
+    uint64_t seed = 0;
     prg_filter filter = PRG_FILTER_BICUBIC;
     strs classes = {NULL, 0, 0};
     list items = {NULL, 0, 0};
-    char p[4096], base[4000];
+    prg_array carr;
+    char p[4096], base_path[4000];
     FILE *cf, *sf = NULL;
+    static const char *const layout_names[3] = {"ImageFolder (DIR/<class>/<images>)", "ImageNet (train/<wnid>/, val/)",
+                                                "Tiny-ImageNet (train/<wnid>/images/, val/images/)"};
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--strict")) { strict = 1; continue; }
@@ -222,7 +324,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--per-file")) per_file = atoi(v);
         else if (!strcmp(a, "--limit")) limit = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--resize")) {
+        else if (!strcmp(a, "--layout")) layout_name = v;
+        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--val-fraction")) {
+            val_fraction = strtod(v, &end);
+            if (*end || !(val_fraction >= 0 && val_fraction < 1)) { fprintf(stderr, "prepare: --val-fraction wants a number in [0, 1), got '%s'\n", v); return 2; }
+        } else if (!strcmp(a, "--channels")) {
+            if (!strcmp(v, "auto")) channels = 0; else if (!strcmp(v, "1")) channels = 1; else if (!strcmp(v, "3")) channels = 3;
+            else { fprintf(stderr, "prepare: --channels auto, 1 or 3\n"); return 2; }
+        } else if (!strcmp(a, "--resize")) {
             if (!strcmp(v, "crop")) resize = 0; else if (!strcmp(v, "squash")) resize = 1; else if (!strcmp(v, "eval")) resize = 2;
             else { fprintf(stderr, "prepare: --resize crop, squash or eval\n"); return 2; }
         } else if (!strcmp(a, "--filter")) {
@@ -231,37 +341,93 @@ int main(int argc, char **argv) {
             else { fprintf(stderr, "prepare: --filter bicubic, bilinear or box\n"); return 2; }
         } else { fprintf(stderr, "prepare: unknown option %s (see --help)\n", a); return 2; }
     }
-    if (!root || !out || size < 1 || size > 4096 || (strcmp(split, "train") && strcmp(split, "val"))) {
-        fprintf(stderr, "prepare: needs --root DIR, --out FILE.npz, --split train|val, --size 1..4096 (see --help)\n");
+    if (!root || !out || size < 1 || size > 4096 || (split && strcmp(split, "train") && strcmp(split, "val"))) {
+        fprintf(stderr, "prepare: needs --root DIR, --out PREFIX, --size 1..4096 (and --split train or val) (see --help)\n");
         return 2;
     }
-    snprintf(base, sizeof base, "%s", out);
-    if (strlen(base) > 4 && !strcmp(base + strlen(base) - 4, ".npz")) base[strlen(base) - 4] = 0;
+    if (val_fraction > 0 && per_file > 0) {
+        fprintf(stderr, "prepare: --val-fraction splits a dataset held in memory at once: not with --per-file\n");
+        return 2;
+    }
+    if (!is_dir(root)) { fprintf(stderr, "prepare: --root %s is not a directory\n", root); return 1; }
+    snprintf(base_path, sizeof base_path, "%s", out);
+    if (strlen(base_path) > 4 && !strcmp(base_path + strlen(base_path) - 4, ".npz")) base_path[strlen(base_path) - 4] = 0;
+
+    /* the layout: train/<class>/ (ImageNet, Tiny-ImageNet when train/<class>/images/), else ImageFolder */
+    snprintf(p, sizeof p, "%s/train", root);
+    if (!strcmp(layout_name, "auto")) {
+        strs sub = list_dir(p, 1);
+        layout = 0;
+        if (is_dir(p) && sub.n) {
+            char q[4096];
+            snprintf(q, sizeof q, "%s/train/%s/images", root, sub.v[0]);
+            layout = is_dir(q) ? 2 : 1;
+        }
+        strs_free(&sub);
+    } else if (!strcmp(layout_name, "folder")) layout = 0;
+    else if (!strcmp(layout_name, "imagenet")) layout = 1;
+    else if (!strcmp(layout_name, "tiny")) layout = 2;
+    else { fprintf(stderr, "prepare: --layout auto, folder, imagenet or tiny\n"); return 2; }
+    folder = layout == 0;
+    base = folder ? 0 : 1;
+    if (folder && split) {
+        fprintf(stderr, "prepare: --split is for the ImageNet layouts; %s has the ImageFolder layout (hold out images with --val-fraction)\n", root);
+        return 2;
+    }
+    if (!split) split = "train";
+    if (!folder && channels == 1) {
+        fprintf(stderr, "prepare: the %s layout writes 3-channel data; --channels 1 is for the ImageFolder layout\n",
+                layout == 1 ? "ImageNet" : "Tiny-ImageNet");
+        return 2;
+    }
+    if (!folder || per_file > 0) channels = channels ? channels : 3;
 
     /* classes */
-    snprintf(p, sizeof p, "%s/train", root);
-    if (classes_file) {
+    if (classes_file) { /* folder: whole lines (names may hold blanks); ImageNet: the first word */
         strs dummy = {NULL, 0, 0};
-        if (!read_pairs(classes_file, &classes, &dummy)) { fprintf(stderr, "prepare: cannot read %s\n", classes_file); return 1; }
+        FILE *f = folder ? fopen(classes_file, "r") : NULL;
+        char line[4096];
+        if (f) {
+            while (fgets(line, sizeof line, f)) {
+                line[strcspn(line, "\r\n")] = 0;
+                if (line[0]) strs_add(&classes, line);
+            }
+            fclose(f);
+        } else if (folder || !read_pairs(classes_file, &classes, &dummy)) {
+            fprintf(stderr, "prepare: cannot read %s\n", classes_file);
+            return 1;
+        }
         strs_free(&dummy);
     } else {
-        classes = list_dir(p, 1);
+        classes = list_dir(folder ? root : p, 1);
+    }
+    if (folder && classes.n < 2) {
+        fprintf(stderr, "prepare: %s: %d class director%s; the ImageFolder layout needs 2 or more (DIR/<class>/<images>)\n", root,
+                classes.n, classes.n == 1 ? "y" : "ies");
+        return 1;
     }
     if (!classes.n) { fprintf(stderr, "prepare: no class directories under %s (and no --classes)\n", p); return 1; }
-    {
-        char q[4096];
-        snprintf(q, sizeof q, "%s/train/%s/images", root, classes.v[0]);
-        tiny = is_dir(q);
-    }
-    fprintf(stderr, "prepare: %s layout, %d classes, split %s\n", tiny ? "Tiny-ImageNet" : "ImageNet", classes.n, split);
+    if (folder) fprintf(stderr, "prepare: %s: layout %s, %d classes\n", root, layout_names[layout], classes.n);
+    else fprintf(stderr, "prepare: %s: layout %s, %d classes, split %s\n", root, layout_names[layout], classes.n, split);
 
     /* items */
-    if (!strcmp(split, "train")) {
+    if (folder) {
         for (i = 0; i < classes.n; i++) {
-            snprintf(p, sizeof p, tiny ? "%s/train/%s/images" : "%s/train/%s", root, classes.v[i]);
-            add_dir(&items, p, i + 1, limit);
+            int before = items.n;
+            snprintf(p, sizeof p, "%s/%s", root, classes.v[i]);
+            if (!is_dir(p)) { fprintf(stderr, "prepare: class '%s' (from --classes) has no directory %s\n", classes.v[i], p); return 1; }
+            add_tree(&items, p, i, limit);
+            if (items.n == before) {
+                fprintf(stderr, "prepare: class '%s' has no image file (%s: .jpg .jpeg .png .ppm .pgm, any case)\n", classes.v[i], p);
+                return 1;
+            }
         }
-    } else if (tiny) {
+    } else if (!strcmp(split, "train")) {
+        for (i = 0; i < classes.n; i++) {
+            snprintf(p, sizeof p, layout == 2 ? "%s/train/%s/images" : "%s/train/%s", root, classes.v[i]);
+            add_dir(&items, p, i, limit);
+        }
+    } else if (layout == 2) {
         strs names = {NULL, 0, 0}, wnids = {NULL, 0, 0};
         snprintf(p, sizeof p, "%s/val/val_annotations.txt", root);
         if (!read_pairs(p, &names, &wnids)) { fprintf(stderr, "prepare: cannot read %s\n", p); return 1; }
@@ -269,7 +435,7 @@ int main(int argc, char **argv) {
             int c = class_index(&classes, wnids.v[i]);
             if (c < 0) { fprintf(stderr, "prepare: %s: unknown class '%s' for %s\n", p, wnids.v[i], names.v[i]); return 1; }
             snprintf(p, sizeof p, "%s/val/images/%s", root, names.v[i]);
-            list_add(&items, p, c + 1);
+            list_add(&items, p, c);
             snprintf(p, sizeof p, "%s/val/val_annotations.txt", root);
         }
         strs_free(&names);
@@ -283,7 +449,7 @@ int main(int argc, char **argv) {
                 int c = class_index(&classes, sub.v[i]);
                 if (c < 0) { fprintf(stderr, "prepare: val/%s is not a train class\n", sub.v[i]); return 1; }
                 snprintf(p, sizeof p, "%s/val/%s", root, sub.v[i]);
-                add_dir(&items, p, c + 1, limit);
+                add_dir(&items, p, c, limit);
             }
         } else { /* flat val/ with a labels file */
             strs files = list_dir(p, 0), names = {NULL, 0, 0}, vals = {NULL, 0, 0};
@@ -299,7 +465,7 @@ int main(int argc, char **argv) {
                 {
                     char q[4096];
                     snprintf(q, sizeof q, "%s/val/%s", root, files.v[i]);
-                    list_add(&items, q, c + 1);
+                    list_add(&items, q, c);
                 }
             }
             strs_free(&files);
@@ -309,13 +475,26 @@ int main(int argc, char **argv) {
         strs_free(&sub);
     }
     if (!items.n) { fprintf(stderr, "prepare: no images found for split %s under %s\n", split, root); return 1; }
+    if (n_other) fprintf(stderr, "prepare: ignored %d file%s without an image extension (e.g. %s)\n", n_other, n_other > 1 ? "s" : "", other_example);
 
-    /* class index file */
-    snprintf(p, sizeof p, "%s_classes.txt", base);
+    /* the class names: PREFIX_classes.txt and the 'classes' array */
+    {
+        size_t len = 1;
+        for (i = 0; i < classes.n; i++) if (strlen(classes.v[i]) > len) len = strlen(classes.v[i]);
+        memset(&carr, 0, sizeof carr);
+        carr.dtype = PRG_DT_U8; carr.ndim = 2; carr.shape[0] = classes.n; carr.shape[1] = (int64_t)len;
+        carr.count = (size_t)classes.n * len;
+        carr.data = calloc(carr.count, 1);
+        if (!carr.data) { fprintf(stderr, "prepare: out of memory\n"); return 1; }
+        for (i = 0; i < classes.n; i++) memcpy((char *)carr.data + (size_t)i * len, classes.v[i], strlen(classes.v[i]));
+    }
+    snprintf(p, sizeof p, "%s_classes.txt", base_path);
     cf = fopen(p, "w");
     if (!cf) { fprintf(stderr, "prepare: cannot write %s\n", p); return 1; }
-    for (i = 0; i < classes.n; i++) fprintf(cf, "%d %s\n", i + 1, classes.v[i]);
-    fclose(cf);
+    for (i = 0; i < classes.n; i++) fprintf(cf, "%s\n", classes.v[i]);
+    if (fclose(cf)) { fprintf(stderr, "prepare: cannot write %s\n", p); return 1; }
+    snprintf(p, sizeof p, "%s_skipped.txt", base_path);
+    remove(p); /* a list from an earlier run would mislead */
 
     prg_set_num_threads(threads);
     fprintf(stderr, "prepare: %d images -> %dx%d (%s, %s), %d threads\n", items.n, size, size,
@@ -323,14 +502,14 @@ int main(int argc, char **argv) {
             filter == PRG_FILTER_BICUBIC ? "bicubic" : filter == PRG_FILTER_BILINEAR ? "bilinear" : "box", prg_get_num_threads());
     {
         int start, chunk = per_file > 0 ? per_file : items.n, nkept_total = 0;
+        int *per_class = (int *)calloc((size_t)classes.n, sizeof(int));
+        if (!per_class) { fprintf(stderr, "prepare: out of memory\n"); return 1; }
         for (start = 0; start < items.n; start += chunk) {
-            int n = items.n - start < chunk ? items.n - start : chunk, k, kept = 0;
-            size_t plane = (size_t)3 * size * size;
+            int n = items.n - start < chunk ? items.n - start : chunk, k, kept = 0, c, ngrey = 0, ncolour = 0;
+            size_t plane = (size_t)size * size;
             job j;
-            prg_array arr[2];
-            const char *names[2] = {"data", "labels"};
             int64_t *labels = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-            prg_result r;
+            int *cls = (int *)malloc((size_t)n * sizeof(int));
             memset(&j, 0, sizeof j);
             j.items = items.v + start;
             j.n = n;
@@ -338,22 +517,36 @@ int main(int argc, char **argv) {
             j.resize = resize;
             j.filter = filter;
             j.quiet = quiet;
-            j.data = (uint8_t *)malloc((size_t)n * plane);
+            j.channels = channels;
+            j.slot = (size_t)(channels ? channels : 3) * plane;
+            j.data = (uint8_t *)malloc((size_t)n * j.slot);
+            j.chan = (unsigned char *)calloc((size_t)n, 1);
             j.errors = (char **)calloc((size_t)n, sizeof(char *));
             j.warns = (unsigned *)calloc((size_t)n, sizeof(unsigned));
             j.flags = strict ? PRG_DECODE_STRICT : 0;
-            if (!j.data || !j.errors || !j.warns || !labels) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
+            if (!j.data || !j.errors || !j.warns || !j.chan || !labels || !cls) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
             prg_parallel(work, &j);
             if (!quiet) fprintf(stderr, "\n");
             for (k = 0; k < n; k++) {
+                if (j.chan[k] == 1) ngrey++;
+                else if (j.chan[k] == 3) ncolour++;
+            }
+            /* auto channels: 1 when every image is grey, else 3 */
+            c = channels ? channels : ncolour ? 3 : 1;
+            if (!channels)
+                fprintf(stderr, "prepare: channels %d (auto: %d colour, %d grey image%s%s)\n", c, ncolour, ngrey, ngrey == 1 ? "" : "s",
+                        c == 3 && ngrey ? "; the grey ones repeated into R, G, B" : "");
+            for (k = 0; k < n; k++) {
+                uint8_t *src = j.data + (size_t)k * j.slot;
                 if (j.errors[k]) {
                     if (!sf) {
-                        snprintf(p, sizeof p, "%s_skipped.txt", base);
+                        snprintf(p, sizeof p, "%s_skipped.txt", base_path);
                         sf = fopen(p, "w");
+                        if (!sf) { fprintf(stderr, "prepare: cannot write %s\n", p); return 1; }
                     }
                     if (strstr(j.errors[k], j.items[k].path)) fprintf(stderr, "prepare: skipped: %s\n", j.errors[k]);
                     else fprintf(stderr, "prepare: skipped %s: %s\n", j.items[k].path, j.errors[k]);
-                    if (sf) fprintf(sf, "%s\t%s\n", j.items[k].path, j.errors[k]);
+                    fprintf(sf, "%s\t%s\n", j.items[k].path, j.errors[k]);
                     free(j.errors[k]);
                     nskip++;
                     continue;
@@ -363,28 +556,91 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "prepare: note: %s: decoded as libjpeg/PIL do despite: %s (--strict skips it)\n", j.items[k].path,
                             prg_image_warnings_format(j.warns[k], text, sizeof text));
                 }
-                if (kept != k) memmove(j.data + (size_t)kept * plane, j.data + (size_t)k * plane, plane);
-                labels[kept++] = j.items[k].label;
+                if (c == 3 && j.chan[k] == 1) { /* grey -> R = G = B */
+                    memcpy(src + plane, src, plane);
+                    memcpy(src + 2 * plane, src, plane);
+                }
+                memmove(j.data + (size_t)kept * c * plane, src, (size_t)c * plane);
+                cls[kept] = j.items[k].cls;
+                labels[kept++] = j.items[k].cls + base;
+                per_class[j.items[k].cls]++;
             }
-            memset(arr, 0, sizeof arr);
-            arr[0].dtype = PRG_DT_U8; arr[0].ndim = 2; arr[0].shape[0] = kept; arr[0].shape[1] = (int64_t)plane;
-            arr[0].count = (size_t)kept * plane; arr[0].data = j.data;
-            arr[1].dtype = PRG_DT_I64; arr[1].ndim = 1; arr[1].shape[0] = kept; arr[1].count = (size_t)kept; arr[1].data = labels;
-            if (per_file > 0) snprintf(p, sizeof p, "%s_%d.npz", base, start / chunk + 1);
-            else snprintf(p, sizeof p, "%s.npz", base);
-            r = prg_npz_save(p, names, arr, 2);
-            if (r) { fprintf(stderr, "prepare: %s\n", prg_last_error()); return 1; }
-            fprintf(stderr, "prepare: wrote %s (%d images)\n", p, kept);
+            if (!kept) { /* nothing to write */
+                free(j.data); free(j.errors); free(j.warns); free(j.chan); free(labels); free(cls);
+                continue;
+            }
+            if (val_fraction > 0) {
+                /* per class: round(F * n) of its n images, at least 1 and at most n - 1,
+                   chosen by a shuffle that depends only on (seed, class) */
+                unsigned char *is_val = (unsigned char *)calloc((size_t)kept + 1, 1);
+                int *idx = (int *)malloc(((size_t)kept + 1) * sizeof(int)), ci, ntr = 0, nv = 0;
+                uint8_t *vdata;
+                int64_t *vlabels;
+                if (!is_val || !idx) { fprintf(stderr, "prepare: out of memory\n"); return 1; }
+                for (ci = 0; ci < classes.n; ci++) {
+                    int m = 0, take, q;
+                    prg_rng rng;
+                    for (k = 0; k < kept; k++) if (cls[k] == ci) idx[m++] = k;
+                    take = (int)(val_fraction * m + 0.5);
+                    if (take < 1) take = 1;
+                    if (take > m - 1) take = m - 1;
+                    prg_rng_seed(&rng, seed, 0x76616cull + (uint64_t)ci); /* "val" */
+                    for (q = m - 1; q > 0; q--) {
+                        int r2 = (int)prg_rng_below(&rng, (uint32_t)(q + 1)), t = idx[q];
+                        idx[q] = idx[r2];
+                        idx[r2] = t;
+                    }
+                    for (q = 0; q < take; q++) is_val[idx[q]] = 1;
+                }
+                vdata = (uint8_t *)malloc(((size_t)kept + 1) * c * plane);
+                vlabels = (int64_t *)malloc(((size_t)kept + 1) * sizeof(int64_t));
+                if (!vdata || !vlabels) { fprintf(stderr, "prepare: out of memory\n"); return 1; }
+                for (k = 0; k < kept; k++) {
+                    if (is_val[k]) {
+                        memcpy(vdata + (size_t)nv * c * plane, j.data + (size_t)k * c * plane, (size_t)c * plane);
+                        vlabels[nv++] = labels[k];
+                    } else {
+                        memmove(j.data + (size_t)ntr * c * plane, j.data + (size_t)k * c * plane, (size_t)c * plane);
+                        labels[ntr++] = labels[k];
+                    }
+                }
+                snprintf(p, sizeof p, "%s-val.npz", base_path);
+                write_npz(p, vdata, vlabels, nv, c, size, folder, &carr);
+                fprintf(stderr, "prepare: wrote %s (%d held-out images; per class:", p, nv);
+                for (ci = 0; ci < classes.n && ci < 20; ci++) {
+                    int m = 0;
+                    for (k = 0; k < nv; k++) m += vlabels[k] - base == ci;
+                    fprintf(stderr, " %s %d", classes.v[ci], m);
+                }
+                fprintf(stderr, "%s)\n", classes.n > 20 ? " ..." : "");
+                free(vdata); free(vlabels); free(is_val); free(idx);
+                nkept_total += nv;
+                nfiles++;
+                kept = ntr;
+            }
+            if (per_file > 0) snprintf(p, sizeof p, "%s_%d.npz", base_path, start / chunk + 1);
+            else snprintf(p, sizeof p, "%s.npz", base_path);
+            write_npz(p, j.data, labels, kept, c, size, folder, &carr);
+            if (folder) fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d][%d][%d], 'labels' 0..%d, 'classes' [%d])\n", p, kept, kept, c, size, size, classes.n - 1, classes.n);
+            else fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d], 'labels' 1..%d, 'classes' [%d])\n", p, kept, kept, 3 * size * size, classes.n, classes.n);
             nkept_total += kept;
             nfiles++;
-            free(j.data); free(j.errors); free(j.warns); free(labels);
+            free(j.data); free(j.errors); free(j.warns); free(j.chan); free(labels); free(cls);
         }
-        fprintf(stderr, "prepare: %d images in %d file(s), %d skipped%s%s%s\n", nkept_total, nfiles, nskip,
-                nskip ? ", listed in " : "", nskip ? base : "", nskip ? "_skipped.txt" : "");
+        for (i = 0; i < classes.n; i++)
+            if (!per_class[i]) fprintf(stderr, "prepare: warning: class '%s' has no readable image\n", classes.v[i]);
+        free(per_class);
+        fprintf(stderr, "prepare: %d images in %d file(s), class names in %s_classes.txt; %d skipped%s%s%s\n", nkept_total, nfiles,
+                base_path, nskip, nskip ? " (unreadable), listed in " : "", nskip ? base_path : "", nskip ? "_skipped.txt" : "");
+        if (!nkept_total) {
+            fprintf(stderr, "prepare: none of the %d images could be read\n", items.n);
+            return 1;
+        }
     }
     if (sf) fclose(sf);
     for (i = 0; i < items.n; i++) free(items.v[i].path);
     free(items.v);
+    free(carr.data);
     strs_free(&classes);
     return 0;
 }

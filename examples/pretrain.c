@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     } else {
-        ex_net_config(&cfg, &nf, ds.c);
+        ex_net_config_data(&cfg, &nf, &ds);
     }
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     bpe = (ds.n + batch - 1) / batch;

@@ -359,7 +359,8 @@ int main(int argc, char **argv) {
     if (!o.pretrain) {
         K = ds.num_classes;
         if (prg_classifier_create(&clf, net, K, o.t_span, o.t_cutoff, o.seed + 1) != PRG_OK ||
-            prg_classifier_set_grad_mode(clf, o.grad_mode) != PRG_OK)
+            prg_classifier_set_grad_mode(clf, o.grad_mode) != PRG_OK ||
+            (ds.class_names && prg_classifier_set_class_names(clf, (const char *const *)ds.class_names, K) != PRG_OK))
             return fail(rank, "classifier");
         pblk[1] = prg_classifier_head_params(clf, &sz[1]);
         gblk[1] = prg_classifier_head_grads(clf, &sz[1]);

@@ -247,6 +247,54 @@ static void test_classifier_files(void) {
     prg_classifier_free(clf);
 }
 
+/* Class names: saved as metadata prg.classes, loaded back (JSON escapes
+   and UTF-8 intact); a file without them has none; a damaged list is
+   refused naming the key; a wrong count is refused. */
+static void test_classifier_names(void) {
+    static const char *const names[3] = {"Banana", "say \"hi\"\\ back\tslash", "caf\xc3\xa9 au lait"};
+    prg_unet_config cfg;
+    prg_unet *net;
+    prg_classifier *clf, *back = NULL;
+    unsigned char *buf;
+    size_t len, i;
+    FILE *f;
+    int patched = 0;
+    small_config(&cfg);
+    prg_unet_create(&net, &cfg, 5);
+    CHECK(prg_classifier_create(&clf, net, 3, 4, 0, 9) == PRG_OK, "classifier: %s", prg_last_error());
+    CHECK(prg_classifier_class_name(clf, 0) == NULL, "a new classifier has no names");
+    CHECK(prg_classifier_set_class_names(clf, names, 2) == PRG_ERR_ARG && strstr(prg_last_error(), "2 names") &&
+              prg_classifier_class_name(clf, 0) == NULL, "2 names for 3 classes: %s", prg_last_error());
+    CHECK(prg_classifier_set_class_names(clf, names, 3) == PRG_OK, "names: %s", prg_last_error());
+    CHECK(prg_classifier_class_name(clf, 3) == NULL && prg_classifier_class_name(clf, -1) == NULL, "names out of range");
+    prg_classifier_save(clf, tmp_path("named.safetensors"));
+    CHECK(prg_classifier_load(&back, tmp_path("named.safetensors"), NULL) == PRG_OK, "load named: %s", prg_last_error());
+    if (back) {
+        for (i = 0; i < 3; i++)
+            CHECK(prg_classifier_class_name(back, (int)i) && !strcmp(prg_classifier_class_name(back, (int)i), names[i]),
+                  "name %d after the round trip: '%s'", (int)i, prg_classifier_class_name(back, (int)i) ? prg_classifier_class_name(back, (int)i) : "(null)");
+        prg_classifier_free(back);
+    }
+    /* damage the list in place: the closing ']' of the array becomes a blank */
+    buf = prg_test_read_file(tmp_path("named.safetensors"), &len);
+    for (i = 0; buf && i + 4 < len && !patched; i++)
+        if (!memcmp(buf + i, "lait\\\"]", 7)) { buf[i + 6] = ' '; patched = 1; }
+    CHECK(patched, "no prg.classes array found in the file");
+    f = fopen(tmp_path("damaged.safetensors"), "wb");
+    if (f && buf) { fwrite(buf, 1, len, f); fclose(f); }
+    free(buf);
+    back = NULL;
+    CHECK(prg_classifier_load(&back, tmp_path("damaged.safetensors"), NULL) == PRG_ERR_FORMAT && back == NULL &&
+              strstr(prg_last_error(), "prg.classes") && strstr(prg_last_error(), "3 strings"),
+          "damaged prg.classes: %s", prg_last_error());
+    CHECK(prg_classifier_set_class_names(clf, NULL, 0) == PRG_OK && prg_classifier_class_name(clf, 0) == NULL, "names removed");
+    prg_classifier_save(clf, tmp_path("unnamed.safetensors"));
+    CHECK(prg_classifier_load(&back, tmp_path("unnamed.safetensors"), NULL) == PRG_OK && prg_classifier_class_name(back, 0) == NULL,
+          "a file without prg.classes: %s", prg_last_error());
+    prg_classifier_free(back);
+    prg_classifier_free(clf);
+}
+
 /* A few ICFM pretraining steps: the data and the noise come from rng. */
 static void pretrain_steps(prg_unet *net, prg_adam *opt, prg_rng *rng, int steps) {
     const prg_unet_config *c = prg_unet_config_get(net);
@@ -492,6 +540,7 @@ int main(void) {
     prg_set_num_threads(2);
     test_unet_files();
     test_classifier_files();
+    test_classifier_names();
     test_resume();
     test_loss_path();
     {

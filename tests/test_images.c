@@ -449,8 +449,7 @@ static void test_prepare(void) {
     check_npz(strcat(strcpy(p1, root), "/out/train.npz"), train_files, train_labels, 5, 16, 0);
     CHECK(sh("grep -q 'c.JPEG' %s/out/train_skipped.txt && grep -q 'skipped.*c.JPEG' %s/log.txt", root, root) == 0,
           "the truncated file is listed as skipped");
-    CHECK(sh("grep -q '^1 n001$' %s/out/train_classes.txt && grep -q '^2 n002$' %s/out/train_classes.txt", root, root) == 0,
-          "class index file");
+    CHECK(sh("printf 'n001\\nn002\\n' | cmp -s - %s/out/train_classes.txt", root) == 0, "class file: one name a line, in label order");
     /* 1 thread gives the same bytes */
     snprintf(cmd, sizeof cmd, "%s --root %s --split train --size 16 --threads 1 --quiet --out %s/out/train1.npz 2> /dev/null", prep, root, root);
     CHECK(system(cmd) == 0, "prepare 1 thread");

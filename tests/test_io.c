@@ -813,6 +813,90 @@ static void test_npz_dataset(void) {
     }
 }
 
+/* Class names: an npz 'classes' u8 [K][L] sets num_classes = K and the
+   names (ImageFolder's [N][C][H][W] with 0-based labels, the ImageNet layout
+   with 1-based ones); a label past K is refused naming its index; CIFAR-10
+   has its names; prg_dataset_set_class_names checks the labels. */
+static void test_dataset_class_names(void) {
+    uint8_t px[3 * 3 * 8 * 8], cls[3 * 6];
+    int64_t lab[3] = {0, 1, 0};
+    const char *nn[3] = {"data", "labels", "classes"}, *p = tmp_path("named.npz");
+    const char *three[3] = {"x", "y", "z"};
+    prg_array arr[3];
+    prg_dataset ds;
+    prg_result r;
+    int i;
+    for (i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 3);
+    memset(cls, 0, sizeof cls);
+    memcpy(cls, "Banana", 6);        /* a name filling its row: no NUL */
+    memcpy(cls + 6, "apple", 5);
+    memcpy(cls + 12, "fig", 3);
+    arr[0] = mk_array(PRG_DT_U8, px, 4, 3, 3, 8, 8);
+    arr[1] = mk_array(PRG_DT_I64, lab, 1, 3, 0, 0, 0);
+    arr[2] = mk_array(PRG_DT_U8, cls, 2, 3, 6, 0, 0);
+    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save: %s", prg_last_error());
+    r = prg_dataset_load(&ds, p);
+    CHECK(r == PRG_OK && ds.num_classes == 3 && ds.class_names && !strcmp(ds.class_names[0], "Banana") &&
+              !strcmp(ds.class_names[1], "apple") && !strcmp(ds.class_names[2], "fig"),
+          "NCHW with classes: 3 named classes (labels reach only 1): %s", prg_last_error());
+    CHECK(prg_dataset_set_class_names(&ds, three, 1) == PRG_ERR_ARG && strstr(prg_last_error(), "image 1") &&
+              ds.num_classes == 3 && !strcmp(ds.class_names[0], "Banana"),
+          "set_class_names: a label past the names is refused, nothing changed: %s", prg_last_error());
+    CHECK(prg_dataset_set_class_names(&ds, three, 2) == PRG_OK && ds.num_classes == 2 && !strcmp(ds.class_names[1], "y"),
+          "set_class_names: %s", prg_last_error());
+    CHECK(prg_dataset_set_class_names(&ds, NULL, 0) == PRG_OK && ds.class_names == NULL, "set_class_names: removed");
+    prg_dataset_free(&ds);
+    /* the ImageNet layout: labels 1..K on disk */
+    lab[0] = 1; lab[1] = 3; lab[2] = 2;
+    arr[0] = mk_array(PRG_DT_U8, px, 2, 3, 3 * 8 * 8, 0, 0);
+    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    r = prg_dataset_load(&ds, p);
+    CHECK(r == PRG_OK && ds.num_classes == 3 && ds.labels[1] == 2 && ds.class_names && !strcmp(ds.class_names[2], "fig"),
+          "ImageNet layout with classes: 3 classes, not 1000: %s", prg_last_error());
+    prg_dataset_free(&ds);
+    lab[1] = 4;
+    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    CHECK(prg_dataset_load(&ds, p) == PRG_ERR_FORMAT && msg_has("label 4 at index 1") && msg_has("3 classes") && msg_has("1..3") &&
+              ds.images == NULL && ds.class_names == NULL,
+          "a label past 'classes': %s", prg_last_error());
+    lab[1] = 3;
+    arr[2] = mk_array(PRG_DT_I64, lab, 1, 3, 0, 0, 0);
+    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    CHECK(prg_dataset_load(&ds, p) == PRG_ERR_SHAPE && msg_has("'classes'") && ds.images == NULL, "classes not u8 [K][L]: %s", prg_last_error());
+    CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "save");
+    CHECK(prg_dataset_load(&ds, p) == PRG_OK && ds.num_classes == 1000 && ds.class_names == NULL, "no classes: 1000 unnamed: %s", prg_last_error());
+    prg_dataset_free(&ds);
+    remove(p);
+    /* numpy strings, as np.savez(..., classes=np.array(names)) writes them (tools/make_io_fixtures.py) */
+    for (i = 0; i < 2; i++) {
+        const char *name = i ? "classes_s.npz" : "classes_u.npz";
+        prg_array a;
+        r = prg_npz_load(&a, fix_path(name), "classes");
+        CHECK(r == PRG_OK && a.dtype == (i ? PRG_DT_U8 : PRG_DT_U32) && a.ndim == 2 && a.shape[0] == 3 && a.shape[1] == 6,
+              "%s: strings as %s [3][6]: %s", name, i ? "U8" : "U32", prg_last_error());
+        prg_array_free(&a);
+        r = prg_dataset_load(&ds, fix_path(name));
+        CHECK(r == PRG_OK && ds.n == 3 && ds.c == 1 && ds.num_classes == 3 && ds.labels[1] == 2 && ds.class_names &&
+                  !strcmp(ds.class_names[0], "Banana") && !strcmp(ds.class_names[1], "apple") &&
+                  !strcmp(ds.class_names[2], "caf\xc3\xa9"),
+              "%s: names Banana, apple, cafe (UTF-8): %s", name, prg_last_error());
+        prg_dataset_free(&ds);
+    }
+    /* CIFAR-10 names its classes */
+    {
+        uint8_t rec[2 * 3073];
+        const char *cp = tmp_path("data_batch_9.bin");
+        memset(rec, 0, sizeof rec);
+        rec[0] = 3;
+        rec[3073] = 9;
+        put_file(cp, rec, sizeof rec);
+        CHECK(prg_dataset_load(&ds, cp) == PRG_OK && ds.class_names && !strcmp(ds.class_names[3], "cat") && !strcmp(ds.class_names[9], "truck"),
+              "CIFAR-10 names: %s", prg_last_error());
+        prg_dataset_free(&ds);
+        remove(cp);
+    }
+}
+
 /* The usual directory layouts, in the test's temporary directory. */
 static void test_dataset_dir(void) {
     static const char *const c10[6] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
@@ -1193,6 +1277,7 @@ int main(int argc, char **argv) {
     test_idx();
     test_cifar();
     test_npz_dataset();
+    test_dataset_class_names();
     test_dataset_dir();
     test_png_pnm();
     test_image_grid();

@@ -7,6 +7,7 @@ tests/test_io.c recomputes in C (see the comments there).
 
     /usr/bin/python3 tools/make_io_fixtures.py            # (re)write the fixtures
     /usr/bin/python3 tools/make_io_fixtures.py --check-png grid.png   # decode a PNG with PIL
+    /usr/bin/python3 tools/make_io_fixtures.py --classes   # only the classes_{u,s}.npz datasets
 """
 import gzip, io, os, struct, subprocess, sys, zlib
 
@@ -91,8 +92,22 @@ def main():
     im = Image.new("RGB", (23, 17))
     im.putdata([((x * 11) % 256, (y * 13) % 256, (x * y) % 256) for y in range(17) for x in range(23)])
     im.save(os.path.join(OUT, "pil_rgb.png"), compress_level=9)
+    class_name_npzs()
     for name in sorted(os.listdir(OUT)):
         print("%-28s %6d bytes" % (name, os.path.getsize(os.path.join(OUT, name))))
+
+
+def class_name_npzs():
+    """Datasets whose 'classes' are numpy strings, as a user's np.savez writes them: data u8
+    [3][1][2][2] = arange, labels 0, 2, 1; classes Banana, apple, cafe with an acute e, as
+    unicode ('<U6', stored) and as bytes ('|S6', UTF-8, deflate)."""
+    import numpy as np
+    data = np.arange(12, dtype=np.uint8).reshape(3, 1, 2, 2)
+    labels = np.array([0, 2, 1], dtype=np.int64)
+    names = ["Banana", "apple", "caf\u00e9"]
+    np.savez(os.path.join(OUT, "classes_u.npz"), data=data, labels=labels, classes=np.array(names))
+    np.savez_compressed(os.path.join(OUT, "classes_s.npz"), data=data, labels=labels,
+                        classes=np.array([n.encode() for n in names]))
 
 
 def check_png(path):
@@ -107,5 +122,7 @@ def check_png(path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--check-png":
         check_png(sys.argv[2])
+    elif len(sys.argv) == 2 and sys.argv[1] == "--classes":
+        class_name_npzs()
     else:
         main()

@@ -82,7 +82,7 @@ static int restore_state(const char *path, prg_unet *net, prg_classifier *clf) {
 
 int main(int argc, char **argv) {
     const char *path = NULL;
-    int quiet = 0, i, j, has_head, ok;
+    int quiet = 0, i, j, is_clf, ok;
     prg_st *st;
     prg_unet_config cfg;
     const prg_unet_config *use;
@@ -135,12 +135,13 @@ int main(int argc, char **argv) {
     }
     for (i = 0; i < prg_st_count(st); i++) total += (double)prg_st_info_at(st, i)->count;
     kind = prg_st_metadata(st, "prg.kind");
-    has_head = prg_st_find(st, "head.fc2.weight", NULL) == PRG_OK;
+    /* a plain file: a classifier when it has a head (kind lives in st) */
+    is_clf = kind ? !strcmp(kind, "classifier") : prg_st_find(st, "head.fc2.weight", NULL) == PRG_OK;
     prg_st_close(st);
     printf("  %d tensors, %.0f values in all\n", i, total);
     use = ex_file_config(&cfg, &nf, path);
-    /* verify by loading it as what it says it is (a plain file: a classifier when it has a head) */
-    if (kind ? !strcmp(kind, "classifier") : has_head) {
+    /* verify by loading it as what it says it is */
+    if (is_clf) {
         if (prg_classifier_load(&clf, path, use) != PRG_OK) goto bad;
         net = prg_classifier_unet(clf);
     } else if (prg_unet_load(&net, path, use) != PRG_OK) {
