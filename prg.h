@@ -600,6 +600,70 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
    the M+1 states and one U-Net activation set, whatever M is. */
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
 
+/* ---- representation probes ------------------------------------------- */
+/* How good the encoder's features are at each point of the trajectory (the
+   paper's feature hierarchy), without fine-tuning: features are the state
+   of the reverse ODE at a grid point, pooled as the classifier's head pools
+   (average pool to pool x pool per channel, pool = min(16, H); D =
+   C*pool*pool), then a weighted k-NN classifier and a linear probe on them.
+
+   One trajectory serves every cutoff: the Euler steps do not depend on
+   t_cutoff (it only says how many are taken), so the state after M_K steps
+   of the full solve is bit for bit prg_encode(t_span, K)'s z.  t_cutoff K
+   runs M_K = t_span-1-K steps on the ICFM path (K = t_span-1: no step, the
+   input itself, the pixel baseline) and, on the GVP path, K-1 steps (K in
+   [1, t_span]) or t_span-1 (K = 0), as prg_ode_gvp_euler. */
+int prg_feature_dim(const prg_unet *net);   /* D, or 0 when H is not a multiple of the pool */
+/* feat [ncut][batch][D]: the pooled state for t_cutoffs[i] (any order,
+   repeats allowed) of x [batch][C][H][W].  path PRG_PATH_ICFM or
+   PRG_PATH_GVP.  Allocates the trajectory for the deepest cutoff,
+   (M+1)*batch*C*H*W floats, for the call. */
+prg_result prg_encode_features(prg_unet *net, int path, int t_span, int ncut, const int *t_cutoffs, int batch,
+                               const float *x, float *feat);
+
+/* Weighted k-nearest-neighbour classifier (InstDisc / DINO's kNN
+   evaluation): for each query, the k training rows of highest cosine
+   similarity s (rows L2-normalised; a zero row has similarity 0 to all;
+   equal similarities rank the lower training index first) vote for their
+   label with weight exp(s / temperature); the class with the largest sum
+   wins (ties: the lower class).  k is clamped to n; the literature's
+   values are k = 20, temperature = 0.07.  pred [m] gets the classes,
+   votes (may be NULL) [m][classes] the sums.  Labels outside [0, classes)
+   are PRG_ERR_ARG.  Similarities come in blocks of 64 queries through
+   prg_sgemm; the selection runs on the pool. */
+prg_result prg_knn_classify(const float *train /* [n][d] */, const int32_t *train_labels /* [n] */, int n,
+                            int d, int classes, const float *query /* [m][d] */, int m, int k,
+                            float temperature, int32_t *pred /* [m] */, float *votes /* [m][classes] or NULL */);
+
+/* Linear probe: logits = W x + b on frozen features, trained with the
+   library's AdamW and cross-entropy (no smoothing), from W = b = 0:
+       standardize: x -> (x - mean) / sqrt(var + 1e-5), per feature, with
+                    the mean and biased variance of the training set (a
+                    BatchNorm without affine, as MAE's linear probe);
+       epochs of mini-batches of `batch` rows in an order drawn from seed
+       (batch >= n: the whole set in data order each step);
+       step u of U = epochs * ceil(n / batch) at lr * (1 + cos(pi u / U)) / 2.
+   The standardisation is folded into the returned W and b, which apply to
+   raw features.  loss (may be NULL) receives the mean loss of the last
+   epoch.  PRG_ERR_NUMERIC when the loss or a gradient stops being finite. */
+typedef struct prg_linear_probe_config {
+    int epochs;            /* 100 */
+    int batch;             /* 256 */
+    double lr;             /* 1e-3 (peak, cosine to 0) */
+    double weight_decay;   /* 0 (decoupled, AdamW) */
+    int standardize;       /* 1 */
+    uint64_t seed;         /* 0 */
+} prg_linear_probe_config;
+void prg_linear_probe_config_default(prg_linear_probe_config *cfg);
+prg_result prg_linear_probe_train(float *weight /* [classes][d] */, float *bias /* [classes] */,
+                                  const float *feat /* [n][d] */, const int32_t *labels /* [n] */, int n, int d,
+                                  int classes, const prg_linear_probe_config *cfg, double *loss);
+/* pred [m] = argmax (ties: the lower class) of W x + b; logits (may be NULL)
+   [m][classes]. */
+prg_result prg_linear_probe_predict(int32_t *pred /* [m] */, float *logits /* [m][classes] or NULL */,
+                                    const float *weight /* [classes][d] */, const float *bias /* [classes] */,
+                                    const float *feat /* [m][d] */, int m, int d, int classes);
+
 /* >>optim =============================================================== */
 /* Adam, AdamW, warmup + cosine schedule, EMA. */
 
@@ -8477,6 +8541,350 @@ prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float 
     for (i = 0; i < n; i++) clf->fm_xt[i] *= beta;
     if ((r = prg_unet_backward(clf->net, clf->fm_xt, NULL)) != PRG_OK) return r;
     if (loss) *loss = l;
+    return PRG_OK;
+}
+
+/* ---- representation probes ------------------------------------------- */
+
+/* The head's pooled side for images of side hw (the reference pools to 16). */
+static int prg__head_pool(int hw) { return hw < 16 ? hw : 16; }
+
+int prg_feature_dim(const prg_unet *net) {
+    const prg_unet_config *c;
+    int pool;
+    if (!net) return 0;
+    c = prg_unet_config_get(net);
+    pool = prg__head_pool(c->image_size);
+    if (pool < 1 || c->image_size % pool) return 0;
+    return c->in_channels * pool * pool;
+}
+
+/* Euler steps to the state of t_cutoff k on path's trajectory, or -1. */
+static int prg__probe_steps(int path, int t_span, int k) {
+    if (t_span < 2) return -1;
+    if (path == PRG_PATH_GVP) return k == 0 ? t_span - 1 : (k >= 1 && k <= t_span) ? k - 1 : -1;
+    return k >= 0 && k <= t_span - 1 ? t_span - 1 - k : -1;
+}
+
+prg_result prg_encode_features(prg_unet *net, int path, int t_span, int ncut, const int *t_cutoffs, int batch,
+                               const float *x, float *feat) {
+    const prg_unet_config *c;
+    int i, mmax = 0, d, f;
+    size_t n, total;
+    float *states;
+    prg_result r = PRG_OK;
+    if (!net || !t_cutoffs || !x || !feat || ncut < 1 || batch < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: need net, t_cutoffs, x, feat, ncut >= 1 and batch >= 1");
+    if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: unknown path %d", path);
+    for (i = 0; i < ncut; i++) {
+        int m = prg__probe_steps(path, t_span, t_cutoffs[i]);
+        if (m < 0)
+            return prg__fail(PRG_ERR_ARG, "prg_encode_features: t_cutoff %d does not fit t_span %d on the %s path "
+                             "(need t_span >= 2 and %s)", t_cutoffs[i], t_span, path == PRG_PATH_GVP ? "GVP" : "ICFM",
+                             path == PRG_PATH_GVP ? "0 <= t_cutoff <= t_span" : "0 <= t_cutoff <= t_span - 1");
+        if (m > mmax) mmax = m;
+    }
+    if ((r = prg__check_ode_net(net, "prg_encode_features")) != PRG_OK) return r;
+    c = prg_unet_config_get(net);
+    if (!(d = prg_feature_dim(net)))
+        return prg__fail(PRG_ERR_CONFIG, "prg_encode_features: image size %d is not a multiple of the head's pooling",
+                         c->image_size);
+    f = c->image_size / prg__head_pool(c->image_size);
+    n = (size_t)batch * prg__unet_image_floats(net);
+    if ((r = prg__check_finite(x, n, "prg_encode_features input x")) != PRG_OK) return r;
+    if ((size_t)mmax + 1 > ((size_t)-1 / sizeof(float)) / n)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: a trajectory of %d states of %zu floats overflows", mmax + 1, n);
+    total = ((size_t)mmax + 1) * n;
+    states = (float *)prg_alloc(total * sizeof(float));
+    if (!states)
+        return prg__fail(PRG_ERR_NOMEM, "prg_encode_features: no memory for the trajectory (%zu floats: %d states of "
+                         "batch %d; use a smaller batch)", total, mmax + 1, batch);
+    if (mmax == 0) memcpy(states, x, n * sizeof(float));
+    else if (path == PRG_PATH_GVP)
+        r = prg_ode_gvp_euler(prg_unet_velocity, net, t_span, mmax + 1, batch, prg__unet_image_floats(net), x,
+                              states + (size_t)mmax * n, states);
+    else
+        r = prg_ode_reverse_euler(prg_unet_velocity, net, t_span, t_span - 1 - mmax, batch,
+                                  prg__unet_image_floats(net), x, states + (size_t)mmax * n, states);
+    if (r == PRG_OK)
+        r = prg__check_finite(states + (size_t)mmax * n, n, "encoder state (non-finite U-Net velocity)");
+    for (i = 0; r == PRG_OK && i < ncut; i++)
+        prg_avgpool_forward(feat + (size_t)i * batch * d,
+                            states + (size_t)prg__probe_steps(path, t_span, t_cutoffs[i]) * n, batch * c->in_channels,
+                            c->image_size, c->image_size, f);
+    prg_free(states);
+    return r;
+}
+
+static prg_result prg__check_labels(const int32_t *labels, int n, int classes, const char *who) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return prg__fail(PRG_ERR_ARG, "%s: label %d of row %d is outside [0, %d)", who, (int)labels[i], i, classes);
+    return PRG_OK;
+}
+
+/* 1/||row|| for each of n rows of d floats (0 for a zero row). */
+static void prg__inv_norms(float *inv, const float *x, int n, int d) {
+    int i, j;
+    for (i = 0; i < n; i++) {
+        double s = 0.0;
+        const float *r = x + (size_t)i * d;
+        for (j = 0; j < d; j++) s += (double)r[j] * r[j];
+        inv[i] = s > 0.0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    }
+}
+
+#define PRG__KNN_BLOCK 64
+typedef struct prg__knn_job {
+    const float *dots, *tinv, *qinv; /* [q][n], [n], [q] */
+    const int32_t *labels;
+    int n, q, k, classes, q0;
+    float temperature;
+    float *topv;                     /* [q][k] */
+    int *topi;                       /* [q][k] */
+    double *acc;                     /* [q][classes] */
+    int32_t *pred;
+    float *votes;
+} prg__knn_job;
+
+static void prg__knn_rows(void *ctx, int ith, int nth) {
+    const prg__knn_job *j = (const prg__knn_job *)ctx;
+    size_t lo, hi, r;
+    prg_split_range((size_t)j->q, 1, ith, nth, &lo, &hi);
+    for (r = lo; r < hi; r++) {
+        const float *dot = j->dots + r * j->n;
+        float *tv = j->topv + r * j->k, qi = j->qinv[r];
+        int *ti = j->topi + r * j->k, cnt = 0, i, p, best = 0;
+        double *acc = j->acc + r * j->classes;
+        for (i = 0; i < j->n; i++) {
+            float s = dot[i] * qi * j->tinv[i];
+            if (cnt == j->k && !(s > tv[cnt - 1])) continue;
+            /* insert after every entry >= s: equal similarities keep the lower index first */
+            p = cnt < j->k ? cnt++ : cnt - 1;
+            while (p > 0 && tv[p - 1] < s) {
+                tv[p] = tv[p - 1];
+                ti[p] = ti[p - 1];
+                p--;
+            }
+            tv[p] = s;
+            ti[p] = i;
+        }
+        for (i = 0; i < j->classes; i++) acc[i] = 0.0;
+        for (i = 0; i < cnt; i++) acc[j->labels[ti[i]]] += exp((double)tv[i] / j->temperature);
+        for (i = 1; i < j->classes; i++)
+            if (acc[i] > acc[best]) best = i;
+        j->pred[j->q0 + r] = best;
+        if (j->votes)
+            for (i = 0; i < j->classes; i++) j->votes[(size_t)(j->q0 + r) * j->classes + i] = (float)acc[i];
+    }
+}
+
+prg_result prg_knn_classify(const float *train, const int32_t *train_labels, int n, int d, int classes,
+                            const float *query, int m, int k, float temperature, int32_t *pred, float *votes) {
+    static const char who[] = "prg_knn_classify";
+    prg__knn_job j;
+    float *dots, *tinv, *qinv;
+    int q0;
+    prg_result r;
+    if (!train || !train_labels || !query || !pred || n < 1 || d < 1 || classes < 1 || m < 0 || k < 1 ||
+        !(temperature > 0.0f) || !isfinite(temperature))
+        return prg__fail(PRG_ERR_ARG, "%s: need train, labels, query, pred, n, d, classes, k >= 1 and a positive "
+                         "temperature (n %d, d %d, classes %d, m %d, k %d, temperature %g)", who, n, d, classes, m, k,
+                         (double)temperature);
+    if ((r = prg__check_labels(train_labels, n, classes, who)) != PRG_OK) return r;
+    if ((r = prg__check_finite(train, (size_t)n * d, "kNN training features")) != PRG_OK ||
+        (r = prg__check_finite(query, (size_t)m * d, "kNN query features")) != PRG_OK)
+        return r;
+    if (k > n) k = n;
+    if ((size_t)n > ((size_t)-1 / sizeof(float)) / PRG__KNN_BLOCK / 2)
+        return prg__fail(PRG_ERR_ARG, "%s: %d training rows overflow the similarity block", who, n);
+    dots = (float *)prg_alloc(((size_t)PRG__KNN_BLOCK * n + n + PRG__KNN_BLOCK + (size_t)PRG__KNN_BLOCK * k) *
+                              sizeof(float));
+    j.topi = (int *)prg_alloc((size_t)PRG__KNN_BLOCK * k * sizeof(int));
+    j.acc = (double *)prg_alloc((size_t)PRG__KNN_BLOCK * classes * sizeof(double));
+    if (!dots || !j.topi || !j.acc) {
+        prg_free(dots);
+        prg_free(j.topi);
+        prg_free(j.acc);
+        return prg__fail(PRG_ERR_NOMEM, "%s: no memory for a block of %d x %d similarities", who, PRG__KNN_BLOCK, n);
+    }
+    tinv = dots + (size_t)PRG__KNN_BLOCK * n;
+    qinv = tinv + n;
+    j.topv = qinv + PRG__KNN_BLOCK;
+    prg__inv_norms(tinv, train, n, d);
+    j.dots = dots;
+    j.tinv = tinv;
+    j.qinv = qinv;
+    j.labels = train_labels;
+    j.n = n;
+    j.k = k;
+    j.classes = classes;
+    j.temperature = temperature;
+    j.pred = pred;
+    j.votes = votes;
+    for (q0 = 0; q0 < m; q0 += PRG__KNN_BLOCK) {
+        int q = m - q0 < PRG__KNN_BLOCK ? m - q0 : PRG__KNN_BLOCK;
+        const float *qx = query + (size_t)q0 * d;
+        prg__inv_norms(qinv, qx, q, d);
+        prg_sgemm(0, 1, q, n, d, 1.0f, qx, d, train, d, 0.0f, dots, n);
+        j.q = q;
+        j.q0 = q0;
+        prg_parallel(prg__knn_rows, &j);
+    }
+    prg_free(dots);
+    prg_free(j.topi);
+    prg_free(j.acc);
+    return PRG_OK;
+}
+
+void prg_linear_probe_config_default(prg_linear_probe_config *cfg) {
+    cfg->epochs = 100;
+    cfg->batch = 256;
+    cfg->lr = 1e-3;
+    cfg->weight_decay = 0.0;
+    cfg->standardize = 1;
+    cfg->seed = 0;
+}
+
+prg_result prg_linear_probe_train(float *weight, float *bias, const float *feat, const int32_t *labels, int n, int d,
+                                  int classes, const prg_linear_probe_config *cfg, double *loss) {
+    static const char who[] = "prg_linear_probe_train";
+    prg_adam_config acfg;
+    prg_adam *opt = NULL;
+    prg_cosine_schedule sched;
+    prg_rng rng;
+    size_t np, i;
+    float *blk, *w, *g, *mean, *scale, *xb, *lg, *dl;
+    int *perm, *yb, bs, spe, e, s, a, c;
+    int64_t u = 0;
+    double esum = 0.0;
+    prg_result r = PRG_OK;
+    if (!weight || !bias || !feat || !labels || !cfg || n < 1 || d < 1 || classes < 1)
+        return prg__fail(PRG_ERR_ARG, "%s: need weight, bias, feat, labels, cfg, n, d and classes >= 1 (n %d, d %d, "
+                         "classes %d)", who, n, d, classes);
+    if (cfg->epochs < 1 || cfg->batch < 1 || !(cfg->lr > 0.0) || !isfinite(cfg->lr) || !(cfg->weight_decay >= 0.0) ||
+        !isfinite(cfg->weight_decay))
+        return prg__fail(PRG_ERR_ARG, "%s: need epochs >= 1, batch >= 1, lr > 0 and weight_decay >= 0 (epochs %d, "
+                         "batch %d, lr %g, weight decay %g)", who, cfg->epochs, cfg->batch, cfg->lr, cfg->weight_decay);
+    if ((r = prg__check_labels(labels, n, classes, who)) != PRG_OK) return r;
+    if ((r = prg__check_finite(feat, (size_t)n * d, "linear probe features")) != PRG_OK) return r;
+    bs = cfg->batch < n ? cfg->batch : n;
+    spe = (n + bs - 1) / bs;
+    np = (size_t)classes * d + classes;
+    blk = (float *)prg_alloc((2 * np + 2 * (size_t)d + (size_t)bs * d + 2 * (size_t)bs * classes) * sizeof(float));
+    perm = (int *)prg_alloc(((size_t)n + bs) * sizeof(int));
+    prg_adam_config_default(&acfg);
+    acfg.decoupled = 1;
+    acfg.weight_decay = cfg->weight_decay;
+    if (!blk || !perm || prg_adam_create(&opt, np, &acfg) != PRG_OK) {
+        prg_free(blk);
+        prg_free(perm);
+        prg_adam_free(opt);
+        return prg__fail(PRG_ERR_NOMEM, "%s: no memory for a %d x %d probe and a batch of %d", who, classes, d, bs);
+    }
+    w = blk;
+    g = w + np;
+    mean = g + np;
+    scale = mean + d;
+    xb = scale + d;
+    lg = xb + (size_t)bs * d;
+    dl = lg + (size_t)bs * classes;
+    yb = perm + n;
+    memset(w, 0, np * sizeof(float));
+    for (c = 0; c < d; c++) {
+        double m = 0.0, v = 0.0;
+        if (cfg->standardize) {
+            for (a = 0; a < n; a++) m += feat[(size_t)a * d + c];
+            m /= n;
+            for (a = 0; a < n; a++) {
+                double t = feat[(size_t)a * d + c] - m;
+                v += t * t;
+            }
+            v /= n;
+        }
+        mean[c] = (float)m;
+        scale[c] = cfg->standardize ? (float)(1.0 / sqrt(v + 1e-5)) : 1.0f;
+    }
+    sched.base_lr = cfg->lr;
+    sched.warmup_lr = sched.min_lr = 0.0;
+    sched.warmup_steps = 0;
+    sched.total_steps = (int64_t)cfg->epochs * spe;
+    prg_rng_seed(&rng, cfg->seed, 0x70726f6265ull /* "probe" */);
+    for (a = 0; a < n; a++) perm[a] = a;
+    for (e = 0; e < cfg->epochs && r == PRG_OK; e++) {
+        esum = 0.0;
+        if (bs < n)
+            for (a = n - 1; a > 0; a--) {
+                int b = (int)prg_rng_below(&rng, (uint32_t)(a + 1)), t = perm[a];
+                perm[a] = perm[b];
+                perm[b] = t;
+            }
+        for (s = 0; s < spe; s++, u++) {
+            int cnt = n - s * bs < bs ? n - s * bs : bs;
+            float l;
+            for (a = 0; a < cnt; a++) {
+                const float *src = feat + (size_t)perm[s * bs + a] * d;
+                float *dst = xb + (size_t)a * d;
+                for (c = 0; c < d; c++) dst[c] = (src[c] - mean[c]) * scale[c];
+                yb[a] = labels[perm[s * bs + a]];
+            }
+            prg_linear_forward(lg, xb, w, w + (size_t)classes * d, cnt, d, classes);
+            l = prg_cross_entropy_forward_backward(dl, lg, yb, cnt, classes, 0.0f);
+            if (!isfinite(l)) {
+                r = prg__fail(PRG_ERR_NUMERIC, "%s: the loss is %g at epoch %d step %d (lower the lr)", who, (double)l,
+                              e, s);
+                break;
+            }
+            esum += (double)l * cnt;
+            memset(g, 0, np * sizeof(float));
+            prg_linear_backward(NULL, g, g + (size_t)classes * d, dl, xb, w, cnt, d, classes);
+            if ((r = prg_adam_step(opt, w, g, prg_cosine_schedule_lr(&sched, u), NULL)) != PRG_OK) break;
+        }
+    }
+    if (r == PRG_OK) {
+        /* fold the standardisation: W' = W diag(scale), b' = b - W' mean */
+        for (c = 0; c < classes; c++) {
+            double bb = w[(size_t)classes * d + c];
+            for (i = 0; i < (size_t)d; i++) {
+                float wc = w[(size_t)c * d + i] * scale[i];
+                weight[(size_t)c * d + i] = wc;
+                bb -= (double)wc * mean[i];
+            }
+            bias[c] = (float)bb;
+        }
+        if (loss) *loss = esum / n;
+    }
+    prg_adam_free(opt);
+    prg_free(blk);
+    prg_free(perm);
+    return r;
+}
+
+prg_result prg_linear_probe_predict(int32_t *pred, float *logits, const float *weight, const float *bias,
+                                    const float *feat, int m, int d, int classes) {
+    enum { ROWS = 256 };
+    float *buf;
+    int r0, i, c;
+    if (!pred || !weight || !bias || !feat || m < 0 || d < 1 || classes < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_linear_probe_predict: need pred, weight, bias, feat, m >= 0, d and classes "
+                         ">= 1 (m %d, d %d, classes %d)", m, d, classes);
+    buf = logits ? NULL : (float *)prg_alloc((size_t)ROWS * classes * sizeof(float));
+    if (!logits && !buf) return prg__fail(PRG_ERR_NOMEM, "prg_linear_probe_predict: out of memory");
+    for (r0 = 0; r0 < m; r0 += ROWS) {
+        int q = m - r0 < ROWS ? m - r0 : ROWS;
+        float *lg = logits ? logits + (size_t)r0 * classes : buf;
+        prg_linear_forward(lg, feat + (size_t)r0 * d, weight, bias, q, d, classes);
+        for (i = 0; i < q; i++) {
+            const float *l = lg + (size_t)i * classes;
+            int best = 0;
+            for (c = 1; c < classes; c++)
+                if (l[c] > l[best]) best = c;
+            pred[r0 + i] = best;
+        }
+    }
+    prg_free(buf);
     return PRG_OK;
 }
 
