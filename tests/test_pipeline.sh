@@ -76,5 +76,19 @@ for f in tests/fixtures/images/jpeg_420.jpg tests/fixtures/images/png_rgb8.png; 
     [ "$(grep -cE '^ +[0-9.]+% +[0-9]$' "$OUT/classify2.log")" -eq 5 ]; check $? "classify $f: not 5 ranked classes"
 done
 
+# 5. representation probes on the demo's U-Net: two cutoffs, both probes each
+"$BIN/probe" --model "$OUT/demo/pretrain.safetensors" --data data/mnist/train-images-idx3-ubyte.gz \
+    --test data/mnist/t10k-images-idx3-ubyte.gz --t-span 4 --t-cutoff 0,3 --limit 100 --test-limit 50 \
+    --epochs 20 --csv "$OUT/probe.csv" > "$OUT/probe.log" 2>&1
+check $? "probe failed (see $OUT/probe.log)"
+[ "$(grep -c 'knn top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ] && [ "$(grep -c 'linear top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ]
+check $? "probe: not one knn and one linear top-1 line per cutoff"
+[ "$(wc -l < "$OUT/probe.csv")" -eq 3 ]; check $? "probe: the CSV does not have a row per cutoff"
+# the input itself (t_cutoff 3 = t_span - 1) with 100 MNIST images: far above chance
+awk -F, '$1 == 3 { exit !($3 > 0.4 && $4 > 0.4) }' "$OUT/probe.csv"; check $? "probe: pixel kNN / linear top-1 not above 40%"
+"$BIN/probe" --model "$OUT/demo/pretrain.safetensors" --data data/mnist/train-images-idx3-ubyte.gz \
+    --test data/mnist/t10k-images-idx3-ubyte.gz --t-span 4 --t-cutoff 4 > /dev/null 2>&1
+[ $? -eq 2 ]; check $? "probe: --t-cutoff outside the grid not refused"
+
 echo "test_pipeline: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
