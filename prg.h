@@ -956,6 +956,62 @@ prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int 
 prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] */, int n, int c, int h,
                           int w, int cols, const float *mean /* [c] or NULL */, const float *std /* [c] or NULL */);
 
+/* ---- charts ---------------------------------------------------------- */
+/* Line charts and grouped bar charts drawn into an RGB buffer or a PNG, with
+   axes, "nice" ticks (1, 2, 5 x 10^k) with numeric labels, light grid
+   lines, a title, axis labels, a legend and a built-in 5x7 bitmap font
+   with descenders (ASCII 32..126; other bytes draw as '?'), series in the
+   colours of prg_chart_color.  Text is drawn in 6 x 9 pixel cells, doubled
+   (12 x 18) when the chart is at least 360 pixels in both directions.
+
+       double x[3] = {0, 8, 16}, knn[3] = {0.91, 0.93, 0.95}, lin[3] = {0.90, 0.94, 0.96};
+       prg_chart_series s[2] = {{"kNN", x, knn, 3}, {"linear", x, lin, 3}};
+       prg_chart c;
+       prg_chart_init(&c, PRG_CHART_LINE, "top-1 vs t_cutoff", s, 2);
+       c.x_label = "t_cutoff";
+       prg_chart_write("probe.png", &c);
+
+   Line charts join the points of each series in order (NaN y: a gap) and
+   mark each with a square; x NULL means x = 0, 1, ..., n-1; the x axis
+   spans the data exactly, the y axis is widened to whole ticks.  Bar charts draw
+   group g's bars for series 0..nseries-1 side by side, of height y[g] (x
+   unused; every series has n = ngroups values; NaN: no bar), with the group
+   names under them and the value axis including 0. */
+typedef struct prg_chart_series {
+    const char *name;      /* legend text (NULL: not in the legend) */
+    const double *x;       /* [n] or NULL */
+    const double *y;       /* [n] */
+    int n;
+} prg_chart_series;
+enum { PRG_CHART_LINE = 0, PRG_CHART_BARS = 1 };
+typedef struct prg_chart {
+    int kind;                         /* PRG_CHART_LINE or PRG_CHART_BARS */
+    int width, height;                /* pixels: 800 x 500 by default, each 120 .. 8192 */
+    const char *title, *x_label, *y_label;      /* each may be NULL */
+    const prg_chart_series *series;
+    int nseries;                      /* 1 .. 16 */
+    const char *const *groups;        /* bars: [ngroups] names (NULL: 1, 2, ...) */
+    int ngroups;
+    /* the axes' ranges; min == max (the default, 0 and 0) fits the data
+       and widens it to whole ticks */
+    double x_min, x_max, y_min, y_max;
+} prg_chart;
+/* Zeroes *c and sets kind, title, the series and the default size. */
+void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries);
+/* rgb [height][width][3]: the chart.  PRG_ERR_ARG for a bad chart (NULL
+   arrays, counts, sizes, a series' n that does not fit, non-finite x or
+   ranges). */
+prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb);
+/* Renders and writes a PNG (prg_png_write). */
+prg_result prg_chart_write(const char *path, const prg_chart *c);
+/* Where the point (x, y) lands in the rendered chart, in pixels from the top
+   left (line charts; for bars x is the group index, the centre of group x),
+   and the plot rectangle [x0, x1] x [y0, y1] inside the axes (either may be
+   NULL): the layout of prg_chart_render. */
+prg_result prg_chart_map(const prg_chart *c, double x, double y, double *px, double *py, int rect[4]);
+/* Colour i (mod 10) of the series palette (Tableau 10). */
+void prg_chart_color(int i, uint8_t rgb[3]);
+
 /* ---- resampling ------------------------------------------------------ */
 /* The filters of PIL's resize, shared by prg_resize_u8 (interleaved images)
    and the data section's prg_planes_resize (planar, bicubic). */
@@ -11985,6 +12041,385 @@ prg_result prg_image_grid(const char *path, const float *images, int n, int c, i
     if (ext && (strcmp(ext, ".ppm") == 0 || strcmp(ext, ".pgm") == 0 || strcmp(ext, ".pnm") == 0)) r = prg_pnm_write(path, g, gw, gh, c);
     else r = prg_png_write(path, g, gw, gh, c);
     prg_free(g);
+    return r;
+}
+
+/* ---- charts ---------------------------------------------------------- */
+
+/* 5x7 glyphs of ASCII 32..126 (g j p q y and , ; reach into an eighth row),
+   8 rows each, bit 4 = the leftmost column. */
+static const char prg__font5x8[95 * 8 + 1] =
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x04\x04\x04\x04\x04\x00\x04\x00\x0a\x0a\x0a\x00\x00\x00\x00\x00\x0a\x0a\x1f\x0a\x1f\x0a\x0a\x00\x04\x0f\x14\x0e\x05\x1e\x04\x00"
+    "\x18\x19\x02\x04\x08\x13\x03\x00\x0c\x12\x14\x08\x15\x12\x0d\x00\x04\x04\x04\x00\x00\x00\x00\x00\x02\x04\x08\x08\x08\x04\x02\x00\x08\x04\x02\x02\x02\x04\x08\x00"
+    "\x00\x04\x15\x0e\x15\x04\x00\x00\x00\x04\x04\x1f\x04\x04\x00\x00\x00\x00\x00\x00\x00\x0c\x04\x08\x00\x00\x00\x1f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0c\x0c\x00"
+    "\x00\x01\x02\x04\x08\x10\x00\x00\x0e\x11\x13\x15\x19\x11\x0e\x00\x04\x0c\x04\x04\x04\x04\x0e\x00\x0e\x11\x01\x02\x04\x08\x1f\x00\x1f\x02\x04\x02\x01\x11\x0e\x00"
+    "\x02\x06\x0a\x12\x1f\x02\x02\x00\x1f\x10\x1e\x01\x01\x11\x0e\x00\x06\x08\x10\x1e\x11\x11\x0e\x00\x1f\x01\x02\x04\x08\x08\x08\x00\x0e\x11\x11\x0e\x11\x11\x0e\x00"
+    "\x0e\x11\x11\x0f\x01\x02\x0c\x00\x00\x0c\x0c\x00\x0c\x0c\x00\x00\x00\x0c\x0c\x00\x0c\x04\x08\x00\x02\x04\x08\x10\x08\x04\x02\x00\x00\x00\x1f\x00\x1f\x00\x00\x00"
+    "\x08\x04\x02\x01\x02\x04\x08\x00\x0e\x11\x01\x02\x04\x00\x04\x00\x0e\x11\x01\x0d\x15\x15\x0e\x00\x0e\x11\x11\x1f\x11\x11\x11\x00\x1e\x11\x11\x1e\x11\x11\x1e\x00"
+    "\x0e\x11\x10\x10\x10\x11\x0e\x00\x1c\x12\x11\x11\x11\x12\x1c\x00\x1f\x10\x10\x1e\x10\x10\x1f\x00\x1f\x10\x10\x1e\x10\x10\x10\x00\x0e\x11\x10\x17\x11\x11\x0f\x00"
+    "\x11\x11\x11\x1f\x11\x11\x11\x00\x0e\x04\x04\x04\x04\x04\x0e\x00\x07\x02\x02\x02\x02\x12\x0c\x00\x11\x12\x14\x18\x14\x12\x11\x00\x10\x10\x10\x10\x10\x10\x1f\x00"
+    "\x11\x1b\x15\x15\x11\x11\x11\x00\x11\x11\x19\x15\x13\x11\x11\x00\x0e\x11\x11\x11\x11\x11\x0e\x00\x1e\x11\x11\x1e\x10\x10\x10\x00\x0e\x11\x11\x11\x15\x12\x0d\x00"
+    "\x1e\x11\x11\x1e\x14\x12\x11\x00\x0f\x10\x10\x0e\x01\x01\x1e\x00\x1f\x04\x04\x04\x04\x04\x04\x00\x11\x11\x11\x11\x11\x11\x0e\x00\x11\x11\x11\x11\x11\x0a\x04\x00"
+    "\x11\x11\x11\x15\x15\x15\x0a\x00\x11\x11\x0a\x04\x0a\x11\x11\x00\x11\x11\x0a\x04\x04\x04\x04\x00\x1f\x01\x02\x04\x08\x10\x1f\x00\x0e\x08\x08\x08\x08\x08\x0e\x00"
+    "\x00\x10\x08\x04\x02\x01\x00\x00\x0e\x02\x02\x02\x02\x02\x0e\x00\x04\x0a\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1f\x00\x08\x04\x02\x00\x00\x00\x00\x00"
+    "\x00\x00\x0e\x01\x0f\x11\x0f\x00\x10\x10\x16\x19\x11\x11\x1e\x00\x00\x00\x0e\x10\x10\x11\x0e\x00\x01\x01\x0d\x13\x11\x11\x0f\x00\x00\x00\x0e\x11\x1f\x10\x0e\x00"
+    "\x06\x09\x08\x1c\x08\x08\x08\x00\x00\x00\x0f\x11\x11\x0f\x01\x0e\x10\x10\x16\x19\x11\x11\x11\x00\x04\x00\x0c\x04\x04\x04\x0e\x00\x02\x00\x06\x02\x02\x02\x12\x0c"
+    "\x10\x10\x12\x14\x18\x14\x12\x00\x0c\x04\x04\x04\x04\x04\x0e\x00\x00\x00\x1a\x15\x15\x11\x11\x00\x00\x00\x16\x19\x11\x11\x11\x00\x00\x00\x0e\x11\x11\x11\x0e\x00"
+    "\x00\x00\x1e\x11\x11\x1e\x10\x10\x00\x00\x0f\x11\x11\x0f\x01\x01\x00\x00\x16\x19\x10\x10\x10\x00\x00\x00\x0e\x10\x0e\x01\x1e\x00\x08\x08\x1c\x08\x08\x09\x06\x00"
+    "\x00\x00\x11\x11\x11\x13\x0d\x00\x00\x00\x11\x11\x11\x0a\x04\x00\x00\x00\x11\x11\x15\x15\x0a\x00\x00\x00\x11\x0a\x04\x0a\x11\x00\x00\x00\x11\x11\x11\x0f\x01\x0e"
+    "\x00\x00\x1f\x02\x04\x08\x1f\x00\x02\x04\x04\x08\x04\x04\x02\x00\x04\x04\x04\x04\x04\x04\x04\x00\x08\x04\x04\x02\x04\x04\x08\x00\x00\x00\x08\x15\x02\x00\x00\x00";
+#define PRG__CHART_MAXS 16
+#define PRG__CHART_MAXLABEL 32
+
+void prg_chart_color(int i, uint8_t rgb[3]) {
+    static const uint8_t pal[10][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
+                                       {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+    i %= 10;
+    if (i < 0) i += 10;
+    memcpy(rgb, pal[i], 3);
+}
+
+void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries) {
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->width = 800;
+    c->height = 500;
+    c->title = title;
+    c->series = series;
+    c->nseries = nseries;
+}
+
+typedef struct prg__chart_layout {
+    int s, w, h;                     /* text scale, image size */
+    int x0, y0, x1, y1;              /* the plot rectangle (inclusive) */
+    double xlo, xhi, ylo, yhi;       /* data ranges at the rectangle's edges */
+    double xstep, ystep;             /* tick spacing (xstep 0: no numeric x ticks) */
+    int xdec, ydec;                  /* decimals of the tick labels */
+    int legend_x, nlegend;
+} prg__chart_layout;
+
+/* The 1, 2, 5 x 10^k step nearest to range / target. */
+static double prg__nice_step(double range, int target) {
+    double raw = range / target, p = pow(10.0, floor(log10(raw))), f = raw / p;
+    return (f <= 1.5 ? 1.0 : f <= 3.0 ? 2.0 : f <= 7.0 ? 5.0 : 10.0) * p;
+}
+
+static int prg__step_decimals(double step) {
+    int d = 0;
+    double v = step;
+    while (d < 6 && fabs(v - floor(v + 0.5)) > 1e-6 * (v > 1 ? v : 1)) {
+        v *= 10.0;
+        d++;
+    }
+    return d;
+}
+
+static void prg__tick_label(char *buf, size_t cap, double v, int dec) {
+    if (fabs(v) >= 1e6) snprintf(buf, cap, "%.3g", v);
+    else snprintf(buf, cap, "%.*f", dec, fabs(v) < 1e-12 ? 0.0 : v);
+}
+
+/* Fits [lo, hi] to the data or takes the given range; then the tick step. */
+static prg_result prg__chart_axis(double *lo, double *hi, double *step, int *dec, double dlo, double dhi, double gmin,
+                                  double gmax, int fit, const char *which) {
+    if (gmin != gmax) {
+        if (!isfinite(gmin) || !isfinite(gmax) || gmin > gmax)
+            return prg__fail(PRG_ERR_ARG, "chart: the %s range [%g, %g] is not a finite min < max", which, gmin, gmax);
+        *lo = gmin;
+        *hi = gmax;
+    } else {
+        if (!(dlo <= dhi)) dlo = 0.0, dhi = 1.0;  /* no data */
+        if (dlo == dhi) {
+            double d = dlo == 0.0 ? 1.0 : 0.1 * fabs(dlo);
+            dlo -= d;
+            dhi += d;
+        }
+        *lo = dlo;
+        *hi = dhi;
+    }
+    *step = prg__nice_step(*hi - *lo, 5);
+    if (gmin == gmax && fit) {
+        *lo = floor(*lo / *step + 1e-9) * *step;
+        *hi = ceil(*hi / *step - 1e-9) * *step;
+    }
+    *dec = prg__step_decimals(*step);
+    return PRG_OK;
+}
+
+static int prg__chart_strlen(const char *t) {
+    size_t n = t ? strlen(t) : 0;
+    return n > PRG__CHART_MAXLABEL * 4 ? PRG__CHART_MAXLABEL * 4 : (int)n;
+}
+
+static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *c) {
+    double dxlo = INFINITY, dxhi = -INFINITY, dylo = INFINITY, dyhi = -INFINITY, v;
+    int i, j, pad, cw, chh, ylw = 0, xlw = 0, names = 0, right;
+    char buf[64];
+    prg_result r;
+    if (!c || !c->series || c->nseries < 1 || c->nseries > PRG__CHART_MAXS ||
+        (c->kind != PRG_CHART_LINE && c->kind != PRG_CHART_BARS))
+        return prg__fail(PRG_ERR_ARG, "chart: need a kind (line or bars) and 1..%d series", PRG__CHART_MAXS);
+    if (c->width < 120 || c->height < 120 || c->width > 8192 || c->height > 8192)
+        return prg__fail(PRG_ERR_ARG, "chart: size %d x %d is outside 120 .. 8192", c->width, c->height);
+    if (c->kind == PRG_CHART_BARS && (c->ngroups < 1 || c->ngroups > 4096))
+        return prg__fail(PRG_ERR_ARG, "chart: a bar chart needs 1 .. 4096 groups (got %d)", c->ngroups);
+    for (i = 0; i < c->nseries; i++) {
+        const prg_chart_series *s = c->series + i;
+        if (!s->y || s->n < 0 || (c->kind == PRG_CHART_BARS && s->n != c->ngroups))
+            return prg__fail(PRG_ERR_ARG, "chart: series %d needs y and %s (n %d)", i,
+                             c->kind == PRG_CHART_BARS ? "n = ngroups" : "n >= 0", s->n);
+        for (j = 0; j < s->n; j++) {
+            double x = c->kind == PRG_CHART_BARS ? j : s->x ? s->x[j] : j;
+            if (!isfinite(x)) return prg__fail(PRG_ERR_ARG, "chart: series %d point %d has x = %g", i, j, x);
+            if (!isfinite(s->y[j])) continue;
+            if (x < dxlo) dxlo = x;
+            if (x > dxhi) dxhi = x;
+            if (s->y[j] < dylo) dylo = s->y[j];
+            if (s->y[j] > dyhi) dyhi = s->y[j];
+        }
+        if (s->name) names++;
+    }
+    memset(L, 0, sizeof *L);
+    L->w = c->width;
+    L->h = c->height;
+    L->s = c->width >= 360 && c->height >= 360 ? 2 : 1;
+    if (c->kind == PRG_CHART_BARS) {
+        if (dylo > 0) dylo = 0;
+        if (dyhi < 0) dyhi = 0;
+        if (!(dylo <= dyhi)) dylo = dyhi = 0;
+        L->xlo = -0.5;
+        L->xhi = c->ngroups - 0.5;
+    } else if ((r = prg__chart_axis(&L->xlo, &L->xhi, &L->xstep, &L->xdec, dxlo, dxhi, c->x_min, c->x_max, 0, "x")) !=
+               PRG_OK)
+        return r;
+    if ((r = prg__chart_axis(&L->ylo, &L->yhi, &L->ystep, &L->ydec, dylo, dyhi, c->y_min, c->y_max, 1, "y")) != PRG_OK)
+        return r;
+    cw = 6 * L->s;
+    chh = 9 * L->s;
+    pad = 3 * L->s + 2;
+    for (v = ceil(L->ylo / L->ystep - 1e-9) * L->ystep; v <= L->yhi + 1e-9 * L->ystep; v += L->ystep) {
+        prg__tick_label(buf, sizeof buf, v, L->ydec);
+        if ((int)strlen(buf) > ylw) ylw = (int)strlen(buf);
+    }
+    if (L->xstep > 0) {
+        prg__tick_label(buf, sizeof buf, L->xhi, L->xdec);
+        xlw = (int)strlen(buf);
+    }
+    L->y0 = pad + (c->title ? chh + pad : 0);
+    L->x0 = pad + (c->y_label ? chh + pad : 0) + ylw * cw + 3 * L->s + 2;
+    L->y1 = c->height - 1 - (3 * L->s + 2 + chh + (c->x_label ? pad + chh : 0) + pad);
+    right = pad + xlw * cw / 2;
+    if (names) {
+        int nw = 0;
+        for (i = 0; i < c->nseries; i++)
+            if (c->series[i].name) {
+                int l = prg__chart_strlen(c->series[i].name);
+                if (l > PRG__CHART_MAXLABEL) l = PRG__CHART_MAXLABEL;
+                if (l > nw) nw = l;
+            }
+        right = 2 * pad + 3 * cw + nw * cw;
+    }
+    L->nlegend = names;
+    L->x1 = c->width - 1 - right;
+    L->legend_x = L->x1 + 2 * pad;
+    if (L->x1 - L->x0 < 40 || L->y1 - L->y0 < 40)
+        return prg__fail(PRG_ERR_ARG, "chart: %d x %d leaves no room for the plot next to its labels and legend "
+                         "(make it larger or the names shorter)", c->width, c->height);
+    return PRG_OK;
+}
+
+static double prg__chart_px(const prg__chart_layout *L, double x) {
+    return L->x0 + (x - L->xlo) / (L->xhi - L->xlo) * (L->x1 - L->x0);
+}
+static double prg__chart_py(const prg__chart_layout *L, double y) {
+    return L->y1 - (y - L->ylo) / (L->yhi - L->ylo) * (L->y1 - L->y0);
+}
+
+/* Fills [x0, x1] x [y0, y1] (inclusive) clipped to clip[4] = x0, y0, x1, y1. */
+static void prg__chart_fill(uint8_t *img, int w, int x0, int y0, int x1, int y1, const uint8_t col[3], const int *clip) {
+    int x, y;
+    if (x0 < clip[0]) x0 = clip[0];
+    if (y0 < clip[1]) y0 = clip[1];
+    if (x1 > clip[2]) x1 = clip[2];
+    if (y1 > clip[3]) y1 = clip[3];
+    for (y = y0; y <= y1; y++)
+        for (x = x0; x <= x1; x++) memcpy(img + ((size_t)y * w + x) * 3, col, 3);
+}
+
+/* Text with its top left at (x, y), scale s; vertical: rotated a quarter
+   turn anticlockwise (read bottom to top), (x, y) its bottom left. */
+static void prg__chart_text(uint8_t *img, const prg__chart_layout *L, int x, int y, const char *t, int vertical,
+                            const uint8_t col[3]) {
+    int full[4], i, r, b, n = prg__chart_strlen(t), s = L->s;
+    full[0] = full[1] = 0;
+    full[2] = L->w - 1;
+    full[3] = L->h - 1;
+    for (i = 0; i < n; i++) {
+        int ch = (unsigned char)t[i];
+        const char *g = prg__font5x8 + 8 * ((ch < 32 || ch > 126 ? '?' : ch) - 32);
+        for (r = 0; r < 8; r++)
+            for (b = 0; b < 5; b++) {
+                int gx = i * 6 + b, gy = r;
+                if (!((g[r] >> (4 - b)) & 1)) continue;
+                if (vertical)
+                    prg__chart_fill(img, L->w, x + gy * s, y - (gx + 1) * s + 1, x + gy * s + s - 1, y - gx * s, col, full);
+                else
+                    prg__chart_fill(img, L->w, x + gx * s, y + gy * s, x + gx * s + s - 1, y + gy * s + s - 1, col, full);
+            }
+    }
+}
+
+/* A thick segment: squares of half-width hw stamped along it. */
+static void prg__chart_line(uint8_t *img, const prg__chart_layout *L, double ax, double ay, double bx, double by, int hw,
+                            const uint8_t col[3], const int *clip) {
+    double d = fabs(bx - ax) > fabs(by - ay) ? fabs(bx - ax) : fabs(by - ay);
+    int k, steps = (int)ceil(d);
+    if (steps > 4 * (L->w + L->h)) steps = 4 * (L->w + L->h);
+    for (k = 0; k <= steps; k++) {
+        double f = steps ? (double)k / steps : 0.0;
+        int x = (int)floor(ax + f * (bx - ax) + 0.5), y = (int)floor(ay + f * (by - ay) + 0.5);
+        prg__chart_fill(img, L->w, x - hw, y - hw, x + hw, y + hw, col, clip);
+    }
+}
+
+prg_result prg_chart_map(const prg_chart *c, double x, double y, double *px, double *py, int rect[4]) {
+    prg__chart_layout L;
+    prg_result r = prg__chart_layout_make(&L, c);
+    if (r != PRG_OK) return r;
+    if (px) *px = prg__chart_px(&L, x);
+    if (py) *py = prg__chart_py(&L, y);
+    if (rect) {
+        rect[0] = L.x0;
+        rect[1] = L.y0;
+        rect[2] = L.x1;
+        rect[3] = L.y1;
+    }
+    return PRG_OK;
+}
+
+prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
+    static const uint8_t black[3] = {0, 0, 0}, grid[3] = {225, 225, 225}, dark[3] = {60, 60, 60};
+    prg__chart_layout L;
+    int plot[4], full[4], data[4], i, j, s, cw, chh, ly;
+    double v;
+    char buf[64];
+    prg_result r;
+    if (!rgb) return prg__fail(PRG_ERR_ARG, "prg_chart_render: rgb is NULL");
+    if ((r = prg__chart_layout_make(&L, c)) != PRG_OK) return r;
+    s = L.s;
+    cw = 6 * s;
+    chh = 9 * s;
+    memset(rgb, 255, (size_t)L.w * L.h * 3);
+    plot[0] = L.x0; plot[1] = L.y0; plot[2] = L.x1; plot[3] = L.y1;
+    full[0] = full[1] = 0; full[2] = L.w - 1; full[3] = L.h - 1;
+    /* the data may reach a marker's size past the plot, not into the labels */
+    data[0] = L.x0; data[1] = L.y0 - s - 1; data[2] = L.x1 + s + 1; data[3] = L.y1;
+    /* grid, ticks and their labels */
+    for (v = ceil(L.ylo / L.ystep - 1e-9) * L.ystep; v <= L.yhi + 1e-9 * L.ystep; v += L.ystep) {
+        int y = (int)floor(prg__chart_py(&L, v) + 0.5);
+        prg__chart_fill(rgb, L.w, L.x0 + 1, y, L.x1, y, grid, plot);
+        prg__chart_fill(rgb, L.w, L.x0 - 3 * s, y, L.x0 - 1, y, black, full);
+        prg__tick_label(buf, sizeof buf, v, L.ydec);
+        prg__chart_text(rgb, &L, L.x0 - 3 * s - 2 - (int)strlen(buf) * cw + s, y - 7 * s / 2, buf, 0, dark);
+    }
+    if (c->kind == PRG_CHART_LINE)
+        for (v = ceil(L.xlo / L.xstep - 1e-9) * L.xstep; v <= L.xhi + 1e-9 * L.xstep; v += L.xstep) {
+            int x = (int)floor(prg__chart_px(&L, v) + 0.5);
+            prg__chart_fill(rgb, L.w, x, L.y0, x, L.y1 - 1, grid, plot);
+            prg__chart_fill(rgb, L.w, x, L.y1 + 1, x, L.y1 + 3 * s, black, full);
+            prg__tick_label(buf, sizeof buf, v, L.xdec);
+            prg__chart_text(rgb, &L, x - ((int)strlen(buf) * cw - s) / 2, L.y1 + 3 * s + 2, buf, 0, dark);
+        }
+    else
+        for (j = 0; j < c->ngroups; j++) {
+            const char *name = c->groups && c->groups[j] ? c->groups[j] : NULL;
+            int x = (int)floor(prg__chart_px(&L, j) + 0.5), gw = (L.x1 - L.x0) / c->ngroups, n;
+            if (!name) {
+                snprintf(buf, sizeof buf, "%d", j + 1);
+                name = buf;
+            }
+            n = prg__chart_strlen(name);
+            if (n * cw > gw && gw >= cw) n = gw / cw; /* cut to the group's width */
+            memcpy(buf, name, (size_t)(n < (int)sizeof buf - 1 ? n : (int)sizeof buf - 1));
+            buf[n < (int)sizeof buf - 1 ? n : (int)sizeof buf - 1] = 0;
+            prg__chart_text(rgb, &L, x - ((int)strlen(buf) * cw - s) / 2, L.y1 + 3 * s + 2, buf, 0, dark);
+        }
+    /* the data */
+    for (i = 0; i < c->nseries; i++) {
+        const prg_chart_series *se = c->series + i;
+        uint8_t col[3];
+        prg_chart_color(i, col);
+        if (c->kind == PRG_CHART_BARS) {
+            double gw = (double)(L.x1 - L.x0) / c->ngroups, bw = 0.8 * gw / c->nseries;
+            double base = prg__chart_py(&L, L.ylo > 0 ? L.ylo : L.yhi < 0 ? L.yhi : 0.0);
+            for (j = 0; j < se->n; j++) {
+                double left = L.x0 + j * gw + 0.1 * gw + i * bw, top = prg__chart_py(&L, se->y[j]);
+                if (!isfinite(se->y[j])) continue;
+                prg__chart_fill(rgb, L.w, (int)floor(left + 0.5), (int)floor((top < base ? top : base) + 0.5),
+                                (int)floor(left + bw + 0.5) - 1, (int)floor((top < base ? base : top) + 0.5), col, plot);
+            }
+        } else {
+            for (j = 0; j + 1 < se->n; j++) {
+                double xa = se->x ? se->x[j] : j, xb = se->x ? se->x[j + 1] : j + 1;
+                if (!isfinite(se->y[j]) || !isfinite(se->y[j + 1])) continue;
+                prg__chart_line(rgb, &L, prg__chart_px(&L, xa), prg__chart_py(&L, se->y[j]), prg__chart_px(&L, xb),
+                                prg__chart_py(&L, se->y[j + 1]), s / 2, col, data);
+            }
+            for (j = 0; j < se->n; j++) {
+                int x, y;
+                if (!isfinite(se->y[j])) continue;
+                x = (int)floor(prg__chart_px(&L, se->x ? se->x[j] : j) + 0.5);
+                y = (int)floor(prg__chart_py(&L, se->y[j]) + 0.5);
+                prg__chart_fill(rgb, L.w, x - s - 1, y - s - 1, x + s + 1, y + s + 1, col, data);
+            }
+        }
+    }
+    /* axes, title, labels, legend */
+    prg__chart_fill(rgb, L.w, L.x0, L.y0, L.x0, L.y1, black, full);
+    prg__chart_fill(rgb, L.w, L.x0, L.y1, L.x1, L.y1, black, full);
+    if (c->title)
+        prg__chart_text(rgb, &L, (L.x0 + L.x1) / 2 - (prg__chart_strlen(c->title) * cw - s) / 2, 3 * s + 2, c->title,
+                        0, black);
+    if (c->x_label)
+        prg__chart_text(rgb, &L, (L.x0 + L.x1) / 2 - (prg__chart_strlen(c->x_label) * cw - s) / 2,
+                        L.y1 + 3 * s + 2 + chh + 3 * s + 2, c->x_label, 0, black);
+    if (c->y_label)
+        prg__chart_text(rgb, &L, 3 * s + 2, (L.y0 + L.y1) / 2 + (prg__chart_strlen(c->y_label) * cw - s) / 2, c->y_label,
+                        1, black);
+    ly = L.y0;
+    for (i = 0; i < c->nseries; i++) {
+        uint8_t col[3];
+        int n;
+        if (!c->series[i].name) continue;
+        prg_chart_color(i, col);
+        if (c->kind == PRG_CHART_BARS)
+            prg__chart_fill(rgb, L.w, L.legend_x, ly + s, L.legend_x + 2 * cw, ly + 6 * s, col, full);
+        else {
+            prg__chart_fill(rgb, L.w, L.legend_x, ly + 3 * s, L.legend_x + 2 * cw, ly + 4 * s - 1 + (s > 1), col, full);
+            prg__chart_fill(rgb, L.w, L.legend_x + cw - s - 1, ly + 7 * s / 2 - s - 1, L.legend_x + cw + s + 1,
+                            ly + 7 * s / 2 + s + 1, col, full);
+        }
+        n = prg__chart_strlen(c->series[i].name);
+        if (n > PRG__CHART_MAXLABEL) n = PRG__CHART_MAXLABEL;
+        memcpy(buf, c->series[i].name, (size_t)n);
+        buf[n] = 0;
+        prg__chart_text(rgb, &L, L.legend_x + 3 * cw, ly, buf, 0, black);
+        ly += chh + 2 * s;
+    }
+    return PRG_OK;
+}
+
+prg_result prg_chart_write(const char *path, const prg_chart *c) {
+    uint8_t *rgb;
+    prg_result r;
+    if (!path || !c) return prg__fail(PRG_ERR_ARG, "prg_chart_write: path or chart is NULL");
+    if (c->width < 120 || c->height < 120 || c->width > 8192 || c->height > 8192)
+        return prg__fail(PRG_ERR_ARG, "chart %s: size %d x %d is outside 120 .. 8192", path, c->width, c->height);
+    rgb = (uint8_t *)prg_alloc((size_t)c->width * c->height * 3);
+    if (!rgb) return prg__fail(PRG_ERR_NOMEM, "chart %s: out of memory", path);
+    r = prg_chart_render(c, rgb);
+    if (r == PRG_OK) r = prg_png_write(path, rgb, c->width, c->height, 3);
+    prg_free(rgb);
     return r;
 }
 
