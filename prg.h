@@ -972,7 +972,8 @@ prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] 
        prg_chart_write("probe.png", &c);
 
    Line charts join the points of each series in order (NaN y: a gap) and
-   mark each with a square; x NULL means x = 0, 1, ..., n-1; the x axis
+   mark each with a square (when the points are not too dense for
+   markers); x NULL means x = 0, 1, ..., n-1; the x axis
    spans the data exactly, the y axis is widened to whole ticks.  Bar charts draw
    group g's bars for series 0..nseries-1 side by side, of height y[g] (x
    unused; every series has n = ngroups values; NaN: no bar), with the group
@@ -995,6 +996,8 @@ typedef struct prg_chart {
     /* the axes' ranges; min == max (the default, 0 and 0) fits the data
        and widens it to whole ticks */
     double x_min, x_max, y_min, y_max;
+    int legend_chars;                 /* legend width in characters (0: the longest name, at most 32);
+                                         equal values align the plots of charts stacked together */
 } prg_chart;
 /* Zeroes *c and sets kind, title, the series and the default size. */
 void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries);
@@ -12095,7 +12098,7 @@ typedef struct prg__chart_layout {
     double xlo, xhi, ylo, yhi;       /* data ranges at the rectangle's edges */
     double xstep, ystep;             /* tick spacing (xstep 0: no numeric x ticks) */
     int xdec, ydec;                  /* decimals of the tick labels */
-    int legend_x, nlegend;
+    int legend_x, legend_chars;
 } prg__chart_layout;
 
 /* The 1, 2, 5 x 10^k step nearest to range / target. */
@@ -12217,9 +12220,10 @@ static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *
                 if (l > PRG__CHART_MAXLABEL) l = PRG__CHART_MAXLABEL;
                 if (l > nw) nw = l;
             }
+        if (c->legend_chars > 0) nw = c->legend_chars < PRG__CHART_MAXLABEL ? c->legend_chars : PRG__CHART_MAXLABEL;
         right = 2 * pad + 3 * cw + nw * cw;
+        L->legend_chars = nw;
     }
-    L->nlegend = names;
     L->x1 = c->width - 1 - right;
     L->legend_x = L->x1 + 2 * pad;
     if (L->x1 - L->x0 < 40 || L->y1 - L->y0 < 40)
@@ -12365,7 +12369,7 @@ prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
                 prg__chart_line(rgb, &L, prg__chart_px(&L, xa), prg__chart_py(&L, se->y[j]), prg__chart_px(&L, xb),
                                 prg__chart_py(&L, se->y[j + 1]), s / 2, col, data);
             }
-            for (j = 0; j < se->n; j++) {
+            for (j = 0; se->n <= (L.x1 - L.x0) / (3 * s + 3) && j < se->n; j++) {
                 int x, y;
                 if (!isfinite(se->y[j])) continue;
                 x = (int)floor(prg__chart_px(&L, se->x ? se->x[j] : j) + 0.5);
@@ -12400,7 +12404,7 @@ prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
                             ly + 7 * s / 2 + s + 1, col, full);
         }
         n = prg__chart_strlen(c->series[i].name);
-        if (n > PRG__CHART_MAXLABEL) n = PRG__CHART_MAXLABEL;
+        if (n > L.legend_chars) n = L.legend_chars;
         memcpy(buf, c->series[i].name, (size_t)n);
         buf[n] = 0;
         prg__chart_text(rgb, &L, L.legend_x + 3 * cw, ly, buf, 0, black);

@@ -35,6 +35,9 @@ grep -q "PRG (pretrained U-Net)" "$OUT/demo.log"; check $? "demo: no comparison 
 [ "$(wc -l < "$OUT/demo/confusion.csv")" -eq 11 ]; check $? "demo: confusion matrix is not 10x10"
 s=$(awk -F, 'NR > 1 { for (i = 2; i <= NF; i++) s += $i } END { print s }' "$OUT/demo/confusion.csv")
 [ "$s" = 200 ]; check $? "demo: confusion matrix counts $s images, not 200"
+png_ok "$OUT/demo/pretrain-curves.png" && png_ok "$OUT/demo/prg-curves.png"; check $? "demo: no -curves.png from pretrain / finetune"
+grep -q '^[0-9]*,2,' "$OUT/demo/prg-curves.csv" && grep -q '^[0-9]*,0,' "$OUT/demo/pretrain-curves.csv"
+check $? "demo: the curves' CSV lack the test top-1 (finetune) or the loss (pretrain)"
 
 # 3. bit-exact resume (pretraining and fine-tuning), on the tiny CIFAR files
 D=$OUT/cifar10/data/data_batch_1.bin; T=$OUT/cifar10/data/test_batch.bin
