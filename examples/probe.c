@@ -152,9 +152,10 @@ int main(int argc, char **argv) {
     m = test_limit > 0 && test_limit < ts.n ? test_limit : ts.n;
     classes = ds.num_classes > ts.num_classes ? ds.num_classes : ts.num_classes;
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg->image_size, -1);
-    printf("probe: %s, %s path, t_span %d, %d cutoffs, features %d (%dx%dx%d pooled), %d train / %d test images, "
-           "cache %.1f MB, %d threads\n", model, path == PRG_PATH_GVP ? "GVP" : "ICFM", t_span, ncut, d,
-           cfg->in_channels, cfg->image_size, cfg->image_size, n, m,
+    printf("probe: %s, %s path, t_span %d, %d cutoffs, features %d (%dx%dx%d pooled to %dx%d), %d train / %d test "
+           "images, cache %.1f MB, %d threads\n", model, path == PRG_PATH_GVP ? "GVP" : "ICFM", t_span, ncut, d,
+           cfg->in_channels, cfg->image_size, cfg->image_size, cfg->image_size < 16 ? cfg->image_size : 16,
+           cfg->image_size < 16 ? cfg->image_size : 16, n, m,
            (double)ncut * ((double)n + m) * d * sizeof(float) / 1e6, prg_get_num_threads());
     fflush(stdout);
     ftr = (float *)ex_alloc((size_t)ncut * n * d * sizeof(float));
