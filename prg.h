@@ -974,7 +974,8 @@ prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] 
    Line charts join the points of each series in order (NaN y: a gap) and
    mark each with a square (when the points are not too dense for
    markers); x NULL means x = 0, 1, ..., n-1; the x axis
-   spans the data exactly, the y axis is widened to whole ticks.  Bar charts draw
+   spans the data exactly (ticks at whole numbers when every x is one),
+   the y axis is widened to whole ticks.  Bar charts draw
    group g's bars for series 0..nseries-1 side by side, of height y[g] (x
    unused; every series has n = ngroups values; NaN: no bar), with the group
    names under them and the value axis including 0. */
@@ -12156,7 +12157,7 @@ static int prg__chart_strlen(const char *t) {
 
 static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *c) {
     double dxlo = INFINITY, dxhi = -INFINITY, dylo = INFINITY, dyhi = -INFINITY, v;
-    int i, j, pad, cw, chh, ylw = 0, xlw = 0, names = 0, right;
+    int i, j, pad, cw, chh, ylw = 0, xlw = 0, names = 0, right, xint = 1;
     char buf[64];
     prg_result r;
     if (!c || !c->series || c->nseries < 1 || c->nseries > PRG__CHART_MAXS ||
@@ -12174,6 +12175,7 @@ static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *
         for (j = 0; j < s->n; j++) {
             double x = c->kind == PRG_CHART_BARS ? j : s->x ? s->x[j] : j;
             if (!isfinite(x)) return prg__fail(PRG_ERR_ARG, "chart: series %d point %d has x = %g", i, j, x);
+            if (x != floor(x)) xint = 0;
             if (!isfinite(s->y[j])) continue;
             if (x < dxlo) dxlo = x;
             if (x > dxhi) dxhi = x;
@@ -12195,6 +12197,10 @@ static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *
     } else if ((r = prg__chart_axis(&L->xlo, &L->xhi, &L->xstep, &L->xdec, dxlo, dxhi, c->x_min, c->x_max, 0, "x")) !=
                PRG_OK)
         return r;
+    else if (xint && L->xstep < 1.0 && c->x_min == c->x_max) { /* whole numbers (steps, cutoffs): whole ticks */
+        L->xstep = 1.0;
+        L->xdec = 0;
+    }
     if ((r = prg__chart_axis(&L->ylo, &L->yhi, &L->ystep, &L->ydec, dylo, dyhi, c->y_min, c->y_max, 1, "y")) != PRG_OK)
         return r;
     cw = 6 * L->s;

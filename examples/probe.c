@@ -31,6 +31,7 @@ static void usage(void) {
            "  --batch N              images per encoder call (100)\n"
            "  --limit N              first N training images   --test-limit N   first N test images\n"
            "  --csv PATH             also write t_cutoff,steps,knn_top1,linear_top1 rows\n"
+           "  --chart PATH           and draw both top-1 vs t_cutoff as a PNG line chart\n"
            "  --threads N (0 = all)  --seed N (0: the linear probe's batch order)\n");
 }
 
@@ -72,6 +73,8 @@ static double accuracy(const int32_t *pred, const int32_t *y, int n) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *test = NULL, *cut_list = NULL, *path_name = NULL, *csv = NULL;
+    const char *chart = NULL;
+    double cx[MAX_CUTS], cy[2][MAX_CUTS];
     int t_span = 0, batch = 100, limit = 0, test_limit = 0, threads = 0, k = 20, ncut = 0, i, c, d, n, m, path, classes;
     int cuts[MAX_CUTS];
     double temperature = 0.07, t0;
@@ -106,6 +109,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--limit")) limit = ex_int();
         else if (EX_FLAG("--test-limit")) test_limit = ex_int();
         else if (EX_FLAG("--csv")) csv = ex_val();
+        else if (EX_FLAG("--chart")) chart = ex_val();
         else if (EX_FLAG("--threads")) threads = ex_int();
         else if (EX_FLAG("--seed")) pc.seed = (uint64_t)ex_int();
         else ex_bad_flag();
@@ -189,6 +193,33 @@ int main(int argc, char **argv) {
                steps, 100 * lin, pc.epochs, pc.lr, loss, ex_now() - p0);
         fflush(stdout);
         if (out) fprintf(out, "%d,%d,%.6f,%.6f\n", cuts[c], steps, knn, lin);
+        cx[c] = cuts[c];
+        cy[0][c] = 100 * knn;
+        cy[1][c] = 100 * lin;
+    }
+    if (chart) {
+        prg_chart_series se[2];
+        prg_chart ch;
+        char kname[32];
+        snprintf(kname, sizeof kname, "kNN (k %d)", k);
+        se[0].name = kname;
+        se[1].name = "linear probe";
+        for (i = 1; i < ncut; i++) /* by t_cutoff, so the lines run left to right */
+            for (c = i; c > 0 && cx[c - 1] > cx[c]; c--) {
+                double t = cx[c]; cx[c] = cx[c - 1]; cx[c - 1] = t;
+                t = cy[0][c]; cy[0][c] = cy[0][c - 1]; cy[0][c - 1] = t;
+                t = cy[1][c]; cy[1][c] = cy[1][c - 1]; cy[1][c - 1] = t;
+            }
+        for (i = 0; i < 2; i++) {
+            se[i].x = cx;
+            se[i].y = cy[i];
+            se[i].n = ncut;
+        }
+        prg_chart_init(&ch, PRG_CHART_LINE, "Probe top-1 along the trajectory", se, 2);
+        ch.x_label = path == PRG_PATH_GVP ? "t_cutoff (GVP: steps + 1)" : "t_cutoff (t_span - 1: the input)";
+        ch.y_label = "top-1 %";
+        ex_check(prg_chart_write(chart, &ch), chart);
+        printf("chart -> %s\n", chart);
     }
     if (out && fclose(out)) { fprintf(stderr, "probe: cannot write %s\n", csv); return 1; }
     if (out) printf("results -> %s\n", csv);

@@ -116,6 +116,32 @@ static void test_line(void) {
     CHECK(rnd(py) == rect[3], "y_min at the bottom");
 }
 
+/* whole-number x (steps, cutoffs): grid lines at whole numbers only */
+static void test_whole_ticks(void) {
+    static const double x[4] = {0, 1, 2, 3}, y[4] = {5, 6, 7, 9};
+    static const uint8_t grey[3] = {225, 225, 225};
+    prg_chart_series s = {NULL, x, y, 4};
+    prg_chart c;
+    prg_image im;
+    int rect[4], yy, half = 0, whole = 0;
+    double ph, pw, pq;
+    prg_chart_init(&c, PRG_CHART_LINE, NULL, &s, 1);
+    c.width = 400;
+    c.height = 300;
+    if (!render_and_decode(&c, "whole", &im)) return;
+    prg_chart_map(&c, 0.5, 0, &ph, NULL, rect);
+    prg_chart_map(&c, 2.0, 0, &pw, NULL, NULL);
+    prg_chart_map(&c, 0.75, 0, &pq, NULL, NULL);
+    /* rows where the column is grey and a column between ticks is not: vertical grid lines only */
+    for (yy = rect[1]; yy < rect[3]; yy++) {
+        int between = is_col(px_at(&im, rnd(pq), yy), grey);
+        half += is_col(px_at(&im, rnd(ph), yy), grey) && !between;
+        whole += is_col(px_at(&im, rnd(pw), yy), grey) && !between;
+    }
+    CHECK(half == 0 && whole > (rect[3] - rect[1]) / 2, "grid at x = 2 (%d px) and not at 0.5 (%d px)", whole, half);
+    prg_image_free(&im);
+}
+
 static void test_bars(void) {
     static const char *const groups[3] = {"PRG", "scratch", "frozen"};
     static const double a[3] = {0.9, 0.6, 0.3}, b[3] = {0.5, NAN, 0.8};
@@ -197,6 +223,7 @@ int main(int argc, char **argv) {
         tmpdir[slash - argv[0] + 1] = 0;
     }
     test_line();
+    test_whole_ticks();
     test_bars();
     test_refused();
     return prg_test_finish("test_chart");

@@ -82,8 +82,9 @@ done
 # 5. representation probes on the demo's U-Net: two cutoffs, both probes each
 "$BIN/probe" --model "$OUT/demo/pretrain.safetensors" --data data/mnist/train-images-idx3-ubyte.gz \
     --test data/mnist/t10k-images-idx3-ubyte.gz --t-span 4 --t-cutoff 0,3 --limit 100 --test-limit 50 \
-    --epochs 20 --csv "$OUT/probe.csv" > "$OUT/probe.log" 2>&1
+    --epochs 20 --csv "$OUT/probe.csv" --chart "$OUT/probe.png" > "$OUT/probe.log" 2>&1
 check $? "probe failed (see $OUT/probe.log)"
+png_ok "$OUT/probe.png"; check $? "probe: --chart wrote no PNG"
 [ "$(grep -c 'knn top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ] && [ "$(grep -c 'linear top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ]
 check $? "probe: not one knn and one linear top-1 line per cutoff"
 [ "$(wc -l < "$OUT/probe.csv")" -eq 3 ]; check $? "probe: the CSV does not have a row per cutoff"
