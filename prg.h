@@ -12118,6 +12118,15 @@ static int prg__step_decimals(double step) {
     return d;
 }
 
+/* The ticks k*step in [lo, hi]: *first = the first k; returns their count
+   (at most 100; 0 when the step is too fine for the numbers' precision). */
+static int prg__ticks(double lo, double hi, double step, double *first) {
+    double a = ceil(lo / step - 1e-9), b = floor(hi / step + 1e-9);
+    *first = a;
+    if (!(b >= a) || b - a >= 100 || (a + 1.0) * step == a * step) return 0;
+    return (int)(b - a) + 1;
+}
+
 static void prg__tick_label(char *buf, size_t cap, double v, int dec) {
     if (fabs(v) >= 1e6) snprintf(buf, cap, "%.3g", v);
     else snprintf(buf, cap, "%.*f", dec, fabs(v) < 1e-12 ? 0.0 : v);
@@ -12206,8 +12215,8 @@ static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *
     cw = 6 * L->s;
     chh = 9 * L->s;
     pad = 3 * L->s + 2;
-    for (v = ceil(L->ylo / L->ystep - 1e-9) * L->ystep; v <= L->yhi + 1e-9 * L->ystep; v += L->ystep) {
-        prg__tick_label(buf, sizeof buf, v, L->ydec);
+    for (i = 0, j = prg__ticks(L->ylo, L->yhi, L->ystep, &v); i < j; i++) {
+        prg__tick_label(buf, sizeof buf, (v + i) * L->ystep, L->ydec);
         if ((int)strlen(buf) > ylw) ylw = (int)strlen(buf);
     }
     if (L->xstep > 0) {
@@ -12310,8 +12319,8 @@ prg_result prg_chart_map(const prg_chart *c, double x, double y, double *px, dou
 prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
     static const uint8_t black[3] = {0, 0, 0}, grid[3] = {225, 225, 225}, dark[3] = {60, 60, 60};
     prg__chart_layout L;
-    int plot[4], full[4], data[4], i, j, s, cw, chh, ly;
-    double v;
+    int plot[4], full[4], data[4], i, j, s, cw, chh, ly, nt;
+    double first;
     char buf[64];
     prg_result r;
     if (!rgb) return prg__fail(PRG_ERR_ARG, "prg_chart_render: rgb is NULL");
@@ -12325,7 +12334,8 @@ prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
     /* the data may reach a marker's size past the plot, not into the labels */
     data[0] = L.x0; data[1] = L.y0 - s - 1; data[2] = L.x1 + s + 1; data[3] = L.y1;
     /* grid, ticks and their labels */
-    for (v = ceil(L.ylo / L.ystep - 1e-9) * L.ystep; v <= L.yhi + 1e-9 * L.ystep; v += L.ystep) {
+    for (i = 0, nt = prg__ticks(L.ylo, L.yhi, L.ystep, &first); i < nt; i++) {
+        double v = (first + i) * L.ystep;
         int y = (int)floor(prg__chart_py(&L, v) + 0.5);
         prg__chart_fill(rgb, L.w, L.x0 + 1, y, L.x1, y, grid, plot);
         prg__chart_fill(rgb, L.w, L.x0 - 3 * s, y, L.x0 - 1, y, black, full);
@@ -12333,7 +12343,8 @@ prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
         prg__chart_text(rgb, &L, L.x0 - 3 * s - 2 - (int)strlen(buf) * cw + s, y - 7 * s / 2, buf, 0, dark);
     }
     if (c->kind == PRG_CHART_LINE)
-        for (v = ceil(L.xlo / L.xstep - 1e-9) * L.xstep; v <= L.xhi + 1e-9 * L.xstep; v += L.xstep) {
+        for (i = 0, nt = prg__ticks(L.xlo, L.xhi, L.xstep, &first); i < nt; i++) {
+            double v = (first + i) * L.xstep;
             int x = (int)floor(prg__chart_px(&L, v) + 0.5);
             prg__chart_fill(rgb, L.w, x, L.y0, x, L.y1 - 1, grid, plot);
             prg__chart_fill(rgb, L.w, x, L.y1 + 1, x, L.y1 + 3 * s, black, full);

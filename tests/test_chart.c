@@ -212,6 +212,13 @@ static void test_refused(void) {
     CHECK(prg_chart_render(&c, rgb) == PRG_ERR_ARG, "y_min > y_max");
     c.y_min = c.y_max = 0;
     CHECK(prg_chart_render(&c, rgb) == PRG_OK, "valid again: %s", prg_last_error());
+    {
+        static const double big[2] = {1e20, 1e20 + 65536.0}; /* a tick step near the numbers' precision */
+        prg_chart_series sb = {"big", NULL, big, 2};
+        c.series = &sb;
+        CHECK(prg_chart_render(&c, rgb) == PRG_OK, "values of 1e20 differing by 65536: %s", prg_last_error());
+        c.series = &s;
+    }
     s.n = 0; /* no data: still a chart, range 0 .. 1 */
     CHECK(prg_chart_render(&c, rgb) == PRG_OK, "empty series: %s", prg_last_error());
 }
