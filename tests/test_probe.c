@@ -39,12 +39,13 @@ static void test_knn_reference(void) {
                   PRG_OK, "knn: %s", prg_last_error());
         CHECK(count_equal(pred, pr_knn_pred + i * PR_M, PR_M) == PR_M, "knn k %d T %g: %d of %d predictions as the reference",
               pr_knn_k[i], (double)pr_knn_t[i], count_equal(pred, pr_knn_pred + i * PR_M, PR_M), PR_M);
-        /* votes relative to each query's largest (exp(s/T) amplifies the float rounding of s by 1/T) */
+        /* votes relative to each query's largest (exp(s/T) amplifies the float rounding of s by
+           1/T; measured 1e-6) */
         for (j = 0; j < PR_M; j++) {
             double r = max_rel(votes + j * PR_C, pr_knn_votes + (i * PR_M + j) * PR_C, PR_C);
             if (r > rel) rel = r;
         }
-        CHECK(rel < 1e-4, "knn k %d T %g: votes off by %.3g relative", pr_knn_k[i], (double)pr_knn_t[i], rel);
+        CHECK(rel < 2e-5, "knn k %d T %g: votes off by %.3g relative", pr_knn_k[i], (double)pr_knn_t[i], rel);
         prg_set_num_threads(2);
         CHECK(prg_knn_classify(pr_xtr, pr_ytr, PR_N, PR_D, PR_C, pr_xte, PR_M, pr_knn_k[i], pr_knn_t[i], pred2, votes2) ==
                   PRG_OK, "knn 2 threads");
@@ -107,8 +108,9 @@ static void test_linear_reference(void) {
     CHECK(prg_linear_probe_train(w, b, pr_xtr, pr_ytr, PR_N, PR_D, PR_C, &cfg, &loss) == PRG_OK, "train: %s", prg_last_error());
     rw = max_rel(w, pr_lin_w, PR_C * PR_D);
     rb = max_rel(b, pr_lin_b, PR_C);
-    CHECK(rw < 1e-4 && rb < 1e-4, "linear probe vs torch: W off by %.3g, b by %.3g (relative to the largest)", rw, rb);
-    CHECK(fabs(loss - pr_lin_loss) < 1e-5 * pr_lin_loss, "last loss %.9g, torch %.9g", loss, pr_lin_loss);
+    /* measured 1.5e-7 for W and b, 7e-8 for the loss */
+    CHECK(rw < 1e-5 && rb < 1e-5, "linear probe vs torch: W off by %.3g, b by %.3g (relative to the largest)", rw, rb);
+    CHECK(fabs(loss - pr_lin_loss) < 1e-6 * pr_lin_loss, "last loss %.9g, torch %.9g", loss, pr_lin_loss);
     CHECK(prg_linear_probe_predict(pred, NULL, w, b, pr_xte, PR_M, PR_D, PR_C) == PRG_OK, "predict");
     CHECK(count_equal(pred, pr_lin_pred, PR_M) == PR_M, "linear: %d of %d predictions as the reference",
           count_equal(pred, pr_lin_pred, PR_M), PR_M);
