@@ -331,12 +331,16 @@ PRG_UNUSED static void ex_curves_csv(ex_curves *c, const char *mode, int only) {
     if (!f || fclose(f)) fprintf(stderr, "%s: warning: cannot write %s\n", ex_prog, c->csv);
 }
 
-/* prefix: the files' common start; resume: keep the CSV's points up to step. */
+/* prefix: the files' common start (a trailing ".safetensors" is dropped:
+   pretrain's --out unet.safetensors gives unet-curves.png); resume: keep
+   the CSV's points up to step. */
 PRG_UNUSED static void ex_curves_init(ex_curves *c, const char *prefix, const char *title, int resume, int64_t step) {
     FILE *f;
+    size_t n = strlen(prefix);
+    int keep = n > 12 && !strcmp(prefix + n - 12, ".safetensors") ? (int)(n - 12) : (int)n;
     memset(c, 0, sizeof *c);
-    snprintf(c->csv, sizeof c->csv, "%s-curves.csv", prefix);
-    snprintf(c->png, sizeof c->png, "%s-curves.png", prefix);
+    snprintf(c->csv, sizeof c->csv, "%.*s-curves.csv", keep, prefix);
+    snprintf(c->png, sizeof c->png, "%.*s-curves.png", keep, prefix);
     c->title = title;
     if (resume && (f = fopen(c->csv, "r")) != NULL) {
         char line[256];

@@ -57,7 +57,6 @@ int main(int argc, char **argv) {
     float *x1, *xt, *target, *t, *v, *dv;
     double t0, c0, ema = 0, seen = 0;
     ex_curves curves;
-    char cprefix[1024];
 
     ex_prog = "pretrain";
     ex_net_flags_init(&nf, "tiny32");
@@ -106,9 +105,7 @@ int main(int argc, char **argv) {
         ex_check(prg_checkpoint_restore(out, net, NULL, opt, &rng, &step), out);
         printf("resumed %s at step %lld\n", out, (long long)step);
     }
-    snprintf(cprefix, sizeof cprefix, "%s", out);
-    if (strlen(cprefix) > 12 && !strcmp(cprefix + strlen(cprefix) - 12, ".safetensors")) cprefix[strlen(cprefix) - 12] = 0;
-    ex_curves_init(&curves, cprefix, "pretrain: flow-matching loss", resume, step);
+    ex_curves_init(&curves, out, "pretrain: flow-matching loss", resume, step);
     hw = cfg.image_size * cfg.image_size;
     img = (size_t)cfg.in_channels * hw;
     dim = img;
