@@ -194,7 +194,7 @@ fuzz-long: $(BUILD)/fuzz_files $(BUILD)/fuzz_seeds.stamp
 # --- pipeline ---
 # The end-to-end examples (each also builds alone: cc -O2 -I. examples/x.c -lm -pthread).
 PIPELINE := $(BUILD)/pretrain $(BUILD)/sample $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/classify \
-            $(BUILD)/make_tiny_dataset
+            $(BUILD)/make_tiny_dataset $(BUILD)/probe
 all: $(PIPELINE)
 $(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)

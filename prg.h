@@ -748,6 +748,70 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
    the M+1 states and one U-Net activation set, whatever M is. */
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
 
+/* ---- representation probes ------------------------------------------- */
+/* How good the encoder's features are at each point of the trajectory (the
+   paper's feature hierarchy), without fine-tuning: features are the state
+   of the reverse ODE at a grid point, pooled as the classifier's head pools
+   (average pool to pool x pool per channel, pool = min(16, H); D =
+   C*pool*pool), then a weighted k-NN classifier and a linear probe on them.
+
+   One trajectory serves every cutoff: the Euler steps do not depend on
+   t_cutoff (it only says how many are taken), so the state after M_K steps
+   of the full solve is bit for bit prg_encode(t_span, K)'s z.  t_cutoff K
+   runs M_K = t_span-1-K steps on the ICFM path (K = t_span-1: no step, the
+   input itself, the pixel baseline) and, on the GVP path, K-1 steps (K in
+   [1, t_span]) or t_span-1 (K = 0), as prg_ode_gvp_euler. */
+int prg_feature_dim(const prg_unet *net);   /* D, or 0 when H is not a multiple of the pool */
+/* feat [ncut][batch][D]: the pooled state for t_cutoffs[i] (any order,
+   repeats allowed) of x [batch][C][H][W].  path PRG_PATH_ICFM or
+   PRG_PATH_GVP.  Allocates the trajectory for the deepest cutoff,
+   (M+1)*batch*C*H*W floats, for the call. */
+prg_result prg_encode_features(prg_unet *net, int path, int t_span, int ncut, const int *t_cutoffs, int batch,
+                               const float *x, float *feat);
+
+/* Weighted k-nearest-neighbour classifier (InstDisc / DINO's kNN
+   evaluation): for each query, the k training rows of highest cosine
+   similarity s (rows L2-normalised; a zero row has similarity 0 to all;
+   equal similarities rank the lower training index first) vote for their
+   label with weight exp(s / temperature); the class with the largest sum
+   wins (ties: the lower class).  k is clamped to n; the literature's
+   values are k = 20, temperature = 0.07.  pred [m] gets the classes,
+   votes (may be NULL) [m][classes] the sums.  Labels outside [0, classes)
+   are PRG_ERR_ARG.  Similarities come in blocks of 64 queries through
+   prg_sgemm; the selection runs on the pool. */
+prg_result prg_knn_classify(const float *train /* [n][d] */, const int32_t *train_labels /* [n] */, int n,
+                            int d, int classes, const float *query /* [m][d] */, int m, int k,
+                            float temperature, int32_t *pred /* [m] */, float *votes /* [m][classes] or NULL */);
+
+/* Linear probe: logits = W x + b on frozen features, trained with the
+   library's AdamW and cross-entropy (no smoothing), from W = b = 0:
+       standardize: x -> (x - mean) / sqrt(var + 1e-5), per feature, with
+                    the mean and biased variance of the training set (a
+                    BatchNorm without affine, as MAE's linear probe);
+       epochs of mini-batches of `batch` rows in an order drawn from seed
+       (batch >= n: the whole set in data order each step);
+       step u of U = epochs * ceil(n / batch) at lr * (1 + cos(pi u / U)) / 2.
+   The standardisation is folded into the returned W and b, which apply to
+   raw features.  loss (may be NULL) receives the mean loss of the last
+   epoch.  PRG_ERR_NUMERIC when the loss or a gradient stops being finite. */
+typedef struct prg_linear_probe_config {
+    int epochs;            /* 100 */
+    int batch;             /* 256 */
+    double lr;             /* 1e-3 (peak, cosine to 0) */
+    double weight_decay;   /* 0 (decoupled, AdamW) */
+    int standardize;       /* 1 */
+    uint64_t seed;         /* 0 */
+} prg_linear_probe_config;
+void prg_linear_probe_config_default(prg_linear_probe_config *cfg);
+prg_result prg_linear_probe_train(float *weight /* [classes][d] */, float *bias /* [classes] */,
+                                  const float *feat /* [n][d] */, const int32_t *labels /* [n] */, int n, int d,
+                                  int classes, const prg_linear_probe_config *cfg, double *loss);
+/* pred [m] = argmax (ties: the lower class) of W x + b; logits (may be NULL)
+   [m][classes]. */
+prg_result prg_linear_probe_predict(int32_t *pred /* [m] */, float *logits /* [m][classes] or NULL */,
+                                    const float *weight /* [classes][d] */, const float *bias /* [classes] */,
+                                    const float *feat /* [m][d] */, int m, int d, int classes);
+
 /* >>optim =============================================================== */
 /* Adam, AdamW, warmup + cosine schedule, EMA. */
 
@@ -1084,6 +1148,66 @@ prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int 
    Writes PNG, or PGM/PPM when path ends in ".pgm"/".ppm". */
 prg_result prg_image_grid(const char *path, const float *images /* [n][c][h][w] */, int n, int c, int h,
                           int w, int cols, const float *mean /* [c] or NULL */, const float *std /* [c] or NULL */);
+
+/* ---- charts ---------------------------------------------------------- */
+/* Line charts and grouped bar charts drawn into an RGB buffer or a PNG, with
+   axes, "nice" ticks (1, 2, 5 x 10^k) with numeric labels, light grid
+   lines, a title, axis labels, a legend and a built-in 5x7 bitmap font
+   with descenders (ASCII 32..126; other bytes draw as '?'), series in the
+   colours of prg_chart_color.  Text is drawn in 6 x 9 pixel cells, doubled
+   (12 x 18) when the chart is at least 360 pixels in both directions.
+
+       double x[3] = {0, 8, 16}, knn[3] = {0.91, 0.93, 0.95}, lin[3] = {0.90, 0.94, 0.96};
+       prg_chart_series s[2] = {{"kNN", x, knn, 3}, {"linear", x, lin, 3}};
+       prg_chart c;
+       prg_chart_init(&c, PRG_CHART_LINE, "top-1 vs t_cutoff", s, 2);
+       c.x_label = "t_cutoff";
+       prg_chart_write("probe.png", &c);
+
+   Line charts join the points of each series in order (NaN y: a gap) and
+   mark each with a square (when the points are not too dense for
+   markers); x NULL means x = 0, 1, ..., n-1; the x axis
+   spans the data exactly (ticks at whole numbers when every x is one),
+   the y axis is widened to whole ticks.  Bar charts draw
+   group g's bars for series 0..nseries-1 side by side, of height y[g] (x
+   unused; every series has n = ngroups values; NaN: no bar), with the group
+   names under them and the value axis including 0. */
+typedef struct prg_chart_series {
+    const char *name;      /* legend text (NULL: not in the legend) */
+    const double *x;       /* [n] or NULL */
+    const double *y;       /* [n] */
+    int n;
+} prg_chart_series;
+enum { PRG_CHART_LINE = 0, PRG_CHART_BARS = 1 };
+typedef struct prg_chart {
+    int kind;                         /* PRG_CHART_LINE or PRG_CHART_BARS */
+    int width, height;                /* pixels: 800 x 500 by default, each 120 .. 8192 */
+    const char *title, *x_label, *y_label;      /* each may be NULL */
+    const prg_chart_series *series;
+    int nseries;                      /* 1 .. 16 */
+    const char *const *groups;        /* bars: [ngroups] names (NULL: 1, 2, ...) */
+    int ngroups;
+    /* the axes' ranges; min == max (the default, 0 and 0) fits the data
+       and widens it to whole ticks */
+    double x_min, x_max, y_min, y_max;
+    int legend_chars;                 /* legend width in characters (0: the longest name, at most 32);
+                                         equal values align the plots of charts stacked together */
+} prg_chart;
+/* Zeroes *c and sets kind, title, the series and the default size. */
+void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries);
+/* rgb [height][width][3]: the chart.  PRG_ERR_ARG for a bad chart (NULL
+   arrays, counts, sizes, a series' n that does not fit, non-finite x or
+   ranges). */
+prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb);
+/* Renders and writes a PNG (prg_png_write). */
+prg_result prg_chart_write(const char *path, const prg_chart *c);
+/* Where the point (x, y) lands in the rendered chart, in pixels from the top
+   left (line charts; for bars x is the group index, the centre of group x),
+   and the plot rectangle [x0, x1] x [y0, y1] inside the axes (either may be
+   NULL): the layout of prg_chart_render. */
+prg_result prg_chart_map(const prg_chart *c, double x, double y, double *px, double *py, int rect[4]);
+/* Colour i (mod 10) of the series palette (Tableau 10). */
+void prg_chart_color(int i, uint8_t rgb[3]);
 
 /* ---- resampling ------------------------------------------------------ */
 /* The filters of PIL's resize, shared by prg_resize_u8 (interleaved images)
@@ -9054,6 +9178,347 @@ prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float 
     return PRG_OK;
 }
 
+/* ---- representation probes ------------------------------------------- */
+
+int prg_feature_dim(const prg_unet *net) {
+    const prg_unet_config *c;
+    int pool;
+    if (!net) return 0;
+    c = prg_unet_config_get(net);
+    pool = prg__head_pool(c->image_size);
+    if (pool < 1 || c->image_size % pool) return 0;
+    return c->in_channels * pool * pool;
+}
+
+/* Euler steps to the state of t_cutoff k on path's trajectory, or -1. */
+static int prg__probe_steps(int path, int t_span, int k) {
+    if (t_span < 2) return -1;
+    if (path == PRG_PATH_GVP) return k == 0 ? t_span - 1 : (k >= 1 && k <= t_span) ? k - 1 : -1;
+    return k >= 0 && k <= t_span - 1 ? t_span - 1 - k : -1;
+}
+
+prg_result prg_encode_features(prg_unet *net, int path, int t_span, int ncut, const int *t_cutoffs, int batch,
+                               const float *x, float *feat) {
+    const prg_unet_config *c;
+    int i, mmax = 0, d, f;
+    size_t n, total;
+    float *states;
+    prg_result r = PRG_OK;
+    if (!net || !t_cutoffs || !x || !feat || ncut < 1 || batch < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: need net, t_cutoffs, x, feat, ncut >= 1 and batch >= 1");
+    if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: unknown path %d", path);
+    for (i = 0; i < ncut; i++) {
+        int m = prg__probe_steps(path, t_span, t_cutoffs[i]);
+        if (m < 0)
+            return prg__fail(PRG_ERR_ARG, "prg_encode_features: t_cutoff %d does not fit t_span %d on the %s path "
+                             "(need t_span >= 2 and %s)", t_cutoffs[i], t_span, path == PRG_PATH_GVP ? "GVP" : "ICFM",
+                             path == PRG_PATH_GVP ? "0 <= t_cutoff <= t_span" : "0 <= t_cutoff <= t_span - 1");
+        if (m > mmax) mmax = m;
+    }
+    if ((r = prg__check_ode_net(net, "prg_encode_features")) != PRG_OK) return r;
+    c = prg_unet_config_get(net);
+    if (!(d = prg_feature_dim(net)))
+        return prg__fail(PRG_ERR_CONFIG, "prg_encode_features: image size %d is not a multiple of the head's pooling",
+                         c->image_size);
+    f = c->image_size / prg__head_pool(c->image_size);
+    n = (size_t)batch * prg__unet_image_floats(net);
+    if ((r = prg__check_finite(x, n, "prg_encode_features input x")) != PRG_OK) return r;
+    if ((size_t)mmax + 1 > ((size_t)-1 / sizeof(float)) / n)
+        return prg__fail(PRG_ERR_ARG, "prg_encode_features: a trajectory of %d states of %zu floats overflows", mmax + 1, n);
+    total = ((size_t)mmax + 1) * n;
+    states = (float *)prg_alloc(total * sizeof(float));
+    if (!states)
+        return prg__fail(PRG_ERR_NOMEM, "prg_encode_features: no memory for the trajectory (%zu floats: %d states of "
+                         "batch %d; use a smaller batch)", total, mmax + 1, batch);
+    if (mmax == 0) memcpy(states, x, n * sizeof(float));
+    else if (path == PRG_PATH_GVP)
+        r = prg_ode_gvp_euler(prg_unet_velocity, net, t_span, mmax + 1, batch, prg__unet_image_floats(net), x,
+                              states + (size_t)mmax * n, states);
+    else
+        r = prg_ode_reverse_euler(prg_unet_velocity, net, t_span, t_span - 1 - mmax, batch,
+                                  prg__unet_image_floats(net), x, states + (size_t)mmax * n, states);
+    if (r == PRG_OK)
+        r = prg__check_finite(states + (size_t)mmax * n, n, "encoder state (non-finite U-Net velocity)");
+    for (i = 0; r == PRG_OK && i < ncut; i++)
+        prg_avgpool_forward(feat + (size_t)i * batch * d,
+                            states + (size_t)prg__probe_steps(path, t_span, t_cutoffs[i]) * n, batch * c->in_channels,
+                            c->image_size, c->image_size, f);
+    prg_free(states);
+    return r;
+}
+
+static prg_result prg__check_labels(const int32_t *labels, int n, int classes, const char *who) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return prg__fail(PRG_ERR_ARG, "%s: label %d of row %d is outside [0, %d)", who, (int)labels[i], i, classes);
+    return PRG_OK;
+}
+
+/* 1/||row|| for each of n rows of d floats (0 for a zero row). */
+static void prg__inv_norms(float *inv, const float *x, int n, int d) {
+    int i, j;
+    for (i = 0; i < n; i++) {
+        double s = 0.0;
+        const float *r = x + (size_t)i * d;
+        for (j = 0; j < d; j++) s += (double)r[j] * r[j];
+        inv[i] = s > 0.0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    }
+}
+
+#define PRG__KNN_BLOCK 64
+typedef struct prg__knn_job {
+    const float *dots, *tinv, *qinv; /* [q][n], [n], [q] */
+    const int32_t *labels;
+    int n, q, k, classes, q0;
+    float temperature;
+    float *topv;                     /* [q][k] */
+    int *topi;                       /* [q][k] */
+    double *acc;                     /* [q][classes] */
+    int32_t *pred;
+    float *votes;
+} prg__knn_job;
+
+static void prg__knn_rows(void *ctx, int ith, int nth) {
+    const prg__knn_job *j = (const prg__knn_job *)ctx;
+    size_t lo, hi, r;
+    prg_split_range((size_t)j->q, 1, ith, nth, &lo, &hi);
+    for (r = lo; r < hi; r++) {
+        const float *dot = j->dots + r * j->n;
+        float *tv = j->topv + r * j->k, qi = j->qinv[r];
+        int *ti = j->topi + r * j->k, cnt = 0, i, p, best = 0;
+        double *acc = j->acc + r * j->classes;
+        for (i = 0; i < j->n; i++) {
+            float s = dot[i] * qi * j->tinv[i];
+            if (cnt == j->k && !(s > tv[cnt - 1])) continue;
+            /* insert after every entry >= s: equal similarities keep the lower index first */
+            p = cnt < j->k ? cnt++ : cnt - 1;
+            while (p > 0 && tv[p - 1] < s) {
+                tv[p] = tv[p - 1];
+                ti[p] = ti[p - 1];
+                p--;
+            }
+            tv[p] = s;
+            ti[p] = i;
+        }
+        for (i = 0; i < j->classes; i++) acc[i] = 0.0;
+        for (i = 0; i < cnt; i++) acc[j->labels[ti[i]]] += exp((double)tv[i] / j->temperature);
+        for (i = 1; i < j->classes; i++)
+            if (acc[i] > acc[best]) best = i;
+        j->pred[j->q0 + r] = best;
+        if (j->votes)
+            for (i = 0; i < j->classes; i++) j->votes[(size_t)(j->q0 + r) * j->classes + i] = (float)acc[i];
+    }
+}
+
+prg_result prg_knn_classify(const float *train, const int32_t *train_labels, int n, int d, int classes,
+                            const float *query, int m, int k, float temperature, int32_t *pred, float *votes) {
+    static const char who[] = "prg_knn_classify";
+    prg__knn_job j;
+    float *dots, *tinv, *qinv;
+    int q0;
+    prg_result r;
+    if (!train || !train_labels || !query || !pred || n < 1 || d < 1 || classes < 1 || m < 0 || k < 1 ||
+        !(temperature > 0.0f) || !isfinite(temperature))
+        return prg__fail(PRG_ERR_ARG, "%s: need train, labels, query, pred, n, d, classes, k >= 1 and a positive "
+                         "temperature (n %d, d %d, classes %d, m %d, k %d, temperature %g)", who, n, d, classes, m, k,
+                         (double)temperature);
+    if ((r = prg__check_labels(train_labels, n, classes, who)) != PRG_OK) return r;
+    if ((r = prg__check_finite(train, (size_t)n * d, "kNN training features")) != PRG_OK ||
+        (r = prg__check_finite(query, (size_t)m * d, "kNN query features")) != PRG_OK)
+        return r;
+    if (k > n) k = n;
+    if ((size_t)n > ((size_t)-1 / sizeof(float)) / PRG__KNN_BLOCK / 2)
+        return prg__fail(PRG_ERR_ARG, "%s: %d training rows overflow the similarity block", who, n);
+    dots = (float *)prg_alloc(((size_t)PRG__KNN_BLOCK * n + n + PRG__KNN_BLOCK + (size_t)PRG__KNN_BLOCK * k) *
+                              sizeof(float));
+    j.topi = (int *)prg_alloc((size_t)PRG__KNN_BLOCK * k * sizeof(int));
+    j.acc = (double *)prg_alloc((size_t)PRG__KNN_BLOCK * classes * sizeof(double));
+    if (!dots || !j.topi || !j.acc) {
+        prg_free(dots);
+        prg_free(j.topi);
+        prg_free(j.acc);
+        return prg__fail(PRG_ERR_NOMEM, "%s: no memory for a block of %d x %d similarities", who, PRG__KNN_BLOCK, n);
+    }
+    tinv = dots + (size_t)PRG__KNN_BLOCK * n;
+    qinv = tinv + n;
+    j.topv = qinv + PRG__KNN_BLOCK;
+    prg__inv_norms(tinv, train, n, d);
+    j.dots = dots;
+    j.tinv = tinv;
+    j.qinv = qinv;
+    j.labels = train_labels;
+    j.n = n;
+    j.k = k;
+    j.classes = classes;
+    j.temperature = temperature;
+    j.pred = pred;
+    j.votes = votes;
+    for (q0 = 0; q0 < m; q0 += PRG__KNN_BLOCK) {
+        int q = m - q0 < PRG__KNN_BLOCK ? m - q0 : PRG__KNN_BLOCK;
+        const float *qx = query + (size_t)q0 * d;
+        prg__inv_norms(qinv, qx, q, d);
+        prg_sgemm(0, 1, q, n, d, 1.0f, qx, d, train, d, 0.0f, dots, n);
+        j.q = q;
+        j.q0 = q0;
+        prg_parallel(prg__knn_rows, &j);
+    }
+    prg_free(dots);
+    prg_free(j.topi);
+    prg_free(j.acc);
+    return PRG_OK;
+}
+
+void prg_linear_probe_config_default(prg_linear_probe_config *cfg) {
+    cfg->epochs = 100;
+    cfg->batch = 256;
+    cfg->lr = 1e-3;
+    cfg->weight_decay = 0.0;
+    cfg->standardize = 1;
+    cfg->seed = 0;
+}
+
+prg_result prg_linear_probe_train(float *weight, float *bias, const float *feat, const int32_t *labels, int n, int d,
+                                  int classes, const prg_linear_probe_config *cfg, double *loss) {
+    static const char who[] = "prg_linear_probe_train";
+    prg_adam_config acfg;
+    prg_adam *opt = NULL;
+    prg_cosine_schedule sched;
+    prg_rng rng;
+    size_t np, i;
+    float *blk, *w, *g, *mean, *scale, *xb, *lg, *dl;
+    int *perm, *yb, bs, spe, e, s, a, c;
+    int64_t u = 0;
+    double esum = 0.0;
+    prg_result r = PRG_OK;
+    if (!weight || !bias || !feat || !labels || !cfg || n < 1 || d < 1 || classes < 1)
+        return prg__fail(PRG_ERR_ARG, "%s: need weight, bias, feat, labels, cfg, n, d and classes >= 1 (n %d, d %d, "
+                         "classes %d)", who, n, d, classes);
+    if (cfg->epochs < 1 || cfg->batch < 1 || !(cfg->lr > 0.0) || !isfinite(cfg->lr) || !(cfg->weight_decay >= 0.0) ||
+        !isfinite(cfg->weight_decay))
+        return prg__fail(PRG_ERR_ARG, "%s: need epochs >= 1, batch >= 1, lr > 0 and weight_decay >= 0 (epochs %d, "
+                         "batch %d, lr %g, weight decay %g)", who, cfg->epochs, cfg->batch, cfg->lr, cfg->weight_decay);
+    if ((r = prg__check_labels(labels, n, classes, who)) != PRG_OK) return r;
+    if ((r = prg__check_finite(feat, (size_t)n * d, "linear probe features")) != PRG_OK) return r;
+    bs = cfg->batch < n ? cfg->batch : n;
+    spe = (n + bs - 1) / bs;
+    np = (size_t)classes * d + classes;
+    blk = (float *)prg_alloc((2 * np + 2 * (size_t)d + (size_t)bs * d + 2 * (size_t)bs * classes) * sizeof(float));
+    perm = (int *)prg_alloc(((size_t)n + bs) * sizeof(int));
+    prg_adam_config_default(&acfg);
+    acfg.decoupled = 1;
+    acfg.weight_decay = cfg->weight_decay;
+    if (!blk || !perm || prg_adam_create(&opt, np, &acfg) != PRG_OK) {
+        prg_free(blk);
+        prg_free(perm);
+        prg_adam_free(opt);
+        return prg__fail(PRG_ERR_NOMEM, "%s: no memory for a %d x %d probe and a batch of %d", who, classes, d, bs);
+    }
+    w = blk;
+    g = w + np;
+    mean = g + np;
+    scale = mean + d;
+    xb = scale + d;
+    lg = xb + (size_t)bs * d;
+    dl = lg + (size_t)bs * classes;
+    yb = perm + n;
+    memset(w, 0, np * sizeof(float));
+    for (c = 0; c < d; c++) {
+        double m = 0.0, v = 0.0;
+        if (cfg->standardize) {
+            for (a = 0; a < n; a++) m += feat[(size_t)a * d + c];
+            m /= n;
+            for (a = 0; a < n; a++) {
+                double t = feat[(size_t)a * d + c] - m;
+                v += t * t;
+            }
+            v /= n;
+        }
+        mean[c] = (float)m;
+        scale[c] = cfg->standardize ? (float)(1.0 / sqrt(v + 1e-5)) : 1.0f;
+    }
+    sched.base_lr = cfg->lr;
+    sched.warmup_lr = sched.min_lr = 0.0;
+    sched.warmup_steps = 0;
+    sched.total_steps = (int64_t)cfg->epochs * spe;
+    prg_rng_seed(&rng, cfg->seed, 0x70726f6265ull /* "probe" */);
+    for (a = 0; a < n; a++) perm[a] = a;
+    for (e = 0; e < cfg->epochs && r == PRG_OK; e++) {
+        esum = 0.0;
+        if (bs < n)
+            for (a = n - 1; a > 0; a--) {
+                int b = (int)prg_rng_below(&rng, (uint32_t)(a + 1)), t = perm[a];
+                perm[a] = perm[b];
+                perm[b] = t;
+            }
+        for (s = 0; s < spe; s++, u++) {
+            int cnt = n - s * bs < bs ? n - s * bs : bs;
+            float l;
+            for (a = 0; a < cnt; a++) {
+                const float *src = feat + (size_t)perm[s * bs + a] * d;
+                float *dst = xb + (size_t)a * d;
+                for (c = 0; c < d; c++) dst[c] = (src[c] - mean[c]) * scale[c];
+                yb[a] = labels[perm[s * bs + a]];
+            }
+            prg_linear_forward(lg, xb, w, w + (size_t)classes * d, cnt, d, classes);
+            l = prg_cross_entropy_forward_backward(dl, lg, yb, cnt, classes, 0.0f);
+            if (!isfinite(l)) {
+                r = prg__fail(PRG_ERR_NUMERIC, "%s: the loss is %g at epoch %d step %d (lower the lr)", who, (double)l,
+                              e, s);
+                break;
+            }
+            esum += (double)l * cnt;
+            memset(g, 0, np * sizeof(float));
+            prg_linear_backward(NULL, g, g + (size_t)classes * d, dl, xb, w, cnt, d, classes);
+            if ((r = prg_adam_step(opt, w, g, prg_cosine_schedule_lr(&sched, u), NULL)) != PRG_OK) break;
+        }
+    }
+    if (r == PRG_OK) {
+        /* fold the standardisation: W' = W diag(scale), b' = b - W' mean */
+        for (c = 0; c < classes; c++) {
+            double bb = w[(size_t)classes * d + c];
+            for (i = 0; i < (size_t)d; i++) {
+                float wc = w[(size_t)c * d + i] * scale[i];
+                weight[(size_t)c * d + i] = wc;
+                bb -= (double)wc * mean[i];
+            }
+            bias[c] = (float)bb;
+        }
+        if (loss) *loss = esum / n;
+    }
+    prg_adam_free(opt);
+    prg_free(blk);
+    prg_free(perm);
+    return r;
+}
+
+prg_result prg_linear_probe_predict(int32_t *pred, float *logits, const float *weight, const float *bias,
+                                    const float *feat, int m, int d, int classes) {
+    enum { ROWS = 256 };
+    float *buf;
+    int r0, i, c;
+    if (!pred || !weight || !bias || !feat || m < 0 || d < 1 || classes < 1)
+        return prg__fail(PRG_ERR_ARG, "prg_linear_probe_predict: need pred, weight, bias, feat, m >= 0, d and classes "
+                         ">= 1 (m %d, d %d, classes %d)", m, d, classes);
+    buf = logits ? NULL : (float *)prg_alloc((size_t)ROWS * classes * sizeof(float));
+    if (!logits && !buf) return prg__fail(PRG_ERR_NOMEM, "prg_linear_probe_predict: out of memory");
+    for (r0 = 0; r0 < m; r0 += ROWS) {
+        int q = m - r0 < ROWS ? m - r0 : ROWS;
+        float *lg = logits ? logits + (size_t)r0 * classes : buf;
+        prg_linear_forward(lg, feat + (size_t)r0 * d, weight, bias, q, d, classes);
+        for (i = 0; i < q; i++) {
+            const float *l = lg + (size_t)i * classes;
+            int best = 0;
+            for (c = 1; c < classes; c++)
+                if (l[c] > l[best]) best = c;
+            pred[r0 + i] = best;
+        }
+    }
+    prg_free(buf);
+    return PRG_OK;
+}
+
 /* >>optim =============================================================== */
 
 /* The gradient norm is reduced over chunks of this many elements, a size
@@ -12807,6 +13272,402 @@ prg_result prg_image_grid(const char *path, const float *images, int n, int c, i
     if (ext && (strcmp(ext, ".ppm") == 0 || strcmp(ext, ".pgm") == 0 || strcmp(ext, ".pnm") == 0)) r = prg_pnm_write(path, g, gw, gh, c);
     else r = prg_png_write(path, g, gw, gh, c);
     prg_free(g);
+    return r;
+}
+
+/* ---- charts ---------------------------------------------------------- */
+
+/* 5x7 glyphs of ASCII 32..126 (g j p q y and , ; reach into an eighth row),
+   8 rows each, bit 4 = the leftmost column. */
+static const char prg__font5x8[95 * 8 + 1] =
+    "\x00\x00\x00\x00\x00\x00\x00\x00\x04\x04\x04\x04\x04\x00\x04\x00\x0a\x0a\x0a\x00\x00\x00\x00\x00\x0a\x0a\x1f\x0a\x1f\x0a\x0a\x00\x04\x0f\x14\x0e\x05\x1e\x04\x00"
+    "\x18\x19\x02\x04\x08\x13\x03\x00\x0c\x12\x14\x08\x15\x12\x0d\x00\x04\x04\x04\x00\x00\x00\x00\x00\x02\x04\x08\x08\x08\x04\x02\x00\x08\x04\x02\x02\x02\x04\x08\x00"
+    "\x00\x04\x15\x0e\x15\x04\x00\x00\x00\x04\x04\x1f\x04\x04\x00\x00\x00\x00\x00\x00\x00\x0c\x04\x08\x00\x00\x00\x1f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0c\x0c\x00"
+    "\x00\x01\x02\x04\x08\x10\x00\x00\x0e\x11\x13\x15\x19\x11\x0e\x00\x04\x0c\x04\x04\x04\x04\x0e\x00\x0e\x11\x01\x02\x04\x08\x1f\x00\x1f\x02\x04\x02\x01\x11\x0e\x00"
+    "\x02\x06\x0a\x12\x1f\x02\x02\x00\x1f\x10\x1e\x01\x01\x11\x0e\x00\x06\x08\x10\x1e\x11\x11\x0e\x00\x1f\x01\x02\x04\x08\x08\x08\x00\x0e\x11\x11\x0e\x11\x11\x0e\x00"
+    "\x0e\x11\x11\x0f\x01\x02\x0c\x00\x00\x0c\x0c\x00\x0c\x0c\x00\x00\x00\x0c\x0c\x00\x0c\x04\x08\x00\x02\x04\x08\x10\x08\x04\x02\x00\x00\x00\x1f\x00\x1f\x00\x00\x00"
+    "\x08\x04\x02\x01\x02\x04\x08\x00\x0e\x11\x01\x02\x04\x00\x04\x00\x0e\x11\x01\x0d\x15\x15\x0e\x00\x0e\x11\x11\x1f\x11\x11\x11\x00\x1e\x11\x11\x1e\x11\x11\x1e\x00"
+    "\x0e\x11\x10\x10\x10\x11\x0e\x00\x1c\x12\x11\x11\x11\x12\x1c\x00\x1f\x10\x10\x1e\x10\x10\x1f\x00\x1f\x10\x10\x1e\x10\x10\x10\x00\x0e\x11\x10\x17\x11\x11\x0f\x00"
+    "\x11\x11\x11\x1f\x11\x11\x11\x00\x0e\x04\x04\x04\x04\x04\x0e\x00\x07\x02\x02\x02\x02\x12\x0c\x00\x11\x12\x14\x18\x14\x12\x11\x00\x10\x10\x10\x10\x10\x10\x1f\x00"
+    "\x11\x1b\x15\x15\x11\x11\x11\x00\x11\x11\x19\x15\x13\x11\x11\x00\x0e\x11\x11\x11\x11\x11\x0e\x00\x1e\x11\x11\x1e\x10\x10\x10\x00\x0e\x11\x11\x11\x15\x12\x0d\x00"
+    "\x1e\x11\x11\x1e\x14\x12\x11\x00\x0f\x10\x10\x0e\x01\x01\x1e\x00\x1f\x04\x04\x04\x04\x04\x04\x00\x11\x11\x11\x11\x11\x11\x0e\x00\x11\x11\x11\x11\x11\x0a\x04\x00"
+    "\x11\x11\x11\x15\x15\x15\x0a\x00\x11\x11\x0a\x04\x0a\x11\x11\x00\x11\x11\x0a\x04\x04\x04\x04\x00\x1f\x01\x02\x04\x08\x10\x1f\x00\x0e\x08\x08\x08\x08\x08\x0e\x00"
+    "\x00\x10\x08\x04\x02\x01\x00\x00\x0e\x02\x02\x02\x02\x02\x0e\x00\x04\x0a\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x1f\x00\x08\x04\x02\x00\x00\x00\x00\x00"
+    "\x00\x00\x0e\x01\x0f\x11\x0f\x00\x10\x10\x16\x19\x11\x11\x1e\x00\x00\x00\x0e\x10\x10\x11\x0e\x00\x01\x01\x0d\x13\x11\x11\x0f\x00\x00\x00\x0e\x11\x1f\x10\x0e\x00"
+    "\x06\x09\x08\x1c\x08\x08\x08\x00\x00\x00\x0f\x11\x11\x0f\x01\x0e\x10\x10\x16\x19\x11\x11\x11\x00\x04\x00\x0c\x04\x04\x04\x0e\x00\x02\x00\x06\x02\x02\x02\x12\x0c"
+    "\x10\x10\x12\x14\x18\x14\x12\x00\x0c\x04\x04\x04\x04\x04\x0e\x00\x00\x00\x1a\x15\x15\x11\x11\x00\x00\x00\x16\x19\x11\x11\x11\x00\x00\x00\x0e\x11\x11\x11\x0e\x00"
+    "\x00\x00\x1e\x11\x11\x1e\x10\x10\x00\x00\x0f\x11\x11\x0f\x01\x01\x00\x00\x16\x19\x10\x10\x10\x00\x00\x00\x0e\x10\x0e\x01\x1e\x00\x08\x08\x1c\x08\x08\x09\x06\x00"
+    "\x00\x00\x11\x11\x11\x13\x0d\x00\x00\x00\x11\x11\x11\x0a\x04\x00\x00\x00\x11\x11\x15\x15\x0a\x00\x00\x00\x11\x0a\x04\x0a\x11\x00\x00\x00\x11\x11\x11\x0f\x01\x0e"
+    "\x00\x00\x1f\x02\x04\x08\x1f\x00\x02\x04\x04\x08\x04\x04\x02\x00\x04\x04\x04\x04\x04\x04\x04\x00\x08\x04\x04\x02\x04\x04\x08\x00\x00\x00\x08\x15\x02\x00\x00\x00";
+#define PRG__CHART_MAXS 16
+#define PRG__CHART_MAXLABEL 32
+
+void prg_chart_color(int i, uint8_t rgb[3]) {
+    static const uint8_t pal[10][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
+                                       {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
+    i %= 10;
+    if (i < 0) i += 10;
+    memcpy(rgb, pal[i], 3);
+}
+
+void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries) {
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->width = 800;
+    c->height = 500;
+    c->title = title;
+    c->series = series;
+    c->nseries = nseries;
+}
+
+typedef struct prg__chart_layout {
+    int s, w, h;                     /* text scale, image size */
+    int x0, y0, x1, y1;              /* the plot rectangle (inclusive) */
+    double xlo, xhi, ylo, yhi;       /* data ranges at the rectangle's edges */
+    double xstep, ystep;             /* tick spacing (xstep 0: no numeric x ticks) */
+    int xdec, ydec;                  /* decimals of the tick labels */
+    int legend_x, legend_chars;
+} prg__chart_layout;
+
+/* The 1, 2, 5 x 10^k step nearest to range / target. */
+static double prg__nice_step(double range, int target) {
+    double raw = range / target, p = pow(10.0, floor(log10(raw))), f = raw / p;
+    return (f <= 1.5 ? 1.0 : f <= 3.0 ? 2.0 : f <= 7.0 ? 5.0 : 10.0) * p;
+}
+
+static int prg__step_decimals(double step) {
+    int d = 0;
+    double v = step;
+    while (d < 6 && fabs(v - floor(v + 0.5)) > 1e-6 * (v > 1 ? v : 1)) {
+        v *= 10.0;
+        d++;
+    }
+    return d;
+}
+
+/* The ticks k*step in [lo, hi]: *first = the first k; returns their count
+   (at most 100; 0 when the step is too fine for the numbers' precision). */
+static int prg__ticks(double lo, double hi, double step, double *first) {
+    double a = ceil(lo / step - 1e-9), b = floor(hi / step + 1e-9);
+    *first = a;
+    if (!(b >= a) || b - a >= 100 || (a + 1.0) * step == a * step) return 0;
+    return (int)(b - a) + 1;
+}
+
+static void prg__tick_label(char *buf, size_t cap, double v, int dec) {
+    if (fabs(v) >= 1e6) snprintf(buf, cap, "%.3g", v);
+    else snprintf(buf, cap, "%.*f", dec, fabs(v) < 1e-12 ? 0.0 : v);
+}
+
+/* Fits [lo, hi] to the data or takes the given range; then the tick step. */
+static prg_result prg__chart_axis(double *lo, double *hi, double *step, int *dec, double dlo, double dhi, double gmin,
+                                  double gmax, int fit, const char *which) {
+    if (gmin != gmax) {
+        if (!isfinite(gmin) || !isfinite(gmax) || gmin > gmax)
+            return prg__fail(PRG_ERR_ARG, "chart: the %s range [%g, %g] is not a finite min < max", which, gmin, gmax);
+        *lo = gmin;
+        *hi = gmax;
+    } else {
+        if (!(dlo <= dhi)) dlo = 0.0, dhi = 1.0;  /* no data */
+        if (dlo == dhi) {
+            double d = dlo == 0.0 ? 1.0 : 0.1 * fabs(dlo);
+            dlo -= d;
+            dhi += d;
+        }
+        *lo = dlo;
+        *hi = dhi;
+    }
+    *step = prg__nice_step(*hi - *lo, 5);
+    if (gmin == gmax && fit) {
+        *lo = floor(*lo / *step + 1e-9) * *step;
+        *hi = ceil(*hi / *step - 1e-9) * *step;
+    }
+    *dec = prg__step_decimals(*step);
+    return PRG_OK;
+}
+
+static int prg__chart_strlen(const char *t) {
+    size_t n = t ? strlen(t) : 0;
+    return n > PRG__CHART_MAXLABEL * 4 ? PRG__CHART_MAXLABEL * 4 : (int)n;
+}
+
+static prg_result prg__chart_layout_make(prg__chart_layout *L, const prg_chart *c) {
+    double dxlo = INFINITY, dxhi = -INFINITY, dylo = INFINITY, dyhi = -INFINITY, v;
+    int i, j, pad, cw, chh, ylw = 0, xlw = 0, names = 0, right, xint = 1;
+    char buf[64];
+    prg_result r;
+    if (!c || !c->series || c->nseries < 1 || c->nseries > PRG__CHART_MAXS ||
+        (c->kind != PRG_CHART_LINE && c->kind != PRG_CHART_BARS))
+        return prg__fail(PRG_ERR_ARG, "chart: need a kind (line or bars) and 1..%d series", PRG__CHART_MAXS);
+    if (c->width < 120 || c->height < 120 || c->width > 8192 || c->height > 8192)
+        return prg__fail(PRG_ERR_ARG, "chart: size %d x %d is outside 120 .. 8192", c->width, c->height);
+    if (c->kind == PRG_CHART_BARS && (c->ngroups < 1 || c->ngroups > 4096))
+        return prg__fail(PRG_ERR_ARG, "chart: a bar chart needs 1 .. 4096 groups (got %d)", c->ngroups);
+    for (i = 0; i < c->nseries; i++) {
+        const prg_chart_series *s = c->series + i;
+        if (!s->y || s->n < 0 || (c->kind == PRG_CHART_BARS && s->n != c->ngroups))
+            return prg__fail(PRG_ERR_ARG, "chart: series %d needs y and %s (n %d)", i,
+                             c->kind == PRG_CHART_BARS ? "n = ngroups" : "n >= 0", s->n);
+        for (j = 0; j < s->n; j++) {
+            double x = c->kind == PRG_CHART_BARS ? j : s->x ? s->x[j] : j;
+            if (!isfinite(x)) return prg__fail(PRG_ERR_ARG, "chart: series %d point %d has x = %g", i, j, x);
+            if (x != floor(x)) xint = 0;
+            if (!isfinite(s->y[j])) continue;
+            if (x < dxlo) dxlo = x;
+            if (x > dxhi) dxhi = x;
+            if (s->y[j] < dylo) dylo = s->y[j];
+            if (s->y[j] > dyhi) dyhi = s->y[j];
+        }
+        if (s->name) names++;
+    }
+    memset(L, 0, sizeof *L);
+    L->w = c->width;
+    L->h = c->height;
+    L->s = c->width >= 360 && c->height >= 360 ? 2 : 1;
+    if (c->kind == PRG_CHART_BARS) {
+        if (dylo > 0) dylo = 0;
+        if (dyhi < 0) dyhi = 0;
+        if (!(dylo <= dyhi)) dylo = dyhi = 0;
+        L->xlo = -0.5;
+        L->xhi = c->ngroups - 0.5;
+    } else if ((r = prg__chart_axis(&L->xlo, &L->xhi, &L->xstep, &L->xdec, dxlo, dxhi, c->x_min, c->x_max, 0, "x")) !=
+               PRG_OK)
+        return r;
+    else if (xint && L->xstep < 1.0 && c->x_min == c->x_max) { /* whole numbers (steps, cutoffs): whole ticks */
+        L->xstep = 1.0;
+        L->xdec = 0;
+    }
+    if ((r = prg__chart_axis(&L->ylo, &L->yhi, &L->ystep, &L->ydec, dylo, dyhi, c->y_min, c->y_max, 1, "y")) != PRG_OK)
+        return r;
+    cw = 6 * L->s;
+    chh = 9 * L->s;
+    pad = 3 * L->s + 2;
+    for (i = 0, j = prg__ticks(L->ylo, L->yhi, L->ystep, &v); i < j; i++) {
+        prg__tick_label(buf, sizeof buf, (v + i) * L->ystep, L->ydec);
+        if ((int)strlen(buf) > ylw) ylw = (int)strlen(buf);
+    }
+    if (L->xstep > 0) {
+        prg__tick_label(buf, sizeof buf, L->xhi, L->xdec);
+        xlw = (int)strlen(buf);
+    }
+    L->y0 = pad + (c->title ? chh + pad : 0);
+    L->x0 = pad + (c->y_label ? chh + pad : 0) + ylw * cw + 3 * L->s + 2;
+    L->y1 = c->height - 1 - (3 * L->s + 2 + chh + (c->x_label ? pad + chh : 0) + pad);
+    right = pad + xlw * cw / 2;
+    if (names) {
+        int nw = 0;
+        for (i = 0; i < c->nseries; i++)
+            if (c->series[i].name) {
+                int l = prg__chart_strlen(c->series[i].name);
+                if (l > PRG__CHART_MAXLABEL) l = PRG__CHART_MAXLABEL;
+                if (l > nw) nw = l;
+            }
+        if (c->legend_chars > 0) nw = c->legend_chars < PRG__CHART_MAXLABEL ? c->legend_chars : PRG__CHART_MAXLABEL;
+        right = 2 * pad + 3 * cw + nw * cw;
+        L->legend_chars = nw;
+    }
+    L->x1 = c->width - 1 - right;
+    L->legend_x = L->x1 + 2 * pad;
+    if (L->x1 - L->x0 < 40 || L->y1 - L->y0 < 40)
+        return prg__fail(PRG_ERR_ARG, "chart: %d x %d leaves no room for the plot next to its labels and legend "
+                         "(make it larger or the names shorter)", c->width, c->height);
+    return PRG_OK;
+}
+
+static double prg__chart_px(const prg__chart_layout *L, double x) {
+    return L->x0 + (x - L->xlo) / (L->xhi - L->xlo) * (L->x1 - L->x0);
+}
+static double prg__chart_py(const prg__chart_layout *L, double y) {
+    return L->y1 - (y - L->ylo) / (L->yhi - L->ylo) * (L->y1 - L->y0);
+}
+
+/* Fills [x0, x1] x [y0, y1] (inclusive) clipped to clip[4] = x0, y0, x1, y1. */
+static void prg__chart_fill(uint8_t *img, int w, int x0, int y0, int x1, int y1, const uint8_t col[3], const int *clip) {
+    int x, y;
+    if (x0 < clip[0]) x0 = clip[0];
+    if (y0 < clip[1]) y0 = clip[1];
+    if (x1 > clip[2]) x1 = clip[2];
+    if (y1 > clip[3]) y1 = clip[3];
+    for (y = y0; y <= y1; y++)
+        for (x = x0; x <= x1; x++) memcpy(img + ((size_t)y * w + x) * 3, col, 3);
+}
+
+/* Text with its top left at (x, y), scale s; vertical: rotated a quarter
+   turn anticlockwise (read bottom to top), (x, y) its bottom left. */
+static void prg__chart_text(uint8_t *img, const prg__chart_layout *L, int x, int y, const char *t, int vertical,
+                            const uint8_t col[3]) {
+    int full[4], i, r, b, n = prg__chart_strlen(t), s = L->s;
+    full[0] = full[1] = 0;
+    full[2] = L->w - 1;
+    full[3] = L->h - 1;
+    for (i = 0; i < n; i++) {
+        int ch = (unsigned char)t[i];
+        const char *g = prg__font5x8 + 8 * ((ch < 32 || ch > 126 ? '?' : ch) - 32);
+        for (r = 0; r < 8; r++)
+            for (b = 0; b < 5; b++) {
+                int gx = i * 6 + b, gy = r;
+                if (!((g[r] >> (4 - b)) & 1)) continue;
+                if (vertical)
+                    prg__chart_fill(img, L->w, x + gy * s, y - (gx + 1) * s + 1, x + gy * s + s - 1, y - gx * s, col, full);
+                else
+                    prg__chart_fill(img, L->w, x + gx * s, y + gy * s, x + gx * s + s - 1, y + gy * s + s - 1, col, full);
+            }
+    }
+}
+
+/* A thick segment: squares of half-width hw stamped along it. */
+static void prg__chart_line(uint8_t *img, const prg__chart_layout *L, double ax, double ay, double bx, double by, int hw,
+                            const uint8_t col[3], const int *clip) {
+    double d = fabs(bx - ax) > fabs(by - ay) ? fabs(bx - ax) : fabs(by - ay);
+    int k, steps = (int)ceil(d);
+    if (steps > 4 * (L->w + L->h)) steps = 4 * (L->w + L->h);
+    for (k = 0; k <= steps; k++) {
+        double f = steps ? (double)k / steps : 0.0;
+        int x = (int)floor(ax + f * (bx - ax) + 0.5), y = (int)floor(ay + f * (by - ay) + 0.5);
+        prg__chart_fill(img, L->w, x - hw, y - hw, x + hw, y + hw, col, clip);
+    }
+}
+
+prg_result prg_chart_map(const prg_chart *c, double x, double y, double *px, double *py, int rect[4]) {
+    prg__chart_layout L;
+    prg_result r = prg__chart_layout_make(&L, c);
+    if (r != PRG_OK) return r;
+    if (px) *px = prg__chart_px(&L, x);
+    if (py) *py = prg__chart_py(&L, y);
+    if (rect) {
+        rect[0] = L.x0;
+        rect[1] = L.y0;
+        rect[2] = L.x1;
+        rect[3] = L.y1;
+    }
+    return PRG_OK;
+}
+
+prg_result prg_chart_render(const prg_chart *c, uint8_t *rgb) {
+    static const uint8_t black[3] = {0, 0, 0}, grid[3] = {225, 225, 225}, dark[3] = {60, 60, 60};
+    prg__chart_layout L;
+    int plot[4], full[4], data[4], i, j, s, cw, chh, ly, nt;
+    double first;
+    char buf[64];
+    prg_result r;
+    if (!rgb) return prg__fail(PRG_ERR_ARG, "prg_chart_render: rgb is NULL");
+    if ((r = prg__chart_layout_make(&L, c)) != PRG_OK) return r;
+    s = L.s;
+    cw = 6 * s;
+    chh = 9 * s;
+    memset(rgb, 255, (size_t)L.w * L.h * 3);
+    plot[0] = L.x0; plot[1] = L.y0; plot[2] = L.x1; plot[3] = L.y1;
+    full[0] = full[1] = 0; full[2] = L.w - 1; full[3] = L.h - 1;
+    /* the data may reach a marker's size past the plot, not into the labels */
+    data[0] = L.x0; data[1] = L.y0 - s - 1; data[2] = L.x1 + s + 1; data[3] = L.y1;
+    /* grid, ticks and their labels */
+    for (i = 0, nt = prg__ticks(L.ylo, L.yhi, L.ystep, &first); i < nt; i++) {
+        double v = (first + i) * L.ystep;
+        int y = (int)floor(prg__chart_py(&L, v) + 0.5);
+        prg__chart_fill(rgb, L.w, L.x0 + 1, y, L.x1, y, grid, plot);
+        prg__chart_fill(rgb, L.w, L.x0 - 3 * s, y, L.x0 - 1, y, black, full);
+        prg__tick_label(buf, sizeof buf, v, L.ydec);
+        prg__chart_text(rgb, &L, L.x0 - 3 * s - 2 - (int)strlen(buf) * cw + s, y - 7 * s / 2, buf, 0, dark);
+    }
+    if (c->kind == PRG_CHART_LINE)
+        for (i = 0, nt = prg__ticks(L.xlo, L.xhi, L.xstep, &first); i < nt; i++) {
+            double v = (first + i) * L.xstep;
+            int x = (int)floor(prg__chart_px(&L, v) + 0.5);
+            prg__chart_fill(rgb, L.w, x, L.y0, x, L.y1 - 1, grid, plot);
+            prg__chart_fill(rgb, L.w, x, L.y1 + 1, x, L.y1 + 3 * s, black, full);
+            prg__tick_label(buf, sizeof buf, v, L.xdec);
+            prg__chart_text(rgb, &L, x - ((int)strlen(buf) * cw - s) / 2, L.y1 + 3 * s + 2, buf, 0, dark);
+        }
+    else
+        for (j = 0; j < c->ngroups; j++) {
+            const char *name = c->groups && c->groups[j] ? c->groups[j] : NULL;
+            int x = (int)floor(prg__chart_px(&L, j) + 0.5), gw = (L.x1 - L.x0) / c->ngroups, n;
+            if (!name) {
+                snprintf(buf, sizeof buf, "%d", j + 1);
+                name = buf;
+            }
+            n = prg__chart_strlen(name);
+            if (n * cw > gw && gw >= cw) n = gw / cw; /* cut to the group's width */
+            memcpy(buf, name, (size_t)(n < (int)sizeof buf - 1 ? n : (int)sizeof buf - 1));
+            buf[n < (int)sizeof buf - 1 ? n : (int)sizeof buf - 1] = 0;
+            prg__chart_text(rgb, &L, x - ((int)strlen(buf) * cw - s) / 2, L.y1 + 3 * s + 2, buf, 0, dark);
+        }
+    /* the data */
+    for (i = 0; i < c->nseries; i++) {
+        const prg_chart_series *se = c->series + i;
+        uint8_t col[3];
+        prg_chart_color(i, col);
+        if (c->kind == PRG_CHART_BARS) {
+            double gw = (double)(L.x1 - L.x0) / c->ngroups, bw = 0.8 * gw / c->nseries;
+            double base = prg__chart_py(&L, L.ylo > 0 ? L.ylo : L.yhi < 0 ? L.yhi : 0.0);
+            for (j = 0; j < se->n; j++) {
+                double left = L.x0 + j * gw + 0.1 * gw + i * bw, top = prg__chart_py(&L, se->y[j]);
+                if (!isfinite(se->y[j])) continue;
+                prg__chart_fill(rgb, L.w, (int)floor(left + 0.5), (int)floor((top < base ? top : base) + 0.5),
+                                (int)floor(left + bw + 0.5) - 1, (int)floor((top < base ? base : top) + 0.5), col, plot);
+            }
+        } else {
+            for (j = 0; j + 1 < se->n; j++) {
+                double xa = se->x ? se->x[j] : j, xb = se->x ? se->x[j + 1] : j + 1;
+                if (!isfinite(se->y[j]) || !isfinite(se->y[j + 1])) continue;
+                prg__chart_line(rgb, &L, prg__chart_px(&L, xa), prg__chart_py(&L, se->y[j]), prg__chart_px(&L, xb),
+                                prg__chart_py(&L, se->y[j + 1]), s / 2, col, data);
+            }
+            for (j = 0; se->n <= (L.x1 - L.x0) / (3 * s + 3) && j < se->n; j++) {
+                int x, y;
+                if (!isfinite(se->y[j])) continue;
+                x = (int)floor(prg__chart_px(&L, se->x ? se->x[j] : j) + 0.5);
+                y = (int)floor(prg__chart_py(&L, se->y[j]) + 0.5);
+                prg__chart_fill(rgb, L.w, x - s - 1, y - s - 1, x + s + 1, y + s + 1, col, data);
+            }
+        }
+    }
+    /* axes, title, labels, legend */
+    prg__chart_fill(rgb, L.w, L.x0, L.y0, L.x0, L.y1, black, full);
+    prg__chart_fill(rgb, L.w, L.x0, L.y1, L.x1, L.y1, black, full);
+    if (c->title)
+        prg__chart_text(rgb, &L, (L.x0 + L.x1) / 2 - (prg__chart_strlen(c->title) * cw - s) / 2, 3 * s + 2, c->title,
+                        0, black);
+    if (c->x_label)
+        prg__chart_text(rgb, &L, (L.x0 + L.x1) / 2 - (prg__chart_strlen(c->x_label) * cw - s) / 2,
+                        L.y1 + 3 * s + 2 + chh + 3 * s + 2, c->x_label, 0, black);
+    if (c->y_label)
+        prg__chart_text(rgb, &L, 3 * s + 2, (L.y0 + L.y1) / 2 + (prg__chart_strlen(c->y_label) * cw - s) / 2, c->y_label,
+                        1, black);
+    ly = L.y0;
+    for (i = 0; i < c->nseries; i++) {
+        uint8_t col[3];
+        int n;
+        if (!c->series[i].name) continue;
+        prg_chart_color(i, col);
+        if (c->kind == PRG_CHART_BARS)
+            prg__chart_fill(rgb, L.w, L.legend_x, ly + s, L.legend_x + 2 * cw, ly + 6 * s, col, full);
+        else {
+            prg__chart_fill(rgb, L.w, L.legend_x, ly + 3 * s, L.legend_x + 2 * cw, ly + 4 * s - 1 + (s > 1), col, full);
+            prg__chart_fill(rgb, L.w, L.legend_x + cw - s - 1, ly + 7 * s / 2 - s - 1, L.legend_x + cw + s + 1,
+                            ly + 7 * s / 2 + s + 1, col, full);
+        }
+        n = prg__chart_strlen(c->series[i].name);
+        if (n > L.legend_chars) n = L.legend_chars;
+        memcpy(buf, c->series[i].name, (size_t)n);
+        buf[n] = 0;
+        prg__chart_text(rgb, &L, L.legend_x + 3 * cw, ly, buf, 0, black);
+        ly += chh + 2 * s;
+    }
+    return PRG_OK;
+}
+
+prg_result prg_chart_write(const char *path, const prg_chart *c) {
+    uint8_t *rgb;
+    prg_result r;
+    if (!path || !c) return prg__fail(PRG_ERR_ARG, "prg_chart_write: path or chart is NULL");
+    if (c->width < 120 || c->height < 120 || c->width > 8192 || c->height > 8192)
+        return prg__fail(PRG_ERR_ARG, "chart %s: size %d x %d is outside 120 .. 8192", path, c->width, c->height);
+    rgb = (uint8_t *)prg_alloc((size_t)c->width * c->height * 3);
+    if (!rgb) return prg__fail(PRG_ERR_NOMEM, "chart %s: out of memory", path);
+    r = prg_chart_render(c, rgb);
+    if (r == PRG_OK) r = prg_png_write(path, rgb, c->width, c->height, 3);
+    prg_free(rgb);
     return r;
 }
 

@@ -433,6 +433,132 @@ PRG_UNUSED static void ex_encoder_desc(char *buf, size_t cap, const prg_classifi
              prg_path_name(prg_classifier_path(clf)), span, cut, m, gvp ? 0.0 : 1.0, gvp ? m * h : 1.0 - m * h);
 }
 
+/* ---- training curves ------------------------------------------------ */
+/* Points (step, value) of the training loss, its running average and the
+   test top-1, kept in memory and appended to PREFIX-curves.csv
+   (step,series,value), drawn into PREFIX-curves.png: the losses on top, the
+   top-1 (when there is one) in a panel below.  A resumed run reads the CSV
+   back up to its step, so the picture covers the whole run. */
+enum { EX_CURVE_LOSS = 0, EX_CURVE_AVG = 1, EX_CURVE_TOP1 = 2, EX_CURVES = 3 };
+typedef struct ex_curves {
+    char csv[1040], png[1040];
+    const char *title;
+    int n[EX_CURVES], cap[EX_CURVES];
+    double *x[EX_CURVES], *y[EX_CURVES];
+    double drawn;              /* ex_now() of the last picture */
+} ex_curves;
+
+PRG_UNUSED static void ex_curves_keep(ex_curves *c, int k, int64_t step, double v) {
+    if (c->n[k] == c->cap[k]) {
+        int cap = c->cap[k] ? 2 * c->cap[k] : 256;
+        double *x = (double *)ex_alloc((size_t)cap * sizeof(double)), *y = (double *)ex_alloc((size_t)cap * sizeof(double));
+        if (c->n[k]) {
+            memcpy(x, c->x[k], (size_t)c->n[k] * sizeof(double));
+            memcpy(y, c->y[k], (size_t)c->n[k] * sizeof(double));
+        }
+        prg_free(c->x[k]);
+        prg_free(c->y[k]);
+        c->x[k] = x;
+        c->y[k] = y;
+        c->cap[k] = cap;
+    }
+    c->x[k][c->n[k]] = (double)step;
+    c->y[k][c->n[k]++] = v;
+}
+
+/* Writes the CSV header and the n kept points of each series (mode "w"),
+   or appends the last point of series `only` (mode "a"). */
+PRG_UNUSED static void ex_curves_csv(ex_curves *c, const char *mode, int only) {
+    FILE *f = fopen(c->csv, mode);
+    int k, i;
+    if (f) {
+        if (only < 0) fprintf(f, "step,series,value\n");
+        for (k = 0; k < EX_CURVES; k++)
+            for (i = only < 0 ? 0 : k == only ? c->n[k] - 1 : c->n[k]; i < c->n[k]; i++)
+                fprintf(f, "%lld,%d,%.6g\n", (long long)c->x[k][i], k, c->y[k][i]);
+    }
+    if (!f || fclose(f)) fprintf(stderr, "%s: warning: cannot write %s\n", ex_prog, c->csv);
+}
+
+/* prefix: the files' common start (a trailing ".safetensors" is dropped:
+   pretrain's --out unet.safetensors gives unet-curves.png); resume: keep
+   the CSV's points up to step. */
+PRG_UNUSED static void ex_curves_init(ex_curves *c, const char *prefix, const char *title, int resume, int64_t step) {
+    FILE *f;
+    size_t n = strlen(prefix);
+    int keep = n > 12 && !strcmp(prefix + n - 12, ".safetensors") ? (int)(n - 12) : (int)n;
+    memset(c, 0, sizeof *c);
+    snprintf(c->csv, sizeof c->csv, "%.*s-curves.csv", keep, prefix);
+    snprintf(c->png, sizeof c->png, "%.*s-curves.png", keep, prefix);
+    c->title = title;
+    if (resume && (f = fopen(c->csv, "r")) != NULL) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            long long st;
+            int k;
+            double v;
+            if (sscanf(line, "%lld,%d,%lf", &st, &k, &v) == 3 && k >= 0 && k < EX_CURVES && st <= step)
+                ex_curves_keep(c, k, st, v);
+        }
+        fclose(f);
+    }
+    ex_curves_csv(c, "w", -1);
+}
+
+PRG_UNUSED static void ex_curves_add(ex_curves *c, int series, int64_t step, double v) {
+    ex_curves_keep(c, series, step, v);
+    ex_curves_csv(c, "a", series);
+}
+
+/* Redraws PREFIX-curves.png, at most every 5 s unless forced (a warning on
+   failure: the run goes on). */
+PRG_UNUSED static void ex_curves_plot(ex_curves *c, int force) {
+    static const char *const names[EX_CURVES] = {"loss", "loss (running average)", "test top-1 %"};
+    prg_chart_series loss[2], top1[1];
+    prg_chart ch[2];
+    int k, panels, h = 0, nl = 0;
+    uint8_t *rgb;
+    if (!force && ex_now() - c->drawn < 5.0) return;
+    c->drawn = ex_now();
+    for (k = 0; k < 2; k++)
+        if (c->n[k]) {
+            loss[nl].name = names[k];
+            loss[nl].x = c->x[k];
+            loss[nl].y = c->y[k];
+            loss[nl++].n = c->n[k];
+        }
+    if (!nl) return;
+    top1[0].name = names[EX_CURVE_TOP1];
+    top1[0].x = c->x[EX_CURVE_TOP1];
+    top1[0].y = c->y[EX_CURVE_TOP1];
+    top1[0].n = c->n[EX_CURVE_TOP1];
+    panels = top1[0].n ? 2 : 1;
+    prg_chart_init(&ch[0], PRG_CHART_LINE, c->title, loss, nl);
+    ch[0].x_label = "step";
+    ch[0].y_label = "loss";
+    prg_chart_init(&ch[1], PRG_CHART_LINE, NULL, top1, 1);
+    ch[1].x_label = "step";
+    ch[1].y_label = "top-1 %";
+    ch[1].height = 380;
+    ch[0].legend_chars = ch[1].legend_chars = (int)strlen(names[EX_CURVE_AVG]); /* the plots line up */
+    for (k = 0; k < panels; k++) h += ch[k].height;
+    rgb = (uint8_t *)ex_alloc((size_t)ch[0].width * h * 3);
+    /* panels stacked: the second's rows follow the first's */
+    if (prg_chart_render(&ch[0], rgb) != PRG_OK ||
+        (panels > 1 && prg_chart_render(&ch[1], rgb + (size_t)ch[0].width * ch[0].height * 3) != PRG_OK) ||
+        prg_png_write(c->png, rgb, ch[0].width, h, 3) != PRG_OK)
+        fprintf(stderr, "%s: warning: %s: %s\n", ex_prog, c->png, prg_last_error());
+    prg_free(rgb);
+}
+
+PRG_UNUSED static void ex_curves_free(ex_curves *c) {
+    int k;
+    for (k = 0; k < EX_CURVES; k++) {
+        prg_free(c->x[k]);
+        prg_free(c->y[k]);
+    }
+}
+
 /* The U-Net velocity for the flow section's samplers. */
 PRG_UNUSED static prg_result ex_unet_vel(void *net, int b, const float *x, const float *t, float *v) {
     return prg_unet_forward((prg_unet *)net, b, x, t, v);

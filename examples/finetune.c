@@ -43,7 +43,9 @@ static void usage(void) {
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
            "  --limit N              use the first N training images only\n"
            "  --threads N  --seed N  --log-every N (10)\n"
-           "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune)\n"
+           "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune),\n"
+           "                         and the training loss and test top-1 vs step to PREFIX-curves.png\n"
+           "                         (points in PREFIX-curves.csv)\n"
            "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
            "  --resume               continue PREFIX-last.safetensors bit for bit\n");
 }
@@ -135,6 +137,7 @@ int main(int argc, char **argv) {
     int32_t *y;
     double t0, c0, seen = 0, ema = 0;
     char path_last[1024], path_best[1024];
+    ex_curves curves;
 
     ex_prog = "finetune";
     ex_net_flags_init(&nf, "tiny32");
@@ -274,6 +277,7 @@ int main(int argc, char **argv) {
         }
         printf("resumed %s at step %lld (best top-1 %.4f)\n", path_last, (long long)step, st.best_top1);
     }
+    ex_curves_init(&curves, prefix, "finetune: loss and test top-1", resume, step);
 
     hw = cfg.image_size * cfg.image_size;
     img = (size_t)cfg.in_channels * hw;
@@ -301,6 +305,8 @@ int main(int argc, char **argv) {
             printf("eval step %lld epoch %.2f: top-1 %.2f%%  top-5 %.2f%%  (%.1fs)\n", (long long)step,
                    (double)step / bpe, 100 * top1, 100 * top5, ex_now() - e0);
             fflush(stdout);
+            ex_curves_add(&curves, EX_CURVE_TOP1, step, 100 * top1);
+            ex_curves_plot(&curves, 1);
             if (top1 > st.best_top1) {
                 st.best_top1 = top1;
                 st.best_step = step;
@@ -351,6 +357,9 @@ int main(int argc, char **argv) {
                        (long long)step, (long long)total, (double)step / bpe, loss, ema, flow_term ? " (incl. beta*fm)" : "",
                        lr_now, gnorm, ips, ex_cpu() - c0, eta);
                 fflush(stdout);
+                ex_curves_add(&curves, EX_CURVE_LOSS, step, loss);
+                ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
+                ex_curves_plot(&curves, 0);
             }
             if (step % bpe == 0 || step == total) save_last(path_last, prefix, clf, opt, frozen, &rng, step);
         }
@@ -360,6 +369,8 @@ int main(int argc, char **argv) {
         printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
     printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
            (long long)step, ex_now() - t0, ex_cpu() - c0);
+    ex_curves_plot(&curves, 1);
+    ex_curves_free(&curves);
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
     prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
     return 0;

@@ -27,7 +27,8 @@ static void usage(void) {
            "  --steps N | --epochs N training length (default 1 epoch)\n"
            "  --threads N            pool size (0 = all CPUs, default)\n"
            "  --seed N               seed of init, data order, augmentation and noise (0)\n"
-           "  --out PATH             checkpoint (pretrain.safetensors)\n"
+           "  --out PATH             checkpoint (pretrain.safetensors); the loss vs step goes to\n"
+           "                         OUT-curves.png and OUT-curves.csv (OUT: PATH without .safetensors)\n"
            "  --ckpt-every N         also write the checkpoint every N steps (0 = only at the end)\n"
            "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
            "  --resume               continue from --out bit for bit\n"
@@ -58,6 +59,7 @@ int main(int argc, char **argv) {
     size_t img, dim;
     float *x1, *xt, *target, *t, *v, *dv;
     double t0, c0, ema = 0, seen = 0;
+    ex_curves curves;
 
     ex_prog = "pretrain";
     ex_net_flags_init(&nf, "tiny32");
@@ -119,6 +121,7 @@ int main(int argc, char **argv) {
         ex_check(prg_checkpoint_restore(out, net, NULL, opt, &rng, &step), out);
         printf("resumed %s at step %lld\n", out, (long long)step);
     }
+    ex_curves_init(&curves, out, "pretrain: flow-matching loss", resume, step);
     hw = cfg.image_size * cfg.image_size;
     img = (size_t)cfg.in_channels * hw;
     dim = img;
@@ -168,6 +171,9 @@ int main(int argc, char **argv) {
                    (long long)step, (long long)steps, (unsigned long long)epoch, loss, ema, gnorm, ips,
                    ex_cpu() - c0, eta);
             fflush(stdout);
+            ex_curves_add(&curves, EX_CURVE_LOSS, step, loss);
+            ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
+            ex_curves_plot(&curves, 0);
         }
         if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps)
             ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
@@ -175,6 +181,8 @@ int main(int argc, char **argv) {
     ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
     printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
            (long long)step, ex_now() - t0, ex_cpu() - c0);
+    ex_curves_plot(&curves, 1);
+    ex_curves_free(&curves);
     prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
     prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
     return 0;

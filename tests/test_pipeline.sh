@@ -37,6 +37,9 @@ grep -q "PRG (pretrained U-Net)" "$OUT/demo.log"; check $? "demo: no comparison 
 [ "$(wc -l < "$OUT/demo/confusion.csv")" -eq 11 ]; check $? "demo: confusion matrix is not 10x10"
 s=$(awk -F, 'NR > 1 { for (i = 2; i <= NF; i++) s += $i } END { print s }' "$OUT/demo/confusion.csv")
 [ "$s" = 200 ]; check $? "demo: confusion matrix counts $s images, not 200"
+png_ok "$OUT/demo/pretrain-curves.png" && png_ok "$OUT/demo/prg-curves.png"; check $? "demo: no -curves.png from pretrain / finetune"
+grep -q '^[0-9]*,2,' "$OUT/demo/prg-curves.csv" && grep -q '^[0-9]*,0,' "$OUT/demo/pretrain-curves.csv"
+check $? "demo: the curves' CSV lack the test top-1 (finetune) or the loss (pretrain)"
 
 # 3. bit-exact resume (pretraining and fine-tuning), on the tiny CIFAR files
 D=$OUT/cifar10/data/data_batch_1.bin; T=$OUT/cifar10/data/test_batch.bin
@@ -132,6 +135,21 @@ awk -v d="$dark" -v b="$bright" 'BEGIN { exit !(d > 0.65 && b > 0.02 && b < 0.4)
 check $? "GVP samples are not digit-like: near-black fraction $dark (want > 0.65), bright $bright (want 0.02..0.4)"
 awk -v d="$dark2" 'BEGIN { exit !(d < 0.6) }'
 check $? "GVP model integrated t = 0 -> 1 looks digit-like too ($dark2): the statistic cannot tell"
+
+# 7. representation probes on the demo's U-Net: two cutoffs, both probes each
+"$BIN/probe" --model "$OUT/demo/pretrain.safetensors" --data data/mnist/train-images-idx3-ubyte.gz \
+    --test data/mnist/t10k-images-idx3-ubyte.gz --t-span 4 --t-cutoff 0,3 --limit 100 --test-limit 50 \
+    --epochs 20 --csv "$OUT/probe.csv" --chart "$OUT/probe.png" > "$OUT/probe.log" 2>&1
+check $? "probe failed (see $OUT/probe.log)"
+png_ok "$OUT/probe.png"; check $? "probe: --chart wrote no PNG"
+[ "$(grep -c 'knn top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ] && [ "$(grep -c 'linear top-1 [0-9.]*%' "$OUT/probe.log")" -eq 2 ]
+check $? "probe: not one knn and one linear top-1 line per cutoff"
+[ "$(wc -l < "$OUT/probe.csv")" -eq 3 ]; check $? "probe: the CSV does not have a row per cutoff"
+# the input itself (t_cutoff 3 = t_span - 1) with 100 MNIST images: far above chance
+awk -F, '$1 == 3 { exit !($3 > 0.4 && $4 > 0.4) }' "$OUT/probe.csv"; check $? "probe: pixel kNN / linear top-1 not above 40%"
+"$BIN/probe" --model "$OUT/demo/pretrain.safetensors" --data data/mnist/train-images-idx3-ubyte.gz \
+    --test data/mnist/t10k-images-idx3-ubyte.gz --t-span 4 --t-cutoff 4 > /dev/null 2>&1
+[ $? -eq 2 ]; check $? "probe: --t-cutoff outside the grid not refused"
 
 echo "test_pipeline: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
