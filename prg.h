@@ -826,6 +826,13 @@ prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_
                                const prg_adam *opt, const prg_rng *rng, int64_t step);
 prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
                                   prg_rng *rng, int64_t *step);
+/* prg_checkpoint_save plus nextra (at most 32) key/value string pairs of the
+   caller's in __metadata__, extra_kv[2i], extra_kv[2i+1], e.g. a program's
+   hyper-parameters to compare on resume (read back with prg_st_metadata);
+   keys starting with "prg." or "optim." are refused. */
+prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
+                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+                                    const char *const *extra_kv, int nextra);
 
 /* ---- .npy / .npz ----------------------------------------------------- */
 typedef struct prg_array {
@@ -10691,15 +10698,22 @@ static int prg__parse_i64(const char *s, int64_t *v) {
 }
 
 static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifier *clf, const prg_adam *opt,
-                                  const prg_rng *rng, int64_t step) {
+                                  const prg_rng *rng, int64_t step, const char *const *extra_kv, int nextra) {
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[24]; /* 10 key/value pairs at most; room to spare */
+    const char *meta[24 + 2 * 32]; /* 11 key/value pairs at most, room to spare, + 32 of the caller's */
     int n, i, nt = 0, nmeta = 0, nopt, head_only;
     size_t name_bytes = 0, pos = 0;
     prg_result r;
     if (!path) return prg__fail(PRG_ERR_ARG, "checkpoint: path is NULL");
+    if (nextra < 0 || nextra > 32 || (nextra && !extra_kv))
+        return prg__fail(PRG_ERR_ARG, "checkpoint %s: %d extra metadata pairs (0..32, extra_kv not NULL)", path, nextra);
+    for (i = 0; i < nextra; i++)
+        if (!extra_kv[2 * i] || !extra_kv[2 * i + 1] || !strncmp(extra_kv[2 * i], "prg.", 4) ||
+            !strncmp(extra_kv[2 * i], "optim.", 6))
+            return prg__fail(PRG_ERR_ARG, "checkpoint %s: extra metadata key '%s' is NULL or reserved (prg.*, optim.*)",
+                             path, extra_kv[2 * i] ? extra_kv[2 * i] : "(null)");
     e = prg__ckpt_entries(net, clf, &n);
     if (!e) return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
     nopt = opt ? 2 : 0;
@@ -10763,6 +10777,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         snprintf(steps, sizeof steps, "%lld", (long long)step);
         meta[nmeta++] = "prg.step"; meta[nmeta++] = steps;
     }
+    for (i = 0; i < 2 * nextra; i++) meta[nmeta++] = extra_kv[i];
     r = prg_safetensors_write(path, t, nt, meta, nmeta / 2);
     PRG_FREE(e);
     PRG_FREE(t);
@@ -10772,18 +10787,26 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
 
 prg_result prg_unet_save(const prg_unet *net, const char *path) {
     if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_save: net is NULL");
-    return prg__ckpt_write(path, (prg_unet *)net, NULL, NULL, NULL, 0);
+    return prg__ckpt_write(path, (prg_unet *)net, NULL, NULL, NULL, 0, NULL, 0);
 }
 
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path) {
     if (!clf) return prg__fail(PRG_ERR_ARG, "prg_classifier_save: clf is NULL");
-    return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0);
+    return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0, NULL, 0);
 }
 
 prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
                                const prg_adam *opt, const prg_rng *rng, int64_t step) {
     if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save: give exactly one of net, clf");
-    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step);
+    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, NULL, 0);
+}
+
+prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
+                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+                                    const char *const *extra_kv, int nextra) {
+    if ((net != NULL) == (clf != NULL))
+        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save_meta: give exactly one of net, clf");
+    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, extra_kv, nextra);
 }
 
 /* The U-Net config a file describes: its metadata, checked against cfg when

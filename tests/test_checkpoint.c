@@ -369,6 +369,22 @@ static void test_head_optim(void) {
     CHECK(prg_checkpoint_save(tmp_path("full.safetensors"), NULL, clf, ofull, &r1, 7) == PRG_OK, "save: %s", prg_last_error());
     CHECK(prg_checkpoint_restore(tmp_path("full.safetensors"), NULL, clf2, oh2, &r2, &step) == PRG_ERR_SHAPE,
           "head-only optimizer from a whole-model file: %s", prg_last_error());
+    /* the caller's metadata pairs (a program's hyper-parameters) are kept; reserved keys refused */
+    {
+        const char *kv[4] = {"run.batch", "8", "run.lr", "0.001"}, *bad[2] = {"prg.step", "1"};
+        prg_st *st = NULL;
+        CHECK(prg_checkpoint_save_meta(tmp_path("meta.safetensors"), NULL, clf, oh, &r1, 7, kv, 2) == PRG_OK, "save_meta: %s",
+              prg_last_error());
+        CHECK(prg_safetensors_open(&st, tmp_path("meta.safetensors")) == PRG_OK, "open: %s", prg_last_error());
+        if (st) {
+            const char *b = prg_st_metadata(st, "run.batch"), *l = prg_st_metadata(st, "run.lr"), *s = prg_st_metadata(st, "prg.step");
+            CHECK(b && !strcmp(b, "8") && l && !strcmp(l, "0.001") && s && !strcmp(s, "7"), "metadata %s %s %s", b ? b : "-",
+                  l ? l : "-", s ? s : "-");
+            prg_st_close(st);
+        }
+        CHECK(prg_checkpoint_save_meta(tmp_path("reserved.safetensors"), NULL, clf, oh, &r1, 7, bad, 1) == PRG_ERR_ARG &&
+                  access(tmp_path("reserved.safetensors"), F_OK) != 0, "a reserved key was accepted: %s", prg_last_error());
+    }
     free(before);
     prg_adam_free(oh); prg_adam_free(oh2); prg_adam_free(ofull);
     prg_classifier_free(clf); prg_classifier_free(clf2);
