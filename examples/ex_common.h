@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -104,6 +105,8 @@ PRG_UNUSED static double ex_num_in(double lo, double hi, int lo_open) {
     const char *s = ex_val();
     return ex_parse_num(ex_argv[ex_argi - 1], s, lo, hi, lo_open);
 }
+/* Any finite number (prefer ex_num_in with the flag's own range). */
+PRG_UNUSED static double ex_num(void) { return ex_num_in(-DBL_MAX, DBL_MAX, 0); }
 PRG_UNUSED static void ex_bad_flag(void) {
     fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", ex_prog, ex_argv[ex_argi]);
     exit(2);
@@ -148,8 +151,15 @@ PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
     else if (EX_FLAG("--image-size")) f->image_size = ex_int_in(4, 1024);
     else if (EX_FLAG("--model-channels")) f->model_channels = ex_int_in(1, 4096);
     else if (EX_FLAG("--res-blocks")) f->num_res_blocks = ex_int_in(1, 16);
-    else if (EX_FLAG("--channel-mult")) f->channel_mult = ex_val();
-    else if (EX_FLAG("--attention-ds")) f->attention_ds = ex_val();
+    else if (EX_FLAG("--channel-mult")) { /* checked now, applied by ex_net_config */
+        int v[PRG_UNET_MAX_LEVELS];
+        f->channel_mult = ex_val();
+        ex_int_list("--channel-mult", f->channel_mult, v, PRG_UNET_MAX_LEVELS, 1, 64);
+    } else if (EX_FLAG("--attention-ds")) {
+        int v[PRG_UNET_MAX_LEVELS];
+        f->attention_ds = ex_val();
+        if (strcmp(f->attention_ds, "none")) ex_int_list("--attention-ds", f->attention_ds, v, PRG_UNET_MAX_LEVELS, 0, 1 << 20);
+    }
     else if (EX_FLAG("--heads")) f->num_heads = ex_int_in(1, 256);
     else if (EX_FLAG("--groups")) f->groups = ex_int_in(1, 1024);
     else return 0;
@@ -313,6 +323,35 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
     }
 }
 
+/* ---- progress -------------------------------------------------------- */
+/* One line on stdout every few seconds for long work (evaluation,
+   encoding, sampling), like the training loops' step lines:
+   "what: done/total unit  rate unit/s  eta T".  Silent with --quiet. */
+typedef struct ex_progress {
+    const char *what, *unit;
+    int64_t total;
+    double t0, last;
+} ex_progress;
+PRG_UNUSED static double ex_now(void);
+PRG_UNUSED static void ex_fmt_time(char *buf, size_t cap, double s);
+PRG_UNUSED static void ex_progress_start(ex_progress *p, const char *what, int64_t total, const char *unit) {
+    p->what = what;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = ex_now();
+}
+PRG_UNUSED static void ex_progress_update(ex_progress *p, int64_t done) {
+    double now = ex_now(), el = now - p->t0, rate;
+    char eta[32];
+    if (ex_quiet || (now - p->last < 5 && !(done == p->total && p->last > p->t0))) return;
+    p->last = now;
+    rate = done / (el > 0 ? el : 1e-9);
+    ex_fmt_time(eta, sizeof eta, rate > 0 ? (double)(p->total - done) / rate : -1);
+    printf("%s: %lld/%lld %s  %.1f %s/s  eta %s\n", p->what, (long long)done, (long long)p->total, p->unit, rate,
+           p->unit, eta);
+    fflush(stdout);
+}
+
 /* ---- loss ------------------------------------------------------------ */
 /* ---- evaluation ------------------------------------------------------ */
 /* Top-1 and top-5 (fractions) of clf on ds; conf (may be NULL) [k][k]
@@ -386,35 +425,6 @@ PRG_UNUSED static void ex_catch_signals(void) {
     signal(SIGTERM, ex_on_signal);
 }
 PRG_UNUSED static int ex_exit_status(void) { return ex_stop > 1 ? 128 + (int)ex_stop : 0; }
-
-/* ---- progress -------------------------------------------------------- */
-/* One line on stdout every few seconds for long work (evaluation,
-   encoding, sampling), like the training loops' step lines:
-   "what: done/total unit  rate unit/s  eta T".  Silent with --quiet. */
-typedef struct ex_progress {
-    const char *what, *unit;
-    int64_t total;
-    double t0, last;
-} ex_progress;
-PRG_UNUSED static double ex_now(void);
-PRG_UNUSED static void ex_fmt_time(char *buf, size_t cap, double s);
-PRG_UNUSED static void ex_progress_start(ex_progress *p, const char *what, int64_t total, const char *unit) {
-    p->what = what;
-    p->unit = unit;
-    p->total = total;
-    p->t0 = p->last = ex_now();
-}
-PRG_UNUSED static void ex_progress_update(ex_progress *p, int64_t done) {
-    double now = ex_now(), el = now - p->t0, rate;
-    char eta[32];
-    if (ex_quiet || (now - p->last < 5 && !(done == p->total && p->last > p->t0))) return;
-    p->last = now;
-    rate = done / (el > 0 ? el : 1e-9);
-    ex_fmt_time(eta, sizeof eta, rate > 0 ? (double)(p->total - done) / rate : -1);
-    printf("%s: %lld/%lld %s  %.1f %s/s  eta %s\n", p->what, (long long)done, (long long)p->total, p->unit, rate,
-           p->unit, eta);
-    fflush(stdout);
-}
 
 /* ---- runs that cannot destroy anything -------------------------------- */
 /* The step of the training checkpoint at path: -2 when there is no file,
