@@ -133,7 +133,7 @@ endif
 all: $(BUILD)/prepare $(BUILD)/bench_images
 TEST_DEPS += $(BUILD)/prepare
 
-$(BUILD)/prepare: examples/prepare.c prg.h | $(BUILD)
+$(BUILD)/prepare: examples/prepare.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 
 $(BUILD)/bench_images: tools/bench_images.c prg.h | $(BUILD)

@@ -4,8 +4,8 @@
 
    Reads JPEG, PNG or binary PGM/PPM (prg_image_load).  The image is
    converted to the model's channel count (gray <-> RGB), 28x28 images for
-   a 32x32 model get MNIST's 2-pixel border, other sizes are resized
-   (bicubic, shorter side) and centre-cropped; then normalised as in
+   a 32x32 model get MNIST's 2-pixel border, other sizes are centre-cropped
+   to a square and resized (bicubic); then normalised as in
    training (0.1307/0.3081 for 1 channel, ImageNet's for 3). */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
@@ -17,7 +17,8 @@ static void usage(void) {
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --labels PATH    class names, one per line (default: class numbers);\n"
            "                   \"cifar10\" uses the CIFAR-10 names\n"
-           "  --threads N      (0 = all)\n");
+           "  --threads N      (0 = all)\n"
+           "  --quiet          accepted for symmetry with the other programs (prints the classes only)\n");
 }
 
 static const char *cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
@@ -40,11 +41,15 @@ int main(int argc, char **argv) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--labels")) labels = ex_val();
-        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else if (argv[ex_argi][0] != '-' && !image) image = argv[ex_argi];
         else ex_bad_flag();
     }
     if (!model || !image) { usage(); return 2; }
+    ex_check_input(model, "--model");
+    ex_check_input(image, "IMAGE");
+    if (labels && strcmp(labels, "cifar10")) ex_check_input(labels, "--labels");
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
@@ -65,12 +70,12 @@ int main(int argc, char **argv) {
         prg_planes_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w); /* zero border */
     } else if (h == size && w == size) {
         memcpy(fitted, planes, (size_t)mc * size * size);
-    } else {
-        int rh = h <= w ? size : (int)((double)h * size / w + 0.5), rw = w <= h ? size : (int)((double)w * size / h + 0.5);
-        uint8_t *rs = (uint8_t *)ex_alloc((size_t)mc * rh * rw);
-        ex_check(prg_planes_resize(rs, rh, rw, planes, mc, h, w, NULL), "resize");
-        prg_planes_crop(fitted, rs, (rh - size) / 2, (rw - size) / 2, size, size, mc, rh, rw);
-        prg_free(rs);
+    } else { /* the centre square, then resized: buffers of the output's size, whatever the aspect ratio */
+        int side = h < w ? h : w;
+        uint8_t *sq = (uint8_t *)ex_alloc((size_t)mc * side * side);
+        prg_planes_crop(sq, planes, (h - side) / 2, (w - side) / 2, side, side, mc, h, w);
+        ex_check(prg_planes_resize(fitted, size, size, sq, mc, side, side, NULL), "resize");
+        prg_free(sq);
     }
     ex_norm(mc, mean, std);
     x = (float *)ex_alloc((size_t)mc * size * size * sizeof(float));

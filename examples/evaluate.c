@@ -11,9 +11,12 @@ static void usage(void) {
            "Top-1 / top-5 accuracy of a fine-tuned PRG classifier, and its confusion matrix.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
-           "  --csv PATH       write the confusion matrix (rows: true, columns: predicted)\n"
-           "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
-           "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n");
+           "  --csv PATH       write the confusion matrix (rows: true, columns: predicted); checked\n"
+           "                   writable before evaluating\n"
+           "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's; either\n"
+           "                   alone keeps the checkpoint's other value)\n"
+           "  --batch N (100, 1..65536)  --limit N (first N images)  --threads N (0 = all)\n"
+           "  --quiet          no progress lines\n");
 }
 
 int main(int argc, char **argv) {
@@ -33,18 +36,32 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--data")) data = ex_val();
         else if (EX_FLAG("--csv")) csv = ex_val();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--limit")) limit = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
-        else if (EX_FLAG("--t-span")) t_span = ex_int();
-        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--t-span")) t_span = ex_int_in(2, 1024);
+        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int_in(0, 1022);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else ex_bad_flag();
     }
-    if (!model || !data || batch < 1) { usage(); return 2; }
+    if (!model || !data) { usage(); return 2; }
+    ex_check_input(model, "--model");
+    if (csv) ex_check_writable(csv, "--csv");
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
-    if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
+    if (t_span > 0 || t_cutoff >= 0) { /* a flag not given keeps the checkpoint's value */
+        int64_t fs = ex_meta_i64(model, "prg.t_span", 32), fc = ex_meta_i64(model, "prg.t_cutoff", 0);
+        int s = t_span > 0 ? t_span : (int)fs, c = t_cutoff >= 0 ? t_cutoff : (int)fc;
+        if (c > s - 2) {
+            fprintf(stderr, "evaluate: --t-cutoff %d needs --t-span of at least %d (t_span %d%s)\n", c, c + 2, s,
+                    t_span > 0 ? "" : ", the checkpoint's");
+            return 2;
+        }
+        ex_check(prg_classifier_set_grid(clf, s, c), "--t-span / --t-cutoff");
+        if (!ex_quiet) printf("ODE grid t_span %d, t_cutoff %d (the checkpoint's: %lld, %lld)\n", s, c, (long long)fs, (long long)fc);
+    }
     ex_load_data(&ds, data);
+    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
     if (cfg->in_channels != ds.c || ds.num_classes > k) {
@@ -60,7 +77,7 @@ int main(int argc, char **argv) {
            limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
     if (csv) {
         FILE *f = fopen(csv, "w");
-        if (!f) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!f) { fprintf(stderr, "evaluate: cannot write %s: %s\n", csv, strerror(errno)); return 1; }
         fprintf(f, "true\\pred");
         for (j = 0; j < k; j++) fprintf(f, ",%d", j);
         fprintf(f, "\n");

@@ -205,6 +205,27 @@ PRG_UNUSED static void ex_check_input(const char *path, const char *flag) {
     if (!S_ISREG(st.st_mode)) { fprintf(stderr, "%s: %s %s: not a regular file\n", ex_prog, flag, path); exit(1); }
 }
 
+/* An integer of a checkpoint's metadata (dflt when absent); exits naming
+   the file when it cannot be read or the value is not an integer. */
+PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t dflt) {
+    prg_st *st;
+    const char *v;
+    int64_t x = dflt;
+    ex_check(prg_safetensors_open(&st, path), path);
+    v = prg_st_metadata(st, key);
+    if (v) {
+        char *end;
+        errno = 0;
+        x = (int64_t)strtoll(v, &end, 10);
+        if (!*v || *end || errno) {
+            fprintf(stderr, "%s: %s: metadata %s = '%s' is not an integer\n", ex_prog, path, key, v);
+            exit(1);
+        }
+    }
+    prg_st_close(st);
+    return x;
+}
+
 /* An output file of `flag`, checked before any work: the path is not empty,
    is not a directory or other non-regular file, and its directory exists
    and takes a new file (a unique name created with O_CREAT|O_EXCL, then

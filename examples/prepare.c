@@ -9,6 +9,7 @@
    Run with --help for every option. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
+#include "ex_common.h"
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,7 @@ static void usage(FILE *f) {
         "  --root DIR          dataset root (holds train/ and val/)\n"
         "  --split train|val   which split (default train)\n"
         "  --out FILE.npz      output (with --per-file: FILE_1.npz, FILE_2.npz, ...)\n"
-        "  --size S            output side, e.g. 64 or 32 (default 64)\n"
+        "  --size S            output side, 1..4096, e.g. 64 or 32 (default 64)\n"
         "  --resize MODE       crop:   shorter side -> S, then centre crop SxS (default)\n"
         "                      squash: whole image -> SxS, aspect not kept (the\n"
         "                              Chrabaszcz et al. 2017 Imagenet64x64 recipe,\n"
@@ -48,7 +49,7 @@ static void usage(FILE *f) {
         "                              (the reference's evaluation transform)\n"
         "  --filter F          bicubic (default), bilinear or box; PIL's Image.resize\n"
         "                      with antialiasing when downscaling\n"
-        "  --classes FILE      class order, one wnid per line (e.g. map_clsloc.txt)\n"
+        "  --classes FILE      class order, one wnid per line (e.g. map_clsloc.txt; each once)\n"
         "  --val-labels FILE   flat ImageNet val: lines '<file> <wnid>', or one wnid\n"
         "                      or 1-based label per line for the sorted files\n"
         "  --per-file K        at most K images per .npz (default: all in one)\n"
@@ -151,8 +152,9 @@ static int read_pairs(const char *path, strs *names, strs *wnids) {
 
 typedef struct job {
     const item *items;
-    int n, size, resize, quiet;
+    int n, size, resize;
     prg_filter filter;
+    ex_progress pr;     /* thread 0 reports */
     uint8_t *data;      /* [n][3][size][size] */
     char **errors;      /* [n], NULL = decoded */
     int done0;          /* items finished by thread 0 */
@@ -182,55 +184,59 @@ static void work(void *ctx, int ith, int nth) {
             prg_image_free(&out);
         }
         if (ith == 0) {
-            j->done0++;
-            if (!j->quiet && (j->done0 % 64 == 0 || i + nth >= j->n)) {
-                long est = (long)j->done0 * nth;
-                if (est > j->n) est = j->n;
-                fprintf(stderr, "\r  %ld / %d images (%.0f%%)", est, j->n, 100.0 * est / j->n);
-                fflush(stderr);
-            }
+            long est = (long)++j->done0 * nth;
+            ex_progress_update(&j->pr, est > j->n || i + nth >= j->n ? j->n : est);
         }
     }
 }
 
 int main(int argc, char **argv) {
     const char *root = NULL, *split = "train", *out = NULL, *classes_file = NULL, *val_labels = NULL;
-    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, i, tiny = 0, nskip = 0, nfiles = 0;
+    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, i, tiny = 0, nskip = 0, nfiles = 0;
     prg_filter filter = PRG_FILTER_BICUBIC;
     strs classes = {NULL, 0, 0};
     list items = {NULL, 0, 0};
     char p[4096], base[4000];
     FILE *cf, *sf = NULL;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
-        if (!v) { fprintf(stderr, "prepare: %s needs a value (see --help)\n", a); return 2; }
-        i++;
-        if (!strcmp(a, "--root")) root = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--size")) size = atoi(v);
-        else if (!strcmp(a, "--classes")) classes_file = v;
-        else if (!strcmp(a, "--val-labels")) val_labels = v;
-        else if (!strcmp(a, "--per-file")) per_file = atoi(v);
-        else if (!strcmp(a, "--limit")) limit = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--resize")) {
+    ex_prog = "prepare";
+    ex_argc = argc; ex_argv = argv;
+    for (ex_argi = 1; ex_argi < argc; ex_argi++) {
+        if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(stdout); return 0; }
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
+        else if (EX_FLAG("--root")) root = ex_val();
+        else if (EX_FLAG("--split")) split = ex_val();
+        else if (EX_FLAG("--out")) out = ex_val();
+        else if (EX_FLAG("--size")) size = ex_int_in(1, 4096);
+        else if (EX_FLAG("--classes")) classes_file = ex_val();
+        else if (EX_FLAG("--val-labels")) val_labels = ex_val();
+        else if (EX_FLAG("--per-file")) per_file = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--resize")) {
+            const char *v = ex_val();
             if (!strcmp(v, "crop")) resize = 0; else if (!strcmp(v, "squash")) resize = 1; else if (!strcmp(v, "eval")) resize = 2;
-            else { fprintf(stderr, "prepare: --resize crop, squash or eval\n"); return 2; }
-        } else if (!strcmp(a, "--filter")) {
+            else ex_usage_error("--resize", v, "wants crop, squash or eval");
+        } else if (EX_FLAG("--filter")) {
+            const char *v = ex_val();
             if (!strcmp(v, "bicubic")) filter = PRG_FILTER_BICUBIC; else if (!strcmp(v, "bilinear")) filter = PRG_FILTER_BILINEAR;
             else if (!strcmp(v, "box")) filter = PRG_FILTER_BOX;
-            else { fprintf(stderr, "prepare: --filter bicubic, bilinear or box\n"); return 2; }
-        } else { fprintf(stderr, "prepare: unknown option %s (see --help)\n", a); return 2; }
+            else ex_usage_error("--filter", v, "wants bicubic, bilinear or box");
+        } else ex_bad_flag();
     }
-    if (!root || !out || size < 1 || size > 4096 || (strcmp(split, "train") && strcmp(split, "val"))) {
-        fprintf(stderr, "prepare: needs --root DIR, --out FILE.npz, --split train|val, --size 1..4096 (see --help)\n");
+    if (!root || !out) {
+        fprintf(stderr, "prepare: needs --root DIR and --out FILE.npz (see --help)\n");
         return 2;
     }
+    if (strcmp(split, "train") && strcmp(split, "val")) ex_usage_error("--split", split, "wants train or val");
+    if (!is_dir(root)) { fprintf(stderr, "prepare: --root %s: not a directory\n", root); return 1; }
+    if (classes_file) ex_check_input(classes_file, "--classes");
+    if (val_labels) ex_check_input(val_labels, "--val-labels");
     snprintf(base, sizeof base, "%s", out);
     if (strlen(base) > 4 && !strcmp(base + strlen(base) - 4, ".npz")) base[strlen(base) - 4] = 0;
+    snprintf(p, sizeof p, per_file > 0 ? "%s_1.npz" : "%s.npz", base);
+    ex_check_writable(p, "--out");
+    snprintf(p, sizeof p, "%s_classes.txt", base);
+    ex_check_writable(p, "--out");
 
     /* classes */
     snprintf(p, sizeof p, "%s/train", root);
@@ -238,6 +244,14 @@ int main(int argc, char **argv) {
         strs dummy = {NULL, 0, 0};
         if (!read_pairs(classes_file, &classes, &dummy)) { fprintf(stderr, "prepare: cannot read %s\n", classes_file); return 1; }
         strs_free(&dummy);
+        for (i = 0; i < classes.n; i++) { /* one label per class: a class twice would write its images twice */
+            int k = class_index(&classes, classes.v[i]);
+            if (k != i) {
+                fprintf(stderr, "prepare: --classes %s: class '%s' is listed twice (entries %d and %d)\n", classes_file,
+                        classes.v[i], k + 1, i + 1);
+                return 1;
+            }
+        }
     } else {
         classes = list_dir(p, 1);
     }
@@ -331,12 +345,11 @@ int main(int argc, char **argv) {
             j.size = size;
             j.resize = resize;
             j.filter = filter;
-            j.quiet = quiet;
+            ex_progress_start(&j.pr, "prepare", n, "images");
             j.data = (uint8_t *)malloc((size_t)n * plane);
             j.errors = (char **)calloc((size_t)n, sizeof(char *));
             if (!j.data || !j.errors || !labels) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
             prg_parallel(work, &j);
-            if (!quiet) fprintf(stderr, "\n");
             for (k = 0; k < n; k++) {
                 if (j.errors[k]) {
                     if (!sf) {
