@@ -173,6 +173,9 @@ $(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 # test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
 TESTS += tests/test_pipeline.sh
+# test_programs_hostile.sh: careless flags, unwritable outputs, runs that would
+# destroy a checkpoint, empty data, signals (seconds, tiny data).
+TESTS += tests/test_programs_hostile.sh
 TEST_DEPS += $(PIPELINE)
 .PHONY: demo
 demo: $(PIPELINE)

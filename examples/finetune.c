@@ -346,8 +346,8 @@ int main(int argc, char **argv) {
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {
-        printf("interrupted at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
-               (long long)step, path_last, (long long)replace_from);
+        printf("%s at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
+               ex_stop > 1 ? "interrupted" : "stopped", (long long)step, path_last, (long long)replace_from);
     }
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
     prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);

@@ -190,8 +190,8 @@ int main(int argc, char **argv) {
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {
-        printf("interrupted at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
-               (long long)step, out, (long long)replace_from);
+        printf("%s at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
+               ex_stop > 1 ? "interrupted" : "stopped", (long long)step, out, (long long)replace_from);
     }
     prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
     prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
