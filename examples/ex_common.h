@@ -321,15 +321,18 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
     if (!strchr(spec, ',')) { ex_check_input(spec, "--data"); ex_check(prg_dataset_load(ds, spec), spec); return; }
     memset(parts, 0, sizeof parts);
     snprintf(buf, sizeof(buf), "%s", spec);
-    for (p = buf; p && *p && np < 64; p = q) {
+    if (strlen(spec) >= sizeof buf) { fprintf(stderr, "%s: --data: the list is longer than %d characters\n", ex_prog, (int)sizeof buf - 1); exit(2); }
+    for (p = buf; p; p = q) {
         q = strchr(p, ',');
         if (q) *q++ = 0;
+        if (np == 64) { fprintf(stderr, "%s: --data: more than 64 files\n", ex_prog); exit(2); }
         ex_check_input(p, "--data");
         ex_check(prg_dataset_load(&parts[np], p), p);
         if (np && (parts[np].c != parts[0].c || parts[np].h != parts[0].h || parts[np].w != parts[0].w)) {
             fprintf(stderr, "%s: %s has other image sizes than %s\n", ex_prog, p, buf);
             exit(1);
         }
+        if (parts[np].n > INT_MAX - n) { fprintf(stderr, "%s: --data: more than %d images in all\n", ex_prog, INT_MAX); exit(1); }
         n += parts[np].n;
         if (parts[np].num_classes > k) k = parts[np].num_classes;
         np++;

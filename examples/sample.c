@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
     ex_check_input(model, "--model");
     ex_check_writable(out, "--out");
     if (batch > n) batch = n;
+    if (cols > n) cols = n;
     prg_set_num_threads(threads);
     ex_check(prg_unet_load(&net, model, NULL), model);
     cfg = prg_unet_config_get(net);
