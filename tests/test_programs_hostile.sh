@@ -166,6 +166,13 @@ expect data_missing 1 "No such file" "$BIN/evaluate" --model "$FL" --data "$OUT/
 printf 'this is not a checkpoint, only text\n' > "$OUT/garbage.st"
 expect garbage 1 "garbage.st" "$BIN/finetune" --init "$OUT/garbage.st" --data "$D" --steps 1 --out "$OUT/g"
 [ "$(grep -o "garbage.st" "$OUT/garbage.log" | wc -l)" -eq 1 ] && ok || fail "the path is printed $(grep -o "garbage.st" "$OUT/garbage.log" | wc -l) times: $(cat "$OUT/garbage.log")"
+# a 1000000x2 image: classify's buffers follow the model's size, not the aspect ratio
+# (resizing the shorter side to 32 first would take 512 MB)
+if [ -x /usr/bin/time ] && /usr/bin/python3 -c "from PIL import Image; Image.new('RGB', (1000000, 2), (90, 20, 200)).save('$OUT/wide.png')" 2> /dev/null; then
+    /usr/bin/time -f "maxrss %M" "$BIN/classify" --model "$FL" "$OUT/wide.png" > "$OUT/wide.log" 2>&1
+    rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/wide.log")
+    [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 150000 ] && ok || fail "classify 1000000x2: exit $rc, peak RSS ${kb:-?} KB (bound 150000)"
+fi
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
