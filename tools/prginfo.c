@@ -23,10 +23,15 @@ int main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--preset") && i + 1 < argc) preset = argv[++i];
         else if (!strcmp(argv[i], "--quiet")) quiet = 1;
-        else if (!strcmp(argv[i], "--help") || argv[i][0] == '-') {
+        else if (!strcmp(argv[i], "--help")) {
             printf("usage: prginfo [--quiet] FILE.safetensors [--preset cifar32|imagenet64|small32|tiny32]\n"
                    "Prints the config, the tensor table and the parameter count, and verifies the file.\n");
-            return !strcmp(argv[i], "--help") ? 0 : 2;
+            return 0;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "prginfo: %s '%s' (see --help)\n",
+                    argv[i][0] != '-' ? "one file only, got another" : !strcmp(argv[i], "--preset") ? "a value is missing after"
+                                                                                                 : "unknown argument", argv[i]);
+            return 2;
         } else path = argv[i];
     }
     if (!path) {
