@@ -313,26 +313,26 @@ PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t e
 /* prg_dataset_load over a comma-separated list of files (CIFAR-10's
    data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
    are concatenated in order. */
-PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
+PRG_UNUSED static void ex_load_data_of(prg_dataset *ds, const char *spec, const char *flag) {
     char buf[4096], *p, *q;
     prg_dataset parts[64];
     int np = 0, i, n = 0, k = 0;
     size_t img, off = 0;
-    if (!strchr(spec, ',')) { ex_check_input(spec, "--data"); ex_check(prg_dataset_load(ds, spec), spec); return; }
+    if (!strchr(spec, ',')) { ex_check_input(spec, flag); ex_check(prg_dataset_load(ds, spec), spec); return; }
     memset(parts, 0, sizeof parts);
     snprintf(buf, sizeof(buf), "%s", spec);
-    if (strlen(spec) >= sizeof buf) { fprintf(stderr, "%s: --data: the list is longer than %d characters\n", ex_prog, (int)sizeof buf - 1); exit(2); }
+    if (strlen(spec) >= sizeof buf) { fprintf(stderr, "%s: %s: the list is longer than %d characters\n", ex_prog, flag, (int)sizeof buf - 1); exit(2); }
     for (p = buf; p; p = q) {
         q = strchr(p, ',');
         if (q) *q++ = 0;
-        if (np == 64) { fprintf(stderr, "%s: --data: more than 64 files\n", ex_prog); exit(2); }
-        ex_check_input(p, "--data");
+        if (np == 64) { fprintf(stderr, "%s: %s: more than 64 files\n", ex_prog, flag); exit(2); }
+        ex_check_input(p, flag);
         ex_check(prg_dataset_load(&parts[np], p), p);
         if (np && (parts[np].c != parts[0].c || parts[np].h != parts[0].h || parts[np].w != parts[0].w)) {
             fprintf(stderr, "%s: %s has other image sizes than %s\n", ex_prog, p, buf);
             exit(1);
         }
-        if (parts[np].n > INT_MAX - n) { fprintf(stderr, "%s: --data: more than %d images in all\n", ex_prog, INT_MAX); exit(1); }
+        if (parts[np].n > INT_MAX - n) { fprintf(stderr, "%s: %s: more than %d images in all\n", ex_prog, flag, INT_MAX); exit(1); }
         n += parts[np].n;
         if (parts[np].num_classes > k) k = parts[np].num_classes;
         np++;
@@ -346,6 +346,7 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
         prg_dataset_free(&parts[i]);
     }
 }
+PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) { ex_load_data_of(ds, spec, "--data"); }
 
 /* ---- progress -------------------------------------------------------- */
 /* One line on stdout every few seconds for long work (evaluation,

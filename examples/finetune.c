@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
     if (!global_batch) global_batch = batch;
     if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
     if (test) {
-        ex_load_data(&ts, test);
+        ex_load_data_of(&ts, test, "--test");
         if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); return 1; }
         if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
             fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
