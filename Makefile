@@ -116,7 +116,7 @@ s390x-test:
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
 .PHONY: mpi-test
-$(BUILD)/train_mpi: examples/train_mpi.c prg.h | $(BUILD)
+$(BUILD)/train_mpi: examples/train_mpi.c examples/ex_common.h prg.h | $(BUILD)
 	$(MPICC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 ifeq ($(HAVE_MPI),1)
 all: $(BUILD)/train_mpi

@@ -63,16 +63,58 @@ PRG_UNUSED static const char *ex_val(void) {
     }
     return ex_argv[++ex_argi];
 }
+/* The checks without exiting (1: s is whole and in range, value in *v),
+   for programs that report errors their own way (train_mpi). */
+PRG_UNUSED static int ex_is_i64(const char *s, int64_t lo, int64_t hi, int64_t *v) {
+    char *end;
+    long long x;
+    errno = 0;
+    x = strtoll(s, &end, 10);
+    if (end == s || *end || isspace((unsigned char)*s) || errno == ERANGE || x < lo || x > hi) return 0;
+    *v = (int64_t)x;
+    return 1;
+}
+PRG_UNUSED static int ex_is_u64(const char *s, uint64_t *v) {
+    char *end;
+    unsigned long long x;
+    errno = 0;
+    x = strtoull(s, &end, 0);
+    if (end == s || *end || *s == '-' || isspace((unsigned char)*s) || errno == ERANGE) return 0;
+    *v = (uint64_t)x;
+    return 1;
+}
+PRG_UNUSED static int ex_is_num(const char *s, double lo, double hi, int lo_open, double *v) {
+    char *end;
+    double x = strtod(s, &end);
+    if (end == s || *end || isspace((unsigned char)*s) || !(x == x) || x < lo || x > hi || (lo_open && x == lo)) return 0;
+    *v = x;
+    return 1;
+}
+/* "1,2,2" -> v[] (each in lo..hi): the count, or -1 for an empty item, a
+   stray character or more than cap items. */
+PRG_UNUSED static int ex_is_int_list(const char *s, int *v, int cap, int lo, int hi) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        long x;
+        errno = 0;
+        x = strtol(p, &end, 10);
+        if (end == p || isspace((unsigned char)*p) || errno == ERANGE || x < lo || x > hi || n >= cap ||
+            (*end && *end != ','))
+            return -1;
+        v[n++] = (int)x;
+        if (!*end) return n;
+        p = end + 1;
+    }
+}
 /* Strict integer s of `name` in [lo, hi]. */
 PRG_UNUSED static int64_t ex_parse_i64(const char *name, const char *s, int64_t lo, int64_t hi) {
-    char *end, want[96];
-    long long v;
-    errno = 0;
-    v = strtoll(s, &end, 10);
+    char want[96];
+    int64_t v = 0;
     snprintf(want, sizeof want, "wants an integer in %lld..%lld", (long long)lo, (long long)hi);
-    if (end == s || *end || isspace((unsigned char)*s) || errno == ERANGE || v < lo || v > hi)
-        ex_usage_error(name, s, want);
-    return (int64_t)v;
+    if (!ex_is_i64(s, lo, hi, &v)) ex_usage_error(name, s, want);
+    return v;
 }
 PRG_UNUSED static int64_t ex_i64(int64_t lo, int64_t hi) {
     const char *s = ex_val();
@@ -84,21 +126,16 @@ PRG_UNUSED static int ex_int(void) { return ex_int_in(0, INT_MAX); }
 /* A seed: any 64-bit value, decimal or 0x hex. */
 PRG_UNUSED static uint64_t ex_seed(void) {
     const char *s = ex_val();
-    char *end;
-    unsigned long long v;
-    errno = 0;
-    v = strtoull(s, &end, 0);
-    if (end == s || *end || *s == '-' || isspace((unsigned char)*s) || errno == ERANGE)
-        ex_usage_error(ex_argv[ex_argi - 1], s, "wants an integer in 0..18446744073709551615");
-    return (uint64_t)v;
+    uint64_t v = 0;
+    if (!ex_is_u64(s, &v)) ex_usage_error(ex_argv[ex_argi - 1], s, "wants an integer in 0..18446744073709551615");
+    return v;
 }
 /* Strict finite number s of `name` in [lo, hi] (lo_open: lo itself excluded). */
 PRG_UNUSED static double ex_parse_num(const char *name, const char *s, double lo, double hi, int lo_open) {
-    char *end, want[96];
-    double v = strtod(s, &end);
+    char want[96];
+    double v = 0;
     snprintf(want, sizeof want, "wants a number in %s%g, %g]", lo_open ? "(" : "[", lo, hi);
-    if (end == s || *end || isspace((unsigned char)*s) || !(v == v) || v < lo || v > hi || (lo_open && v == lo))
-        ex_usage_error(name, s, want);
+    if (!ex_is_num(s, lo, hi, lo_open, &v)) ex_usage_error(name, s, want);
     return v;
 }
 PRG_UNUSED static double ex_num_in(double lo, double hi, int lo_open) {
@@ -115,22 +152,10 @@ PRG_UNUSED static void ex_bad_flag(void) {
 /* "1,2,2" -> v[] (each in lo..hi), returns the count; exits naming the flag
    on an empty item, a stray character or too many items. */
 PRG_UNUSED static int ex_int_list(const char *name, const char *s, int *v, int cap, int lo, int hi) {
-    int n = 0;
-    const char *p = s;
     char want[96];
+    int n = ex_is_int_list(s, v, cap, lo, hi);
     snprintf(want, sizeof want, "wants a comma-separated list of at most %d integers in %d..%d", cap, lo, hi);
-    for (;;) {
-        char *end;
-        long x;
-        errno = 0;
-        x = strtol(p, &end, 10);
-        if (end == p || isspace((unsigned char)*p) || errno == ERANGE || x < lo || x > hi || n >= cap ||
-            (*end && *end != ','))
-            ex_usage_error(name, s, want);
-        v[n++] = (int)x;
-        if (!*end) break;
-        p = end + 1;
-    }
+    if (n < 0) ex_usage_error(name, s, want);
     return n;
 }
 
