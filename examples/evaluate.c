@@ -46,7 +46,11 @@ int main(int argc, char **argv) {
     }
     if (!model || !data) { usage(); return 2; }
     ex_check_input(model, "--model");
-    if (csv) ex_check_writable(csv, "--csv");
+    if (csv) {
+        ex_check_writable(csv, "--csv");
+        ex_check_not_input(csv, "--csv", model, "--model");
+        ex_check_not_input(csv, "--csv", data, "--data");
+    }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
     if (t_span > 0 || t_cutoff >= 0) { /* a flag not given keeps the checkpoint's value */

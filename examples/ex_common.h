@@ -230,6 +230,15 @@ PRG_UNUSED static void ex_check_input(const char *path, const char *flag) {
     if (!S_ISREG(st.st_mode)) { fprintf(stderr, "%s: %s %s: not a regular file\n", ex_prog, flag, path); exit(1); }
 }
 
+/* An output that would overwrite one of the run's inputs is refused. */
+PRG_UNUSED static void ex_check_not_input(const char *out, const char *out_flag, const char *in, const char *in_flag) {
+    struct stat a, b;
+    if (out && in && stat(out, &a) == 0 && stat(in, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        fprintf(stderr, "%s: %s %s is the %s file; give another name\n", ex_prog, out_flag, out, in_flag);
+        exit(2);
+    }
+}
+
 /* An integer of a checkpoint's metadata (dflt when absent); exits naming
    the file when it cannot be read or the value is not an integer. */
 PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t dflt) {

@@ -74,6 +74,7 @@ int main(int argc, char **argv) {
         ex_usage_error("--solver", solver, "wants euler, heun or rk4");
     ex_check_input(model, "--model");
     ex_check_writable(out, "--out");
+    ex_check_not_input(out, "--out", model, "--model");
     if (batch > n) batch = n;
     if (cols > n) cols = n;
     prg_set_num_threads(threads);

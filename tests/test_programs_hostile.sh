@@ -88,6 +88,11 @@ expect out_readonly 2 "cannot create files in /proc" timeout 60 $L --out /proc/p
 expect ft_out_nodir 2 "directory .* does not exist" timeout 60 "$BIN/finetune" $F --steps 1000000 --out "$OUT/nodir/f"
 expect sample_out 2 "--out" timeout 60 "$BIN/sample" --model "$CK" --n 2 --out "$OUT/nodir/s.png"
 expect eval_csv 2 "--csv" timeout 60 "$BIN/evaluate" --model "$FL" --data "$T" --csv "$OUT/nodir/c.csv"
+expect csv_is_model 2 "--csv .* is the --model file" "$BIN/evaluate" --model "$FL" --data "$T" --csv "$FL"
+expect sample_is_model 2 "--out .* is the --model file" "$BIN/sample" --model "$CK" --n 2 --out "$CK"
+expect out_is_data 2 "not a training checkpoint" "$BIN/pretrain" $P --steps 1 --out "$D"
+same csv_is_model "$FL" "$F0"
+same sample_is_model "$CK" "$C0"
 
 # 3. nothing trained is lost
 expect fewer_steps 2 "holds a model trained 4 steps" "$BIN/pretrain" $P --steps 2 --out "$CK"
