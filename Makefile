@@ -119,7 +119,7 @@ s390x-test:
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
 .PHONY: mpi-test
-$(BUILD)/train_mpi: examples/train_mpi.c prg.h | $(BUILD)
+$(BUILD)/train_mpi: examples/train_mpi.c examples/ex_common.h prg.h | $(BUILD)
 	$(MPICC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 ifeq ($(HAVE_MPI),1)
 all: $(BUILD)/train_mpi
@@ -136,7 +136,7 @@ endif
 all: $(BUILD)/prepare $(BUILD)/bench_images
 TEST_DEPS += $(BUILD)/prepare
 
-$(BUILD)/prepare: examples/prepare.c prg.h | $(BUILD)
+$(BUILD)/prepare: examples/prepare.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 
 $(BUILD)/bench_images: tools/bench_images.c prg.h | $(BUILD)
@@ -200,6 +200,9 @@ $(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 # test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
 TESTS += tests/test_pipeline.sh
+# test_programs_hostile.sh: careless flags, unwritable outputs, runs that would
+# destroy a checkpoint, empty data, signals (seconds, tiny data).
+TESTS += tests/test_programs_hostile.sh
 TEST_DEPS += $(PIPELINE)
 # test_owndata.sh: an ImageFolder tree of its own -> prepare -> ... -> classify.
 TESTS += tests/test_owndata.sh

@@ -1056,15 +1056,25 @@ prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
 prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
-   opt, the same parameter count); what is NULL is not read.  It refuses
-   (PRG_ERR_FORMAT / PRG_ERR_NUMERIC, naming the field) negative or
-   non-decimal step counts (optim.step, prg.step), an all-zero RNG state,
-   non-float tensors, NaN/Inf anywhere and a negative exp_avg_sq, and then
-   changes nothing. */
+   opt, the same parameter count); what is NULL is not read.  With clf, opt
+   may also cover the head alone (prg_adam_size == the head's parameter
+   count: a run with a frozen U-Net): the file then keeps the head's moments
+   only, marked "optim.scope" = "head", and restore refuses to mix the two
+   kinds of optimizer state.  It refuses (PRG_ERR_FORMAT / PRG_ERR_NUMERIC,
+   naming the field) negative or non-decimal step counts (optim.step,
+   prg.step), an all-zero RNG state, non-float tensors, NaN/Inf anywhere and
+   a negative exp_avg_sq, and then changes nothing. */
 prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
                                const prg_adam *opt, const prg_rng *rng, int64_t step);
 prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
                                   prg_rng *rng, int64_t *step);
+/* prg_checkpoint_save plus nextra (at most 32) key/value string pairs of the
+   caller's in __metadata__, extra_kv[2i], extra_kv[2i+1], e.g. a program's
+   hyper-parameters to compare on resume (read back with prg_st_metadata);
+   keys starting with "prg." or "optim." are refused. */
+prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
+                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+                                    const char *const *extra_kv, int nextra);
 
 /* ---- .npy / .npz ----------------------------------------------------- */
 typedef struct prg_array {
@@ -12059,24 +12069,34 @@ static int prg__parse_i64(const char *s, int64_t *v) {
 }
 
 static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifier *clf, const prg_adam *opt,
-                                  const prg_rng *rng, int64_t step) {
+                                  const prg_rng *rng, int64_t step, const char *const *extra_kv, int nextra) {
     prg__ckpt_entry *e;
     prg_st_tensor *t = NULL;
     char *names = NULL, cfgs[512], classes[32], span[32], cut[32], rngs[80], steps[32], osteps[32];
-    const char *meta[32]; /* 13 key/value pairs at most; room to spare */
+    const char *meta[32 + 2 * 32]; /* 13 key/value pairs at most, room to spare, + 32 of the caller's */
     prg__sb cls;          /* prg.classes: the class names as a JSON array */
-    int n, i, nt = 0, nmeta = 0, nopt;
+    int n, i, nt = 0, nmeta = 0, nopt, head_only;
     size_t name_bytes = 0, pos = 0;
     prg_result r;
     if (!path) return prg__fail(PRG_ERR_ARG, "checkpoint: path is NULL");
+    if (nextra < 0 || nextra > 32 || (nextra && !extra_kv))
+        return prg__fail(PRG_ERR_ARG, "checkpoint %s: %d extra metadata pairs (0..32, extra_kv not NULL)", path, nextra);
+    for (i = 0; i < nextra; i++)
+        if (!extra_kv[2 * i] || !extra_kv[2 * i + 1] || !strncmp(extra_kv[2 * i], "prg.", 4) ||
+            !strncmp(extra_kv[2 * i], "optim.", 6))
+            return prg__fail(PRG_ERR_ARG, "checkpoint %s: extra metadata key '%s' is NULL or reserved (prg.*, optim.*)",
+                             path, extra_kv[2 * i] ? extra_kv[2 * i] : "(null)");
     memset(&cls, 0, sizeof cls);
     e = prg__ckpt_entries(net, clf, &n);
     if (!e) return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
     nopt = opt ? 2 : 0;
-    if (opt && prg_adam_size(opt) != prg_unet_num_params(net) + (clf ? clf->nhead : 0)) {
+    /* an optimizer over the head alone (a frozen U-Net) keeps only the head's moments */
+    head_only = opt && clf && prg_adam_size(opt) == clf->nhead;
+    if (opt && !head_only && prg_adam_size(opt) != prg_unet_num_params(net) + (clf ? clf->nhead : 0)) {
         PRG_FREE(e);
-        return prg__fail(PRG_ERR_ARG, "checkpoint %s: the optimizer has %zu parameters, the model %zu", path,
-                         prg_adam_size(opt), prg_unet_num_params(net) + (clf ? clf->nhead : 0));
+        return prg__fail(PRG_ERR_ARG, "checkpoint %s: the optimizer has %zu parameters, the model %zu%s", path,
+                         prg_adam_size(opt), prg_unet_num_params(net) + (clf ? clf->nhead : 0),
+                         clf ? " (or the head alone)" : "");
     }
     for (i = 0; i < n; i++) name_bytes += strlen(e[i].name) + 24;
     t = (prg_st_tensor *)PRG_MALLOC(sizeof(prg_st_tensor) * (size_t)n * (size_t)(1 + nopt));
@@ -12090,6 +12110,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         const prg__ckpt_entry *s = &e[i % n];
         prg_st_tensor *d = &t[nt++];
         int which = i / n; /* 0 params, 1 exp_avg, 2 exp_avg_sq */
+        if (which > 0 && head_only && i % n < prg_unet_num_tensors(net)) { nt--; continue; }
         d->ndim = s->ndim;
         memcpy(d->shape, s->shape, sizeof(int64_t) * 4);
         d->dtype = PRG_DT_F32;
@@ -12099,7 +12120,8 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         } else {
             d->name = names + pos;
             pos += (size_t)sprintf(names + pos, "optim.%s.%s", which == 1 ? "exp_avg" : "exp_avg_sq", s->name) + 1;
-            d->data = (which == 1 ? prg_adam_exp_avg((prg_adam *)opt) : prg_adam_exp_avg_sq((prg_adam *)opt)) + s->opt_off;
+            d->data = (which == 1 ? prg_adam_exp_avg((prg_adam *)opt) : prg_adam_exp_avg_sq((prg_adam *)opt)) + s->opt_off -
+                      (head_only ? prg_unet_num_params(net) : 0);
         }
     }
     prg_unet_config_format(prg_unet_config_get(net), cfgs, sizeof cfgs);
@@ -12136,6 +12158,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     if (opt) {
         snprintf(osteps, sizeof osteps, "%lld", (long long)prg_adam_step_count(opt));
         meta[nmeta++] = "optim.step"; meta[nmeta++] = osteps;
+        if (head_only) { meta[nmeta++] = "optim.scope"; meta[nmeta++] = "head"; }
     }
     if (rng) {
         prg__fmt_rng(rngs, sizeof rngs, rng);
@@ -12145,6 +12168,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         snprintf(steps, sizeof steps, "%lld", (long long)step);
         meta[nmeta++] = "prg.step"; meta[nmeta++] = steps;
     }
+    for (i = 0; i < 2 * nextra; i++) meta[nmeta++] = extra_kv[i];
     r = prg_safetensors_write(path, t, nt, meta, nmeta / 2);
     PRG_FREE(e);
     PRG_FREE(t);
@@ -12188,18 +12212,26 @@ static prg_result prg__ckpt_class_names(prg_classifier *clf, const char *text, c
 
 prg_result prg_unet_save(const prg_unet *net, const char *path) {
     if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_save: net is NULL");
-    return prg__ckpt_write(path, (prg_unet *)net, NULL, NULL, NULL, 0);
+    return prg__ckpt_write(path, (prg_unet *)net, NULL, NULL, NULL, 0, NULL, 0);
 }
 
 prg_result prg_classifier_save(const prg_classifier *clf, const char *path) {
     if (!clf) return prg__fail(PRG_ERR_ARG, "prg_classifier_save: clf is NULL");
-    return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0);
+    return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0, NULL, 0);
 }
 
 prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
                                const prg_adam *opt, const prg_rng *rng, int64_t step) {
     if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save: give exactly one of net, clf");
-    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step);
+    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, NULL, 0);
+}
+
+prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
+                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+                                    const char *const *extra_kv, int nextra) {
+    if ((net != NULL) == (clf != NULL))
+        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save_meta: give exactly one of net, clf");
+    return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, extra_kv, nextra);
 }
 
 /* The U-Net config a file describes: its metadata, checked against cfg when
@@ -12493,8 +12525,8 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     prg_unet_config c;
     prg__ckpt_entry *e = NULL;
     float *tmp = NULL;
-    size_t np;
-    int n;
+    size_t np, nm;
+    int n, head_only;
     int64_t ostep = 0, istep = 0;
     prg_rng rr;
     prg_result r;
@@ -12503,9 +12535,11 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: give exactly one of net, clf");
     if (clf) net = clf->net;
     np = prg_unet_num_params(net) + (clf ? clf->nhead : 0);
-    if (opt && prg_adam_size(opt) != np)
-        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: the optimizer has %zu parameters, the model %zu",
-                         prg_adam_size(opt), np);
+    head_only = opt && clf && prg_adam_size(opt) == clf->nhead;
+    if (opt && !head_only && prg_adam_size(opt) != np)
+        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: the optimizer has %zu parameters, the model %zu%s",
+                         prg_adam_size(opt), np, clf ? " (or the head alone)" : "");
+    nm = head_only ? clf->nhead : np;
     if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
     if ((r = prg__ckpt_config(st, path, prg_unet_config_get(net), &c)) != PRG_OK) goto done;
     kind = prg_st_metadata(st, "prg.kind");
@@ -12541,20 +12575,38 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
                       "be degenerate)", path);
         goto done;
     }
+    if (opt) {
+        const char *scope = prg_st_metadata(st, "optim.scope");
+        int file_head = scope && !strcmp(scope, "head");
+        if (file_head != head_only) {
+            r = prg__fail(PRG_ERR_SHAPE, "%s: the optimizer state covers %s, the optimizer given covers %s", path,
+                          file_head ? "the head alone (a frozen run)" : "the whole model",
+                          head_only ? "the head alone" : "the whole model");
+            goto done;
+        }
+    }
     e = prg__ckpt_entries(net, clf, &n);
-    tmp = (float *)prg_alloc(np * (opt ? 3 : 1) * sizeof(float));
+    tmp = (float *)prg_alloc((np + (opt ? 2 * nm : 0)) * sizeof(float));
     if (!e || !tmp) {
         r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
     /* everything into a scratch copy first: a bad file changes nothing */
-    r = prg__ckpt_read(st, path, e, n, tmp, np, opt ? tmp + np : NULL, opt ? tmp + 2 * np : NULL, clf ? 2 : 1);
+    if (head_only) { /* all parameters, then the head's moments (their offsets from the head's start) */
+        int nu = prg_unet_num_tensors(net), i;
+        size_t nunet = prg_unet_num_params(net);
+        r = prg__ckpt_read(st, path, e, n, tmp, np, NULL, NULL, 2);
+        for (i = nu; i < n; i++) e[i].opt_off -= nunet;
+        if (r == PRG_OK) r = prg__ckpt_read(st, path, e + nu, n - nu, tmp + nunet, nm, tmp + np, tmp + np + nm, 0);
+    } else {
+        r = prg__ckpt_read(st, path, e, n, tmp, np, opt ? tmp + np : NULL, opt ? tmp + 2 * np : NULL, clf ? 2 : 1);
+    }
     if (r != PRG_OK) goto done;
     memcpy(prg_unet_params(net), tmp, prg_unet_num_params(net) * sizeof(float));
     if (clf) memcpy(clf->head, tmp + prg_unet_num_params(net), clf->nhead * sizeof(float));
     if (opt) {
-        memcpy(prg_adam_exp_avg(opt), tmp + np, np * sizeof(float));
-        memcpy(prg_adam_exp_avg_sq(opt), tmp + 2 * np, np * sizeof(float));
+        memcpy(prg_adam_exp_avg(opt), tmp + np, nm * sizeof(float));
+        memcpy(prg_adam_exp_avg_sq(opt), tmp + np + nm, nm * sizeof(float));
         prg_adam_set_step_count(opt, ostep);
     }
     if (rng) *rng = rr;

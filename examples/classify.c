@@ -31,11 +31,12 @@ static void usage(void) {
            "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}\n"
            "  --labels PATH    class names, one a line (default: the checkpoint's, else class\n"
            "                   numbers); \"cifar10\" uses the CIFAR-10 names\n"
-           "  --batch N        images per forward pass (16)\n"
+           "  --batch N        images per forward pass (16, 1..4096)\n"
            "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
            "  --strict         refuse an image with defects that libjpeg and PIL decode\n"
            "                   through (by default decoded, with a note)\n"
            "  --threads N      (0 = all)\n"
+           "  --quiet          no line about the model (the classes only)\n"
            "Notes say how an image was fitted to the model: colour -> grey or grey -> colour\n"
            "(as prepare converts), alpha dropped, zero border, resized (shorter side, bicubic)\n"
            "and centre-cropped, an aspect ratio beyond 4:3 (the crop drops the sides), an image\n"
@@ -163,6 +164,14 @@ static int load_fit(result *res, uint8_t *fitted, int mc, int size) {
         prg_image_to_planar(fitted, &img);
     } else { /* prepare's default fit: shorter side -> size (PIL bicubic), centre crop */
         prg_image mid, out;
+        if (ratio > 16) { /* only the centre is kept: cut to 16:1 first, so the resize stays small */
+            int sh = w < h ? w : h, keep = 16 * sh;
+            prg_image cut;
+            ex_check(prg_image_crop(&cut, &img, w > h ? (w - keep) / 2 : 0, h > w ? (h - keep) / 2 : 0, w > h ? keep : w,
+                                    h > w ? keep : h), res->file);
+            prg_image_free(&img);
+            img = cut;
+        }
         ex_check(prg_image_resize_short(&mid, &img, size, PRG_FILTER_BICUBIC), res->file);
         note(res, "resized %dx%d -> %dx%d (bicubic), centre crop %dx%d", w, h, mid.w, mid.h, size, size);
         ex_check(prg_image_center_crop(&out, &mid, size, size), res->file);
@@ -202,11 +211,12 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (EX_FLAG("--strict")) decode_flags = PRG_DECODE_STRICT;
         else if (EX_FLAG("--labels")) labels = ex_val();
-        else if (EX_FLAG("--top")) top = ex_int();
+        else if (EX_FLAG("--top")) top = ex_int_in(1, 1000000);
         else if (EX_FLAG("--csv")) csv = 1;
         else if (EX_FLAG("--json")) json = 1;
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 4096);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else if (argv[ex_argi][0] != '-') {
             struct stat st;
             if (stat(argv[ex_argi], &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -214,7 +224,10 @@ int main(int argc, char **argv) {
                 add_tree(&files, argv[ex_argi]);
                 if (files.n > before + 1) qsort(files.v + before, (size_t)(files.n - before), sizeof(char *), cmp_path);
                 if (files.n == before) fprintf(stderr, "classify: no image files under %s\n", argv[ex_argi]);
-            } else paths_add(&files, argv[ex_argi]);
+            } else {
+                ex_check_input(argv[ex_argi], "IMAGE");
+                paths_add(&files, argv[ex_argi]);
+            }
         } else ex_bad_flag();
     }
     if (!model || !files.n || top < 1 || batch < 1 || (csv && json)) {
@@ -222,13 +235,15 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
+    ex_check_input(model, "--model");
+    if (labels && strcmp(labels, "cifar10")) ex_check_input(labels, "--labels");
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
     ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
              "--path");
     ex_encoder_desc(enc, sizeof(enc), clf);
     /* on stderr with --csv / --json, whose stdout is for scripts */
-    fprintf(csv || json ? stderr : stdout, "%s: %s (path from %s)\n", model, enc, path_src);
+    if (!ex_quiet) fprintf(csv || json ? stderr : stdout, "%s: %s (path from %s)\n", model, enc, path_src);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     mc = cfg->in_channels;
     size = cfg->image_size;

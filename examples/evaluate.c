@@ -12,10 +12,13 @@ static void usage(void) {
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
            "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted;\n"
-           "                   headed by the class names the checkpoint holds, else numbers)\n"
-           "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's)\n"
+           "                   headed by the class names the checkpoint holds, else numbers);\n"
+           "                   checked writable before evaluating\n"
+           "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's; either\n"
+           "                   alone keeps the checkpoint's other value)\n"
            "  --path NAME      encoder path icfm|ot|gvp (default: the checkpoint's; none recorded: icfm)\n"
-           "  --batch N (100)  --limit N (first N images)  --threads N (0 = all)\n"
+           "  --batch N (100, 1..65536)  --limit N (first N images)  --threads N (0 = all)\n"
+           "  --quiet          no progress lines\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
 }
@@ -42,25 +45,40 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--data")) data = ex_val();
         else if (EX_FLAG("--csv")) csv = ex_val();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--limit")) limit = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
-        else if (EX_FLAG("--t-span")) t_span = ex_int();
-        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--t-span")) t_span = ex_int_in(2, 1024);
+        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int_in(0, 1022);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else if (EX_FLAG("--path")) path_flag = ex_val();
         else ex_bad_flag();
     }
-    if (!model || !data || batch < 1) { usage(); return 2; }
+    if (!model || !data) { usage(); return 2; }
+    ex_check_input(model, "--model");
+    if (csv) {
+        ex_check_writable(csv, "--csv");
+        ex_check_not_input(csv, "--csv", model, "--model");
+        ex_check_not_input(csv, "--csv", data, "--data");
+    }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
-    if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, 0), "--t-span"); /* t_cutoff 0 fits both paths */
-    /* the encoder's path: the checkpoint's, or --path */
-    ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
-             "--path");
-    if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
+    {
+        /* the grid: a flag not given keeps the checkpoint's value; the path: the checkpoint's, or --path
+           (set on t_cutoff 0, which fits both paths; the grid is then checked against the path) */
+        int s = 0, c = 0;
+        prg_classifier_grid(clf, &s, &c);
+        if (t_span > 0) s = t_span;
+        if (t_cutoff >= 0) c = t_cutoff;
+        ex_check(prg_classifier_set_grid(clf, s, 0), "--t-span");
+        ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
+                 "--path");
+        ex_check(prg_classifier_set_grid(clf, s, c), "--t-span / --t-cutoff");
+    }
     ex_encoder_desc(enc, sizeof(enc), clf);
     printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
+    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
     if (cfg->in_channels != ds.c) {
@@ -83,7 +101,7 @@ int main(int argc, char **argv) {
            limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
     if (csv) {
         FILE *f = fopen(csv, "w");
-        if (!f) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!f) { fprintf(stderr, "evaluate: cannot write %s: %s\n", csv, strerror(errno)); return 1; }
         fprintf(f, "true\\pred");
         for (j = 0; j < k; j++) ex_csv_class(f, ",", j, prg_classifier_class_name(clf, j));
         fprintf(f, "\n");

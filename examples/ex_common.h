@@ -6,17 +6,29 @@
 #ifndef EX_COMMON_H
 #define EX_COMMON_H
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *ex_prog = "example";
+static int ex_quiet = 0; /* --quiet: no progress lines */
 
+/* what: the file or step that failed; it is printed only when the library's
+   message does not already name it. */
 PRG_UNUSED static void ex_die(const char *what) {
-    fprintf(stderr, "%s: %s: %s\n", ex_prog, what, prg_last_error());
+    const char *e = prg_last_error();
+    if (what && *what && !strstr(e, what)) fprintf(stderr, "%s: %s: %s\n", ex_prog, what, e);
+    else fprintf(stderr, "%s: %s\n", ex_prog, e);
     exit(1);
 }
 PRG_UNUSED static void ex_check(prg_result r, const char *what) {
@@ -33,8 +45,16 @@ PRG_UNUSED static void *ex_alloc(size_t bytes) {
 }
 
 /* ---- flags ----------------------------------------------------------- */
+/* Every value is parsed whole (no trailing characters, no wrap-around):
+   integers as 64-bit and checked against the flag's range, floats finite
+   and in range.  A bad value exits with status 2 and names the flag. */
 static int ex_argi, ex_argc;
 static char **ex_argv;
+#define EX_FLAG(name) (!strcmp(ex_argv[ex_argi], name))
+PRG_UNUSED static void ex_usage_error(const char *name, const char *value, const char *want) {
+    fprintf(stderr, "%s: %s '%s': %s (see --help)\n", ex_prog, name, value, want);
+    exit(2);
+}
 /* The value of the current flag (argv[i+1]); exits when missing. */
 PRG_UNUSED static const char *ex_val(void) {
     if (ex_argi + 1 >= ex_argc) {
@@ -43,46 +63,99 @@ PRG_UNUSED static const char *ex_val(void) {
     }
     return ex_argv[++ex_argi];
 }
-PRG_UNUSED static int ex_int(void) {
-    const char *s = ex_val();
+/* The checks without exiting (1: s is whole and in range, value in *v),
+   for programs that report errors their own way (train_mpi). */
+PRG_UNUSED static int ex_is_i64(const char *s, int64_t lo, int64_t hi, int64_t *v) {
     char *end;
-    long v = strtol(s, &end, 10);
-    if (*end || end == s) {
-        fprintf(stderr, "%s: %s wants an integer, got '%s'\n", ex_prog, ex_argv[ex_argi - 1], s);
-        exit(2);
-    }
-    return (int)v;
+    long long x;
+    errno = 0;
+    x = strtoll(s, &end, 10);
+    if (end == s || *end || isspace((unsigned char)*s) || errno == ERANGE || x < lo || x > hi) return 0;
+    *v = (int64_t)x;
+    return 1;
 }
-PRG_UNUSED static double ex_num(void) {
-    const char *s = ex_val();
+PRG_UNUSED static int ex_is_u64(const char *s, uint64_t *v) {
     char *end;
-    double v = strtod(s, &end);
-    if (*end || end == s) {
-        fprintf(stderr, "%s: %s wants a number, got '%s'\n", ex_prog, ex_argv[ex_argi - 1], s);
-        exit(2);
+    unsigned long long x;
+    errno = 0;
+    x = strtoull(s, &end, 0);
+    if (end == s || *end || *s == '-' || isspace((unsigned char)*s) || errno == ERANGE) return 0;
+    *v = (uint64_t)x;
+    return 1;
+}
+PRG_UNUSED static int ex_is_num(const char *s, double lo, double hi, int lo_open, double *v) {
+    char *end;
+    double x = strtod(s, &end);
+    if (end == s || *end || isspace((unsigned char)*s) || !(x == x) || x < lo || x > hi || (lo_open && x == lo)) return 0;
+    *v = x;
+    return 1;
+}
+/* "1,2,2" -> v[] (each in lo..hi): the count, or -1 for an empty item, a
+   stray character or more than cap items. */
+PRG_UNUSED static int ex_is_int_list(const char *s, int *v, int cap, int lo, int hi) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        long x;
+        errno = 0;
+        x = strtol(p, &end, 10);
+        if (end == p || isspace((unsigned char)*p) || errno == ERANGE || x < lo || x > hi || n >= cap ||
+            (*end && *end != ','))
+            return -1;
+        v[n++] = (int)x;
+        if (!*end) return n;
+        p = end + 1;
     }
+}
+/* Strict integer s of `name` in [lo, hi]. */
+PRG_UNUSED static int64_t ex_parse_i64(const char *name, const char *s, int64_t lo, int64_t hi) {
+    char want[96];
+    int64_t v = 0;
+    snprintf(want, sizeof want, "wants an integer in %lld..%lld", (long long)lo, (long long)hi);
+    if (!ex_is_i64(s, lo, hi, &v)) ex_usage_error(name, s, want);
     return v;
 }
+PRG_UNUSED static int64_t ex_i64(int64_t lo, int64_t hi) {
+    const char *s = ex_val();
+    return ex_parse_i64(ex_argv[ex_argi - 1], s, lo, hi);
+}
+PRG_UNUSED static int ex_int_in(int lo, int hi) { return (int)ex_i64(lo, hi); }
+/* A non-negative int flag (prefer ex_int_in with the flag's own range). */
+PRG_UNUSED static int ex_int(void) { return ex_int_in(0, INT_MAX); }
+/* A seed: any 64-bit value, decimal or 0x hex. */
+PRG_UNUSED static uint64_t ex_seed(void) {
+    const char *s = ex_val();
+    uint64_t v = 0;
+    if (!ex_is_u64(s, &v)) ex_usage_error(ex_argv[ex_argi - 1], s, "wants an integer in 0..18446744073709551615");
+    return v;
+}
+/* Strict finite number s of `name` in [lo, hi] (lo_open: lo itself excluded). */
+PRG_UNUSED static double ex_parse_num(const char *name, const char *s, double lo, double hi, int lo_open) {
+    char want[96];
+    double v = 0;
+    snprintf(want, sizeof want, "wants a number in %s%g, %g]", lo_open ? "(" : "[", lo, hi);
+    if (!ex_is_num(s, lo, hi, lo_open, &v)) ex_usage_error(name, s, want);
+    return v;
+}
+PRG_UNUSED static double ex_num_in(double lo, double hi, int lo_open) {
+    const char *s = ex_val();
+    return ex_parse_num(ex_argv[ex_argi - 1], s, lo, hi, lo_open);
+}
+/* Any finite number (prefer ex_num_in with the flag's own range). */
+PRG_UNUSED static double ex_num(void) { return ex_num_in(-DBL_MAX, DBL_MAX, 0); }
 PRG_UNUSED static void ex_bad_flag(void) {
     fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", ex_prog, ex_argv[ex_argi]);
     exit(2);
 }
-#define EX_FLAG(name) (!strcmp(ex_argv[ex_argi], name))
 
-/* "1,2,2" -> v[], returns the count (exits on a bad list). */
-PRG_UNUSED static int ex_int_list(const char *s, int *v, int cap) {
-    int n = 0;
-    while (*s) {
-        char *end;
-        long x = strtol(s, &end, 10);
-        if (end == s || n >= cap) {
-            fprintf(stderr, "%s: bad list '%s'\n", ex_prog, s);
-            exit(2);
-        }
-        v[n++] = (int)x;
-        s = end;
-        if (*s == ',' || *s == ':') s++;
-    }
+/* "1,2,2" -> v[] (each in lo..hi), returns the count; exits naming the flag
+   on an empty item, a stray character or too many items. */
+PRG_UNUSED static int ex_int_list(const char *name, const char *s, int *v, int cap, int lo, int hi) {
+    char want[96];
+    int n = ex_is_int_list(s, v, cap, lo, hi);
+    snprintf(want, sizeof want, "wants a comma-separated list of at most %d integers in %d..%d", cap, lo, hi);
+    if (n < 0) ex_usage_error(name, s, want);
     return n;
 }
 
@@ -101,13 +174,20 @@ PRG_UNUSED static void ex_net_flags_init(ex_net_flags *f, const char *preset) {
 /* Consumes a U-Net flag at argv[ex_argi]; returns 1 when it was one. */
 PRG_UNUSED static int ex_net_flag(ex_net_flags *f) {
     if (EX_FLAG("--preset")) f->preset = ex_val();
-    else if (EX_FLAG("--image-size")) f->image_size = ex_int();
-    else if (EX_FLAG("--model-channels")) f->model_channels = ex_int();
-    else if (EX_FLAG("--res-blocks")) f->num_res_blocks = ex_int();
-    else if (EX_FLAG("--channel-mult")) f->channel_mult = ex_val();
-    else if (EX_FLAG("--attention-ds")) f->attention_ds = ex_val();
-    else if (EX_FLAG("--heads")) f->num_heads = ex_int();
-    else if (EX_FLAG("--groups")) f->groups = ex_int();
+    else if (EX_FLAG("--image-size")) f->image_size = ex_int_in(4, 1024);
+    else if (EX_FLAG("--model-channels")) f->model_channels = ex_int_in(1, 4096);
+    else if (EX_FLAG("--res-blocks")) f->num_res_blocks = ex_int_in(1, 16);
+    else if (EX_FLAG("--channel-mult")) { /* checked now, applied by ex_net_config */
+        int v[PRG_UNET_MAX_LEVELS];
+        f->channel_mult = ex_val();
+        ex_int_list("--channel-mult", f->channel_mult, v, PRG_UNET_MAX_LEVELS, 1, 64);
+    } else if (EX_FLAG("--attention-ds")) {
+        int v[PRG_UNET_MAX_LEVELS];
+        f->attention_ds = ex_val();
+        if (strcmp(f->attention_ds, "none")) ex_int_list("--attention-ds", f->attention_ds, v, PRG_UNET_MAX_LEVELS, 0, 1 << 20);
+    }
+    else if (EX_FLAG("--heads")) f->num_heads = ex_int_in(1, 256);
+    else if (EX_FLAG("--groups")) f->groups = ex_int_in(1, 1024);
     else return 0;
     f->given = 1;
     return 1;
@@ -131,10 +211,11 @@ PRG_UNUSED static void ex_net_config(prg_unet_config *cfg, const ex_net_flags *f
     if (f->num_res_blocks) cfg->num_res_blocks = f->num_res_blocks;
     if (f->num_heads) cfg->num_heads = f->num_heads;
     if (f->groups) cfg->groups = f->groups;
-    if (f->channel_mult) cfg->num_levels = ex_int_list(f->channel_mult, cfg->channel_mult, PRG_UNET_MAX_LEVELS);
+    if (f->channel_mult)
+        cfg->num_levels = ex_int_list("--channel-mult", f->channel_mult, cfg->channel_mult, PRG_UNET_MAX_LEVELS, 1, 64);
     if (f->attention_ds)
         cfg->num_attention = strcmp(f->attention_ds, "none")
-                                 ? ex_int_list(f->attention_ds, cfg->attention_ds, PRG_UNET_MAX_LEVELS) : 0;
+                                 ? ex_int_list("--attention-ds", f->attention_ds, cfg->attention_ds, PRG_UNET_MAX_LEVELS, 0, 1 << 20) : 0;
     ex_check(prg_unet_config_check(cfg), "U-Net config");
 }
 
@@ -181,6 +262,84 @@ PRG_UNUSED static void ex_net_config_data(prg_unet_config *cfg, const ex_net_fla
         int s = ds->h;
         if (s <= 4096 && s % (1 << (cfg->num_levels - 1)) == 0 && (s < 16 || s % 16 == 0)) cfg->image_size = s;
     }
+}
+
+/* ---- paths ----------------------------------------------------------- */
+/* An input file of `flag`: exits with a plain message when it is missing,
+   a directory or not a regular file (before any loader reads it). */
+PRG_UNUSED static void ex_check_input(const char *path, const char *flag) {
+    struct stat st;
+    if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "%s: %s %s: %s\n", ex_prog, flag, path, strerror(errno));
+        exit(1);
+    }
+    if (S_ISDIR(st.st_mode)) { fprintf(stderr, "%s: %s %s: is a directory, not a file\n", ex_prog, flag, path); exit(1); }
+    if (!S_ISREG(st.st_mode)) { fprintf(stderr, "%s: %s %s: not a regular file\n", ex_prog, flag, path); exit(1); }
+}
+
+/* An output that would overwrite one of the run's inputs is refused. */
+PRG_UNUSED static void ex_check_not_input(const char *out, const char *out_flag, const char *in, const char *in_flag) {
+    struct stat a, b;
+    if (out && in && stat(out, &a) == 0 && stat(in, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        fprintf(stderr, "%s: %s %s is the %s file; give another name\n", ex_prog, out_flag, out, in_flag);
+        exit(2);
+    }
+}
+
+/* An integer of a checkpoint's metadata (dflt when absent); exits naming
+   the file when it cannot be read or the value is not an integer. */
+PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t dflt) {
+    prg_st *st;
+    const char *v;
+    int64_t x = dflt;
+    ex_check(prg_safetensors_open(&st, path), path);
+    v = prg_st_metadata(st, key);
+    if (v) {
+        char *end;
+        errno = 0;
+        x = (int64_t)strtoll(v, &end, 10);
+        if (!*v || *end || errno) {
+            fprintf(stderr, "%s: %s: metadata %s = '%s' is not an integer\n", ex_prog, path, key, v);
+            exit(1);
+        }
+    }
+    prg_st_close(st);
+    return x;
+}
+
+/* An output file of `flag`, checked before any work: the path is not empty,
+   is not a directory or other non-regular file, and its directory exists
+   and takes a new file (a unique name created with O_CREAT|O_EXCL, then
+   removed).  Exits with a message naming the flag and the path. */
+PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
+    struct stat st;
+    char dir[4096], probe[4200];
+    const char *slash;
+    int fd, k;
+    if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "%s: %s %s: %s; give a file name\n", ex_prog, flag, path,
+                S_ISDIR(st.st_mode) ? "is a directory" : "exists and is not a regular file");
+        exit(2);
+    }
+    slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s: %s %s: directory %s %s\n", ex_prog, flag, path, dir,
+                stat(dir, &st) != 0 ? "does not exist" : "is not a directory");
+        exit(2);
+    }
+    for (k = 0; k < 100; k++) {
+        snprintf(probe, sizeof probe, "%s/.%s-probe-%ld-%d", dir, ex_prog, (long)getpid(), k);
+        fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0) { close(fd); unlink(probe); return; }
+        if (errno != EEXIST) break;
+    }
+    fprintf(stderr, "%s: %s %s: cannot create files in %s: %s\n", ex_prog, flag, path, dir, strerror(errno));
+    exit(2);
 }
 
 /* ---- data ------------------------------------------------------------ */
@@ -291,23 +450,27 @@ PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t e
 /* prg_dataset_load over a comma-separated list of files (CIFAR-10's
    data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
    are concatenated in order. */
-PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
+PRG_UNUSED static void ex_load_data_of(prg_dataset *ds, const char *spec, const char *flag) {
     char buf[4096], *p, *q;
     prg_dataset parts[64];
     int np = 0, i, n = 0, k = 0;
     size_t img, off = 0;
     char *const *names = NULL;
-    if (!strchr(spec, ',')) { ex_check(prg_dataset_load(ds, spec), spec); return; }
+    if (!strchr(spec, ',')) { ex_check_input(spec, flag); ex_check(prg_dataset_load(ds, spec), spec); return; }
     memset(parts, 0, sizeof parts);
     snprintf(buf, sizeof(buf), "%s", spec);
-    for (p = buf; p && *p && np < 64; p = q) {
+    if (strlen(spec) >= sizeof buf) { fprintf(stderr, "%s: %s: the list is longer than %d characters\n", ex_prog, flag, (int)sizeof buf - 1); exit(2); }
+    for (p = buf; p; p = q) {
         q = strchr(p, ',');
         if (q) *q++ = 0;
+        if (np == 64) { fprintf(stderr, "%s: %s: more than 64 files\n", ex_prog, flag); exit(2); }
+        ex_check_input(p, flag);
         ex_check(prg_dataset_load(&parts[np], p), p);
         if (np && (parts[np].c != parts[0].c || parts[np].h != parts[0].h || parts[np].w != parts[0].w)) {
             fprintf(stderr, "%s: %s has other image sizes than %s\n", ex_prog, p, buf);
             exit(1);
         }
+        if (parts[np].n > INT_MAX - n) { fprintf(stderr, "%s: %s: more than %d images in all\n", ex_prog, flag, INT_MAX); exit(1); }
         n += parts[np].n;
         if (parts[np].num_classes > k) k = parts[np].num_classes;
         if (np && (!parts[np].class_names) != (!parts[0].class_names)) {
@@ -328,6 +491,36 @@ PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) {
     if (names) ex_check(prg_dataset_set_class_names(ds, (const char *const *)names, k), "class names");
     for (i = 0; i < np; i++) prg_dataset_free(&parts[i]);
 }
+PRG_UNUSED static void ex_load_data(prg_dataset *ds, const char *spec) { ex_load_data_of(ds, spec, "--data"); }
+
+/* ---- progress -------------------------------------------------------- */
+/* One line on stdout every few seconds for long work (evaluation,
+   encoding, sampling), like the training loops' step lines:
+   "what: done/total unit  rate unit/s  eta T".  Silent with --quiet. */
+typedef struct ex_progress {
+    const char *what, *unit;
+    int64_t total;
+    double t0, last;
+} ex_progress;
+PRG_UNUSED static double ex_now(void);
+PRG_UNUSED static void ex_fmt_time(char *buf, size_t cap, double s);
+PRG_UNUSED static void ex_progress_start(ex_progress *p, const char *what, int64_t total, const char *unit) {
+    p->what = what;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = ex_now();
+}
+PRG_UNUSED static void ex_progress_update(ex_progress *p, int64_t done) {
+    double now = ex_now(), el = now - p->t0, rate;
+    char eta[32];
+    if (ex_quiet || (now - p->last < 5 && !(done == p->total && p->last > p->t0))) return;
+    p->last = now;
+    rate = done / (el > 0 ? el : 1e-9);
+    ex_fmt_time(eta, sizeof eta, rate > 0 ? (double)(p->total - done) / rate : -1);
+    printf("%s: %lld/%lld %s  %.1f %s/s  eta %s\n", p->what, (long long)done, (long long)p->total, p->unit, rate,
+           p->unit, eta);
+    fflush(stdout);
+}
 
 /* ---- loss ------------------------------------------------------------ */
 /* ---- evaluation ------------------------------------------------------ */
@@ -339,11 +532,18 @@ PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, c
     int i, b, j, c1 = 0, c5 = 0;
     const prg_unet_config *cfg = prg_unet_config_get(prg_classifier_unet(clf));
     size_t img = (size_t)cfg->in_channels * cfg->image_size * cfg->image_size;
-    float *x = (float *)ex_alloc(img * batch * sizeof(float));
-    float *logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
-    int32_t *y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
-    int *index = (int *)ex_alloc(batch * sizeof(int));
+    float *x, *logits;
+    int32_t *y;
+    int *index;
+    ex_progress pr;
+    if (n < 1) { fprintf(stderr, "%s: the evaluation set holds no images\n", ex_prog); exit(1); }
+    if (batch > n) batch = n;
+    x = (float *)ex_alloc(img * batch * sizeof(float));
+    logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
+    y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
+    index = (int *)ex_alloc(batch * sizeof(int));
     if (conf) memset(conf, 0, (size_t)k * k * sizeof(int64_t));
+    ex_progress_start(&pr, "evaluate", n, "images");
     for (i = 0; i < n; i += batch) {
         int bs = n - i < batch ? n - i : batch;
         for (b = 0; b < bs; b++) index[b] = i + b;
@@ -360,6 +560,7 @@ PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, c
             c5 += rank < 5;
             if (conf) conf[(size_t)y[b] * k + best]++;
         }
+        ex_progress_update(&pr, i + bs);
     }
     *top1 = (double)c1 / n;
     *top5 = (double)c5 / n;
@@ -381,12 +582,128 @@ PRG_UNUSED static void ex_fmt_time(char *buf, size_t cap, double s) {
 }
 
 /* SIGINT/SIGTERM: the training loops finish the current step, write a
-   checkpoint and exit. */
+   checkpoint and exit with 128 + the signal (130, 143), as shells report a
+   killed process; a second signal ends the program at once (saves are
+   atomic).  ex_stop = 1 is a requested stop (--stop-after), exit status 0. */
 static volatile sig_atomic_t ex_stop = 0;
-PRG_UNUSED static void ex_on_signal(int sig) { (void)sig; ex_stop = 1; }
+PRG_UNUSED static void ex_on_signal(int sig) {
+    ex_stop = sig;
+    signal(sig, SIG_DFL);
+}
 PRG_UNUSED static void ex_catch_signals(void) {
     signal(SIGINT, ex_on_signal);
     signal(SIGTERM, ex_on_signal);
+}
+PRG_UNUSED static int ex_exit_status(void) { return ex_stop > 1 ? 128 + (int)ex_stop : 0; }
+
+/* ---- runs that cannot destroy anything -------------------------------- */
+/* The step of the training checkpoint at path: -2 when there is no file,
+   -1 when the file is not a training checkpoint (no readable prg.step). */
+PRG_UNUSED static int64_t ex_ckpt_step(const char *path) {
+    prg_st *st;
+    const char *v;
+    char *end;
+    long long x = -1;
+    if (access(path, F_OK) != 0) return -2;
+    if (prg_safetensors_open(&st, path) != PRG_OK) return -1;
+    v = prg_st_metadata(st, "prg.step");
+    if (v && *v) {
+        errno = 0;
+        x = strtoll(v, &end, 10);
+        if (*end || errno || x < 0) x = -1;
+    }
+    prg_st_close(st);
+    return (int64_t)x;
+}
+/* A fresh run (not --resume) that will train `steps` steps into `path`:
+   refused without --force when path holds something else than a training
+   checkpoint or one of more steps.  Returns the step a save must reach to
+   replace the file (-2: no file). */
+PRG_UNUSED static int64_t ex_replace_guard(const char *path, const char *flag, int64_t steps, int force) {
+    int64_t have = ex_ckpt_step(path);
+    if (force || have == -2) return force ? -2 : have;
+    if (have == -1) {
+        fprintf(stderr, "%s: %s %s exists and is not a training checkpoint; not replaced (--force replaces it)\n", ex_prog,
+                flag, path);
+        exit(2);
+    }
+    if (have > steps) {
+        fprintf(stderr, "%s: %s %s holds a model trained %lld steps; this run of %lld steps would replace it "
+                "(--resume continues it, --force replaces it)\n", ex_prog, flag, path, (long long)have, (long long)steps);
+        exit(2);
+    }
+    return have;
+}
+
+/* The hyper-parameters a resumed run must share with its checkpoint: kept
+   as "run.<name>" metadata (keys of the library's own metadata, such as
+   "prg.t_span", are compared but written by the library). */
+typedef struct ex_params { int n; char key[32][40], val[32][80]; const char *kv[64]; } ex_params;
+PRG_UNUSED static void ex_param(ex_params *p, const char *key, const char *val) {
+    if (p->n >= 32) return;
+    snprintf(p->key[p->n], sizeof p->key[0], "%s", key);
+    snprintf(p->val[p->n], sizeof p->val[0], "%s", val);
+    p->n++;
+}
+PRG_UNUSED static void ex_param_i(ex_params *p, const char *key, int64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%lld", (long long)v);
+    ex_param(p, key, b);
+}
+PRG_UNUSED static void ex_param_u(ex_params *p, const char *key, uint64_t v) {
+    char b[32];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+    ex_param(p, key, b);
+}
+PRG_UNUSED static void ex_param_f(ex_params *p, const char *key, double v) {
+    char b[40];
+    snprintf(b, sizeof b, "%.17g", v);
+    ex_param(p, key, b);
+}
+/* The "run.*" pairs for prg_checkpoint_save_meta; returns their count. */
+PRG_UNUSED static int ex_params_kv(ex_params *p) {
+    int i, n = 0;
+    for (i = 0; i < p->n; i++)
+        if (!strncmp(p->key[i], "run.", 4)) { p->kv[2 * n] = p->key[i]; p->kv[2 * n + 1] = p->val[i]; n++; }
+    return n;
+}
+/* --resume: every parameter the checkpoint records must be the same now;
+   else the run is refused, listing each difference, unless override, which
+   lists what the run keeps and what it changes.  Exits on refusal. */
+PRG_UNUSED static void ex_resume_check(const char *path, const ex_params *p, int override) {
+    prg_st *st;
+    int i, nd = 0, unknown = 0;
+    char diff[2048];
+    size_t at = 0;
+    diff[0] = 0;
+    ex_check(prg_safetensors_open(&st, path), path);
+    for (i = 0; i < p->n; i++) {
+        const char *v = prg_st_metadata(st, p->key[i]), *name = strchr(p->key[i], '.') + 1;
+        if (!v) { unknown++; continue; }
+        if (strcmp(v, p->val[i]) != 0 && at < sizeof diff - 200) {
+            at += (size_t)snprintf(diff + at, sizeof diff - at, "%s  %s: %s in the checkpoint, %s now", nd ? "\n" : "",
+                                   name, v, p->val[i]);
+            nd++;
+        }
+    }
+    prg_st_close(st);
+    if (nd && !override) {
+        fprintf(stderr, "%s: --resume %s with other hyper-parameters than it was trained with:\n%s\n"
+                "  (run with the same flags, or add --override to continue with the new values)\n", ex_prog, path, diff);
+        exit(2);
+    }
+    if (nd)
+        printf("--override: keeps the weights, optimizer state, RNG and step of %s; changes:\n%s\n", path, diff);
+    if (unknown && !ex_quiet)
+        printf("note: %s records %d of this run's hyper-parameters only; the others were not checked\n", path,
+               p->n - unknown);
+}
+
+/* Batch buffers are sized for min(--batch, images). */
+PRG_UNUSED static int ex_clamp_batch(int batch, int n, const char *flag) {
+    if (batch <= n) return batch;
+    if (!ex_quiet) printf("%s %d clamped to the dataset's %d images\n", flag, batch, n);
+    return n;
 }
 
 PRG_UNUSED static int ex_file_exists(const char *path) {

@@ -8,7 +8,8 @@
    writes clf-last.safetensors (classifier + AdamW + RNG + step, resumable
    with --resume) and clf-best.safetensors (the best test top-1 so far);
    both load with prg_classifier_load.  --from-scratch starts the same
-   network from a fresh init, --frozen trains only the head. */
+   network from a fresh init, --frozen trains only the head (its AdamW state
+   then covers the head alone, kept in the same -last file). */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
@@ -26,28 +27,33 @@ static void usage(void) {
            "  --frozen               only the head trains (U-Net is a fixed feature map)\n"
            "  --grad exact|adjoint   gradient through the ODE (exact: default; adjoint: the reference's)\n"
            EX_PATH_HELP
-           "  --t-span N             ODE grid points (32)\n"
-           "  --t-cutoff N           grid points dropped at the noise end (0)\n"
-           "  --label-smoothing X    (0.1)\n"
-           "  --beta X               weight of the flow-matching term added to the loss (0)\n"
-           "  --batch N              images per step (128)\n"
+           "  --t-span N             ODE grid points, 2..1024 (32, also when only --t-cutoff is given)\n"
+           "  --t-cutoff N           grid points dropped at the noise end, 0..t_span-2 (0)\n"
+           "  --label-smoothing X    in [0, 1] (0.1)\n"
+           "  --beta X               weight of the flow-matching term added to the loss, in [0, 1000] (0)\n"
+           "  --batch N              images per step, 1..65536 (128; at most the dataset's size)\n"
            "  --global-batch N       batch for the lr scaling (default --batch)\n"
-           "  --lr X                 peak lr (default 1.25e-4 * global_batch / 512); warm-up lr and\n"
-           "                         min lr are 1e-3 and 1e-2 times it, as in the reference\n"
-           "  --wd X                 AdamW weight decay (0.05)\n"
-           "  --epochs N             (200)   --warmup-epochs N (5)\n"
-           "  --steps N              total steps instead of epochs (warm-up: --warmup-steps N, default 5%%)\n"
+           "  --lr X                 peak lr, in (0, 1] (default 1.25e-4 * global_batch / 512); warm-up lr\n"
+           "                         and min lr are 1e-3 and 1e-2 times it, as in the reference\n"
+           "  --wd X                 AdamW weight decay, in [0, 10] (0.05)\n"
+           "  --epochs N             1..1e6 (200)   --warmup-epochs N (5)\n"
+           "  --steps N              total steps instead of epochs, 1..1e9 (warm-up: --warmup-steps N, default 5%%)\n"
            "  --eval-every N         evaluate every N epochs (5) and at the end\n"
            "  --eval-limit N         evaluate on the first N test images only\n"
            "  --no-augment           only pad/crop + normalise\n"
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
            "  --limit N              use the first N training images only\n"
-           "  --threads N  --seed N  --log-every N (10)\n"
+           "  --threads N  --seed N (64-bit)  --log-every N (10)  --quiet (no progress lines)\n"
            "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune),\n"
-           "                         and the training loss and test top-1 vs step to PREFIX-curves.png\n"
-           "                         (points in PREFIX-curves.csv)\n"
+           "                         checked writable before training; a -last of more steps, or another\n"
+           "                         file, is not replaced without --force; the training loss and test\n"
+           "                         top-1 vs step go to PREFIX-curves.png (points in PREFIX-curves.csv)\n"
+           "  --force                replace PREFIX-last/-best even when they hold a longer run\n"
            "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
-           "  --resume               continue PREFIX-last.safetensors bit for bit\n");
+           "  --resume               continue PREFIX-last.safetensors bit for bit (refused when the\n"
+           "                         hyper-parameters, the grid or the data differ from the checkpoint's)\n"
+           "  --override             with --resume: continue with the changed values, listing them\n"
+           "Ctrl-C / SIGTERM write PREFIX-last and exit with 130 / 143.\n");
 }
 
 typedef struct run_state {
@@ -66,46 +72,6 @@ static void write_best(const char *prefix, const run_state *s) {
     }
 }
 
-/* A frozen run's optimizer covers the head only, which a classifier
-   checkpoint cannot hold (its optimizer state spans U-Net + head): the head's
-   AdamW state goes to PREFIX-last.head-optim.safetensors beside it. */
-static void head_optim_path(char *buf, size_t cap, const char *prefix) {
-    snprintf(buf, cap, "%s-last.head-optim.safetensors", prefix);
-}
-static void save_head_optim(const char *prefix, prg_adam *opt) {
-    char path[1024], steps[32];
-    prg_st_tensor t[2];
-    const char *meta[2];
-    memset(t, 0, sizeof(t));
-    t[0].name = "exp_avg"; t[1].name = "exp_avg_sq";
-    t[0].ndim = t[1].ndim = 1;
-    t[0].shape[0] = t[1].shape[0] = (int64_t)prg_adam_size(opt);
-    t[0].data = prg_adam_exp_avg(opt); t[1].data = prg_adam_exp_avg_sq(opt);
-    snprintf(steps, sizeof(steps), "%lld", (long long)prg_adam_step_count(opt));
-    meta[0] = "optim.step"; meta[1] = steps;
-    head_optim_path(path, sizeof(path), prefix);
-    ex_check(prg_safetensors_write(path, t, 2, meta, 1), path);
-}
-static void load_head_optim(const char *prefix, prg_adam *opt) {
-    char path[1024];
-    prg_st *st;
-    const char *s;
-    head_optim_path(path, sizeof(path), prefix);
-    ex_check(prg_safetensors_open(&st, path), path);
-    ex_check(prg_st_read_f32(st, "exp_avg", prg_adam_exp_avg(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
-    ex_check(prg_st_read_f32(st, "exp_avg_sq", prg_adam_exp_avg_sq(opt), prg_adam_size(opt), PRG_ST_FINITE), path);
-    s = prg_st_metadata(st, "optim.step");
-    if (!s) { fprintf(stderr, "finetune: %s has no optim.step\n", path); exit(1); }
-    prg_adam_set_step_count(opt, atoll(s));
-    prg_st_close(st);
-}
-
-static void save_last(const char *path, const char *prefix, prg_classifier *clf, prg_adam *opt, int frozen,
-                      const prg_rng *rng, int64_t step) {
-    if (frozen) save_head_optim(prefix, opt);
-    ex_check(prg_checkpoint_save(path, NULL, clf, frozen ? NULL : opt, rng, step), path);
-}
-
 int main(int argc, char **argv) {
     int stop_after = 0; /* testing: behave as if interrupted after this many steps of this run */
     int64_t run_steps = 0;
@@ -115,6 +81,9 @@ int main(int argc, char **argv) {
     char enc[160];
     int batch = 128, global_batch = 0, threads = 0, from_scratch = 0, frozen = 0, t_span = 32, t_cutoff = 0;
     int epochs = 200, warmup_epochs = 5, eval_every = 5, eval_limit = 0, augment = 1, limit = 0, log_every = 10, resume = 0;
+    int force = 0, override = 0, nkv, t_span_given = 0, epochs_given = 0;
+    int64_t replace_from = -2; /* a save must reach this step to replace PREFIX-last/-best (-2: anything goes) */
+    ex_params hp;
     int64_t steps = 0, warmup_steps = -1, step = 0, total;
     float hflip = -1;
     double lr = 0, wd = 0.05, smoothing = 0.1, beta = 0;
@@ -153,46 +122,60 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--frozen")) frozen = 1;
         else if (EX_FLAG("--grad")) grad = ex_val();
         else if (EX_FLAG("--path")) path_flag = ex_val();
-        else if (EX_FLAG("--t-span")) t_span = ex_int();
-        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int();
-        else if (EX_FLAG("--label-smoothing")) smoothing = ex_num();
-        else if (EX_FLAG("--beta")) beta = ex_num();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--global-batch")) global_batch = ex_int();
-        else if (EX_FLAG("--lr")) lr = ex_num();
-        else if (EX_FLAG("--wd")) wd = ex_num();
-        else if (EX_FLAG("--epochs")) epochs = ex_int();
-        else if (EX_FLAG("--warmup-epochs")) warmup_epochs = ex_int();
-        else if (EX_FLAG("--steps")) steps = ex_int();
-        else if (EX_FLAG("--warmup-steps")) warmup_steps = ex_int();
-        else if (EX_FLAG("--eval-every")) eval_every = ex_int();
-        else if (EX_FLAG("--eval-limit")) eval_limit = ex_int();
+        else if (EX_FLAG("--t-span")) { t_span = ex_int_in(2, 1024); t_span_given = 1; }
+        else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int_in(0, 1022);
+        else if (EX_FLAG("--label-smoothing")) smoothing = ex_num_in(0, 1, 0);
+        else if (EX_FLAG("--beta")) beta = ex_num_in(0, 1000, 0);
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--global-batch")) global_batch = ex_int_in(1, 1 << 24);
+        else if (EX_FLAG("--lr")) lr = ex_num_in(0, 1, 1);
+        else if (EX_FLAG("--wd")) wd = ex_num_in(0, 10, 0);
+        else if (EX_FLAG("--epochs")) { epochs = ex_int_in(1, 1000000); epochs_given = 1; }
+        else if (EX_FLAG("--warmup-epochs")) warmup_epochs = ex_int_in(0, 1000000);
+        else if (EX_FLAG("--steps")) steps = ex_i64(1, 1000000000);
+        else if (EX_FLAG("--warmup-steps")) warmup_steps = ex_i64(0, 1000000000);
+        else if (EX_FLAG("--eval-every")) eval_every = ex_int_in(1, 1000000);
+        else if (EX_FLAG("--eval-limit")) eval_limit = ex_int_in(0, INT_MAX);
         else if (EX_FLAG("--no-augment")) augment = 0;
         else if (EX_FLAG("--no-flip")) hflip = 0;
-        else if (EX_FLAG("--limit")) limit = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
-        else if (EX_FLAG("--seed")) seed = (uint64_t)ex_int();
-        else if (EX_FLAG("--log-every")) log_every = ex_int();
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--seed")) seed = ex_seed();
+        else if (EX_FLAG("--log-every")) log_every = ex_int_in(1, 1000000000);
         else if (EX_FLAG("--out")) prefix = ex_val();
         else if (EX_FLAG("--resume")) resume = 1;
-        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
+        else if (EX_FLAG("--force")) force = 1;
+        else if (EX_FLAG("--override")) override = 1;
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int_in(0, 1000000000);
         else ex_bad_flag();
     }
     if (!data || (!init && !from_scratch)) { usage(); return 2; }
-    if (batch < 1 || log_every < 1 || eval_every < 1 || (strcmp(grad, "exact") && strcmp(grad, "adjoint"))) {
-        fprintf(stderr, "finetune: --batch, --log-every, --eval-every must be positive, --grad exact or adjoint\n");
+    if (strcmp(grad, "exact") && strcmp(grad, "adjoint")) ex_usage_error("--grad", grad, "wants exact or adjoint");
+    if (t_cutoff > t_span - 2) {
+        fprintf(stderr, "finetune: --t-cutoff %d needs --t-span of at least %d (t_span %d%s leaves no Euler step)\n",
+                t_cutoff, t_cutoff + 2, t_span, t_span_given ? "" : ", the default,");
         return 2;
     }
-    if (!global_batch) global_batch = batch;
-    if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
+    if (steps && epochs_given) { fprintf(stderr, "finetune: give --steps or --epochs, not both\n"); return 2; }
+    if (override && !resume) { fprintf(stderr, "finetune: --override goes with --resume\n"); return 2; }
     snprintf(path_last, sizeof(path_last), "%s-last.safetensors", prefix);
     snprintf(path_best, sizeof(path_best), "%s-best.safetensors", prefix);
+    ex_check_writable(path_last, "--out");
+    ex_check_writable(path_best, "--out");
+    if (resume) ex_check_input(path_last, "--resume: --out");
+    if (init) ex_check_input(init, "--init");
     prg_set_num_threads(threads);
 
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
+    if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); return 1; }
+    batch = ex_clamp_batch(batch, ds.n, "--batch");
+    if (!global_batch) global_batch = batch;
+    if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
     if (test) {
-        ex_load_data(&ts, test);
+        ex_load_data_of(&ts, test, "--test");
+        if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); return 1; }
         if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
             fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
                     ts.w, ds.c, ds.h, ds.w);
@@ -247,7 +230,8 @@ int main(int argc, char **argv) {
     prg_adam_config_default(&acfg);
     acfg.decoupled = 1;
     acfg.weight_decay = wd;
-    /* frozen: the optimizer covers the head only, so weight decay leaves the U-Net alone */
+    /* frozen: the optimizer covers the head only, so weight decay leaves the U-Net alone
+       (its state is then the head's alone in the checkpoint) */
     ex_check(prg_adam_create(&opt, frozen ? nhead : nunet + nhead, &acfg), "AdamW");
 
     bpe = (ds.n + batch - 1) / batch;
@@ -259,6 +243,24 @@ int main(int argc, char **argv) {
     sched.min_lr = lr * 1e-2;
     sched.warmup_steps = warmup_steps;
     sched.total_steps = total;
+    if (!resume) replace_from = ex_replace_guard(path_last, "--out", total, force);
+    memset(&hp, 0, sizeof hp);
+    ex_param_i(&hp, "run.batch", batch);
+    ex_param_i(&hp, "run.global_batch", global_batch);
+    ex_param_f(&hp, "run.lr", lr);
+    ex_param_f(&hp, "run.wd", wd);
+    ex_param_f(&hp, "run.label_smoothing", smoothing);
+    ex_param_f(&hp, "run.beta", beta);
+    ex_param_u(&hp, "run.seed", seed);
+    ex_param(&hp, "run.grad", frozen ? "frozen" : grad);
+    ex_param_i(&hp, "run.steps", total);
+    ex_param_i(&hp, "run.warmup_steps", warmup_steps);
+    ex_param_i(&hp, "run.images", ds.n);
+    ex_param_i(&hp, "run.augment", augment);
+    ex_param_f(&hp, "run.hflip", hflip);
+    ex_param_i(&hp, "prg.t_span", t_span);
+    ex_param_i(&hp, "prg.t_cutoff", t_cutoff);
+    nkv = ex_params_kv(&hp);
 
     prg_rng_seed(&rng, seed, 11);
     st.best_top1 = -1;
@@ -266,8 +268,13 @@ int main(int argc, char **argv) {
     if (resume) {
         char bp[1024];
         FILE *f;
-        ex_check(prg_checkpoint_restore(path_last, NULL, clf, frozen ? NULL : opt, &rng, &step), path_last);
-        if (frozen) load_head_optim(prefix, opt);
+        ex_resume_check(path_last, &hp, override);
+        ex_check(prg_checkpoint_restore(path_last, NULL, clf, opt, &rng, &step), path_last);
+        if (step < 0 || step > total) {
+            fprintf(stderr, "finetune: %s is at step %lld, outside 0..%lld (the run's steps): nothing to resume\n",
+                    path_last, (long long)step, (long long)total);
+            return 1;
+        }
         snprintf(bp, sizeof(bp), "%s-best.txt", prefix);
         f = fopen(bp, "r");
         if (f) {
@@ -288,7 +295,7 @@ int main(int argc, char **argv) {
     logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     flow_term = beta != 0 && !frozen;
-    printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, %s (path from %s), "
+    if (!ex_quiet) printf("finetune: %s U-Net (%zu params) + head (%zu), %d classes, %s (path from %s), "
            "grad %s, batch %d, lr %g (warm-up %lld steps), wd %g, smoothing %g, beta %g, %lld steps (%d/epoch), %d threads\n",
            init && !from_scratch ? "pretrained" : "fresh", nunet, nhead, k, enc, path_src,
            frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
@@ -302,12 +309,12 @@ int main(int argc, char **argv) {
         if (test && ((step > 0 && step % ((int64_t)eval_every * bpe) == 0) || (end && !ex_stop))) {
             double top1, top5, e0 = ex_now();
             ex_evaluate(clf, &ts, &te, batch, &top1, &top5, NULL, eval_limit);
-            printf("eval step %lld epoch %.2f: top-1 %.2f%%  top-5 %.2f%%  (%.1fs)\n", (long long)step,
+            if (!ex_quiet) printf("eval step %lld epoch %.2f: top-1 %.2f%%  top-5 %.2f%%  (%.1fs)\n", (long long)step,
                    (double)step / bpe, 100 * top1, 100 * top5, ex_now() - e0);
             fflush(stdout);
             ex_curves_add(&curves, EX_CURVE_TOP1, step, 100 * top1);
             ex_curves_plot(&curves, 1);
-            if (top1 > st.best_top1) {
+            if (top1 > st.best_top1 && step >= replace_from) {
                 st.best_top1 = top1;
                 st.best_step = step;
                 ex_check(prg_classifier_save(clf, path_best), path_best);
@@ -349,7 +356,7 @@ int main(int argc, char **argv) {
             seen += bs;
             if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
             ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
-            if (step % log_every == 0 || step == total) {
+            if (!ex_quiet && (step % log_every == 0 || step == total)) {
                 double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
                 char eta[32];
                 ex_fmt_time(eta, sizeof(eta), (double)(total - step) * batch / ips);
@@ -361,17 +368,23 @@ int main(int argc, char **argv) {
                 ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
                 ex_curves_plot(&curves, 0);
             }
-            if (step % bpe == 0 || step == total) save_last(path_last, prefix, clf, opt, frozen, &rng, step);
+            if ((step % bpe == 0 || step == total) && step >= replace_from)
+                ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
         }
     }
-    save_last(path_last, prefix, clf, opt, frozen, &rng, step);
     if (st.best_step >= 0)
         printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
-    printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
-           (long long)step, ex_now() - t0, ex_cpu() - c0);
+    if (step >= replace_from) {
+        ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
+        printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
+               (long long)step, ex_now() - t0, ex_cpu() - c0);
+    } else {
+        printf("%s at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
+               ex_stop > 1 ? "interrupted" : "stopped", (long long)step, path_last, (long long)replace_from);
+    }
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
     prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
-    return 0;
+    return ex_exit_status();
 }

@@ -15,11 +15,14 @@
          is i.png, i.PNG or i.ppm (i mod 3), and image 2 of the first class
          is grey, i.pgm
 
-   The synthetic classes are learnable: class k is a bright square at one of
-   10 positions on a noisy background of a class-dependent colour; in the
-   folder trees, class k has stripes of one of 3 directions. */
+   Counts are checked (0..1000000 images, SIDE 8..256); --quiet (anywhere)
+   drops the image mode's line.  The synthetic classes are learnable: class k
+   is a bright square at one of 10 positions on a noisy background of a
+   class-dependent colour; in the folder trees, class k has stripes of one
+   of 3 directions. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
+#include "ex_common.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,29 +117,33 @@ static int folder(const char *dir, int n, int nclasses, char **names) {
 
 int main(int argc, char **argv) {
     char p[1024];
-    if (argc >= 5 && !strcmp(argv[1], "cifar10")) {
-        snprintf(p, sizeof(p), "%s/data_batch_1.bin", argv[2]);
-        if (cifar(p, atoi(argv[3]), 1)) return 1;
-        snprintf(p, sizeof(p), "%s/test_batch.bin", argv[2]);
-        return cifar(p, atoi(argv[4]), 2);
-    }
-    if (argc >= 5 && !strcmp(argv[1], "imagenet64")) {
-        int s = argc > 5 ? atoi(argv[5]) : 64;
-        snprintf(p, sizeof(p), "%s/train_data_batch_1.npz", argv[2]);
-        if (imagenet(p, atoi(argv[3]), s, 1)) return 1;
-        snprintf(p, sizeof(p), "%s/val_data.npz", argv[2]);
-        return imagenet(p, atoi(argv[4]), s, 2);
+    int k, m = 1;
+    ex_prog = "make_tiny_dataset";
+    for (k = 1; k < argc; k++) /* --quiet anywhere; the rest are positional */
+        if (strcmp(argv[k], "--quiet")) argv[m++] = argv[k];
+        else ex_quiet = 1;
+    argc = m;
+    if ((argc == 5 && !strcmp(argv[1], "cifar10")) || ((argc == 5 || argc == 6) && !strcmp(argv[1], "imagenet64"))) {
+        int ntrain = (int)ex_parse_i64("N_TRAIN", argv[3], 0, 1000000), ntest = (int)ex_parse_i64("N_TEST", argv[4], 0, 1000000);
+        int s = argc > 5 ? (int)ex_parse_i64("SIDE", argv[5], 8, 256) : 64, cif = !strcmp(argv[1], "cifar10");
+        snprintf(p, sizeof(p), cif ? "%s/data_batch_1.bin" : "%s/train_data_batch_1.npz", argv[2]);
+        ex_check_writable(p, "DIR");
+        if (cif ? cifar(p, ntrain, 1) : imagenet(p, ntrain, s, 1)) return 1;
+        snprintf(p, sizeof(p), cif ? "%s/test_batch.bin" : "%s/val_data.npz", argv[2]);
+        return cif ? cifar(p, ntest, 2) : imagenet(p, ntest, s, 2);
     }
     if (argc >= 6 && !strcmp(argv[1], "folder")) {
         if (mkdir(argv[2], 0777) && errno != EEXIST) { perror(argv[2]); return 1; }
-        return folder(argv[2], atoi(argv[3]), argc - 4, argv + 4);
+        return folder(argv[2], (int)ex_parse_i64("N_PER_CLASS", argv[3], 1, 100000), argc - 4, argv + 4);
     }
     if (argc == 5 && (!strcmp(argv[1], "pgm") || !strcmp(argv[1], "image"))) {
         size_t len = strlen(argv[4]);
         int png = len > 4 && !strcmp(argv[4] + len - 4, ".png");
         prg_dataset ds;
-        int i = atoi(argv[3]), c, y, x;
+        int i = (int)ex_parse_i64("INDEX", argv[3], 0, INT_MAX), c, y, x;
         uint8_t *px;
+        ex_check_input(argv[2], "DATASET");
+        ex_check_writable(argv[4], "OUT");
         if (prg_dataset_load(&ds, argv[2]) != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
         if (i < 0 || i >= ds.n || (ds.c != 1 && ds.c != 3)) { fprintf(stderr, "bad index or channel count\n"); return 1; }
         px = (uint8_t *)prg_alloc((size_t)ds.c * ds.h * ds.w);
@@ -148,14 +155,15 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s\n", prg_last_error());
             return 1;
         }
-        printf("%s: image %d of %s, label %d\n", argv[4], i, argv[2], (int)ds.labels[i]);
+        if (!ex_quiet) printf("%s: image %d of %s, label %d\n", argv[4], i, argv[2], (int)ds.labels[i]);
         prg_free(px); prg_dataset_free(&ds);
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "--help")) fprintf(stderr, "make_tiny_dataset: bad arguments\n");
     printf("usage: make_tiny_dataset cifar10 DIR N_TRAIN N_TEST\n"
-           "       make_tiny_dataset imagenet64 DIR N_TRAIN N_TEST [SIDE (64)]\n"
+           "       make_tiny_dataset imagenet64 DIR N_TRAIN N_TEST [SIDE (64, 8..256)]\n"
            "       make_tiny_dataset image DATASET INDEX OUT.png|OUT.pgm|OUT.ppm\n"
-           "       make_tiny_dataset folder DIR N_PER_CLASS NAME NAME...\n");
+           "       make_tiny_dataset folder DIR N_PER_CLASS NAME NAME...\n"
+           "       (N_TRAIN, N_TEST 0..1000000; --quiet: no line in image mode)\n");
     return argc > 1 && !strcmp(argv[1], "--help") ? 0 : 2;
 }

@@ -15,6 +15,7 @@
    Run with --help for every option. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
+#include "ex_common.h"
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,7 @@ static void usage(FILE *f) {
         "options:\n"
         "  --root DIR          the tree\n"
         "  --out PREFIX        output prefix (see above)\n"
-        "  --size S            output side (default 64); the classifier's head takes S under\n"
+        "  --size S            output side, 1..4096 (default 64); the classifier's head takes S under\n"
         "                      16 or a multiple of 16\n"
         "  --layout L          auto (default), folder, imagenet or tiny\n"
         "  --channels C        auto (default): 1 when every image is grey, else 3 (grey images\n"
@@ -77,7 +78,7 @@ static void usage(FILE *f) {
         "                      with antialiasing when downscaling\n"
         "  --classes FILE      class order (and subset), one a line: the whole line for the\n"
         "                      folder layout (e.g. a PREFIX_classes.txt), the first word for\n"
-        "                      the ImageNet layouts (e.g. map_clsloc.txt)\n"
+        "                      the ImageNet layouts (e.g. map_clsloc.txt); each class once\n"
         "  --val-labels FILE   flat ImageNet val: lines '<file> <wnid>', or one wnid\n"
         "                      or 1-based label per line for the sorted files\n"
         "  --per-file K        at most K images per .npz (default: all in one)\n"
@@ -215,8 +216,9 @@ static int read_pairs(const char *path, strs *names, strs *wnids) {
 
 typedef struct job {
     const item *items;
-    int n, size, resize, quiet, channels; /* channels: 0 = the file's own (alpha dropped), 1, 3 */
+    int n, size, resize, channels; /* channels: 0 = the file's own (alpha dropped), 1, 3 */
     prg_filter filter;
+    ex_progress pr;     /* thread 0 reports */
     uint8_t *data;      /* [n][slot]: each image's planes at the start of its slot */
     size_t slot;        /* bytes a slot: (channels ? channels : 3) * size * size */
     unsigned char *chan; /* [n] channels decoded */
@@ -261,13 +263,8 @@ static void work(void *ctx, int ith, int nth) {
             prg_image_free(&out);
         }
         if (ith == 0) {
-            j->done0++;
-            if (!j->quiet && (j->done0 % 64 == 0 || i + nth >= j->n)) {
-                long est = (long)j->done0 * nth;
-                if (est > j->n) est = j->n;
-                fprintf(stderr, "\r  %ld / %d images (%.0f%%)", est, j->n, 100.0 * est / j->n);
-                fflush(stderr);
-            }
+            long est = (long)++j->done0 * nth;
+            ex_progress_update(&j->pr, est > j->n || i + nth >= j->n ? j->n : est);
         }
     }
 }
@@ -295,7 +292,7 @@ static void write_npz(const char *path, const uint8_t *data, const int64_t *labe
 
 int main(int argc, char **argv) {
     const char *root = NULL, *split = NULL, *out = NULL, *classes_file = NULL, *val_labels = NULL, *layout_name = "auto";
-    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, quiet = 0, strict = 0, i, layout = 0, nskip = 0, nfiles = 0;
+    int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, strict = 0, i, layout = 0, nskip = 0, nfiles = 0;
     int channels = 0, base, folder;
     double val_fraction = 0;
     uint64_t seed = 0;
@@ -307,51 +304,58 @@ int main(int argc, char **argv) {
     FILE *cf, *sf = NULL;
     static const char *const layout_names[3] = {"ImageFolder (DIR/<class>/<images>)", "ImageNet (train/<wnid>/, val/)",
                                                 "Tiny-ImageNet (train/<wnid>/images/, val/images/)"};
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *end = NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
-        if (!strcmp(a, "--strict")) { strict = 1; continue; }
-        if (!v) { fprintf(stderr, "prepare: %s needs a value (see --help)\n", a); return 2; }
-        i++;
-        if (!strcmp(a, "--root")) root = v;
-        else if (!strcmp(a, "--split")) split = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--size")) size = atoi(v);
-        else if (!strcmp(a, "--classes")) classes_file = v;
-        else if (!strcmp(a, "--val-labels")) val_labels = v;
-        else if (!strcmp(a, "--per-file")) per_file = atoi(v);
-        else if (!strcmp(a, "--limit")) limit = atoi(v);
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--layout")) layout_name = v;
-        else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--val-fraction")) {
-            val_fraction = strtod(v, &end);
-            if (*end || !(val_fraction >= 0 && val_fraction < 1)) { fprintf(stderr, "prepare: --val-fraction wants a number in [0, 1), got '%s'\n", v); return 2; }
-        } else if (!strcmp(a, "--channels")) {
+    ex_prog = "prepare";
+    ex_argc = argc; ex_argv = argv;
+    for (ex_argi = 1; ex_argi < argc; ex_argi++) {
+        if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(stdout); return 0; }
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
+        else if (EX_FLAG("--strict")) strict = 1;
+        else if (EX_FLAG("--root")) root = ex_val();
+        else if (EX_FLAG("--split")) split = ex_val();
+        else if (EX_FLAG("--out")) out = ex_val();
+        else if (EX_FLAG("--size")) size = ex_int_in(1, 4096);
+        else if (EX_FLAG("--classes")) classes_file = ex_val();
+        else if (EX_FLAG("--val-labels")) val_labels = ex_val();
+        else if (EX_FLAG("--per-file")) per_file = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--layout")) layout_name = ex_val();
+        else if (EX_FLAG("--seed")) seed = ex_seed();
+        else if (EX_FLAG("--val-fraction")) val_fraction = ex_num_in(0, 1, 0);
+        else if (EX_FLAG("--channels")) {
+            const char *v = ex_val();
             if (!strcmp(v, "auto")) channels = 0; else if (!strcmp(v, "1")) channels = 1; else if (!strcmp(v, "3")) channels = 3;
-            else { fprintf(stderr, "prepare: --channels auto, 1 or 3\n"); return 2; }
-        } else if (!strcmp(a, "--resize")) {
+            else ex_usage_error("--channels", v, "wants auto, 1 or 3");
+        } else if (EX_FLAG("--resize")) {
+            const char *v = ex_val();
             if (!strcmp(v, "crop")) resize = 0; else if (!strcmp(v, "squash")) resize = 1; else if (!strcmp(v, "eval")) resize = 2;
-            else { fprintf(stderr, "prepare: --resize crop, squash or eval\n"); return 2; }
-        } else if (!strcmp(a, "--filter")) {
+            else ex_usage_error("--resize", v, "wants crop, squash or eval");
+        } else if (EX_FLAG("--filter")) {
+            const char *v = ex_val();
             if (!strcmp(v, "bicubic")) filter = PRG_FILTER_BICUBIC; else if (!strcmp(v, "bilinear")) filter = PRG_FILTER_BILINEAR;
             else if (!strcmp(v, "box")) filter = PRG_FILTER_BOX;
-            else { fprintf(stderr, "prepare: --filter bicubic, bilinear or box\n"); return 2; }
-        } else { fprintf(stderr, "prepare: unknown option %s (see --help)\n", a); return 2; }
+            else ex_usage_error("--filter", v, "wants bicubic, bilinear or box");
+        } else ex_bad_flag();
     }
-    if (!root || !out || size < 1 || size > 4096 || (split && strcmp(split, "train") && strcmp(split, "val"))) {
-        fprintf(stderr, "prepare: needs --root DIR, --out PREFIX, --size 1..4096 (and --split train or val) (see --help)\n");
+    if (!root || !out) {
+        fprintf(stderr, "prepare: needs --root DIR and --out PREFIX (see --help)\n");
         return 2;
     }
+    if (split && strcmp(split, "train") && strcmp(split, "val")) ex_usage_error("--split", split, "wants train or val");
+    if (val_fraction >= 1) ex_usage_error("--val-fraction", "1", "wants a number in [0, 1)");
     if (val_fraction > 0 && per_file > 0) {
         fprintf(stderr, "prepare: --val-fraction splits a dataset held in memory at once: not with --per-file\n");
         return 2;
     }
-    if (!is_dir(root)) { fprintf(stderr, "prepare: --root %s is not a directory\n", root); return 1; }
+    if (!is_dir(root)) { fprintf(stderr, "prepare: --root %s: not a directory\n", root); return 1; }
+    if (classes_file) ex_check_input(classes_file, "--classes");
+    if (val_labels) ex_check_input(val_labels, "--val-labels");
     snprintf(base_path, sizeof base_path, "%s", out);
     if (strlen(base_path) > 4 && !strcmp(base_path + strlen(base_path) - 4, ".npz")) base_path[strlen(base_path) - 4] = 0;
+    snprintf(p, sizeof p, per_file > 0 ? "%s_1.npz" : "%s.npz", base_path);
+    ex_check_writable(p, "--out");
+    snprintf(p, sizeof p, "%s_classes.txt", base_path);
+    ex_check_writable(p, "--out");
 
     /* the layout: train/<class>/ (ImageNet, Tiny-ImageNet when train/<class>/images/), else ImageFolder */
     snprintf(p, sizeof p, "%s/train", root);
@@ -398,6 +402,14 @@ int main(int argc, char **argv) {
             return 1;
         }
         strs_free(&dummy);
+        for (i = 0; i < classes.n; i++) { /* one label per class: a class twice would write its images twice */
+            int k = class_index(&classes, classes.v[i]);
+            if (k != i) {
+                fprintf(stderr, "prepare: --classes %s: class '%s' is listed twice (entries %d and %d)\n", classes_file,
+                        classes.v[i], k + 1, i + 1);
+                return 1;
+            }
+        }
     } else {
         classes = list_dir(folder ? root : p, 1);
     }
@@ -516,7 +528,7 @@ int main(int argc, char **argv) {
             j.size = size;
             j.resize = resize;
             j.filter = filter;
-            j.quiet = quiet;
+            ex_progress_start(&j.pr, "prepare", n, "images");
             j.channels = channels;
             j.slot = (size_t)(channels ? channels : 3) * plane;
             j.data = (uint8_t *)malloc((size_t)n * j.slot);
@@ -526,7 +538,6 @@ int main(int argc, char **argv) {
             j.flags = strict ? PRG_DECODE_STRICT : 0;
             if (!j.data || !j.errors || !j.warns || !j.chan || !labels || !cls) { fprintf(stderr, "prepare: out of memory for %d images\n", n); return 1; }
             prg_parallel(work, &j);
-            if (!quiet) fprintf(stderr, "\n");
             for (k = 0; k < n; k++) {
                 if (j.chan[k] == 1) ngrey++;
                 else if (j.chan[k] == 3) ncolour++;

@@ -22,20 +22,27 @@ static void usage(void) {
            "  --init PATH            start from this U-Net (a checkpoint or a converted state dict) and its\n"
            "                         config; a file without a config takes it from the U-Net flags\n"
            "  --loss icfm|ot|gvp     pairs: independent CFM (default), OT-CFM, GVP (diffusion)\n"
-           "  --batch N              images per step (128)\n"
-           "  --lr X                 Adam learning rate (1e-4)\n"
-           "  --steps N | --epochs N training length (default 1 epoch)\n"
+           "  --batch N              images per step, 1..65536 (128; at most the dataset's size)\n"
+           "  --lr X                 Adam learning rate, in (0, 1] (1e-4)\n"
+           "  --steps N | --epochs N training length, 1..1e9 steps or 1..1e6 epochs (default 1 epoch)\n"
            "  --threads N            pool size (0 = all CPUs, default)\n"
-           "  --seed N               seed of init, data order, augmentation and noise (0)\n"
-           "  --out PATH             checkpoint (pretrain.safetensors); the loss vs step goes to\n"
-           "                         OUT-curves.png and OUT-curves.csv (OUT: PATH without .safetensors)\n"
+           "  --seed N               seed of init, data order, augmentation and noise, 64-bit (0)\n"
+           "  --out PATH             checkpoint (pretrain.safetensors); checked writable before training;\n"
+           "                         a checkpoint of more steps, or another file, is not replaced without --force;\n"
+           "                         the loss vs step goes to OUT-curves.png and OUT-curves.csv (OUT: PATH\n"
+           "                         without .safetensors)\n"
+           "  --force                replace --out even when it holds a longer run\n"
            "  --ckpt-every N         also write the checkpoint every N steps (0 = only at the end)\n"
            "  --stop-after N         stop after N steps of this run as Ctrl-C does (tests resuming)\n"
-           "  --resume               continue from --out bit for bit\n"
+           "  --resume               continue from --out bit for bit (refused when --loss, --batch, --lr,\n"
+           "                         --seed, the data or the augmentation differ from the checkpoint's)\n"
+           "  --override             with --resume: continue with the changed values, listing them\n"
+           "  --quiet                no progress lines\n"
            "  --no-augment           only pad/crop + normalise (default: the reference's RandAugment pipeline)\n"
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
            "  --limit N              use the first N images only\n"
-           "  --log-every N          progress line every N steps (10)\n");
+           "  --log-every N          progress line every N steps (10)\n"
+           "Ctrl-C / SIGTERM write the checkpoint and exit with 130 / 143.\n");
 }
 
 int main(int argc, char **argv) {
@@ -43,6 +50,9 @@ int main(int argc, char **argv) {
     int64_t run_steps = 0;
     const char *data = NULL, *out = "pretrain.safetensors", *loss_name = "icfm", *init = NULL;
     int batch = 128, threads = 0, ckpt_every = 0, resume = 0, augment = 1, epochs = 0, limit = 0, log_every = 10;
+    int force = 0, override = 0, nkv;
+    int64_t replace_from = -2; /* a save must reach this step to replace --out (-2: anything goes) */
+    ex_params hp;
     float hflip = -1;
     int64_t steps = 0, step = 0;
     double lr = 1e-4;
@@ -70,32 +80,37 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--data")) data = ex_val();
         else if (EX_FLAG("--init")) init = ex_val();
         else if (EX_FLAG("--loss")) loss_name = ex_val();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--lr")) lr = ex_num();
-        else if (EX_FLAG("--steps")) steps = ex_int();
-        else if (EX_FLAG("--epochs")) epochs = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
-        else if (EX_FLAG("--seed")) seed = (uint64_t)ex_int();
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--lr")) lr = ex_num_in(0, 1, 1);
+        else if (EX_FLAG("--steps")) steps = ex_i64(1, 1000000000);
+        else if (EX_FLAG("--epochs")) epochs = ex_int_in(1, 1000000);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--seed")) seed = ex_seed();
         else if (EX_FLAG("--out")) out = ex_val();
-        else if (EX_FLAG("--ckpt-every")) ckpt_every = ex_int();
+        else if (EX_FLAG("--force")) force = 1;
+        else if (EX_FLAG("--override")) override = 1;
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
+        else if (EX_FLAG("--ckpt-every")) ckpt_every = ex_int_in(0, 1000000000);
         else if (EX_FLAG("--resume")) resume = 1;
-        else if (EX_FLAG("--stop-after")) stop_after = ex_int();
+        else if (EX_FLAG("--stop-after")) stop_after = ex_int_in(0, 1000000000);
         else if (EX_FLAG("--no-augment")) augment = 0;
         else if (EX_FLAG("--no-flip")) hflip = 0;
-        else if (EX_FLAG("--limit")) limit = ex_int();
-        else if (EX_FLAG("--log-every")) log_every = ex_int();
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--log-every")) log_every = ex_int_in(1, 1000000000);
         else ex_bad_flag();
     }
     if (!data) { usage(); return 2; }
     loss_kind = !strcmp(loss_name, "icfm") ? 0 : !strcmp(loss_name, "ot") ? 1 : !strcmp(loss_name, "gvp") ? 2 : -1;
-    if (loss_kind < 0 || batch < 1 || log_every < 1) {
-        fprintf(stderr, "pretrain: --loss must be icfm, ot or gvp and --batch, --log-every positive\n");
-        return 2;
-    }
+    if (loss_kind < 0) { ex_usage_error("--loss", loss_name, "wants icfm, ot or gvp"); }
+    if (steps && epochs) { fprintf(stderr, "pretrain: give --steps or --epochs, not both\n"); return 2; }
+    if (override && !resume) { fprintf(stderr, "pretrain: --override goes with --resume\n"); return 2; }
+    ex_check_writable(out, "--out");
+    if (resume) ex_check_input(out, "--resume: --out");
     prg_set_num_threads(threads);
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
-    if (ds.n < 1) { fprintf(stderr, "pretrain: empty dataset\n"); return 1; }
+    if (ds.n < 1) { fprintf(stderr, "pretrain: --data %s holds no images\n", data); return 1; }
+    batch = ex_clamp_batch(batch, ds.n, "--batch");
     if (init) {
         ex_check(prg_unet_load(&net, init, ex_file_config(&cfg, &nf, init)), init);
         cfg = *prg_unet_config_get(net);
@@ -110,6 +125,16 @@ int main(int argc, char **argv) {
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     bpe = (ds.n + batch - 1) / batch;
     if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
+    if (!resume) replace_from = ex_replace_guard(out, "--out", steps, force);
+    memset(&hp, 0, sizeof hp);
+    ex_param(&hp, "run.loss", loss_name);
+    ex_param_i(&hp, "run.batch", batch);
+    ex_param_f(&hp, "run.lr", lr);
+    ex_param_u(&hp, "run.seed", seed);
+    ex_param_i(&hp, "run.images", ds.n);
+    ex_param_i(&hp, "run.augment", augment);
+    ex_param_f(&hp, "run.hflip", hflip);
+    nkv = ex_params_kv(&hp);
 
     if (!net) ex_check(prg_unet_create(&net, &cfg, seed), "U-Net");
     /* the loss (and so the path) travels with the checkpoint; --resume refuses another one */
@@ -118,7 +143,13 @@ int main(int argc, char **argv) {
     ex_check(prg_adam_create(&opt, prg_unet_num_params(net), &acfg), "Adam");
     prg_rng_seed(&rng, seed, 7);
     if (resume) {
+        ex_resume_check(out, &hp, override);
         ex_check(prg_checkpoint_restore(out, net, NULL, opt, &rng, &step), out);
+        if (step < 0 || step > steps) {
+            fprintf(stderr, "pretrain: %s is at step %lld, outside 0..%lld (--steps): nothing to resume\n", out,
+                    (long long)step, (long long)steps);
+            return 1;
+        }
         printf("resumed %s at step %lld\n", out, (long long)step);
     }
     ex_curves_init(&curves, out, "pretrain: flow-matching loss", resume, step);
@@ -136,7 +167,7 @@ int main(int argc, char **argv) {
     {
         char cs[512];
         prg_unet_config_format(&cfg, cs, sizeof(cs));
-        printf("pretrain: %d images %dx%dx%d -> %d, %s loss (%s path), %zu params (%s), batch %d, lr %g, %lld steps, %d threads\n",
+        if (!ex_quiet) printf("pretrain: %d images %dx%dx%d -> %d, %s loss (%s path), %zu params (%s), batch %d, lr %g, %lld steps, %d threads\n",
                ds.n, ds.c, ds.h, ds.w, cfg.image_size, loss_name, prg_path_name(prg_unet_path(net)),
                prg_unet_num_params(net), cs, batch, lr,
                (long long)steps, prg_get_num_threads());
@@ -163,7 +194,7 @@ int main(int argc, char **argv) {
         seen += bs;
         if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
         ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
-        if (step % log_every == 0 || step == steps) {
+        if (!ex_quiet && (step % log_every == 0 || step == steps)) {
             double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
             char eta[32];
             ex_fmt_time(eta, sizeof(eta), (double)(steps - step) * batch / ips);
@@ -175,15 +206,20 @@ int main(int argc, char **argv) {
             ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
             ex_curves_plot(&curves, 0);
         }
-        if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps)
-            ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
+        if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps && step >= replace_from)
+            ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
     }
-    ex_check(prg_checkpoint_save(out, net, NULL, opt, &rng, step), out);
-    printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
-           (long long)step, ex_now() - t0, ex_cpu() - c0);
+    if (step >= replace_from) {
+        ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
+        printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
+               (long long)step, ex_now() - t0, ex_cpu() - c0);
+    } else {
+        printf("%s at step %lld: not saved, %s holds a run of %lld steps (--force replaces it)\n",
+               ex_stop > 1 ? "interrupted" : "stopped", (long long)step, out, (long long)replace_from);
+    }
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
     prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
-    return 0;
+    return ex_exit_status();
 }

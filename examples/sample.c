@@ -13,27 +13,35 @@ static void usage(void) {
            "ICFM and OT-CFM from t = 0 to t = 1, GVP from t = 1 to t = 0.\n"
            "  --model PATH             U-Net checkpoint (pretrain's output)\n"
            "  --path icfm|ot|gvp       path (default: the checkpoint's; a file that records none: icfm)\n"
-           "  --n N                    images (64)\n"
-           "  --steps N                solver steps (20)\n"
+           "  --n N                    images, 1..65536 (64)\n"
+           "  --steps N                solver steps, 1..100000 (20)\n"
            "  --solver euler|heun|rk4  (euler)\n"
-           "  --out PATH               grid image, .png (or .pgm/.ppm) (samples.png)\n"
+           "  --out PATH               grid image, .png (or .pgm/.ppm) (samples.png); checked writable first\n"
            "  --cols N                 images per row (0 = square)\n"
            "  --mean X[,Y,Z] --std X[,Y,Z]  de-normalisation (default: 0.1307/0.3081 for 1 channel,\n"
            "                           ImageNet's for 3, as the examples normalise)\n"
-           "  --seed N (0)  --batch N (64)  --threads N (0 = all)\n"
+           "  --seed N (0, 64-bit)  --batch N (64, at most --n)  --threads N (0 = all)\n"
+           "  --quiet                  no progress lines\n"
            "U-Net flags, for a file without a config (a plain state_dict):\n"
            EX_NET_HELP);
 }
 
-static void parse_floats(const char *s, float *v, int c) {
-    int i;
-    for (i = 0; i < c; i++) {
-        char *end;
-        v[i] = (float)strtod(s, &end);
-        if (end == s) { fprintf(stderr, "sample: bad list '%s'\n", s); exit(2); }
-        s = *end == ',' ? end + 1 : end;
-        if (!*s) { for (i++; i < c; i++) v[i] = v[i - 1]; break; }
+/* "X" or "X,Y,Z" (one value per channel; one value for all), each finite,
+   a std positive. */
+static void parse_floats(const char *name, const char *s, float *v, int c, int positive) {
+    char buf[256], *p, *q;
+    int i = 0;
+    if (strlen(s) >= sizeof buf) ex_usage_error(name, s, "list too long");
+    snprintf(buf, sizeof buf, "%s", s);
+    for (p = buf;; p = q + 1) {
+        q = strchr(p, ',');
+        if (q) *q = 0;
+        if (i >= c) ex_usage_error(name, s, c == 1 ? "wants 1 value (the model has 1 channel)" : "wants 1 value or one per channel");
+        v[i++] = (float)ex_parse_num(name, p, positive ? 0 : -1e6, 1e6, positive);
+        if (!q) break;
     }
+    if (i != 1 && i != c) ex_usage_error(name, s, "wants 1 value or one per channel");
+    for (; i < c; i++) v[i] = v[0];
 }
 
 int main(int argc, char **argv) {
@@ -49,6 +57,7 @@ int main(int argc, char **argv) {
     float *x, mean[4], std[4];
     size_t dim, j;
     double t0, c0;
+    ex_progress pr;
 
     ex_prog = "sample";
     ex_net_flags_init(&nf, "tiny32");
@@ -57,24 +66,28 @@ int main(int argc, char **argv) {
         if (EX_FLAG("--help") || EX_FLAG("-h")) { usage(); return 0; }
         else if (ex_net_flag(&nf)) {}
         else if (EX_FLAG("--model")) model = ex_val();
-        else if (EX_FLAG("--n")) n = ex_int();
-        else if (EX_FLAG("--steps")) steps = ex_int();
+        else if (EX_FLAG("--n")) n = ex_int_in(1, 65536);
+        else if (EX_FLAG("--steps")) steps = ex_int_in(1, 100000);
         else if (EX_FLAG("--solver")) solver = ex_val();
         else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (EX_FLAG("--out")) out = ex_val();
-        else if (EX_FLAG("--cols")) cols = ex_int();
+        else if (EX_FLAG("--cols")) cols = ex_int_in(0, 65536);
         else if (EX_FLAG("--mean")) mean_s = ex_val();
         else if (EX_FLAG("--std")) std_s = ex_val();
-        else if (EX_FLAG("--seed")) seed = (uint64_t)ex_int();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--threads")) threads = ex_int();
+        else if (EX_FLAG("--seed")) seed = ex_seed();
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else ex_bad_flag();
     }
-    if (!model || n < 1 || steps < 1 || batch < 1 ||
-        (strcmp(solver, "euler") && strcmp(solver, "heun") && strcmp(solver, "rk4"))) {
-        usage();
-        return 2;
-    }
+    if (!model) { usage(); return 2; }
+    if (strcmp(solver, "euler") && strcmp(solver, "heun") && strcmp(solver, "rk4"))
+        ex_usage_error("--solver", solver, "wants euler, heun or rk4");
+    ex_check_input(model, "--model");
+    ex_check_writable(out, "--out");
+    ex_check_not_input(out, "--out", model, "--model");
+    if (batch > n) batch = n;
+    if (cols > n) cols = n;
     prg_set_num_threads(threads);
     ex_check(prg_unet_load(&net, model, ex_file_config(&fcfg, &nf, model)), model);
     path = ex_choose_path(prg_unet_loss(net) != PRG_LOSS_NONE ? prg_unet_path(net) : -1, path_flag, model, &path_src);
@@ -85,17 +98,24 @@ int main(int argc, char **argv) {
         return 1;
     }
     ex_norm(cfg->out_channels, mean, std);
-    if (mean_s) parse_floats(mean_s, mean, cfg->out_channels);
-    if (std_s) parse_floats(std_s, std, cfg->out_channels);
+    if (mean_s) parse_floats("--mean", mean_s, mean, cfg->out_channels, 0);
+    if (std_s) parse_floats("--std", std_s, std, cfg->out_channels, 1);
     dim = (size_t)cfg->in_channels * cfg->image_size * cfg->image_size;
+    if ((double)dim * n * sizeof(float) > 2e9) {
+        fprintf(stderr, "sample: --n %d images of %dx%dx%d need %.1f GB for the grid; at most 2 GB (fewer images)\n", n,
+                cfg->in_channels, cfg->image_size, cfg->image_size, (double)dim * n * sizeof(float) / 1e9);
+        return 2;
+    }
     x = (float *)ex_alloc(dim * n * sizeof(float));
     prg_rng_seed(&rng, seed, 3);
     for (j = 0; j < dim * n; j++) x[j] = prg_rng_normal(&rng);
     t0 = ex_now(); c0 = ex_cpu();
+    ex_progress_start(&pr, "sample", n, "images");
     for (i = 0; i < n; i += batch) {
         int bs = n - i < batch ? n - i : batch;
         float *xb = x + dim * i;
         ex_check(prg_sample_path(path, method, prg_unet_velocity, net, steps, bs, dim, xb), "sampling");
+        ex_progress_update(&pr, i + bs);
     }
     ex_check(prg_image_grid(out, x, n, cfg->out_channels, cfg->image_size, cfg->image_size, cols, mean, std), out);
     printf("%d samples (%s, %d steps, %s path from %s: t %s) -> %s (%.1fs wall, %.1fs cpu)\n", n, solver, steps,

@@ -32,6 +32,7 @@
    sums over the batch (inside backward vs. across ranks in the allreduce). */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
+#include "ex_common.h"
 #include <mpi.h>
 #include <limits.h>
 #include <math.h>
@@ -56,8 +57,8 @@ static void usage(void) {
         "batch, gradients are summed with MPI_Allreduce, every rank takes the same Adam step.\n"
         "  --mode pretrain|finetune   ICFM flow matching of the U-Net, or the classifier (pretrain)\n"
         "  --data PATH                dataset (default data/mnist/train-images-idx3-ubyte.gz)\n"
-        "  --steps N                  optimizer steps (10)\n"
-        "  --batch B                  images per rank per step (8); global batch G = B * P\n"
+        "  --steps N                  optimizer steps, 1..1e9 (10)\n"
+        "  --batch B                  images per rank per step, 1..65536 (8); global batch G = B * P\n"
         "  --global-batch G           the global batch instead (shards differ by at most 1)\n"
         "  --image-size 32|16|...     32: 28x28 padded by 2; other sizes: bicubic resize (32)\n"
         "  --model-channels C         U-Net base width (32); --res-blocks R (1)\n"
@@ -71,10 +72,10 @@ static void usage(void) {
         "  --t-span N --t-cutoff K    finetune: encoder grid (4, 0)\n"
         "  --grad exact|adjoint|frozen  finetune: how backward treats the ODE (exact)\n"
         "  --smoothing S              finetune: label smoothing (0.1)\n"
-        "  --lr X                     constant learning rate; default pretrain 1e-4 (Adam),\n"
+        "  --lr X                     constant learning rate in (0, 1]; default pretrain 1e-4 (Adam),\n"
         "                             finetune the reference warmup+cosine for G (AdamW)\n"
         "  --weight-decay W           finetune AdamW weight decay (0.05)\n"
-        "  --seed S                   (0)\n"
+        "  --seed S                   (0, 64-bit)\n"
         "  --threads T                pool threads per rank; default: online CPUs / ranks on the node\n"
         "  --checkpoint PATH          rank 0 writes a training checkpoint here at the end\n"
         "  --save-every N             ... and every N steps (0)\n"
@@ -84,17 +85,12 @@ static void usage(void) {
         "                             checkpoints (optimizer moments excluded) and exit\n");
 }
 
-static int parse_list(int *dst, const char *s) {
-    int n = 0;
-    char *end;
-    while (*s && n < PRG_UNET_MAX_LEVELS) {
-        long v = strtol(s, &end, 10);
-        if (end == s) return -1;
-        dst[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return n;
+/* v, a whole integer in lo..hi, into *dst: 1, else 0 */
+static int int_in(const char *v, int lo, int hi, int *dst) {
+    int64_t x = 0;
+    if (!ex_is_i64(v, lo, hi, &x)) return 0;
+    *dst = (int)x;
+    return 1;
 }
 
 static int parse_args(opts *o, int argc, char **argv, int rank) {
@@ -136,43 +132,43 @@ static int parse_args(opts *o, int argc, char **argv, int rank) {
             else if (!strcmp(v, "finetune")) o->pretrain = 0;
             else ok = 0;
         } else if (!strcmp(a, "--data")) o->data = v;
-        else if (!strcmp(a, "--steps")) o->steps = atoi(v);
-        else if (!strcmp(a, "--batch")) o->batch = atoi(v);
-        else if (!strcmp(a, "--global-batch")) o->global_batch = atoi(v);
-        else if (!strcmp(a, "--image-size")) o->image_size = atoi(v);
-        else if (!strcmp(a, "--model-channels")) o->cfg.model_channels = atoi(v);
-        else if (!strcmp(a, "--res-blocks")) o->cfg.num_res_blocks = atoi(v);
-        else if (!strcmp(a, "--channel-mult")) ok = (o->cfg.num_levels = parse_list(o->cfg.channel_mult, v)) > 0;
+        else if (!strcmp(a, "--steps")) ok = int_in(v, 1, 1000000000, &o->steps);
+        else if (!strcmp(a, "--batch")) ok = int_in(v, 1, 65536, &o->batch);
+        else if (!strcmp(a, "--global-batch")) ok = int_in(v, 1, 1 << 24, &o->global_batch);
+        else if (!strcmp(a, "--image-size")) ok = int_in(v, 4, 1024, &o->image_size);
+        else if (!strcmp(a, "--model-channels")) ok = int_in(v, 1, 4096, &o->cfg.model_channels);
+        else if (!strcmp(a, "--res-blocks")) ok = int_in(v, 1, 16, &o->cfg.num_res_blocks);
+        else if (!strcmp(a, "--channel-mult")) ok = (o->cfg.num_levels = ex_is_int_list(v, o->cfg.channel_mult, PRG_UNET_MAX_LEVELS, 1, 64)) > 0;
         else if (!strcmp(a, "--attention-ds")) {
-            o->cfg.num_attention = parse_list(o->cfg.attention_ds, v);
+            o->cfg.num_attention = ex_is_int_list(v, o->cfg.attention_ds, PRG_UNET_MAX_LEVELS, 0, 1 << 20);
             ok = o->cfg.num_attention >= 0;
             if (ok && o->cfg.num_attention == 1 && o->cfg.attention_ds[0] == 0) o->cfg.num_attention = 0;
-        } else if (!strcmp(a, "--heads")) o->cfg.num_heads = atoi(v);
-        else if (!strcmp(a, "--groups")) o->cfg.groups = atoi(v);
+        } else if (!strcmp(a, "--heads")) ok = int_in(v, 1, 256, &o->cfg.num_heads);
+        else if (!strcmp(a, "--groups")) ok = int_in(v, 1, 1024, &o->cfg.groups);
         else if (!strcmp(a, "--init")) o->init = v;
         else if (!strcmp(a, "--resume")) o->resume = v;
-        else if (!strcmp(a, "--t-span")) o->t_span = atoi(v);
-        else if (!strcmp(a, "--t-cutoff")) o->t_cutoff = atoi(v);
+        else if (!strcmp(a, "--t-span")) ok = int_in(v, 2, 1024, &o->t_span);
+        else if (!strcmp(a, "--t-cutoff")) ok = int_in(v, 0, 1022, &o->t_cutoff);
         else if (!strcmp(a, "--grad")) {
             if (!strcmp(v, "exact")) o->grad_mode = PRG_GRAD_EXACT;
             else if (!strcmp(v, "adjoint")) o->grad_mode = PRG_GRAD_ADJOINT;
             else if (!strcmp(v, "frozen")) o->grad_mode = PRG_GRAD_FROZEN;
             else ok = 0;
-        } else if (!strcmp(a, "--smoothing")) o->smoothing = atof(v);
-        else if (!strcmp(a, "--lr")) o->lr = atof(v);
-        else if (!strcmp(a, "--weight-decay")) o->weight_decay = atof(v);
-        else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+        } else if (!strcmp(a, "--smoothing")) ok = ex_is_num(v, 0, 1, 0, &o->smoothing);
+        else if (!strcmp(a, "--lr")) ok = ex_is_num(v, 0, 1, 1, &o->lr);
+        else if (!strcmp(a, "--weight-decay")) ok = ex_is_num(v, 0, 10, 0, &o->weight_decay);
+        else if (!strcmp(a, "--seed")) ok = ex_is_u64(v, &o->seed);
+        else if (!strcmp(a, "--threads")) ok = int_in(v, 0, 1024, &o->threads);
         else if (!strcmp(a, "--checkpoint")) o->checkpoint = v;
-        else if (!strcmp(a, "--save-every")) o->save_every = atoi(v);
-        else if (!strcmp(a, "--check-every")) o->check_every = atoi(v);
-        else if (!strcmp(a, "--log-every")) o->log_every = atoi(v);
+        else if (!strcmp(a, "--save-every")) ok = int_in(v, 0, 1000000000, &o->save_every);
+        else if (!strcmp(a, "--check-every")) ok = int_in(v, 0, 1000000000, &o->check_every);
+        else if (!strcmp(a, "--log-every")) ok = int_in(v, 1, 1000000000, &o->log_every);
         else if (!strcmp(a, "--compare")) {
             o->compare_a = v;
             o->compare_b = i + 1 < argc ? argv[++i] : NULL;
             ok = o->compare_b != NULL;
         } else ok = 0;
-        if (!ok && rank == 0) fprintf(stderr, "train_mpi: bad option or value: %s %s (see --help)\n", a, v);
+        if (!ok && rank == 0) fprintf(stderr, "train_mpi: %s '%s': unknown option or a value out of range (see --help)\n", a, v);
     }
     o->cfg.image_size = o->image_size;
     return ok;

@@ -534,6 +534,76 @@ static void test_loss_path(void) {
     prg_classifier_free(clf); /* frees net */
 }
 
+/* A frozen U-Net's run: the optimizer covers the head alone and its moments
+   go into the classifier checkpoint (one file); restore gives them back bit
+   for bit and refuses to mix a head-only state with a whole-model one. */
+static void test_head_optim(void) {
+    prg_unet_config cfg;
+    prg_unet *net, *net2;
+    prg_classifier *clf, *clf2;
+    prg_adam *oh, *oh2, *ofull;
+    prg_adam_config ac;
+    prg_rng r1, r2;
+    size_t nh, i;
+    int64_t step = -1;
+    float *before;
+    small_config(&cfg);
+    prg_adam_config_default(&ac);
+    prg_unet_create(&net, &cfg, 5);
+    prg_classifier_create(&clf, net, 5, 4, 0, 9);
+    prg_classifier_head_params(clf, &nh);
+    prg_adam_create(&oh, nh, &ac);
+    for (i = 0; i < nh; i++) {
+        prg_adam_exp_avg(oh)[i] = (float)sin(0.1 * (double)i);
+        prg_adam_exp_avg_sq(oh)[i] = (float)(1 + cos(0.2 * (double)i));
+    }
+    prg_adam_set_step_count(oh, 7);
+    prg_rng_seed(&r1, 3, 1);
+    CHECK(prg_checkpoint_save(tmp_path("frozen.safetensors"), NULL, clf, oh, &r1, 7) == PRG_OK, "head-optim save: %s",
+          prg_last_error());
+    prg_unet_create(&net2, &cfg, 77);
+    prg_classifier_create(&clf2, net2, 5, 4, 0, 78);
+    prg_adam_create(&oh2, nh, &ac);
+    prg_adam_create(&ofull, prg_unet_num_params(net2) + nh, &ac);
+    before = (float *)malloc(nh * sizeof(float));
+    memcpy(before, prg_classifier_head_params(clf2, NULL), nh * sizeof(float));
+    CHECK(prg_checkpoint_restore(tmp_path("frozen.safetensors"), NULL, clf2, ofull, &r2, &step) == PRG_ERR_SHAPE &&
+              strstr(prg_last_error(), "head alone"), "whole-model optimizer from a head-only file: %s", prg_last_error());
+    CHECK(memcmp(before, prg_classifier_head_params(clf2, NULL), nh * sizeof(float)) == 0, "a refused restore changed the head");
+    CHECK(prg_checkpoint_restore(tmp_path("frozen.safetensors"), NULL, clf2, oh2, &r2, &step) == PRG_OK,
+          "head-optim restore: %s", prg_last_error());
+    CHECK(step == 7 && prg_adam_step_count(oh2) == 7, "step %lld, optim step %lld", (long long)step,
+          (long long)prg_adam_step_count(oh2));
+    CHECK(memcmp(prg_adam_exp_avg(oh), prg_adam_exp_avg(oh2), nh * sizeof(float)) == 0 &&
+              memcmp(prg_adam_exp_avg_sq(oh), prg_adam_exp_avg_sq(oh2), nh * sizeof(float)) == 0,
+          "head moments differ after restore");
+    CHECK(memcmp(prg_classifier_head_params(clf, NULL), prg_classifier_head_params(clf2, NULL), nh * sizeof(float)) == 0 &&
+              same_params(net, net2), "parameters differ after restore");
+    /* a whole-model training checkpoint is refused for a head-only optimizer */
+    CHECK(prg_checkpoint_save(tmp_path("full.safetensors"), NULL, clf, ofull, &r1, 7) == PRG_OK, "save: %s", prg_last_error());
+    CHECK(prg_checkpoint_restore(tmp_path("full.safetensors"), NULL, clf2, oh2, &r2, &step) == PRG_ERR_SHAPE,
+          "head-only optimizer from a whole-model file: %s", prg_last_error());
+    /* the caller's metadata pairs (a program's hyper-parameters) are kept; reserved keys refused */
+    {
+        const char *kv[4] = {"run.batch", "8", "run.lr", "0.001"}, *bad[2] = {"prg.step", "1"};
+        prg_st *st = NULL;
+        CHECK(prg_checkpoint_save_meta(tmp_path("meta.safetensors"), NULL, clf, oh, &r1, 7, kv, 2) == PRG_OK, "save_meta: %s",
+              prg_last_error());
+        CHECK(prg_safetensors_open(&st, tmp_path("meta.safetensors")) == PRG_OK, "open: %s", prg_last_error());
+        if (st) {
+            const char *b = prg_st_metadata(st, "run.batch"), *l = prg_st_metadata(st, "run.lr"), *s = prg_st_metadata(st, "prg.step");
+            CHECK(b && !strcmp(b, "8") && l && !strcmp(l, "0.001") && s && !strcmp(s, "7"), "metadata %s %s %s", b ? b : "-",
+                  l ? l : "-", s ? s : "-");
+            prg_st_close(st);
+        }
+        CHECK(prg_checkpoint_save_meta(tmp_path("reserved.safetensors"), NULL, clf, oh, &r1, 7, bad, 1) == PRG_ERR_ARG &&
+                  access(tmp_path("reserved.safetensors"), F_OK) != 0, "a reserved key was accepted: %s", prg_last_error());
+    }
+    free(before);
+    prg_adam_free(oh); prg_adam_free(oh2); prg_adam_free(ofull);
+    prg_classifier_free(clf); prg_classifier_free(clf2);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/prg_test_ckpt_%d", (int)getpid());
     mkdir(dir, 0700);
@@ -543,6 +613,7 @@ int main(void) {
     test_classifier_names();
     test_resume();
     test_loss_path();
+    test_head_optim();
     {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

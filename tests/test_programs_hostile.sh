@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Red-team cases of the example programs: careless flags, outputs that
+# cannot be written, runs that would destroy a trained checkpoint, empty or
+# degenerate data, signals, misleading messages.  Each case states the
+# outcome it requires: the exit code, a message naming the flag or file,
+# the existing checkpoint unchanged (checksum before/after), and for the
+# --batch clamp a bound on peak memory.  Tiny data and a tiny U-Net: a few
+# seconds in all.  Prints "test_programs_hostile: N passed, N failed".
+cd "$(dirname "$0")/.." || exit 1
+BIN=${BUILD:-build}; OUT=$BIN/test_programs_hostile
+rm -rf "$OUT"; mkdir -p "$OUT"
+passed=0; failed=0
+export PRG_NUM_THREADS=2
+fail() { failed=$((failed + 1)); echo "FAIL test_programs_hostile: $*"; }
+ok() { passed=$((passed + 1)); }
+# expect NAME WANT PATTERN CMD...: runs CMD (output in $OUT/NAME.log); WANT is
+# an exit code or "nz" (any failure that is not a crash: 1..125); PATTERN
+# (grep -E) must appear in the output ("" = no check).
+expect() {
+    local name=$1 want=$2 pat=$3 rc
+    shift 3
+    "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    if [ "$want" = nz ]; then
+        if [ $rc -lt 1 ] || [ $rc -gt 125 ]; then fail "$name: exit $rc, wanted a clean failure ($(tail -n 1 "$OUT/$name.log"))"; return; fi
+    elif [ $rc -ne "$want" ]; then fail "$name: exit $rc, wanted $want ($(tail -n 1 "$OUT/$name.log"))"; return; fi
+    if [ -n "$pat" ] && ! grep -qE -- "$pat" "$OUT/$name.log"; then fail "$name: no /$pat/ in: $(head -c 300 "$OUT/$name.log")"; return; fi
+    ok
+}
+sum() { cksum < "$1" 2>/dev/null; }
+same() { # NAME FILE CHECKSUM: the file is unchanged
+    if [ "$(sum "$2")" = "$3" ]; then ok; else fail "$1: $2 was changed"; fi
+}
+
+"$BIN/make_tiny_dataset" cifar10 "$OUT" 16 16 > /dev/null || { echo "test_programs_hostile: cannot make data"; exit 1; }
+mkdir -p "$OUT/empty"
+"$BIN/make_tiny_dataset" imagenet64 "$OUT/empty" 0 0 32 > /dev/null
+D=$OUT/data_batch_1.bin; T=$OUT/test_batch.bin; E=$OUT/empty/val_data.npz
+NET="--model-channels 16 --groups 8 --res-blocks 1 --channel-mult 1,2 --attention-ds none --heads 1"
+P="--data $D $NET --batch 8 --lr 1e-3 --quiet"
+CK=$OUT/p.st
+"$BIN/pretrain" $P --steps 4 --out "$CK" > /dev/null 2>&1 || fail "the reference pretraining run failed"
+C0=$(sum "$CK")
+F="--init $CK --data $D $NET --batch 8 --t-span 3 --lr 1e-3 --quiet"
+"$BIN/finetune" $F --steps 4 --out "$OUT/f" > /dev/null 2>&1 || fail "the reference fine-tuning run failed"
+FL=$OUT/f-last.safetensors; F0=$(sum "$FL")
+
+# 1. flags: 64-bit, ranged, whole; the flag is named
+expect batch_wrap nz "--batch" "$BIN/pretrain" $P --steps 1 --batch 4294967297 --out "$CK"
+expect steps_neg nz "--steps" "$BIN/pretrain" $P --steps -1 --out "$CK"
+expect steps_2g nz "--steps" "$BIN/pretrain" $P --steps 2147483648 --out "$CK"
+expect lr_neg nz "--lr.*\(0, 1\]" "$BIN/pretrain" $P --steps 1 --lr -5 --out "$CK"
+expect lr_nan nz "--lr" "$BIN/pretrain" $P --steps 1 --lr nan --out "$CK"
+expect batch_garbage nz "--batch '8x'" "$BIN/pretrain" $P --steps 1 --batch 8x --out "$CK"
+expect chan_list nz "--channel-mult '1,2,x'" "$BIN/pretrain" $P --steps 1 --channel-mult 1,2,x --out "$CK"
+expect chan_empty nz "--channel-mult" "$BIN/pretrain" $P --steps 1 --channel-mult 1,,2 --out "$CK"
+expect unknown nz "unknown argument '--bacth'" "$BIN/pretrain" $P --bacth 8 --out "$CK"
+expect seed_neg nz "--seed" "$BIN/pretrain" $P --steps 1 --seed -1 --out "$CK"
+expect seed_big nz "--seed" "$BIN/pretrain" $P --steps 1 --seed 18446744073709551616 --out "$CK"
+same flags "$CK" "$C0"
+expect smoothing nz "--label-smoothing.*\[0, 1\]" "$BIN/finetune" $F --steps 4 --label-smoothing -1 --out "$OUT/f"
+expect epochs0 nz "--epochs" "$BIN/finetune" $F --epochs 0 --out "$OUT/f"
+expect ft_steps nz "--steps" "$BIN/finetune" $F --steps 2147483648 --out "$OUT/f"
+expect cutoff nz "--t-cutoff 3 needs --t-span" "$BIN/finetune" $F --steps 4 --t-cutoff 3 --out "$OUT/f"
+expect cutoff_default nz "--t-cutoff 40 needs --t-span.*the default" "$BIN/finetune" --init "$CK" --data "$D" --steps 1 --t-cutoff 40 --out "$OUT/f"
+same finetune_flags "$FL" "$F0"
+expect size nz "--size '64abc'" "$BIN/prepare" --root "$OUT" --out "$OUT/x.npz" --size 64abc
+mkdir -p "$OUT/tree/train/a" "$OUT/tree/train/b"; printf 'a\nb\na\n' > "$OUT/classes.txt"
+expect dup_class nz "class 'a' is listed twice" "$BIN/prepare" --root "$OUT/tree" --out "$OUT/x.npz" --classes "$OUT/classes.txt"
+expect sample_n nz "--n" "$BIN/sample" --model "$CK" --n 4294967297 --out "$OUT/s.png"
+expect sample_mean nz "--mean" "$BIN/sample" --model "$CK" --n 2 --mean 0.5,x --out "$OUT/s.png"
+expect eval_batch nz "--batch" "$BIN/evaluate" --model "$FL" --data "$T" --batch 0
+expect tiny_count nz "N_TRAIN '5x'" "$BIN/make_tiny_dataset" cifar10 "$OUT/empty" 5x 3
+# seeds are full 64-bit: 2^32 is not seed 0
+"$BIN/pretrain" $P --steps 1 --seed 0 --out "$OUT/s0.st" > /dev/null 2>&1 &&
+"$BIN/pretrain" $P --steps 1 --seed 4294967296 --out "$OUT/s32.st" > /dev/null 2>&1 &&
+! cmp -s "$OUT/s0.st" "$OUT/s32.st" && ok || fail "seed 4294967296 trains as seed 0 (or a run failed)"
+# --t-cutoff alone in evaluate keeps the checkpoint's t_span (3) and is used
+expect eval_cutoff 0 "t_span 3, t_cutoff 1" "$BIN/evaluate" --model "$FL" --data "$T" --t-cutoff 1
+expect eval_cutoff_bad nz "--t-cutoff 2 needs --t-span.*checkpoint" "$BIN/evaluate" --model "$FL" --data "$T" --t-cutoff 2
+
+# 2. outputs checked before any training (a run of 10^6 steps would not end)
+L="$BIN/pretrain $P --steps 1000000"
+expect out_nodir 2 "--out $OUT/nodir/p.st: directory .* does not exist" timeout 60 $L --out "$OUT/nodir/p.st"
+expect out_dir 2 "is a directory" timeout 60 $L --out "$OUT"
+expect out_empty 2 "--out: empty path" timeout 60 $L --out ""
+expect out_readonly 2 "cannot create files in /proc" timeout 60 $L --out /proc/prg_hostile.st
+expect ft_out_nodir 2 "directory .* does not exist" timeout 60 "$BIN/finetune" $F --steps 1000000 --out "$OUT/nodir/f"
+expect sample_out 2 "--out" timeout 60 "$BIN/sample" --model "$CK" --n 2 --out "$OUT/nodir/s.png"
+expect eval_csv 2 "--csv" timeout 60 "$BIN/evaluate" --model "$FL" --data "$T" --csv "$OUT/nodir/c.csv"
+expect csv_is_model 2 "--csv .* is the --model file" "$BIN/evaluate" --model "$FL" --data "$T" --csv "$FL"
+expect sample_is_model 2 "--out .* is the --model file" "$BIN/sample" --model "$CK" --n 2 --out "$CK"
+expect out_is_data 2 "not a training checkpoint" "$BIN/pretrain" $P --steps 1 --out "$D"
+same csv_is_model "$FL" "$F0"
+same sample_is_model "$CK" "$C0"
+
+# 3. nothing trained is lost
+expect fewer_steps 2 "holds a model trained 4 steps" "$BIN/pretrain" $P --steps 2 --out "$CK"
+same fewer_steps "$CK" "$C0"
+expect ft_fewer 2 "holds a model trained 4 steps" "$BIN/finetune" $F --steps 2 --out "$OUT/f"
+same ft_fewer "$FL" "$F0"
+printf 'my notes\n' > "$OUT/notes.txt"; N0=$(sum "$OUT/notes.txt")
+expect not_ckpt 2 "not a training checkpoint" "$BIN/pretrain" $P --steps 1 --out "$OUT/notes.txt"
+same not_ckpt "$OUT/notes.txt" "$N0"
+expect resume_changed 2 "batch: 8 in the checkpoint, 16 now" "$BIN/pretrain" $P --batch 16 --steps 6 --resume --out "$CK"
+expect resume_seed 2 "seed: 0 in the checkpoint, 5 now" "$BIN/pretrain" $P --seed 5 --steps 6 --resume --out "$CK"
+same resume_changed "$CK" "$C0"
+expect ft_resume_span 2 "t_span: 3 in the checkpoint, 5 now" "$BIN/finetune" $F --steps 6 --t-span 5 --resume --out "$OUT/f"
+expect ft_resume_lr 2 "lr: 0.001 in the checkpoint" "$BIN/finetune" $F --steps 4 --lr 2e-3 --resume --out "$OUT/f"
+same ft_resume "$FL" "$F0"
+cp "$CK" "$OUT/o.st"
+expect override 0 "changes:" "$BIN/pretrain" $P --batch 16 --steps 6 --resume --override --out "$OUT/o.st"
+cp "$CK" "$OUT/force.st"
+expect force 0 "" "$BIN/pretrain" $P --steps 2 --force --out "$OUT/force.st"
+# the checkpoint's training step, rewritten in its metadata (the header keeps its length rule)
+setstep() { # IN OUT STEP
+    /usr/bin/python3 - "$@" << 'EOF'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+h['__metadata__']['prg.step'] = sys.argv[3]
+s = json.dumps(h).encode(); s += b' ' * (-len(s) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(s)) + s + b[8 + n:])
+EOF
+}
+if [ -x /usr/bin/python3 ]; then
+    setstep "$CK" "$OUT/neg.st" -5 && setstep "$CK" "$OUT/huge.st" 999999999999 &&
+    setstep "$FL" "$OUT/fneg-last.safetensors" -3 || fail "cannot rewrite a checkpoint's metadata"
+    # refused by the program (step outside the run) or by the loader (bad prg.step): never a crash
+    expect resume_neg nz "step -5|prg.step" "$BIN/pretrain" $P --steps 6 --resume --out "$OUT/neg.st"
+    expect resume_huge nz "step 999999999999|prg.step" "$BIN/pretrain" $P --steps 6 --resume --out "$OUT/huge.st"
+    expect ft_resume_neg nz "step -3|prg.step" "$BIN/finetune" $F --steps 4 --resume --out "$OUT/fneg"
+fi
+
+# 4. signals: the checkpoint is written, the exit code is the shell's (130, 143)
+for sig in INT TERM; do
+    "$BIN/pretrain" --data "$D" $NET --batch 8 --log-every 1 --steps 1000000 --out "$OUT/sig$sig.st" > "$OUT/sig$sig.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 200); do grep -q "^step 1/" "$OUT/sig$sig.log" 2>/dev/null && break; sleep 0.05; done
+    kill -s $sig $pid; wait $pid; rc=$?
+    want=$([ $sig = INT ] && echo 130 || echo 143)
+    [ $rc -eq $want ] && ok || fail "SIG$sig: exit $rc, wanted $want"
+    grep -q "interrupted: saved" "$OUT/sig$sig.log" && [ -s "$OUT/sig$sig.st" ] && ok || fail "SIG$sig: no checkpoint saved"
+done
+# a fresh run of more steps may replace a shorter checkpoint, but stopped
+# before it has trained as many steps (--stop-after stops as Ctrl-C does) it does not
+cp "$CK" "$OUT/long.st"
+expect stopped_short 0 "stopped at step 2: not saved, .*long.st holds a run of 4 steps" "$BIN/pretrain" $P --steps 100 --stop-after 2 --out "$OUT/long.st"
+same stopped_short "$OUT/long.st" "$C0"
+
+# 5. empty and degenerate data
+expect ft_empty 1 "holds no images" "$BIN/finetune" --init "$CK" --data "$E" --steps 2 --out "$OUT/fe"
+expect ft_empty_test 1 "holds no images" "$BIN/finetune" $F --steps 2 --test "$E" --out "$OUT/fe"
+expect pre_empty 1 "holds no images" "$BIN/pretrain" --data "$E" $NET --steps 2 --out "$OUT/pe.st"
+expect eval_empty 1 "holds no images" "$BIN/evaluate" --model "$FL" --data "$E"
+[ ! -e "$OUT/fe-last.safetensors" ] && ok || fail "finetune on an empty set saved a classifier"
+# --batch 50000 on 16 images: clamped, and the buffers say so in memory too
+if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "maxrss %M" "$BIN/pretrain" --data "$D" $NET --batch 50000 --steps 1 --out "$OUT/big.st" > "$OUT/big.log" 2>&1
+    rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/big.log")
+    [ $rc -eq 0 ] && grep -q "clamped to the dataset's 16 images" "$OUT/big.log" && ok || fail "--batch 50000: not clamped (exit $rc)"
+    [ -n "$kb" ] && [ "$kb" -lt 400000 ] && ok || fail "--batch 50000 on 16 images: peak RSS ${kb:-?} KB (bound 400000)"
+else
+    (ulimit -v 1500000; "$BIN/pretrain" --data "$D" $NET --batch 50000 --steps 1 --out "$OUT/big.st") > "$OUT/big.log" 2>&1
+    grep -q "clamped to the dataset's 16 images" "$OUT/big.log" && ok || fail "--batch 50000: not clamped within 1.5 GB of address space"
+fi
+
+# 6. messages say what is wrong, and name a path once
+expect classify_dir 1 "is a directory" "$BIN/classify" --model "$FL" "$OUT"
+expect data_dir 1 "--data $OUT: is a directory" "$BIN/pretrain" --data "$OUT" $NET --steps 1 --out "$OUT/d.st"
+expect data_missing 1 "No such file" "$BIN/evaluate" --model "$FL" --data "$OUT/none.bin"
+printf 'this is not a checkpoint, only text\n' > "$OUT/garbage.st"
+expect garbage 1 "garbage.st" "$BIN/finetune" --init "$OUT/garbage.st" --data "$D" --steps 1 --out "$OUT/g"
+[ "$(grep -o "garbage.st" "$OUT/garbage.log" | wc -l)" -eq 1 ] && ok || fail "the path is printed $(grep -o "garbage.st" "$OUT/garbage.log" | wc -l) times: $(cat "$OUT/garbage.log")"
+# a 1000000x2 image: classify's buffers follow the model's size, not the aspect ratio
+# (resizing the shorter side to 32 first would take 512 MB)
+if [ -x /usr/bin/time ] && /usr/bin/python3 -c "from PIL import Image; Image.new('RGB', (1000000, 2), (90, 20, 200)).save('$OUT/wide.png')" 2> /dev/null; then
+    /usr/bin/time -f "maxrss %M" "$BIN/classify" --model "$FL" "$OUT/wide.png" > "$OUT/wide.log" 2>&1
+    rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/wide.log")
+    [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 150000 ] && ok || fail "classify 1000000x2: exit $rc, peak RSS ${kb:-?} KB (bound 150000)"
+fi
+expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
+[ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
+
+echo "test_programs_hostile: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
