@@ -32,11 +32,12 @@ static void usage(void) {
            "  --limit N              first N training images   --test-limit N   first N test images\n"
            "  --csv PATH             also write t_cutoff,steps,knn_top1,linear_top1 rows\n"
            "  --chart PATH           and draw both top-1 vs t_cutoff as a PNG line chart\n"
-           "  --threads N (0 = all)  --seed N (0: the linear probe's batch order)\n");
+           "  --threads N (0 = all)  --seed N (0: the linear probe's batch order)\n"
+           "  --quiet                no progress lines\n");
 }
 
 /* Fills feat[c][n][D] for every cutoff over the first n images of ds, with
-   a progress line on stderr. */
+   a progress line (count, rate, ETA) on stdout. */
 static void encode_set(prg_unet *net, int path, int t_span, int ncut, const int *cuts, const prg_dataset *ds,
                        int n, const prg_transform *t, int batch, float *feat, const char *what) {
     const prg_unet_config *cfg = prg_unet_config_get(net);
@@ -45,23 +46,19 @@ static void encode_set(prg_unet *net, int path, int t_span, int ncut, const int 
     float *x = (float *)ex_alloc(img * batch * sizeof(float));
     float *f = (float *)ex_alloc((size_t)ncut * batch * d * sizeof(float));
     int *index = (int *)ex_alloc(batch * sizeof(int));
-    double t0 = ex_now();
+    char label[64];
+    ex_progress pr;
+    snprintf(label, sizeof label, "%s features", what);
+    ex_progress_start(&pr, label, n, "images");
     for (i = 0; i < n; i += batch) {
         int bs = n - i < batch ? n - i : batch;
-        double el, ips;
-        char eta[32];
         for (b = 0; b < bs; b++) index[b] = i + b;
         ex_check(prg_batch_build(x, NULL, ds, t, index, bs, 0, 0), "batch");
         ex_check(prg_encode_features(net, path, t_span, ncut, cuts, bs, x, f), "encoder");
         for (c = 0; c < ncut; c++)
             memcpy(feat + ((size_t)c * n + i) * d, f + (size_t)c * bs * d, (size_t)bs * d * sizeof(float));
-        el = ex_now() - t0;
-        ips = (i + bs) / (el > 0 ? el : 1e-9);
-        ex_fmt_time(eta, sizeof(eta), (n - i - bs) / ips);
-        fprintf(stderr, "\r%s features: %d/%d images  %.1f img/s  eta %s   ", what, i + bs, n, ips, eta);
-        fflush(stderr);
+        ex_progress_update(&pr, i + bs);
     }
-    fprintf(stderr, "\n");
     prg_free(x); prg_free(f); prg_free(index);
 }
 
@@ -96,22 +93,23 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--model")) model = ex_val();
         else if (EX_FLAG("--data")) data = ex_val();
         else if (EX_FLAG("--test")) test = ex_val();
-        else if (EX_FLAG("--t-span")) t_span = ex_int();
+        else if (EX_FLAG("--t-span")) t_span = ex_int_in(2, 1024);
         else if (EX_FLAG("--t-cutoff")) cut_list = ex_val();
         else if (EX_FLAG("--path")) path_name = ex_val();
-        else if (EX_FLAG("--k")) k = ex_int();
-        else if (EX_FLAG("--temperature")) temperature = ex_num();
-        else if (EX_FLAG("--epochs")) pc.epochs = ex_int();
-        else if (EX_FLAG("--lr")) pc.lr = ex_num();
-        else if (EX_FLAG("--wd")) pc.weight_decay = ex_num();
-        else if (EX_FLAG("--probe-batch")) pc.batch = ex_int();
-        else if (EX_FLAG("--batch")) batch = ex_int();
-        else if (EX_FLAG("--limit")) limit = ex_int();
-        else if (EX_FLAG("--test-limit")) test_limit = ex_int();
+        else if (EX_FLAG("--k")) k = ex_int_in(1, 100000);
+        else if (EX_FLAG("--temperature")) temperature = ex_num_in(0, 100, 1);
+        else if (EX_FLAG("--epochs")) pc.epochs = ex_int_in(1, 100000);
+        else if (EX_FLAG("--lr")) pc.lr = ex_num_in(0, 10, 1);
+        else if (EX_FLAG("--wd")) pc.weight_decay = ex_num_in(0, 10, 0);
+        else if (EX_FLAG("--probe-batch")) pc.batch = ex_int_in(1, 1 << 20);
+        else if (EX_FLAG("--batch")) batch = ex_int_in(1, 65536);
+        else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--test-limit")) test_limit = ex_int_in(0, INT_MAX);
+        else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else if (EX_FLAG("--csv")) csv = ex_val();
         else if (EX_FLAG("--chart")) chart = ex_val();
-        else if (EX_FLAG("--threads")) threads = ex_int();
-        else if (EX_FLAG("--seed")) pc.seed = (uint64_t)ex_int();
+        else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
+        else if (EX_FLAG("--seed")) pc.seed = ex_seed();
         else ex_bad_flag();
     }
     if (!model || !data || !test) { usage(); return 2; }
@@ -123,13 +121,13 @@ int main(int argc, char **argv) {
 
     /* the grid and path: flags, else the classifier's metadata, else 32 / icfm */
     ex_check(prg_safetensors_open(&st, model), model);
-    if (!t_span && prg_st_metadata(st, "prg.t_span")) t_span = atoi(prg_st_metadata(st, "prg.t_span"));
+    if (!t_span && prg_st_metadata(st, "prg.t_span")) t_span = (int)ex_meta_i64(model, "prg.t_span", 32);
     if (!path_name) path_name = prg_st_metadata(st, "prg.path") ? prg_st_metadata(st, "prg.path") : "icfm";
     path = !strcmp(path_name, "icfm") ? PRG_PATH_ICFM : !strcmp(path_name, "gvp") ? PRG_PATH_GVP : -1;
     prg_st_close(st);
     if (path < 0) { fprintf(stderr, "probe: --path must be icfm or gvp, got '%s'\n", path_name); return 2; }
     if (t_span < 2) t_span = 32;
-    if (cut_list) ncut = ex_int_list(cut_list, cuts, MAX_CUTS);
+    if (cut_list) ncut = ex_int_list("--t-cutoff", cut_list, cuts, MAX_CUTS, 0, 1024);
     else /* 4/4, 3/4, 1/2, 1/4 and none of the Euler steps */
         for (i = 4; i >= 0; i--) {
             int s = (t_span - 1) * i / 4, kk = path == PRG_PATH_GVP ? (s == t_span - 1 ? 0 : s + 1) : t_span - 1 - s;
