@@ -1167,6 +1167,20 @@ size_t prg_corrupt_workspace(int c, int h, int w);
 prg_result prg_corrupt(uint8_t *dst /* [C][H][W] */, const uint8_t *src /* [C][H][W] */, int c, int h, int w,
                        int corruption, int severity, prg_rng *rng, void *work);
 
+/* ---- robustness and OOD metrics -------------------------------------- */
+/* AUROC of a detector whose score is higher for in-distribution samples:
+   P(s_in > s_out) + 0.5 P(s_in = s_out) over all pairs, exact (midranks of
+   one sort, so ties count one half).  NaN scores are refused. */
+prg_result prg_auroc(double *auroc, const float *s_in, int n_in, const float *s_out, int n_out);
+/* False-positive rate at a true-positive rate (0.95 for "FPR95"): the
+   threshold t is the highest score with #(s_in >= t) >= tpr n_in, and the
+   result is #(s_out >= t) / n_out (ties at t count as detected). */
+prg_result prg_fpr_at_tpr(double *fpr, const float *s_in, int n_in, const float *s_out, int n_out, double tpr);
+/* Corruption error of the paper: CE_c = sum_s err[c][s] / sum_s base[c][s]
+   over the 5 severities (errors as fractions); returns mCE = mean_c CE_c
+   and fills ce[c] when not NULL; NaN when a baseline sum is 0. */
+double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, const double *base /* [n][5] */, int n);
+
 
 #ifdef __cplusplus
 }
@@ -13862,10 +13876,11 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
     }
     case PRG_CORRUPT_ZOOM_BLUR: { /* float32 as the benchmark: mean of the image and its zooms */
         int cnt = prg__cx_zoom_count[set][s], z;
+        double step = (1 + prg__cx_zoom_step[set][s]) - 1; /* numpy's arange steps by its second value minus its first */
         for (k = 0; k < n; k++) { x[k] = (float)x[k]; y[k] = 0; }
         for (z = 0; z < cnt; z++)
             for (ch = 0; ch < c; ch++) {
-                prg__cx_zoom_plane(t, x + (size_t)ch * hw, h, w, 1 + z * prg__cx_zoom_step[set][s]);
+                prg__cx_zoom_plane(t, x + (size_t)ch * hw, h, w, 1 + z * step);
                 for (k = 0; k < hw; k++) y[(size_t)ch * hw + k] = (float)(y[(size_t)ch * hw + k] + (float)t[k]);
             }
         for (k = 0; k < n; k++) x[k] = (float)((float)(x[k] + y[k]) / (float)(cnt + 1));
@@ -13913,16 +13928,40 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
         prg__cx_to_u8(dst, x, n, 255);
         break;
     }
-    case PRG_CORRUPT_BRIGHTNESS: {
+    case PRG_CORRUPT_BRIGHTNESS: { /* skimage's rgb2hsv, V + c clipped, hsv2rgb (same operations, same rounding) */
         double add = prg__cx_bright[set][s];
         for (k = 0; k < hw; k++) {
-            double v = x[k], nv;
-            if (c == 3) {
-                v = x[k] > x[hw + k] ? x[k] : x[hw + k];
-                v = v > x[2 * hw + k] ? v : x[2 * hw + k];
+            double r = x[k], g, bl, v, dl, sat, hue, f, pp, qq, tt, nv;
+            int hi;
+            if (c == 1) {
+                x[k] = r + add > 1 ? 1 : r + add;
+                continue;
+            }
+            g = x[hw + k]; bl = x[2 * hw + k];
+            v = r > g ? r : g;
+            v = v > bl ? v : bl;
+            dl = v - (r < g ? (r < bl ? r : bl) : (g < bl ? g : bl));
+            sat = dl == 0 ? 0 : dl / v;
+            hue = 0;
+            if (dl != 0) { /* the last matching channel wins, as skimage assigns in R, G, B order */
+                if (r == v) hue = (g - bl) / dl;
+                if (g == v) hue = 2.0 + (bl - r) / dl;
+                if (bl == v) hue = 4.0 + (r - g) / dl;
+                hue = fmod(hue / 6.0, 1.0);
+                if (hue < 0) hue += 1.0;
             }
             nv = v + add > 1 ? 1 : v + add;
-            for (ch = 0; ch < c; ch++) x[(size_t)ch * hw + k] = v > 0 ? x[(size_t)ch * hw + k] * (nv / v) : nv;
+            hi = (int)floor(hue * 6);
+            f = hue * 6 - floor(hue * 6);
+            pp = nv * (1 - sat); qq = nv * (1 - f * sat); tt = nv * (1 - (1 - f) * sat);
+            switch (hi % 6) {
+            case 0: x[k] = nv; x[hw + k] = tt; x[2 * hw + k] = pp; break;
+            case 1: x[k] = qq; x[hw + k] = nv; x[2 * hw + k] = pp; break;
+            case 2: x[k] = pp; x[hw + k] = nv; x[2 * hw + k] = tt; break;
+            case 3: x[k] = pp; x[hw + k] = qq; x[2 * hw + k] = nv; break;
+            case 4: x[k] = tt; x[hw + k] = pp; x[2 * hw + k] = nv; break;
+            default: x[k] = nv; x[hw + k] = pp; x[2 * hw + k] = qq; break;
+            }
         }
         prg__cx_to_u8(dst, x, n, 255);
         break;
@@ -14015,6 +14054,84 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
     (void)u8b;
     prg_free(own);
     return res;
+}
+
+/* ---- robustness and OOD metrics ---- */
+
+static int prg__cmp_float_asc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+typedef struct prg__scored { float s; int in; } prg__scored;
+static int prg__cmp_scored(const void *a, const void *b) {
+    return prg__cmp_float_asc(&((const prg__scored *)a)->s, &((const prg__scored *)b)->s);
+}
+static prg_result prg__scores_check(const char *fn, const float *s_in, int n_in, const float *s_out, int n_out) {
+    int i;
+    if (!s_in || !s_out || n_in < 1 || n_out < 1)
+        return prg__fail(PRG_ERR_ARG, "%s: need at least one in- and one out-of-distribution score (got %d and %d)", fn, n_in, n_out);
+    for (i = 0; i < n_in; i++)
+        if (isnan(s_in[i])) return prg__fail(PRG_ERR_NUMERIC, "%s: in-distribution score %d is NaN", fn, i);
+    for (i = 0; i < n_out; i++)
+        if (isnan(s_out[i])) return prg__fail(PRG_ERR_NUMERIC, "%s: out-of-distribution score %d is NaN", fn, i);
+    return PRG_OK;
+}
+
+prg_result prg_auroc(double *auroc, const float *s_in, int n_in, const float *s_out, int n_out) {
+    prg__scored *v;
+    double rank_in = 0;
+    int n, i, j;
+    prg_result r = prg__scores_check("prg_auroc", s_in, n_in, s_out, n_out);
+    *auroc = NAN;
+    if (r) return r;
+    n = n_in + n_out;
+    v = (prg__scored *)prg_alloc((size_t)n * sizeof *v);
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_auroc: out of memory for %d scores", n);
+    for (i = 0; i < n_in; i++) { v[i].s = s_in[i]; v[i].in = 1; }
+    for (i = 0; i < n_out; i++) { v[n_in + i].s = s_out[i]; v[n_in + i].in = 0; }
+    qsort(v, (size_t)n, sizeof *v, prg__cmp_scored);
+    for (i = 0; i < n; i = j) { /* a run of equal scores shares the mean rank */
+        double mid;
+        int cnt = 0;
+        for (j = i; j < n && v[j].s == v[i].s; j++) cnt += v[j].in;
+        mid = 0.5 * ((double)(i + 1) + (double)j);
+        rank_in += mid * cnt;
+    }
+    *auroc = (rank_in - 0.5 * (double)n_in * (n_in + 1)) / ((double)n_in * n_out);
+    prg_free(v);
+    return PRG_OK;
+}
+
+prg_result prg_fpr_at_tpr(double *fpr, const float *s_in, int n_in, const float *s_out, int n_out, double tpr) {
+    float *v, t;
+    int i, k, fp = 0;
+    prg_result r = prg__scores_check("prg_fpr_at_tpr", s_in, n_in, s_out, n_out);
+    *fpr = NAN;
+    if (r) return r;
+    if (!(tpr > 0 && tpr <= 1)) return prg__fail(PRG_ERR_ARG, "prg_fpr_at_tpr: tpr %g is not in (0, 1]", tpr);
+    v = (float *)prg_alloc((size_t)n_in * sizeof *v);
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_fpr_at_tpr: out of memory for %d scores", n_in);
+    memcpy(v, s_in, (size_t)n_in * sizeof *v);
+    qsort(v, (size_t)n_in, sizeof *v, prg__cmp_float_asc);
+    k = (int)ceil(tpr * n_in - 1e-9); /* the k highest in-scores are detected */
+    if (k < 1) k = 1;
+    t = v[n_in - k];
+    for (i = 0; i < n_out; i++) fp += s_out[i] >= t;
+    *fpr = (double)fp / n_out;
+    prg_free(v);
+    return PRG_OK;
+}
+
+double prg_mce(double *ce, const double *err, const double *base, int n) {
+    double sum = 0;
+    int c, s;
+    for (c = 0; c < n; c++) {
+        double e = 0, b = 0;
+        for (s = 0; s < 5; s++) { e += err[c * 5 + s]; b += base[c * 5 + s]; }
+        if (ce) ce[c] = b > 0 ? e / b : NAN;
+        sum += b > 0 ? e / b : NAN;
+    }
+    return n > 0 ? sum / n : NAN;
 }
 
 /* torchvision / timm RandomResizedCrop.get_params */
