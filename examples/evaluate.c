@@ -20,12 +20,14 @@
     "  --ood PATH       out-of-distribution set (any dataset evaluate loads; resized and converted to\n" \
     "                   --data's size and channels); prints AUROC and FPR95 of each score: msp (max\n" \
     "                   softmax), energy (logsumexp of the logits), ode-norm (-|z|^2/D of the\n" \
-    "                   reverse-ODE endpoint at t = 0) and fm-loss (minus the flow-matching loss)\n" \
+    "                   reverse-ODE endpoint at t = 0) and fm-loss (minus the flow-matching loss\n" \
+    "                   at t = 0.1, 0.3, ..., 0.9 with seeded noise); \"invert\" (255 - x of --data's\n" \
+    "                   images) and \"noise\" (uniform bytes) are built in\n" \
     "  --unet PATH      U-Net for the generative scores (default: the classifier's own)\n" \
     "  --ood-steps N (10) Euler steps of the reverse ODE for ode-norm\n"
 
 typedef struct ev_robust {
-    const char *corruption, *baseline, *ood, *unet;
+    const char *corruption, *baseline, *ood, *unet, *data;
     int severity, ood_steps;
     uint64_t seed;
 } ev_robust;
@@ -65,7 +67,13 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
     if (csv && !(f = fopen(csv, "w"))) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
     if (f) fprintf(f, "corruption,severity,top1,error,baseline_error,ce\n");
     ex_evaluate(clf, ds, te, batch, &top1, &top5, NULL, n);
-    printf("clean (%d images): top-1 %.2f%%\n", n, 100 * top1);
+    printf("clean (%d images): top-1 %.2f%%", n, 100 * top1);
+    if (base) {
+        double b1;
+        ex_evaluate(base, ds, te, batch, &b1, &top5, NULL, n);
+        printf("  (baseline top-1 %.2f%%)", 100 * b1);
+    }
+    printf("\n");
     for (c = c0; c < c1; c++) {
         double csum = 0, bsum = 0;
         for (s = s0; s <= s1; s++) {
@@ -200,10 +208,24 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
     prg_unet *own = NULL, *net;
     int n_in = limit > 0 && limit < ds->n ? limit : ds->n, n_out, q;
     float *s_in, *s_out;
-    ex_load_data(&other, o->ood);
-    n_out = limit > 0 && limit < other.n ? limit : other.n;
-    ev_match_set(&matched, &other, ds, n_out);
-    prg_dataset_free(&other);
+    if (!strcmp(o->ood, "invert") || !strcmp(o->ood, "noise")) { /* built from --data: 255 - x, or uniform bytes */
+        size_t k, all;
+        n_out = n_in;
+        ex_check(prg_dataset_alloc(&matched, n_out, ds->c, ds->h, ds->w, ds->num_classes), "dataset");
+        all = (size_t)n_out * ds->c * ds->h * ds->w;
+        if (!strcmp(o->ood, "invert"))
+            for (k = 0; k < all; k++) matched.images[k] = (uint8_t)(255 - ds->images[k]);
+        else {
+            prg_rng r;
+            prg_rng_seed(&r, o->seed, 78);
+            for (k = 0; k < all; k++) matched.images[k] = (uint8_t)prg_rng_below(&r, 256);
+        }
+    } else {
+        ex_load_data(&other, o->ood);
+        n_out = limit > 0 && limit < other.n ? limit : other.n;
+        ev_match_set(&matched, &other, ds, n_out);
+        prg_dataset_free(&other);
+    }
     if (o->unet) {
         ex_check(prg_unet_load(&own, o->unet, NULL), o->unet);
         if (memcmp(prg_unet_config_get(own), prg_unet_config_get(prg_classifier_unet(clf)), sizeof(prg_unet_config))) {
@@ -216,7 +238,7 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
     s_out = (float *)ex_alloc((size_t)EV_NSCORES * n_out * sizeof(float));
     ev_scores(s_in, clf, net, ds, te, batch, n_in, o->ood_steps, o->seed);
     ev_scores(s_out, clf, net, &matched, te, batch, n_out, o->ood_steps, o->seed);
-    printf("OOD detection: %d in-distribution images (%s) vs %d out-of-distribution (%s)\n", n_in, "--data", n_out, o->ood);
+    printf("OOD detection: %d in-distribution images (%s) vs %d out-of-distribution (%s)\n", n_in, o->data, n_out, o->ood);
     for (q = 0; q < EV_NSCORES; q++) {
         double au, fpr;
         ex_check(prg_auroc(&au, s_in + (size_t)q * n_in, n_in, s_out + (size_t)q * n_out, n_out), names[q]);
@@ -275,6 +297,7 @@ int main(int argc, char **argv) {
         else ex_bad_flag();
     }
     if (!model || !data || batch < 1) { usage(); return 2; }
+    rob.data = data;
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
     if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
