@@ -949,9 +949,11 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels);
    one-component file; c = 3 converts RGB to YCbCr with libjpeg's fixed-point
    constants and keeps chroma at full resolution (PRG_JPEG_444) or averages it
    over 2x2 (PRG_JPEG_420, libjpeg's and PIL's default).  Edges are
-   replicated to whole MCUs.  The forward DCT is exact (double); libjpeg's
-   default islow DCT differs from it by rounding, so files are not
-   byte-identical to cjpeg's, but decode alike within a few levels. */
+   replicated to whole blocks; luminance blocks of a 4:2:0 MCU that lie
+   wholly outside the image are libjpeg's dummy blocks (previous DC, no AC).  The forward DCT is libjpeg's default integer
+   "islow" and quantisation rounds as libjpeg, so the entropy-coded data
+   equals PIL's / cjpeg's for the same tables and subsampling (the headers
+   differ: no JFIF density, no optimised tables). */
 enum { PRG_JPEG_444 = 0, PRG_JPEG_420 = 1 };
 /* The two quantisation tables (luminance, chrominance), natural order. */
 void prg_jpeg_quant_tables(uint16_t q[2][64], int quality);
@@ -1147,7 +1149,9 @@ int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng
      zoom, affine warp, map_coordinates) are re-implemented with their
      border modes and coordinate conventions;
    - brightness works in HSV as skimage (V + c, hue and saturation kept);
-     grey images add c to the value. */
+     grey images add c to the value;
+   - jpeg_compression encodes with prg_jpeg_encode (4:2:0 for colour, as
+     PIL's save(quality = q)) and decodes with prg_jpeg_decode. */
 enum {
     PRG_CORRUPT_GAUSSIAN_NOISE, PRG_CORRUPT_SHOT_NOISE, PRG_CORRUPT_IMPULSE_NOISE, PRG_CORRUPT_DEFOCUS_BLUR,
     PRG_CORRUPT_GLASS_BLUR, PRG_CORRUPT_MOTION_BLUR, PRG_CORRUPT_ZOOM_BLUR, PRG_CORRUPT_SNOW, PRG_CORRUPT_FROST,
@@ -12847,8 +12851,8 @@ prg_result prg_image_load(prg_image *img, const char *path, int channels) {
 /* Baseline sequential JPEG (SOF0), written from ITU T.81: Annex K tables,
    libjpeg's quality scaling, its fixed-point RGB -> YCbCr and its 2x2
    chroma averaging (alternating bias 1, 2), edges replicated to whole MCUs.
-   The forward DCT is the exact DCT-II in double precision; coefficients are
-   rounded to nearest (halves away from zero) on division by the quantiser. */
+   The forward DCT and the quantisation are libjpeg's defaults (islow integer
+   DCT, rounding halves away from zero). */
 
 static const uint8_t prg__jpeg_std_q[2][64] = { /* Annex K.1, natural order */
     {16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -12956,26 +12960,45 @@ static int prg__jpeg_magnitude(int v) {
     return n;
 }
 
-/* One 8x8 block of samples (stride bytes per row): FDCT, quantise, code. */
+/* libjpeg's "islow" forward DCT on one row or column (LL&M, 13-bit
+   constants): the even part first, then the odd part; pass 1 keeps 2 extra
+   bits (shift = 11, first outputs << 2), pass 2 removes them (shift = 15, 2). */
+static void prg__jpeg_fdct8(int32_t *v, int step, int shift, int dc_shift, int pass1) {
+    int32_t t0 = v[0] + v[7 * step], t7 = v[0] - v[7 * step], t1 = v[step] + v[6 * step], t6 = v[step] - v[6 * step];
+    int32_t t2 = v[2 * step] + v[5 * step], t5 = v[2 * step] - v[5 * step], t3 = v[3 * step] + v[4 * step], t4 = v[3 * step] - v[4 * step];
+    int32_t t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2, z1, z2, z3, z4, z5;
+    int32_t r = (int32_t)1 << (shift - 1);
+    if (pass1) { v[0] = (t10 + t11) * (1 << dc_shift); v[4 * step] = (t10 - t11) * (1 << dc_shift); }
+    else { v[0] = (t10 + t11 + (1 << (dc_shift - 1))) >> dc_shift; v[4 * step] = (t10 - t11 + (1 << (dc_shift - 1))) >> dc_shift; }
+    z1 = (t12 + t13) * 4433;
+    v[2 * step] = (z1 + t13 * 6270 + r) >> shift;
+    v[6 * step] = (z1 - t12 * 15137 + r) >> shift;
+    z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
+    z5 = (z3 + z4) * 9633;
+    t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
+    z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+    z3 += z5; z4 += z5;
+    v[7 * step] = (t4 + z1 + z3 + r) >> shift;
+    v[5 * step] = (t5 + z2 + z4 + r) >> shift;
+    v[3 * step] = (t6 + z2 + z3 + r) >> shift;
+    v[step] = (t7 + z1 + z4 + r) >> shift;
+}
+
+/* One 8x8 block of samples (stride bytes per row): FDCT (libjpeg's islow,
+   outputs scaled by 8), quantise (divisor 8 q, halves away from zero as
+   libjpeg), Huffman-code. */
 static void prg__jpeg_code_block(prg__jpeg_writer *jw, const prg__jpeg_huff *hf, int t, const uint8_t *px, int stride,
-                                 const double *qdiv, const double *cosm /* [8][8] */, int *pred) {
-    double tmp[64], f[64];
-    int coef[64], x, y, u, v, k, run, s, d;
+                                 const uint16_t *q, int *pred) {
+    int32_t ws[64];
+    int coef[64], x, y, k, run, s, d;
     for (y = 0; y < 8; y++)
-        for (u = 0; u < 8; u++) {
-            double a = 0;
-            for (x = 0; x < 8; x++) a += ((double)px[(size_t)y * stride + x] - 128.0) * cosm[u * 8 + x];
-            tmp[y * 8 + u] = a;
-        }
-    for (u = 0; u < 8; u++)
-        for (v = 0; v < 8; v++) {
-            double a = 0;
-            for (y = 0; y < 8; y++) a += tmp[y * 8 + u] * cosm[v * 8 + y];
-            f[v * 8 + u] = a;
-        }
+        for (x = 0; x < 8; x++) ws[y * 8 + x] = (int32_t)px[(size_t)y * stride + x] - 128;
+    for (y = 0; y < 8; y++) prg__jpeg_fdct8(ws + y * 8, 1, 11, 2, 1);
+    for (x = 0; x < 8; x++) prg__jpeg_fdct8(ws + x, 8, 15, 2, 0);
     for (k = 0; k < 64; k++) {
-        double q = f[k] / qdiv[k];
-        coef[k] = (int)(q < 0 ? -floor(-q + 0.5) : floor(q + 0.5));
+        int32_t dv = (int32_t)q[k] * 8, a = ws[k] < 0 ? -ws[k] : ws[k];
+        a = (a + (dv >> 1)) / dv;
+        coef[k] = ws[k] < 0 ? -a : a;
     }
     d = coef[0] - *pred;
     *pred = coef[0];
@@ -13000,7 +13023,6 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
     prg__jpeg_writer jw;
     prg__jpeg_huff hf;
     uint16_t q[2][64];
-    double qdiv[2][64], cosm[64];
     int sub = c == 3 && subsample == PRG_JPEG_420, mcu = sub ? 16 : 8, ncomp = c == 3 ? 3 : 1;
     int pw, ph, i, x, y, k, t, pred[3] = {0, 0, 0};
     uint8_t *plane[3], *own = NULL;
@@ -13040,11 +13062,11 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
                     const uint8_t *s = plane[k] + (size_t)(2 * y) * pw + 2 * x;
                     plane[k][(size_t)y * (pw / 2) + x] = (uint8_t)((s[0] + s[1] + s[pw] + s[pw + 1] + 1 + (x & 1)) >> 2);
                 }
+    if (sub) /* chroma rows under the image repeat its last one, as libjpeg pads after downsampling */
+        for (k = 1; k < 3; k++)
+            for (y = (h + 1) / 2; y < ph / 2; y++)
+                memcpy(plane[k] + (size_t)y * (pw / 2), plane[k] + (size_t)((h + 1) / 2 - 1) * (pw / 2), (size_t)pw / 2);
     prg_jpeg_quant_tables(q, quality);
-    for (t = 0; t < 2; t++)
-        for (i = 0; i < 64; i++) qdiv[t][i] = q[t][i];
-    for (k = 0; k < 8; k++)
-        for (x = 0; x < 8; x++) cosm[k * 8 + x] = (k ? 0.5 : 0.5 / sqrt(2.0)) * cos((2 * x + 1) * k * 3.14159265358979323846 / 16);
     for (t = 0; t < 2; t++) {
         prg__jpeg_huff_codes(hf.dc_code[t], hf.dc_size[t], prg__jpeg_dc_bits[t], (const uint8_t *)"\0\1\2\3\4\5\6\7\10\11\12\13");
         prg__jpeg_huff_codes(hf.ac_code[t], hf.ac_size[t], prg__jpeg_ac_bits[t], prg__jpeg_ac_vals[t]);
@@ -13088,12 +13110,18 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
         for (x = 0; x < pw; x += mcu) {
             int by, bx;
             for (by = 0; by < mcu; by += 8)
-                for (bx = 0; bx < mcu; bx += 8)
-                    prg__jpeg_code_block(&jw, &hf, 0, plane[0] + (size_t)(y + by) * pw + x + bx, pw, qdiv[0], cosm, &pred[0]);
+                for (bx = 0; bx < mcu; bx += 8) {
+                    if (y + by >= h || x + bx >= w) { /* libjpeg's dummy block past the image: the previous DC, no AC */
+                        prg__jw_bits(&jw, hf.dc_code[0][0], hf.dc_size[0][0]);
+                        prg__jw_bits(&jw, hf.ac_code[0][0], hf.ac_size[0][0]);
+                        continue;
+                    }
+                    prg__jpeg_code_block(&jw, &hf, 0, plane[0] + (size_t)(y + by) * pw + x + bx, pw, q[0], &pred[0]);
+                }
             for (k = 1; k < ncomp; k++) {
                 int cw = sub ? pw / 2 : pw;
                 size_t o = sub ? (size_t)(y / 2) * cw + x / 2 : (size_t)y * cw + x;
-                prg__jpeg_code_block(&jw, &hf, 1, plane[k] + o, cw, qdiv[1], cosm, &pred[k]);
+                prg__jpeg_code_block(&jw, &hf, 1, plane[k] + o, cw, q[1], &pred[k]);
             }
         }
     if (jw.n) prg__jw_bits(&jw, (1u << (8 - jw.n)) - 1, 8 - jw.n); /* pad with 1-bits */

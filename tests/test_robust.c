@@ -22,12 +22,12 @@ static double mse_u8(const uint8_t *a, const uint8_t *b, size_t n) {
    they are read from the file. */
 static void test_reference(void) {
     static const int shape[3][3] = {{3, 16, 16}, {1, 16, 16}, {3, 34, 34}};
-    static const int order[5] = {PRG_CORRUPT_BRIGHTNESS, PRG_CORRUPT_CONTRAST, PRG_CORRUPT_DEFOCUS_BLUR,
-                                 PRG_CORRUPT_ZOOM_BLUR, PRG_CORRUPT_PIXELATE};
+    static const int order[6] = {PRG_CORRUPT_BRIGHTNESS, PRG_CORRUPT_CONTRAST, PRG_CORRUPT_DEFOCUS_BLUR,
+                                 PRG_CORRUPT_ZOOM_BLUR, PRG_CORRUPT_PIXELATE, PRG_CORRUPT_JPEG_COMPRESSION};
     size_t len, off = 0, expect = 0;
     uint8_t *b = prg_test_read_file(FIX "corrupt_ref.bin", &len), dst[3 * 34 * 34];
     int im, k, s;
-    for (im = 0; im < 3; im++) expect += (size_t)26 * shape[im][0] * shape[im][1] * shape[im][2];
+    for (im = 0; im < 3; im++) expect += (size_t)31 * shape[im][0] * shape[im][1] * shape[im][2];
     CHECK(b && len == expect, FIX "corrupt_ref.bin: missing or %zu bytes, not %zu (run tools/ref_corrupt.py)", len, expect);
     if (!b || len != expect) { free(b); return; }
     for (im = 0; im < 3; im++) {
@@ -35,17 +35,20 @@ static void test_reference(void) {
         size_t n = (size_t)c * h * w, i;
         const uint8_t *src = b + off;
         off += n;
-        for (k = 0; k < 5; k++)
+        for (k = 0; k < 6; k++)
             for (s = 1; s <= 5; s++) {
                 prg_rng r;
                 int maxd = 0, ndiff = 0;
+                double sum = 0;
                 prg_rng_seed(&r, 1, 0);
                 CHECK(prg_corrupt(dst, src, c, h, w, order[k], s, &r, NULL) == PRG_OK, "%s: %s", prg_corruption_name(order[k]), prg_last_error());
                 for (i = 0; i < n; i++) {
                     int d = abs((int)dst[i] - (int)b[off + i]);
                     maxd = d > maxd ? d : maxd;
                     ndiff += d != 0;
+                    sum += d;
                 }
+                if (getenv("PRG_TEST_VERBOSE")) printf("%s %d %dx%dx%d: max %d mean %.3f\n", prg_corruption_name(order[k]), s, c, h, w, maxd, sum / n);
                 /* truncation to uint8 of a float that lands within rounding of an integer may go either way */
                 CHECK(maxd <= 1 && ndiff <= (int)(n / 50) + 1, "%s severity %d on %dx%dx%d: max diff %d, %d of %zu differ",
                       prg_corruption_name(order[k]), s, c, h, w, maxd, ndiff, n);

@@ -12,6 +12,7 @@ here with numpy, scipy and PIL (no skimage / OpenCV / ImageMagick needed):
               reflect-101 borders (cv2.filter2D)
   zoom_blur   mean of the image and its clipped zooms, scipy.ndimage.zoom order 1, float32
   pixelate    PIL BOX resize to int(side * c), then back
+  jpeg        PIL's JPEG save at quality c (libjpeg: 4:2:0 for RGB) and decode
 Float results go to uint8 by truncation, as np.uint8() in the benchmark.
 Images: [C][H][W] uint8; the CIFAR-10-C parameter set for sides <= 32, the
 ImageNet-C set above.
@@ -28,13 +29,13 @@ CIFAR = dict(brightness=[.05, .1, .15, .2, .3], contrast=[.75, .5, .4, .3, .15],
              defocus=[(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
              zoom=[np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
                    np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
-             pixelate=[0.95, 0.9, 0.85, 0.75, 0.65])
+             pixelate=[0.95, 0.9, 0.85, 0.75, 0.65], jpeg=[80, 65, 58, 50, 40])
 IMAGENET = dict(brightness=[.1, .2, .3, .4, .5], contrast=[0.4, .3, .2, .1, .05],
                 defocus=[(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
                 zoom=[np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
                       np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
-                pixelate=[0.6, 0.5, 0.4, 0.3, 0.25])
-ORDER = ["brightness", "contrast", "defocus", "zoom", "pixelate"]
+                pixelate=[0.6, 0.5, 0.4, 0.3, 0.25], jpeg=[25, 18, 15, 10, 7])
+ORDER = ["brightness", "contrast", "defocus", "zoom", "pixelate", "jpeg"]
 
 
 def rgb2hsv(x):  # skimage.color.rgb2hsv, x [H][W][3] in [0, 1]
@@ -121,6 +122,13 @@ def corrupt(img, name, sev):  # img [C][H][W] uint8
             im = im.resize((int(w * p), int(h * p)), Image.BOX).resize((w, h), Image.BOX)
             planes.append(np.array(im))
         return np.stack(planes)
+    if name == "jpeg":  # PIL's save(quality): libjpeg, 4:2:0 for RGB, islow DCT
+        import io
+        im = Image.fromarray(img[0] if c == 1 else img.transpose(1, 2, 0))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=p)
+        out = np.array(Image.open(io.BytesIO(buf.getvalue())))
+        return out[None] if c == 1 else out.transpose(2, 0, 1)
     raise ValueError(name)
 
 
