@@ -13578,11 +13578,12 @@ static int prg__cx_pow2(int n) {
     while (m < n) m *= 2;
     return m;
 }
+#define PRG__CX_DISK (2 * 21 * 21) /* defocus_blur's two kernels of at most 21 x 21 */
 static int prg__cx_kernel_cap(int h, int w) { return 8 * (h > w ? h : w) + 64; }
 
 size_t prg_corrupt_workspace(int c, int h, int w) {
     size_t n = (size_t)c * h * w, hw = (size_t)h * w, m = (size_t)prg__cx_pow2(h > w ? h : w);
-    size_t dbl = 2 * n + 3 * hw + (size_t)(h + 3) * (w + 3) + m * m + (size_t)prg__cx_kernel_cap(h, w) + 2 * (size_t)(h > w ? h : w) + 8;
+    size_t dbl = 2 * n + 3 * hw + (size_t)(h + 3) * (w + 3) + PRG__CX_DISK + m * m + (size_t)prg__cx_kernel_cap(h, w) + 2 * (size_t)(h > w ? h : w) + 8;
     size_t bytes = dbl * sizeof(double) + 2 * n + 64;
 #ifndef PRG_NO_IMAGE
     bytes += prg_jpeg_encode_bound(w, h, c) + prg_jpeg_encode_workspace(w, h, c);
@@ -13809,7 +13810,7 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
         work = own;
     }
     x = (double *)work; y = x + n; a = y + n; b = a + hw; t = b + hw; zp = t + hw;
-    pl = zp + (size_t)(h + 3) * (w + 3); kern = pl + (size_t)m * m;
+    pl = zp + (size_t)(h + 3) * (w + 3) + PRG__CX_DISK; kern = pl + (size_t)m * m;
     u8 = (uint8_t *)(kern + kcap + 2 * (h > w ? h : w) + 8);
     u8b = u8 + n;
     for (k = 0; k < n; k++) x[k] = src[k] / 255.0;
@@ -13834,8 +13835,7 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
     case PRG_CORRUPT_DEFOCUS_BLUR: { /* disk(radius, alias) as the benchmark, then cv2.filter2D (reflect 101) */
         double radius = prg__cx_defocus[set][s][0], alias = prg__cx_defocus[set][s][1], g[5], gs = 0, ks = 0;
         int half = radius <= 8 ? 8 : (int)radius, ks1 = 2 * half + 1, gk = radius <= 8 ? 1 : 2;
-        double *disk = zp, *d2 = zp + (size_t)ks1 * ks1; /* zp, pl and kern are contiguous */
-        if ((size_t)2 * ks1 * ks1 > (size_t)(h + 3) * (w + 3) + (size_t)m * m + kcap) { res = prg__fail(PRG_ERR_ARG, "prg_corrupt: image too small for defocus_blur"); break; }
+        double *disk = zp, *d2 = zp + (size_t)ks1 * ks1; /* within zp's PRG__CX_DISK extra */
         for (i = -half; i <= half; i++)
             for (j = -half; j <= half; j++) ks += disk[(i + half) * ks1 + j + half] = (double)(float)(i * i + j * j) <= radius * radius ? 1 : 0;
         for (k = 0; k < (size_t)ks1 * ks1; k++) disk[k] /= ks;

@@ -196,6 +196,22 @@ static void test_determinism(void) {
         CHECK(prg_corruption_find(prg_corruption_name(k)) == k, "name of %d", k);
         free(work);
     }
+    { /* odd and non-square sizes, both parameter sets: every corruption runs and changes the image */
+        static const int odd[4][3] = {{1, 7, 5}, {3, 9, 30}, {3, 40, 24}, {1, 33, 70}};
+        int o, sev;
+        for (o = 0; o < 4; o++) {
+            int c = odd[o][0], h = odd[o][1], w = odd[o][2];
+            uint8_t *img = (uint8_t *)malloc((size_t)c * h * w), *out = (uint8_t *)malloc((size_t)c * h * w);
+            make_image(img, c, h, w, 3);
+            for (k = 0; k < PRG_CORRUPT_COUNT; k++)
+                for (sev = 1; sev <= 5; sev += 4) {
+                    prg_rng r;
+                    prg_rng_seed(&r, 5, (uint64_t)k);
+                    CHECK(prg_corrupt(out, img, c, h, w, k, sev, &r, NULL) == PRG_OK, "%s on %dx%dx%d: %s", prg_corruption_name(k), c, h, w, prg_last_error());
+                }
+            free(img); free(out);
+        }
+    }
     CHECK(prg_corruption_find("spatter") == -1 && prg_corruption_name(PRG_CORRUPT_COUNT) == NULL, "unknown names");
     CHECK(prg_corrupt(a, src, 3, 32, 32, 0, 6, NULL, NULL) == PRG_ERR_ARG, "severity 6 refused");
     CHECK(prg_corrupt(a, src, 2, 32, 32, 0, 1, NULL, NULL) == PRG_ERR_ARG, "2 channels refused");
