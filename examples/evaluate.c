@@ -106,14 +106,17 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
     if (c1 - c0 > 1) printf("mean over %d corruptions: top-1 %.2f%%\n", c1 - c0, 100 * sum / (c1 - c0));
     if (base && s0 == 1 && s1 == 5) {
         mce = prg_mce(ce + c0, err + c0 * 5, berr + c0 * 5, c1 - c0);
-        for (c = c0; c < c1; c++) printf("%s CE %.1f%%\n", prg_corruption_name(c), 100 * ce[c]);
-        printf("mCE %.1f%% (relative to %s)\n", 100 * mce, o->baseline);
+        for (c = c0; c < c1; c++)
+            if (isnan(ce[c])) printf("%s CE undefined: the baseline makes no error on it\n", prg_corruption_name(c));
+            else printf("%s CE %.1f%%\n", prg_corruption_name(c), 100 * ce[c]);
+        if (!isnan(mce)) printf("mCE %.1f%% (relative to %s)\n", 100 * mce, o->baseline);
+        else printf("mCE undefined (see above)\n");
     } else if (base)
         printf("mCE needs all five severities (leave out --severity)\n");
     if (f) {
         for (c = c0; c < c1 && s1 > s0; c++) {
             fprintf(f, "%s,mean,%.4f,%.4f,,", prg_corruption_name(c), 100 * cmean[c], 100 * (1 - cmean[c]));
-            if (!isnan(mce)) fprintf(f, "%.4f", 100 * ce[c]);
+            if (base && s0 == 1 && s1 == 5 && !isnan(ce[c])) fprintf(f, "%.4f", 100 * ce[c]);
             fprintf(f, "\n");
         }
         fprintf(f, "mean,all,%.4f,%.4f,,", 100 * sum / (c1 - c0), 100 * (1 - sum / (c1 - c0)));
