@@ -301,6 +301,14 @@ int main(int argc, char **argv) {
     }
     if (!model || !data || batch < 1) { usage(); return 2; }
     rob.data = data;
+    if ((rob.severity || rob.baseline) && !rob.corruption) {
+        fprintf(stderr, "evaluate: --severity and --baseline go with --corruption (see --help)\n");
+        return 2;
+    }
+    if (rob.unet && !rob.ood) {
+        fprintf(stderr, "evaluate: --unet goes with --ood (see --help)\n");
+        return 2;
+    }
     prg_set_num_threads(threads);
     ex_check(prg_classifier_load(&clf, model, NULL), model);
     if (t_span > 0) ex_check(prg_classifier_set_grid(clf, t_span, t_cutoff < 0 ? 0 : t_cutoff), "--t-span");
