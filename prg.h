@@ -1308,6 +1308,32 @@ prg_result prg_image_decode_flags(prg_image *img, const uint8_t *buf, size_t len
                                   const char *name);
 prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, unsigned flags);
 
+/* Baseline JPEG encoder (SOF0, Huffman coding with the standard tables of
+   T.81 Annex K, JFIF APP0).  quality 1..100 scales the Annex K quantisation
+   tables as libjpeg's jpeg_set_quality does (q < 50: 5000 / q percent, else
+   200 - 2 q; entries rounded and clamped to 1..255).  c = 1 writes a grey
+   one-component file; c = 3 converts RGB to YCbCr with libjpeg's fixed-point
+   constants and keeps chroma at full resolution (PRG_JPEG_444) or averages it
+   over 2x2 (PRG_JPEG_420, libjpeg's and PIL's default).  Edges are
+   replicated to whole blocks; luminance blocks of a 4:2:0 MCU that lie
+   wholly outside the image are libjpeg's dummy blocks (previous DC, no AC).  The forward DCT is libjpeg's default integer
+   "islow" and quantisation rounds as libjpeg, so the entropy-coded data
+   equals PIL's / cjpeg's for the same tables and subsampling (the headers
+   differ: no JFIF density, no optimised tables). */
+enum { PRG_JPEG_444 = 0, PRG_JPEG_420 = 1 };
+/* The two quantisation tables (luminance, chrominance), natural order. */
+void prg_jpeg_quant_tables(uint16_t q[2][64], int quality);
+/* Bytes that always suffice for the file / the encoder's scratch. */
+size_t prg_jpeg_encode_bound(int w, int h, int c);
+size_t prg_jpeg_encode_workspace(int w, int h, int c);
+/* Into a caller buffer of cap >= prg_jpeg_encode_bound() bytes; work:
+   prg_jpeg_encode_workspace() bytes, or NULL to allocate here. */
+prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels /* [h][w][c] */,
+                              int w, int h, int c, int quality, int subsample, void *work);
+/* *out from prg_alloc (the caller frees it with prg_free). */
+prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels /* [h][w][c] */, int w, int h,
+                           int c, int quality, int subsample);
+
 /* Resizing with PIL's ImagingResample semantics (Image.resize without a box
    and reducing_gap=None): separable, horizontal pass first, each pass
    rounded to 8 bits, 22-bit fixed-point weights; when downscaling the filter
@@ -1469,6 +1495,66 @@ void prg_planes_normalize(float *dst /* [C][H][W] */, const uint8_t *src /* [C][
    returns the erased area in pixels (0 when nothing was erased). */
 int prg_planes_erase(float *img /* [C][H][W] */, const prg_transform *t, prg_rng *rng,
                     int c, int h, int w);
+
+/* ---- corruptions (ImageNet-C / CIFAR-10-C) ---------------------------- */
+/* The 15 corruptions of Hendrycks and Dietterich, "Benchmarking Neural
+   Network Robustness to Common Corruptions and Perturbations" (ICLR 2019),
+   at severities 1..5 with that paper's parameters: the CIFAR-10-C set for
+   images of at most 32x32 (MNIST's 28x28 included), the ImageNet-C set for
+   larger ones (its pixel-sized parameters as given for 224x224; those given
+   relative to the image, elastic_transform's and fog's map, scale with it).
+   Images are uint8 planes [C][H][W], C = 1 (grey) or 3 (RGB); every random
+   draw comes from rng, so a (seed, stream) reproduces the corrupted set.
+   Float results are truncated to uint8 as the benchmark's np.uint8() does.
+   Written from the paper's formulas; where the original uses outside
+   material the equivalents here are our own:
+   - frost: the benchmark blends crops of six frost photographs; here the
+     overlay is procedural (a rough plasma fractal plus randomly placed,
+     slightly blurred ice needles, tinted blue-white), blended with the
+     paper's weights;
+   - motion_blur and snow's streaks: ImageMagick's motion blur (through Wand)
+     is replaced by our equivalent, a one-sided Gaussian streak of
+     2 ceil(radius) + 1 taps along the angle, edge pixels replicated,
+     rounded to 8 bits;
+   - cv2 / scipy / skimage operations (Gaussian filters, the disk kernel,
+     zoom, affine warp, map_coordinates) are re-implemented with their
+     border modes and coordinate conventions;
+   - brightness works in HSV as skimage (V + c, hue and saturation kept);
+     grey images add c to the value;
+   - jpeg_compression encodes with prg_jpeg_encode (4:2:0 for colour, as
+     PIL's save(quality = q)) and decodes with prg_jpeg_decode. */
+enum {
+    PRG_CORRUPT_GAUSSIAN_NOISE, PRG_CORRUPT_SHOT_NOISE, PRG_CORRUPT_IMPULSE_NOISE, PRG_CORRUPT_DEFOCUS_BLUR,
+    PRG_CORRUPT_GLASS_BLUR, PRG_CORRUPT_MOTION_BLUR, PRG_CORRUPT_ZOOM_BLUR, PRG_CORRUPT_SNOW, PRG_CORRUPT_FROST,
+    PRG_CORRUPT_FOG, PRG_CORRUPT_BRIGHTNESS, PRG_CORRUPT_CONTRAST, PRG_CORRUPT_ELASTIC_TRANSFORM,
+    PRG_CORRUPT_PIXELATE, PRG_CORRUPT_JPEG_COMPRESSION, PRG_CORRUPT_COUNT
+};
+/* "gaussian_noise" ... "jpeg_compression" (the benchmark's names), NULL if out of range. */
+const char *prg_corruption_name(int corruption);
+int prg_corruption_find(const char *name);   /* PRG_CORRUPT_*, or -1 */
+/* Bytes of workspace prg_corrupt needs for c x h x w images. */
+size_t prg_corrupt_workspace(int c, int h, int w);
+/* dst = corruption at severity 1..5 of src (dst and src must not overlap).
+   work: prg_corrupt_workspace() bytes, or NULL to allocate here
+   (jpeg_compression's decoder allocates its image either way).
+   pixelate and jpeg_compression need the image code (PRG_ERR_UNSUPPORTED
+   under PRG_NO_IMAGE). */
+prg_result prg_corrupt(uint8_t *dst /* [C][H][W] */, const uint8_t *src /* [C][H][W] */, int c, int h, int w,
+                       int corruption, int severity, prg_rng *rng, void *work);
+
+/* ---- robustness and OOD metrics -------------------------------------- */
+/* AUROC of a detector whose score is higher for in-distribution samples:
+   P(s_in > s_out) + 0.5 P(s_in = s_out) over all pairs, exact (midranks of
+   one sort, so ties count one half).  NaN scores are refused. */
+prg_result prg_auroc(double *auroc, const float *s_in, int n_in, const float *s_out, int n_out);
+/* False-positive rate at a true-positive rate (0.95 for "FPR95"): the
+   threshold t is the highest score with #(s_in >= t) >= tpr n_in, and the
+   result is #(s_out >= t) / n_out (ties at t count as detected). */
+prg_result prg_fpr_at_tpr(double *fpr, const float *s_in, int n_in, const float *s_out, int n_out, double tpr);
+/* Corruption error of the paper: CE_c = sum_s err[c][s] / sum_s base[c][s]
+   over the 5 severities (errors as fractions); returns mCE = mean_c CE_c
+   and fills ce[c] when not NULL; NaN when a baseline sum is 0. */
+double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, const double *base /* [n][5] */, int n);
 
 
 #ifdef __cplusplus
@@ -15199,6 +15285,311 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
     prg_free(buf);
     return r;
 }
+
+/* ---- JPEG encoder ---------------------------------------------------- */
+/* Baseline sequential JPEG (SOF0), written from ITU T.81: Annex K tables,
+   libjpeg's quality scaling, its fixed-point RGB -> YCbCr and its 2x2
+   chroma averaging (alternating bias 1, 2), edges replicated to whole MCUs.
+   The forward DCT and the quantisation are libjpeg's defaults (islow integer
+   DCT, rounding halves away from zero). */
+
+static const uint8_t prg__jpeg_std_q[2][64] = { /* Annex K.1, natural order */
+    {16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99},
+    {17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+     47, 66, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
+     99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99}};
+static const uint8_t prg__jpeg_zigzag[64] = { /* zigzag index -> natural index */
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
+    35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
+/* Annex K.3 Huffman tables: code counts per length 1..16, then the symbols. */
+static const uint8_t prg__jpeg_dc_bits[2][16] = {{0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+                                                 {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}};
+static const uint8_t prg__jpeg_ac_bits[2][16] = {{0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
+                                                 {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
+static const uint8_t prg__jpeg_ac_vals[2][162] = {
+    {0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71, 0x14,
+     0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82, 0x09,
+     0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
+     0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65,
+     0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
+     0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9,
+     0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca,
+     0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea,
+     0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa},
+    {0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22, 0x32,
+     0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1, 0x0a, 0x16,
+     0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39,
+     0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64,
+     0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86,
+     0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+     0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8,
+     0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9,
+     0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa}};
+
+void prg_jpeg_quant_tables(uint16_t q[2][64], int quality) {
+    int t, i, s;
+    if (quality < 1) quality = 1;
+    if (quality > 100) quality = 100;
+    s = quality < 50 ? 5000 / quality : 200 - 2 * quality;
+    for (t = 0; t < 2; t++)
+        for (i = 0; i < 64; i++) {
+            long v = ((long)prg__jpeg_std_q[t][i] * s + 50) / 100;
+            q[t][i] = (uint16_t)(v < 1 ? 1 : v > 255 ? 255 : v);
+        }
+}
+
+size_t prg_jpeg_encode_bound(int w, int h, int c) {
+    size_t bw = ((size_t)w + 15) / 16 * 2, bh = ((size_t)h + 15) / 16 * 2;
+    /* per 8x8 block at most 22 + 63 * 26 bits (< 208 bytes), doubled for 0xFF stuffing */
+    return 1024 + bw * bh * (size_t)(c == 3 ? 3 : 1) * 416;
+}
+
+typedef struct prg__jpeg_writer {
+    uint8_t *p, *end;
+    uint32_t acc;
+    int n;
+} prg__jpeg_writer;
+
+static void prg__jw_byte(prg__jpeg_writer *jw, int v) {
+    if (jw->p < jw->end) *jw->p++ = (uint8_t)v;
+}
+static void prg__jw_bits(prg__jpeg_writer *jw, uint32_t code, int len) {
+    while (len > 0) {
+        int take = len < 8 - jw->n % 8 ? len : 8 - jw->n % 8;
+        jw->acc = (jw->acc << take) | ((code >> (len - take)) & ((1u << take) - 1));
+        jw->n += take;
+        len -= take;
+        if (jw->n == 8) {
+            prg__jw_byte(jw, (int)jw->acc);
+            if (jw->acc == 0xFF) prg__jw_byte(jw, 0);
+            jw->acc = 0;
+            jw->n = 0;
+        }
+    }
+}
+static void prg__jw_marker(prg__jpeg_writer *jw, int marker, int len) {
+    prg__jw_byte(jw, 0xFF); prg__jw_byte(jw, marker);
+    if (len >= 0) { prg__jw_byte(jw, len >> 8); prg__jw_byte(jw, len & 255); }
+}
+
+/* Canonical codes from counts per length (T.81 Annex C). */
+static void prg__jpeg_huff_codes(uint16_t code[256], uint8_t size[256], const uint8_t bits[16], const uint8_t *vals) {
+    int l, i, k = 0;
+    uint32_t c = 0;
+    memset(size, 0, 256);
+    for (l = 1; l <= 16; l++) {
+        for (i = 0; i < bits[l - 1]; i++, k++) {
+            code[vals[k]] = (uint16_t)c++;
+            size[vals[k]] = (uint8_t)l;
+        }
+        c <<= 1;
+    }
+}
+
+typedef struct prg__jpeg_huff {
+    uint16_t dc_code[2][256], ac_code[2][256];
+    uint8_t dc_size[2][256], ac_size[2][256];
+} prg__jpeg_huff;
+
+static int prg__jpeg_magnitude(int v) {
+    int a = v < 0 ? -v : v, n = 0;
+    while (a) { n++; a >>= 1; }
+    return n;
+}
+
+/* libjpeg's "islow" forward DCT on one row or column (LL&M, 13-bit
+   constants): the even part first, then the odd part; pass 1 keeps 2 extra
+   bits (shift = 11, first outputs << 2), pass 2 removes them (shift = 15, 2). */
+static void prg__jpeg_fdct8(int32_t *v, int step, int shift, int dc_shift, int pass1) {
+    int32_t t0 = v[0] + v[7 * step], t7 = v[0] - v[7 * step], t1 = v[step] + v[6 * step], t6 = v[step] - v[6 * step];
+    int32_t t2 = v[2 * step] + v[5 * step], t5 = v[2 * step] - v[5 * step], t3 = v[3 * step] + v[4 * step], t4 = v[3 * step] - v[4 * step];
+    int32_t t10 = t0 + t3, t13 = t0 - t3, t11 = t1 + t2, t12 = t1 - t2, z1, z2, z3, z4, z5;
+    int32_t r = (int32_t)1 << (shift - 1);
+    if (pass1) { v[0] = (t10 + t11) * (1 << dc_shift); v[4 * step] = (t10 - t11) * (1 << dc_shift); }
+    else { v[0] = (t10 + t11 + (1 << (dc_shift - 1))) >> dc_shift; v[4 * step] = (t10 - t11 + (1 << (dc_shift - 1))) >> dc_shift; }
+    z1 = (t12 + t13) * 4433;
+    v[2 * step] = (z1 + t13 * 6270 + r) >> shift;
+    v[6 * step] = (z1 - t12 * 15137 + r) >> shift;
+    z1 = t4 + t7; z2 = t5 + t6; z3 = t4 + t6; z4 = t5 + t7;
+    z5 = (z3 + z4) * 9633;
+    t4 *= 2446; t5 *= 16819; t6 *= 25172; t7 *= 12299;
+    z1 *= -7373; z2 *= -20995; z3 *= -16069; z4 *= -3196;
+    z3 += z5; z4 += z5;
+    v[7 * step] = (t4 + z1 + z3 + r) >> shift;
+    v[5 * step] = (t5 + z2 + z4 + r) >> shift;
+    v[3 * step] = (t6 + z2 + z3 + r) >> shift;
+    v[step] = (t7 + z1 + z4 + r) >> shift;
+}
+
+/* One 8x8 block of samples (stride bytes per row): FDCT (libjpeg's islow,
+   outputs scaled by 8), quantise (divisor 8 q, halves away from zero as
+   libjpeg), Huffman-code. */
+static void prg__jpeg_code_block(prg__jpeg_writer *jw, const prg__jpeg_huff *hf, int t, const uint8_t *px, int stride,
+                                 const uint16_t *q, int *pred) {
+    int32_t ws[64];
+    int coef[64], x, y, k, run, s, d;
+    for (y = 0; y < 8; y++)
+        for (x = 0; x < 8; x++) ws[y * 8 + x] = (int32_t)px[(size_t)y * stride + x] - 128;
+    for (y = 0; y < 8; y++) prg__jpeg_fdct8(ws + y * 8, 1, 11, 2, 1);
+    for (x = 0; x < 8; x++) prg__jpeg_fdct8(ws + x, 8, 15, 2, 0);
+    for (k = 0; k < 64; k++) {
+        int32_t dv = (int32_t)q[k] * 8, a = ws[k] < 0 ? -ws[k] : ws[k];
+        a = (a + (dv >> 1)) / dv;
+        coef[k] = ws[k] < 0 ? -a : a;
+    }
+    d = coef[0] - *pred;
+    *pred = coef[0];
+    s = prg__jpeg_magnitude(d);
+    prg__jw_bits(jw, hf->dc_code[t][s], hf->dc_size[t][s]);
+    if (s) prg__jw_bits(jw, (uint32_t)(d < 0 ? d - 1 : d) & ((1u << s) - 1), s);
+    run = 0;
+    for (k = 1; k < 64; k++) {
+        int a = coef[prg__jpeg_zigzag[k]];
+        if (!a) { run++; continue; }
+        while (run > 15) { prg__jw_bits(jw, hf->ac_code[t][0xF0], hf->ac_size[t][0xF0]); run -= 16; }
+        s = prg__jpeg_magnitude(a);
+        prg__jw_bits(jw, hf->ac_code[t][(run << 4) | s], hf->ac_size[t][(run << 4) | s]);
+        prg__jw_bits(jw, (uint32_t)(a < 0 ? a - 1 : a) & ((1u << s) - 1), s);
+        run = 0;
+    }
+    if (run) prg__jw_bits(jw, hf->ac_code[t][0], hf->ac_size[t][0]);
+}
+
+prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels, int w, int h, int c,
+                              int quality, int subsample, void *work) {
+    prg__jpeg_writer jw;
+    prg__jpeg_huff hf;
+    uint16_t q[2][64];
+    int sub = c == 3 && subsample == PRG_JPEG_420, mcu = sub ? 16 : 8, ncomp = c == 3 ? 3 : 1;
+    int pw, ph, i, x, y, k, t, pred[3] = {0, 0, 0};
+    uint8_t *plane[3], *own = NULL;
+    size_t psz;
+    *out_len = 0;
+    if (!out || !pixels || w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3) || quality < 1 ||
+        quality > 100 || (subsample != PRG_JPEG_444 && subsample != PRG_JPEG_420))
+        return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: need pixels of 1..65535 x 1..65535 with 1 or 3 channels, quality 1..100 "
+                         "and PRG_JPEG_444 or PRG_JPEG_420 (got %dx%d, %d channels, quality %d, subsample %d)",
+                         w, h, c, quality, subsample);
+    if (cap < prg_jpeg_encode_bound(w, h, c))
+        return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: the output buffer has %zu bytes, prg_jpeg_encode_bound() wants %zu",
+                         cap, prg_jpeg_encode_bound(w, h, c));
+    pw = (w + mcu - 1) / mcu * mcu;
+    ph = (h + mcu - 1) / mcu * mcu;
+    psz = (size_t)pw * ph;
+    if (!work) {
+        own = (uint8_t *)prg_alloc(prg_jpeg_encode_workspace(w, h, c));
+        if (!own) return prg__fail(PRG_ERR_NOMEM, "prg_jpeg_encode: out of memory for a %dx%d image", w, h);
+        work = own;
+    }
+    for (k = 0; k < ncomp; k++) plane[k] = (uint8_t *)work + psz * k;
+    /* colour conversion (libjpeg's jccolor.c constants), edges replicated */
+    for (y = 0; y < ph; y++)
+        for (x = 0; x < pw; x++) {
+            const uint8_t *s = pixels + ((size_t)(y < h ? y : h - 1) * w + (x < w ? x : w - 1)) * c;
+            size_t o = (size_t)y * pw + x;
+            if (c == 1) { plane[0][o] = s[0]; continue; }
+            plane[0][o] = (uint8_t)((19595 * s[0] + 38470 * s[1] + 7471 * s[2] + 32768) >> 16);
+            plane[1][o] = (uint8_t)((-11059 * s[0] - 21709 * s[1] + 32768 * s[2] + (128 << 16) + 32767) >> 16);
+            plane[2][o] = (uint8_t)((32768 * s[0] - 27439 * s[1] - 5329 * s[2] + (128 << 16) + 32767) >> 16);
+        }
+    if (sub) /* 2x2 means in place (libjpeg's h2v2_downsample), into the top-left pw/2 x ph/2 */
+        for (k = 1; k < 3; k++)
+            for (y = 0; y < ph / 2; y++)
+                for (x = 0; x < pw / 2; x++) {
+                    const uint8_t *s = plane[k] + (size_t)(2 * y) * pw + 2 * x;
+                    plane[k][(size_t)y * (pw / 2) + x] = (uint8_t)((s[0] + s[1] + s[pw] + s[pw + 1] + 1 + (x & 1)) >> 2);
+                }
+    if (sub) /* chroma rows under the image repeat its last one, as libjpeg pads after downsampling */
+        for (k = 1; k < 3; k++)
+            for (y = (h + 1) / 2; y < ph / 2; y++)
+                memcpy(plane[k] + (size_t)y * (pw / 2), plane[k] + (size_t)((h + 1) / 2 - 1) * (pw / 2), (size_t)pw / 2);
+    prg_jpeg_quant_tables(q, quality);
+    for (t = 0; t < 2; t++) {
+        prg__jpeg_huff_codes(hf.dc_code[t], hf.dc_size[t], prg__jpeg_dc_bits[t], (const uint8_t *)"\0\1\2\3\4\5\6\7\10\11\12\13");
+        prg__jpeg_huff_codes(hf.ac_code[t], hf.ac_size[t], prg__jpeg_ac_bits[t], prg__jpeg_ac_vals[t]);
+    }
+    jw.p = out; jw.end = out + cap; jw.acc = 0; jw.n = 0;
+    prg__jw_marker(&jw, 0xD8, -1);
+    prg__jw_marker(&jw, 0xE0, 16); /* JFIF 1.01, aspect 1:1 */
+    { static const uint8_t app0[14] = {'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0};
+      for (i = 0; i < 14; i++) prg__jw_byte(&jw, app0[i]); }
+    for (t = 0; t < (ncomp == 3 ? 2 : 1); t++) {
+        prg__jw_marker(&jw, 0xDB, 67);
+        prg__jw_byte(&jw, t);
+        for (i = 0; i < 64; i++) prg__jw_byte(&jw, q[t][prg__jpeg_zigzag[i]]);
+    }
+    prg__jw_marker(&jw, 0xC0, 8 + 3 * ncomp);
+    prg__jw_byte(&jw, 8);
+    prg__jw_byte(&jw, h >> 8); prg__jw_byte(&jw, h & 255); prg__jw_byte(&jw, w >> 8); prg__jw_byte(&jw, w & 255);
+    prg__jw_byte(&jw, ncomp);
+    for (k = 0; k < ncomp; k++) {
+        prg__jw_byte(&jw, k + 1);
+        prg__jw_byte(&jw, k == 0 && sub ? 0x22 : 0x11);
+        prg__jw_byte(&jw, k ? 1 : 0);
+    }
+    for (t = 0; t < (ncomp == 3 ? 2 : 1); t++) {
+        int nv = 0;
+        for (i = 0; i < 16; i++) nv += prg__jpeg_ac_bits[t][i];
+        prg__jw_marker(&jw, 0xC4, 2 + 17 + 12);
+        prg__jw_byte(&jw, t);
+        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jpeg_dc_bits[t][i]);
+        for (i = 0; i < 12; i++) prg__jw_byte(&jw, i);
+        prg__jw_marker(&jw, 0xC4, 2 + 17 + nv);
+        prg__jw_byte(&jw, 0x10 | t);
+        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jpeg_ac_bits[t][i]);
+        for (i = 0; i < nv; i++) prg__jw_byte(&jw, prg__jpeg_ac_vals[t][i]);
+    }
+    prg__jw_marker(&jw, 0xDA, 6 + 2 * ncomp);
+    prg__jw_byte(&jw, ncomp);
+    for (k = 0; k < ncomp; k++) { prg__jw_byte(&jw, k + 1); prg__jw_byte(&jw, k ? 0x11 : 0x00); }
+    prg__jw_byte(&jw, 0); prg__jw_byte(&jw, 63); prg__jw_byte(&jw, 0);
+    for (y = 0; y < ph; y += mcu)
+        for (x = 0; x < pw; x += mcu) {
+            int by, bx;
+            for (by = 0; by < mcu; by += 8)
+                for (bx = 0; bx < mcu; bx += 8) {
+                    if (y + by >= h || x + bx >= w) { /* libjpeg's dummy block past the image: the previous DC, no AC */
+                        prg__jw_bits(&jw, hf.dc_code[0][0], hf.dc_size[0][0]);
+                        prg__jw_bits(&jw, hf.ac_code[0][0], hf.ac_size[0][0]);
+                        continue;
+                    }
+                    prg__jpeg_code_block(&jw, &hf, 0, plane[0] + (size_t)(y + by) * pw + x + bx, pw, q[0], &pred[0]);
+                }
+            for (k = 1; k < ncomp; k++) {
+                int cw = sub ? pw / 2 : pw;
+                size_t o = sub ? (size_t)(y / 2) * cw + x / 2 : (size_t)y * cw + x;
+                prg__jpeg_code_block(&jw, &hf, 1, plane[k] + o, cw, q[1], &pred[k]);
+            }
+        }
+    if (jw.n) prg__jw_bits(&jw, (1u << (8 - jw.n)) - 1, 8 - jw.n); /* pad with 1-bits */
+    prg__jw_marker(&jw, 0xD9, -1);
+    prg_free(own);
+    if (jw.p >= jw.end) return prg__fail(PRG_ERR_STATE, "prg_jpeg_encode: the %zu-byte bound was exceeded", cap);
+    *out_len = (size_t)(jw.p - out);
+    return PRG_OK;
+}
+
+size_t prg_jpeg_encode_workspace(int w, int h, int c) {
+    return ((size_t)w + 15) / 16 * 16 * (((size_t)h + 15) / 16 * 16) * (size_t)(c == 3 ? 3 : 1);
+}
+
+prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels, int w, int h, int c, int quality,
+                           int subsample) {
+    size_t cap;
+    prg_result r;
+    *out = NULL;
+    *out_len = 0;
+    if (w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3))
+        return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: need 1..65535 x 1..65535 pixels with 1 or 3 channels (got %dx%d, %d)", w, h, c);
+    cap = prg_jpeg_encode_bound(w, h, c);
+    *out = (uint8_t *)prg_alloc(cap);
+    if (!*out) return prg__fail(PRG_ERR_NOMEM, "prg_jpeg_encode: out of memory (%zu bytes) for a %dx%d image", cap, w, h);
+    r = prg_jpeg_encode_to(*out, cap, out_len, pixels, w, h, c, quality, subsample, NULL);
+    if (r) { prg_free(*out); *out = NULL; }
+    return r;
+}
 #endif /* PRG_NO_IMAGE */
 
 /* >>data ================================================================ */
@@ -15578,6 +15969,642 @@ int prg_planes_erase(float *img, const prg_transform *t, prg_rng *rng, int c, in
         }
     }
     return 0;
+}
+
+/* ---- corruptions (ImageNet-C / CIFAR-10-C) ---- */
+
+static const char *const prg__corrupt_names[PRG_CORRUPT_COUNT] = {
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "snow",
+    "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"};
+
+const char *prg_corruption_name(int corruption) {
+    return corruption >= 0 && corruption < PRG_CORRUPT_COUNT ? prg__corrupt_names[corruption] : NULL;
+}
+int prg_corruption_find(const char *name) {
+    int k;
+    for (k = 0; name && k < PRG_CORRUPT_COUNT; k++)
+        if (!strcmp(name, prg__corrupt_names[k])) return k;
+    return -1;
+}
+
+/* The benchmark's parameters, [0] CIFAR-10-C, [1] ImageNet-C, per severity. */
+static const double prg__cx_gauss[2][5] = {{0.04, 0.06, 0.08, 0.09, 0.10}, {0.08, 0.12, 0.18, 0.26, 0.38}};
+static const double prg__cx_shot[2][5] = {{500, 250, 100, 75, 50}, {60, 25, 12, 5, 3}};
+static const double prg__cx_impulse[2][5] = {{0.01, 0.02, 0.03, 0.05, 0.07}, {0.03, 0.06, 0.09, 0.17, 0.27}};
+static const double prg__cx_defocus[2][5][2] = {{{0.3, 0.4}, {0.4, 0.5}, {0.5, 0.6}, {1, 0.2}, {1.5, 0.1}},
+                                                {{3, 0.1}, {4, 0.5}, {6, 0.5}, {8, 0.5}, {10, 0.5}}};
+static const double prg__cx_glass[2][5][3] = {{{0.05, 1, 1}, {0.25, 1, 1}, {0.4, 1, 1}, {0.25, 1, 2}, {0.4, 1, 2}},
+                                              {{0.7, 1, 2}, {0.9, 2, 1}, {1, 2, 3}, {1.1, 3, 2}, {1.5, 4, 2}}};
+static const double prg__cx_motion[2][5][2] = {{{6, 1}, {6, 1.5}, {6, 2}, {8, 2}, {9, 2.5}},
+                                               {{10, 3}, {15, 5}, {15, 8}, {15, 12}, {20, 15}}};
+/* zoom factors 1 + k step, k < count: numpy's arange(1, stop, step) lengths */
+static const double prg__cx_zoom_step[2][5] = {{0.01, 0.01, 0.01, 0.01, 0.01}, {0.01, 0.01, 0.02, 0.02, 0.03}};
+static const int prg__cx_zoom_count[2][5] = {{7, 12, 16, 21, 26}, {12, 16, 11, 13, 11}};
+static const double prg__cx_snow[2][5][7] = {
+    {{0.1, 0.2, 1, 0.6, 8, 3, 0.95}, {0.1, 0.2, 1, 0.5, 10, 4, 0.9}, {0.15, 0.3, 1.75, 0.55, 10, 4, 0.9},
+     {0.25, 0.3, 2.25, 0.6, 12, 6, 0.85}, {0.3, 0.3, 1.25, 0.65, 14, 12, 0.8}},
+    {{0.1, 0.3, 3, 0.5, 10, 4, 0.8}, {0.2, 0.3, 2, 0.5, 12, 4, 0.7}, {0.55, 0.3, 4, 0.9, 12, 8, 0.7},
+     {0.55, 0.3, 4.5, 0.85, 12, 8, 0.65}, {0.55, 0.3, 2.5, 0.85, 12, 12, 0.55}}};
+static const double prg__cx_frost[2][5][2] = {{{1, 0.2}, {1, 0.3}, {0.9, 0.4}, {0.85, 0.4}, {0.75, 0.45}},
+                                              {{1, 0.4}, {0.8, 0.6}, {0.7, 0.7}, {0.65, 0.7}, {0.6, 0.75}}};
+static const double prg__cx_fog[2][5][2] = {{{0.2, 3}, {0.5, 3}, {0.75, 2.5}, {1, 2}, {1.5, 1.75}},
+                                            {{1.5, 2}, {2, 2}, {2.5, 1.7}, {2.5, 1.5}, {3, 1.4}}};
+static const double prg__cx_bright[2][5] = {{0.05, 0.1, 0.15, 0.2, 0.3}, {0.1, 0.2, 0.3, 0.4, 0.5}};
+static const double prg__cx_contrast[2][5] = {{0.75, 0.5, 0.4, 0.3, 0.15}, {0.4, 0.3, 0.2, 0.1, 0.05}};
+/* (alpha, sigma, affine) as fractions of the side (ImageNet-C's are of 244 for 224 images) */
+static const double prg__cx_elastic[2][5][3] = {
+    {{0, 0, 0.08}, {0.05, 0.2, 0.07}, {0.08, 0.06, 0.06}, {0.1, 0.04, 0.05}, {0.1, 0.03, 0.03}},
+    {{2, 0.7, 0.1}, {2, 0.08, 0.2}, {0.05, 0.01, 0.02}, {0.07, 0.01, 0.02}, {0.12, 0.01, 0.02}}};
+static const double prg__cx_pixelate[2][5] = {{0.95, 0.9, 0.85, 0.75, 0.65}, {0.6, 0.5, 0.4, 0.3, 0.25}};
+static const int prg__cx_jpeg[2][5] = {{80, 65, 58, 50, 40}, {25, 18, 15, 10, 7}};
+
+static int prg__cx_pow2(int n) {
+    int m = 1;
+    while (m < n) m *= 2;
+    return m;
+}
+#define PRG__CX_DISK (2 * 21 * 21) /* defocus_blur's two kernels of at most 21 x 21 */
+static int prg__cx_kernel_cap(int h, int w) { return 8 * (h > w ? h : w) + 64; }
+
+size_t prg_corrupt_workspace(int c, int h, int w) {
+    size_t n = (size_t)c * h * w, hw = (size_t)h * w, m = (size_t)prg__cx_pow2(h > w ? h : w);
+    size_t dbl = 2 * n + 3 * hw + (size_t)(h + 3) * (w + 3) + PRG__CX_DISK + m * m + (size_t)prg__cx_kernel_cap(h, w) + 2 * (size_t)(h > w ? h : w) + 8;
+    size_t bytes = dbl * sizeof(double) + 2 * n + 64;
+#ifndef PRG_NO_IMAGE
+    bytes += prg_jpeg_encode_bound(w, h, c) + prg_jpeg_encode_workspace(w, h, c);
+#endif
+    return bytes;
+}
+
+static double prg__cx_unif(prg_rng *r) { return (double)(prg_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+static double prg__cx_normal(prg_rng *r) {
+    double u1 = prg__cx_unif(r) + 1.0 / 9007199254740992.0, u2 = prg__cx_unif(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+/* Poisson(lambda): products of uniforms for small lambda; Hoermann's PTRS
+   (transformed rejection with squeeze, 1993) from 10 up. */
+static double prg__cx_poisson(prg_rng *r, double lam) {
+    if (lam <= 0) return 0;
+    if (lam < 10) {
+        double l = exp(-lam), p = 1;
+        int k = -1;
+        do { k++; p *= prg__cx_unif(r); } while (p > l);
+        return k;
+    } else {
+        double sl = sqrt(lam), ll = log(lam), b = 0.931 + 2.53 * sl, a = -0.059 + 0.02483 * b;
+        double inva = 1.1239 + 1.1328 / (b - 3.4), vr = 0.9277 - 3.6224 / (b - 2);
+        for (;;) {
+            double u = prg__cx_unif(r) - 0.5, v = prg__cx_unif(r), us = 0.5 - fabs(u);
+            double k = floor((2 * a / us + b) * u + lam + 0.43);
+            if (us >= 0.07 && v <= vr) return k;
+            if (k < 0 || (us < 0.013 && v > us)) continue;
+            if (log(v) + log(inva) - log(a / (us * us) + b) <= -lam + k * ll - lgamma(k + 1)) return k;
+        }
+    }
+}
+
+/* Border modes: 0 nearest (clamp), 1 scipy 'reflect' (d c b a | a b c d),
+   2 'mirror' = cv2 BORDER_REFLECT_101 (c b | a b c). */
+static int prg__cx_idx(int i, int n, int mode) {
+    if (i >= 0 && i < n) return i;
+    if (n == 1 || mode == 0) return i < 0 ? 0 : n - 1;
+    if (mode == 1) {
+        int p = 2 * n;
+        i %= p;
+        if (i < 0) i += p;
+        return i < n ? i : p - 1 - i;
+    } else {
+        int p = 2 * n - 2;
+        i %= p;
+        if (i < 0) i += p;
+        return i < n ? i : p - i;
+    }
+}
+
+/* scipy.ndimage.gaussian_filter on one plane (axis 0 then axis 1),
+   radius = int(truncate sigma + 0.5).  tmp [h*w], kern [2 r + 1]. */
+static void prg__cx_gauss_plane(double *p, int h, int w, double sigma, double truncate, int mode, double *tmp,
+                                double *kern, int kcap) {
+    int r = (int)(truncate * sigma + 0.5), i, j, k;
+    double s = 0;
+    if (sigma <= 0 || r == 0) return;
+    if (2 * r + 1 > kcap) r = (kcap - 1) / 2;
+    for (k = -r; k <= r; k++) s += kern[k + r] = exp(-0.5 * k * k / (sigma * sigma));
+    for (k = 0; k <= 2 * r; k++) kern[k] /= s;
+    for (i = 0; i < h; i++)
+        for (j = 0; j < w; j++) {
+            double a = 0;
+            for (k = -r; k <= r; k++) a += kern[k + r] * p[(size_t)prg__cx_idx(i + k, h, mode) * w + j];
+            tmp[(size_t)i * w + j] = a;
+        }
+    for (i = 0; i < h; i++)
+        for (j = 0; j < w; j++) {
+            double a = 0;
+            for (k = -r; k <= r; k++) a += kern[k + r] * tmp[(size_t)i * w + prg__cx_idx(j + k, w, mode)];
+            p[(size_t)i * w + j] = a;
+        }
+}
+
+/* The benchmark's clipped_zoom on one plane (scipy zoom, order 1, of the
+   central ceil(side / z) crop, then the central h x w of the result). */
+static void prg__cx_zoom_plane(double *dst, const double *src, int h, int w, double z) {
+    int chh = (int)ceil(h / z), chw = (int)ceil(w / z), top = (h - chh) / 2, left = (w - chw) / 2;
+    int oh = (int)prg__round_even(chh * z), ow = (int)prg__round_even(chw * z), th = (oh - h) / 2, tw = (ow - w) / 2, i, j;
+    double sy = oh > 1 ? (double)(chh - 1) / (oh - 1) : 0, sx = ow > 1 ? (double)(chw - 1) / (ow - 1) : 0;
+    for (i = 0; i < h; i++) {
+        double fy = (i + th) * sy;
+        int y0 = (int)floor(fy), y1 = y0 + 1 < chh ? y0 + 1 : chh - 1;
+        double wy = fy - y0;
+        for (j = 0; j < w; j++) {
+            double fx = (j + tw) * sx;
+            int x0 = (int)floor(fx), x1 = x0 + 1 < chw ? x0 + 1 : chw - 1;
+            double wx = fx - x0;
+            const double *r0 = src + (size_t)(top + y0) * w + left, *r1 = src + (size_t)(top + y1) * w + left;
+            dst[(size_t)i * w + j] = (1 - wy) * ((1 - wx) * r0[x0] + wx * r0[x1]) + wy * ((1 - wx) * r1[x0] + wx * r1[x1]);
+        }
+    }
+}
+
+/* The benchmark's plasma_fractal (diamond-square on a torus) of side m, in [0, 1]. */
+static void prg__cx_plasma(double *p, int m, double decay, prg_rng *rng) {
+    int s = m, i, j;
+    double wib = 100;
+    p[0] = 0;
+    while (s >= 2) {
+        int n = m / s, hs = s / 2;
+        for (i = 0; i < n; i++)
+            for (j = 0; j < n; j++) {
+                int i1 = (i + 1) % n * s, j1 = (j + 1) % n * s;
+                double a = p[(size_t)i * s * m + j * s] + p[(size_t)i1 * m + j * s] + p[(size_t)i * s * m + j1] + p[(size_t)i1 * m + j1];
+                p[(size_t)(i * s + hs) * m + j * s + hs] = a / 4 + wib * (2 * prg__cx_unif(rng) - 1) * wib;
+            }
+        for (i = 0; i < n; i++)
+            for (j = 0; j < n; j++) {
+                int iu = (i + n - 1) % n, jl = (j + n - 1) % n;
+                double ctr = p[(size_t)(i * s + hs) * m + j * s + hs];
+                double a = ctr + p[(size_t)(iu * s + hs) * m + j * s + hs] + p[(size_t)i * s * m + j * s] + p[(size_t)i * s * m + (j + 1) % n * s];
+                double b = ctr + p[(size_t)(i * s + hs) * m + jl * s + hs] + p[(size_t)i * s * m + j * s] + p[(size_t)((i + 1) % n) * s * m + j * s];
+                p[(size_t)i * s * m + j * s + hs] = a / 4 + wib * (2 * prg__cx_unif(rng) - 1) * wib;
+                p[(size_t)(i * s + hs) * m + j * s] = b / 4 + wib * (2 * prg__cx_unif(rng) - 1) * wib;
+            }
+        s /= 2;
+        wib /= decay;
+    }
+    {
+        double lo = p[0], hi;
+        size_t k, mm = (size_t)m * m;
+        for (k = 1; k < mm; k++) lo = p[k] < lo ? p[k] : lo;
+        for (k = 0; k < mm; k++) p[k] -= lo;
+        hi = p[0];
+        for (k = 1; k < mm; k++) hi = p[k] > hi ? p[k] : hi;
+        for (k = 0; k < mm; k++) p[k] = hi > 0 ? p[k] / hi : 0;
+    }
+}
+
+/* Our motion blur on one plane of values 0..255: a one-sided Gaussian
+   streak (2 ceil(radius) + 1 taps, weights exp(-i^2 / 2 sigma^2)) towards
+   the angle (degrees, image y down), edges replicated, rounded. */
+static void prg__cx_motion_plane(double *dst, const double *src, int h, int w, double radius, double sigma,
+                                 double angle, double *kern, int kcap) {
+    int width = 2 * (int)ceil(radius) + 1, i, x, y;
+    double s = 0, ca = cos(angle * 3.14159265358979323846 / 180), sa = sin(angle * 3.14159265358979323846 / 180);
+    if (width > kcap / 3) width = kcap / 3;
+    for (i = 0; i < width; i++) s += kern[i] = exp(-(double)i * i / (2 * sigma * sigma));
+    for (i = 0; i < width; i++) {
+        kern[i] /= s;
+        kern[width + i] = ceil(i * ca - 0.5);
+        kern[2 * width + i] = ceil(i * sa - 0.5);
+    }
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) {
+            double a = 0;
+            for (i = 0; i < width; i++) {
+                int xx = prg__cx_idx(x + (int)kern[width + i], w, 0), yy = prg__cx_idx(y + (int)kern[2 * width + i], h, 0);
+                a += kern[i] * src[(size_t)yy * w + xx];
+            }
+            a = floor(a + 0.5);
+            dst[(size_t)y * w + x] = a < 0 ? 0 : a > 255 ? 255 : a;
+        }
+}
+
+/* Bilinear sample of a plane at (y, x) with a border mode. */
+static double prg__cx_bilinear(const double *p, int h, int w, double y, double x, int mode) {
+    int y0 = (int)floor(y), x0 = (int)floor(x);
+    double wy = y - y0, wx = x - x0;
+    int ya = prg__cx_idx(y0, h, mode), yb = prg__cx_idx(y0 + 1, h, mode), xa = prg__cx_idx(x0, w, mode), xb = prg__cx_idx(x0 + 1, w, mode);
+    return (1 - wy) * ((1 - wx) * p[(size_t)ya * w + xa] + wx * p[(size_t)ya * w + xb]) +
+           wy * ((1 - wx) * p[(size_t)yb * w + xa] + wx * p[(size_t)yb * w + xb]);
+}
+
+static void prg__cx_to_u8(uint8_t *dst, const double *x, size_t n, double scale) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double v = x[i] * scale;
+        dst[i] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v); /* np.uint8(clip(.) * 255): truncation */
+    }
+}
+
+/* The procedural frost overlay, values 0..255 per channel. */
+static void prg__cx_frost_layer(double *out /* [c][h][w] */, int c, int h, int w, double *pl, int m, double *tmp,
+                                double *kern, int kcap, prg_rng *rng) {
+    static const double tint[3] = {0.84, 0.92, 1.0};
+    double *nd = out + (size_t)(c - 1) * h * w; /* needles drawn into the last plane first */
+    size_t hw = (size_t)h * w, k;
+    int side = h < w ? h : w, nn = (int)(hw / 12) + 4, i, ch;
+    prg__cx_plasma(pl, m, 1.6, rng);
+    memset(nd, 0, hw * sizeof(double));
+    for (i = 0; i < nn; i++) {
+        double x = prg__cx_unif(rng) * w, y = prg__cx_unif(rng) * h, a = prg__cx_unif(rng) * 3.14159265358979323846;
+        double len = 2 + prg__cx_unif(rng) * side / 4.0, v = 0.35 + 0.65 * prg__cx_unif(rng), t;
+        for (t = 0; t < len; t += 0.5) {
+            int xx = (int)floor(x + t * cos(a)), yy = (int)floor(y + t * sin(a));
+            if (xx >= 0 && xx < w && yy >= 0 && yy < h && nd[(size_t)yy * w + xx] < v) nd[(size_t)yy * w + xx] = v;
+        }
+    }
+    prg__cx_gauss_plane(nd, h, w, 0.6, 4.0, 0, tmp, kern, kcap);
+    for (k = 0; k < hw; k++) {
+        double v = 0.2 + 0.45 * pl[(k / w) * m + k % w] + 0.8 * nd[k];
+        tmp[k] = 255 * (v > 1 ? 1 : v);
+    }
+    for (ch = 0; ch < c; ch++) {
+        double tt = c == 3 ? tint[ch] : 0.92;
+        for (k = 0; k < hw; k++) out[(size_t)ch * hw + k] = tt * tmp[k];
+    }
+}
+
+prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, int corruption, int severity,
+                       prg_rng *rng, void *work) {
+    size_t n, hw, k;
+    int set, s = severity - 1, m, kcap, ch, i, j;
+    double *x, *y, *a, *b, *t, *zp, *pl, *kern;
+    uint8_t *own = NULL, *u8, *u8b;
+    prg_result res = PRG_OK;
+    if (!dst || !src || !rng || (c != 1 && c != 3) || h < 1 || w < 1 || (size_t)h * w > ((size_t)1 << 28))
+        return prg__fail(PRG_ERR_ARG, "prg_corrupt: need dst, src, rng and 1 or 3 planes of a positive size (got %d x %d x %d)", c, h, w);
+    if (corruption < 0 || corruption >= PRG_CORRUPT_COUNT || severity < 1 || severity > 5)
+        return prg__fail(PRG_ERR_ARG, "prg_corrupt: corruption %d (0..%d) at severity %d (1..5) does not exist",
+                         corruption, PRG_CORRUPT_COUNT - 1, severity);
+    n = (size_t)c * h * w;
+    hw = (size_t)h * w;
+    set = h <= 32 && w <= 32 ? 0 : 1;
+    m = prg__cx_pow2(h > w ? h : w);
+    kcap = prg__cx_kernel_cap(h, w);
+    if (!work) {
+        own = (uint8_t *)prg_alloc(prg_corrupt_workspace(c, h, w));
+        if (!own) return prg__fail(PRG_ERR_NOMEM, "prg_corrupt: out of memory for the workspace of a %dx%dx%d image", c, h, w);
+        work = own;
+    }
+    x = (double *)work; y = x + n; a = y + n; b = a + hw; t = b + hw; zp = t + hw;
+    pl = zp + (size_t)(h + 3) * (w + 3) + PRG__CX_DISK; kern = pl + (size_t)m * m;
+    u8 = (uint8_t *)(kern + kcap + 2 * (h > w ? h : w) + 8);
+    u8b = u8 + n;
+    for (k = 0; k < n; k++) x[k] = src[k] / 255.0;
+    switch (corruption) {
+    case PRG_CORRUPT_GAUSSIAN_NOISE:
+        for (k = 0; k < n; k++) x[k] += prg__cx_gauss[set][s] * prg__cx_normal(rng);
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    case PRG_CORRUPT_SHOT_NOISE: {
+        double lam = prg__cx_shot[set][s];
+        for (k = 0; k < n; k++) x[k] = prg__cx_poisson(rng, x[k] * lam) / lam;
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_IMPULSE_NOISE: /* skimage random_noise 's&p': each sample flipped with p = amount, salt or pepper 1:1 */
+        for (k = 0; k < n; k++) {
+            int flip = prg__cx_unif(rng) < prg__cx_impulse[set][s], salt = prg__cx_unif(rng) < 0.5;
+            if (flip) x[k] = salt ? 1.0 : 0.0;
+        }
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    case PRG_CORRUPT_DEFOCUS_BLUR: { /* disk(radius, alias) as the benchmark, then cv2.filter2D (reflect 101) */
+        double radius = prg__cx_defocus[set][s][0], alias = prg__cx_defocus[set][s][1], g[5], gs = 0, ks = 0;
+        int half = radius <= 8 ? 8 : (int)radius, ks1 = 2 * half + 1, gk = radius <= 8 ? 1 : 2;
+        double *disk = zp, *d2 = zp + (size_t)ks1 * ks1; /* within zp's PRG__CX_DISK extra */
+        for (i = -half; i <= half; i++)
+            for (j = -half; j <= half; j++) ks += disk[(i + half) * ks1 + j + half] = (double)(float)(i * i + j * j) <= radius * radius ? 1 : 0;
+        for (k = 0; k < (size_t)ks1 * ks1; k++) disk[k] /= ks;
+        for (i = -gk; i <= gk; i++) gs += g[i + gk] = exp(-(double)i * i / (2 * alias * alias));
+        for (i = 0; i <= 2 * gk; i++) g[i] /= gs;
+        for (i = 0; i < ks1; i++) /* cv2.GaussianBlur of the kernel: rows, then columns, reflect 101 */
+            for (j = 0; j < ks1; j++) {
+                double v = 0;
+                int q;
+                for (q = -gk; q <= gk; q++) v += g[q + gk] * disk[i * ks1 + prg__cx_idx(j + q, ks1, 2)];
+                d2[i * ks1 + j] = v;
+            }
+        for (i = 0; i < ks1; i++)
+            for (j = 0; j < ks1; j++) {
+                double v = 0;
+                int q;
+                for (q = -gk; q <= gk; q++) v += g[q + gk] * d2[prg__cx_idx(i + q, ks1, 2) * ks1 + j];
+                disk[i * ks1 + j] = v;
+            }
+        for (ch = 0; ch < c; ch++) {
+            const double *p = x + (size_t)ch * hw;
+            for (i = 0; i < h; i++)
+                for (j = 0; j < w; j++) {
+                    double v = 0;
+                    int p1, q1;
+                    for (p1 = -half; p1 <= half; p1++) {
+                        const double *row = p + (size_t)prg__cx_idx(i + p1, h, 2) * w;
+                        for (q1 = -half; q1 <= half; q1++) v += disk[(p1 + half) * ks1 + q1 + half] * row[prg__cx_idx(j + q1, w, 2)];
+                    }
+                    y[(size_t)ch * hw + (size_t)i * w + j] = v;
+                }
+        }
+        prg__cx_to_u8(dst, y, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_GLASS_BLUR: {
+        double sg = prg__cx_glass[set][s][0];
+        int d = (int)prg__cx_glass[set][s][1], it = (int)prg__cx_glass[set][s][2], r;
+        for (ch = 0; ch < c; ch++) prg__cx_gauss_plane(x + (size_t)ch * hw, h, w, sg, 4.0, 0, t, kern, kcap);
+        prg__cx_to_u8(u8, x, n, 255);
+        for (r = 0; r < it; r++) /* the benchmark's local pixel shuffle, bottom-right to top-left */
+            for (i = h - d; i > d; i--)
+                for (j = w - d; j > d; j--) {
+                    int dx = (int)prg_rng_below(rng, (uint32_t)(2 * d)) - d, dy = (int)prg_rng_below(rng, (uint32_t)(2 * d)) - d;
+                    int i2 = i + dy, j2 = j + dx;
+                    if (i2 >= h || j2 >= w) continue;
+                    for (ch = 0; ch < c; ch++) {
+                        uint8_t *p = u8 + (size_t)ch * hw, v = p[(size_t)i * w + j];
+                        p[(size_t)i * w + j] = p[(size_t)i2 * w + j2];
+                        p[(size_t)i2 * w + j2] = v;
+                    }
+                }
+        for (k = 0; k < n; k++) x[k] = u8[k] / 255.0;
+        for (ch = 0; ch < c; ch++) prg__cx_gauss_plane(x + (size_t)ch * hw, h, w, sg, 4.0, 0, t, kern, kcap);
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_MOTION_BLUR: {
+        double angle = -45 + 90 * prg__cx_unif(rng);
+        for (k = 0; k < n; k++) x[k] = src[k];
+        for (ch = 0; ch < c; ch++)
+            prg__cx_motion_plane(y + (size_t)ch * hw, x + (size_t)ch * hw, h, w, prg__cx_motion[set][s][0],
+                                 prg__cx_motion[set][s][1], angle, kern, kcap);
+        prg__cx_to_u8(dst, y, n, 1);
+        break;
+    }
+    case PRG_CORRUPT_ZOOM_BLUR: { /* float32 as the benchmark: mean of the image and its zooms */
+        int cnt = prg__cx_zoom_count[set][s], z;
+        double step = (1 + prg__cx_zoom_step[set][s]) - 1; /* numpy's arange steps by its second value minus its first */
+        for (k = 0; k < n; k++) { x[k] = (float)x[k]; y[k] = 0; }
+        for (z = 0; z < cnt; z++)
+            for (ch = 0; ch < c; ch++) {
+                prg__cx_zoom_plane(t, x + (size_t)ch * hw, h, w, 1 + z * step);
+                for (k = 0; k < hw; k++) y[(size_t)ch * hw + k] = (float)(y[(size_t)ch * hw + k] + (float)t[k]);
+            }
+        for (k = 0; k < n; k++) x[k] = (float)((float)(x[k] + y[k]) / (float)(cnt + 1));
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_SNOW: {
+        const double *p = prg__cx_snow[set][s];
+        double angle = -135 + 90 * prg__cx_unif(rng);
+        for (k = 0; k < hw; k++) a[k] = p[0] + p[1] * prg__cx_normal(rng);
+        prg__cx_zoom_plane(b, a, h, w, p[2]);
+        for (k = 0; k < hw; k++) {
+            double v = b[k] < p[3] ? 0 : b[k];
+            a[k] = (double)(uint8_t)((v <= 0 ? 0 : v >= 1 ? 1 : v) * 255);
+        }
+        prg__cx_motion_plane(b, a, h, w, p[4], p[5], angle, kern, kcap);
+        for (k = 0; k < hw; k++) {
+            double g = c == 3 ? 0.299 * x[k] + 0.587 * x[hw + k] + 0.114 * x[2 * hw + k] : x[k];
+            double sn = (b[k] + b[hw - 1 - k]) / 255.0;
+            for (ch = 0; ch < c; ch++) {
+                double v = x[(size_t)ch * hw + k], mx = g * 1.5 + 0.5;
+                v = p[6] * v + (1 - p[6]) * (v > mx ? v : mx);
+                y[(size_t)ch * hw + k] = v + sn;
+            }
+        }
+        prg__cx_to_u8(dst, y, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_FROST: {
+        prg__cx_frost_layer(y, c, h, w, pl, m, t, kern, kcap, rng);
+        for (k = 0; k < n; k++) y[k] = prg__cx_frost[set][s][0] * src[k] + prg__cx_frost[set][s][1] * y[k];
+        prg__cx_to_u8(dst, y, n, 1);
+        break;
+    }
+    case PRG_CORRUPT_FOG: {
+        double c0 = prg__cx_fog[set][s][0], mx = 0;
+        prg__cx_plasma(pl, m, prg__cx_fog[set][s][1], rng);
+        for (k = 0; k < n; k++) mx = x[k] > mx ? x[k] : mx;
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < h; i++)
+                for (j = 0; j < w; j++) {
+                    size_t o = (size_t)ch * hw + (size_t)i * w + j;
+                    x[o] = (x[o] + c0 * pl[(size_t)i * m + j]) * mx / (mx + c0);
+                }
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_BRIGHTNESS: { /* skimage's rgb2hsv, V + c clipped, hsv2rgb (same operations, same rounding) */
+        double add = prg__cx_bright[set][s];
+        for (k = 0; k < hw; k++) {
+            double r = x[k], g, bl, v, dl, sat, hue, f, pp, qq, tt, nv;
+            int hi;
+            if (c == 1) {
+                x[k] = r + add > 1 ? 1 : r + add;
+                continue;
+            }
+            g = x[hw + k]; bl = x[2 * hw + k];
+            v = r > g ? r : g;
+            v = v > bl ? v : bl;
+            dl = v - (r < g ? (r < bl ? r : bl) : (g < bl ? g : bl));
+            sat = dl == 0 ? 0 : dl / v;
+            hue = 0;
+            if (dl != 0) { /* the last matching channel wins, as skimage assigns in R, G, B order */
+                if (r == v) hue = (g - bl) / dl;
+                if (g == v) hue = 2.0 + (bl - r) / dl;
+                if (bl == v) hue = 4.0 + (r - g) / dl;
+                hue = fmod(hue / 6.0, 1.0);
+                if (hue < 0) hue += 1.0;
+            }
+            nv = v + add > 1 ? 1 : v + add;
+            hi = (int)floor(hue * 6);
+            f = hue * 6 - floor(hue * 6);
+            pp = nv * (1 - sat); qq = nv * (1 - f * sat); tt = nv * (1 - (1 - f) * sat);
+            switch (hi % 6) {
+            case 0: x[k] = nv; x[hw + k] = tt; x[2 * hw + k] = pp; break;
+            case 1: x[k] = qq; x[hw + k] = nv; x[2 * hw + k] = pp; break;
+            case 2: x[k] = pp; x[hw + k] = nv; x[2 * hw + k] = tt; break;
+            case 3: x[k] = pp; x[hw + k] = qq; x[2 * hw + k] = nv; break;
+            case 4: x[k] = tt; x[hw + k] = pp; x[2 * hw + k] = nv; break;
+            default: x[k] = nv; x[hw + k] = pp; x[2 * hw + k] = qq; break;
+            }
+        }
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+    case PRG_CORRUPT_CONTRAST:
+        for (ch = 0; ch < c; ch++) {
+            double mean = 0, f = prg__cx_contrast[set][s];
+            double *p = x + (size_t)ch * hw;
+            for (k = 0; k < hw; k++) mean += p[k];
+            mean /= (double)hw;
+            for (k = 0; k < hw; k++) p[k] = (p[k] - mean) * f + mean;
+        }
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    case PRG_CORRUPT_ELASTIC_TRANSFORM: {
+        double side = (h < w ? h : w) * (set ? 244.0 / 224.0 : 1.0);
+        double alpha = prg__cx_elastic[set][s][0] * side, sigma = prg__cx_elastic[set][s][1] * side;
+        double aff = prg__cx_elastic[set][s][2] * side, p1[3][2], p2[3][2], M[6], det, iv[6];
+        int sq = (h < w ? h : w) / 3, cx0 = w / 2, cy0 = h / 2;
+        p1[0][0] = cx0 + sq; p1[0][1] = cy0 + sq;
+        p1[1][0] = cx0 + sq; p1[1][1] = cy0 - sq;
+        p1[2][0] = cx0 - sq; p1[2][1] = cy0 - sq;
+        for (i = 0; i < 3; i++)
+            for (j = 0; j < 2; j++) p2[i][j] = p1[i][j] + (double)(float)(aff * (2 * prg__cx_unif(rng) - 1));
+        /* M maps p1 -> p2 (cv2.getAffineTransform); warpAffine samples src at M^-1 (dst) */
+        {
+            double ax = p1[0][0] - p1[2][0], ay = p1[0][1] - p1[2][1], bx = p1[1][0] - p1[2][0], by = p1[1][1] - p1[2][1];
+            double d0 = ax * by - ay * bx;
+            double ux = p2[0][0] - p2[2][0], uy = p2[0][1] - p2[2][1], vx = p2[1][0] - p2[2][0], vy = p2[1][1] - p2[2][1];
+            M[0] = (ux * by - vx * ay) / d0; M[1] = (vx * ax - ux * bx) / d0;
+            M[3] = (uy * by - vy * ay) / d0; M[4] = (vy * ax - uy * bx) / d0;
+            M[2] = p2[2][0] - M[0] * p1[2][0] - M[1] * p1[2][1];
+            M[5] = p2[2][1] - M[3] * p1[2][0] - M[4] * p1[2][1];
+        }
+        det = M[0] * M[4] - M[1] * M[3];
+        iv[0] = M[4] / det; iv[1] = -M[1] / det; iv[3] = -M[3] / det; iv[4] = M[0] / det;
+        iv[2] = -(iv[0] * M[2] + iv[1] * M[5]); iv[5] = -(iv[3] * M[2] + iv[4] * M[5]);
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < h; i++)
+                for (j = 0; j < w; j++)
+                    y[(size_t)ch * hw + (size_t)i * w + j] = prg__cx_bilinear(x + (size_t)ch * hw, h, w, iv[3] * j + iv[4] * i + iv[5],
+                                                                              iv[0] * j + iv[1] * i + iv[2], 2);
+        for (k = 0; k < hw; k++) a[k] = 2 * prg__cx_unif(rng) - 1;
+        for (k = 0; k < hw; k++) b[k] = 2 * prg__cx_unif(rng) - 1;
+        prg__cx_gauss_plane(a, h, w, sigma, 3.0, 1, t, kern, kcap);
+        prg__cx_gauss_plane(b, h, w, sigma, 3.0, 1, t, kern, kcap);
+        for (ch = 0; ch < c; ch++)
+            for (i = 0; i < h; i++)
+                for (j = 0; j < w; j++) {
+                    size_t o = (size_t)i * w + j;
+                    x[(size_t)ch * hw + o] = prg__cx_bilinear(y + (size_t)ch * hw, h, w, i + (float)(b[o] * alpha), j + (float)(a[o] * alpha), 1);
+                }
+        prg__cx_to_u8(dst, x, n, 255);
+        break;
+    }
+#ifndef PRG_NO_IMAGE
+    case PRG_CORRUPT_PIXELATE: { /* PIL resize BOX down to int(side * c), then BOX back */
+        int sw = (int)(w * prg__cx_pixelate[set][s]), sh = (int)(h * prg__cx_pixelate[set][s]);
+        if (sw < 1) sw = 1;
+        if (sh < 1) sh = 1;
+        for (ch = 0; ch < c && !res; ch++) {
+            res = prg_resize_u8(u8, sw, sh, src + (size_t)ch * hw, w, h, 1, PRG_FILTER_BOX);
+            if (!res) res = prg_resize_u8(dst + (size_t)ch * hw, w, h, u8, sw, sh, 1, PRG_FILTER_BOX);
+        }
+        break;
+    }
+    case PRG_CORRUPT_JPEG_COMPRESSION: { /* PIL's save(quality) defaults: 4:2:0 for colour */
+        uint8_t *jpg = u8b + n;
+        size_t cap = prg_jpeg_encode_bound(w, h, c), len = 0;
+        prg_image im;
+        for (k = 0; k < hw; k++)
+            for (ch = 0; ch < c; ch++) u8[k * c + ch] = src[(size_t)ch * hw + k];
+        res = prg_jpeg_encode_to(jpg, cap, &len, u8, w, h, c, prg__cx_jpeg[set][s], PRG_JPEG_420, jpg + cap);
+        if (!res) res = prg_jpeg_decode(&im, jpg, len, c, "jpeg_compression");
+        if (!res) {
+            for (k = 0; k < hw; k++)
+                for (ch = 0; ch < c; ch++) dst[(size_t)ch * hw + k] = im.data[k * c + ch];
+            prg_image_free(&im);
+        }
+        break;
+    }
+#else
+    case PRG_CORRUPT_PIXELATE:
+    case PRG_CORRUPT_JPEG_COMPRESSION:
+        res = prg__fail(PRG_ERR_UNSUPPORTED, "prg_corrupt: %s needs the image code (built with PRG_NO_IMAGE)", prg__corrupt_names[corruption]);
+        break;
+#endif
+    default: break;
+    }
+    (void)u8b;
+    prg_free(own);
+    return res;
+}
+
+/* ---- robustness and OOD metrics ---- */
+
+static int prg__cmp_float_asc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+typedef struct prg__scored { float s; int in; } prg__scored;
+static int prg__cmp_scored(const void *a, const void *b) {
+    return prg__cmp_float_asc(&((const prg__scored *)a)->s, &((const prg__scored *)b)->s);
+}
+static prg_result prg__scores_check(const char *fn, const float *s_in, int n_in, const float *s_out, int n_out) {
+    int i;
+    if (!s_in || !s_out || n_in < 1 || n_out < 1)
+        return prg__fail(PRG_ERR_ARG, "%s: need at least one in- and one out-of-distribution score (got %d and %d)", fn, n_in, n_out);
+    for (i = 0; i < n_in; i++)
+        if (isnan(s_in[i])) return prg__fail(PRG_ERR_NUMERIC, "%s: in-distribution score %d is NaN", fn, i);
+    for (i = 0; i < n_out; i++)
+        if (isnan(s_out[i])) return prg__fail(PRG_ERR_NUMERIC, "%s: out-of-distribution score %d is NaN", fn, i);
+    return PRG_OK;
+}
+
+prg_result prg_auroc(double *auroc, const float *s_in, int n_in, const float *s_out, int n_out) {
+    prg__scored *v;
+    double rank_in = 0;
+    int n, i, j;
+    prg_result r = prg__scores_check("prg_auroc", s_in, n_in, s_out, n_out);
+    *auroc = NAN;
+    if (r) return r;
+    n = n_in + n_out;
+    v = (prg__scored *)prg_alloc((size_t)n * sizeof *v);
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_auroc: out of memory for %d scores", n);
+    for (i = 0; i < n_in; i++) { v[i].s = s_in[i]; v[i].in = 1; }
+    for (i = 0; i < n_out; i++) { v[n_in + i].s = s_out[i]; v[n_in + i].in = 0; }
+    qsort(v, (size_t)n, sizeof *v, prg__cmp_scored);
+    for (i = 0; i < n; i = j) { /* a run of equal scores shares the mean rank */
+        double mid;
+        int cnt = 0;
+        for (j = i; j < n && v[j].s == v[i].s; j++) cnt += v[j].in;
+        mid = 0.5 * ((double)(i + 1) + (double)j);
+        rank_in += mid * cnt;
+    }
+    *auroc = (rank_in - 0.5 * (double)n_in * (n_in + 1)) / ((double)n_in * n_out);
+    prg_free(v);
+    return PRG_OK;
+}
+
+prg_result prg_fpr_at_tpr(double *fpr, const float *s_in, int n_in, const float *s_out, int n_out, double tpr) {
+    float *v, t;
+    int i, k, fp = 0;
+    prg_result r = prg__scores_check("prg_fpr_at_tpr", s_in, n_in, s_out, n_out);
+    *fpr = NAN;
+    if (r) return r;
+    if (!(tpr > 0 && tpr <= 1)) return prg__fail(PRG_ERR_ARG, "prg_fpr_at_tpr: tpr %g is not in (0, 1]", tpr);
+    v = (float *)prg_alloc((size_t)n_in * sizeof *v);
+    if (!v) return prg__fail(PRG_ERR_NOMEM, "prg_fpr_at_tpr: out of memory for %d scores", n_in);
+    memcpy(v, s_in, (size_t)n_in * sizeof *v);
+    qsort(v, (size_t)n_in, sizeof *v, prg__cmp_float_asc);
+    k = (int)ceil(tpr * n_in - 1e-9); /* the k highest in-scores are detected */
+    if (k < 1) k = 1;
+    t = v[n_in - k];
+    for (i = 0; i < n_out; i++) fp += s_out[i] >= t;
+    *fpr = (double)fp / n_out;
+    prg_free(v);
+    return PRG_OK;
+}
+
+double prg_mce(double *ce, const double *err, const double *base, int n) {
+    double sum = 0;
+    int c, s;
+    for (c = 0; c < n; c++) {
+        double e = 0, b = 0;
+        for (s = 0; s < 5; s++) { e += err[c * 5 + s]; b += base[c * 5 + s]; }
+        if (ce) ce[c] = b > 0 ? e / b : NAN;
+        sum += b > 0 ? e / b : NAN;
+    }
+    return n > 0 ? sum / n : NAN;
 }
 
 /* torchvision / timm RandomResizedCrop.get_params */
