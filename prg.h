@@ -701,8 +701,26 @@ prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float 
 prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits);
 /* After forward: accumulates d(loss)/d(params) into the U-Net and head
    gradients, given dlogits = d(loss)/d(logits) [batch][classes].  Memory:
-   the M+1 states and one U-Net activation set, whatever M is. */
+   the M+1 states, one U-Net activation set, and the kept steps' sets of
+   prg_classifier_set_memory_budget. */
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
+/* The exact backward needs every Euler step's U-Net activations.  The last
+   step's are always at hand; forward keeps those of as many earlier steps as
+   `bytes` allow (prg_classifier_step_bytes each; the steps nearest x) and
+   backward recomputes the forward of the rest (with PRG_GRAD_ADJOINT, whose
+   Jacobians are at the right ends, up to M - 2 steps are kept).  0 = recompute every step:
+   memory flat in M.  The gradients are the same bits in every mode.  The
+   default is a quarter of physical memory (sysconf _SC_PHYS_PAGES, 0 where
+   it is unknown), and applies once the classifier has run a backward, so a
+   classifier used only for inference keeps nothing; setting a budget
+   applies it from the next forward on.  Kept sets stay allocated for the
+   next forward; a new budget releases them. */
+void       prg_classifier_set_memory_budget(prg_classifier *clf, size_t bytes);
+size_t     prg_classifier_memory_budget(const prg_classifier *clf);
+/* Bytes one kept Euler step costs for a batch (one U-Net activation set). */
+size_t     prg_classifier_step_bytes(const prg_classifier *clf, int batch);
+/* Euler steps whose U-Net activations the last forward kept (0 .. M-1). */
+int        prg_classifier_kept_steps(const prg_classifier *clf);
 
 /* >>optim =============================================================== */
 /* Adam, AdamW, warmup + cosine schedule, EMA. */
@@ -6902,7 +6920,8 @@ struct prg_unet {
     int cur_c, cur_h, cur_g, cur_rc;
     /* storage for the largest batch seen */
     int cap_batch;
-    float *act, *scr, *ws;
+    float *act, *scr, *ws; /* act: the activation set forward writes and backward reads */
+    float *act_own;        /* the net's own set; a caller may lend others (prg__unet_use_act) */
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
     uint64_t fwd_serial;   /* forwards run so far: names the activations held */
@@ -7494,7 +7513,7 @@ void prg_unet_free(prg_unet *n) {
     prg__unet_plan_free(n);
     prg_free(n->params);
     prg_free(n->grads);
-    prg_free(n->act);
+    prg_free(n->act_own);
     prg_free(n->scr);
     prg_free(n->ws);
     prg_free(n);
@@ -7567,19 +7586,19 @@ static prg_result prg__unet_reserve(prg_unet *n, int batch) {
         n->scr_floats > SIZE_MAX / sizeof(float) / (size_t)batch)
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_forward: batch %d is too large for this U-Net", batch);
     ws = prg__unet_ws_floats(n, batch);
-    prg_free(n->act);
+    prg_free(n->act_own);
     prg_free(n->scr);
     prg_free(n->ws);
-    n->act = (float *)prg_alloc(n->act_floats * (size_t)batch * sizeof(float));
+    n->act = n->act_own = (float *)prg_alloc(n->act_floats * (size_t)batch * sizeof(float));
     n->scr = (float *)prg_alloc(n->scr_floats * (size_t)batch * sizeof(float));
     n->ws = (float *)prg_alloc((ws ? ws : 1) * sizeof(float));
     n->fwd_batch = 0;
     if (!n->act || !n->scr || !n->ws) {
         double mb = ((double)(n->act_floats + n->scr_floats) * batch + (double)ws) * 4 / 1e6;
-        prg_free(n->act);
+        prg_free(n->act_own);
         prg_free(n->scr);
         prg_free(n->ws);
-        n->act = n->scr = n->ws = NULL;
+        n->act = n->act_own = n->scr = n->ws = NULL;
         n->cap_batch = 0;
         n->ws_floats = 0;
         return prg__fail(PRG_ERR_NOMEM,
@@ -7589,6 +7608,21 @@ static prg_result prg__unet_reserve(prg_unet *n, int batch) {
     n->cap_batch = batch;
     n->ws_floats = ws;
     return PRG_OK;
+}
+
+/* Floats of one activation set for a batch: what forward writes into act
+   and backward reads from it (the scratch and workspace blocks are shared). */
+static size_t prg__unet_act_set_floats(const prg_unet *n, int batch) { return n->act_floats * (size_t)batch; }
+
+/* Switches the activation set without copying: set (prg__unet_act_set_floats
+   for the batch, owned by the caller; NULL = the net's own) becomes the one
+   forward writes and backward reads.  held: the batch of the forward the
+   caller knows set holds, so a backward may follow; 0 = none.  The caller
+   has reserved the batch (prg__unet_reserve) and switches back to NULL
+   before the net is used by anyone else. */
+static void prg__unet_use_act(prg_unet *n, float *set, int held) {
+    n->act = set ? set : n->act_own;
+    n->fwd_batch = held;
 }
 
 typedef struct prg__unet_add_ctx { float *y; const float *x; size_t n; } prg__unet_add_ctx;
@@ -8477,7 +8511,31 @@ struct prg_classifier {
     float *lnmean, *lnrstd;   /* [cap] each */
     int fwd_batch;            /* batch of the last forward, 0 = none */
     uint64_t net_serial;      /* net->fwd_serial after the forward's last Euler step */
+    /* kept Euler steps: step kfirst + j (j < kept) ran its U-Net forward in set j of kact */
+    size_t budget;            /* bytes kact may take (prg_classifier_set_memory_budget) */
+    int budget_on;            /* the budget applies (a backward ran, or it was set) */
+    float *kact;              /* kact_floats: kept activation sets, set_floats each */
+    size_t kact_floats, set_floats;
+    int kept, kfirst;         /* steps kept by the last forward, the first of them */
+    int kept_live;            /* backward: the kept sets hold this forward's steps */
 };
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+/* A quarter of physical memory, 0 where it is unknown. */
+static size_t prg__keep_default_bytes(void) {
+#if (defined(__unix__) || defined(__APPLE__)) && defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double b;
+    if (pages <= 0 || page <= 0) return 0;
+    b = (double)pages * (double)page / 4;
+    return b >= (double)SIZE_MAX ? SIZE_MAX : (size_t)b;
+#else
+    return 0;
+#endif
+}
 
 /* Euler steps of the classifier's encoder for its path, or -1 (with the
    error recorded) when the grid does not fit the path. */
@@ -8539,6 +8597,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     }
     clf->d = clf->c * clf->pool * clf->pool;
     clf->img = prg__unet_image_floats(net);
+    clf->budget = prg__keep_default_bytes();
     for (t = 0; t < PRG__HEAD_NT; t++) {
         prg__head_shape(clf, t, &ndim, shape);
         clf->hoff[t] = off;
@@ -8573,7 +8632,69 @@ void prg_classifier_free(prg_classifier *clf) {
     prg_free(clf->head);
     prg_free(clf->hgrad);
     prg_free(clf->act);
+    prg_free(clf->kact);
     PRG_FREE(clf);
+}
+
+void prg_classifier_set_memory_budget(prg_classifier *clf, size_t bytes) {
+    clf->budget = bytes;
+    clf->budget_on = 1;
+    prg_free(clf->kact);
+    clf->kact = NULL;
+    clf->kact_floats = 0;
+    clf->kept = 0;
+    clf->kept_live = 0;
+}
+
+size_t prg_classifier_memory_budget(const prg_classifier *clf) { return clf->budget; }
+size_t prg_classifier_step_bytes(const prg_classifier *clf, int batch) {
+    return batch < 1 ? 0 : prg__unet_act_set_floats(clf->net, batch) * sizeof(float);
+}
+int prg_classifier_kept_steps(const prg_classifier *clf) { return clf->kept; }
+
+/* Steps to keep for a batch within the budget, their sets allocated (fewer
+   when memory is short): from step 0 for the exact backward, from step 1 for
+   the adjoint (its Jacobians are taken at states 1 .. M), up to M - 2: the
+   last step's set is the net's own. */
+static int prg__classifier_keep_reserve(prg_classifier *clf, int batch) {
+    size_t set = prg__unet_act_set_floats(clf->net, batch), by = set * sizeof(float);
+    size_t k = !clf->budget_on || clf->grad_mode == PRG_GRAD_FROZEN || !by ? 0 : clf->budget / by;
+    clf->kfirst = clf->grad_mode == PRG_GRAD_ADJOINT;
+    if (k > (size_t)(clf->steps - 1 - clf->kfirst)) k = (size_t)(clf->steps - 1 - clf->kfirst);
+    clf->set_floats = set;
+    for (; k > 0; k /= 2) {
+        float *p;
+        if (k * set <= clf->kact_floats) return (int)k;
+        p = (float *)prg_alloc(k * set * sizeof(float));
+        if (!p) continue;
+        prg_free(clf->kact);
+        clf->kact = p;
+        clf->kact_floats = k * set;
+        return (int)k;
+    }
+    return 0;
+}
+
+/* The U-Net as the encoder's velocity with the kept steps: the state x is
+   row e of clf->states, which names the evaluation (forward step e, or
+   backward's Jacobian at state e: the same U-Net input).  A kept step runs
+   in its own set; in backward that set still holds it, and the forward is
+   not run again (its v is not read there). */
+static prg_result prg__classifier_vel(void *ctx, int batch, const float *x, const float *t, float *v) {
+    prg_classifier *clf = (prg_classifier *)ctx;
+    size_t e = (size_t)(x - clf->states) / (clf->img * (size_t)batch), j = e - (size_t)clf->kfirst;
+    float *set = e >= (size_t)clf->kfirst && j < (size_t)clf->kept ? clf->kact + j * clf->set_floats : NULL;
+    PRG_ASSERT(x >= clf->states && e <= (size_t)clf->steps);
+    if (set && clf->kept_live) {
+        prg__unet_use_act(clf->net, set, batch);
+        return PRG_OK;
+    }
+    prg__unet_use_act(clf->net, set, 0);
+    return prg_unet_forward(clf->net, batch, x, t, v);
+}
+
+static prg_result prg__classifier_vjp(void *ctx, const float *dv, float *dx) {
+    return prg_unet_backward(((prg_classifier *)ctx)->net, dv, dx);
 }
 
 prg_unet *prg_classifier_unet(prg_classifier *clf) { return clf->net; }
@@ -8688,9 +8809,16 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     n = clf->img * (size_t)batch;
     if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
     if ((r = prg__classifier_reserve(clf, batch)) != PRG_OK) return r;
+    if ((r = prg__unet_reserve(clf->net, batch)) != PRG_OK) return r;
+    clf->kept_live = 0;
+    clf->kept = prg__classifier_keep_reserve(clf, batch);
+    prg__unet_keep_begin(clf->net);
     r = (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
-        prg_unet_velocity, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img, x,
+        prg__classifier_vel, clf, clf->t_span, clf->t_cutoff, batch, clf->img, x,
         clf->states + (size_t)clf->steps * n, clf->states);
+    prg__unet_keep_end(clf->net);
+    /* the last step ran in the net's own set (kept <= M - 1) */
+    prg__unet_use_act(clf->net, NULL, r == PRG_OK ? batch : 0);
     if (r != PRG_OK) return r;
     if ((r = prg__check_finite(clf->states + (size_t)clf->steps * n, n, "encoder output (non-finite U-Net velocity)")) != PRG_OK)
         return r;
@@ -8702,6 +8830,7 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
     clf->fwd_batch = batch;
     clf->net_serial = clf->net->fwd_serial;
+    clf->kept_live = 1;
     return PRG_OK;
 }
 
@@ -8744,9 +8873,16 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
     if ((r = prg__euler_grid_make(&grid, clf->path == PRG_PATH_GVP, clf->t_span, clf->t_cutoff,
                                   "prg_classifier_backward")) != PRG_OK)
         return r;
-    return prg__euler_backward(&grid, prg_unet_velocity, prg_unet_velocity_vjp, clf->net, batch, clf->img,
-                               clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
-                               clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
+    /* the kept steps' sets are read where they are (prg__classifier_vel) */
+    prg__unet_keep_begin(clf->net);
+    r = prg__euler_backward(&grid, prg__classifier_vel, prg__classifier_vjp, clf, batch, clf->img, clf->states,
+                            clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
+                            clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
+    prg__unet_keep_end(clf->net);
+    prg__unet_use_act(clf->net, NULL, r == PRG_OK ? batch : 0);
+    clf->kept_live = 0;
+    clf->budget_on = 1; /* from the next forward on: this classifier trains */
+    return r;
 }
 
 prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float *x, float beta, prg_rng *rng,
