@@ -6873,7 +6873,10 @@ float prg_flow_loss_forward_backward(float *dv, const float *v, const float *tar
    activation block, so the layout for a batch B is the per-image layout
    times B (every activation is linear in B).  GroupNorm, SiLU, scale-shift,
    concat and upsample outputs are recomputed by backward with the same
-   kernels (same bits), into a scratch block laid out the same way. */
+   kernels (same bits), into a scratch block laid out the same way.  The
+   activation set is switchable (prg__unet_use_act: a caller keeps several
+   forwards for later backwards), and a lean forward runs the same modules
+   over a smaller layout that keeps nothing for a backward. */
 
 #define PRG__UNET_NAME 48
 #define PRG__UNET_EPS 1e-5f
