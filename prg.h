@@ -483,7 +483,14 @@ prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const floa
    dv, dx: [batch][C][H][W]; dx may be dv itself (in place).  Backward does
    not change what forward kept: it may be called again. */
 prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
-/* Bytes of activations + backward scratch held for the largest batch so far. */
+/* The same v, bit for bit, keeping nothing for a backward (inference: the
+   skip tensors the U-Net must hold, two other tensors and one module's
+   intermediates at a time, instead of every module's output and saved
+   intermediates).  A backward after it fails with PRG_ERR_STATE.  Encode,
+   sampling and prg_classifier_predict run it. */
+prg_result prg_unet_forward_lean(prg_unet *net, int batch, const float *x, const float *t, float *v);
+/* Bytes of activations + scratch + workspace the net holds now (allocated by
+   the largest forward so far; a lean forward alone allocates less). */
 size_t     prg_unet_activation_bytes(const prg_unet *net);
 
 /* >>flow ================================================================ */
@@ -681,6 +688,8 @@ prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int ba
    for the flow section's samplers and ODEs. */
 prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v);
 prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx);
+/* prg_unet_velocity through prg_unet_forward_lean (no vjp after it). */
+prg_result prg_unet_velocity_lean(void *net, int batch, const float *x, const float *t, float *v);
 
 /* The classifier: the encoder, then the head of docs/METHOD.md C.1 on z:
    average pool to pool x pool per channel (exact, 16 by default), flatten to
@@ -743,10 +752,32 @@ prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float 
 /* logits [batch][classes] for x [batch][C][H][W].  Keeps the M+1 states and
    the head's intermediates for backward. */
 prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits);
+/* The same logits, bit for bit, for inference: the U-Net keeps nothing for
+   a backward (prg_unet_forward_lean), nor does the classifier (a backward
+   after it fails with PRG_ERR_STATE). */
+prg_result prg_classifier_predict(prg_classifier *clf, int batch, const float *x, float *logits);
 /* After forward: accumulates d(loss)/d(params) into the U-Net and head
    gradients, given dlogits = d(loss)/d(logits) [batch][classes].  Memory:
-   the M+1 states and one U-Net activation set, whatever M is. */
+   the M+1 states, one U-Net activation set, and the kept steps' sets of
+   prg_classifier_set_memory_budget. */
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
+/* The exact backward needs every Euler step's U-Net activations.  The last
+   step's are always at hand; forward keeps those of as many earlier steps as
+   `bytes` allow (prg_classifier_step_bytes each; the steps nearest x) and
+   backward recomputes the forward of the rest (with PRG_GRAD_ADJOINT, whose
+   Jacobians are at the right ends, up to M - 2 steps are kept).  0 = recompute every step:
+   memory flat in M.  The gradients are the same bits in every mode.  The
+   default is a quarter of physical memory (sysconf _SC_PHYS_PAGES, 0 where
+   it is unknown), and applies once the classifier has run a backward, so a
+   classifier used only for inference keeps nothing; setting a budget
+   applies it from the next forward on.  Kept sets stay allocated for the
+   next forward; a new budget releases them. */
+void       prg_classifier_set_memory_budget(prg_classifier *clf, size_t bytes);
+size_t     prg_classifier_memory_budget(const prg_classifier *clf);
+/* Bytes one kept Euler step costs for a batch (one U-Net activation set). */
+size_t     prg_classifier_step_bytes(const prg_classifier *clf, int batch);
+/* Euler steps whose U-Net activations the last forward kept (0 .. M-1). */
+int        prg_classifier_kept_steps(const prg_classifier *clf);
 
 /* ---- representation probes ------------------------------------------- */
 /* How good the encoder's features are at each point of the trajectory (the
@@ -7289,7 +7320,10 @@ float prg_flow_loss_forward_backward(float *dv, const float *v, const float *tar
    activation block, so the layout for a batch B is the per-image layout
    times B (every activation is linear in B).  GroupNorm, SiLU, scale-shift,
    concat and upsample outputs are recomputed by backward with the same
-   kernels (same bits), into a scratch block laid out the same way. */
+   kernels (same bits), into a scratch block laid out the same way.  The
+   activation set is switchable (prg__unet_use_act: a caller keeps several
+   forwards for later backwards), and a lean forward runs the same modules
+   over a smaller layout that keeps nothing for a backward. */
 
 #define PRG__UNET_NAME 48
 #define PRG__UNET_EPS 1e-5f
@@ -7349,7 +7383,15 @@ struct prg_unet {
     int cur_c, cur_h, cur_g, cur_rc;
     /* storage for the largest batch seen */
     int cap_batch;
-    float *act, *scr, *ws;
+    int lean_batch;        /* largest batch the blocks hold for a lean forward (>= cap_batch) */
+    float *act, *scr, *ws; /* act: the activation set forward writes and backward reads */
+    size_t act_cap, scr_cap; /* floats allocated in act_own and scr */
+    /* the lean forward (prg_unet_forward_lean): the modules over a layout that
+       holds the skip tensors, two ping-pong tensors and one module's
+       intermediates at a time; its scratch is the head of the full one */
+    prg__unet_mod *lmods;
+    size_t lean_floats, lean_scr_floats;
+    float *act_own;        /* the net's own set; a caller may lend others (prg__unet_use_act) */
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
     uint64_t fwd_serial;   /* forwards run so far: names the activations held */
@@ -7737,21 +7779,77 @@ static prg_result prg__unet_plan(prg_unet *n) {
     n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
     PRG_ASSERT(n->nstack == 0);
 
-    /* backward scratch, per image */
-    for (i = 0; i < 2; i++) n->gbuf_len[i] = n->maxel;
-    for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
-    n->t1_off = prg__unet_scr(n, n->maxel);
-    n->t2_off = prg__unet_scr(n, n->maxel);
+    /* scratch, per image: first what forward uses too, then backward's */
     for (i = 0; i < 3; i++) n->r_off[i] = prg__unet_scr(n, n->maxel);
     n->gm_off = prg__unet_scr(n, (size_t)c->groups);
     n->gr_off = prg__unet_scr(n, (size_t)c->groups);
     n->rc_off = prg__unet_scr(n, n->maxel);
+    n->lean_scr_floats = n->scr_floats;
+    for (i = 0; i < 2; i++) n->gbuf_len[i] = n->maxel;
+    for (i = 0; i < n->ngbuf; i++) n->gbuf_off[i] = prg__unet_scr(n, n->gbuf_len[i]);
+    n->t1_off = prg__unet_scr(n, n->maxel);
+    n->t2_off = prg__unet_scr(n, n->maxel);
     for (i = 0, ch = 1; i < L; i++)
         if (c->channel_mult[i] > ch) ch = c->channel_mult[i];
     n->dss_off = prg__unet_scr(n, (size_t)2 * mc * ch);
     n->dsemb_off = prg__unet_scr(n, (size_t)ed);
     n->de1_off = prg__unet_scr(n, (size_t)ed);
     n->de2_off = prg__unet_scr(n, (size_t)ed);
+    return PRG_OK;
+}
+
+/* The lean forward's modules (n->lmods): the same modules over a layout
+   that, after the input and the time embedding (as in the full layout),
+   gives each skip tensor (an output a CAT reads later) its own place, every
+   other output one of two ping-pong places (never the module's own input),
+   and the intermediates t[] places shared by all modules.  Falls back to
+   the full layout if that is not smaller. */
+static prg_result prg__unet_plan_lean(prg_unet *n) {
+    size_t base = n->semb_off + ((4 * (size_t)n->cfg.model_channels + 15) & ~(size_t)15), off, pp[2], t_sz[3];
+    size_t tmax[3] = {0, 0, 0};
+    int i, j, k, skip;
+    n->lmods = (prg__unet_mod *)prg_alloc((size_t)n->nmods * sizeof *n->lmods);
+    if (!n->lmods) return prg__fail(PRG_ERR_NOMEM, "prg_unet: out of memory for the layer tables");
+    memcpy(n->lmods, n->mods, (size_t)n->nmods * sizeof *n->lmods);
+    off = base;
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int hw = m->h * m->w, co = m->cout, ci = m->cin;
+        t_sz[0] = m->type == PRG__UM_RES ? (size_t)co * hw : m->type == PRG__UM_ATTN ? (size_t)3 * ci * hw : 0;
+        t_sz[1] = m->type == PRG__UM_RES ? (size_t)2 * co : m->type == PRG__UM_ATTN ? (size_t)ci * hw : 0;
+        t_sz[2] = m->type == PRG__UM_ATTN ? (size_t)n->cfg.num_heads * hw * hw : 0;
+        for (k = 0; k < 3; k++)
+            if (t_sz[k] > tmax[k]) tmax[k] = t_sz[k];
+        for (skip = 0, j = i + 1; j < n->nmods && !m->out_rc; j++)
+            skip |= n->mods[j].type == PRG__UM_CAT && n->mods[j].in2 == m->out;
+        if (!m->out_rc) n->lmods[i].out = SIZE_MAX; /* a ping-pong place, chosen below */
+        if (skip) {
+            int ho = m->type == PRG__UM_CONV ? m->h / m->stride : m->h;
+            n->lmods[i].out = off;
+            off += ((size_t)co * ho * ho + 15) & ~(size_t)15;
+            for (j = i + 1; j < n->nmods; j++)
+                if (n->mods[j].type == PRG__UM_CAT && n->mods[j].in2 == m->out) n->lmods[j].in2 = n->lmods[i].out;
+        }
+    }
+    pp[0] = off;
+    pp[1] = pp[0] + ((n->maxel + 15) & ~(size_t)15);
+    off = pp[1] + ((n->maxel + 15) & ~(size_t)15);
+    for (k = 0; k < 3; k++) {
+        size_t tk = off;
+        off += (tmax[k] + 15) & ~(size_t)15;
+        for (i = 0; i < n->nmods; i++)
+            if (n->mods[i].type == PRG__UM_RES || n->mods[i].type == PRG__UM_ATTN) n->lmods[i].t[k] = tk;
+    }
+    for (i = 0; i < n->nmods; i++) {
+        prg__unet_mod *l = &n->lmods[i];
+        if (i > 0 && !l->in_rc) l->in = n->lmods[i - 1].out; /* the previous module's output */
+        if (l->out == SIZE_MAX) l->out = l->in == pp[0] && !l->in_rc ? pp[1] : pp[0];
+    }
+    if (off >= n->act_floats) { /* not smaller: the full layout */
+        memcpy(n->lmods, n->mods, (size_t)n->nmods * sizeof *n->lmods);
+        off = n->act_floats;
+    }
+    n->lean_floats = off;
     return PRG_OK;
 }
 
@@ -7896,7 +7994,8 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
     if (!n) return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: out of memory");
     memset(n, 0, sizeof *n);
     n->cfg = *cfg;
-    if ((r = prg__unet_plan(n)) != PRG_OK) {
+    if ((r = prg__unet_plan(n)) != PRG_OK || (r = prg__unet_plan_lean(n)) != PRG_OK) {
+        prg__unet_plan_free(n);
         prg_free(n);
         return r;
     }
@@ -7940,9 +8039,10 @@ void prg_unet_free(prg_unet *n) {
     for (i = 0; n->keep && i < 2 * n->ntens; i++) prg_free(n->keep[i].u);
     prg_free(n->keep);
     prg__unet_plan_free(n);
+    prg_free(n->lmods);
     prg_free(n->params);
     prg_free(n->grads);
-    prg_free(n->act);
+    prg_free(n->act_own);
     prg_free(n->scr);
     prg_free(n->ws);
     prg_free(n);
@@ -7979,7 +8079,7 @@ int prg_unet_find_tensor(const prg_unet *n, const char *name) {
 }
 
 size_t prg_unet_activation_bytes(const prg_unet *n) {
-    return ((n->act_floats + n->scr_floats) * (size_t)n->cap_batch + n->ws_floats) * sizeof(float);
+    return (n->act_cap + n->scr_cap + n->ws_floats) * sizeof(float);
 }
 
 static size_t prg__unet_max(size_t a, size_t b) { return a > b ? a : b; }
@@ -8007,36 +8107,57 @@ static size_t prg__unet_ws_floats(const prg_unet *n, int b) {
     return need;
 }
 
-/* Grows the activation, scratch and workspace blocks to hold `batch`. */
-static prg_result prg__unet_reserve(prg_unet *n, int batch) {
-    size_t ws;
-    if (batch <= n->cap_batch) return PRG_OK;
-    if (n->act_floats > SIZE_MAX / sizeof(float) / (size_t)batch ||
-        n->scr_floats > SIZE_MAX / sizeof(float) / (size_t)batch)
+/* Grows the activation, scratch and workspace blocks to hold `batch`, for a
+   forward that keeps what backward needs or (lean) for a lean forward. */
+static prg_result prg__unet_reserve_mode(prg_unet *n, int batch, int lean) {
+    size_t ws, a = lean ? n->lean_floats : n->act_floats, s = lean ? n->lean_scr_floats : n->scr_floats;
+    if (batch <= (lean ? n->lean_batch : n->cap_batch)) return PRG_OK;
+    if (a > SIZE_MAX / sizeof(float) / (size_t)batch || s > SIZE_MAX / sizeof(float) / (size_t)batch)
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_forward: batch %d is too large for this U-Net", batch);
     ws = prg__unet_ws_floats(n, batch);
-    prg_free(n->act);
+    prg_free(n->act_own);
     prg_free(n->scr);
     prg_free(n->ws);
-    n->act = (float *)prg_alloc(n->act_floats * (size_t)batch * sizeof(float));
-    n->scr = (float *)prg_alloc(n->scr_floats * (size_t)batch * sizeof(float));
+    n->act = n->act_own = (float *)prg_alloc(a * (size_t)batch * sizeof(float));
+    n->scr = (float *)prg_alloc(s * (size_t)batch * sizeof(float));
     n->ws = (float *)prg_alloc((ws ? ws : 1) * sizeof(float));
     n->fwd_batch = 0;
     if (!n->act || !n->scr || !n->ws) {
-        double mb = ((double)(n->act_floats + n->scr_floats) * batch + (double)ws) * 4 / 1e6;
-        prg_free(n->act);
+        double mb = ((double)(a + s) * batch + (double)ws) * 4 / 1e6;
+        prg_free(n->act_own);
         prg_free(n->scr);
         prg_free(n->ws);
-        n->act = n->scr = n->ws = NULL;
-        n->cap_batch = 0;
-        n->ws_floats = 0;
+        n->act = n->act_own = n->scr = n->ws = NULL;
+        n->cap_batch = n->lean_batch = 0;
+        n->act_cap = n->scr_cap = n->ws_floats = 0;
         return prg__fail(PRG_ERR_NOMEM,
                          "prg_unet_forward: cannot allocate %.1f MB of activations for batch %d; use a "
                          "smaller batch", mb, batch);
     }
-    n->cap_batch = batch;
+    n->act_cap = a * (size_t)batch;
+    n->scr_cap = s * (size_t)batch;
+    /* the lean layout fits in the full one (prg__unet_plan_lean) */
+    n->cap_batch = lean ? 0 : batch;
+    n->lean_batch = batch;
     n->ws_floats = ws;
     return PRG_OK;
+}
+
+static prg_result prg__unet_reserve(prg_unet *n, int batch) { return prg__unet_reserve_mode(n, batch, 0); }
+
+/* Floats of one activation set for a batch: what forward writes into act
+   and backward reads from it (the scratch and workspace blocks are shared). */
+static size_t prg__unet_act_set_floats(const prg_unet *n, int batch) { return n->act_floats * (size_t)batch; }
+
+/* Switches the activation set without copying: set (prg__unet_act_set_floats
+   for the batch, owned by the caller; NULL = the net's own) becomes the one
+   forward writes and backward reads.  held: the batch of the forward the
+   caller knows set holds, so a backward may follow; 0 = none.  The caller
+   has reserved the batch (prg__unet_reserve) and switches back to NULL
+   before the net is used by anyone else. */
+static void prg__unet_use_act(prg_unet *n, float *set, int held) {
+    n->act = set ? set : n->act_own;
+    n->fwd_batch = held;
 }
 
 typedef struct prg__unet_add_ctx { float *y; const float *x; size_t n; } prg__unet_add_ctx;
@@ -8150,14 +8271,16 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     }
 }
 
-prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
+static prg_result prg__unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v, int lean) {
     const prg_unet_config *c;
+    const prg__unet_mod *mods;
     int B = batch, i, mc, ed;
     float *P, *A;
     prg_result res;
     if (!n || !x || !t || !v) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: NULL argument");
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
-    if ((res = prg__unet_reserve(n, batch)) != PRG_OK) return res;
+    if ((res = lean ? prg__unet_reserve_mode(n, batch, 1) : prg__unet_reserve(n, batch)) != PRG_OK) return res;
+    mods = lean ? n->lmods : n->mods;
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
@@ -8171,12 +8294,20 @@ prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float 
     prg_linear_forward(PRG__UA(n->emb_off), PRG__UA(n->e1s_off), P + n->tens[2].offset, P + n->tens[3].offset,
                        B, ed, ed);
     prg_silu_forward(PRG__UA(n->semb_off), PRG__UA(n->emb_off), (size_t)B * ed);
-    for (i = 0; i < n->nmods; i++) prg__unet_mod_forward(n, &n->mods[i], B);
-    memcpy(v, PRG__UA(n->mods[n->nmods - 1].out),
+    for (i = 0; i < n->nmods; i++) prg__unet_mod_forward(n, &mods[i], B);
+    memcpy(v, PRG__UA(mods[n->nmods - 1].out),
            (size_t)B * c->out_channels * c->image_size * c->image_size * sizeof(float));
-    n->fwd_batch = B;
+    n->fwd_batch = lean ? 0 : B;
     n->fwd_serial++;
     return PRG_OK;
+}
+
+prg_result prg_unet_forward(prg_unet *n, int batch, const float *x, const float *t, float *v) {
+    return prg__unet_forward(n, batch, x, t, v, 0);
+}
+
+prg_result prg_unet_forward_lean(prg_unet *n, int batch, const float *x, const float *t, float *v) {
+    return prg__unet_forward(n, batch, x, t, v, 1);
 }
 
 /* --- backward --------------------------------------------------------------- */
@@ -8188,7 +8319,8 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
     if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
     if (n->fwd_batch < 1)
-        return prg__fail(PRG_ERR_STATE, "prg_unet_backward: call prg_unet_forward first (on this net)");
+        return prg__fail(PRG_ERR_STATE, "prg_unet_backward: call prg_unet_forward first (on this net; "
+                         "prg_unet_forward_lean keeps nothing for a backward)");
     c = &n->cfg;
     B = n->fwd_batch;
     mc = c->model_channels;
@@ -8586,7 +8718,7 @@ enum { PRG__EULER, PRG__HEUN, PRG__RK4 };
 /* A solve evaluates a U-Net (vel = prg_unet_velocity) with weights that do
    not change: it keeps the transformed convolution weights throughout. */
 static void prg__solve_keep(prg_velocity_fn vel, void *ctx, int on) {
-    if (vel != prg_unet_velocity || !ctx) return;
+    if ((vel != prg_unet_velocity && vel != prg_unet_velocity_lean) || !ctx) return;
     if (on)
         prg__unet_keep_begin((prg_unet *)ctx);
     else
@@ -8721,7 +8853,7 @@ prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, floa
     if (c->in_channels != c->out_channels)
         return prg__fail(PRG_ERR_CONFIG, "prg_unet_sample: sampling needs out_channels (%d) == in_channels (%d)",
                          c->out_channels, c->in_channels);
-    return prg_sample_path(prg_unet_path(net), solver, prg_unet_velocity, net, steps, batch,
+    return prg_sample_path(prg_unet_path(net), solver, prg_unet_velocity_lean, net, steps, batch,
                            (size_t)c->in_channels * c->image_size * c->image_size, x);
 }
 
@@ -8860,6 +8992,10 @@ prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx) {
     return prg_unet_backward((prg_unet *)net, dv, dx);
 }
 
+prg_result prg_unet_velocity_lean(void *net, int batch, const float *x, const float *t, float *v) {
+    return prg_unet_forward_lean((prg_unet *)net, batch, x, t, v);
+}
+
 static prg_result prg__check_finite(const float *x, size_t n, const char *what) {
     size_t i;
     for (i = 0; i < n; i++)
@@ -8890,7 +9026,7 @@ static prg_result prg__encode(prg_unet *net, int t_span, int t_cutoff, int batch
     n = (size_t)batch * prg__unet_image_floats(net);
     if ((r = prg__check_finite(x, n, "prg_encode input x")) != PRG_OK) return r;
     r = (prg_unet_path(net) == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
-        prg_unet_velocity, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x, z, states);
+        prg_unet_velocity_lean, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x, z, states);
     if (r != PRG_OK) return r;
     return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
 }
@@ -8927,6 +9063,14 @@ struct prg_classifier {
     int fwd_batch;            /* batch of the last forward, 0 = none */
     uint64_t net_serial;      /* net->fwd_serial after the forward's last Euler step */
     char **names;             /* [classes] class names or NULL (prg__names_copy) */
+    /* kept Euler steps: step kfirst + j (j < kept) ran its U-Net forward in set j of kact */
+    size_t budget;            /* bytes kact may take (prg_classifier_set_memory_budget) */
+    int budget_on;            /* the budget applies (a backward ran, or it was set) */
+    float *kact;              /* kact_floats: kept activation sets, set_floats each */
+    size_t kact_floats, set_floats;
+    int kept, kfirst;         /* steps kept by the last forward, the first of them */
+    int kept_live;            /* backward: the kept sets hold this forward's steps */
+    int lean;                 /* this forward keeps nothing for a backward (predict, frozen) */
 };
 
 /* names[0..n) copied into one prg_alloc block: the n pointers, then the
@@ -8948,6 +9092,24 @@ static char **prg__names_copy(const char *const *names, int n) {
         p += len;
     }
     return out;
+}
+
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+/* A quarter of physical memory, 0 where it is unknown. */
+static size_t prg__keep_default_bytes(void) {
+#if (defined(__unix__) || defined(__APPLE__)) && defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double b;
+    if (pages <= 0 || page <= 0) return 0;
+    b = (double)pages * (double)page / 4;
+    return b >= (double)SIZE_MAX ? SIZE_MAX : (size_t)b;
+#else
+    return 0;
+#endif
 }
 
 /* Euler steps of the classifier's encoder for its path, or -1 (with the
@@ -9017,6 +9179,7 @@ prg_result prg_classifier_create(prg_classifier **out, prg_unet *net, int num_cl
     }
     clf->d = clf->c * clf->pool * clf->pool;
     clf->img = prg__unet_image_floats(net);
+    clf->budget = prg__keep_default_bytes();
     for (t = 0; t < PRG__HEAD_NT; t++) {
         prg__head_shape(clf, t, &ndim, shape);
         clf->hoff[t] = off;
@@ -9053,7 +9216,69 @@ void prg_classifier_free(prg_classifier *clf) {
     prg_free(clf->head);
     prg_free(clf->hgrad);
     prg_free(clf->act);
+    prg_free(clf->kact);
     PRG_FREE(clf);
+}
+
+void prg_classifier_set_memory_budget(prg_classifier *clf, size_t bytes) {
+    clf->budget = bytes;
+    clf->budget_on = 1;
+    prg_free(clf->kact);
+    clf->kact = NULL;
+    clf->kact_floats = 0;
+    clf->kept = 0;
+    clf->kept_live = 0;
+}
+
+size_t prg_classifier_memory_budget(const prg_classifier *clf) { return clf->budget; }
+size_t prg_classifier_step_bytes(const prg_classifier *clf, int batch) {
+    return batch < 1 ? 0 : prg__unet_act_set_floats(clf->net, batch) * sizeof(float);
+}
+int prg_classifier_kept_steps(const prg_classifier *clf) { return clf->kept; }
+
+/* Steps to keep for a batch within the budget, their sets allocated (fewer
+   when memory is short): from step 0 for the exact backward, from step 1 for
+   the adjoint (its Jacobians are taken at states 1 .. M), up to M - 2: the
+   last step's set is the net's own. */
+static int prg__classifier_keep_reserve(prg_classifier *clf, int batch) {
+    size_t set = prg__unet_act_set_floats(clf->net, batch), by = set * sizeof(float);
+    size_t k = !clf->budget_on || clf->grad_mode == PRG_GRAD_FROZEN || !by ? 0 : clf->budget / by;
+    clf->kfirst = clf->grad_mode == PRG_GRAD_ADJOINT;
+    if (k > (size_t)(clf->steps - 1 - clf->kfirst)) k = (size_t)(clf->steps - 1 - clf->kfirst);
+    clf->set_floats = set;
+    for (; k > 0; k /= 2) {
+        float *p;
+        if (k * set <= clf->kact_floats) return (int)k;
+        p = (float *)prg_alloc(k * set * sizeof(float));
+        if (!p) continue;
+        prg_free(clf->kact);
+        clf->kact = p;
+        clf->kact_floats = k * set;
+        return (int)k;
+    }
+    return 0;
+}
+
+/* The U-Net as the encoder's velocity with the kept steps: the state x is
+   row e of clf->states, which names the evaluation (forward step e, or
+   backward's Jacobian at state e: the same U-Net input).  A kept step runs
+   in its own set; in backward that set still holds it, and the forward is
+   not run again (its v is not read there). */
+static prg_result prg__classifier_vel(void *ctx, int batch, const float *x, const float *t, float *v) {
+    prg_classifier *clf = (prg_classifier *)ctx;
+    size_t e = (size_t)(x - clf->states) / (clf->img * (size_t)batch), j = e - (size_t)clf->kfirst;
+    float *set = e >= (size_t)clf->kfirst && j < (size_t)clf->kept ? clf->kact + j * clf->set_floats : NULL;
+    PRG_ASSERT(x >= clf->states && e <= (size_t)clf->steps);
+    if (set && clf->kept_live) {
+        prg__unet_use_act(clf->net, set, batch);
+        return PRG_OK;
+    }
+    prg__unet_use_act(clf->net, set, 0);
+    return clf->lean ? prg_unet_forward_lean(clf->net, batch, x, t, v) : prg_unet_forward(clf->net, batch, x, t, v);
+}
+
+static prg_result prg__classifier_vjp(void *ctx, const float *dv, float *dx) {
+    return prg_unet_backward(((prg_classifier *)ctx)->net, dv, dx);
 }
 
 prg_unet *prg_classifier_unet(prg_classifier *clf) { return clf->net; }
@@ -9178,7 +9403,10 @@ static prg_result prg__classifier_reserve(prg_classifier *clf, int batch) {
     return PRG_OK;
 }
 
-prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits) {
+/* predict: the U-Net forwards keep nothing for a backward (nor in frozen
+   mode, whose backward does not reach the U-Net). */
+static prg_result prg__classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits,
+                                          int predict) {
     prg_result r;
     size_t n;
     const float *w;
@@ -9190,9 +9418,17 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     n = clf->img * (size_t)batch;
     if ((r = prg__check_finite(x, n, "classifier input x")) != PRG_OK) return r;
     if ((r = prg__classifier_reserve(clf, batch)) != PRG_OK) return r;
+    clf->lean = predict || clf->grad_mode == PRG_GRAD_FROZEN;
+    if ((r = prg__unet_reserve_mode(clf->net, batch, clf->lean)) != PRG_OK) return r;
+    clf->kept_live = 0;
+    clf->kept = clf->lean ? 0 : prg__classifier_keep_reserve(clf, batch);
+    prg__unet_keep_begin(clf->net);
     r = (clf->path == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
-        prg_unet_velocity, clf->net, clf->t_span, clf->t_cutoff, batch, clf->img, x,
+        prg__classifier_vel, clf, clf->t_span, clf->t_cutoff, batch, clf->img, x,
         clf->states + (size_t)clf->steps * n, clf->states);
+    prg__unet_keep_end(clf->net);
+    /* the last step ran in the net's own set (kept <= M - 1) */
+    prg__unet_use_act(clf->net, NULL, r == PRG_OK && !clf->lean ? batch : 0);
     if (r != PRG_OK) return r;
     if ((r = prg__check_finite(clf->states + (size_t)clf->steps * n, n, "encoder output (non-finite U-Net velocity)")) != PRG_OK)
         return r;
@@ -9202,9 +9438,18 @@ prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x
     prg_linear_forward(clf->h1, clf->ln, w + clf->hoff[2], w + clf->hoff[3], batch, clf->d, clf->d);
     prg_tanh_forward(clf->h2, clf->h1, (size_t)batch * clf->d);
     prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
-    clf->fwd_batch = batch;
+    clf->fwd_batch = predict ? 0 : batch;
     clf->net_serial = clf->net->fwd_serial;
+    clf->kept_live = 1;
     return PRG_OK;
+}
+
+prg_result prg_classifier_forward(prg_classifier *clf, int batch, const float *x, float *logits) {
+    return prg__classifier_forward(clf, batch, x, logits, 0);
+}
+
+prg_result prg_classifier_predict(prg_classifier *clf, int batch, const float *x, float *logits) {
+    return prg__classifier_forward(clf, batch, x, logits, 1);
 }
 
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
@@ -9246,9 +9491,16 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
     if ((r = prg__euler_grid_make(&grid, clf->path == PRG_PATH_GVP, clf->t_span, clf->t_cutoff,
                                   "prg_classifier_backward")) != PRG_OK)
         return r;
-    return prg__euler_backward(&grid, prg_unet_velocity, prg_unet_velocity_vjp, clf->net, batch, clf->img,
-                               clf->states, clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
-                               clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
+    /* the kept steps' sets are read where they are (prg__classifier_vel) */
+    prg__unet_keep_begin(clf->net);
+    r = prg__euler_backward(&grid, prg__classifier_vel, prg__classifier_vjp, clf, batch, clf->img, clf->states,
+                            clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
+                            clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
+    prg__unet_keep_end(clf->net);
+    prg__unet_use_act(clf->net, NULL, r == PRG_OK ? batch : 0);
+    clf->kept_live = 0;
+    clf->budget_on = 1; /* from the next forward on: this classifier trains */
+    return r;
 }
 
 prg_result prg_classifier_flow_loss(prg_classifier *clf, int batch, const float *x, float beta, prg_rng *rng,

@@ -170,7 +170,7 @@ static void ev_scores(float *sc /* [EV_NSCORES][n] */, prg_classifier *clf, prg_
         int bs = n - i < batch ? n - i : batch;
         for (b = 0; b < bs; b++) index[b] = i + b;
         ex_check(prg_batch_build(x, y, ds, te, index, bs, 0, 0), "batch");
-        ex_check(prg_classifier_forward(clf, bs, x, logits), "classifier forward");
+        ex_check(prg_classifier_predict(clf, bs, x, logits), "classifier");
         for (b = 0; b < bs; b++) {
             const float *l = logits + (size_t)b * k;
             double mx = l[0], se = 0;

@@ -548,7 +548,7 @@ PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, c
         int bs = n - i < batch ? n - i : batch;
         for (b = 0; b < bs; b++) index[b] = i + b;
         ex_check(prg_batch_build(x, y, ds, t, index, bs, 0, 0), "batch");
-        ex_check(prg_classifier_forward(clf, bs, x, logits), "classifier forward");
+        ex_check(prg_classifier_predict(clf, bs, x, logits), "classifier");
         for (b = 0; b < bs; b++) {
             const float *l = logits + (size_t)b * k;
             int rank = 0, best = 0;

@@ -26,6 +26,8 @@ static void usage(void) {
            EX_NET_HELP
            "  --frozen               only the head trains (U-Net is a fixed feature map)\n"
            "  --grad exact|adjoint   gradient through the ODE (exact: default; adjoint: the reference's)\n"
+           "  --keep-mb N            MiB for keeping Euler steps' U-Net activations instead of recomputing\n"
+           "                         them in backward (same bits; default 1/4 of RAM; 0: recompute all)\n"
            EX_PATH_HELP
            "  --t-span N             ODE grid points, 2..1024 (32, also when only --t-cutoff is given)\n"
            "  --t-cutoff N           grid points dropped at the noise end, 0..t_span-2 (0)\n"
@@ -87,6 +89,7 @@ int main(int argc, char **argv) {
     int64_t steps = 0, warmup_steps = -1, step = 0, total;
     float hflip = -1;
     double lr = 0, wd = 0.05, smoothing = 0.1, beta = 0;
+    double keep_mb = -1; /* --keep-mb; unset: the library's default budget */
     uint64_t seed = 0;
     ex_net_flags nf;
     prg_dataset ds, ts;
@@ -121,6 +124,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--from-scratch")) from_scratch = 1;
         else if (EX_FLAG("--frozen")) frozen = 1;
         else if (EX_FLAG("--grad")) grad = ex_val();
+        else if (EX_FLAG("--keep-mb")) keep_mb = ex_num_in(0, 1e9, 0);
         else if (EX_FLAG("--path")) path_flag = ex_val();
         else if (EX_FLAG("--t-span")) { t_span = ex_int_in(2, 1024); t_span_given = 1; }
         else if (EX_FLAG("--t-cutoff")) t_cutoff = ex_int_in(0, 1022);
@@ -222,6 +226,7 @@ int main(int argc, char **argv) {
     ex_check(prg_classifier_set_grad_mode(clf, frozen ? PRG_GRAD_FROZEN : !strcmp(grad, "exact") ? PRG_GRAD_EXACT
                                                                                                    : PRG_GRAD_ADJOINT),
              "grad mode");
+    if (keep_mb >= 0) prg_classifier_set_memory_budget(clf, (size_t)(keep_mb * 1048576.0));
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     prg_classifier_head_params(clf, &nhead);

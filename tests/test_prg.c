@@ -1,7 +1,9 @@
 /* The reverse-ODE encoder and the classifier: against PyTorch (the encoder
    output, the logits, and every gradient of the label-smoothing loss through
    the Euler steps, exact and adjoint), a finite-difference check, thread
-   determinism, and refused misuse. */
+   determinism, refused misuse, the memory budget's kept Euler steps and the
+   lean (inference) forward, both bit-identical to the recomputing and
+   training forwards. */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
@@ -354,6 +356,7 @@ static void test_last_step_kept(void) {
     uint64_t s0;
     int steps, mode;
     if (!clf) return;
+    prg_classifier_set_memory_budget(clf, 0); /* every step but the last recomputed */
     net = prg_classifier_unet(clf);
     nu = prg_unet_num_params(net);
     steps = prg_ode_reverse_euler_steps(5, 1);
@@ -402,6 +405,8 @@ static void test_kept_weights(void) {
     size_t nu, j;
     int round;
     if (!ca || !cb) return;
+    prg_classifier_set_memory_budget(ca, 0); /* the backward's recomputed forwards use kept weights too */
+    prg_classifier_set_memory_budget(cb, 0);
     na = prg_classifier_unet(ca);
     nb = prg_classifier_unet(cb);
     nu = prg_unet_num_params(na);
@@ -430,6 +435,146 @@ static void test_kept_weights(void) {
     }
     prg_classifier_free(ca);
     prg_classifier_free(cb);
+}
+
+/* Fine-tuning under a memory budget: the Euler steps whose U-Net
+   activations forward keeps are not run again by backward (counted), and the
+   U-Net and head gradients are the same bits with budget 0, one that keeps
+   some steps and one that keeps all, on both paths (exact; adjoint on ICFM),
+   1 and 2 threads; also after a foreign forward on the net, a second step
+   (sets reused) and a grid change (sets grown).  A classifier that never ran a
+   backward keeps nothing under the default budget. */
+static void test_memory_budget(int path) {
+    prg_classifier *clf = make_small(5, 0), *fresh = make_small(5, 0);
+    prg_unet *net;
+    static const int labels[3] = {2, 0, 4};
+    float x[3 * 64], other[3 * 64], t[3] = {0.2f, 0.5f, 0.8f}, v[3 * 64], dlogits[3 * 5], logits[3 * 5];
+    float *gref = NULL, *href = NULL;
+    size_t nu, nh, step;
+    int steps, b, th, mode, rep;
+    uint64_t s0;
+    if (!clf || !fresh) return;
+    CHECK(prg_classifier_set_path(clf, path) == PRG_OK && prg_classifier_set_path(fresh, path) == PRG_OK, "path");
+    net = prg_classifier_unet(clf);
+    nu = prg_unet_num_params(net);
+    prg_classifier_head_grads(clf, &nh);
+    steps = prg_classifier_grid(clf, NULL, NULL);
+    step = prg_classifier_step_bytes(clf, 3);
+    CHECK(steps == 4 && step > 0 && prg_classifier_memory_budget(clf) == prg_classifier_memory_budget(fresh),
+          "%d steps, %zu bytes a step", steps, step);
+    CHECK(prg_classifier_forward(fresh, 3, x, logits) == PRG_OK && prg_classifier_kept_steps(fresh) == 0,
+          "a classifier that never ran a backward kept %d steps", prg_classifier_kept_steps(fresh));
+    fill_formula(x, 3 * 64, 12);
+    fill_formula(other, 3 * 64, 13);
+    gref = (float *)malloc(nu * sizeof(float));
+    href = (float *)malloc(nh * sizeof(float));
+    for (mode = 0; mode < (path == PRG_PATH_ICFM ? 2 : 1); mode++) /* the adjoint on one path */
+        for (b = 0; b < 3; b++)
+            for (th = 1; th <= 2; th++)
+                for (rep = 0; rep < th; rep++) {
+                    /* budgets: none, two of the three steps that can be kept, all */
+                    int want = b == 0 ? 0 : b == 1 ? 2 : steps - 1 - mode, ran;
+                    prg_set_num_threads(th);
+                    CHECK(prg_classifier_set_grad_mode(clf, mode ? PRG_GRAD_ADJOINT : PRG_GRAD_EXACT) == PRG_OK, "mode");
+                    if (rep == 0) prg_classifier_set_memory_budget(clf, b == 0 ? 0 : b == 1 ? 2 * step + step / 2 : (size_t)-1);
+                    prg_classifier_zero_grad(clf);
+                    CHECK(prg_classifier_forward(clf, 3, x, logits) == PRG_OK, "forward: %s", prg_last_error());
+                    CHECK(prg_classifier_kept_steps(clf) == want, "budget %d: kept %d steps, want %d", b,
+                          prg_classifier_kept_steps(clf), want);
+                    prg_cross_entropy_forward_backward(dlogits, logits, labels, 3, 5, 0.1f);
+                    if (rep == 1) CHECK(prg_unet_forward(net, 3, other, t, v) == PRG_OK, "forward in between");
+                    s0 = net->fwd_serial;
+                    CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "backward: %s", prg_last_error());
+                    ran = (int)(net->fwd_serial - s0);
+                    /* exact: the last step is live unless a forward came between; adjoint: the Jacobian
+                       at the last state (never a forward step's) always runs */
+                    CHECK(ran == steps - want - (mode == 0 && rep == 0), "%s, budget %d, rep %d: backward ran %d "
+                          "U-Net forwards", mode ? "adjoint" : "exact", b, rep, ran);
+                    if (b == 0 && th == 1 && rep == 0) {
+                        memcpy(gref, prg_unet_grads(net), nu * sizeof(float));
+                        memcpy(href, prg_classifier_head_grads(clf, NULL), nh * sizeof(float));
+                    }
+                    CHECK(memcmp(gref, prg_unet_grads(net), nu * sizeof(float)) == 0 &&
+                          memcmp(href, prg_classifier_head_grads(clf, NULL), nh * sizeof(float)) == 0,
+                          "%s %s, budget %d, %d threads, rep %d: gradients differ from recomputing every step",
+                          path ? "gvp" : "icfm", mode ? "adjoint" : "exact", b, th, rep);
+                }
+    /* more steps than the sets were made for: they grow (the budget keeps all) */
+    CHECK(prg_classifier_set_grad_mode(clf, PRG_GRAD_EXACT) == PRG_OK && prg_classifier_set_grid(clf, 7, 0) == PRG_OK,
+          "grid");
+    CHECK(prg_classifier_forward(clf, 3, x, logits) == PRG_OK && prg_classifier_kept_steps(clf) == 5 &&
+          prg_classifier_backward(clf, dlogits) == PRG_OK, "kept %d of 6 steps: %s", prg_classifier_kept_steps(clf),
+          prg_last_error());
+    prg_set_num_threads(2);
+    free(gref); free(href);
+    prg_classifier_free(clf);
+    prg_classifier_free(fresh);
+}
+
+/* The lean forward (inference): the same v as the training forward, bit
+   for bit, at 1 and 2 threads, in less memory, and no backward after it;
+   encode and sampling (which run it) equal their solvers over the training
+   forward; prg_classifier_predict and a frozen classifier's forward give the
+   training forward's logits (and the frozen head gradients the exact
+   mode's). */
+static void test_lean(void) {
+    prg_classifier *clf = make_classifier(16, 1, 4, 0, 1), *c2 = make_classifier(16, 1, 4, 0, 1);
+    prg_unet *net, *n2;
+    static const int labels[3] = {1, 0, 3};
+    float x[3 * 256], t[3] = {0.1f, 0.55f, 0.9f}, v1[3 * 256], v2[3 * 256], z1[3 * 256], z2[3 * 256];
+    float l1[3 * 5], l2[3 * 5], dlogits[3 * 5], *h1;
+    size_t nh, full, lean;
+    int th;
+    if (!clf || !c2) return;
+    net = prg_classifier_unet(clf);
+    n2 = prg_classifier_unet(c2);
+    fill_formula(x, 3 * 256, 21);
+    /* a fresh net's lean forward allocates less than a training forward */
+    CHECK(prg_unet_forward_lean(n2, 3, x, t, v2) == PRG_OK, "lean forward: %s", prg_last_error());
+    lean = prg_unet_activation_bytes(n2);
+    CHECK(prg_unet_forward(net, 3, x, t, v1) == PRG_OK, "forward: %s", prg_last_error());
+    full = prg_unet_activation_bytes(net);
+    printf("  lean forward: %zu bytes of activations for 3 images, the training forward %zu\n", lean, full);
+    CHECK(lean < full, "lean forward holds %zu bytes, the training forward %zu", lean, full);
+    CHECK(memcmp(v1, v2, sizeof v1) == 0, "lean forward on fresh blocks differs from the training forward");
+    CHECK(prg_unet_backward(n2, v2, NULL) == PRG_ERR_STATE, "backward after a lean forward accepted");
+    for (th = 1; th <= 2; th++) {
+        prg_set_num_threads(th);
+        CHECK(prg_unet_forward(n2, 3, x, t, v2) == PRG_OK && memcmp(v1, v2, sizeof v1) == 0,
+              "%d threads: training forward after a lean one differs", th);
+        CHECK(prg_unet_forward_lean(n2, 3, x, t, v2) == PRG_OK && memcmp(v1, v2, sizeof v1) == 0,
+              "%d threads: lean forward differs from the training forward", th);
+    }
+    /* encode and sampling run the lean forward */
+    CHECK(prg_encode(net, 5, 1, 3, x, z1) == PRG_OK &&
+          prg_ode_reverse_euler(prg_unet_velocity, net, 5, 1, 3, 256, x, z2, NULL) == PRG_OK &&
+          memcmp(z1, z2, sizeof z1) == 0, "prg_encode differs from the Euler solve over prg_unet_forward");
+    memcpy(z1, x, sizeof x);
+    memcpy(z2, x, sizeof x);
+    CHECK(prg_unet_sample(net, PRG_SOLVER_HEUN, 2, 3, z1) == PRG_OK &&
+          prg_sample_path(prg_unet_path(net), PRG_SOLVER_HEUN, prg_unet_velocity, net, 2, 3, 256, z2) == PRG_OK &&
+          memcmp(z1, z2, sizeof z1) == 0, "prg_unet_sample differs from the solver over prg_unet_forward");
+    /* the classifier */
+    CHECK(prg_classifier_forward(clf, 3, x, l1) == PRG_OK && prg_classifier_predict(c2, 3, x, l2) == PRG_OK &&
+          memcmp(l1, l2, sizeof l1) == 0, "predict's logits differ from forward's");
+    CHECK(prg_classifier_backward(c2, dlogits) == PRG_ERR_STATE, "backward after predict accepted");
+    prg_classifier_zero_grad(clf);
+    prg_cross_entropy_forward_backward(dlogits, l1, labels, 3, 5, 0.1f);
+    CHECK(prg_classifier_backward(clf, dlogits) == PRG_OK, "backward: %s", prg_last_error());
+    h1 = prg_classifier_head_grads(clf, &nh);
+    h1 = (float *)memcpy(malloc(nh * sizeof(float)), h1, nh * sizeof(float));
+    CHECK(prg_classifier_set_grad_mode(c2, PRG_GRAD_FROZEN) == PRG_OK, "frozen");
+    prg_classifier_zero_grad(c2);
+    CHECK(prg_classifier_forward(c2, 3, x, l2) == PRG_OK && memcmp(l1, l2, sizeof l1) == 0,
+          "frozen forward's logits differ");
+    CHECK(prg_classifier_backward(c2, dlogits) == PRG_OK &&
+          memcmp(h1, prg_classifier_head_grads(c2, NULL), nh * sizeof(float)) == 0,
+          "frozen head gradients differ from the exact mode's");
+    CHECK(prg_unet_backward(n2, v2, NULL) == PRG_ERR_STATE, "a frozen forward left the U-Net claiming a forward");
+    free(h1);
+    prg_set_num_threads(2);
+    prg_classifier_free(clf);
+    prg_classifier_free(c2);
 }
 
 /* The optional beta * flow-matching term: the same as doing it by hand with
@@ -475,6 +620,9 @@ int main(void) {
     test_threads_and_errors();
     test_last_step_kept();
     test_kept_weights();
+    test_memory_budget(PRG_PATH_ICFM);
+    test_memory_budget(PRG_PATH_GVP);
+    test_lean();
     test_flow_term();
     return prg_test_finish("test_prg");
 }

@@ -1,10 +1,19 @@
 /* bench_finetune: one PRG fine-tuning step (classifier forward through M
-   Euler steps, label-smoothing loss, exact backward with recomputation,
-   AdamW over the U-Net and head blocks): time and peak memory.
+   Euler steps, label-smoothing loss, exact backward, AdamW over the U-Net
+   and head blocks): time and peak memory, in two modes, each in a process
+   of its own (so each has its own peak RSS): every step's U-Net forward
+   recomputed by backward (budget 0), then the steps' activations kept as
+   the library's default budget allows (prg_classifier_set_memory_budget).
 
-     bench_finetune [--preset tiny32] [--batch 8] [--steps 4] [--threads 2] [--reps 2]
+     bench_finetune [--preset tiny32] [--batch 8] [--steps 4] [--threads 2] [--reps 2] [--keep-mb N] [--infer]
 
-   Prints: preset batch steps ms_per_step peak_rss_MiB states_MiB.
+   Prints a line per mode: preset batch steps ms_per_step peak_rss_MiB
+   states_MiB, and for a mode that keeps steps: kept=K/M.  --keep-mb N runs
+   one mode with that budget (0: recompute).
+   --infer: classification only, prg_classifier_forward (the training
+   forward) then prg_classifier_predict (the lean one), each in its own
+   process: preset batch steps train|lean ms peak_rss_MiB
+   activation_KiB_per_image (prg_unet_activation_bytes / batch).
    tools/bench_finetune.sh runs it for 4, 8, 16 and 32 steps beside PyTorch. */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
@@ -12,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void) {
     struct timespec ts;
@@ -20,9 +31,49 @@ static double now(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-int main(int argc, char **argv) {
-    const char *preset = "tiny32";
-    int batch = 8, steps = 4, threads = 2, reps = 2, classes = 10, i, r;
+/* Inference: the classifier's logits through the training forward or the
+   lean one. */
+static int run_infer(const char *preset, int batch, int steps, int threads, int reps, int lean) {
+    prg_unet_config cfg;
+    prg_unet *net;
+    prg_classifier *clf;
+    float *x, *logits;
+    size_t n, j;
+    prg_rng rng;
+    double best = 1e30, t0;
+    struct rusage ru;
+    int r;
+    prg_set_num_threads(threads);
+    if (prg_unet_config_preset(&cfg, preset) != PRG_OK || prg_unet_create(&net, &cfg, 1) != PRG_OK ||
+        prg_classifier_create(&clf, net, 10, steps + 1, 0, 2) != PRG_OK) {
+        fprintf(stderr, "bench_finetune: %s\n", prg_last_error());
+        return 1;
+    }
+    n = (size_t)batch * cfg.in_channels * cfg.image_size * cfg.image_size;
+    x = (float *)malloc(n * sizeof(float));
+    logits = (float *)malloc((size_t)batch * 10 * sizeof(float));
+    prg_rng_seed(&rng, 3, 0);
+    for (j = 0; j < n; j++) x[j] = prg_rng_normal(&rng);
+    for (r = 0; r <= reps; r++) {
+        t0 = now();
+        if ((lean ? prg_classifier_predict : prg_classifier_forward)(clf, batch, x, logits) != PRG_OK) {
+            fprintf(stderr, "bench_finetune: %s\n", prg_last_error());
+            return 1;
+        }
+        if (r > 0 && now() - t0 < best) best = now() - t0;
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    printf("%s %d %d %s %.1f %.0f %.0f\n", preset, batch, steps, lean ? "lean" : "train", 1e3 * best,
+           ru.ru_maxrss / 1024.0, prg_unet_activation_bytes(net) / 1024.0 / batch);
+    fflush(stdout);
+    free(x); free(logits);
+    prg_classifier_free(clf);
+    return 0;
+}
+
+/* One mode: keep_mb < 0 = the library's default budget, else that many MiB. */
+static int run(const char *preset, int batch, int steps, int threads, int reps, double keep_mb) {
+    int classes = 10, i, r;
     prg_unet_config cfg;
     prg_unet *net;
     prg_classifier *clf;
@@ -35,24 +86,15 @@ int main(int argc, char **argv) {
     int32_t *labels;
     double best = 1e30, t0;
     struct rusage ru;
-    for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--preset") && i + 1 < argc) preset = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else {
-            printf("usage: bench_finetune [--preset NAME] [--batch N] [--steps M] [--threads N] [--reps N]\n");
-            return strcmp(argv[i], "--help") ? 2 : 0;
-        }
-    }
-    if (reps < 1) reps = 1; /* the first run warms up and is not timed */
     prg_set_num_threads(threads);
     if (prg_unet_config_preset(&cfg, preset) != PRG_OK || prg_unet_create(&net, &cfg, 1) != PRG_OK ||
         prg_classifier_create(&clf, net, classes, steps + 1, 0, 2) != PRG_OK) {
         fprintf(stderr, "bench_finetune: %s\n", prg_last_error());
         return 1;
     }
+    /* the budget applies from the first forward (set explicitly) */
+    prg_classifier_set_memory_budget(clf, keep_mb < 0 ? prg_classifier_memory_budget(clf)
+                                                      : (size_t)(keep_mb * 1024 * 1024));
     prg_adam_config_default(&ac);
     ac.decoupled = 1;
     ac.weight_decay = 0.05;
@@ -90,10 +132,50 @@ int main(int argc, char **argv) {
         if (r > 0 && now() - t0 < best) best = now() - t0;
     }
     getrusage(RUSAGE_SELF, &ru);
-    printf("%s %d %d %.1f %.0f %.1f\n", preset, batch, steps, 1e3 * best, ru.ru_maxrss / 1024.0,
+    printf("%s %d %d %.1f %.0f %.1f", preset, batch, steps, 1e3 * best, ru.ru_maxrss / 1024.0,
            (double)(steps + 1) * n * sizeof(float) / (1024.0 * 1024.0));
+    if (prg_classifier_kept_steps(clf) > 0) printf(" kept=%d/%d", prg_classifier_kept_steps(clf), steps);
+    printf("\n");
+    fflush(stdout);
     free(x); free(logits); free(labels);
     prg_adam_free(opt);
     prg_classifier_free(clf);
     return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *preset = "tiny32";
+    int batch = 8, steps = 4, threads = 2, reps = 2, i, m, rc = 0, infer = 0;
+    double keep_mb = -2; /* -2: both modes */
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--preset") && i + 1 < argc) preset = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--keep-mb") && i + 1 < argc && atof(argv[i + 1]) >= 0) keep_mb = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--infer")) infer = 1;
+        else {
+            printf("usage: bench_finetune [--preset NAME] [--batch N] [--steps M] [--threads N] [--reps N] "
+                   "[--keep-mb N] [--infer]\n");
+            return strcmp(argv[i], "--help") ? 2 : 0;
+        }
+    }
+    if (reps < 1) reps = 1; /* the first run warms up and is not timed */
+    if (keep_mb >= 0 && !infer) return run(preset, batch, steps, threads, reps, keep_mb);
+    for (m = 0; m < 2 && !rc; m++) {
+        pid_t pid;
+        int status;
+        fflush(stdout);
+        pid = fork();
+        if (pid < 0) {
+            perror("bench_finetune: fork");
+            return 1;
+        }
+        if (pid == 0)
+            _exit(infer ? run_infer(preset, batch, steps, threads, reps, m)
+                        : run(preset, batch, steps, threads, reps, m ? -1 : 0));
+        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) rc = 1;
+    }
+    return rc;
 }
