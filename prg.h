@@ -1560,7 +1560,7 @@ enum {
     PRG_CORRUPT_FOG, PRG_CORRUPT_BRIGHTNESS, PRG_CORRUPT_CONTRAST, PRG_CORRUPT_ELASTIC_TRANSFORM,
     PRG_CORRUPT_PIXELATE, PRG_CORRUPT_JPEG_COMPRESSION, PRG_CORRUPT_COUNT
 };
-/* "gaussian_noise" ... "jpeg_compression" (the benchmark's names), NULL if out of range. */
+/* "gaussian_noise" ... "jpeg_compression" (the benchmark's names), "?" if out of range. */
 const char *prg_corruption_name(int corruption);
 int prg_corruption_find(const char *name);   /* PRG_CORRUPT_*, or -1 */
 /* Bytes of workspace prg_corrupt needs for c x h x w images. */
@@ -16230,7 +16230,7 @@ static const char *const prg__corrupt_names[PRG_CORRUPT_COUNT] = {
     "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"};
 
 const char *prg_corruption_name(int corruption) {
-    return corruption >= 0 && corruption < PRG_CORRUPT_COUNT ? prg__corrupt_names[corruption] : NULL;
+    return corruption >= 0 && corruption < PRG_CORRUPT_COUNT ? prg__corrupt_names[corruption] : "?";
 }
 int prg_corruption_find(const char *name) {
     int k;

@@ -242,8 +242,8 @@ int main(int argc, char **argv) {
     ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
              "--path");
     ex_encoder_desc(enc, sizeof(enc), clf);
-    /* on stderr with --csv / --json, whose stdout is for scripts */
-    if (!ex_quiet) fprintf(csv || json ? stderr : stdout, "%s: %s (path from %s)\n", model, enc, path_src);
+    /* not with --csv / --json, whose output is for scripts */
+    if (!ex_quiet && !csv && !json) printf("%s: %s (path from %s)\n", model, enc, path_src);
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     mc = cfg->in_channels;
     size = cfg->image_size;

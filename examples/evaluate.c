@@ -343,10 +343,18 @@ int main(int argc, char **argv) {
         ex_check(prg_classifier_set_grid(clf, s, 0), "--t-span");
         ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
                  "--path");
-        ex_check(prg_classifier_set_grid(clf, s, c), "--t-span / --t-cutoff");
+        if (prg_classifier_set_grid(clf, s, c) != PRG_OK) {
+            int gvp = prg_classifier_path(clf) == PRG_PATH_GVP;
+            if (!gvp || c >= 2)
+                fprintf(stderr, "evaluate: --t-cutoff %d needs --t-span of at least %d on the %s path (t_span %d%s)\n", c,
+                        gvp ? c : c + 2, prg_path_name(prg_classifier_path(clf)), s, t_span > 0 ? "" : ", the checkpoint's");
+            else
+                fprintf(stderr, "evaluate: --t-cutoff %d: %s\n", c, prg_last_error());
+            return 2;
+        }
     }
     ex_encoder_desc(enc, sizeof(enc), clf);
-    printf("%s: %s (path from %s)\n", model, enc, path_src);
+    if (!ex_quiet) printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
     if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));

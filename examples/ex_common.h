@@ -428,6 +428,7 @@ PRG_UNUSED static void ex_csv_class(FILE *f, const char *sep, int i, const char 
 /* "K classes: a, b, c" (the first 12 names) on stdout, or just the count. */
 PRG_UNUSED static void ex_print_classes(const char *from, int k, char *const *names) {
     int i;
+    if (ex_quiet) return;
     printf("%s: %d classes from %s", ex_prog, k, from);
     for (i = 0; names && i < k && i < 12; i++) printf("%s%s", i ? ", " : ": ", names[i]);
     printf("%s\n", names && k > 12 ? ", ..." : names ? "" : " (unnamed: class numbers)");

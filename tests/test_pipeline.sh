@@ -111,7 +111,7 @@ check $? "finetune --path icfm on a GVP checkpoint: no override with a warning"
 cp "$OUT/path_gvp.st" "$OUT/path_res.st"
 "$BIN/pretrain" --data $M $NET --loss icfm --batch 8 --steps 4 --limit 32 --no-augment --resume --out "$OUT/path_res.st" \
     > "$OUT/path_res.log" 2>&1
-[ $? -ne 0 ] && grep -q "trained with the gvp loss" "$OUT/path_res.log" && cmp -s "$OUT/path_gvp.st" "$OUT/path_res.st"
+[ $? -ne 0 ] && grep -qE "trained with the gvp loss|loss: gvp in the checkpoint, icfm now" "$OUT/path_res.log" && cmp -s "$OUT/path_gvp.st" "$OUT/path_res.st"
 check $? "pretrain --resume with another --loss was not refused (or changed the checkpoint)"
 
 # 6. a GVP model sampled in its own direction (t = 1 -> 0) draws digits: most

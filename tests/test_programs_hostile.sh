@@ -165,7 +165,8 @@ else
 fi
 
 # 6. messages say what is wrong, and name a path once
-expect classify_dir 1 "is a directory" "$BIN/classify" --model "$FL" "$OUT"
+mkdir -p "$OUT/no_images"
+expect classify_dir 2 "no image files under" "$BIN/classify" --model "$FL" "$OUT/no_images"
 expect data_dir 1 "--data $OUT: is a directory" "$BIN/pretrain" --data "$OUT" $NET --steps 1 --out "$OUT/d.st"
 expect data_missing 1 "No such file" "$BIN/evaluate" --model "$FL" --data "$OUT/none.bin"
 printf 'this is not a checkpoint, only text\n' > "$OUT/garbage.st"
