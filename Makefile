@@ -210,3 +210,15 @@ TEST_DEPS += $(BUILD)/prepare $(BUILD)/prginfo
 .PHONY: demo
 demo: $(PIPELINE)
 	BIN=$(BUILD) OUT=$(BUILD)/demo examples/demo.sh
+
+# --- ablations ---
+# examples/ablate runs pretrain and finetune over a grid (CSV, tables, charts);
+# make ablate-demo: the demo study on the bundled MNIST (about 15 minutes on 2 cores).
+all: $(BUILD)/ablate
+$(BUILD)/ablate: examples/ablate.c examples/ex_common.h prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+TESTS += tests/test_ablate.sh
+TEST_DEPS += $(BUILD)/ablate $(BUILD)/pretrain $(BUILD)/finetune
+.PHONY: ablate-demo
+ablate-demo: $(BUILD)/ablate $(BUILD)/pretrain $(BUILD)/finetune
+	$(BUILD)/ablate --preset demo --out $(BUILD)/ablate-demo

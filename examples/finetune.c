@@ -40,11 +40,20 @@ static void usage(void) {
            "  --wd X                 AdamW weight decay, in [0, 10] (0.05)\n"
            "  --epochs N             1..1e6 (200)   --warmup-epochs N (5)\n"
            "  --steps N              total steps instead of epochs, 1..1e9 (warm-up: --warmup-steps N, default 5%%)\n"
-           "  --eval-every N         evaluate every N epochs (5) and at the end\n"
+           "  --eval-every N         evaluate every N epochs (5) and at the end\n");
+    printf(
            "  --eval-limit N         evaluate on the first N test images only\n"
-           "  --no-augment           only pad/crop + normalise\n"
+           "  --augment MODE         none | light | full (full): full is the reference's recipe (crop, flip,\n"
+           "                         RandAugment, random erasing), light only the crop and flip, none\n"
+           "                         only pad/crop + normalise\n"
+           "  --no-augment           the same as --augment none\n"
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
            "  --limit N              use the first N training images only\n"
+           "  --labels-per-class N   fine-tune on N labelled images of each class (after --limit), 1..1e6:\n"
+           "                         a stratified subset drawn with --label-seed alone (not --seed), so\n"
+           "                         every run of the same data picks the same images; their indices\n"
+           "                         and labels go to PREFIX-labels.txt.  A class with fewer is refused\n"
+           "  --label-seed N         seed of that draw, 64-bit (0)\n"
            "  --threads N  --seed N (64-bit)  --log-every N (10)  --quiet (no progress lines)\n"
            "  --out PREFIX           writes PREFIX-last.safetensors and PREFIX-best.safetensors (finetune),\n"
            "                         checked writable before training; a -last of more steps, or another\n"
@@ -56,6 +65,58 @@ static void usage(void) {
            "                         hyper-parameters, the grid or the data differ from the checkpoint's)\n"
            "  --override             with --resume: continue with the changed values, listing them\n"
            "Ctrl-C / SIGTERM write PREFIX-last and exit with 130 / 143.\n");
+}
+
+/* --labels-per-class: keeps per_class images of each class of ds, drawn by
+   a shuffle of 0..n-1 seeded with label_seed alone (the same subset for
+   every run of the same data), in their dataset order; writes "index label"
+   lines to PREFIX-labels.txt.  Exits naming a class that has fewer. */
+static void label_subset(prg_dataset *ds, int per_class, uint64_t label_seed, const char *prefix) {
+    int *order = (int *)ex_alloc((size_t)ds->n * sizeof(int));
+    int *count = (int *)ex_alloc((size_t)ds->num_classes * sizeof(int));
+    unsigned char *keep = (unsigned char *)ex_alloc((size_t)ds->n);
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    int i, m = 0;
+    char path[1024];
+    FILE *f;
+    prg_rng rng;
+    prg_rng_seed(&rng, label_seed, 0x1abe1);
+    for (i = 0; i < ds->n; i++) { order[i] = i; keep[i] = 0; }
+    for (i = ds->n - 1; i > 0; i--) {
+        int j = (int)prg_rng_below(&rng, (uint32_t)i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (i = 0; i < ds->num_classes; i++) count[i] = 0;
+    for (i = 0; i < ds->n; i++) {
+        int l = ds->labels[order[i]];
+        if (count[l] < per_class) { count[l]++; keep[order[i]] = 1; }
+    }
+    for (i = 0; i < ds->num_classes; i++)
+        if (count[i] < per_class) {
+            fprintf(stderr, "finetune: --labels-per-class %d: class %d has only %d images in --data%s\n", per_class, i,
+                    count[i], " (with --limit: of the first images)");
+            exit(1);
+        }
+    snprintf(path, sizeof path, "%s-labels.txt", prefix);
+    f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "finetune: cannot write %s: %s\n", path, strerror(errno)); exit(1); }
+    fprintf(f, "# index label: --labels-per-class %d, --label-seed %llu, of %d images\n", per_class,
+            (unsigned long long)label_seed, ds->n);
+    for (i = 0; i < ds->n; i++)
+        if (keep[i]) {
+            fprintf(f, "%d %d\n", i, (int)ds->labels[i]);
+            if (m != i) {
+                memmove(ds->images + (size_t)m * img, ds->images + (size_t)i * img, img);
+                ds->labels[m] = ds->labels[i];
+            }
+            m++;
+        }
+    if (fclose(f) != 0) { fprintf(stderr, "finetune: cannot write %s: %s\n", path, strerror(errno)); exit(1); }
+    printf("finetune: %d labelled images (%d per class of %d, label seed %llu) of %d -> %s\n", m, per_class,
+           ds->num_classes, (unsigned long long)label_seed, ds->n, path);
+    ds->n = m;
+    prg_free(order); prg_free(count); prg_free(keep);
 }
 
 typedef struct run_state {
@@ -90,7 +151,8 @@ int main(int argc, char **argv) {
     float hflip = -1;
     double lr = 0, wd = 0.05, smoothing = 0.1, beta = 0;
     double keep_mb = -1; /* --keep-mb; unset: the library's default budget */
-    uint64_t seed = 0;
+    uint64_t seed = 0, label_seed = 0;
+    int per_class = 0;
     ex_net_flags nf;
     prg_dataset ds, ts;
     prg_transform tr, te;
@@ -141,6 +203,15 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--eval-every")) eval_every = ex_int_in(1, 1000000);
         else if (EX_FLAG("--eval-limit")) eval_limit = ex_int_in(0, INT_MAX);
         else if (EX_FLAG("--no-augment")) augment = 0;
+        else if (EX_FLAG("--augment")) {
+            const char *a = ex_val();
+            if (!strcmp(a, "none")) augment = 0;
+            else if (!strcmp(a, "full")) augment = 1;
+            else if (!strcmp(a, "light")) augment = 2;
+            else ex_usage_error("--augment", a, "wants none, light or full");
+        }
+        else if (EX_FLAG("--labels-per-class")) per_class = ex_int_in(1, 1000000);
+        else if (EX_FLAG("--label-seed")) label_seed = ex_seed();
         else if (EX_FLAG("--no-flip")) hflip = 0;
         else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
         else if (EX_FLAG("--threads")) threads = ex_int_in(0, 1024);
@@ -174,6 +245,7 @@ int main(int argc, char **argv) {
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); return 1; }
+    if (per_class) label_subset(&ds, per_class, label_seed, prefix);
     batch = ex_clamp_batch(batch, ds.n, "--batch");
     if (!global_batch) global_batch = batch;
     if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
@@ -228,6 +300,7 @@ int main(int argc, char **argv) {
              "grad mode");
     if (keep_mb >= 0) prg_classifier_set_memory_budget(clf, (size_t)(keep_mb * 1048576.0));
     ex_transform(&tr, 1, augment, ds.c, ds.h, ds.w, cfg.image_size, hflip);
+    if (augment == 2) { tr.ra_ops = 0; tr.erase_prob = 0; } /* light: crop and flip only */
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg.image_size, hflip);
     prg_classifier_head_params(clf, &nhead);
     nunet = prg_unet_num_params(net);
@@ -262,6 +335,10 @@ int main(int argc, char **argv) {
     ex_param_i(&hp, "run.warmup_steps", warmup_steps);
     ex_param_i(&hp, "run.images", ds.n);
     ex_param_i(&hp, "run.augment", augment);
+    if (per_class) { /* recorded only when set, so that older checkpoints still resume */
+        ex_param_i(&hp, "run.labels_per_class", per_class);
+        ex_param_u(&hp, "run.label_seed", label_seed);
+    }
     ex_param_f(&hp, "run.hflip", hflip);
     ex_param_i(&hp, "prg.t_span", t_span);
     ex_param_i(&hp, "prg.t_cutoff", t_cutoff);
