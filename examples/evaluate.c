@@ -32,6 +32,12 @@ typedef struct ev_robust {
     uint64_t seed;
 } ev_robust;
 
+/* A corruption's name, never NULL (gcc -O2 cannot see that c stays in range and warns on printf). */
+static const char *ev_cname(int c) {
+    const char *s = prg_corruption_name(c);
+    return s ? s : "?";
+}
+
 /* The first n images of ds, corrupted (a fresh dataset). */
 static void ev_corrupt_set(prg_dataset *out, const prg_dataset *ds, int n, int corruption, int severity, uint64_t seed) {
     size_t img = (size_t)ds->c * ds->h * ds->w;
@@ -87,11 +93,11 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
             berr[c * 5 + s - 1] = 1 - b1;
             csum += top1;
             bsum += 1 - b1;
-            printf("%s severity %d: top-1 %.2f%%", prg_corruption_name(c), s, 100 * top1);
+            printf("%s severity %d: top-1 %.2f%%", ev_cname(c), s, 100 * top1);
             if (base) printf("  (baseline top-1 %.2f%%)", 100 * b1);
             printf("\n");
             if (f) {
-                fprintf(f, "%s,%d,%.4f,%.4f", prg_corruption_name(c), s, 100 * top1, 100 * (1 - top1));
+                fprintf(f, "%s,%d,%.4f,%.4f", ev_cname(c), s, 100 * top1, 100 * (1 - top1));
                 if (base) fprintf(f, ",%.4f,", 100 * (1 - b1));
                 else fprintf(f, ",,");
                 fprintf(f, "\n");
@@ -100,22 +106,22 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         }
         cmean[c] = csum / (s1 - s0 + 1);
         sum += cmean[c];
-        if (s1 > s0) printf("%s mean: top-1 %.2f%%\n", prg_corruption_name(c), 100 * cmean[c]);
+        if (s1 > s0) printf("%s mean: top-1 %.2f%%\n", ev_cname(c), 100 * cmean[c]);
         (void)bsum;
     }
     if (c1 - c0 > 1) printf("mean over %d corruptions: top-1 %.2f%%\n", c1 - c0, 100 * sum / (c1 - c0));
     if (base && s0 == 1 && s1 == 5) {
         mce = prg_mce(ce + c0, err + c0 * 5, berr + c0 * 5, c1 - c0);
         for (c = c0; c < c1; c++)
-            if (isnan(ce[c])) printf("%s CE undefined: the baseline makes no error on it\n", prg_corruption_name(c));
-            else printf("%s CE %.1f%%\n", prg_corruption_name(c), 100 * ce[c]);
+            if (isnan(ce[c])) printf("%s CE undefined: the baseline makes no error on it\n", ev_cname(c));
+            else printf("%s CE %.1f%%\n", ev_cname(c), 100 * ce[c]);
         if (!isnan(mce)) printf("mCE %.1f%% (relative to %s)\n", 100 * mce, o->baseline);
         else printf("mCE undefined (see above)\n");
     } else if (base)
         printf("mCE needs all five severities (leave out --severity)\n");
     if (f) {
         for (c = c0; c < c1 && s1 > s0; c++) {
-            fprintf(f, "%s,mean,%.4f,%.4f,,", prg_corruption_name(c), 100 * cmean[c], 100 * (1 - cmean[c]));
+            fprintf(f, "%s,mean,%.4f,%.4f,,", ev_cname(c), 100 * cmean[c], 100 * (1 - cmean[c]));
             if (base && s0 == 1 && s1 == 5 && !isnan(ce[c])) fprintf(f, "%.4f", 100 * ce[c]);
             fprintf(f, "\n");
         }
