@@ -349,10 +349,17 @@ int main(int argc, char **argv) {
         ex_check(prg_classifier_set_grid(clf, s, 0), "--t-span");
         ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
                  "--path");
-        ex_check(prg_classifier_set_grid(clf, s, c), "--t-span / --t-cutoff");
+        if (prg_classifier_set_grid(clf, s, c) != PRG_OK) {
+            char what[160];
+            if (t_span > 0 && t_cutoff >= 0) snprintf(what, sizeof what, "--t-span %d --t-cutoff %d", s, c);
+            else if (t_span > 0) snprintf(what, sizeof what, "--t-span %d with the checkpoint's t_cutoff %d", s, c);
+            else snprintf(what, sizeof what, "--t-cutoff %d with the checkpoint's t_span %d (give --t-span too)", c, s);
+            fprintf(stderr, "evaluate: %s: %s\n", what, prg_last_error());
+            return 2;
+        }
     }
     ex_encoder_desc(enc, sizeof(enc), clf);
-    printf("%s: %s (path from %s)\n", model, enc, path_src);
+    if (!ex_quiet) printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
     if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
@@ -365,7 +372,7 @@ int main(int argc, char **argv) {
     {
         const char **mn = (const char **)ex_alloc((size_t)k * sizeof(char *));
         for (i = 0; i < k; i++) mn[i] = prg_classifier_class_name(clf, i);
-        ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
+        if (!ex_quiet) ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
         if (mn[0]) ex_same_classes((char *const *)mn, k, model, ds.class_names, ds.num_classes, data);
         prg_free((void *)mn);
     }

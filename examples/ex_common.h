@@ -78,7 +78,8 @@ PRG_UNUSED static int ex_is_u64(const char *s, uint64_t *v) {
     char *end;
     unsigned long long x;
     errno = 0;
-    x = strtoull(s, &end, 0);
+    /* decimal, or hex after 0x: a leading zero is not octal (--seed 010 is ten) */
+    x = strtoull(s, &end, s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? 16 : 10);
     if (end == s || *end || *s == '-' || isspace((unsigned char)*s) || errno == ERANGE) return 0;
     *v = (uint64_t)x;
     return 1;
@@ -377,7 +378,7 @@ PRG_UNUSED static void ex_transform(prg_transform *t, int train, int augment, in
     ex_norm(c, t->mean, t->std);
     ex_check(prg_transform_check(t, c, h, w), "transform");
     /* the fitting, in one line (none when the images have the model's size) */
-    if (border || h != size || w != size) {
+    if (!ex_quiet && (border || h != size || w != size)) {
         printf("%s: %s images %dx%d -> model input %dx%d: ", ex_prog, train ? "training" : "evaluation", w, h, size, size);
         if (border) printf("zero border of %d%s\n", border, train && augment ? ", then the augmentation" : "");
         else if (train && augment) printf("random resized crops (the augmentation)\n");

@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
     }
     if (!data || (!init && !from_scratch)) { usage(); return 2; }
     if (strcmp(grad, "exact") && strcmp(grad, "adjoint")) ex_usage_error("--grad", grad, "wants exact or adjoint");
-    if (t_cutoff > t_span - 2) {
+    if (t_cutoff > t_span) { /* past the grid on either path (the path's own rule is checked once it is known) */
         fprintf(stderr, "finetune: --t-cutoff %d needs --t-span of at least %d (t_span %d%s leaves no Euler step)\n",
                 t_cutoff, t_cutoff + 2, t_span, t_span_given ? "" : ", the default,");
         return 2;
@@ -206,13 +206,21 @@ int main(int argc, char **argv) {
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
         ex_check(prg_unet_set_loss(net, loss), "--path");
     }
+    /* the grid's rule is the path's: ICFM t_cutoff <= t_span - 2, GVP t_cutoff 0 or 2..t_span */
+    if (path == PRG_PATH_GVP ? (t_cutoff == 1 || t_cutoff > t_span) : t_cutoff > t_span - 2) {
+        fprintf(stderr, "finetune: --t-cutoff %d does not fit t_span %d%s on the %s path (path from %s): %s\n", t_cutoff,
+                t_span, t_span_given ? "" : " (the default)", prg_path_name(path), path_src,
+                path == PRG_PATH_GVP ? "it takes 0 or 2..t_span (K - 1 Euler steps from model time 0)"
+                                     : "it takes 0..t_span - 2 (t_span - 1 - K Euler steps), so --t-span of at least t_cutoff + 2");
+        return 2;
+    }
     /* the head has the training set's classes; the test set must fit them */
     k = ds.num_classes;
     if (test) {
         ex_labels_fit(&ts, k, test, data);
         ex_same_classes(ds.class_names, ds.num_classes, data, ts.class_names, ts.num_classes, test);
     }
-    ex_print_classes(data, k, ds.class_names);
+    if (!ex_quiet) ex_print_classes(data, k, ds.class_names);
     /* t_cutoff 0 fits both paths; the grid is checked against the chosen one */
     ex_check(prg_classifier_create(&clf, net, k, t_span, 0, seed + 202), "classifier");
     ex_check(prg_classifier_set_path(clf, path), "--path");

@@ -61,9 +61,20 @@ same flags "$CK" "$C0"
 expect smoothing nz "--label-smoothing.*\[0, 1\]" "$BIN/finetune" $F --steps 4 --label-smoothing -1 --out "$OUT/f"
 expect epochs0 nz "--epochs" "$BIN/finetune" $F --epochs 0 --out "$OUT/f"
 expect ft_steps nz "--steps" "$BIN/finetune" $F --steps 2147483648 --out "$OUT/f"
-expect cutoff nz "--t-cutoff 3 needs --t-span" "$BIN/finetune" $F --steps 4 --t-cutoff 3 --out "$OUT/f"
+expect cutoff 2 "--t-cutoff 3 does not fit t_span 3 on the icfm path" "$BIN/finetune" $F --steps 4 --t-cutoff 3 --out "$OUT/f"
 expect cutoff_default nz "--t-cutoff 40 needs --t-span.*the default" "$BIN/finetune" --init "$CK" --data "$D" --steps 1 --t-cutoff 40 --out "$OUT/f"
 same finetune_flags "$FL" "$F0"
+# a GVP checkpoint: its own rule (t_cutoff 0 or 2..t_span, K - 1 steps), not ICFM's
+G=$OUT/gvp.st
+"$BIN/pretrain" $P --steps 1 --loss gvp --out "$G" > /dev/null 2>&1 || fail "the GVP pretraining run failed"
+GF="--init $G --data $D $NET --batch 8 --steps 1 --lr 1e-3 --quiet --force"
+expect gvp_cut_span 0 "" "$BIN/finetune" $GF --t-span 3 --t-cutoff 3 --out "$OUT/g"
+expect gvp_cut1 2 "--t-cutoff 1 does not fit t_span 3 on the gvp path" "$BIN/finetune" $GF --t-span 3 --t-cutoff 1 --out "$OUT/g1"
+expect gvp_cut_past 2 "--t-cutoff 4 needs --t-span" "$BIN/finetune" $GF --t-span 3 --t-cutoff 4 --out "$OUT/g1"
+[ ! -e "$OUT/g1-last.safetensors" ] && ok || fail "a refused GVP grid saved a classifier"
+expect gvp_eval_cut 0 "gvp encoder, t_span 3, t_cutoff 2: 1 Euler steps" "$BIN/evaluate" --model "$OUT/g-last.safetensors" --data "$T" --t-cutoff 2
+expect gvp_eval_cut1 2 "--t-cutoff 1 with the checkpoint's t_span 3.*GVP" "$BIN/evaluate" --model "$OUT/g-last.safetensors" --data "$T" --t-cutoff 1
+expect gvp_eval_span 2 "--t-span 2 with the checkpoint's t_cutoff 3" "$BIN/evaluate" --model "$OUT/g-last.safetensors" --data "$T" --t-span 2
 expect size nz "--size '64abc'" "$BIN/prepare" --root "$OUT" --out "$OUT/x.npz" --size 64abc
 mkdir -p "$OUT/tree/train/a" "$OUT/tree/train/b"; printf 'a\nb\na\n' > "$OUT/classes.txt"
 expect dup_class nz "class 'a' is listed twice" "$BIN/prepare" --root "$OUT/tree" --out "$OUT/x.npz" --classes "$OUT/classes.txt"
@@ -77,7 +88,7 @@ expect tiny_count nz "N_TRAIN '5x'" "$BIN/make_tiny_dataset" cifar10 "$OUT/empty
 ! cmp -s "$OUT/s0.st" "$OUT/s32.st" && ok || fail "seed 4294967296 trains as seed 0 (or a run failed)"
 # --t-cutoff alone in evaluate keeps the checkpoint's t_span (3) and is used
 expect eval_cutoff 0 "t_span 3, t_cutoff 1" "$BIN/evaluate" --model "$FL" --data "$T" --t-cutoff 1
-expect eval_cutoff_bad nz "--t-cutoff 2 needs --t-span.*checkpoint" "$BIN/evaluate" --model "$FL" --data "$T" --t-cutoff 2
+expect eval_cutoff_bad 2 "--t-cutoff 2 with the checkpoint's t_span 3" "$BIN/evaluate" --model "$FL" --data "$T" --t-cutoff 2
 
 # 2. outputs checked before any training (a run of 10^6 steps would not end)
 L="$BIN/pretrain $P --steps 1000000"
@@ -165,7 +176,8 @@ else
 fi
 
 # 6. messages say what is wrong, and name a path once
-expect classify_dir 1 "is a directory" "$BIN/classify" --model "$FL" "$OUT"
+mkdir -p "$OUT/noimages"; : > "$OUT/noimages/readme.txt"
+expect classify_dir 2 "no image files under $OUT/noimages" "$BIN/classify" --model "$FL" "$OUT/noimages"
 expect data_dir 1 "--data $OUT: is a directory" "$BIN/pretrain" --data "$OUT" $NET --steps 1 --out "$OUT/d.st"
 expect data_missing 1 "No such file" "$BIN/evaluate" --model "$FL" --data "$OUT/none.bin"
 printf 'this is not a checkpoint, only text\n' > "$OUT/garbage.st"
