@@ -980,6 +980,10 @@ prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, s
    PRG_ERR_ARG for an empty name, PRG_ERR_IO naming what is wrong (missing
    directory, read-only, permission, a directory at path). */
 prg_result prg_check_writable(const char *path);
+/* Writes len bytes of data to path as every writer of the library does
+   (temporary file, fsync, rename: a symlink at path is replaced, never
+   followed), for the programs' text outputs (CSV, class lists). */
+prg_result prg_file_write(const char *path, const void *data, size_t len);
 
 /* ---- safetensors ----------------------------------------------------- */
 /* Layout: u64 header length N, N bytes of JSON, then the tensor data.  The
@@ -10364,6 +10368,15 @@ prg_result prg_check_writable(const char *path) {
     if (r != PRG_OK) return r;
     prg__wabort(&w);
     return PRG_OK;
+}
+
+prg_result prg_file_write(const char *path, const void *data, size_t len) {
+    prg__wfile w;
+    prg_result r;
+    if (!data && len) return prg__fail(PRG_ERR_ARG, "prg_file_write: NULL data");
+    if ((r = prg__wopen(&w, path)) != PRG_OK) return r;
+    prg__wwrite(&w, data, len);
+    return prg__wclose(&w);
 }
 
 /* ---- inflate (RFC 1951) ---------------------------------------------- */

@@ -70,7 +70,7 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         fprintf(stderr, "evaluate: --severity %d is not in 1..5\n", o->severity);
         return 2;
     }
-    if (csv && !(f = fopen(csv, "w"))) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+    if (csv) f = ex_text_open(); /* written whole at the end (prg_file_write) */
     if (f) fprintf(f, "corruption,severity,top1,error,baseline_error,ce\n");
     ex_evaluate(clf, ds, te, batch, &top1, &top5, NULL, n);
     printf("clean (%d images): top-1 %.2f%%", n, 100 * top1);
@@ -128,7 +128,7 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         fprintf(f, "mean,all,%.4f,%.4f,,", 100 * sum / (c1 - c0), 100 * (1 - sum / (c1 - c0)));
         if (!isnan(mce)) fprintf(f, "%.4f", 100 * mce);
         fprintf(f, "\n");
-        if (fclose(f)) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!ex_text_commit(f, csv)) return 1;
         printf("per corruption and severity -> %s\n", csv);
     }
     return 0;
@@ -402,8 +402,7 @@ int main(int argc, char **argv) {
     printf("%s on %s (%d images): top-1 %.2f%%  top-5 %.2f%%  (%.1fs wall, %.1fs cpu)\n", model, data,
            limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
     if (csv) {
-        FILE *f = fopen(csv, "w");
-        if (!f) { fprintf(stderr, "evaluate: cannot write %s: %s\n", csv, strerror(errno)); return 1; }
+        FILE *f = ex_text_open();
         fprintf(f, "true\\pred");
         for (j = 0; j < k; j++) ex_csv_class(f, ",", j, prg_classifier_class_name(clf, j));
         fprintf(f, "\n");
@@ -412,7 +411,7 @@ int main(int argc, char **argv) {
             for (j = 0; j < k; j++) fprintf(f, ",%lld", (long long)conf[(size_t)i * k + j]);
             fprintf(f, "\n");
         }
-        if (fclose(f)) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!ex_text_commit(f, csv)) return 1;
         printf("confusion matrix -> %s\n", csv);
     }
     prg_free(conf); prg_classifier_free(clf); prg_dataset_free(&ds);

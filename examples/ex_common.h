@@ -343,6 +343,32 @@ PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
     exit(2);
 }
 
+/* Text outputs (CSV, class lists) are gathered in a scratch stream and
+   written with prg_file_write, so that, like the checkpoints, they replace
+   the file atomically and never write through a symlink planted at the
+   path.  ex_text_open exits when no scratch file can be made;
+   ex_text_commit returns 0 (and says why on stderr) when the write failed. */
+PRG_UNUSED static FILE *ex_text_open(void) {
+    FILE *f = tmpfile();
+    if (!f) { fprintf(stderr, "%s: cannot create a temporary file: %s\n", ex_prog, strerror(errno)); exit(1); }
+    return f;
+}
+PRG_UNUSED static int ex_text_commit(FILE *f, const char *path) {
+    long n;
+    char *buf;
+    int ok = 0;
+    if (fflush(f) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = (char *)ex_alloc((size_t)n);
+        if (fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            ok = prg_file_write(path, buf, (size_t)n) == PRG_OK;
+            if (!ok) fprintf(stderr, "%s: %s\n", ex_prog, prg_last_error());
+        } else fprintf(stderr, "%s: cannot write %s: the temporary file could not be read back\n", ex_prog, path);
+        prg_free(buf);
+    } else fprintf(stderr, "%s: cannot write %s: %s\n", ex_prog, path, strerror(errno));
+    fclose(f);
+    return ok;
+}
+
 /* ---- data ------------------------------------------------------------ */
 /* The normalisation of a dataset: MNIST-like 1-channel data gets
    0.1307/0.3081, 3 channels ImageNet's (the reference's default). */

@@ -65,11 +65,9 @@ static void write_best(const char *prefix, const run_state *s) {
     char path[1024];
     FILE *f;
     snprintf(path, sizeof(path), "%s-best.txt", prefix);
-    f = fopen(path, "w");
-    if (f) {
-        fprintf(f, "%.6f %lld\n", s->best_top1, (long long)s->best_step);
-        fclose(f);
-    }
+    f = ex_text_open();
+    fprintf(f, "%.6f %lld\n", s->best_top1, (long long)s->best_step);
+    if (!ex_text_commit(f, path)) fprintf(stderr, "finetune: warning: the best top-1 was not recorded in %s\n", path);
 }
 
 int main(int argc, char **argv) {
@@ -159,6 +157,8 @@ int main(int argc, char **argv) {
     }
     if (steps && epochs_given) { fprintf(stderr, "finetune: give --steps or --epochs, not both\n"); return 2; }
     if (override && !resume) { fprintf(stderr, "finetune: --override goes with --resume\n"); return 2; }
+    if (!*prefix || prefix[strlen(prefix) - 1] == '/') /* "" or "dir/" would write hidden "-last.safetensors" files */
+        ex_usage_error("--out", prefix, "wants a file name prefix (e.g. runs/mnist)");
     snprintf(path_last, sizeof(path_last), "%s-last.safetensors", prefix);
     snprintf(path_best, sizeof(path_best), "%s-best.safetensors", prefix);
     ex_check_writable(path_last, "--out");

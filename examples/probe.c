@@ -170,8 +170,7 @@ int main(int argc, char **argv) {
     encode_set(net, path, t_span, ncut, cuts, &ts, m, &te, batch, fte, "test");
     printf("features in %.1fs\n", ex_now() - t0);
     if (csv) {
-        out = fopen(csv, "w");
-        if (!out) { fprintf(stderr, "probe: cannot write %s\n", csv); return 1; }
+        out = ex_text_open(); /* written whole at the end (prg_file_write) */
         fprintf(out, "t_cutoff,steps,knn_top1,linear_top1\n");
     }
     for (c = 0; c < ncut; c++) {
@@ -219,7 +218,7 @@ int main(int argc, char **argv) {
         ex_check(prg_chart_write(chart, &ch), chart);
         printf("chart -> %s\n", chart);
     }
-    if (out && fclose(out)) { fprintf(stderr, "probe: cannot write %s\n", csv); return 1; }
+    if (out && !ex_text_commit(out, csv)) return 1;
     if (out) printf("results -> %s\n", csv);
     prg_free(ftr); prg_free(fte); prg_free(w); prg_free(bias); prg_free(pred);
     prg_unet_free(net); prg_dataset_free(&ds); prg_dataset_free(&ts);

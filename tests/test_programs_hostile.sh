@@ -190,6 +190,29 @@ if [ -x /usr/bin/time ] && /usr/bin/python3 -c "from PIL import Image; Image.new
     rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/wide.log")
     [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 150000 ] && ok || fail "classify 1000000x2: exit $rc, peak RSS ${kb:-?} KB (bound 150000)"
 fi
+# text outputs replace a symlink planted at their path, never the file it points to
+printf 'precious\n' > "$OUT/victim.txt"; V0=$(sum "$OUT/victim.txt")
+ln -sf victim.txt "$OUT/ev.csv"
+expect csv_symlink 0 "confusion matrix" "$BIN/evaluate" --model "$FL" --data "$T" --csv "$OUT/ev.csv" --quiet
+same csv_symlink "$OUT/victim.txt" "$V0"
+[ -f "$OUT/ev.csv" ] && [ ! -L "$OUT/ev.csv" ] && grep -q "true.pred" "$OUT/ev.csv" && ok || fail "evaluate --csv over a symlink"
+mkdir -p "$OUT/ptree/a" "$OUT/ptree/b"
+cp "$OUT/wide.png" "$OUT/ptree/a/1.png" 2> /dev/null || "$BIN/sample" --model "$CK" --n 1 --steps 1 --out "$OUT/ptree/a/1.png" > /dev/null 2>&1
+cp "$OUT/ptree/a/1.png" "$OUT/ptree/b/1.png"; printf 'not an image' > "$OUT/ptree/b/2.png"
+ln -sf victim.txt "$OUT/pp_classes.txt"
+expect prep_symlink 0 "1 skipped" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/pp" --size 8
+same prep_symlink "$OUT/victim.txt" "$V0"
+[ ! -L "$OUT/pp_classes.txt" ] && [ "$(cat "$OUT/pp_classes.txt")" = "$(printf 'a\nb')" ] && ok || fail "prepare's class list over a symlink"
+# --quiet: only what went wrong (the skipped file and the summary naming it)
+expect prep_quiet 0 "skipped" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/pq" --size 8 --quiet --strict --val-fraction 0.5
+[ "$(wc -l < "$OUT/prep_quiet.log")" -eq 2 ] && ok || fail "prepare --quiet printed $(wc -l < "$OUT/prep_quiet.log") lines"
+[ -s "$OUT/pq.npz" ] && [ -s "$OUT/pq-val.npz" ] && ok || fail "prepare --strict --val-fraction wrote no train/val pair"
+expect prep_out_empty 2 "--out '': wants a file name prefix" "$BIN/prepare" --root "$OUT/ptree" --out ""
+expect prep_out_slash 2 "wants a file name prefix" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/"
+expect ft_out_empty 2 "--out '': wants a file name prefix" "$BIN/finetune" $F --steps 1 --out ""
+[ ! -e "$OUT/.npz" ] && [ ! -e "-last.safetensors" ] && ok || fail "an empty --out prefix wrote hidden files"
+mkdir -p "$OUT/pv-val.npz"
+expect prep_val_dir 2 "pv-val.npz: is a directory" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/pv" --val-fraction 0.5
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
