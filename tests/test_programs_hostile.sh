@@ -142,6 +142,25 @@ if [ -x /usr/bin/python3 ]; then
     expect ft_resume_neg nz "step -3|prg.step" "$BIN/finetune" $F --steps 4 --resume --out "$OUT/fneg"
 fi
 
+# a plain state_dict whose last convolution maps 3 channels to 1: no sampling
+# (the grid would be drawn from a velocity of the wrong shape)
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 - "$CK" "$OUT/in3out1.st" << 'EOF'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+out, blob = {}, bytearray()
+for k, v in sorted(h.items(), key=lambda kv: kv[1]['data_offsets'][0] if kv[0] != '__metadata__' else -1):
+    if k == '__metadata__' or k.startswith('optim.'): continue
+    s, e = v['data_offsets']; t = d[s:e]
+    if k in ('out.2.weight', 'out.2.bias'): v['shape'][0] = 1; t = t[:len(t) // 3]
+    v['data_offsets'] = [len(blob), len(blob) + len(t)]; blob += t; out[k] = v
+s = json.dumps(out).encode(); s += b' ' * (-len(s) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(s)) + s + bytes(blob))
+EOF
+then
+    expect sample_in_out 1 "maps 3 channels to 1" "$BIN/sample" --model "$OUT/in3out1.st" $NET --n 2 --steps 1 --out "$OUT/s31.png"
+    [ ! -e "$OUT/s31.png" ] && ok || fail "sample drew a grid from a 3 -> 1 channel U-Net"
+fi
+
 # 4. signals: the checkpoint is written, the exit code is the shell's (130, 143)
 for sig in INT TERM; do
     "$BIN/pretrain" --data "$D" $NET --batch 8 --log-every 1 --steps 1000000 --out "$OUT/sig$sig.st" > "$OUT/sig$sig.log" 2>&1 &
