@@ -161,6 +161,23 @@ then
     [ ! -e "$OUT/s31.png" ] && ok || fail "sample drew a grid from a 3 -> 1 channel U-Net"
 fi
 
+# probe: its outputs are checked first and are never an input; the grid of a hostile file is bounded
+PB="--data $D --test $T --t-span 3 --quiet"
+expect probe_csv_model 2 "--csv .* is the --model file" "$BIN/probe" --model "$CK" $PB --csv "$CK"
+expect probe_chart_data 2 "--chart .* is the --data file" "$BIN/probe" --model "$CK" $PB --chart "$D"
+expect probe_csv_nodir 2 "--csv $OUT/nodir/p.csv: directory" "$BIN/probe" --model "$CK" $PB --csv "$OUT/nodir/p.csv"
+same probe_csv_model "$CK" "$C0"
+if [ -x /usr/bin/python3 ]; then
+    /usr/bin/python3 - "$FL" "$OUT/span-last.safetensors" << 'EOF'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+h['__metadata__']['prg.t_span'] = '100000'
+s = json.dumps(h).encode(); s += b' ' * (-len(s) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(s)) + s + b[8 + n:])
+EOF
+    expect probe_span_meta 1 "prg.t_span = 100000 is outside 2..1024" timeout 60 "$BIN/probe" --model "$OUT/span-last.safetensors" --data "$D" --test "$T" --quiet
+fi
+
 # 4. signals: the checkpoint is written, the exit code is the shell's (130, 143)
 for sig in INT TERM; do
     "$BIN/pretrain" --data "$D" $NET --batch 8 --log-every 1 --steps 1000000 --out "$OUT/sig$sig.st" > "$OUT/sig$sig.log" 2>&1 &
