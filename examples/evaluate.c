@@ -325,6 +325,9 @@ int main(int argc, char **argv) {
         ex_check_writable(csv, "--csv");
         ex_check_not_input(csv, "--csv", model, "--model");
         ex_check_not_input(csv, "--csv", data, "--data");
+        ex_check_not_input(csv, "--csv", rob.baseline, "--baseline");
+        ex_check_not_input(csv, "--csv", rob.unet, "--unet");
+        ex_check_not_input(csv, "--csv", rob.ood, "--ood");
     }
     rob.data = data;
     if ((rob.severity || rob.baseline) && !rob.corruption) {

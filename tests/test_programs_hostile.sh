@@ -103,6 +103,9 @@ expect csv_is_model 2 "--csv .* is the --model file" "$BIN/evaluate" --model "$F
 expect sample_is_model 2 "--out .* is the --model file" "$BIN/sample" --model "$CK" --n 2 --out "$CK"
 expect out_is_data 2 "not a training checkpoint" "$BIN/pretrain" $P --steps 1 --out "$D"
 same csv_is_model "$FL" "$F0"
+cp "$FL" "$OUT/base.st"; B0=$(sum "$OUT/base.st")
+expect csv_is_baseline 2 "--csv .* is the --baseline file" "$BIN/evaluate" --model "$FL" --data "$T" --corruption brightness --baseline "$OUT/base.st" --csv "$OUT/base.st"
+same csv_is_baseline "$OUT/base.st" "$B0"
 same sample_is_model "$CK" "$C0"
 
 # 3. nothing trained is lost
