@@ -230,7 +230,7 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
             for (k = 0; k < all; k++) matched.images[k] = (uint8_t)prg_rng_below(&r, 256);
         }
     } else {
-        ex_load_data(&other, o->ood);
+        ex_load_data_of(&other, o->ood, "--ood");
         n_out = limit > 0 && limit < other.n ? limit : other.n;
         ev_match_set(&matched, &other, ds, n_out);
         prg_dataset_free(&other);

@@ -218,6 +218,7 @@ fi
 mkdir -p "$OUT/noimages"; : > "$OUT/noimages/readme.txt"
 expect classify_dir 2 "no image files under $OUT/noimages" "$BIN/classify" --model "$FL" "$OUT/noimages"
 expect data_dir 1 "--data $OUT: is a directory" "$BIN/pretrain" --data "$OUT" $NET --steps 1 --out "$OUT/d.st"
+expect ood_dir 1 "--ood $OUT: is a directory" "$BIN/evaluate" --model "$FL" --data "$T" --ood "$OUT"
 expect data_missing 1 "No such file" "$BIN/evaluate" --model "$FL" --data "$OUT/none.bin"
 printf 'this is not a checkpoint, only text\n' > "$OUT/garbage.st"
 expect garbage 1 "garbage.st" "$BIN/finetune" --init "$OUT/garbage.st" --data "$D" --steps 1 --out "$OUT/g"
