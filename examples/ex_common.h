@@ -687,6 +687,28 @@ PRG_UNUSED static void ex_param_f(ex_params *p, const char *key, double v) {
     snprintf(b, sizeof b, "%.17g", v);
     ex_param(p, key, b);
 }
+/* "run.data": a fingerprint of the training set (FNV-1a over the sizes,
+   every label and up to 1024 evenly spaced whole images), so that --resume
+   on another data set of the same size is refused like a changed flag. */
+PRG_UNUSED static void ex_param_data(ex_params *p, const prg_dataset *ds) {
+    uint64_t h = 1469598103934665603ull;
+    size_t img = (size_t)ds->c * ds->h * ds->w, j;
+    int i, step = ds->n > 1024 ? ds->n / 1024 : 1;
+    const int32_t dims[4] = {ds->n, ds->c, ds->h, ds->w};
+    const uint8_t *q = (const uint8_t *)dims;
+    char b[40];
+    for (j = 0; j < sizeof dims; j++) h = (h ^ q[j]) * 1099511628211ull;
+    for (i = 0; i < ds->n; i++) {
+        int32_t l = ds->labels[i];
+        q = (const uint8_t *)&l;
+        for (j = 0; j < sizeof l; j++) h = (h ^ q[j]) * 1099511628211ull;
+    }
+    for (i = 0; i < ds->n; i += step)
+        for (j = 0, q = ds->images + (size_t)i * img; j < img; j++) h = (h ^ q[j]) * 1099511628211ull;
+    snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+    ex_param(p, "run.data", b);
+}
+
 /* The "run.*" pairs for prg_checkpoint_save_meta; returns their count. */
 PRG_UNUSED static int ex_params_kv(ex_params *p) {
     int i, n = 0;

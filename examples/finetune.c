@@ -264,6 +264,7 @@ int main(int argc, char **argv) {
     ex_param_i(&hp, "run.steps", total);
     ex_param_i(&hp, "run.warmup_steps", warmup_steps);
     ex_param_i(&hp, "run.images", ds.n);
+    ex_param_data(&hp, &ds);
     ex_param_i(&hp, "run.augment", augment);
     ex_param_f(&hp, "run.hflip", hflip);
     ex_param_i(&hp, "prg.t_span", t_span);
