@@ -13040,9 +13040,12 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
             v = prg__int_at(labels.data, labels.dtype, i);
             if (v > hi) hi = v;
             if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
-                r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range %s", path, (long long)v, i,
-                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)"
-                                       : "0 .. PRG_MAX_CLASSES-1 (the class count is the largest label + 1)");
+                if (imagenet)
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 1..1000 (downsampled-ImageNet "
+                                  "labels are 1-based)", path, (long long)v, i);
+                else
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 0..%d (PRG_MAX_CLASSES - 1; "
+                                  "the class count is the largest label + 1)", path, (long long)v, i, PRG_MAX_CLASSES - 1);
                 break;
             }
         }

@@ -216,6 +216,11 @@ int main(int argc, char **argv) {
     }
     /* the head has the training set's classes; the test set must fit them */
     k = ds.num_classes;
+    if (k < 2) { /* one class: every prediction is right, the run would report 100% */
+        fprintf(stderr, "finetune: --data %s has %d class%s (labels all %d); a classifier needs 2 or more\n", data, k,
+                k == 1 ? "" : "es", k - 1);
+        return 1;
+    }
     if (test) {
         ex_labels_fit(&ts, k, test, data);
         ex_same_classes(ds.class_names, ds.num_classes, data, ts.class_names, ts.num_classes, test);

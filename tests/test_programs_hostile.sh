@@ -207,6 +207,14 @@ expect ft_empty_test 1 "holds no images" "$BIN/finetune" $F --steps 2 --test "$E
 expect pre_empty 1 "holds no images" "$BIN/pretrain" --data "$E" $NET --steps 2 --out "$OUT/pe.st"
 expect eval_empty 1 "holds no images" "$BIN/evaluate" --model "$FL" --data "$E"
 [ ! -e "$OUT/fe-last.safetensors" ] && ok || fail "finetune on an empty set saved a classifier"
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "
+import numpy as np
+np.savez('$OUT/onecls.npz', data=np.zeros((4, 3, 32, 32), np.uint8), labels=np.zeros(4, np.int64))
+np.savez('$OUT/biglabel.npz', data=np.zeros((4, 3, 32, 32), np.uint8), labels=np.array([0, 1, 999999, 0], np.int64))" 2> /dev/null; then
+    expect ft_one_class 1 "has 1 class .*needs 2 or more" "$BIN/finetune" $F --data "$OUT/onecls.npz" --steps 1 --out "$OUT/f1c"
+    expect label_limit 1 "label 999999 at index 2 is out of range 0..32767" "$BIN/finetune" $F --data "$OUT/biglabel.npz" --steps 1 --out "$OUT/f1c"
+    [ ! -e "$OUT/f1c-last.safetensors" ] && ok || fail "a one-class or bad-label set saved a classifier"
+fi
 # --batch 50000 on 16 images: clamped, and the buffers say so in memory too
 if [ -x /usr/bin/time ]; then
     /usr/bin/time -f "maxrss %M" "$BIN/pretrain" --data "$D" $NET --batch 50000 --steps 1 --out "$OUT/big.st" > "$OUT/big.log" 2>&1
