@@ -358,18 +358,18 @@ int main(int argc, char **argv) {
             else if (t_span > 0) snprintf(what, sizeof what, "--t-span %d with the checkpoint's t_cutoff %d", s, c);
             else snprintf(what, sizeof what, "--t-cutoff %d with the checkpoint's t_span %d (give --t-span too)", c, s);
             fprintf(stderr, "evaluate: %s: %s\n", what, prg_last_error());
-            return 2;
+            exit(2);
         }
     }
     ex_encoder_desc(enc, sizeof(enc), clf);
     if (!ex_quiet) printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
-    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
+    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); exit(1); }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
     if (cfg->in_channels != ds.c) {
         fprintf(stderr, "evaluate: the model takes %d channels, the data has %d\n", cfg->in_channels, ds.c);
-        return 1;
+        exit(1);
     }
     ex_labels_fit(&ds, k, data, model);
     {
@@ -383,14 +383,14 @@ int main(int argc, char **argv) {
     if (rob.corruption || rob.ood) {
         int rc = 0;
         prg_classifier *base = NULL;
-        if (rob.ood_steps < 1) { fprintf(stderr, "evaluate: --ood-steps must be >= 1\n"); return 2; }
+        if (rob.ood_steps < 1) { fprintf(stderr, "evaluate: --ood-steps must be >= 1\n"); exit(2); }
         if (rob.baseline) {
             ex_check(prg_classifier_load(&base, rob.baseline, NULL), rob.baseline);
             if (memcmp(prg_unet_config_get(prg_classifier_unet(base)), cfg, sizeof *cfg) &&
                 (prg_unet_config_get(prg_classifier_unet(base))->in_channels != ds.c ||
                  prg_unet_config_get(prg_classifier_unet(base))->image_size != cfg->image_size)) {
                 fprintf(stderr, "evaluate: the baseline %s takes other inputs than %s\n", rob.baseline, model);
-                return 1;
+                exit(1);
             }
         }
         if (rob.corruption) rc = ev_corruptions(clf, base, &ds, &te, batch, limit, csv, &rob);
@@ -414,7 +414,7 @@ int main(int argc, char **argv) {
             for (j = 0; j < k; j++) fprintf(f, ",%lld", (long long)conf[(size_t)i * k + j]);
             fprintf(f, "\n");
         }
-        if (!ex_text_commit(f, csv)) return 1;
+        if (!ex_text_commit(f, csv)) exit(1);
         printf("confusion matrix -> %s\n", csv);
     }
     prg_free(conf); prg_classifier_free(clf); prg_dataset_free(&ds);

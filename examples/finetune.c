@@ -169,17 +169,17 @@ int main(int argc, char **argv) {
 
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
-    if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); return 1; }
+    if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); exit(1); }
     batch = ex_clamp_batch(batch, ds.n, "--batch");
     if (!global_batch) global_batch = batch;
     if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
     if (test) {
         ex_load_data_of(&ts, test, "--test");
-        if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); return 1; }
+        if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); exit(1); }
         if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
             fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
                     ts.w, ds.c, ds.h, ds.w);
-            return 1;
+            exit(1);
         }
     }
     /* the network: pretrained, or fresh with the pretrained (or flag) config */
@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
     }
     if (cfg.in_channels != ds.c) {
         fprintf(stderr, "finetune: the U-Net takes %d channels, the data has %d\n", cfg.in_channels, ds.c);
-        return 1;
+        exit(1);
     }
     /* the encoder follows the pretraining's path: the checkpoint's, or --path */
     path = ex_choose_path(init_path, path_flag, init, &path_src);
@@ -212,14 +212,14 @@ int main(int argc, char **argv) {
                 t_span, t_span_given ? "" : " (the default)", prg_path_name(path), path_src,
                 path == PRG_PATH_GVP ? "it takes 0 or 2..t_span (K - 1 Euler steps from model time 0)"
                                      : "it takes 0..t_span - 2 (t_span - 1 - K Euler steps), so --t-span of at least t_cutoff + 2");
-        return 2;
+        exit(2);
     }
     /* the head has the training set's classes; the test set must fit them */
     k = ds.num_classes;
     if (k < 2) { /* one class: every prediction is right, the run would report 100% */
         fprintf(stderr, "finetune: --data %s has %d class%s (labels all %d); a classifier needs 2 or more\n", data, k,
                 k == 1 ? "" : "es", k - 1);
-        return 1;
+        exit(1);
     }
     if (test) {
         ex_labels_fit(&ts, k, test, data);
@@ -287,7 +287,7 @@ int main(int argc, char **argv) {
         if (step < 0 || step > total) {
             fprintf(stderr, "finetune: %s is at step %lld, outside 0..%lld (the run's steps): nothing to resume\n",
                     path_last, (long long)step, (long long)total);
-            return 1;
+            exit(1);
         }
         snprintf(bp, sizeof(bp), "%s-best.txt", prefix);
         f = fopen(bp, "r");
