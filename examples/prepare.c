@@ -13,6 +13,7 @@
      ./prepare --root ~/tiny-imagenet-200 --split val --size 64 --out tiny_val.npz
 
    Run with --help for every option. */
+#define _POSIX_C_SOURCE 200809L /* lstat: symlinked subdirectories are not walked */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
@@ -147,6 +148,13 @@ static strs list_dir(const char *dir, int dirs_only) {
         if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         sub = is_dir(p);
+        if (!dirs_only && !sub && is_image_name(e->d_name)) {
+            struct stat st; /* a fifo would block the decoder forever, a device feed it without end */
+            if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
+                fprintf(stderr, "prepare: ignored %s: %s\n", p, stat(p, &st) != 0 ? strerror(errno) : "not a regular file");
+                continue;
+            }
+        }
         if (dirs_only ? sub : (!sub && is_image_name(e->d_name))) strs_add(&s, e->d_name);
         else if (!dirs_only && !sub && !n_other++) snprintf(other_example, sizeof other_example, "%s", p);
     }
@@ -184,7 +192,14 @@ static void walk_dirs(strs *out, const char *dir) {
     char p[4096];
     strs_add(out, dir);
     for (i = 0; i < sub.n; i++) {
+        struct stat st;
         snprintf(p, sizeof p, "%s/%s", dir, sub.v[i]);
+        /* as os.walk(followlinks=False) in torchvision: a symlinked subdirectory is not entered (a link to a
+           parent would make the walk endless); a class directory that is a symlink is read */
+        if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode)) {
+            fprintf(stderr, "prepare: not entered: %s (a symlinked subdirectory, as torchvision's ImageFolder)\n", p);
+            continue;
+        }
         walk_dirs(out, p);
     }
     strs_free(&sub);

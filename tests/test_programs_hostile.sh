@@ -265,6 +265,15 @@ expect ft_out_empty 2 "--out '': wants a file name prefix" "$BIN/finetune" $F --
 [ ! -e "$OUT/.npz" ] && [ ! -e "-last.safetensors" ] && ok || fail "an empty --out prefix wrote hidden files"
 mkdir -p "$OUT/pv-val.npz"
 expect prep_val_dir 2 "pv-val.npz: is a directory" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/pv" --val-fraction 0.5
+# a tree with a fifo, a device, a dangling link and symlinks to a parent: no hang, no endless walk
+mkdir -p "$OUT/loop/a" "$OUT/loop/b"; cp "$OUT/ptree/a/1.png" "$OUT/loop/a/"; cp "$OUT/ptree/a/1.png" "$OUT/loop/b/"
+mkfifo "$OUT/loop/a/fifo.png"; ln -s /dev/zero "$OUT/loop/b/zero.png"; ln -s none.png "$OUT/loop/b/gone.png"
+ln -s .. "$OUT/loop/a/up"; ln -s ../b "$OUT/loop/b/self"
+expect prep_loop 0 "ignored .*fifo.png: not a regular file" timeout 30 "$BIN/prepare" --root "$OUT/loop" --out "$OUT/lp" --size 8
+grep -q "not entered: .*loop/a/up" "$OUT/prep_loop.log" && grep -q "wrote .*lp.npz (2 images" "$OUT/prep_loop.log" && ok ||
+    fail "prepare walked a symlink loop or lost the two images: $(tail -n 2 "$OUT/prep_loop.log")"
+expect classify_loop 1 "skipped .*zero.png: not a regular file" timeout 30 "$BIN/classify" --model "$FL" --quiet --top 1 "$OUT/loop"
+[ "$(grep -c "^$OUT/loop/.*1.png" "$OUT/classify_loop.log")" -eq 2 ] && ok || fail "classify of a looping tree: $(grep -c png "$OUT/classify_loop.log") lines"
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
