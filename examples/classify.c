@@ -283,11 +283,18 @@ int main(int argc, char **argv) {
         for (i = 0; i < k; i++) names[i] = NULL;
         for (i = 0; i < k && fgets(line, sizeof(line), f); i++) {
             char *s;
+            if (!strchr(line, '\n') && !feof(f)) { /* a longer line is cut, not read as the next class's name */
+                int ch;
+                while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+            }
             line[strcspn(line, "\r\n")] = 0;
             s = (char *)malloc(strlen(line) + 1);
             if (s) strcpy(s, line);
             names[i] = s;
         }
+        if (i < k || fgets(line, sizeof(line), f))
+            fprintf(stderr, "classify: warning: --labels %s has %s names than the model's %d classes%s\n", labels,
+                    i < k ? "fewer" : "more", k, i < k ? " (the others are shown as numbers)" : " (the rest are not used)");
         fclose(f);
     }
 

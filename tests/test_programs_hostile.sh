@@ -274,6 +274,12 @@ grep -q "not entered: .*loop/a/up" "$OUT/prep_loop.log" && grep -q "wrote .*lp.n
     fail "prepare walked a symlink loop or lost the two images: $(tail -n 2 "$OUT/prep_loop.log")"
 expect classify_loop 1 "skipped .*zero.png: not a regular file" timeout 30 "$BIN/classify" --model "$FL" --quiet --top 1 "$OUT/loop"
 [ "$(grep -c "^$OUT/loop/.*1.png" "$OUT/classify_loop.log")" -eq 2 ] && ok || fail "classify of a looping tree: $(grep -c png "$OUT/classify_loop.log") lines"
+# --labels: a line past the reader's buffer stays one name (the next classes keep theirs); a short list is said
+{ head -c 1500 /dev/zero | tr '\0' a; echo; for i in 1 2 3 4 5 6 7 8 9; do echo "c$i"; done; } > "$OUT/labels_long.txt"
+expect labels_long 0 "" "$BIN/classify" --model "$FL" --quiet --top 10 --csv --labels "$OUT/labels_long.txt" "$OUT/loop/a/1.png"
+grep -qE ',[0-9]+,9,c9,' "$OUT/labels_long.log" && grep -qE ',[0-9]+,1,c1,' "$OUT/labels_long.log" && ok || fail "a long --labels line shifted the class names"
+printf 'x\ny\n' > "$OUT/labels_few.txt"
+expect labels_few 0 "has fewer names than the model's 10 classes" "$BIN/classify" --model "$FL" --quiet --labels "$OUT/labels_few.txt" "$OUT/loop/a/1.png"
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
