@@ -436,6 +436,12 @@ int main(int argc, char **argv) {
     } else {
         classes = list_dir(folder ? root : p, 1);
     }
+    for (i = 0; i < classes.n; i++)
+        if (strpbrk(classes.v[i], "\r\n")) { /* PREFIX_classes.txt holds one name a line: it would read back as two */
+            fprintf(stderr, "prepare: class directory name with a line break (\"%.*s...\"): rename it\n",
+                    (int)strcspn(classes.v[i], "\r\n"), classes.v[i]);
+            return 1;
+        }
     if (folder && classes.n < 2) {
         fprintf(stderr, "prepare: %s: %d class director%s; the ImageFolder layout needs 2 or more (DIR/<class>/<images>)\n", root,
                 classes.n, classes.n == 1 ? "y" : "ies");

@@ -280,6 +280,10 @@ expect labels_long 0 "" "$BIN/classify" --model "$FL" --quiet --top 10 --csv --l
 grep -qE ',[0-9]+,9,c9,' "$OUT/labels_long.log" && grep -qE ',[0-9]+,1,c1,' "$OUT/labels_long.log" && ok || fail "a long --labels line shifted the class names"
 printf 'x\ny\n' > "$OUT/labels_few.txt"
 expect labels_few 0 "has fewer names than the model's 10 classes" "$BIN/classify" --model "$FL" --quiet --labels "$OUT/labels_few.txt" "$OUT/loop/a/1.png"
+mkdir -p "$OUT/nltree/a" "$OUT/nltree/b
+c"; cp "$OUT/loop/a/1.png" "$OUT/nltree/a/"; cp "$OUT/loop/a/1.png" "$OUT/nltree/b
+c/"
+expect prep_newline 1 "class directory name with a line break" "$BIN/prepare" --root "$OUT/nltree" --out "$OUT/nl" --size 8
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
