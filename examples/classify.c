@@ -383,6 +383,8 @@ int main(int argc, char **argv) {
     }
     if (json) printf("\n]\n");
     if (failed) fprintf(stderr, "classify: %d of %d image%s could not be read\n", failed, files.n, files.n > 1 ? "s" : "");
+    if (labels && strcmp(labels, "cifar10")) /* the --labels names are ours (malloc'd above) */
+        for (i = 0; i < k; i++) free((void *)names[i]);
     prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order); prg_free(res); prg_free((void *)names);
     for (i = 0; i < files.n; i++) free(files.v[i]);
     free(files.v);
