@@ -1011,6 +1011,10 @@ prg_result prg_file_read_max(const char *path, size_t max_len, uint8_t **data, s
    PRG_ERR_ARG for an empty name, PRG_ERR_IO naming what is wrong (missing
    directory, read-only, permission, a directory at path). */
 prg_result prg_check_writable(const char *path);
+/* Writes len bytes of data to path as every writer of the library does
+   (temporary file, fsync, rename: a symlink at path is replaced, never
+   followed), for the programs' text outputs (CSV, class lists). */
+prg_result prg_file_write(const char *path, const void *data, size_t len);
 
 /* ---- safetensors ----------------------------------------------------- */
 /* Layout: u64 header length N, N bytes of JSON, then the tensor data.  The
@@ -10618,6 +10622,15 @@ prg_result prg_check_writable(const char *path) {
     return PRG_OK;
 }
 
+prg_result prg_file_write(const char *path, const void *data, size_t len) {
+    prg__wfile w;
+    prg_result r;
+    if (!data && len) return prg__fail(PRG_ERR_ARG, "prg_file_write: NULL data");
+    if ((r = prg__wopen(&w, path)) != PRG_OK) return r;
+    prg__wwrite(&w, data, len);
+    return prg__wclose(&w);
+}
+
 /* ---- inflate (RFC 1951) ---------------------------------------------- */
 
 static const uint16_t prg__len_base[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
@@ -13279,9 +13292,12 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
             v = prg__int_at(labels.data, labels.dtype, i);
             if (v > hi) hi = v;
             if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
-                r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range %s", path, (long long)v, i,
-                              imagenet ? "1..1000 (downsampled-ImageNet labels are 1-based)"
-                                       : "0 .. PRG_MAX_CLASSES-1 (the class count is the largest label + 1)");
+                if (imagenet)
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 1..1000 (downsampled-ImageNet "
+                                  "labels are 1-based)", path, (long long)v, i);
+                else
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 0..%d (PRG_MAX_CLASSES - 1; "
+                                  "the class count is the largest label + 1)", path, (long long)v, i, PRG_MAX_CLASSES - 1);
                 break;
             }
         }

@@ -9,6 +9,7 @@
    MNIST's 2-pixel border, other sizes are resized (bicubic, shorter side)
    and centre-cropped as prepare does by default; then normalised as in training (0.1307/0.3081 for 1
    channel, ImageNet's for 3).  Every conversion is said in a note. */
+#define _POSIX_C_SOURCE 200809L /* lstat: symlinked subdirectories are not walked */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
@@ -78,17 +79,36 @@ static int cmp_path(const void *a, const void *b) {
     if (lx != ly) return lx < ly ? -1 : 1;
     return strcmp(sx, sy);
 }
-static void add_tree(paths *p, const char *dir) {
+/* Symlinked subdirectories are not entered (as prepare and torchvision's
+   ImageFolder: a link to a parent would make the walk endless), depth at
+   most 32; only regular files are taken (a fifo would block the decoder
+   forever). */
+static int tree_skipped; /* counted as images that could not be read */
+static void add_tree(paths *p, const char *dir, int depth) {
     DIR *d = opendir(dir);
     struct dirent *e;
     char q[4096];
     struct stat st;
-    if (!d) { fprintf(stderr, "classify: cannot read directory %s\n", dir); return; }
+    if (!d) { fprintf(stderr, "classify: cannot read directory %s: %s\n", dir, strerror(errno)); return; }
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        snprintf(q, sizeof q, "%s/%s", dir, e->d_name);
-        if (stat(q, &st) == 0 && S_ISDIR(st.st_mode)) add_tree(p, q);
-        else if (has_image_ext(e->d_name)) paths_add(p, q);
+        if ((size_t)snprintf(q, sizeof q, "%s/%s", dir, e->d_name) >= sizeof q) {
+            fprintf(stderr, "classify: skipped %s/...: path longer than %d characters\n", dir, (int)sizeof q - 1);
+            continue;
+        }
+        if (stat(q, &st) == 0 && S_ISDIR(st.st_mode)) {
+            struct stat ls;
+            if (lstat(q, &ls) == 0 && S_ISLNK(ls.st_mode))
+                fprintf(stderr, "classify: not entered: %s (a symlinked directory; name it to classify it)\n", q);
+            else if (depth < 32) add_tree(p, q, depth + 1);
+            else fprintf(stderr, "classify: skipped %s: more than 32 directories deep (a symlink loop?)\n", q);
+        } else if (has_image_ext(e->d_name)) {
+            if (stat(q, &st) == 0 && S_ISREG(st.st_mode)) paths_add(p, q);
+            else {
+                fprintf(stderr, "classify: skipped %s: %s\n", q, stat(q, &st) != 0 ? strerror(errno) : "not a regular file");
+                tree_skipped++;
+            }
+        }
     }
     closedir(d);
 }
@@ -221,7 +241,7 @@ int main(int argc, char **argv) {
             struct stat st;
             if (stat(argv[ex_argi], &st) == 0 && S_ISDIR(st.st_mode)) {
                 int before = files.n;
-                add_tree(&files, argv[ex_argi]);
+                add_tree(&files, argv[ex_argi], 0);
                 if (files.n > before + 1) qsort(files.v + before, (size_t)(files.n - before), sizeof(char *), cmp_path);
                 if (files.n == before) fprintf(stderr, "classify: no image files under %s\n", argv[ex_argi]);
             } else {
@@ -263,11 +283,18 @@ int main(int argc, char **argv) {
         for (i = 0; i < k; i++) names[i] = NULL;
         for (i = 0; i < k && fgets(line, sizeof(line), f); i++) {
             char *s;
+            if (!strchr(line, '\n') && !feof(f)) { /* a longer line is cut, not read as the next class's name */
+                int ch;
+                while ((ch = fgetc(f)) != EOF && ch != '\n') {}
+            }
             line[strcspn(line, "\r\n")] = 0;
             s = (char *)malloc(strlen(line) + 1);
             if (s) strcpy(s, line);
             names[i] = s;
         }
+        if (i < k || fgets(line, sizeof(line), f))
+            fprintf(stderr, "classify: warning: --labels %s has %s names than the model's %d classes%s\n", labels,
+                    i < k ? "fewer" : "more", k, i < k ? " (the others are shown as numbers)" : " (the rest are not used)");
         fclose(f);
     }
 
@@ -356,9 +383,11 @@ int main(int argc, char **argv) {
     }
     if (json) printf("\n]\n");
     if (failed) fprintf(stderr, "classify: %d of %d image%s could not be read\n", failed, files.n, files.n > 1 ? "s" : "");
+    if (labels && strcmp(labels, "cifar10")) /* the --labels names are ours (malloc'd above) */
+        for (i = 0; i < k; i++) free((void *)names[i]);
     prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order); prg_free(res); prg_free((void *)names);
     for (i = 0; i < files.n; i++) free(files.v[i]);
     free(files.v);
     prg_classifier_free(clf);
-    return failed ? 1 : 0;
+    return failed || tree_skipped ? 1 : 0;
 }

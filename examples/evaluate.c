@@ -32,6 +32,12 @@ typedef struct ev_robust {
     uint64_t seed;
 } ev_robust;
 
+/* A corruption's name, never NULL (gcc -O2 cannot see that c stays in range and warns on printf). */
+static const char *ev_cname(int c) {
+    const char *s = prg_corruption_name(c);
+    return s ? s : "?";
+}
+
 /* The first n images of ds, corrupted (a fresh dataset). */
 static void ev_corrupt_set(prg_dataset *out, const prg_dataset *ds, int n, int corruption, int severity, uint64_t seed) {
     size_t img = (size_t)ds->c * ds->h * ds->w;
@@ -64,7 +70,7 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         fprintf(stderr, "evaluate: --severity %d is not in 1..5\n", o->severity);
         return 2;
     }
-    if (csv && !(f = fopen(csv, "w"))) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+    if (csv) f = ex_text_open(); /* written whole at the end (prg_file_write) */
     if (f) fprintf(f, "corruption,severity,top1,error,baseline_error,ce\n");
     ex_evaluate(clf, ds, te, batch, &top1, &top5, NULL, n);
     printf("clean (%d images): top-1 %.2f%%", n, 100 * top1);
@@ -87,11 +93,11 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
             berr[c * 5 + s - 1] = 1 - b1;
             csum += top1;
             bsum += 1 - b1;
-            printf("%s severity %d: top-1 %.2f%%", prg_corruption_name(c), s, 100 * top1);
+            printf("%s severity %d: top-1 %.2f%%", ev_cname(c), s, 100 * top1);
             if (base) printf("  (baseline top-1 %.2f%%)", 100 * b1);
             printf("\n");
             if (f) {
-                fprintf(f, "%s,%d,%.4f,%.4f", prg_corruption_name(c), s, 100 * top1, 100 * (1 - top1));
+                fprintf(f, "%s,%d,%.4f,%.4f", ev_cname(c), s, 100 * top1, 100 * (1 - top1));
                 if (base) fprintf(f, ",%.4f,", 100 * (1 - b1));
                 else fprintf(f, ",,");
                 fprintf(f, "\n");
@@ -100,29 +106,29 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         }
         cmean[c] = csum / (s1 - s0 + 1);
         sum += cmean[c];
-        if (s1 > s0) printf("%s mean: top-1 %.2f%%\n", prg_corruption_name(c), 100 * cmean[c]);
+        if (s1 > s0) printf("%s mean: top-1 %.2f%%\n", ev_cname(c), 100 * cmean[c]);
         (void)bsum;
     }
     if (c1 - c0 > 1) printf("mean over %d corruptions: top-1 %.2f%%\n", c1 - c0, 100 * sum / (c1 - c0));
     if (base && s0 == 1 && s1 == 5) {
         mce = prg_mce(ce + c0, err + c0 * 5, berr + c0 * 5, c1 - c0);
         for (c = c0; c < c1; c++)
-            if (isnan(ce[c])) printf("%s CE undefined: the baseline makes no error on it\n", prg_corruption_name(c));
-            else printf("%s CE %.1f%%\n", prg_corruption_name(c), 100 * ce[c]);
+            if (isnan(ce[c])) printf("%s CE undefined: the baseline makes no error on it\n", ev_cname(c));
+            else printf("%s CE %.1f%%\n", ev_cname(c), 100 * ce[c]);
         if (!isnan(mce)) printf("mCE %.1f%% (relative to %s)\n", 100 * mce, o->baseline);
         else printf("mCE undefined (see above)\n");
     } else if (base)
         printf("mCE needs all five severities (leave out --severity)\n");
     if (f) {
         for (c = c0; c < c1 && s1 > s0; c++) {
-            fprintf(f, "%s,mean,%.4f,%.4f,,", prg_corruption_name(c), 100 * cmean[c], 100 * (1 - cmean[c]));
+            fprintf(f, "%s,mean,%.4f,%.4f,,", ev_cname(c), 100 * cmean[c], 100 * (1 - cmean[c]));
             if (base && s0 == 1 && s1 == 5 && !isnan(ce[c])) fprintf(f, "%.4f", 100 * ce[c]);
             fprintf(f, "\n");
         }
         fprintf(f, "mean,all,%.4f,%.4f,,", 100 * sum / (c1 - c0), 100 * (1 - sum / (c1 - c0)));
         if (!isnan(mce)) fprintf(f, "%.4f", 100 * mce);
         fprintf(f, "\n");
-        if (fclose(f)) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!ex_text_commit(f, csv)) return 1;
         printf("per corruption and severity -> %s\n", csv);
     }
     return 0;
@@ -224,7 +230,7 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
             for (k = 0; k < all; k++) matched.images[k] = (uint8_t)prg_rng_below(&r, 256);
         }
     } else {
-        ex_load_data(&other, o->ood);
+        ex_load_data_of(&other, o->ood, "--ood");
         n_out = limit > 0 && limit < other.n ? limit : other.n;
         ev_match_set(&matched, &other, ds, n_out);
         prg_dataset_free(&other);
@@ -319,6 +325,9 @@ int main(int argc, char **argv) {
         ex_check_writable(csv, "--csv");
         ex_check_not_input(csv, "--csv", model, "--model");
         ex_check_not_input(csv, "--csv", data, "--data");
+        ex_check_not_input(csv, "--csv", rob.baseline, "--baseline");
+        ex_check_not_input(csv, "--csv", rob.unet, "--unet");
+        ex_check_not_input(csv, "--csv", rob.ood, "--ood");
     }
     rob.data = data;
     if ((rob.severity || rob.baseline) && !rob.corruption) {
@@ -344,30 +353,29 @@ int main(int argc, char **argv) {
         ex_check(prg_classifier_set_path(clf, ex_choose_path(ex_classifier_recorded_path(clf), path_flag, model, &path_src)),
                  "--path");
         if (prg_classifier_set_grid(clf, s, c) != PRG_OK) {
-            int gvp = prg_classifier_path(clf) == PRG_PATH_GVP;
-            if (!gvp || c >= 2)
-                fprintf(stderr, "evaluate: --t-cutoff %d needs --t-span of at least %d on the %s path (t_span %d%s)\n", c,
-                        gvp ? c : c + 2, prg_path_name(prg_classifier_path(clf)), s, t_span > 0 ? "" : ", the checkpoint's");
-            else
-                fprintf(stderr, "evaluate: --t-cutoff %d: %s\n", c, prg_last_error());
-            return 2;
+            char what[160];
+            if (t_span > 0 && t_cutoff >= 0) snprintf(what, sizeof what, "--t-span %d --t-cutoff %d", s, c);
+            else if (t_span > 0) snprintf(what, sizeof what, "--t-span %d with the checkpoint's t_cutoff %d", s, c);
+            else snprintf(what, sizeof what, "--t-cutoff %d with the checkpoint's t_span %d (give --t-span too)", c, s);
+            fprintf(stderr, "evaluate: %s: %s\n", what, prg_last_error());
+            exit(2);
         }
     }
     ex_encoder_desc(enc, sizeof(enc), clf);
     if (!ex_quiet) printf("%s: %s (path from %s)\n", model, enc, path_src);
     ex_load_data(&ds, data);
-    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); return 1; }
+    if (ds.n < 1) { fprintf(stderr, "evaluate: --data %s holds no images\n", data); exit(1); }
     cfg = prg_unet_config_get(prg_classifier_unet(clf));
     k = prg_classifier_num_classes(clf);
     if (cfg->in_channels != ds.c) {
         fprintf(stderr, "evaluate: the model takes %d channels, the data has %d\n", cfg->in_channels, ds.c);
-        return 1;
+        exit(1);
     }
     ex_labels_fit(&ds, k, data, model);
     {
         const char **mn = (const char **)ex_alloc((size_t)k * sizeof(char *));
         for (i = 0; i < k; i++) mn[i] = prg_classifier_class_name(clf, i);
-        ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
+        if (!ex_quiet) ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
         if (mn[0]) ex_same_classes((char *const *)mn, k, model, ds.class_names, ds.num_classes, data);
         prg_free((void *)mn);
     }
@@ -375,14 +383,14 @@ int main(int argc, char **argv) {
     if (rob.corruption || rob.ood) {
         int rc = 0;
         prg_classifier *base = NULL;
-        if (rob.ood_steps < 1) { fprintf(stderr, "evaluate: --ood-steps must be >= 1\n"); return 2; }
+        if (rob.ood_steps < 1) { fprintf(stderr, "evaluate: --ood-steps must be >= 1\n"); exit(2); }
         if (rob.baseline) {
             ex_check(prg_classifier_load(&base, rob.baseline, NULL), rob.baseline);
             if (memcmp(prg_unet_config_get(prg_classifier_unet(base)), cfg, sizeof *cfg) &&
                 (prg_unet_config_get(prg_classifier_unet(base))->in_channels != ds.c ||
                  prg_unet_config_get(prg_classifier_unet(base))->image_size != cfg->image_size)) {
                 fprintf(stderr, "evaluate: the baseline %s takes other inputs than %s\n", rob.baseline, model);
-                return 1;
+                exit(1);
             }
         }
         if (rob.corruption) rc = ev_corruptions(clf, base, &ds, &te, batch, limit, csv, &rob);
@@ -397,8 +405,7 @@ int main(int argc, char **argv) {
     printf("%s on %s (%d images): top-1 %.2f%%  top-5 %.2f%%  (%.1fs wall, %.1fs cpu)\n", model, data,
            limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
     if (csv) {
-        FILE *f = fopen(csv, "w");
-        if (!f) { fprintf(stderr, "evaluate: cannot write %s: %s\n", csv, strerror(errno)); return 1; }
+        FILE *f = ex_text_open();
         fprintf(f, "true\\pred");
         for (j = 0; j < k; j++) ex_csv_class(f, ",", j, prg_classifier_class_name(clf, j));
         fprintf(f, "\n");
@@ -407,7 +414,7 @@ int main(int argc, char **argv) {
             for (j = 0; j < k; j++) fprintf(f, ",%lld", (long long)conf[(size_t)i * k + j]);
             fprintf(f, "\n");
         }
-        if (fclose(f)) { fprintf(stderr, "evaluate: cannot write %s\n", csv); return 1; }
+        if (!ex_text_commit(f, csv)) exit(1);
         printf("confusion matrix -> %s\n", csv);
     }
     prg_free(conf); prg_classifier_free(clf); prg_dataset_free(&ds);

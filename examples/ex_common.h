@@ -78,7 +78,8 @@ PRG_UNUSED static int ex_is_u64(const char *s, uint64_t *v) {
     char *end;
     unsigned long long x;
     errno = 0;
-    x = strtoull(s, &end, 0);
+    /* decimal, or hex after 0x: a leading zero is not octal (--seed 010 is ten) */
+    x = strtoull(s, &end, s[0] == '0' && (s[1] == 'x' || s[1] == 'X') ? 16 : 10);
     if (end == s || *end || *s == '-' || isspace((unsigned char)*s) || errno == ERANGE) return 0;
     *v = (uint64_t)x;
     return 1;
@@ -342,6 +343,32 @@ PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
     exit(2);
 }
 
+/* Text outputs (CSV, class lists) are gathered in a scratch stream and
+   written with prg_file_write, so that, like the checkpoints, they replace
+   the file atomically and never write through a symlink planted at the
+   path.  ex_text_open exits when no scratch file can be made;
+   ex_text_commit returns 0 (and says why on stderr) when the write failed. */
+PRG_UNUSED static FILE *ex_text_open(void) {
+    FILE *f = tmpfile();
+    if (!f) { fprintf(stderr, "%s: cannot create a temporary file: %s\n", ex_prog, strerror(errno)); exit(1); }
+    return f;
+}
+PRG_UNUSED static int ex_text_commit(FILE *f, const char *path) {
+    long n;
+    char *buf;
+    int ok = 0;
+    if (fflush(f) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+        buf = (char *)ex_alloc((size_t)n);
+        if (fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            ok = prg_file_write(path, buf, (size_t)n) == PRG_OK;
+            if (!ok) fprintf(stderr, "%s: %s\n", ex_prog, prg_last_error());
+        } else fprintf(stderr, "%s: cannot write %s: the temporary file could not be read back\n", ex_prog, path);
+        prg_free(buf);
+    } else fprintf(stderr, "%s: cannot write %s: %s\n", ex_prog, path, strerror(errno));
+    fclose(f);
+    return ok;
+}
+
 /* ---- data ------------------------------------------------------------ */
 /* The normalisation of a dataset: MNIST-like 1-channel data gets
    0.1307/0.3081, 3 channels ImageNet's (the reference's default). */
@@ -377,7 +404,7 @@ PRG_UNUSED static void ex_transform(prg_transform *t, int train, int augment, in
     ex_norm(c, t->mean, t->std);
     ex_check(prg_transform_check(t, c, h, w), "transform");
     /* the fitting, in one line (none when the images have the model's size) */
-    if (border || h != size || w != size) {
+    if (!ex_quiet && (border || h != size || w != size)) {
         printf("%s: %s images %dx%d -> model input %dx%d: ", ex_prog, train ? "training" : "evaluation", w, h, size, size);
         if (border) printf("zero border of %d%s\n", border, train && augment ? ", then the augmentation" : "");
         else if (train && augment) printf("random resized crops (the augmentation)\n");
@@ -661,6 +688,28 @@ PRG_UNUSED static void ex_param_f(ex_params *p, const char *key, double v) {
     snprintf(b, sizeof b, "%.17g", v);
     ex_param(p, key, b);
 }
+/* "run.data": a fingerprint of the training set (FNV-1a over the sizes,
+   every label and up to 1024 evenly spaced whole images), so that --resume
+   on another data set of the same size is refused like a changed flag. */
+PRG_UNUSED static void ex_param_data(ex_params *p, const prg_dataset *ds) {
+    uint64_t h = 1469598103934665603ull;
+    size_t img = (size_t)ds->c * ds->h * ds->w, j;
+    int i, step = ds->n > 1024 ? ds->n / 1024 : 1;
+    const int32_t dims[4] = {ds->n, ds->c, ds->h, ds->w};
+    const uint8_t *q = (const uint8_t *)dims;
+    char b[40];
+    for (j = 0; j < sizeof dims; j++) h = (h ^ q[j]) * 1099511628211ull;
+    for (i = 0; i < ds->n; i++) {
+        int32_t l = ds->labels[i];
+        q = (const uint8_t *)&l;
+        for (j = 0; j < sizeof l; j++) h = (h ^ q[j]) * 1099511628211ull;
+    }
+    for (i = 0; i < ds->n; i += step)
+        for (j = 0, q = ds->images + (size_t)i * img; j < img; j++) h = (h ^ q[j]) * 1099511628211ull;
+    snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+    ex_param(p, "run.data", b);
+}
+
 /* The "run.*" pairs for prg_checkpoint_save_meta; returns their count. */
 PRG_UNUSED static int ex_params_kv(ex_params *p) {
     int i, n = 0;

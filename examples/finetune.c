@@ -128,11 +128,9 @@ static void write_best(const char *prefix, const run_state *s) {
     char path[1024];
     FILE *f;
     snprintf(path, sizeof(path), "%s-best.txt", prefix);
-    f = fopen(path, "w");
-    if (f) {
-        fprintf(f, "%.6f %lld\n", s->best_top1, (long long)s->best_step);
-        fclose(f);
-    }
+    f = ex_text_open();
+    fprintf(f, "%.6f %lld\n", s->best_top1, (long long)s->best_step);
+    if (!ex_text_commit(f, path)) fprintf(stderr, "finetune: warning: the best top-1 was not recorded in %s\n", path);
 }
 
 int main(int argc, char **argv) {
@@ -227,13 +225,15 @@ int main(int argc, char **argv) {
     }
     if (!data || (!init && !from_scratch)) { usage(); return 2; }
     if (strcmp(grad, "exact") && strcmp(grad, "adjoint")) ex_usage_error("--grad", grad, "wants exact or adjoint");
-    if (t_cutoff > t_span - 2) {
+    if (t_cutoff > t_span) { /* past the grid on either path (the path's own rule is checked once it is known) */
         fprintf(stderr, "finetune: --t-cutoff %d needs --t-span of at least %d (t_span %d%s leaves no Euler step)\n",
                 t_cutoff, t_cutoff + 2, t_span, t_span_given ? "" : ", the default,");
         return 2;
     }
     if (steps && epochs_given) { fprintf(stderr, "finetune: give --steps or --epochs, not both\n"); return 2; }
     if (override && !resume) { fprintf(stderr, "finetune: --override goes with --resume\n"); return 2; }
+    if (!*prefix || prefix[strlen(prefix) - 1] == '/') /* "" or "dir/" would write hidden "-last.safetensors" files */
+        ex_usage_error("--out", prefix, "wants a file name prefix (e.g. runs/mnist)");
     snprintf(path_last, sizeof(path_last), "%s-last.safetensors", prefix);
     snprintf(path_best, sizeof(path_best), "%s-best.safetensors", prefix);
     ex_check_writable(path_last, "--out");
@@ -244,18 +244,18 @@ int main(int argc, char **argv) {
 
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
-    if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); return 1; }
+    if (ds.n < 1) { fprintf(stderr, "finetune: --data %s holds no images\n", data); exit(1); }
     if (per_class) label_subset(&ds, per_class, label_seed, prefix);
     batch = ex_clamp_batch(batch, ds.n, "--batch");
     if (!global_batch) global_batch = batch;
     if (lr <= 0) lr = 1.25e-4 * global_batch / 512.0;
     if (test) {
         ex_load_data_of(&ts, test, "--test");
-        if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); return 1; }
+        if (ts.n < 1) { fprintf(stderr, "finetune: --test %s holds no images\n", test); exit(1); }
         if (ts.c != ds.c || ts.h != ds.h || ts.w != ds.w) {
             fprintf(stderr, "finetune: test images %dx%dx%d differ from training images %dx%dx%d\n", ts.c, ts.h,
                     ts.w, ds.c, ds.h, ds.w);
-            return 1;
+            exit(1);
         }
     }
     /* the network: pretrained, or fresh with the pretrained (or flag) config */
@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
     }
     if (cfg.in_channels != ds.c) {
         fprintf(stderr, "finetune: the U-Net takes %d channels, the data has %d\n", cfg.in_channels, ds.c);
-        return 1;
+        exit(1);
     }
     /* the encoder follows the pretraining's path: the checkpoint's, or --path */
     path = ex_choose_path(init_path, path_flag, init, &path_src);
@@ -282,13 +282,26 @@ int main(int argc, char **argv) {
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
         ex_check(prg_unet_set_loss(net, loss), "--path");
     }
+    /* the grid's rule is the path's: ICFM t_cutoff <= t_span - 2, GVP t_cutoff 0 or 2..t_span */
+    if (path == PRG_PATH_GVP ? (t_cutoff == 1 || t_cutoff > t_span) : t_cutoff > t_span - 2) {
+        fprintf(stderr, "finetune: --t-cutoff %d does not fit t_span %d%s on the %s path (path from %s): %s\n", t_cutoff,
+                t_span, t_span_given ? "" : " (the default)", prg_path_name(path), path_src,
+                path == PRG_PATH_GVP ? "it takes 0 or 2..t_span (K - 1 Euler steps from model time 0)"
+                                     : "it takes 0..t_span - 2 (t_span - 1 - K Euler steps), so --t-span of at least t_cutoff + 2");
+        exit(2);
+    }
     /* the head has the training set's classes; the test set must fit them */
     k = ds.num_classes;
+    if (k < 2) { /* one class: every prediction is right, the run would report 100% */
+        fprintf(stderr, "finetune: --data %s has %d class%s (labels all %d); a classifier needs 2 or more\n", data, k,
+                k == 1 ? "" : "es", k - 1);
+        exit(1);
+    }
     if (test) {
         ex_labels_fit(&ts, k, test, data);
         ex_same_classes(ds.class_names, ds.num_classes, data, ts.class_names, ts.num_classes, test);
     }
-    ex_print_classes(data, k, ds.class_names);
+    if (!ex_quiet) ex_print_classes(data, k, ds.class_names);
     /* t_cutoff 0 fits both paths; the grid is checked against the chosen one */
     ex_check(prg_classifier_create(&clf, net, k, t_span, 0, seed + 202), "classifier");
     ex_check(prg_classifier_set_path(clf, path), "--path");
@@ -334,6 +347,7 @@ int main(int argc, char **argv) {
     ex_param_i(&hp, "run.steps", total);
     ex_param_i(&hp, "run.warmup_steps", warmup_steps);
     ex_param_i(&hp, "run.images", ds.n);
+    ex_param_data(&hp, &ds);
     ex_param_i(&hp, "run.augment", augment);
     if (per_class) { /* recorded only when set, so that older checkpoints still resume */
         ex_param_i(&hp, "run.labels_per_class", per_class);
@@ -355,7 +369,7 @@ int main(int argc, char **argv) {
         if (step < 0 || step > total) {
             fprintf(stderr, "finetune: %s is at step %lld, outside 0..%lld (the run's steps): nothing to resume\n",
                     path_last, (long long)step, (long long)total);
-            return 1;
+            exit(1);
         }
         snprintf(bp, sizeof(bp), "%s-best.txt", prefix);
         f = fopen(bp, "r");

@@ -13,6 +13,7 @@
      ./prepare --root ~/tiny-imagenet-200 --split val --size 64 --out tiny_val.npz
 
    Run with --help for every option. */
+#define _POSIX_C_SOURCE 200809L /* lstat: symlinked subdirectories are not walked */
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
@@ -84,7 +85,7 @@ static void usage(FILE *f) {
         "  --per-file K        at most K images per .npz (default: all in one)\n"
         "  --limit K           at most K images per class (quick subsets)\n"
         "  --threads N         decoding threads (default: all CPUs)\n"
-        "  --quiet             no progress line\n"
+        "  --quiet             only warnings, skipped files and errors\n"
         "  --strict            also skip files with defects that libjpeg and PIL\n"
         "                      decode through (by default decoded, with a note)\n"
         "Exit status 0 when the files are written (the last line gives the skipped count),\n"
@@ -147,6 +148,13 @@ static strs list_dir(const char *dir, int dirs_only) {
         if (e->d_name[0] == '.') continue;
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         sub = is_dir(p);
+        if (!dirs_only && !sub && is_image_name(e->d_name)) {
+            struct stat st; /* a fifo would block the decoder forever, a device feed it without end */
+            if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
+                fprintf(stderr, "prepare: ignored %s: %s\n", p, stat(p, &st) != 0 ? strerror(errno) : "not a regular file");
+                continue;
+            }
+        }
         if (dirs_only ? sub : (!sub && is_image_name(e->d_name))) strs_add(&s, e->d_name);
         else if (!dirs_only && !sub && !n_other++) snprintf(other_example, sizeof other_example, "%s", p);
     }
@@ -184,7 +192,14 @@ static void walk_dirs(strs *out, const char *dir) {
     char p[4096];
     strs_add(out, dir);
     for (i = 0; i < sub.n; i++) {
+        struct stat st;
         snprintf(p, sizeof p, "%s/%s", dir, sub.v[i]);
+        /* as os.walk(followlinks=False) in torchvision: a symlinked subdirectory is not entered (a link to a
+           parent would make the walk endless); a class directory that is a symlink is read */
+        if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode)) {
+            fprintf(stderr, "prepare: not entered: %s (a symlinked subdirectory, as torchvision's ImageFolder)\n", p);
+            continue;
+        }
         walk_dirs(out, p);
     }
     strs_free(&sub);
@@ -350,12 +365,20 @@ int main(int argc, char **argv) {
     if (!is_dir(root)) { fprintf(stderr, "prepare: --root %s: not a directory\n", root); return 1; }
     if (classes_file) ex_check_input(classes_file, "--classes");
     if (val_labels) ex_check_input(val_labels, "--val-labels");
+    if (!*out || out[strlen(out) - 1] == '/') /* "" or "dir/" would write hidden ".npz" files */
+        ex_usage_error("--out", out, "wants a file name prefix (e.g. data/flowers)");
     snprintf(base_path, sizeof base_path, "%s", out);
     if (strlen(base_path) > 4 && !strcmp(base_path + strlen(base_path) - 4, ".npz")) base_path[strlen(base_path) - 4] = 0;
     snprintf(p, sizeof p, per_file > 0 ? "%s_1.npz" : "%s.npz", base_path);
     ex_check_writable(p, "--out");
     snprintf(p, sizeof p, "%s_classes.txt", base_path);
     ex_check_writable(p, "--out");
+    snprintf(p, sizeof p, "%s_skipped.txt", base_path);
+    ex_check_writable(p, "--out");
+    if (val_fraction > 0) {
+        snprintf(p, sizeof p, "%s-val.npz", base_path);
+        ex_check_writable(p, "--out");
+    }
 
     /* the layout: train/<class>/ (ImageNet, Tiny-ImageNet when train/<class>/images/), else ImageFolder */
     snprintf(p, sizeof p, "%s/train", root);
@@ -413,13 +436,20 @@ int main(int argc, char **argv) {
     } else {
         classes = list_dir(folder ? root : p, 1);
     }
+    for (i = 0; i < classes.n; i++)
+        if (strpbrk(classes.v[i], "\r\n")) { /* PREFIX_classes.txt holds one name a line: it would read back as two */
+            fprintf(stderr, "prepare: class directory name with a line break (\"%.*s...\"): rename it\n",
+                    (int)strcspn(classes.v[i], "\r\n"), classes.v[i]);
+            return 1;
+        }
     if (folder && classes.n < 2) {
         fprintf(stderr, "prepare: %s: %d class director%s; the ImageFolder layout needs 2 or more (DIR/<class>/<images>)\n", root,
                 classes.n, classes.n == 1 ? "y" : "ies");
         return 1;
     }
     if (!classes.n) { fprintf(stderr, "prepare: no class directories under %s (and no --classes)\n", p); return 1; }
-    if (folder) fprintf(stderr, "prepare: %s: layout %s, %d classes\n", root, layout_names[layout], classes.n);
+    if (ex_quiet) {}
+    else if (folder) fprintf(stderr, "prepare: %s: layout %s, %d classes\n", root, layout_names[layout], classes.n);
     else fprintf(stderr, "prepare: %s: layout %s, %d classes, split %s\n", root, layout_names[layout], classes.n, split);
 
     /* items */
@@ -501,15 +531,14 @@ int main(int argc, char **argv) {
         for (i = 0; i < classes.n; i++) memcpy((char *)carr.data + (size_t)i * len, classes.v[i], strlen(classes.v[i]));
     }
     snprintf(p, sizeof p, "%s_classes.txt", base_path);
-    cf = fopen(p, "w");
-    if (!cf) { fprintf(stderr, "prepare: cannot write %s\n", p); return 1; }
+    cf = ex_text_open();
     for (i = 0; i < classes.n; i++) fprintf(cf, "%s\n", classes.v[i]);
-    if (fclose(cf)) { fprintf(stderr, "prepare: cannot write %s\n", p); return 1; }
+    if (!ex_text_commit(cf, p)) return 1;
     snprintf(p, sizeof p, "%s_skipped.txt", base_path);
     remove(p); /* a list from an earlier run would mislead */
 
     prg_set_num_threads(threads);
-    fprintf(stderr, "prepare: %d images -> %dx%d (%s, %s), %d threads\n", items.n, size, size,
+    if (!ex_quiet) fprintf(stderr, "prepare: %d images -> %dx%d (%s, %s), %d threads\n", items.n, size, size,
             resize == 0 ? "shorter side + centre crop" : resize == 1 ? "squash" : "eval 256/224 + centre crop",
             filter == PRG_FILTER_BICUBIC ? "bicubic" : filter == PRG_FILTER_BILINEAR ? "bilinear" : "box", prg_get_num_threads());
     {
@@ -545,7 +574,7 @@ int main(int argc, char **argv) {
             /* auto channels: 1 when every image is grey, else 3 */
             c = channels ? channels : ncolour ? 3 : 1;
             if (!channels)
-                fprintf(stderr, "prepare: channels %d (auto: %d colour, %d grey image%s%s)\n", c, ncolour, ngrey, ngrey == 1 ? "" : "s",
+                if (!ex_quiet) fprintf(stderr, "prepare: channels %d (auto: %d colour, %d grey image%s%s)\n", c, ncolour, ngrey, ngrey == 1 ? "" : "s",
                         c == 3 && ngrey ? "; the grey ones repeated into R, G, B" : "");
             for (k = 0; k < n; k++) {
                 uint8_t *src = j.data + (size_t)k * j.slot;
@@ -617,13 +646,13 @@ int main(int argc, char **argv) {
                 }
                 snprintf(p, sizeof p, "%s-val.npz", base_path);
                 write_npz(p, vdata, vlabels, nv, c, size, folder, &carr);
-                fprintf(stderr, "prepare: wrote %s (%d held-out images; per class:", p, nv);
-                for (ci = 0; ci < classes.n && ci < 20; ci++) {
+                if (!ex_quiet) fprintf(stderr, "prepare: wrote %s (%d held-out images; per class:", p, nv);
+                for (ci = 0; !ex_quiet && ci < classes.n && ci < 20; ci++) {
                     int m = 0;
                     for (k = 0; k < nv; k++) m += vlabels[k] - base == ci;
                     fprintf(stderr, " %s %d", classes.v[ci], m);
                 }
-                fprintf(stderr, "%s)\n", classes.n > 20 ? " ..." : "");
+                if (!ex_quiet) fprintf(stderr, "%s)\n", classes.n > 20 ? " ..." : "");
                 free(vdata); free(vlabels); free(is_val); free(idx);
                 nkept_total += nv;
                 nfiles++;
@@ -632,7 +661,8 @@ int main(int argc, char **argv) {
             if (per_file > 0) snprintf(p, sizeof p, "%s_%d.npz", base_path, start / chunk + 1);
             else snprintf(p, sizeof p, "%s.npz", base_path);
             write_npz(p, j.data, labels, kept, c, size, folder, &carr);
-            if (folder) fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d][%d][%d], 'labels' 0..%d, 'classes' [%d])\n", p, kept, kept, c, size, size, classes.n - 1, classes.n);
+            if (ex_quiet) {}
+            else if (folder) fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d][%d][%d], 'labels' 0..%d, 'classes' [%d])\n", p, kept, kept, c, size, size, classes.n - 1, classes.n);
             else fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d], 'labels' 1..%d, 'classes' [%d])\n", p, kept, kept, 3 * size * size, classes.n, classes.n);
             nkept_total += kept;
             nfiles++;
@@ -641,7 +671,7 @@ int main(int argc, char **argv) {
         for (i = 0; i < classes.n; i++)
             if (!per_class[i]) fprintf(stderr, "prepare: warning: class '%s' has no readable image\n", classes.v[i]);
         free(per_class);
-        fprintf(stderr, "prepare: %d images in %d file(s), class names in %s_classes.txt; %d skipped%s%s%s\n", nkept_total, nfiles,
+        if (!ex_quiet || nskip) fprintf(stderr, "prepare: %d images in %d file(s), class names in %s_classes.txt; %d skipped%s%s%s\n", nkept_total, nfiles,
                 base_path, nskip, nskip ? " (unreadable), listed in " : "", nskip ? base_path : "", nskip ? "_skipped.txt" : "");
         if (!nkept_total) {
             fprintf(stderr, "prepare: none of the %d images could be read\n", items.n);

@@ -132,6 +132,7 @@ int main(int argc, char **argv) {
     ex_param_f(&hp, "run.lr", lr);
     ex_param_u(&hp, "run.seed", seed);
     ex_param_i(&hp, "run.images", ds.n);
+    ex_param_data(&hp, &ds);
     ex_param_i(&hp, "run.augment", augment);
     ex_param_f(&hp, "run.hflip", hflip);
     nkv = ex_params_kv(&hp);

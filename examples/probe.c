@@ -117,11 +117,30 @@ int main(int argc, char **argv) {
         fprintf(stderr, "probe: --batch, --k, --temperature, --epochs, --probe-batch and --lr must be positive\n");
         return 2;
     }
+    ex_check_input(model, "--model");
+    { /* outputs checked before the work, and never one of the inputs */
+        const char *outs[2] = {csv, chart}, *oflag[2] = {"--csv", "--chart"};
+        for (i = 0; i < 2; i++)
+            if (outs[i]) {
+                ex_check_writable(outs[i], oflag[i]);
+                ex_check_not_input(outs[i], oflag[i], model, "--model");
+                ex_check_not_input(outs[i], oflag[i], data, "--data");
+                ex_check_not_input(outs[i], oflag[i], test, "--test");
+            }
+        if (csv && chart) ex_check_not_input(csv, "--csv", chart, "--chart");
+    }
     prg_set_num_threads(threads);
 
     /* the grid and path: flags, else the classifier's metadata, else 32 / icfm */
     ex_check(prg_safetensors_open(&st, model), model);
-    if (!t_span && prg_st_metadata(st, "prg.t_span")) t_span = (int)ex_meta_i64(model, "prg.t_span", 32);
+    if (!t_span && prg_st_metadata(st, "prg.t_span")) {
+        int64_t v = ex_meta_i64(model, "prg.t_span", 32);
+        if (v < 2 || v > 1024) { /* the --t-span range: a hostile value would run for hours */
+            fprintf(stderr, "probe: %s: metadata prg.t_span = %lld is outside 2..1024 (give --t-span)\n", model, (long long)v);
+            return 1;
+        }
+        t_span = (int)v;
+    }
     if (!path_name) path_name = prg_st_metadata(st, "prg.path") ? prg_st_metadata(st, "prg.path") : "icfm";
     path = !strcmp(path_name, "icfm") ? PRG_PATH_ICFM : !strcmp(path_name, "gvp") ? PRG_PATH_GVP : -1;
     prg_st_close(st);
@@ -170,8 +189,7 @@ int main(int argc, char **argv) {
     encode_set(net, path, t_span, ncut, cuts, &ts, m, &te, batch, fte, "test");
     printf("features in %.1fs\n", ex_now() - t0);
     if (csv) {
-        out = fopen(csv, "w");
-        if (!out) { fprintf(stderr, "probe: cannot write %s\n", csv); return 1; }
+        out = ex_text_open(); /* written whole at the end (prg_file_write) */
         fprintf(out, "t_cutoff,steps,knn_top1,linear_top1\n");
     }
     for (c = 0; c < ncut; c++) {
@@ -219,7 +237,7 @@ int main(int argc, char **argv) {
         ex_check(prg_chart_write(chart, &ch), chart);
         printf("chart -> %s\n", chart);
     }
-    if (out && fclose(out)) { fprintf(stderr, "probe: cannot write %s\n", csv); return 1; }
+    if (out && !ex_text_commit(out, csv)) return 1;
     if (out) printf("results -> %s\n", csv);
     prg_free(ftr); prg_free(fte); prg_free(w); prg_free(bias); prg_free(pred);
     prg_unet_free(net); prg_dataset_free(&ds); prg_dataset_free(&ts);

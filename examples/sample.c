@@ -93,6 +93,11 @@ int main(int argc, char **argv) {
     path = ex_choose_path(prg_unet_loss(net) != PRG_LOSS_NONE ? prg_unet_path(net) : -1, path_flag, model, &path_src);
     method = !strcmp(solver, "euler") ? PRG_SOLVER_EULER : !strcmp(solver, "heun") ? PRG_SOLVER_HEUN : PRG_SOLVER_RK4;
     cfg = prg_unet_config_get(net);
+    if (cfg->in_channels != cfg->out_channels) { /* the ODE's state is the image: the velocity must have its shape */
+        fprintf(stderr, "sample: %s: the U-Net maps %d channels to %d; sampling needs as many out as in\n", model,
+                cfg->in_channels, cfg->out_channels);
+        return 1;
+    }
     if (cfg->out_channels != 1 && cfg->out_channels != 3) {
         fprintf(stderr, "sample: can draw 1 or 3 channels, the model has %d\n", cfg->out_channels);
         return 1;

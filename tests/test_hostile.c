@@ -520,6 +520,24 @@ static void test_saves(void) {
     CHECK(keep && len1 == 8 && !memcmp(keep, "precious", 8) && lstat(tp("model.safetensors"), &sb) == 0 && S_ISREG(sb.st_mode),
           "save over a symlink wrote through it");
     free(keep);
+    /* prg_file_write (the programs' CSV and class lists) replaces a symlink the same way */
+    unlink(tp("list.txt"));
+    symlink(link_target, tp("list.txt"));
+    CHECK(prg_file_write(tp("list.txt"), "a\nb\n", 4) == PRG_OK, "file_write over a symlink: %s", prg_last_error());
+    keep = prg_test_read_file(link_target, &len1);
+    now = prg_test_read_file(tp("list.txt"), &len2);
+    CHECK(keep && len1 == 8 && !memcmp(keep, "precious", 8) && lstat(tp("list.txt"), &sb) == 0 && S_ISREG(sb.st_mode) && now &&
+              len2 == 4 && !memcmp(now, "a\nb\n", 4),
+          "file_write over a symlink wrote through it");
+    free(keep);
+    free(now);
+    CHECK(prg_file_write(sub, "x", 1) == PRG_ERR_IO && stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode), "file_write onto a directory");
+    CHECK(prg_file_write(tp("list.txt"), NULL, 3) == PRG_ERR_ARG && prg_file_write("", "x", 1) == PRG_ERR_ARG,
+          "file_write(NULL data / empty name)");
+    CHECK(prg_file_write(tp("empty.txt"), NULL, 0) == PRG_OK && stat(tp("empty.txt"), &sb) == 0 && sb.st_size == 0,
+          "file_write of nothing: %s", prg_last_error());
+    unlink(tp("list.txt"));
+    unlink(tp("empty.txt"));
     /* a save that cannot finish (file size limit = disk full) keeps the old file and leaves no temporary */
     {
         struct rlimit old, lim;
