@@ -11707,8 +11707,8 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
         if (!r) r = prg__inflate_raw(comp, (size_t)e.csize, &used, &o, what, e.data_off);
         if (!r && o.len != e.usize)
             r = prg__fail(PRG_ERR_FORMAT, "%s: entry decompressed to %zu bytes, the zip directory says %llu", what, o.len, (unsigned long long)e.usize);
-        prg_free(comp);
     }
+    prg_free(comp); /* also when a check above refused the entry */
     fclose(f);
     if (!r && prg_crc32(0, buf, (size_t)e.usize) != e.crc)
         r = prg__fail(PRG_ERR_FORMAT, "%s: CRC-32 mismatch for the data at byte %llu: the file is corrupt", what, (unsigned long long)e.data_off);
@@ -15401,7 +15401,7 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
                 idat = nb;
                 idat_cap = cap;
             }
-            memcpy(idat + idat_len, cd, clen);
+            if (clen) memcpy(idat + idat_len, cd, clen); /* an empty IDAT: idat may still be NULL */
             idat_len += clen;
         } else if (memcmp(type, "IEND", 4) == 0) {
             seen_iend = 1;

@@ -143,8 +143,14 @@ int main(int argc, char **argv) {
     }
     if (!path_name) path_name = prg_st_metadata(st, "prg.path") ? prg_st_metadata(st, "prg.path") : "icfm";
     path = !strcmp(path_name, "icfm") ? PRG_PATH_ICFM : !strcmp(path_name, "gvp") ? PRG_PATH_GVP : -1;
+    if (path < 0) {
+        fprintf(stderr, "probe: %s must be icfm or gvp, got '%s'\n",
+                path_name == prg_st_metadata(st, "prg.path") ? "the model's prg.path" : "--path", path_name);
+        prg_st_close(st);
+        return 2;
+    }
+    path_name = path == PRG_PATH_GVP ? "gvp" : "icfm"; /* not the metadata's bytes: they go with st */
     prg_st_close(st);
-    if (path < 0) { fprintf(stderr, "probe: --path must be icfm or gvp, got '%s'\n", path_name); return 2; }
     if (t_span < 2) t_span = 32;
     if (cut_list) ncut = ex_int_list("--t-cutoff", cut_list, cuts, MAX_CUTS, 0, 1024);
     else /* 4/4, 3/4, 1/2, 1/4 and none of the Euler steps */
