@@ -448,9 +448,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (!classes.n) { fprintf(stderr, "prepare: no class directories under %s (and no --classes)\n", p); return 1; }
-    if (ex_quiet) {}
-    else if (folder) fprintf(stderr, "prepare: %s: layout %s, %d classes\n", root, layout_names[layout], classes.n);
-    else fprintf(stderr, "prepare: %s: layout %s, %d classes, split %s\n", root, layout_names[layout], classes.n, split);
+    if (!ex_quiet) {
+        if (folder) fprintf(stderr, "prepare: %s: layout %s, %d classes\n", root, layout_names[layout], classes.n);
+        else fprintf(stderr, "prepare: %s: layout %s, %d classes, split %s\n", root, layout_names[layout], classes.n, split);
+    }
 
     /* items */
     if (folder) {
@@ -661,9 +662,10 @@ int main(int argc, char **argv) {
             if (per_file > 0) snprintf(p, sizeof p, "%s_%d.npz", base_path, start / chunk + 1);
             else snprintf(p, sizeof p, "%s.npz", base_path);
             write_npz(p, j.data, labels, kept, c, size, folder, &carr);
-            if (ex_quiet) {}
-            else if (folder) fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d][%d][%d], 'labels' 0..%d, 'classes' [%d])\n", p, kept, kept, c, size, size, classes.n - 1, classes.n);
-            else fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d], 'labels' 1..%d, 'classes' [%d])\n", p, kept, kept, 3 * size * size, classes.n, classes.n);
+            if (!ex_quiet && folder)
+                fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d][%d][%d], 'labels' 0..%d, 'classes' [%d])\n", p, kept, kept, c, size, size, classes.n - 1, classes.n);
+            else if (!ex_quiet)
+                fprintf(stderr, "prepare: wrote %s (%d images: 'data' uint8 [%d][%d], 'labels' 1..%d, 'classes' [%d])\n", p, kept, kept, 3 * size * size, classes.n, classes.n);
             nkept_total += kept;
             nfiles++;
             free(j.data); free(j.errors); free(j.warns); free(j.chan); free(labels); free(cls);

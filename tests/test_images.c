@@ -472,14 +472,19 @@ static void test_prepare(void) {
     /* a file with a tolerated defect: decoded with a one-line note; --strict skips it */
     CHECK(sh("rm -rf %s/defect && mkdir -p %s/defect/train/n001 && cp " FIX "jpeg_junk.jpg %s/defect/train/n001/a.JPEG && cp " FIX
              "png_rgb8.png %s/defect/train/n001/b.JPEG", b, b, b, b) == 0, "defect tree");
-    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --out %s/defect/all.npz 2> %s/defect/log.txt", prep, b, b, b);
+    /* (not --quiet: the count line is checked; notes show under --quiet too, below) */
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --out %s/defect/all.npz 2> %s/defect/log.txt", prep, b, b, b);
     CHECK(system(cmd) == 0, "prepare on the defect tree: %s", cmd);
     CHECK(sh("grep -c 'note: .*a.JPEG.*extraneous bytes' %s/defect/log.txt | grep -qx 1 && grep -q '2 images' %s/defect/log.txt", b, b) == 0,
           "the defect is decoded with one note line");
-    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --strict --out %s/defect/strict.npz 2> %s/defect/log2.txt", prep, b, b, b);
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --strict --out %s/defect/strict.npz 2> %s/defect/log2.txt", prep, b, b, b);
     CHECK(system(cmd) == 0, "prepare --strict on the defect tree: %s", cmd);
     CHECK(sh("grep -q 'skipped.*a.JPEG.*strict' %s/defect/log2.txt && grep -q '1 images' %s/defect/log2.txt", b, b) == 0,
           "--strict skips the defect file");
+    snprintf(cmd, sizeof cmd, "%s --root %s/defect --size 16 --quiet --out %s/defect/quiet.npz 2> %s/defect/log3.txt", prep, b, b, b);
+    CHECK(system(cmd) == 0, "prepare --quiet on the defect tree: %s", cmd);
+    CHECK(sh("grep -c 'note: .*a.JPEG.*extraneous bytes' %s/defect/log3.txt | grep -qx 1 && [ $(wc -l < %s/defect/log3.txt) -eq 1 ]", b, b) == 0,
+          "--quiet keeps the note and nothing else");
 }
 
 /* Channels are resampled independently: for every filter and size, a 1-, 2-
