@@ -37,7 +37,8 @@ cherry pie 9"
 
 # 2. prepare, twice (another thread count): the same bytes
 P="--size 16 --val-fraction 0.3 --seed 1 --quiet"
-"$BIN/prepare" --root "$T" $P --out "$OUT/d" > "$OUT/prepare.log" 2>&1
+# (the first run without --quiet: its layout, channel and summary lines are checked)
+"$BIN/prepare" --root "$T" ${P% --quiet} --out "$OUT/d" > "$OUT/prepare.log" 2>&1
 check $? "prepare failed (see $OUT/prepare.log)"
 grep -q "layout ImageFolder" "$OUT/prepare.log"; check $? "prepare did not say it detected the ImageFolder layout"
 grep -q "skipped: .*Banana/broken.jpg" "$OUT/prepare.log"; check $? "prepare did not list the unreadable file on stderr"
