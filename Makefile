@@ -122,13 +122,15 @@ MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
 MPI_PROGS := $(BUILD)/mpi/pretrain $(BUILD)/mpi/finetune $(BUILD)/mpi/evaluate
 .PHONY: mpi mpi-test
+$(BUILD)/ckpt_diff: tools/ckpt_diff.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 $(MPI_PROGS): $(BUILD)/mpi/%: examples/%.c examples/ex_common.h examples/ex_mpi.h prg.h
 	@mkdir -p $(BUILD)/mpi
 	$(MPICC) $(CFLAGS) -DEX_MPI -I. -o $@ $< $(LDLIBS)
 ifeq ($(HAVE_MPI),1)
 all: $(MPI_PROGS)
 mpi: $(MPI_PROGS)
-mpi-test: $(MPI_PROGS) $(BUILD)/pretrain $(BUILD)/finetune $(BUILD)/make_tiny_dataset
+mpi-test: $(MPI_PROGS) $(BUILD)/pretrain $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/ckpt_diff
 	@BUILD=$(BUILD) tests/run.sh tests/test_mpi.sh
 else
 mpi mpi-test:

@@ -69,7 +69,7 @@ PRG_UNUSED static const char *ex_val(void) {
     return ex_argv[++ex_argi];
 }
 /* The checks without exiting (1: s is whole and in range, value in *v),
-   for programs that report errors their own way (train_mpi). */
+   under the flag parsers below. */
 PRG_UNUSED static int ex_is_i64(const char *s, int64_t lo, int64_t hi, int64_t *v) {
     char *end;
     long long x;
