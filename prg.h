@@ -1485,15 +1485,21 @@ typedef struct prg_loader_config {
                              PRG_NO_THREADS: build inside prg_loader_next */
     uint64_t seed;
     uint64_t start_epoch; /* first epoch, to resume (0) */
+    uint64_t start_step;  /* first batch, counted from the start of start_epoch (may pass
+                             its end): resumes a run at a training step (0) */
+    int part, parts;      /* data parallelism: build only part `part` of `parts` (0, 1; 0 parts = 1) of
+                             every batch: its contiguous images [offset, offset + size),
+                             size = total / parts, + 1 for the first total % parts parts */
 } prg_loader_config;
 typedef struct prg_batch {
     const float *x;       /* [size][C][out_h][out_w], valid until the next call */
     const int32_t *y;     /* [size] labels */
     const int *index;     /* [size] dataset indices */
-    int size;             /* images in this batch */
+    int size;             /* images in this batch (this part's) */
     int step;             /* batch number within the epoch */
     int last;             /* 1 on the last batch of the epoch */
     uint64_t epoch;
+    int total, offset;    /* the whole batch's images, this part's first (parts = 1: size, 0) */
 } prg_batch;
 void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed);
 /* ds must stay valid and unchanged until prg_loader_free (*t is copied).
@@ -17226,6 +17232,7 @@ typedef struct prg__slot {
     int32_t *y;
     int *index;
     int size, step, last, state; /* state: 0 free, 1 ready, 2 held by the caller */
+    int total, offset;
     uint64_t epoch;
     prg_result err;
     char msg[sizeof prg__error_msg];
@@ -17256,14 +17263,15 @@ void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed) {
     cfg->shuffle = 1;
     cfg->prefetch = 1;
     cfg->seed = seed;
+    cfg->parts = 1;
 }
 
 int prg_loader_batches_per_epoch(const prg_loader *ld) { return ld->bpe; }
 
 /* Builds batch number k (counted from the start) into s; serial when work != NULL. */
 static prg_result prg__loader_build(prg_loader *ld, prg__slot *s, uint64_t k, prg__batch_job *j) {
-    uint64_t epoch = ld->cfg.start_epoch + k / (uint64_t)ld->bpe;
-    int step = (int)(k % (uint64_t)ld->bpe), n = ld->ds->n, i, start = step * ld->cfg.batch;
+    uint64_t kk = k + ld->cfg.start_step, epoch = ld->cfg.start_epoch + kk / (uint64_t)ld->bpe;
+    int step = (int)(kk % (uint64_t)ld->bpe), n = ld->ds->n, i, start = step * ld->cfg.batch, q, m;
     prg_result rc = PRG_OK;
     if (!ld->perm_valid || ld->perm_epoch != epoch) {
         for (i = 0; i < n; i++) ld->perm[i] = i;
@@ -17279,7 +17287,12 @@ static prg_result prg__loader_build(prg_loader *ld, prg__slot *s, uint64_t k, pr
         ld->perm_epoch = epoch;
         ld->perm_valid = 1;
     }
-    s->size = n - start < ld->cfg.batch ? n - start : ld->cfg.batch;
+    s->total = n - start < ld->cfg.batch ? n - start : ld->cfg.batch;
+    q = s->total / ld->cfg.parts;
+    m = s->total % ld->cfg.parts;
+    s->size = q + (ld->cfg.part < m);
+    s->offset = ld->cfg.part * q + (ld->cfg.part < m ? ld->cfg.part : m);
+    start += s->offset;
     s->step = step;
     s->last = step == ld->bpe - 1;
     s->epoch = epoch;
@@ -17352,6 +17365,8 @@ prg_result prg_loader_create(prg_loader **out, const prg_dataset *ds, const prg_
     if (!out || !ds || !t || !cfg) return prg__fail(PRG_ERR_ARG, "loader: NULL argument");
     *out = NULL;
     if (cfg->batch < 1) return prg__fail(PRG_ERR_ARG, "loader: batch must be >= 1 (got %d)", cfg->batch);
+    if (cfg->parts < 0 || cfg->part < 0 || cfg->part >= (cfg->parts ? cfg->parts : 1))
+        return prg__fail(PRG_ERR_ARG, "loader: part %d of %d parts (want 0 <= part < parts)", cfg->part, cfg->parts);
     if (!ds->images || ds->n < 1) return prg__fail(PRG_ERR_ARG, "loader: the dataset is empty");
     if (cfg->drop_last && ds->n < cfg->batch)
         return prg__fail(PRG_ERR_ARG, "loader: drop_last with %d images and batch %d leaves no batch",
@@ -17364,6 +17379,7 @@ prg_result prg_loader_create(prg_loader **out, const prg_dataset *ds, const prg_
     ld->ds = ds;
     ld->t = *t;
     ld->cfg = *cfg;
+    if (!ld->cfg.parts) ld->cfg.parts = 1; /* a config made without prg_loader_config_init */
     ld->held = -1;
     ld->bpe = cfg->drop_last ? ds->n / cfg->batch : (ds->n + cfg->batch - 1) / cfg->batch;
     per = (size_t)ds->c * t->out_h * t->out_w;
@@ -17440,6 +17456,8 @@ prg_result prg_loader_next(prg_loader *ld, prg_batch *b) {
     b->step = s->step;
     b->last = s->last;
     b->epoch = s->epoch;
+    b->total = s->total;
+    b->offset = s->offset;
     return PRG_OK;
 }
 
