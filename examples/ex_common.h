@@ -466,20 +466,6 @@ PRG_UNUSED static void ex_print_classes(const char *from, int k, char *const *na
     printf("%s\n", names && k > 12 ? ", ..." : names ? "" : " (unnamed: class numbers)");
 }
 
-/* A deterministic order: the permutation of epoch e depends only on (seed, e),
-   so a run resumed at any step sees the same batches. */
-PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t epoch) {
-    prg_rng r;
-    int i;
-    prg_rng_seed(&r, seed ^ 0x5045524Dull, 1000 + epoch);
-    for (i = 0; i < n; i++) perm[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)prg_rng_below(&r, (uint32_t)(i + 1)), k = perm[i];
-        perm[i] = perm[j];
-        perm[j] = k;
-    }
-}
-
 /* prg_dataset_load over a comma-separated list of files (CIFAR-10's
    data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
    are concatenated in order. */

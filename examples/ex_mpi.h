@@ -316,11 +316,4 @@ PRG_UNUSED static void ex_mpi_finalize(void) {
 #define ex_mpi_root() 1
 #endif
 
-/* This rank's part [*off, *off + *n) of a global batch of G (all of it alone). */
-PRG_UNUSED static void ex_mpi_shard(int G, int *off, int *n) {
-    int q = G / ex_ranks, m = G % ex_ranks;
-    *n = q + (ex_rank < m);
-    *off = ex_rank * q + (ex_rank < m ? ex_rank : m);
-}
-
 #endif

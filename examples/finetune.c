@@ -163,11 +163,12 @@ int main(int argc, char **argv) {
     prg_cosine_schedule sched;
     prg_rng rng;
     run_state st;
-    int *perm, *index, bpe, k, hw;
-    size_t img, nhead, nunet;
-    float *x, *logits, *dlogits;
+    int bpe, k;
+    prg_loader_config lc;
+    prg_loader *ld = NULL;
+    size_t nhead, nunet;
+    float *logits, *dlogits;
     int flow_term;
-    int32_t *y;
     double t0, c0, seen = 0, ema = 0;
     char path_last[1024], path_best[1024];
     ex_curves curves;
@@ -386,12 +387,12 @@ int main(int argc, char **argv) {
     }
     ex_curves_init(&curves, prefix, "finetune: loss and test top-1", resume, step);
 
-    hw = cfg.image_size * cfg.image_size;
-    img = (size_t)cfg.in_channels * hw;
-    perm = (int *)ex_alloc(ds.n * sizeof(int));
-    index = (int *)ex_alloc(batch * sizeof(int));
-    x = (float *)ex_alloc(img * batch * sizeof(float));
-    y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
+    /* the epochs' batches from the step on (MPI: this rank's part of each) */
+    prg_loader_config_init(&lc, batch, seed);
+    lc.start_step = (uint64_t)step;
+    lc.part = ex_rank;
+    lc.parts = ex_ranks;
+    ex_check(prg_loader_create(&ld, &ds, &tr, &lc), "data loader");
     logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     flow_term = beta != 0 && !frozen;
@@ -428,18 +429,20 @@ int main(int argc, char **argv) {
         }
         if (end) break;
         {
-            uint64_t epoch = (uint64_t)(step / bpe);
-            int pos = (int)(step % bpe), bs = 0, b;
+            prg_batch bt;
+            int bs, nl;
+            const float *x;
+            const int32_t *y;
             double loss = 0, gnorm, lr_now = prg_cosine_schedule_step_lr(&sched, step), fm = 0;
             prg_result r;
-            int off, nl;
-            if (pos == 0 || seen == 0) ex_epoch_perm(perm, ds.n, seed, epoch);
-            for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
-            ex_mpi_shard(bs, &off, &nl); /* MPI: this rank's part of the batch */
+            ex_check(prg_loader_next(ld, &bt), "batch");
+            bs = bt.total; /* MPI: this rank's part of the batch is nl images */
+            nl = bt.size;
+            x = bt.x;
+            y = bt.y;
             prg_classifier_zero_grad(clf);
             ex_mpi_grads_begin();
             if (nl > 0) {
-                ex_check(prg_batch_build(x, y, &ds, &tr, index + off, nl, seed, epoch), "batch");
                 ex_check(prg_classifier_forward(clf, nl, x, logits), "forward");
                 loss = prg_cross_entropy_forward_backward(dlogits, logits, (const int *)y, nl, k, (float)smoothing);
                 ex_mpi_scale(dlogits, (size_t)nl * k, nl, bs);
@@ -501,7 +504,8 @@ int main(int argc, char **argv) {
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
-    prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
+    prg_loader_free(ld);
+    prg_free(logits); prg_free(dlogits);
     ex_mpi_finalize();
     return ex_exit_status();
 }

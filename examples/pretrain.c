@@ -66,7 +66,9 @@ int main(int argc, char **argv) {
     prg_adam *opt = NULL;
     prg_adam_config acfg;
     prg_rng rng;
-    int *perm, *index, bpe, hw, loss_kind, off, nl;
+    int bpe, hw, loss_kind;
+    prg_loader_config lc;
+    prg_loader *ld = NULL;
     size_t img, dim;
     float *x1, *xt, *target, *t, *v, *dv;
     double t0, c0, ema = 0, seen = 0;
@@ -161,8 +163,12 @@ int main(int argc, char **argv) {
     hw = cfg.image_size * cfg.image_size;
     img = (size_t)cfg.in_channels * hw;
     dim = img;
-    perm = (int *)ex_alloc(ds.n * sizeof(int));
-    index = (int *)ex_alloc(batch * sizeof(int));
+    /* the epochs' batches from the step on (MPI: this rank's part of each) */
+    prg_loader_config_init(&lc, batch, seed);
+    lc.start_step = (uint64_t)step;
+    lc.part = ex_rank;
+    lc.parts = ex_ranks;
+    ex_check(prg_loader_create(&ld, &ds, &tr, &lc), "data loader");
     x1 = (float *)ex_alloc(img * batch * sizeof(float));
     xt = (float *)ex_alloc(img * batch * sizeof(float));
     target = (float *)ex_alloc(img * batch * sizeof(float));
@@ -182,13 +188,16 @@ int main(int argc, char **argv) {
     ex_catch_signals();
     t0 = ex_now(); c0 = ex_cpu();
     while (step < steps && !EX_STOPPED) {
-        uint64_t epoch = (uint64_t)(step / bpe);
-        int pos = (int)(step % bpe), bs = 0, b;
+        prg_batch bt;
+        uint64_t epoch;
+        int bs, off, nl;
         double loss, gnorm;
-        if (pos == 0 || step == 0 || (resume && seen == 0)) ex_epoch_perm(perm, ds.n, seed, epoch);
-        for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
-        ex_mpi_shard(bs, &off, &nl); /* MPI: this rank's images; the pairs are drawn for all bs */
-        if (nl > 0) ex_check(prg_batch_build(x1 + off * dim, NULL, &ds, &tr, index + off, nl, seed, epoch), "batch");
+        ex_check(prg_loader_next(ld, &bt), "batch");
+        epoch = bt.epoch;
+        bs = bt.total; /* MPI: this rank's images are nl from off; the pairs are drawn for all bs */
+        off = bt.offset;
+        nl = bt.size;
+        memcpy(x1 + (size_t)off * dim, bt.x, (size_t)nl * dim * sizeof(float));
         ex_mpi_gather(x1, bs, dim);
         if (loss_kind == 0) prg_flow_icfm_pairs(xt, target, t, NULL, x1, bs, dim, &rng);
         else if (loss_kind == 1) ex_check(prg_flow_ot_pairs(xt, target, t, NULL, x1, bs, dim, &rng), "OT pairs");
@@ -237,7 +246,8 @@ int main(int argc, char **argv) {
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
-    prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
+    prg_loader_free(ld);
+    prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
     ex_mpi_finalize();
     return ex_exit_status();
 }

@@ -112,6 +112,11 @@ for G in exact frozen; do
     [ -n "$a" ] && [ "$a" = "$b" ] && ok "finetune $G: sharded evaluation top-1 $a% == evaluate's $b%" ||
         bad "finetune $G: sharded evaluation top-1 '$a' vs evaluate's '$b'"
 done
+# P = 1 under mpirun is the plain finetune, --beta's flow-matching term included
+run ft_beta_1 "$B/finetune" $FT --beta 0.5 --batch 8 --out "$out/ft_beta_1"
+run ft_beta_np1 mpirun -np 1 "$B/mpi/finetune" $FT --beta 0.5 --batch 8 --out "$out/ft_beta_np1"
+bits "$out/ft_beta_1-last.safetensors" "$out/ft_beta_np1-last.safetensors" "mpirun -np 1 finetune --beta == plain finetune"
+run ft_beta_2 $MPIRUN "$B/mpi/finetune" $FT --beta 0.5 --batch 8 --out "$out/ft_beta_2"
 c=$($MPIRUN "$B/mpi/evaluate" --model "$out/ft_exact_2-last.safetensors" --data $MT --limit 40 --threads 1 2> /dev/null | sed -n 's/.*top-1 \([0-9.]*\)%.*/\1/p')
 d=$("$B/evaluate" --model "$out/ft_exact_2-last.safetensors" --data $MT --limit 40 --threads 1 2> /dev/null | sed -n 's/.*top-1 \([0-9.]*\)%.*/\1/p')
 [ -n "$c" ] && [ "$c" = "$d" ] && ok "mpirun -np 2 evaluate: top-1 $c% == one process" || bad "mpirun -np 2 evaluate: top-1 '$c' vs '$d'"
