@@ -323,6 +323,7 @@ PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
     char dir[4096], probe[4200];
     const char *slash;
     int fd, k;
+    if (ex_rank) return; /* MPI: rank 0 alone writes */
     if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         fprintf(stderr, "%s: %s %s: %s; give a file name\n", ex_prog, flag, path,
