@@ -34,9 +34,9 @@
      weights stay identical (checked by a CRC of the parameters at every
      checkpoint: a difference stops the run).  Rank 0 alone prints and writes
      the checkpoints (atomically, as one process does) and the curves.
-   - Evaluation (finetune --test, evaluate): rank r classifies its contiguous
-     part of the test set; the hit counts (and the confusion matrix) are
-     summed.
+   - Evaluation (finetune --test, evaluate, evaluate --corruption): rank r
+     classifies its contiguous part of the test set; the hit counts (and the
+     confusion matrix) are summed.  evaluate --ood runs whole on every rank.
    - A stop (Ctrl-C or SIGTERM on any rank, --stop-after) is combined over
      the ranks after every step (the largest wins), so every rank stops after
      the same step, rank 0 saves once, and all exit with 130 / 143.
