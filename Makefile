@@ -114,20 +114,27 @@ s390x-test:
 	@PRG_TEST_WRAPPER=qemu-s390x tests/run.sh $(patsubst tests/%.c,$(BUILD)/s390x/%,$(wildcard $(S390X_TESTS)))
 
 # --- mpi ---
-# examples/train_mpi (data-parallel training over MPI) is built only where
-# mpicc exists; `make mpi-test` builds it and runs tests/test_mpi.sh.
+# `make mpi` builds pretrain, finetune and evaluate with mpicc (-DEX_MPI,
+# examples/ex_mpi.h) into $(BUILD)/mpi/, where mpicc exists; run them with
+# `mpirun -np P build/mpi/pretrain ...`.  `make mpi-test` runs tests/test_mpi.sh
+# (2 ranks against one process, resume, signals, faults, overlap).
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && echo 1)
-.PHONY: mpi-test
-$(BUILD)/train_mpi: examples/train_mpi.c examples/ex_common.h prg.h | $(BUILD)
-	$(MPICC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+MPI_PROGS := $(BUILD)/mpi/pretrain $(BUILD)/mpi/finetune $(BUILD)/mpi/evaluate
+.PHONY: mpi mpi-test
+$(BUILD)/ckpt_diff: tools/ckpt_diff.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+$(MPI_PROGS): $(BUILD)/mpi/%: examples/%.c examples/ex_common.h examples/ex_mpi.h prg.h
+	@mkdir -p $(BUILD)/mpi
+	$(MPICC) $(CFLAGS) -DEX_MPI -I. -o $@ $< $(LDLIBS)
 ifeq ($(HAVE_MPI),1)
-all: $(BUILD)/train_mpi
-mpi-test: $(BUILD)/train_mpi
+all: $(MPI_PROGS)
+mpi: $(MPI_PROGS)
+mpi-test: $(MPI_PROGS) $(BUILD)/pretrain $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/ckpt_diff
 	@BUILD=$(BUILD) tests/run.sh tests/test_mpi.sh
 else
-mpi-test:
-	@echo "mpi-test: $(MPICC) not found (apt-get install libopenmpi-dev openmpi-bin); skipped"
+mpi mpi-test:
+	@echo "$@: $(MPICC) not found (apt-get install libopenmpi-dev openmpi-bin); skipped"
 endif
 
 # --- images ---
@@ -196,7 +203,7 @@ fuzz-long: $(BUILD)/fuzz_files $(BUILD)/fuzz_seeds.stamp
 PIPELINE := $(BUILD)/pretrain $(BUILD)/sample $(BUILD)/finetune $(BUILD)/evaluate $(BUILD)/classify \
             $(BUILD)/make_tiny_dataset $(BUILD)/probe
 all: $(PIPELINE)
-$(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h prg.h | $(BUILD)
+$(PIPELINE): $(BUILD)/%: examples/%.c examples/ex_common.h examples/ex_mpi.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 # test_pipeline.sh runs the recipes' --smoke modes and a reduced demo.
 TESTS += tests/test_pipeline.sh

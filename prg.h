@@ -483,6 +483,16 @@ prg_result prg_unet_forward(prg_unet *net, int batch, const float *x, const floa
    dv, dx: [batch][C][H][W]; dx may be dv itself (in place).  Backward does
    not change what forward kept: it may be called again. */
 prg_result prg_unet_backward(prg_unet *net, const float *dv, float *dx);
+/* Gradient-ready hook, for data-parallel training that sums gradients over
+   processes while the backward still runs.  fn(ctx, block, begin) says that
+   gradient block `block` (0: prg_unet_grads, 1: a classifier's head block)
+   is final from float `begin` to its end: nothing later in this backward
+   writes it.  prg_unet_backward calls it with block 0 after each module that
+   has parameters, the output side first, so begin strictly decreases, and
+   last with begin 0 (after the time embedding).  fn runs on the calling
+   thread between modules; it must not touch the net.  NULL removes it. */
+typedef void (*prg_grad_ready_fn)(void *ctx, int block, size_t begin);
+void prg_unet_set_grad_hook(prg_unet *net, prg_grad_ready_fn fn, void *ctx);
 /* The same v, bit for bit, keeping nothing for a backward (inference: the
    skip tensors the U-Net must hold, two other tensors and one module's
    intermediates at a time, instead of every module's output and saved
@@ -761,6 +771,13 @@ prg_result prg_classifier_predict(prg_classifier *clf, int batch, const float *x
    the M+1 states, one U-Net activation set, and the kept steps' sets of
    prg_classifier_set_memory_budget. */
 prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits);
+/* The hook of prg_unet_set_grad_hook for the classifier's backward: block 1
+   (the head, begin 0) once the head is done, then (unless PRG_GRAD_FROZEN)
+   block 0 as prg_unet_backward calls it, during the U-Net backward of the
+   first Euler step (the last one backward runs), when the U-Net gradients
+   become final.  prg_classifier_flow_loss adds to block 0 after that: with
+   it, reduce after the whole step instead. */
+void prg_classifier_set_grad_hook(prg_classifier *clf, prg_grad_ready_fn fn, void *ctx);
 /* The exact backward needs every Euler step's U-Net activations.  The last
    step's are always at hand; forward keeps those of as many earlier steps as
    `bytes` allow (prg_classifier_step_bytes each; the steps nearest x) and
@@ -1468,15 +1485,21 @@ typedef struct prg_loader_config {
                              PRG_NO_THREADS: build inside prg_loader_next */
     uint64_t seed;
     uint64_t start_epoch; /* first epoch, to resume (0) */
+    uint64_t start_step;  /* first batch, counted from the start of start_epoch (may pass
+                             its end): resumes a run at a training step (0) */
+    int part, parts;      /* data parallelism: build only part `part` of `parts` (0, 1; 0 parts = 1) of
+                             every batch: its contiguous images [offset, offset + size),
+                             size = total / parts, + 1 for the first total % parts parts */
 } prg_loader_config;
 typedef struct prg_batch {
     const float *x;       /* [size][C][out_h][out_w], valid until the next call */
     const int32_t *y;     /* [size] labels */
     const int *index;     /* [size] dataset indices */
-    int size;             /* images in this batch */
+    int size;             /* images in this batch (this part's) */
     int step;             /* batch number within the epoch */
     int last;             /* 1 on the last batch of the epoch */
     uint64_t epoch;
+    int total, offset;    /* the whole batch's images, this part's first (parts = 1: size, 0) */
 } prg_batch;
 void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed);
 /* ds must stay valid and unchanged until prg_loader_free (*t is copied).
@@ -7405,6 +7428,8 @@ struct prg_unet {
     int keeping;           /* > 0: the weights do not change, keep is used */
     int loss;              /* PRG_LOSS_*: the pretraining loss (flow section) */
     int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
+    prg_grad_ready_fn grad_hook; /* prg_unet_set_grad_hook */
+    void *grad_hook_ctx;
 };
 
 static int prg__unet_has_attn(const prg_unet_config *c, int ds) {
@@ -8057,6 +8082,10 @@ size_t prg_unet_num_params(const prg_unet *n) { return n->nparams; }
 float *prg_unet_params(prg_unet *n) { return n->params; }
 float *prg_unet_grads(prg_unet *n) { return n->grads; }
 void prg_unet_zero_grad(prg_unet *n) { memset(n->grads, 0, n->nparams * sizeof(float)); }
+void prg_unet_set_grad_hook(prg_unet *n, prg_grad_ready_fn fn, void *ctx) {
+    n->grad_hook = fn;
+    n->grad_hook_ctx = ctx;
+}
 int prg_unet_num_tensors(const prg_unet *n) { return n->ntens; }
 
 prg_result prg_unet_tensor_info(const prg_unet *n, int i, const char **name, int *ndim, int64_t shape[4],
@@ -8419,6 +8448,8 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg__groupnorm_backward_x(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G, fresh);
             break;
         }
+        if (n->grad_hook && m->type != PRG__UM_UP && m->type != PRG__UM_CAT)
+            n->grad_hook(n->grad_hook_ctx, 0, n->tens[m->par].offset);
     }
     /* time embedding: emb -> SiLU feeds every ResBlock */
     prg__silu_backward_x(de1, dsemb, PRG__UA(n->emb_off), (size_t)B * ed, 1);
@@ -8428,6 +8459,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     prg__silu_backward_x(de1, de2, PRG__UA(n->e1_off), (size_t)B * ed, 1);
     prg_linear_backward(NULL, D + n->tens[0].offset, D + n->tens[1].offset, de1, PRG__UA(n->temb_off),
                         P + n->tens[0].offset, B, mc, ed);
+    if (n->grad_hook) n->grad_hook(n->grad_hook_ctx, 0, 0);
 #undef PRG__UA
 #undef PRG__UP
 #undef PRG__UK
@@ -9075,6 +9107,9 @@ struct prg_classifier {
     int kept, kfirst;         /* steps kept by the last forward, the first of them */
     int kept_live;            /* backward: the kept sets hold this forward's steps */
     int lean;                 /* this forward keeps nothing for a backward (predict, frozen) */
+    prg_grad_ready_fn grad_hook; /* prg_classifier_set_grad_hook */
+    void *grad_hook_ctx;
+    int vjp_left;             /* backward: U-Net backwards still to run (the hook goes on the last) */
 };
 
 /* names[0..n) copied into one prg_alloc block: the n pointers, then the
@@ -9282,7 +9317,18 @@ static prg_result prg__classifier_vel(void *ctx, int batch, const float *x, cons
 }
 
 static prg_result prg__classifier_vjp(void *ctx, const float *dv, float *dx) {
-    return prg_unet_backward(((prg_classifier *)ctx)->net, dv, dx);
+    prg_classifier *clf = (prg_classifier *)ctx;
+    prg_result r;
+    if (--clf->vjp_left > 0 || !clf->grad_hook) return prg_unet_backward(clf->net, dv, dx);
+    prg_unet_set_grad_hook(clf->net, clf->grad_hook, clf->grad_hook_ctx); /* the last: the U-Net grads end here */
+    r = prg_unet_backward(clf->net, dv, dx);
+    prg_unet_set_grad_hook(clf->net, NULL, NULL);
+    return r;
+}
+
+void prg_classifier_set_grad_hook(prg_classifier *clf, prg_grad_ready_fn fn, void *ctx) {
+    clf->grad_hook = fn;
+    clf->grad_hook_ctx = ctx;
 }
 
 prg_unet *prg_classifier_unet(prg_classifier *clf) { return clf->net; }
@@ -9481,11 +9527,13 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
     if (clf->grad_mode == PRG_GRAD_FROZEN) {
         prg_layernorm_backward(NULL, g + clf->hoff[0], g + clf->hoff[1], clf->g2, clf->feat, clf->lnmean,
                                clf->lnrstd, w + clf->hoff[0], batch, clf->d);
+        if (clf->grad_hook) clf->grad_hook(clf->grad_hook_ctx, 1, 0);
         return PRG_OK;
     }
     memset(clf->g1, 0, dn * sizeof(float));
     prg_layernorm_backward(clf->g1, g + clf->hoff[0], g + clf->hoff[1], clf->g2, clf->feat, clf->lnmean,
                            clf->lnrstd, w + clf->hoff[0], batch, clf->d);
+    if (clf->grad_hook) clf->grad_hook(clf->grad_hook_ctx, 1, 0);
     memset(clf->adj, 0, n * sizeof(float));
     prg_avgpool_backward(clf->adj, clf->g1, batch * clf->c, clf->hw, clf->hw, f);
     /* Through the Euler steps from the stored states, each step's U-Net
@@ -9497,6 +9545,7 @@ prg_result prg_classifier_backward(prg_classifier *clf, const float *dlogits) {
         return r;
     /* the kept steps' sets are read where they are (prg__classifier_vel) */
     prg__unet_keep_begin(clf->net);
+    clf->vjp_left = grid.steps;
     r = prg__euler_backward(&grid, prg__classifier_vel, prg__classifier_vjp, clf, batch, clf->img, clf->states,
                             clf->adj, NULL, clf->grad_mode == PRG_GRAD_ADJOINT,
                             clf->net->fwd_serial == clf->net_serial, "prg_classifier_backward");
@@ -17183,6 +17232,7 @@ typedef struct prg__slot {
     int32_t *y;
     int *index;
     int size, step, last, state; /* state: 0 free, 1 ready, 2 held by the caller */
+    int total, offset;
     uint64_t epoch;
     prg_result err;
     char msg[sizeof prg__error_msg];
@@ -17213,14 +17263,15 @@ void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed) {
     cfg->shuffle = 1;
     cfg->prefetch = 1;
     cfg->seed = seed;
+    cfg->parts = 1;
 }
 
 int prg_loader_batches_per_epoch(const prg_loader *ld) { return ld->bpe; }
 
 /* Builds batch number k (counted from the start) into s; serial when work != NULL. */
 static prg_result prg__loader_build(prg_loader *ld, prg__slot *s, uint64_t k, prg__batch_job *j) {
-    uint64_t epoch = ld->cfg.start_epoch + k / (uint64_t)ld->bpe;
-    int step = (int)(k % (uint64_t)ld->bpe), n = ld->ds->n, i, start = step * ld->cfg.batch;
+    uint64_t kk = k + ld->cfg.start_step, epoch = ld->cfg.start_epoch + kk / (uint64_t)ld->bpe;
+    int step = (int)(kk % (uint64_t)ld->bpe), n = ld->ds->n, i, start = step * ld->cfg.batch, q, m;
     prg_result rc = PRG_OK;
     if (!ld->perm_valid || ld->perm_epoch != epoch) {
         for (i = 0; i < n; i++) ld->perm[i] = i;
@@ -17236,7 +17287,12 @@ static prg_result prg__loader_build(prg_loader *ld, prg__slot *s, uint64_t k, pr
         ld->perm_epoch = epoch;
         ld->perm_valid = 1;
     }
-    s->size = n - start < ld->cfg.batch ? n - start : ld->cfg.batch;
+    s->total = n - start < ld->cfg.batch ? n - start : ld->cfg.batch;
+    q = s->total / ld->cfg.parts;
+    m = s->total % ld->cfg.parts;
+    s->size = q + (ld->cfg.part < m);
+    s->offset = ld->cfg.part * q + (ld->cfg.part < m ? ld->cfg.part : m);
+    start += s->offset;
     s->step = step;
     s->last = step == ld->bpe - 1;
     s->epoch = epoch;
@@ -17309,6 +17365,8 @@ prg_result prg_loader_create(prg_loader **out, const prg_dataset *ds, const prg_
     if (!out || !ds || !t || !cfg) return prg__fail(PRG_ERR_ARG, "loader: NULL argument");
     *out = NULL;
     if (cfg->batch < 1) return prg__fail(PRG_ERR_ARG, "loader: batch must be >= 1 (got %d)", cfg->batch);
+    if (cfg->parts < 0 || cfg->part < 0 || cfg->part >= (cfg->parts ? cfg->parts : 1))
+        return prg__fail(PRG_ERR_ARG, "loader: part %d of %d parts (want 0 <= part < parts)", cfg->part, cfg->parts);
     if (!ds->images || ds->n < 1) return prg__fail(PRG_ERR_ARG, "loader: the dataset is empty");
     if (cfg->drop_last && ds->n < cfg->batch)
         return prg__fail(PRG_ERR_ARG, "loader: drop_last with %d images and batch %d leaves no batch",
@@ -17321,6 +17379,7 @@ prg_result prg_loader_create(prg_loader **out, const prg_dataset *ds, const prg_
     ld->ds = ds;
     ld->t = *t;
     ld->cfg = *cfg;
+    if (!ld->cfg.parts) ld->cfg.parts = 1; /* a config made without prg_loader_config_init */
     ld->held = -1;
     ld->bpe = cfg->drop_last ? ds->n / cfg->batch : (ds->n + cfg->batch - 1) / cfg->batch;
     per = (size_t)ds->c * t->out_h * t->out_w;
@@ -17397,6 +17456,8 @@ prg_result prg_loader_next(prg_loader *ld, prg_batch *b) {
     b->step = s->step;
     b->last = s->last;
     b->epoch = s->epoch;
+    b->total = s->total;
+    b->offset = s->offset;
     return PRG_OK;
 }
 

@@ -16,10 +16,16 @@
 #   PRE_EPOCHS (2000: the reference's loop bound; how long the paper trained
 #   is unknown), GPUS (1: global batch = 128 * GPUS for the lr scaling),
 #   LOSS (icfm | ot | gvp).
+# Many machines: MPIRUN="mpirun -np P --hostfile hosts" (after make mpi) runs
+#   pretrain, finetune and evaluate under it, P ranks (NP=P when the launcher
+#   does not say -np / -n).  Each rank takes the reference's per-GPU batch:
+#   global batches 128 * P (pretraining) and 128 * P (fine-tuning, whose lr
+#   follows the global batch / 512 rule, GPUS = P); pretraining's Adam lr
+#   1e-4 * sqrt(P) (PRE_LR overrides it).  --smoke keeps its global batches.
 set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}; THREADS=${THREADS:-0}; LOSS=${LOSS:-icfm}; GPUS=${GPUS:-1}
-SMOKE=""
+SMOKE=""; NP=${NP:-$(echo " $MPIRUN " | sed -n 's/.* -\(np\|n\) \([0-9][0-9]*\) .*/\2/p')}; NP=${NP:-1}
 if [ "$1" = --smoke ]; then
     SMOKE=1
     OUT=${OUT:-build/cifar10-smoke}; DIR=$OUT/data
@@ -32,6 +38,7 @@ else
     [ -f "$DIR/data_batch_1.bin" ] || { echo "cifar10.sh: no $DIR/data_batch_1.bin (get cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html)"; exit 1; }
     NET="--preset cifar32"
     PRE_LEN="--epochs ${PRE_EPOCHS:-2000}"; PRE_BATCH=128; BATCH=128; FT_LEN="--epochs 200 --warmup-epochs 5"; T_SPAN=32; T_CUTOFF=0
+    if [ -n "$MPIRUN" ]; then GPUS=$NP; PRE_BATCH=$((128 * NP)); BATCH=$((128 * NP)); PRE_LR=${PRE_LR:-$(awk -v p=$NP 'BEGIN { printf "%.4g", 1e-4 * sqrt(p) }')}; fi
     LR="--global-batch $((128 * GPUS))"; EVAL="--eval-every 5"
 fi
 TRAIN=$(ls "$DIR"/data_batch_*.bin | paste -sd, -); TEST=$DIR/test_batch.bin

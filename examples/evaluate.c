@@ -5,6 +5,7 @@
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
+#include "ex_mpi.h" /* make mpi: each rank classifies its part of the test set */
 
 /* ---- corruption robustness (--corruption) and OOD detection (--ood) ---- */
 #define EV_HELP_ROBUST \
@@ -320,6 +321,7 @@ int main(int argc, char **argv) {
         else ex_bad_flag();
     }
     if (!model || !data) { usage(); return 2; }
+    ex_mpi_init();
     ex_check_input(model, "--model");
     if (csv) {
         ex_check_writable(csv, "--csv");
@@ -340,7 +342,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "evaluate: --unet goes with --ood (see --help)\n");
         return 2;
     }
-    prg_set_num_threads(threads);
+    prg_set_num_threads(ex_mpi_threads(threads));
     ex_check(prg_classifier_load(&clf, model, ex_file_config(&fcfg, &nf, model)), model);
     {
         /* the grid: a flag not given keeps the checkpoint's value; the path: the checkpoint's, or --path
@@ -397,6 +399,7 @@ int main(int argc, char **argv) {
         if (!rc && rob.ood) rc = ev_ood(clf, &ds, &te, batch, limit, &rob);
         if (base) prg_classifier_free(base);
         prg_classifier_free(clf); prg_dataset_free(&ds);
+        ex_mpi_finalize();
         return rc;
     }
     conf = (int64_t *)ex_alloc((size_t)k * k * sizeof(int64_t));
@@ -404,7 +407,7 @@ int main(int argc, char **argv) {
     ex_evaluate(clf, &ds, &te, batch, &top1, &top5, conf, limit);
     printf("%s on %s (%d images): top-1 %.2f%%  top-5 %.2f%%  (%.1fs wall, %.1fs cpu)\n", model, data,
            limit > 0 && limit < ds.n ? limit : ds.n, 100 * top1, 100 * top5, ex_now() - t0, ex_cpu() - c0);
-    if (csv) {
+    if (csv && ex_mpi_root()) {
         FILE *f = ex_text_open();
         fprintf(f, "true\\pred");
         for (j = 0; j < k; j++) ex_csv_class(f, ",", j, prg_classifier_class_name(clf, j));
@@ -418,5 +421,6 @@ int main(int argc, char **argv) {
         printf("confusion matrix -> %s\n", csv);
     }
     prg_free(conf); prg_classifier_free(clf); prg_dataset_free(&ds);
+    ex_mpi_finalize();
     return 0;
 }

@@ -22,6 +22,11 @@
 
 static const char *ex_prog = "example";
 static int ex_quiet = 0; /* --quiet: no progress lines */
+/* Data-parallel runs (ex_mpi.h sets these): this process's rank of ex_ranks;
+   only rank 0 writes the run's files; ex_evaluate takes its contiguous part
+   of the evaluation set and sums the counts with ex_sum_counts. */
+static int ex_rank = 0, ex_ranks = 1;
+static void (*ex_sum_counts)(int64_t *v, int n) = NULL;
 
 /* what: the file or step that failed; it is printed only when the library's
    message does not already name it. */
@@ -64,7 +69,7 @@ PRG_UNUSED static const char *ex_val(void) {
     return ex_argv[++ex_argi];
 }
 /* The checks without exiting (1: s is whole and in range, value in *v),
-   for programs that report errors their own way (train_mpi). */
+   under the flag parsers below. */
 PRG_UNUSED static int ex_is_i64(const char *s, int64_t lo, int64_t hi, int64_t *v) {
     char *end;
     long long x;
@@ -318,6 +323,7 @@ PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
     char dir[4096], probe[4200];
     const char *slash;
     int fd, k;
+    if (ex_rank) return; /* MPI: rank 0 alone writes */
     if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         fprintf(stderr, "%s: %s %s: %s; give a file name\n", ex_prog, flag, path,
@@ -461,20 +467,6 @@ PRG_UNUSED static void ex_print_classes(const char *from, int k, char *const *na
     printf("%s\n", names && k > 12 ? ", ..." : names ? "" : " (unnamed: class numbers)");
 }
 
-/* A deterministic order: the permutation of epoch e depends only on (seed, e),
-   so a run resumed at any step sees the same batches. */
-PRG_UNUSED static void ex_epoch_perm(int *perm, int n, uint64_t seed, uint64_t epoch) {
-    prg_rng r;
-    int i;
-    prg_rng_seed(&r, seed ^ 0x5045524Dull, 1000 + epoch);
-    for (i = 0; i < n; i++) perm[i] = i;
-    for (i = n - 1; i > 0; i--) {
-        int j = (int)prg_rng_below(&r, (uint32_t)(i + 1)), k = perm[i];
-        perm[i] = perm[j];
-        perm[j] = k;
-    }
-}
-
 /* prg_dataset_load over a comma-separated list of files (CIFAR-10's
    data_batch_1.bin,...,data_batch_5.bin; Imagenet64's 10 train npz), which
    are concatenated in order. */
@@ -557,7 +549,8 @@ PRG_UNUSED static void ex_progress_update(ex_progress *p, int64_t done) {
 PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, const prg_transform *t, int batch,
                         double *top1, double *top5, int64_t *conf, int limit) {
     int n = limit > 0 && limit < ds->n ? limit : ds->n, k = prg_classifier_num_classes(clf);
-    int i, b, j, c1 = 0, c5 = 0;
+    int i, b, j, lo, hi;
+    int64_t c[2] = {0, 0}; /* top-1, top-5 hits */
     const prg_unet_config *cfg = prg_unet_config_get(prg_classifier_unet(clf));
     size_t img = (size_t)cfg->in_channels * cfg->image_size * cfg->image_size;
     float *x, *logits;
@@ -571,9 +564,11 @@ PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, c
     y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
     index = (int *)ex_alloc(batch * sizeof(int));
     if (conf) memset(conf, 0, (size_t)k * k * sizeof(int64_t));
-    ex_progress_start(&pr, "evaluate", n, "images");
-    for (i = 0; i < n; i += batch) {
-        int bs = n - i < batch ? n - i : batch;
+    lo = (int)((int64_t)n * ex_rank / ex_ranks); /* this rank's part */
+    hi = (int)((int64_t)n * (ex_rank + 1) / ex_ranks);
+    ex_progress_start(&pr, "evaluate", hi - lo, "images");
+    for (i = lo; i < hi; i += batch) {
+        int bs = hi - i < batch ? hi - i : batch;
         for (b = 0; b < bs; b++) index[b] = i + b;
         ex_check(prg_batch_build(x, y, ds, t, index, bs, 0, 0), "batch");
         ex_check(prg_classifier_predict(clf, bs, x, logits), "classifier");
@@ -584,14 +579,18 @@ PRG_UNUSED static void ex_evaluate(prg_classifier *clf, const prg_dataset *ds, c
                 if (l[j] > l[y[b]] || (l[j] == l[y[b]] && j < y[b])) rank++;
                 if (l[j] > l[best]) best = j;
             }
-            c1 += rank == 0;
-            c5 += rank < 5;
+            c[0] += rank == 0;
+            c[1] += rank < 5;
             if (conf) conf[(size_t)y[b] * k + best]++;
         }
-        ex_progress_update(&pr, i + bs);
+        ex_progress_update(&pr, i + bs - lo);
     }
-    *top1 = (double)c1 / n;
-    *top5 = (double)c5 / n;
+    if (ex_sum_counts) {
+        ex_sum_counts(c, 2);
+        if (conf) ex_sum_counts(conf, k * k);
+    }
+    *top1 = (double)c[0] / n;
+    *top5 = (double)c[1] / n;
     prg_free(x); prg_free(logits); prg_free(y); prg_free(index);
 }
 
@@ -836,8 +835,10 @@ PRG_UNUSED static void ex_curves_keep(ex_curves *c, int k, int64_t step, double 
 /* Writes the CSV header and the n kept points of each series (mode "w"),
    or appends the last point of series `only` (mode "a"). */
 PRG_UNUSED static void ex_curves_csv(ex_curves *c, const char *mode, int only) {
-    FILE *f = fopen(c->csv, mode);
+    FILE *f;
     int k, i;
+    if (ex_rank) return;
+    f = fopen(c->csv, mode);
     if (f) {
         if (only < 0) fprintf(f, "step,series,value\n");
         for (k = 0; k < EX_CURVES; k++)
@@ -885,7 +886,7 @@ PRG_UNUSED static void ex_curves_plot(ex_curves *c, int force) {
     prg_chart ch[2];
     int k, panels, h = 0, nl = 0;
     uint8_t *rgb;
-    if (!force && ex_now() - c->drawn < 5.0) return;
+    if (ex_rank || (!force && ex_now() - c->drawn < 5.0)) return;
     c->drawn = ex_now();
     for (k = 0; k < 2; k++)
         if (c->n[k]) {

@@ -13,6 +13,7 @@
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
+#include "ex_mpi.h"
 
 static void usage(void) {
     printf("usage: finetune --data TRAIN [--init UNET | --from-scratch] [options]\n"
@@ -64,7 +65,7 @@ static void usage(void) {
            "  --resume               continue PREFIX-last.safetensors bit for bit (refused when the\n"
            "                         hyper-parameters, the grid or the data differ from the checkpoint's)\n"
            "  --override             with --resume: continue with the changed values, listing them\n"
-           "Ctrl-C / SIGTERM write PREFIX-last and exit with 130 / 143.\n");
+           "Ctrl-C / SIGTERM write PREFIX-last and exit with 130 / 143.\n" EX_MPI_HELP);
 }
 
 /* --labels-per-class: keeps per_class images of each class of ds, drawn by
@@ -99,7 +100,7 @@ static void label_subset(prg_dataset *ds, int per_class, uint64_t label_seed, co
             exit(1);
         }
     snprintf(path, sizeof path, "%s-labels.txt", prefix);
-    f = fopen(path, "w");
+    f = fopen(ex_rank ? "/dev/null" : path, "w"); /* MPI: rank 0 writes it */
     if (!f) { fprintf(stderr, "finetune: cannot write %s: %s\n", path, strerror(errno)); exit(1); }
     fprintf(f, "# index label: --labels-per-class %d, --label-seed %llu, of %d images\n", per_class,
             (unsigned long long)label_seed, ds->n);
@@ -162,11 +163,12 @@ int main(int argc, char **argv) {
     prg_cosine_schedule sched;
     prg_rng rng;
     run_state st;
-    int *perm, *index, bpe, k, hw;
-    size_t img, nhead, nunet;
-    float *x, *logits, *dlogits;
+    int bpe, k;
+    prg_loader_config lc;
+    prg_loader *ld = NULL;
+    size_t nhead, nunet;
+    float *logits, *dlogits;
     int flow_term;
-    int32_t *y;
     double t0, c0, seen = 0, ema = 0;
     char path_last[1024], path_best[1024];
     ex_curves curves;
@@ -221,9 +223,11 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--override")) override = 1;
         else if (EX_FLAG("--quiet")) ex_quiet = 1;
         else if (EX_FLAG("--stop-after")) stop_after = ex_int_in(0, 1000000000);
+        else if (ex_mpi_flag()) {}
         else ex_bad_flag();
     }
     if (!data || (!init && !from_scratch)) { usage(); return 2; }
+    ex_mpi_init();
     if (strcmp(grad, "exact") && strcmp(grad, "adjoint")) ex_usage_error("--grad", grad, "wants exact or adjoint");
     if (t_cutoff > t_span) { /* past the grid on either path (the path's own rule is checked once it is known) */
         fprintf(stderr, "finetune: --t-cutoff %d needs --t-span of at least %d (t_span %d%s leaves no Euler step)\n",
@@ -240,7 +244,7 @@ int main(int argc, char **argv) {
     ex_check_writable(path_best, "--out");
     if (resume) ex_check_input(path_last, "--resume: --out");
     if (init) ex_check_input(init, "--init");
-    prg_set_num_threads(threads);
+    prg_set_num_threads(ex_mpi_threads(threads));
 
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
@@ -335,6 +339,7 @@ int main(int argc, char **argv) {
     sched.warmup_steps = warmup_steps;
     sched.total_steps = total;
     if (!resume) replace_from = ex_replace_guard(path_last, "--out", total, force);
+    ex_mpi_bcast_i64(&replace_from); /* rank 0 writes: its files decide */
     memset(&hp, 0, sizeof hp);
     ex_param_i(&hp, "run.batch", batch);
     ex_param_i(&hp, "run.global_batch", global_batch);
@@ -382,12 +387,12 @@ int main(int argc, char **argv) {
     }
     ex_curves_init(&curves, prefix, "finetune: loss and test top-1", resume, step);
 
-    hw = cfg.image_size * cfg.image_size;
-    img = (size_t)cfg.in_channels * hw;
-    perm = (int *)ex_alloc(ds.n * sizeof(int));
-    index = (int *)ex_alloc(batch * sizeof(int));
-    x = (float *)ex_alloc(img * batch * sizeof(float));
-    y = (int32_t *)ex_alloc(batch * sizeof(int32_t));
+    /* the epochs' batches from the step on (MPI: this rank's part of each) */
+    prg_loader_config_init(&lc, batch, seed);
+    lc.start_step = (uint64_t)step;
+    lc.part = ex_rank;
+    lc.parts = ex_ranks;
+    ex_check(prg_loader_create(&ld, &ds, &tr, &lc), "data loader");
     logits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     dlogits = (float *)ex_alloc((size_t)batch * k * sizeof(float));
     flow_term = beta != 0 && !frozen;
@@ -397,12 +402,15 @@ int main(int argc, char **argv) {
            frozen ? "frozen" : grad, batch, lr, (long long)warmup_steps, wd,
            smoothing, beta, (long long)total, bpe, prg_get_num_threads());
     fflush(stdout);
+    ex_mpi_blocks(frozen ? NULL : prg_unet_grads(net), prg_unet_params(net), nunet,
+                  prg_classifier_head_grads(clf, NULL), prg_classifier_head_params(clf, NULL), nhead);
+    ex_mpi_hook_on(net, clf, !flow_term); /* the flow term adds to the U-Net gradients after the backward */
     ex_catch_signals();
     t0 = ex_now(); c0 = ex_cpu();
     for (;;) {
-        int end = step >= total || ex_stop;
+        int end = step >= total || EX_STOPPED;
         /* evaluate every eval_every epochs (at epoch boundaries) and at the end */
-        if (test && ((step > 0 && step % ((int64_t)eval_every * bpe) == 0) || (end && !ex_stop))) {
+        if (test && ((step > 0 && step % ((int64_t)eval_every * bpe) == 0) || (end && !EX_STOPPED))) {
             double top1, top5, e0 = ex_now();
             ex_evaluate(clf, &ts, &te, batch, &top1, &top5, NULL, eval_limit);
             if (!ex_quiet) printf("eval step %lld epoch %.2f: top-1 %.2f%%  top-5 %.2f%%  (%.1fs)\n", (long long)step,
@@ -413,29 +421,43 @@ int main(int argc, char **argv) {
             if (top1 > st.best_top1 && step >= replace_from) {
                 st.best_top1 = top1;
                 st.best_step = step;
-                ex_check(prg_classifier_save(clf, path_best), path_best);
-                write_best(prefix, &st);
+                if (ex_mpi_save_here()) {
+                    ex_check(prg_classifier_save(clf, path_best), path_best);
+                    write_best(prefix, &st);
+                }
             }
         }
         if (end) break;
         {
-            uint64_t epoch = (uint64_t)(step / bpe);
-            int pos = (int)(step % bpe), bs = 0, b;
-            double loss, gnorm, lr_now = prg_cosine_schedule_step_lr(&sched, step), fm = 0;
+            prg_batch bt;
+            int bs, nl;
+            const float *x;
+            const int32_t *y;
+            double loss = 0, gnorm, lr_now = prg_cosine_schedule_step_lr(&sched, step), fm = 0;
             prg_result r;
-            if (pos == 0 || seen == 0) ex_epoch_perm(perm, ds.n, seed, epoch);
-            for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
-            ex_check(prg_batch_build(x, y, &ds, &tr, index, bs, seed, epoch), "batch");
+            ex_check(prg_loader_next(ld, &bt), "batch");
+            bs = bt.total; /* MPI: this rank's part of the batch is nl images */
+            nl = bt.size;
+            x = bt.x;
+            y = bt.y;
             prg_classifier_zero_grad(clf);
-            ex_check(prg_classifier_forward(clf, bs, x, logits), "forward");
-            loss = prg_cross_entropy_forward_backward(dlogits, logits, (const int *)y, bs, k, (float)smoothing);
-            ex_check(prg_classifier_backward(clf, dlogits), "backward");
+            ex_mpi_grads_begin();
+            if (nl > 0) {
+                ex_check(prg_classifier_forward(clf, nl, x, logits), "forward");
+                loss = prg_cross_entropy_forward_backward(dlogits, logits, (const int *)y, nl, k, (float)smoothing);
+                ex_mpi_scale(dlogits, (size_t)nl * k, nl, bs);
+                ex_check(prg_classifier_backward(clf, dlogits), "backward");
+            }
             if (flow_term) { /* + beta * flow-matching loss on the same batch */
                 float fmf = 0;
-                ex_check(prg_classifier_flow_loss(clf, bs, x, (float)beta, &rng, &fmf), "flow-matching term");
+                prg_rng own, *fr = ex_mpi_rank_rng(&rng, &own);
+                if (nl > 0)
+                    ex_check(prg_classifier_flow_loss(clf, nl, x, (float)(beta * nl / bs), fr, &fmf), "flow-matching term");
                 fm = fmf;
                 loss += beta * fm;
             }
+            ex_mpi_grads_end();
+            loss = ex_mpi_mean(loss, nl, bs);
             if (frozen) {
                 r = prg_adam_step(opt, prg_classifier_head_params(clf, NULL), prg_classifier_head_grads(clf, NULL),
                                   lr_now, &gnorm);
@@ -451,6 +473,7 @@ int main(int argc, char **argv) {
             step++;
             seen += bs;
             if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
+            ex_mpi_sync_stop();
             ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
             if (!ex_quiet && (step % log_every == 0 || step == total)) {
                 double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
@@ -464,14 +487,14 @@ int main(int argc, char **argv) {
                 ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
                 ex_curves_plot(&curves, 0);
             }
-            if ((step % bpe == 0 || step == total) && step >= replace_from)
+            if ((step % bpe == 0 || step == total) && step >= replace_from && ex_mpi_save_here())
                 ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
         }
     }
     if (st.best_step >= 0)
         printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
     if (step >= replace_from) {
-        ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
+        if (ex_mpi_save_here()) ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {
@@ -481,6 +504,8 @@ int main(int argc, char **argv) {
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_classifier_free(clf); prg_dataset_free(&ds); prg_dataset_free(&ts);
-    prg_free(perm); prg_free(index); prg_free(x); prg_free(y); prg_free(logits); prg_free(dlogits);
+    prg_loader_free(ld);
+    prg_free(logits); prg_free(dlogits);
+    ex_mpi_finalize();
     return ex_exit_status();
 }

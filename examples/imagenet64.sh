@@ -16,10 +16,16 @@
 #                                      dataset in the same layout, tiny sizes
 # Environment: BIN (build), OUT (build/imagenet64), THREADS (0 = all),
 #   PRE_EPOCHS (2000: the reference's loop bound), GPUS (8), LOSS.
+# Many machines: MPIRUN="mpirun -np P --hostfile hosts" (after make mpi) runs
+#   pretrain, finetune and evaluate under it, P ranks (NP=P when the launcher
+#   does not say -np / -n).  Each rank takes the reference's per-GPU batch:
+#   global batches 64 * P (pretraining) and 128 * P (fine-tuning, whose lr
+#   follows the global batch / 512 rule, GPUS = P); pretraining's Adam lr
+#   1e-4 * sqrt(P) (PRE_LR overrides it).  --smoke keeps its global batches.
 set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}; THREADS=${THREADS:-0}; LOSS=${LOSS:-icfm}; GPUS=${GPUS:-8}
-SMOKE=""
+SMOKE=""; NP=${NP:-$(echo " $MPIRUN " | sed -n 's/.* -\(np\|n\) \([0-9][0-9]*\) .*/\2/p')}; NP=${NP:-1}
 if [ "$1" = --smoke ]; then
     SMOKE=1
     OUT=${OUT:-build/imagenet64-smoke}; DIR=$OUT/data
@@ -34,6 +40,7 @@ else
     [ -f "$DIR/train_data_batch_1.npz" ] || { echo "imagenet64.sh: no $DIR/train_data_batch_1.npz (Imagenet64x64 from https://image-net.org/download-images, npz version)"; exit 1; }
     NET="--preset imagenet64"
     PRE_LEN="--epochs ${PRE_EPOCHS:-2000}"; PRE_BATCH=64; BATCH=128; FT_LEN="--epochs 200 --warmup-epochs 5"
+    if [ -n "$MPIRUN" ]; then GPUS=$NP; PRE_BATCH=$((64 * NP)); BATCH=$((128 * NP)); PRE_LR=${PRE_LR:-$(awk -v p=$NP 'BEGIN { printf "%.4g", 1e-4 * sqrt(p) }')}; fi
     T_SPAN=32; T_CUTOFF=20; LR="--global-batch $((128 * GPUS))"; EVAL="--eval-every 10"
 fi
 TRAIN=$(ls "$DIR"/train_data_batch_*.npz | paste -sd, -); TEST=$DIR/val_data.npz

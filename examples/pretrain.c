@@ -12,6 +12,7 @@
 #define PRG_IMPLEMENTATION
 #include "prg.h"
 #include "ex_common.h"
+#include "ex_mpi.h"
 
 static void usage(void) {
     printf("usage: pretrain --data PATH [options]\n"
@@ -42,7 +43,7 @@ static void usage(void) {
            "  --no-flip              augmentation without the horizontal flip (digits)\n"
            "  --limit N              use the first N images only\n"
            "  --log-every N          progress line every N steps (10)\n"
-           "Ctrl-C / SIGTERM write the checkpoint and exit with 130 / 143.\n");
+           "Ctrl-C / SIGTERM write the checkpoint and exit with 130 / 143.\n" EX_MPI_HELP);
 }
 
 int main(int argc, char **argv) {
@@ -65,7 +66,9 @@ int main(int argc, char **argv) {
     prg_adam *opt = NULL;
     prg_adam_config acfg;
     prg_rng rng;
-    int *perm, *index, bpe, hw, loss_kind;
+    int bpe, hw, loss_kind;
+    prg_loader_config lc;
+    prg_loader *ld = NULL;
     size_t img, dim;
     float *x1, *xt, *target, *t, *v, *dv;
     double t0, c0, ema = 0, seen = 0;
@@ -97,16 +100,18 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--no-flip")) hflip = 0;
         else if (EX_FLAG("--limit")) limit = ex_int_in(0, INT_MAX);
         else if (EX_FLAG("--log-every")) log_every = ex_int_in(1, 1000000000);
+        else if (ex_mpi_flag()) {}
         else ex_bad_flag();
     }
     if (!data) { usage(); return 2; }
+    ex_mpi_init();
     loss_kind = !strcmp(loss_name, "icfm") ? 0 : !strcmp(loss_name, "ot") ? 1 : !strcmp(loss_name, "gvp") ? 2 : -1;
     if (loss_kind < 0) { ex_usage_error("--loss", loss_name, "wants icfm, ot or gvp"); }
     if (steps && epochs) { fprintf(stderr, "pretrain: give --steps or --epochs, not both\n"); return 2; }
     if (override && !resume) { fprintf(stderr, "pretrain: --override goes with --resume\n"); return 2; }
     ex_check_writable(out, "--out");
     if (resume) ex_check_input(out, "--resume: --out");
-    prg_set_num_threads(threads);
+    prg_set_num_threads(ex_mpi_threads(threads));
     ex_load_data(&ds, data);
     if (limit > 0 && limit < ds.n) ds.n = limit;
     if (ds.n < 1) { fprintf(stderr, "pretrain: --data %s holds no images\n", data); return 1; }
@@ -126,6 +131,7 @@ int main(int argc, char **argv) {
     bpe = (ds.n + batch - 1) / batch;
     if (!steps) steps = (int64_t)(epochs > 0 ? epochs : 1) * bpe;
     if (!resume) replace_from = ex_replace_guard(out, "--out", steps, force);
+    ex_mpi_bcast_i64(&replace_from); /* rank 0 writes: its files decide */
     memset(&hp, 0, sizeof hp);
     ex_param(&hp, "run.loss", loss_name);
     ex_param_i(&hp, "run.batch", batch);
@@ -157,8 +163,12 @@ int main(int argc, char **argv) {
     hw = cfg.image_size * cfg.image_size;
     img = (size_t)cfg.in_channels * hw;
     dim = img;
-    perm = (int *)ex_alloc(ds.n * sizeof(int));
-    index = (int *)ex_alloc(batch * sizeof(int));
+    /* the epochs' batches from the step on (MPI: this rank's part of each) */
+    prg_loader_config_init(&lc, batch, seed);
+    lc.start_step = (uint64_t)step;
+    lc.part = ex_rank;
+    lc.parts = ex_ranks;
+    ex_check(prg_loader_create(&ld, &ds, &tr, &lc), "data loader");
     x1 = (float *)ex_alloc(img * batch * sizeof(float));
     xt = (float *)ex_alloc(img * batch * sizeof(float));
     target = (float *)ex_alloc(img * batch * sizeof(float));
@@ -173,27 +183,42 @@ int main(int argc, char **argv) {
                prg_unet_num_params(net), cs, batch, lr,
                (long long)steps, prg_get_num_threads());
     }
+    ex_mpi_blocks(prg_unet_grads(net), prg_unet_params(net), prg_unet_num_params(net), NULL, NULL, 0);
+    ex_mpi_hook_on(net, NULL, 1);
     ex_catch_signals();
     t0 = ex_now(); c0 = ex_cpu();
-    while (step < steps && !ex_stop) {
-        uint64_t epoch = (uint64_t)(step / bpe);
-        int pos = (int)(step % bpe), bs = 0, b;
+    while (step < steps && !EX_STOPPED) {
+        prg_batch bt;
+        uint64_t epoch;
+        int bs, off, nl;
         double loss, gnorm;
-        if (pos == 0 || step == 0 || (resume && seen == 0)) ex_epoch_perm(perm, ds.n, seed, epoch);
-        for (b = pos * batch; b < ds.n && bs < batch; b++) index[bs++] = perm[b];
-        ex_check(prg_batch_build(x1, NULL, &ds, &tr, index, bs, seed, epoch), "batch");
+        ex_check(prg_loader_next(ld, &bt), "batch");
+        epoch = bt.epoch;
+        bs = bt.total; /* MPI: this rank's images are nl from off; the pairs are drawn for all bs */
+        off = bt.offset;
+        nl = bt.size;
+        memcpy(x1 + (size_t)off * dim, bt.x, (size_t)nl * dim * sizeof(float));
+        ex_mpi_gather(x1, bs, dim);
         if (loss_kind == 0) prg_flow_icfm_pairs(xt, target, t, NULL, x1, bs, dim, &rng);
         else if (loss_kind == 1) ex_check(prg_flow_ot_pairs(xt, target, t, NULL, x1, bs, dim, &rng), "OT pairs");
         else prg_flow_gvp_pairs(xt, target, t, x1, bs, dim, &rng);
         prg_unet_zero_grad(net);
-        ex_check(prg_unet_forward(net, bs, xt, t, v), "forward");
-        loss = prg_flow_loss_forward_backward(dv, v, target, bs, cfg.in_channels, hw);
-        if (!(loss == loss) || loss > 1e30) { fprintf(stderr, "pretrain: loss is not finite at step %lld\n", (long long)step); return 1; }
-        ex_check(prg_unet_backward(net, dv, NULL), "backward");
+        ex_mpi_grads_begin();
+        loss = 0;
+        if (nl > 0) {
+            ex_check(prg_unet_forward(net, nl, xt + off * dim, t + off, v), "forward");
+            loss = prg_flow_loss_forward_backward(dv, v, target + off * dim, nl, cfg.in_channels, hw);
+            if (!(loss == loss) || loss > 1e30) { fprintf(stderr, "%s: loss is not finite at step %lld\n", ex_prog, (long long)step); return 1; }
+            ex_mpi_scale(dv, nl * dim, nl, bs);
+            ex_check(prg_unet_backward(net, dv, NULL), "backward");
+        }
+        ex_mpi_grads_end();
+        loss = ex_mpi_mean(loss, nl, bs);
         ex_check(prg_adam_step(opt, prg_unet_params(net), prg_unet_grads(net), lr, &gnorm), "Adam step");
         step++;
         seen += bs;
         if (stop_after > 0 && ++run_steps >= stop_after) ex_stop = 1;
+        ex_mpi_sync_stop();
         ema = seen == bs ? loss : 0.95 * ema + 0.05 * loss;
         if (!ex_quiet && (step % log_every == 0 || step == steps)) {
             double el = ex_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
@@ -207,11 +232,11 @@ int main(int argc, char **argv) {
             ex_curves_add(&curves, EX_CURVE_AVG, step, ema);
             ex_curves_plot(&curves, 0);
         }
-        if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps && step >= replace_from)
+        if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps && step >= replace_from && ex_mpi_save_here())
             ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
     }
     if (step >= replace_from) {
-        ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
+        if (ex_mpi_save_here()) ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {
@@ -221,6 +246,8 @@ int main(int argc, char **argv) {
     ex_curves_plot(&curves, 1);
     ex_curves_free(&curves);
     prg_adam_free(opt); prg_unet_free(net); prg_dataset_free(&ds);
-    prg_free(perm); prg_free(index); prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
+    prg_loader_free(ld);
+    prg_free(x1); prg_free(xt); prg_free(target); prg_free(v); prg_free(dv); prg_free(t);
+    ex_mpi_finalize();
     return ex_exit_status();
 }

@@ -535,6 +535,57 @@ static void test_loader(void) {
     for (s = 0; s < 5; s++) prg_loader_next(ld, &b);
     CHECK(b.epoch == 3 && b.step == 0 && b.size == 5, "drop_last wraps to the next epoch");
     prg_loader_free(ld);
+    /* resume mid-epoch: start_step 7 continues at epoch 1, step 2; parts: the
+       three parts of each batch, in part order, are the whole batch */
+    {
+        prg_loader *whole, *at, *pt[3];
+        int p, k, mid_ok = 1, part_ok = 1;
+        prg_loader_config_init(&cfg, 5, 9);
+        cfg.prefetch = 0;
+        prg_loader_create(&whole, &ds, &t, &cfg);
+        cfg.start_step = 7;
+        prg_loader_create(&at, &ds, &t, &cfg);
+        cfg.start_step = 3;
+        for (p = 0; p < 3; p++) {
+            cfg.part = p;
+            cfg.parts = 3;
+            cfg.prefetch = p != 1; /* a background part too */
+            CHECK(prg_loader_create(&pt[p], &ds, &t, &cfg) == PRG_OK, "part %d: %s", p, prg_last_error());
+        }
+        for (k = 0; k < 12; k++) {
+            CHECK(prg_loader_next(whole, &b) == PRG_OK, "next");
+            if (k >= 7) {
+                prg_loader_next(at, &b2);
+                mid_ok &= b2.epoch == b.epoch && b2.step == b.step && b2.size == b.size && b2.total == b.size &&
+                          b2.offset == 0 && !memcmp(b2.index, b.index, (size_t)b.size * sizeof(int)) &&
+                          !memcmp(b2.x, b.x, (size_t)b.size * per * sizeof(float));
+            }
+            if (k >= 3) {
+                int off = 0;
+                for (p = 0; p < 3; p++) {
+                    prg_loader_next(pt[p], &b2);
+                    part_ok &= b2.total == b.size && b2.offset == off && b2.epoch == b.epoch &&
+                               b2.size == b.size / 3 + (p < b.size % 3) &&
+                               !memcmp(b2.index, b.index + off, (size_t)b2.size * sizeof(int)) &&
+                               !memcmp(b2.x, b.x + (size_t)off * per, (size_t)b2.size * per * sizeof(float)) &&
+                               !memcmp(b2.y, b.y + off, (size_t)b2.size * sizeof(int32_t));
+                    off += b2.size;
+                }
+            }
+        }
+        CHECK(b.epoch == 2 && b.step == 1, "12 batches of 5 of 23 images end at epoch 2, step 1 (%d, %d)",
+              (int)b.epoch, b.step);
+        CHECK(mid_ok, "start_step 7: the batches of a run from step 0, from its 8th on");
+        CHECK(part_ok, "3 parts of every batch, concatenated, are the whole batch");
+        prg_loader_free(whole);
+        prg_loader_free(at);
+        for (p = 0; p < 3; p++) prg_loader_free(pt[p]);
+        prg_loader_config_init(&cfg, 5, 9);
+        cfg.part = 2;
+        cfg.parts = 2;
+        CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_ERR_ARG && strstr(prg_last_error(), "part"),
+              "part 2 of 2 refused");
+    }
     /* errors */
     prg_loader_config_init(&cfg, 0, 1);
     CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_ERR_ARG && strstr(prg_last_error(), "batch"),

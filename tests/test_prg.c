@@ -612,6 +612,87 @@ static void test_flow_term(void) {
     prg_classifier_free(clf);
 }
 
+/* The gradient-ready hook: each call's range is final (its CRC at the call
+   equals the CRC after backward), begins strictly decrease to 0, the head
+   comes first, and the classifier calls block 0 only in its last U-Net
+   backward (as many calls as one prg_unet_backward). */
+typedef struct hook_log {
+    prg_unet *net;
+    prg_classifier *clf;
+    int n, order_bad, block[512];
+    size_t begin[512];
+    uint32_t crc[512];
+} hook_log;
+static void hook_record(void *ctx, int block, size_t begin) {
+    hook_log *h = (hook_log *)ctx;
+    size_t n;
+    const float *g = block ? prg_classifier_head_grads(h->clf, &n) : prg_unet_grads(h->net);
+    if (!block) n = prg_unet_num_params(h->net);
+    if (h->n >= 512) return;
+    if (h->n > 0 && h->block[h->n - 1] == block && begin >= h->begin[h->n - 1]) h->order_bad++;
+    if (h->n > 0 && h->block[h->n - 1] == 0 && block == 1) h->order_bad++;
+    h->block[h->n] = block;
+    h->begin[h->n] = begin;
+    h->crc[h->n++] = prg_crc32(0, g + begin, (n - begin) * sizeof(float));
+}
+static int hook_changed(const hook_log *h) {
+    int i, bad = 0;
+    for (i = 0; i < h->n; i++) {
+        size_t n;
+        const float *g = h->block[i] ? prg_classifier_head_grads(h->clf, &n) : prg_unet_grads(h->net);
+        if (!h->block[i]) n = prg_unet_num_params(h->net);
+        bad += prg_crc32(0, g + h->begin[i], (n - h->begin[i]) * sizeof(float)) != h->crc[i];
+    }
+    return bad;
+}
+static void test_grad_hook(void) {
+    prg_classifier *clf = make_small(4, 0);
+    static const int labels[3] = {1, 4, 0};
+    float x[3 * 64], t[3] = {0.2f, 0.5f, 0.9f}, v[3 * 64], dlogits[3 * 5], *g0;
+    hook_log h;
+    int unet_calls, i, grad_mode;
+    size_t nu;
+    if (!clf) return;
+    memset(&h, 0, sizeof h);
+    h.clf = clf;
+    h.net = prg_classifier_unet(clf);
+    nu = prg_unet_num_params(h.net);
+    fill_formula(x, 3 * 64, 5);
+    prg_unet_set_grad_hook(h.net, hook_record, &h);
+    prg_unet_zero_grad(h.net);
+    prg_unet_forward(h.net, 3, x, t, v);
+    prg_unet_backward(h.net, x, NULL);
+    prg_unet_set_grad_hook(h.net, NULL, NULL);
+    CHECK(h.n > 3 && h.order_bad == 0 && h.begin[h.n - 1] == 0, "U-Net hook: %d calls, %d out of order, last begin %zu",
+          h.n, h.order_bad, h.n ? h.begin[h.n - 1] : (size_t)-1);
+    CHECK(hook_changed(&h) == 0, "U-Net hook: %d ranges changed after their call", hook_changed(&h));
+    unet_calls = h.n;
+    g0 = (float *)malloc(nu * sizeof(float));
+    for (grad_mode = 0; grad_mode < 2; grad_mode++) {
+        int head = 0, body = 0;
+        prg_classifier_set_grad_mode(clf, grad_mode ? PRG_GRAD_FROZEN : PRG_GRAD_EXACT);
+        /* the same gradients without the hook */
+        prg_classifier_zero_grad(clf);
+        loss_of(clf, x, labels, 3, dlogits);
+        prg_classifier_backward(clf, dlogits);
+        memcpy(g0, prg_unet_grads(h.net), nu * sizeof(float));
+        h.n = h.order_bad = 0;
+        prg_classifier_set_grad_hook(clf, hook_record, &h);
+        prg_classifier_zero_grad(clf);
+        loss_of(clf, x, labels, 3, dlogits);
+        prg_classifier_backward(clf, dlogits);
+        prg_classifier_set_grad_hook(clf, NULL, NULL);
+        for (i = 0; i < h.n; i++) head += h.block[i] == 1, body += h.block[i] == 0;
+        CHECK(head == 1 && h.block[0] == 1 && body == (grad_mode ? 0 : unet_calls) && h.order_bad == 0,
+              "classifier hook (%s): head %d, U-Net %d calls (want %d), %d out of order", grad_mode ? "frozen" : "exact",
+              head, body, grad_mode ? 0 : unet_calls, h.order_bad);
+        CHECK(hook_changed(&h) == 0, "classifier hook: %d ranges changed after their call", hook_changed(&h));
+        CHECK(memcmp(g0, prg_unet_grads(h.net), nu * sizeof(float)) == 0, "the hook changed the U-Net gradients");
+    }
+    free(g0);
+    prg_classifier_free(clf);
+}
+
 int main(void) {
     prg_set_num_threads(2);
     test_against_pytorch();
@@ -624,5 +705,6 @@ int main(void) {
     test_memory_budget(PRG_PATH_GVP);
     test_lean();
     test_flow_term();
+    test_grad_hook();
     return prg_test_finish("test_prg");
 }
