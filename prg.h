@@ -92,6 +92,16 @@
                            label + 1, a classifier file's prg.num_classes
                            (default 32768, the head then 25M floats at most
                            for RGB)
+     PRG_MAX_FORWARD_MB    most memory one image's forward may take by the
+                           config a file carries (prg.unet, whose image_size
+                           and widths size the activations, and a classifier's
+                           prg.t_span, its ODE states): activations, scratch
+                           and layer workspace of a forward that keeps what
+                           backward needs, in MiB; default 4096 (cifar32
+                           takes 65 at 32x32 and 2807 at 128x128, imagenet64
+                           207 at 64x64 and 5058 at 256x256).
+                           prg_unet_load / prg_classifier_load with cfg NULL
+                           refuse a file over it, naming the field
      PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
@@ -1087,7 +1097,10 @@ prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
    PRG_MAX_T_SPAN], prg.t_cutoff within the grid, prg.num_classes equal to
    the rows of head.fc2.weight) and the config against the tensor table
    (every tensor present, with its shape and a float dtype), so a small
-   hostile file costs no more memory than its own tensors. */
+   hostile file costs no more memory than its own tensors; with cfg NULL,
+   the memory one image's forward takes by the file's config and t_span is
+   at most PRG_MAX_FORWARD_MB (a small file cannot declare image_size 4096
+   and have the first forward allocate gigabytes). */
 prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
@@ -1629,6 +1642,9 @@ double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, con
 #endif
 #ifndef PRG_MAX_CLASSES
 #define PRG_MAX_CLASSES 32768
+#endif
+#ifndef PRG_MAX_FORWARD_MB
+#define PRG_MAX_FORWARD_MB 4096
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -12610,6 +12626,34 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
     return PRG_OK;
 }
 
+/* The memory one image's forward takes by the config c a file carries
+   (cfg NULL to the loader): the U-Net forward that keeps what backward
+   needs (activations, scratch, layer workspace) and, for a classifier
+   (span > 0), its ODE states and buffers; refused over PRG_MAX_FORWARD_MB,
+   so that a small file cannot make the first forward allocate gigabytes by
+   its metadata alone.  Only tables are allocated here. */
+static prg_result prg__ckpt_check_forward(const prg_unet_config *c, const char *path, int64_t span) {
+    prg_unet n;
+    prg_result r;
+    double unet_mb, state_mb, total;
+    memset(&n, 0, sizeof n);
+    n.cfg = *c;
+    if ((r = prg__unet_plan(&n)) != PRG_OK) return r;
+    unet_mb = (double)(n.act_floats + n.scr_floats + prg__unet_ws_floats(&n, 1)) * sizeof(float) / 1048576.0;
+    prg__unet_plan_free(&n);
+    state_mb = span > 0 ? (double)c->in_channels * c->image_size * c->image_size * (double)(span + 5) * sizeof(float) / 1048576.0 : 0;
+    total = unet_mb + state_mb;
+    if (total <= (double)PRG_MAX_FORWARD_MB) return PRG_OK;
+    if (span > 0)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.unet image_size=%d (model_channels=%d) with prg.t_span=%lld: one image's "
+                         "forward would take %.0f MB (U-Net %.0f MB, ODE states %.0f MB), more than PRG_MAX_FORWARD_MB (%d); pass the "
+                         "config to the loader to accept the file, or build with a larger PRG_MAX_FORWARD_MB", path, c->image_size,
+                         c->model_channels, (long long)span, total, unet_mb, state_mb, (int)PRG_MAX_FORWARD_MB);
+    return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.unet image_size=%d (model_channels=%d): one image's forward would take "
+                     "%.0f MB, more than PRG_MAX_FORWARD_MB (%d); pass the config to the loader to accept the file, or build with a "
+                     "larger PRG_MAX_FORWARD_MB", path, c->image_size, c->model_channels, total, (int)PRG_MAX_FORWARD_MB);
+}
+
 static int prg__dtype_is_float(prg_dtype t) {
     return t == PRG_DT_F32 || t == PRG_DT_F16 || t == PRG_DT_BF16 || t == PRG_DT_F64;
 }
@@ -12755,6 +12799,7 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
     if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
     if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
+    if (!cfg && (r = prg__ckpt_check_forward(&c, path, 0)) != PRG_OK) return r;
     if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
     net->loss = loss;
     e = prg__ckpt_entries(net, NULL, &n);
@@ -12836,6 +12881,7 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     }
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) goto done;
     if ((r = prg__ckpt_check_table(st, path, &c, 0, classes)) != PRG_OK) goto done;
+    if (!cfg && (r = prg__ckpt_check_forward(&c, path, span)) != PRG_OK) goto done;
     if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
     /* a grid may be invalid for one path: create on one valid for both, then set both */
     if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;

@@ -29,7 +29,8 @@ static void usage(void) {
            "                   file,rank,class,name,probability,notes\n"
            "  --json           JSON on stdout: an array with one object per image, {\"file\",\n"
            "                   \"width\", \"height\", \"channels\", \"notes\": [...], \"top\": [{\"rank\",\n"
-           "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}\n"
+           "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}; bytes of\n"
+           "                   names that are not UTF-8 are given as U+FFFD\n"
            "  --labels PATH    class names, one a line (default: the checkpoint's, else class\n"
            "                   numbers); \"cifar10\" uses the CIFAR-10 names\n"
            "  --batch N        images per forward pass (16, 1..4096)\n"
@@ -114,13 +115,36 @@ static void add_tree(paths *p, const char *dir, int depth) {
 }
 
 /* ---- output ------------------------------------------------------------ */
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+   forms, no surrogates, at most U+10FFFF), 0 when the byte at s starts none. */
+static int utf8_len(const unsigned char *s) {
+    int n, k;
+    unsigned cp;
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) n = 2, cp = s[0] & 0x1Fu;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF) n = 3, cp = s[0] & 0x0Fu;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4) n = 4, cp = s[0] & 0x07u;
+    else return 0;
+    for (k = 1; k < n; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
+        cp = cp << 6 | (s[k] & 0x3Fu);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
+    return n;
+}
+/* A JSON string: quotes, backslashes and control characters escaped; a byte
+   that is not part of well-formed UTF-8 (a file name in another encoding)
+   becomes one U+FFFD each, so the output is always valid JSON. */
 static void json_str(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
     putchar('"');
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+    while (p && *p) {
+        int n = utf8_len(p);
+        if (!n) { printf("\\ufffd"); p++; continue; }
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f) printf("\\u%04x", *p);
+        else fwrite(p, 1, (size_t)n, stdout);
+        p += n;
     }
     putchar('"');
 }
