@@ -1305,10 +1305,18 @@ typedef struct prg_image {
     int w, h, c;
     uint8_t *data;     /* [h][w][c], prg_alloc'd; prg_image_free releases it */
     unsigned warnings; /* after a decode: PRG_IMAGE_WARN_* of what was tolerated, 0 = a clean file */
+    int src_c;         /* after a decode: the file's own channel count (what channels = 0 gives) */
 } prg_image;
 void prg_image_free(prg_image *img);   /* frees data and zeroes the struct */
 /* Allocates an image (data uninitialised, warnings 0); PRG_ERR_ARG on bad sizes. */
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
+/* Converts img to channels (1..4) as the decoders convert (RGB -> gray by
+   PIL's weights, gray repeated into R, G, B, alpha dropped or added as 255):
+   in place when it has fewer channels, else into a new buffer.  The same
+   pixels as decoding with those channels, except JPEG YCbCr -> gray (the
+   decoder keeps Y).  Decoding at the file's own channels, cropping, then
+   converting keeps the peak memory of a large image at its own size. */
+prg_result prg_image_convert(prg_image *img, int channels);
 
 /* What a lenient decode accepted (img->warnings), each as libjpeg-turbo's
    djpeg or PIL decodes it, so that the pixels are theirs. */
@@ -14290,12 +14298,12 @@ void prg_image_free(prg_image *img) {
     if (!img) return;
     prg_free(img->data);
     img->data = NULL;
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->warnings = 0;
 }
 
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || (uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
@@ -14305,7 +14313,7 @@ prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
     if (!img->data) return prg__fail(PRG_ERR_NOMEM, "image %d x %d x %d: out of memory", w, h, c);
     img->w = w;
     img->h = h;
-    img->c = c;
+    img->c = img->src_c = c;
     return PRG_OK;
 }
 
@@ -14329,17 +14337,40 @@ static void prg__image_convert(uint8_t *dst, int dc, const uint8_t *src, int sc,
     }
 }
 
-/* Replaces img's pixels by `channels` channels (0 = keep). */
+/* Replaces img's pixels by `channels` channels (0 = keep); fewer channels
+   in place (prg__image_convert reads a pixel whole before writing it, and
+   pixel i's output never passes its input).  Records the decoded channel
+   count in src_c.  On failure img is freed. */
 static prg_result prg__image_set_channels(prg_image *img, int channels) {
     prg_image t;
     prg_result r;
+    img->src_c = img->c;
     if (channels == 0 || channels == img->c) return PRG_OK;
+    if (channels < img->c) {
+        prg__image_convert(img->data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
+        img->c = channels;
+        return PRG_OK;
+    }
     r = prg_image_alloc(&t, img->w, img->h, channels);
     if (r) { prg_image_free(img); return r; }
     prg__image_convert(t.data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
+    t.warnings = img->warnings;
+    t.src_c = img->src_c;
     prg_image_free(img);
     *img = t;
     return PRG_OK;
+}
+
+prg_result prg_image_convert(prg_image *img, int channels) {
+    prg_result r;
+    int src_c;
+    if (!img || !img->data || img->w < 1 || img->h < 1 || img->c < 1 || img->c > 4)
+        return prg__fail(PRG_ERR_ARG, "prg_image_convert: img is NULL or empty");
+    if (channels < 1 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_image_convert: channels %d (1..4)", channels);
+    src_c = img->src_c;
+    r = prg__image_set_channels(img, channels);
+    if (!r) img->src_c = src_c;
+    return r;
 }
 
 /* ---- warnings -------------------------------------------------------- */
@@ -15053,6 +15084,7 @@ static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
         }
     }
     r = prg__image_set_channels(img, channels);
+    if (!r) img->src_c = nc == 1 ? 1 : 3; /* only Y decoded for 1 channel: the file's own is still colour */
 done:
     prg_free(rows);
     prg_free(t);
@@ -15065,7 +15097,7 @@ static prg_result prg__jpeg_decode(prg_image *img, const uint8_t *buf, size_t le
     prg_result r = PRG_OK;
     int i, done = 0;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: buf is NULL");
@@ -15361,7 +15393,7 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
     unsigned warn = 0;
     prg_result r = PRG_OK;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_png_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     memset(&P, 0, sizeof P);
@@ -15472,23 +15504,43 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
     if (r) { r = prg__fail_ctx(r, "%s: corrupt PNG image data", PRG__PNAME); goto fail; }
     if (got != raw_len)
         { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: image data inflates to %lu bytes, %lu expected", PRG__PNAME, (unsigned long)got, (unsigned long)raw_len); goto fail; }
-    r = prg_image_alloc(img, P.w, P.h, P.outc);
-    if (r) goto fail;
-    {
-        size_t off = 0;
-        int bpp = P.nch * P.depth / 8;
-        if (bpp < 1) bpp = 1;
-        for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
-            int x0 = P.interlace ? a7[pass][0] : 0, y0 = P.interlace ? a7[pass][1] : 0;
-            int dx = P.interlace ? a7[pass][2] : 1, dy = P.interlace ? a7[pass][3] : 1;
-            int pw = P.w > x0 ? (P.w - x0 + dx - 1) / dx : 0, ph = P.h > y0 ? (P.h - y0 + dy - 1) / dy : 0, bad;
-            size_t rb = ((size_t)pw * P.nch * P.depth + 7) / 8;
-            if (!pw || !ph) continue;
-            bad = prg__png_unfilter(raw + off, rb, ph, bpp);
-            if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass %d",
-                                          PRG__PNAME, raw[off + (size_t)bad * (rb + 1)], bad, pass + 1); goto fail; }
-            prg__png_emit(&P, img->data, raw + off, rb, pw, ph, x0, y0, dx, dy);
-            off += (size_t)ph * (rb + 1);
+    if (!P.interlace && (P.depth == 8 || P.depth == 16) && P.ctype != 3 && !P.has_key) {
+        /* the samples as they are (16-bit: the high byte): unfiltered and
+           packed in place, so the decode takes the inflated data alone, not
+           it and the image (a 2^26-pixel RGB file: 192 MB, not 384) */
+        size_t rb = (size_t)P.w * P.nch * (P.depth / 8), o = 0, y, i;
+        int bad = prg__png_unfilter(raw, rb, P.h, P.nch * P.depth / 8);
+        if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass 1",
+                                      PRG__PNAME, raw[(size_t)bad * (rb + 1)], bad); goto fail; }
+        for (y = 0; y < (size_t)P.h; y++) {
+            const uint8_t *row = raw + y * (rb + 1) + 1;
+            if (P.depth == 8) { memmove(raw + o, row, rb); o += rb; }
+            else for (i = 0; i < rb; i += 2) raw[o++] = row[i]; /* the write never passes the read */
+        }
+        img->w = P.w;
+        img->h = P.h;
+        img->c = P.outc;
+        img->data = raw;
+        raw = NULL;
+    } else {
+        r = prg_image_alloc(img, P.w, P.h, P.outc);
+        if (r) goto fail;
+        {
+            size_t off = 0;
+            int bpp = P.nch * P.depth / 8;
+            if (bpp < 1) bpp = 1;
+            for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
+                int x0 = P.interlace ? a7[pass][0] : 0, y0 = P.interlace ? a7[pass][1] : 0;
+                int dx = P.interlace ? a7[pass][2] : 1, dy = P.interlace ? a7[pass][3] : 1;
+                int pw = P.w > x0 ? (P.w - x0 + dx - 1) / dx : 0, ph = P.h > y0 ? (P.h - y0 + dy - 1) / dy : 0, bad;
+                size_t rb = ((size_t)pw * P.nch * P.depth + 7) / 8;
+                if (!pw || !ph) continue;
+                bad = prg__png_unfilter(raw + off, rb, ph, bpp);
+                if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass %d",
+                                              PRG__PNAME, raw[off + (size_t)bad * (rb + 1)], bad, pass + 1); goto fail; }
+                prg__png_emit(&P, img->data, raw + off, rb, pw, ph, x0, y0, dx, dy);
+                off += (size_t)ph * (rb + 1);
+            }
         }
     }
     prg_free(idat);
@@ -15512,7 +15564,7 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
 prg_result prg_image_decode_flags(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
                                   const char *name) {
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_image_decode: buf is NULL");
@@ -15562,7 +15614,7 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
     int more;
     prg_result r;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     /* the header from the first MiB: the pixel limit is checked before the
