@@ -9466,6 +9466,10 @@ static prg_result prg__classifier_forward(prg_classifier *clf, int batch, const 
     prg_linear_forward(clf->h1, clf->ln, w + clf->hoff[2], w + clf->hoff[3], batch, clf->d, clf->d);
     prg_tanh_forward(clf->h2, clf->h1, (size_t)batch * clf->d);
     prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
+    /* finite weights can still overflow float (a file's head of 1e38s): no NaN probabilities downstream */
+    if ((r = prg__check_finite(logits, (size_t)batch * clf->classes, "classifier logits (the head's weights overflow float32)")) !=
+        PRG_OK)
+        return r;
     clf->fwd_batch = predict ? 0 : batch;
     clf->net_serial = clf->net->fwd_serial;
     clf->kept_live = 1;

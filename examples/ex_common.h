@@ -168,7 +168,7 @@ PRG_UNUSED static int ex_int_list(const char *name, const char *s, int *v, int c
 /* ---- text lists: class names, label files ---------------------------- */
 /* A list file (PREFIX_classes.txt, classify --labels, prepare's --classes,
    --val-labels, val_annotations.txt) read whole: lines end at '\n' (a '\r'
-   before it is dropped; the last line needs none), each line its own
+   before it is dropped; the last line needs no '\n'), each line its own
    string, however long.  Refused with a message in err: more than
    EX_LIST_MAX_BYTES, a NUL byte (the name would be cut short unseen), more
    than max_lines lines. */

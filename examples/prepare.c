@@ -309,6 +309,14 @@ static void write_npz(const char *path, const uint8_t *data, const int64_t *labe
     if (prg_npz_save(path, names, arr, 3)) { fprintf(stderr, "prepare: %s\n", prg_last_error()); exit(1); }
 }
 
+/* An output file: writable, and not one of the lists read (--out x with
+   --classes x_classes.txt would replace a map_clsloc.txt by bare wnids). */
+static void check_out(const char *path, const char *classes_file, const char *val_labels) {
+    ex_check_writable(path, "--out");
+    ex_check_not_input(path, "--out", classes_file, "--classes");
+    ex_check_not_input(path, "--out", val_labels, "--val-labels");
+}
+
 int main(int argc, char **argv) {
     const char *root = NULL, *split = NULL, *out = NULL, *classes_file = NULL, *val_labels = NULL, *layout_name = "auto";
     int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, strict = 0, i, layout = 0, nskip = 0, nfiles = 0;
@@ -374,14 +382,14 @@ int main(int argc, char **argv) {
     snprintf(base_path, sizeof base_path, "%s", out);
     if (strlen(base_path) > 4 && !strcmp(base_path + strlen(base_path) - 4, ".npz")) base_path[strlen(base_path) - 4] = 0;
     snprintf(p, sizeof p, per_file > 0 ? "%s_1.npz" : "%s.npz", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     snprintf(p, sizeof p, "%s_classes.txt", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     snprintf(p, sizeof p, "%s_skipped.txt", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     if (val_fraction > 0) {
         snprintf(p, sizeof p, "%s-val.npz", base_path);
-        ex_check_writable(p, "--out");
+        check_out(p, classes_file, val_labels);
     }
 
     /* the layout: train/<class>/ (ImageNet, Tiny-ImageNet when train/<class>/images/), else ImageFolder */

@@ -298,6 +298,16 @@ static void test_checkpoint_metadata(void) {
               prg_last_error());
     }
 
+    /* a head of finite but huge weights overflows float: predict refuses the non-finite logits (they made NaN probabilities) */
+    {
+        size_t count, j;
+        float *hp = prg_classifier_head_params(clf, &count), x[256], logits[3];
+        for (j = count - 3 * 256; j < count; j++) hp[j] = (j & 1) ? 3e38f : -3e38f;
+        for (j = 0; j < 256; j++) x[j] = (float)(j % 7) * 0.1f;
+        CHECK(prg_classifier_predict(clf, 1, x, logits) == PRG_ERR_NUMERIC && has("logits"), "head overflowing to inf: %s",
+              prg_last_error());
+    }
+
     /* training state */
     prg_adam_config_default(&ac);
     np = prg_unet_num_params(net);
