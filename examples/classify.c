@@ -316,6 +316,7 @@ int main(int argc, char **argv) {
                     label_lines.n < k ? "fewer" : "more", k, label_lines.n < k ? " (the others are shown as numbers)" : " (the rest are not used)");
     }
 
+    if (batch > files.n) batch = files.n; /* the buffers below follow the images there are, not --batch */
     img = (size_t)mc * size * size;
     fitted = (uint8_t *)ex_alloc(img);
     x = (float *)ex_alloc((size_t)batch * img * sizeof(float));

@@ -286,7 +286,7 @@ c/"
 expect prep_newline 1 "class directory name with a line break" "$BIN/prepare" --root "$OUT/nltree" --out "$OUT/nl" --size 8
 # list files are read whole: a NUL byte is refused, not a name cut short; class names are directories under the root
 printf 'x\ny\0z\n' > "$OUT/labels_nul.txt"
-expect labels_nul 1 "labels_nul.txt: a NUL byte at byte 4 \\(line 2\\)" "$BIN/classify" --model "$FL" --quiet --labels "$OUT/labels_nul.txt" "$OUT/loop/a/1.png"
+expect labels_nul 1 "labels_nul.txt: a NUL byte at byte 3 \\(line 2\\)" "$BIN/classify" --model "$FL" --quiet --labels "$OUT/labels_nul.txt" "$OUT/loop/a/1.png"
 printf 'a\n../loop\n' > "$OUT/classes_up.txt"
 expect prep_class_up 1 "line 2, '../loop', is not a directory name" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/cu" --size 8 --classes "$OUT/classes_up.txt"
 printf 'a\n.\n' > "$OUT/classes_dot.txt"
