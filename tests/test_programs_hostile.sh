@@ -314,14 +314,14 @@ assert {'caf\u00e9', '\ufffd\ufffd', 'q\"uo\\\\te'} <= names, names
 " "$OUT/json.out" && ok || fail "classify --json with non-UTF-8 names: $(head -c 300 "$OUT/json.out")"
 fi
 # decoding + fitting one image costs the decoded image, not its conversions: an 8192x8192 and a 2^26 x 1 grey PNG
-# for a 3-channel model (each 64 MB decoded; converting to RGB first took 271 MB)
+# for a 3-channel model (each 64 MB decoded: 75 MB peak, 103 MB under ASan; converting to RGB first took 271 MB)
 if [ -x /usr/bin/time ] && /usr/bin/python3 -c "
 from PIL import Image
 Image.new('L', (8192, 8192), 90).save('$OUT/sq.png'); Image.new('L', (1 << 26, 1), 90).save('$OUT/line.png')" 2> /dev/null; then
     for im in sq line; do
         /usr/bin/time -f "maxrss %M" "$BIN/classify" --model "$FL" --quiet --top 1 "$OUT/$im.png" > "$OUT/$im.log" 2>&1
         rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/$im.log")
-        [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 110000 ] && ok || fail "classify $im.png: exit $rc, peak RSS ${kb:-?} KB (bound 110000)"
+        [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 140000 ] && ok || fail "classify $im.png: exit $rc, peak RSS ${kb:-?} KB (bound 140000)"
     done
     rm -f "$OUT/sq.png" "$OUT/line.png"
 fi
