@@ -155,8 +155,8 @@ bench-images: $(BUILD)/bench_images
 	$(BUILD)/bench_images
 
 # make fuzz FUZZ_SECONDS=20: one fuzzer binary (tools/fuzz_files.c), each of
-# its 12 targets (jpeg png image pnm safetensors ckpt restore npz npy idx
-# cifar detect) run that long from its seeds: CI's 20 s make 4 minutes.
+# its 14 targets (jpeg png image pnm safetensors ckpt restore npz npy idx
+# cifar detect lists flags) run that long from its seeds: CI's 20 s make 5 minutes.
 # Real limits, inputs up to 1 MiB, and -rss_limit_mb=2048 (libFuzzer's
 # malloc limit too): a hostile input that makes a reader take 2 GiB fails.
 # FUZZ_SEED fixes libFuzzer's random seed, so that a run (CI's) is
@@ -170,7 +170,7 @@ FUZZ_LONG_SECONDS ?= 3600
 FUZZ_TARGETS = jpeg:images/*.jpg png:images/*.png image:fuzz/seed.p?m* image:fuzz/seed.*.gz image:images/png_gray1.png \
   pnm:fuzz/seed.p?m* safetensors:fuzz/*.safetensors ckpt:fuzz/seed_*.safetensors restore:fuzz/seed_train.safetensors \
   npz:io/*.npz npy:io/*.npy idx:fuzz/*.idxpair cifar:fuzz/seed_cifar100.bin \
-  detect:fuzz/seed_cifar100.bin detect:io/imagenet8_stored.npz
+  detect:fuzz/seed_cifar100.bin detect:io/imagenet8_stored.npz lists:fuzz/seed_*.list flags:fuzz/seed_*.argv
 FUZZ_RUN = -max_len=1048576 -rss_limit_mb=2048 -print_final_stats=1
 .PHONY: fuzz fuzz-long
 $(BUILD)/fuzz_files: tools/fuzz_files.c prg.h | $(BUILD)
@@ -183,7 +183,7 @@ $(BUILD)/fuzz_seeds.stamp: $(BUILD)/fuzz_files
 	    else cp $$f $(BUILD)/fuzz_$$n.corpus/; fi; done; done; touch $@
 fuzz: $(BUILD)/fuzz_files
 	@rm -rf $(BUILD)/fuzz_*.corpus $(BUILD)/fuzz_seeds.stamp; $(MAKE) --no-print-directory $(BUILD)/fuzz_seeds.stamp
-	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect; do \
+	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect lists flags; do \
 	  echo "fuzz $$n: $(FUZZ_SECONDS) s"; \
 	  FUZZ_TARGET=$$n $(BUILD)/fuzz_files -seed=$(FUZZ_SEED) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_RUN) \
 	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1; rc=$$?; \
@@ -191,7 +191,7 @@ fuzz: $(BUILD)/fuzz_files
 	  [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz $$n FAILED (crash input saved in the current directory)"; exit 1; }; \
 	done
 fuzz-long: $(BUILD)/fuzz_files $(BUILD)/fuzz_seeds.stamp
-	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect; do \
+	@for n in jpeg png image pnm safetensors ckpt restore npz npy idx cifar detect lists flags; do \
 	  echo "fuzz $$n: $(FUZZ_LONG_SECONDS) s"; \
 	  FUZZ_TARGET=$$n $(BUILD)/fuzz_files -seed=0 -max_total_time=$(FUZZ_LONG_SECONDS) $(FUZZ_RUN) \
 	    $(BUILD)/fuzz_$$n.corpus > $(BUILD)/fuzz_$$n.log 2>&1 || { tail -n 40 $(BUILD)/fuzz_$$n.log; echo "fuzz $$n FAILED"; exit 1; }; \

@@ -92,6 +92,16 @@
                            label + 1, a classifier file's prg.num_classes
                            (default 32768, the head then 25M floats at most
                            for RGB)
+     PRG_MAX_FORWARD_MB    most memory one image's forward may take by the
+                           config a file carries (prg.unet, whose image_size
+                           and widths size the activations, and a classifier's
+                           prg.t_span, its ODE states): activations, scratch
+                           and layer workspace of a forward that keeps what
+                           backward needs, in MiB; default 4096 (cifar32
+                           takes 65 at 32x32 and 2807 at 128x128, imagenet64
+                           207 at 64x64 and 5058 at 256x256).
+                           prg_unet_load / prg_classifier_load with cfg NULL
+                           refuse a file over it, naming the field
      PRG_IMAGE_MAX_PIXELS  largest image any reader accepts (default 2^26)
      PRG_MALLOC(n)         allocator; PRG_FREE(p) must be defined together
      PRG_ASSERT(x)         programmer-error check (default: assert from <assert.h>)
@@ -1104,7 +1114,10 @@ prg_result prg_classifier_save(const prg_classifier *clf, const char *path);
    PRG_MAX_T_SPAN], prg.t_cutoff within the grid, prg.num_classes equal to
    the rows of head.fc2.weight) and the config against the tensor table
    (every tensor present, with its shape and a float dtype), so a small
-   hostile file costs no more memory than its own tensors. */
+   hostile file costs no more memory than its own tensors; with cfg NULL,
+   the memory one image's forward takes by the file's config and t_span is
+   at most PRG_MAX_FORWARD_MB (a small file cannot declare image_size 4096
+   and have the first forward allocate gigabytes). */
 prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg_unet_config *cfg);
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
@@ -1309,10 +1322,18 @@ typedef struct prg_image {
     int w, h, c;
     uint8_t *data;     /* [h][w][c], prg_alloc'd; prg_image_free releases it */
     unsigned warnings; /* after a decode: PRG_IMAGE_WARN_* of what was tolerated, 0 = a clean file */
+    int src_c;         /* after a decode: the file's own channel count (what channels = 0 gives) */
 } prg_image;
 void prg_image_free(prg_image *img);   /* frees data and zeroes the struct */
 /* Allocates an image (data uninitialised, warnings 0); PRG_ERR_ARG on bad sizes. */
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
+/* Converts img to channels (1..4) as the decoders convert (RGB -> gray by
+   PIL's weights, gray repeated into R, G, B, alpha dropped or added as 255):
+   in place when it has fewer channels, else into a new buffer.  The same
+   pixels as decoding with those channels, except JPEG YCbCr -> gray (the
+   decoder keeps Y).  Decoding at the file's own channels, cropping, then
+   converting keeps the peak memory of a large image at its own size. */
+prg_result prg_image_convert(prg_image *img, int channels);
 
 /* What a lenient decode accepted (img->warnings), each as libjpeg-turbo's
    djpeg or PIL decodes it, so that the pixels are theirs. */
@@ -1652,6 +1673,9 @@ double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, con
 #endif
 #ifndef PRG_MAX_CLASSES
 #define PRG_MAX_CLASSES 32768
+#endif
+#ifndef PRG_MAX_FORWARD_MB
+#define PRG_MAX_FORWARD_MB 4096
 #endif
 #ifndef PRG_MAX_THREADS
 #define PRG_MAX_THREADS 256
@@ -9488,6 +9512,10 @@ static prg_result prg__classifier_forward(prg_classifier *clf, int batch, const 
     prg_linear_forward(clf->h1, clf->ln, w + clf->hoff[2], w + clf->hoff[3], batch, clf->d, clf->d);
     prg_tanh_forward(clf->h2, clf->h1, (size_t)batch * clf->d);
     prg_linear_forward(logits, clf->h2, w + clf->hoff[4], NULL, batch, clf->d, clf->classes);
+    /* finite weights can still overflow float (a file's head of 1e38s): no NaN probabilities downstream */
+    if ((r = prg__check_finite(logits, (size_t)batch * clf->classes, "classifier logits (the head's weights overflow float32)")) !=
+        PRG_OK)
+        return r;
     clf->fwd_batch = predict ? 0 : batch;
     clf->net_serial = clf->net->fwd_serial;
     clf->kept_live = 1;
@@ -12659,6 +12687,34 @@ static prg_result prg__ckpt_config(prg_st *st, const char *path, const prg_unet_
     return PRG_OK;
 }
 
+/* The memory one image's forward takes by the config c a file carries
+   (cfg NULL to the loader): the U-Net forward that keeps what backward
+   needs (activations, scratch, layer workspace) and, for a classifier
+   (span > 0), its ODE states and buffers; refused over PRG_MAX_FORWARD_MB,
+   so that a small file cannot make the first forward allocate gigabytes by
+   its metadata alone.  Only tables are allocated here. */
+static prg_result prg__ckpt_check_forward(const prg_unet_config *c, const char *path, int64_t span) {
+    prg_unet n;
+    prg_result r;
+    double unet_mb, state_mb, total;
+    memset(&n, 0, sizeof n);
+    n.cfg = *c;
+    if ((r = prg__unet_plan(&n)) != PRG_OK) return r;
+    unet_mb = (double)(n.act_floats + n.scr_floats + prg__unet_ws_floats(&n, 1)) * sizeof(float) / 1048576.0;
+    prg__unet_plan_free(&n);
+    state_mb = span > 0 ? (double)c->in_channels * c->image_size * c->image_size * (double)(span + 5) * sizeof(float) / 1048576.0 : 0;
+    total = unet_mb + state_mb;
+    if (total <= (double)PRG_MAX_FORWARD_MB) return PRG_OK;
+    if (span > 0)
+        return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.unet image_size=%d (model_channels=%d) with prg.t_span=%lld: one image's "
+                         "forward would take %.0f MB (U-Net %.0f MB, ODE states %.0f MB), more than PRG_MAX_FORWARD_MB (%d); pass the "
+                         "config to the loader to accept the file, or build with a larger PRG_MAX_FORWARD_MB", path, c->image_size,
+                         c->model_channels, (long long)span, total, unet_mb, state_mb, (int)PRG_MAX_FORWARD_MB);
+    return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.unet image_size=%d (model_channels=%d): one image's forward would take "
+                     "%.0f MB, more than PRG_MAX_FORWARD_MB (%d); pass the config to the loader to accept the file, or build with a "
+                     "larger PRG_MAX_FORWARD_MB", path, c->image_size, c->model_channels, total, (int)PRG_MAX_FORWARD_MB);
+}
+
 static int prg__dtype_is_float(prg_dtype t) {
     return t == PRG_DT_F32 || t == PRG_DT_F16 || t == PRG_DT_BF16 || t == PRG_DT_F64;
 }
@@ -12804,6 +12860,7 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
     if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
     if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
+    if (!cfg && (r = prg__ckpt_check_forward(&c, path, 0)) != PRG_OK) return r;
     if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
     net->loss = loss;
     e = prg__ckpt_entries(net, NULL, &n);
@@ -12885,6 +12942,7 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     }
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) goto done;
     if ((r = prg__ckpt_check_table(st, path, &c, 0, classes)) != PRG_OK) goto done;
+    if (!cfg && (r = prg__ckpt_check_forward(&c, path, span)) != PRG_OK) goto done;
     if ((r = prg__unet_load_st(&net, st, path, cfg)) != PRG_OK) goto done;
     /* a grid may be invalid for one path: create on one valid for both, then set both */
     if ((r = prg_classifier_create(&clf, net, (int)classes, (int)span, 0, 0)) != PRG_OK) goto done;
@@ -14293,12 +14351,12 @@ void prg_image_free(prg_image *img) {
     if (!img) return;
     prg_free(img->data);
     img->data = NULL;
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->warnings = 0;
 }
 
 prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (w <= 0 || h <= 0 || c < 1 || c > 4 || (uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
@@ -14308,7 +14366,7 @@ prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
     if (!img->data) return prg__fail(PRG_ERR_NOMEM, "image %d x %d x %d: out of memory", w, h, c);
     img->w = w;
     img->h = h;
-    img->c = c;
+    img->c = img->src_c = c;
     return PRG_OK;
 }
 
@@ -14332,17 +14390,40 @@ static void prg__image_convert(uint8_t *dst, int dc, const uint8_t *src, int sc,
     }
 }
 
-/* Replaces img's pixels by `channels` channels (0 = keep). */
+/* Replaces img's pixels by `channels` channels (0 = keep); fewer channels
+   in place (prg__image_convert reads a pixel whole before writing it, and
+   pixel i's output never passes its input).  Records the decoded channel
+   count in src_c.  On failure img is freed. */
 static prg_result prg__image_set_channels(prg_image *img, int channels) {
     prg_image t;
     prg_result r;
+    img->src_c = img->c;
     if (channels == 0 || channels == img->c) return PRG_OK;
+    if (channels < img->c) {
+        prg__image_convert(img->data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
+        img->c = channels;
+        return PRG_OK;
+    }
     r = prg_image_alloc(&t, img->w, img->h, channels);
     if (r) { prg_image_free(img); return r; }
     prg__image_convert(t.data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
+    t.warnings = img->warnings;
+    t.src_c = img->src_c;
     prg_image_free(img);
     *img = t;
     return PRG_OK;
+}
+
+prg_result prg_image_convert(prg_image *img, int channels) {
+    prg_result r;
+    int src_c;
+    if (!img || !img->data || img->w < 1 || img->h < 1 || img->c < 1 || img->c > 4)
+        return prg__fail(PRG_ERR_ARG, "prg_image_convert: img is NULL or empty");
+    if (channels < 1 || channels > 4) return prg__fail(PRG_ERR_ARG, "prg_image_convert: channels %d (1..4)", channels);
+    src_c = img->src_c;
+    r = prg__image_set_channels(img, channels);
+    if (!r) img->src_c = src_c;
+    return r;
 }
 
 /* ---- warnings -------------------------------------------------------- */
@@ -15056,6 +15137,7 @@ static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
         }
     }
     r = prg__image_set_channels(img, channels);
+    if (!r) img->src_c = nc == 1 ? 1 : 3; /* only Y decoded for 1 channel: the file's own is still colour */
 done:
     prg_free(rows);
     prg_free(t);
@@ -15068,7 +15150,7 @@ static prg_result prg__jpeg_decode(prg_image *img, const uint8_t *buf, size_t le
     prg_result r = PRG_OK;
     int i, done = 0;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_jpeg_decode: buf is NULL");
@@ -15364,7 +15446,7 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
     unsigned warn = 0;
     prg_result r = PRG_OK;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_png_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     memset(&P, 0, sizeof P);
@@ -15475,23 +15557,43 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
     if (r) { r = prg__fail_ctx(r, "%s: corrupt PNG image data", PRG__PNAME); goto fail; }
     if (got != raw_len)
         { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: image data inflates to %lu bytes, %lu expected", PRG__PNAME, (unsigned long)got, (unsigned long)raw_len); goto fail; }
-    r = prg_image_alloc(img, P.w, P.h, P.outc);
-    if (r) goto fail;
-    {
-        size_t off = 0;
-        int bpp = P.nch * P.depth / 8;
-        if (bpp < 1) bpp = 1;
-        for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
-            int x0 = P.interlace ? a7[pass][0] : 0, y0 = P.interlace ? a7[pass][1] : 0;
-            int dx = P.interlace ? a7[pass][2] : 1, dy = P.interlace ? a7[pass][3] : 1;
-            int pw = P.w > x0 ? (P.w - x0 + dx - 1) / dx : 0, ph = P.h > y0 ? (P.h - y0 + dy - 1) / dy : 0, bad;
-            size_t rb = ((size_t)pw * P.nch * P.depth + 7) / 8;
-            if (!pw || !ph) continue;
-            bad = prg__png_unfilter(raw + off, rb, ph, bpp);
-            if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass %d",
-                                          PRG__PNAME, raw[off + (size_t)bad * (rb + 1)], bad, pass + 1); goto fail; }
-            prg__png_emit(&P, img->data, raw + off, rb, pw, ph, x0, y0, dx, dy);
-            off += (size_t)ph * (rb + 1);
+    if (!P.interlace && (P.depth == 8 || P.depth == 16) && P.ctype != 3 && !P.has_key) {
+        /* the samples as they are (16-bit: the high byte): unfiltered and
+           packed in place, so the decode takes the inflated data alone, not
+           it and the image (a 2^26-pixel RGB file: 192 MB, not 384) */
+        size_t rb = (size_t)P.w * P.nch * (P.depth / 8), o = 0, y, i;
+        int bad = prg__png_unfilter(raw, rb, P.h, P.nch * P.depth / 8);
+        if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass 1",
+                                      PRG__PNAME, raw[(size_t)bad * (rb + 1)], bad); goto fail; }
+        for (y = 0; y < (size_t)P.h; y++) {
+            const uint8_t *row = raw + y * (rb + 1) + 1;
+            if (P.depth == 8) { memmove(raw + o, row, rb); o += rb; }
+            else for (i = 0; i < rb; i += 2) raw[o++] = row[i]; /* the write never passes the read */
+        }
+        img->w = P.w;
+        img->h = P.h;
+        img->c = P.outc;
+        img->data = raw;
+        raw = NULL;
+    } else {
+        r = prg_image_alloc(img, P.w, P.h, P.outc);
+        if (r) goto fail;
+        {
+            size_t off = 0;
+            int bpp = P.nch * P.depth / 8;
+            if (bpp < 1) bpp = 1;
+            for (pass = 0; pass < (P.interlace ? 7 : 1); pass++) {
+                int x0 = P.interlace ? a7[pass][0] : 0, y0 = P.interlace ? a7[pass][1] : 0;
+                int dx = P.interlace ? a7[pass][2] : 1, dy = P.interlace ? a7[pass][3] : 1;
+                int pw = P.w > x0 ? (P.w - x0 + dx - 1) / dx : 0, ph = P.h > y0 ? (P.h - y0 + dy - 1) / dy : 0, bad;
+                size_t rb = ((size_t)pw * P.nch * P.depth + 7) / 8;
+                if (!pw || !ph) continue;
+                bad = prg__png_unfilter(raw + off, rb, ph, bpp);
+                if (bad >= 0) { r = prg__fail(PRG_ERR_FORMAT, "%s: corrupt PNG: invalid filter type %d in row %d of pass %d",
+                                              PRG__PNAME, raw[off + (size_t)bad * (rb + 1)], bad, pass + 1); goto fail; }
+                prg__png_emit(&P, img->data, raw + off, rb, pw, ph, x0, y0, dx, dy);
+                off += (size_t)ph * (rb + 1);
+            }
         }
     }
     prg_free(idat);
@@ -15515,7 +15617,7 @@ prg_result prg_png_decode(prg_image *img, const uint8_t *buf, size_t len, int ch
 prg_result prg_image_decode_flags(prg_image *img, const uint8_t *buf, size_t len, int channels, unsigned flags,
                                   const char *name) {
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_decode: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     if (!buf) return prg__fail(PRG_ERR_ARG, "prg_image_decode: buf is NULL");
@@ -15565,7 +15667,7 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
     int more;
     prg_result r;
     if (!img) return prg__fail(PRG_ERR_ARG, "prg_image_load: img is NULL");
-    img->w = img->h = img->c = 0;
+    img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
     /* the header from the first MiB: the pixel limit is checked before the

@@ -29,7 +29,8 @@ static void usage(void) {
            "                   file,rank,class,name,probability,notes\n"
            "  --json           JSON on stdout: an array with one object per image, {\"file\",\n"
            "                   \"width\", \"height\", \"channels\", \"notes\": [...], \"top\": [{\"rank\",\n"
-           "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}\n"
+           "                   \"class\", \"name\", \"probability\"}]}, or {\"file\", \"error\"}; bytes of\n"
+           "                   names that are not UTF-8 are given as U+FFFD\n"
            "  --labels PATH    class names, one a line (default: the checkpoint's, else class\n"
            "                   numbers); \"cifar10\" uses the CIFAR-10 names\n"
            "  --batch N        images per forward pass (16, 1..4096)\n"
@@ -114,13 +115,36 @@ static void add_tree(paths *p, const char *dir, int depth) {
 }
 
 /* ---- output ------------------------------------------------------------ */
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+   forms, no surrogates, at most U+10FFFF), 0 when the byte at s starts none. */
+static int utf8_len(const unsigned char *s) {
+    int n, k;
+    unsigned cp;
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) n = 2, cp = s[0] & 0x1Fu;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF) n = 3, cp = s[0] & 0x0Fu;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4) n = 4, cp = s[0] & 0x07u;
+    else return 0;
+    for (k = 1; k < n; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
+        cp = cp << 6 | (s[k] & 0x3Fu);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
+    return n;
+}
+/* A JSON string: quotes, backslashes and control characters escaped; a byte
+   that is not part of well-formed UTF-8 (a file name in another encoding)
+   becomes one U+FFFD each, so the output is always valid JSON. */
 static void json_str(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
     putchar('"');
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+    while (p && *p) {
+        int n = utf8_len(p);
+        if (!n) { printf("\\ufffd"); p++; continue; }
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f) printf("\\u%04x", *p);
+        else fwrite(p, 1, (size_t)n, stdout);
+        p += n;
     }
     putchar('"');
 }
@@ -143,13 +167,26 @@ static void note(result *r, const char *fmt, ...) {
 
 static unsigned decode_flags; /* PRG_DECODE_STRICT with --strict */
 
-/* Loads, converts and fits one image into planes [mc][size][size]. */
+/* img (any channels) converted to mc channels -> planes [mc][h][w]. */
+static void to_planes(uint8_t *dst, prg_image *img, int mc, const char *file) {
+    if (img->c != mc) ex_check(prg_image_convert(img, mc), file);
+    prg_image_to_planar(dst, img);
+}
+
+/* Loads, converts and fits one image into planes [mc][size][size].  The
+   file is decoded once: at 1 channel for a grey model (as prepare
+   converts: a JPEG keeps its Y), else at its own channels, which are
+   converted to 3 (grey repeated, alpha dropped) only once the image is
+   fitted to the model: the resize treats channels alike, so the pixels are
+   prepare's, and the peak memory is the decoded image's own size (an
+   8192x8192 or 2^26 x 1 grey PNG: 64 MB, not the 256 MB of converting it
+   whole). */
 static int load_fit(result *res, uint8_t *fitted, int mc, int size) {
     prg_image img;
     uint8_t *planes;
     int w, h, c;
     double ratio;
-    if (prg_image_load_flags(&img, res->file, 0, decode_flags) != PRG_OK) {
+    if (prg_image_load_flags(&img, res->file, mc == 1 ? 1 : 0, decode_flags) != PRG_OK) {
         snprintf(res->error, sizeof res->error, "%s", prg_last_error());
         return 0;
     }
@@ -158,44 +195,37 @@ static int load_fit(result *res, uint8_t *fitted, int mc, int size) {
         note(res, "decoded as libjpeg/PIL do despite: %s (--strict refuses it)",
              prg_image_warnings_format(img.warnings, text, sizeof text));
     }
-    c = img.c;
+    c = img.src_c;
     if (c == 2 || c == 4) note(res, "alpha dropped");
     if ((c == 1 || c == 2) != (mc == 1)) {
         note(res, mc == 1 ? "colour -> grey (the model takes 1 channel)" : "grey -> colour, R = G = B (the model takes 3 channels)");
-    }
-    if (c != mc) { /* the file again, converted by the decoder as prepare converts */
-        prg_image_free(&img);
-        if (prg_image_load_flags(&img, res->file, mc, decode_flags) != PRG_OK) {
-            snprintf(res->error, sizeof res->error, "%s", prg_last_error());
-            return 0;
-        }
     }
     res->w = w = img.w;
     res->h = h = img.h;
     res->c = c == 2 || c == 4 ? c - 1 : c;
     ratio = w > h ? (double)w / h : (double)h / w;
+    if (ratio > 16) { /* only the centre is kept: cut to 16:1 first, so the resize stays small */
+        int sh = w < h ? w : h, keep = 16 * sh;
+        prg_image cut;
+        ex_check(prg_image_crop(&cut, &img, w > h ? (w - keep) / 2 : 0, h > w ? (h - keep) / 2 : 0, w > h ? keep : w,
+                                h > w ? keep : h), res->file);
+        prg_image_free(&img);
+        img = cut;
+    }
     if (h == w && h < size && (size - h) % 2 == 0 && size - h <= 4) {
         planes = (uint8_t *)ex_alloc((size_t)mc * h * w);
-        prg_image_to_planar(planes, &img);
+        to_planes(planes, &img, mc, res->file);
         note(res, "zero border of %d to the model's %dx%d (as MNIST's 28x28 in training)", (size - h) / 2, size, size);
         prg_planes_crop(fitted, planes, -(size - h) / 2, -(size - w) / 2, size, size, mc, h, w);
         prg_free(planes);
     } else if (h == size && w == size) {
-        prg_image_to_planar(fitted, &img);
+        to_planes(fitted, &img, mc, res->file);
     } else { /* prepare's default fit: shorter side -> size (PIL bicubic), centre crop */
         prg_image mid, out;
-        if (ratio > 16) { /* only the centre is kept: cut to 16:1 first, so the resize stays small */
-            int sh = w < h ? w : h, keep = 16 * sh;
-            prg_image cut;
-            ex_check(prg_image_crop(&cut, &img, w > h ? (w - keep) / 2 : 0, h > w ? (h - keep) / 2 : 0, w > h ? keep : w,
-                                    h > w ? keep : h), res->file);
-            prg_image_free(&img);
-            img = cut;
-        }
         ex_check(prg_image_resize_short(&mid, &img, size, PRG_FILTER_BICUBIC), res->file);
         note(res, "resized %dx%d -> %dx%d (bicubic), centre crop %dx%d", w, h, mid.w, mid.h, size, size);
         ex_check(prg_image_center_crop(&out, &mid, size, size), res->file);
-        prg_image_to_planar(fitted, &out);
+        to_planes(fitted, &out, mc, res->file);
         prg_image_free(&mid);
         prg_image_free(&out);
     }
@@ -219,6 +249,7 @@ int main(int argc, char **argv) {
     int *order;
     result *res;
     const char **names;
+    ex_lines label_lines = {NULL, NULL, 0};
     size_t img;
 
     ex_prog = "classify";
@@ -276,28 +307,16 @@ int main(int argc, char **argv) {
     for (i = 0; i < k; i++) names[i] = prg_classifier_class_name(clf, i);
     if (labels && !strcmp(labels, "cifar10")) {
         for (i = 0; i < k; i++) names[i] = k == 10 ? cifar10_names[i] : NULL;
-    } else if (labels) {
-        FILE *f = fopen(labels, "r");
-        char line[1024];
-        if (!f) { fprintf(stderr, "classify: cannot read %s\n", labels); return 1; }
-        for (i = 0; i < k; i++) names[i] = NULL;
-        for (i = 0; i < k && fgets(line, sizeof(line), f); i++) {
-            char *s;
-            if (!strchr(line, '\n') && !feof(f)) { /* a longer line is cut, not read as the next class's name */
-                int ch;
-                while ((ch = fgetc(f)) != EOF && ch != '\n') {}
-            }
-            line[strcspn(line, "\r\n")] = 0;
-            s = (char *)malloc(strlen(line) + 1);
-            if (s) strcpy(s, line);
-            names[i] = s;
-        }
-        if (i < k || fgets(line, sizeof(line), f))
+    } else if (labels) { /* one name a line, however long; a NUL byte or a huge file is refused */
+        char err[768];
+        if (!ex_lines_read(&label_lines, labels, INT_MAX, err, sizeof err)) { fprintf(stderr, "classify: --labels %s\n", err); exit(1); }
+        for (i = 0; i < k; i++) names[i] = i < label_lines.n ? label_lines.v[i] : NULL;
+        if (label_lines.n != k)
             fprintf(stderr, "classify: warning: --labels %s has %s names than the model's %d classes%s\n", labels,
-                    i < k ? "fewer" : "more", k, i < k ? " (the others are shown as numbers)" : " (the rest are not used)");
-        fclose(f);
+                    label_lines.n < k ? "fewer" : "more", k, label_lines.n < k ? " (the others are shown as numbers)" : " (the rest are not used)");
     }
 
+    if (batch > files.n) batch = files.n; /* the buffers below follow the images there are, not --batch */
     img = (size_t)mc * size * size;
     fitted = (uint8_t *)ex_alloc(img);
     x = (float *)ex_alloc((size_t)batch * img * sizeof(float));
@@ -315,7 +334,7 @@ int main(int argc, char **argv) {
             res[b].ok = load_fit(&res[b], fitted, mc, size);
             if (res[b].ok) prg_planes_normalize(x + (size_t)nok++ * img, fitted, mean, std, mc, size, size);
         }
-        if (nok) ex_check(prg_classifier_predict(clf, nok, x, logits), "classifier");
+        if (nok) ex_check(prg_classifier_predict(clf, nok, x, logits), model);
         for (b = 0, nok = 0; b < n; b++) {
             result *r = &res[b];
             const float *l = logits + (size_t)nok * k;
@@ -383,8 +402,7 @@ int main(int argc, char **argv) {
     }
     if (json) printf("\n]\n");
     if (failed) fprintf(stderr, "classify: %d of %d image%s could not be read\n", failed, files.n, files.n > 1 ? "s" : "");
-    if (labels && strcmp(labels, "cifar10")) /* the --labels names are ours (malloc'd above) */
-        for (i = 0; i < k; i++) free((void *)names[i]);
+    ex_lines_free(&label_lines);
     prg_free(fitted); prg_free(x); prg_free(logits); prg_free(order); prg_free(res); prg_free((void *)names);
     for (i = 0; i < files.n; i++) free(files.v[i]);
     free(files.v);

@@ -20,6 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* EX_EXIT(code) ends the program on a bad flag or a failure (exit; the
+   flag fuzzer of tools/fuzz_files.c defines it to return to its loop). */
+#ifndef EX_EXIT
+#define EX_EXIT(code) exit(code)
+#endif
 static const char *ex_prog = "example";
 static int ex_quiet = 0; /* --quiet: no progress lines */
 /* Data-parallel runs (ex_mpi.h sets these): this process's rank of ex_ranks;
@@ -34,7 +39,7 @@ PRG_UNUSED static void ex_die(const char *what) {
     const char *e = prg_last_error();
     if (what && *what && !strstr(e, what)) fprintf(stderr, "%s: %s: %s\n", ex_prog, what, e);
     else fprintf(stderr, "%s: %s\n", ex_prog, e);
-    exit(1);
+    EX_EXIT(1);
 }
 PRG_UNUSED static void ex_check(prg_result r, const char *what) {
     if (r != PRG_OK) ex_die(what);
@@ -58,13 +63,13 @@ static char **ex_argv;
 #define EX_FLAG(name) (!strcmp(ex_argv[ex_argi], name))
 PRG_UNUSED static void ex_usage_error(const char *name, const char *value, const char *want) {
     fprintf(stderr, "%s: %s '%s': %s (see --help)\n", ex_prog, name, value, want);
-    exit(2);
+    EX_EXIT(2);
 }
 /* The value of the current flag (argv[i+1]); exits when missing. */
 PRG_UNUSED static const char *ex_val(void) {
     if (ex_argi + 1 >= ex_argc) {
         fprintf(stderr, "%s: %s needs a value (see --help)\n", ex_prog, ex_argv[ex_argi]);
-        exit(2);
+        EX_EXIT(2);
     }
     return ex_argv[++ex_argi];
 }
@@ -152,7 +157,7 @@ PRG_UNUSED static double ex_num_in(double lo, double hi, int lo_open) {
 PRG_UNUSED static double ex_num(void) { return ex_num_in(-DBL_MAX, DBL_MAX, 0); }
 PRG_UNUSED static void ex_bad_flag(void) {
     fprintf(stderr, "%s: unknown argument '%s' (see --help)\n", ex_prog, ex_argv[ex_argi]);
-    exit(2);
+    EX_EXIT(2);
 }
 
 /* "1,2,2" -> v[] (each in lo..hi), returns the count; exits naming the flag
@@ -163,6 +168,163 @@ PRG_UNUSED static int ex_int_list(const char *name, const char *s, int *v, int c
     snprintf(want, sizeof want, "wants a comma-separated list of at most %d integers in %d..%d", cap, lo, hi);
     if (n < 0) ex_usage_error(name, s, want);
     return n;
+}
+
+/* ---- text lists: class names, label files ---------------------------- */
+/* A list file (PREFIX_classes.txt, classify --labels, prepare's --classes,
+   --val-labels, val_annotations.txt) read whole: lines end at '\n' (a '\r'
+   before it is dropped; the last line needs no '\n'), each line its own
+   string, however long.  Refused with a message in err: more than
+   EX_LIST_MAX_BYTES, a NUL byte (the name would be cut short unseen), more
+   than max_lines lines. */
+#define EX_LIST_MAX_BYTES ((size_t)64 << 20)
+typedef struct ex_lines { char *text; char **v; int n; } ex_lines;
+PRG_UNUSED static void ex_lines_free(ex_lines *l) {
+    free(l->text);
+    free(l->v);
+    l->text = NULL;
+    l->v = NULL;
+    l->n = 0;
+}
+PRG_UNUSED static int ex_lines_parse(ex_lines *l, const char *data, size_t n, int max_lines, const char *what, char *err,
+                                     size_t errsize) {
+    size_t i, lines = 0, k = 0, start = 0;
+    l->text = NULL;
+    l->v = NULL;
+    l->n = 0;
+    for (i = 0; i < n; i++) {
+        if (!data[i]) {
+            snprintf(err, errsize, "%s: a NUL byte at byte %zu (line %zu): not a text file of names", what, i, lines + 1);
+            return 0;
+        }
+        lines += data[i] == '\n';
+    }
+    if (n && data[n - 1] != '\n') lines++;
+    if (lines > (size_t)max_lines) {
+        snprintf(err, errsize, "%s: %zu lines, more than the %d it may have", what, lines, max_lines);
+        return 0;
+    }
+    l->text = (char *)malloc(n + 1);
+    l->v = (char **)malloc((lines ? lines : 1) * sizeof(char *));
+    if (!l->text || !l->v) {
+        ex_lines_free(l);
+        snprintf(err, errsize, "%s: out of memory", what);
+        return 0;
+    }
+    if (n) memcpy(l->text, data, n);
+    l->text[n] = 0;
+    for (i = 0; i <= n; i++)
+        if (i == n ? i > start : l->text[i] == '\n') {
+            size_t e = i;
+            if (e > start && l->text[e - 1] == '\r') e--;
+            l->text[e] = 0;
+            l->v[k++] = l->text + start;
+            start = i + 1;
+        }
+    l->n = (int)k;
+    return 1;
+}
+PRG_UNUSED static int ex_lines_read(ex_lines *l, const char *path, int max_lines, char *err, size_t errsize) {
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    size_t n = 0, cap = 65536;
+    int ok;
+    l->text = NULL;
+    l->v = NULL;
+    l->n = 0;
+    if (!f) { snprintf(err, errsize, "%s: %s", path, strerror(errno)); return 0; }
+    buf = (char *)malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap) break;
+        if (cap > EX_LIST_MAX_BYTES) { fclose(f); free(buf); snprintf(err, errsize, "%s: larger than %zu MiB: not a list of names", path, EX_LIST_MAX_BYTES >> 20); return 0; }
+        {
+            char *nb = (char *)realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (!buf) { fclose(f); snprintf(err, errsize, "%s: out of memory", path); return 0; }
+    if (ferror(f)) { fclose(f); free(buf); snprintf(err, errsize, "%s: read error", path); return 0; }
+    fclose(f);
+    ok = ex_lines_parse(l, buf, n, max_lines, path, err, errsize);
+    free(buf);
+    return ok;
+}
+/* The first and second blank-separated words of line (cut in place; "" when absent). */
+PRG_UNUSED static void ex_words2(char *line, char **a, char **b) {
+    char *p = line;
+    *a = *b = p + strlen(p);
+    while (*p && isspace((unsigned char)*p)) p++;
+    if (!*p) return;
+    *a = p;
+    while (*p && !isspace((unsigned char)*p)) p++;
+    if (!*p) return;
+    *p++ = 0;
+    while (*p && isspace((unsigned char)*p)) p++;
+    if (!*p) return;
+    *b = p;
+    while (*p && !isspace((unsigned char)*p)) p++;
+    *p = 0;
+}
+typedef struct ex__name_idx { const char *name; int index; } ex__name_idx;
+static int ex__cmp_name_idx(const void *x, const void *y) {
+    const ex__name_idx *a = (const ex__name_idx *)x, *b = (const ex__name_idx *)y;
+    int c = strcmp(a->name, b->name);
+    return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+/* A list of class names (prepare's --classes; every folder layout name):
+   words = 0 takes whole lines (the ImageFolder layout: names may hold
+   blanks), 1 the first word of each line (the ImageNet layouts, e.g.
+   map_clsloc.txt); blank lines are skipped.  At most PRG_MAX_CLASSES names,
+   each once; with words = 0 each is one directory under the root (no '/',
+   not "." or ".."), which prepare reads as DIR/<name>.  On success the
+   names point into l (l->v[0..l->n) replaced by them). */
+PRG_UNUSED static int ex_class_list(ex_lines *l, int words, const char *what, char *err, size_t errsize) {
+    int i, k = 0;
+    ex__name_idx *idx;
+    for (i = 0; i < l->n; i++) {
+        char *a = l->v[i], *b;
+        if (words) ex_words2(l->v[i], &a, &b);
+        if (!*a) continue;
+        if (!words && (strchr(a, '/') || !strcmp(a, ".") || !strcmp(a, ".."))) {
+            snprintf(err, errsize, "%s: line %d, '%.200s', is not a directory name (a class is one directory under the root)", what,
+                     i + 1, a);
+            return 0;
+        }
+        l->v[k++] = a;
+    }
+    l->n = k;
+    if (k > PRG_MAX_CLASSES) {
+        snprintf(err, errsize, "%s: %d classes, more than PRG_MAX_CLASSES (%d)", what, k, (int)PRG_MAX_CLASSES);
+        return 0;
+    }
+    /* each class once: a class twice would write its images twice (sorted: n log n, not n^2) */
+    idx = (ex__name_idx *)malloc((size_t)(k ? k : 1) * sizeof *idx);
+    if (!idx) { snprintf(err, errsize, "%s: out of memory", what); return 0; }
+    for (i = 0; i < k; i++) { idx[i].name = l->v[i]; idx[i].index = i; }
+    if (k > 1) qsort(idx, (size_t)k, sizeof *idx, ex__cmp_name_idx);
+    for (i = 1; i < k; i++)
+        if (!strcmp(idx[i - 1].name, idx[i].name)) {
+            snprintf(err, errsize, "%s: class '%.200s' is listed twice (entries %d and %d)", what, idx[i].name, idx[i - 1].index + 1,
+                     idx[i].index + 1);
+            free(idx);
+            return 0;
+        }
+    free(idx);
+    return 1;
+}
+/* A label of a val label list: a 1-based class number (decimal, whole) or
+   a class name of classes[0..n); -1 when it is neither. */
+PRG_UNUSED static int ex_val_label(const char *lab, char *const *classes, int n) {
+    int64_t v;
+    int i;
+    if (lab[0] >= '0' && lab[0] <= '9') return ex_is_i64(lab, 1, n, &v) ? (int)v - 1 : -1;
+    for (i = 0; i < n; i++)
+        if (!strcmp(classes[i], lab)) return i;
+    return -1;
 }
 
 /* ---- U-Net config overrides ----------------------------------------- */

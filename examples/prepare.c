@@ -216,16 +216,20 @@ static void add_tree(list *l, const char *dir, int cls, int limit) {
     strs_free(&dirs);
 }
 
-/* Reads "<name> <wnid> ..." lines into a name -> label map (parallel arrays). */
+/* Reads "<name> <wnid> ..." lines into a name -> label map (parallel
+   arrays; a line of one word maps it to ""); says why on stderr when the
+   file cannot be read as a list (ex_lines_read). */
 static int read_pairs(const char *path, strs *names, strs *wnids) {
-    FILE *f = fopen(path, "r");
-    char line[4096], a[1024], b[1024];
-    if (!f) return 0;
-    while (fgets(line, sizeof line, f)) {
-        int k = sscanf(line, "%1023s %1023s", a, b);
-        if (k >= 1) { strs_add(names, a); strs_add(wnids, k == 2 ? b : ""); }
+    ex_lines l;
+    char err[768];
+    int i;
+    if (!ex_lines_read(&l, path, INT_MAX, err, sizeof err)) { fprintf(stderr, "prepare: %s\n", err); return 0; }
+    for (i = 0; i < l.n; i++) {
+        char *a, *b;
+        ex_words2(l.v[i], &a, &b);
+        if (*a) { strs_add(names, a); strs_add(wnids, b); }
     }
-    fclose(f);
+    ex_lines_free(&l);
     return 1;
 }
 
@@ -305,6 +309,14 @@ static void write_npz(const char *path, const uint8_t *data, const int64_t *labe
     if (prg_npz_save(path, names, arr, 3)) { fprintf(stderr, "prepare: %s\n", prg_last_error()); exit(1); }
 }
 
+/* An output file: writable, and not one of the lists read (--out x with
+   --classes x_classes.txt would replace a map_clsloc.txt by bare wnids). */
+static void check_out(const char *path, const char *classes_file, const char *val_labels) {
+    ex_check_writable(path, "--out");
+    ex_check_not_input(path, "--out", classes_file, "--classes");
+    ex_check_not_input(path, "--out", val_labels, "--val-labels");
+}
+
 int main(int argc, char **argv) {
     const char *root = NULL, *split = NULL, *out = NULL, *classes_file = NULL, *val_labels = NULL, *layout_name = "auto";
     int size = 64, resize = 0, per_file = 0, limit = 0, threads = 0, strict = 0, i, layout = 0, nskip = 0, nfiles = 0;
@@ -370,14 +382,14 @@ int main(int argc, char **argv) {
     snprintf(base_path, sizeof base_path, "%s", out);
     if (strlen(base_path) > 4 && !strcmp(base_path + strlen(base_path) - 4, ".npz")) base_path[strlen(base_path) - 4] = 0;
     snprintf(p, sizeof p, per_file > 0 ? "%s_1.npz" : "%s.npz", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     snprintf(p, sizeof p, "%s_classes.txt", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     snprintf(p, sizeof p, "%s_skipped.txt", base_path);
-    ex_check_writable(p, "--out");
+    check_out(p, classes_file, val_labels);
     if (val_fraction > 0) {
         snprintf(p, sizeof p, "%s-val.npz", base_path);
-        ex_check_writable(p, "--out");
+        check_out(p, classes_file, val_labels);
     }
 
     /* the layout: train/<class>/ (ImageNet, Tiny-ImageNet when train/<class>/images/), else ImageFolder */
@@ -411,28 +423,14 @@ int main(int argc, char **argv) {
 
     /* classes */
     if (classes_file) { /* folder: whole lines (names may hold blanks); ImageNet: the first word */
-        strs dummy = {NULL, 0, 0};
-        FILE *f = folder ? fopen(classes_file, "r") : NULL;
-        char line[4096];
-        if (f) {
-            while (fgets(line, sizeof line, f)) {
-                line[strcspn(line, "\r\n")] = 0;
-                if (line[0]) strs_add(&classes, line);
-            }
-            fclose(f);
-        } else if (folder || !read_pairs(classes_file, &classes, &dummy)) {
-            fprintf(stderr, "prepare: cannot read %s\n", classes_file);
-            return 1;
+        ex_lines cl;
+        char err[768];
+        if (!ex_lines_read(&cl, classes_file, INT_MAX, err, sizeof err) || !ex_class_list(&cl, !folder, classes_file, err, sizeof err)) {
+            fprintf(stderr, "prepare: --classes %s\n", err);
+            exit(1); /* not return: LeakSanitizer would count what main holds as leaked */
         }
-        strs_free(&dummy);
-        for (i = 0; i < classes.n; i++) { /* one label per class: a class twice would write its images twice */
-            int k = class_index(&classes, classes.v[i]);
-            if (k != i) {
-                fprintf(stderr, "prepare: --classes %s: class '%s' is listed twice (entries %d and %d)\n", classes_file,
-                        classes.v[i], k + 1, i + 1);
-                return 1;
-            }
-        }
+        for (i = 0; i < cl.n; i++) strs_add(&classes, cl.v[i]);
+        ex_lines_free(&cl);
     } else {
         classes = list_dir(folder ? root : p, 1);
     }
@@ -473,10 +471,14 @@ int main(int argc, char **argv) {
     } else if (layout == 2) {
         strs names = {NULL, 0, 0}, wnids = {NULL, 0, 0};
         snprintf(p, sizeof p, "%s/val/val_annotations.txt", root);
-        if (!read_pairs(p, &names, &wnids)) { fprintf(stderr, "prepare: cannot read %s\n", p); return 1; }
+        if (!read_pairs(p, &names, &wnids)) exit(1);
         for (i = 0; i < names.n; i++) {
             int c = class_index(&classes, wnids.v[i]);
             if (c < 0) { fprintf(stderr, "prepare: %s: unknown class '%s' for %s\n", p, wnids.v[i], names.v[i]); return 1; }
+            if (strchr(names.v[i], '/')) { /* a file of val/images/, not a path out of it */
+                fprintf(stderr, "prepare: %s: entry %d names '%.200s', not a file of %s/val/images\n", p, i + 1, names.v[i], root);
+                exit(1);
+            }
             snprintf(p, sizeof p, "%s/val/images/%s", root, names.v[i]);
             list_add(&items, p, c);
             snprintf(p, sizeof p, "%s/val/val_annotations.txt", root);
@@ -497,13 +499,13 @@ int main(int argc, char **argv) {
         } else { /* flat val/ with a labels file */
             strs files = list_dir(p, 0), names = {NULL, 0, 0}, vals = {NULL, 0, 0};
             if (!val_labels) { fprintf(stderr, "prepare: %s is flat: give --val-labels FILE\n", p); return 1; }
-            if (!read_pairs(val_labels, &names, &vals)) { fprintf(stderr, "prepare: cannot read %s\n", val_labels); return 1; }
+            if (!read_pairs(val_labels, &names, &vals)) exit(1);
             for (i = 0; i < files.n; i++) {
                 int k, c = -1;
                 const char *lab = NULL;
                 if (names.n == files.n && vals.v[0][0] == 0) lab = names.v[i];     /* one label per line */
                 else for (k = 0; k < names.n && !lab; k++) if (!strcmp(names.v[k], files.v[i])) lab = vals.v[k];
-                if (lab) c = (lab[0] >= '0' && lab[0] <= '9') ? atoi(lab) - 1 : class_index(&classes, lab);
+                if (lab) c = ex_val_label(lab, classes.v, classes.n); /* 1-based number, whole, or a class name */
                 if (c < 0 || c >= classes.n) { fprintf(stderr, "prepare: no valid label for val/%s in %s\n", files.v[i], val_labels); return 1; }
                 {
                     char q[4096];

@@ -209,6 +209,55 @@ static void test_checkpoint_metadata(void) {
     CHECK(peak_kb() - p0 < PEAK_MB * 1024, "config larger than the file (%lld bytes): peak grew by %ld KiB", (long long)sb.st_size,
           peak_kb() - p0);
 
+    /* a valid 6-level U-Net of 13k parameters whose metadata declares image_size 4096: one image's forward
+       would take 12 GB, refused by PRG_MAX_FORWARD_MB before anything is built; at 64 it loads */
+    {
+        prg_unet_config six;
+        prg_unet *n6;
+        prg_classifier *c6, *cl = NULL;
+        char text[512];
+        static const char *const base =
+            "in_channels=1 out_channels=1 model_channels=4 num_res_blocks=1 channel_mult=1,1,1,1,1,1 attention_ds=none "
+            "num_heads=1 image_size=%d groups=2";
+        snprintf(text, sizeof text, base, 32);
+        CHECK(prg_unet_config_parse(&six, text) == PRG_OK && prg_unet_create(&n6, &six, 3) == PRG_OK, "6-level U-Net: %s",
+              prg_last_error());
+        CHECK(prg_unet_save(n6, tp("six.safetensors")) == PRG_OK, "save: %s", prg_last_error());
+        snprintf(text, sizeof text, base, 4096);
+        rewrite(tp("six.safetensors"), tp("six4096.safetensors"), meta_edit("prg.unet", text));
+        p0 = peak_kb();
+        CHECK(prg_unet_load(&back, tp("six4096.safetensors"), NULL) == PRG_ERR_FORMAT && has("six4096.safetensors") &&
+                  has("image_size=4096") && has("PRG_MAX_FORWARD_MB") && !back,
+              "image_size 4096 in a 13k-parameter file: %s", prg_last_error());
+        CHECK(peak_kb() - p0 < PEAK_MB * 1024, "image_size 4096: peak grew by %ld KiB", peak_kb() - p0);
+        CHECK(prg_unet_config_parse(&big, text) == PRG_OK && prg_unet_load(&back, tp("six4096.safetensors"), &big) == PRG_OK,
+              "the same file with the caller's config: %s", prg_last_error());
+        prg_unet_free(back);
+        back = NULL;
+        snprintf(text, sizeof text, base, 64);
+        rewrite(tp("six.safetensors"), tp("six64.safetensors"), meta_edit("prg.unet", text));
+        CHECK(prg_unet_load(&back, tp("six64.safetensors"), NULL) == PRG_OK && prg_unet_config_get(back)->image_size == 64,
+              "image_size 64: %s", prg_last_error());
+        prg_unet_free(back);
+        back = NULL;
+        /* a classifier at 1024: its U-Net fits (853 MB) with t_span 32, not with 1000 (+ 3.9 GB of ODE states) */
+        CHECK(prg_classifier_create(&c6, n6, 2, 32, 0, 5) == PRG_OK && prg_classifier_save(c6, tp("c6.safetensors")) == PRG_OK,
+              "6-level classifier: %s", prg_last_error());
+        prg_classifier_free(c6);
+        snprintf(text, sizeof text, base, 1024);
+        rewrite(tp("c6.safetensors"), tp("c6big.safetensors"), meta_edit("prg.unet", text));
+        CHECK(prg_classifier_load(&cl, tp("c6big.safetensors"), NULL) == PRG_OK, "classifier at 1024, t_span 32: %s",
+              prg_last_error());
+        prg_classifier_free(cl);
+        cl = NULL;
+        rewrite(tp("c6big.safetensors"), tp("c6span.safetensors"), meta_edit("prg.t_span", "1000"));
+        p0 = peak_kb();
+        CHECK(prg_classifier_load(&cl, tp("c6span.safetensors"), NULL) == PRG_ERR_FORMAT && has("c6span.safetensors") &&
+                  has("prg.t_span=1000") && has("image_size=1024") && has("PRG_MAX_FORWARD_MB") && !cl,
+              "classifier at 1024 with t_span 1000: %s", prg_last_error());
+        CHECK(peak_kb() - p0 < PEAK_MB * 1024, "classifier t_span 1000 at 1024: peak grew by %ld KiB", peak_kb() - p0);
+    }
+
     /* weights in integer dtypes */
     {
         static const int dts[3] = {PRG_DT_U8, PRG_DT_I32, PRG_DT_BOOL};
@@ -246,6 +295,16 @@ static void test_checkpoint_metadata(void) {
         }
         rewrite(tp("clf.safetensors"), tp("badclf.safetensors"), tensor_edit("head.fc1.weight", PRG_DT_I32, 0));
         CHECK(prg_classifier_load(&cback, tp("badclf.safetensors"), NULL) == PRG_ERR_FORMAT && has("I32"), "head as I32: %s",
+              prg_last_error());
+    }
+
+    /* a head of finite but huge weights overflows float: predict refuses the non-finite logits (they made NaN probabilities) */
+    {
+        size_t count, j;
+        float *hp = prg_classifier_head_params(clf, &count), x[256], logits[3];
+        for (j = count - 3 * 256; j < count; j++) hp[j] = (j & 1) ? 3e38f : -3e38f;
+        for (j = 0; j < 256; j++) x[j] = (float)(j % 7) * 0.1f;
+        CHECK(prg_classifier_predict(clf, 1, x, logits) == PRG_ERR_NUMERIC && has("logits"), "head overflowing to inf: %s",
               prg_last_error());
     }
 

@@ -284,6 +284,47 @@ mkdir -p "$OUT/nltree/a" "$OUT/nltree/b
 c"; cp "$OUT/loop/a/1.png" "$OUT/nltree/a/"; cp "$OUT/loop/a/1.png" "$OUT/nltree/b
 c/"
 expect prep_newline 1 "class directory name with a line break" "$BIN/prepare" --root "$OUT/nltree" --out "$OUT/nl" --size 8
+# list files are read whole: a NUL byte is refused, not a name cut short; class names are directories under the root
+printf 'x\ny\0z\n' > "$OUT/labels_nul.txt"
+expect labels_nul 1 "labels_nul.txt: a NUL byte at byte 3 \\(line 2\\)" "$BIN/classify" --model "$FL" --quiet --labels "$OUT/labels_nul.txt" "$OUT/loop/a/1.png"
+printf 'a\n../loop\n' > "$OUT/classes_up.txt"
+expect prep_class_up 1 "line 2, '../loop', is not a directory name" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/cu" --size 8 --classes "$OUT/classes_up.txt"
+printf 'a\n.\n' > "$OUT/classes_dot.txt"
+expect prep_class_dot 1 "line 2, '.', is not a directory name" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/cu" --size 8 --classes "$OUT/classes_dot.txt"
+printf 'a # the first\nb\n' > "$OUT/cm_classes.txt"; M0=$(sum "$OUT/cm_classes.txt")
+expect prep_out_is_list 2 "--out .*cm_classes.txt is the --classes file" "$BIN/prepare" --root "$OUT/ptree" --out "$OUT/cm" --size 8 --classes "$OUT/cm_classes.txt"
+same prep_out_is_list "$OUT/cm_classes.txt" "$M0"
+# a flat ImageNet val/ whose label list says '1x': a whole number or a class name, not atoi's 1
+mkdir -p "$OUT/inet/train/n01" "$OUT/inet/train/n02" "$OUT/inet/val"
+for d in train/n01 train/n02 val; do cp "$OUT/loop/a/1.png" "$OUT/inet/$d/1.png"; done; cp "$OUT/loop/a/1.png" "$OUT/inet/val/2.png"
+printf '1.png 1x\n2.png n02\n' > "$OUT/vl_bad.txt"; printf '1.png 1\n2.png n02\n' > "$OUT/vl_ok.txt"
+expect prep_val_label 1 "no valid label for val/1.png" "$BIN/prepare" --root "$OUT/inet" --split val --out "$OUT/iv" --size 8 --val-labels "$OUT/vl_bad.txt"
+expect prep_val_ok 0 "wrote .*iv.npz \\(2 images" "$BIN/prepare" --root "$OUT/inet" --split val --out "$OUT/iv" --size 8 --val-labels "$OUT/vl_ok.txt"
+# --json is valid JSON whatever the bytes of a file or class name (invalid UTF-8 given as U+FFFD)
+if [ -x /usr/bin/python3 ]; then
+    bad=$(printf "$OUT/bad\377\300name.png"); cp "$OUT/loop/a/1.png" "$bad"
+    printf 'caf\303\251\n\377\376\nq"uo\\te\n' > "$OUT/labels_utf8.txt"
+    "$BIN/classify" --model "$FL" --json --top 10 --labels "$OUT/labels_utf8.txt" "$bad" "$OUT/loop/a/1.png" > "$OUT/json.out" 2> /dev/null
+    /usr/bin/python3 -c "
+import json, sys
+d = json.loads(open(sys.argv[1], 'rb').read().decode('utf-8'))   # strict: invalid UTF-8 or JSON raises
+assert d[0]['file'].endswith('bad\ufffd\ufffdname.png'), d[0]['file']
+names = {t['name'] for t in d[0]['top']}
+assert {'caf\u00e9', '\ufffd\ufffd', 'q\"uo\\\\te'} <= names, names
+" "$OUT/json.out" && ok || fail "classify --json with non-UTF-8 names: $(head -c 300 "$OUT/json.out")"
+fi
+# decoding + fitting one image costs the decoded image, not its conversions: an 8192x8192 and a 2^26 x 1 grey PNG
+# for a 3-channel model (each 64 MB decoded: 75 MB peak, 103 MB under ASan; converting to RGB first took 271 MB)
+if [ -x /usr/bin/time ] && /usr/bin/python3 -c "
+from PIL import Image
+Image.new('L', (8192, 8192), 90).save('$OUT/sq.png'); Image.new('L', (1 << 26, 1), 90).save('$OUT/line.png')" 2> /dev/null; then
+    for im in sq line; do
+        /usr/bin/time -f "maxrss %M" "$BIN/classify" --model "$FL" --quiet --top 1 "$OUT/$im.png" > "$OUT/$im.log" 2>&1
+        rc=$?; kb=$(awk '/^maxrss/ { print $2 }' "$OUT/$im.log")
+        [ $rc -eq 0 ] && [ -n "$kb" ] && [ "$kb" -lt 140000 ] && ok || fail "classify $im.png: exit $rc, peak RSS ${kb:-?} KB (bound 140000)"
+    done
+    rm -f "$OUT/sq.png" "$OUT/line.png"
+fi
 expect quiet 0 "" "$BIN/evaluate" --model "$FL" --data "$T" --quiet
 [ "$(wc -l < "$OUT/quiet.log")" -eq 1 ] && ok || fail "evaluate --quiet printed $(wc -l < "$OUT/quiet.log") lines"
 
