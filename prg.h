@@ -553,11 +553,9 @@ prg_result prg_flow_ot_pairs(float *xt /* [B][dim] */, float *target /* [B][dim]
 
 /* A velocity field v(t, x) evaluated on a batch: x, v [batch][dim], one time
    per sample.  A forward call keeps what its vector-Jacobian product needs,
-   like the U-Net's forward.  The U-Net plugs in through two wrappers:
-       static prg_result unet_vel(void *net, int b, const float *x, const float *t, float *v)
-       { return prg_unet_forward((prg_unet *)net, b, x, t, v); }
-       static prg_result unet_vjp(void *net, const float *dv, float *dx)
-       { return prg_unet_backward((prg_unet *)net, dv, dx); } */
+   like the U-Net's forward.  The U-Net plugs in as prg_unet_velocity and
+   prg_unet_velocity_vjp (ctx = the net, in the prg section); to sample a
+   U-Net, call prg_unet_sample or prg_unet_sample_path directly. */
 typedef prg_result (*prg_velocity_fn)(void *ctx, int batch, const float *x /* [B][dim] */,
                                       const float *t /* [B] */, float *v /* [B][dim] */);
 /* The vector-Jacobian product of the LAST velocity call on ctx:
@@ -620,6 +618,13 @@ prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx,
 /* The same along the U-Net's own path (prg_unet_path); x: [batch][C][H][W],
    standard normal noise in, samples out (in the training normalisation). */
 prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x);
+/* prg_unet_sample along a path the caller chooses (PRG_PATH_ICFM or
+   PRG_PATH_GVP), e.g. a program's --path for a converted file that does not
+   record its loss.  Both U-Net samplers run the lean forward and keep the
+   transformed convolution weights across all the evaluations of the solve:
+   a caller needs no velocity wrapper.  PRG_ERR_CONFIG unless out_channels
+   == in_channels (the ODE's state is the image). */
+prg_result prg_unet_sample_path(prg_unet *net, int path, int solver, int steps, int batch, float *x);
 
 /* The reverse ODE, data -> noise, exactly as the reference's encoder
    (docs/METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
@@ -726,6 +731,14 @@ const char *prg_classifier_class_name(const prg_classifier *clf, int i);
    PRG_GRAD_FROZEN   only the head learns (the U-Net is a fixed feature map). */
 enum { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 };
 prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
+/* What the optimizer trains, as the blocks of prg_adam_step_blocks: the
+   U-Net's parameters and gradients, then the head's; with PRG_GRAD_FROZEN
+   the head's alone (its AdamW state is then the head's, which the
+   checkpoints keep as such).  params, grads, sizes: room for 2 (params or
+   grads may be NULL); *total (may be NULL) = the floats of all blocks, the
+   optimizer's size.  Returns the number of blocks, 1 or 2. */
+int prg_classifier_param_blocks(prg_classifier *clf, float **params, const float **grads, size_t *sizes,
+                                size_t *total);
 /* Changes the ODE grid (evaluation with more steps, say); the head is kept. */
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
 /* The probability path the U-Net was pretrained on (the flow section's
@@ -8850,15 +8863,24 @@ prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx,
                        path == PRG_PATH_GVP, vel, ctx, steps, batch, dim, x);
 }
 
-prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x) {
+prg_result prg_unet_sample_path(prg_unet *net, int path, int solver, int steps, int batch, float *x) {
     const prg_unet_config *c;
+    prg_result r;
     if (!net || !x) return prg__fail(PRG_ERR_ARG, "prg_unet_sample: need a net and x");
     c = prg_unet_config_get(net);
     if (c->in_channels != c->out_channels)
         return prg__fail(PRG_ERR_CONFIG, "prg_unet_sample: sampling needs out_channels (%d) == in_channels (%d)",
                          c->out_channels, c->in_channels);
-    return prg_sample_path(prg_unet_path(net), solver, prg_unet_velocity_lean, net, steps, batch,
-                           (size_t)c->in_channels * c->image_size * c->image_size, x);
+    prg__unet_keep_begin(net); /* the weights do not change during the solve */
+    r = prg_sample_path(path, solver, prg_unet_velocity_lean, net, steps, batch,
+                        (size_t)c->in_channels * c->image_size * c->image_size, x);
+    prg__unet_keep_end(net);
+    return r;
+}
+
+prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x) {
+    if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_sample: need a net and x");
+    return prg_unet_sample_path(net, prg_unet_path(net), solver, steps, batch, x);
 }
 
 /* One Euler step per grid interval: x_{k+1} = x_k + hs v(tau_k, x_k),
@@ -9316,6 +9338,21 @@ float *prg_classifier_head_params(prg_classifier *clf, size_t *count) {
 float *prg_classifier_head_grads(prg_classifier *clf, size_t *count) {
     if (count) *count = clf->nhead;
     return clf->hgrad;
+}
+
+int prg_classifier_param_blocks(prg_classifier *clf, float **params, const float **grads, size_t *sizes,
+                                size_t *total) {
+    int k = 0;
+    if (clf->grad_mode != PRG_GRAD_FROZEN) {
+        if (params) params[k] = prg_unet_params(clf->net);
+        if (grads) grads[k] = prg_unet_grads(clf->net);
+        sizes[k++] = prg_unet_num_params(clf->net);
+    }
+    if (params) params[k] = clf->head;
+    if (grads) grads[k] = clf->hgrad;
+    sizes[k++] = clf->nhead;
+    if (total) *total = sizes[0] + (k > 1 ? sizes[1] : 0);
+    return k;
 }
 
 int prg_classifier_num_head_tensors(const prg_classifier *clf) {

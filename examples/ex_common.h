@@ -926,9 +926,4 @@ PRG_UNUSED static void ex_curves_free(ex_curves *c) {
     }
 }
 
-/* The U-Net velocity for the flow section's samplers. */
-PRG_UNUSED static prg_result ex_unet_vel(void *net, int b, const float *x, const float *t, float *v) {
-    return prg_unet_forward((prg_unet *)net, b, x, t, v);
-}
-
 #endif

@@ -163,7 +163,10 @@ int main(int argc, char **argv) {
     prg_rng rng;
     run_state st;
     int *perm, *index, bpe, k, hw;
-    size_t img, nhead, nunet;
+    size_t img, nhead, nunet, ntrain, bsz[2];
+    float *bp[2];
+    const float *bg[2];
+    int nblocks;
     float *x, *logits, *dlogits;
     int flow_term;
     int32_t *y;
@@ -323,7 +326,8 @@ int main(int argc, char **argv) {
     acfg.weight_decay = wd;
     /* frozen: the optimizer covers the head only, so weight decay leaves the U-Net alone
        (its state is then the head's alone in the checkpoint) */
-    ex_check(prg_adam_create(&opt, frozen ? nhead : nunet + nhead, &acfg), "AdamW");
+    nblocks = prg_classifier_param_blocks(clf, bp, bg, bsz, &ntrain);
+    ex_check(prg_adam_create(&opt, ntrain, &acfg), "AdamW");
 
     bpe = (ds.n + batch - 1) / batch;
     total = steps > 0 ? steps : (int64_t)epochs * bpe;
@@ -436,17 +440,7 @@ int main(int argc, char **argv) {
                 fm = fmf;
                 loss += beta * fm;
             }
-            if (frozen) {
-                r = prg_adam_step(opt, prg_classifier_head_params(clf, NULL), prg_classifier_head_grads(clf, NULL),
-                                  lr_now, &gnorm);
-            } else {
-                float *pp[2];
-                const float *gg[2];
-                size_t sz[2];
-                pp[0] = prg_unet_params(net); gg[0] = prg_unet_grads(net); sz[0] = nunet;
-                pp[1] = prg_classifier_head_params(clf, NULL); gg[1] = prg_classifier_head_grads(clf, NULL); sz[1] = nhead;
-                r = prg_adam_step_blocks(opt, 2, pp, gg, sz, lr_now, &gnorm);
-            }
+            r = prg_adam_step_blocks(opt, nblocks, bp, bg, bsz, lr_now, &gnorm);
             ex_check(r, "AdamW step");
             step++;
             seen += bs;
