@@ -772,7 +772,7 @@ PRG_UNUSED static int ex_file_exists(const char *path) {
    that disagrees with the checkpoint wins, with a warning.  *source (may be
    NULL) says where the path came from. */
 PRG_UNUSED static int ex_choose_path(int recorded, const char *flag, const char *file, const char **source) {
-    int p = PRG_PATH_ICFM;
+    prg_path p = PRG_PATH_ICFM;
     const char *src = "default";
     if (flag) ex_check(prg_path_parse(&p, flag), "--path");
     if (recorded >= 0 && flag && p != recorded) {

@@ -281,7 +281,7 @@ int main(int argc, char **argv) {
     /* the encoder follows the pretraining's path: the checkpoint's, or --path */
     path = ex_choose_path(init_path, path_flag, init, &path_src);
     if (path_flag && prg_unet_loss(net) == PRG_LOSS_NONE && init && !from_scratch) {
-        int loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
+        prg_loss loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
         ex_check(prg_unet_set_loss(net, loss), "--path");
     }

@@ -403,7 +403,7 @@ static prg_result write_meta(prg_unet *net, const char *path, const char *const 
 
 /* The pretraining loss and its path travel with every checkpoint. */
 static void test_loss_path(void) {
-    static const int losses[3] = {PRG_LOSS_ICFM, PRG_LOSS_OT, PRG_LOSS_GVP};
+    static const prg_loss losses[3] = {PRG_LOSS_ICFM, PRG_LOSS_OT, PRG_LOSS_GVP};
     static const char *const names[3] = {"icfm", "ot", "gvp"}, *const paths[3] = {"icfm", "icfm", "gvp"};
     prg_unet_config cfg;
     prg_unet *net, *back = NULL;
@@ -411,7 +411,9 @@ static void test_loss_path(void) {
     prg_adam *opt;
     prg_adam_config ac;
     prg_rng rng;
-    int i, p = -1, l = -1;
+    int i;
+    prg_path p = PRG_PATH_NONE;
+    prg_loss l = PRG_LOSS_NONE;
     small_config(&cfg);
     prg_adam_config_default(&ac);
     prg_rng_seed(&rng, 5, 5);
@@ -446,7 +448,7 @@ static void test_loss_path(void) {
     CHECK(meta_is(tmp_path("none.safetensors"), "prg.loss", NULL) && meta_is(tmp_path("none.safetensors"), "prg.path", NULL),
           "a net without a loss wrote prg.loss / prg.path");
     CHECK(prg_unet_load(&back, tmp_path("none.safetensors"), NULL) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE &&
-              prg_unet_path(back) == PRG_PATH_ICFM, "no-loss file: loss %d", back ? prg_unet_loss(back) : -1);
+              prg_unet_path(back) == PRG_PATH_ICFM, "no-loss file: loss %d", back ? (int)prg_unet_loss(back) : -1);
     prg_unet_free(back);
     write_plain(net, tmp_path("plain_loss.safetensors"), PRG_DT_F32, -1, 0);
     CHECK(prg_unet_load(&back, tmp_path("plain_loss.safetensors"), &cfg) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE,
