@@ -184,11 +184,6 @@ typedef enum prg_result {
 const char *prg_result_str(prg_result r);
 const char *prg_last_error(void); /* detail of the last failure, this thread */
 
-/* Log callback for optional progress messages (the library itself never
-   prints).  level: 0 info, 1 warning. */
-typedef void (*prg_log_fn)(void *user, int level, const char *msg);
-void prg_set_log(prg_log_fn fn, void *user);
-
 /* Seedable RNG (xoshiro256**).  prg_rng_seed(r, seed, stream) gives
    independent streams for the same seed (one per thread, per purpose). */
 typedef struct prg_rng { uint64_t s[4]; } prg_rng;
@@ -573,11 +568,9 @@ prg_result prg_flow_ot_pairs(float *xt /* [B][dim] */, float *target /* [B][dim]
 
 /* A velocity field v(t, x) evaluated on a batch: x, v [batch][dim], one time
    per sample.  A forward call keeps what its vector-Jacobian product needs,
-   like the U-Net's forward.  The U-Net plugs in through two wrappers:
-       static prg_result unet_vel(void *net, int b, const float *x, const float *t, float *v)
-       { return prg_unet_forward((prg_unet *)net, b, x, t, v); }
-       static prg_result unet_vjp(void *net, const float *dv, float *dx)
-       { return prg_unet_backward((prg_unet *)net, dv, dx); } */
+   like the U-Net's forward.  The U-Net plugs in as prg_unet_velocity and
+   prg_unet_velocity_vjp (ctx = the net, in the prg section); to sample a
+   U-Net, call prg_unet_sample or prg_unet_sample_path directly. */
 typedef prg_result (*prg_velocity_fn)(void *ctx, int batch, const float *x /* [B][dim] */,
                                       const float *t /* [B] */, float *v /* [B][dim] */);
 /* The vector-Jacobian product of the LAST velocity call on ctx:
@@ -606,25 +599,27 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
    model time is data: PRG_PATH_ICFM (ICFM and OT-CFM: noise at t = 0, data
    at t = 1) or PRG_PATH_GVP (docs/METHOD.md A.4: data at t = 0, noise at t = 1).
    The loss is what pretraining minimised; OT-CFM differs from ICFM only in
-   how the training pairs are drawn, so both have the ICFM path. */
-enum { PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 };
-enum { PRG_LOSS_NONE = 0, PRG_LOSS_ICFM = 1, PRG_LOSS_OT = 2, PRG_LOSS_GVP = 3 };
-const char *prg_path_name(int path);   /* "icfm", "gvp" ("?" for anything else) */
-const char *prg_loss_name(int loss);   /* "icfm", "ot", "gvp", "none" ("?") */
-int         prg_loss_path(int loss);   /* PRG_PATH_GVP for PRG_LOSS_GVP, else PRG_PATH_ICFM */
+   how the training pairs are drawn, so both have the ICFM path.
+   PRG_PATH_NONE stands for "no path recorded" (a caller's variable); no
+   function takes it as a path. */
+typedef enum prg_path { PRG_PATH_NONE = -1, PRG_PATH_ICFM = 0, PRG_PATH_GVP = 1 } prg_path;
+typedef enum prg_loss { PRG_LOSS_NONE = 0, PRG_LOSS_ICFM = 1, PRG_LOSS_OT = 2, PRG_LOSS_GVP = 3 } prg_loss;
+const char *prg_path_name(prg_path path);   /* "icfm", "gvp" ("?" for anything else) */
+const char *prg_loss_name(prg_loss loss);   /* "icfm", "ot", "gvp", "none" ("?") */
+prg_path    prg_loss_path(prg_loss loss);   /* PRG_PATH_GVP for PRG_LOSS_GVP, else PRG_PATH_ICFM */
 /* Names to constants; PRG_ERR_ARG with the choices in the message.  A path
    name may also be "ot" (the ICFM path). */
-prg_result  prg_path_parse(int *path, const char *name);   /* "icfm", "ot", "gvp" */
-prg_result  prg_loss_parse(int *loss, const char *name);   /* "icfm", "ot", "gvp" */
+prg_result  prg_path_parse(prg_path *path, const char *name);   /* "icfm", "ot", "gvp" */
+prg_result  prg_loss_parse(prg_loss *loss, const char *name);   /* "icfm", "ot", "gvp" */
 
 /* A U-Net's pretraining loss, which gives its path.  Pretraining sets it;
    every checkpoint writer stores it as "prg.loss" and "prg.path", and every
    loader reads it back.  PRG_LOSS_NONE (a new net, or a file that does not
    record it, such as a converted PyTorch state dict) means the ICFM path,
    the reference's default; a program then takes the path from a flag. */
-int        prg_unet_loss(const prg_unet *net);
-int        prg_unet_path(const prg_unet *net);
-prg_result prg_unet_set_loss(prg_unet *net, int loss);   /* PRG_ERR_ARG for an unknown loss */
+prg_loss   prg_unet_loss(const prg_unet *net);
+prg_path   prg_unet_path(const prg_unet *net);
+prg_result prg_unet_set_loss(prg_unet *net, prg_loss loss);   /* PRG_ERR_ARG for an unknown loss */
 
 /* Sampling noise -> data in the path's own direction:
      PRG_PATH_ICFM  t from 0 to 1 on t_k = k/steps, as the samplers above;
@@ -634,12 +629,19 @@ prg_result prg_unet_set_loss(prg_unet *net, int loss);   /* PRG_ERR_ARG for an u
                     run from its noise end; Heun and RK4 on the same grid.
    solver: PRG_SOLVER_EULER, PRG_SOLVER_HEUN or PRG_SOLVER_RK4.  Errors as
    the samplers above; PRG_ERR_ARG for an unknown path or solver. */
-enum { PRG_SOLVER_EULER = 0, PRG_SOLVER_HEUN = 1, PRG_SOLVER_RK4 = 2 };
-prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
+typedef enum prg_solver { PRG_SOLVER_EULER = 0, PRG_SOLVER_HEUN = 1, PRG_SOLVER_RK4 = 2 } prg_solver;
+prg_result prg_sample_path(prg_path path, prg_solver solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
                            size_t dim, float *x /* [B][dim] */);
 /* The same along the U-Net's own path (prg_unet_path); x: [batch][C][H][W],
    standard normal noise in, samples out (in the training normalisation). */
-prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x);
+prg_result prg_unet_sample(prg_unet *net, prg_solver solver, int steps, int batch, float *x);
+/* prg_unet_sample along a path the caller chooses (PRG_PATH_ICFM or
+   PRG_PATH_GVP), e.g. a program's --path for a converted file that does not
+   record its loss.  Both U-Net samplers run the lean forward and keep the
+   transformed convolution weights across all the evaluations of the solve:
+   a caller needs no velocity wrapper.  PRG_ERR_CONFIG unless out_channels
+   == in_channels (the ODE's state is the image). */
+prg_result prg_unet_sample_path(prg_unet *net, prg_path path, prg_solver solver, int steps, int batch, float *x);
 
 /* The reverse ODE, data -> noise, exactly as the reference's encoder
    (docs/METHOD.md A.2): grid linspace(0, 1, t_span), first t_cutoff points
@@ -744,8 +746,16 @@ const char *prg_classifier_class_name(const prg_classifier *clf, int i);
    PRG_GRAD_ADJOINT  the reference's torchdiffeq adjoint (Jacobians at the
                      right end of each interval), for comparison with it;
    PRG_GRAD_FROZEN   only the head learns (the U-Net is a fixed feature map). */
-enum { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 };
-prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode);
+typedef enum prg_grad_mode { PRG_GRAD_EXACT = 0, PRG_GRAD_ADJOINT = 1, PRG_GRAD_FROZEN = 2 } prg_grad_mode;
+prg_result prg_classifier_set_grad_mode(prg_classifier *clf, prg_grad_mode mode);
+/* What the optimizer trains, as the blocks of prg_adam_step_blocks: the
+   U-Net's parameters and gradients, then the head's; with PRG_GRAD_FROZEN
+   the head's alone (its AdamW state is then the head's, which the
+   checkpoints keep as such).  params, grads, sizes: room for 2 (params or
+   grads may be NULL); *total (may be NULL) = the floats of all blocks, the
+   optimizer's size.  Returns the number of blocks, 1 or 2. */
+int prg_classifier_param_blocks(prg_classifier *clf, float **params, const float **grads, size_t *sizes,
+                                size_t *total);
 /* Changes the ODE grid (evaluation with more steps, say); the head is kept. */
 prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff);
 /* The probability path the U-Net was pretrained on (the flow section's
@@ -754,8 +764,8 @@ prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff
    t_cutoff 0 or in [2, t_span]).  prg_classifier_create takes the net's own
    path (prg_unet_path); set_path overrides it (PRG_ERR_ARG, nothing changed,
    when the grid does not fit the new path). */
-prg_result prg_classifier_set_path(prg_classifier *clf, int path);
-int        prg_classifier_path(const prg_classifier *clf);
+prg_result prg_classifier_set_path(prg_classifier *clf, prg_path path);
+prg_path   prg_classifier_path(const prg_classifier *clf);
 /* The encoder's grid: *t_span, *t_cutoff (either may be NULL); returns the
    number of Euler steps M. */
 int        prg_classifier_grid(const prg_classifier *clf, int *t_span, int *t_cutoff);
@@ -1163,8 +1173,6 @@ prg_result prg_npz_save(const char *path, const char *const *names, const prg_ar
 /* ---- image datasets -------------------------------------------------- */
 /* An in-memory uint8 image dataset.  images and labels come from
    prg_alloc; prg_dataset_free releases them and zeroes the struct. */
-#ifndef PRG_DATASET_DEFINED /* the data section keeps a guarded copy too */
-#define PRG_DATASET_DEFINED
 typedef struct prg_dataset {
     int n, c, h, w, num_classes;
     uint8_t *images;   /* [n][c][h][w] */
@@ -1172,7 +1180,6 @@ typedef struct prg_dataset {
     char **class_names; /* [num_classes] names in label order, or NULL when the files name no
                            classes; one prg_alloc block (set with prg_dataset_set_class_names) */
 } prg_dataset;
-#endif
 void       prg_dataset_free(prg_dataset *ds);
 prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
 /* Copies n class names (label order) into ds and sets num_classes = n;
@@ -1253,9 +1260,9 @@ typedef struct prg_chart_series {
     const double *y;       /* [n] */
     int n;
 } prg_chart_series;
-enum { PRG_CHART_LINE = 0, PRG_CHART_BARS = 1 };
+typedef enum prg_chart_kind { PRG_CHART_LINE = 0, PRG_CHART_BARS = 1 } prg_chart_kind;
 typedef struct prg_chart {
-    int kind;                         /* PRG_CHART_LINE or PRG_CHART_BARS */
+    prg_chart_kind kind;              /* PRG_CHART_LINE or PRG_CHART_BARS */
     int width, height;                /* pixels: 800 x 500 by default, each 120 .. 8192 */
     const char *title, *x_label, *y_label;      /* each may be NULL */
     const prg_chart_series *series;
@@ -1269,7 +1276,7 @@ typedef struct prg_chart {
                                          equal values align the plots of charts stacked together */
 } prg_chart;
 /* Zeroes *c and sets kind, title, the series and the default size. */
-void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries);
+void prg_chart_init(prg_chart *c, prg_chart_kind kind, const char *title, const prg_chart_series *series, int nseries);
 /* rgb [height][width][3]: the chart.  PRG_ERR_ARG for a bad chart (NULL
    arrays, counts, sizes, a series' n that does not fit, non-finite x or
    ranges). */
@@ -1393,7 +1400,7 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
    "islow" and quantisation rounds as libjpeg, so the entropy-coded data
    equals PIL's / cjpeg's for the same tables and subsampling (the headers
    differ: no JFIF density, no optimised tables). */
-enum { PRG_JPEG_444 = 0, PRG_JPEG_420 = 1 };
+typedef enum prg_jpeg_subsample { PRG_JPEG_444 = 0, PRG_JPEG_420 = 1 } prg_jpeg_subsample;
 /* The two quantisation tables (luminance, chrominance), natural order. */
 void prg_jpeg_quant_tables(uint16_t q[2][64], int quality);
 /* Bytes that always suffice for the file / the encoder's scratch. */
@@ -1402,10 +1409,10 @@ size_t prg_jpeg_encode_workspace(int w, int h, int c);
 /* Into a caller buffer of cap >= prg_jpeg_encode_bound() bytes; work:
    prg_jpeg_encode_workspace() bytes, or NULL to allocate here. */
 prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels /* [h][w][c] */,
-                              int w, int h, int c, int quality, int subsample, void *work);
+                              int w, int h, int c, int quality, prg_jpeg_subsample subsample, void *work);
 /* *out from prg_alloc (the caller frees it with prg_free). */
 prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels /* [h][w][c] */, int w, int h,
-                           int c, int quality, int subsample);
+                           int c, int quality, prg_jpeg_subsample subsample);
 
 /* Resizing with PIL's ImagingResample semantics (Image.resize without a box
    and reducing_gap=None): separable, horizontal pass first, each pass
@@ -1442,18 +1449,18 @@ void prg_image_to_planar(uint8_t *dst /* [c][h][w] */, const prg_image *src);
 
 #define PRG_DATA_MAX_CHANNELS 4
 
-enum {
+typedef enum prg_crop {
     PRG_CROP_NONE = 0,    /* the image as it is (its size must be the output size) */
     PRG_CROP_RANDOM = 1,  /* RandomCrop(out, padding=crop_padding), zero fill */
     PRG_CROP_RESIZED = 2, /* RandomResizedCrop(out, scale, ratio), bicubic */
     PRG_CROP_CENTER = 3   /* Resize(shorter side = resize, bicubic) + CenterCrop(out) */
-};
+} prg_crop;
 
 typedef struct prg_transform {
     int out_h, out_w;          /* output size */
     int border;                /* zero pixels added on each side of every source image
                                   first, in uint8 (2: MNIST 28x28 -> 32x32) */
-    int crop;                  /* PRG_CROP_* */
+    prg_crop crop;             /* PRG_CROP_* */
     int crop_padding;          /* PRG_CROP_RANDOM: 4 */
     float scale_min, scale_max;  /* PRG_CROP_RESIZED: area fraction, (0.08, 1) */
     float ratio_min, ratio_max;  /* PRG_CROP_RESIZED: aspect w/h, (3/4, 4/3) */
@@ -1814,27 +1821,6 @@ static PRG_UNUSED prg_result prg__fail_ctx(prg_result r, const char *fmt, ...) {
         prg__error_msg[k] = 0;
     }
     return r;
-}
-
-static prg_log_fn prg__log_fn = NULL;
-static void *prg__log_user = NULL;
-
-void prg_set_log(prg_log_fn fn, void *user) {
-    prg__log_fn = fn;
-    prg__log_user = user;
-}
-
-#if defined(__GNUC__) || defined(__clang__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static PRG_UNUSED void prg__log(int level, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    if (!prg__log_fn) return;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    prg__log_fn(prg__log_user, level, buf);
 }
 
 static uint64_t prg__splitmix64(uint64_t *x) {
@@ -7450,7 +7436,7 @@ struct prg_unet {
     prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
     size_t keep_left;      /* floats keep may still allocate */
     int keeping;           /* > 0: the weights do not change, keep is used */
-    int loss;              /* PRG_LOSS_*: the pretraining loss (flow section) */
+    prg_loss loss;         /* the pretraining loss (flow section) */
     int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
     prg_grad_ready_fn grad_hook; /* prg_unet_set_grad_hook */
     void *grad_hook_ctx;
@@ -7673,6 +7659,18 @@ static void prg__unet_conv(prg_unet *n, const char *prefix, int cout, int stride
     m->pad = 1;
     prg__unet_wb(n, prefix, cout, m->cin, 3, 0, zero);
 }
+
+/* A module's tensors by name: slot j of module m is n->tens[m->par + j], in
+   the order prg__unet_res / prg__unet_attn add them (state-dict order). */
+enum {
+    PRG__RES_NORM1_W, PRG__RES_NORM1_B, /* in_layers.0 */
+    PRG__RES_CONV1_W, PRG__RES_CONV1_B, /* in_layers.2 */
+    PRG__RES_EMB_W, PRG__RES_EMB_B,     /* emb_layers.1 */
+    PRG__RES_NORM2_W, PRG__RES_NORM2_B, /* out_layers.0 */
+    PRG__RES_CONV2_W, PRG__RES_CONV2_B, /* out_layers.3 */
+    PRG__RES_SKIP_W, PRG__RES_SKIP_B    /* skip_connection (cin != cout) */
+};
+enum { PRG__ATTN_NORM_W, PRG__ATTN_NORM_B, PRG__ATTN_QKV_W, PRG__ATTN_QKV_B, PRG__ATTN_PROJ_W, PRG__ATTN_PROJ_B };
 
 static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
     int cin = n->cur_c, hw = n->cur_h * n->cur_h, ed = 4 * n->cfg.model_channels;
@@ -8856,29 +8854,29 @@ prg_result prg_sample_rk4(prg_velocity_fn vel, void *ctx, int steps, int batch, 
 
 /* --- paths and losses --------------------------------------------------- */
 
-const char *prg_path_name(int path) {
+const char *prg_path_name(prg_path path) {
     return path == PRG_PATH_ICFM ? "icfm" : path == PRG_PATH_GVP ? "gvp" : "?";
 }
 
-const char *prg_loss_name(int loss) {
+const char *prg_loss_name(prg_loss loss) {
     static const char *const names[4] = {"none", "icfm", "ot", "gvp"};
     return loss >= PRG_LOSS_NONE && loss <= PRG_LOSS_GVP ? names[loss] : "?";
 }
 
-int prg_loss_path(int loss) { return loss == PRG_LOSS_GVP ? PRG_PATH_GVP : PRG_PATH_ICFM; }
+prg_path prg_loss_path(prg_loss loss) { return loss == PRG_LOSS_GVP ? PRG_PATH_GVP : PRG_PATH_ICFM; }
 
-prg_result prg_loss_parse(int *loss, const char *name) {
+prg_result prg_loss_parse(prg_loss *loss, const char *name) {
     int k;
     for (k = PRG_LOSS_ICFM; k <= PRG_LOSS_GVP; k++)
-        if (name && !strcmp(name, prg_loss_name(k))) {
-            *loss = k;
+        if (name && !strcmp(name, prg_loss_name((prg_loss)k))) {
+            *loss = (prg_loss)k;
             return PRG_OK;
         }
     return prg__fail(PRG_ERR_ARG, "unknown pretraining loss '%s': use icfm, ot or gvp", name ? name : "(null)");
 }
 
-prg_result prg_path_parse(int *path, const char *name) {
-    int loss;
+prg_result prg_path_parse(prg_path *path, const char *name) {
+    prg_loss loss;
     if (prg_loss_parse(&loss, name) != PRG_OK)
         return prg__fail(PRG_ERR_ARG, "unknown probability path '%s': use icfm (ICFM and OT-CFM models) or gvp",
                          name ? name : "(null)");
@@ -8886,17 +8884,17 @@ prg_result prg_path_parse(int *path, const char *name) {
     return PRG_OK;
 }
 
-int prg_unet_loss(const prg_unet *net) { return net->loss; }
-int prg_unet_path(const prg_unet *net) { return prg_loss_path(net->loss); }
+prg_loss prg_unet_loss(const prg_unet *net) { return net->loss; }
+prg_path prg_unet_path(const prg_unet *net) { return prg_loss_path(net->loss); }
 
-prg_result prg_unet_set_loss(prg_unet *net, int loss) {
+prg_result prg_unet_set_loss(prg_unet *net, prg_loss loss) {
     if (loss < PRG_LOSS_NONE || loss > PRG_LOSS_GVP)
         return prg__fail(PRG_ERR_ARG, "prg_unet_set_loss: unknown loss %d (PRG_LOSS_NONE .. PRG_LOSS_GVP)", loss);
     net->loss = loss;
     return PRG_OK;
 }
 
-prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
+prg_result prg_sample_path(prg_path path, prg_solver solver, prg_velocity_fn vel, void *ctx, int steps, int batch,
                            size_t dim, float *x) {
     if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
         return prg__fail(PRG_ERR_ARG, "prg_sample_path: unknown path %d (PRG_PATH_ICFM or PRG_PATH_GVP)", path);
@@ -8906,15 +8904,24 @@ prg_result prg_sample_path(int path, int solver, prg_velocity_fn vel, void *ctx,
                        path == PRG_PATH_GVP, vel, ctx, steps, batch, dim, x);
 }
 
-prg_result prg_unet_sample(prg_unet *net, int solver, int steps, int batch, float *x) {
+prg_result prg_unet_sample_path(prg_unet *net, prg_path path, prg_solver solver, int steps, int batch, float *x) {
     const prg_unet_config *c;
+    prg_result r;
     if (!net || !x) return prg__fail(PRG_ERR_ARG, "prg_unet_sample: need a net and x");
     c = prg_unet_config_get(net);
     if (c->in_channels != c->out_channels)
         return prg__fail(PRG_ERR_CONFIG, "prg_unet_sample: sampling needs out_channels (%d) == in_channels (%d)",
                          c->out_channels, c->in_channels);
-    return prg_sample_path(prg_unet_path(net), solver, prg_unet_velocity_lean, net, steps, batch,
-                           (size_t)c->in_channels * c->image_size * c->image_size, x);
+    prg__unet_keep_begin(net); /* the weights do not change during the solve */
+    r = prg_sample_path(path, solver, prg_unet_velocity_lean, net, steps, batch,
+                        (size_t)c->in_channels * c->image_size * c->image_size, x);
+    prg__unet_keep_end(net);
+    return r;
+}
+
+prg_result prg_unet_sample(prg_unet *net, prg_solver solver, int steps, int batch, float *x) {
+    if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_sample: need a net and x");
+    return prg_unet_sample_path(net, prg_unet_path(net), solver, steps, batch, x);
 }
 
 /* One Euler step per grid interval: x_{k+1} = x_k + hs v(tau_k, x_k),
@@ -9107,7 +9114,9 @@ prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int ba
 #define PRG__HEAD_NT 5
 struct prg_classifier {
     prg_unet *net;
-    int classes, t_span, t_cutoff, steps, grad_mode, path;
+    int classes, t_span, t_cutoff, steps;
+    prg_grad_mode grad_mode;
+    prg_path path;
     int c, hw, pool, d;       /* image channels, H (= W), pooled side, D = c*pool*pool */
     size_t img;               /* floats per image */
     float *head, *hgrad;      /* head parameters / gradients, PRG__HEAD_NT tensors */
@@ -9388,6 +9397,21 @@ float *prg_classifier_head_grads(prg_classifier *clf, size_t *count) {
     return clf->hgrad;
 }
 
+int prg_classifier_param_blocks(prg_classifier *clf, float **params, const float **grads, size_t *sizes,
+                                size_t *total) {
+    int k = 0;
+    if (clf->grad_mode != PRG_GRAD_FROZEN) {
+        if (params) params[k] = prg_unet_params(clf->net);
+        if (grads) grads[k] = prg_unet_grads(clf->net);
+        sizes[k++] = prg_unet_num_params(clf->net);
+    }
+    if (params) params[k] = clf->head;
+    if (grads) grads[k] = clf->hgrad;
+    sizes[k++] = clf->nhead;
+    if (total) *total = sizes[0] + (k > 1 ? sizes[1] : 0);
+    return k;
+}
+
 int prg_classifier_num_head_tensors(const prg_classifier *clf) {
     (void)clf;
     return PRG__HEAD_NT;
@@ -9408,7 +9432,7 @@ void prg_classifier_zero_grad(prg_classifier *clf) {
     memset(clf->hgrad, 0, clf->nhead * sizeof(float));
 }
 
-prg_result prg_classifier_set_grad_mode(prg_classifier *clf, int mode) {
+prg_result prg_classifier_set_grad_mode(prg_classifier *clf, prg_grad_mode mode) {
     if (mode != PRG_GRAD_EXACT && mode != PRG_GRAD_ADJOINT && mode != PRG_GRAD_FROZEN)
         return prg__fail(PRG_ERR_ARG, "prg_classifier_set_grad_mode: unknown mode %d", mode);
     clf->grad_mode = mode;
@@ -9425,7 +9449,7 @@ prg_result prg_classifier_set_grid(prg_classifier *clf, int t_span, int t_cutoff
     return PRG_OK;
 }
 
-prg_result prg_classifier_set_path(prg_classifier *clf, int path) {
+prg_result prg_classifier_set_path(prg_classifier *clf, prg_path path) {
     int m;
     if (path != PRG_PATH_ICFM && path != PRG_PATH_GVP)
         return prg__fail(PRG_ERR_ARG, "prg_classifier_set_path: unknown path %d", path);
@@ -9436,7 +9460,7 @@ prg_result prg_classifier_set_path(prg_classifier *clf, int path) {
     return PRG_OK;
 }
 
-int prg_classifier_path(const prg_classifier *clf) { return clf->path; }
+prg_path prg_classifier_path(const prg_classifier *clf) { return clf->path; }
 
 int prg_classifier_grid(const prg_classifier *clf, int *t_span, int *t_cutoff) {
     if (t_span) *t_span = clf->t_span;
@@ -12834,7 +12858,7 @@ out:
    PRG_LOSS_NONE; *fpath: "prg.path", or -1 when absent.  In a U-Net file the
    two must agree (a classifier's prg.path is its encoder's, which may have
    been overridden). */
-static prg_result prg__ckpt_loss(prg_st *st, const char *path, int *loss, int *fpath) {
+static prg_result prg__ckpt_loss(prg_st *st, const char *path, prg_loss *loss, int *fpath) {
     const char *ls = prg_st_metadata(st, "prg.loss"), *ps = prg_st_metadata(st, "prg.path");
     const char *kind = prg_st_metadata(st, "prg.kind");
     *loss = PRG_LOSS_NONE;
@@ -12844,7 +12868,7 @@ static prg_result prg__ckpt_loss(prg_st *st, const char *path, int *loss, int *f
     if (ps) *fpath = !strcmp(ps, "gvp") ? PRG_PATH_GVP : PRG_PATH_ICFM;
     if (ls && prg_loss_parse(loss, ls) != PRG_OK)
         return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.loss is '%s' (icfm, ot or gvp)", path, ls);
-    if (ls && ps && !(kind && !strcmp(kind, "classifier")) && prg_loss_path(*loss) != *fpath)
+    if (ls && ps && !(kind && !strcmp(kind, "classifier")) && (int)prg_loss_path(*loss) != *fpath)
         return prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.loss '%s' and prg.path '%s' disagree (the %s loss has "
                          "the %s path)", path, ls, ps, ls, prg_path_name(prg_loss_path(*loss)));
     if (!ls && ps) *loss = *fpath == PRG_PATH_GVP ? PRG_LOSS_GVP : PRG_LOSS_ICFM;
@@ -12856,7 +12880,8 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     prg_unet *net;
     prg__ckpt_entry *e;
     prg_result r;
-    int n, loss, fpath;
+    int n, fpath;
+    prg_loss loss;
     if ((r = prg__ckpt_config(st, path, cfg, &c)) != PRG_OK) return r;
     if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
     if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
@@ -12909,7 +12934,8 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     prg_unet_config c;
     prg_result r;
     int64_t classes = 0, span = 32, cut = 0;
-    int n, nu, enc_path = PRG_PATH_ICFM;
+    int n, nu;
+    prg_path enc_path = PRG_PATH_ICFM;
     if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_load: clf is NULL");
     *out = NULL;
     if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
@@ -12932,9 +12958,10 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     }
     {
         /* the encoder's path: prg.path, else the one the net's loss gives */
-        int loss, fpath;
+        int fpath;
+        prg_loss loss;
         if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) goto done;
-        enc_path = fpath >= 0 ? fpath : prg_loss_path(loss);
+        enc_path = fpath >= 0 ? (prg_path)fpath : prg_loss_path(loss);
     }
     if (prg__classifier_steps(enc_path, (int)span, (int)cut) < 0) {
         r = prg__fail(PRG_ERR_FORMAT, "%s: metadata prg.t_span / prg.t_cutoff: %s", path, prg_last_error());
@@ -12988,7 +13015,8 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     int64_t ostep = 0, istep = 0;
     prg_rng rr;
     prg_result r;
-    int floss = PRG_LOSS_NONE, fpath = -1;
+    prg_loss floss = PRG_LOSS_NONE;
+    int fpath = -1;
     const char *kind;
     if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: give exactly one of net, clf");
     if (clf) net = clf->net;
@@ -13011,9 +13039,9 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
                       "file's loss", path, prg_loss_name(floss), prg_loss_name(net->loss));
         goto done;
     }
-    if (clf && fpath >= 0 && fpath != clf->path) {
+    if (clf && fpath >= 0 && fpath != (int)clf->path) {
         r = prg__fail(PRG_ERR_FORMAT, "%s holds a classifier on the %s path, this one is on %s: resume with the "
-                      "file's path", path, prg_path_name(fpath), prg_path_name(clf->path));
+                      "file's path", path, prg_path_name((prg_path)fpath), prg_path_name(clf->path));
         goto done;
     }
     if ((opt && !prg__parse_i64(prg_st_metadata(st, "optim.step"), &ostep)) ||
@@ -13823,7 +13851,7 @@ void prg_chart_color(int i, uint8_t rgb[3]) {
     memcpy(rgb, pal[i], 3);
 }
 
-void prg_chart_init(prg_chart *c, int kind, const char *title, const prg_chart_series *series, int nseries) {
+void prg_chart_init(prg_chart *c, prg_chart_kind kind, const char *title, const prg_chart_series *series, int nseries) {
     memset(c, 0, sizeof *c);
     c->kind = kind;
     c->width = 800;
@@ -15877,7 +15905,7 @@ static void prg__jpeg_code_block(prg__jpeg_writer *jw, const prg__jpeg_huff *hf,
 }
 
 prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels, int w, int h, int c,
-                              int quality, int subsample, void *work) {
+                              int quality, prg_jpeg_subsample subsample, void *work) {
     prg__jpeg_writer jw;
     prg__jpeg_huff hf;
     uint16_t q[2][64];
@@ -15995,7 +16023,7 @@ size_t prg_jpeg_encode_workspace(int w, int h, int c) {
 }
 
 prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels, int w, int h, int c, int quality,
-                           int subsample) {
+                           prg_jpeg_subsample subsample) {
     size_t cap;
     prg_result r;
     *out = NULL;

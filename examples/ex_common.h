@@ -933,7 +933,7 @@ PRG_UNUSED static int ex_file_exists(const char *path) {
    that disagrees with the checkpoint wins, with a warning.  *source (may be
    NULL) says where the path came from. */
 PRG_UNUSED static int ex_choose_path(int recorded, const char *flag, const char *file, const char **source) {
-    int p = PRG_PATH_ICFM;
+    prg_path p = PRG_PATH_ICFM;
     const char *src = "default";
     if (flag) ex_check(prg_path_parse(&p, flag), "--path");
     if (recorded >= 0 && flag && p != recorded) {
@@ -1087,11 +1087,6 @@ PRG_UNUSED static void ex_curves_free(ex_curves *c) {
         prg_free(c->x[k]);
         prg_free(c->y[k]);
     }
-}
-
-/* The U-Net velocity for the flow section's samplers. */
-PRG_UNUSED static prg_result ex_unet_vel(void *net, int b, const float *x, const float *t, float *v) {
-    return prg_unet_forward((prg_unet *)net, b, x, t, v);
 }
 
 #endif

@@ -163,11 +163,12 @@ int main(int argc, char **argv) {
     prg_cosine_schedule sched;
     prg_rng rng;
     run_state st;
-    int bpe, k;
+    int bpe, k, nblocks;
     prg_loader_config lc;
     prg_loader *ld = NULL;
-    size_t nhead, nunet;
-    float *logits, *dlogits;
+    size_t nhead, nunet, ntrain, bsz[2];
+    float *logits, *dlogits, *bp[2];
+    const float *bg[2];
     int flow_term;
     double t0, c0, seen = 0, ema = 0;
     char path_last[1024], path_best[1024];
@@ -282,7 +283,7 @@ int main(int argc, char **argv) {
     /* the encoder follows the pretraining's path: the checkpoint's, or --path */
     path = ex_choose_path(init_path, path_flag, init, &path_src);
     if (path_flag && prg_unet_loss(net) == PRG_LOSS_NONE && init && !from_scratch) {
-        int loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
+        prg_loss loss; /* a file without it: --path names the pretraining loss, saved with the classifier */
         ex_check(prg_loss_parse(&loss, path_flag), "--path");
         ex_check(prg_unet_set_loss(net, loss), "--path");
     }
@@ -327,7 +328,8 @@ int main(int argc, char **argv) {
     acfg.weight_decay = wd;
     /* frozen: the optimizer covers the head only, so weight decay leaves the U-Net alone
        (its state is then the head's alone in the checkpoint) */
-    ex_check(prg_adam_create(&opt, frozen ? nhead : nunet + nhead, &acfg), "AdamW");
+    nblocks = prg_classifier_param_blocks(clf, bp, bg, bsz, &ntrain);
+    ex_check(prg_adam_create(&opt, ntrain, &acfg), "AdamW");
 
     bpe = (ds.n + batch - 1) / batch;
     total = steps > 0 ? steps : (int64_t)epochs * bpe;
@@ -458,17 +460,7 @@ int main(int argc, char **argv) {
             }
             ex_mpi_grads_end();
             loss = ex_mpi_mean(loss, nl, bs);
-            if (frozen) {
-                r = prg_adam_step(opt, prg_classifier_head_params(clf, NULL), prg_classifier_head_grads(clf, NULL),
-                                  lr_now, &gnorm);
-            } else {
-                float *pp[2];
-                const float *gg[2];
-                size_t sz[2];
-                pp[0] = prg_unet_params(net); gg[0] = prg_unet_grads(net); sz[0] = nunet;
-                pp[1] = prg_classifier_head_params(clf, NULL); gg[1] = prg_classifier_head_grads(clf, NULL); sz[1] = nhead;
-                r = prg_adam_step_blocks(opt, 2, pp, gg, sz, lr_now, &gnorm);
-            }
+            r = prg_adam_step_blocks(opt, nblocks, bp, bg, bsz, lr_now, &gnorm);
             ex_check(r, "AdamW step");
             step++;
             seen += bs;

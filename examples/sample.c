@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
     for (i = 0; i < n; i += batch) {
         int bs = n - i < batch ? n - i : batch;
         float *xb = x + dim * i;
-        ex_check(prg_sample_path(path, method, prg_unet_velocity, net, steps, bs, dim, xb), "sampling");
+        ex_check(prg_unet_sample_path(net, path, method, steps, bs, xb), "sampling");
         ex_progress_update(&pr, i + bs);
     }
     ex_check(prg_image_grid(out, x, n, cfg->out_channels, cfg->image_size, cfg->image_size, cols, mean, std), out);

@@ -403,7 +403,7 @@ static prg_result write_meta(prg_unet *net, const char *path, const char *const 
 
 /* The pretraining loss and its path travel with every checkpoint. */
 static void test_loss_path(void) {
-    static const int losses[3] = {PRG_LOSS_ICFM, PRG_LOSS_OT, PRG_LOSS_GVP};
+    static const prg_loss losses[3] = {PRG_LOSS_ICFM, PRG_LOSS_OT, PRG_LOSS_GVP};
     static const char *const names[3] = {"icfm", "ot", "gvp"}, *const paths[3] = {"icfm", "icfm", "gvp"};
     prg_unet_config cfg;
     prg_unet *net, *back = NULL;
@@ -411,7 +411,9 @@ static void test_loss_path(void) {
     prg_adam *opt;
     prg_adam_config ac;
     prg_rng rng;
-    int i, p = -1, l = -1;
+    int i;
+    prg_path p = PRG_PATH_NONE;
+    prg_loss l = PRG_LOSS_NONE;
     small_config(&cfg);
     prg_adam_config_default(&ac);
     prg_rng_seed(&rng, 5, 5);
@@ -446,7 +448,7 @@ static void test_loss_path(void) {
     CHECK(meta_is(tmp_path("none.safetensors"), "prg.loss", NULL) && meta_is(tmp_path("none.safetensors"), "prg.path", NULL),
           "a net without a loss wrote prg.loss / prg.path");
     CHECK(prg_unet_load(&back, tmp_path("none.safetensors"), NULL) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE &&
-              prg_unet_path(back) == PRG_PATH_ICFM, "no-loss file: loss %d", back ? prg_unet_loss(back) : -1);
+              prg_unet_path(back) == PRG_PATH_ICFM, "no-loss file: loss %d", back ? (int)prg_unet_loss(back) : -1);
     prg_unet_free(back);
     write_plain(net, tmp_path("plain_loss.safetensors"), PRG_DT_F32, -1, 0);
     CHECK(prg_unet_load(&back, tmp_path("plain_loss.safetensors"), &cfg) == PRG_OK && prg_unet_loss(back) == PRG_LOSS_NONE,
@@ -604,6 +606,87 @@ static void test_head_optim(void) {
     prg_classifier_free(clf); prg_classifier_free(clf2);
 }
 
+/* n fine-tuning steps over the classifier's parameter blocks (what
+   finetune runs) on a batch drawn from rng. */
+static void finetune_steps(prg_classifier *clf, prg_adam *opt, prg_rng *rng, int n) {
+    enum { B = 2, K = 3 };
+    float x[B * 256], logits[B * K], dl[B * K], *p[2];
+    const float *g[2];
+    size_t sz[2];
+    int32_t y[B];
+    int s, nb = prg_classifier_param_blocks(clf, p, g, sz, NULL), j;
+    for (s = 0; s < n; s++) {
+        for (j = 0; j < B * 256; j++) x[j] = prg_rng_normal(rng);
+        for (j = 0; j < B; j++) y[j] = (int32_t)prg_rng_below(rng, K);
+        prg_classifier_zero_grad(clf);
+        CHECK(prg_classifier_forward(clf, B, x, logits) == PRG_OK, "forward: %s", prg_last_error());
+        prg_cross_entropy_forward_backward(dl, logits, (const int *)y, B, K, 0.1f);
+        CHECK(prg_classifier_backward(clf, dl) == PRG_OK, "backward: %s", prg_last_error());
+        CHECK(prg_adam_step_blocks(opt, nb, p, g, sz, 1e-3, NULL) == PRG_OK, "step: %s", prg_last_error());
+    }
+}
+
+/* A fine-tuning run (frozen: the head's optimizer alone; exact: the whole
+   model's) stopped after 2 steps, saved, restored into objects of another
+   init and continued for 2 steps ends bit for bit where the straight 4-step
+   run does; the frozen run leaves the U-Net as it was. */
+static void test_finetune_resume(int frozen) {
+    const char *what = frozen ? "frozen" : "exact";
+    prg_unet_config cfg;
+    prg_unet *na, *nb, *n0;
+    prg_classifier *a, *b;
+    prg_adam *oa, *ob;
+    prg_adam_config ac;
+    prg_rng ra, rb;
+    size_t ntrain, nh, sz[2];
+    int64_t step = -1;
+    int mode = frozen ? PRG_GRAD_FROZEN : PRG_GRAD_EXACT;
+    small_config(&cfg);
+    cfg.num_attention = 0;
+    prg_adam_config_default(&ac);
+    ac.decoupled = 1;
+    ac.weight_decay = 0.05;
+    prg_unet_create(&n0, &cfg, 21);
+    prg_unet_create(&na, &cfg, 21);
+    prg_classifier_create(&a, na, 3, 3, 0, 5);
+    prg_classifier_set_grad_mode(a, mode);
+    prg_classifier_head_params(a, &nh);
+    CHECK(prg_classifier_param_blocks(a, NULL, NULL, sz, &ntrain) == (frozen ? 1 : 2) &&
+              ntrain == (frozen ? nh : nh + prg_unet_num_params(na)),
+          "%s: %zu trainable floats in the blocks", what, ntrain);
+    prg_adam_create(&oa, ntrain, &ac);
+    prg_rng_seed(&ra, 8, 0);
+    finetune_steps(a, oa, &ra, 4);
+    prg_unet_create(&nb, &cfg, 21);
+    prg_classifier_create(&b, nb, 3, 3, 0, 5);
+    prg_classifier_set_grad_mode(b, mode);
+    prg_adam_create(&ob, ntrain, &ac);
+    prg_rng_seed(&rb, 8, 0);
+    finetune_steps(b, ob, &rb, 2);
+    CHECK(prg_checkpoint_save(tmp_path("ft.safetensors"), NULL, b, ob, &rb, 2) == PRG_OK, "%s save: %s", what,
+          prg_last_error());
+    prg_adam_free(ob);
+    prg_classifier_free(b);
+    prg_unet_create(&nb, &cfg, 4321); /* another init: everything comes from the file */
+    prg_classifier_create(&b, nb, 3, 3, 0, 4322);
+    prg_classifier_set_grad_mode(b, mode);
+    prg_adam_create(&ob, ntrain, &ac);
+    prg_rng_seed(&rb, 1, 0);
+    CHECK(prg_checkpoint_restore(tmp_path("ft.safetensors"), NULL, b, ob, &rb, &step) == PRG_OK && step == 2,
+          "%s restore: %s", what, prg_last_error());
+    finetune_steps(b, ob, &rb, 2);
+    CHECK(same_params(na, nb) &&
+              memcmp(prg_classifier_head_params(a, NULL), prg_classifier_head_params(b, NULL), nh * sizeof(float)) == 0,
+          "%s: the resumed run's parameters differ from the straight run's", what);
+    CHECK(prg_adam_step_count(ob) == 4 &&
+              memcmp(prg_adam_exp_avg(oa), prg_adam_exp_avg(ob), ntrain * sizeof(float)) == 0 &&
+              memcmp(prg_adam_exp_avg_sq(oa), prg_adam_exp_avg_sq(ob), ntrain * sizeof(float)) == 0,
+          "%s: the resumed run's optimizer state differs", what);
+    CHECK(same_params(na, n0) == frozen, "%s: the U-Net %s", what, frozen ? "changed" : "did not learn");
+    prg_adam_free(oa); prg_adam_free(ob);
+    prg_classifier_free(a); prg_classifier_free(b); prg_unet_free(n0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/prg_test_ckpt_%d", (int)getpid());
     mkdir(dir, 0700);
@@ -614,6 +697,8 @@ int main(void) {
     test_resume();
     test_loss_path();
     test_head_optim();
+    test_finetune_resume(1);
+    test_finetune_resume(0);
     {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

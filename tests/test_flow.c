@@ -729,6 +729,11 @@ static void test_ot_1d_sorted(void) {
 }
 
 /* ---- sampling along the model's path --------------------------------------- */
+/* The velocity wrapper programs wrote before prg_unet_sample_path. */
+static prg_result wrapper_vel(void *net, int b, const float *x, const float *t, float *v) {
+    return prg_unet_forward((prg_unet *)net, b, x, t, v);
+}
+
 /* The MONO16 U-Net of tools/ref_unet.py with its formula weights as a fixed
    velocity field: prg_unet_sample on a GVP net (t = 1 -> 0) and an ICFM net
    (t = 0 -> 1) against tools/ref_sample.py's float64 integrations. */
@@ -775,6 +780,20 @@ static void test_sample_path_ref(void) {
         CHECK(prg_sample_path(prg_unet_path(net), runs[r].solver, prg_unet_velocity, net, runs[r].steps, B, 256, y) == PRG_OK &&
               memcmp(x, y, sizeof x) == 0, "%s: prg_sample_path differs from prg_unet_sample", runs[r].name);
     }
+    /* a path chosen by the caller (a GVP net sampled on the ICFM path and back):
+       bit for bit the old wrapper's solve, for every solver */
+    for (r = 0; r < 6; r++) {
+        int path = r < 3 ? PRG_PATH_ICFM : PRG_PATH_GVP, solver = r % 3;
+        prg_unet_set_loss(net, path == PRG_PATH_ICFM ? PRG_LOSS_GVP : PRG_LOSS_ICFM);
+        memcpy(x, x0, sizeof x);
+        memcpy(y, x0, sizeof y);
+        CHECK(prg_unet_sample_path(net, path, solver, 3, B, x) == PRG_OK &&
+              prg_sample_path(path, solver, wrapper_vel, net, 3, B, 256, y) == PRG_OK, "%s path, solver %d: %s",
+              prg_path_name(path), solver, prg_last_error());
+        CHECK(memcmp(x, y, sizeof x) == 0, "%s path, solver %d: prg_unet_sample_path differs from the wrapper's solve",
+              prg_path_name(path), solver);
+    }
+    CHECK(prg_unet_sample_path(net, 2, 0, 3, B, x) == PRG_ERR_ARG, "unknown path accepted");
     /* the two directions give different samples: the path matters */
     CHECK(max_rel(sample_ref_gvp_euler, sample_ref_icfm_euler, N) > 0.1, "GVP and ICFM references agree");
     /* prg_encode follows the net's path too */

@@ -693,8 +693,36 @@ static void test_grad_hook(void) {
     prg_classifier_free(clf);
 }
 
+/* The parameter blocks an optimizer trains: U-Net then head, or the head
+   alone with a frozen U-Net, following the grad mode. */
+static void test_param_blocks(void) {
+    prg_classifier *clf = make_small(5, 1);
+    prg_unet *net;
+    float *p[2];
+    const float *g[2];
+    size_t sz[2], total = 0, nh;
+    int nb;
+    if (!clf) return;
+    net = prg_classifier_unet(clf);
+    prg_classifier_head_params(clf, &nh);
+    nb = prg_classifier_param_blocks(clf, p, g, sz, &total);
+    CHECK(nb == 2 && p[0] == prg_unet_params(net) && g[0] == prg_unet_grads(net) && sz[0] == prg_unet_num_params(net) &&
+              p[1] == prg_classifier_head_params(clf, NULL) && g[1] == prg_classifier_head_grads(clf, NULL) &&
+              sz[1] == nh && total == sz[0] + nh,
+          "exact mode: %d blocks, sizes %zu %zu, total %zu", nb, sz[0], sz[1], total);
+    CHECK(prg_classifier_set_grad_mode(clf, PRG_GRAD_FROZEN) == PRG_OK, "frozen: %s", prg_last_error());
+    nb = prg_classifier_param_blocks(clf, p, g, sz, &total);
+    CHECK(nb == 1 && p[0] == prg_classifier_head_params(clf, NULL) && g[0] == prg_classifier_head_grads(clf, NULL) &&
+              sz[0] == nh && total == nh,
+          "frozen mode: %d blocks, size %zu, total %zu", nb, sz[0], total);
+    prg_classifier_set_grad_mode(clf, PRG_GRAD_ADJOINT);
+    CHECK(prg_classifier_param_blocks(clf, NULL, NULL, sz, NULL) == 2, "adjoint mode: not 2 blocks");
+    prg_classifier_free(clf);
+}
+
 int main(void) {
     prg_set_num_threads(2);
+    test_param_blocks();
     test_against_pytorch();
     test_finite_difference(PRG_PATH_ICFM);
     test_finite_difference(PRG_PATH_GVP);
