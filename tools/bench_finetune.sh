@@ -9,7 +9,7 @@
 # phase of the machine then has to last through every round to skew a row.
 # REPS (default 1) timed steps per run, after an untimed one.  MiB: peak RSS
 # of the process that ran the mode.
-#   tools/bench_finetune.sh [build-dir] [presets...]
+#   tools/bench_finetune.sh [build-dir] [presets...]   (EULER="4 8 16 32": the step counts)
 set -e
 bin=${1:-build}/bench_finetune
 shift || true
@@ -21,7 +21,7 @@ min() { awk -v a="$1" -v b="${2:-1e30}" 'BEGIN { print (a < b ? a : b) }'; }
 printf '%-8s %5s | %9s %9s %9s %9s | %8s %8s %5s %9s | %-15s %11s %9s\n' preset steps "prg ms" "kept ms" "torch ms" \
     "1thr ms" "prg MiB" "kept MiB" kept "torch MiB" "vs torch r / k" "kept/recomp" "2thr/1thr"
 for p in $presets; do
-    for m in 4 8 16 32; do
+    for m in ${EULER:-4 8 16 32}; do
         ms=; kms=; tms=; ms1=
         for ((r = 0; r < ${ROUNDS:-2}; r++)); do
             out=$("$bin" --preset "$p" --batch 8 --steps "$m" --threads 2 --reps ${REPS:-1})
