@@ -8,8 +8,8 @@
 set -e
 b=${1:-build}
 shift || true
-printf '%-10s %6s %7s | %8s %9s %14s\n' preset t_span threads "wall s" "peak MiB" "checkpoint MiB"
+printf '%-10s %6s %7s | %8s %8s %9s %14s\n' preset t_span threads "wall s" "CPU s" "peak MiB" "checkpoint MiB"
 for p in ${*:-cifar32 imagenet64}; do
-    read -r _ ts th s mib ck <<< "$("$b/bench_classify" --preset "$p" --threads 2 --runs ${RUNS:-3} --classify "$b/classify")"
-    printf '%-10s %6s %7s | %8s %9s %14s\n' "$p" "$ts" "$th" "$s" "$mib" "$ck"
+    read -r _ ts th s cpu mib ck <<< "$("$b/bench_classify" --preset "$p" --threads 2 --runs ${RUNS:-3} --classify "$b/classify")"
+    printf '%-10s %6s %7s | %8s %8s %9s %14s\n' "$p" "$ts" "$th" "$s" "$cpu" "$mib" "$ck"
 done
