@@ -10,7 +10,8 @@ BUILD   := build
 
 TESTS    := $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 EXAMPLES := $(BUILD)/quickstart
-TOOLS    := $(BUILD)/bench_gemm $(BUILD)/bench_unet $(BUILD)/bench_finetune
+TOOLS    := $(BUILD)/bench_gemm $(BUILD)/bench_unet $(BUILD)/bench_finetune $(BUILD)/bench_encode \
+            $(BUILD)/bench_classify
 
 .PHONY: all test asan bench clean aarch64-test
 all: $(EXAMPLES) $(TOOLS)
@@ -55,15 +56,23 @@ $(BUILD)/bench_unet: tools/bench_unet.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 $(BUILD)/bench_finetune: tools/bench_finetune.c prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+$(BUILD)/bench_encode: tools/bench_encode.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
+$(BUILD)/bench_classify: tools/bench_classify.c prg.h | $(BUILD)
+	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 
 # BENCH_ARGS passes options to both GEMM runs; the default compares with
 # OpenBLAS's AVX-512 kernels (SkylakeX) where the CPU has AVX-512.
 BENCH_ARGS ?= --blas-core best
-bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet $(BUILD)/bench_finetune
+bench: $(BUILD)/bench_gemm $(BUILD)/bench_gemm_native $(BUILD)/bench_unet $(BUILD)/bench_finetune \
+       $(BUILD)/bench_encode $(BUILD)/bench_classify $(BUILD)/classify
 	$(BUILD)/bench_gemm $(BENCH_ARGS)
 	$(BUILD)/bench_gemm_native $(BENCH_ARGS)
 	tools/bench_unet.sh $(BUILD)
 	tools/bench_finetune.sh $(BUILD)
+	tools/bench_encode.sh $(BUILD)
+	tools/bench_memory.sh $(BUILD)
+	tools/bench_classify.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-aarch64
