@@ -80,6 +80,8 @@
    CONFIGURATION (define before including, in the implementation file)
      PRG_NO_THREADS        build without pthreads; everything runs serially
      PRG_MAX_THREADS       upper bound on the pool size (default 256)
+     PRG_NO_SIMD           build without intrinsics: only the portable scalar
+                           kernels (the "scalar" CPU table of prg_gemm_set_kernel)
      PRG_WINO_KEEP_MB      memory a U-Net may spend keeping its transformed
                            convolution weights between the U-Net evaluations
                            of one encode, sampling or fine-tuning call
@@ -1676,11 +1678,12 @@ double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, con
 #define PRG_INLINE_COPIES
 #endif
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+/* PRG_NO_SIMD: no intrinsics at all; the CPU table is the scalar one. */
+#if !defined(PRG_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define PRG__X86 1
 #include <immintrin.h>
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
+#if !defined(PRG_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
 #define PRG__NEON 1
 #include <arm_neon.h>
 #endif
@@ -2601,58 +2604,9 @@ static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *P
 }
 #endif /* PRG__NEON */
 
-static const prg__gemm_impl prg__gemm_impls[] = {
-#ifdef PRG__X86
-    {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512,
-     prg__pack_a_avx512, prg__pack_b_avx512},
-    {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
-#endif
-#ifdef PRG__NEON
-    {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
-#endif
-    {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a,
-     prg__pack_b},
-};
-#define PRG__GEMM_NIMPL ((int)(sizeof prg__gemm_impls / sizeof prg__gemm_impls[0]))
-
-static int prg__gemm_cpu_has(const char *name) {
-#ifdef PRG__X86
-    if (!strcmp(name, "avx512")) return __builtin_cpu_supports("avx512f");
-    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    (void)name;
-    return 1;
-}
-
-static const prg__gemm_impl *prg__gemm_chosen = NULL;
-
-static const prg__gemm_impl *prg__gemm_select(void) {
-    const prg__gemm_impl *g = prg__gemm_chosen;
-    int i;
-    if (g) return g;
-    for (i = 0; i < PRG__GEMM_NIMPL; i++)
-        if (prg__gemm_cpu_has(prg__gemm_impls[i].name)) break;
-    prg__gemm_chosen = &prg__gemm_impls[i < PRG__GEMM_NIMPL ? i : PRG__GEMM_NIMPL - 1];
-    return prg__gemm_chosen;
-}
-
-const char *prg_gemm_kernel_name(void) { return prg__gemm_select()->name; }
-
-prg_result prg_gemm_set_kernel(const char *name) {
-    int i;
-    if (!name || !strcmp(name, "auto")) {
-        prg__gemm_chosen = NULL;
-        return PRG_OK;
-    }
-    for (i = 0; i < PRG__GEMM_NIMPL; i++) {
-        if (strcmp(prg__gemm_impls[i].name, name) != 0) continue;
-        if (!prg__gemm_cpu_has(name))
-            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
-        prg__gemm_chosen = &prg__gemm_impls[i];
-        return PRG_OK;
-    }
-    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
-}
+/* The micro-kernel, its packers and blocking come from the CPU table
+   (prg__cpu, after the last kernel), decided once. */
+static const prg__gemm_impl *prg__gemm_select(void);
 
 /* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
    dst[panel][p][r].  Rows past m are zero. */
@@ -3032,7 +2986,22 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
    whole).  The same blocking and kernels as prg_sgemm, so the same bits for
    any thread count.  Returns 0, or -1 with C untouched when the packing
    buffers cannot be had (the caller then takes an explicit path). */
-static int prg__sgemm_packer_off = 0; /* tests: take the callers' explicit paths */
+/* Test hooks: they steer the engine onto paths it would not take by itself,
+   so that the tests run every path on every machine.  All zero in normal
+   use; only tests write them (between calls, never during one). */
+typedef struct prg__hooks {
+    int no_packer;      /* the packing buffers "cannot be had" here (prg__sgemm_packer,
+                           Winograd): the convolutions take their stored column matrix */
+    int no_wino;        /* no Winograd: the other paths where it would run */
+    int no_wino4;       /* F(2x2,3x3) wherever Winograd runs */
+    int all_kernels;    /* take every path the CPU table has kernels for, also the ones
+                           its flags leave off as slower there: the scalar twins of the
+                           AVX-512-only paths then run whole convolutions */
+    int wino_rows_only; /* the Winograd row transforms on 8x8 and 16-wide maps too */
+    int wino_dw_plan;   /* plan the Winograd weight gradient for this many threads
+                           (0: the pool's width) */
+} prg__hooks;
+static prg__hooks prg__hook;
 
 static int prg__sgemm_packer(int m, int n, int k, float alpha, const float *a,
                              int lda, prg__gemm_b_packer packer, const void *ctx, float beta,
@@ -3041,7 +3010,7 @@ static int prg__sgemm_packer(int m, int n, int k, float alpha, const float *a,
     prg__gemm_buf *bufs[PRG_MAX_THREADS];
     size_t na, nf;
     int i, nbuf = prg__parallel_width(), ok = 1;
-    if (prg__sgemm_packer_off) return -1;
+    if (prg__hook.no_packer) return -1;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0 || alpha == 0.0f) {
         prg__gemm_scale(m, n, beta, c, ldc);
@@ -3171,17 +3140,20 @@ typedef struct prg__vec_ops {
     void (*silu_fwd)(float *y, const float *x, size_t n);
     void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n, int set); /* dx += (= when set) */
     void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
-    /* 3x3 weight gradient taps of two output channels (NULL: use the GEMM):
+    /* 3x3 weight gradient taps of two output channels:
        out[c*9 + ki*3 + kj] += sum_i sum_q g_c[i*gstride + q] x[i*xstride + q + ki*wp + kj]
        over q < n and i < count */
     void (*dw3)(float *out, const float *g0, const float *g1, const float *x, size_t n, int wp,
                 int count, size_t gstride, size_t xstride);
-    /* 3x3 pad-1 convolutions with few channels on one side (NULL: the GEMM
-       paths): prg__conv3_avx512 and prg__dw3p_avx512 below */
+    /* 3x3 pad-1 convolutions with few channels on one side: prg__conv3_scalar
+       and prg__dw3p_scalar below */
     void (*conv3)(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
                   const float *bias, int accumulate, int ci, int ob, int h, int w);
     void (*dw3p)(float *out, const float *g0, const float *g1, const float *x, int h, int w, int count,
                  size_t gstride, size_t xstride);
+    /* the three direct kernels above beat the GEMM paths (the vector ones; the
+       scalar twins run only when a test asks, prg__hook.all_kernels) */
+    int direct;
 } prg__vec_ops;
 
 static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
@@ -3213,6 +3185,109 @@ static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, siz
         float d = dy[i] * (s * (1.0f + x[i] * oms));
         dx[i] = set ? d : dx[i] + d;
     }
+}
+
+/* ---- the direct convolution kernels, scalar ------------------------------
+   The same algorithm as their AVX-512 twins below (prg__dw3_avx512,
+   prg__conv3_avx512, prg__dw3p_avx512): 16 lanes (32 pixels for conv3) of
+   accumulators, each the same fused multiply-adds in the same order, the
+   lanes summed in lane order; so the same bits. */
+
+/* the sum of 16 lanes in lane order (prg__hsum16) */
+static float prg__lanes16_sum(const float *t) {
+    float s = 0.0f;
+    int l;
+    for (l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
+static void prg__dw3_scalar(float *out, const float *g0, const float *g1, const float *x, size_t n,
+                            int wp, int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    size_t q, off[9];
+    int i, t, l;
+    for (t = 0; t < 9; t++) off[t] = (size_t)(t / 3) * wp + (size_t)(t % 3);
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (q = 0; q < n; q += 16) {
+            int nl = n - q < 16 ? (int)(n - q) : 16;
+            for (l = 0; l < 16; l++) {
+                float u0 = l < nl ? g0[q + l] : 0.0f, u1 = l < nl ? g1[q + l] : 0.0f;
+                for (t = 0; t < 9; t++) {
+                    float v = l < nl ? x[q + off[t] + l] : 0.0f;
+                    a[t][l] = fmaf(u0, v, a[t][l]);
+                    a[9 + t][l] = fmaf(u1, v, a[9 + t][l]);
+                }
+            }
+        }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
+}
+
+/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
+   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], o < ob
+   (<= 8); with accumulate, y += the sum.  32 pixels of a row at a time. */
+static void prg__conv3_scalar(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
+    size_t plane = (size_t)h * w;
+    float acc[8][32];
+    int oy, ox, i, ki, kj, o, l;
+    for (oy = 0; oy < h; oy++)
+        for (ox = 0; ox < w; ox += 32) {
+            memset(acc, 0, sizeof acc);
+            for (i = 0; i < ci; i++)
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue;
+                    row = x + i * plane + (size_t)iy * w;
+                    for (kj = 0; kj < 3; kj++) {
+                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
+                        float v[32];
+                        for (l = 0; l < 32; l++) {
+                            int c = ox + l + kj - 1;
+                            v[l] = c >= 0 && c < w ? row[c] : 0.0f;
+                        }
+                        for (o = 0; o < ob; o++) {
+                            float t = wp[o * os];
+                            for (l = 0; l < 32; l++) acc[o][l] = fmaf(t, v[l], acc[o][l]);
+                        }
+                    }
+                }
+            for (o = 0; o < ob; o++) {
+                float *d = y + o * plane + (size_t)oy * w + ox;
+                for (l = 0; l < 32 && ox + l < w; l++)
+                    d[l] = accumulate ? d[l] + acc[o][l] : bias ? acc[o][l] + bias[o] : acc[o][l];
+            }
+        }
+}
+
+/* The nine pad-1 taps of two output channels over unpadded h x w planes:
+   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
+   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
+   outside the plane); 16 columns of a plane at a time, down its rows. */
+static void prg__dw3p_scalar(float *out, const float *g0, const float *g1, const float *x, int h, int w,
+                             int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    int i, oy, ox, ki, kj, l, t;
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (ox = 0; ox < w; ox += 16)
+            for (oy = 0; oy < h; oy++) {
+                size_t q = (size_t)oy * w + ox;
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    if (iy < 0 || iy >= h) continue;
+                    for (kj = 0; kj < 3; kj++)
+                        for (l = 0; l < 16; l++) {
+                            int c = ox + l, xc = c + kj - 1, in = c < w && xc >= 0 && xc < w;
+                            float u0 = c < w ? g0[q + l] : 0.0f, u1 = c < w ? g1[q + l] : 0.0f;
+                            float v = in ? x[(size_t)iy * w + xc] : 0.0f;
+                            a[3 * ki + kj][l] = fmaf(u0, v, a[3 * ki + kj][l]);
+                            a[9 + 3 * ki + kj][l] = fmaf(u1, v, a[9 + 3 * ki + kj][l]);
+                        }
+                }
+            }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
 }
 
 #ifdef PRG__X86
@@ -3641,22 +3716,6 @@ static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg,
 }
 #endif /* PRG__X86 */
 
-static prg__vec_ops prg__vec_select(void) {
-    static const prg__vec_ops scalar = {prg__softmax_scalar, prg__silu_fwd_scalar,
-                                        prg__silu_bwd_scalar, prg__row_dots, NULL, NULL, NULL};
-#ifdef PRG__X86
-    static const prg__vec_ops avx512 = {prg__softmax_avx512, prg__silu_fwd_avx512,
-                                        prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
-                                        prg__conv3_avx512, prg__dw3p_avx512};
-    static const prg__vec_ops avx2 = {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
-                                      prg__dots_avx2, NULL, NULL, NULL};
-    const char *k = prg_gemm_kernel_name();
-    if (!strcmp(k, "avx512")) return avx512;
-    if (!strcmp(k, "avx2")) return avx2;
-#endif
-    return scalar;
-}
-
 /* Row kernels in blocks of 8 with a fixed trip count, which compilers
    vectorise even at -O2; the tail computes the same expression. */
 static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, float a, float b,
@@ -4028,13 +4087,6 @@ static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT 
 }
 #endif
 
-static prg__gemm_b_packer prg__implicit_cols_packer(void) {
-#ifdef PRG__X86
-    if (!strcmp(prg_gemm_kernel_name(), "avx512")) return prg__implicit_cols_pack_avx512;
-#endif
-    return prg__implicit_cols_pack;
-}
-
 typedef struct prg__conv_job {
     const prg__conv *c;
     int b0, nb;             /* chunk: samples [b0, b0+nb) */
@@ -4179,9 +4231,6 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
    transpose: dU[xi] = sum over tiles of dM[xi] V[xi]^T with dM = A dY A^T,
    then dW = G^T dU G.  Odd sizes: tiles past the edge read zeros and their
    outputs outside the image are dropped (their dY counts as zero). */
-static int prg__wino_off = 0;      /* tests: take the other paths */
-static int prg__wino_rows_only = 0; /* tests: the row transforms on 8x8 and 16-wide maps too */
-static int prg__wino_dw_plan = 0;  /* tests: plan the weight gradient for this many threads */
 #define PRG__WINO_MIN_C 8
 #define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
 #define PRG__WINO_DW_L2 (512 * 1024) /* bytes of V and dM per block and row of the transform (dW) */
@@ -4197,13 +4246,13 @@ typedef struct prg__wino_fns {
                     int copad, int mr, int kcb, int p0, int p1);
     /* c += a b^T with a [m][k], b [n][k] (the weight gradient's products) */
     void (*nt)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, int ldc);
-    /* 8 x 8 planes whole, 16 tiles in lane order (NULL: the row transforms):
-       prg__wino_in_plane8_avx512 and its two companions */
+    /* 8 x 8 planes whole, 16 tiles in lane order: prg__wino_in_plane8 and
+       its two companions */
     void (*in_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*dy_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*out_plane8)(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
-    /* 16-wide planes, two tile rows at a time (NULL: the row transforms):
-       prg__wino_in_rows16_avx512 and its two companions */
+    /* 16-wide planes, two tile rows at a time: prg__wino_in_rows16 and its
+       two companions */
     void (*in_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
@@ -4214,7 +4263,12 @@ typedef struct prg__wino_fns {
     void (*dw_inverse4)(float *d, const float *u, size_t s, int cin); /* prg__wino4_dw_inverse */
     void (*out4)(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
                  int accumulate);
-    int fast4;   /* the F(4x4,3x3) kernels are the vector ones */
+    /* which of the kernels above pay (the vector ones; the scalar twins run
+       only when a test asks, prg__hook.all_kernels): */
+    int plane8;  /* the whole-plane 8 x 8 transforms (else the row transforms) */
+    int rows16;  /* the two-row 16-wide transforms (else the row transforms) */
+    int fast4;   /* F(4x4,3x3) (else F(2x2,3x3)) */
+    int dot_nt;  /* nt up to 64 x 64 channels (else the packed GEMM) */
 } prg__wino_fns;
 
 typedef struct prg__wino {
@@ -4375,8 +4429,6 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
    1/24): about 10-20x that of F(2x2,3x3) (5e-6 of the largest output on
    tiny32's layers), within 0.2 of the K eps bound the tests hold every
    convolution path to. */
-static int prg__wino4_off = 0;    /* tests: F(2x2,3x3) everywhere */
-static int prg__wino4_scalar = 0; /* tests: F(4x4,3x3) with the scalar kernels (any machine) */
 
 /* o[k] = (B^T d)[k] for the 6 values d[0], d[s], ..., d[5 s] */
 static void prg__wino4_bt(float *o, size_t os, const float *d, size_t s) {
@@ -4546,6 +4598,70 @@ static void prg__wino_weights(float *u, const float *gw, size_t os, size_t is, i
                     tf(t, gp, 3, 1);
             }
             for (xi = 0; xi < nxi; xi++) dst[(size_t)xi * ci * copad] = t[xi];
+        }
+}
+
+/* ---- the vector-filling transforms and the dW products, scalar ------------
+   Twins of the AVX-512 kernels below with the same layouts: the whole-plane
+   8 x 8 and the two-row 16-wide transforms are the row transforms over the
+   tile rows they cover (the vector ones do the same operations in the same
+   order: the same bits); prg__wino_nt_scalar runs the dot products of
+   prg__wino_nt_avx512 in its 16 lanes and reduces them in its tree. */
+
+/* v[(4 (k - k0) + j) vs + 4 ty + tx] = (B^T d B)[k][j] of the 16 tiles of an 8 x 8 plane */
+static void prg__wino_in_plane8(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_in_row(v + 4 * ty, vs, plane, 8, 8, ty, 0, 4, k0, k1);
+}
+
+static void prg__wino_dy_plane8(float *PRG_RESTRICT dm, size_t ms, const float *plane, int k0, int k1) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_dy_row(dm + 4 * ty, ms, plane, 8, 8, ty, 0, 4, k0, k1);
+}
+
+static void prg__wino_out_plane8(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_out_row(plane, 8, 8, ty, 0, 4, m + 4 * ty, ms, bias, accumulate);
+}
+
+/* lane 8 r + tx: tile (ty + r, tx) of a 16-wide plane (ty even, h a multiple of 4) */
+static void prg__wino_in_rows16(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0,
+                                int k1) {
+    int r;
+    for (r = 0; r < 2; r++) prg__wino_in_row(v + 8 * r, vs, plane, h, 16, ty + r, 0, 8, k0, k1);
+}
+
+static void prg__wino_dy_rows16(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int ty, int k0,
+                                int k1) {
+    int r;
+    for (r = 0; r < 2; r++) prg__wino_dy_row(dm + 8 * r, ms, plane, h, 16, ty + r, 0, 8, k0, k1);
+}
+
+static void prg__wino_out_rows16(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                 int accumulate) {
+    int r; /* both tile rows are inside the plane: its height is taken as 2 ty + 4 */
+    for (r = 0; r < 2; r++)
+        prg__wino_out_row(plane, 2 * ty + 4, 16, ty + r, 0, 8, m + 8 * r, ms, bias, accumulate);
+}
+
+/* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
+   each sum in 16 lanes (lane l takes p = l mod 16), then the lanes reduced
+   as ((L0+L2)+(L1+L3)) per quad and the quads as (Q0+Q1)+(Q2+Q3). */
+static void prg__wino_nt_scalar(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
+                                float *c, int ldc) {
+    int i, j, p, l, q;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            const float *ar = a + (size_t)i * lda, *br = b + (size_t)j * ldb;
+            float L[16], Q[4];
+            memset(L, 0, sizeof L);
+            for (p = 0; p < k; p += 16)
+                for (l = 0; l < 16; l++) {
+                    float av = p + l < k ? ar[p + l] : 0.0f, bv = p + l < k ? br[p + l] : 0.0f;
+                    L[l] = fmaf(av, bv, L[l]);
+                }
+            for (q = 0; q < 4; q++) Q[q] = (L[4 * q] + L[4 * q + 2]) + (L[4 * q + 1] + L[4 * q + 3]);
+            c[(size_t)i * ldc + j] += (Q[0] + Q[1]) + (Q[2] + Q[3]);
         }
 }
 
@@ -5298,43 +5414,111 @@ static void prg__wino_nt_gemm(int m, int n, int k, const float *a, size_t lda, c
     prg_sgemm(0, 1, m, n, k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c, ldc);
 }
 
-static prg__wino_fns prg__wino_select(void) {
-    prg__wino_fns f;
-    f.in_row = prg__wino_in_row;
-    f.out_row = prg__wino_out_row;
-    f.dy_row = prg__wino_dy_row;
-    f.nt = prg__wino_nt_gemm;
-    f.weights = prg__wino_weights;
-    f.in_plane8 = f.dy_plane8 = NULL;
-    f.out_plane8 = NULL;
-    f.in_rows16 = f.dy_rows16 = NULL;
-    f.out_rows16 = NULL;
-    f.in4 = prg__wino4_in_ref;
-    f.dy4 = prg__wino4_dy_ref;
-    f.dw_inverse4 = prg__wino4_dw_inverse;
-    f.out4 = prg__wino4_out_ref;
-    f.fast4 = 0;
+/* ==== The CPU table ========================================================
+   Every kernel the engine dispatches on the CPU, in one table per
+   instruction set: the GEMM micro-kernel with its packers and blocking, the
+   implicit column packer, the vector helpers and direct convolution
+   kernels, the Winograd transforms, and flags that say which of the
+   algorithms they serve pay on it.  The table is decided once (cpuid) and
+   prg_gemm_set_kernel swaps the whole of it.  Every vector kernel has a
+   scalar twin of the same algorithm in the scalar table (the same bits for
+   the direct and Winograd kernels; exp is libm's there), so the tests run
+   each path with the scalar kernels on any machine.  PRG_NO_SIMD builds the
+   scalar table alone. */
+typedef struct prg__cpu {
+    const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
+    int need;                         /* PRG__NEED_*: what the CPU must have */
+    prg__gemm_impl gemm;
+    prg__gemm_b_packer implicit_pack; /* panels of the implicit column matrix */
+    prg__vec_ops vec;
+    prg__wino_fns wino;
+} prg__cpu;
+#define PRG__NEED_AVX512 1
+#define PRG__NEED_AVX2 2
+
+#define PRG__VEC_SCALAR_DIRECT prg__dw3_scalar, prg__conv3_scalar, prg__dw3p_scalar, 0
+#define PRG__WINO_SCALAR                                                                                  \
+    {prg__wino_in_row, prg__wino_dy_row, prg__wino_out_row, prg__wino_weights, prg__wino_nt_scalar,       \
+     prg__wino_in_plane8, prg__wino_dy_plane8, prg__wino_out_plane8, prg__wino_in_rows16,                 \
+     prg__wino_dy_rows16, prg__wino_out_rows16, prg__wino4_in_ref, prg__wino4_dy_ref,                    \
+     prg__wino4_dw_inverse, prg__wino4_out_ref, 0, 0, 0, 0}
+
+static const prg__cpu prg__cpus[] = {
 #ifdef PRG__X86
-    if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
-        f.in_row = prg__wino_in_row_avx512;
-        f.out_row = prg__wino_out_row_avx512;
-        f.dy_row = prg__wino_dy_row_avx512;
-        f.nt = prg__wino_nt_avx512;
-        f.weights = prg__wino_weights_avx512;
-        f.in_plane8 = prg__wino_in_plane8_avx512;
-        f.dy_plane8 = prg__wino_dy_plane8_avx512;
-        f.out_plane8 = prg__wino_out_plane8_avx512;
-        f.in_rows16 = prg__wino_in_rows16_avx512;
-        f.dy_rows16 = prg__wino_dy_rows16_avx512;
-        f.out_rows16 = prg__wino_out_rows16_avx512;
-        f.in4 = prg__wino4_in_avx512;
-        f.dy4 = prg__wino4_dy_avx512;
-        f.dw_inverse4 = prg__wino4_dw_inverse_avx512;
-        f.out4 = prg__wino4_out_avx512;
-        f.fast4 = 1;
-    }
+    {"avx512", PRG__NEED_AVX512,
+     {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512, prg__pack_a_avx512,
+      prg__pack_b_avx512},
+     prg__implicit_cols_pack_avx512,
+     {prg__softmax_avx512, prg__silu_fwd_avx512, prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
+      prg__conv3_avx512, prg__dw3p_avx512, 1},
+     {prg__wino_in_row_avx512, prg__wino_dy_row_avx512, prg__wino_out_row_avx512, prg__wino_weights_avx512,
+      prg__wino_nt_avx512, prg__wino_in_plane8_avx512, prg__wino_dy_plane8_avx512, prg__wino_out_plane8_avx512,
+      prg__wino_in_rows16_avx512, prg__wino_dy_rows16_avx512, prg__wino_out_rows16_avx512, prg__wino4_in_avx512,
+      prg__wino4_dy_avx512, prg__wino4_dw_inverse_avx512, prg__wino4_out_avx512, 1, 1, 1, 1}},
+    {"avx2", PRG__NEED_AVX2,
+     {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2, prg__dots_avx2, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
 #endif
-    return f;
+#ifdef PRG__NEON
+    {"neon", 0,
+     {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+#endif
+    {"scalar", 0,
+     {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+};
+#undef PRG__VEC_SCALAR_DIRECT
+#undef PRG__WINO_SCALAR
+#define PRG__NCPUS ((int)(sizeof prg__cpus / sizeof prg__cpus[0]))
+
+static int prg__cpu_has(const prg__cpu *t) {
+#ifdef PRG__X86
+    if (t->need & PRG__NEED_AVX512) return __builtin_cpu_supports("avx512f");
+    if (t->need & PRG__NEED_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return t->need == 0;
+}
+
+static const prg__cpu *prg__cpu_chosen = NULL;
+
+/* The table in use: the first this CPU can run, unless one was forced. */
+static const prg__cpu *prg__cpu_get(void) {
+    const prg__cpu *t = prg__cpu_chosen;
+    int i;
+    if (t) return t;
+    for (i = 0; i < PRG__NCPUS - 1 && !prg__cpu_has(&prg__cpus[i]); i++) {}
+    prg__cpu_chosen = &prg__cpus[i];
+    return prg__cpu_chosen;
+}
+
+static const prg__gemm_impl *prg__gemm_select(void) { return &prg__cpu_get()->gemm; }
+static prg__vec_ops prg__vec_select(void) { return prg__cpu_get()->vec; }
+static prg__wino_fns prg__wino_select(void) { return prg__cpu_get()->wino; }
+static prg__gemm_b_packer prg__implicit_cols_packer(void) { return prg__cpu_get()->implicit_pack; }
+
+const char *prg_gemm_kernel_name(void) { return prg__cpu_get()->name; }
+
+prg_result prg_gemm_set_kernel(const char *name) {
+    int i;
+    if (!name || !strcmp(name, "auto")) {
+        prg__cpu_chosen = NULL;
+        return PRG_OK;
+    }
+    for (i = 0; i < PRG__NCPUS; i++) {
+        if (strcmp(prg__cpus[i].name, name) != 0) continue;
+        if (!prg__cpu_has(&prg__cpus[i]))
+            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
+        prg__cpu_chosen = &prg__cpus[i];
+        return PRG_OK;
+    }
+    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
 }
 
 /* The tiles [t0, t1) cut into runs along tile rows that do not cross a
@@ -5381,13 +5565,15 @@ static void prg__wino_prefetch(const prg__wino *W, size_t t0, size_t t1, const f
    (the forward's are whole panels, the weight gradient's multiples of 64
    tiles) */
 static int prg__wino_planes8(const prg__wino *W) {
-    return W->h == 8 && W->w == 8 && W->fn.in_plane8 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
+    return W->h == 8 && W->w == 8 && (W->fn.plane8 || prg__hook.all_kernels) && W->g->nr % 16 == 0 &&
+           !prg__hook.wino_rows_only;
 }
 
 /* 16-wide maps, h a multiple of 4, with the two-row transforms: a plane's
    tiles come in whole vectors of 16 (two tile rows), blocks start on them */
 static int prg__wino_rows16(const prg__wino *W) {
-    return W->w == 16 && W->h % 4 == 0 && W->fn.in_rows16 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
+    return W->w == 16 && W->h % 4 == 0 && (W->fn.rows16 || prg__hook.all_kernels) && W->g->nr % 16 == 0 &&
+           !prg__hook.wino_rows_only;
 }
 
 static size_t prg__wino_buf_floats(const prg__wino *W) {
@@ -5520,7 +5706,7 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
    long per sample group) at every batch. */
 #define PRG__WINO4_MIN_B8 32
 static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int h, int w, int batch, int dw) {
-    return !prg__wino4_off && (fn->fast4 || prg__wino4_scalar) && g->nr % 16 == 0 &&
+    return !prg__hook.no_wino4 && (fn->fast4 || prg__hook.all_kernels) && g->nr % 16 == 0 &&
            ((w == 16 && h % 16 == 0) || (w == 32 && h % 8 == 0) ||
             (w == 8 && h == 8 && batch % 4 == 0 && batch >= PRG__WINO4_MIN_B8 && !dw));
 }
@@ -5603,7 +5789,7 @@ static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, 
     prg__gemm_buf *ub;
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
-    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
+    if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
     prg__wino_init(&W, batch, cin, h, w, cout, 0);
     bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
@@ -5785,14 +5971,15 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     prg__gemm_buf *ub;
     int i, ok = 1, nb;
     size_t per;
-    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
+    if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
     prg__wino_init(W, batch, cin, h, w, cout, 1);
-    if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
+    /* the dot products up to 64 x 64 channels, the packed GEMM above (measured) */
+    if (!(W->fn.dot_nt || prg__hook.all_kernels) || (double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm;
     W->x = x;
     D.dy = dy;
     D.nk = W->f4 ? 6 : 4;
-    nb = prg__wino_dw_plan ? prg__wino_dw_plan : prg__parallel_width();
+    nb = prg__hook.wino_dw_plan ? prg__hook.wino_dw_plan : prg__parallel_width();
     if (nb > D.nk) nb = D.nk;
     D.nparts = nb;
     per = (size_t)4 * D.nk * (cin + cout); /* bytes of V and dM per tile and row of the transform */
@@ -5831,10 +6018,11 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
    and the weight transform is not paid back); the weight gradient on any
    map. */
 static int prg__wino_use(const prg__conv *c, int dw) {
-    return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
+    return !prg__hook.no_wino && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
            c->co >= PRG__WINO_MIN_C &&
            (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256) ||
-            (c->h == 8 && c->w == 8 && prg__wino_select().in_plane8 != NULL && prg__gemm_select()->nr % 16 == 0));
+            (c->h == 8 && c->w == 8 && (prg__cpu_get()->wino.plane8 || prg__hook.all_kernels) &&
+             prg__gemm_select()->nr % 16 == 0));
 }
 
 /* ---- few channels on one side: direct ----------------------------------
@@ -5849,7 +6037,7 @@ static int prg__wino_use(const prg__conv *c, int dw) {
 #define PRG__FEWC 4
 
 static int prg__conv_few(const prg__conv *c, const prg__vec_ops *ops) {
-    return ops->conv3 != NULL && c->k == 3 && c->s == 1 && c->p == 1 &&
+    return (ops->direct || prg__hook.all_kernels) && c->k == 3 && c->s == 1 && c->p == 1 &&
            (c->ci <= PRG__FEWC || c->co <= PRG__FEWC);
 }
 
@@ -6131,7 +6319,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
     prg__vec_ops ops = prg__vec_select();
     float *dwt_t, *wf;
     /* the direct 3x3 dW beats the GEMM up to about 64 x 128 channels (measured) */
-    int b0, dw3 = k == 3 && stride == 1 && ops.dw3 != NULL && (double)cin * cout <= 64.0 * 128.0;
+    int b0, dw3 = k == 3 && stride == 1 && (ops.direct || prg__hook.all_kernels) && (double)cin * cout <= 64.0 * 128.0;
     memset(&j, 0, sizeof j);
     j.c = &c;
     j.x = x;
