@@ -3000,6 +3000,8 @@ typedef struct prg__hooks {
     int wino_rows_only; /* the Winograd row transforms on 8x8 and 16-wide maps too */
     int wino_dw_plan;   /* plan the Winograd weight gradient for this many threads
                            (0: the pool's width) */
+    int force;          /* a prg__conv_algo: the plans made while it is set take it for
+                           every product the shape allows it for (0: their own choice) */
 } prg__hooks;
 static prg__hooks prg__hook;
 
@@ -3869,7 +3871,7 @@ typedef struct prg__conv {
     size_t r1;     /* a chunk's output (or dy, or dx) in [C][nb*HW] order (nb > 1) */
 } prg__conv;
 
-static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int k, int stride,
+static prg__conv prg__conv_geom(int batch, int cin, int h, int w, int cout, int k, int stride,
                                 int pad) {
     prg__conv c;
     PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
@@ -3907,7 +3909,7 @@ static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int 
 }
 
 size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
     if (c.direct) return 0;
     /* the column matrix or a padded chunk, a chunk's output/gradient block
        in [C][nb*HW] order when a chunk holds several samples, dW transposed
@@ -5501,7 +5503,6 @@ static const prg__cpu *prg__cpu_get(void) {
 static const prg__gemm_impl *prg__gemm_select(void) { return &prg__cpu_get()->gemm; }
 static prg__vec_ops prg__vec_select(void) { return prg__cpu_get()->vec; }
 static prg__wino_fns prg__wino_select(void) { return prg__cpu_get()->wino; }
-static prg__gemm_b_packer prg__implicit_cols_packer(void) { return prg__cpu_get()->implicit_pack; }
 
 const char *prg_gemm_kernel_name(void) { return prg__cpu_get()->name; }
 
@@ -5711,15 +5712,15 @@ static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int
             (w == 8 && h == 8 && batch % 4 == 0 && batch >= PRG__WINO4_MIN_B8 && !dw));
 }
 
-/* The geometry and kernels shared by the forward (dw = 0) and the weight
-   gradient (dw = 1): F(4x4,3x3) where it fits, else F(2x2,3x3) */
-static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int dw) {
+/* The geometry and kernels shared by the forward and the weight gradient:
+   F(4x4,3x3) when f4 (the plan's choice, prg__wino4_fits), else F(2x2,3x3) */
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int f4) {
     int m;
     memset(W, 0, sizeof *W);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->f4 = prg__wino4_fits(&W->fn, W->g, h, w, batch, dw);
+    W->f4 = f4;
     W->nxi = W->f4 ? 36 : 16;
     m = W->f4 ? 4 : 2;
     W->th = (h + m - 1) / m;
@@ -5784,13 +5785,13 @@ static int prg__wino_keep_room(prg__wino_keep *k, size_t floats) {
    buffers cannot be had. */
 static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, size_t is,
                           int flip, const float *bias, int accumulate, int batch, int cin, int h,
-                          int w, int cout, prg__wino_keep *keep) {
+                          int w, int cout, int f4, prg__wino_keep *keep) {
     prg__wino W;
     prg__gemm_buf *ub;
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
     if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
-    prg__wino_init(&W, batch, cin, h, w, cout, 0);
+    prg__wino_init(&W, batch, cin, h, w, cout, f4);
     bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
@@ -5965,7 +5966,7 @@ static void prg__wino_dw_inverse_range(void *ctx, size_t lo, size_t hi) {
    convolution of x [B][Ci][H][W] with output gradient dy [B][Co][H][W];
    -1 (dW untouched) when the buffers cannot be had. */
 static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int batch, int cin, int h,
-                        int w, int cout) {
+                              int w, int cout, int f4) {
     prg__wino_dw D;
     prg__wino *W = &D.W;
     prg__gemm_buf *ub;
@@ -5973,7 +5974,7 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     size_t per;
     if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout, 1);
+    prg__wino_init(W, batch, cin, h, w, cout, f4);
     /* the dot products up to 64 x 64 channels, the packed GEMM above (measured) */
     if (!(W->fn.dot_nt || prg__hook.all_kernels) || (double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm;
     W->x = x;
@@ -6124,66 +6125,179 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
         }
 }
 
-/* prg_conv2d_forward, with a place to keep the Winograd weights (or NULL) */
-static void prg__conv2d_forward_k(float *y, const float *x, const float *wt, const float *bias, int batch,
-                                  int cin, int h, int w, int cout, int k, int stride, int pad, float *ws,
-                                  prg__wino_keep *keep) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+/* ---- conv plans ------------------------------------------------------------
+   A convolution of one shape (batch, channels, map, kernel, stride, padding)
+   planned once: its algorithm for the forward, dx and dW products, chosen
+   from the shape and the CPU table (the flags of prg__cpu, the test hooks),
+   and the Winograd weights it keeps between the evaluations of one call
+   (forward and dx).  The U-Net holds one plan per convolution, planned for
+   its batch; prg_conv2d_forward and prg_conv2d_backward make a one-shot
+   plan per call.  When Winograd or the implicit GEMM cannot have their
+   packing buffers, the run takes the stored column matrix instead (the
+   plan's choice stays what it was). */
+typedef enum prg__conv_algo {
+    PRG__CONV_NONE = 0,
+    PRG__CONV_1X1,      /* one GEMM per sample on x itself (1x1, stride 1, unpadded) */
+    PRG__CONV_DIRECT,   /* few channels on one side: the direct kernels (prg__conv_few) */
+    PRG__CONV_DW3,      /* dW only: the direct 3x3 kernel of nine shifted dot products */
+    PRG__CONV_WINO2,    /* Winograd F(2x2,3x3) */
+    PRG__CONV_WINO4,    /* Winograd F(4x4,3x3) */
+    PRG__CONV_IMPLICIT, /* the GEMM packing its column panels from the padded input (dx: from dy) */
+    PRG__CONV_IM2COL    /* the stored column matrix (dx: W^T dy, then col2im) */
+} prg__conv_algo;
+
+typedef struct prg__conv_plan {
+    prg__conv c;               /* geometry, for the planned batch */
+    const prg__cpu *cpu;       /* the table it was planned with */
+    prg__conv_algo fwd, dx, dw;
+    prg__conv_algo dx_gemm, dw_gemm; /* where Winograd cannot have its buffers */
+    prg__wino_keep keep[2];    /* Winograd weights kept: forward, dx (U-Net plans) */
+} prg__conv_plan;
+
+/* Tests (prg__hook.force): algorithm a for every product of the planned
+   shape that it can compute (not for the 1x1 ones, which have one way). */
+static void prg__conv_plan_force(prg__conv_plan *p, prg__conv_algo a) {
+    const prg__conv *c = &p->c;
+    int k3 = c->k == 3 && c->s == 1 && c->p == 1, b8 = c->b % 4 == 0 && c->b >= PRG__WINO4_MIN_B8;
+    int fits4 = p->cpu->gemm.nr % 16 == 0 && ((c->w == 16 && c->h % 16 == 0) || (c->w == 32 && c->h % 8 == 0));
+    if (c->direct) return;
+    switch (a) {
+    case PRG__CONV_DIRECT:
+    case PRG__CONV_WINO2:
+        if (k3) p->fwd = p->dx = p->dw = a;
+        break;
+    case PRG__CONV_WINO4:
+        if (k3 && (fits4 || (c->h == 8 && c->w == 8 && b8 && p->cpu->gemm.nr % 16 == 0))) p->fwd = p->dx = a;
+        if (k3 && fits4) p->dw = a;
+        break;
+    case PRG__CONV_DW3:
+        if (c->k == 3 && c->s == 1) p->dw = p->dw_gemm = a;
+        break;
+    case PRG__CONV_IMPLICIT:
+        p->fwd = a;
+        if (c->dx_conv) p->dx = p->dx_gemm = a;
+        break;
+    case PRG__CONV_IM2COL:
+        p->fwd = p->dx = p->dx_gemm = p->dw = p->dw_gemm = a;
+        break;
+    default: break;
+    }
+}
+
+/* Plans (or re-plans, keeping what keep holds) the convolution for batch. */
+static void prg__conv_plan_set(prg__conv_plan *p, int batch, int cin, int h, int w, int cout, int k, int stride,
+                               int pad) {
+    const prg__cpu *t = prg__cpu_get();
+    const prg__conv *c;
+    p->c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
+    p->cpu = t;
+    c = &p->c;
+    if (c->direct) {
+        p->fwd = p->dx = p->dw = p->dx_gemm = p->dw_gemm = PRG__CONV_1X1;
+        return;
+    }
+    /* the dx convolution packs Co*k*k rows per column for Ci output rows,
+       the column matrix route sums Ci*k*k rows per column after a GEMM of
+       depth Co: the first is faster unless Co is well above Ci (measured) */
+    p->dx_gemm = c->dx_conv ? PRG__CONV_IMPLICIT : PRG__CONV_IM2COL;
+    /* the direct 3x3 dW beats the GEMM up to about 64 x 128 channels (measured) */
+    p->dw_gemm = k == 3 && stride == 1 && (t->vec.direct || prg__hook.all_kernels) &&
+                         (double)cin * cout <= 64.0 * 128.0
+                     ? PRG__CONV_DW3
+                     : PRG__CONV_IM2COL;
+    if (prg__wino_use(c, 0)) {
+        /* dx is the forward's computation on dy: the same map, the same fit */
+        p->fwd = p->dx = prg__wino4_fits(&t->wino, &t->gemm, h, w, batch, 0) ? PRG__CONV_WINO4 : PRG__CONV_WINO2;
+    } else {
+        p->fwd = PRG__CONV_IMPLICIT;
+        p->dx = p->dx_gemm;
+    }
+    p->dw = prg__wino_use(c, 1)
+                ? prg__wino4_fits(&t->wino, &t->gemm, h, w, batch, 1) ? PRG__CONV_WINO4 : PRG__CONV_WINO2
+                : p->dw_gemm;
+    if (prg__conv_few(c, &t->vec)) p->fwd = p->dx = p->dw = PRG__CONV_DIRECT;
+    if (prg__hook.force) prg__conv_plan_force(p, (prg__conv_algo)prg__hook.force);
+}
+
+static void prg__conv_plan_free(prg__conv_plan *p) {
+    prg_free(p->keep[0].u);
+    prg_free(p->keep[1].u);
+    p->keep[0].u = p->keep[1].u = NULL;
+    p->keep[0].cap = p->keep[1].cap = 0;
+    p->keep[0].valid = p->keep[1].valid = 0;
+}
+
+/* y = conv(x) (+ bias) as planned; keep: use the plan's kept weights */
+static void prg__conv_plan_forward(prg__conv_plan *p, int keep, float *y, const float *x, const float *wt,
+                                   const float *bias, float *ws) {
+    const prg__conv *c = &p->c;
+    const int batch = c->b, cin = c->ci, h = c->h, w = c->w, cout = c->co, pad = c->p;
     prg__conv_job j;
-    prg__vec_ops ops = prg__vec_select();
     int b0;
     memset(&j, 0, sizeof j);
-    j.c = &c;
+    j.c = c;
     j.x = x;
     j.y = y;
     j.bias = bias;
-    if (c.direct) {
+    switch (p->fwd) {
+    case PRG__CONV_1X1:
         j.wt = wt;
         if (batch >= 2 * prg__parallel_width()) { /* a sample per task: one wake-up, not one per sample */
             j.task_bias = 1;
-            prg__parallel_for((size_t)batch, (double)cout * cin * c.hw_out, prg__conv_direct_range, &j);
+            prg__parallel_for((size_t)batch, (double)cout * cin * c->hw_out, prg__conv_direct_range, &j);
         } else {
             j.nb = batch;
             prg__conv_direct_range(&j, 0, (size_t)batch);
-            prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+            prg__parallel_for((size_t)batch * cout, (double)c->hw_out, prg__conv_out_range, &j);
         }
         return;
-    }
-    if (prg__conv_few(&c, &ops)) {
-        prg__conv_few_run(&ops, y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout);
+    case PRG__CONV_DIRECT: {
+        prg__vec_ops ops = p->cpu->vec;
+        prg__conv_few_run(&ops, y, x, wt, c->kk, 9, 0, bias, 0, batch, cin, h, w, cout);
         return;
     }
-    if (prg__wino_use(&c, 0) &&
-        prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout, keep) == 0)
-        return;
+    case PRG__CONV_WINO2:
+    case PRG__CONV_WINO4:
+        if (prg__wino_conv(y, x, wt, c->kk, 9, 0, bias, 0, batch, cin, h, w, cout, p->fwd == PRG__CONV_WINO4,
+                           keep ? &p->keep[0] : NULL) == 0)
+            return;
+        break; /* no buffers: the implicit GEMM, or its column matrix */
+    default: break;
+    }
     PRG_ASSERT(ws != NULL);
     j.col = ws;
-    for (b0 = 0; b0 < batch; b0 += c.nb) {
-        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
-        size_t ncols = (size_t)nb * c.hw_out;
-        float *dst = nb > 1 ? ws + c.r0 : y + (size_t)b0 * cout * c.hw_out;
+    for (b0 = 0; b0 < batch; b0 += c->nb) {
+        int nb = batch - b0 < c->nb ? batch - b0 : c->nb;
+        size_t ncols = (size_t)nb * c->hw_out;
+        float *dst = nb > 1 ? ws + c->r0 : y + (size_t)b0 * cout * c->hw_out;
+        int stored = p->fwd == PRG__CONV_IM2COL;
         prg__implicit_cols ic;
         j.b0 = b0;
         j.nb = nb;
         j.tmp = nb > 1 ? dst : NULL;
-        prg__pad_planes(ws, x + (size_t)b0 * cin * h * w, (size_t)nb * cin, h, w, pad);
-        ic.xp = ws;
-        ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
-        ic.k = k; ic.s = stride; ic.ho = c.ho; ic.wo = c.wo;
-        if (prg__sgemm_packer(cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
-                              prg__implicit_cols_packer(), &ic, 0.0f, dst, (int)ncols) != 0) {
-            /* no packing buffers: the explicit column matrix */
-            prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
-            prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols,
+        if (!stored) {
+            prg__pad_planes(ws, x + (size_t)b0 * cin * h * w, (size_t)nb * cin, h, w, pad);
+            ic.xp = ws;
+            ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
+            ic.k = c->k; ic.s = c->s; ic.ho = c->ho; ic.wo = c->wo;
+            stored = prg__sgemm_packer(cout, (int)ncols, (int)c->kk, 1.0f, wt, (int)c->kk, p->cpu->implicit_pack,
+                                       &ic, 0.0f, dst, (int)ncols) != 0;
+        }
+        if (stored) { /* the explicit column matrix */
+            prg__parallel_for(c->kk, (double)ncols, prg__im2col_range, &j);
+            prg_sgemm(0, 0, cout, (int)ncols, (int)c->kk, 1.0f, wt, (int)c->kk, ws, (int)ncols,
                       0.0f, dst, (int)ncols);
         }
-        prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        prg__parallel_for((size_t)nb * cout, (double)c->hw_out, prg__conv_out_range, &j);
     }
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
                         int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
-    prg__conv2d_forward_k(y, x, wt, bias, batch, cin, h, w, cout, k, stride, pad, ws, NULL);
+    prg__conv_plan p;
+    memset(&p, 0, sizeof p);
+    prg__conv_plan_set(&p, batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_plan_forward(&p, 0, y, x, wt, bias, ws);
 }
 
 /* wf[ci][co][ki][kj] = wt[co][ci][k-1-ki][k-1-kj]: the weights of dx as a
@@ -6289,7 +6403,8 @@ static void prg__conv_dw3(const prg__conv *c, const prg__vec_ops *ops, int b0, i
 
 /* dx of one chunk as the convolution of dy (padded by k-1-p) with the
    flipped weights wf; -1 when the packing buffers cannot be had. */
-static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float *wf, float *ws) {
+static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float *wf, prg__gemm_b_packer packer,
+                                 float *ws) {
     const prg__conv *c = j->c;
     int q = c->k - 1 - c->p, n = j->nb * c->h * c->w;
     float *dst = j->nb > 1 ? ws + c->r0 : j->dx + (size_t)j->b0 * c->ci * c->h * c->w;
@@ -6299,8 +6414,7 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     ic.c = c->co; ic.hp = c->ho + 2 * q; ic.wp = c->wo + 2 * q;
     ic.k = c->k; ic.s = 1; ic.ho = c->h; ic.wo = c->w;
     if (prg__sgemm_packer(c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
-                          prg__implicit_cols_packer(), &ic,
-                          j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
+                          packer, &ic, j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
         return -1;
     if (j->nb > 1) {
         j->tmp = dst;
@@ -6309,17 +6423,16 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     return 0;
 }
 
-/* prg_conv2d_backward; with dx_set, dx is written (=) rather than added to;
-   keep (or NULL) as in prg__conv2d_forward_k, for dx's weights */
-static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
-                                   const float *wt, int batch, int cin, int h, int w, int cout, int k, int stride,
-                                   int pad, float *ws, int dx_set, prg__wino_keep *keep) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+/* The backward as planned (prg_conv2d_backward); with dx_set, dx is written
+   (=) rather than added to; keep: dx's Winograd weights from the plan's keep */
+static void prg__conv_plan_backward(prg__conv_plan *p, int keep, float *dx, float *dwt, float *dbias,
+                                    const float *dy, const float *x, const float *wt, float *ws, int dx_set) {
+    const prg__conv c = p->c;
+    const int batch = c.b, cin = c.ci, h = c.h, w = c.w, cout = c.co;
     prg__conv_job j;
-    prg__vec_ops ops = prg__vec_select();
+    prg__vec_ops ops = p->cpu->vec;
     float *dwt_t, *wf;
-    /* the direct 3x3 dW beats the GEMM up to about 64 x 128 channels (measured) */
-    int b0, dw3 = k == 3 && stride == 1 && (ops.direct || prg__hook.all_kernels) && (double)cin * cout <= 64.0 * 128.0;
+    int b0, dw3 = p->dw_gemm == PRG__CONV_DW3, dx_conv = p->dx_gemm == PRG__CONV_IMPLICIT;
     memset(&j, 0, sizeof j);
     j.c = &c;
     j.x = x;
@@ -6329,7 +6442,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
     if (dbias)
         prg__parallel_for((size_t)cout, (double)batch * c.hw_out, prg__conv_dbias_range, &j);
     if (!dx && !dwt) return;
-    if (c.direct) {
+    if (p->fwd == PRG__CONV_1X1) {
         int n = (int)c.hw_out;
         for (b0 = 0; dwt && b0 < batch; b0++) {
             const float *xb = x + (size_t)b0 * cin * c.hw_out;
@@ -6346,24 +6459,28 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
         }
         return;
     }
-    if (prg__conv_few(&c, &ops)) {
-        if (dwt) {
-            prg__few_dw_job d;
-            d.ops = &ops;
-            d.c = &c;
-            d.x = x;
-            d.dy = dy;
-            d.dwt = dwt;
-            prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
-        }
-        if (dx) prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin);
-        return;
-    }
-    /* Winograd where it is faster; either part may fall back below */
-    if (dwt && prg__wino_use(&c, 1) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
+    if (dwt && p->dw == PRG__CONV_DIRECT) {
+        prg__few_dw_job d;
+        d.ops = &ops;
+        d.c = &c;
+        d.x = x;
+        d.dy = dy;
+        d.dwt = dwt;
+        prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
         dwt = NULL;
-    if (dx && prg__wino_use(&c, 0) &&
-        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin, keep) == 0)
+    }
+    if (dx && p->dx == PRG__CONV_DIRECT) {
+        prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin);
+        dx = NULL;
+    }
+    if (!dx && !dwt) return;
+    /* Winograd as planned; either part may fall back below (no buffers) */
+    if (dwt && (p->dw == PRG__CONV_WINO2 || p->dw == PRG__CONV_WINO4) &&
+        prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout, p->dw == PRG__CONV_WINO4) == 0)
+        dwt = NULL;
+    if (dx && (p->dx == PRG__CONV_WINO2 || p->dx == PRG__CONV_WINO4) &&
+        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin, p->dx == PRG__CONV_WINO4,
+                       keep ? &p->keep[1] : NULL) == 0)
         dx = NULL;
     if (dx && dx_set) memset(dx, 0, (size_t)batch * cin * h * w * sizeof(float)); /* the paths below add */
     j.dx = dx;
@@ -6375,7 +6492,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
        matrix, which the GEMM packs faster */
     dwt_t = ws + c.r0 + c.r1;
     wf = dwt_t + c.kk * cout;
-    if (dx && c.dx_conv) {
+    if (dx && dx_conv) {
         j.tmp = wf;
         j.wt = wt;
         prg__parallel_for((size_t)cin, (double)c.kk * cout / cin, prg__conv_flip_range, &j);
@@ -6399,7 +6516,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
             prg_sgemm(0, 1, (int)c.kk, cout, ncols, 1.0f, ws, ncols, g, ncols, b0 ? 1.0f : 0.0f,
                       dwt_t, cout);
         }
-        if (dx && (!c.dx_conv || prg__conv_dx_implicit(&j, dy, wf, ws) != 0)) {
+        if (dx && (!dx_conv || prg__conv_dx_implicit(&j, dy, wf, p->cpu->implicit_pack, ws) != 0)) {
             if (nb > 1 && !gathered) {
                 j.tmp = ws + c.r0;
                 prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
@@ -6420,7 +6537,10 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
 void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
                          const float *wt, int batch, int cin, int h, int w, int cout, int k,
                          int stride, int pad, float *ws) {
-    prg__conv2d_backward_x(dx, dwt, dbias, dy, x, wt, batch, cin, h, w, cout, k, stride, pad, ws, 0, NULL);
+    prg__conv_plan p;
+    memset(&p, 0, sizeof p);
+    prg__conv_plan_set(&p, batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_plan_backward(&p, 0, dx, dwt, dbias, dy, x, wt, ws, 0);
 }
 
 void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
@@ -7587,10 +7707,13 @@ struct prg_unet {
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
     uint64_t fwd_serial;   /* forwards run so far: names the activations held */
-    /* the convolutions' Winograd weights kept between evaluations */
-    prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
-    size_t keep_left;      /* floats keep may still allocate */
-    int keeping;           /* > 0: the weights do not change, keep is used */
+    /* the convolutions, planned: plans[i] is the one whose weight is tensor i
+       (the other entries unused); planned for plan_batch on plan_cpu */
+    prg__conv_plan *plans;
+    int plan_batch;
+    const prg__cpu *plan_cpu;
+    size_t keep_left;      /* floats the plans may still spend keeping Winograd weights */
+    int keeping;           /* > 0: the weights do not change, the plans keep theirs */
     int loss;              /* PRG_LOSS_*: the pretraining loss (flow section) */
     int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
 };
@@ -8175,6 +8298,35 @@ prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text) {
 
 /* --- object ---------------------------------------------------------------- */
 
+/* the plan of the convolution whose weight is tensor j of module m */
+#define PRG__UC(j) (&n->plans[m->par + (j)])
+/* Plans every convolution of the net for batch (with the CPU table in use);
+   what the plans keep stays theirs (a kept weight knows its own layout). */
+static void prg__unet_plan_convs(prg_unet *n, int batch) {
+    int i;
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg__conv_plan_set(PRG__UC(0), batch, ci, h, w, co, m->k, m->stride, m->pad);
+            break;
+        case PRG__UM_RES:
+            prg__conv_plan_set(PRG__UC(2), batch, ci, h, w, co, 3, 1, 1);
+            prg__conv_plan_set(PRG__UC(8), batch, co, h, w, co, 3, 1, 1);
+            if (m->has_skip) prg__conv_plan_set(PRG__UC(10), batch, ci, h, w, co, 1, 1, 0);
+            break;
+        case PRG__UM_ATTN: /* qkv and the projection: 1x1 over [C][HW] */
+            prg__conv_plan_set(PRG__UC(2), batch, ci, hw, 1, 3 * ci, 1, 1, 0);
+            prg__conv_plan_set(PRG__UC(4), batch, ci, hw, 1, ci, 1, 1, 0);
+            break;
+        default: break;
+        }
+    }
+    n->plan_batch = batch;
+    n->plan_cpu = prg__cpu_get();
+}
+
 prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
     prg_unet *n;
     prg_result r;
@@ -8193,13 +8345,14 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
     }
     n->params = (float *)prg_alloc(n->nparams * sizeof(float));
     n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
-    n->keep = (prg__wino_keep *)prg_alloc(2 * (size_t)n->ntens * sizeof(prg__wino_keep));
-    if (n->keep) {
-        memset(n->keep, 0, 2 * (size_t)n->ntens * sizeof(prg__wino_keep));
-        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].left = &n->keep_left;
+    n->plans = (prg__conv_plan *)prg_alloc((size_t)n->ntens * sizeof(prg__conv_plan));
+    if (n->plans) {
+        memset(n->plans, 0, (size_t)n->ntens * sizeof(prg__conv_plan));
+        for (i = 0; i < n->ntens; i++) n->plans[i].keep[0].left = n->plans[i].keep[1].left = &n->keep_left;
         n->keep_left = (size_t)PRG_WINO_KEEP_MB * (1024 * 1024 / sizeof(float));
+        prg__unet_plan_convs(n, 1);
     }
-    if (!n->params || !n->grads || !n->keep) {
+    if (!n->params || !n->grads || !n->plans) {
         size_t np = n->nparams;
         prg_unet_free(n);
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
@@ -8228,8 +8381,8 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
 void prg_unet_free(prg_unet *n) {
     int i;
     if (!n) return;
-    for (i = 0; n->keep && i < 2 * n->ntens; i++) prg_free(n->keep[i].u);
-    prg_free(n->keep);
+    for (i = 0; n->plans && i < n->ntens; i++) prg__conv_plan_free(&n->plans[i]);
+    prg_free(n->plans);
     prg__unet_plan_free(n);
     prg_free(n->lmods);
     prg_free(n->params);
@@ -8403,15 +8556,13 @@ static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, 
 static void prg__unet_keep_begin(prg_unet *n) {
     int i;
     if (n->keeping++ == 0)
-        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].valid = 0;
+        for (i = 0; i < n->ntens; i++) n->plans[i].keep[0].valid = n->plans[i].keep[1].valid = 0;
 }
 
 static void prg__unet_keep_end(prg_unet *n) { n->keeping--; }
 
 #define PRG__UA(off) (A + (size_t)(off) * B)
 #define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
-/* where the weights of tensor j of module m are kept, forward (d = 0) or for dx (1) */
-#define PRG__UK(j, d) (n->keeping ? &n->keep[2 * (size_t)(m->par + (j)) + (d)] : NULL)
 /* Runs one module forward on the kept activations (scratch r[], gm, gr). */
 static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     const prg_unet_config *c = &n->cfg;
@@ -8425,18 +8576,16 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     out = m->out_rc ? rc : PRG__UA(m->out);
     switch (m->type) {
     case PRG__UM_CONV:
-        prg__conv2d_forward_k(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws,
-                              PRG__UK(0, 0));
+        prg__conv_plan_forward(PRG__UC(0), n->keeping, out, in, PRG__UP(0), PRG__UP(1), ws);
         break;
     case PRG__UM_RES:
         prg__unet_res_in(n, m, B, in, NULL, r[1], gm, gr); /* only SiLU's output is read here */
-        prg__conv2d_forward_k(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws,
-                              PRG__UK(2, 0));
+        prg__conv_plan_forward(PRG__UC(2), n->keeping, PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), ws);
         prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
         prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], gm, gr);
-        prg__conv2d_forward_k(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws, PRG__UK(8, 0));
+        prg__conv_plan_forward(PRG__UC(8), n->keeping, out, r[2], PRG__UP(8), PRG__UP(9), ws);
         if (m->has_skip) {
-            prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+            prg__conv_plan_forward(PRG__UC(10), 0, r[0], in, PRG__UP(10), PRG__UP(11), ws);
             prg__unet_add(out, r[0], (size_t)B * co * hw);
         } else {
             prg__unet_add(out, in, (size_t)B * co * hw);
@@ -8444,10 +8593,10 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         break;
     case PRG__UM_ATTN:
         prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-        prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
+        prg__conv_plan_forward(PRG__UC(2), 0, PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), ws);
         prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
                               c->num_heads, ws);
-        prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+        prg__conv_plan_forward(PRG__UC(4), 0, out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), ws);
         prg__unet_add(out, in, (size_t)B * ci * hw);
         break;
     case PRG__UM_UP:
@@ -8473,6 +8622,7 @@ static prg_result prg__unet_forward(prg_unet *n, int batch, const float *x, cons
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
     if ((res = lean ? prg__unet_reserve_mode(n, batch, 1) : prg__unet_reserve(n, batch)) != PRG_OK) return res;
     mods = lean ? n->lmods : n->mods;
+    if (n->plan_batch != B || n->plan_cpu != prg__cpu_get()) prg__unet_plan_convs(n, B);
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
@@ -8555,20 +8705,18 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             PRG__UZ(din, ci * hw);
         switch (m->type) {
         case PRG__UM_CONV:
-            prg__conv2d_backward_x(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
-                                   m->stride, m->pad, ws, fresh, PRG__UK(0, 1));
+            prg__conv_plan_backward(PRG__UC(0), n->keeping, din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), ws,
+                                    fresh);
             break;
         case PRG__UM_RES:
             if (m->has_skip)
-                prg__conv2d_backward_x(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
-                                       0, ws, fresh, NULL);
+                prg__conv_plan_backward(PRG__UC(10), 0, din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), ws, fresh);
             else if (fresh)
                 memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-            prg__conv2d_backward_x(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws,
-                                   1, PRG__UK(8, 1));
+            prg__conv_plan_backward(PRG__UC(8), n->keeping, t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), ws, 1);
             PRG__UZ(dss, 2 * co);
             prg__silu_scale_shift_backward_x(t1, dss, t2, t1, r[1], r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
@@ -8576,8 +8724,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg__groupnorm_backward_x(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co,
                                       hw, G, 1);
             prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws,
-                                   1, PRG__UK(2, 1));
+            prg__conv_plan_backward(PRG__UC(2), n->keeping, t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), ws, 1);
             prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
@@ -8586,13 +8733,11 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                 memcpy(din, dout, (size_t)B * ci * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * ci * hw);
-            prg__conv2d_backward_x(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1,
-                                   ci, 1, 1, 0, ws, 1, NULL);
+            prg__conv_plan_backward(PRG__UC(4), 0, t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), ws, 1);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
             prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
-                                   ws, 1, NULL);
+            prg__conv_plan_backward(PRG__UC(2), 0, t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), ws, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:

@@ -457,53 +457,82 @@ static void check_threads(layer *L, const char *what) {
 
 /* ====================================================================== */
 
+/* conv shapes for the comparisons with the reference and the plan checks */
+static const int convs[][9] = {
+    /* b ci h w co k s p bias */
+    {3, 5, 7, 9, 6, 3, 1, 1, 1},     {2, 3, 11, 6, 4, 3, 2, 1, 1},
+    {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
+    {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
+    {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
+    {5, 17, 6, 7, 19, 1, 1, 0, 1},   /* 1x1 direct, a sample per task */
+    {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
+    {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
+    {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
+    {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
+    {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
+    {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
+    {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
+    /* few channels on one side (3x3 s1 p1, <= 4 in or out): direct */
+    {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
+    {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
+    {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
+    /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels; forward and dx on maps >= 16x16, >= 8x8 with AVX-512) */
+    {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
+    {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
+    {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
+    {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
+    {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
+    {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
+    {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
+    {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
+    {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
+    {2, 40, 16, 16, 20, 3, 1, 1, 0}, /* ... whole planes over several blocks, no bias */
+    /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
+    {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
+    {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
+    {2, 9, 64, 32, 17, 3, 1, 1, 1},  /* groups inside the plane (no edge rows), several blocks */
+    {32, 20, 8, 8, 18, 3, 1, 1, 1}   /* 8 x 8, batch 32: groups of four samples' planes */
+};
+#define NCONVS ((int)(sizeof convs / sizeof convs[0]))
+
 static void test_vs_ref(void) {
     layer L;
     /* conv: K = Ci*k*k terms per output; fast sums in float (GEMM) against a
        double reference: normwise error <= K eps max|y| is a loose bound. */
-    static const int convs[][9] = {
-        /* b ci h w co k s p bias */
-        {3, 5, 7, 9, 6, 3, 1, 1, 1},     {2, 3, 11, 6, 4, 3, 2, 1, 1},
-        {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
-        {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
-        {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
-        {5, 17, 6, 7, 19, 1, 1, 0, 1},   /* 1x1 direct, a sample per task */
-        {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
-        {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
-        {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
-        {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
-        {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
-        {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
-        {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
-        /* few channels on one side (3x3 s1 p1, <= 4 in or out): direct */
-        {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
-        {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
-        {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
-        /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels; forward and dx on maps >= 16x16, >= 8x8 with AVX-512) */
-        {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
-        {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
-        {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
-        {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
-        {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
-        {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
-        {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
-        {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
-        {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
-        {2, 40, 16, 16, 20, 3, 1, 1, 0}, /* ... whole planes over several blocks, no bias */
-        /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
-        {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
-        {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
-        {2, 9, 64, 32, 17, 3, 1, 1, 1},  /* groups inside the plane (no edge rows), several blocks */
-        {32, 20, 8, 8, 18, 3, 1, 1, 1}   /* 8 x 8, batch 32: groups of four samples' planes */
-    };
-    int i, round;
-    for (round = 0; round < 4; round++)
-    for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
+    /* rounds 4..9: each algorithm forced in turn, on the shapes where that
+       changes the plan */
+    static const prg__conv_algo forced[6] = {PRG__CONV_DIRECT, PRG__CONV_DW3, PRG__CONV_WINO2,
+                                             PRG__CONV_WINO4, PRG__CONV_IMPLICIT, PRG__CONV_IM2COL};
+    static const char *const forced_name[6] = {"direct", "direct dW", "F(2x2,3x3)", "F(4x4,3x3)", "implicit GEMM",
+                                               "im2col"};
+    static int calls = 0;
+    int i, round, nround = calls++ ? 4 : 10; /* the forced rounds with the first table (the CPU's own) */
+    for (round = 0; round < nround; round++)
+    for (i = 0; i < NCONVS; i++) {
         const int *c = convs[i];
-        char what[80];
+        char what[96];
         double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
-        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : round == 3 ? " F(2x2,3x3)" : "");
+        if (round >= 4) {
+            prg__conv_plan p0, p1;
+            memset(&p0, 0, sizeof p0);
+            memset(&p1, 0, sizeof p1);
+            prg__conv_plan_set(&p0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+            prg__hook.force = forced[round - 4];
+            prg__conv_plan_set(&p1, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+            prg__hook.force = 0;
+            /* where the shape allows it, the plan takes it */
+            if (forced[round - 4] == PRG__CONV_IM2COL && !p1.c.direct)
+                CHECK(p1.fwd == PRG__CONV_IM2COL && p1.dx == PRG__CONV_IM2COL && p1.dw == PRG__CONV_IM2COL,
+                      "[%s] im2col forced on conv %d: not taken", kern, i);
+            if ((forced[round - 4] == PRG__CONV_WINO2 || forced[round - 4] == PRG__CONV_DIRECT) && c[5] == 3 &&
+                c[6] == 1 && c[7] == 1)
+                CHECK(p1.fwd == forced[round - 4] && p1.dx == forced[round - 4] && p1.dw == forced[round - 4],
+                      "[%s] %s forced on conv %d: not taken", kern, forced_name[round - 4], i);
+            if (p1.fwd == p0.fwd && p1.dx == p0.dx && p1.dw == p0.dw) continue;
+        }
+        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : round == 3 ? " F(2x2,3x3)" :
+                round >= 4 ? " forced " : "", round >= 4 ? forced_name[round - 4] : "");
         /* the first round: F(4x4,3x3) where it fits, with the scalar
            kernels where the vector ones are not run; the second: the packing
            buffers "cannot be had", so the convolutions fall back to their
@@ -513,6 +542,7 @@ static void test_vs_ref(void) {
         prg__hook.no_wino4 = round == 3;
         prg__hook.no_packer = round == 1;
         prg__hook.no_wino = round == 2;
+        prg__hook.force = round >= 4 ? forced[round - 4] : 0;
         L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
         /* backward: dx sums Co*k*k, dW sums B*Ho*Wo terms */
         check_vs_ref(&L, what, tol,
@@ -522,6 +552,7 @@ static void test_vs_ref(void) {
         prg__hook.no_wino = 0;
         prg__hook.all_kernels = 0;
         prg__hook.no_wino4 = 0;
+        prg__hook.force = 0;
     }
     L = make_linear(13, 37, 29);
     check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
@@ -565,6 +596,38 @@ static void test_vs_ref(void) {
     L = make_cat(3, 5, 2, 13);
     check_vs_ref(&L, "b3 5+2 hw13", 0.0, 2 * FLT_EPSILON);
     layer_free(&L);
+}
+
+/* Each shape's plan: the algorithm of its forward, dx and dW (1: one GEMM
+   per sample, D: direct few-channel, d: direct 3x3 dW, W: F(2x2,3x3), F:
+   F(4x4,3x3), I: implicit GEMM, C: stored column matrix), as the rules of
+   the >>conv section comment give them for the AVX-512 table and for the
+   tables without its kernels (avx2, neon, scalar: their direct and
+   vector-filling kernels are the scalar twins, left off). */
+static void test_plans(void) {
+    static const char *const want_avx512 =
+        "IId ICC DDD ICC 111 111 ICC IIC WWW IId IIC ICd IId DDD DDD DDD WWW WWW FFF FFF "
+        "WWW WWW WWW WWW IIW FFF FFF FFF FFF FFW ";
+    static const char *const want_plain =
+        "IIC ICC IIC ICC 111 111 ICC IIC WWW IIC IIC ICC IIC IIC ICC IIC WWW WWW WWW WWW "
+        "WWW WWW IIW IIW IIW WWW WWW WWW WWW IIW ";
+    const char letter[] = "-1DdWFIC";
+    const char *want = strcmp(prg_gemm_kernel_name(), "avx512") == 0 ? want_avx512 : want_plain;
+    char got[4 * NCONVS + 1];
+    int i;
+    for (i = 0; i < NCONVS; i++) {
+        const int *c = convs[i];
+        prg__conv_plan p;
+        memset(&p, 0, sizeof p);
+        prg__conv_plan_set(&p, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+        got[4 * i] = letter[p.fwd];
+        got[4 * i + 1] = letter[p.dx];
+        got[4 * i + 2] = letter[p.dw];
+        got[4 * i + 3] = ' ';
+        CHECK(p.cpu == prg__cpu_get(), "[%s] conv %d planned with another CPU table", kern, i);
+    }
+    got[4 * NCONVS] = 0;
+    CHECK(strcmp(got, want) == 0, "[%s] plans\n  got  %s\n  want %s", kern, got, want);
 }
 
 static void test_fd(void) {
@@ -1120,6 +1183,7 @@ int main(void) {
         test_gn_act_fused();
         test_wino4();
         test_twins();
+        test_plans();
     }
     prg_gemm_set_kernel("auto");
     kern = "auto";
