@@ -216,7 +216,8 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ...).
    op(A) is m x k, op(B) is k x n, C is m x n.  beta == 0 overwrites C
    without reading it.  Its packing buffers (one per thread of the pool,
-   more while several threads call at once) are kept for the next call:
+   more while several threads call at once) are kept for the next call
+   until prg_release_scratch (or the last U-Net's prg_unet_free) frees them:
    about 0.5 MiB each and, for large products with the AVX-512 kernel, up
    to two more parts of at most 64 MiB each: a packed copy of B (B not
    transposed, over 504 rows a thread) and a block of 504 rows of C (ldc a
@@ -229,6 +230,13 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 /* The same product computed plainly with double accumulation (for tests). */
 void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Frees the packing buffers that prg_sgemm and the convolutions keep between
+   calls (those no call is using right now).  prg_unet_free does it when it
+   frees the last U-Net, so a program that has freed its nets holds no
+   scratch; after prg_sgemm alone, call this.  The next call allocates them
+   again. */
+void prg_release_scratch(void);
 
 /* Micro-kernel in use: "avx512", "avx2", "neon" or "scalar". */
 const char *prg_gemm_kernel_name(void);
@@ -2725,6 +2733,38 @@ static void prg__gemm_buf_give(prg__gemm_buf *b) {
     PRG__GEMM_BUF_LOCK();
     b->busy = 0;
     PRG__GEMM_BUF_UNLOCK();
+}
+
+static void prg__scratch_free(prg__scratch *s) {
+    prg_free(s->p);
+    s->p = NULL;
+    s->n = 0;
+}
+
+void prg_release_scratch(void) {
+    int i, nb = (int)(sizeof prg__gemm_bufs / sizeof prg__gemm_bufs[0]);
+    PRG__GEMM_BUF_LOCK();
+    for (i = 0; i < nb; i++) {
+        prg__gemm_buf *x = &prg__gemm_bufs[i];
+        if (x->busy) continue;
+        prg__scratch_free(&x->s);
+        prg__scratch_free(&x->cs);
+        prg__scratch_free(&x->bs);
+    }
+    PRG__GEMM_BUF_UNLOCK();
+}
+
+/* The U-Nets alive (prg_unet_create + 1, prg_unet_free - 1): when the last
+   one goes, the packing buffers go with it. */
+static int prg__gemm_users = 0;
+
+static void prg__gemm_users_add(int d) {
+    int none;
+    PRG__GEMM_BUF_LOCK();
+    prg__gemm_users += d;
+    none = prg__gemm_users == 0;
+    PRG__GEMM_BUF_UNLOCK();
+    if (none) prg_release_scratch();
 }
 
 /* The short path for small products: no packing, one row of C at a time
@@ -8343,6 +8383,7 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
         prg_free(n);
         return r;
     }
+    prg__gemm_users_add(1); /* prg_unet_free takes it back, also below */
     n->params = (float *)prg_alloc(n->nparams * sizeof(float));
     n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
     n->plans = (prg__conv_plan *)prg_alloc((size_t)n->ntens * sizeof(prg__conv_plan));
@@ -8391,6 +8432,7 @@ void prg_unet_free(prg_unet *n) {
     prg_free(n->scr);
     prg_free(n->ws);
     prg_free(n);
+    prg__gemm_users_add(-1);
 }
 
 const prg_unet_config *prg_unet_config_get(const prg_unet *n) { return &n->cfg; }
