@@ -3811,8 +3811,10 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
 /* ==== The convolution engine ===============================================
    Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
    convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
-   last layers) is small.  Each convolution takes one of these paths, chosen
-   from its shape and the CPU's kernels:
+   last layers) is small.  Each convolution is a plan (prg__conv_plan, see
+   "conv plans" below): made once for its shape and batch, it records which
+   of these paths its forward, dx and dW take (prg__conv_algo), chosen from
+   the shape and the flags of the CPU table (prg__cpu) in use:
 
    - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
      each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
@@ -3873,9 +3875,12 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
    convolution's Winograd weights once per call (forward and dx) instead of
    once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
 
-   Without AVX-512 the paths above that need it fall back to the implicit
-   GEMM; prg_conv2d_forward_ref and prg_conv2d_backward_ref are the direct
-   definitions the tests compare every path with. */
+   Without AVX-512 the CPU tables leave the paths above that pay only with
+   its kernels (direct, the direct dW, F(4x4,3x3), the whole-plane and
+   two-row transforms) off and take the implicit GEMM; their scalar twins
+   are in every table, and the tests run them (prg__hook.all_kernels,
+   prg__hook.force).  prg_conv2d_forward_ref and prg_conv2d_backward_ref
+   are the direct definitions the tests compare every path with. */
 
 /* ---- conv2d ---------------------------------------------------------------
    GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
