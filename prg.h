@@ -80,6 +80,8 @@
    CONFIGURATION (define before including, in the implementation file)
      PRG_NO_THREADS        build without pthreads; everything runs serially
      PRG_MAX_THREADS       upper bound on the pool size (default 256)
+     PRG_NO_SIMD           build without intrinsics: only the portable scalar
+                           kernels (the "scalar" CPU table of prg_gemm_set_kernel)
      PRG_WINO_KEEP_MB      memory a U-Net may spend keeping its transformed
                            convolution weights between the U-Net evaluations
                            of one encode, sampling or fine-tuning call
@@ -219,7 +221,8 @@ void prg_split_range(size_t n, size_t align, int ith, int nth, size_t *lo, size_
    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ...).
    op(A) is m x k, op(B) is k x n, C is m x n.  beta == 0 overwrites C
    without reading it.  Its packing buffers (one per thread of the pool,
-   more while several threads call at once) are kept for the next call:
+   more while several threads call at once) are kept for the next call
+   until prg_release_scratch (or the last U-Net's prg_unet_free) frees them:
    about 0.5 MiB each and, for large products with the AVX-512 kernel, up
    to two more parts of at most 64 MiB each: a packed copy of B (B not
    transposed, over 504 rows a thread) and a block of 504 rows of C (ldc a
@@ -232,6 +235,13 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 /* The same product computed plainly with double accumulation (for tests). */
 void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Frees the packing buffers that prg_sgemm and the convolutions keep between
+   calls (those no call is using right now).  prg_unet_free does it when it
+   frees the last U-Net, so a program that has freed its nets holds no
+   scratch; after prg_sgemm alone, call this.  The next call allocates them
+   again. */
+void prg_release_scratch(void);
 
 /* Micro-kernel in use: "avx512", "avx2", "neon" or "scalar". */
 const char *prg_gemm_kernel_name(void);
@@ -1730,11 +1740,12 @@ double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, con
 #define PRG_INLINE_COPIES
 #endif
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+/* PRG_NO_SIMD: no intrinsics at all; the CPU table is the scalar one. */
+#if !defined(PRG_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define PRG__X86 1
 #include <immintrin.h>
 #endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
+#if !defined(PRG_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
 #define PRG__NEON 1
 #include <arm_neon.h>
 #endif
@@ -2634,58 +2645,9 @@ static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *P
 }
 #endif /* PRG__NEON */
 
-static const prg__gemm_impl prg__gemm_impls[] = {
-#ifdef PRG__X86
-    {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512,
-     prg__pack_a_avx512, prg__pack_b_avx512},
-    {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
-#endif
-#ifdef PRG__NEON
-    {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
-#endif
-    {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a,
-     prg__pack_b},
-};
-#define PRG__GEMM_NIMPL ((int)(sizeof prg__gemm_impls / sizeof prg__gemm_impls[0]))
-
-static int prg__gemm_cpu_has(const char *name) {
-#ifdef PRG__X86
-    if (!strcmp(name, "avx512")) return __builtin_cpu_supports("avx512f");
-    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    (void)name;
-    return 1;
-}
-
-static const prg__gemm_impl *prg__gemm_chosen = NULL;
-
-static const prg__gemm_impl *prg__gemm_select(void) {
-    const prg__gemm_impl *g = prg__gemm_chosen;
-    int i;
-    if (g) return g;
-    for (i = 0; i < PRG__GEMM_NIMPL; i++)
-        if (prg__gemm_cpu_has(prg__gemm_impls[i].name)) break;
-    prg__gemm_chosen = &prg__gemm_impls[i < PRG__GEMM_NIMPL ? i : PRG__GEMM_NIMPL - 1];
-    return prg__gemm_chosen;
-}
-
-const char *prg_gemm_kernel_name(void) { return prg__gemm_select()->name; }
-
-prg_result prg_gemm_set_kernel(const char *name) {
-    int i;
-    if (!name || !strcmp(name, "auto")) {
-        prg__gemm_chosen = NULL;
-        return PRG_OK;
-    }
-    for (i = 0; i < PRG__GEMM_NIMPL; i++) {
-        if (strcmp(prg__gemm_impls[i].name, name) != 0) continue;
-        if (!prg__gemm_cpu_has(name))
-            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
-        prg__gemm_chosen = &prg__gemm_impls[i];
-        return PRG_OK;
-    }
-    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
-}
+/* The micro-kernel, its packers and blocking come from the CPU table
+   (prg__cpu, after the last kernel), decided once. */
+static const prg__gemm_impl *prg__gemm_select(void);
 
 /* Packs rows [i0, i0+mc) x cols [p0, p0+kc) of op(A) into MR-tall panels:
    dst[panel][p][r].  Rows past m are zero. */
@@ -2804,6 +2766,38 @@ static void prg__gemm_buf_give(prg__gemm_buf *b) {
     PRG__GEMM_BUF_LOCK();
     b->busy = 0;
     PRG__GEMM_BUF_UNLOCK();
+}
+
+static void prg__scratch_free(prg__scratch *s) {
+    prg_free(s->p);
+    s->p = NULL;
+    s->n = 0;
+}
+
+void prg_release_scratch(void) {
+    int i, nb = (int)(sizeof prg__gemm_bufs / sizeof prg__gemm_bufs[0]);
+    PRG__GEMM_BUF_LOCK();
+    for (i = 0; i < nb; i++) {
+        prg__gemm_buf *x = &prg__gemm_bufs[i];
+        if (x->busy) continue;
+        prg__scratch_free(&x->s);
+        prg__scratch_free(&x->cs);
+        prg__scratch_free(&x->bs);
+    }
+    PRG__GEMM_BUF_UNLOCK();
+}
+
+/* The U-Nets alive (prg_unet_create + 1, prg_unet_free - 1): when the last
+   one goes, the packing buffers go with it. */
+static int prg__gemm_users = 0;
+
+static void prg__gemm_users_add(int d) {
+    int none;
+    PRG__GEMM_BUF_LOCK();
+    prg__gemm_users += d;
+    none = prg__gemm_users == 0;
+    PRG__GEMM_BUF_UNLOCK();
+    if (none) prg_release_scratch();
 }
 
 /* The short path for small products: no packing, one row of C at a time
@@ -3065,7 +3059,24 @@ void prg_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
    whole).  The same blocking and kernels as prg_sgemm, so the same bits for
    any thread count.  Returns 0, or -1 with C untouched when the packing
    buffers cannot be had (the caller then takes an explicit path). */
-static int prg__sgemm_packer_off = 0; /* tests: take the callers' explicit paths */
+/* Test hooks: they steer the engine onto paths it would not take by itself,
+   so that the tests run every path on every machine.  All zero in normal
+   use; only tests write them (between calls, never during one). */
+typedef struct prg__hooks {
+    int no_packer;      /* the packing buffers "cannot be had" here (prg__sgemm_packer,
+                           Winograd): the convolutions take their stored column matrix */
+    int no_wino;        /* no Winograd: the other paths where it would run */
+    int no_wino4;       /* F(2x2,3x3) wherever Winograd runs */
+    int all_kernels;    /* take every path the CPU table has kernels for, also the ones
+                           its flags leave off as slower there: the scalar twins of the
+                           AVX-512-only paths then run whole convolutions */
+    int wino_rows_only; /* the Winograd row transforms on 8x8 and 16-wide maps too */
+    int wino_dw_plan;   /* plan the Winograd weight gradient for this many threads
+                           (0: the pool's width) */
+    int force;          /* a prg__conv_algo: the plans made while it is set take it for
+                           every product the shape allows it for (0: their own choice) */
+} prg__hooks;
+static prg__hooks prg__hook;
 
 static int prg__sgemm_packer(int m, int n, int k, float alpha, const float *a,
                              int lda, prg__gemm_b_packer packer, const void *ctx, float beta,
@@ -3074,7 +3085,7 @@ static int prg__sgemm_packer(int m, int n, int k, float alpha, const float *a,
     prg__gemm_buf *bufs[PRG_MAX_THREADS];
     size_t na, nf;
     int i, nbuf = prg__parallel_width(), ok = 1;
-    if (prg__sgemm_packer_off) return -1;
+    if (prg__hook.no_packer) return -1;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0 || alpha == 0.0f) {
         prg__gemm_scale(m, n, beta, c, ldc);
@@ -3204,17 +3215,20 @@ typedef struct prg__vec_ops {
     void (*silu_fwd)(float *y, const float *x, size_t n);
     void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n, int set); /* dx += (= when set) */
     void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
-    /* 3x3 weight gradient taps of two output channels (NULL: use the GEMM):
+    /* 3x3 weight gradient taps of two output channels:
        out[c*9 + ki*3 + kj] += sum_i sum_q g_c[i*gstride + q] x[i*xstride + q + ki*wp + kj]
        over q < n and i < count */
     void (*dw3)(float *out, const float *g0, const float *g1, const float *x, size_t n, int wp,
                 int count, size_t gstride, size_t xstride);
-    /* 3x3 pad-1 convolutions with few channels on one side (NULL: the GEMM
-       paths): prg__conv3_avx512 and prg__dw3p_avx512 below */
+    /* 3x3 pad-1 convolutions with few channels on one side: prg__conv3_scalar
+       and prg__dw3p_scalar below */
     void (*conv3)(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
                   const float *bias, int accumulate, int ci, int ob, int h, int w);
     void (*dw3p)(float *out, const float *g0, const float *g1, const float *x, int h, int w, int count,
                  size_t gstride, size_t xstride);
+    /* the three direct kernels above beat the GEMM paths (the vector ones; the
+       scalar twins run only when a test asks, prg__hook.all_kernels) */
+    int direct;
 } prg__vec_ops;
 
 static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
@@ -3246,6 +3260,109 @@ static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, siz
         float d = dy[i] * (s * (1.0f + x[i] * oms));
         dx[i] = set ? d : dx[i] + d;
     }
+}
+
+/* ---- the direct convolution kernels, scalar ------------------------------
+   The same algorithm as their AVX-512 twins below (prg__dw3_avx512,
+   prg__conv3_avx512, prg__dw3p_avx512): 16 lanes (32 pixels for conv3) of
+   accumulators, each the same fused multiply-adds in the same order, the
+   lanes summed in lane order; so the same bits. */
+
+/* the sum of 16 lanes in lane order (prg__hsum16) */
+static float prg__lanes16_sum(const float *t) {
+    float s = 0.0f;
+    int l;
+    for (l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
+static void prg__dw3_scalar(float *out, const float *g0, const float *g1, const float *x, size_t n,
+                            int wp, int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    size_t q, off[9];
+    int i, t, l;
+    for (t = 0; t < 9; t++) off[t] = (size_t)(t / 3) * wp + (size_t)(t % 3);
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (q = 0; q < n; q += 16) {
+            int nl = n - q < 16 ? (int)(n - q) : 16;
+            for (l = 0; l < 16; l++) {
+                float u0 = l < nl ? g0[q + l] : 0.0f, u1 = l < nl ? g1[q + l] : 0.0f;
+                for (t = 0; t < 9; t++) {
+                    float v = l < nl ? x[q + off[t] + l] : 0.0f;
+                    a[t][l] = fmaf(u0, v, a[t][l]);
+                    a[9 + t][l] = fmaf(u1, v, a[9 + t][l]);
+                }
+            }
+        }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
+}
+
+/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
+   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], o < ob
+   (<= 8); with accumulate, y += the sum.  32 pixels of a row at a time. */
+static void prg__conv3_scalar(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
+    size_t plane = (size_t)h * w;
+    float acc[8][32];
+    int oy, ox, i, ki, kj, o, l;
+    for (oy = 0; oy < h; oy++)
+        for (ox = 0; ox < w; ox += 32) {
+            memset(acc, 0, sizeof acc);
+            for (i = 0; i < ci; i++)
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue;
+                    row = x + i * plane + (size_t)iy * w;
+                    for (kj = 0; kj < 3; kj++) {
+                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
+                        float v[32];
+                        for (l = 0; l < 32; l++) {
+                            int c = ox + l + kj - 1;
+                            v[l] = c >= 0 && c < w ? row[c] : 0.0f;
+                        }
+                        for (o = 0; o < ob; o++) {
+                            float t = wp[o * os];
+                            for (l = 0; l < 32; l++) acc[o][l] = fmaf(t, v[l], acc[o][l]);
+                        }
+                    }
+                }
+            for (o = 0; o < ob; o++) {
+                float *d = y + o * plane + (size_t)oy * w + ox;
+                for (l = 0; l < 32 && ox + l < w; l++)
+                    d[l] = accumulate ? d[l] + acc[o][l] : bias ? acc[o][l] + bias[o] : acc[o][l];
+            }
+        }
+}
+
+/* The nine pad-1 taps of two output channels over unpadded h x w planes:
+   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
+   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
+   outside the plane); 16 columns of a plane at a time, down its rows. */
+static void prg__dw3p_scalar(float *out, const float *g0, const float *g1, const float *x, int h, int w,
+                             int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    int i, oy, ox, ki, kj, l, t;
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (ox = 0; ox < w; ox += 16)
+            for (oy = 0; oy < h; oy++) {
+                size_t q = (size_t)oy * w + ox;
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    if (iy < 0 || iy >= h) continue;
+                    for (kj = 0; kj < 3; kj++)
+                        for (l = 0; l < 16; l++) {
+                            int c = ox + l, xc = c + kj - 1, in = c < w && xc >= 0 && xc < w;
+                            float u0 = c < w ? g0[q + l] : 0.0f, u1 = c < w ? g1[q + l] : 0.0f;
+                            float v = in ? x[(size_t)iy * w + xc] : 0.0f;
+                            a[3 * ki + kj][l] = fmaf(u0, v, a[3 * ki + kj][l]);
+                            a[9 + 3 * ki + kj][l] = fmaf(u1, v, a[9 + 3 * ki + kj][l]);
+                        }
+                }
+            }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
 }
 
 #ifdef PRG__X86
@@ -3674,22 +3791,6 @@ static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg,
 }
 #endif /* PRG__X86 */
 
-static prg__vec_ops prg__vec_select(void) {
-    static const prg__vec_ops scalar = {prg__softmax_scalar, prg__silu_fwd_scalar,
-                                        prg__silu_bwd_scalar, prg__row_dots, NULL, NULL, NULL};
-#ifdef PRG__X86
-    static const prg__vec_ops avx512 = {prg__softmax_avx512, prg__silu_fwd_avx512,
-                                        prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
-                                        prg__conv3_avx512, prg__dw3p_avx512};
-    static const prg__vec_ops avx2 = {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2,
-                                      prg__dots_avx2, NULL, NULL, NULL};
-    const char *k = prg_gemm_kernel_name();
-    if (!strcmp(k, "avx512")) return avx512;
-    if (!strcmp(k, "avx2")) return avx2;
-#endif
-    return scalar;
-}
-
 /* Row kernels in blocks of 8 with a fixed trip count, which compilers
    vectorise even at -O2; the tail computes the same expression. */
 static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, float a, float b,
@@ -3743,8 +3844,10 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
 /* ==== The convolution engine ===============================================
    Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
    convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
-   last layers) is small.  Each convolution takes one of these paths, chosen
-   from its shape and the CPU's kernels:
+   last layers) is small.  Each convolution is a plan (prg__conv_plan, see
+   "conv plans" below): made once for its shape and batch, it records which
+   of these paths its forward, dx and dW take (prg__conv_algo), chosen from
+   the shape and the flags of the CPU table (prg__cpu) in use:
 
    - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
      each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
@@ -3805,9 +3908,12 @@ static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
    convolution's Winograd weights once per call (forward and dx) instead of
    once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
 
-   Without AVX-512 the paths above that need it fall back to the implicit
-   GEMM; prg_conv2d_forward_ref and prg_conv2d_backward_ref are the direct
-   definitions the tests compare every path with. */
+   Without AVX-512 the CPU tables leave the paths above that pay only with
+   its kernels (direct, the direct dW, F(4x4,3x3), the whole-plane and
+   two-row transforms) off and take the implicit GEMM; their scalar twins
+   are in every table, and the tests run them (prg__hook.all_kernels,
+   prg__hook.force).  prg_conv2d_forward_ref and prg_conv2d_backward_ref
+   are the direct definitions the tests compare every path with. */
 
 /* ---- conv2d ---------------------------------------------------------------
    GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
@@ -3843,7 +3949,7 @@ typedef struct prg__conv {
     size_t r1;     /* a chunk's output (or dy, or dx) in [C][nb*HW] order (nb > 1) */
 } prg__conv;
 
-static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int k, int stride,
+static prg__conv prg__conv_geom(int batch, int cin, int h, int w, int cout, int k, int stride,
                                 int pad) {
     prg__conv c;
     PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
@@ -3881,7 +3987,7 @@ static prg__conv prg__conv_plan(int batch, int cin, int h, int w, int cout, int 
 }
 
 size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+    prg__conv c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
     if (c.direct) return 0;
     /* the column matrix or a padded chunk, a chunk's output/gradient block
        in [C][nb*HW] order when a chunk holds several samples, dW transposed
@@ -4061,13 +4167,6 @@ static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT 
 }
 #endif
 
-static prg__gemm_b_packer prg__implicit_cols_packer(void) {
-#ifdef PRG__X86
-    if (!strcmp(prg_gemm_kernel_name(), "avx512")) return prg__implicit_cols_pack_avx512;
-#endif
-    return prg__implicit_cols_pack;
-}
-
 typedef struct prg__conv_job {
     const prg__conv *c;
     int b0, nb;             /* chunk: samples [b0, b0+nb) */
@@ -4212,9 +4311,6 @@ static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
    transpose: dU[xi] = sum over tiles of dM[xi] V[xi]^T with dM = A dY A^T,
    then dW = G^T dU G.  Odd sizes: tiles past the edge read zeros and their
    outputs outside the image are dropped (their dY counts as zero). */
-static int prg__wino_off = 0;      /* tests: take the other paths */
-static int prg__wino_rows_only = 0; /* tests: the row transforms on 8x8 and 16-wide maps too */
-static int prg__wino_dw_plan = 0;  /* tests: plan the weight gradient for this many threads */
 #define PRG__WINO_MIN_C 8
 #define PRG__WINO_L2 (512 * 1024)    /* bytes of V and M per block (measured) */
 #define PRG__WINO_DW_L2 (512 * 1024) /* bytes of V and dM per block and row of the transform (dW) */
@@ -4230,13 +4326,13 @@ typedef struct prg__wino_fns {
                     int copad, int mr, int kcb, int p0, int p1);
     /* c += a b^T with a [m][k], b [n][k] (the weight gradient's products) */
     void (*nt)(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb, float *c, int ldc);
-    /* 8 x 8 planes whole, 16 tiles in lane order (NULL: the row transforms):
-       prg__wino_in_plane8_avx512 and its two companions */
+    /* 8 x 8 planes whole, 16 tiles in lane order: prg__wino_in_plane8 and
+       its two companions */
     void (*in_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*dy_plane8)(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1);
     void (*out_plane8)(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
-    /* 16-wide planes, two tile rows at a time (NULL: the row transforms):
-       prg__wino_in_rows16_avx512 and its two companions */
+    /* 16-wide planes, two tile rows at a time: prg__wino_in_rows16 and its
+       two companions */
     void (*in_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*dy_rows16)(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0, int k1);
     void (*out_rows16)(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate);
@@ -4247,7 +4343,12 @@ typedef struct prg__wino_fns {
     void (*dw_inverse4)(float *d, const float *u, size_t s, int cin); /* prg__wino4_dw_inverse */
     void (*out4)(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms, float bias,
                  int accumulate);
-    int fast4;   /* the F(4x4,3x3) kernels are the vector ones */
+    /* which of the kernels above pay (the vector ones; the scalar twins run
+       only when a test asks, prg__hook.all_kernels): */
+    int plane8;  /* the whole-plane 8 x 8 transforms (else the row transforms) */
+    int rows16;  /* the two-row 16-wide transforms (else the row transforms) */
+    int fast4;   /* F(4x4,3x3) (else F(2x2,3x3)) */
+    int dot_nt;  /* nt up to 64 x 64 channels (else the packed GEMM) */
 } prg__wino_fns;
 
 typedef struct prg__wino {
@@ -4408,8 +4509,6 @@ static void prg__wino_dy_row(float *PRG_RESTRICT dm, size_t ms, const float *pla
    1/24): about 10-20x that of F(2x2,3x3) (5e-6 of the largest output on
    tiny32's layers), within 0.2 of the K eps bound the tests hold every
    convolution path to. */
-static int prg__wino4_off = 0;    /* tests: F(2x2,3x3) everywhere */
-static int prg__wino4_scalar = 0; /* tests: F(4x4,3x3) with the scalar kernels (any machine) */
 
 /* o[k] = (B^T d)[k] for the 6 values d[0], d[s], ..., d[5 s] */
 static void prg__wino4_bt(float *o, size_t os, const float *d, size_t s) {
@@ -4579,6 +4678,70 @@ static void prg__wino_weights(float *u, const float *gw, size_t os, size_t is, i
                     tf(t, gp, 3, 1);
             }
             for (xi = 0; xi < nxi; xi++) dst[(size_t)xi * ci * copad] = t[xi];
+        }
+}
+
+/* ---- the vector-filling transforms and the dW products, scalar ------------
+   Twins of the AVX-512 kernels below with the same layouts: the whole-plane
+   8 x 8 and the two-row 16-wide transforms are the row transforms over the
+   tile rows they cover (the vector ones do the same operations in the same
+   order: the same bits); prg__wino_nt_scalar runs the dot products of
+   prg__wino_nt_avx512 in its 16 lanes and reduces them in its tree. */
+
+/* v[(4 (k - k0) + j) vs + 4 ty + tx] = (B^T d B)[k][j] of the 16 tiles of an 8 x 8 plane */
+static void prg__wino_in_plane8(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_in_row(v + 4 * ty, vs, plane, 8, 8, ty, 0, 4, k0, k1);
+}
+
+static void prg__wino_dy_plane8(float *PRG_RESTRICT dm, size_t ms, const float *plane, int k0, int k1) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_dy_row(dm + 4 * ty, ms, plane, 8, 8, ty, 0, 4, k0, k1);
+}
+
+static void prg__wino_out_plane8(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    int ty;
+    for (ty = 0; ty < 4; ty++) prg__wino_out_row(plane, 8, 8, ty, 0, 4, m + 4 * ty, ms, bias, accumulate);
+}
+
+/* lane 8 r + tx: tile (ty + r, tx) of a 16-wide plane (ty even, h a multiple of 4) */
+static void prg__wino_in_rows16(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty, int k0,
+                                int k1) {
+    int r;
+    for (r = 0; r < 2; r++) prg__wino_in_row(v + 8 * r, vs, plane, h, 16, ty + r, 0, 8, k0, k1);
+}
+
+static void prg__wino_dy_rows16(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int ty, int k0,
+                                int k1) {
+    int r;
+    for (r = 0; r < 2; r++) prg__wino_dy_row(dm + 8 * r, ms, plane, h, 16, ty + r, 0, 8, k0, k1);
+}
+
+static void prg__wino_out_rows16(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                 int accumulate) {
+    int r; /* both tile rows are inside the plane: its height is taken as 2 ty + 4 */
+    for (r = 0; r < 2; r++)
+        prg__wino_out_row(plane, 2 * ty + 4, 16, ty + r, 0, 8, m + 8 * r, ms, bias, accumulate);
+}
+
+/* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
+   each sum in 16 lanes (lane l takes p = l mod 16), then the lanes reduced
+   as ((L0+L2)+(L1+L3)) per quad and the quads as (Q0+Q1)+(Q2+Q3). */
+static void prg__wino_nt_scalar(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
+                                float *c, int ldc) {
+    int i, j, p, l, q;
+    for (i = 0; i < m; i++)
+        for (j = 0; j < n; j++) {
+            const float *ar = a + (size_t)i * lda, *br = b + (size_t)j * ldb;
+            float L[16], Q[4];
+            memset(L, 0, sizeof L);
+            for (p = 0; p < k; p += 16)
+                for (l = 0; l < 16; l++) {
+                    float av = p + l < k ? ar[p + l] : 0.0f, bv = p + l < k ? br[p + l] : 0.0f;
+                    L[l] = fmaf(av, bv, L[l]);
+                }
+            for (q = 0; q < 4; q++) Q[q] = (L[4 * q] + L[4 * q + 2]) + (L[4 * q + 1] + L[4 * q + 3]);
+            c[(size_t)i * ldc + j] += (Q[0] + Q[1]) + (Q[2] + Q[3]);
         }
 }
 
@@ -5331,43 +5494,110 @@ static void prg__wino_nt_gemm(int m, int n, int k, const float *a, size_t lda, c
     prg_sgemm(0, 1, m, n, k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c, ldc);
 }
 
-static prg__wino_fns prg__wino_select(void) {
-    prg__wino_fns f;
-    f.in_row = prg__wino_in_row;
-    f.out_row = prg__wino_out_row;
-    f.dy_row = prg__wino_dy_row;
-    f.nt = prg__wino_nt_gemm;
-    f.weights = prg__wino_weights;
-    f.in_plane8 = f.dy_plane8 = NULL;
-    f.out_plane8 = NULL;
-    f.in_rows16 = f.dy_rows16 = NULL;
-    f.out_rows16 = NULL;
-    f.in4 = prg__wino4_in_ref;
-    f.dy4 = prg__wino4_dy_ref;
-    f.dw_inverse4 = prg__wino4_dw_inverse;
-    f.out4 = prg__wino4_out_ref;
-    f.fast4 = 0;
+/* ==== The CPU table ========================================================
+   Every kernel the engine dispatches on the CPU, in one table per
+   instruction set: the GEMM micro-kernel with its packers and blocking, the
+   implicit column packer, the vector helpers and direct convolution
+   kernels, the Winograd transforms, and flags that say which of the
+   algorithms they serve pay on it.  The table is decided once (cpuid) and
+   prg_gemm_set_kernel swaps the whole of it.  Every vector kernel has a
+   scalar twin of the same algorithm in the scalar table (the same bits for
+   the direct and Winograd kernels; exp is libm's there), so the tests run
+   each path with the scalar kernels on any machine.  PRG_NO_SIMD builds the
+   scalar table alone. */
+typedef struct prg__cpu {
+    const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
+    int need;                         /* PRG__NEED_*: what the CPU must have */
+    prg__gemm_impl gemm;
+    prg__gemm_b_packer implicit_pack; /* panels of the implicit column matrix */
+    prg__vec_ops vec;
+    prg__wino_fns wino;
+} prg__cpu;
+#define PRG__NEED_AVX512 1
+#define PRG__NEED_AVX2 2
+
+#define PRG__VEC_SCALAR_DIRECT prg__dw3_scalar, prg__conv3_scalar, prg__dw3p_scalar, 0
+#define PRG__WINO_SCALAR                                                                                  \
+    {prg__wino_in_row, prg__wino_dy_row, prg__wino_out_row, prg__wino_weights, prg__wino_nt_scalar,       \
+     prg__wino_in_plane8, prg__wino_dy_plane8, prg__wino_out_plane8, prg__wino_in_rows16,                 \
+     prg__wino_dy_rows16, prg__wino_out_rows16, prg__wino4_in_ref, prg__wino4_dy_ref,                    \
+     prg__wino4_dw_inverse, prg__wino4_out_ref, 0, 0, 0, 0}
+
+static const prg__cpu prg__cpus[] = {
 #ifdef PRG__X86
-    if (!strcmp(prg_gemm_kernel_name(), "avx512")) {
-        f.in_row = prg__wino_in_row_avx512;
-        f.out_row = prg__wino_out_row_avx512;
-        f.dy_row = prg__wino_dy_row_avx512;
-        f.nt = prg__wino_nt_avx512;
-        f.weights = prg__wino_weights_avx512;
-        f.in_plane8 = prg__wino_in_plane8_avx512;
-        f.dy_plane8 = prg__wino_dy_plane8_avx512;
-        f.out_plane8 = prg__wino_out_plane8_avx512;
-        f.in_rows16 = prg__wino_in_rows16_avx512;
-        f.dy_rows16 = prg__wino_dy_rows16_avx512;
-        f.out_rows16 = prg__wino_out_rows16_avx512;
-        f.in4 = prg__wino4_in_avx512;
-        f.dy4 = prg__wino4_dy_avx512;
-        f.dw_inverse4 = prg__wino4_dw_inverse_avx512;
-        f.out4 = prg__wino4_out_avx512;
-        f.fast4 = 1;
-    }
+    {"avx512", PRG__NEED_AVX512,
+     {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512, prg__pack_a_avx512,
+      prg__pack_b_avx512},
+     prg__implicit_cols_pack_avx512,
+     {prg__softmax_avx512, prg__silu_fwd_avx512, prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
+      prg__conv3_avx512, prg__dw3p_avx512, 1},
+     {prg__wino_in_row_avx512, prg__wino_dy_row_avx512, prg__wino_out_row_avx512, prg__wino_weights_avx512,
+      prg__wino_nt_avx512, prg__wino_in_plane8_avx512, prg__wino_dy_plane8_avx512, prg__wino_out_plane8_avx512,
+      prg__wino_in_rows16_avx512, prg__wino_dy_rows16_avx512, prg__wino_out_rows16_avx512, prg__wino4_in_avx512,
+      prg__wino4_dy_avx512, prg__wino4_dw_inverse_avx512, prg__wino4_out_avx512, 1, 1, 1, 1}},
+    {"avx2", PRG__NEED_AVX2,
+     {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2, prg__dots_avx2, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
 #endif
-    return f;
+#ifdef PRG__NEON
+    {"neon", 0,
+     {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+#endif
+    {"scalar", 0,
+     {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+};
+#undef PRG__VEC_SCALAR_DIRECT
+#undef PRG__WINO_SCALAR
+#define PRG__NCPUS ((int)(sizeof prg__cpus / sizeof prg__cpus[0]))
+
+static int prg__cpu_has(const prg__cpu *t) {
+#ifdef PRG__X86
+    if (t->need & PRG__NEED_AVX512) return __builtin_cpu_supports("avx512f");
+    if (t->need & PRG__NEED_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return t->need == 0;
+}
+
+static const prg__cpu *prg__cpu_chosen = NULL;
+
+/* The table in use: the first this CPU can run, unless one was forced. */
+static const prg__cpu *prg__cpu_get(void) {
+    const prg__cpu *t = prg__cpu_chosen;
+    int i;
+    if (t) return t;
+    for (i = 0; i < PRG__NCPUS - 1 && !prg__cpu_has(&prg__cpus[i]); i++) {}
+    prg__cpu_chosen = &prg__cpus[i];
+    return prg__cpu_chosen;
+}
+
+static const prg__gemm_impl *prg__gemm_select(void) { return &prg__cpu_get()->gemm; }
+static prg__vec_ops prg__vec_select(void) { return prg__cpu_get()->vec; }
+static prg__wino_fns prg__wino_select(void) { return prg__cpu_get()->wino; }
+
+const char *prg_gemm_kernel_name(void) { return prg__cpu_get()->name; }
+
+prg_result prg_gemm_set_kernel(const char *name) {
+    int i;
+    if (!name || !strcmp(name, "auto")) {
+        prg__cpu_chosen = NULL;
+        return PRG_OK;
+    }
+    for (i = 0; i < PRG__NCPUS; i++) {
+        if (strcmp(prg__cpus[i].name, name) != 0) continue;
+        if (!prg__cpu_has(&prg__cpus[i]))
+            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
+        prg__cpu_chosen = &prg__cpus[i];
+        return PRG_OK;
+    }
+    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
 }
 
 /* The tiles [t0, t1) cut into runs along tile rows that do not cross a
@@ -5414,13 +5644,15 @@ static void prg__wino_prefetch(const prg__wino *W, size_t t0, size_t t1, const f
    (the forward's are whole panels, the weight gradient's multiples of 64
    tiles) */
 static int prg__wino_planes8(const prg__wino *W) {
-    return W->h == 8 && W->w == 8 && W->fn.in_plane8 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
+    return W->h == 8 && W->w == 8 && (W->fn.plane8 || prg__hook.all_kernels) && W->g->nr % 16 == 0 &&
+           !prg__hook.wino_rows_only;
 }
 
 /* 16-wide maps, h a multiple of 4, with the two-row transforms: a plane's
    tiles come in whole vectors of 16 (two tile rows), blocks start on them */
 static int prg__wino_rows16(const prg__wino *W) {
-    return W->w == 16 && W->h % 4 == 0 && W->fn.in_rows16 != NULL && W->g->nr % 16 == 0 && !prg__wino_rows_only;
+    return W->w == 16 && W->h % 4 == 0 && (W->fn.rows16 || prg__hook.all_kernels) && W->g->nr % 16 == 0 &&
+           !prg__hook.wino_rows_only;
 }
 
 static size_t prg__wino_buf_floats(const prg__wino *W) {
@@ -5553,20 +5785,20 @@ static void prg__wino_task(void *ctx, int ith, int nth) {
    long per sample group) at every batch. */
 #define PRG__WINO4_MIN_B8 32
 static int prg__wino4_fits(const prg__wino_fns *fn, const prg__gemm_impl *g, int h, int w, int batch, int dw) {
-    return !prg__wino4_off && (fn->fast4 || prg__wino4_scalar) && g->nr % 16 == 0 &&
+    return !prg__hook.no_wino4 && (fn->fast4 || prg__hook.all_kernels) && g->nr % 16 == 0 &&
            ((w == 16 && h % 16 == 0) || (w == 32 && h % 8 == 0) ||
             (w == 8 && h == 8 && batch % 4 == 0 && batch >= PRG__WINO4_MIN_B8 && !dw));
 }
 
-/* The geometry and kernels shared by the forward (dw = 0) and the weight
-   gradient (dw = 1): F(4x4,3x3) where it fits, else F(2x2,3x3) */
-static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int dw) {
+/* The geometry and kernels shared by the forward and the weight gradient:
+   F(4x4,3x3) when f4 (the plan's choice, prg__wino4_fits), else F(2x2,3x3) */
+static void prg__wino_init(prg__wino *W, int batch, int cin, int h, int w, int cout, int f4) {
     int m;
     memset(W, 0, sizeof *W);
     W->g = prg__gemm_select();
     W->fn = prg__wino_select();
     W->b = batch; W->ci = cin; W->co = cout; W->h = h; W->w = w;
-    W->f4 = prg__wino4_fits(&W->fn, W->g, h, w, batch, dw);
+    W->f4 = f4;
     W->nxi = W->f4 ? 36 : 16;
     m = W->f4 ? 4 : 2;
     W->th = (h + m - 1) / m;
@@ -5631,13 +5863,13 @@ static int prg__wino_keep_room(prg__wino_keep *k, size_t floats) {
    buffers cannot be had. */
 static int prg__wino_conv(float *y, const float *x, const float *gw, size_t os, size_t is,
                           int flip, const float *bias, int accumulate, int batch, int cin, int h,
-                          int w, int cout, prg__wino_keep *keep) {
+                          int w, int cout, int f4, prg__wino_keep *keep) {
     prg__wino W;
     prg__gemm_buf *ub;
     int i, ok = 1, nb, kept, into_keep = 0;
     size_t bytes_per_tile, ufloats;
-    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
-    prg__wino_init(&W, batch, cin, h, w, cout, 0);
+    if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
+    prg__wino_init(&W, batch, cin, h, w, cout, f4);
     bytes_per_tile = (size_t)4 * W.nxi * (cin + cout);
     W.tb = (int)(PRG__WINO_L2 / bytes_per_tile) / W.g->nr * W.g->nr;
     if (W.tb < W.g->nr) W.tb = W.g->nr;
@@ -5812,20 +6044,21 @@ static void prg__wino_dw_inverse_range(void *ctx, size_t lo, size_t hi) {
    convolution of x [B][Ci][H][W] with output gradient dy [B][Co][H][W];
    -1 (dW untouched) when the buffers cannot be had. */
 static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int batch, int cin, int h,
-                        int w, int cout) {
+                              int w, int cout, int f4) {
     prg__wino_dw D;
     prg__wino *W = &D.W;
     prg__gemm_buf *ub;
     int i, ok = 1, nb;
     size_t per;
-    if (prg__sgemm_packer_off) return -1; /* tests: as if the buffers could not be had */
+    if (prg__hook.no_packer) return -1; /* tests: as if the buffers could not be had */
     memset(&D, 0, sizeof D);
-    prg__wino_init(W, batch, cin, h, w, cout, 1);
-    if ((double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm; /* the packed GEMM wins (measured) */
+    prg__wino_init(W, batch, cin, h, w, cout, f4);
+    /* the dot products up to 64 x 64 channels, the packed GEMM above (measured) */
+    if (!(W->fn.dot_nt || prg__hook.all_kernels) || (double)cin * cout > 64.0 * 64.0) W->fn.nt = prg__wino_nt_gemm;
     W->x = x;
     D.dy = dy;
     D.nk = W->f4 ? 6 : 4;
-    nb = prg__wino_dw_plan ? prg__wino_dw_plan : prg__parallel_width();
+    nb = prg__hook.wino_dw_plan ? prg__hook.wino_dw_plan : prg__parallel_width();
     if (nb > D.nk) nb = D.nk;
     D.nparts = nb;
     per = (size_t)4 * D.nk * (cin + cout); /* bytes of V and dM per tile and row of the transform */
@@ -5864,10 +6097,11 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
    and the weight transform is not paid back); the weight gradient on any
    map. */
 static int prg__wino_use(const prg__conv *c, int dw) {
-    return !prg__wino_off && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
+    return !prg__hook.no_wino && c->k == 3 && c->s == 1 && c->p == 1 && c->ci >= PRG__WINO_MIN_C &&
            c->co >= PRG__WINO_MIN_C &&
            (dw || (c->h >= 16 && c->w >= 16) || (c->h >= 8 && c->w >= 8 && c->ci >= 256 && c->co >= 256) ||
-            (c->h == 8 && c->w == 8 && prg__wino_select().in_plane8 != NULL && prg__gemm_select()->nr % 16 == 0));
+            (c->h == 8 && c->w == 8 && (prg__cpu_get()->wino.plane8 || prg__hook.all_kernels) &&
+             prg__gemm_select()->nr % 16 == 0));
 }
 
 /* ---- few channels on one side: direct ----------------------------------
@@ -5882,7 +6116,7 @@ static int prg__wino_use(const prg__conv *c, int dw) {
 #define PRG__FEWC 4
 
 static int prg__conv_few(const prg__conv *c, const prg__vec_ops *ops) {
-    return ops->conv3 != NULL && c->k == 3 && c->s == 1 && c->p == 1 &&
+    return (ops->direct || prg__hook.all_kernels) && c->k == 3 && c->s == 1 && c->p == 1 &&
            (c->ci <= PRG__FEWC || c->co <= PRG__FEWC);
 }
 
@@ -5969,66 +6203,179 @@ static void prg__conv_direct_range(void *ctx, size_t lo, size_t hi) {
         }
 }
 
-/* prg_conv2d_forward, with a place to keep the Winograd weights (or NULL) */
-static void prg__conv2d_forward_k(float *y, const float *x, const float *wt, const float *bias, int batch,
-                                  int cin, int h, int w, int cout, int k, int stride, int pad, float *ws,
-                                  prg__wino_keep *keep) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+/* ---- conv plans ------------------------------------------------------------
+   A convolution of one shape (batch, channels, map, kernel, stride, padding)
+   planned once: its algorithm for the forward, dx and dW products, chosen
+   from the shape and the CPU table (the flags of prg__cpu, the test hooks),
+   and the Winograd weights it keeps between the evaluations of one call
+   (forward and dx).  The U-Net holds one plan per convolution, planned for
+   its batch; prg_conv2d_forward and prg_conv2d_backward make a one-shot
+   plan per call.  When Winograd or the implicit GEMM cannot have their
+   packing buffers, the run takes the stored column matrix instead (the
+   plan's choice stays what it was). */
+typedef enum prg__conv_algo {
+    PRG__CONV_NONE = 0,
+    PRG__CONV_1X1,      /* one GEMM per sample on x itself (1x1, stride 1, unpadded) */
+    PRG__CONV_DIRECT,   /* few channels on one side: the direct kernels (prg__conv_few) */
+    PRG__CONV_DW3,      /* dW only: the direct 3x3 kernel of nine shifted dot products */
+    PRG__CONV_WINO2,    /* Winograd F(2x2,3x3) */
+    PRG__CONV_WINO4,    /* Winograd F(4x4,3x3) */
+    PRG__CONV_IMPLICIT, /* the GEMM packing its column panels from the padded input (dx: from dy) */
+    PRG__CONV_IM2COL    /* the stored column matrix (dx: W^T dy, then col2im) */
+} prg__conv_algo;
+
+typedef struct prg__conv_plan {
+    prg__conv c;               /* geometry, for the planned batch */
+    const prg__cpu *cpu;       /* the table it was planned with */
+    prg__conv_algo fwd, dx, dw;
+    prg__conv_algo dx_gemm, dw_gemm; /* where Winograd cannot have its buffers */
+    prg__wino_keep keep[2];    /* Winograd weights kept: forward, dx (U-Net plans) */
+} prg__conv_plan;
+
+/* Tests (prg__hook.force): algorithm a for every product of the planned
+   shape that it can compute (not for the 1x1 ones, which have one way). */
+static void prg__conv_plan_force(prg__conv_plan *p, prg__conv_algo a) {
+    const prg__conv *c = &p->c;
+    int k3 = c->k == 3 && c->s == 1 && c->p == 1, b8 = c->b % 4 == 0 && c->b >= PRG__WINO4_MIN_B8;
+    int fits4 = p->cpu->gemm.nr % 16 == 0 && ((c->w == 16 && c->h % 16 == 0) || (c->w == 32 && c->h % 8 == 0));
+    if (c->direct) return;
+    switch (a) {
+    case PRG__CONV_DIRECT:
+    case PRG__CONV_WINO2:
+        if (k3) p->fwd = p->dx = p->dw = a;
+        break;
+    case PRG__CONV_WINO4:
+        if (k3 && (fits4 || (c->h == 8 && c->w == 8 && b8 && p->cpu->gemm.nr % 16 == 0))) p->fwd = p->dx = a;
+        if (k3 && fits4) p->dw = a;
+        break;
+    case PRG__CONV_DW3:
+        if (c->k == 3 && c->s == 1) p->dw = p->dw_gemm = a;
+        break;
+    case PRG__CONV_IMPLICIT:
+        p->fwd = a;
+        if (c->dx_conv) p->dx = p->dx_gemm = a;
+        break;
+    case PRG__CONV_IM2COL:
+        p->fwd = p->dx = p->dx_gemm = p->dw = p->dw_gemm = a;
+        break;
+    default: break;
+    }
+}
+
+/* Plans (or re-plans, keeping what keep holds) the convolution for batch. */
+static void prg__conv_plan_set(prg__conv_plan *p, int batch, int cin, int h, int w, int cout, int k, int stride,
+                               int pad) {
+    const prg__cpu *t = prg__cpu_get();
+    const prg__conv *c;
+    p->c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
+    p->cpu = t;
+    c = &p->c;
+    if (c->direct) {
+        p->fwd = p->dx = p->dw = p->dx_gemm = p->dw_gemm = PRG__CONV_1X1;
+        return;
+    }
+    /* the dx convolution packs Co*k*k rows per column for Ci output rows,
+       the column matrix route sums Ci*k*k rows per column after a GEMM of
+       depth Co: the first is faster unless Co is well above Ci (measured) */
+    p->dx_gemm = c->dx_conv ? PRG__CONV_IMPLICIT : PRG__CONV_IM2COL;
+    /* the direct 3x3 dW beats the GEMM up to about 64 x 128 channels (measured) */
+    p->dw_gemm = k == 3 && stride == 1 && (t->vec.direct || prg__hook.all_kernels) &&
+                         (double)cin * cout <= 64.0 * 128.0
+                     ? PRG__CONV_DW3
+                     : PRG__CONV_IM2COL;
+    if (prg__wino_use(c, 0)) {
+        /* dx is the forward's computation on dy: the same map, the same fit */
+        p->fwd = p->dx = prg__wino4_fits(&t->wino, &t->gemm, h, w, batch, 0) ? PRG__CONV_WINO4 : PRG__CONV_WINO2;
+    } else {
+        p->fwd = PRG__CONV_IMPLICIT;
+        p->dx = p->dx_gemm;
+    }
+    p->dw = prg__wino_use(c, 1)
+                ? prg__wino4_fits(&t->wino, &t->gemm, h, w, batch, 1) ? PRG__CONV_WINO4 : PRG__CONV_WINO2
+                : p->dw_gemm;
+    if (prg__conv_few(c, &t->vec)) p->fwd = p->dx = p->dw = PRG__CONV_DIRECT;
+    if (prg__hook.force) prg__conv_plan_force(p, (prg__conv_algo)prg__hook.force);
+}
+
+static void prg__conv_plan_free(prg__conv_plan *p) {
+    prg_free(p->keep[0].u);
+    prg_free(p->keep[1].u);
+    p->keep[0].u = p->keep[1].u = NULL;
+    p->keep[0].cap = p->keep[1].cap = 0;
+    p->keep[0].valid = p->keep[1].valid = 0;
+}
+
+/* y = conv(x) (+ bias) as planned; keep: use the plan's kept weights */
+static void prg__conv_plan_forward(prg__conv_plan *p, int keep, float *y, const float *x, const float *wt,
+                                   const float *bias, float *ws) {
+    const prg__conv *c = &p->c;
+    const int batch = c->b, cin = c->ci, h = c->h, w = c->w, cout = c->co, pad = c->p;
     prg__conv_job j;
-    prg__vec_ops ops = prg__vec_select();
     int b0;
     memset(&j, 0, sizeof j);
-    j.c = &c;
+    j.c = c;
     j.x = x;
     j.y = y;
     j.bias = bias;
-    if (c.direct) {
+    switch (p->fwd) {
+    case PRG__CONV_1X1:
         j.wt = wt;
         if (batch >= 2 * prg__parallel_width()) { /* a sample per task: one wake-up, not one per sample */
             j.task_bias = 1;
-            prg__parallel_for((size_t)batch, (double)cout * cin * c.hw_out, prg__conv_direct_range, &j);
+            prg__parallel_for((size_t)batch, (double)cout * cin * c->hw_out, prg__conv_direct_range, &j);
         } else {
             j.nb = batch;
             prg__conv_direct_range(&j, 0, (size_t)batch);
-            prg__parallel_for((size_t)batch * cout, (double)c.hw_out, prg__conv_out_range, &j);
+            prg__parallel_for((size_t)batch * cout, (double)c->hw_out, prg__conv_out_range, &j);
         }
         return;
-    }
-    if (prg__conv_few(&c, &ops)) {
-        prg__conv_few_run(&ops, y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout);
+    case PRG__CONV_DIRECT: {
+        prg__vec_ops ops = p->cpu->vec;
+        prg__conv_few_run(&ops, y, x, wt, c->kk, 9, 0, bias, 0, batch, cin, h, w, cout);
         return;
     }
-    if (prg__wino_use(&c, 0) &&
-        prg__wino_conv(y, x, wt, c.kk, 9, 0, bias, 0, batch, cin, h, w, cout, keep) == 0)
-        return;
+    case PRG__CONV_WINO2:
+    case PRG__CONV_WINO4:
+        if (prg__wino_conv(y, x, wt, c->kk, 9, 0, bias, 0, batch, cin, h, w, cout, p->fwd == PRG__CONV_WINO4,
+                           keep ? &p->keep[0] : NULL) == 0)
+            return;
+        break; /* no buffers: the implicit GEMM, or its column matrix */
+    default: break;
+    }
     PRG_ASSERT(ws != NULL);
     j.col = ws;
-    for (b0 = 0; b0 < batch; b0 += c.nb) {
-        int nb = batch - b0 < c.nb ? batch - b0 : c.nb;
-        size_t ncols = (size_t)nb * c.hw_out;
-        float *dst = nb > 1 ? ws + c.r0 : y + (size_t)b0 * cout * c.hw_out;
+    for (b0 = 0; b0 < batch; b0 += c->nb) {
+        int nb = batch - b0 < c->nb ? batch - b0 : c->nb;
+        size_t ncols = (size_t)nb * c->hw_out;
+        float *dst = nb > 1 ? ws + c->r0 : y + (size_t)b0 * cout * c->hw_out;
+        int stored = p->fwd == PRG__CONV_IM2COL;
         prg__implicit_cols ic;
         j.b0 = b0;
         j.nb = nb;
         j.tmp = nb > 1 ? dst : NULL;
-        prg__pad_planes(ws, x + (size_t)b0 * cin * h * w, (size_t)nb * cin, h, w, pad);
-        ic.xp = ws;
-        ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
-        ic.k = k; ic.s = stride; ic.ho = c.ho; ic.wo = c.wo;
-        if (prg__sgemm_packer(cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk,
-                              prg__implicit_cols_packer(), &ic, 0.0f, dst, (int)ncols) != 0) {
-            /* no packing buffers: the explicit column matrix */
-            prg__parallel_for(c.kk, (double)ncols, prg__im2col_range, &j);
-            prg_sgemm(0, 0, cout, (int)ncols, (int)c.kk, 1.0f, wt, (int)c.kk, ws, (int)ncols,
+        if (!stored) {
+            prg__pad_planes(ws, x + (size_t)b0 * cin * h * w, (size_t)nb * cin, h, w, pad);
+            ic.xp = ws;
+            ic.c = cin; ic.hp = h + 2 * pad; ic.wp = w + 2 * pad;
+            ic.k = c->k; ic.s = c->s; ic.ho = c->ho; ic.wo = c->wo;
+            stored = prg__sgemm_packer(cout, (int)ncols, (int)c->kk, 1.0f, wt, (int)c->kk, p->cpu->implicit_pack,
+                                       &ic, 0.0f, dst, (int)ncols) != 0;
+        }
+        if (stored) { /* the explicit column matrix */
+            prg__parallel_for(c->kk, (double)ncols, prg__im2col_range, &j);
+            prg_sgemm(0, 0, cout, (int)ncols, (int)c->kk, 1.0f, wt, (int)c->kk, ws, (int)ncols,
                       0.0f, dst, (int)ncols);
         }
-        prg__parallel_for((size_t)nb * cout, (double)c.hw_out, prg__conv_out_range, &j);
+        prg__parallel_for((size_t)nb * cout, (double)c->hw_out, prg__conv_out_range, &j);
     }
 }
 
 void prg_conv2d_forward(float *y, const float *x, const float *wt, const float *bias, int batch,
                         int cin, int h, int w, int cout, int k, int stride, int pad, float *ws) {
-    prg__conv2d_forward_k(y, x, wt, bias, batch, cin, h, w, cout, k, stride, pad, ws, NULL);
+    prg__conv_plan p;
+    memset(&p, 0, sizeof p);
+    prg__conv_plan_set(&p, batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_plan_forward(&p, 0, y, x, wt, bias, ws);
 }
 
 /* wf[ci][co][ki][kj] = wt[co][ci][k-1-ki][k-1-kj]: the weights of dx as a
@@ -6134,7 +6481,8 @@ static void prg__conv_dw3(const prg__conv *c, const prg__vec_ops *ops, int b0, i
 
 /* dx of one chunk as the convolution of dy (padded by k-1-p) with the
    flipped weights wf; -1 when the packing buffers cannot be had. */
-static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float *wf, float *ws) {
+static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float *wf, prg__gemm_b_packer packer,
+                                 float *ws) {
     const prg__conv *c = j->c;
     int q = c->k - 1 - c->p, n = j->nb * c->h * c->w;
     float *dst = j->nb > 1 ? ws + c->r0 : j->dx + (size_t)j->b0 * c->ci * c->h * c->w;
@@ -6144,8 +6492,7 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     ic.c = c->co; ic.hp = c->ho + 2 * q; ic.wp = c->wo + 2 * q;
     ic.k = c->k; ic.s = 1; ic.ho = c->h; ic.wo = c->w;
     if (prg__sgemm_packer(c->ci, n, c->k * c->k * c->co, 1.0f, wf, c->k * c->k * c->co,
-                          prg__implicit_cols_packer(), &ic,
-                          j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
+                          packer, &ic, j->nb > 1 ? 0.0f : 1.0f, dst, n) != 0)
         return -1;
     if (j->nb > 1) {
         j->tmp = dst;
@@ -6154,17 +6501,16 @@ static int prg__conv_dx_implicit(prg__conv_job *j, const float *dy, const float 
     return 0;
 }
 
-/* prg_conv2d_backward; with dx_set, dx is written (=) rather than added to;
-   keep (or NULL) as in prg__conv2d_forward_k, for dx's weights */
-static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
-                                   const float *wt, int batch, int cin, int h, int w, int cout, int k, int stride,
-                                   int pad, float *ws, int dx_set, prg__wino_keep *keep) {
-    prg__conv c = prg__conv_plan(batch, cin, h, w, cout, k, stride, pad);
+/* The backward as planned (prg_conv2d_backward); with dx_set, dx is written
+   (=) rather than added to; keep: dx's Winograd weights from the plan's keep */
+static void prg__conv_plan_backward(prg__conv_plan *p, int keep, float *dx, float *dwt, float *dbias,
+                                    const float *dy, const float *x, const float *wt, float *ws, int dx_set) {
+    const prg__conv c = p->c;
+    const int batch = c.b, cin = c.ci, h = c.h, w = c.w, cout = c.co;
     prg__conv_job j;
-    prg__vec_ops ops = prg__vec_select();
+    prg__vec_ops ops = p->cpu->vec;
     float *dwt_t, *wf;
-    /* the direct 3x3 dW beats the GEMM up to about 64 x 128 channels (measured) */
-    int b0, dw3 = k == 3 && stride == 1 && ops.dw3 != NULL && (double)cin * cout <= 64.0 * 128.0;
+    int b0, dw3 = p->dw_gemm == PRG__CONV_DW3, dx_conv = p->dx_gemm == PRG__CONV_IMPLICIT;
     memset(&j, 0, sizeof j);
     j.c = &c;
     j.x = x;
@@ -6174,7 +6520,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
     if (dbias)
         prg__parallel_for((size_t)cout, (double)batch * c.hw_out, prg__conv_dbias_range, &j);
     if (!dx && !dwt) return;
-    if (c.direct) {
+    if (p->fwd == PRG__CONV_1X1) {
         int n = (int)c.hw_out;
         for (b0 = 0; dwt && b0 < batch; b0++) {
             const float *xb = x + (size_t)b0 * cin * c.hw_out;
@@ -6191,24 +6537,28 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
         }
         return;
     }
-    if (prg__conv_few(&c, &ops)) {
-        if (dwt) {
-            prg__few_dw_job d;
-            d.ops = &ops;
-            d.c = &c;
-            d.x = x;
-            d.dy = dy;
-            d.dwt = dwt;
-            prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
-        }
-        if (dx) prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin);
-        return;
-    }
-    /* Winograd where it is faster; either part may fall back below */
-    if (dwt && prg__wino_use(&c, 1) && prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout) == 0)
+    if (dwt && p->dw == PRG__CONV_DIRECT) {
+        prg__few_dw_job d;
+        d.ops = &ops;
+        d.c = &c;
+        d.x = x;
+        d.dy = dy;
+        d.dwt = dwt;
+        prg__parallel_for((size_t)(cout + 1) / 2 * cin, 36.0 * batch * h * w, prg__few_dw_range, &d);
         dwt = NULL;
-    if (dx && prg__wino_use(&c, 0) &&
-        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin, keep) == 0)
+    }
+    if (dx && p->dx == PRG__CONV_DIRECT) {
+        prg__conv_few_run(&ops, dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin);
+        dx = NULL;
+    }
+    if (!dx && !dwt) return;
+    /* Winograd as planned; either part may fall back below (no buffers) */
+    if (dwt && (p->dw == PRG__CONV_WINO2 || p->dw == PRG__CONV_WINO4) &&
+        prg__wino_dweights(dwt, x, dy, batch, cin, h, w, cout, p->dw == PRG__CONV_WINO4) == 0)
+        dwt = NULL;
+    if (dx && (p->dx == PRG__CONV_WINO2 || p->dx == PRG__CONV_WINO4) &&
+        prg__wino_conv(dx, dy, wt, 9, c.kk, 1, NULL, !dx_set, batch, cout, h, w, cin, p->dx == PRG__CONV_WINO4,
+                       keep ? &p->keep[1] : NULL) == 0)
         dx = NULL;
     if (dx && dx_set) memset(dx, 0, (size_t)batch * cin * h * w * sizeof(float)); /* the paths below add */
     j.dx = dx;
@@ -6220,7 +6570,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
        matrix, which the GEMM packs faster */
     dwt_t = ws + c.r0 + c.r1;
     wf = dwt_t + c.kk * cout;
-    if (dx && c.dx_conv) {
+    if (dx && dx_conv) {
         j.tmp = wf;
         j.wt = wt;
         prg__parallel_for((size_t)cin, (double)c.kk * cout / cin, prg__conv_flip_range, &j);
@@ -6244,7 +6594,7 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
             prg_sgemm(0, 1, (int)c.kk, cout, ncols, 1.0f, ws, ncols, g, ncols, b0 ? 1.0f : 0.0f,
                       dwt_t, cout);
         }
-        if (dx && (!c.dx_conv || prg__conv_dx_implicit(&j, dy, wf, ws) != 0)) {
+        if (dx && (!dx_conv || prg__conv_dx_implicit(&j, dy, wf, p->cpu->implicit_pack, ws) != 0)) {
             if (nb > 1 && !gathered) {
                 j.tmp = ws + c.r0;
                 prg__parallel_for((size_t)cout, (double)ncols, prg__conv_gather_dy_range, &j);
@@ -6265,7 +6615,10 @@ static void prg__conv2d_backward_x(float *dx, float *dwt, float *dbias, const fl
 void prg_conv2d_backward(float *dx, float *dwt, float *dbias, const float *dy, const float *x,
                          const float *wt, int batch, int cin, int h, int w, int cout, int k,
                          int stride, int pad, float *ws) {
-    prg__conv2d_backward_x(dx, dwt, dbias, dy, x, wt, batch, cin, h, w, cout, k, stride, pad, ws, 0, NULL);
+    prg__conv_plan p;
+    memset(&p, 0, sizeof p);
+    prg__conv_plan_set(&p, batch, cin, h, w, cout, k, stride, pad);
+    prg__conv_plan_backward(&p, 0, dx, dwt, dbias, dy, x, wt, ws, 0);
 }
 
 void prg_conv2d_forward_ref(float *y, const float *x, const float *wt, const float *bias,
@@ -7432,10 +7785,13 @@ struct prg_unet {
     size_t ws_floats;
     int fwd_batch;         /* batch of the last forward, 0 = none */
     uint64_t fwd_serial;   /* forwards run so far: names the activations held */
-    /* the convolutions' Winograd weights kept between evaluations */
-    prg__wino_keep *keep;  /* [ntens][2]: a weight tensor forward, and for dx */
-    size_t keep_left;      /* floats keep may still allocate */
-    int keeping;           /* > 0: the weights do not change, keep is used */
+    /* the convolutions, planned: plans[i] is the one whose weight is tensor i
+       (the other entries unused); planned for plan_batch on plan_cpu */
+    prg__conv_plan *plans;
+    int plan_batch;
+    const prg__cpu *plan_cpu;
+    size_t keep_left;      /* floats the plans may still spend keeping Winograd weights */
+    int keeping;           /* > 0: the weights do not change, the plans keep theirs */
     prg_loss loss;         /* the pretraining loss (flow section) */
     int owned;             /* 1 once a classifier has taken it (prg_classifier_create) */
     prg_grad_ready_fn grad_hook; /* prg_unet_set_grad_hook */
@@ -8034,6 +8390,35 @@ prg_result prg_unet_config_parse(prg_unet_config *cfg, const char *text) {
 
 /* --- object ---------------------------------------------------------------- */
 
+/* the plan of the convolution whose weight is tensor j of module m */
+#define PRG__UC(j) (&n->plans[m->par + (j)])
+/* Plans every convolution of the net for batch (with the CPU table in use);
+   what the plans keep stays theirs (a kept weight knows its own layout). */
+static void prg__unet_plan_convs(prg_unet *n, int batch) {
+    int i;
+    for (i = 0; i < n->nmods; i++) {
+        const prg__unet_mod *m = &n->mods[i];
+        int h = m->h, w = m->w, hw = m->h * m->w, ci = m->cin, co = m->cout;
+        switch (m->type) {
+        case PRG__UM_CONV:
+            prg__conv_plan_set(PRG__UC(0), batch, ci, h, w, co, m->k, m->stride, m->pad);
+            break;
+        case PRG__UM_RES:
+            prg__conv_plan_set(PRG__UC(2), batch, ci, h, w, co, 3, 1, 1);
+            prg__conv_plan_set(PRG__UC(8), batch, co, h, w, co, 3, 1, 1);
+            if (m->has_skip) prg__conv_plan_set(PRG__UC(10), batch, ci, h, w, co, 1, 1, 0);
+            break;
+        case PRG__UM_ATTN: /* qkv and the projection: 1x1 over [C][HW] */
+            prg__conv_plan_set(PRG__UC(2), batch, ci, hw, 1, 3 * ci, 1, 1, 0);
+            prg__conv_plan_set(PRG__UC(4), batch, ci, hw, 1, ci, 1, 1, 0);
+            break;
+        default: break;
+        }
+    }
+    n->plan_batch = batch;
+    n->plan_cpu = prg__cpu_get();
+}
+
 prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
     prg_unet *n;
     prg_result r;
@@ -8050,15 +8435,17 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
         prg_free(n);
         return r;
     }
+    prg__gemm_users_add(1); /* prg_unet_free takes it back, also below */
     n->params = (float *)prg_alloc(n->nparams * sizeof(float));
     n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
-    n->keep = (prg__wino_keep *)prg_alloc(2 * (size_t)n->ntens * sizeof(prg__wino_keep));
-    if (n->keep) {
-        memset(n->keep, 0, 2 * (size_t)n->ntens * sizeof(prg__wino_keep));
-        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].left = &n->keep_left;
+    n->plans = (prg__conv_plan *)prg_alloc((size_t)n->ntens * sizeof(prg__conv_plan));
+    if (n->plans) {
+        memset(n->plans, 0, (size_t)n->ntens * sizeof(prg__conv_plan));
+        for (i = 0; i < n->ntens; i++) n->plans[i].keep[0].left = n->plans[i].keep[1].left = &n->keep_left;
         n->keep_left = (size_t)PRG_WINO_KEEP_MB * (1024 * 1024 / sizeof(float));
+        prg__unet_plan_convs(n, 1);
     }
-    if (!n->params || !n->grads || !n->keep) {
+    if (!n->params || !n->grads || !n->plans) {
         size_t np = n->nparams;
         prg_unet_free(n);
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
@@ -8087,8 +8474,8 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
 void prg_unet_free(prg_unet *n) {
     int i;
     if (!n) return;
-    for (i = 0; n->keep && i < 2 * n->ntens; i++) prg_free(n->keep[i].u);
-    prg_free(n->keep);
+    for (i = 0; n->plans && i < n->ntens; i++) prg__conv_plan_free(&n->plans[i]);
+    prg_free(n->plans);
     prg__unet_plan_free(n);
     prg_free(n->lmods);
     prg_free(n->params);
@@ -8097,6 +8484,7 @@ void prg_unet_free(prg_unet *n) {
     prg_free(n->scr);
     prg_free(n->ws);
     prg_free(n);
+    prg__gemm_users_add(-1);
 }
 
 const prg_unet_config *prg_unet_config_get(const prg_unet *n) { return &n->cfg; }
@@ -8266,15 +8654,13 @@ static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, 
 static void prg__unet_keep_begin(prg_unet *n) {
     int i;
     if (n->keeping++ == 0)
-        for (i = 0; i < 2 * n->ntens; i++) n->keep[i].valid = 0;
+        for (i = 0; i < n->ntens; i++) n->plans[i].keep[0].valid = n->plans[i].keep[1].valid = 0;
 }
 
 static void prg__unet_keep_end(prg_unet *n) { n->keeping--; }
 
 #define PRG__UA(off) (A + (size_t)(off) * B)
 #define PRG__UP(j) (P + n->tens[m->par + (j)].offset)
-/* where the weights of tensor j of module m are kept, forward (d = 0) or for dx (1) */
-#define PRG__UK(j, d) (n->keeping ? &n->keep[2 * (size_t)(m->par + (j)) + (d)] : NULL)
 /* Runs one module forward on the kept activations (scratch r[], gm, gr). */
 static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     const prg_unet_config *c = &n->cfg;
@@ -8288,18 +8674,16 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     out = m->out_rc ? rc : PRG__UA(m->out);
     switch (m->type) {
     case PRG__UM_CONV:
-        prg__conv2d_forward_k(out, in, PRG__UP(0), PRG__UP(1), B, ci, h, w, co, m->k, m->stride, m->pad, ws,
-                              PRG__UK(0, 0));
+        prg__conv_plan_forward(PRG__UC(0), n->keeping, out, in, PRG__UP(0), PRG__UP(1), ws);
         break;
     case PRG__UM_RES:
         prg__unet_res_in(n, m, B, in, NULL, r[1], gm, gr); /* only SiLU's output is read here */
-        prg__conv2d_forward_k(PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), B, ci, h, w, co, 3, 1, 1, ws,
-                              PRG__UK(2, 0));
+        prg__conv_plan_forward(PRG__UC(2), n->keeping, PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), ws);
         prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
         prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], gm, gr);
-        prg__conv2d_forward_k(out, r[2], PRG__UP(8), PRG__UP(9), B, co, h, w, co, 3, 1, 1, ws, PRG__UK(8, 0));
+        prg__conv_plan_forward(PRG__UC(8), n->keeping, out, r[2], PRG__UP(8), PRG__UP(9), ws);
         if (m->has_skip) {
-            prg_conv2d_forward(r[0], in, PRG__UP(10), PRG__UP(11), B, ci, h, w, co, 1, 1, 0, ws);
+            prg__conv_plan_forward(PRG__UC(10), 0, r[0], in, PRG__UP(10), PRG__UP(11), ws);
             prg__unet_add(out, r[0], (size_t)B * co * hw);
         } else {
             prg__unet_add(out, in, (size_t)B * co * hw);
@@ -8307,10 +8691,10 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         break;
     case PRG__UM_ATTN:
         prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-        prg_conv2d_forward(PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), B, ci, hw, 1, 3 * ci, 1, 1, 0, ws);
+        prg__conv_plan_forward(PRG__UC(2), 0, PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), ws);
         prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
                               c->num_heads, ws);
-        prg_conv2d_forward(out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), B, ci, hw, 1, ci, 1, 1, 0, ws);
+        prg__conv_plan_forward(PRG__UC(4), 0, out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), ws);
         prg__unet_add(out, in, (size_t)B * ci * hw);
         break;
     case PRG__UM_UP:
@@ -8336,6 +8720,7 @@ static prg_result prg__unet_forward(prg_unet *n, int batch, const float *x, cons
     if (batch < 1) return prg__fail(PRG_ERR_ARG, "prg_unet_forward: batch=%d must be >= 1", batch);
     if ((res = lean ? prg__unet_reserve_mode(n, batch, 1) : prg__unet_reserve(n, batch)) != PRG_OK) return res;
     mods = lean ? n->lmods : n->mods;
+    if (n->plan_batch != B || n->plan_cpu != prg__cpu_get()) prg__unet_plan_convs(n, B);
     c = &n->cfg;
     mc = c->model_channels;
     ed = 4 * mc;
@@ -8418,20 +8803,18 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             PRG__UZ(din, ci * hw);
         switch (m->type) {
         case PRG__UM_CONV:
-            prg__conv2d_backward_x(din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), B, ci, h, w, co, m->k,
-                                   m->stride, m->pad, ws, fresh, PRG__UK(0, 1));
+            prg__conv_plan_backward(PRG__UC(0), n->keeping, din, PRG__UD(0), PRG__UD(1), dout, in, PRG__UP(0), ws,
+                                    fresh);
             break;
         case PRG__UM_RES:
             if (m->has_skip)
-                prg__conv2d_backward_x(din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), B, ci, h, w, co, 1, 1,
-                                       0, ws, fresh, NULL);
+                prg__conv_plan_backward(PRG__UC(10), 0, din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), ws, fresh);
             else if (fresh)
                 memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-            prg__conv2d_backward_x(t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), B, co, h, w, co, 3, 1, 1, ws,
-                                   1, PRG__UK(8, 1));
+            prg__conv_plan_backward(PRG__UC(8), n->keeping, t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), ws, 1);
             PRG__UZ(dss, 2 * co);
             prg__silu_scale_shift_backward_x(t1, dss, t2, t1, r[1], r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
@@ -8439,8 +8822,7 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg__groupnorm_backward_x(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co,
                                       hw, G, 1);
             prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), B, ci, h, w, co, 3, 1, 1, ws,
-                                   1, PRG__UK(2, 1));
+            prg__conv_plan_backward(PRG__UC(2), n->keeping, t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), ws, 1);
             prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
@@ -8449,13 +8831,11 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                 memcpy(din, dout, (size_t)B * ci * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * ci * hw);
-            prg__conv2d_backward_x(t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), B, ci, hw, 1,
-                                   ci, 1, 1, 0, ws, 1, NULL);
+            prg__conv_plan_backward(PRG__UC(4), 0, t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), ws, 1);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
             prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg__conv2d_backward_x(t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), B, ci, hw, 1, 3 * ci, 1, 1, 0,
-                                   ws, 1, NULL);
+            prg__conv_plan_backward(PRG__UC(2), 0, t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), ws, 1);
             prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
             break;
         case PRG__UM_UP:

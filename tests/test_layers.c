@@ -457,71 +457,102 @@ static void check_threads(layer *L, const char *what) {
 
 /* ====================================================================== */
 
+/* conv shapes for the comparisons with the reference and the plan checks */
+static const int convs[][9] = {
+    /* b ci h w co k s p bias */
+    {3, 5, 7, 9, 6, 3, 1, 1, 1},     {2, 3, 11, 6, 4, 3, 2, 1, 1},
+    {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
+    {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
+    {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
+    {5, 17, 6, 7, 19, 1, 1, 0, 1},   /* 1x1 direct, a sample per task */
+    {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
+    {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
+    {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
+    {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
+    {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
+    {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
+    {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
+    /* few channels on one side (3x3 s1 p1, <= 4 in or out): direct */
+    {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
+    {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
+    {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
+    /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels; forward and dx on maps >= 16x16, >= 8x8 with AVX-512) */
+    {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
+    {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
+    {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
+    {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
+    {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
+    {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
+    {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
+    {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
+    {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
+    {2, 40, 16, 16, 20, 3, 1, 1, 0}, /* ... whole planes over several blocks, no bias */
+    /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
+    {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
+    {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
+    {2, 9, 64, 32, 17, 3, 1, 1, 1},  /* groups inside the plane (no edge rows), several blocks */
+    {32, 20, 8, 8, 18, 3, 1, 1, 1}   /* 8 x 8, batch 32: groups of four samples' planes */
+};
+#define NCONVS ((int)(sizeof convs / sizeof convs[0]))
+
 static void test_vs_ref(void) {
     layer L;
     /* conv: K = Ci*k*k terms per output; fast sums in float (GEMM) against a
        double reference: normwise error <= K eps max|y| is a loose bound. */
-    static const int convs[][9] = {
-        /* b ci h w co k s p bias */
-        {3, 5, 7, 9, 6, 3, 1, 1, 1},     {2, 3, 11, 6, 4, 3, 2, 1, 1},
-        {7, 3, 20, 20, 5, 3, 1, 1, 1},   /* chunks of 6 samples + a remainder of 1 */
-        {5, 4, 33, 31, 3, 3, 2, 1, 0},   /* odd sizes, stride 2 */
-        {3, 17, 5, 7, 19, 1, 1, 0, 1},   /* 1x1 direct */
-        {5, 17, 6, 7, 19, 1, 1, 0, 1},   /* 1x1 direct, a sample per task */
-        {2, 6, 8, 8, 65, 1, 2, 0, 1},    /* 1x1 stride 2 (im2col) */
-        {2, 3, 6, 5, 2, 2, 1, 0, 1},     /* even kernel, no padding */
-        {1, 130, 34, 34, 20, 3, 1, 1, 1}, /* one sample of 1156 columns, big K */
-        {3, 4, 9, 10, 5, 3, 1, 0, 1},    /* no padding: dx pads dy by 2 */
-        {2, 3, 9, 8, 4, 5, 1, 2, 1},     /* 5x5 */
-        {2, 3, 6, 7, 4, 3, 1, 3, 1},     /* pad > k-1: dx through the column matrix */
-        {20, 6, 8, 8, 7, 3, 1, 1, 1},    /* 8x8 maps: chunks of 16 + 4 */
-        /* few channels on one side (3x3 s1 p1, <= 4 in or out): direct */
-        {3, 12, 9, 37, 3, 3, 1, 1, 1},   /* 3 outputs; rows of 32 + 5 pixels */
-        {2, 2, 5, 17, 11, 3, 1, 1, 0},   /* 2 inputs; outputs in blocks of 8 + 3; no bias */
-        {2, 3, 1, 1, 5, 3, 1, 1, 1},     /* 1x1 maps: every tap but the centre is padding */
-        /* Winograd F(2x2,3x3) (3x3 s1 p1, >= 8 channels; forward and dx on maps >= 16x16, >= 8x8 with AVX-512) */
-        {3, 9, 17, 19, 11, 3, 1, 1, 1},  /* odd sizes: tiles past the edge, Co not a multiple of MR */
-        {2, 8, 16, 48, 64, 3, 1, 1, 1},  /* runs of 24 tiles across 32-tile panels; dW: 8 x 64 */
-        {1, 300, 16, 16, 70, 3, 1, 1, 1},/* Ci over one GEMM depth block (256) */
-        {2, 64, 16, 16, 72, 3, 1, 1, 0}, /* dW through Winograd (64 x 72 channels), no bias */
-        {3, 70, 18, 20, 9, 3, 1, 1, 1},  /* dx Winograd with depth 9 */
-        {1, 256, 8, 9, 260, 3, 1, 1, 1}, /* 8x9 maps: Winograd from 256 channels each way */
-        {3, 9, 8, 8, 11, 3, 1, 1, 1},    /* 8x8 maps: whole-plane transforms (AVX-512) */
-        {5, 70, 8, 8, 16, 3, 1, 1, 0},   /* ... blocks of several panels, half-panel planes */
-        {3, 9, 12, 16, 11, 3, 1, 1, 1},  /* 16-wide maps: two tile rows per vector (AVX-512) */
-        {2, 40, 16, 16, 20, 3, 1, 1, 0}, /* ... whole planes over several blocks, no bias */
-        /* Winograd F(4x4,3x3) (forward and dx on 16-wide maps, h % 16 == 0, and 32-wide, h % 8 == 0) */
-        {2, 12, 24, 32, 10, 3, 1, 1, 1}, /* 32 wide: three groups of 16 tiles a plane, top and bottom edges */
-        {3, 20, 32, 16, 30, 3, 1, 1, 0}, /* 16 wide: two groups a plane, Co over two MR panels */
-        {2, 9, 64, 32, 17, 3, 1, 1, 1},  /* groups inside the plane (no edge rows), several blocks */
-        {32, 20, 8, 8, 18, 3, 1, 1, 1}   /* 8 x 8, batch 32: groups of four samples' planes */
-    };
-    int i, round;
-    for (round = 0; round < 4; round++)
-    for (i = 0; i < (int)(sizeof convs / sizeof convs[0]); i++) {
+    /* rounds 4..9: each algorithm forced in turn, on the shapes where that
+       changes the plan */
+    static const prg__conv_algo forced[6] = {PRG__CONV_DIRECT, PRG__CONV_DW3, PRG__CONV_WINO2,
+                                             PRG__CONV_WINO4, PRG__CONV_IMPLICIT, PRG__CONV_IM2COL};
+    static const char *const forced_name[6] = {"direct", "direct dW", "F(2x2,3x3)", "F(4x4,3x3)", "implicit GEMM",
+                                               "im2col"};
+    static int calls = 0;
+    int i, round, nround = calls++ ? 4 : 10; /* the forced rounds with the first table (the CPU's own) */
+    for (round = 0; round < nround; round++)
+    for (i = 0; i < NCONVS; i++) {
         const int *c = convs[i];
-        char what[80];
+        char what[96];
         double tol = (double)c[1] * c[5] * c[5] * FLT_EPSILON;
-        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : round == 3 ? " F(2x2,3x3)" : "");
+        if (round >= 4) {
+            prg__conv_plan p0, p1;
+            memset(&p0, 0, sizeof p0);
+            memset(&p1, 0, sizeof p1);
+            prg__conv_plan_set(&p0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+            prg__hook.force = forced[round - 4];
+            prg__conv_plan_set(&p1, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+            prg__hook.force = 0;
+            /* where the shape allows it, the plan takes it */
+            if (forced[round - 4] == PRG__CONV_IM2COL && !p1.c.direct)
+                CHECK(p1.fwd == PRG__CONV_IM2COL && p1.dx == PRG__CONV_IM2COL && p1.dw == PRG__CONV_IM2COL,
+                      "[%s] im2col forced on conv %d: not taken", kern, i);
+            if ((forced[round - 4] == PRG__CONV_WINO2 || forced[round - 4] == PRG__CONV_DIRECT) && c[5] == 3 &&
+                c[6] == 1 && c[7] == 1)
+                CHECK(p1.fwd == forced[round - 4] && p1.dx == forced[round - 4] && p1.dw == forced[round - 4],
+                      "[%s] %s forced on conv %d: not taken", kern, forced_name[round - 4], i);
+            if (p1.fwd == p0.fwd && p1.dx == p0.dx && p1.dw == p0.dw) continue;
+        }
+        sprintf(what, "b%d ci%d %dx%d co%d k%d s%d p%d%s%s", c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+                c[7], round == 1 ? " explicit columns" : round == 2 ? " no Winograd" : round == 3 ? " F(2x2,3x3)" :
+                round >= 4 ? " forced " : "", round >= 4 ? forced_name[round - 4] : "");
         /* the first round: F(4x4,3x3) where it fits, with the scalar
            kernels where the vector ones are not run; the second: the packing
            buffers "cannot be had", so the convolutions fall back to their
            stored column matrix (Winograd too); the third: the implicit GEMM
            where Winograd would run; the fourth: F(2x2,3x3) everywhere */
-        prg__wino4_scalar = round == 0;
-        prg__wino4_off = round == 3;
-        prg__sgemm_packer_off = round == 1;
-        prg__wino_off = round == 2;
+        prg__hook.all_kernels = round == 0;
+        prg__hook.no_wino4 = round == 3;
+        prg__hook.no_packer = round == 1;
+        prg__hook.no_wino = round == 2;
+        prg__hook.force = round >= 4 ? forced[round - 4] : 0;
         L = make_conv(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]);
         /* backward: dx sums Co*k*k, dW sums B*Ho*Wo terms */
         check_vs_ref(&L, what, tol,
                      (double)(c[4] * c[5] * c[5] + c[0] * c[2] * c[3]) * FLT_EPSILON);
         layer_free(&L);
-        prg__sgemm_packer_off = 0;
-        prg__wino_off = 0;
-        prg__wino4_scalar = 0;
-        prg__wino4_off = 0;
+        prg__hook.no_packer = 0;
+        prg__hook.no_wino = 0;
+        prg__hook.all_kernels = 0;
+        prg__hook.no_wino4 = 0;
+        prg__hook.force = 0;
     }
     L = make_linear(13, 37, 29);
     check_vs_ref(&L, "13x37->29", 37 * FLT_EPSILON, 37 * FLT_EPSILON);
@@ -565,6 +596,38 @@ static void test_vs_ref(void) {
     L = make_cat(3, 5, 2, 13);
     check_vs_ref(&L, "b3 5+2 hw13", 0.0, 2 * FLT_EPSILON);
     layer_free(&L);
+}
+
+/* Each shape's plan: the algorithm of its forward, dx and dW (1: one GEMM
+   per sample, D: direct few-channel, d: direct 3x3 dW, W: F(2x2,3x3), F:
+   F(4x4,3x3), I: implicit GEMM, C: stored column matrix), as the rules of
+   the >>conv section comment give them for the AVX-512 table and for the
+   tables without its kernels (avx2, neon, scalar: their direct and
+   vector-filling kernels are the scalar twins, left off). */
+static void test_plans(void) {
+    static const char *const want_avx512 =
+        "IId ICC DDD ICC 111 111 ICC IIC WWW IId IIC ICd IId DDD DDD DDD WWW WWW FFF FFF "
+        "WWW WWW WWW WWW IIW FFF FFF FFF FFF FFW ";
+    static const char *const want_plain =
+        "IIC ICC IIC ICC 111 111 ICC IIC WWW IIC IIC ICC IIC IIC ICC IIC WWW WWW WWW WWW "
+        "WWW WWW IIW IIW IIW WWW WWW WWW WWW IIW ";
+    const char letter[] = "-1DdWFIC";
+    const char *want = strcmp(prg_gemm_kernel_name(), "avx512") == 0 ? want_avx512 : want_plain;
+    char got[4 * NCONVS + 1];
+    int i;
+    for (i = 0; i < NCONVS; i++) {
+        const int *c = convs[i];
+        prg__conv_plan p;
+        memset(&p, 0, sizeof p);
+        prg__conv_plan_set(&p, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+        got[4 * i] = letter[p.fwd];
+        got[4 * i + 1] = letter[p.dx];
+        got[4 * i + 2] = letter[p.dw];
+        got[4 * i + 3] = ' ';
+        CHECK(p.cpu == prg__cpu_get(), "[%s] conv %d planned with another CPU table", kern, i);
+    }
+    got[4 * NCONVS] = 0;
+    CHECK(strcmp(got, want) == 0, "[%s] plans\n  got  %s\n  want %s", kern, got, want);
 }
 
 static void test_fd(void) {
@@ -668,18 +731,96 @@ static void test_wino4(void) {
         size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
         float *x = rnd(nx, -1, 1), *wt = rnd(nw, -1, 1), *y4 = vec(ny), *y2 = vec(ny), *yr = vec(ny);
         float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
-        prg__wino4_scalar = 1; /* where the vector kernels are not run */
+        prg__hook.all_kernels = 1; /* where the vector kernels are not run */
         prg_conv2d_forward(y4, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
-        prg__wino4_off = 1;
+        prg__hook.no_wino4 = 1;
         prg_conv2d_forward(y2, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
-        prg__wino4_off = 0;
-        prg__wino4_scalar = 0;
+        prg__hook.no_wino4 = 0;
+        prg__hook.all_kernels = 0;
         prg_conv2d_forward_ref(yr, x, wt, NULL, b, ci, h, w, co, 3, 1, 1, ws);
         if (g->nr % 16 == 0) CHECK(memcmp(y4, y2, ny * sizeof(float)) != 0, "[%s] F(4x4,3x3) not taken", kern);
         CHECK(rel_err(y4, yr, ny) <= ci * 9 * FLT_EPSILON && rel_err(y2, yr, ny) <= ci * 9 * FLT_EPSILON,
               "[%s] F(4x4,3x3) %.3g, F(2x2,3x3) %.3g from the reference", kern, rel_err(y4, yr, ny),
               rel_err(y2, yr, ny));
         free(x); free(wt); free(y4); free(y2); free(yr); free(ws);
+    }
+}
+
+/* Every vector kernel of the CPU table in use against its scalar twin in the
+   scalar table: the direct convolution kernels, the dot-product dW kernel
+   and the vector-filling Winograd transforms give the same bits. */
+static int same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void test_twins(void) {
+    const prg__cpu *v = prg__cpu_get(), *sc = &prg__cpus[PRG__NCPUS - 1];
+    int flip, acc, ob, i, k0;
+    CHECK(strcmp(sc->name, "scalar") == 0, "the last CPU table is %s, not the scalar one", sc->name);
+    if (v == sc) return;
+    { /* dW taps over widened rows: 3 planes, a tail of 5 */
+        const size_t n = 37, wp = 9, gs = 60, xs = 90;
+        float *g = rnd(3 * gs + 8, -1, 1), *x = rnd(3 * xs + 40, -1, 1), o1[18], o2[18];
+        for (i = 0; i < 18; i++) o1[i] = o2[i] = 0.25f * (float)i;
+        v->vec.dw3(o1, g, g + 11, x, n, (int)wp, 3, gs, xs);
+        sc->vec.dw3(o2, g, g + 11, x, n, (int)wp, 3, gs, xs);
+        CHECK(same_bits(o1, o2, 18), "[%s] dw3: other bits than the scalar twin", v->name);
+        for (i = 0; i < 18; i++) o1[i] = o2[i] = 0.0f;
+        v->vec.dw3p(o1, g, g + 11, x, 5, 9, 2, gs, xs); /* 5 x 9 planes */
+        sc->vec.dw3p(o2, g, g + 11, x, 5, 9, 2, gs, xs);
+        CHECK(same_bits(o1, o2, 18), "[%s] dw3p: other bits than the scalar twin", v->name);
+        v->vec.dw3p(o1, g, g + 7, x, 3, 19, 3, gs, xs); /* 19 wide: a vector and a part */
+        sc->vec.dw3p(o2, g, g + 7, x, 3, 19, 3, gs, xs);
+        CHECK(same_bits(o1, o2, 18), "[%s] dw3p 19 wide: other bits than the scalar twin", v->name);
+        free(g); free(x);
+    }
+    for (ob = 3; ob <= 8; ob += 5) /* few-channel direct conv: 37 wide (32 + 5), 3 inputs */
+        for (flip = 0; flip < 2; flip++)
+            for (acc = 0; acc < 2; acc++) {
+                const int ci = 3, h = 4, w = 37;
+                size_t ny = (size_t)ob * h * w;
+                float *x = rnd((size_t)ci * h * w, -1, 1), *wt = rnd((size_t)ob * ci * 9, -1, 1);
+                float *bias = rnd((size_t)ob, -1, 1), *y1 = rnd(ny, -1, 1), *y2 = copy_of(y1, ny);
+                v->vec.conv3(y1, x, wt, (size_t)ci * 9, 9, flip, flip ? NULL : bias, acc, ci, ob, h, w);
+                sc->vec.conv3(y2, x, wt, (size_t)ci * 9, 9, flip, flip ? NULL : bias, acc, ci, ob, h, w);
+                CHECK(same_bits(y1, y2, ny), "[%s] conv3 ob %d flip %d acc %d: other bits than the scalar twin",
+                      v->name, ob, flip, acc);
+                free(x); free(wt); free(bias); free(y1); free(y2);
+            }
+    { /* the weight gradient's dot products: 7 x 6 sums of 37 terms */
+        const int m = 7, n = 6, k = 37;
+        float *a = rnd((size_t)m * 40, -1, 1), *b = rnd((size_t)n * 41, -1, 1);
+        float *c1 = rnd((size_t)m * 9, -1, 1), *c2 = copy_of(c1, (size_t)m * 9);
+        v->wino.nt(m, n, k, a, 40, b, 41, c1, 9);
+        sc->wino.nt(m, n, k, a, 40, b, 41, c2, 9);
+        if (v->wino.dot_nt)
+            CHECK(same_bits(c1, c2, (size_t)m * 9), "[%s] Winograd nt: other bits than the scalar twin", v->name);
+        free(a); free(b); free(c1); free(c2);
+    }
+    for (k0 = 0; k0 < 2; k0++) { /* whole-plane 8 x 8 and two-row 16-wide transforms, all rows and rows 1..3 */
+        const size_t vs = 21, n = 16 * vs;
+        const int k1 = 4, nk = k1 - k0, h = 12;
+        float *plane = rnd(16 * 16, -1, 1), *v1 = vec(n), *v2 = vec(n), *m = rnd(n, -1, 1);
+        float *y1 = rnd(16 * 16, -1, 1), *y2 = copy_of(y1, 16 * 16);
+        memset(v1, 0, n * sizeof(float)); memset(v2, 0, n * sizeof(float));
+        v->wino.in_plane8(v1, vs, plane, k0, k1);
+        sc->wino.in_plane8(v2, vs, plane, k0, k1);
+        CHECK(same_bits(v1, v2, n), "[%s] in_plane8 rows %d..%d: other bits than the scalar twin", v->name, k0, k1);
+        v->wino.dy_plane8(v1, vs, plane, k0, k1);
+        sc->wino.dy_plane8(v2, vs, plane, k0, k1);
+        CHECK(same_bits(v1, v2, n), "[%s] dy_plane8: other bits than the scalar twin", v->name);
+        v->wino.in_rows16(v1, vs, plane, h, 2 * k0, k0, k1);
+        sc->wino.in_rows16(v2, vs, plane, h, 2 * k0, k0, k1);
+        CHECK(same_bits(v1, v2, n), "[%s] in_rows16: other bits than the scalar twin", v->name);
+        v->wino.dy_rows16(v1, vs, plane, h, 2 * k0, k0, k1);
+        sc->wino.dy_rows16(v2, vs, plane, h, 2 * k0, k0, k1);
+        CHECK(same_bits(v1, v2, (size_t)4 * nk * vs), "[%s] dy_rows16: other bits than the scalar twin", v->name);
+        for (acc = 0; acc < 2; acc++) {
+            v->wino.out_plane8(y1, m, vs, 0.5f, acc);
+            sc->wino.out_plane8(y2, m, vs, 0.5f, acc);
+            v->wino.out_rows16(y1 + 64, 2, m, vs, 0.5f, acc);
+            sc->wino.out_rows16(y2 + 64, 2, m, vs, 0.5f, acc);
+        }
+        CHECK(same_bits(y1, y2, 16 * 16), "[%s] out_plane8 / out_rows16: other bits than the scalar twins", v->name);
+        free(plane); free(v1); free(v2); free(m); free(y1); free(y2);
     }
 }
 
@@ -690,10 +831,10 @@ static void test_threads(void) {
     /* the Winograd weight gradient planned for 4 threads, run on 1 and 2:
        the rows of the transform a thread's buffers cannot hold at once are
        done in turns, with the same bits */
-    prg__wino_dw_plan = 4;
+    prg__hook.wino_dw_plan = 4;
     L = make_conv(3, 16, 20, 18, 12, 3, 1, 1, 1); check_threads(&L, "3x3, dW planned for 4 threads");
     layer_free(&L);
-    prg__wino_dw_plan = 0;
+    prg__hook.wino_dw_plan = 0;
     { /* ... and the same bits as the usual plan */
         const int b = 3, ci = 16, h = 20, w = 18, co = 12;
         size_t nx = (size_t)b * ci * h * w, ny = (size_t)b * co * h * w, nw = (size_t)co * ci * 9;
@@ -701,9 +842,9 @@ static void test_threads(void) {
         float *d1 = (float *)calloc(nw, sizeof(float)), *d2 = (float *)calloc(nw, sizeof(float));
         float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
         prg_conv2d_backward(NULL, d1, NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
-        prg__wino_dw_plan = 4;
+        prg__hook.wino_dw_plan = 4;
         prg_conv2d_backward(NULL, d2, NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
-        prg__wino_dw_plan = 0;
+        prg__hook.wino_dw_plan = 0;
         CHECK(memcmp(d1, d2, nw * sizeof(float)) == 0,
               "Winograd dW planned for 4 threads differs from the usual plan");
         free(x); free(dy); free(wt); free(d1); free(d2); free(ws);
@@ -717,13 +858,13 @@ static void test_threads(void) {
         float *ws = vec(prg_conv2d_workspace(b, ci, h, w, co, 3, 1, 1));
         int rows, same = 1;
         for (rows = 0; rows < 2; rows++) {
-            prg__wino_rows_only = rows;
+            prg__hook.wino_rows_only = rows;
             out[rows][0] = (float *)calloc(ny, sizeof(float));
             out[rows][1] = (float *)calloc(nx, sizeof(float));
             out[rows][2] = (float *)calloc(nw, sizeof(float));
             prg_conv2d_forward(out[rows][0], x, wt, bias, b, ci, h, w, co, 3, 1, 1, ws);
             prg_conv2d_backward(out[rows][1], out[rows][2], NULL, dy, x, wt, b, ci, h, w, co, 3, 1, 1, ws);
-            prg__wino_rows_only = 0;
+            prg__hook.wino_rows_only = 0;
         }
         for (k = 0; k < 3; k++) {
             size_t n = k == 0 ? ny : k == 1 ? nx : nw;
@@ -1041,6 +1182,8 @@ int main(void) {
         test_extremes();
         test_gn_act_fused();
         test_wino4();
+        test_twins();
+        test_plans();
     }
     prg_gemm_set_kernel("auto");
     kern = "auto";

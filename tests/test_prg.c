@@ -389,7 +389,7 @@ static void test_last_step_kept(void) {
 
 static int count_kept(const prg_unet *net) {
     int i, k = 0;
-    for (i = 0; i < 2 * net->ntens; i++) k += net->keep[i].valid;
+    for (i = 0; i < net->ntens; i++) k += net->plans[i].keep[0].valid + net->plans[i].keep[1].valid;
     return k;
 }
 
