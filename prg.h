@@ -249,6 +249,19 @@ const char *prg_gemm_kernel_name(void);
    PRG_ERR_UNSUPPORTED when this CPU or build lacks it. */
 prg_result prg_gemm_set_kernel(const char *name);
 
+/* >>wino ================================================================ */
+/* Winograd F(2x2,3x3) and F(4x4,3x3) for 3x3 stride-1 pad-1 convolutions:
+   the transforms and their products on the GEMM's micro-kernel.  No API of
+   its own: the convolutions (prg_conv2d_*, the U-Net) take it where their
+   plan says so. */
+
+/* >>conv ================================================================ */
+/* The convolution engine: a plan per convolution shape picks its algorithm
+   once (1x1 GEMM, direct few-channel kernels, Winograd, implicit GEMM,
+   stored column matrix) from the CPU table; the direct kernels and the
+   implicit GEMM.  Its public face is prg_conv2d_* in >>layers; the design
+   notes are at the top of the >>conv implementation. */
+
 /* >>layers ============================================================== */
 /* Forward/backward pairs over float * (NCHW, float32).
 
@@ -2215,6 +2228,48 @@ static int prg__share_next(prg__share *sh, size_t *k) {
 #endif
 }
 
+/* Parallel loops over [0, n): each index is handled by exactly one thread
+   and the work per index never depends on the split, so the bits do not
+   depend on the thread count.  Loops with little work (n * cost below about
+   32k) run on the caller. */
+typedef void (*prg__range_fn)(void *ctx, size_t lo, size_t hi);
+typedef struct prg__range_job {
+    prg__range_fn fn;
+    void *ctx;
+    size_t n, nchunks;
+} prg__range_job;
+
+/* Chunks of a parallel loop per thread: enough that a thread slowed down by
+   a third leaves the other little waiting, few enough that each chunk
+   stays long against the cost of taking it. */
+#define PRG__RANGE_CHUNKS 4
+
+static void prg__range_task(void *ctx, int ith, int nth) {
+    const prg__range_job *j = (const prg__range_job *)ctx;
+    size_t lo, hi, k;
+    prg__share sh;
+    prg__share_init(&sh, j->nchunks, ith, nth);
+    while (prg__share_next(&sh, &k)) {
+        prg_split_range(j->n, 1, (int)k, (int)j->nchunks, &lo, &hi);
+        j->fn(j->ctx, lo, hi);
+    }
+}
+
+static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx) {
+    prg__range_job j;
+    int width;
+    if (n == 0) return;
+    if ((double)n * cost < 32768.0 || (width = prg__parallel_width()) == 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    j.nchunks = (size_t)width * PRG__RANGE_CHUNKS < n ? (size_t)width * PRG__RANGE_CHUNKS : n;
+    prg_parallel(prg__range_task, &j);
+}
+
 /* >>gemm ================================================================ */
 
 /* Goto/BLIS structure.  op(B) is packed into a KC x NC block of NR-wide
@@ -2292,358 +2347,7 @@ static void prg__kernel_scalar(int kc, const float *PRG_RESTRICT a, const float 
     prg__gemm_store(acc, PRG__SCALAR_NR, c, ldc, mr, nr, alpha, beta);
 }
 
-#ifdef PRG__X86
-/* AVX-512: 14 x 32 tile, 28 accumulators + 2 B vectors + 1 broadcast.  The
-   tile body is instantiated for every row count 1..14, so that a bottom
-   edge tile (m % 14 rows) costs only its own rows. */
-#define PRG__AVX512_MR 14
-#define PRG__AVX512_NR 32
-#define PRG__AVX512_TARGET __attribute__((target("avx512f,fma")))
 
-/* Row i of C = alpha * (x0 x1) + beta * row i (masks m0, m1 for an edge). */
-#define PRG__AVX512_STORE(i, x0, x1)                                                    \
-    if (R > i) {                                                                        \
-        float *ci = c + (size_t)(i) * ldc;                                              \
-        __m512 r0 = _mm512_mul_ps(va, x0), r1 = _mm512_mul_ps(va, x1);                  \
-        if (nr == PRG__AVX512_NR) {                                                     \
-            if (beta != 0.0f) {                                                         \
-                r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), r0);                      \
-                r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), r1);                 \
-            }                                                                           \
-            _mm512_storeu_ps(ci, r0);                                                   \
-            _mm512_storeu_ps(ci + 16, r1);                                              \
-        } else {                                                                        \
-            if (beta != 0.0f) {                                                         \
-                r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);            \
-                r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);       \
-            }                                                                           \
-            _mm512_mask_storeu_ps(ci, m0, r0);                                          \
-            _mm512_mask_storeu_ps(ci + 16, m1, r1);                                     \
-        }                                                                               \
-    }
-#define PRG__AVX512_FMA2(i, x0, x1)                    \
-    if (R > i) {                                       \
-        t = _mm512_set1_ps(a[i]);                      \
-        x0 = _mm512_fmadd_ps(t, b0, x0);               \
-        x1 = _mm512_fmadd_ps(t, b1, x1);               \
-    }
-#define PRG__AVX512_ROWS(X)                                                               \
-    X(0, c00, c01) X(1, c10, c11) X(2, c20, c21) X(3, c30, c31) X(4, c40, c41)            \
-    X(5, c50, c51) X(6, c60, c61) X(7, c70, c71) X(8, c80, c81) X(9, c90, c91)            \
-    X(10, cA0, cA1) X(11, cB0, cB1) X(12, cC0, cC1) X(13, cD0, cD1)
-
-/* The first R rows of the tile (R is a constant after inlining). */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__avx512_tile(const int R, int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
-                 float *PRG_RESTRICT c, int ldc, int nr, float alpha, float beta,
-                 const prg__gemm_pf *pf) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
-           c61 = c00, c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00,
-           cA0 = c00, cA1 = c00, cB0 = c00, cB1 = c00, cC0 = c00, cC1 = c00, cD0 = c00,
-           cD1 = c00;
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
-    int p = 0;
-    if (beta != 0.0f) { /* the tile of C is read at the end: fetch it now */
-        int mid = nr > 16 ? 16 : 0;
-#define PRG__AVX512_PFC(i, x0, x1)                                             \
-    if (R > i) {                                                               \
-        _mm_prefetch((const char *)(c + (size_t)(i) * ldc), _MM_HINT_T0);      \
-        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + mid), _MM_HINT_T0); \
-        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + nr - 1), _MM_HINT_T0); \
-    }
-        PRG__AVX512_ROWS(PRG__AVX512_PFC)
-#undef PRG__AVX512_PFC
-    }
-    if (pf && pf->count > 0) {
-        const float *pb = pf->base;
-        size_t s1 = pf->s1, s2 = pf->s2;
-        unsigned sh = (unsigned)pf->shift, mask = (1u << sh) - 1u, l = (unsigned)pf->first;
-        for (; p < pf->count; p++, l++) {
-            __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
-            _mm_prefetch((const char *)(pb + (l & mask) * s1 + (l >> sh) * s2), _MM_HINT_T1);
-            PRG__AVX512_ROWS(PRG__AVX512_FMA2)
-            a += PRG__AVX512_MR;
-            b += PRG__AVX512_NR;
-        }
-    }
-    for (; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
-        PRG__AVX512_ROWS(PRG__AVX512_FMA2)
-        a += PRG__AVX512_MR;
-        b += PRG__AVX512_NR;
-    }
-    PRG__AVX512_ROWS(PRG__AVX512_STORE)
-}
-#undef PRG__AVX512_FMA2
-#undef PRG__AVX512_STORE
-#undef PRG__AVX512_ROWS
-
-PRG__AVX512_TARGET
-static void prg__kernel_avx512(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
-                               float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
-                               float beta, const prg__gemm_pf *pf) {
-    switch (mr) {
-#define PRG__AVX512_CASE(R) \
-    case R: prg__avx512_tile(R, kc, a, b, c, ldc, nr, alpha, beta, pf); break;
-    PRG__AVX512_CASE(14) PRG__AVX512_CASE(13) PRG__AVX512_CASE(12) PRG__AVX512_CASE(11)
-    PRG__AVX512_CASE(10) PRG__AVX512_CASE(9) PRG__AVX512_CASE(8) PRG__AVX512_CASE(7)
-    PRG__AVX512_CASE(6) PRG__AVX512_CASE(5) PRG__AVX512_CASE(4) PRG__AVX512_CASE(3)
-    PRG__AVX512_CASE(2) PRG__AVX512_CASE(1)
-#undef PRG__AVX512_CASE
-    default: break;
-    }
-}
-
-/* Packing prefetches this many floats ahead along a row (measured best of
-   0, 32, 64, 128 on the transposed conv shapes). */
-#define PRG__AVX512_PFCOLS 32
-/* In-register transpose of the 16 x 16 block r[0..15] (row i = r[i]). */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__avx512_transpose16(__m512 *r) {
-    /* (the maskz forms keep g++ 12 from warning about the undefined
-       pass-through operand of the plain ones) */
-    const __mmask16 all = (__mmask16)0xFFFF;
-    __m512 t[16], u[16];
-    int i, j;
-    for (i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_maskz_unpacklo_ps(all, r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_maskz_unpackhi_ps(all, r[2 * i], r[2 * i + 1]);
-    }
-    /* in each 128-bit lane L, u[4i+j] now holds column 4L+j of rows 4i..4i+3 */
-    for (i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (j = 0; j < 4; j++) {
-        __m512 v0 = _mm512_maskz_shuffle_f32x4(all, u[j], u[4 + j], 0x88);
-        __m512 v1 = _mm512_maskz_shuffle_f32x4(all, u[j], u[4 + j], 0xDD);
-        __m512 w0 = _mm512_maskz_shuffle_f32x4(all, u[8 + j], u[12 + j], 0x88);
-        __m512 w1 = _mm512_maskz_shuffle_f32x4(all, u[8 + j], u[12 + j], 0xDD);
-        r[j] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0x88);
-        r[8 + j] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0xDD);
-        r[4 + j] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0x88);
-        r[12 + j] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0xDD);
-    }
-}
-
-/* Loads rows s + i*ld (i < rows) of the 16-wide column chunk with mask q
-   and zeros for the other rows, transposes, and stores the first nq rows of
-   the result (mask wm) at dst + j*dstride.  Prefetches each row `ahead`
-   floats further on (0: none). */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__avx512_pack16(float *dst, int dstride, __mmask16 wm, const float *s, int ld, int rows,
-                   __mmask16 q, int nq, int ahead) {
-    __m512 r[16];
-    int i;
-    for (i = 0; i < 16; i++) {
-        if (i < rows) {
-            r[i] = _mm512_maskz_loadu_ps(q, s + (size_t)i * ld);
-            if (ahead) _mm_prefetch((const char *)(s + (size_t)i * ld + ahead), _MM_HINT_T0);
-        } else {
-            r[i] = _mm512_setzero_ps();
-        }
-    }
-    prg__avx512_transpose16(r);
-    for (i = 0; i < nq; i++) _mm512_mask_storeu_ps(dst + (size_t)i * dstride, wm, r[i]);
-}
-
-/* prg__pack_a (below) for MR = 14, vectorised. */
-PRG__AVX512_TARGET
-static void prg__pack_a_avx512(float *PRG_RESTRICT dst, const float *a, int lda, int ta, int m,
-                               int i0, int mc, int p0, int kc, int mr) {
-    const __mmask16 w14 = (__mmask16)0x3FFF;
-    int ir, p;
-    (void)mr;
-    for (ir = 0; ir < mc; ir += PRG__AVX512_MR) {
-        int rows = m - (i0 + ir) < PRG__AVX512_MR ? m - (i0 + ir) : PRG__AVX512_MR;
-        if (ta) {
-            const float *src = a + (size_t)p0 * lda + i0 + ir;
-            __mmask16 rm = (__mmask16)((1u << rows) - 1);
-            for (p = 0; p < kc; p++)
-                _mm512_mask_storeu_ps(dst + (size_t)p * PRG__AVX512_MR, w14,
-                                      _mm512_maskz_loadu_ps(rm, src + (size_t)p * lda));
-        } else {
-            const float *src = a + (size_t)(i0 + ir) * lda + p0;
-            for (p = 0; p < kc; p += 16) {
-                int nq = kc - p < 16 ? kc - p : 16;
-                prg__avx512_pack16(dst + (size_t)p * PRG__AVX512_MR, PRG__AVX512_MR, w14, src + p,
-                                   lda, rows, (__mmask16)((1u << nq) - 1), nq,
-                                   kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
-            }
-        }
-        dst += (size_t)kc * PRG__AVX512_MR;
-    }
-}
-
-/* prg__pack_b (below) for NR = 32, vectorised. */
-/* ... and this many rows ahead down op(B) (1, 2, 4 measured alike, +~10%
-   over none on conv1 fwd). */
-#define PRG__AVX512_PFROWS 4
-PRG__AVX512_TARGET
-static void prg__pack_b_avx512(float *PRG_RESTRICT dst, const float *b, int ldb, int tb, int n,
-                               int j0, int nc, int p0, int kc, int nr) {
-    int jr, p, full = 0;
-    (void)nr;
-    if (!tb) {
-        /* Full panels row by row: op(B)'s rows are read in order (friendly
-           to the hardware prefetcher when B comes from memory). */
-        full = (n - j0 < nc ? n - j0 : nc) / PRG__AVX512_NR * PRG__AVX512_NR;
-        for (p = 0; p < kc; p++) {
-            const float *s = b + (size_t)(p0 + p) * ldb + j0;
-            float *d = dst + (size_t)p * PRG__AVX512_NR;
-            int ahead = p + PRG__AVX512_PFROWS < kc;
-            for (jr = 0; jr < full; jr += PRG__AVX512_NR) {
-                if (ahead) {
-                    const float *pf = s + (size_t)PRG__AVX512_PFROWS * ldb + jr;
-                    _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(pf + 16), _MM_HINT_T0);
-                }
-                _mm512_store_ps(d + (size_t)jr * kc, _mm512_loadu_ps(s + jr));
-                _mm512_store_ps(d + (size_t)jr * kc + 16, _mm512_loadu_ps(s + jr + 16));
-            }
-        }
-        dst += (size_t)kc * full;
-    }
-    for (jr = full; jr < nc; jr += PRG__AVX512_NR) {
-        int cols = n - (j0 + jr) < PRG__AVX512_NR ? n - (j0 + jr) : PRG__AVX512_NR;
-        if (!tb) {
-            const float *src = b + (size_t)p0 * ldb + j0 + jr;
-            __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-            __mmask16 m1 = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0);
-            for (p = 0; p < kc; p++) {
-                const float *s = src + (size_t)p * ldb;
-                _mm512_store_ps(dst + (size_t)p * 32, _mm512_maskz_loadu_ps(m0, s));
-                _mm512_store_ps(dst + (size_t)p * 32 + 16, _mm512_maskz_loadu_ps(m1, s + 16));
-            }
-        } else {
-            const float *src = b + (size_t)(j0 + jr) * ldb + p0;
-            int h;
-            for (p = 0; p < kc; p += 16) {
-                int nq = kc - p < 16 ? kc - p : 16;
-                for (h = 0; h < 2; h++) {
-                    int rows = cols - 16 * h;
-                    prg__avx512_pack16(dst + (size_t)p * 32 + 16 * h, 32, (__mmask16)0xFFFF,
-                                       src + (size_t)(16 * h) * ldb + p, ldb,
-                                       rows < 0 ? 0 : rows, (__mmask16)((1u << nq) - 1), nq,
-                                       kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
-                }
-            }
-        }
-        dst += (size_t)kc * PRG__AVX512_NR;
-    }
-}
-
-/* AVX2 + FMA: 6 x 16 tile, 12 accumulators. */
-#define PRG__AVX2_MR 6
-#define PRG__AVX2_NR 16
-__attribute__((target("avx2,fma")))
-static void prg__kernel_avx2(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
-                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
-                             float beta, const prg__gemm_pf *pf) {
-    __m256 acc[PRG__AVX2_MR][2];
-    int p, i;
-    (void)pf;
-    for (i = 0; i < PRG__AVX2_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-        for (i = 0; i < PRG__AVX2_MR; i++) {
-            __m256 t = _mm256_broadcast_ss(a + i);
-            acc[i][0] = _mm256_fmadd_ps(t, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(t, b1, acc[i][1]);
-        }
-        a += PRG__AVX2_MR;
-        b += PRG__AVX2_NR;
-    }
-    {
-        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-        if (mr == PRG__AVX2_MR && nr == PRG__AVX2_NR) {
-            for (i = 0; i < PRG__AVX2_MR; i++) {
-                float *ci = c + (size_t)i * ldc;
-                __m256 r0 = _mm256_mul_ps(va, acc[i][0]), r1 = _mm256_mul_ps(va, acc[i][1]);
-                if (beta != 0.0f) {
-                    r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
-                    r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
-                }
-                _mm256_storeu_ps(ci, r0);
-                _mm256_storeu_ps(ci + 8, r1);
-            }
-        } else {
-            float t[PRG__AVX2_MR * PRG__AVX2_NR];
-            for (i = 0; i < PRG__AVX2_MR; i++) {
-                _mm256_storeu_ps(t + i * PRG__AVX2_NR, acc[i][0]);
-                _mm256_storeu_ps(t + i * PRG__AVX2_NR + 8, acc[i][1]);
-            }
-            /* Same rounding as above: alpha*acc, then one fused beta*c add. */
-            for (i = 0; i < mr; i++) {
-                float *ci = c + (size_t)i * ldc;
-                int j;
-                for (j = 0; j < nr; j++) {
-                    float r = alpha * t[i * PRG__AVX2_NR + j];
-                    ci[j] = beta != 0.0f ? fmaf(beta, ci[j], r) : r;
-                }
-            }
-        }
-    }
-}
-#endif /* PRG__X86 */
-
-#ifdef PRG__NEON
-/* NEON: 8 x 12 tile, 24 accumulators. */
-#define PRG__NEON_MR 8
-#define PRG__NEON_NR 12
-static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
-                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
-                             float beta, const prg__gemm_pf *pf) {
-    float32x4_t acc[PRG__NEON_MR][3];
-    int p, i;
-    (void)pf;
-    for (i = 0; i < PRG__NEON_MR; i++) acc[i][0] = acc[i][1] = acc[i][2] = vdupq_n_f32(0.0f);
-    for (p = 0; p < kc; p++) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
-        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
-        acc[0][0] = vfmaq_laneq_f32(acc[0][0], b0, a0, 0);
-        acc[0][1] = vfmaq_laneq_f32(acc[0][1], b1, a0, 0);
-        acc[0][2] = vfmaq_laneq_f32(acc[0][2], b2, a0, 0);
-        acc[1][0] = vfmaq_laneq_f32(acc[1][0], b0, a0, 1);
-        acc[1][1] = vfmaq_laneq_f32(acc[1][1], b1, a0, 1);
-        acc[1][2] = vfmaq_laneq_f32(acc[1][2], b2, a0, 1);
-        acc[2][0] = vfmaq_laneq_f32(acc[2][0], b0, a0, 2);
-        acc[2][1] = vfmaq_laneq_f32(acc[2][1], b1, a0, 2);
-        acc[2][2] = vfmaq_laneq_f32(acc[2][2], b2, a0, 2);
-        acc[3][0] = vfmaq_laneq_f32(acc[3][0], b0, a0, 3);
-        acc[3][1] = vfmaq_laneq_f32(acc[3][1], b1, a0, 3);
-        acc[3][2] = vfmaq_laneq_f32(acc[3][2], b2, a0, 3);
-        acc[4][0] = vfmaq_laneq_f32(acc[4][0], b0, a1, 0);
-        acc[4][1] = vfmaq_laneq_f32(acc[4][1], b1, a1, 0);
-        acc[4][2] = vfmaq_laneq_f32(acc[4][2], b2, a1, 0);
-        acc[5][0] = vfmaq_laneq_f32(acc[5][0], b0, a1, 1);
-        acc[5][1] = vfmaq_laneq_f32(acc[5][1], b1, a1, 1);
-        acc[5][2] = vfmaq_laneq_f32(acc[5][2], b2, a1, 1);
-        acc[6][0] = vfmaq_laneq_f32(acc[6][0], b0, a1, 2);
-        acc[6][1] = vfmaq_laneq_f32(acc[6][1], b1, a1, 2);
-        acc[6][2] = vfmaq_laneq_f32(acc[6][2], b2, a1, 2);
-        acc[7][0] = vfmaq_laneq_f32(acc[7][0], b0, a1, 3);
-        acc[7][1] = vfmaq_laneq_f32(acc[7][1], b1, a1, 3);
-        acc[7][2] = vfmaq_laneq_f32(acc[7][2], b2, a1, 3);
-        a += PRG__NEON_MR;
-        b += PRG__NEON_NR;
-    }
-    {
-        float t[PRG__NEON_MR * PRG__NEON_NR];
-        for (i = 0; i < PRG__NEON_MR; i++) {
-            vst1q_f32(t + i * PRG__NEON_NR, acc[i][0]);
-            vst1q_f32(t + i * PRG__NEON_NR + 4, acc[i][1]);
-            vst1q_f32(t + i * PRG__NEON_NR + 8, acc[i][2]);
-        }
-        prg__gemm_store(t, PRG__NEON_NR, c, ldc, mr, nr, alpha, beta);
-    }
-}
-#endif /* PRG__NEON */
 
 /* The micro-kernel, its packers and blocking come from the CPU table
    (prg__cpu, after the last kernel), decided once. */
@@ -3136,1164 +2840,7 @@ void prg_sgemm_ref(int trans_a, int trans_b, int m, int n, int k, float alpha,
         }
 }
 
-/* >>layers ============================================================== */
-/* Parallel loops over [0, n): each index is handled by exactly one thread
-   and the work per index never depends on the split, so the bits do not
-   depend on the thread count.  Loops with little work (n * cost below about
-   32k) run on the caller. */
-typedef void (*prg__range_fn)(void *ctx, size_t lo, size_t hi);
-typedef struct prg__range_job {
-    prg__range_fn fn;
-    void *ctx;
-    size_t n, nchunks;
-} prg__range_job;
-
-/* Chunks of a parallel loop per thread: enough that a thread slowed down by
-   a third leaves the other little waiting, few enough that each chunk
-   stays long against the cost of taking it. */
-#define PRG__RANGE_CHUNKS 4
-
-static void prg__range_task(void *ctx, int ith, int nth) {
-    const prg__range_job *j = (const prg__range_job *)ctx;
-    size_t lo, hi, k;
-    prg__share sh;
-    prg__share_init(&sh, j->nchunks, ith, nth);
-    while (prg__share_next(&sh, &k)) {
-        prg_split_range(j->n, 1, (int)k, (int)j->nchunks, &lo, &hi);
-        j->fn(j->ctx, lo, hi);
-    }
-}
-
-static void prg__parallel_for(size_t n, double cost, prg__range_fn fn, void *ctx) {
-    prg__range_job j;
-    int width;
-    if (n == 0) return;
-    if ((double)n * cost < 32768.0 || (width = prg__parallel_width()) == 1) {
-        fn(ctx, 0, n);
-        return;
-    }
-    j.fn = fn;
-    j.ctx = ctx;
-    j.n = n;
-    j.nchunks = (size_t)width * PRG__RANGE_CHUNKS < n ? (size_t)width * PRG__RANGE_CHUNKS : n;
-    prg_parallel(prg__range_task, &j);
-}
-
-/* *sg = sum g, *sgx = sum g x */
-static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
-    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s1 = 0.0, s2 = 0.0;
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) {
-            a1[l] += g[i + l];
-            a2[l] += g[i + l] * x[i + l];
-        }
-    for (; i < n; i++) {
-        s1 += g[i];
-        s2 += (double)g[i] * x[i];
-    }
-    for (l = 0; l < 8; l++) {
-        s1 += a1[l];
-        s2 += a2[l];
-    }
-    *sg = s1;
-    *sgx = s2;
-}
-
-/* ---- vector kernels ---------------------------------------------------------
-   exp(x - shift) for the softmax, SiLU forward/backward and the row sums
-   of the norms, vectorised on
-   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
-   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
-   element goes through the same instructions wherever it sits in the array
-   (tails are masked or padded), so splitting work across threads never
-   changes a bit. */
-typedef struct prg__vec_ops {
-    void (*softmax)(float *row, size_t n); /* row = softmax(row), n >= 1 */
-    void (*silu_fwd)(float *y, const float *x, size_t n);
-    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n, int set); /* dx += (= when set) */
-    void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
-    /* 3x3 weight gradient taps of two output channels:
-       out[c*9 + ki*3 + kj] += sum_i sum_q g_c[i*gstride + q] x[i*xstride + q + ki*wp + kj]
-       over q < n and i < count */
-    void (*dw3)(float *out, const float *g0, const float *g1, const float *x, size_t n, int wp,
-                int count, size_t gstride, size_t xstride);
-    /* 3x3 pad-1 convolutions with few channels on one side: prg__conv3_scalar
-       and prg__dw3p_scalar below */
-    void (*conv3)(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
-                  const float *bias, int accumulate, int ci, int ob, int h, int w);
-    void (*dw3p)(float *out, const float *g0, const float *g1, const float *x, int h, int w, int count,
-                 size_t gstride, size_t xstride);
-    /* the three direct kernels above beat the GEMM paths (the vector ones; the
-       scalar twins run only when a test asks, prg__hook.all_kernels) */
-    int direct;
-} prg__vec_ops;
-
-static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
-}
-/* softmax of a row with a given y = exp(x - shift) */
-static void prg__softmax_with(float *row, size_t n, void (*exp_shift)(float *, const float *, float, size_t)) {
-    float mx = row[0], inv;
-    double sum = 0.0;
-    size_t i;
-    for (i = 1; i < n; i++) mx = row[i] > mx ? row[i] : mx;
-    exp_shift(row, row, mx, n);
-    for (i = 0; i < n; i++) sum += row[i];
-    inv = (float)(1.0 / sum);
-    for (i = 0; i < n; i++) row[i] *= inv;
-}
-static void prg__softmax_scalar(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_scalar); }
-static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
-}
-/* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
-   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
-static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n, int set) {
-    size_t i;
-    for (i = 0; i < n; i++) {
-        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
-        float d = dy[i] * (s * (1.0f + x[i] * oms));
-        dx[i] = set ? d : dx[i] + d;
-    }
-}
-
-/* ---- the direct convolution kernels, scalar ------------------------------
-   The same algorithm as their AVX-512 twins below (prg__dw3_avx512,
-   prg__conv3_avx512, prg__dw3p_avx512): 16 lanes (32 pixels for conv3) of
-   accumulators, each the same fused multiply-adds in the same order, the
-   lanes summed in lane order; so the same bits. */
-
-/* the sum of 16 lanes in lane order (prg__hsum16) */
-static float prg__lanes16_sum(const float *t) {
-    float s = 0.0f;
-    int l;
-    for (l = 0; l < 16; l++) s += t[l];
-    return s;
-}
-
-static void prg__dw3_scalar(float *out, const float *g0, const float *g1, const float *x, size_t n,
-                            int wp, int count, size_t gstride, size_t xstride) {
-    float a[18][16];
-    size_t q, off[9];
-    int i, t, l;
-    for (t = 0; t < 9; t++) off[t] = (size_t)(t / 3) * wp + (size_t)(t % 3);
-    memset(a, 0, sizeof a);
-    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
-        for (q = 0; q < n; q += 16) {
-            int nl = n - q < 16 ? (int)(n - q) : 16;
-            for (l = 0; l < 16; l++) {
-                float u0 = l < nl ? g0[q + l] : 0.0f, u1 = l < nl ? g1[q + l] : 0.0f;
-                for (t = 0; t < 9; t++) {
-                    float v = l < nl ? x[q + off[t] + l] : 0.0f;
-                    a[t][l] = fmaf(u0, v, a[t][l]);
-                    a[9 + t][l] = fmaf(u1, v, a[9 + t][l]);
-                }
-            }
-        }
-    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
-}
-
-/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
-   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], o < ob
-   (<= 8); with accumulate, y += the sum.  32 pixels of a row at a time. */
-static void prg__conv3_scalar(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
-                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
-    size_t plane = (size_t)h * w;
-    float acc[8][32];
-    int oy, ox, i, ki, kj, o, l;
-    for (oy = 0; oy < h; oy++)
-        for (ox = 0; ox < w; ox += 32) {
-            memset(acc, 0, sizeof acc);
-            for (i = 0; i < ci; i++)
-                for (ki = 0; ki < 3; ki++) {
-                    int iy = oy + ki - 1;
-                    const float *row;
-                    if (iy < 0 || iy >= h) continue;
-                    row = x + i * plane + (size_t)iy * w;
-                    for (kj = 0; kj < 3; kj++) {
-                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
-                        float v[32];
-                        for (l = 0; l < 32; l++) {
-                            int c = ox + l + kj - 1;
-                            v[l] = c >= 0 && c < w ? row[c] : 0.0f;
-                        }
-                        for (o = 0; o < ob; o++) {
-                            float t = wp[o * os];
-                            for (l = 0; l < 32; l++) acc[o][l] = fmaf(t, v[l], acc[o][l]);
-                        }
-                    }
-                }
-            for (o = 0; o < ob; o++) {
-                float *d = y + o * plane + (size_t)oy * w + ox;
-                for (l = 0; l < 32 && ox + l < w; l++)
-                    d[l] = accumulate ? d[l] + acc[o][l] : bias ? acc[o][l] + bias[o] : acc[o][l];
-            }
-        }
-}
-
-/* The nine pad-1 taps of two output channels over unpadded h x w planes:
-   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
-   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
-   outside the plane); 16 columns of a plane at a time, down its rows. */
-static void prg__dw3p_scalar(float *out, const float *g0, const float *g1, const float *x, int h, int w,
-                             int count, size_t gstride, size_t xstride) {
-    float a[18][16];
-    int i, oy, ox, ki, kj, l, t;
-    memset(a, 0, sizeof a);
-    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
-        for (ox = 0; ox < w; ox += 16)
-            for (oy = 0; oy < h; oy++) {
-                size_t q = (size_t)oy * w + ox;
-                for (ki = 0; ki < 3; ki++) {
-                    int iy = oy + ki - 1;
-                    if (iy < 0 || iy >= h) continue;
-                    for (kj = 0; kj < 3; kj++)
-                        for (l = 0; l < 16; l++) {
-                            int c = ox + l, xc = c + kj - 1, in = c < w && xc >= 0 && xc < w;
-                            float u0 = c < w ? g0[q + l] : 0.0f, u1 = c < w ? g1[q + l] : 0.0f;
-                            float v = in ? x[(size_t)iy * w + xc] : 0.0f;
-                            a[3 * ki + kj][l] = fmaf(u0, v, a[3 * ki + kj][l]);
-                            a[9 + 3 * ki + kj][l] = fmaf(u1, v, a[9 + 3 * ki + kj][l]);
-                        }
-                }
-            }
-    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
-}
-
-#ifdef PRG__X86
-/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
-#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
-    P = SET1(1.9875691500e-4f);                                                      \
-    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
-    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
-    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
-    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
-    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
-    P = FMADD(P, MUL(r, r), r);                                                      \
-    P = ADD(P, SET1(1.0f))
-
-__attribute__((target("avx512f")))
-static inline __m512 prg__exp16(__m512 v) {
-    /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
-       g++ 12 warns -Wmaybe-uninitialized */
-    const __mmask16 all = (__mmask16)0xFFFF;
-    __m512 k, r, p;
-    /* clamp, keeping NaN (max/min return the second operand on NaN);
-       scalef takes 2^k to 0 or inf correctly */
-    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
-    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
-    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
-    return _mm512_mask_scalef_ps(p, all, p, k);
-}
-
-static __mmask16 prg__mask16(size_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-}
-
-/* The sum (max = 0) or the maximum (max = 1) of the 16 lanes, in a tree
-   (the maskz forms: see prg__avx512_transpose16) */
-__attribute__((target("avx512f")))
-static float prg__lanes16(__m512 v, int max) {
-    const __mmask16 all = (__mmask16)0xFFFF;
-    float out[16];
-    __m512 u;
-    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0x4E); /* the other 256 bits */
-    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
-    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0xB1); /* the other 128 bits */
-    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
-    u = _mm512_maskz_shuffle_ps(all, v, v, 0x4E);    /* the other 64 bits */
-    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
-    u = _mm512_maskz_shuffle_ps(all, v, v, 0xB1);    /* the other float */
-    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
-    _mm512_storeu_ps(out, v);
-    return out[0];
-}
-
-/* The row's maximum and sum in 16 lanes, then across them */
-__attribute__((target("avx512f")))
-static void prg__softmax_avx512(float *row, size_t n) {
-    __m512 vmx = _mm512_set1_ps(-HUGE_VALF), acc = _mm512_setzero_ps(), inv;
-    float mx;
-    size_t i;
-    for (i = 0; i < n; i += 16)
-        vmx = _mm512_maskz_max_ps((__mmask16)0xFFFF, vmx,
-                                  _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
-    mx = prg__lanes16(vmx, 1);
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), _mm512_set1_ps(mx)));
-        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
-        _mm512_mask_storeu_ps(row + i, m, e);
-    }
-    inv = _mm512_set1_ps((float)(1.0 / (double)prg__lanes16(acc, 0)));
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
-    }
-}
-
-__attribute__((target("avx512f")))
-static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
-    }
-}
-
-__attribute__((target("avx512f")))
-static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n, int set) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    size_t i;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
-        __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
-                                        _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
-        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
-        d = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d);
-        if (!set) d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), d);
-        _mm512_mask_storeu_ps(dx + i, m, d);
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static inline __m256 prg__exp8(__m256 x) {
-    __m256 k, r, p, v;
-    __m256i e;
-    /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
-       (exp(-87) is about the smallest normal float); NaN stays NaN */
-    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
-    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
-    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
-                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
-    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-    return _mm256_blendv_ps(p, _mm256_set1_ps(HUGE_VALF), hi);
-}
-
-/* AVX2: whole blocks of 8, then the tail through a zero-padded block (the
-   same instructions). */
-__attribute__((target("avx2,fma")))
-static void prg__exp_shift_avx2(float *y, const float *x, float shift, size_t n) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8)
-        _mm256_storeu_ps(y + i, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift))));
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        _mm256_storeu_ps(tx, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(tx), _mm256_set1_ps(shift))));
-        memcpy(y + full, tx, rest * sizeof(float));
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static __m256 prg__silu8(__m256 v) {
-    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-
-static void prg__softmax_avx2(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_avx2); }
-
-__attribute__((target("avx2,fma")))
-static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8) _mm256_storeu_ps(y + i, prg__silu8(_mm256_loadu_ps(x + i)));
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        _mm256_storeu_ps(tx, prg__silu8(_mm256_loadu_ps(tx)));
-        memcpy(y + full, tx, rest * sizeof(float));
-    }
-}
-
-__attribute__((target("avx2,fma")))
-static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
-    const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
-    __m256 oms = _mm256_blendv_ps(_mm256_sub_ps(one, s), _mm256_mul_ps(e, s),
-                                  _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
-    return _mm256_mul_ps(g, _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(v, oms))));
-}
-
-__attribute__((target("avx2,fma")))
-static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n, int set) {
-    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i, rest = n % 8, full = n - rest;
-    for (i = 0; i < full; i += 8) {
-        __m256 d = prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i));
-        _mm256_storeu_ps(dx + i, set ? d : _mm256_add_ps(_mm256_loadu_ps(dx + i), d));
-    }
-    if (rest) {
-        memcpy(tx, x + full, rest * sizeof(float));
-        memcpy(tg, dy + full, rest * sizeof(float));
-        _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
-        for (i = 0; i < rest; i++) dx[full + i] = set ? tg[i] : dx[full + i] + tg[i];
-    }
-}
-
-/* *sg = sum g, *sgx = sum g x in 16 (8) float lanes, combined in double */
-__attribute__((target("avx512f")))
-static void prg__dots_avx512(const float *g, const float *x, size_t n, double *sg, double *sgx) {
-    __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
-    float t1[16], t2[16];
-    double s1 = 0.0, s2 = 0.0;
-    size_t i;
-    int l;
-    for (i = 0; i < n; i += 16) {
-        __mmask16 m = prg__mask16(n - i);
-        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
-        a1 = _mm512_add_ps(a1, gv);
-        a2 = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, x + i), a2);
-    }
-    _mm512_storeu_ps(t1, a1);
-    _mm512_storeu_ps(t2, a2);
-    for (l = 0; l < 16; l++) {
-        s1 += t1[l];
-        s2 += t2[l];
-    }
-    *sg = s1;
-    *sgx = s2;
-}
-
-/* Sum of the 16 lanes, in lane order (_mm512_reduce_add_ps makes g++ 12
-   warn -Wuninitialized inside its header). */
-__attribute__((target("avx512f")))
-static float prg__hsum16(__m512 v) {
-    float t[16], s = 0.0f;
-    int l;
-    _mm512_storeu_ps(t, v);
-    for (l = 0; l < 16; l++) s += t[l];
-    return s;
-}
-
-/* Nine taps of two channels: 18 accumulators (named, not an array, so
-   that they stay in registers), each input vector loaded once for both. */
-#define PRG__DW3_SUMS(out)                                                                      \
-    do {                                                                                        \
-        out[0] += prg__hsum16(a0); out[1] += prg__hsum16(a1); out[2] += prg__hsum16(a2);        \
-        out[3] += prg__hsum16(a3); out[4] += prg__hsum16(a4); out[5] += prg__hsum16(a5);        \
-        out[6] += prg__hsum16(a6); out[7] += prg__hsum16(a7); out[8] += prg__hsum16(a8);        \
-        out[9] += prg__hsum16(b0); out[10] += prg__hsum16(b1); out[11] += prg__hsum16(b2);      \
-        out[12] += prg__hsum16(b3); out[13] += prg__hsum16(b4); out[14] += prg__hsum16(b5);     \
-        out[15] += prg__hsum16(b6); out[16] += prg__hsum16(b7); out[17] += prg__hsum16(b8);     \
-    } while (0)
-#define PRG__DW3_TAP(a, b, off)                                               \
-    do {                                                                      \
-        __m512 v_ = _mm512_maskz_loadu_ps(m, x + q + (off));                  \
-        a = _mm512_fmadd_ps(g0v, v_, a);                                      \
-        b = _mm512_fmadd_ps(g1v, v_, b);                                      \
-    } while (0)
-__attribute__((target("avx512f")))
-static void prg__dw3_avx512(float *out, const float *g0, const float *g1, const float *x, size_t n,
-                            int wp, int count, size_t gstride, size_t xstride) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
-    __m512 a7 = a0, a8 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0;
-    __m512 b7 = a0, b8 = a0;
-    size_t q, w1 = (size_t)wp, w2 = 2 * (size_t)wp;
-    int i;
-    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
-    for (q = 0; q < n; q += 16) {
-        __mmask16 m = prg__mask16(n - q);
-        __m512 g0v = _mm512_maskz_loadu_ps(m, g0 + q), g1v = _mm512_maskz_loadu_ps(m, g1 + q);
-        PRG__DW3_TAP(a0, b0, 0);
-        PRG__DW3_TAP(a1, b1, 1);
-        PRG__DW3_TAP(a2, b2, 2);
-        PRG__DW3_TAP(a3, b3, w1);
-        PRG__DW3_TAP(a4, b4, w1 + 1);
-        PRG__DW3_TAP(a5, b5, w1 + 2);
-        PRG__DW3_TAP(a6, b6, w2);
-        PRG__DW3_TAP(a7, b7, w2 + 1);
-        PRG__DW3_TAP(a8, b8, w2 + 2);
-    }
-    PRG__DW3_SUMS(out);
-}
-#undef PRG__DW3_TAP
-
-/* ---- 3x3 pad-1 stride-1 convolutions with few channels on one side ----
-   Direct, on the unpadded planes (masked loads give the zero border). */
-
-/* lanes l of a 16-float load at column c of a row of w floats that are inside it */
-static inline __attribute__((always_inline)) __mmask16 prg__cols16(int c, int w) {
-    unsigned lo = c >= 0 ? 0xFFFFu : c > -16 ? 0xFFFFu << -c : 0u;
-    unsigned hi = w - c >= 16 ? 0xFFFFu : w - c > 0 ? (1u << (w - c)) - 1u : 0u;
-    return (__mmask16)(lo & hi);
-}
-
-/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
-   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], for
-   o < OB (a constant after inlining, <= 8); with accumulate, y += the sum.
-   32 pixels of a row at a time: 16 accumulators, each input vector loaded
-   once for all OB outputs. */
-#define PRG__C3_ROWS(X)                                                     \
-    X(0, y00, y01) X(1, y10, y11) X(2, y20, y21) X(3, y30, y31)            \
-    X(4, y40, y41) X(5, y50, y51) X(6, y60, y61) X(7, y70, y71)
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__conv3_tile(const int OB, float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
-                const float *bias, int accumulate, int ci, int h, int w) {
-    size_t plane = (size_t)h * w;
-    int oy, ox, i, ki, kj;
-    for (oy = 0; oy < h; oy++)
-        for (ox = 0; ox < w; ox += 32) {
-            __m512 y00 = _mm512_setzero_ps(), y01 = y00, y10 = y00, y11 = y00, y20 = y00, y21 = y00,
-                   y30 = y00, y31 = y00, y40 = y00, y41 = y00, y50 = y00, y51 = y00, y60 = y00,
-                   y61 = y00, y70 = y00, y71 = y00;
-            __mmask16 m0[3], m1[3], s0 = prg__cols16(ox, w), s1 = prg__cols16(ox + 16, w);
-            for (kj = 0; kj < 3; kj++) {
-                m0[kj] = prg__cols16(ox + kj - 1, w);
-                m1[kj] = prg__cols16(ox + 16 + kj - 1, w);
-            }
-            for (i = 0; i < ci; i++)
-                for (ki = 0; ki < 3; ki++) {
-                    int iy = oy + ki - 1;
-                    const float *row;
-                    if (iy < 0 || iy >= h) continue; /* before the address: (size_t)-1 * w wrapped the pointer */
-                    row = x + i * plane + (size_t)iy * w + ox - 1;
-                    for (kj = 0; kj < 3; kj++) {
-                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
-                        __m512 v0 = _mm512_maskz_loadu_ps(m0[kj], row + kj);
-                        __m512 v1 = _mm512_maskz_loadu_ps(m1[kj], row + 16 + kj), t;
-#define PRG__C3_FMA(o, a, b)                                     \
-                        if (OB > o) {                            \
-                            t = _mm512_set1_ps(wp[(o) * os]);    \
-                            a = _mm512_fmadd_ps(t, v0, a);       \
-                            b = _mm512_fmadd_ps(t, v1, b);       \
-                        }
-                        PRG__C3_ROWS(PRG__C3_FMA)
-#undef PRG__C3_FMA
-                    }
-                }
-#define PRG__C3_STORE(o, a, b)                                                        \
-            if (OB > o) {                                                             \
-                float *d = y + (o) * plane + (size_t)oy * w + ox;                     \
-                if (accumulate) {                                                     \
-                    a = _mm512_add_ps(_mm512_maskz_loadu_ps(s0, d), a);               \
-                    b = _mm512_add_ps(_mm512_maskz_loadu_ps(s1, d + 16), b);          \
-                } else if (bias) {                                                    \
-                    a = _mm512_add_ps(a, _mm512_set1_ps(bias[o]));                    \
-                    b = _mm512_add_ps(b, _mm512_set1_ps(bias[o]));                    \
-                }                                                                     \
-                _mm512_mask_storeu_ps(d, s0, a);                                      \
-                _mm512_mask_storeu_ps(d + 16, s1, b);                                 \
-            }
-            PRG__C3_ROWS(PRG__C3_STORE)
-#undef PRG__C3_STORE
-        }
-}
-#undef PRG__C3_ROWS
-
-PRG__AVX512_TARGET
-static void prg__conv3_avx512(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
-                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
-    switch (ob) {
-#define PRG__C3_CASE(R) \
-    case R: prg__conv3_tile(R, y, x, wt, os, is, flip, bias, accumulate, ci, h, w); break;
-    PRG__C3_CASE(8) PRG__C3_CASE(7) PRG__C3_CASE(6) PRG__C3_CASE(5)
-    PRG__C3_CASE(4) PRG__C3_CASE(3) PRG__C3_CASE(2) PRG__C3_CASE(1)
-#undef PRG__C3_CASE
-    default: break;
-    }
-}
-
-/* The nine pad-1 taps of two output channels over unpadded h x w planes:
-   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
-   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
-   outside the plane). */
-#define PRG__DW3P_TAP(a, b, kj)                                                \
-    do {                                                                       \
-        __m512 v_ = _mm512_maskz_loadu_ps(mk[kj], row + (kj));                 \
-        a = _mm512_fmadd_ps(g0v, v_, a);                                       \
-        b = _mm512_fmadd_ps(g1v, v_, b);                                       \
-    } while (0)
-PRG__AVX512_TARGET
-static void prg__dw3p_avx512(float *out, const float *g0, const float *g1, const float *x, int h, int w,
-                             int count, size_t gstride, size_t xstride) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
-    __m512 a7 = a0, a8 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0;
-    __m512 b7 = a0, b8 = a0;
-    int i, oy, ox, kj;
-    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
-        for (ox = 0; ox < w; ox += 16) {
-            __mmask16 m = prg__cols16(ox, w), mk[3];
-            for (kj = 0; kj < 3; kj++) mk[kj] = prg__cols16(ox + kj - 1, w) & m;
-            for (oy = 0; oy < h; oy++) {
-                size_t q = (size_t)oy * w + ox;
-                __m512 g0v = _mm512_maskz_loadu_ps(m, g0 + q), g1v = _mm512_maskz_loadu_ps(m, g1 + q);
-                const float *row = x + q - 1;
-                if (oy > 0) {
-                    row -= w;
-                    PRG__DW3P_TAP(a0, b0, 0);
-                    PRG__DW3P_TAP(a1, b1, 1);
-                    PRG__DW3P_TAP(a2, b2, 2);
-                    row += w;
-                }
-                PRG__DW3P_TAP(a3, b3, 0);
-                PRG__DW3P_TAP(a4, b4, 1);
-                PRG__DW3P_TAP(a5, b5, 2);
-                if (oy + 1 < h) {
-                    row += w;
-                    PRG__DW3P_TAP(a6, b6, 0);
-                    PRG__DW3P_TAP(a7, b7, 1);
-                    PRG__DW3P_TAP(a8, b8, 2);
-                }
-            }
-        }
-    PRG__DW3_SUMS(out);
-}
-#undef PRG__DW3P_TAP
-#undef PRG__DW3_SUMS
-
-__attribute__((target("avx2,fma")))
-static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg, double *sgx) {
-    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
-    float t1[8], t2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s1 = 0.0, s2 = 0.0;
-    size_t i, rest = n % 8, full = n - rest;
-    int l;
-    for (i = 0; i < full; i += 8) {
-        __m256 gv = _mm256_loadu_ps(g + i);
-        a1 = _mm256_add_ps(a1, gv);
-        a2 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(x + i), a2);
-    }
-    if (rest) { /* zero-padded tail through the same instructions */
-        memset(t1, 0, sizeof t1);
-        memcpy(t1, g + full, rest * sizeof(float));
-        memcpy(t2, x + full, rest * sizeof(float));
-        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(t1));
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(t1), _mm256_loadu_ps(t2), a2);
-    }
-    _mm256_storeu_ps(t1, a1);
-    _mm256_storeu_ps(t2, a2);
-    for (l = 0; l < 8; l++) {
-        s1 += t1[l];
-        s2 += t2[l];
-    }
-    *sg = s1;
-    *sgx = s2;
-}
-#endif /* PRG__X86 */
-
-/* Row kernels in blocks of 8 with a fixed trip count, which compilers
-   vectorise even at -O2; the tail computes the same expression. */
-static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, float a, float b,
-                          size_t n) { /* y = a x + b */
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) y[i + l] = x[i + l] * a + b;
-    for (; i < n; i++) y[i] = x[i] * a + b;
-}
-
-/* sum x: 8 float lanes, then double */
-static double prg__row_sum(const float *x, size_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double s = 0.0;
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) acc[l] += x[i + l];
-    for (; i < n; i++) s += x[i];
-    for (l = 0; l < 8; l++) s += acc[l];
-    return s;
-}
-
-/* y = a g + b x + c (the same expression as prg__row_acc3's sum) */
-static void prg__row_set3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g, const float *PRG_RESTRICT x, float a,
-                          float b, float c, size_t n) {
-    size_t i = 0;
-    int l;
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) y[i + l] = a * g[i + l] + b * x[i + l] + c;
-    for (; i < n; i++) y[i] = a * g[i] + b * x[i] + c;
-}
-
-static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
-                          const float *PRG_RESTRICT x, float a, float b, float c,
-                          size_t n) { /* y += a g + b x + c (x may be NULL when b == 0) */
-    size_t i = 0;
-    int l;
-    if (!x) {
-        for (; i + 8 <= n; i += 8)
-            for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + c;
-        for (; i < n; i++) y[i] += a * g[i] + c;
-        return;
-    }
-    for (; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + b * x[i + l] + c;
-    for (; i < n; i++) y[i] += a * g[i] + b * x[i] + c;
-}
-
-/* ==== The convolution engine ===============================================
-   Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
-   convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
-   last layers) is small.  Each convolution is a plan (prg__conv_plan, see
-   "conv plans" below): made once for its shape and batch, it records which
-   of these paths its forward, dx and dW take (prg__conv_algo), chosen from
-   the shape and the flags of the CPU table (prg__cpu) in use:
-
-   - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
-     each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
-     and channel pair: 2.25 per output, against 9 computed directly) where
-     the tiles fill whole vectors with the AVX-512 kernels (prg__wino4_fits):
-     16- and 32-wide maps for the forward, dx and the weight gradient, and
-     8 x 8 maps at batch 32 or more for the forward and dx.  F(2x2,3x3) (16
-     products per 2x2 tile: 4 per output) elsewhere: the forward and dx on
-     maps of 16 x 16 and up, on 8 x 8 maps with the whole-plane transforms,
-     or on maps of 8 x 8 and up with 256 channels or more each way; the
-     weight gradient on any map.
-   - Direct, for 3x3 stride-1 pad-1 convolutions with at most 4 channels in
-     or out (the first and the last layer) where the AVX-512 kernel exists:
-     32 pixels x 8 output channels of accumulators over the unpadded planes,
-     which a GEMM only a few rows high or deep could not fill.
-   - One GEMM per sample on x itself for 1x1 stride-1 unpadded convolutions,
-     the batch split across threads (each sample's task adds its bias).
-   - Implicit GEMM for everything else: the forward GEMM packs its panels of
-     the column matrix straight from a zero-padded copy of the input, so no
-     im2col pass is made; dx of a stride-1 convolution (pad <= k-1, Co < 2 Ci)
-     is the convolution of dy with the flipped weights, packed the same way
-     (no col2im); other dx are W^T dy scattered back (col2im); 3x3 stride-1
-     weight gradients (up to 64 x 128 channels) run a direct AVX-512 kernel
-     of nine shifted dot products, other weight gradients a GEMM against the
-     stored column matrix.  Without the GEMM's packing buffers the stored
-     column matrix serves every product.
-
-   Winograd, how it runs.  The tiles are cut into blocks whose transformed
-   input and products stay in L2 (PRG__WINO_L2).  A block's input transform
-   writes straight into the GEMM kernel's B panels; the 16 (or 36) products
-   per tile position run on the GEMM micro-kernel against the transformed
-   weights, which are written straight into its A panels (a panel's output
-   channels in the vector lanes) as they are made; the inverse transform
-   writes the output (plus bias) or adds to it.  Blocks are independent and
-   each is done by one thread, so the bits do not depend on the thread count.
-   dx is the same computation on dy with the flipped weights; the weight
-   gradient is its transpose, dU = sum over tiles of (A dY A^T) (B^T d B)^T
-   and dW = G^T dU G, with a packing-free 4x4 dot-product kernel up to 64 x 64
-   channels and the packed GEMM above that.
-   The transforms fill every vector lane.  F(2x2,3x3): 16 tiles of one tile
-   row on maps 32 wide or more, two tile rows (one image row a register) on
-   16-wide maps, a whole 8 x 8 plane (four registers) on 8 x 8 maps; all three
-   give the bits of the plain row transforms.  F(4x4,3x3): 16 tiles a vector
-   (four tile rows of a 16-wide map, two of a 32-wide one, on 8 x 8 maps the
-   four tiles of four samples' planes), the image rows in registers and the
-   tile columns gathered across them by permutes.
-   The 16 or 36 positions of a tile sit in the transform buffers at a stride
-   of prg__spread_stride: one cache line more than their data whenever that
-   is a multiple of 1 KiB, so that a transform's 36 loads or stores of one
-   group of tiles do not all fall into one L1 set.
-   Accuracy: F(4x4,3x3)'s larger transform entries (up to 8 and 1/24) give
-   about 5e-6 of the largest output against 3e-7 for F(2x2,3x3) on tiny32's
-   layers (weight gradient 2-4e-6 against 2-5e-7), a small fraction of the
-   K eps bound the tests hold every convolution path to.
-
-   Kept weights.  Within one encode, sampling or classifier forward or
-   backward the weights do not change, so the U-Net transforms and packs each
-   convolution's Winograd weights once per call (forward and dx) instead of
-   once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
-
-   Without AVX-512 the CPU tables leave the paths above that pay only with
-   its kernels (direct, the direct dW, F(4x4,3x3), the whole-plane and
-   two-row transforms) off and take the implicit GEMM; their scalar twins
-   are in every table, and the tests run them (prg__hook.all_kernels,
-   prg__hook.force).  prg_conv2d_forward_ref and prg_conv2d_backward_ref
-   are the direct definitions the tests compare every path with. */
-
-/* ---- conv2d ---------------------------------------------------------------
-   GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
-   in chunks of nb samples whose columns sit side by side, so that small
-   feature maps still give GEMMs with about PRG__CONV_COLS columns.
-   - forward: y = W col, the GEMM packing col's panels straight from a
-     zero-padded copy of the chunk (implicit column matrix, below);
-   - dx: for stride 1 (pad <= k-1, Co < 2 Ci) the convolution of dy, padded
-     by k-1-p, with the flipped weights, packed the same way; otherwise
-     col' = W^T dy stored, then scattered back (col2im);
-   - dW: for 3x3 stride 1 up to 64 x 128 channels with the AVX-512 kernel,
-     nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
-     stored (im2col).
-   3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
-   Winograd instead (below; see prg__wino_use for the maps): F(4x4,3x3) on
-   16- and 32-wide maps with AVX-512, F(2x2,3x3) elsewhere; and
-   those with at most 4 channels in or out a direct kernel (AVX-512; below).
-   When the GEMM's packing buffers cannot be had, the stored column matrix
-   serves every product.  A 1x1 stride-1 unpadded conv needs no column
-   matrix: it is one GEMM per sample on x itself. */
-#define PRG__CONV_COLS 1024
-
-typedef struct prg__conv {
-    int b, ci, h, w, co, k, s, p, ho, wo;
-    int nb;        /* samples per chunk */
-    size_t hw_out; /* Ho*Wo */
-    size_t kk;     /* Ci*k*k: rows of the column matrix */
-    size_t ncols;  /* nb*Ho*Wo */
-    int direct;    /* 1x1, stride 1, no padding */
-    int dx_conv;   /* dx as a convolution of dy (stride 1, pad <= k-1, Co < 2 Ci) */
-    /* workspace layout, in floats: [r0][r1][dwt_t: kk*Co][wf: kk*Co if dx_conv] */
-    size_t r0;     /* the column matrix, or a padded chunk of x or dy */
-    size_t r1;     /* a chunk's output (or dy, or dx) in [C][nb*HW] order (nb > 1) */
-} prg__conv;
-
-static prg__conv prg__conv_geom(int batch, int cin, int h, int w, int cout, int k, int stride,
-                                int pad) {
-    prg__conv c;
-    PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
-               pad >= 0 && h + 2 * pad >= k && w + 2 * pad >= k);
-    c.b = batch; c.ci = cin; c.h = h; c.w = w; c.co = cout; c.k = k; c.s = stride; c.p = pad;
-    c.ho = (h + 2 * pad - k) / stride + 1;
-    c.wo = (w + 2 * pad - k) / stride + 1;
-    c.hw_out = (size_t)c.ho * c.wo;
-    c.kk = (size_t)cin * k * k;
-    c.nb = (int)((PRG__CONV_COLS + c.hw_out - 1) / c.hw_out);
-    if (c.nb > batch) c.nb = batch;
-    c.ncols = (size_t)c.nb * c.hw_out;
-    c.direct = k == 1 && stride == 1 && pad == 0;
-    /* the dx convolution packs Co*k*k rows per column for Ci output rows,
-       the column matrix route sums Ci*k*k rows per column after a GEMM of
-       depth Co: the first is faster unless Co is well above Ci (measured) */
-    c.dx_conv = stride == 1 && pad <= k - 1 && cout < 2 * cin;
-    c.r0 = c.kk * c.ncols;
-    {
-        size_t xp = (size_t)c.nb * cin * (h + 2 * pad) * (w + 2 * pad);
-        size_t q = (size_t)(k - 1 - pad), dyp = (size_t)c.nb * cout * (c.ho + 2 * q) * (c.wo + 2 * q);
-        if (xp > c.r0) c.r0 = xp;
-        if (c.dx_conv && dyp > c.r0) c.r0 = dyp;
-    }
-    c.r1 = 0;
-    if (c.nb > 1) {
-        c.r1 = (size_t)cout * c.ncols;
-        if (c.dx_conv && (size_t)cin * c.nb * h * w > c.r1) c.r1 = (size_t)cin * c.nb * h * w;
-    }
-    if (k == 3 && stride == 1) { /* dy with rows widened to the padded input's, for prg__conv_dw3 */
-        size_t dyw = (size_t)c.nb * cout * c.ho * (w + 2 * pad);
-        if (dyw > c.r1) c.r1 = dyw;
-    }
-    return c;
-}
-
-size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
-    prg__conv c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
-    if (c.direct) return 0;
-    /* the column matrix or a padded chunk, a chunk's output/gradient block
-       in [C][nb*HW] order when a chunk holds several samples, dW transposed
-       [Ci*k*k][Co], and the flipped weights of the dx convolution */
-    return c.r0 + c.r1 + c.kk * c.co * (c.dx_conv ? 2 : 1);
-}
-
-/* ---- implicit column matrix -------------------------------------------
-   The GEMMs of a convolution read their column matrix panel by panel from a
-   zero-padded copy of the input: col[r][j] with r = (ci*k + ki)*k + kj and
-   j = (bi*Ho + oy)*Wo + ox is xp[bi][ci][oy*s + ki][ox*s + kj].  Each panel
-   is packed straight from xp, so the column matrix is never stored. */
-typedef struct prg__implicit_cols {
-    const float *xp; /* [nb][C][Hp][Wp] */
-    int c, hp, wp, k, s, ho, wo;
-} prg__implicit_cols;
-
-/* xp[bi][ci] = the plane x[b0+bi][ci] inside a border of pad zeros, per plane */
-typedef struct prg__pad_job {
-    const float *x;
-    float *xp;
-    int h, w, pad;
-} prg__pad_job;
-
-static void prg__pad_range(void *ctx, size_t lo, size_t hi) {
-    const prg__pad_job *j = (const prg__pad_job *)ctx;
-    int hp = j->h + 2 * j->pad, wp = j->w + 2 * j->pad, y;
-    size_t idx;
-    for (idx = lo; idx < hi; idx++) {
-        const float *src = j->x + idx * j->h * j->w;
-        float *dst = j->xp + idx * hp * wp;
-        memset(dst, 0, (size_t)j->pad * wp * sizeof(float));
-        for (y = 0; y < j->h; y++) {
-            float *d = dst + (size_t)(y + j->pad) * wp;
-            memset(d, 0, (size_t)j->pad * sizeof(float));
-            memcpy(d + j->pad, src + (size_t)y * j->w, (size_t)j->w * sizeof(float));
-            memset(d + j->pad + j->w, 0, (size_t)j->pad * sizeof(float));
-        }
-        memset(dst + (size_t)(j->h + j->pad) * wp, 0, (size_t)j->pad * wp * sizeof(float));
-    }
-}
-
-static void prg__pad_planes(float *xp, const float *x, size_t planes, int h, int w, int pad) {
-    prg__pad_job j;
-    j.x = x;
-    j.xp = xp;
-    j.h = h;
-    j.w = w;
-    j.pad = pad;
-    prg__parallel_for(planes, (double)(h + 2 * pad) * (w + 2 * pad), prg__pad_range, &j);
-}
-
-/* The panel packer (prg__gemm_b_packer) over the implicit column matrix:
-   the panel's columns are cut into runs along one output row, each a
-   contiguous (stride 1) or strided piece of a padded input row. */
-/* The panel's columns [j0, j0+cols) cut into runs along one output row:
-   run g is columns [pos, pos+len) and starts at xp + off (channel 0, tap
-   0).  Returns the number of runs (at most cols). */
-static int prg__implicit_cols_runs(const prg__implicit_cols *ic, int j0, int cols, int *off,
-                                   int *len, int *pos) {
-    int nseg = 0, jj, hw = ic->ho * ic->wo;
-    size_t plane = (size_t)ic->hp * ic->wp;
-    for (jj = 0; jj < cols;) {
-        int j = j0 + jj, bi = j / hw, oy = j % hw / ic->wo, ox = j % hw % ic->wo;
-        int run = ic->wo - ox < cols - jj ? ic->wo - ox : cols - jj;
-        off[nseg] = (int)((size_t)bi * ic->c * plane + (size_t)oy * ic->s * ic->wp + (size_t)ox * ic->s);
-        len[nseg] = run;
-        pos[nseg++] = jj;
-        jj += run;
-    }
-    return nseg;
-}
-
-/* the offset of row p0 (channel, tap) in xp, and the step to the next row */
-#define PRG__COLS_NEXT_ROW(ic, ci, ki, kj)                                    \
-    do {                                                                      \
-        if (++(kj) == (ic)->k) {                                              \
-            (kj) = 0;                                                         \
-            if (++(ki) == (ic)->k) {                                          \
-                (ki) = 0;                                                     \
-                (ci)++;                                                       \
-            }                                                                 \
-        }                                                                     \
-    } while (0)
-
-PRG_INLINE_COPIES
-static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
-                                    int p0, int kc, int nr) {
-    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
-    int off[64], len[64], pos[64], nseg, p, t, g;
-    int kk = ic->k * ic->k, ci, ki, kj;
-    size_t plane = (size_t)ic->hp * ic->wp;
-    PRG_ASSERT(nr <= 64);
-    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
-    ci = p0 / kk;
-    ki = p0 % kk / ic->k;
-    kj = p0 % ic->k;
-    for (p = 0; p < kc; p++) {
-        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
-        float *d = dst + (size_t)p * nr;
-        for (g = 0; g < nseg; g++) {
-            const float *src = base + off[g];
-            float *dd = d + pos[g];
-            if (ic->s != 1) {
-                for (t = 0; t < len[g]; t++) dd[t] = src[(size_t)t * ic->s];
-            } else {
-                int u;
-                for (t = 0; t + 8 <= len[g]; t += 8) /* blocks of 8: vector moves */
-                    for (u = 0; u < 8; u++) dd[t + u] = src[t + u];
-                for (; t < len[g]; t++) dd[t] = src[t];
-            }
-        }
-        for (t = cols; t < nr; t++) d[t] = 0.0f;
-        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
-    }
-}
-
-#ifdef PRG__X86
-/* The same for stride 1 or 2 and 32-wide panels (the AVX-512 GEMM's): each
-   half of a panel row is one register filled by masked loads, one per run
-   that overlaps it (for stride 2, two loads and a permute keeping the even
-   elements), then stored whole (the zeros past cols included). */
-__attribute__((target("avx512f")))
-static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT dst, int j0,
-                                           int cols, int p0, int kc, int nr) {
-    static const int even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
-    int off[64], len[64], pos[64], nseg, p, g, h, i, n[2] = {0, 0}, s = ic->s;
-    ptrdiff_t rel[2][32];
-    __mmask16 msk[2][32], ma[2][32], mb[2][32];
-    int kk = ic->k * ic->k, ci, ki, kj;
-    size_t plane = (size_t)ic->hp * ic->wp;
-    __m512i ev;
-    if ((s != 1 && s != 2) || nr != 32) {
-        prg__implicit_cols_pack(ctx, dst, j0, cols, p0, kc, nr);
-        return;
-    }
-    ev = _mm512_loadu_si512((const void *)even);
-    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
-    for (g = 0; g < nseg; g++)
-        for (h = 0; h < 2; h++) {
-            int lo = pos[g] > 16 * h ? pos[g] - 16 * h : 0;
-            int hi = pos[g] + len[g] < 16 * h + 16 ? pos[g] + len[g] - 16 * h : 16;
-            unsigned a = 0, b = 0;
-            if (lo >= hi) continue;
-            for (i = lo; i < hi; i++) { /* stride 2: lane i is element 2i of the 32 loaded */
-                if (i < 8) a |= 1u << (2 * i);
-                else b |= 1u << (2 * i - 16);
-            }
-            msk[h][n[h]] = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
-            ma[h][n[h]] = (__mmask16)a;
-            mb[h][n[h]] = (__mmask16)b;
-            /* lane i reads base + rel + s i */
-            rel[h][n[h]++] = (ptrdiff_t)off[g] - (ptrdiff_t)s * (pos[g] - 16 * h);
-        }
-    ci = p0 / kk;
-    ki = p0 % kk / ic->k;
-    kj = p0 % ic->k;
-    for (p = 0; p < kc; p++) {
-        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
-        float *d = dst + (size_t)p * 32;
-        for (h = 0; h < 2; h++) {
-            __m512 v = _mm512_setzero_ps();
-            if (s == 1)
-                for (g = 0; g < n[h]; g++) v = _mm512_mask_loadu_ps(v, msk[h][g], base + rel[h][g]);
-            else
-                for (g = 0; g < n[h]; g++) {
-                    const float *q = base + rel[h][g];
-                    v = _mm512_mask_mov_ps(v, msk[h][g],
-                                           _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(ma[h][g], q), ev,
-                                                                  _mm512_maskz_loadu_ps(mb[h][g], q + 16)));
-                }
-            _mm512_storeu_ps(d + 16 * h, v);
-        }
-        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
-    }
-}
-#endif
-
-typedef struct prg__conv_job {
-    const prg__conv *c;
-    int b0, nb;             /* chunk: samples [b0, b0+nb) */
-    const float *x, *wt, *bias, *dy;
-    float *col, *y, *tmp, *dx, *dbias;
-    int set;       /* 1x1 dx: = rather than += */
-    int task_bias; /* 1x1 forward: each sample's task adds the bias */
-} prg__conv_job;
-
-/* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
-static void prg__im2col_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t r;
-    for (r = lo; r < hi; r++) {
-        int kj = (int)(r % (size_t)c->k), ki = (int)(r / (size_t)c->k % (size_t)c->k);
-        int ci = (int)(r / ((size_t)c->k * c->k)), bi, oy, ox;
-        float *dst = j->col + r * (size_t)j->nb * c->hw_out;
-        /* output columns [ox0, ox1) read inside the image */
-        int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
-        int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
-        if (ox1 > c->wo) ox1 = c->wo;
-        if (ox0 > ox1) ox0 = ox1;
-        for (bi = 0; bi < j->nb; bi++) {
-            const float *plane = j->x + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
-            for (oy = 0; oy < c->ho; oy++, dst += c->wo) {
-                int iy = oy * c->s - c->p + ki;
-                if (iy < 0 || iy >= c->h) {
-                    memset(dst, 0, (size_t)c->wo * sizeof(float));
-                    continue;
-                }
-                {
-                    const float *src = plane + (size_t)iy * c->w - c->p + kj;
-                    for (ox = 0; ox < ox0; ox++) dst[ox] = 0.0f;
-                    if (c->s == 1)
-                        memcpy(dst + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof(float));
-                    else
-                        for (ox = ox0; ox < ox1; ox++) dst[ox] = src[(size_t)ox * c->s];
-                    for (ox = ox1; ox < c->wo; ox++) dst[ox] = 0.0f;
-                }
-            }
-        }
-    }
-}
-
-/* dx[b0+bi][ci] += the column-gradient entries that map to it, per plane
-   (bi, ci) = index, in a fixed (ki, kj, oy, ox) order. */
-static void prg__col2im_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t idx;
-    for (idx = lo; idx < hi; idx++) {
-        int bi = (int)(idx / (size_t)c->ci), ci = (int)(idx % (size_t)c->ci), ki, kj, oy, ox;
-        float *plane = j->dx + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
-        for (ki = 0; ki < c->k; ki++)
-            for (kj = 0; kj < c->k; kj++) {
-                size_t r = ((size_t)ci * c->k + ki) * c->k + kj;
-                const float *src = j->col + r * j->nb * c->hw_out + (size_t)bi * c->hw_out;
-                int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
-                int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
-                if (ox1 > c->wo) ox1 = c->wo;
-                for (oy = 0; oy < c->ho; oy++, src += c->wo) {
-                    int iy = oy * c->s - c->p + ki;
-                    float *d;
-                    if (iy < 0 || iy >= c->h) continue;
-                    d = plane + (size_t)iy * c->w - c->p + kj;
-                    if (c->s == 1)
-                        for (ox = ox0; ox < ox1; ox++) d[ox] += src[ox];
-                    else
-                        for (ox = ox0; ox < ox1; ox++) d[(size_t)ox * c->s] += src[ox];
-                }
-            }
-    }
-}
-
-/* y[b0+bi][co] = tmp[co][bi*HoWo ...] (+ bias), per (bi, co); with tmp == NULL
-   only the bias is added in place. */
-static void prg__conv_out_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t idx, i, n = c->hw_out;
-    for (idx = lo; idx < hi; idx++) {
-        int bi = (int)(idx / (size_t)c->co), co = (int)(idx % (size_t)c->co);
-        float *dst = j->y + ((size_t)(j->b0 + bi) * c->co + co) * n;
-        float bv = j->bias ? j->bias[co] : 0.0f;
-        if (j->tmp) {
-            const float *src = j->tmp + (size_t)co * j->nb * n + (size_t)bi * n;
-            prg__row_axpb(dst, src, 1.0f, bv, n);
-        } else if (j->bias) {
-            for (i = 0; i < n; i++) dst[i] += bv;
-        }
-    }
-}
-
-/* tmp[co][bi*HoWo + i] = dy[b0+bi][co][i], per row co */
-static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t co, n = c->hw_out;
-    int bi;
-    for (co = lo; co < hi; co++)
-        for (bi = 0; bi < j->nb; bi++)
-            memcpy(j->tmp + co * j->nb * n + (size_t)bi * n,
-                   j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
-}
-
-/* dwt[co][r] += dwt_t[r][co], per co */
-static void prg__conv_dw_add_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t co, r;
-    for (co = lo; co < hi; co++)
-        for (r = 0; r < c->kk; r++) j->dx[co * c->kk + r] += j->tmp[r * c->co + co];
-}
-
-/* dbias[co] += sum over the batch and pixels, batch-major, per co */
-static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
-    const prg__conv_job *j = (const prg__conv_job *)ctx;
-    const prg__conv *c = j->c;
-    size_t co, n = c->hw_out;
-    int b;
-    for (co = lo; co < hi; co++) {
-        double s = 0.0;
-        for (b = 0; b < c->b; b++) s += prg__row_sum(j->dy + ((size_t)b * c->co + co) * n, n);
-        j->dbias[co] += (float)s;
-    }
-}
+/* >>wino ================================================================ */
 
 /* ---- Winograd F(2x2, 3x3) ------------------------------------------------
    A 3x3 stride-1 pad-1 convolution gives each 2x2 output tile from its 4x4
@@ -4350,6 +2897,7 @@ typedef struct prg__wino_fns {
     int fast4;   /* F(4x4,3x3) (else F(2x2,3x3)) */
     int dot_nt;  /* nt up to 64 x 64 channels (else the packed GEMM) */
 } prg__wino_fns;
+static prg__wino_fns prg__wino_select(void); /* from the CPU table (>>simd) */
 
 typedef struct prg__wino {
     int b, ci, co, h, w, th, tw; /* GEMM depth ci, height co; tiles th x tw per image */
@@ -4745,859 +3293,10 @@ static void prg__wino_nt_scalar(int m, int n, int k, const float *a, size_t lda,
         }
 }
 
-#ifdef PRG__X86
-/* The three row transforms with AVX-512, 16 tiles per vector: the same
-   operations in the same order as the scalar ones, so the same bits. */
-static const int prg__wino_even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-
-/* row k of the transform from row k of B^T d (columns c-1.. in sa, c+15.. in
-   sb, c+1.. in sc, c+17.. in sd) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_in_store(float *v0, size_t vs, __mmask16 mq, __m512 sa, __m512 sb, __m512 sc, __m512 sd,
-                   __m512i ev, __m512i od) {
-    __m512 c0 = _mm512_permutex2var_ps(sa, ev, sb), c1 = _mm512_permutex2var_ps(sa, od, sb);
-    __m512 c2 = _mm512_permutex2var_ps(sc, ev, sd), c3 = _mm512_permutex2var_ps(sc, od, sd);
-    _mm512_mask_storeu_ps(v0, mq, _mm512_sub_ps(c0, c2));
-    _mm512_mask_storeu_ps(v0 + vs, mq, _mm512_add_ps(c1, c2));
-    _mm512_mask_storeu_ps(v0 + 2 * vs, mq, _mm512_sub_ps(c2, c1));
-    _mm512_mask_storeu_ps(v0 + 3 * vs, mq, _mm512_sub_ps(c1, c3));
-}
-
-PRG__AVX512_TARGET
-static void prg__wino_in_row_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
-                                    int ty, int x0, int len, int k0, int k1) {
-    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const __m512 z = _mm512_setzero_ps();
-    int q;
-    for (q = 0; q < len; q += 16) {
-        /* 34 columns from c - 1 of the four rows i: ai (c-1..), bi (c+15..),
-           ci (c+1..), di (c+17..); zeros outside the image */
-        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
-        int c = 2 * (x0 + q);
-        __mmask16 ma = prg__cols16(c - 1, w), mb = prg__cols16(c + 15, w);
-        __mmask16 mc = prg__cols16(c + 1, w), md = prg__cols16(c + 17, w);
-        __m512 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
-        __m512 c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
-        float *v0 = v + q;
-#define PRG__WINO_LOAD(i, a, b, cc, d)                                  \
-        if (2 * ty - 1 + (i) >= 0 && 2 * ty - 1 + (i) < h) {            \
-            const float *s = plane + (size_t)(2 * ty - 1 + (i)) * w + c; \
-            a = _mm512_maskz_loadu_ps(ma, s - 1);                       \
-            b = _mm512_maskz_loadu_ps(mb, s + 15);                      \
-            cc = _mm512_maskz_loadu_ps(mc, s + 1);                      \
-            d = _mm512_maskz_loadu_ps(md, s + 17);                      \
-        }
-        PRG__WINO_LOAD(0, a0, b0, c0, d0)
-        PRG__WINO_LOAD(1, a1, b1, c1, d1)
-        PRG__WINO_LOAD(2, a2, b2, c2, d2)
-        PRG__WINO_LOAD(3, a3, b3, c3, d3)
-#undef PRG__WINO_LOAD
-        /* B^T d: rows r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
-        if (k0 <= 0 && k1 > 0)
-            prg__wino_in_store(v0, vs, mq, _mm512_sub_ps(a0, a2), _mm512_sub_ps(b0, b2),
-                               _mm512_sub_ps(c0, c2), _mm512_sub_ps(d0, d2), ev, od);
-        if (k0 <= 1 && k1 > 1)
-            prg__wino_in_store(v0 + (size_t)(4 * (1 - k0)) * vs, vs, mq, _mm512_add_ps(a1, a2),
-                               _mm512_add_ps(b1, b2), _mm512_add_ps(c1, c2), _mm512_add_ps(d1, d2), ev, od);
-        if (k0 <= 2 && k1 > 2)
-            prg__wino_in_store(v0 + (size_t)(4 * (2 - k0)) * vs, vs, mq, _mm512_sub_ps(a2, a1),
-                               _mm512_sub_ps(b2, b1), _mm512_sub_ps(c2, c1), _mm512_sub_ps(d2, d1), ev, od);
-        if (k1 > 3)
-            prg__wino_in_store(v0 + (size_t)(4 * (3 - k0)) * vs, vs, mq, _mm512_sub_ps(a1, a3),
-                               _mm512_sub_ps(b1, b3), _mm512_sub_ps(c1, c3), _mm512_sub_ps(d1, d3), ev, od);
-    }
-}
-
-/* Pieces shared by the row transforms and the vector-filling ones below. */
-/* row k of B^T d from the rows s[0..3] of d */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
-prg__wino_bt(int k, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {
-    return k == 0 ? _mm512_sub_ps(s0, s2) : k == 1 ? _mm512_add_ps(s1, s2) : k == 2 ? _mm512_sub_ps(s2, s1)
-                                                                             : _mm512_sub_ps(s1, s3);
-}
-
-/* ... B along the rows: column j of each lane's tile from (t0, t1) by cols[j]
-   (zero where the mask of j = 0 or 3 clears a lane), stored at v + j vs */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_b_store(float *v0, size_t vs, __m512 t0, __m512 t1, const int cols[4][16], __mmask16 m0, __mmask16 m3) {
-    __m512 c[4];
-    int j;
-    for (j = 0; j < 4; j++)
-        c[j] = _mm512_maskz_permutex2var_ps((__mmask16)(j == 0 ? m0 : j == 3 ? m3 : 0xFFFF), t0,
-                                            _mm512_loadu_si512((const void *)cols[j]), t1);
-    _mm512_storeu_ps(v0, _mm512_sub_ps(c[0], c[2]));
-    _mm512_storeu_ps(v0 + vs, _mm512_add_ps(c[1], c[2]));
-    _mm512_storeu_ps(v0 + 2 * vs, _mm512_sub_ps(c[2], c[1]));
-    _mm512_storeu_ps(v0 + 3 * vs, _mm512_sub_ps(c[1], c[3]));
-}
-
-/* y[a][e] = (A^T m A)[a][e] of 16 tiles, m[xi*ms + lane] (the lanes in mq) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_atma(__m512 y[2][2], const float *m, size_t ms, __mmask16 mq) {
-    __m512 a[4], b[4];
-    int k;
-    for (k = 0; k < 4; k++) { /* A^T m down the columns */
-        __m512 m0 = _mm512_maskz_loadu_ps(mq, m + (size_t)k * ms);
-        __m512 m1 = _mm512_maskz_loadu_ps(mq, m + (size_t)(4 + k) * ms);
-        __m512 m2 = _mm512_maskz_loadu_ps(mq, m + (size_t)(8 + k) * ms);
-        __m512 m3 = _mm512_maskz_loadu_ps(mq, m + (size_t)(12 + k) * ms);
-        a[k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-        b[k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-    }
-    y[0][0] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]); /* ... A along the rows */
-    y[0][1] = _mm512_sub_ps(_mm512_sub_ps(a[1], a[2]), a[3]);
-    y[1][0] = _mm512_add_ps(_mm512_add_ps(b[0], b[1]), b[2]);
-    y[1][1] = _mm512_sub_ps(_mm512_sub_ps(b[1], b[2]), b[3]);
-}
-
-/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] from the dy tiles' e[a][c] (the lanes in mq) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1, __mmask16 mq) {
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
-    __m512 r[4][2];
-    int c, k;
-    for (c = 0; c < 2; c++) {
-        r[0][c] = e[0][c];
-        r[1][c] = _mm512_add_ps(e[0][c], e[1][c]);
-        r[2][c] = _mm512_sub_ps(e[0][c], e[1][c]);
-        r[3][c] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][c]), sign));
-    }
-    for (k = k0; k < k1; k++) {
-        float *d = dm + (size_t)(4 * (k - k0)) * ms;
-        _mm512_mask_storeu_ps(d, mq, r[k][0]);
-        _mm512_mask_storeu_ps(d + ms, mq, _mm512_add_ps(r[k][0], r[k][1]));
-        _mm512_mask_storeu_ps(d + 2 * ms, mq, _mm512_sub_ps(r[k][0], r[k][1]));
-        _mm512_mask_storeu_ps(d + 3 * ms, mq,
-                              _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
-    }
-}
-
-PRG__AVX512_TARGET
-static void prg__wino_out_row_avx512(float *plane, int h, int w, int ty, int x0, int len,
-                                     const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
-    static const int lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    const __m512i il = _mm512_loadu_si512((const void *)lo_idx);
-    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
-    const __m512 vb = _mm512_set1_ps(bias);
-    int q;
-    for (q = 0; q < len; q += 16) {
-        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
-        int ox = 2 * (x0 + q), nv = 2 * (len - q < 16 ? len - q : 16);
-        __m512 y[2][2];
-        __mmask16 ml, mh;
-        if (nv > w - ox) nv = w - ox;
-        ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
-        mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
-        prg__wino_atma(y, m + q, ms, mq);
-#define PRG__WINO_STORE(a, ya, yb)                                                      \
-        if (2 * ty + (a) < h) {                                                         \
-            float *row = plane + (size_t)(2 * ty + (a)) * w + ox;                       \
-            __m512 lo = _mm512_permutex2var_ps(ya, il, yb);                             \
-            __m512 hi = _mm512_permutex2var_ps(ya, ih, yb);                             \
-            if (accumulate) {                                                           \
-                lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, row), lo);                 \
-                hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, row + 16), hi);            \
-            } else {                                                                    \
-                lo = _mm512_add_ps(lo, vb);                                             \
-                hi = _mm512_add_ps(hi, vb);                                             \
-            }                                                                           \
-            _mm512_mask_storeu_ps(row, ml, lo);                                         \
-            _mm512_mask_storeu_ps(row + 16, mh, hi);                                    \
-        }
-        PRG__WINO_STORE(0, y[0][0], y[0][1])
-        PRG__WINO_STORE(1, y[1][0], y[1][1])
-#undef PRG__WINO_STORE
-    }
-}
-
-PRG__AVX512_TARGET
-static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
-                                    int ty, int x0, int len, int k0, int k1) {
-    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    int q, a;
-    for (q = 0; q < len; q += 16) {
-        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
-        int ox = 2 * (x0 + q), nv = w - ox < 32 ? w - ox : 32;
-        __mmask16 ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
-        __mmask16 mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
-        __m512 e[2][2];
-        for (a = 0; a < 2; a++) {
-            if (2 * ty + a < h) {
-                const float *row = plane + (size_t)(2 * ty + a) * w + ox;
-                __m512 lo = _mm512_maskz_loadu_ps(ml, row), hi = _mm512_maskz_loadu_ps(mh, row + 16);
-                e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
-                e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
-            } else {
-                e[a][0] = e[a][1] = _mm512_setzero_ps();
-            }
-        }
-        prg__wino_aea(dm + q, ms, e, k0, k1, mq);
-    }
-}
-
-/* 8 x 8 planes (4 x 4 tiles: one vector of 16 tiles, lane 4 ty + tx, per
-   plane) at once, the whole plane in four registers (rows 2k, 2k+1 in P[k]):
-   the same operations in the same order as the row transforms, so the same
-   bits, with every lane used (a run of an 8-wide plane fills 4). */
-static const int prg__wino_p8_rows[16] = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-/* lane 4 ty + tx <- column 2 tx - 1 + j (clamped) of the row of tile row ty in (a, b) holding tile
-   rows 0, 1 | 2, 3 */
-static const int prg__wino_p8_cols[4][16] = {
-    {0, 1, 3, 5, 8, 9, 11, 13, 16, 17, 19, 21, 24, 25, 27, 29},
-    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
-    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
-    {2, 4, 6, 7, 10, 12, 14, 15, 18, 20, 22, 23, 26, 28, 30, 31}};
-/* lane 4 ty + tx <- row 2 ty + a, column 2 tx + c from (P[ty], P[ty + 1]) (ty even), index 2 a + c */
-static const int prg__wino_p8_dy[4][16] = {
-    {0, 2, 4, 6, 16, 18, 20, 22, 0, 2, 4, 6, 16, 18, 20, 22},
-    {1, 3, 5, 7, 17, 19, 21, 23, 1, 3, 5, 7, 17, 19, 21, 23},
-    {8, 10, 12, 14, 24, 26, 28, 30, 8, 10, 12, 14, 24, 26, 28, 30},
-    {9, 11, 13, 15, 25, 27, 29, 31, 9, 11, 13, 15, 25, 27, 29, 31}};
-
-/* v[(4 (k - k0) + j) vs + lane] = (B^T d B)[k][j] of the 16 tiles of the plane */
-PRG__AVX512_TARGET
-static void prg__wino_in_plane8_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1) {
-    const __m512i lo = _mm512_loadu_si512((const void *)prg__wino_p8_rows); /* the low halves of a, b */
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));          /* their high halves */
-    __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
-    __m512 p3 = _mm512_loadu_ps(plane + 48), s[4][2], t[2];
-    int k, l;
-    /* s[i][h]: rows 2 ty - 1 + i for ty = 2h, 2h + 1 (8 columns each) */
-    s[0][0] = _mm512_maskz_mov_ps((__mmask16)0xFF00, p0);
-    s[0][1] = _mm512_permutex2var_ps(p1, hi, p2);
-    s[1][0] = _mm512_permutex2var_ps(p0, lo, p1);
-    s[1][1] = _mm512_permutex2var_ps(p2, lo, p3);
-    s[2][0] = _mm512_permutex2var_ps(p0, hi, p1);
-    s[2][1] = _mm512_permutex2var_ps(p2, hi, p3);
-    s[3][0] = _mm512_permutex2var_ps(p1, lo, p2);
-    s[3][1] = _mm512_maskz_mov_ps((__mmask16)0x00FF, p3);
-    for (k = k0; k < k1; k++) {
-        for (l = 0; l < 2; l++) t[l] = prg__wino_bt(k, s[0][l], s[1][l], s[2][l], s[3][l]);
-        /* column 2 tx - 1 + j of tile (ty, tx); zero outside */
-        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_p8_cols, 0xEEEE, 0x7777);
-    }
-}
-
-/* The plane from m[xi*ms + lane]: Y = A^T m A, stored (plus bias) or added */
-PRG__AVX512_TARGET
-static void prg__wino_out_plane8_avx512(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias,
-                                        int accumulate) {
-    static const int inter[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
-    const __m512i lo = _mm512_loadu_si512((const void *)prg__wino_p8_rows);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    __m512 y[2][2], e[2][2], p[4];
-    int k, r;
-    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
-    for (r = 0; r < 2; r++) { /* e[r][h]: rows 2 ty + r of tile rows ty = 2h, 2h + 1 */
-        e[r][0] = _mm512_permutex2var_ps(y[r][0], il, y[r][1]);
-        e[r][1] = _mm512_permutex2var_ps(y[r][0], ih, y[r][1]);
-    }
-    p[0] = _mm512_permutex2var_ps(e[0][0], lo, e[1][0]);
-    p[1] = _mm512_permutex2var_ps(e[0][0], hi, e[1][0]);
-    p[2] = _mm512_permutex2var_ps(e[0][1], lo, e[1][1]);
-    p[3] = _mm512_permutex2var_ps(e[0][1], hi, e[1][1]);
-    for (k = 0; k < 4; k++)
-        _mm512_storeu_ps(plane + 16 * k, accumulate ? _mm512_add_ps(_mm512_loadu_ps(plane + 16 * k), p[k])
-                                                    : _mm512_add_ps(p[k], _mm512_set1_ps(bias)));
-}
-
-/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of the plane */
-PRG__AVX512_TARGET
-static void prg__wino_dy_plane8_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int k0, int k1) {
-    __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
-    __m512 p3 = _mm512_loadu_ps(plane + 48), e[2][2];
-    int a, c;
-    for (a = 0; a < 2; a++)
-        for (c = 0; c < 2; c++) {
-            __m512i idx = _mm512_loadu_si512((const void *)prg__wino_p8_dy[2 * a + c]);
-            e[a][c] = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(p0, idx, p1),
-                                           _mm512_permutex2var_ps(p2, idx, p3));
-        }
-    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
-}
-
-/* 16-wide planes (8 tiles a row, h a multiple of 4), two tile rows ty, ty + 1
-   (ty even) per vector, lane 8 r + tx for tile (ty + r, tx), each image row
-   one register; the same operations as the row transforms, so the same bits. */
-static const int prg__wino_r16_cols[4][16] = { /* lane 8 r + tx <- column 2 tx - 1 + j (clamped) of row r */
-    {0, 1, 3, 5, 7, 9, 11, 13, 16, 17, 19, 21, 23, 25, 27, 29},
-    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
-    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
-    {2, 4, 6, 8, 10, 12, 14, 15, 18, 20, 22, 24, 26, 28, 30, 31}};
-
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
-prg__wino_row16(const float *plane, int h, int y) {
-    return y >= 0 && y < h ? _mm512_loadu_ps(plane + (size_t)16 * y) : _mm512_setzero_ps();
-}
-
-/* v[(4 (k - k0) + j) vs + lane] = (B^T d B)[k][j] of the 16 tiles of tile rows ty, ty + 1 */
-PRG__AVX512_TARGET
-static void prg__wino_in_rows16_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty,
-                                       int k0, int k1) {
-    __m512 r[6], t[2];
-    int i, k;
-    for (i = 0; i < 6; i++) r[i] = prg__wino_row16(plane, h, 2 * ty - 1 + i); /* tile row ty + q: r[2q..] */
-    for (k = k0; k < k1; k++) {
-        for (i = 0; i < 2; i++) t[i] = prg__wino_bt(k, r[2 * i], r[2 * i + 1], r[2 * i + 2], r[2 * i + 3]);
-        /* column 2 tx - 1 + j; zero outside */
-        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_r16_cols, 0xFEFE, 0x7F7F);
-    }
-}
-
-/* Rows 2 ty .. 2 ty + 3 from m[xi*ms + lane]: Y = A^T m A, stored (plus bias) or added */
-PRG__AVX512_TARGET
-static void prg__wino_out_rows16_avx512(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias,
-                                        int accumulate) {
-    static const int inter[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-    const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
-    __m512 y[2][2];
-    int r, q;
-    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
-    for (q = 0; q < 2; q++)     /* tile row ty + q */
-        for (r = 0; r < 2; r++) { /* image row 2 (ty + q) + r */
-            float *row = plane + (size_t)16 * (2 * (ty + q) + r);
-            __m512 e = _mm512_permutex2var_ps(y[r][0], q ? ih : il, y[r][1]);
-            _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), e)
-                                             : _mm512_add_ps(e, _mm512_set1_ps(bias)));
-        }
-}
-
-/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of tile rows ty, ty + 1 */
-PRG__AVX512_TARGET
-static void prg__wino_dy_rows16_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int ty,
-                                       int k0, int k1) {
-    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
-    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    __m512 e[2][2];
-    int a;
-    (void)h; /* a multiple of 4: both tile rows are inside */
-    for (a = 0; a < 2; a++) { /* lane 8 q + tx <- row 2 (ty + q) + a, column 2 tx + c */
-        __m512 lo = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + a));
-        __m512 hi = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + 2 + a));
-        e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
-        e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
-    }
-    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
-}
-
-/* F(4x4,3x3) with AVX-512, one group of 16 tiles per vector (lane l: tile
-   (ty0 + l / tw, l % tw)); the image rows are registers (w 16: one, w 32:
-   two), the columns 4 tx - 1 + c gathered across them with permutes. */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
-prg__wino4_bt_k(int k, __m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 d4, __m512 d5) {
-    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
-    switch (k) {
-    case 0: return _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4));
-    case 1: return _mm512_add_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
-    case 2: return _mm512_sub_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
-    case 3: return _mm512_fmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
-    case 4: return _mm512_fnmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
-    default: return _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5));
-    }
-}
-
-/* lane l <- column 4 (l % 8) - 1 + c of the register pair (a0, a1) for the
-   low lanes, of (b0, b1) for the high ones (the index's low 5 bits count);
-   zero where the mask is clear */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
-prg__wino4_col(int c, __mmask16 mask, __m512i ib, __m512 a0, __m512 a1, __m512 b0, __m512 b1) {
-    __m512i ic = _mm512_add_epi32(ib, _mm512_set1_epi32(c));
-    __m512 x = _mm512_maskz_permutex2var_ps((__mmask16)(mask & 0x00FF), a0, ic, a1);
-    return _mm512_mask_mov_ps(x, (__mmask16)(mask & 0xFF00), _mm512_permutex2var_ps(b0, ic, b1));
-}
-
-/* ... B along the rows: the columns c of the registers' pairs (t0, t1) and
-   (t2, t3) that lane l takes are at ib + c (prg__wino4_col) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_in_row(float *PRG_RESTRICT vk, size_t vs, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __mmask16 m0,
-                  __mmask16 m5, __m512i ib) {
-    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
-    __m512 x0, x1, x2, x3, x4, x5, a, b, c, e;
-    x0 = prg__wino4_col(0, m0, ib, t0, t1, t2, t3);
-    x1 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3);
-    x2 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
-    x3 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
-    x4 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
-    x5 = prg__wino4_col(5, m5, ib, t0, t1, t2, t3);
-    a = _mm512_fnmadd_ps(four, x2, x4);
-    b = _mm512_fnmadd_ps(four, x1, x3);
-    c = _mm512_sub_ps(x4, x2);
-    e = _mm512_sub_ps(x3, x1);
-    _mm512_storeu_ps(vk, prg__wino4_bt_k(0, x0, x1, x2, x3, x4, x5));
-    _mm512_storeu_ps(vk + vs, _mm512_add_ps(a, b));
-    _mm512_storeu_ps(vk + 2 * vs, _mm512_sub_ps(a, b));
-    _mm512_storeu_ps(vk + 3 * vs, _mm512_fmadd_ps(two, e, c));
-    _mm512_storeu_ps(vk + 4 * vs, _mm512_fnmadd_ps(two, e, c));
-    _mm512_storeu_ps(vk + 5 * vs, prg__wino4_bt_k(5, x0, x1, x2, x3, x4, x5));
-}
-
-/* Row k of the group's transforms from its image rows d (H registers a row) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H, __mmask16 m0, __mmask16 m5,
-                __m512i ib) {
-    __m512 t0, t1, t2, t3;
-    if (H == 1) { /* B^T d down the columns: tile rows 0..3, one register each */
-        t0 = prg__wino4_bt_k(k, d[0], d[1], d[2], d[3], d[4], d[5]);
-        t1 = prg__wino4_bt_k(k, d[4], d[5], d[6], d[7], d[8], d[9]);
-        t2 = prg__wino4_bt_k(k, d[8], d[9], d[10], d[11], d[12], d[13]);
-        t3 = prg__wino4_bt_k(k, d[12], d[13], d[14], d[15], d[16], d[17]);
-    } else { /* tile rows 0 and 1, two registers each */
-        t0 = prg__wino4_bt_k(k, d[0], d[2], d[4], d[6], d[8], d[10]);
-        t1 = prg__wino4_bt_k(k, d[1], d[3], d[5], d[7], d[9], d[11]);
-        t2 = prg__wino4_bt_k(k, d[8], d[10], d[12], d[14], d[16], d[18]);
-        t3 = prg__wino4_bt_k(k, d[9], d[11], d[13], d[15], d[17], d[19]);
-    }
-    prg__wino4_in_row(vk, vs, t0, t1, t2, t3, m0, m5, ib);
-}
-
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty0, int k0, int k1, const int w) {
-    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
-    const __m512i ib = _mm512_loadu_si512((const void *)base);
-    const int H = w / 16, n = (4 * (64 / w) + 2) * H; /* registers a row; registers */
-    const __mmask16 m0 = (__mmask16)(w == 16 ? 0xEEEE : 0xFEFE), m5 = (__mmask16)(w == 16 ? 0x7777 : 0x7F7F);
-    const float *first = plane + ((ptrdiff_t)4 * ty0 - 1) * w;
-    __m512 d[20];
-    int i;
-    if (ty0 > 0 && 4 * ty0 + 4 * (64 / w) < h) { /* every row inside */
-        for (i = 0; i < n; i++) d[i] = _mm512_loadu_ps(first + 16 * i);
-    } else {
-        for (i = 0; i < n; i++) {
-            int y = 4 * ty0 - 1 + i / H;
-            d[i] = y >= 0 && y < h ? _mm512_loadu_ps(first + 16 * i) : _mm512_setzero_ps();
-        }
-    }
-    v -= (ptrdiff_t)6 * k0 * (ptrdiff_t)vs; /* row k at v + 6 k vs */
-    if (k0 <= 0 && 0 < k1) prg__wino4_in_k(v, vs, 0, d, H, m0, m5, ib);
-    if (k0 <= 1 && 1 < k1) prg__wino4_in_k(v + 6 * vs, vs, 1, d, H, m0, m5, ib);
-    if (k0 <= 2 && 2 < k1) prg__wino4_in_k(v + 12 * vs, vs, 2, d, H, m0, m5, ib);
-    if (k0 <= 3 && 3 < k1) prg__wino4_in_k(v + 18 * vs, vs, 3, d, H, m0, m5, ib);
-    if (k0 <= 4 && 4 < k1) prg__wino4_in_k(v + 24 * vs, vs, 4, d, H, m0, m5, ib);
-    if (k0 <= 5 && 5 < k1) prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
-}
-
-/* 8 x 8 maps: register (y, p) holds row y of planes 2 p (low lanes) and
-   2 p + 1 (high); lane l <- tile (l % 4 / 2, l % 2) of plane l / 4 */
-static const int prg__wino4_p8[16] = {-1, 3, 15, 19, 7, 11, 23, 27, -1, 3, 15, 19, 7, 11, 23, 27};
-
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_rows8(__m512 r[8][2], const float *plane, size_t ps) {
-    int y, p;
-    for (y = 0; y < 8; y++)
-        for (p = 0; p < 2; p++)
-            r[y][p] = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, plane + 2 * p * ps + 8 * y), 0xFF00,
-                                           plane + (2 * p + 1) * ps + 8 * y - 8);
-}
-
-PRG__AVX512_TARGET
-static void prg__wino4_in8(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int k0, int k1) {
-    const __m512i ib = _mm512_loadu_si512((const void *)prg__wino4_p8);
-    const __m512 z = _mm512_setzero_ps();
-    __m512 r[8][2];
-    int k;
-    prg__wino4_rows8(r, plane, ps);
-    for (k = k0; k < k1; k++) { /* tile row 0: image rows -1..4, tile row 1: 3..8 */
-        __m512 t[2][2];
-        int p;
-        for (p = 0; p < 2; p++) {
-            t[0][p] = prg__wino4_bt_k(k, z, r[0][p], r[1][p], r[2][p], r[3][p], r[4][p]);
-            t[1][p] = prg__wino4_bt_k(k, r[3][p], r[4][p], r[5][p], r[6][p], r[7][p], z);
-        }
-        prg__wino4_in_row(v + (size_t)(6 * (k - k0)) * vs, vs, t[0][0], t[1][0], t[0][1], t[1][1], 0xAAAA, 0x5555,
-                          ib);
-    }
-}
-
-PRG__AVX512_TARGET
-static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int h, int w,
-                                 int ty0, int k0, int k1) {
-    if (w == 8)
-        prg__wino4_in8(v, vs, plane, ps, k0, k1);
-    else if (w == 16)
-        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 16);
-    else
-        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 32);
-}
-
-/* Row k of A (e0 .. e3) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
-prg__wino4_a_k(int k, __m512 e0, __m512 e1, __m512 e2, __m512 e3) {
-    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
-    switch (k) {
-    case 0: return e0;
-    case 1: return _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
-    case 2: return _mm512_sub_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
-    case 3: return _mm512_fmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
-    case 4: return _mm512_fnmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
-    default: return e3;
-    }
-}
-
-/* ... A^T along the rows of the column-transformed pairs (t0, t1), (t2, t3) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_dy_row(float *PRG_RESTRICT dk, size_t ms, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __m512i ib) {
-    __m512 x0, x1, x2, x3;
-    x0 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3); /* column 4 tx + c - 1 */
-    x1 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
-    x2 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
-    x3 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
-    _mm512_storeu_ps(dk, prg__wino4_a_k(0, x0, x1, x2, x3));
-    _mm512_storeu_ps(dk + ms, prg__wino4_a_k(1, x0, x1, x2, x3));
-    _mm512_storeu_ps(dk + 2 * ms, prg__wino4_a_k(2, x0, x1, x2, x3));
-    _mm512_storeu_ps(dk + 3 * ms, prg__wino4_a_k(3, x0, x1, x2, x3));
-    _mm512_storeu_ps(dk + 4 * ms, prg__wino4_a_k(4, x0, x1, x2, x3));
-    _mm512_storeu_ps(dk + 5 * ms, prg__wino4_a_k(5, x0, x1, x2, x3));
-}
-
-/* Row k of the group's dy transform from its 16 image-row registers e */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_dy_k(float *PRG_RESTRICT dk, size_t ms, int k, const __m512 *e, int H, __m512i ib) {
-    __m512 t[4];
-    int q;
-    for (q = 0; q < 4; q++) { /* A e down the columns: register q is tile row q / H, columns 16 (q % H) .. */
-        const __m512 *r = e + (q / H) * 4 * H + q % H;
-        t[q] = prg__wino4_a_k(k, r[0], r[H], r[2 * H], r[3 * H]);
-    }
-    prg__wino4_dy_row(dk, ms, t[0], t[1], t[2], t[3], ib);
-}
-
-/* prg__wino4_dy_ref with AVX-512, the image rows in registers */
-PRG__AVX512_TARGET
-static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0,
-                                 int k0, int k1) {
-    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
-    const __m512i ib = _mm512_loadu_si512((const void *)base);
-    const float *first = plane + (size_t)4 * ty0 * w;
-    __m512 e[16];
-    int i;
-    (void)ps; /* 16 and 32 wide only: the weight gradient keeps F(2x2,3x3) on 8 x 8 maps */
-    for (i = 0; i < 16; i++) e[i] = _mm512_loadu_ps(first + 16 * i); /* 64 / w tile rows of 4 image rows */
-    dm -= (ptrdiff_t)6 * k0 * (ptrdiff_t)ms;
-#define PRG__WINO4_DY(k)                                                                           \
-    if (k0 <= k && k < k1) {                                                                       \
-        if (w == 16)                                                                               \
-            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 1, ib);                           \
-        else                                                                                       \
-            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 2, ib);                           \
-    }
-    PRG__WINO4_DY(0) PRG__WINO4_DY(1) PRG__WINO4_DY(2) PRG__WINO4_DY(3) PRG__WINO4_DY(4) PRG__WINO4_DY(5)
-#undef PRG__WINO4_DY
-}
-
-/* G^T (u0 .. u5), rows 0..2 */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_gt_v(__m512 *o, size_t os, const __m512 *u, size_t s) {
-    const __m512 q4 = _mm512_set1_ps(1.0f / 4), s6 = _mm512_set1_ps(1.0f / 6);
-    const __m512 q12 = _mm512_set1_ps(1.0f / 12), q24 = _mm512_set1_ps(1.0f / 24);
-    __m512 a = _mm512_add_ps(u[s], u[2 * s]), b = _mm512_sub_ps(u[s], u[2 * s]);
-    __m512 c = _mm512_add_ps(u[3 * s], u[4 * s]), d = _mm512_sub_ps(u[3 * s], u[4 * s]);
-    o[0] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(u[0], q4), _mm512_mul_ps(a, s6)), _mm512_mul_ps(c, q24));
-    o[os] = _mm512_sub_ps(_mm512_mul_ps(d, q12), _mm512_mul_ps(b, s6));
-    o[2 * os] = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(c, a), s6), u[5 * s]);
-}
-
-/* prg__wino4_dw_inverse for 16 input channels at a time: the 9 results
-   through a buffer into the 16 consecutive 3x3 kernels */
-PRG__AVX512_TARGET
-static void prg__wino4_dw_inverse_avx512(float *d, const float *u, size_t s, int cin) {
-    int i, c, r, l;
-    for (i = 0; i < cin; i += 16) {
-        int n = cin - i < 16 ? cin - i : 16;
-        __mmask16 mk = (__mmask16)((1u << n) - 1u);
-        __m512 uu[36], t[3][6], g[3][3];
-        float y[9][16], *di = d + (size_t)9 * i;
-        for (c = 0; c < 36; c++) uu[c] = _mm512_maskz_loadu_ps(mk, u + i + (size_t)c * s);
-        for (c = 0; c < 6; c++) prg__wino4_gt_v(&t[0][c], 6, uu + c, 6); /* G^T dU down the columns */
-        for (r = 0; r < 3; r++) prg__wino4_gt_v(g[r], 1, t[r], 1);      /* ... G along the rows */
-        for (r = 0; r < 3; r++)
-            for (c = 0; c < 3; c++) _mm512_storeu_ps(y[3 * r + c], g[r][c]);
-        for (l = 0; l < n; l++)
-            for (c = 0; c < 9; c++) di[9 * l + c] += y[c][l];
-    }
-}
-
-/* y[0..3] = A^T (m0 .. m5) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino4_at_v(__m512 *y, __m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5) {
-    __m512 p = _mm512_add_ps(m1, m2), q = _mm512_sub_ps(m1, m2), r = _mm512_add_ps(m3, m4),
-           t = _mm512_sub_ps(m3, m4);
-    y[0] = _mm512_add_ps(_mm512_add_ps(m0, p), r);
-    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), t, q);
-    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r, p);
-    y[3] = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), t, _mm512_add_ps(q, m5));
-}
-
-/* Output register o of a row (16 floats, 4 tiles) takes lanes 4 o .. 4 o + 3 */
-PRG__AVX512_TARGET
-static void prg__wino4_out_avx512(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms,
-                                  float bias, int accumulate) {
-    /* 8 x 8: register (p, ty) of image row 4 ty + a holds planes 2 p, 2 p + 1 */
-    static const int base8[16] = {0, 16, 0, 16, 1, 17, 1, 17, 4, 20, 4, 20, 5, 21, 5, 21};
-    static const int base[16] = {0, 16, 0, 16, 1, 17, 1, 17, 2, 18, 2, 18, 3, 19, 3, 19};
-    const __m512i ib = _mm512_loadu_si512((const void *)(w == 8 ? base8 : base));
-    const __m512 bv = _mm512_set1_ps(bias);
-    const int H = w / 16; /* 16 and 32 wide: registers a row */
-    __m512 t[4][6], y[4];
-    int j, a, o;
-    for (j = 0; j < 6; j++) { /* A^T m down the columns */
-        __m512 s[4];
-        prg__wino4_at_v(s, _mm512_loadu_ps(m + (size_t)j * ms), _mm512_loadu_ps(m + (size_t)(6 + j) * ms),
-                        _mm512_loadu_ps(m + (size_t)(12 + j) * ms), _mm512_loadu_ps(m + (size_t)(18 + j) * ms),
-                        _mm512_loadu_ps(m + (size_t)(24 + j) * ms), _mm512_loadu_ps(m + (size_t)(30 + j) * ms));
-        for (a = 0; a < 4; a++) t[a][j] = s[a];
-    }
-    for (a = 0; a < 4; a++) { /* ... A along the rows: image row 4 ty + a */
-        prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
-        for (o = 0; o < 4; o++) {
-            /* 8 x 8: o = 2 p + ty; else tile row ty0 + o / H, columns 16 (o % H) .. */
-            __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(w == 8 ? 8 * (o / 2) + 2 * (o % 2) : 4 * o));
-            __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
-                                            _mm512_permutex2var_ps(y[2], io, y[3]));
-            if (w == 8) { /* the low half to plane 2 p, the high half to plane 2 p + 1 */
-                float *r0 = plane + (size_t)(o / 2) * 2 * ps + (size_t)8 * (4 * (o % 2) + a), *r1 = r0 + ps - 8;
-                e = _mm512_add_ps(e, accumulate ? _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, r0), 0xFF00, r1)
-                                                : bv);
-                _mm512_mask_storeu_ps(r0, 0x00FF, e);
-                _mm512_mask_storeu_ps(r1, 0xFF00, e);
-            } else {
-                float *row = plane + (size_t)(4 * (ty0 + o / H) + a) * w + 16 * (o % H);
-                _mm512_storeu_ps(row, _mm512_add_ps(e, accumulate ? _mm512_loadu_ps(row) : bv));
-            }
-        }
-    }
-}
-
-/* o[0], o[s], ... = G (g0, g1, g2): n = 4, F(2x2,3x3); n = 6, F(4x4,3x3) */
-static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
-prg__wino_g_v(__m512 *o, size_t s, int n, __m512 g0, __m512 g1, __m512 g2) {
-    if (n == 4) {
-        const __m512 half = _mm512_set1_ps(0.5f);
-        o[0] = g0;
-        o[s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g0, g1), g2));
-        o[2 * s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g0, g1), g2));
-        o[3 * s] = g2;
-    } else {
-        const __m512 two = _mm512_set1_ps(2.0f), g4 = _mm512_mul_ps(_mm512_set1_ps(4.0f), g2);
-        const __m512 m6 = _mm512_set1_ps(-1.0f / 6), q24 = _mm512_set1_ps(1.0f / 24);
-        o[0] = _mm512_mul_ps(g0, _mm512_set1_ps(1.0f / 4));
-        o[s] = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(g0, g1), g2), m6);
-        o[2 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(g0, g1), g2), m6);
-        o[3 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fmadd_ps(two, g1, g0), g4), q24);
-        o[4 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fnmadd_ps(two, g1, g0), g4), q24);
-        o[5 * s] = g2;
-    }
-}
-
-/* prg__wino_weights with the mr <= 16 output channels of a panel in the
-   lanes (gathered; os * mr < 2^31 here) */
-PRG__AVX512_TARGET
-static void prg__wino_weights_avx512(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co,
-                                     int ci, int copad, int mr, int kcb, int p0, int p1) {
-    static const int lanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const __m512 z = _mm512_setzero_ps();
-    const int n = nxi == 16 ? 4 : 6;
-    const __m512i idx = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)lanes), _mm512_set1_epi32((int)os));
-    __mmask16 all;
-    int p, i, xi, r, c;
-    if (mr > 16) {
-        prg__wino_weights(u, gw, os, is, flip, nxi, co, ci, copad, mr, kcb, p0, p1);
-        return;
-    }
-    all = (__mmask16)((1u << mr) - 1u);
-    for (p = p0; p < p1; p++) {
-        int o0 = p * mr, rows = co - o0 < mr ? co - o0 : mr;
-        __mmask16 mk = (__mmask16)((1u << rows) - 1u);
-        for (i = 0; i < ci; i++) {
-            int pc = i - i % kcb, kc = ci - pc < kcb ? ci - pc : kcb;
-            const float *gp = gw + o0 * os + i * is;
-            float *dst = u + (size_t)pc * copad + (size_t)o0 * kc + (size_t)(i - pc) * mr;
-            __m512 g[3][3], t[6][3], v[36];
-            for (r = 0; r < 3; r++)
-                for (c = 0; c < 3; c++)
-                    g[r][c] = _mm512_mask_i32gather_ps(z, mk, idx, gp + (flip ? 8 - 3 * r - c : 3 * r + c), 4);
-            for (c = 0; c < 3; c++) prg__wino_g_v(&t[0][c], 3, n, g[0][c], g[1][c], g[2][c]); /* G g */
-            for (r = 0; r < n; r++) prg__wino_g_v(v + n * r, 1, n, t[r][0], t[r][1], t[r][2]);  /* ... G^T */
-            for (xi = 0; xi < nxi; xi++) _mm512_mask_storeu_ps(dst + (size_t)xi * ci * copad, all, v[xi]);
-        }
-    }
-}
-
-/* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
-   the weight gradient's products, whose operands are both long rows (the
-   tiles); 4 x 4 dot products at a time along the rows, no packing, the 16
-   sums reduced together at the end. */
-PRG__AVX512_TARGET
-static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
-                                float *c, int ldc) {
-    const __mmask16 all = (__mmask16)0xFFFF;
-    int i, j, p, r, s;
-    float sum[16];
-    for (i = 0; i < m; i += 4)
-        for (j = 0; j < n; j += 4) {
-            const float *a0p, *a1p, *a2p, *a3p, *b0p, *b1p, *b2p, *b3p;
-            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
-                   c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
-                   c31 = c00, c32 = c00, c33 = c00, t[8], u[4], w0, w1;
-            /* rows past the edge repeat the last one (their sums are dropped) */
-#define PRG__WINO_ROW(x, base, ld, i0, lim, e) x = (base) + (size_t)((i0) + (e) < (lim) ? (i0) + (e) : (lim) - 1) * (ld)
-            PRG__WINO_ROW(a0p, a, lda, i, m, 0); PRG__WINO_ROW(a1p, a, lda, i, m, 1);
-            PRG__WINO_ROW(a2p, a, lda, i, m, 2); PRG__WINO_ROW(a3p, a, lda, i, m, 3);
-            PRG__WINO_ROW(b0p, b, ldb, j, n, 0); PRG__WINO_ROW(b1p, b, ldb, j, n, 1);
-            PRG__WINO_ROW(b2p, b, ldb, j, n, 2); PRG__WINO_ROW(b3p, b, ldb, j, n, 3);
-#undef PRG__WINO_ROW
-            for (p = 0; p < k; p += 16) {
-                __mmask16 mk = (__mmask16)(k - p >= 16 ? 0xFFFF : (1u << (k - p)) - 1u);
-                __m512 a0 = _mm512_maskz_loadu_ps(mk, a0p + p), a1 = _mm512_maskz_loadu_ps(mk, a1p + p);
-                __m512 a2 = _mm512_maskz_loadu_ps(mk, a2p + p), a3 = _mm512_maskz_loadu_ps(mk, a3p + p);
-                __m512 bv;
-#define PRG__WINO_NT(bp, x0, x1, x2, x3)              \
-                bv = _mm512_maskz_loadu_ps(mk, bp + p); \
-                x0 = _mm512_fmadd_ps(a0, bv, x0);       \
-                x1 = _mm512_fmadd_ps(a1, bv, x1);       \
-                x2 = _mm512_fmadd_ps(a2, bv, x2);       \
-                x3 = _mm512_fmadd_ps(a3, bv, x3);
-                PRG__WINO_NT(b0p, c00, c10, c20, c30)
-                PRG__WINO_NT(b1p, c01, c11, c21, c31)
-                PRG__WINO_NT(b2p, c02, c12, c22, c32)
-                PRG__WINO_NT(b3p, c03, c13, c23, c33)
-#undef PRG__WINO_NT
-            }
-            /* sum[4r+s] = the lanes of crs: pairs, then quads within 128-bit lanes, then across
-               (the maskz forms: see prg__avx512_transpose16) */
-#define PRG__WINO_PAIR(x, y) \
-    _mm512_add_ps(_mm512_maskz_unpacklo_ps(all, x, y), _mm512_maskz_unpackhi_ps(all, x, y))
-            t[0] = PRG__WINO_PAIR(c00, c01); t[1] = PRG__WINO_PAIR(c02, c03);
-            t[2] = PRG__WINO_PAIR(c10, c11); t[3] = PRG__WINO_PAIR(c12, c13);
-            t[4] = PRG__WINO_PAIR(c20, c21); t[5] = PRG__WINO_PAIR(c22, c23);
-            t[6] = PRG__WINO_PAIR(c30, c31); t[7] = PRG__WINO_PAIR(c32, c33);
-#undef PRG__WINO_PAIR
-            for (r = 0; r < 4; r++)
-                u[r] = _mm512_add_ps(_mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0x44),
-                                     _mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0xEE));
-            w0 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0x88),
-                               _mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0xDD));
-            w1 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0x88),
-                               _mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0xDD));
-            _mm512_storeu_ps(sum, _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, w0, w1, 0x88),
-                                                _mm512_maskz_shuffle_f32x4(all, w0, w1, 0xDD)));
-            for (r = 0; r < 4 && i + r < m; r++)
-                for (s = 0; s < 4 && j + s < n; s++) c[(size_t)(i + r) * ldc + j + s] += sum[4 * r + s];
-        }
-}
-#endif
 
 static void prg__wino_nt_gemm(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
                               float *c, int ldc) {
     prg_sgemm(0, 1, m, n, k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c, ldc);
-}
-
-/* ==== The CPU table ========================================================
-   Every kernel the engine dispatches on the CPU, in one table per
-   instruction set: the GEMM micro-kernel with its packers and blocking, the
-   implicit column packer, the vector helpers and direct convolution
-   kernels, the Winograd transforms, and flags that say which of the
-   algorithms they serve pay on it.  The table is decided once (cpuid) and
-   prg_gemm_set_kernel swaps the whole of it.  Every vector kernel has a
-   scalar twin of the same algorithm in the scalar table (the same bits for
-   the direct and Winograd kernels; exp is libm's there), so the tests run
-   each path with the scalar kernels on any machine.  PRG_NO_SIMD builds the
-   scalar table alone. */
-typedef struct prg__cpu {
-    const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
-    int need;                         /* PRG__NEED_*: what the CPU must have */
-    prg__gemm_impl gemm;
-    prg__gemm_b_packer implicit_pack; /* panels of the implicit column matrix */
-    prg__vec_ops vec;
-    prg__wino_fns wino;
-} prg__cpu;
-#define PRG__NEED_AVX512 1
-#define PRG__NEED_AVX2 2
-
-#define PRG__VEC_SCALAR_DIRECT prg__dw3_scalar, prg__conv3_scalar, prg__dw3p_scalar, 0
-#define PRG__WINO_SCALAR                                                                                  \
-    {prg__wino_in_row, prg__wino_dy_row, prg__wino_out_row, prg__wino_weights, prg__wino_nt_scalar,       \
-     prg__wino_in_plane8, prg__wino_dy_plane8, prg__wino_out_plane8, prg__wino_in_rows16,                 \
-     prg__wino_dy_rows16, prg__wino_out_rows16, prg__wino4_in_ref, prg__wino4_dy_ref,                    \
-     prg__wino4_dw_inverse, prg__wino4_out_ref, 0, 0, 0, 0}
-
-static const prg__cpu prg__cpus[] = {
-#ifdef PRG__X86
-    {"avx512", PRG__NEED_AVX512,
-     {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512, prg__pack_a_avx512,
-      prg__pack_b_avx512},
-     prg__implicit_cols_pack_avx512,
-     {prg__softmax_avx512, prg__silu_fwd_avx512, prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
-      prg__conv3_avx512, prg__dw3p_avx512, 1},
-     {prg__wino_in_row_avx512, prg__wino_dy_row_avx512, prg__wino_out_row_avx512, prg__wino_weights_avx512,
-      prg__wino_nt_avx512, prg__wino_in_plane8_avx512, prg__wino_dy_plane8_avx512, prg__wino_out_plane8_avx512,
-      prg__wino_in_rows16_avx512, prg__wino_dy_rows16_avx512, prg__wino_out_rows16_avx512, prg__wino4_in_avx512,
-      prg__wino4_dy_avx512, prg__wino4_dw_inverse_avx512, prg__wino4_out_avx512, 1, 1, 1, 1}},
-    {"avx2", PRG__NEED_AVX2,
-     {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
-     prg__implicit_cols_pack,
-     {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2, prg__dots_avx2, PRG__VEC_SCALAR_DIRECT},
-     PRG__WINO_SCALAR},
-#endif
-#ifdef PRG__NEON
-    {"neon", 0,
-     {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
-     prg__implicit_cols_pack,
-     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
-     PRG__WINO_SCALAR},
-#endif
-    {"scalar", 0,
-     {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a, prg__pack_b},
-     prg__implicit_cols_pack,
-     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
-     PRG__WINO_SCALAR},
-};
-#undef PRG__VEC_SCALAR_DIRECT
-#undef PRG__WINO_SCALAR
-#define PRG__NCPUS ((int)(sizeof prg__cpus / sizeof prg__cpus[0]))
-
-static int prg__cpu_has(const prg__cpu *t) {
-#ifdef PRG__X86
-    if (t->need & PRG__NEED_AVX512) return __builtin_cpu_supports("avx512f");
-    if (t->need & PRG__NEED_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return t->need == 0;
-}
-
-static const prg__cpu *prg__cpu_chosen = NULL;
-
-/* The table in use: the first this CPU can run, unless one was forced. */
-static const prg__cpu *prg__cpu_get(void) {
-    const prg__cpu *t = prg__cpu_chosen;
-    int i;
-    if (t) return t;
-    for (i = 0; i < PRG__NCPUS - 1 && !prg__cpu_has(&prg__cpus[i]); i++) {}
-    prg__cpu_chosen = &prg__cpus[i];
-    return prg__cpu_chosen;
-}
-
-static const prg__gemm_impl *prg__gemm_select(void) { return &prg__cpu_get()->gemm; }
-static prg__vec_ops prg__vec_select(void) { return prg__cpu_get()->vec; }
-static prg__wino_fns prg__wino_select(void) { return prg__cpu_get()->wino; }
-
-const char *prg_gemm_kernel_name(void) { return prg__cpu_get()->name; }
-
-prg_result prg_gemm_set_kernel(const char *name) {
-    int i;
-    if (!name || !strcmp(name, "auto")) {
-        prg__cpu_chosen = NULL;
-        return PRG_OK;
-    }
-    for (i = 0; i < PRG__NCPUS; i++) {
-        if (strcmp(prg__cpus[i].name, name) != 0) continue;
-        if (!prg__cpu_has(&prg__cpus[i]))
-            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
-        prg__cpu_chosen = &prg__cpus[i];
-        return PRG_OK;
-    }
-    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
 }
 
 /* The tiles [t0, t1) cut into runs along tile rows that do not cross a
@@ -6085,6 +3784,654 @@ static int prg__wino_dweights(float *dwt, const float *x, const float *dy, int b
     for (i = 0; i < W->nbufs; i++) prg__gemm_buf_give(W->bufs[i]);
     prg__gemm_buf_give(ub);
     return ok ? 0 : -1;
+}
+
+/* >>conv ================================================================ */
+/* The convolution engine.
+   Nearly all of a U-Net's arithmetic is in its 3x3 stride-1 pad-1
+   convolutions; the rest (1x1 skips, stride-2 downsampling, the first and
+   last layers) is small.  Each convolution is a plan (prg__conv_plan, see
+   "conv plans" below): made once for its shape and batch, it records which
+   of these paths its forward, dx and dW take (prg__conv_algo), chosen from
+   the shape and the flags of the CPU table (prg__cpu) in use:
+
+   - Winograd, for 3x3 stride-1 pad-1 convolutions with at least 8 channels
+     each way (prg__wino_use).  F(4x4,3x3) (36 products per 4x4 output tile
+     and channel pair: 2.25 per output, against 9 computed directly) where
+     the tiles fill whole vectors with the AVX-512 kernels (prg__wino4_fits):
+     16- and 32-wide maps for the forward, dx and the weight gradient, and
+     8 x 8 maps at batch 32 or more for the forward and dx.  F(2x2,3x3) (16
+     products per 2x2 tile: 4 per output) elsewhere: the forward and dx on
+     maps of 16 x 16 and up, on 8 x 8 maps with the whole-plane transforms,
+     or on maps of 8 x 8 and up with 256 channels or more each way; the
+     weight gradient on any map.
+   - Direct, for 3x3 stride-1 pad-1 convolutions with at most 4 channels in
+     or out (the first and the last layer) where the AVX-512 kernel exists:
+     32 pixels x 8 output channels of accumulators over the unpadded planes,
+     which a GEMM only a few rows high or deep could not fill.
+   - One GEMM per sample on x itself for 1x1 stride-1 unpadded convolutions,
+     the batch split across threads (each sample's task adds its bias).
+   - Implicit GEMM for everything else: the forward GEMM packs its panels of
+     the column matrix straight from a zero-padded copy of the input, so no
+     im2col pass is made; dx of a stride-1 convolution (pad <= k-1, Co < 2 Ci)
+     is the convolution of dy with the flipped weights, packed the same way
+     (no col2im); other dx are W^T dy scattered back (col2im); 3x3 stride-1
+     weight gradients (up to 64 x 128 channels) run a direct AVX-512 kernel
+     of nine shifted dot products, other weight gradients a GEMM against the
+     stored column matrix.  Without the GEMM's packing buffers the stored
+     column matrix serves every product.
+
+   Winograd, how it runs.  The tiles are cut into blocks whose transformed
+   input and products stay in L2 (PRG__WINO_L2).  A block's input transform
+   writes straight into the GEMM kernel's B panels; the 16 (or 36) products
+   per tile position run on the GEMM micro-kernel against the transformed
+   weights, which are written straight into its A panels (a panel's output
+   channels in the vector lanes) as they are made; the inverse transform
+   writes the output (plus bias) or adds to it.  Blocks are independent and
+   each is done by one thread, so the bits do not depend on the thread count.
+   dx is the same computation on dy with the flipped weights; the weight
+   gradient is its transpose, dU = sum over tiles of (A dY A^T) (B^T d B)^T
+   and dW = G^T dU G, with a packing-free 4x4 dot-product kernel up to 64 x 64
+   channels and the packed GEMM above that.
+   The transforms fill every vector lane.  F(2x2,3x3): 16 tiles of one tile
+   row on maps 32 wide or more, two tile rows (one image row a register) on
+   16-wide maps, a whole 8 x 8 plane (four registers) on 8 x 8 maps; all three
+   give the bits of the plain row transforms.  F(4x4,3x3): 16 tiles a vector
+   (four tile rows of a 16-wide map, two of a 32-wide one, on 8 x 8 maps the
+   four tiles of four samples' planes), the image rows in registers and the
+   tile columns gathered across them by permutes.
+   The 16 or 36 positions of a tile sit in the transform buffers at a stride
+   of prg__spread_stride: one cache line more than their data whenever that
+   is a multiple of 1 KiB, so that a transform's 36 loads or stores of one
+   group of tiles do not all fall into one L1 set.
+   Accuracy: F(4x4,3x3)'s larger transform entries (up to 8 and 1/24) give
+   about 5e-6 of the largest output against 3e-7 for F(2x2,3x3) on tiny32's
+   layers (weight gradient 2-4e-6 against 2-5e-7), a small fraction of the
+   K eps bound the tests hold every convolution path to.
+
+   Kept weights.  Within one encode, sampling or classifier forward or
+   backward the weights do not change, so the U-Net transforms and packs each
+   convolution's Winograd weights once per call (forward and dx) instead of
+   once per evaluation, within PRG_WINO_KEEP_MB (prg__wino_keep).
+
+   Without AVX-512 the CPU tables leave the paths above that pay only with
+   its kernels (direct, the direct dW, F(4x4,3x3), the whole-plane and
+   two-row transforms) off and take the implicit GEMM; their scalar twins
+   are in every table, and the tests run them (prg__hook.all_kernels,
+   prg__hook.force).  prg_conv2d_forward_ref and prg_conv2d_backward_ref
+   are the direct definitions the tests compare every path with. */
+
+/* *sg = sum g, *sgx = sum g x */
+static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) {
+            a1[l] += g[i + l];
+            a2[l] += g[i + l] * x[i + l];
+        }
+    for (; i < n; i++) {
+        s1 += g[i];
+        s2 += (double)g[i] * x[i];
+    }
+    for (l = 0; l < 8; l++) {
+        s1 += a1[l];
+        s2 += a2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+/* ---- vector kernels ---------------------------------------------------------
+   exp(x - shift) for the softmax, SiLU forward/backward and the row sums
+   of the norms, vectorised on
+   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
+   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
+   element goes through the same instructions wherever it sits in the array
+   (tails are masked or padded), so splitting work across threads never
+   changes a bit. */
+typedef struct prg__vec_ops {
+    void (*softmax)(float *row, size_t n); /* row = softmax(row), n >= 1 */
+    void (*silu_fwd)(float *y, const float *x, size_t n);
+    void (*silu_bwd)(float *dx, const float *dy, const float *x, size_t n, int set); /* dx += (= when set) */
+    void (*dots)(const float *g, const float *x, size_t n, double *sg, double *sgx);
+    /* 3x3 weight gradient taps of two output channels:
+       out[c*9 + ki*3 + kj] += sum_i sum_q g_c[i*gstride + q] x[i*xstride + q + ki*wp + kj]
+       over q < n and i < count */
+    void (*dw3)(float *out, const float *g0, const float *g1, const float *x, size_t n, int wp,
+                int count, size_t gstride, size_t xstride);
+    /* 3x3 pad-1 convolutions with few channels on one side: prg__conv3_scalar
+       and prg__dw3p_scalar below */
+    void (*conv3)(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                  const float *bias, int accumulate, int ci, int ob, int h, int w);
+    void (*dw3p)(float *out, const float *g0, const float *g1, const float *x, int h, int w, int count,
+                 size_t gstride, size_t xstride);
+    /* the three direct kernels above beat the GEMM paths (the vector ones; the
+       scalar twins run only when a test asks, prg__hook.all_kernels) */
+    int direct;
+} prg__vec_ops;
+
+/* The CPU table: every kernel the engine dispatches, one table per
+   instruction set, decided once (the tables and the choosing are at the end
+   of >>simd). */
+typedef struct prg__cpu {
+    const char *name;                 /* "avx512", "avx2", "neon", "scalar" */
+    int need;                         /* PRG__NEED_*: what the CPU must have */
+    prg__gemm_impl gemm;
+    prg__gemm_b_packer implicit_pack; /* panels of the implicit column matrix */
+    prg__vec_ops vec;
+    prg__wino_fns wino;
+} prg__cpu;
+#define PRG__NEED_AVX512 1
+#define PRG__NEED_AVX2 2
+static const prg__cpu *prg__cpu_get(void);
+static prg__vec_ops prg__vec_select(void);
+
+static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
+}
+/* softmax of a row with a given y = exp(x - shift) */
+static void prg__softmax_with(float *row, size_t n, void (*exp_shift)(float *, const float *, float, size_t)) {
+    float mx = row[0], inv;
+    double sum = 0.0;
+    size_t i;
+    for (i = 1; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    exp_shift(row, row, mx, n);
+    for (i = 0; i < n; i++) sum += row[i];
+    inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) row[i] *= inv;
+}
+static void prg__softmax_scalar(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_scalar); }
+static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+/* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
+   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
+static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n, int set) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
+        float d = dy[i] * (s * (1.0f + x[i] * oms));
+        dx[i] = set ? d : dx[i] + d;
+    }
+}
+
+/* ---- the direct convolution kernels, scalar ------------------------------
+   The same algorithm as their AVX-512 twins below (prg__dw3_avx512,
+   prg__conv3_avx512, prg__dw3p_avx512): 16 lanes (32 pixels for conv3) of
+   accumulators, each the same fused multiply-adds in the same order, the
+   lanes summed in lane order; so the same bits. */
+
+/* the sum of 16 lanes in lane order (prg__hsum16) */
+static float prg__lanes16_sum(const float *t) {
+    float s = 0.0f;
+    int l;
+    for (l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
+static void prg__dw3_scalar(float *out, const float *g0, const float *g1, const float *x, size_t n,
+                            int wp, int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    size_t q, off[9];
+    int i, t, l;
+    for (t = 0; t < 9; t++) off[t] = (size_t)(t / 3) * wp + (size_t)(t % 3);
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (q = 0; q < n; q += 16) {
+            int nl = n - q < 16 ? (int)(n - q) : 16;
+            for (l = 0; l < 16; l++) {
+                float u0 = l < nl ? g0[q + l] : 0.0f, u1 = l < nl ? g1[q + l] : 0.0f;
+                for (t = 0; t < 9; t++) {
+                    float v = l < nl ? x[q + off[t] + l] : 0.0f;
+                    a[t][l] = fmaf(u0, v, a[t][l]);
+                    a[9 + t][l] = fmaf(u1, v, a[9 + t][l]);
+                }
+            }
+        }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
+}
+
+/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
+   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], o < ob
+   (<= 8); with accumulate, y += the sum.  32 pixels of a row at a time. */
+static void prg__conv3_scalar(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
+    size_t plane = (size_t)h * w;
+    float acc[8][32];
+    int oy, ox, i, ki, kj, o, l;
+    for (oy = 0; oy < h; oy++)
+        for (ox = 0; ox < w; ox += 32) {
+            memset(acc, 0, sizeof acc);
+            for (i = 0; i < ci; i++)
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue;
+                    row = x + i * plane + (size_t)iy * w;
+                    for (kj = 0; kj < 3; kj++) {
+                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
+                        float v[32];
+                        for (l = 0; l < 32; l++) {
+                            int c = ox + l + kj - 1;
+                            v[l] = c >= 0 && c < w ? row[c] : 0.0f;
+                        }
+                        for (o = 0; o < ob; o++) {
+                            float t = wp[o * os];
+                            for (l = 0; l < 32; l++) acc[o][l] = fmaf(t, v[l], acc[o][l]);
+                        }
+                    }
+                }
+            for (o = 0; o < ob; o++) {
+                float *d = y + o * plane + (size_t)oy * w + ox;
+                for (l = 0; l < 32 && ox + l < w; l++)
+                    d[l] = accumulate ? d[l] + acc[o][l] : bias ? acc[o][l] + bias[o] : acc[o][l];
+            }
+        }
+}
+
+/* The nine pad-1 taps of two output channels over unpadded h x w planes:
+   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
+   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
+   outside the plane); 16 columns of a plane at a time, down its rows. */
+static void prg__dw3p_scalar(float *out, const float *g0, const float *g1, const float *x, int h, int w,
+                             int count, size_t gstride, size_t xstride) {
+    float a[18][16];
+    int i, oy, ox, ki, kj, l, t;
+    memset(a, 0, sizeof a);
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (ox = 0; ox < w; ox += 16)
+            for (oy = 0; oy < h; oy++) {
+                size_t q = (size_t)oy * w + ox;
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    if (iy < 0 || iy >= h) continue;
+                    for (kj = 0; kj < 3; kj++)
+                        for (l = 0; l < 16; l++) {
+                            int c = ox + l, xc = c + kj - 1, in = c < w && xc >= 0 && xc < w;
+                            float u0 = c < w ? g0[q + l] : 0.0f, u1 = c < w ? g1[q + l] : 0.0f;
+                            float v = in ? x[(size_t)iy * w + xc] : 0.0f;
+                            a[3 * ki + kj][l] = fmaf(u0, v, a[3 * ki + kj][l]);
+                            a[9 + 3 * ki + kj][l] = fmaf(u1, v, a[9 + 3 * ki + kj][l]);
+                        }
+                }
+            }
+    for (t = 0; t < 18; t++) out[t] += prg__lanes16_sum(a[t]);
+}
+
+
+/* Row kernels in blocks of 8 with a fixed trip count, which compilers
+   vectorise even at -O2; the tail computes the same expression. */
+static void prg__row_axpb(float *PRG_RESTRICT y, const float *PRG_RESTRICT x, float a, float b,
+                          size_t n) { /* y = a x + b */
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] = x[i + l] * a + b;
+    for (; i < n; i++) y[i] = x[i] * a + b;
+}
+
+/* sum x: 8 float lanes, then double */
+static double prg__row_sum(const float *x, size_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s = 0.0;
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) acc[l] += x[i + l];
+    for (; i < n; i++) s += x[i];
+    for (l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+/* y = a g + b x + c (the same expression as prg__row_acc3's sum) */
+static void prg__row_set3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g, const float *PRG_RESTRICT x, float a,
+                          float b, float c, size_t n) {
+    size_t i = 0;
+    int l;
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] = a * g[i + l] + b * x[i + l] + c;
+    for (; i < n; i++) y[i] = a * g[i] + b * x[i] + c;
+}
+
+static void prg__row_acc3(float *PRG_RESTRICT y, const float *PRG_RESTRICT g,
+                          const float *PRG_RESTRICT x, float a, float b, float c,
+                          size_t n) { /* y += a g + b x + c (x may be NULL when b == 0) */
+    size_t i = 0;
+    int l;
+    if (!x) {
+        for (; i + 8 <= n; i += 8)
+            for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + c;
+        for (; i < n; i++) y[i] += a * g[i] + c;
+        return;
+    }
+    for (; i + 8 <= n; i += 8)
+        for (l = 0; l < 8; l++) y[i + l] += a * g[i + l] + b * x[i + l] + c;
+    for (; i < n; i++) y[i] += a * g[i] + b * x[i] + c;
+}
+
+
+/* ---- conv2d ---------------------------------------------------------------
+   GEMMs over the column matrix ([Ci*k*k][nb*Ho*Wo]).  The batch is processed
+   in chunks of nb samples whose columns sit side by side, so that small
+   feature maps still give GEMMs with about PRG__CONV_COLS columns.
+   - forward: y = W col, the GEMM packing col's panels straight from a
+     zero-padded copy of the chunk (implicit column matrix, below);
+   - dx: for stride 1 (pad <= k-1, Co < 2 Ci) the convolution of dy, padded
+     by k-1-p, with the flipped weights, packed the same way; otherwise
+     col' = W^T dy stored, then scattered back (col2im);
+   - dW: for 3x3 stride 1 up to 64 x 128 channels with the AVX-512 kernel,
+     nine shifted dot products (prg__conv_dw3); otherwise col dy^T with col
+     stored (im2col).
+   3x3 stride-1 pad-1 convolutions with 8 or more channels each way take
+   Winograd instead (below; see prg__wino_use for the maps): F(4x4,3x3) on
+   16- and 32-wide maps with AVX-512, F(2x2,3x3) elsewhere; and
+   those with at most 4 channels in or out a direct kernel (AVX-512; below).
+   When the GEMM's packing buffers cannot be had, the stored column matrix
+   serves every product.  A 1x1 stride-1 unpadded conv needs no column
+   matrix: it is one GEMM per sample on x itself. */
+#define PRG__CONV_COLS 1024
+
+typedef struct prg__conv {
+    int b, ci, h, w, co, k, s, p, ho, wo;
+    int nb;        /* samples per chunk */
+    size_t hw_out; /* Ho*Wo */
+    size_t kk;     /* Ci*k*k: rows of the column matrix */
+    size_t ncols;  /* nb*Ho*Wo */
+    int direct;    /* 1x1, stride 1, no padding */
+    int dx_conv;   /* dx as a convolution of dy (stride 1, pad <= k-1, Co < 2 Ci) */
+    /* workspace layout, in floats: [r0][r1][dwt_t: kk*Co][wf: kk*Co if dx_conv] */
+    size_t r0;     /* the column matrix, or a padded chunk of x or dy */
+    size_t r1;     /* a chunk's output (or dy, or dx) in [C][nb*HW] order (nb > 1) */
+} prg__conv;
+
+static prg__conv prg__conv_geom(int batch, int cin, int h, int w, int cout, int k, int stride,
+                                int pad) {
+    prg__conv c;
+    PRG_ASSERT(batch > 0 && cin > 0 && h > 0 && w > 0 && cout > 0 && k > 0 && stride > 0 &&
+               pad >= 0 && h + 2 * pad >= k && w + 2 * pad >= k);
+    c.b = batch; c.ci = cin; c.h = h; c.w = w; c.co = cout; c.k = k; c.s = stride; c.p = pad;
+    c.ho = (h + 2 * pad - k) / stride + 1;
+    c.wo = (w + 2 * pad - k) / stride + 1;
+    c.hw_out = (size_t)c.ho * c.wo;
+    c.kk = (size_t)cin * k * k;
+    c.nb = (int)((PRG__CONV_COLS + c.hw_out - 1) / c.hw_out);
+    if (c.nb > batch) c.nb = batch;
+    c.ncols = (size_t)c.nb * c.hw_out;
+    c.direct = k == 1 && stride == 1 && pad == 0;
+    /* the dx convolution packs Co*k*k rows per column for Ci output rows,
+       the column matrix route sums Ci*k*k rows per column after a GEMM of
+       depth Co: the first is faster unless Co is well above Ci (measured) */
+    c.dx_conv = stride == 1 && pad <= k - 1 && cout < 2 * cin;
+    c.r0 = c.kk * c.ncols;
+    {
+        size_t xp = (size_t)c.nb * cin * (h + 2 * pad) * (w + 2 * pad);
+        size_t q = (size_t)(k - 1 - pad), dyp = (size_t)c.nb * cout * (c.ho + 2 * q) * (c.wo + 2 * q);
+        if (xp > c.r0) c.r0 = xp;
+        if (c.dx_conv && dyp > c.r0) c.r0 = dyp;
+    }
+    c.r1 = 0;
+    if (c.nb > 1) {
+        c.r1 = (size_t)cout * c.ncols;
+        if (c.dx_conv && (size_t)cin * c.nb * h * w > c.r1) c.r1 = (size_t)cin * c.nb * h * w;
+    }
+    if (k == 3 && stride == 1) { /* dy with rows widened to the padded input's, for prg__conv_dw3 */
+        size_t dyw = (size_t)c.nb * cout * c.ho * (w + 2 * pad);
+        if (dyw > c.r1) c.r1 = dyw;
+    }
+    return c;
+}
+
+size_t prg_conv2d_workspace(int batch, int cin, int h, int w, int cout, int k, int stride, int pad) {
+    prg__conv c = prg__conv_geom(batch, cin, h, w, cout, k, stride, pad);
+    if (c.direct) return 0;
+    /* the column matrix or a padded chunk, a chunk's output/gradient block
+       in [C][nb*HW] order when a chunk holds several samples, dW transposed
+       [Ci*k*k][Co], and the flipped weights of the dx convolution */
+    return c.r0 + c.r1 + c.kk * c.co * (c.dx_conv ? 2 : 1);
+}
+
+/* ---- implicit column matrix -------------------------------------------
+   The GEMMs of a convolution read their column matrix panel by panel from a
+   zero-padded copy of the input: col[r][j] with r = (ci*k + ki)*k + kj and
+   j = (bi*Ho + oy)*Wo + ox is xp[bi][ci][oy*s + ki][ox*s + kj].  Each panel
+   is packed straight from xp, so the column matrix is never stored. */
+typedef struct prg__implicit_cols {
+    const float *xp; /* [nb][C][Hp][Wp] */
+    int c, hp, wp, k, s, ho, wo;
+} prg__implicit_cols;
+
+/* xp[bi][ci] = the plane x[b0+bi][ci] inside a border of pad zeros, per plane */
+typedef struct prg__pad_job {
+    const float *x;
+    float *xp;
+    int h, w, pad;
+} prg__pad_job;
+
+static void prg__pad_range(void *ctx, size_t lo, size_t hi) {
+    const prg__pad_job *j = (const prg__pad_job *)ctx;
+    int hp = j->h + 2 * j->pad, wp = j->w + 2 * j->pad, y;
+    size_t idx;
+    for (idx = lo; idx < hi; idx++) {
+        const float *src = j->x + idx * j->h * j->w;
+        float *dst = j->xp + idx * hp * wp;
+        memset(dst, 0, (size_t)j->pad * wp * sizeof(float));
+        for (y = 0; y < j->h; y++) {
+            float *d = dst + (size_t)(y + j->pad) * wp;
+            memset(d, 0, (size_t)j->pad * sizeof(float));
+            memcpy(d + j->pad, src + (size_t)y * j->w, (size_t)j->w * sizeof(float));
+            memset(d + j->pad + j->w, 0, (size_t)j->pad * sizeof(float));
+        }
+        memset(dst + (size_t)(j->h + j->pad) * wp, 0, (size_t)j->pad * wp * sizeof(float));
+    }
+}
+
+static void prg__pad_planes(float *xp, const float *x, size_t planes, int h, int w, int pad) {
+    prg__pad_job j;
+    j.x = x;
+    j.xp = xp;
+    j.h = h;
+    j.w = w;
+    j.pad = pad;
+    prg__parallel_for(planes, (double)(h + 2 * pad) * (w + 2 * pad), prg__pad_range, &j);
+}
+
+/* The panel packer (prg__gemm_b_packer) over the implicit column matrix:
+   the panel's columns are cut into runs along one output row, each a
+   contiguous (stride 1) or strided piece of a padded input row. */
+/* The panel's columns [j0, j0+cols) cut into runs along one output row:
+   run g is columns [pos, pos+len) and starts at xp + off (channel 0, tap
+   0).  Returns the number of runs (at most cols). */
+static int prg__implicit_cols_runs(const prg__implicit_cols *ic, int j0, int cols, int *off,
+                                   int *len, int *pos) {
+    int nseg = 0, jj, hw = ic->ho * ic->wo;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    for (jj = 0; jj < cols;) {
+        int j = j0 + jj, bi = j / hw, oy = j % hw / ic->wo, ox = j % hw % ic->wo;
+        int run = ic->wo - ox < cols - jj ? ic->wo - ox : cols - jj;
+        off[nseg] = (int)((size_t)bi * ic->c * plane + (size_t)oy * ic->s * ic->wp + (size_t)ox * ic->s);
+        len[nseg] = run;
+        pos[nseg++] = jj;
+        jj += run;
+    }
+    return nseg;
+}
+
+/* the offset of row p0 (channel, tap) in xp, and the step to the next row */
+#define PRG__COLS_NEXT_ROW(ic, ci, ki, kj)                                    \
+    do {                                                                      \
+        if (++(kj) == (ic)->k) {                                              \
+            (kj) = 0;                                                         \
+            if (++(ki) == (ic)->k) {                                          \
+                (ki) = 0;                                                     \
+                (ci)++;                                                       \
+            }                                                                 \
+        }                                                                     \
+    } while (0)
+
+PRG_INLINE_COPIES
+static void prg__implicit_cols_pack(const void *ctx, float *PRG_RESTRICT dst, int j0, int cols,
+                                    int p0, int kc, int nr) {
+    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
+    int off[64], len[64], pos[64], nseg, p, t, g;
+    int kk = ic->k * ic->k, ci, ki, kj;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    PRG_ASSERT(nr <= 64);
+    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
+    ci = p0 / kk;
+    ki = p0 % kk / ic->k;
+    kj = p0 % ic->k;
+    for (p = 0; p < kc; p++) {
+        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
+        float *d = dst + (size_t)p * nr;
+        for (g = 0; g < nseg; g++) {
+            const float *src = base + off[g];
+            float *dd = d + pos[g];
+            if (ic->s != 1) {
+                for (t = 0; t < len[g]; t++) dd[t] = src[(size_t)t * ic->s];
+            } else {
+                int u;
+                for (t = 0; t + 8 <= len[g]; t += 8) /* blocks of 8: vector moves */
+                    for (u = 0; u < 8; u++) dd[t + u] = src[t + u];
+                for (; t < len[g]; t++) dd[t] = src[t];
+            }
+        }
+        for (t = cols; t < nr; t++) d[t] = 0.0f;
+        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
+    }
+}
+
+
+typedef struct prg__conv_job {
+    const prg__conv *c;
+    int b0, nb;             /* chunk: samples [b0, b0+nb) */
+    const float *x, *wt, *bias, *dy;
+    float *col, *y, *tmp, *dx, *dbias;
+    int set;       /* 1x1 dx: = rather than += */
+    int task_bias; /* 1x1 forward: each sample's task adds the bias */
+} prg__conv_job;
+
+/* col[r][(bi*Ho + oy)*Wo + ox] = x[b0+bi][ci][oy*s-p+ki][ox*s-p+kj], r = (ci*k+ki)*k+kj */
+static void prg__im2col_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t r;
+    for (r = lo; r < hi; r++) {
+        int kj = (int)(r % (size_t)c->k), ki = (int)(r / (size_t)c->k % (size_t)c->k);
+        int ci = (int)(r / ((size_t)c->k * c->k)), bi, oy, ox;
+        float *dst = j->col + r * (size_t)j->nb * c->hw_out;
+        /* output columns [ox0, ox1) read inside the image */
+        int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+        int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+        if (ox1 > c->wo) ox1 = c->wo;
+        if (ox0 > ox1) ox0 = ox1;
+        for (bi = 0; bi < j->nb; bi++) {
+            const float *plane = j->x + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+            for (oy = 0; oy < c->ho; oy++, dst += c->wo) {
+                int iy = oy * c->s - c->p + ki;
+                if (iy < 0 || iy >= c->h) {
+                    memset(dst, 0, (size_t)c->wo * sizeof(float));
+                    continue;
+                }
+                {
+                    const float *src = plane + (size_t)iy * c->w - c->p + kj;
+                    for (ox = 0; ox < ox0; ox++) dst[ox] = 0.0f;
+                    if (c->s == 1)
+                        memcpy(dst + ox0, src + ox0, (size_t)(ox1 - ox0) * sizeof(float));
+                    else
+                        for (ox = ox0; ox < ox1; ox++) dst[ox] = src[(size_t)ox * c->s];
+                    for (ox = ox1; ox < c->wo; ox++) dst[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* dx[b0+bi][ci] += the column-gradient entries that map to it, per plane
+   (bi, ci) = index, in a fixed (ki, kj, oy, ox) order. */
+static void prg__col2im_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->ci), ci = (int)(idx % (size_t)c->ci), ki, kj, oy, ox;
+        float *plane = j->dx + ((size_t)(j->b0 + bi) * c->ci + ci) * c->h * c->w;
+        for (ki = 0; ki < c->k; ki++)
+            for (kj = 0; kj < c->k; kj++) {
+                size_t r = ((size_t)ci * c->k + ki) * c->k + kj;
+                const float *src = j->col + r * j->nb * c->hw_out + (size_t)bi * c->hw_out;
+                int ox0 = c->p - kj > 0 ? (c->p - kj + c->s - 1) / c->s : 0;
+                int ox1 = (c->w - 1 + c->p - kj) >= 0 ? (c->w - 1 + c->p - kj) / c->s + 1 : 0;
+                if (ox1 > c->wo) ox1 = c->wo;
+                for (oy = 0; oy < c->ho; oy++, src += c->wo) {
+                    int iy = oy * c->s - c->p + ki;
+                    float *d;
+                    if (iy < 0 || iy >= c->h) continue;
+                    d = plane + (size_t)iy * c->w - c->p + kj;
+                    if (c->s == 1)
+                        for (ox = ox0; ox < ox1; ox++) d[ox] += src[ox];
+                    else
+                        for (ox = ox0; ox < ox1; ox++) d[(size_t)ox * c->s] += src[ox];
+                }
+            }
+    }
+}
+
+/* y[b0+bi][co] = tmp[co][bi*HoWo ...] (+ bias), per (bi, co); with tmp == NULL
+   only the bias is added in place. */
+static void prg__conv_out_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t idx, i, n = c->hw_out;
+    for (idx = lo; idx < hi; idx++) {
+        int bi = (int)(idx / (size_t)c->co), co = (int)(idx % (size_t)c->co);
+        float *dst = j->y + ((size_t)(j->b0 + bi) * c->co + co) * n;
+        float bv = j->bias ? j->bias[co] : 0.0f;
+        if (j->tmp) {
+            const float *src = j->tmp + (size_t)co * j->nb * n + (size_t)bi * n;
+            prg__row_axpb(dst, src, 1.0f, bv, n);
+        } else if (j->bias) {
+            for (i = 0; i < n; i++) dst[i] += bv;
+        }
+    }
+}
+
+/* tmp[co][bi*HoWo + i] = dy[b0+bi][co][i], per row co */
+static void prg__conv_gather_dy_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, n = c->hw_out;
+    int bi;
+    for (co = lo; co < hi; co++)
+        for (bi = 0; bi < j->nb; bi++)
+            memcpy(j->tmp + co * j->nb * n + (size_t)bi * n,
+                   j->dy + ((size_t)(j->b0 + bi) * c->co + co) * n, n * sizeof(float));
+}
+
+/* dwt[co][r] += dwt_t[r][co], per co */
+static void prg__conv_dw_add_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, r;
+    for (co = lo; co < hi; co++)
+        for (r = 0; r < c->kk; r++) j->dx[co * c->kk + r] += j->tmp[r * c->co + co];
+}
+
+/* dbias[co] += sum over the batch and pixels, batch-major, per co */
+static void prg__conv_dbias_range(void *ctx, size_t lo, size_t hi) {
+    const prg__conv_job *j = (const prg__conv_job *)ctx;
+    const prg__conv *c = j->c;
+    size_t co, n = c->hw_out;
+    int b;
+    for (co = lo; co < hi; co++) {
+        double s = 0.0;
+        for (b = 0; b < c->b; b++) s += prg__row_sum(j->dy + ((size_t)b * c->co + co) * n, n);
+        j->dbias[co] += (float)s;
+    }
 }
 
 /* Where Winograd is used (measured, AVX-512, against the implicit GEMM and
@@ -6697,6 +5044,8 @@ void prg_conv2d_backward_ref(float *dx, float *dwt, float *dbias, const float *d
                     }
 #undef PRG__DY
 }
+
+/* >>layers ============================================================== */
 
 /* ---- linear ------------------------------------------------------------ */
 
@@ -17969,6 +16318,1693 @@ prg_result prg_loader_next(prg_loader *ld, prg_batch *b) {
     b->total = s->total;
     b->offset = s->offset;
     return PRG_OK;
+}
+
+/* >>simd ================================================================ */
+/* Every x86 and NEON intrinsic of the engine (the others: the Adam step's
+   FMA variant in >>optim, the pool's spin pause), reached only through the
+   CPU table at the end of this section.  Each kernel here has its scalar
+   twin in the section of its algorithm (>>gemm, >>wino, >>conv). */
+
+#ifdef PRG__X86
+/* AVX-512: 14 x 32 tile, 28 accumulators + 2 B vectors + 1 broadcast.  The
+   tile body is instantiated for every row count 1..14, so that a bottom
+   edge tile (m % 14 rows) costs only its own rows. */
+#define PRG__AVX512_MR 14
+#define PRG__AVX512_NR 32
+#define PRG__AVX512_TARGET __attribute__((target("avx512f,fma")))
+
+/* Row i of C = alpha * (x0 x1) + beta * row i (masks m0, m1 for an edge). */
+#define PRG__AVX512_STORE(i, x0, x1)                                                    \
+    if (R > i) {                                                                        \
+        float *ci = c + (size_t)(i) * ldc;                                              \
+        __m512 r0 = _mm512_mul_ps(va, x0), r1 = _mm512_mul_ps(va, x1);                  \
+        if (nr == PRG__AVX512_NR) {                                                     \
+            if (beta != 0.0f) {                                                         \
+                r0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), r0);                      \
+                r1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), r1);                 \
+            }                                                                           \
+            _mm512_storeu_ps(ci, r0);                                                   \
+            _mm512_storeu_ps(ci + 16, r1);                                              \
+        } else {                                                                        \
+            if (beta != 0.0f) {                                                         \
+                r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);            \
+                r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);       \
+            }                                                                           \
+            _mm512_mask_storeu_ps(ci, m0, r0);                                          \
+            _mm512_mask_storeu_ps(ci + 16, m1, r1);                                     \
+        }                                                                               \
+    }
+#define PRG__AVX512_FMA2(i, x0, x1)                    \
+    if (R > i) {                                       \
+        t = _mm512_set1_ps(a[i]);                      \
+        x0 = _mm512_fmadd_ps(t, b0, x0);               \
+        x1 = _mm512_fmadd_ps(t, b1, x1);               \
+    }
+#define PRG__AVX512_ROWS(X)                                                               \
+    X(0, c00, c01) X(1, c10, c11) X(2, c20, c21) X(3, c30, c31) X(4, c40, c41)            \
+    X(5, c50, c51) X(6, c60, c61) X(7, c70, c71) X(8, c80, c81) X(9, c90, c91)            \
+    X(10, cA0, cA1) X(11, cB0, cB1) X(12, cC0, cC1) X(13, cD0, cD1)
+
+/* The first R rows of the tile (R is a constant after inlining). */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__avx512_tile(const int R, int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                 float *PRG_RESTRICT c, int ldc, int nr, float alpha, float beta,
+                 const prg__gemm_pf *pf) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00,
+           c61 = c00, c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00,
+           cA0 = c00, cA1 = c00, cB0 = c00, cB1 = c00, cC0 = c00, cC1 = c00, cD0 = c00,
+           cD1 = c00;
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    int p = 0;
+    if (beta != 0.0f) { /* the tile of C is read at the end: fetch it now */
+        int mid = nr > 16 ? 16 : 0;
+#define PRG__AVX512_PFC(i, x0, x1)                                             \
+    if (R > i) {                                                               \
+        _mm_prefetch((const char *)(c + (size_t)(i) * ldc), _MM_HINT_T0);      \
+        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + mid), _MM_HINT_T0); \
+        _mm_prefetch((const char *)(c + (size_t)(i) * ldc + nr - 1), _MM_HINT_T0); \
+    }
+        PRG__AVX512_ROWS(PRG__AVX512_PFC)
+#undef PRG__AVX512_PFC
+    }
+    if (pf && pf->count > 0) {
+        const float *pb = pf->base;
+        size_t s1 = pf->s1, s2 = pf->s2;
+        unsigned sh = (unsigned)pf->shift, mask = (1u << sh) - 1u, l = (unsigned)pf->first;
+        for (; p < pf->count; p++, l++) {
+            __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
+            _mm_prefetch((const char *)(pb + (l & mask) * s1 + (l >> sh) * s2), _MM_HINT_T1);
+            PRG__AVX512_ROWS(PRG__AVX512_FMA2)
+            a += PRG__AVX512_MR;
+            b += PRG__AVX512_NR;
+        }
+    }
+    for (; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), t;
+        PRG__AVX512_ROWS(PRG__AVX512_FMA2)
+        a += PRG__AVX512_MR;
+        b += PRG__AVX512_NR;
+    }
+    PRG__AVX512_ROWS(PRG__AVX512_STORE)
+}
+#undef PRG__AVX512_FMA2
+#undef PRG__AVX512_STORE
+#undef PRG__AVX512_ROWS
+
+PRG__AVX512_TARGET
+static void prg__kernel_avx512(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                               float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                               float beta, const prg__gemm_pf *pf) {
+    switch (mr) {
+#define PRG__AVX512_CASE(R) \
+    case R: prg__avx512_tile(R, kc, a, b, c, ldc, nr, alpha, beta, pf); break;
+    PRG__AVX512_CASE(14) PRG__AVX512_CASE(13) PRG__AVX512_CASE(12) PRG__AVX512_CASE(11)
+    PRG__AVX512_CASE(10) PRG__AVX512_CASE(9) PRG__AVX512_CASE(8) PRG__AVX512_CASE(7)
+    PRG__AVX512_CASE(6) PRG__AVX512_CASE(5) PRG__AVX512_CASE(4) PRG__AVX512_CASE(3)
+    PRG__AVX512_CASE(2) PRG__AVX512_CASE(1)
+#undef PRG__AVX512_CASE
+    default: break;
+    }
+}
+
+/* Packing prefetches this many floats ahead along a row (measured best of
+   0, 32, 64, 128 on the transposed conv shapes). */
+#define PRG__AVX512_PFCOLS 32
+/* In-register transpose of the 16 x 16 block r[0..15] (row i = r[i]). */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__avx512_transpose16(__m512 *r) {
+    /* (the maskz forms keep g++ 12 from warning about the undefined
+       pass-through operand of the plain ones) */
+    const __mmask16 all = (__mmask16)0xFFFF;
+    __m512 t[16], u[16];
+    int i, j;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_maskz_unpacklo_ps(all, r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_maskz_unpackhi_ps(all, r[2 * i], r[2 * i + 1]);
+    }
+    /* in each 128-bit lane L, u[4i+j] now holds column 4L+j of rows 4i..4i+3 */
+    for (i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (j = 0; j < 4; j++) {
+        __m512 v0 = _mm512_maskz_shuffle_f32x4(all, u[j], u[4 + j], 0x88);
+        __m512 v1 = _mm512_maskz_shuffle_f32x4(all, u[j], u[4 + j], 0xDD);
+        __m512 w0 = _mm512_maskz_shuffle_f32x4(all, u[8 + j], u[12 + j], 0x88);
+        __m512 w1 = _mm512_maskz_shuffle_f32x4(all, u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0x88);
+        r[8 + j] = _mm512_maskz_shuffle_f32x4(all, v0, w0, 0xDD);
+        r[4 + j] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0x88);
+        r[12 + j] = _mm512_maskz_shuffle_f32x4(all, v1, w1, 0xDD);
+    }
+}
+
+/* Loads rows s + i*ld (i < rows) of the 16-wide column chunk with mask q
+   and zeros for the other rows, transposes, and stores the first nq rows of
+   the result (mask wm) at dst + j*dstride.  Prefetches each row `ahead`
+   floats further on (0: none). */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__avx512_pack16(float *dst, int dstride, __mmask16 wm, const float *s, int ld, int rows,
+                   __mmask16 q, int nq, int ahead) {
+    __m512 r[16];
+    int i;
+    for (i = 0; i < 16; i++) {
+        if (i < rows) {
+            r[i] = _mm512_maskz_loadu_ps(q, s + (size_t)i * ld);
+            if (ahead) _mm_prefetch((const char *)(s + (size_t)i * ld + ahead), _MM_HINT_T0);
+        } else {
+            r[i] = _mm512_setzero_ps();
+        }
+    }
+    prg__avx512_transpose16(r);
+    for (i = 0; i < nq; i++) _mm512_mask_storeu_ps(dst + (size_t)i * dstride, wm, r[i]);
+}
+
+/* prg__pack_a (below) for MR = 14, vectorised. */
+PRG__AVX512_TARGET
+static void prg__pack_a_avx512(float *PRG_RESTRICT dst, const float *a, int lda, int ta, int m,
+                               int i0, int mc, int p0, int kc, int mr) {
+    const __mmask16 w14 = (__mmask16)0x3FFF;
+    int ir, p;
+    (void)mr;
+    for (ir = 0; ir < mc; ir += PRG__AVX512_MR) {
+        int rows = m - (i0 + ir) < PRG__AVX512_MR ? m - (i0 + ir) : PRG__AVX512_MR;
+        if (ta) {
+            const float *src = a + (size_t)p0 * lda + i0 + ir;
+            __mmask16 rm = (__mmask16)((1u << rows) - 1);
+            for (p = 0; p < kc; p++)
+                _mm512_mask_storeu_ps(dst + (size_t)p * PRG__AVX512_MR, w14,
+                                      _mm512_maskz_loadu_ps(rm, src + (size_t)p * lda));
+        } else {
+            const float *src = a + (size_t)(i0 + ir) * lda + p0;
+            for (p = 0; p < kc; p += 16) {
+                int nq = kc - p < 16 ? kc - p : 16;
+                prg__avx512_pack16(dst + (size_t)p * PRG__AVX512_MR, PRG__AVX512_MR, w14, src + p,
+                                   lda, rows, (__mmask16)((1u << nq) - 1), nq,
+                                   kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
+            }
+        }
+        dst += (size_t)kc * PRG__AVX512_MR;
+    }
+}
+
+/* prg__pack_b (below) for NR = 32, vectorised. */
+/* ... and this many rows ahead down op(B) (1, 2, 4 measured alike, +~10%
+   over none on conv1 fwd). */
+#define PRG__AVX512_PFROWS 4
+PRG__AVX512_TARGET
+static void prg__pack_b_avx512(float *PRG_RESTRICT dst, const float *b, int ldb, int tb, int n,
+                               int j0, int nc, int p0, int kc, int nr) {
+    int jr, p, full = 0;
+    (void)nr;
+    if (!tb) {
+        /* Full panels row by row: op(B)'s rows are read in order (friendly
+           to the hardware prefetcher when B comes from memory). */
+        full = (n - j0 < nc ? n - j0 : nc) / PRG__AVX512_NR * PRG__AVX512_NR;
+        for (p = 0; p < kc; p++) {
+            const float *s = b + (size_t)(p0 + p) * ldb + j0;
+            float *d = dst + (size_t)p * PRG__AVX512_NR;
+            int ahead = p + PRG__AVX512_PFROWS < kc;
+            for (jr = 0; jr < full; jr += PRG__AVX512_NR) {
+                if (ahead) {
+                    const float *pf = s + (size_t)PRG__AVX512_PFROWS * ldb + jr;
+                    _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(pf + 16), _MM_HINT_T0);
+                }
+                _mm512_store_ps(d + (size_t)jr * kc, _mm512_loadu_ps(s + jr));
+                _mm512_store_ps(d + (size_t)jr * kc + 16, _mm512_loadu_ps(s + jr + 16));
+            }
+        }
+        dst += (size_t)kc * full;
+    }
+    for (jr = full; jr < nc; jr += PRG__AVX512_NR) {
+        int cols = n - (j0 + jr) < PRG__AVX512_NR ? n - (j0 + jr) : PRG__AVX512_NR;
+        if (!tb) {
+            const float *src = b + (size_t)p0 * ldb + j0 + jr;
+            __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+            __mmask16 m1 = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1 : 0);
+            for (p = 0; p < kc; p++) {
+                const float *s = src + (size_t)p * ldb;
+                _mm512_store_ps(dst + (size_t)p * 32, _mm512_maskz_loadu_ps(m0, s));
+                _mm512_store_ps(dst + (size_t)p * 32 + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+            }
+        } else {
+            const float *src = b + (size_t)(j0 + jr) * ldb + p0;
+            int h;
+            for (p = 0; p < kc; p += 16) {
+                int nq = kc - p < 16 ? kc - p : 16;
+                for (h = 0; h < 2; h++) {
+                    int rows = cols - 16 * h;
+                    prg__avx512_pack16(dst + (size_t)p * 32 + 16 * h, 32, (__mmask16)0xFFFF,
+                                       src + (size_t)(16 * h) * ldb + p, ldb,
+                                       rows < 0 ? 0 : rows, (__mmask16)((1u << nq) - 1), nq,
+                                       kc - p >= 16 + PRG__AVX512_PFCOLS ? PRG__AVX512_PFCOLS : 0);
+                }
+            }
+        }
+        dst += (size_t)kc * PRG__AVX512_NR;
+    }
+}
+
+/* AVX2 + FMA: 6 x 16 tile, 12 accumulators. */
+#define PRG__AVX2_MR 6
+#define PRG__AVX2_NR 16
+__attribute__((target("avx2,fma")))
+static void prg__kernel_avx2(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                             float beta, const prg__gemm_pf *pf) {
+    __m256 acc[PRG__AVX2_MR][2];
+    int p, i;
+    (void)pf;
+    for (i = 0; i < PRG__AVX2_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        for (i = 0; i < PRG__AVX2_MR; i++) {
+            __m256 t = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(t, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(t, b1, acc[i][1]);
+        }
+        a += PRG__AVX2_MR;
+        b += PRG__AVX2_NR;
+    }
+    {
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        if (mr == PRG__AVX2_MR && nr == PRG__AVX2_NR) {
+            for (i = 0; i < PRG__AVX2_MR; i++) {
+                float *ci = c + (size_t)i * ldc;
+                __m256 r0 = _mm256_mul_ps(va, acc[i][0]), r1 = _mm256_mul_ps(va, acc[i][1]);
+                if (beta != 0.0f) {
+                    r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
+                    r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
+                }
+                _mm256_storeu_ps(ci, r0);
+                _mm256_storeu_ps(ci + 8, r1);
+            }
+        } else {
+            float t[PRG__AVX2_MR * PRG__AVX2_NR];
+            for (i = 0; i < PRG__AVX2_MR; i++) {
+                _mm256_storeu_ps(t + i * PRG__AVX2_NR, acc[i][0]);
+                _mm256_storeu_ps(t + i * PRG__AVX2_NR + 8, acc[i][1]);
+            }
+            /* Same rounding as above: alpha*acc, then one fused beta*c add. */
+            for (i = 0; i < mr; i++) {
+                float *ci = c + (size_t)i * ldc;
+                int j;
+                for (j = 0; j < nr; j++) {
+                    float r = alpha * t[i * PRG__AVX2_NR + j];
+                    ci[j] = beta != 0.0f ? fmaf(beta, ci[j], r) : r;
+                }
+            }
+        }
+    }
+}
+#endif /* PRG__X86 */
+
+#ifdef PRG__NEON
+/* NEON: 8 x 12 tile, 24 accumulators. */
+#define PRG__NEON_MR 8
+#define PRG__NEON_NR 12
+static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *PRG_RESTRICT b,
+                             float *PRG_RESTRICT c, int ldc, int mr, int nr, float alpha,
+                             float beta, const prg__gemm_pf *pf) {
+    float32x4_t acc[PRG__NEON_MR][3];
+    int p, i;
+    (void)pf;
+    for (i = 0; i < PRG__NEON_MR; i++) acc[i][0] = acc[i][1] = acc[i][2] = vdupq_n_f32(0.0f);
+    for (p = 0; p < kc; p++) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8);
+        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+        acc[0][0] = vfmaq_laneq_f32(acc[0][0], b0, a0, 0);
+        acc[0][1] = vfmaq_laneq_f32(acc[0][1], b1, a0, 0);
+        acc[0][2] = vfmaq_laneq_f32(acc[0][2], b2, a0, 0);
+        acc[1][0] = vfmaq_laneq_f32(acc[1][0], b0, a0, 1);
+        acc[1][1] = vfmaq_laneq_f32(acc[1][1], b1, a0, 1);
+        acc[1][2] = vfmaq_laneq_f32(acc[1][2], b2, a0, 1);
+        acc[2][0] = vfmaq_laneq_f32(acc[2][0], b0, a0, 2);
+        acc[2][1] = vfmaq_laneq_f32(acc[2][1], b1, a0, 2);
+        acc[2][2] = vfmaq_laneq_f32(acc[2][2], b2, a0, 2);
+        acc[3][0] = vfmaq_laneq_f32(acc[3][0], b0, a0, 3);
+        acc[3][1] = vfmaq_laneq_f32(acc[3][1], b1, a0, 3);
+        acc[3][2] = vfmaq_laneq_f32(acc[3][2], b2, a0, 3);
+        acc[4][0] = vfmaq_laneq_f32(acc[4][0], b0, a1, 0);
+        acc[4][1] = vfmaq_laneq_f32(acc[4][1], b1, a1, 0);
+        acc[4][2] = vfmaq_laneq_f32(acc[4][2], b2, a1, 0);
+        acc[5][0] = vfmaq_laneq_f32(acc[5][0], b0, a1, 1);
+        acc[5][1] = vfmaq_laneq_f32(acc[5][1], b1, a1, 1);
+        acc[5][2] = vfmaq_laneq_f32(acc[5][2], b2, a1, 1);
+        acc[6][0] = vfmaq_laneq_f32(acc[6][0], b0, a1, 2);
+        acc[6][1] = vfmaq_laneq_f32(acc[6][1], b1, a1, 2);
+        acc[6][2] = vfmaq_laneq_f32(acc[6][2], b2, a1, 2);
+        acc[7][0] = vfmaq_laneq_f32(acc[7][0], b0, a1, 3);
+        acc[7][1] = vfmaq_laneq_f32(acc[7][1], b1, a1, 3);
+        acc[7][2] = vfmaq_laneq_f32(acc[7][2], b2, a1, 3);
+        a += PRG__NEON_MR;
+        b += PRG__NEON_NR;
+    }
+    {
+        float t[PRG__NEON_MR * PRG__NEON_NR];
+        for (i = 0; i < PRG__NEON_MR; i++) {
+            vst1q_f32(t + i * PRG__NEON_NR, acc[i][0]);
+            vst1q_f32(t + i * PRG__NEON_NR + 4, acc[i][1]);
+            vst1q_f32(t + i * PRG__NEON_NR + 8, acc[i][2]);
+        }
+        prg__gemm_store(t, PRG__NEON_NR, c, ldc, mr, nr, alpha, beta);
+    }
+}
+#endif /* PRG__NEON */
+
+#ifdef PRG__X86
+/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
+#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
+    P = SET1(1.9875691500e-4f);                                                      \
+    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
+    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
+    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
+    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
+    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
+    P = FMADD(P, MUL(r, r), r);                                                      \
+    P = ADD(P, SET1(1.0f))
+
+__attribute__((target("avx512f")))
+static inline __m512 prg__exp16(__m512 v) {
+    /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
+       g++ 12 warns -Wmaybe-uninitialized */
+    const __mmask16 all = (__mmask16)0xFFFF;
+    __m512 k, r, p;
+    /* clamp, keeping NaN (max/min return the second operand on NaN);
+       scalef takes 2^k to 0 or inf correctly */
+    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
+    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
+    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
+    return _mm512_mask_scalef_ps(p, all, p, k);
+}
+
+static __mmask16 prg__mask16(size_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+/* The sum (max = 0) or the maximum (max = 1) of the 16 lanes, in a tree
+   (the maskz forms: see prg__avx512_transpose16) */
+__attribute__((target("avx512f")))
+static float prg__lanes16(__m512 v, int max) {
+    const __mmask16 all = (__mmask16)0xFFFF;
+    float out[16];
+    __m512 u;
+    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0x4E); /* the other 256 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_f32x4(all, v, v, 0xB1); /* the other 128 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_ps(all, v, v, 0x4E);    /* the other 64 bits */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    u = _mm512_maskz_shuffle_ps(all, v, v, 0xB1);    /* the other float */
+    v = max ? _mm512_maskz_max_ps(all, v, u) : _mm512_maskz_add_ps(all, v, u);
+    _mm512_storeu_ps(out, v);
+    return out[0];
+}
+
+/* The row's maximum and sum in 16 lanes, then across them */
+__attribute__((target("avx512f")))
+static void prg__softmax_avx512(float *row, size_t n) {
+    __m512 vmx = _mm512_set1_ps(-HUGE_VALF), acc = _mm512_setzero_ps(), inv;
+    float mx;
+    size_t i;
+    for (i = 0; i < n; i += 16)
+        vmx = _mm512_maskz_max_ps((__mmask16)0xFFFF, vmx,
+                                  _mm512_mask_loadu_ps(_mm512_set1_ps(-HUGE_VALF), prg__mask16(n - i), row + i));
+    mx = prg__lanes16(vmx, 1);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), _mm512_set1_ps(mx)));
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+        _mm512_mask_storeu_ps(row + i, m, e);
+    }
+    inv = _mm512_set1_ps((float)(1.0 / (double)prg__lanes16(acc, 0)));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_fwd_avx512(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+}
+
+__attribute__((target("avx512f")))
+static void prg__silu_bwd_avx512(float *dx, const float *dy, const float *x, size_t n, int set) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = prg__exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        __m512 oms = _mm512_mask_mul_ps(_mm512_sub_ps(one, s),
+                                        _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ), e, s);
+        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, oms)));
+        d = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + i), d);
+        if (!set) d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + i), d);
+        _mm512_mask_storeu_ps(dx + i, m, d);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 prg__exp8(__m256 x) {
+    __m256 k, r, p, v;
+    __m256i e;
+    /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
+       (exp(-87) is about the smallest normal float); NaN stays NaN */
+    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
+    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
+    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
+    e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    return _mm256_blendv_ps(p, _mm256_set1_ps(HUGE_VALF), hi);
+}
+
+/* AVX2: whole blocks of 8, then the tail through a zero-padded block (the
+   same instructions). */
+__attribute__((target("avx2,fma")))
+static void prg__exp_shift_avx2(float *y, const float *x, float shift, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8)
+        _mm256_storeu_ps(y + i, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(shift))));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__exp8(_mm256_sub_ps(_mm256_loadu_ps(tx), _mm256_set1_ps(shift))));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__silu8(__m256 v) {
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+static void prg__softmax_avx2(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_avx2); }
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_fwd_avx2(float *y, const float *x, size_t n) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8) _mm256_storeu_ps(y + i, prg__silu8(_mm256_loadu_ps(x + i)));
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        _mm256_storeu_ps(tx, prg__silu8(_mm256_loadu_ps(tx)));
+        memcpy(y + full, tx, rest * sizeof(float));
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static __m256 prg__dsilu8(__m256 g, __m256 v) { /* dy * d silu(v) */
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = prg__exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+    __m256 oms = _mm256_blendv_ps(_mm256_sub_ps(one, s), _mm256_mul_ps(e, s),
+                                  _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ));
+    return _mm256_mul_ps(g, _mm256_mul_ps(s, _mm256_add_ps(one, _mm256_mul_ps(v, oms))));
+}
+
+__attribute__((target("avx2,fma")))
+static void prg__silu_bwd_avx2(float *dx, const float *dy, const float *x, size_t n, int set) {
+    float tx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tg[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i, rest = n % 8, full = n - rest;
+    for (i = 0; i < full; i += 8) {
+        __m256 d = prg__dsilu8(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(x + i));
+        _mm256_storeu_ps(dx + i, set ? d : _mm256_add_ps(_mm256_loadu_ps(dx + i), d));
+    }
+    if (rest) {
+        memcpy(tx, x + full, rest * sizeof(float));
+        memcpy(tg, dy + full, rest * sizeof(float));
+        _mm256_storeu_ps(tg, prg__dsilu8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tx)));
+        for (i = 0; i < rest; i++) dx[full + i] = set ? tg[i] : dx[full + i] + tg[i];
+    }
+}
+
+/* *sg = sum g, *sgx = sum g x in 16 (8) float lanes, combined in double */
+__attribute__((target("avx512f")))
+static void prg__dots_avx512(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps();
+    float t1[16], t2[16];
+    double s1 = 0.0, s2 = 0.0;
+    size_t i;
+    int l;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        a1 = _mm512_add_ps(a1, gv);
+        a2 = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(m, x + i), a2);
+    }
+    _mm512_storeu_ps(t1, a1);
+    _mm512_storeu_ps(t2, a2);
+    for (l = 0; l < 16; l++) {
+        s1 += t1[l];
+        s2 += t2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+
+/* Sum of the 16 lanes, in lane order (_mm512_reduce_add_ps makes g++ 12
+   warn -Wuninitialized inside its header). */
+__attribute__((target("avx512f")))
+static float prg__hsum16(__m512 v) {
+    float t[16], s = 0.0f;
+    int l;
+    _mm512_storeu_ps(t, v);
+    for (l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
+/* Nine taps of two channels: 18 accumulators (named, not an array, so
+   that they stay in registers), each input vector loaded once for both. */
+#define PRG__DW3_SUMS(out)                                                                      \
+    do {                                                                                        \
+        out[0] += prg__hsum16(a0); out[1] += prg__hsum16(a1); out[2] += prg__hsum16(a2);        \
+        out[3] += prg__hsum16(a3); out[4] += prg__hsum16(a4); out[5] += prg__hsum16(a5);        \
+        out[6] += prg__hsum16(a6); out[7] += prg__hsum16(a7); out[8] += prg__hsum16(a8);        \
+        out[9] += prg__hsum16(b0); out[10] += prg__hsum16(b1); out[11] += prg__hsum16(b2);      \
+        out[12] += prg__hsum16(b3); out[13] += prg__hsum16(b4); out[14] += prg__hsum16(b5);     \
+        out[15] += prg__hsum16(b6); out[16] += prg__hsum16(b7); out[17] += prg__hsum16(b8);     \
+    } while (0)
+#define PRG__DW3_TAP(a, b, off)                                               \
+    do {                                                                      \
+        __m512 v_ = _mm512_maskz_loadu_ps(m, x + q + (off));                  \
+        a = _mm512_fmadd_ps(g0v, v_, a);                                      \
+        b = _mm512_fmadd_ps(g1v, v_, b);                                      \
+    } while (0)
+__attribute__((target("avx512f")))
+static void prg__dw3_avx512(float *out, const float *g0, const float *g1, const float *x, size_t n,
+                            int wp, int count, size_t gstride, size_t xstride) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
+    __m512 a7 = a0, a8 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0;
+    __m512 b7 = a0, b8 = a0;
+    size_t q, w1 = (size_t)wp, w2 = 2 * (size_t)wp;
+    int i;
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+    for (q = 0; q < n; q += 16) {
+        __mmask16 m = prg__mask16(n - q);
+        __m512 g0v = _mm512_maskz_loadu_ps(m, g0 + q), g1v = _mm512_maskz_loadu_ps(m, g1 + q);
+        PRG__DW3_TAP(a0, b0, 0);
+        PRG__DW3_TAP(a1, b1, 1);
+        PRG__DW3_TAP(a2, b2, 2);
+        PRG__DW3_TAP(a3, b3, w1);
+        PRG__DW3_TAP(a4, b4, w1 + 1);
+        PRG__DW3_TAP(a5, b5, w1 + 2);
+        PRG__DW3_TAP(a6, b6, w2);
+        PRG__DW3_TAP(a7, b7, w2 + 1);
+        PRG__DW3_TAP(a8, b8, w2 + 2);
+    }
+    PRG__DW3_SUMS(out);
+}
+#undef PRG__DW3_TAP
+
+/* ---- 3x3 pad-1 stride-1 convolutions with few channels on one side ----
+   Direct, on the unpadded planes (masked loads give the zero border). */
+
+/* lanes l of a 16-float load at column c of a row of w floats that are inside it */
+static inline __attribute__((always_inline)) __mmask16 prg__cols16(int c, int w) {
+    unsigned lo = c >= 0 ? 0xFFFFu : c > -16 ? 0xFFFFu << -c : 0u;
+    unsigned hi = w - c >= 16 ? 0xFFFFu : w - c > 0 ? (1u << (w - c)) - 1u : 0u;
+    return (__mmask16)(lo & hi);
+}
+
+/* y[o*h*w + p] = bias[o] + sum over i < ci and the nine taps of
+   wt[o*os + i*is + tap] (tap 8 - t when flip) x[i*h*w + p shifted], for
+   o < OB (a constant after inlining, <= 8); with accumulate, y += the sum.
+   32 pixels of a row at a time: 16 accumulators, each input vector loaded
+   once for all OB outputs. */
+#define PRG__C3_ROWS(X)                                                     \
+    X(0, y00, y01) X(1, y10, y11) X(2, y20, y21) X(3, y30, y31)            \
+    X(4, y40, y41) X(5, y50, y51) X(6, y60, y61) X(7, y70, y71)
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__conv3_tile(const int OB, float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                const float *bias, int accumulate, int ci, int h, int w) {
+    size_t plane = (size_t)h * w;
+    int oy, ox, i, ki, kj;
+    for (oy = 0; oy < h; oy++)
+        for (ox = 0; ox < w; ox += 32) {
+            __m512 y00 = _mm512_setzero_ps(), y01 = y00, y10 = y00, y11 = y00, y20 = y00, y21 = y00,
+                   y30 = y00, y31 = y00, y40 = y00, y41 = y00, y50 = y00, y51 = y00, y60 = y00,
+                   y61 = y00, y70 = y00, y71 = y00;
+            __mmask16 m0[3], m1[3], s0 = prg__cols16(ox, w), s1 = prg__cols16(ox + 16, w);
+            for (kj = 0; kj < 3; kj++) {
+                m0[kj] = prg__cols16(ox + kj - 1, w);
+                m1[kj] = prg__cols16(ox + 16 + kj - 1, w);
+            }
+            for (i = 0; i < ci; i++)
+                for (ki = 0; ki < 3; ki++) {
+                    int iy = oy + ki - 1;
+                    const float *row;
+                    if (iy < 0 || iy >= h) continue; /* before the address: (size_t)-1 * w wrapped the pointer */
+                    row = x + i * plane + (size_t)iy * w + ox - 1;
+                    for (kj = 0; kj < 3; kj++) {
+                        const float *wp = wt + i * is + (flip ? 8 - 3 * ki - kj : 3 * ki + kj);
+                        __m512 v0 = _mm512_maskz_loadu_ps(m0[kj], row + kj);
+                        __m512 v1 = _mm512_maskz_loadu_ps(m1[kj], row + 16 + kj), t;
+#define PRG__C3_FMA(o, a, b)                                     \
+                        if (OB > o) {                            \
+                            t = _mm512_set1_ps(wp[(o) * os]);    \
+                            a = _mm512_fmadd_ps(t, v0, a);       \
+                            b = _mm512_fmadd_ps(t, v1, b);       \
+                        }
+                        PRG__C3_ROWS(PRG__C3_FMA)
+#undef PRG__C3_FMA
+                    }
+                }
+#define PRG__C3_STORE(o, a, b)                                                        \
+            if (OB > o) {                                                             \
+                float *d = y + (o) * plane + (size_t)oy * w + ox;                     \
+                if (accumulate) {                                                     \
+                    a = _mm512_add_ps(_mm512_maskz_loadu_ps(s0, d), a);               \
+                    b = _mm512_add_ps(_mm512_maskz_loadu_ps(s1, d + 16), b);          \
+                } else if (bias) {                                                    \
+                    a = _mm512_add_ps(a, _mm512_set1_ps(bias[o]));                    \
+                    b = _mm512_add_ps(b, _mm512_set1_ps(bias[o]));                    \
+                }                                                                     \
+                _mm512_mask_storeu_ps(d, s0, a);                                      \
+                _mm512_mask_storeu_ps(d + 16, s1, b);                                 \
+            }
+            PRG__C3_ROWS(PRG__C3_STORE)
+#undef PRG__C3_STORE
+        }
+}
+#undef PRG__C3_ROWS
+
+PRG__AVX512_TARGET
+static void prg__conv3_avx512(float *y, const float *x, const float *wt, size_t os, size_t is, int flip,
+                              const float *bias, int accumulate, int ci, int ob, int h, int w) {
+    switch (ob) {
+#define PRG__C3_CASE(R) \
+    case R: prg__conv3_tile(R, y, x, wt, os, is, flip, bias, accumulate, ci, h, w); break;
+    PRG__C3_CASE(8) PRG__C3_CASE(7) PRG__C3_CASE(6) PRG__C3_CASE(5)
+    PRG__C3_CASE(4) PRG__C3_CASE(3) PRG__C3_CASE(2) PRG__C3_CASE(1)
+#undef PRG__C3_CASE
+    default: break;
+    }
+}
+
+/* The nine pad-1 taps of two output channels over unpadded h x w planes:
+   out[c*9 + ki*3 + kj] += sum over planes i < count and pixels (oy, ox) of
+   g_c[i*gstride + oy*w + ox] x[i*xstride + (oy+ki-1)*w + ox+kj-1] (zero
+   outside the plane). */
+#define PRG__DW3P_TAP(a, b, kj)                                                \
+    do {                                                                       \
+        __m512 v_ = _mm512_maskz_loadu_ps(mk[kj], row + (kj));                 \
+        a = _mm512_fmadd_ps(g0v, v_, a);                                       \
+        b = _mm512_fmadd_ps(g1v, v_, b);                                       \
+    } while (0)
+PRG__AVX512_TARGET
+static void prg__dw3p_avx512(float *out, const float *g0, const float *g1, const float *x, int h, int w,
+                             int count, size_t gstride, size_t xstride) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0;
+    __m512 a7 = a0, a8 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0;
+    __m512 b7 = a0, b8 = a0;
+    int i, oy, ox, kj;
+    for (i = 0; i < count; i++, g0 += gstride, g1 += gstride, x += xstride)
+        for (ox = 0; ox < w; ox += 16) {
+            __mmask16 m = prg__cols16(ox, w), mk[3];
+            for (kj = 0; kj < 3; kj++) mk[kj] = prg__cols16(ox + kj - 1, w) & m;
+            for (oy = 0; oy < h; oy++) {
+                size_t q = (size_t)oy * w + ox;
+                __m512 g0v = _mm512_maskz_loadu_ps(m, g0 + q), g1v = _mm512_maskz_loadu_ps(m, g1 + q);
+                const float *row = x + q - 1;
+                if (oy > 0) {
+                    row -= w;
+                    PRG__DW3P_TAP(a0, b0, 0);
+                    PRG__DW3P_TAP(a1, b1, 1);
+                    PRG__DW3P_TAP(a2, b2, 2);
+                    row += w;
+                }
+                PRG__DW3P_TAP(a3, b3, 0);
+                PRG__DW3P_TAP(a4, b4, 1);
+                PRG__DW3P_TAP(a5, b5, 2);
+                if (oy + 1 < h) {
+                    row += w;
+                    PRG__DW3P_TAP(a6, b6, 0);
+                    PRG__DW3P_TAP(a7, b7, 1);
+                    PRG__DW3P_TAP(a8, b8, 2);
+                }
+            }
+        }
+    PRG__DW3_SUMS(out);
+}
+#undef PRG__DW3P_TAP
+#undef PRG__DW3_SUMS
+
+__attribute__((target("avx2,fma")))
+static void prg__dots_avx2(const float *g, const float *x, size_t n, double *sg, double *sgx) {
+    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    float t1[8], t2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double s1 = 0.0, s2 = 0.0;
+    size_t i, rest = n % 8, full = n - rest;
+    int l;
+    for (i = 0; i < full; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        a1 = _mm256_add_ps(a1, gv);
+        a2 = _mm256_fmadd_ps(gv, _mm256_loadu_ps(x + i), a2);
+    }
+    if (rest) { /* zero-padded tail through the same instructions */
+        memset(t1, 0, sizeof t1);
+        memcpy(t1, g + full, rest * sizeof(float));
+        memcpy(t2, x + full, rest * sizeof(float));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(t1));
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(t1), _mm256_loadu_ps(t2), a2);
+    }
+    _mm256_storeu_ps(t1, a1);
+    _mm256_storeu_ps(t2, a2);
+    for (l = 0; l < 8; l++) {
+        s1 += t1[l];
+        s2 += t2[l];
+    }
+    *sg = s1;
+    *sgx = s2;
+}
+#endif /* PRG__X86 */
+
+#ifdef PRG__X86
+/* The same for stride 1 or 2 and 32-wide panels (the AVX-512 GEMM's): each
+   half of a panel row is one register filled by masked loads, one per run
+   that overlaps it (for stride 2, two loads and a permute keeping the even
+   elements), then stored whole (the zeros past cols included). */
+__attribute__((target("avx512f")))
+static void prg__implicit_cols_pack_avx512(const void *ctx, float *PRG_RESTRICT dst, int j0,
+                                           int cols, int p0, int kc, int nr) {
+    static const int even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const prg__implicit_cols *ic = (const prg__implicit_cols *)ctx;
+    int off[64], len[64], pos[64], nseg, p, g, h, i, n[2] = {0, 0}, s = ic->s;
+    ptrdiff_t rel[2][32];
+    __mmask16 msk[2][32], ma[2][32], mb[2][32];
+    int kk = ic->k * ic->k, ci, ki, kj;
+    size_t plane = (size_t)ic->hp * ic->wp;
+    __m512i ev;
+    if ((s != 1 && s != 2) || nr != 32) {
+        prg__implicit_cols_pack(ctx, dst, j0, cols, p0, kc, nr);
+        return;
+    }
+    ev = _mm512_loadu_si512((const void *)even);
+    nseg = prg__implicit_cols_runs(ic, j0, cols, off, len, pos);
+    for (g = 0; g < nseg; g++)
+        for (h = 0; h < 2; h++) {
+            int lo = pos[g] > 16 * h ? pos[g] - 16 * h : 0;
+            int hi = pos[g] + len[g] < 16 * h + 16 ? pos[g] + len[g] - 16 * h : 16;
+            unsigned a = 0, b = 0;
+            if (lo >= hi) continue;
+            for (i = lo; i < hi; i++) { /* stride 2: lane i is element 2i of the 32 loaded */
+                if (i < 8) a |= 1u << (2 * i);
+                else b |= 1u << (2 * i - 16);
+            }
+            msk[h][n[h]] = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+            ma[h][n[h]] = (__mmask16)a;
+            mb[h][n[h]] = (__mmask16)b;
+            /* lane i reads base + rel + s i */
+            rel[h][n[h]++] = (ptrdiff_t)off[g] - (ptrdiff_t)s * (pos[g] - 16 * h);
+        }
+    ci = p0 / kk;
+    ki = p0 % kk / ic->k;
+    kj = p0 % ic->k;
+    for (p = 0; p < kc; p++) {
+        const float *base = ic->xp + (size_t)ci * plane + (size_t)ki * ic->wp + kj;
+        float *d = dst + (size_t)p * 32;
+        for (h = 0; h < 2; h++) {
+            __m512 v = _mm512_setzero_ps();
+            if (s == 1)
+                for (g = 0; g < n[h]; g++) v = _mm512_mask_loadu_ps(v, msk[h][g], base + rel[h][g]);
+            else
+                for (g = 0; g < n[h]; g++) {
+                    const float *q = base + rel[h][g];
+                    v = _mm512_mask_mov_ps(v, msk[h][g],
+                                           _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(ma[h][g], q), ev,
+                                                                  _mm512_maskz_loadu_ps(mb[h][g], q + 16)));
+                }
+            _mm512_storeu_ps(d + 16 * h, v);
+        }
+        PRG__COLS_NEXT_ROW(ic, ci, ki, kj);
+    }
+}
+#endif
+
+#ifdef PRG__X86
+/* The three row transforms with AVX-512, 16 tiles per vector: the same
+   operations in the same order as the scalar ones, so the same bits. */
+static const int prg__wino_even[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+
+/* row k of the transform from row k of B^T d (columns c-1.. in sa, c+15.. in
+   sb, c+1.. in sc, c+17.. in sd) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_in_store(float *v0, size_t vs, __mmask16 mq, __m512 sa, __m512 sb, __m512 sc, __m512 sd,
+                   __m512i ev, __m512i od) {
+    __m512 c0 = _mm512_permutex2var_ps(sa, ev, sb), c1 = _mm512_permutex2var_ps(sa, od, sb);
+    __m512 c2 = _mm512_permutex2var_ps(sc, ev, sd), c3 = _mm512_permutex2var_ps(sc, od, sd);
+    _mm512_mask_storeu_ps(v0, mq, _mm512_sub_ps(c0, c2));
+    _mm512_mask_storeu_ps(v0 + vs, mq, _mm512_add_ps(c1, c2));
+    _mm512_mask_storeu_ps(v0 + 2 * vs, mq, _mm512_sub_ps(c2, c1));
+    _mm512_mask_storeu_ps(v0 + 3 * vs, mq, _mm512_sub_ps(c1, c3));
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_in_row_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int w,
+                                    int ty, int x0, int len, int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512 z = _mm512_setzero_ps();
+    int q;
+    for (q = 0; q < len; q += 16) {
+        /* 34 columns from c - 1 of the four rows i: ai (c-1..), bi (c+15..),
+           ci (c+1..), di (c+17..); zeros outside the image */
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int c = 2 * (x0 + q);
+        __mmask16 ma = prg__cols16(c - 1, w), mb = prg__cols16(c + 15, w);
+        __mmask16 mc = prg__cols16(c + 1, w), md = prg__cols16(c + 17, w);
+        __m512 a0 = z, a1 = z, a2 = z, a3 = z, b0 = z, b1 = z, b2 = z, b3 = z;
+        __m512 c0 = z, c1 = z, c2 = z, c3 = z, d0 = z, d1 = z, d2 = z, d3 = z;
+        float *v0 = v + q;
+#define PRG__WINO_LOAD(i, a, b, cc, d)                                  \
+        if (2 * ty - 1 + (i) >= 0 && 2 * ty - 1 + (i) < h) {            \
+            const float *s = plane + (size_t)(2 * ty - 1 + (i)) * w + c; \
+            a = _mm512_maskz_loadu_ps(ma, s - 1);                       \
+            b = _mm512_maskz_loadu_ps(mb, s + 15);                      \
+            cc = _mm512_maskz_loadu_ps(mc, s + 1);                      \
+            d = _mm512_maskz_loadu_ps(md, s + 17);                      \
+        }
+        PRG__WINO_LOAD(0, a0, b0, c0, d0)
+        PRG__WINO_LOAD(1, a1, b1, c1, d1)
+        PRG__WINO_LOAD(2, a2, b2, c2, d2)
+        PRG__WINO_LOAD(3, a3, b3, c3, d3)
+#undef PRG__WINO_LOAD
+        /* B^T d: rows r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
+        if (k0 <= 0 && k1 > 0)
+            prg__wino_in_store(v0, vs, mq, _mm512_sub_ps(a0, a2), _mm512_sub_ps(b0, b2),
+                               _mm512_sub_ps(c0, c2), _mm512_sub_ps(d0, d2), ev, od);
+        if (k0 <= 1 && k1 > 1)
+            prg__wino_in_store(v0 + (size_t)(4 * (1 - k0)) * vs, vs, mq, _mm512_add_ps(a1, a2),
+                               _mm512_add_ps(b1, b2), _mm512_add_ps(c1, c2), _mm512_add_ps(d1, d2), ev, od);
+        if (k0 <= 2 && k1 > 2)
+            prg__wino_in_store(v0 + (size_t)(4 * (2 - k0)) * vs, vs, mq, _mm512_sub_ps(a2, a1),
+                               _mm512_sub_ps(b2, b1), _mm512_sub_ps(c2, c1), _mm512_sub_ps(d2, d1), ev, od);
+        if (k1 > 3)
+            prg__wino_in_store(v0 + (size_t)(4 * (3 - k0)) * vs, vs, mq, _mm512_sub_ps(a1, a3),
+                               _mm512_sub_ps(b1, b3), _mm512_sub_ps(c1, c3), _mm512_sub_ps(d1, d3), ev, od);
+    }
+}
+
+/* Pieces shared by the row transforms and the vector-filling ones below. */
+/* row k of B^T d from the rows s[0..3] of d */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino_bt(int k, __m512 s0, __m512 s1, __m512 s2, __m512 s3) {
+    return k == 0 ? _mm512_sub_ps(s0, s2) : k == 1 ? _mm512_add_ps(s1, s2) : k == 2 ? _mm512_sub_ps(s2, s1)
+                                                                             : _mm512_sub_ps(s1, s3);
+}
+
+/* ... B along the rows: column j of each lane's tile from (t0, t1) by cols[j]
+   (zero where the mask of j = 0 or 3 clears a lane), stored at v + j vs */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_b_store(float *v0, size_t vs, __m512 t0, __m512 t1, const int cols[4][16], __mmask16 m0, __mmask16 m3) {
+    __m512 c[4];
+    int j;
+    for (j = 0; j < 4; j++)
+        c[j] = _mm512_maskz_permutex2var_ps((__mmask16)(j == 0 ? m0 : j == 3 ? m3 : 0xFFFF), t0,
+                                            _mm512_loadu_si512((const void *)cols[j]), t1);
+    _mm512_storeu_ps(v0, _mm512_sub_ps(c[0], c[2]));
+    _mm512_storeu_ps(v0 + vs, _mm512_add_ps(c[1], c[2]));
+    _mm512_storeu_ps(v0 + 2 * vs, _mm512_sub_ps(c[2], c[1]));
+    _mm512_storeu_ps(v0 + 3 * vs, _mm512_sub_ps(c[1], c[3]));
+}
+
+/* y[a][e] = (A^T m A)[a][e] of 16 tiles, m[xi*ms + lane] (the lanes in mq) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_atma(__m512 y[2][2], const float *m, size_t ms, __mmask16 mq) {
+    __m512 a[4], b[4];
+    int k;
+    for (k = 0; k < 4; k++) { /* A^T m down the columns */
+        __m512 m0 = _mm512_maskz_loadu_ps(mq, m + (size_t)k * ms);
+        __m512 m1 = _mm512_maskz_loadu_ps(mq, m + (size_t)(4 + k) * ms);
+        __m512 m2 = _mm512_maskz_loadu_ps(mq, m + (size_t)(8 + k) * ms);
+        __m512 m3 = _mm512_maskz_loadu_ps(mq, m + (size_t)(12 + k) * ms);
+        a[k] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+        b[k] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+    }
+    y[0][0] = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2]); /* ... A along the rows */
+    y[0][1] = _mm512_sub_ps(_mm512_sub_ps(a[1], a[2]), a[3]);
+    y[1][0] = _mm512_add_ps(_mm512_add_ps(b[0], b[1]), b[2]);
+    y[1][1] = _mm512_sub_ps(_mm512_sub_ps(b[1], b[2]), b[3]);
+}
+
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] from the dy tiles' e[a][c] (the lanes in mq) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_aea(float *dm, size_t ms, __m512 e[2][2], int k0, int k1, __mmask16 mq) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 r[4][2];
+    int c, k;
+    for (c = 0; c < 2; c++) {
+        r[0][c] = e[0][c];
+        r[1][c] = _mm512_add_ps(e[0][c], e[1][c]);
+        r[2][c] = _mm512_sub_ps(e[0][c], e[1][c]);
+        r[3][c] = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(e[1][c]), sign));
+    }
+    for (k = k0; k < k1; k++) {
+        float *d = dm + (size_t)(4 * (k - k0)) * ms;
+        _mm512_mask_storeu_ps(d, mq, r[k][0]);
+        _mm512_mask_storeu_ps(d + ms, mq, _mm512_add_ps(r[k][0], r[k][1]));
+        _mm512_mask_storeu_ps(d + 2 * ms, mq, _mm512_sub_ps(r[k][0], r[k][1]));
+        _mm512_mask_storeu_ps(d + 3 * ms, mq,
+                              _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(r[k][1]), sign)));
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_out_row_avx512(float *plane, int h, int w, int ty, int x0, int len,
+                                     const float *PRG_RESTRICT m, size_t ms, float bias, int accumulate) {
+    static const int lo_idx[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)lo_idx);
+    const __m512i ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    const __m512 vb = _mm512_set1_ps(bias);
+    int q;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = 2 * (len - q < 16 ? len - q : 16);
+        __m512 y[2][2];
+        __mmask16 ml, mh;
+        if (nv > w - ox) nv = w - ox;
+        ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+        prg__wino_atma(y, m + q, ms, mq);
+#define PRG__WINO_STORE(a, ya, yb)                                                      \
+        if (2 * ty + (a) < h) {                                                         \
+            float *row = plane + (size_t)(2 * ty + (a)) * w + ox;                       \
+            __m512 lo = _mm512_permutex2var_ps(ya, il, yb);                             \
+            __m512 hi = _mm512_permutex2var_ps(ya, ih, yb);                             \
+            if (accumulate) {                                                           \
+                lo = _mm512_add_ps(_mm512_maskz_loadu_ps(ml, row), lo);                 \
+                hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mh, row + 16), hi);            \
+            } else {                                                                    \
+                lo = _mm512_add_ps(lo, vb);                                             \
+                hi = _mm512_add_ps(hi, vb);                                             \
+            }                                                                           \
+            _mm512_mask_storeu_ps(row, ml, lo);                                         \
+            _mm512_mask_storeu_ps(row + 16, mh, hi);                                    \
+        }
+        PRG__WINO_STORE(0, y[0][0], y[0][1])
+        PRG__WINO_STORE(1, y[1][0], y[1][1])
+#undef PRG__WINO_STORE
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino_dy_row_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int w,
+                                    int ty, int x0, int len, int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    int q, a;
+    for (q = 0; q < len; q += 16) {
+        __mmask16 mq = (__mmask16)(len - q >= 16 ? 0xFFFF : (1u << (len - q)) - 1u);
+        int ox = 2 * (x0 + q), nv = w - ox < 32 ? w - ox : 32;
+        __mmask16 ml = (__mmask16)(nv >= 16 ? 0xFFFF : (1u << nv) - 1u);
+        __mmask16 mh = (__mmask16)(nv >= 32 ? 0xFFFF : nv > 16 ? (1u << (nv - 16)) - 1u : 0u);
+        __m512 e[2][2];
+        for (a = 0; a < 2; a++) {
+            if (2 * ty + a < h) {
+                const float *row = plane + (size_t)(2 * ty + a) * w + ox;
+                __m512 lo = _mm512_maskz_loadu_ps(ml, row), hi = _mm512_maskz_loadu_ps(mh, row + 16);
+                e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
+                e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
+            } else {
+                e[a][0] = e[a][1] = _mm512_setzero_ps();
+            }
+        }
+        prg__wino_aea(dm + q, ms, e, k0, k1, mq);
+    }
+}
+
+/* 8 x 8 planes (4 x 4 tiles: one vector of 16 tiles, lane 4 ty + tx, per
+   plane) at once, the whole plane in four registers (rows 2k, 2k+1 in P[k]):
+   the same operations in the same order as the row transforms, so the same
+   bits, with every lane used (a run of an 8-wide plane fills 4). */
+static const int prg__wino_p8_rows[16] = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+/* lane 4 ty + tx <- column 2 tx - 1 + j (clamped) of the row of tile row ty in (a, b) holding tile
+   rows 0, 1 | 2, 3 */
+static const int prg__wino_p8_cols[4][16] = {
+    {0, 1, 3, 5, 8, 9, 11, 13, 16, 17, 19, 21, 24, 25, 27, 29},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
+    {2, 4, 6, 7, 10, 12, 14, 15, 18, 20, 22, 23, 26, 28, 30, 31}};
+/* lane 4 ty + tx <- row 2 ty + a, column 2 tx + c from (P[ty], P[ty + 1]) (ty even), index 2 a + c */
+static const int prg__wino_p8_dy[4][16] = {
+    {0, 2, 4, 6, 16, 18, 20, 22, 0, 2, 4, 6, 16, 18, 20, 22},
+    {1, 3, 5, 7, 17, 19, 21, 23, 1, 3, 5, 7, 17, 19, 21, 23},
+    {8, 10, 12, 14, 24, 26, 28, 30, 8, 10, 12, 14, 24, 26, 28, 30},
+    {9, 11, 13, 15, 25, 27, 29, 31, 9, 11, 13, 15, 25, 27, 29, 31}};
+
+/* v[(4 (k - k0) + j) vs + lane] = (B^T d B)[k][j] of the 16 tiles of the plane */
+PRG__AVX512_TARGET
+static void prg__wino_in_plane8_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int k0, int k1) {
+    const __m512i lo = _mm512_loadu_si512((const void *)prg__wino_p8_rows); /* the low halves of a, b */
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));          /* their high halves */
+    __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
+    __m512 p3 = _mm512_loadu_ps(plane + 48), s[4][2], t[2];
+    int k, l;
+    /* s[i][h]: rows 2 ty - 1 + i for ty = 2h, 2h + 1 (8 columns each) */
+    s[0][0] = _mm512_maskz_mov_ps((__mmask16)0xFF00, p0);
+    s[0][1] = _mm512_permutex2var_ps(p1, hi, p2);
+    s[1][0] = _mm512_permutex2var_ps(p0, lo, p1);
+    s[1][1] = _mm512_permutex2var_ps(p2, lo, p3);
+    s[2][0] = _mm512_permutex2var_ps(p0, hi, p1);
+    s[2][1] = _mm512_permutex2var_ps(p2, hi, p3);
+    s[3][0] = _mm512_permutex2var_ps(p1, lo, p2);
+    s[3][1] = _mm512_maskz_mov_ps((__mmask16)0x00FF, p3);
+    for (k = k0; k < k1; k++) {
+        for (l = 0; l < 2; l++) t[l] = prg__wino_bt(k, s[0][l], s[1][l], s[2][l], s[3][l]);
+        /* column 2 tx - 1 + j of tile (ty, tx); zero outside */
+        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_p8_cols, 0xEEEE, 0x7777);
+    }
+}
+
+/* The plane from m[xi*ms + lane]: Y = A^T m A, stored (plus bias) or added */
+PRG__AVX512_TARGET
+static void prg__wino_out_plane8_avx512(float *plane, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                        int accumulate) {
+    static const int inter[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    const __m512i lo = _mm512_loadu_si512((const void *)prg__wino_p8_rows);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    __m512 y[2][2], e[2][2], p[4];
+    int k, r;
+    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
+    for (r = 0; r < 2; r++) { /* e[r][h]: rows 2 ty + r of tile rows ty = 2h, 2h + 1 */
+        e[r][0] = _mm512_permutex2var_ps(y[r][0], il, y[r][1]);
+        e[r][1] = _mm512_permutex2var_ps(y[r][0], ih, y[r][1]);
+    }
+    p[0] = _mm512_permutex2var_ps(e[0][0], lo, e[1][0]);
+    p[1] = _mm512_permutex2var_ps(e[0][0], hi, e[1][0]);
+    p[2] = _mm512_permutex2var_ps(e[0][1], lo, e[1][1]);
+    p[3] = _mm512_permutex2var_ps(e[0][1], hi, e[1][1]);
+    for (k = 0; k < 4; k++)
+        _mm512_storeu_ps(plane + 16 * k, accumulate ? _mm512_add_ps(_mm512_loadu_ps(plane + 16 * k), p[k])
+                                                    : _mm512_add_ps(p[k], _mm512_set1_ps(bias)));
+}
+
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of the plane */
+PRG__AVX512_TARGET
+static void prg__wino_dy_plane8_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int k0, int k1) {
+    __m512 p0 = _mm512_loadu_ps(plane), p1 = _mm512_loadu_ps(plane + 16), p2 = _mm512_loadu_ps(plane + 32);
+    __m512 p3 = _mm512_loadu_ps(plane + 48), e[2][2];
+    int a, c;
+    for (a = 0; a < 2; a++)
+        for (c = 0; c < 2; c++) {
+            __m512i idx = _mm512_loadu_si512((const void *)prg__wino_p8_dy[2 * a + c]);
+            e[a][c] = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_permutex2var_ps(p0, idx, p1),
+                                           _mm512_permutex2var_ps(p2, idx, p3));
+        }
+    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
+}
+
+/* 16-wide planes (8 tiles a row, h a multiple of 4), two tile rows ty, ty + 1
+   (ty even) per vector, lane 8 r + tx for tile (ty + r, tx), each image row
+   one register; the same operations as the row transforms, so the same bits. */
+static const int prg__wino_r16_cols[4][16] = { /* lane 8 r + tx <- column 2 tx - 1 + j (clamped) of row r */
+    {0, 1, 3, 5, 7, 9, 11, 13, 16, 17, 19, 21, 23, 25, 27, 29},
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31},
+    {2, 4, 6, 8, 10, 12, 14, 15, 18, 20, 22, 24, 26, 28, 30, 31}};
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino_row16(const float *plane, int h, int y) {
+    return y >= 0 && y < h ? _mm512_loadu_ps(plane + (size_t)16 * y) : _mm512_setzero_ps();
+}
+
+/* v[(4 (k - k0) + j) vs + lane] = (B^T d B)[k][j] of the 16 tiles of tile rows ty, ty + 1 */
+PRG__AVX512_TARGET
+static void prg__wino_in_rows16_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty,
+                                       int k0, int k1) {
+    __m512 r[6], t[2];
+    int i, k;
+    for (i = 0; i < 6; i++) r[i] = prg__wino_row16(plane, h, 2 * ty - 1 + i); /* tile row ty + q: r[2q..] */
+    for (k = k0; k < k1; k++) {
+        for (i = 0; i < 2; i++) t[i] = prg__wino_bt(k, r[2 * i], r[2 * i + 1], r[2 * i + 2], r[2 * i + 3]);
+        /* column 2 tx - 1 + j; zero outside */
+        prg__wino_b_store(v + (size_t)(4 * (k - k0)) * vs, vs, t[0], t[1], prg__wino_r16_cols, 0xFEFE, 0x7F7F);
+    }
+}
+
+/* Rows 2 ty .. 2 ty + 3 from m[xi*ms + lane]: Y = A^T m A, stored (plus bias) or added */
+PRG__AVX512_TARGET
+static void prg__wino_out_rows16_avx512(float *plane, int ty, const float *PRG_RESTRICT m, size_t ms, float bias,
+                                        int accumulate) {
+    static const int inter[16] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+    const __m512i il = _mm512_loadu_si512((const void *)inter), ih = _mm512_add_epi32(il, _mm512_set1_epi32(8));
+    __m512 y[2][2];
+    int r, q;
+    prg__wino_atma(y, m, ms, (__mmask16)0xFFFF);
+    for (q = 0; q < 2; q++)     /* tile row ty + q */
+        for (r = 0; r < 2; r++) { /* image row 2 (ty + q) + r */
+            float *row = plane + (size_t)16 * (2 * (ty + q) + r);
+            __m512 e = _mm512_permutex2var_ps(y[r][0], q ? ih : il, y[r][1]);
+            _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), e)
+                                             : _mm512_add_ps(e, _mm512_set1_ps(bias)));
+        }
+}
+
+/* dm[(4 (k - k0) + j) ms + lane] = (A e A^T)[k][j] for the dy tiles of tile rows ty, ty + 1 */
+PRG__AVX512_TARGET
+static void prg__wino_dy_rows16_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, int h, int ty,
+                                       int k0, int k1) {
+    const __m512i ev = _mm512_loadu_si512((const void *)prg__wino_even);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    __m512 e[2][2];
+    int a;
+    (void)h; /* a multiple of 4: both tile rows are inside */
+    for (a = 0; a < 2; a++) { /* lane 8 q + tx <- row 2 (ty + q) + a, column 2 tx + c */
+        __m512 lo = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + a));
+        __m512 hi = _mm512_loadu_ps(plane + (size_t)16 * (2 * ty + 2 + a));
+        e[a][0] = _mm512_permutex2var_ps(lo, ev, hi);
+        e[a][1] = _mm512_permutex2var_ps(lo, od, hi);
+    }
+    prg__wino_aea(dm, ms, e, k0, k1, (__mmask16)0xFFFF);
+}
+
+/* F(4x4,3x3) with AVX-512, one group of 16 tiles per vector (lane l: tile
+   (ty0 + l / tw, l % tw)); the image rows are registers (w 16: one, w 32:
+   two), the columns 4 tx - 1 + c gathered across them with permutes. */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_bt_k(int k, __m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 d4, __m512 d5) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    switch (k) {
+    case 0: return _mm512_fmadd_ps(four, d0, _mm512_fnmadd_ps(five, d2, d4));
+    case 1: return _mm512_add_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
+    case 2: return _mm512_sub_ps(_mm512_fnmadd_ps(four, d2, d4), _mm512_fnmadd_ps(four, d1, d3));
+    case 3: return _mm512_fmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
+    case 4: return _mm512_fnmadd_ps(two, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
+    default: return _mm512_fmadd_ps(four, d1, _mm512_fnmadd_ps(five, d3, d5));
+    }
+}
+
+/* lane l <- column 4 (l % 8) - 1 + c of the register pair (a0, a1) for the
+   low lanes, of (b0, b1) for the high ones (the index's low 5 bits count);
+   zero where the mask is clear */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_col(int c, __mmask16 mask, __m512i ib, __m512 a0, __m512 a1, __m512 b0, __m512 b1) {
+    __m512i ic = _mm512_add_epi32(ib, _mm512_set1_epi32(c));
+    __m512 x = _mm512_maskz_permutex2var_ps((__mmask16)(mask & 0x00FF), a0, ic, a1);
+    return _mm512_mask_mov_ps(x, (__mmask16)(mask & 0xFF00), _mm512_permutex2var_ps(b0, ic, b1));
+}
+
+/* ... B along the rows: the columns c of the registers' pairs (t0, t1) and
+   (t2, t3) that lane l takes are at ib + c (prg__wino4_col) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_row(float *PRG_RESTRICT vk, size_t vs, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __mmask16 m0,
+                  __mmask16 m5, __m512i ib) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    __m512 x0, x1, x2, x3, x4, x5, a, b, c, e;
+    x0 = prg__wino4_col(0, m0, ib, t0, t1, t2, t3);
+    x1 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3);
+    x2 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
+    x3 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
+    x4 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
+    x5 = prg__wino4_col(5, m5, ib, t0, t1, t2, t3);
+    a = _mm512_fnmadd_ps(four, x2, x4);
+    b = _mm512_fnmadd_ps(four, x1, x3);
+    c = _mm512_sub_ps(x4, x2);
+    e = _mm512_sub_ps(x3, x1);
+    _mm512_storeu_ps(vk, prg__wino4_bt_k(0, x0, x1, x2, x3, x4, x5));
+    _mm512_storeu_ps(vk + vs, _mm512_add_ps(a, b));
+    _mm512_storeu_ps(vk + 2 * vs, _mm512_sub_ps(a, b));
+    _mm512_storeu_ps(vk + 3 * vs, _mm512_fmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 4 * vs, _mm512_fnmadd_ps(two, e, c));
+    _mm512_storeu_ps(vk + 5 * vs, prg__wino4_bt_k(5, x0, x1, x2, x3, x4, x5));
+}
+
+/* Row k of the group's transforms from its image rows d (H registers a row) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_k(float *PRG_RESTRICT vk, size_t vs, int k, const __m512 *d, int H, __mmask16 m0, __mmask16 m5,
+                __m512i ib) {
+    __m512 t0, t1, t2, t3;
+    if (H == 1) { /* B^T d down the columns: tile rows 0..3, one register each */
+        t0 = prg__wino4_bt_k(k, d[0], d[1], d[2], d[3], d[4], d[5]);
+        t1 = prg__wino4_bt_k(k, d[4], d[5], d[6], d[7], d[8], d[9]);
+        t2 = prg__wino4_bt_k(k, d[8], d[9], d[10], d[11], d[12], d[13]);
+        t3 = prg__wino4_bt_k(k, d[12], d[13], d[14], d[15], d[16], d[17]);
+    } else { /* tile rows 0 and 1, two registers each */
+        t0 = prg__wino4_bt_k(k, d[0], d[2], d[4], d[6], d[8], d[10]);
+        t1 = prg__wino4_bt_k(k, d[1], d[3], d[5], d[7], d[9], d[11]);
+        t2 = prg__wino4_bt_k(k, d[8], d[10], d[12], d[14], d[16], d[18]);
+        t3 = prg__wino4_bt_k(k, d[9], d[11], d[13], d[15], d[17], d[19]);
+    }
+    prg__wino4_in_row(vk, vs, t0, t1, t2, t3, m0, m5, ib);
+}
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_in_w(float *PRG_RESTRICT v, size_t vs, const float *plane, int h, int ty0, int k0, int k1, const int w) {
+    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
+    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const int H = w / 16, n = (4 * (64 / w) + 2) * H; /* registers a row; registers */
+    const __mmask16 m0 = (__mmask16)(w == 16 ? 0xEEEE : 0xFEFE), m5 = (__mmask16)(w == 16 ? 0x7777 : 0x7F7F);
+    const float *first = plane + ((ptrdiff_t)4 * ty0 - 1) * w;
+    __m512 d[20];
+    int i;
+    if (ty0 > 0 && 4 * ty0 + 4 * (64 / w) < h) { /* every row inside */
+        for (i = 0; i < n; i++) d[i] = _mm512_loadu_ps(first + 16 * i);
+    } else {
+        for (i = 0; i < n; i++) {
+            int y = 4 * ty0 - 1 + i / H;
+            d[i] = y >= 0 && y < h ? _mm512_loadu_ps(first + 16 * i) : _mm512_setzero_ps();
+        }
+    }
+    v -= (ptrdiff_t)6 * k0 * (ptrdiff_t)vs; /* row k at v + 6 k vs */
+    if (k0 <= 0 && 0 < k1) prg__wino4_in_k(v, vs, 0, d, H, m0, m5, ib);
+    if (k0 <= 1 && 1 < k1) prg__wino4_in_k(v + 6 * vs, vs, 1, d, H, m0, m5, ib);
+    if (k0 <= 2 && 2 < k1) prg__wino4_in_k(v + 12 * vs, vs, 2, d, H, m0, m5, ib);
+    if (k0 <= 3 && 3 < k1) prg__wino4_in_k(v + 18 * vs, vs, 3, d, H, m0, m5, ib);
+    if (k0 <= 4 && 4 < k1) prg__wino4_in_k(v + 24 * vs, vs, 4, d, H, m0, m5, ib);
+    if (k0 <= 5 && 5 < k1) prg__wino4_in_k(v + 30 * vs, vs, 5, d, H, m0, m5, ib);
+}
+
+/* 8 x 8 maps: register (y, p) holds row y of planes 2 p (low lanes) and
+   2 p + 1 (high); lane l <- tile (l % 4 / 2, l % 2) of plane l / 4 */
+static const int prg__wino4_p8[16] = {-1, 3, 15, 19, 7, 11, 23, 27, -1, 3, 15, 19, 7, 11, 23, 27};
+
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_rows8(__m512 r[8][2], const float *plane, size_t ps) {
+    int y, p;
+    for (y = 0; y < 8; y++)
+        for (p = 0; p < 2; p++)
+            r[y][p] = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, plane + 2 * p * ps + 8 * y), 0xFF00,
+                                           plane + (2 * p + 1) * ps + 8 * y - 8);
+}
+
+PRG__AVX512_TARGET
+static void prg__wino4_in8(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int k0, int k1) {
+    const __m512i ib = _mm512_loadu_si512((const void *)prg__wino4_p8);
+    const __m512 z = _mm512_setzero_ps();
+    __m512 r[8][2];
+    int k;
+    prg__wino4_rows8(r, plane, ps);
+    for (k = k0; k < k1; k++) { /* tile row 0: image rows -1..4, tile row 1: 3..8 */
+        __m512 t[2][2];
+        int p;
+        for (p = 0; p < 2; p++) {
+            t[0][p] = prg__wino4_bt_k(k, z, r[0][p], r[1][p], r[2][p], r[3][p], r[4][p]);
+            t[1][p] = prg__wino4_bt_k(k, r[3][p], r[4][p], r[5][p], r[6][p], r[7][p], z);
+        }
+        prg__wino4_in_row(v + (size_t)(6 * (k - k0)) * vs, vs, t[0][0], t[1][0], t[0][1], t[1][1], 0xAAAA, 0x5555,
+                          ib);
+    }
+}
+
+PRG__AVX512_TARGET
+static void prg__wino4_in_avx512(float *PRG_RESTRICT v, size_t vs, const float *plane, size_t ps, int h, int w,
+                                 int ty0, int k0, int k1) {
+    if (w == 8)
+        prg__wino4_in8(v, vs, plane, ps, k0, k1);
+    else if (w == 16)
+        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 16);
+    else
+        prg__wino4_in_w(v, vs, plane, h, ty0, k0, k1, 32);
+}
+
+/* Row k of A (e0 .. e3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET __m512
+prg__wino4_a_k(int k, __m512 e0, __m512 e1, __m512 e2, __m512 e3) {
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f);
+    switch (k) {
+    case 0: return e0;
+    case 1: return _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
+    case 2: return _mm512_sub_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
+    case 3: return _mm512_fmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
+    case 4: return _mm512_fnmadd_ps(two, _mm512_fmadd_ps(four, e3, e1), _mm512_fmadd_ps(four, e2, e0));
+    default: return e3;
+    }
+}
+
+/* ... A^T along the rows of the column-transformed pairs (t0, t1), (t2, t3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_dy_row(float *PRG_RESTRICT dk, size_t ms, __m512 t0, __m512 t1, __m512 t2, __m512 t3, __m512i ib) {
+    __m512 x0, x1, x2, x3;
+    x0 = prg__wino4_col(1, 0xFFFF, ib, t0, t1, t2, t3); /* column 4 tx + c - 1 */
+    x1 = prg__wino4_col(2, 0xFFFF, ib, t0, t1, t2, t3);
+    x2 = prg__wino4_col(3, 0xFFFF, ib, t0, t1, t2, t3);
+    x3 = prg__wino4_col(4, 0xFFFF, ib, t0, t1, t2, t3);
+    _mm512_storeu_ps(dk, prg__wino4_a_k(0, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + ms, prg__wino4_a_k(1, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 2 * ms, prg__wino4_a_k(2, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 3 * ms, prg__wino4_a_k(3, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 4 * ms, prg__wino4_a_k(4, x0, x1, x2, x3));
+    _mm512_storeu_ps(dk + 5 * ms, prg__wino4_a_k(5, x0, x1, x2, x3));
+}
+
+/* Row k of the group's dy transform from its 16 image-row registers e */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_dy_k(float *PRG_RESTRICT dk, size_t ms, int k, const __m512 *e, int H, __m512i ib) {
+    __m512 t[4];
+    int q;
+    for (q = 0; q < 4; q++) { /* A e down the columns: register q is tile row q / H, columns 16 (q % H) .. */
+        const __m512 *r = e + (q / H) * 4 * H + q % H;
+        t[q] = prg__wino4_a_k(k, r[0], r[H], r[2 * H], r[3 * H]);
+    }
+    prg__wino4_dy_row(dk, ms, t[0], t[1], t[2], t[3], ib);
+}
+
+/* prg__wino4_dy_ref with AVX-512, the image rows in registers */
+PRG__AVX512_TARGET
+static void prg__wino4_dy_avx512(float *PRG_RESTRICT dm, size_t ms, const float *plane, size_t ps, int w, int ty0,
+                                 int k0, int k1) {
+    static const int base[16] = {-1, 3, 7, 11, 15, 19, 23, 27, -1, 3, 7, 11, 15, 19, 23, 27};
+    const __m512i ib = _mm512_loadu_si512((const void *)base);
+    const float *first = plane + (size_t)4 * ty0 * w;
+    __m512 e[16];
+    int i;
+    (void)ps; /* 16 and 32 wide only: the weight gradient keeps F(2x2,3x3) on 8 x 8 maps */
+    for (i = 0; i < 16; i++) e[i] = _mm512_loadu_ps(first + 16 * i); /* 64 / w tile rows of 4 image rows */
+    dm -= (ptrdiff_t)6 * k0 * (ptrdiff_t)ms;
+#define PRG__WINO4_DY(k)                                                                           \
+    if (k0 <= k && k < k1) {                                                                       \
+        if (w == 16)                                                                               \
+            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 1, ib);                           \
+        else                                                                                       \
+            prg__wino4_dy_k(dm + (size_t)(6 * k) * ms, ms, k, e, 2, ib);                           \
+    }
+    PRG__WINO4_DY(0) PRG__WINO4_DY(1) PRG__WINO4_DY(2) PRG__WINO4_DY(3) PRG__WINO4_DY(4) PRG__WINO4_DY(5)
+#undef PRG__WINO4_DY
+}
+
+/* G^T (u0 .. u5), rows 0..2 */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_gt_v(__m512 *o, size_t os, const __m512 *u, size_t s) {
+    const __m512 q4 = _mm512_set1_ps(1.0f / 4), s6 = _mm512_set1_ps(1.0f / 6);
+    const __m512 q12 = _mm512_set1_ps(1.0f / 12), q24 = _mm512_set1_ps(1.0f / 24);
+    __m512 a = _mm512_add_ps(u[s], u[2 * s]), b = _mm512_sub_ps(u[s], u[2 * s]);
+    __m512 c = _mm512_add_ps(u[3 * s], u[4 * s]), d = _mm512_sub_ps(u[3 * s], u[4 * s]);
+    o[0] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(u[0], q4), _mm512_mul_ps(a, s6)), _mm512_mul_ps(c, q24));
+    o[os] = _mm512_sub_ps(_mm512_mul_ps(d, q12), _mm512_mul_ps(b, s6));
+    o[2 * os] = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(c, a), s6), u[5 * s]);
+}
+
+/* prg__wino4_dw_inverse for 16 input channels at a time: the 9 results
+   through a buffer into the 16 consecutive 3x3 kernels */
+PRG__AVX512_TARGET
+static void prg__wino4_dw_inverse_avx512(float *d, const float *u, size_t s, int cin) {
+    int i, c, r, l;
+    for (i = 0; i < cin; i += 16) {
+        int n = cin - i < 16 ? cin - i : 16;
+        __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        __m512 uu[36], t[3][6], g[3][3];
+        float y[9][16], *di = d + (size_t)9 * i;
+        for (c = 0; c < 36; c++) uu[c] = _mm512_maskz_loadu_ps(mk, u + i + (size_t)c * s);
+        for (c = 0; c < 6; c++) prg__wino4_gt_v(&t[0][c], 6, uu + c, 6); /* G^T dU down the columns */
+        for (r = 0; r < 3; r++) prg__wino4_gt_v(g[r], 1, t[r], 1);      /* ... G along the rows */
+        for (r = 0; r < 3; r++)
+            for (c = 0; c < 3; c++) _mm512_storeu_ps(y[3 * r + c], g[r][c]);
+        for (l = 0; l < n; l++)
+            for (c = 0; c < 9; c++) di[9 * l + c] += y[c][l];
+    }
+}
+
+/* y[0..3] = A^T (m0 .. m5) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino4_at_v(__m512 *y, __m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4, __m512 m5) {
+    __m512 p = _mm512_add_ps(m1, m2), q = _mm512_sub_ps(m1, m2), r = _mm512_add_ps(m3, m4),
+           t = _mm512_sub_ps(m3, m4);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m0, p), r);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), t, q);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), r, p);
+    y[3] = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), t, _mm512_add_ps(q, m5));
+}
+
+/* Output register o of a row (16 floats, 4 tiles) takes lanes 4 o .. 4 o + 3 */
+PRG__AVX512_TARGET
+static void prg__wino4_out_avx512(float *plane, size_t ps, int w, int ty0, const float *PRG_RESTRICT m, size_t ms,
+                                  float bias, int accumulate) {
+    /* 8 x 8: register (p, ty) of image row 4 ty + a holds planes 2 p, 2 p + 1 */
+    static const int base8[16] = {0, 16, 0, 16, 1, 17, 1, 17, 4, 20, 4, 20, 5, 21, 5, 21};
+    static const int base[16] = {0, 16, 0, 16, 1, 17, 1, 17, 2, 18, 2, 18, 3, 19, 3, 19};
+    const __m512i ib = _mm512_loadu_si512((const void *)(w == 8 ? base8 : base));
+    const __m512 bv = _mm512_set1_ps(bias);
+    const int H = w / 16; /* 16 and 32 wide: registers a row */
+    __m512 t[4][6], y[4];
+    int j, a, o;
+    for (j = 0; j < 6; j++) { /* A^T m down the columns */
+        __m512 s[4];
+        prg__wino4_at_v(s, _mm512_loadu_ps(m + (size_t)j * ms), _mm512_loadu_ps(m + (size_t)(6 + j) * ms),
+                        _mm512_loadu_ps(m + (size_t)(12 + j) * ms), _mm512_loadu_ps(m + (size_t)(18 + j) * ms),
+                        _mm512_loadu_ps(m + (size_t)(24 + j) * ms), _mm512_loadu_ps(m + (size_t)(30 + j) * ms));
+        for (a = 0; a < 4; a++) t[a][j] = s[a];
+    }
+    for (a = 0; a < 4; a++) { /* ... A along the rows: image row 4 ty + a */
+        prg__wino4_at_v(y, t[a][0], t[a][1], t[a][2], t[a][3], t[a][4], t[a][5]);
+        for (o = 0; o < 4; o++) {
+            /* 8 x 8: o = 2 p + ty; else tile row ty0 + o / H, columns 16 (o % H) .. */
+            __m512i io = _mm512_add_epi32(ib, _mm512_set1_epi32(w == 8 ? 8 * (o / 2) + 2 * (o % 2) : 4 * o));
+            __m512 e = _mm512_mask_blend_ps((__mmask16)0xCCCC, _mm512_permutex2var_ps(y[0], io, y[1]),
+                                            _mm512_permutex2var_ps(y[2], io, y[3]));
+            if (w == 8) { /* the low half to plane 2 p, the high half to plane 2 p + 1 */
+                float *r0 = plane + (size_t)(o / 2) * 2 * ps + (size_t)8 * (4 * (o % 2) + a), *r1 = r0 + ps - 8;
+                e = _mm512_add_ps(e, accumulate ? _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, r0), 0xFF00, r1)
+                                                : bv);
+                _mm512_mask_storeu_ps(r0, 0x00FF, e);
+                _mm512_mask_storeu_ps(r1, 0xFF00, e);
+            } else {
+                float *row = plane + (size_t)(4 * (ty0 + o / H) + a) * w + 16 * (o % H);
+                _mm512_storeu_ps(row, _mm512_add_ps(e, accumulate ? _mm512_loadu_ps(row) : bv));
+            }
+        }
+    }
+}
+
+/* o[0], o[s], ... = G (g0, g1, g2): n = 4, F(2x2,3x3); n = 6, F(4x4,3x3) */
+static inline __attribute__((always_inline)) PRG__AVX512_TARGET void
+prg__wino_g_v(__m512 *o, size_t s, int n, __m512 g0, __m512 g1, __m512 g2) {
+    if (n == 4) {
+        const __m512 half = _mm512_set1_ps(0.5f);
+        o[0] = g0;
+        o[s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g0, g1), g2));
+        o[2 * s] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g0, g1), g2));
+        o[3 * s] = g2;
+    } else {
+        const __m512 two = _mm512_set1_ps(2.0f), g4 = _mm512_mul_ps(_mm512_set1_ps(4.0f), g2);
+        const __m512 m6 = _mm512_set1_ps(-1.0f / 6), q24 = _mm512_set1_ps(1.0f / 24);
+        o[0] = _mm512_mul_ps(g0, _mm512_set1_ps(1.0f / 4));
+        o[s] = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(g0, g1), g2), m6);
+        o[2 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(g0, g1), g2), m6);
+        o[3 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fmadd_ps(two, g1, g0), g4), q24);
+        o[4 * s] = _mm512_mul_ps(_mm512_add_ps(_mm512_fnmadd_ps(two, g1, g0), g4), q24);
+        o[5 * s] = g2;
+    }
+}
+
+/* prg__wino_weights with the mr <= 16 output channels of a panel in the
+   lanes (gathered; os * mr < 2^31 here) */
+PRG__AVX512_TARGET
+static void prg__wino_weights_avx512(float *u, const float *gw, size_t os, size_t is, int flip, int nxi, int co,
+                                     int ci, int copad, int mr, int kcb, int p0, int p1) {
+    static const int lanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const __m512 z = _mm512_setzero_ps();
+    const int n = nxi == 16 ? 4 : 6;
+    const __m512i idx = _mm512_mullo_epi32(_mm512_loadu_si512((const void *)lanes), _mm512_set1_epi32((int)os));
+    __mmask16 all;
+    int p, i, xi, r, c;
+    if (mr > 16) {
+        prg__wino_weights(u, gw, os, is, flip, nxi, co, ci, copad, mr, kcb, p0, p1);
+        return;
+    }
+    all = (__mmask16)((1u << mr) - 1u);
+    for (p = p0; p < p1; p++) {
+        int o0 = p * mr, rows = co - o0 < mr ? co - o0 : mr;
+        __mmask16 mk = (__mmask16)((1u << rows) - 1u);
+        for (i = 0; i < ci; i++) {
+            int pc = i - i % kcb, kc = ci - pc < kcb ? ci - pc : kcb;
+            const float *gp = gw + o0 * os + i * is;
+            float *dst = u + (size_t)pc * copad + (size_t)o0 * kc + (size_t)(i - pc) * mr;
+            __m512 g[3][3], t[6][3], v[36];
+            for (r = 0; r < 3; r++)
+                for (c = 0; c < 3; c++)
+                    g[r][c] = _mm512_mask_i32gather_ps(z, mk, idx, gp + (flip ? 8 - 3 * r - c : 3 * r + c), 4);
+            for (c = 0; c < 3; c++) prg__wino_g_v(&t[0][c], 3, n, g[0][c], g[1][c], g[2][c]); /* G g */
+            for (r = 0; r < n; r++) prg__wino_g_v(v + n * r, 1, n, t[r][0], t[r][1], t[r][2]);  /* ... G^T */
+            for (xi = 0; xi < nxi; xi++) _mm512_mask_storeu_ps(dst + (size_t)xi * ci * copad, all, v[xi]);
+        }
+    }
+}
+
+/* c[i*ldc + j] += sum over p < k of a[i*lda + p] b[j*ldb + p], i < m, j < n:
+   the weight gradient's products, whose operands are both long rows (the
+   tiles); 4 x 4 dot products at a time along the rows, no packing, the 16
+   sums reduced together at the end. */
+PRG__AVX512_TARGET
+static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda, const float *b, size_t ldb,
+                                float *c, int ldc) {
+    const __mmask16 all = (__mmask16)0xFFFF;
+    int i, j, p, r, s;
+    float sum[16];
+    for (i = 0; i < m; i += 4)
+        for (j = 0; j < n; j += 4) {
+            const float *a0p, *a1p, *a2p, *a3p, *b0p, *b1p, *b2p, *b3p;
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
+                   c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
+                   c31 = c00, c32 = c00, c33 = c00, t[8], u[4], w0, w1;
+            /* rows past the edge repeat the last one (their sums are dropped) */
+#define PRG__WINO_ROW(x, base, ld, i0, lim, e) x = (base) + (size_t)((i0) + (e) < (lim) ? (i0) + (e) : (lim) - 1) * (ld)
+            PRG__WINO_ROW(a0p, a, lda, i, m, 0); PRG__WINO_ROW(a1p, a, lda, i, m, 1);
+            PRG__WINO_ROW(a2p, a, lda, i, m, 2); PRG__WINO_ROW(a3p, a, lda, i, m, 3);
+            PRG__WINO_ROW(b0p, b, ldb, j, n, 0); PRG__WINO_ROW(b1p, b, ldb, j, n, 1);
+            PRG__WINO_ROW(b2p, b, ldb, j, n, 2); PRG__WINO_ROW(b3p, b, ldb, j, n, 3);
+#undef PRG__WINO_ROW
+            for (p = 0; p < k; p += 16) {
+                __mmask16 mk = (__mmask16)(k - p >= 16 ? 0xFFFF : (1u << (k - p)) - 1u);
+                __m512 a0 = _mm512_maskz_loadu_ps(mk, a0p + p), a1 = _mm512_maskz_loadu_ps(mk, a1p + p);
+                __m512 a2 = _mm512_maskz_loadu_ps(mk, a2p + p), a3 = _mm512_maskz_loadu_ps(mk, a3p + p);
+                __m512 bv;
+#define PRG__WINO_NT(bp, x0, x1, x2, x3)              \
+                bv = _mm512_maskz_loadu_ps(mk, bp + p); \
+                x0 = _mm512_fmadd_ps(a0, bv, x0);       \
+                x1 = _mm512_fmadd_ps(a1, bv, x1);       \
+                x2 = _mm512_fmadd_ps(a2, bv, x2);       \
+                x3 = _mm512_fmadd_ps(a3, bv, x3);
+                PRG__WINO_NT(b0p, c00, c10, c20, c30)
+                PRG__WINO_NT(b1p, c01, c11, c21, c31)
+                PRG__WINO_NT(b2p, c02, c12, c22, c32)
+                PRG__WINO_NT(b3p, c03, c13, c23, c33)
+#undef PRG__WINO_NT
+            }
+            /* sum[4r+s] = the lanes of crs: pairs, then quads within 128-bit lanes, then across
+               (the maskz forms: see prg__avx512_transpose16) */
+#define PRG__WINO_PAIR(x, y) \
+    _mm512_add_ps(_mm512_maskz_unpacklo_ps(all, x, y), _mm512_maskz_unpackhi_ps(all, x, y))
+            t[0] = PRG__WINO_PAIR(c00, c01); t[1] = PRG__WINO_PAIR(c02, c03);
+            t[2] = PRG__WINO_PAIR(c10, c11); t[3] = PRG__WINO_PAIR(c12, c13);
+            t[4] = PRG__WINO_PAIR(c20, c21); t[5] = PRG__WINO_PAIR(c22, c23);
+            t[6] = PRG__WINO_PAIR(c30, c31); t[7] = PRG__WINO_PAIR(c32, c33);
+#undef PRG__WINO_PAIR
+            for (r = 0; r < 4; r++)
+                u[r] = _mm512_add_ps(_mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0x44),
+                                     _mm512_maskz_shuffle_ps(all, t[2 * r], t[2 * r + 1], 0xEE));
+            w0 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0x88),
+                               _mm512_maskz_shuffle_f32x4(all, u[0], u[1], 0xDD));
+            w1 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0x88),
+                               _mm512_maskz_shuffle_f32x4(all, u[2], u[3], 0xDD));
+            _mm512_storeu_ps(sum, _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, w0, w1, 0x88),
+                                                _mm512_maskz_shuffle_f32x4(all, w0, w1, 0xDD)));
+            for (r = 0; r < 4 && i + r < m; r++)
+                for (s = 0; s < 4 && j + s < n; s++) c[(size_t)(i + r) * ldc + j + s] += sum[4 * r + s];
+        }
+}
+#endif
+
+/* ==== The CPU table ========================================================
+   Every kernel the engine dispatches on the CPU, in one table per
+   instruction set: the GEMM micro-kernel with its packers and blocking, the
+   implicit column packer, the vector helpers and direct convolution
+   kernels, the Winograd transforms, and flags that say which of the
+   algorithms they serve pay on it.  The table is decided once (cpuid) and
+   prg_gemm_set_kernel swaps the whole of it.  Every vector kernel has a
+   scalar twin of the same algorithm in the scalar table (the same bits for
+   the direct and Winograd kernels; exp is libm's there), so the tests run
+   each path with the scalar kernels on any machine.  PRG_NO_SIMD builds the
+   scalar table alone. */
+
+#define PRG__VEC_SCALAR_DIRECT prg__dw3_scalar, prg__conv3_scalar, prg__dw3p_scalar, 0
+#define PRG__WINO_SCALAR                                                                                  \
+    {prg__wino_in_row, prg__wino_dy_row, prg__wino_out_row, prg__wino_weights, prg__wino_nt_scalar,       \
+     prg__wino_in_plane8, prg__wino_dy_plane8, prg__wino_out_plane8, prg__wino_in_rows16,                 \
+     prg__wino_dy_rows16, prg__wino_out_rows16, prg__wino4_in_ref, prg__wino4_dy_ref,                    \
+     prg__wino4_dw_inverse, prg__wino4_out_ref, 0, 0, 0, 0}
+
+static const prg__cpu prg__cpus[] = {
+#ifdef PRG__X86
+    {"avx512", PRG__NEED_AVX512,
+     {"avx512", PRG__AVX512_MR, PRG__AVX512_NR, 504, 256, 1, prg__kernel_avx512, prg__pack_a_avx512,
+      prg__pack_b_avx512},
+     prg__implicit_cols_pack_avx512,
+     {prg__softmax_avx512, prg__silu_fwd_avx512, prg__silu_bwd_avx512, prg__dots_avx512, prg__dw3_avx512,
+      prg__conv3_avx512, prg__dw3p_avx512, 1},
+     {prg__wino_in_row_avx512, prg__wino_dy_row_avx512, prg__wino_out_row_avx512, prg__wino_weights_avx512,
+      prg__wino_nt_avx512, prg__wino_in_plane8_avx512, prg__wino_dy_plane8_avx512, prg__wino_out_plane8_avx512,
+      prg__wino_in_rows16_avx512, prg__wino_dy_rows16_avx512, prg__wino_out_rows16_avx512, prg__wino4_in_avx512,
+      prg__wino4_dy_avx512, prg__wino4_dw_inverse_avx512, prg__wino4_out_avx512, 1, 1, 1, 1}},
+    {"avx2", PRG__NEED_AVX2,
+     {"avx2", PRG__AVX2_MR, PRG__AVX2_NR, 288, 256, 0, prg__kernel_avx2, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_avx2, prg__silu_fwd_avx2, prg__silu_bwd_avx2, prg__dots_avx2, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+#endif
+#ifdef PRG__NEON
+    {"neon", 0,
+     {"neon", PRG__NEON_MR, PRG__NEON_NR, 96, 256, 0, prg__kernel_neon, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+#endif
+    {"scalar", 0,
+     {"scalar", PRG__SCALAR_MR, PRG__SCALAR_NR, 64, 256, 0, prg__kernel_scalar, prg__pack_a, prg__pack_b},
+     prg__implicit_cols_pack,
+     {prg__softmax_scalar, prg__silu_fwd_scalar, prg__silu_bwd_scalar, prg__row_dots, PRG__VEC_SCALAR_DIRECT},
+     PRG__WINO_SCALAR},
+};
+#undef PRG__VEC_SCALAR_DIRECT
+#undef PRG__WINO_SCALAR
+#define PRG__NCPUS ((int)(sizeof prg__cpus / sizeof prg__cpus[0]))
+
+static int prg__cpu_has(const prg__cpu *t) {
+#ifdef PRG__X86
+    if (t->need & PRG__NEED_AVX512) return __builtin_cpu_supports("avx512f");
+    if (t->need & PRG__NEED_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return t->need == 0;
+}
+
+static const prg__cpu *prg__cpu_chosen = NULL;
+
+/* The table in use: the first this CPU can run, unless one was forced. */
+static const prg__cpu *prg__cpu_get(void) {
+    const prg__cpu *t = prg__cpu_chosen;
+    int i;
+    if (t) return t;
+    for (i = 0; i < PRG__NCPUS - 1 && !prg__cpu_has(&prg__cpus[i]); i++) {}
+    prg__cpu_chosen = &prg__cpus[i];
+    return prg__cpu_chosen;
+}
+
+static const prg__gemm_impl *prg__gemm_select(void) { return &prg__cpu_get()->gemm; }
+static prg__vec_ops prg__vec_select(void) { return prg__cpu_get()->vec; }
+static prg__wino_fns prg__wino_select(void) { return prg__cpu_get()->wino; }
+
+const char *prg_gemm_kernel_name(void) { return prg__cpu_get()->name; }
+
+prg_result prg_gemm_set_kernel(const char *name) {
+    int i;
+    if (!name || !strcmp(name, "auto")) {
+        prg__cpu_chosen = NULL;
+        return PRG_OK;
+    }
+    for (i = 0; i < PRG__NCPUS; i++) {
+        if (strcmp(prg__cpus[i].name, name) != 0) continue;
+        if (!prg__cpu_has(&prg__cpus[i]))
+            return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s': this CPU lacks it", name);
+        prg__cpu_chosen = &prg__cpus[i];
+        return PRG_OK;
+    }
+    return prg__fail(PRG_ERR_UNSUPPORTED, "gemm kernel '%s' is not in this build", name);
 }
 
 #ifdef __cplusplus
