@@ -392,13 +392,42 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
     if (own) prg_unet_free(own);
     return ok ? 0 : 1;
 }
+/* Shifted test sets: another dataset of the model's classes.  When both name
+   their classes, the data's labels are mapped to the model's by name (any
+   order, a subset too: STL-10's classes on a CIFAR-10 model); a class the
+   model does not have is refused, naming it. */
+static void ev_map_classes(prg_dataset *ds, char *const *mn, int k, const char *model, const char *data) {
+    int j, i, *map, moved = 0, nd = ds->num_classes;
+    char *const *dn = ds->class_names;
+    if (!mn || !dn) return;
+    map = (int *)ex_alloc((size_t)ds->num_classes * sizeof(int));
+    for (j = 0; j < ds->num_classes; j++) {
+        for (i = 0; i < k && strcmp(mn[i], dn[j]); i++) {}
+        if (i == k) {
+            fprintf(stderr, "evaluate: class %d of %s, '%s', is not a class of %s (its %d:", j, data, dn[j], model, k);
+            for (i = 0; i < k && i < 12; i++) fprintf(stderr, "%s %s", i ? "," : "", mn[i]);
+            fprintf(stderr, "%s)\n", k > 12 ? ", ..." : "");
+            exit(1);
+        }
+        map[j] = i;
+        moved |= i != j;
+    }
+    if (moved || nd != k) {
+        for (j = 0; j < ds->n; j++) ds->labels[j] = map[ds->labels[j]];
+        ex_check(prg_dataset_set_class_names(ds, (const char *const *)mn, k), "class names");
+        if (!ex_quiet) printf("evaluate: the %d classes of %s mapped to %s's %d by name\n", nd, data, model, k);
+    }
+    prg_free(map);
+}
 /* ---- end of corruption robustness and OOD detection ---- */
 
 static void usage(void) {
     printf("usage: evaluate --model CLASSIFIER --data TEST [options]\n"
            "Top-1 / top-5 accuracy of a fine-tuned PRG classifier, and its confusion matrix.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
-           "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
+           "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz); when it and the model\n"
+           "                   name their classes, its labels are mapped to the model's by name (another\n"
+           "                   dataset of the same classes, in any order or a subset of them)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted;\n"
            "                   headed by the class names the checkpoint holds, else numbers);\n"
            "                   with --corruption the table per corruption and severity instead\n"
@@ -531,7 +560,7 @@ int main(int argc, char **argv) {
         const char **mn = (const char **)ex_alloc((size_t)k * sizeof(char *));
         for (i = 0; i < k; i++) mn[i] = prg_classifier_class_name(clf, i);
         if (!ex_quiet) ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
-        if (mn[0]) ex_same_classes((char *const *)mn, k, model, ds.class_names, ds.num_classes, data);
+        if (mn[0]) ev_map_classes(&ds, (char *const *)mn, k, model, data);
         prg_free((void *)mn);
     }
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg->image_size, -1);

@@ -4,7 +4,7 @@
 # severity, its CSV holds each (corruption, severity) once with means and CE
 # that follow from its own rows, --chart writes the two stacked panels (one
 # for a single corruption); --ood writes its CSV and chart; the refusals of
-# --chart.  A few seconds.  Prints "test_evaluate_robust: N passed, N failed".
+# --chart; a test set naming its classes mapped to the model's by name.  A few seconds.  Prints "test_evaluate_robust: N passed, N failed".
 cd "$(dirname "$0")/.." || exit 1
 BIN=${BUILD:-build}; OUT=$BIN/test_evaluate_robust
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -84,6 +84,27 @@ $E --corruption fog --chart "$M" > "$OUT/r4.log" 2>&1
 [ $? = 2 ] && grep -q -- "is the --model file" "$OUT/r4.log" && cmp -s "$M" "$OUT/keep.st"
 check $? "--chart naming the --model file not refused, or the model changed"
 [ ! -e "$OUT/x.png" ] && [ ! -e "$OUT/x.csv" ]; check $? "a refused run wrote a file"
+
+# 5. shifted test sets: a dataset that names its classes is mapped to the model's by name;
+#    a subset in another index order scores as its images do under the model's own labels
+"$BIN/make_tiny_dataset" folder "$OUT/abc" 4 a b c > /dev/null && "$BIN/make_tiny_dataset" folder "$OUT/bc" 4 b c > /dev/null &&
+    "$BIN/make_tiny_dataset" folder "$OUT/bd" 4 b d > /dev/null
+check $? "make_tiny_dataset folder failed"
+for t in abc bc bd; do "$BIN/prepare" --root "$OUT/$t" --size 16 --quiet --out "$OUT/$t" > "$OUT/prep-$t.log" 2>&1 || break; done
+check $? "prepare failed (see $OUT/prep-*.log)"
+N16="--model-channels 8 --groups 4 --res-blocks 1 --channel-mult 1,2 --attention-ds none --heads 1"
+"$BIN/finetune" --data "$OUT/abc.npz" --from-scratch $N16 --image-size 16 --batch 4 --steps 3 --t-span 2 --no-augment \
+    --quiet --out "$OUT/abc" > "$OUT/ft3.log" 2>&1
+check $? "fine-tuning on the 3-class tree failed (see $OUT/ft3.log)"
+"$BIN/evaluate" --model "$OUT/abc-last.safetensors" --data "$OUT/bc.npz" --csv "$OUT/bc.csv" > "$OUT/map.log" 2>&1 &&
+    grep -q "the 2 classes of $OUT/bc.npz mapped to .*'s 3 by name" "$OUT/map.log"
+check $? "a 2-class subset was not mapped by name (see $OUT/map.log)"
+# its confusion matrix: the rows of b and c hold the 8 images, a's row none
+rows=$(awk -F, 'NR > 1 { s = 0; for (i = 2; i <= NF; i++) s += $i; printf "%s:%d ", $1, s }' "$OUT/bc.csv")
+[ "$rows" = "a:0 b:4 c:4 " ]
+check $? "the mapped labels are not the model's b and c: rows $rows (see $OUT/bc.csv)"
+"$BIN/evaluate" --model "$OUT/abc-last.safetensors" --data "$OUT/bd.npz" > "$OUT/map2.log" 2>&1
+[ $? = 1 ] && grep -q "'d', is not a class of" "$OUT/map2.log"; check $? "a class the model lacks was not refused by name"
 
 echo "test_evaluate_robust: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
