@@ -60,14 +60,14 @@ static void ev_corrupt_set(prg_dataset *out, const prg_dataset *ds, int n, int c
     prg_free(work);
 }
 
-/* A legend name for a checkpoint: its file name without the directory and ".safetensors". */
+/* A short name of a file for a chart's title: without the directory and ".safetensors", at most 16 characters. */
 static void ev_short_name(char *out, size_t cap, const char *path) {
     const char *b = strrchr(path, '/');
     size_t n;
     b = b ? b + 1 : path;
     n = strlen(b);
     if (n > 12 && !strcmp(b + n - 12, ".safetensors")) n -= 12;
-    snprintf(out, cap, "%.*s", (int)(n < 24 ? n : 24), b);
+    snprintf(out, cap, "%.*s", (int)(n < 16 ? n : 16), b);
 }
 
 /* Writes charts stacked top to bottom (same width) into one PNG; 0 on failure (said on stderr). */
@@ -101,13 +101,11 @@ static int ev_corruption_chart(const ev_robust *o, int nm, const double *clean, 
                                int s0, int s1, double mce) {
     double x[6], y[2][6], fy[2][5];
     const char *groups[5];
-    char names[2][32], title[160];
+    static const char *const names[2] = {"model", "baseline"};
+    char title[160];
     prg_chart_series line[2], bars[2];
     prg_chart ch[2];
     int m, c, s, f, ng = 0, np = 0;
-    ev_short_name(names[0], sizeof names[0], o->model);
-    if (nm > 1) ev_short_name(names[1], sizeof names[1], o->baseline);
-    if (nm > 1 && !strcmp(names[0], names[1])) { snprintf(names[0], sizeof names[0], "model"); snprintf(names[1], sizeof names[1], "baseline"); }
     for (m = 0; m < nm; m++) {
         np = 0;
         x[np] = 0;
@@ -120,9 +118,10 @@ static int ev_corruption_chart(const ev_robust *o, int nm, const double *clean, 
         }
         line[m].name = names[m]; line[m].x = x; line[m].y = y[m]; line[m].n = np;
     }
-    if (c1 - c0 > 1) snprintf(title, sizeof title, "top-1 vs severity, mean of %d corruptions", c1 - c0);
-    else snprintf(title, sizeof title, "top-1 vs severity: %s", ev_cname(c0));
-    if (!isnan(mce)) snprintf(title + strlen(title), sizeof title - strlen(title), " (mCE %.1f%%)", 100 * mce);
+    if (c1 - c0 > 1) snprintf(title, sizeof title, "top-1 vs severity (%d corruptions", c1 - c0);
+    else snprintf(title, sizeof title, "top-1 vs severity (%s", ev_cname(c0));
+    if (!isnan(mce)) snprintf(title + strlen(title), sizeof title - strlen(title), ", mCE %.1f%%)", 100 * mce);
+    else snprintf(title + strlen(title), sizeof title - strlen(title), ")");
     prg_chart_init(&ch[0], PRG_CHART_LINE, title, line, nm);
     ch[0].x_label = "severity (0: clean)";
     ch[0].y_label = "top-1 %";
@@ -151,7 +150,7 @@ static int ev_corruption_chart(const ev_robust *o, int nm, const double *clean, 
     ch[1].ngroups = ng;
     ch[1].y_label = "top-1 %";
     ch[1].height = 400;
-    ch[0].legend_chars = ch[1].legend_chars = (int)(strlen(names[0]) > strlen(names[nm - 1]) ? strlen(names[0]) : strlen(names[nm - 1]));
+    ch[0].legend_chars = ch[1].legend_chars = (int)strlen(names[nm - 1]);
     return ev_charts_write(o->chart, ch, 2);
 }
 
@@ -375,12 +374,11 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
     if (ok && o->chart) {
         prg_chart_series se[2];
         prg_chart ch;
-        char title[160], a[32], b[32];
-        ev_short_name(a, sizeof a, o->data);
+        char title[160], b[32];
         ev_short_name(b, sizeof b, o->ood);
         se[0].name = "AUROC"; se[0].x = NULL; se[0].y = au; se[0].n = EV_NSCORES;
         se[1].name = "FPR95"; se[1].x = NULL; se[1].y = fpr; se[1].n = EV_NSCORES;
-        snprintf(title, sizeof title, "OOD detection: %s vs %s (%d vs %d images)", a, b, n_in, n_out);
+        snprintf(title, sizeof title, "OOD detection vs %s (%d in, %d out)", b, n_in, n_out);
         prg_chart_init(&ch, PRG_CHART_BARS, title, se, 2);
         ch.groups = names;
         ch.ngroups = EV_NSCORES;
