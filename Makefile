@@ -235,6 +235,9 @@ $(BUILD)/ablate: examples/ablate.c examples/ex_common.h prg.h | $(BUILD)
 	$(CC) $(CFLAGS) -I. -o $@ $< $(LDLIBS)
 TESTS += tests/test_ablate.sh
 TEST_DEPS += $(BUILD)/ablate $(BUILD)/pretrain $(BUILD)/finetune
+# test_evaluate_robust.sh: evaluate --corruption all / --ood with --csv and --chart (seconds)
+TESTS += tests/test_evaluate_robust.sh
+TEST_DEPS += $(BUILD)/evaluate
 .PHONY: ablate-demo
 ablate-demo: $(BUILD)/ablate $(BUILD)/pretrain $(BUILD)/finetune
 	$(BUILD)/ablate --preset demo --out $(BUILD)/ablate-demo

@@ -415,7 +415,13 @@ static void report(void) {
             prg_chart_series s[2];
             prg_chart c;
             char title[96], name[64];
-            int line = ax_numeric[a] && a != AX_LABELS && k >= 2;
+            int line = ax_numeric[a] && a != AX_LABELS && k >= 2, p, q;
+            for (p = 1; line && p < k; p++) /* a line runs left to right: the points by x (the table keeps the baseline first) */
+                for (q = p; q > 0 && x[q - 1] > x[q]; q--) {
+                    double t = x[q]; x[q] = x[q - 1]; x[q - 1] = t;
+                    t = y1[q]; y1[q] = y1[q - 1]; y1[q - 1] = t;
+                    t = y5[q]; y5[q] = y5[q - 1]; y5[q - 1] = t;
+                }
             s[0].name = "top-1"; s[0].x = line ? x : NULL; s[0].y = y1; s[0].n = k;
             s[1].name = "top-5"; s[1].x = line ? x : NULL; s[1].y = y5; s[1].n = k;
             snprintf(title, sizeof title, "top-1 and top-5 vs %s", ax_name[a]);

@@ -25,10 +25,16 @@
     "                   at t = 0.1, 0.3, ..., 0.9 with seeded noise); \"invert\" (255 - x of --data's\n" \
     "                   images) and \"noise\" (uniform bytes) are built in\n" \
     "  --unet PATH      U-Net for the generative scores (default: the classifier's own)\n" \
-    "  --ood-steps N (10) Euler steps of the reverse ODE for ode-norm\n"
+    "  --ood-steps N (10) Euler steps of the reverse ODE for ode-norm\n" \
+    "  --chart PATH     with --corruption: a PNG of top-1 vs severity (0: clean; the mean over the\n" \
+    "                   corruptions run, the model and the --baseline) and, for more than one\n" \
+    "                   corruption, below it the mean top-1 per family (noise, blur, weather,\n" \
+    "                   digital, as ImageNet-C groups them); with --ood: AUROC and FPR95 per score\n" \
+    "                   as bars.  With --ood, --csv takes score,auroc,fpr95 rows.  One of\n" \
+    "                   --corruption and --ood at a time with --csv or --chart\n"
 
 typedef struct ev_robust {
-    const char *corruption, *baseline, *ood, *unet, *data;
+    const char *corruption, *baseline, *ood, *unet, *data, *model, *chart;
     int severity, ood_steps;
     uint64_t seed;
 } ev_robust;
@@ -55,12 +61,107 @@ static void ev_corrupt_set(prg_dataset *out, const prg_dataset *ds, int n, int c
     prg_free(work);
 }
 
+/* A short name of a file for a chart's title: without the directory and ".safetensors", at most 16 characters. */
+static void ev_short_name(char *out, size_t cap, const char *path) {
+    const char *b = strrchr(path, '/');
+    size_t n;
+    b = b ? b + 1 : path;
+    n = strlen(b);
+    if (n > 12 && !strcmp(b + n - 12, ".safetensors")) n -= 12;
+    snprintf(out, cap, "%.*s", (int)(n < 16 ? n : 16), b);
+}
+
+/* Writes charts stacked top to bottom (same width) into one PNG; 0 on failure (said on stderr). */
+static int ev_charts_write(const char *path, const prg_chart *ch, int n) {
+    size_t off = 0;
+    int k, h = 0, ok;
+    uint8_t *rgb;
+    for (k = 0; k < n; k++) h += ch[k].height;
+    rgb = (uint8_t *)ex_alloc((size_t)ch[0].width * h * 3);
+    for (k = 0, ok = 1; k < n && ok; k++) {
+        ok = prg_chart_render(&ch[k], rgb + off) == PRG_OK;
+        off += (size_t)ch[k].width * ch[k].height * 3;
+    }
+    ok = ok && prg_png_write(path, rgb, ch[0].width, h, 3) == PRG_OK;
+    if (!ok) fprintf(stderr, "evaluate: --chart %s: %s\n", path, prg_last_error());
+    else printf("chart -> %s\n", path);
+    prg_free(rgb);
+    return ok;
+}
+
+/* The ImageNet-C families: noise, blur, weather, digital (first corruption of each, and the end). */
+static const int ev_family_start[5] = {PRG_CORRUPT_GAUSSIAN_NOISE, PRG_CORRUPT_DEFOCUS_BLUR, PRG_CORRUPT_SNOW,
+                                       PRG_CORRUPT_CONTRAST, PRG_CORRUPT_COUNT};
+static const char *const ev_family_name[4] = {"noise", "blur", "weather", "digital"};
+
+/* --chart of --corruption: top-1 vs severity (0 = clean), the mean over
+   corruptions c0..c1-1; below it, for more than one corruption, the mean
+   top-1 per family (and over all).  acc[m][c * 5 + s - 1], clean[m]: top-1
+   in [0, 1] of the model (m 0) and the baseline (m 1, when nm is 2). */
+static int ev_corruption_chart(const ev_robust *o, int nm, const double *clean, double *const acc[2], int c0, int c1,
+                               int s0, int s1, double mce) {
+    double x[6], y[2][6], fy[2][5];
+    const char *groups[5];
+    static const char *const names[2] = {"model", "baseline"};
+    char title[160];
+    prg_chart_series line[2], bars[2];
+    prg_chart ch[2];
+    int m, c, s, f, ng = 0, np = 0;
+    for (m = 0; m < nm; m++) {
+        np = 0;
+        x[np] = 0;
+        y[m][np++] = 100 * clean[m];
+        for (s = s0; s <= s1; s++) {
+            double sum = 0;
+            for (c = c0; c < c1; c++) sum += acc[m][c * 5 + s - 1];
+            x[np] = s;
+            y[m][np++] = 100 * sum / (c1 - c0);
+        }
+        line[m].name = names[m]; line[m].x = x; line[m].y = y[m]; line[m].n = np;
+    }
+    if (c1 - c0 > 1) snprintf(title, sizeof title, "top-1 vs severity (%d corruptions", c1 - c0);
+    else snprintf(title, sizeof title, "top-1 vs severity (%s", ev_cname(c0));
+    if (!isnan(mce)) snprintf(title + strlen(title), sizeof title - strlen(title), ", mCE %.1f%%)", 100 * mce);
+    else snprintf(title + strlen(title), sizeof title - strlen(title), ")");
+    prg_chart_init(&ch[0], PRG_CHART_LINE, title, line, nm);
+    ch[0].x_label = "severity (0: clean)";
+    ch[0].y_label = "top-1 %";
+    if (c1 - c0 < 2) return ev_charts_write(o->chart, ch, 1);
+    for (f = 0; f < 4; f++) { /* the families the corruptions run touch, then all */
+        int a = ev_family_start[f] > c0 ? ev_family_start[f] : c0, b = ev_family_start[f + 1] < c1 ? ev_family_start[f + 1] : c1;
+        if (a >= b) continue;
+        for (m = 0; m < nm; m++) {
+            double sum = 0;
+            for (c = a; c < b; c++)
+                for (s = s0; s <= s1; s++) sum += acc[m][c * 5 + s - 1];
+            fy[m][ng] = 100 * sum / ((b - a) * (s1 - s0 + 1));
+        }
+        groups[ng++] = ev_family_name[f];
+    }
+    for (m = 0; m < nm; m++) {
+        double sum = 0;
+        for (c = c0; c < c1; c++)
+            for (s = s0; s <= s1; s++) sum += acc[m][c * 5 + s - 1];
+        fy[m][ng] = 100 * sum / ((c1 - c0) * (s1 - s0 + 1));
+        bars[m].name = names[m]; bars[m].x = NULL; bars[m].y = fy[m]; bars[m].n = ng + 1;
+    }
+    groups[ng++] = "all";
+    prg_chart_init(&ch[1], PRG_CHART_BARS, "mean top-1 per corruption family", bars, nm);
+    ch[1].groups = groups;
+    ch[1].ngroups = ng;
+    ch[1].y_label = "top-1 %";
+    ch[1].height = 400;
+    ch[0].legend_chars = ch[1].legend_chars = (int)strlen(names[nm - 1]);
+    return ev_charts_write(o->chart, ch, 2);
+}
+
 static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_dataset *ds, const prg_transform *te,
                           int batch, int limit, const char *csv, const ev_robust *o) {
     int n = limit > 0 && limit < ds->n ? limit : ds->n, one = strcmp(o->corruption, "all") ? prg_corruption_find(o->corruption) : -1;
     int c0 = one >= 0 ? one : 0, c1 = one >= 0 ? one + 1 : PRG_CORRUPT_COUNT, s0 = o->severity ? o->severity : 1;
     int s1 = o->severity ? o->severity : 5, c, s;
     double err[PRG_CORRUPT_COUNT * 5], berr[PRG_CORRUPT_COUNT * 5], ce[PRG_CORRUPT_COUNT], cmean[PRG_CORRUPT_COUNT];
+    double acc[2][PRG_CORRUPT_COUNT * 5], clean[2] = {0, 0}, *accp[2];
     double top1, top5, sum = 0, mce = NAN;
     FILE *f = NULL;
     if (one < 0 && strcmp(o->corruption, "all")) {
@@ -75,10 +176,12 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
     if (f) fprintf(f, "corruption,severity,top1,error,baseline_error,ce\n");
     ex_evaluate(clf, ds, te, batch, &top1, &top5, NULL, n);
     printf("clean (%d images): top-1 %.2f%%", n, 100 * top1);
+    clean[0] = top1;
     if (base) {
         double b1;
         ex_evaluate(base, ds, te, batch, &b1, &top5, NULL, n);
         printf("  (baseline top-1 %.2f%%)", 100 * b1);
+        clean[1] = b1;
     }
     printf("\n");
     for (c = c0; c < c1; c++) {
@@ -92,6 +195,8 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
             prg_dataset_free(&cd);
             err[c * 5 + s - 1] = 1 - top1;
             berr[c * 5 + s - 1] = 1 - b1;
+            acc[0][c * 5 + s - 1] = top1;
+            acc[1][c * 5 + s - 1] = b1;
             csum += top1;
             bsum += 1 - b1;
             printf("%s severity %d: top-1 %.2f%%", ev_cname(c), s, 100 * top1);
@@ -132,6 +237,9 @@ static int ev_corruptions(prg_classifier *clf, prg_classifier *base, const prg_d
         if (!ex_text_commit(f, csv)) return 1;
         printf("per corruption and severity -> %s\n", csv);
     }
+    accp[0] = acc[0];
+    accp[1] = acc[1];
+    if (o->chart && !ev_corruption_chart(o, base ? 2 : 1, clean, accp, c0, c1, s0, s1, mce)) return 1;
     return 0;
 }
 
@@ -212,8 +320,11 @@ static void ev_scores(float *sc /* [EV_NSCORES][n] */, prg_classifier *clf, prg_
     prg_free(x); prg_free(z); prg_free(x0); prg_free(tgt); prg_free(v); prg_free(tt); prg_free(logits); prg_free(y); prg_free(index);
 }
 
-static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transform *te, int batch, int limit, const ev_robust *o) {
+static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transform *te, int batch, int limit, const char *csv,
+                  const ev_robust *o) {
     static const char *names[EV_NSCORES] = {"msp", "energy", "ode-norm", "fm-loss"};
+    double au[EV_NSCORES], fpr[EV_NSCORES];
+    int ok = 1;
     prg_dataset other, matched;
     prg_unet *own = NULL, *net;
     int n_in = limit > 0 && limit < ds->n ? limit : ds->n, n_out, q;
@@ -250,14 +361,62 @@ static int ev_ood(prg_classifier *clf, const prg_dataset *ds, const prg_transfor
     ev_scores(s_out, clf, net, &matched, te, batch, n_out, o->ood_steps, o->seed);
     printf("OOD detection: %d in-distribution images (%s) vs %d out-of-distribution (%s)\n", n_in, o->data, n_out, o->ood);
     for (q = 0; q < EV_NSCORES; q++) {
-        double au, fpr;
-        ex_check(prg_auroc(&au, s_in + (size_t)q * n_in, n_in, s_out + (size_t)q * n_out, n_out), names[q]);
-        ex_check(prg_fpr_at_tpr(&fpr, s_in + (size_t)q * n_in, n_in, s_out + (size_t)q * n_out, n_out, 0.95), names[q]);
-        printf("%-9s AUROC %.4f  FPR95 %.4f\n", names[q], au, fpr);
+        ex_check(prg_auroc(&au[q], s_in + (size_t)q * n_in, n_in, s_out + (size_t)q * n_out, n_out), names[q]);
+        ex_check(prg_fpr_at_tpr(&fpr[q], s_in + (size_t)q * n_in, n_in, s_out + (size_t)q * n_out, n_out, 0.95), names[q]);
+        printf("%-9s AUROC %.4f  FPR95 %.4f\n", names[q], au[q], fpr[q]);
+    }
+    if (csv) {
+        FILE *f = ex_text_open();
+        fprintf(f, "score,auroc,fpr95\n");
+        for (q = 0; q < EV_NSCORES; q++) fprintf(f, "%s,%.6f,%.6f\n", names[q], au[q], fpr[q]);
+        ok = ex_text_commit(f, csv);
+        if (ok) printf("scores -> %s\n", csv);
+    }
+    if (ok && o->chart) {
+        prg_chart_series se[2];
+        prg_chart ch;
+        char title[160], b[32];
+        ev_short_name(b, sizeof b, o->ood);
+        se[0].name = "AUROC"; se[0].x = NULL; se[0].y = au; se[0].n = EV_NSCORES;
+        se[1].name = "FPR95"; se[1].x = NULL; se[1].y = fpr; se[1].n = EV_NSCORES;
+        snprintf(title, sizeof title, "OOD detection vs %s (%d in, %d out)", b, n_in, n_out);
+        prg_chart_init(&ch, PRG_CHART_BARS, title, se, 2);
+        ch.groups = names;
+        ch.ngroups = EV_NSCORES;
+        ch.y_min = 0;
+        ch.y_max = 1;
+        ok = ev_charts_write(o->chart, &ch, 1);
     }
     prg_free(s_in); prg_free(s_out); prg_dataset_free(&matched);
     if (own) prg_unet_free(own);
-    return 0;
+    return ok ? 0 : 1;
+}
+/* Shifted test sets: another dataset of the model's classes.  When both name
+   their classes, the data's labels are mapped to the model's by name (any
+   order, a subset too: STL-10's classes on a CIFAR-10 model); a class the
+   model does not have is refused, naming it. */
+static void ev_map_classes(prg_dataset *ds, char *const *mn, int k, const char *model, const char *data) {
+    int j, i, *map, moved = 0, nd = ds->num_classes;
+    char *const *dn = ds->class_names;
+    if (!mn || !dn) return;
+    map = (int *)ex_alloc((size_t)ds->num_classes * sizeof(int));
+    for (j = 0; j < ds->num_classes; j++) {
+        for (i = 0; i < k && strcmp(mn[i], dn[j]); i++) {}
+        if (i == k) {
+            fprintf(stderr, "evaluate: class %d of %s, '%s', is not a class of %s (its %d:", j, data, dn[j], model, k);
+            for (i = 0; i < k && i < 12; i++) fprintf(stderr, "%s %s", i ? "," : "", mn[i]);
+            fprintf(stderr, "%s)\n", k > 12 ? ", ..." : "");
+            exit(1);
+        }
+        map[j] = i;
+        moved |= i != j;
+    }
+    if (moved || nd != k) {
+        for (j = 0; j < ds->n; j++) ds->labels[j] = map[ds->labels[j]];
+        ex_check(prg_dataset_set_class_names(ds, (const char *const *)mn, k), "class names");
+        if (!ex_quiet) printf("evaluate: the %d classes of %s mapped to %s's %d by name\n", nd, data, model, k);
+    }
+    prg_free(map);
 }
 /* ---- end of corruption robustness and OOD detection ---- */
 
@@ -265,10 +424,13 @@ static void usage(void) {
     printf("usage: evaluate --model CLASSIFIER --data TEST [options]\n"
            "Top-1 / top-5 accuracy of a fine-tuned PRG classifier, and its confusion matrix.\n"
            "  --model PATH     classifier checkpoint (finetune's -best / -last file)\n"
-           "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz)\n"
+           "  --data PATH      test set (IDX(.gz) images file, CIFAR .bin, .npz); when it and the model\n"
+           "                   name their classes, its labels are mapped to the model's by name (another\n"
+           "                   dataset of the same classes, in any order or a subset of them)\n"
            "  --csv PATH       write the confusion matrix (rows: true, columns: predicted;\n"
            "                   headed by the class names the checkpoint holds, else numbers);\n"
-           "                   with --corruption the table per corruption and severity instead;\n"
+           "                   with --corruption the table per corruption and severity instead\n"
+           "                   (with --ood: the scores' AUROC and FPR95);\n"
            "                   checked writable before evaluating\n"
            "  --t-span N --t-cutoff N   evaluate on another ODE grid (default: the checkpoint's; either\n"
            "                   alone keeps the checkpoint's other value)\n"
@@ -318,6 +480,7 @@ int main(int argc, char **argv) {
         else if (EX_FLAG("--ood")) rob.ood = ex_val();
         else if (EX_FLAG("--unet")) rob.unet = ex_val();
         else if (EX_FLAG("--ood-steps")) rob.ood_steps = ex_int_in(1, 1024);
+        else if (EX_FLAG("--chart")) rob.chart = ex_val();
         else ex_bad_flag();
     }
     if (!model || !data) { usage(); return 2; }
@@ -331,7 +494,26 @@ int main(int argc, char **argv) {
         ex_check_not_input(csv, "--csv", rob.unet, "--unet");
         ex_check_not_input(csv, "--csv", rob.ood, "--ood");
     }
+    if (rob.chart) {
+        const char *in[5] = {model, data, rob.baseline, rob.unet, rob.ood}, *fl[5] = {"--model", "--data", "--baseline", "--unet", "--ood"};
+        if (!rob.corruption && !rob.ood) {
+            fprintf(stderr, "evaluate: --chart goes with --corruption or --ood (see --help)\n");
+            return 2;
+        }
+        ex_check_writable(rob.chart, "--chart");
+        for (i = 0; i < 5; i++) ex_check_not_input(rob.chart, "--chart", in[i], fl[i]);
+        if (csv && !strcmp(csv, rob.chart)) {
+            fprintf(stderr, "evaluate: --chart %s is the --csv file; give another name\n", rob.chart);
+            return 2;
+        }
+        if (csv) ex_check_not_input(rob.chart, "--chart", csv, "--csv");
+    }
+    if ((csv || rob.chart) && rob.corruption && rob.ood) {
+        fprintf(stderr, "evaluate: --csv and --chart take one of --corruption and --ood; run them one at a time\n");
+        return 2;
+    }
     rob.data = data;
+    rob.model = model;
     if ((rob.severity || rob.baseline) && !rob.corruption) {
         fprintf(stderr, "evaluate: --severity and --baseline go with --corruption (see --help)\n");
         return 2;
@@ -378,7 +560,7 @@ int main(int argc, char **argv) {
         const char **mn = (const char **)ex_alloc((size_t)k * sizeof(char *));
         for (i = 0; i < k; i++) mn[i] = prg_classifier_class_name(clf, i);
         if (!ex_quiet) ex_print_classes(model, k, mn[0] ? (char *const *)mn : NULL);
-        if (mn[0]) ex_same_classes((char *const *)mn, k, model, ds.class_names, ds.num_classes, data);
+        if (mn[0]) ev_map_classes(&ds, (char *const *)mn, k, model, data);
         prg_free((void *)mn);
     }
     ex_transform(&te, 0, 0, ds.c, ds.h, ds.w, cfg->image_size, -1);
@@ -396,7 +578,7 @@ int main(int argc, char **argv) {
             }
         }
         if (rob.corruption) rc = ev_corruptions(clf, base, &ds, &te, batch, limit, csv, &rob);
-        if (!rc && rob.ood) rc = ev_ood(clf, &ds, &te, batch, limit, &rob);
+        if (!rc && rob.ood) rc = ev_ood(clf, &ds, &te, batch, limit, csv, &rob);
         if (base) prg_classifier_free(base);
         prg_classifier_free(clf); prg_dataset_free(&ds);
         ex_mpi_finalize();
