@@ -132,7 +132,7 @@
      NaN with prg_last_error() set; prg_split_range gives an empty part; the
      prg_st_* accessors return 0 / NULL for a NULL handle.  The layer
      kernels (forward/backward pairs over float *) and the plain accessors
-     of an object (prg_unet_params, prg_classifier_unet, prg_adam_size, ...)
+     of an object (prg_unet_params, prg_classifier_unet, prg_adam_num_params, ...)
      take their pointers as given, unchecked: they sit in inner loops.
      What the file readers check before they allocate: the io section.
 
@@ -950,12 +950,12 @@ prg_result prg_adam_step_blocks(prg_adam *opt, int nblocks, float *const *params
    moment vectors of n floats (torch's exp_avg, exp_avg_sq), in parameter
    order; both live in one 64-byte-aligned block.  Writing them back and
    setting the step count restores the optimizer exactly. */
-size_t   prg_adam_size(const prg_adam *opt);
+size_t   prg_adam_num_params(const prg_adam *opt);
 int64_t  prg_adam_step_count(const prg_adam *opt);
 void     prg_adam_set_step_count(prg_adam *opt, int64_t step);
 float   *prg_adam_exp_avg(prg_adam *opt);     /* [n] */
 float   *prg_adam_exp_avg_sq(prg_adam *opt);  /* [n] */
-const prg_adam_config *prg_adam_get_config(const prg_adam *opt);
+const prg_adam_config *prg_adam_config_get(const prg_adam *opt);
 
 /* Linear warm-up + cosine decay, timm CosineLRScheduler with
    warmup_prefix=True, cycle_limit=1, cycle_decay=1, k_decay=1, no noise,
@@ -1017,7 +1017,7 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
        prg_dataset_free(&ds);
 
        prg_st *st;                        // a checkpoint, one tensor at a time
-       if (prg_safetensors_open(&st, "model.safetensors") == PRG_OK) {
+       if (prg_st_open(&st, "model.safetensors") == PRG_OK) {
            prg_st_info in;
            if (prg_st_find(st, "out.2.weight", &in) == PRG_OK)
                prg_st_read_f32(st, in.name, w, in.count, PRG_ST_FINITE);
@@ -1033,7 +1033,7 @@ typedef enum prg_dtype {
 } prg_dtype;
 #define PRG_DT_COUNT 13
 #define PRG_MAX_DIMS 8
-size_t      prg_dtype_size(prg_dtype t);  /* bytes per element */
+size_t      prg_dtype_bytes(prg_dtype t);  /* bytes per element */
 const char *prg_dtype_name(prg_dtype t);  /* "F32", "BF16", "U8", ... */
 /* Converts n elements of type t (host byte order) to float. */
 void prg_convert_to_f32(float *dst /* [n] */, const void *src /* [n] of t */, prg_dtype t, size_t n);
@@ -1101,9 +1101,9 @@ typedef struct prg_st_tensor {
 } prg_st_tensor;
 #define PRG_ST_FINITE 1  /* prg_st_read_f32 flag: refuse NaN/Inf (PRG_ERR_NUMERIC) */
 
-prg_result prg_safetensors_open(prg_st **st, const char *path);
+prg_result prg_st_open(prg_st **st, const char *path);
 void       prg_st_close(prg_st *st);
-int        prg_st_count(const prg_st *st);
+int        prg_st_num_tensors(const prg_st *st);
 const prg_st_info *prg_st_info_at(const prg_st *st, int i);   /* file order of the header */
 /* PRG_ERR_FORMAT with "no tensor 'name'" when absent; info may be NULL. */
 prg_result prg_st_find(const prg_st *st, const char *name, prg_st_info *info);
@@ -1113,11 +1113,11 @@ prg_result prg_st_read_f32(prg_st *st, const char *name, float *dst /* [count] *
 /* The bytes as stored (little-endian); nbytes must equal the tensor's size. */
 prg_result prg_st_read_raw(prg_st *st, const char *name, void *dst, size_t nbytes);
 const char *prg_st_metadata(const prg_st *st, const char *key);  /* NULL when absent */
-int         prg_st_metadata_count(const prg_st *st);
+int         prg_st_num_metadata(const prg_st *st);
 void        prg_st_metadata_at(const prg_st *st, int i, const char **key, const char **value);
 /* Writes n tensors (names unique, not "__metadata__") in the given order and
    nmeta key/value string pairs meta_kv[2i], meta_kv[2i+1] as __metadata__. */
-prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors, int n,
+prg_result prg_st_write(const char *path, const prg_st_tensor *tensors, int n,
                                  const char *const *meta_kv, int nmeta);
 
 /* ---- checkpoints ----------------------------------------------------- */
@@ -1155,23 +1155,23 @@ prg_result prg_classifier_load(prg_classifier **clf, const char *path, const prg
 /* Training checkpoints: exactly one of net / clf; opt and rng may be NULL.
    Restore reads into existing objects made with the same config (and, for
    opt, the same parameter count); what is NULL is not read.  With clf, opt
-   may also cover the head alone (prg_adam_size == the head's parameter
+   may also cover the head alone (prg_adam_num_params == the head's parameter
    count: a run with a frozen U-Net): the file then keeps the head's moments
    only, marked "optim.scope" = "head", and restore refuses to mix the two
    kinds of optimizer state.  It refuses (PRG_ERR_FORMAT / PRG_ERR_NUMERIC,
    naming the field) negative or non-decimal step counts (optim.step,
    prg.step), an all-zero RNG state, non-float tensors, NaN/Inf anywhere and
    a negative exp_avg_sq, and then changes nothing. */
-prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
-                               const prg_adam *opt, const prg_rng *rng, int64_t step);
-prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
-                                  prg_rng *rng, int64_t *step);
-/* prg_checkpoint_save plus nextra (at most 32) key/value string pairs of the
+prg_result prg_train_state_save(const prg_unet *net, const prg_classifier *clf, const prg_adam *opt,
+                               const prg_rng *rng, int64_t step, const char *path);
+prg_result prg_train_state_restore(prg_unet *net, prg_classifier *clf, prg_adam *opt, prg_rng *rng,
+                                  int64_t *step, const char *path);
+/* prg_train_state_save plus nextra (at most 32) key/value string pairs of the
    caller's in __metadata__, extra_kv[2i], extra_kv[2i+1], e.g. a program's
    hyper-parameters to compare on resume (read back with prg_st_metadata);
    keys starting with "prg." or "optim." are refused. */
-prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
-                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+prg_result prg_train_state_save_meta(const prg_unet *net, const prg_classifier *clf, const prg_adam *opt,
+                                    const prg_rng *rng, int64_t step, const char *path,
                                     const char *const *extra_kv, int nextra);
 
 /* ---- .npy / .npz ----------------------------------------------------- */
@@ -1189,9 +1189,9 @@ prg_result prg_npy_load(prg_array *a, const char *path);
    strings as their elements with the length as one more last dimension:
    'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
 prg_result prg_npz_load(prg_array *a, const char *path, const char *name);
-prg_result prg_npy_save(const char *path, const prg_array *a);
+prg_result prg_npy_write(const char *path, const prg_array *a);
 /* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
-prg_result prg_npz_save(const char *path, const char *const *names, const prg_array *arrays, int n);
+prg_result prg_npz_write(const char *path, const char *const *names, const prg_array *arrays, int n);
 
 /* ---- image datasets -------------------------------------------------- */
 /* An in-memory uint8 image dataset.  images and labels come from
@@ -1242,11 +1242,11 @@ prg_result prg_dataset_load(prg_dataset *ds, const char *path);
 
 /* ---- images ---------------------------------------------------------- */
 /* 8-bit PNG, c = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; filtered rows, deflate. */
-prg_result prg_png_write(const char *path, const uint8_t *pixels /* [h][w][c] */, int w, int h, int c);
+prg_result prg_png_write(const char *path, const uint8_t *pixels /* [h][w][c] */, int h, int w, int c);
 /* Binary PGM (c = 1, P5) / PPM (c = 3, P6). */
-prg_result prg_pnm_write(const char *path, const uint8_t *pixels /* [h][w][c] */, int w, int h, int c);
+prg_result prg_pnm_write(const char *path, const uint8_t *pixels /* [h][w][c] */, int h, int w, int c);
 /* Reads P5/P6 (maxval 1..65535, scaled to 0..255); *pixels from prg_alloc. */
-prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int *w, int *h, int *c);
+prg_result prg_pnm_read(const char *path, uint8_t **pixels /* [h][w][c] */, int *h, int *w, int *c);
 /* Tiles n images into one picture, cols per row (0 = ceil(sqrt(n))), with a
    2-pixel black border; pixel = 255 * (x * std[ch] + mean[ch]), clamped.
    mean/std NULL means images in [-1, 1] (mean = std = 0.5).  c = 1 or 3.
@@ -1356,7 +1356,7 @@ typedef struct prg_image {
 } prg_image;
 void prg_image_free(prg_image *img);   /* frees data and zeroes the struct */
 /* Allocates an image (data uninitialised, warnings 0); PRG_ERR_ARG on bad sizes. */
-prg_result prg_image_alloc(prg_image *img, int w, int h, int c);
+prg_result prg_image_alloc(prg_image *img, int h, int w, int c);
 /* Converts img to channels (1..4) as the decoders convert (RGB -> gray by
    PIL's weights, gray repeated into R, G, B, alpha dropped or added as 255):
    in place when it has fewer channels, else into a new buffer.  The same
@@ -1427,14 +1427,14 @@ typedef enum prg_jpeg_subsample { PRG_JPEG_444 = 0, PRG_JPEG_420 = 1 } prg_jpeg_
 /* The two quantisation tables (luminance, chrominance), natural order. */
 void prg_jpeg_quant_tables(uint16_t q[2][64], int quality);
 /* Bytes that always suffice for the file / the encoder's scratch. */
-size_t prg_jpeg_encode_bound(int w, int h, int c);
-size_t prg_jpeg_encode_workspace(int w, int h, int c);
+size_t prg_jpeg_encode_bound(int h, int w, int c);
+size_t prg_jpeg_encode_workspace(int h, int w, int c);
 /* Into a caller buffer of cap >= prg_jpeg_encode_bound() bytes; work:
    prg_jpeg_encode_workspace() bytes, or NULL to allocate here. */
 prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels /* [h][w][c] */,
-                              int w, int h, int c, int quality, prg_jpeg_subsample subsample, void *work);
+                              int h, int w, int c, int quality, prg_jpeg_subsample subsample, void *work);
 /* *out from prg_alloc (the caller frees it with prg_free). */
-prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels /* [h][w][c] */, int w, int h,
+prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels /* [h][w][c] */, int h, int w,
                            int c, int quality, prg_jpeg_subsample subsample);
 
 /* Resizing with PIL's ImagingResample semantics (Image.resize without a box
@@ -1442,18 +1442,18 @@ prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels
    rounded to 8 bits, 22-bit fixed-point weights; when downscaling the filter
    support is widened by the scale factor (antialiasing).  BICUBIC uses
    a = -0.5; BOX averages the covered source pixels. */
-prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dw, int dh,
-                         const uint8_t *src /* [sh][sw][c] */, int sw, int sh, int c, prg_filter filter);
+prg_result prg_resize_u8(uint8_t *dst /* [dh][dw][c] */, int dh, int dw,
+                         const uint8_t *src /* [sh][sw][c] */, int sh, int sw, int c, prg_filter filter);
 /* dst is allocated (any previous content of *dst is not freed). */
-prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter);
+prg_result prg_image_resize(prg_image *dst, const prg_image *src, int h, int w, prg_filter filter);
 /* torchvision Resize(size) on a PIL image: shorter side -> size, longer side
    -> floor(size * long / short), computed in 64 bits: PRG_ERR_ARG when the
    result has more than PRG_IMAGE_MAX_PIXELS pixels. */
 prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size, prg_filter filter);
-prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h);
+prg_result prg_image_crop(prg_image *dst, const prg_image *src, int y, int x, int h, int w);
 /* torchvision CenterCrop: top = round((H - h) / 2), left = round((W - w) / 2),
    Python rounding (half to even); needs w <= W and h <= H. */
-prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int w, int h);
+prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int h, int w);
 /* The reference's evaluation transform: Resize(int(size * 256 / 224),
    bicubic) then CenterCrop(size); size 64 -> 73 -> 64. */
 prg_result prg_image_eval_transform(prg_image *dst, const prg_image *src, int size);
@@ -1552,7 +1552,7 @@ typedef struct prg_batch {
     uint64_t epoch;
     int total, offset;    /* the whole batch's images, this part's first (parts = 1: size, 0) */
 } prg_batch;
-void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed);
+void prg_loader_config_default(prg_loader_config *cfg, int batch, uint64_t seed);
 /* ds must stay valid and unchanged until prg_loader_free (*t is copied).
    The background thread builds serially (it never takes the pool from the
    training loop); with prefetch = 0 batches are built on the pool in next(). */
@@ -6984,15 +6984,15 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
 static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
                              float *act, float *gm, float *gr) {
     const float *P = n->params;
-    prg__groupnorm_act_forward(gn, NULL, act, gm, gr, x, P + n->tens[m->par].offset, P + n->tens[m->par + 1].offset,
+    prg__groupnorm_act_forward(gn, NULL, act, gm, gr, x, P + n->tens[m->par + PRG__RES_NORM1_W].offset, P + n->tens[m->par + PRG__RES_NORM1_B].offset,
                                NULL, B, m->cin, m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
 }
 
 static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, const float *h1, const float *ss,
                               float *gn, float *sso, float *act, float *gm, float *gr) {
     const float *P = n->params;
-    prg__groupnorm_act_forward(gn, sso, act, gm, gr, h1, P + n->tens[m->par + 6].offset,
-                               P + n->tens[m->par + 7].offset, ss, B, m->cout, m->h * m->w, n->cfg.groups,
+    prg__groupnorm_act_forward(gn, sso, act, gm, gr, h1, P + n->tens[m->par + PRG__RES_NORM2_W].offset,
+                               P + n->tens[m->par + PRG__RES_NORM2_B].offset, ss, B, m->cout, m->h * m->w, n->cfg.groups,
                                PRG__UNET_EPS);
 }
 
@@ -7027,23 +7027,23 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         break;
     case PRG__UM_RES:
         prg__unet_res_in(n, m, B, in, NULL, r[1], gm, gr); /* only SiLU's output is read here */
-        prg__conv_plan_forward(PRG__UC(2), n->keeping, PRG__UA(m->t[0]), r[1], PRG__UP(2), PRG__UP(3), ws);
-        prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(4), PRG__UP(5), B, ed, 2 * co);
+        prg__conv_plan_forward(PRG__UC(2), n->keeping, PRG__UA(m->t[0]), r[1], PRG__UP(PRG__RES_CONV1_W), PRG__UP(PRG__RES_CONV1_B), ws);
+        prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(PRG__RES_EMB_W), PRG__UP(PRG__RES_EMB_B), B, ed, 2 * co);
         prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], gm, gr);
-        prg__conv_plan_forward(PRG__UC(8), n->keeping, out, r[2], PRG__UP(8), PRG__UP(9), ws);
+        prg__conv_plan_forward(PRG__UC(8), n->keeping, out, r[2], PRG__UP(PRG__RES_CONV2_W), PRG__UP(PRG__RES_CONV2_B), ws);
         if (m->has_skip) {
-            prg__conv_plan_forward(PRG__UC(10), 0, r[0], in, PRG__UP(10), PRG__UP(11), ws);
+            prg__conv_plan_forward(PRG__UC(10), 0, r[0], in, PRG__UP(PRG__RES_SKIP_W), PRG__UP(PRG__RES_SKIP_B), ws);
             prg__unet_add(out, r[0], (size_t)B * co * hw);
         } else {
             prg__unet_add(out, in, (size_t)B * co * hw);
         }
         break;
     case PRG__UM_ATTN:
-        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-        prg__conv_plan_forward(PRG__UC(2), 0, PRG__UA(m->t[0]), r[0], PRG__UP(2), PRG__UP(3), ws);
+        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), B, ci, hw, G, PRG__UNET_EPS);
+        prg__conv_plan_forward(PRG__UC(2), 0, PRG__UA(m->t[0]), r[0], PRG__UP(PRG__ATTN_QKV_W), PRG__UP(PRG__ATTN_QKV_B), ws);
         prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
                               c->num_heads, ws);
-        prg__conv_plan_forward(PRG__UC(4), 0, out, PRG__UA(m->t[1]), PRG__UP(4), PRG__UP(5), ws);
+        prg__conv_plan_forward(PRG__UC(4), 0, out, PRG__UA(m->t[1]), PRG__UP(PRG__ATTN_PROJ_W), PRG__UP(PRG__ATTN_PROJ_B), ws);
         prg__unet_add(out, in, (size_t)B * ci * hw);
         break;
     case PRG__UM_UP:
@@ -7157,35 +7157,35 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             break;
         case PRG__UM_RES:
             if (m->has_skip)
-                prg__conv_plan_backward(PRG__UC(10), 0, din, PRG__UD(10), PRG__UD(11), dout, in, PRG__UP(10), ws, fresh);
+                prg__conv_plan_backward(PRG__UC(10), 0, din, PRG__UD(PRG__RES_SKIP_W), PRG__UD(PRG__RES_SKIP_B), dout, in, PRG__UP(PRG__RES_SKIP_W), ws, fresh);
             else if (fresh)
                 memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
             prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
-            prg__conv_plan_backward(PRG__UC(8), n->keeping, t1, PRG__UD(8), PRG__UD(9), dout, r[2], PRG__UP(8), ws, 1);
+            prg__conv_plan_backward(PRG__UC(8), n->keeping, t1, PRG__UD(PRG__RES_CONV2_W), PRG__UD(PRG__RES_CONV2_B), dout, r[2], PRG__UP(PRG__RES_CONV2_W), ws, 1);
             PRG__UZ(dss, 2 * co);
             prg__silu_scale_shift_backward_x(t1, dss, t2, t1, r[1], r[0], PRG__UA(m->t[1]), B, co, hw);
-            prg_linear_backward(dsemb, PRG__UD(4), PRG__UD(5), dss, PRG__UA(n->semb_off), PRG__UP(4), B, ed,
+            prg_linear_backward(dsemb, PRG__UD(PRG__RES_EMB_W), PRG__UD(PRG__RES_EMB_B), dss, PRG__UA(n->semb_off), PRG__UP(PRG__RES_EMB_W), B, ed,
                                 2 * co);
-            prg__groupnorm_backward_x(t2, PRG__UD(6), PRG__UD(7), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(6), B, co,
+            prg__groupnorm_backward_x(t2, PRG__UD(PRG__RES_NORM2_W), PRG__UD(PRG__RES_NORM2_B), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(PRG__RES_NORM2_W), B, co,
                                       hw, G, 1);
             prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
-            prg__conv_plan_backward(PRG__UC(2), n->keeping, t1, PRG__UD(2), PRG__UD(3), t2, r[1], PRG__UP(2), ws, 1);
+            prg__conv_plan_backward(PRG__UC(2), n->keeping, t1, PRG__UD(PRG__RES_CONV1_W), PRG__UD(PRG__RES_CONV1_B), t2, r[1], PRG__UP(PRG__RES_CONV1_W), ws, 1);
             prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t2, in, gm, gr, PRG__UP(0), B, ci, hw, G);
+            prg_groupnorm_backward(din, PRG__UD(PRG__RES_NORM1_W), PRG__UD(PRG__RES_NORM1_B), t2, in, gm, gr, PRG__UP(PRG__RES_NORM1_W), B, ci, hw, G);
             break;
         case PRG__UM_ATTN:
             if (fresh)
                 memcpy(din, dout, (size_t)B * ci * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * ci * hw);
-            prg__conv_plan_backward(PRG__UC(4), 0, t1, PRG__UD(4), PRG__UD(5), dout, PRG__UA(m->t[1]), PRG__UP(4), ws, 1);
+            prg__conv_plan_backward(PRG__UC(4), 0, t1, PRG__UD(PRG__ATTN_PROJ_W), PRG__UD(PRG__ATTN_PROJ_B), dout, PRG__UA(m->t[1]), PRG__UP(PRG__ATTN_PROJ_W), ws, 1);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
-            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg__conv_plan_backward(PRG__UC(2), 0, t1, PRG__UD(2), PRG__UD(3), t2, r[0], PRG__UP(2), ws, 1);
-            prg_groupnorm_backward(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G);
+            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), B, ci, hw, G, PRG__UNET_EPS);
+            prg__conv_plan_backward(PRG__UC(2), 0, t1, PRG__UD(PRG__ATTN_QKV_W), PRG__UD(PRG__ATTN_QKV_B), t2, r[0], PRG__UP(PRG__ATTN_QKV_W), ws, 1);
+            prg_groupnorm_backward(din, PRG__UD(PRG__ATTN_NORM_W), PRG__UD(PRG__ATTN_NORM_B), t1, in, gm, gr, PRG__UP(PRG__ATTN_NORM_W), B, ci, hw, G);
             break;
         case PRG__UM_UP:
             prg_upsample2x_backward(din, dout, B * ci, h, w);
@@ -8762,12 +8762,12 @@ void prg_adam_free(prg_adam *opt) {
     prg_free(opt);
 }
 
-size_t prg_adam_size(const prg_adam *opt) { return opt->n; }
+size_t prg_adam_num_params(const prg_adam *opt) { return opt->n; }
 int64_t prg_adam_step_count(const prg_adam *opt) { return opt->step; }
 void prg_adam_set_step_count(prg_adam *opt, int64_t step) { opt->step = step; }
 float *prg_adam_exp_avg(prg_adam *opt) { return opt->moments; }
 float *prg_adam_exp_avg_sq(prg_adam *opt) { return opt->moments + opt->npad; }
-const prg_adam_config *prg_adam_get_config(const prg_adam *opt) { return &opt->cfg; }
+const prg_adam_config *prg_adam_config_get(const prg_adam *opt) { return &opt->cfg; }
 
 typedef struct prg__adam_job {
     prg_adam *o;
@@ -9062,7 +9062,7 @@ static const uint8_t prg__dtype_sizes[PRG_DT_COUNT] = {4, 2, 2, 8, 1, 1, 2, 2, 4
 static const char *const prg__dtype_names[PRG_DT_COUNT] = {"F32", "F16", "BF16", "F64", "U8", "I8", "U16",
                                                            "I16", "U32", "I32", "U64", "I64", "BOOL"};
 
-size_t prg_dtype_size(prg_dtype t) { return (unsigned)t < PRG_DT_COUNT ? prg__dtype_sizes[t] : 0; }
+size_t prg_dtype_bytes(prg_dtype t) { return (unsigned)t < PRG_DT_COUNT ? prg__dtype_sizes[t] : 0; }
 const char *prg_dtype_name(prg_dtype t) { return (unsigned)t < PRG_DT_COUNT ? prg__dtype_names[t] : "?"; }
 
 static float prg__f16_to_f32(uint16_t h) {
@@ -10195,12 +10195,12 @@ static prg_result prg__npy_dict(const char *s, size_t n, size_t base, const char
         if ((bo != '<' && bo != '>' && bo != '|' && bo != '=') || dt < 0)
             return prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npy dtype '%s' is not supported (u1 i1 b1 u2 i2 u4 i4 u8 i8 f2 f4 f8 S<n> U<n>)", what, descr);
         h->dtype = (prg_dtype)dt;
-        h->swap = prg_dtype_size(h->dtype) > 1 && ((bo == '>' && prg__host_le()) || (bo == '<' && !prg__host_le()));
+        h->swap = prg_dtype_bytes(h->dtype) > 1 && ((bo == '>' && prg__host_le()) || (bo == '<' && !prg__host_le()));
     }
-    if (prg__shape_count(h->shape, h->ndim, (uint64_t)(SIZE_MAX / 2) / prg_dtype_size(h->dtype), &count))
+    if (prg__shape_count(h->shape, h->ndim, (uint64_t)(SIZE_MAX / 2) / prg_dtype_bytes(h->dtype), &count))
         return prg__fail(PRG_ERR_FORMAT, "%s: absurd .npy shape (the size overflows)", what);
     h->count = (size_t)count;
-    h->nbytes = h->count * prg_dtype_size(h->dtype);
+    h->nbytes = h->count * prg_dtype_bytes(h->dtype);
     return PRG_OK;
 fail:
     return prg__fail(PRG_ERR_FORMAT, "%s: bad .npy header at byte %zu: %s", what, base + (i < n ? i : n), err);
@@ -10214,7 +10214,7 @@ static void prg__array_set(prg_array *a, const prg__npyhdr *h, void *data) {
     for (k = 0; k < h->ndim; k++) a->shape[k] = h->shape[k];
     a->count = h->count;
     a->data = data;
-    if (h->swap) prg__bswap(data, prg_dtype_size(h->dtype), h->count);
+    if (h->swap) prg__bswap(data, prg_dtype_bytes(h->dtype), h->count);
 }
 
 void prg_array_free(prg_array *a) {
@@ -10317,7 +10317,7 @@ static void prg__npy_emit(prg__sink *s, const prg_array *a) {
     static const char *const descr[PRG_DT_COUNT] = {"<f4", "<f2", "", "<f8", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "|b1"};
     prg__sb b;
     uint8_t pre[10];
-    size_t esize = prg_dtype_size(a->dtype);
+    size_t esize = prg_dtype_bytes(a->dtype);
     int k;
     memset(&b, 0, sizeof b);
     prg__sb_str(&b, "{'descr': '");
@@ -10343,7 +10343,7 @@ static void prg__npy_emit(prg__sink *s, const prg_array *a) {
     prg__sink_put_le(s, a->data, esize, a->count * esize);
 }
 
-prg_result prg_npy_save(const char *path, const prg_array *a) {
+prg_result prg_npy_write(const char *path, const prg_array *a) {
     prg__wfile w;
     prg__sink s;
     prg_result r;
@@ -10547,7 +10547,7 @@ prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
     return r;
 }
 
-prg_result prg_npz_save(const char *path, const char *const *names, const prg_array *arrays, int n) {
+prg_result prg_npz_write(const char *path, const char *const *names, const prg_array *arrays, int n) {
     prg__wfile w;
     prg_result r;
     uint8_t h[46];
@@ -10577,7 +10577,7 @@ prg_result prg_npz_save(const char *path, const char *const *names, const prg_ar
         prg__npy_emit(&s, &arrays[i]); /* first pass: size and CRC for the local header */
         if (s.n >= 0xffffffffu || pos + s.n + 30 + nl + 4 >= 0xffffffffu) {
             prg__wabort(&w);
-            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npz over 4 GiB is not supported; save the arrays with prg_npy_save", path);
+            r = prg__fail(PRG_ERR_UNSUPPORTED, "%s: .npz over 4 GiB is not supported; save the arrays with prg_npy_write", path);
             goto out;
         }
         crc[i] = s.crc;
@@ -10877,8 +10877,8 @@ static prg_result prg__st_parse(prg_st *st) {
                                      st->path, key, (unsigned long long)off[0], (unsigned long long)off[1],
                                      (unsigned long long)st->data_size, (unsigned long long)st->data_start);
                 prg__shape_str(shp, sizeof shp, t->shape, t->ndim);
-                if (prg__shape_count(t->shape, t->ndim, st->data_size / prg_dtype_size(t->dtype) + 1, &count) ||
-                    count * prg_dtype_size(t->dtype) != off[1] - off[0])
+                if (prg__shape_count(t->shape, t->ndim, st->data_size / prg_dtype_bytes(t->dtype) + 1, &count) ||
+                    count * prg_dtype_bytes(t->dtype) != off[1] - off[0])
                     return prg__fail(PRG_ERR_FORMAT, "%s: tensor '%s': shape %s of %s needs a different size than data_offsets [%llu, %llu] (%llu bytes)",
                                      st->path, key, shp, prg_dtype_name(t->dtype), (unsigned long long)off[0], (unsigned long long)off[1],
                                      (unsigned long long)(off[1] - off[0]));
@@ -10941,13 +10941,13 @@ void prg_st_close(prg_st *st) {
     PRG_FREE(st);
 }
 
-prg_result prg_safetensors_open(prg_st **out, const char *path) {
+prg_result prg_st_open(prg_st **out, const char *path) {
     prg_st *st;
     uint64_t size, hlen;
     uint8_t b8[8];
     prg_result r;
     FILE *f;
-    if (!out) return prg__fail(PRG_ERR_ARG, "prg_safetensors_open: st is NULL");
+    if (!out) return prg__fail(PRG_ERR_ARG, "prg_st_open: st is NULL");
     *out = NULL;
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     st = (prg_st *)PRG_MALLOC(sizeof *st);
@@ -10995,7 +10995,7 @@ prg_result prg_safetensors_open(prg_st **out, const char *path) {
     return PRG_OK;
 }
 
-int prg_st_count(const prg_st *st) { return st ? st->n : 0; }
+int prg_st_num_tensors(const prg_st *st) { return st ? st->n : 0; }
 const prg_st_info *prg_st_info_at(const prg_st *st, int i) { return st && i >= 0 && i < st->n ? &st->t[i] : NULL; }
 
 static const prg_st_info *prg__st_lookup(const prg_st *st, const char *name) {
@@ -11036,7 +11036,7 @@ prg_result prg_st_read_f32(prg_st *st, const char *name, float *dst, size_t coun
         prg__shape_str(shp, sizeof shp, t->shape, t->ndim);
         return prg__fail(PRG_ERR_SHAPE, "%s: tensor '%s' has %zu elements (shape %s), the caller expects %zu", st->path, name, t->count, shp, count);
     }
-    esize = prg_dtype_size(t->dtype);
+    esize = prg_dtype_bytes(t->dtype);
     if (t->dtype == PRG_DT_F32 && prg__host_le()) {
         if ((r = prg__fread_at(st->f, st->path, t->offset, dst, t->nbytes)) != PRG_OK) return r;
     } else {
@@ -11074,7 +11074,7 @@ const char *prg_st_metadata(const prg_st *st, const char *key) {
     const prg__stmeta *m = prg__st_meta(st, key);
     return m ? m->value : NULL;
 }
-int prg_st_metadata_count(const prg_st *st) { return st ? st->nmeta : 0; }
+int prg_st_num_metadata(const prg_st *st) { return st ? st->nmeta : 0; }
 void prg_st_metadata_at(const prg_st *st, int i, const char **key, const char **value) {
     int ok = st && i >= 0 && i < st->nmeta;
     if (key) *key = ok ? st->meta[i].key : NULL;
@@ -11083,7 +11083,7 @@ void prg_st_metadata_at(const prg_st *st, int i, const char **key, const char **
 
 static int prg__cstr_cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
-prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors, int n, const char *const *meta_kv, int nmeta) {
+prg_result prg_st_write(const char *path, const prg_st_tensor *tensors, int n, const char *const *meta_kv, int nmeta) {
     prg__sb b;
     prg__wfile w;
     prg__sink s;
@@ -11145,7 +11145,7 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
         prg__sb_str(&b, "],\"data_offsets\":[");
         prg__sb_u64(&b, off);
         prg__sb_str(&b, ",");
-        off += count * prg_dtype_size(t->dtype);
+        off += count * prg_dtype_bytes(t->dtype);
         prg__sb_u64(&b, off);
         prg__sb_str(&b, "]}");
     }
@@ -11167,7 +11167,7 @@ prg_result prg_safetensors_write(const char *path, const prg_st_tensor *tensors,
     s.w = &w;
     for (i = 0; i < n; i++) {
         prg__shape_count(tensors[i].shape, tensors[i].ndim, ((uint64_t)1 << 53) / 8, &count);
-        prg__sink_put_le(&s, tensors[i].data, prg_dtype_size(tensors[i].dtype), (size_t)count * prg_dtype_size(tensors[i].dtype));
+        prg__sink_put_le(&s, tensors[i].data, prg_dtype_bytes(tensors[i].dtype), (size_t)count * prg_dtype_bytes(tensors[i].dtype));
     }
     return prg__wclose(&w);
 }
@@ -11272,11 +11272,11 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
     if (!e) return prg__fail(PRG_ERR_NOMEM, "checkpoint %s: out of memory", path);
     nopt = opt ? 2 : 0;
     /* an optimizer over the head alone (a frozen U-Net) keeps only the head's moments */
-    head_only = opt && clf && prg_adam_size(opt) == clf->nhead;
-    if (opt && !head_only && prg_adam_size(opt) != prg_unet_num_params(net) + (clf ? clf->nhead : 0)) {
+    head_only = opt && clf && prg_adam_num_params(opt) == clf->nhead;
+    if (opt && !head_only && prg_adam_num_params(opt) != prg_unet_num_params(net) + (clf ? clf->nhead : 0)) {
         PRG_FREE(e);
         return prg__fail(PRG_ERR_ARG, "checkpoint %s: the optimizer has %zu parameters, the model %zu%s", path,
-                         prg_adam_size(opt), prg_unet_num_params(net) + (clf ? clf->nhead : 0),
+                         prg_adam_num_params(opt), prg_unet_num_params(net) + (clf ? clf->nhead : 0),
                          clf ? " (or the head alone)" : "");
     }
     for (i = 0; i < n; i++) name_bytes += strlen(e[i].name) + 24;
@@ -11350,7 +11350,7 @@ static prg_result prg__ckpt_write(const char *path, prg_unet *net, prg_classifie
         meta[nmeta++] = "prg.step"; meta[nmeta++] = steps;
     }
     for (i = 0; i < 2 * nextra; i++) meta[nmeta++] = extra_kv[i];
-    r = prg_safetensors_write(path, t, nt, meta, nmeta / 2);
+    r = prg_st_write(path, t, nt, meta, nmeta / 2);
     PRG_FREE(e);
     PRG_FREE(t);
     PRG_FREE(names);
@@ -11401,17 +11401,17 @@ prg_result prg_classifier_save(const prg_classifier *clf, const char *path) {
     return prg__ckpt_write(path, clf->net, (prg_classifier *)clf, NULL, NULL, 0, NULL, 0);
 }
 
-prg_result prg_checkpoint_save(const char *path, const prg_unet *net, const prg_classifier *clf,
-                               const prg_adam *opt, const prg_rng *rng, int64_t step) {
-    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save: give exactly one of net, clf");
+prg_result prg_train_state_save(const prg_unet *net, const prg_classifier *clf, const prg_adam *opt,
+                               const prg_rng *rng, int64_t step, const char *path) {
+    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_train_state_save: give exactly one of net, clf");
     return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, NULL, 0);
 }
 
-prg_result prg_checkpoint_save_meta(const char *path, const prg_unet *net, const prg_classifier *clf,
-                                    const prg_adam *opt, const prg_rng *rng, int64_t step,
+prg_result prg_train_state_save_meta(const prg_unet *net, const prg_classifier *clf, const prg_adam *opt,
+                                    const prg_rng *rng, int64_t step, const char *path,
                                     const char *const *extra_kv, int nextra) {
     if ((net != NULL) == (clf != NULL))
-        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_save_meta: give exactly one of net, clf");
+        return prg__fail(PRG_ERR_ARG, "prg_train_state_save_meta: give exactly one of net, clf");
     return prg__ckpt_write(path, clf ? clf->net : (prg_unet *)net, (prg_classifier *)clf, opt, rng, step, extra_kv, nextra);
 }
 
@@ -11496,7 +11496,7 @@ static prg_result prg__ckpt_check_one(prg_st *st, const char *path, const char *
    has not: optim.* always allowed, head.* too when strict == 1. */
 static prg_result prg__ckpt_check_extra(prg_st *st, const char *path, const char *const *names, int n, int strict) {
     int i, k;
-    for (i = 0; strict && i < prg_st_count(st); i++) {
+    for (i = 0; strict && i < prg_st_num_tensors(st); i++) {
         const prg_st_info *fi = prg_st_info_at(st, i);
         int found = 0;
         if (!strncmp(fi->name, "optim.", 6)) continue;
@@ -11637,7 +11637,7 @@ prg_result prg_unet_load(prg_unet **net, const char *path, const prg_unet_config
     prg_result r;
     if (!net) return prg__fail(PRG_ERR_ARG, "prg_unet_load: net is NULL");
     *net = NULL;
-    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    if ((r = prg_st_open(&st, path)) != PRG_OK) return r;
     r = prg__unet_load_st(net, st, path, cfg);
     prg_st_close(st);
     return r;
@@ -11667,7 +11667,7 @@ prg_result prg_classifier_load(prg_classifier **out, const char *path, const prg
     prg_path enc_path = PRG_PATH_ICFM;
     if (!out) return prg__fail(PRG_ERR_ARG, "prg_classifier_load: clf is NULL");
     *out = NULL;
-    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    if ((r = prg_st_open(&st, path)) != PRG_OK) return r;
     /* everything the metadata says is checked against the tensor table and
        the documented limits before the net or the head is allocated */
     memset(&fc2, 0, sizeof fc2);
@@ -11733,8 +11733,8 @@ done:
     return PRG_OK;
 }
 
-prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifier *clf, prg_adam *opt,
-                                  prg_rng *rng, int64_t *step) {
+prg_result prg_train_state_restore(prg_unet *net, prg_classifier *clf, prg_adam *opt, prg_rng *rng,
+                                  int64_t *step, const char *path) {
     prg_st *st;
     prg_unet_config c;
     prg__ckpt_entry *e = NULL;
@@ -11747,15 +11747,15 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
     prg_loss floss = PRG_LOSS_NONE;
     int fpath = -1;
     const char *kind;
-    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: give exactly one of net, clf");
+    if ((net != NULL) == (clf != NULL)) return prg__fail(PRG_ERR_ARG, "prg_train_state_restore: give exactly one of net, clf");
     if (clf) net = clf->net;
     np = prg_unet_num_params(net) + (clf ? clf->nhead : 0);
-    head_only = opt && clf && prg_adam_size(opt) == clf->nhead;
-    if (opt && !head_only && prg_adam_size(opt) != np)
-        return prg__fail(PRG_ERR_ARG, "prg_checkpoint_restore: the optimizer has %zu parameters, the model %zu%s",
-                         prg_adam_size(opt), np, clf ? " (or the head alone)" : "");
+    head_only = opt && clf && prg_adam_num_params(opt) == clf->nhead;
+    if (opt && !head_only && prg_adam_num_params(opt) != np)
+        return prg__fail(PRG_ERR_ARG, "prg_train_state_restore: the optimizer has %zu parameters, the model %zu%s",
+                         prg_adam_num_params(opt), np, clf ? " (or the head alone)" : "");
     nm = head_only ? clf->nhead : np;
-    if ((r = prg_safetensors_open(&st, path)) != PRG_OK) return r;
+    if ((r = prg_st_open(&st, path)) != PRG_OK) return r;
     if ((r = prg__ckpt_config(st, path, prg_unet_config_get(net), &c)) != PRG_OK) goto done;
     kind = prg_st_metadata(st, "prg.kind");
     if (kind && strcmp(kind, clf ? "classifier" : "unet") != 0) {
@@ -11777,7 +11777,7 @@ prg_result prg_checkpoint_restore(const char *path, prg_unet *net, prg_classifie
         (rng && !prg__parse_rng(prg_st_metadata(st, "prg.rng"), &rr)) ||
         (step && !prg__parse_i64(prg_st_metadata(st, "prg.step"), &istep))) {
         r = prg__fail(PRG_ERR_FORMAT, "%s: no training state (optim.step / prg.rng / prg.step metadata, decimal integers and "
-                      "64 hex digits): it was not written by prg_checkpoint_save with an optimizer and an RNG", path);
+                      "64 hex digits): it was not written by prg_train_state_save with an optimizer and an RNG", path);
         goto done;
     }
     if ((opt && ostep < 0) || (step && istep < 0)) {
@@ -12352,7 +12352,7 @@ static int prg__png_pred(int f, const uint8_t *cur, const uint8_t *up, size_t x,
     }
 }
 
-prg_result prg_png_write(const char *path, const uint8_t *pixels, int w, int h, int c) {
+prg_result prg_png_write(const char *path, const uint8_t *pixels, int h, int w, int c) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     static const uint8_t ctype[5] = {0, 0, 4, 2, 6};
     size_t stride, raw_len, z_len, y, x, off;
@@ -12412,7 +12412,7 @@ prg_result prg_png_write(const char *path, const uint8_t *pixels, int w, int h, 
     return prg__wclose(&wf);
 }
 
-prg_result prg_pnm_write(const char *path, const uint8_t *pixels, int w, int h, int c) {
+prg_result prg_pnm_write(const char *path, const uint8_t *pixels, int h, int w, int c) {
     prg__wfile wf;
     char hdr[64];
     prg_result r;
@@ -12460,7 +12460,7 @@ static prg_result prg__pnm_header(const uint8_t *buf, size_t len, const char *pa
     return PRG_OK;
 }
 
-prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *w, int *h, int *c) {
+prg_result prg_pnm_read(const char *path, uint8_t **pixels, int *h, int *w, int *c) {
     uint8_t *buf, *out = NULL;
     size_t len, pos = 0, need, i, n;
     long v[3];
@@ -12539,8 +12539,8 @@ prg_result prg_image_grid(const char *path, const float *images, int n, int c, i
         }
     }
     ext = strrchr(path, '.');
-    if (ext && (strcmp(ext, ".ppm") == 0 || strcmp(ext, ".pgm") == 0 || strcmp(ext, ".pnm") == 0)) r = prg_pnm_write(path, g, gw, gh, c);
-    else r = prg_png_write(path, g, gw, gh, c);
+    if (ext && (strcmp(ext, ".ppm") == 0 || strcmp(ext, ".pgm") == 0 || strcmp(ext, ".pnm") == 0)) r = prg_pnm_write(path, g, gh, gw, c);
+    else r = prg_png_write(path, g, gh, gw, c);
     prg_free(g);
     return r;
 }
@@ -12936,7 +12936,7 @@ prg_result prg_chart_write(const char *path, const prg_chart *c) {
     rgb = (uint8_t *)prg_alloc((size_t)c->width * c->height * 3);
     if (!rgb) return prg__fail(PRG_ERR_NOMEM, "chart %s: out of memory", path);
     r = prg_chart_render(c, rgb);
-    if (r == PRG_OK) r = prg_png_write(path, rgb, c->width, c->height, 3);
+    if (r == PRG_OK) r = prg_png_write(path, rgb, c->height, c->width, 3);
     prg_free(rgb);
     return r;
 }
@@ -13112,7 +13112,7 @@ void prg_image_free(prg_image *img) {
     img->warnings = 0;
 }
 
-prg_result prg_image_alloc(prg_image *img, int w, int h, int c) {
+prg_result prg_image_alloc(prg_image *img, int h, int w, int c) {
     img->w = img->h = img->c = img->src_c = 0;
     img->data = NULL;
     img->warnings = 0;
@@ -13161,7 +13161,7 @@ static prg_result prg__image_set_channels(prg_image *img, int channels) {
         img->c = channels;
         return PRG_OK;
     }
-    r = prg_image_alloc(&t, img->w, img->h, channels);
+    r = prg_image_alloc(&t, img->h, img->w, channels);
     if (r) { prg_image_free(img); return r; }
     prg__image_convert(t.data, channels, img->data, img->c, (size_t)img->w * (size_t)img->h);
     t.warnings = img->warnings;
@@ -13861,7 +13861,7 @@ static prg_result prg__jpeg_finish(prg__jpeg *j, prg_image *img, int channels) {
     rows = (uint8_t *)prg_alloc((size_t)W * 4);
     t = (int *)prg_alloc((size_t)W * sizeof(int));
     if (!rows || !t) { r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", PRG__JNAME(j)); goto done; }
-    r = prg_image_alloc(img, W, j->h, only_y ? 1 : 3);
+    r = prg_image_alloc(img, j->h, W, only_y ? 1 : 3);
     if (r) goto done;
     for (i = 0; i < 4; i++) row[i] = rows + (size_t)i * W;
     for (y = 0; y < j->h; y++) {
@@ -14028,7 +14028,7 @@ prg_result prg_jpeg_decode(prg_image *img, const uint8_t *buf, size_t len, int c
 
 /* ---- resizing -------------------------------------------------------- */
 
-prg_result prg_resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, int sw, int sh, int c, prg_filter filter) {
+prg_result prg_resize_u8(uint8_t *dst, int dh, int dw, const uint8_t *src, int sh, int sw, int c, prg_filter filter) {
     void *work;
     if (dw <= 0 || dh <= 0 || sw <= 0 || sh <= 0 || c < 1 || c > 4 || (int)filter < 0 || (int)filter > 2 ||
         (uint64_t)dw * (uint64_t)dh > PRG_IMAGE_MAX_PIXELS)
@@ -14044,10 +14044,10 @@ prg_result prg_resize_u8(uint8_t *dst, int dw, int dh, const uint8_t *src, int s
     return PRG_OK;
 }
 
-prg_result prg_image_resize(prg_image *dst, const prg_image *src, int w, int h, prg_filter filter) {
-    prg_result r = prg_image_alloc(dst, w, h, src->c);
+prg_result prg_image_resize(prg_image *dst, const prg_image *src, int h, int w, prg_filter filter) {
+    prg_result r = prg_image_alloc(dst, h, w, src->c);
     if (r) return r;
-    r = prg_resize_u8(dst->data, w, h, src->data, src->w, src->h, src->c, filter);
+    r = prg_resize_u8(dst->data, h, w, src->data, src->h, src->w, src->c, filter);
     if (r) prg_image_free(dst);
     return r;
 }
@@ -14065,15 +14065,15 @@ prg_result prg_image_resize_short(prg_image *dst, const prg_image *src, int size
     if ((uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS)
         return prg__fail(PRG_ERR_ARG, "prg_image_resize_short: %d x %d to shorter side %d gives %lld x %lld, more than PRG_IMAGE_MAX_PIXELS",
                          src->w, src->h, size, (long long)w, (long long)h);
-    return prg_image_resize(dst, src, (int)w, (int)h, filter);
+    return prg_image_resize(dst, src, (int)h, (int)w, filter);
 }
 
-prg_result prg_image_crop(prg_image *dst, const prg_image *src, int x, int y, int w, int h) {
+prg_result prg_image_crop(prg_image *dst, const prg_image *src, int y, int x, int h, int w) {
     prg_result r;
     int row;
     if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > src->w - w || y > src->h - h)
         return prg__fail(PRG_ERR_ARG, "prg_image_crop: %d x %d at (%d, %d) does not fit in %d x %d", w, h, x, y, src->w, src->h);
-    r = prg_image_alloc(dst, w, h, src->c);
+    r = prg_image_alloc(dst, h, w, src->c);
     if (r) return r;
     for (row = 0; row < h; row++)
         memcpy(dst->data + (size_t)row * w * src->c, src->data + ((size_t)(y + row) * src->w + x) * src->c, (size_t)w * src->c);
@@ -14086,10 +14086,10 @@ static int prg__round_half(int d) {
     return (d & 1) && (q & 1) ? q + 1 : q;
 }
 
-prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int w, int h) {
+prg_result prg_image_center_crop(prg_image *dst, const prg_image *src, int h, int w) {
     if (w > src->w || h > src->h || w <= 0 || h <= 0)
         return prg__fail(PRG_ERR_ARG, "prg_image_center_crop: %d x %d does not fit in %d x %d", w, h, src->w, src->h);
-    return prg_image_crop(dst, src, prg__round_half(src->w - w), prg__round_half(src->h - h), w, h);
+    return prg_image_crop(dst, src, prg__round_half(src->h - h), prg__round_half(src->w - w), h, w);
 }
 
 prg_result prg_image_eval_transform(prg_image *dst, const prg_image *src, int size) {
@@ -14333,7 +14333,7 @@ static prg_result prg__png_decode(prg_image *img, const uint8_t *buf, size_t len
         img->data = raw;
         raw = NULL;
     } else {
-        r = prg_image_alloc(img, P.w, P.h, P.outc);
+        r = prg_image_alloc(img, P.h, P.w, P.outc);
         if (r) goto fail;
         {
             size_t off = 0;
@@ -14452,7 +14452,7 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
         uint8_t *px = NULL;
         int w, h, c;
         prg_free(buf);
-        r = prg_pnm_read(path, &px, &w, &h, &c);
+        r = prg_pnm_read(path, &px, &h, &w, &c);
         if (r) return r;
         img->w = w; img->h = h; img->c = c; img->data = px;
         return prg__image_set_channels(img, channels);
@@ -14516,7 +14516,7 @@ void prg_jpeg_quant_tables(uint16_t q[2][64], int quality) {
         }
 }
 
-size_t prg_jpeg_encode_bound(int w, int h, int c) {
+size_t prg_jpeg_encode_bound(int h, int w, int c) {
     size_t bw = ((size_t)w + 15) / 16 * 2, bh = ((size_t)h + 15) / 16 * 2;
     /* per 8x8 block at most 22 + 63 * 26 bits (< 208 bytes), doubled for 0xFF stuffing */
     return 1024 + bw * bh * (size_t)(c == 3 ? 3 : 1) * 416;
@@ -14633,7 +14633,7 @@ static void prg__jpeg_code_block(prg__jpeg_writer *jw, const prg__jpeg_huff *hf,
     if (run) prg__jw_bits(jw, hf->ac_code[t][0], hf->ac_size[t][0]);
 }
 
-prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels, int w, int h, int c,
+prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const uint8_t *pixels, int h, int w, int c,
                               int quality, prg_jpeg_subsample subsample, void *work) {
     prg__jpeg_writer jw;
     prg__jpeg_huff hf;
@@ -14648,14 +14648,14 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
         return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: need pixels of 1..65535 x 1..65535 with 1 or 3 channels, quality 1..100 "
                          "and PRG_JPEG_444 or PRG_JPEG_420 (got %dx%d, %d channels, quality %d, subsample %d)",
                          w, h, c, quality, subsample);
-    if (cap < prg_jpeg_encode_bound(w, h, c))
+    if (cap < prg_jpeg_encode_bound(h, w, c))
         return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: the output buffer has %zu bytes, prg_jpeg_encode_bound() wants %zu",
-                         cap, prg_jpeg_encode_bound(w, h, c));
+                         cap, prg_jpeg_encode_bound(h, w, c));
     pw = (w + mcu - 1) / mcu * mcu;
     ph = (h + mcu - 1) / mcu * mcu;
     psz = (size_t)pw * ph;
     if (!work) {
-        own = (uint8_t *)prg_alloc(prg_jpeg_encode_workspace(w, h, c));
+        own = (uint8_t *)prg_alloc(prg_jpeg_encode_workspace(h, w, c));
         if (!own) return prg__fail(PRG_ERR_NOMEM, "prg_jpeg_encode: out of memory for a %dx%d image", w, h);
         work = own;
     }
@@ -14747,11 +14747,11 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
     return PRG_OK;
 }
 
-size_t prg_jpeg_encode_workspace(int w, int h, int c) {
+size_t prg_jpeg_encode_workspace(int h, int w, int c) {
     return ((size_t)w + 15) / 16 * 16 * (((size_t)h + 15) / 16 * 16) * (size_t)(c == 3 ? 3 : 1);
 }
 
-prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels, int w, int h, int c, int quality,
+prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels, int h, int w, int c, int quality,
                            prg_jpeg_subsample subsample) {
     size_t cap;
     prg_result r;
@@ -14759,10 +14759,10 @@ prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels
     *out_len = 0;
     if (w < 1 || h < 1 || w > 65535 || h > 65535 || (c != 1 && c != 3))
         return prg__fail(PRG_ERR_ARG, "prg_jpeg_encode: need 1..65535 x 1..65535 pixels with 1 or 3 channels (got %dx%d, %d)", w, h, c);
-    cap = prg_jpeg_encode_bound(w, h, c);
+    cap = prg_jpeg_encode_bound(h, w, c);
     *out = (uint8_t *)prg_alloc(cap);
     if (!*out) return prg__fail(PRG_ERR_NOMEM, "prg_jpeg_encode: out of memory (%zu bytes) for a %dx%d image", cap, w, h);
-    r = prg_jpeg_encode_to(*out, cap, out_len, pixels, w, h, c, quality, subsample, NULL);
+    r = prg_jpeg_encode_to(*out, cap, out_len, pixels, h, w, c, quality, subsample, NULL);
     if (r) { prg_free(*out); *out = NULL; }
     return r;
 }
@@ -15207,7 +15207,7 @@ size_t prg_corrupt_workspace(int c, int h, int w) {
     size_t dbl = 2 * n + 3 * hw + (size_t)(h + 3) * (w + 3) + PRG__CX_DISK + m * m + (size_t)prg__cx_kernel_cap(h, w) + 2 * (size_t)(h > w ? h : w) + 8;
     size_t bytes = dbl * sizeof(double) + 2 * n + 64;
 #ifndef PRG_NO_IMAGE
-    bytes += prg_jpeg_encode_bound(w, h, c) + prg_jpeg_encode_workspace(w, h, c);
+    bytes += prg_jpeg_encode_bound(h, w, c) + prg_jpeg_encode_workspace(h, w, c);
 #endif
     return bytes;
 }
@@ -15672,18 +15672,18 @@ prg_result prg_corrupt(uint8_t *dst, const uint8_t *src, int c, int h, int w, in
         if (sw < 1) sw = 1;
         if (sh < 1) sh = 1;
         for (ch = 0; ch < c && !res; ch++) {
-            res = prg_resize_u8(u8, sw, sh, src + (size_t)ch * hw, w, h, 1, PRG_FILTER_BOX);
-            if (!res) res = prg_resize_u8(dst + (size_t)ch * hw, w, h, u8, sw, sh, 1, PRG_FILTER_BOX);
+            res = prg_resize_u8(u8, sh, sw, src + (size_t)ch * hw, h, w, 1, PRG_FILTER_BOX);
+            if (!res) res = prg_resize_u8(dst + (size_t)ch * hw, h, w, u8, sh, sw, 1, PRG_FILTER_BOX);
         }
         break;
     }
     case PRG_CORRUPT_JPEG_COMPRESSION: { /* PIL's save(quality) defaults: 4:2:0 for colour */
         uint8_t *jpg = u8b + n;
-        size_t cap = prg_jpeg_encode_bound(w, h, c), len = 0;
+        size_t cap = prg_jpeg_encode_bound(h, w, c), len = 0;
         prg_image im;
         for (k = 0; k < hw; k++)
             for (ch = 0; ch < c; ch++) u8[k * c + ch] = src[(size_t)ch * hw + k];
-        res = prg_jpeg_encode_to(jpg, cap, &len, u8, w, h, c, prg__cx_jpeg[set][s], PRG_JPEG_420, jpg + cap);
+        res = prg_jpeg_encode_to(jpg, cap, &len, u8, h, w, c, prg__cx_jpeg[set][s], PRG_JPEG_420, jpg + cap);
         if (!res) res = prg_jpeg_decode(&im, jpg, len, c, "jpeg_compression");
         if (!res) {
             for (k = 0; k < hw; k++)
@@ -16116,7 +16116,7 @@ struct prg_loader {
 #endif
 };
 
-void prg_loader_config_init(prg_loader_config *cfg, int batch, uint64_t seed) {
+void prg_loader_config_default(prg_loader_config *cfg, int batch, uint64_t seed) {
     memset(cfg, 0, sizeof *cfg);
     cfg->batch = batch;
     cfg->shuffle = 1;
@@ -16238,7 +16238,7 @@ prg_result prg_loader_create(prg_loader **out, const prg_dataset *ds, const prg_
     ld->ds = ds;
     ld->t = *t;
     ld->cfg = *cfg;
-    if (!ld->cfg.parts) ld->cfg.parts = 1; /* a config made without prg_loader_config_init */
+    if (!ld->cfg.parts) ld->cfg.parts = 1; /* a config made without prg_loader_config_default */
     ld->held = -1;
     ld->bpe = cfg->drop_last ? ds->n / cfg->batch : (ds->n + cfg->batch - 1) / cfg->batch;
     per = (size_t)ds->c * t->out_h * t->out_w;

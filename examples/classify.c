@@ -207,8 +207,8 @@ static int load_fit(result *res, uint8_t *fitted, int mc, int size) {
     if (ratio > 16) { /* only the centre is kept: cut to 16:1 first, so the resize stays small */
         int sh = w < h ? w : h, keep = 16 * sh;
         prg_image cut;
-        ex_check(prg_image_crop(&cut, &img, w > h ? (w - keep) / 2 : 0, h > w ? (h - keep) / 2 : 0, w > h ? keep : w,
-                                h > w ? keep : h), res->file);
+        ex_check(prg_image_crop(&cut, &img, h > w ? (h - keep) / 2 : 0, w > h ? (w - keep) / 2 : 0, h > w ? keep : h,
+                                w > h ? keep : w), res->file);
         prg_image_free(&img);
         img = cut;
     }

@@ -82,7 +82,7 @@ static int ev_charts_write(const char *path, const prg_chart *ch, int n) {
         ok = prg_chart_render(&ch[k], rgb + off) == PRG_OK;
         off += (size_t)ch[k].width * ch[k].height * 3;
     }
-    ok = ok && prg_png_write(path, rgb, ch[0].width, h, 3) == PRG_OK;
+    ok = ok && prg_png_write(path, rgb, h, ch[0].width, 3) == PRG_OK;
     if (!ok) fprintf(stderr, "evaluate: --chart %s: %s\n", path, prg_last_error());
     else printf("chart -> %s\n", path);
     prg_free(rgb);

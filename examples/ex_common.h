@@ -396,7 +396,7 @@ PRG_UNUSED static const prg_unet_config *ex_file_config(prg_unet_config *cfg, co
     prg_st *st;
     prg_st_info in, out;
     int cin = 3, cout = 3;
-    ex_check(prg_safetensors_open(&st, path), path);
+    ex_check(prg_st_open(&st, path), path);
     if (prg_st_metadata(st, "prg.unet")) {
         if (f->given)
             fprintf(stderr, "%s: %s carries its U-Net config (%s); the U-Net flags are not used\n", ex_prog, path,
@@ -461,7 +461,7 @@ PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t
     prg_st *st;
     const char *v;
     int64_t x = dflt;
-    ex_check(prg_safetensors_open(&st, path), path);
+    ex_check(prg_st_open(&st, path), path);
     v = prg_st_metadata(st, key);
     if (v) {
         char *end;
@@ -794,7 +794,7 @@ PRG_UNUSED static int64_t ex_ckpt_step(const char *path) {
     char *end;
     long long x = -1;
     if (access(path, F_OK) != 0) return -2;
-    if (prg_safetensors_open(&st, path) != PRG_OK) return -1;
+    if (prg_st_open(&st, path) != PRG_OK) return -1;
     v = prg_st_metadata(st, "prg.step");
     if (v && *v) {
         errno = 0;
@@ -871,7 +871,7 @@ PRG_UNUSED static void ex_param_data(ex_params *p, const prg_dataset *ds) {
     ex_param(p, "run.data", b);
 }
 
-/* The "run.*" pairs for prg_checkpoint_save_meta; returns their count. */
+/* The "run.*" pairs for prg_train_state_save_meta; returns their count. */
 PRG_UNUSED static int ex_params_kv(ex_params *p) {
     int i, n = 0;
     for (i = 0; i < p->n; i++)
@@ -887,7 +887,7 @@ PRG_UNUSED static void ex_resume_check(const char *path, const ex_params *p, int
     char diff[2048];
     size_t at = 0;
     diff[0] = 0;
-    ex_check(prg_safetensors_open(&st, path), path);
+    ex_check(prg_st_open(&st, path), path);
     for (i = 0; i < p->n; i++) {
         const char *v = prg_st_metadata(st, p->key[i]), *name = strchr(p->key[i], '.') + 1;
         if (!v) { unknown++; continue; }
@@ -1076,7 +1076,7 @@ PRG_UNUSED static void ex_curves_plot(ex_curves *c, int force) {
     /* panels stacked: the second's rows follow the first's */
     if (prg_chart_render(&ch[0], rgb) != PRG_OK ||
         (panels > 1 && prg_chart_render(&ch[1], rgb + (size_t)ch[0].width * ch[0].height * 3) != PRG_OK) ||
-        prg_png_write(c->png, rgb, ch[0].width, h, 3) != PRG_OK)
+        prg_png_write(c->png, rgb, h, ch[0].width, 3) != PRG_OK)
         fprintf(stderr, "%s: warning: %s: %s\n", ex_prog, c->png, prg_last_error());
     prg_free(rgb);
 }

@@ -372,7 +372,7 @@ int main(int argc, char **argv) {
         char bp[1024];
         FILE *f;
         ex_resume_check(path_last, &hp, override);
-        ex_check(prg_checkpoint_restore(path_last, NULL, clf, opt, &rng, &step), path_last);
+        ex_check(prg_train_state_restore(NULL, clf, opt, &rng, &step, path_last), path_last);
         if (step < 0 || step > total) {
             fprintf(stderr, "finetune: %s is at step %lld, outside 0..%lld (the run's steps): nothing to resume\n",
                     path_last, (long long)step, (long long)total);
@@ -390,7 +390,7 @@ int main(int argc, char **argv) {
     ex_curves_init(&curves, prefix, "finetune: loss and test top-1", resume, step);
 
     /* the epochs' batches from the step on (MPI: this rank's part of each) */
-    prg_loader_config_init(&lc, batch, seed);
+    prg_loader_config_default(&lc, batch, seed);
     lc.start_step = (uint64_t)step;
     lc.part = ex_rank;
     lc.parts = ex_ranks;
@@ -480,13 +480,13 @@ int main(int argc, char **argv) {
                 ex_curves_plot(&curves, 0);
             }
             if ((step % bpe == 0 || step == total) && step >= replace_from && ex_mpi_save_here())
-                ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
+                ex_check(prg_train_state_save_meta(NULL, clf, opt, &rng, step, path_last, hp.kv, nkv), path_last);
         }
     }
     if (st.best_step >= 0)
         printf("best top-1 %.2f%% at step %lld -> %s\n", 100 * st.best_top1, (long long)st.best_step, path_best);
     if (step >= replace_from) {
-        if (ex_mpi_save_here()) ex_check(prg_checkpoint_save_meta(path_last, NULL, clf, opt, &rng, step, hp.kv, nkv), path_last);
+        if (ex_mpi_save_here()) ex_check(prg_train_state_save_meta(NULL, clf, opt, &rng, step, path_last, hp.kv, nkv), path_last);
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", path_last,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {

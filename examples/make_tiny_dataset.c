@@ -75,7 +75,7 @@ static int imagenet(const char *path, int n, int s, uint64_t seed) {
         l[i] = 1 + i % 10; /* Imagenet64 labels are 1-based */
         draw(d + (size_t)i * 3 * s * s, s, i % 10, &r);
     }
-    if (prg_npz_save(path, names, a, 2) != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
+    if (prg_npz_write(path, names, a, 2) != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
     prg_free(d); prg_free(l);
     return 0;
 }
@@ -107,7 +107,7 @@ static int folder(const char *dir, int n, int nclasses, char **names) {
             prg_result res;
             draw_stripes(px, w, h, grey ? 1 : 3, k, &r);
             snprintf(p, sizeof(p), "%s/%s/%d.%s", dir, names[k], i, ext);
-            res = (ext[1] == 'n' || ext[1] == 'N') ? prg_png_write(p, px, w, h, 3) : prg_pnm_write(p, px, w, h, grey ? 1 : 3);
+            res = (ext[1] == 'n' || ext[1] == 'N') ? prg_png_write(p, px, h, w, 3) : prg_pnm_write(p, px, h, w, grey ? 1 : 3);
             if (res != PRG_OK) { fprintf(stderr, "%s\n", prg_last_error()); return 1; }
         }
     }
@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
             for (y = 0; y < ds.h; y++)
                 for (x = 0; x < ds.w; x++)
                     px[((size_t)y * ds.w + x) * ds.c + c] = ds.images[(((size_t)i * ds.c + c) * ds.h + y) * ds.w + x];
-        if ((png ? prg_png_write(argv[4], px, ds.w, ds.h, ds.c) : prg_pnm_write(argv[4], px, ds.w, ds.h, ds.c)) != PRG_OK) {
+        if ((png ? prg_png_write(argv[4], px, ds.h, ds.w, ds.c) : prg_pnm_write(argv[4], px, ds.h, ds.w, ds.c)) != PRG_OK) {
             fprintf(stderr, "%s\n", prg_last_error());
             return 1;
         }

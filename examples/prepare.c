@@ -306,7 +306,7 @@ static void write_npz(const char *path, const uint8_t *data, const int64_t *labe
     arr[0].data = (void *)data;
     arr[1].dtype = PRG_DT_I64; arr[1].ndim = 1; arr[1].shape[0] = n; arr[1].count = (size_t)n; arr[1].data = (void *)labels;
     arr[2] = *classes;
-    if (prg_npz_save(path, names, arr, 3)) { fprintf(stderr, "prepare: %s\n", prg_last_error()); exit(1); }
+    if (prg_npz_write(path, names, arr, 3)) { fprintf(stderr, "prepare: %s\n", prg_last_error()); exit(1); }
 }
 
 /* An output file: writable, and not one of the lists read (--out x with

@@ -151,7 +151,7 @@ int main(int argc, char **argv) {
     prg_rng_seed(&rng, seed, 7);
     if (resume) {
         ex_resume_check(out, &hp, override);
-        ex_check(prg_checkpoint_restore(out, net, NULL, opt, &rng, &step), out);
+        ex_check(prg_train_state_restore(net, NULL, opt, &rng, &step, out), out);
         if (step < 0 || step > steps) {
             fprintf(stderr, "pretrain: %s is at step %lld, outside 0..%lld (--steps): nothing to resume\n", out,
                     (long long)step, (long long)steps);
@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
     img = (size_t)cfg.in_channels * hw;
     dim = img;
     /* the epochs' batches from the step on (MPI: this rank's part of each) */
-    prg_loader_config_init(&lc, batch, seed);
+    prg_loader_config_default(&lc, batch, seed);
     lc.start_step = (uint64_t)step;
     lc.part = ex_rank;
     lc.parts = ex_ranks;
@@ -233,10 +233,10 @@ int main(int argc, char **argv) {
             ex_curves_plot(&curves, 0);
         }
         if (ckpt_every > 0 && step % ckpt_every == 0 && step < steps && step >= replace_from && ex_mpi_save_here())
-            ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
+            ex_check(prg_train_state_save_meta(net, NULL, opt, &rng, step, out, hp.kv, nkv), out);
     }
     if (step >= replace_from) {
-        if (ex_mpi_save_here()) ex_check(prg_checkpoint_save_meta(out, net, NULL, opt, &rng, step, hp.kv, nkv), out);
+        if (ex_mpi_save_here()) ex_check(prg_train_state_save_meta(net, NULL, opt, &rng, step, out, hp.kv, nkv), out);
         printf("%s %s at step %lld (%.1fs wall, %.1fs cpu)\n", ex_stop ? "interrupted: saved" : "saved", out,
                (long long)step, ex_now() - t0, ex_cpu() - c0);
     } else {

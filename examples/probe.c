@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
     prg_set_num_threads(threads);
 
     /* the grid and path: flags, else the classifier's metadata, else 32 / icfm */
-    ex_check(prg_safetensors_open(&st, model), model);
+    ex_check(prg_st_open(&st, model), model);
     if (!t_span && prg_st_metadata(st, "prg.t_span")) {
         int64_t v = ex_meta_i64(model, "prg.t_span", 32);
         if (v < 2 || v > 1024) { /* the --t-span range: a hostile value would run for hours */

@@ -72,7 +72,7 @@ static prg_result write_plain(prg_unet *net, const char *path, prg_dtype dt, int
         t[k].data = extra;
         k++;
     }
-    r = prg_safetensors_write(path, t, k, NULL, 0);
+    r = prg_st_write(path, t, k, NULL, 0);
     free(t); free(half); free(copy);
     return r;
 }
@@ -338,18 +338,18 @@ static void test_resume(void) {
     prg_adam_create(&ob, prg_unet_num_params(b), &ac);
     prg_rng_seed(&rb, 17, 0);
     pretrain_steps(b, ob, &rb, 2);
-    CHECK(prg_checkpoint_save(tmp_path("train.safetensors"), b, NULL, ob, &rb, 2) == PRG_OK, "save: %s", prg_last_error());
+    CHECK(prg_train_state_save(b, NULL, ob, &rb, 2, tmp_path("train.safetensors")) == PRG_OK, "save: %s", prg_last_error());
     prg_adam_free(ob);
     prg_unet_free(b);
     prg_unet_create(&b, &cfg, 12345); /* different init: everything must come from the file */
     prg_adam_create(&ob, prg_unet_num_params(b), &ac);
     prg_rng_seed(&rb, 999, 0);
-    CHECK(prg_checkpoint_restore(tmp_path("train.safetensors"), b, NULL, ob, &rb, &step) == PRG_OK,
+    CHECK(prg_train_state_restore(b, NULL, ob, &rb, &step, tmp_path("train.safetensors")) == PRG_OK,
           "restore: %s", prg_last_error());
     CHECK(step == 2, "step %lld", (long long)step);
     pretrain_steps(b, ob, &rb, 2);
     CHECK(same_params(a, b), "resumed run differs from the straight run");
-    CHECK(memcmp(prg_adam_exp_avg_sq(oa), prg_adam_exp_avg_sq(ob), prg_adam_size(oa) * sizeof(float)) == 0,
+    CHECK(memcmp(prg_adam_exp_avg_sq(oa), prg_adam_exp_avg_sq(ob), prg_adam_num_params(oa) * sizeof(float)) == 0,
           "optimizer moments differ after resume");
     /* a weights-only file has no training state; a wrong config is refused; nothing changes */
     {
@@ -358,12 +358,12 @@ static void test_resume(void) {
         prg_unet *w;
         memcpy(before, prg_unet_params(b), prg_unet_num_params(b) * sizeof(float));
         prg_unet_save(a, tmp_path("weights.safetensors"));
-        CHECK(prg_checkpoint_restore(tmp_path("weights.safetensors"), b, NULL, ob, &rb, &step) == PRG_ERR_FORMAT &&
+        CHECK(prg_train_state_restore(b, NULL, ob, &rb, &step, tmp_path("weights.safetensors")) == PRG_ERR_FORMAT &&
               strstr(prg_last_error(), "training state"), "weights-only restore: %s", prg_last_error());
         c2.num_res_blocks = 2;
         prg_unet_create(&w, &c2, 1);
         prg_unet_save(w, tmp_path("other.safetensors"));
-        CHECK(prg_checkpoint_restore(tmp_path("other.safetensors"), b, NULL, NULL, NULL, NULL) == PRG_ERR_SHAPE,
+        CHECK(prg_train_state_restore(b, NULL, NULL, NULL, NULL, tmp_path("other.safetensors")) == PRG_ERR_SHAPE,
               "restore from another config: %s", prg_last_error());
         CHECK(memcmp(before, prg_unet_params(b), prg_unet_num_params(b) * sizeof(float)) == 0,
               "a refused restore changed the weights");
@@ -379,7 +379,7 @@ static int meta_is(const char *path, const char *key, const char *want) {
     prg_st *st;
     const char *v;
     int ok;
-    if (prg_safetensors_open(&st, path) != PRG_OK) return 0;
+    if (prg_st_open(&st, path) != PRG_OK) return 0;
     v = prg_st_metadata(st, key);
     ok = want ? v && !strcmp(v, want) : v == NULL;
     prg_st_close(st);
@@ -396,7 +396,7 @@ static prg_result write_meta(prg_unet *net, const char *path, const char *const 
         prg_unet_tensor_info(net, i, &t[i].name, &t[i].ndim, t[i].shape, &off);
         t[i].data = prg_unet_params(net) + off;
     }
-    r = prg_safetensors_write(path, t, nt, kv, n);
+    r = prg_st_write(path, t, nt, kv, n);
     free(t);
     return r;
 }
@@ -427,10 +427,10 @@ static void test_loss_path(void) {
         CHECK(prg_unet_load(&back, f, NULL) == PRG_OK && prg_unet_loss(back) == losses[i] &&
               prg_unet_path(back) == (i == 2 ? PRG_PATH_GVP : PRG_PATH_ICFM), "%s: loss not read back", names[i]);
         prg_unet_free(back);
-        CHECK(prg_checkpoint_save(g, net, NULL, opt, &rng, 3) == PRG_OK && meta_is(g, "prg.loss", names[i]) &&
-              meta_is(g, "prg.path", paths[i]), "prg_checkpoint_save: no prg.loss %s", names[i]);
+        CHECK(prg_train_state_save(net, NULL, opt, &rng, 3, g) == PRG_OK && meta_is(g, "prg.loss", names[i]) &&
+              meta_is(g, "prg.path", paths[i]), "prg_train_state_save: no prg.loss %s", names[i]);
         prg_unet_create(&back, &cfg, 2); /* PRG_LOSS_NONE takes the file's */
-        CHECK(prg_checkpoint_restore(g, back, NULL, opt, &rng, NULL) == PRG_OK && prg_unet_loss(back) == losses[i],
+        CHECK(prg_train_state_restore(back, NULL, opt, &rng, NULL, g) == PRG_OK && prg_unet_loss(back) == losses[i],
               "restore %s: loss %d", names[i], prg_unet_loss(back));
         prg_unet_free(back);
         CHECK(prg_loss_parse(&l, names[i]) == PRG_OK && l == losses[i] && prg_path_parse(&p, names[i]) == PRG_OK &&
@@ -513,12 +513,12 @@ static void test_loss_path(void) {
         prg_unet_create(&u, &cfg, 9);
         prg_unet_set_loss(u, PRG_LOSS_GVP);
         prg_adam_create(&opt, prg_unet_num_params(u), &ac);
-        prg_checkpoint_save(tmp_path("t.safetensors"), u, NULL, opt, &rng, 4);
+        prg_train_state_save(u, NULL, opt, &rng, 4, tmp_path("t.safetensors"));
         prg_unet_set_loss(u, PRG_LOSS_OT);
         prg_unet_params(u)[0] += 1.0f; /* differs from the file */
         before = (float *)malloc(prg_unet_num_params(u) * sizeof(float));
         memcpy(before, prg_unet_params(u), prg_unet_num_params(u) * sizeof(float));
-        CHECK(prg_checkpoint_restore(tmp_path("t.safetensors"), u, NULL, opt, &rng, NULL) == PRG_ERR_FORMAT &&
+        CHECK(prg_train_state_restore(u, NULL, opt, &rng, NULL, tmp_path("t.safetensors")) == PRG_ERR_FORMAT &&
                   strstr(prg_last_error(), "gvp loss") && prg_unet_loss(u) == PRG_LOSS_OT &&
                   memcmp(before, prg_unet_params(u), prg_unet_num_params(u) * sizeof(float)) == 0,
               "restore with another loss: %s", prg_last_error());
@@ -527,9 +527,9 @@ static void test_loss_path(void) {
         prg_unet_free(u);
         prg_classifier_head_params(clf, &nh);
         prg_adam_create(&opt, prg_unet_num_params(net) + nh, &ac);
-        CHECK(prg_checkpoint_save(tmp_path("ct.safetensors"), NULL, clf, opt, &rng, 1) == PRG_OK, "save: %s", prg_last_error());
+        CHECK(prg_train_state_save(NULL, clf, opt, &rng, 1, tmp_path("ct.safetensors")) == PRG_OK, "save: %s", prg_last_error());
         prg_classifier_set_path(clf, PRG_PATH_GVP);
-        CHECK(prg_checkpoint_restore(tmp_path("ct.safetensors"), NULL, clf, opt, &rng, NULL) == PRG_ERR_FORMAT &&
+        CHECK(prg_train_state_restore(NULL, clf, opt, &rng, NULL, tmp_path("ct.safetensors")) == PRG_ERR_FORMAT &&
                   strstr(prg_last_error(), "icfm path"), "classifier restore on another path: %s", prg_last_error());
         prg_adam_free(opt);
     }
@@ -561,7 +561,7 @@ static void test_head_optim(void) {
     }
     prg_adam_set_step_count(oh, 7);
     prg_rng_seed(&r1, 3, 1);
-    CHECK(prg_checkpoint_save(tmp_path("frozen.safetensors"), NULL, clf, oh, &r1, 7) == PRG_OK, "head-optim save: %s",
+    CHECK(prg_train_state_save(NULL, clf, oh, &r1, 7, tmp_path("frozen.safetensors")) == PRG_OK, "head-optim save: %s",
           prg_last_error());
     prg_unet_create(&net2, &cfg, 77);
     prg_classifier_create(&clf2, net2, 5, 4, 0, 78);
@@ -569,10 +569,10 @@ static void test_head_optim(void) {
     prg_adam_create(&ofull, prg_unet_num_params(net2) + nh, &ac);
     before = (float *)malloc(nh * sizeof(float));
     memcpy(before, prg_classifier_head_params(clf2, NULL), nh * sizeof(float));
-    CHECK(prg_checkpoint_restore(tmp_path("frozen.safetensors"), NULL, clf2, ofull, &r2, &step) == PRG_ERR_SHAPE &&
+    CHECK(prg_train_state_restore(NULL, clf2, ofull, &r2, &step, tmp_path("frozen.safetensors")) == PRG_ERR_SHAPE &&
               strstr(prg_last_error(), "head alone"), "whole-model optimizer from a head-only file: %s", prg_last_error());
     CHECK(memcmp(before, prg_classifier_head_params(clf2, NULL), nh * sizeof(float)) == 0, "a refused restore changed the head");
-    CHECK(prg_checkpoint_restore(tmp_path("frozen.safetensors"), NULL, clf2, oh2, &r2, &step) == PRG_OK,
+    CHECK(prg_train_state_restore(NULL, clf2, oh2, &r2, &step, tmp_path("frozen.safetensors")) == PRG_OK,
           "head-optim restore: %s", prg_last_error());
     CHECK(step == 7 && prg_adam_step_count(oh2) == 7, "step %lld, optim step %lld", (long long)step,
           (long long)prg_adam_step_count(oh2));
@@ -582,23 +582,23 @@ static void test_head_optim(void) {
     CHECK(memcmp(prg_classifier_head_params(clf, NULL), prg_classifier_head_params(clf2, NULL), nh * sizeof(float)) == 0 &&
               same_params(net, net2), "parameters differ after restore");
     /* a whole-model training checkpoint is refused for a head-only optimizer */
-    CHECK(prg_checkpoint_save(tmp_path("full.safetensors"), NULL, clf, ofull, &r1, 7) == PRG_OK, "save: %s", prg_last_error());
-    CHECK(prg_checkpoint_restore(tmp_path("full.safetensors"), NULL, clf2, oh2, &r2, &step) == PRG_ERR_SHAPE,
+    CHECK(prg_train_state_save(NULL, clf, ofull, &r1, 7, tmp_path("full.safetensors")) == PRG_OK, "save: %s", prg_last_error());
+    CHECK(prg_train_state_restore(NULL, clf2, oh2, &r2, &step, tmp_path("full.safetensors")) == PRG_ERR_SHAPE,
           "head-only optimizer from a whole-model file: %s", prg_last_error());
     /* the caller's metadata pairs (a program's hyper-parameters) are kept; reserved keys refused */
     {
         const char *kv[4] = {"run.batch", "8", "run.lr", "0.001"}, *bad[2] = {"prg.step", "1"};
         prg_st *st = NULL;
-        CHECK(prg_checkpoint_save_meta(tmp_path("meta.safetensors"), NULL, clf, oh, &r1, 7, kv, 2) == PRG_OK, "save_meta: %s",
+        CHECK(prg_train_state_save_meta(NULL, clf, oh, &r1, 7, tmp_path("meta.safetensors"), kv, 2) == PRG_OK, "save_meta: %s",
               prg_last_error());
-        CHECK(prg_safetensors_open(&st, tmp_path("meta.safetensors")) == PRG_OK, "open: %s", prg_last_error());
+        CHECK(prg_st_open(&st, tmp_path("meta.safetensors")) == PRG_OK, "open: %s", prg_last_error());
         if (st) {
             const char *b = prg_st_metadata(st, "run.batch"), *l = prg_st_metadata(st, "run.lr"), *s = prg_st_metadata(st, "prg.step");
             CHECK(b && !strcmp(b, "8") && l && !strcmp(l, "0.001") && s && !strcmp(s, "7"), "metadata %s %s %s", b ? b : "-",
                   l ? l : "-", s ? s : "-");
             prg_st_close(st);
         }
-        CHECK(prg_checkpoint_save_meta(tmp_path("reserved.safetensors"), NULL, clf, oh, &r1, 7, bad, 1) == PRG_ERR_ARG &&
+        CHECK(prg_train_state_save_meta(NULL, clf, oh, &r1, 7, tmp_path("reserved.safetensors"), bad, 1) == PRG_ERR_ARG &&
                   access(tmp_path("reserved.safetensors"), F_OK) != 0, "a reserved key was accepted: %s", prg_last_error());
     }
     free(before);
@@ -663,7 +663,7 @@ static void test_finetune_resume(int frozen) {
     prg_adam_create(&ob, ntrain, &ac);
     prg_rng_seed(&rb, 8, 0);
     finetune_steps(b, ob, &rb, 2);
-    CHECK(prg_checkpoint_save(tmp_path("ft.safetensors"), NULL, b, ob, &rb, 2) == PRG_OK, "%s save: %s", what,
+    CHECK(prg_train_state_save(NULL, b, ob, &rb, 2, tmp_path("ft.safetensors")) == PRG_OK, "%s save: %s", what,
           prg_last_error());
     prg_adam_free(ob);
     prg_classifier_free(b);
@@ -672,7 +672,7 @@ static void test_finetune_resume(int frozen) {
     prg_classifier_set_grad_mode(b, mode);
     prg_adam_create(&ob, ntrain, &ac);
     prg_rng_seed(&rb, 1, 0);
-    CHECK(prg_checkpoint_restore(tmp_path("ft.safetensors"), NULL, b, ob, &rb, &step) == PRG_OK && step == 2,
+    CHECK(prg_train_state_restore(NULL, b, ob, &rb, &step, tmp_path("ft.safetensors")) == PRG_OK && step == 2,
           "%s restore: %s", what, prg_last_error());
     finetune_steps(b, ob, &rb, 2);
     CHECK(same_params(na, nb) &&

@@ -496,7 +496,7 @@ static void test_loader(void) {
     size_t per = 3 * 32 * 32;
     float *ref = (float *)malloc(5 * per * sizeof(float));
     prg_transform_init(&t, 1, 3, 32, 32);
-    prg_loader_config_init(&cfg, 5, 42);
+    prg_loader_config_default(&cfg, 5, 42);
     CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_OK, "loader: %s", prg_last_error());
     cfg.prefetch = 0;
     CHECK(prg_loader_create(&ld2, &ds, &t, &cfg) == PRG_OK, "sync loader");
@@ -527,7 +527,7 @@ static void test_loader(void) {
     prg_loader_free(ld);   /* mid-stream: the thread is building ahead */
     prg_loader_free(ld2);
     /* drop_last, resume from epoch 2 */
-    prg_loader_config_init(&cfg, 5, 42);
+    prg_loader_config_default(&cfg, 5, 42);
     cfg.drop_last = 1;
     cfg.start_epoch = 2;
     CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_OK, "drop_last loader");
@@ -540,7 +540,7 @@ static void test_loader(void) {
     {
         prg_loader *whole, *at, *pt[3];
         int p, k, mid_ok = 1, part_ok = 1;
-        prg_loader_config_init(&cfg, 5, 9);
+        prg_loader_config_default(&cfg, 5, 9);
         cfg.prefetch = 0;
         prg_loader_create(&whole, &ds, &t, &cfg);
         cfg.start_step = 7;
@@ -580,17 +580,17 @@ static void test_loader(void) {
         prg_loader_free(whole);
         prg_loader_free(at);
         for (p = 0; p < 3; p++) prg_loader_free(pt[p]);
-        prg_loader_config_init(&cfg, 5, 9);
+        prg_loader_config_default(&cfg, 5, 9);
         cfg.part = 2;
         cfg.parts = 2;
         CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_ERR_ARG && strstr(prg_last_error(), "part"),
               "part 2 of 2 refused");
     }
     /* errors */
-    prg_loader_config_init(&cfg, 0, 1);
+    prg_loader_config_default(&cfg, 0, 1);
     CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_ERR_ARG && strstr(prg_last_error(), "batch"),
           "batch 0 rejected: %s", prg_last_error());
-    prg_loader_config_init(&cfg, 4, 1);
+    prg_loader_config_default(&cfg, 4, 1);
     t.out_h = 64;
     CHECK(prg_loader_create(&ld, &ds, &t, &cfg) == PRG_ERR_SHAPE, "crop larger than padded image rejected");
     {

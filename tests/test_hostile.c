@@ -61,9 +61,9 @@ static int rewrite(const char *src, const char *dst, edit e) {
     void **bufs;
     int n, nm, i, k = 0, found = 0;
     prg_result r;
-    if (prg_safetensors_open(&st, src) != PRG_OK) return 0;
-    n = prg_st_count(st);
-    nm = prg_st_metadata_count(st);
+    if (prg_st_open(&st, src) != PRG_OK) return 0;
+    n = prg_st_num_tensors(st);
+    nm = prg_st_num_metadata(st);
     t = (prg_st_tensor *)calloc((size_t)n, sizeof *t);
     bufs = (void **)calloc((size_t)n, sizeof *bufs);
     meta = (const char **)calloc((size_t)(2 * nm + 2), sizeof *meta);
@@ -79,7 +79,7 @@ static int rewrite(const char *src, const char *dst, edit e) {
         if (e.tensor && !strcmp(e.tensor, in->name)) {
             if (e.dtype >= 0) {
                 free(bufs[i]);
-                bufs[i] = calloc(in->count + 1, prg_dtype_size((prg_dtype)e.dtype));
+                bufs[i] = calloc(in->count + 1, prg_dtype_bytes((prg_dtype)e.dtype));
                 t[i].dtype = (prg_dtype)e.dtype;
             } else {
                 size_t j;
@@ -102,7 +102,7 @@ static int rewrite(const char *src, const char *dst, edit e) {
         meta[k++] = e.key;
         meta[k++] = e.value;
     }
-    r = prg_safetensors_write(dst, t, n, meta, k / 2);
+    r = prg_st_write(dst, t, n, meta, k / 2);
     for (i = 0; i < n; i++) free(bufs[i]);
     free(bufs);
     free(t);
@@ -313,7 +313,7 @@ static void test_checkpoint_metadata(void) {
     np = prg_unet_num_params(net);
     prg_adam_create(&opt, np, &ac);
     prg_rng_seed(&rng, 5, 0);
-    CHECK(prg_checkpoint_save(tp("train.safetensors"), net, NULL, opt, &rng, 8) == PRG_OK, "training save: %s", prg_last_error());
+    CHECK(prg_train_state_save(net, NULL, opt, &rng, 8, tp("train.safetensors")) == PRG_OK, "training save: %s", prg_last_error());
     before = (float *)malloc(np * sizeof(float));
     memcpy(before, prg_unet_params(net), np * sizeof(float));
     {
@@ -327,21 +327,21 @@ static void test_checkpoint_metadata(void) {
         size_t i;
         for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             rewrite(tp("train.safetensors"), tp("badtrain.safetensors"), meta_edit(bad[i][0], bad[i][1]));
-            CHECK(prg_checkpoint_restore(tp("badtrain.safetensors"), net, NULL, opt, &rng, &step) == PRG_ERR_FORMAT && has(bad[i][2]),
+            CHECK(prg_train_state_restore(net, NULL, opt, &rng, &step, tp("badtrain.safetensors")) == PRG_ERR_FORMAT && has(bad[i][2]),
                   "restore with %s=%s: %s", bad[i][0], bad[i][1], prg_last_error());
         }
         rewrite(tp("train.safetensors"), tp("badtrain.safetensors"), tensor_edit("optim.exp_avg_sq.out.2.bias", -1, -1.0f));
-        CHECK(prg_checkpoint_restore(tp("badtrain.safetensors"), net, NULL, opt, &rng, &step) == PRG_ERR_NUMERIC &&
+        CHECK(prg_train_state_restore(net, NULL, opt, &rng, &step, tp("badtrain.safetensors")) == PRG_ERR_NUMERIC &&
                   has("exp_avg_sq") && has("negative"),
               "negative exp_avg_sq: %s", prg_last_error());
         rewrite(tp("train.safetensors"), tp("badtrain.safetensors"), tensor_edit("optim.exp_avg.out.2.bias", -1, NAN));
-        CHECK(prg_checkpoint_restore(tp("badtrain.safetensors"), net, NULL, opt, &rng, &step) == PRG_ERR_NUMERIC,
+        CHECK(prg_train_state_restore(net, NULL, opt, &rng, &step, tp("badtrain.safetensors")) == PRG_ERR_NUMERIC,
               "NaN exp_avg: %s", prg_last_error());
         rewrite(tp("train.safetensors"), tp("badtrain.safetensors"), tensor_edit("optim.exp_avg.out.2.bias", PRG_DT_U8, 0));
-        CHECK(prg_checkpoint_restore(tp("badtrain.safetensors"), net, NULL, opt, &rng, &step) == PRG_ERR_FORMAT && has("U8"),
+        CHECK(prg_train_state_restore(net, NULL, opt, &rng, &step, tp("badtrain.safetensors")) == PRG_ERR_FORMAT && has("U8"),
               "exp_avg as U8: %s", prg_last_error());
         CHECK(memcmp(before, prg_unet_params(net), np * sizeof(float)) == 0 && step == 0, "a refused restore changed the model");
-        CHECK(prg_checkpoint_restore(tp("train.safetensors"), net, NULL, opt, &rng, &step) == PRG_OK && step == 8,
+        CHECK(prg_train_state_restore(net, NULL, opt, &rng, &step, tp("train.safetensors")) == PRG_OK && step == 8,
               "the untouched checkpoint restores: %s", prg_last_error());
     }
     free(before);
@@ -381,7 +381,7 @@ static void test_bombs(void) {
     k = snprintf((char *)head, sizeof head, "P5\n32768 32768\n255\n");
     write_bomb(tp("huge.pgm.gz"), head, (size_t)k, 64);
     p0 = peak_kb();
-    CHECK(prg_pnm_read(tp("huge.pgm.gz"), &px, &w, &h, &c) == PRG_ERR_FORMAT && has("PRG_IMAGE_MAX_PIXELS") && !px,
+    CHECK(prg_pnm_read(tp("huge.pgm.gz"), &px, &h, &w, &c) == PRG_ERR_FORMAT && has("PRG_IMAGE_MAX_PIXELS") && !px,
           "gzipped 32768^2 PGM: %s", prg_last_error());
     CHECK(prg_image_load(&img, tp("huge.pgm.gz"), 0) == PRG_ERR_FORMAT && has("PRG_IMAGE_MAX_PIXELS") && !img.data,
           "gzipped 32768^2 PGM as an image: %s", prg_last_error());
@@ -446,7 +446,7 @@ static void test_readers(void) {
         a[0].dtype = PRG_DT_U8; a[0].ndim = 4; a[0].shape[0] = 20; a[0].shape[1] = 1; a[0].shape[2] = 4; a[0].shape[3] = 4;
         a[0].count = 320; a[0].data = data;
         a[1].dtype = PRG_DT_I32; a[1].ndim = 1; a[1].shape[0] = 20; a[1].count = 20; a[1].data = labels;
-        prg_npz_save(tp("labels.npz"), names, a, 2);
+        prg_npz_write(tp("labels.npz"), names, a, 2);
         CHECK(prg_dataset_load_npz(&ds, tp("labels.npz")) == PRG_ERR_FORMAT && has("999999") && has("index 7") && has("labels.npz") &&
                   has("PRG_MAX_CLASSES") && !ds.labels,
               "label 999999 in a 20-image npz: %s", prg_last_error());
@@ -472,13 +472,13 @@ static void test_readers(void) {
     }
     /* a PGM width of 9 digits is one (absurd) number */
     write_bytes(tp("wide.pgm"), "P5\n123456789 1\n255\n\0", 21);
-    CHECK(prg_pnm_read(tp("wide.pgm"), &px, &w, &h, &c) == PRG_ERR_FORMAT && has("width 123456789"), "9-digit width: %s",
+    CHECK(prg_pnm_read(tp("wide.pgm"), &px, &h, &w, &c) == PRG_ERR_FORMAT && has("width 123456789"), "9-digit width: %s",
           prg_last_error());
     /* directories given as files */
     CHECK(prg_image_load(&img, dir, 0) == PRG_ERR_IO && has("directory"), "image from a directory: %s", prg_last_error());
     {
         prg_st *st = NULL;
-        CHECK(prg_safetensors_open(&st, dir) == PRG_ERR_IO && has("directory") && !st, "safetensors from a directory: %s",
+        CHECK(prg_st_open(&st, dir) == PRG_ERR_IO && has("directory") && !st, "safetensors from a directory: %s",
               prg_last_error());
     }
     CHECK(prg_dataset_load(&ds, dir) != PRG_OK && !has("magic ff ff"), "dataset from a directory: %s", prg_last_error());
@@ -505,11 +505,11 @@ static void test_arguments(void) {
     float c[4] = {1, 2, 3, 4}, logits[6] = {0}, loss;
     int labels[2] = {1, 3};
     uint8_t out[4];
-    CHECK(prg_safetensors_open(NULL, tp("unet.safetensors")) == PRG_ERR_ARG, "safetensors_open(NULL)");
-    CHECK(prg_safetensors_open(&st, NULL) == PRG_ERR_ARG && !st, "safetensors_open(path NULL)");
-    CHECK(prg_st_count(NULL) == 0 && prg_st_info_at(NULL, 0) == NULL && prg_st_metadata(NULL, "x") == NULL, "prg_st_* on NULL");
+    CHECK(prg_st_open(NULL, tp("unet.safetensors")) == PRG_ERR_ARG, "safetensors_open(NULL)");
+    CHECK(prg_st_open(&st, NULL) == PRG_ERR_ARG && !st, "safetensors_open(path NULL)");
+    CHECK(prg_st_num_tensors(NULL) == 0 && prg_st_info_at(NULL, 0) == NULL && prg_st_metadata(NULL, "x") == NULL, "prg_st_* on NULL");
     CHECK(prg_st_read_f32(NULL, "x", c, 1, 0) == PRG_ERR_ARG && prg_st_find(NULL, "x", NULL) == PRG_ERR_ARG, "st read on NULL");
-    if (prg_safetensors_open(&st, tp("unet.safetensors")) == PRG_OK) {
+    if (prg_st_open(&st, tp("unet.safetensors")) == PRG_OK) {
         CHECK(prg_st_read_f32(st, "out.2.bias", NULL, 1, 0) == PRG_ERR_ARG, "st_read_f32 into NULL");
         prg_st_close(st);
     }

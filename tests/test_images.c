@@ -22,7 +22,7 @@ static int read_pam(const char *path, prg_image *img) {
     hdr = strstr((char *)b, "ENDHDR\n");
     if (!hdr || sscanf((char *)b, "P7\nWIDTH %d\nHEIGHT %d\nDEPTH %d", &w, &h, &d) != 3) { free(b); return 0; }
     i = (size_t)(hdr + 7 - (char *)b);
-    if (len - i != (size_t)w * h * d || prg_image_alloc(img, w, h, d)) { free(b); return 0; }
+    if (len - i != (size_t)w * h * d || prg_image_alloc(img, h, w, d)) { free(b); return 0; }
     memcpy(img->data, b + i, len - i);
     free(b);
     return 1;
@@ -228,7 +228,7 @@ static void test_channels(void) {
         uint8_t px[2 * 3 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18};
         snprintf(path, sizeof path, "%s/test_images_tiny.ppm", build_dir());
         CHECK(sh("mkdir -p %s", build_dir()) == 0, "mkdir %s", build_dir());
-        CHECK(prg_pnm_write(path, px, 3, 2, 3) == PRG_OK, "%s", prg_last_error());
+        CHECK(prg_pnm_write(path, px, 2, 3, 3) == PRG_OK, "%s", prg_last_error());
         CHECK(prg_image_load(&q, path, 0) == PRG_OK && q.w == 3 && q.h == 2 && q.c == 3 && memcmp(q.data, px, 18) == 0,
               "PPM through prg_image_load: %s", prg_last_error());
         prg_image_free(&q);
@@ -337,7 +337,7 @@ static void test_resize(void) {
             snprintf(path, sizeof path, FIX "resize_%s_%dx%d.pam", filters[f], sizes[s][0], sizes[s][1]);
             CHECK(read_pam(path, &ref), "cannot read %s", path);
             if (!ref.data) continue;
-            r = prg_image_resize(&out, &src, sizes[s][0], sizes[s][1], (prg_filter)f);
+            r = prg_image_resize(&out, &src, sizes[s][1], sizes[s][0], (prg_filter)f);
             CHECK(r == PRG_OK, "%s", prg_last_error());
             if (!r) {
                 int m = max_diff(&out, &ref, NULL);
@@ -365,7 +365,7 @@ static void test_resize(void) {
         }
         prg_image_free(&big); prg_image_free(&crop); prg_image_free(&ev);
     }
-    CHECK(prg_image_center_crop(&out, &src, 46, 10) == PRG_ERR_ARG, "crop larger than the image refused");
+    CHECK(prg_image_center_crop(&out, &src, 10, 46) == PRG_ERR_ARG, "crop larger than the image refused");
     prg_image_free(&src);
 }
 
@@ -511,7 +511,7 @@ static void test_resize_channels(void) {
                 uint8_t *in = (uint8_t *)malloc(n * c), *out = (uint8_t *)malloc(m * c);
                 for (i = 0; i < n; i++)
                     for (ch = 0; ch < c; ch++) in[i * c + ch] = src.data[i * 3 + pick[v][ch]];
-                CHECK(prg_resize_u8(out, dw, dh, in, src.w, src.h, c, (prg_filter)f) == PRG_OK, "%s", prg_last_error());
+                CHECK(prg_resize_u8(out, dh, dw, in, src.h, src.w, c, (prg_filter)f) == PRG_OK, "%s", prg_last_error());
                 for (i = 0; i < m; i++)
                     for (ch = 0; ch < c; ch++) bad += out[i * c + ch] != ref.data[i * 3 + pick[v][ch]];
                 CHECK(bad == 0, "resize %s to %dx%d with %d channels: %d values differ from PIL", filters[f], dw, dh, c, bad);
@@ -543,7 +543,7 @@ static void test_resize_agree(void) {
         if (same == 2) dh = chh; /* horizontal pass only */
         if (same == 3 && t % 8 == 3) { dw = cw; dh = chh; } /* a copy */
         m = (size_t)c * dw * dh;
-        if (prg_image_alloc(&pic, w, h, c)) { CHECK(0, "%s", prg_last_error()); return; }
+        if (prg_image_alloc(&pic, h, w, c)) { CHECK(0, "%s", prg_last_error()); return; }
         for (i = 0; i < (size_t)w * h * c; i++) pic.data[i] = (uint8_t)prg_rng_below(&rng, 256);
         for (i = 0; i < (size_t)w * h * c; i += 1 + prg_rng_below(&rng, 9)) pic.data[i] = i % 2 ? 255 : 0; /* clipping */
         planes = (uint8_t *)malloc((size_t)c * w * h);
@@ -553,8 +553,8 @@ static void test_resize_agree(void) {
         work = (uint8_t *)malloc(prg_planes_resize_workspace(c, chh, cw, dh, dw));
         prg_image_to_planar(planes, &pic);
         prg_planes_crop(crop, planes, y0, x0, chh, cw, c, h, w);
-        CHECK(prg_image_crop(&win, &pic, x0, y0, cw, chh) == PRG_OK, "%s", prg_last_error());
-        CHECK(prg_resize_u8(a, dw, dh, win.data, cw, chh, c, PRG_FILTER_BICUBIC) == PRG_OK, "%s", prg_last_error());
+        CHECK(prg_image_crop(&win, &pic, y0, x0, chh, cw) == PRG_OK, "%s", prg_last_error());
+        CHECK(prg_resize_u8(a, dh, dw, win.data, chh, cw, c, PRG_FILTER_BICUBIC) == PRG_OK, "%s", prg_last_error());
         /* half the calls in a workspace of exactly the size asked for, half allocating */
         CHECK(prg_planes_resize(b, dh, dw, crop, c, chh, cw, t % 2 ? work : NULL) == PRG_OK, "%s", prg_last_error());
         for (ch = 0; ch < c; ch++)

@@ -320,7 +320,7 @@ static void test_npy(void) {
         float f32[6] = {1.5f, -2.0f, 0.0f, 1e-30f, 3e30f, -0.0f};
         arrs[0] = mk_array(PRG_DT_F32, f32, 2, 2, 3, 0, 0);
         arrs[1] = mk_array(PRG_DT_I64, v64, 1, 6, 0, 0, 0);
-        r = prg_npy_save(tmp_path("rt.npy"), &arrs[0]);
+        r = prg_npy_write(tmp_path("rt.npy"), &arrs[0]);
         CHECK(r == PRG_OK && prg_npy_load(&b, tmp_path("rt.npy")) == PRG_OK && b.count == 6 && b.ndim == 2 && memcmp(b.data, f32, 24) == 0,
               "npy round trip: %s", prg_last_error());
         prg_array_free(&b);
@@ -328,12 +328,12 @@ static void test_npy(void) {
         CHECK(bytes && n % 64 == 24 && bytes[n - 25] == '\n', "npy header padded to 64 with a newline (%zu bytes)", n);
         CHECK(bytes && bytes[n - 24] == 0 && bytes[n - 23] == 0 && bytes[n - 22] == 0xc0 && bytes[n - 21] == 0x3f, "npy 1.5f little-endian");
         free(bytes);
-        r = prg_npz_save(tmp_path("rt.npz"), nn, arrs, 2);
+        r = prg_npz_write(tmp_path("rt.npz"), nn, arrs, 2);
         CHECK(r == PRG_OK, "npz save: %s", prg_last_error());
         CHECK(prg_npz_load(&b, tmp_path("rt.npz"), "labels") == PRG_OK && b.dtype == PRG_DT_I64 && memcmp(b.data, v64, 48) == 0,
               "npz round trip: %s", prg_last_error());
         prg_array_free(&b);
-        CHECK(prg_npz_save(tmp_path("rt2.npz"), nn, arrs, 0) == PRG_OK && prg_npz_load(&b, tmp_path("rt2.npz"), "x") == PRG_ERR_FORMAT,
+        CHECK(prg_npz_write(tmp_path("rt2.npz"), nn, arrs, 0) == PRG_OK && prg_npz_load(&b, tmp_path("rt2.npz"), "x") == PRG_ERR_FORMAT,
               "empty npz");
         /* corrupt npz: every truncation, a flipped data byte (CRC) */
         bytes = prg_test_read_file(tmp_path("rt.npz"), &n);
@@ -450,13 +450,13 @@ static void test_safetensors(void) {
     t[2] = mk_tensor("bf", PRG_DT_BF16, bf16, 2, 1, 2);
     t[3] = mk_tensor("step", PRG_DT_I64, step, 0, 0, 0);
     t[4] = mk_tensor("empty", PRG_DT_F32, NULL, 2, 0, 5);
-    r = prg_safetensors_write(p, t, 5, meta, 2);
+    r = prg_st_write(p, t, 5, meta, 2);
     CHECK(r == PRG_OK, "safetensors write: %s", prg_last_error());
     CHECK(!file_exists(tmp_path("model.safetensors.tmp")), "temporary file renamed away");
-    r = prg_safetensors_open(&st, p);
+    r = prg_st_open(&st, p);
     CHECK(r == PRG_OK, "safetensors open: %s", prg_last_error());
     if (r) return;
-    CHECK(prg_st_count(st) == 5 && strcmp(prg_st_info_at(st, 1)->name, t[1].name) == 0, "count and order");
+    CHECK(prg_st_num_tensors(st) == 5 && strcmp(prg_st_info_at(st, 1)->name, t[1].name) == 0, "count and order");
     CHECK(prg_st_find(st, "layer.weight", &info) == PRG_OK && info.dtype == PRG_DT_F32 && info.ndim == 2 && info.shape[1] == 3 &&
               info.count == 6 && info.nbytes == 24 && info.offset % 8 == 0,
           "info");
@@ -484,13 +484,13 @@ static void test_safetensors(void) {
     CHECK(prg_st_find(st, "nope", NULL) == PRG_ERR_FORMAT && msg_has("nope"), "missing tensor");
     CHECK(prg_st_metadata(st, "config") && strcmp(prg_st_metadata(st, "config"), meta[1]) == 0, "metadata");
     CHECK(prg_st_metadata(st, meta[2]) && strcmp(prg_st_metadata(st, meta[2]), meta[3]) == 0, "escaped metadata round trip");
-    CHECK(prg_st_metadata(st, "absent") == NULL && prg_st_metadata_count(st) == 2, "metadata count");
+    CHECK(prg_st_metadata(st, "absent") == NULL && prg_st_num_metadata(st) == 2, "metadata count");
     prg_st_close(st);
     /* NaN refused only when asked, naming the tensor */
     nanv[1] = (float)NAN;
     t[0] = mk_tensor("bad.bias", PRG_DT_F32, nanv, 1, 3, 0);
-    CHECK(prg_safetensors_write(tmp_path("nan.safetensors"), t, 1, NULL, 0) == PRG_OK, "nan write");
-    if (prg_safetensors_open(&st, tmp_path("nan.safetensors")) == PRG_OK) {
+    CHECK(prg_st_write(tmp_path("nan.safetensors"), t, 1, NULL, 0) == PRG_OK, "nan write");
+    if (prg_st_open(&st, tmp_path("nan.safetensors")) == PRG_OK) {
         CHECK(prg_st_read_f32(st, "bad.bias", back, 3, 0) == PRG_OK && back[1] != back[1], "nan read when allowed");
         CHECK(prg_st_read_f32(st, "bad.bias", back, 3, PRG_ST_FINITE) == PRG_ERR_NUMERIC && msg_has("bad.bias") && msg_has("element 1"),
               "nan refused: %s", prg_last_error());
@@ -499,20 +499,20 @@ static void test_safetensors(void) {
     /* a failed write leaves the old file as it was */
     before = prg_test_read_file(p, &nb);
     t[1] = t[0];
-    r = prg_safetensors_write(p, t, 2, NULL, 0);
+    r = prg_st_write(p, t, 2, NULL, 0);
     after = prg_test_read_file(p, &na);
     CHECK(r == PRG_ERR_ARG && msg_has("twice") && nb == na && memcmp(before, after, nb) == 0 && !file_exists(tmp_path("model.safetensors.tmp")),
           "duplicate names refused, old file intact: %s", prg_last_error());
     free(before);
     free(after);
-    CHECK(prg_safetensors_write("/nonexistent-dir/x.safetensors", t, 1, NULL, 0) == PRG_ERR_IO && msg_has("nonexistent-dir"), "no dir");
+    CHECK(prg_st_write("/nonexistent-dir/x.safetensors", t, 1, NULL, 0) == PRG_ERR_IO && msg_has("nonexistent-dir"), "no dir");
     /* every truncation of a valid file */
     before = prg_test_read_file(p, &nb);
     {
         int refused = 0;
         for (i = 0; i < nb; i++) {
             put_file(tmp_path("cut.safetensors"), before, i);
-            r = prg_safetensors_open(&st, tmp_path("cut.safetensors"));
+            r = prg_st_open(&st, tmp_path("cut.safetensors"));
             refused += r == PRG_ERR_FORMAT && st == NULL && strstr(prg_last_error(), "cut.safetensors") != NULL;
             if (st) prg_st_close(st);
         }
@@ -554,7 +554,7 @@ static void test_safetensors(void) {
             const char *cp = tmp_path("case.safetensors");
             write_st(cp, cases[k].json, cases[k].data);
             st = NULL;
-            r = prg_safetensors_open(&st, cp);
+            r = prg_st_open(&st, cp);
             CHECK(r == cases[k].code && (r == PRG_OK || (st == NULL && msg_has(cases[k].want) && msg_has("case.safetensors"))),
                   "case %d: got %d '%s', want %d '%s'", k, r, prg_last_error(), cases[k].code, cases[k].want);
             if (k == 0 && st) CHECK(strcmp(prg_st_metadata(st, "k"), "\xc3\xa9\xf0\x9f\x98\x80") == 0, "\\u escapes decode to UTF-8");
@@ -567,22 +567,22 @@ static void test_safetensors(void) {
             memset(f, 0, sizeof f);
             f[5] = 1; /* 2^40 */
             put_file(cp, f, 32);
-            CHECK(prg_safetensors_open(&st, cp) == PRG_ERR_FORMAT && msg_has("absurd") && msg_has("byte 0"), "absurd length: %s", prg_last_error());
+            CHECK(prg_st_open(&st, cp) == PRG_ERR_FORMAT && msg_has("absurd") && msg_has("byte 0"), "absurd length: %s", prg_last_error());
             memset(f, 0, sizeof f);
             f[0] = 100;
             memcpy(f + 8, "{}", 2);
             put_file(cp, f, 32);
-            CHECK(prg_safetensors_open(&st, cp) == PRG_ERR_FORMAT && msg_has("past the end"), "length past end: %s", prg_last_error());
+            CHECK(prg_st_open(&st, cp) == PRG_ERR_FORMAT && msg_has("past the end"), "length past end: %s", prg_last_error());
             put_file(cp, f, 5);
-            CHECK(prg_safetensors_open(&st, cp) == PRG_ERR_FORMAT && msg_has("truncated"), "5-byte file: %s", prg_last_error());
+            CHECK(prg_st_open(&st, cp) == PRG_ERR_FORMAT && msg_has("truncated"), "5-byte file: %s", prg_last_error());
             f[0] = 4;
             memcpy(f + 8, "{ \0}", 4);
             put_file(cp, f, 12);
-            CHECK(prg_safetensors_open(&st, cp) == PRG_ERR_FORMAT && msg_has("NUL"), "NUL: %s", prg_last_error());
+            CHECK(prg_st_open(&st, cp) == PRG_ERR_FORMAT && msg_has("NUL"), "NUL: %s", prg_last_error());
             remove(cp);
         }
     }
-    CHECK(prg_safetensors_open(&st, tmp_path("does-not-exist")) == PRG_ERR_IO && msg_has("does-not-exist") && st == NULL, "missing file");
+    CHECK(prg_st_open(&st, tmp_path("does-not-exist")) == PRG_ERR_IO && msg_has("does-not-exist") && st == NULL, "missing file");
     remove(p);
     remove(tmp_path("nan.safetensors"));
     remove(tmp_path("cut.safetensors"));
@@ -788,26 +788,26 @@ static void test_npz_dataset(void) {
         for (i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 7);
         arr[0] = mk_array(PRG_DT_U8, px, 4, 2, 3, 32, 32);
         arr[1] = mk_array(PRG_DT_I64, lab, 1, 2, 0, 0, 0);
-        CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "npz dataset save: %s", prg_last_error());
+        CHECK(prg_npz_write(p, nn, arr, 2) == PRG_OK, "npz dataset save: %s", prg_last_error());
         r = prg_dataset_load_npz(&ds, p);
         CHECK(r == PRG_OK && ds.n == 2 && ds.c == 3 && ds.h == 32 && ds.num_classes == 5 && ds.labels[1] == 4 && memcmp(ds.images, px, sizeof px) == 0,
               "npz NCHW: %s", prg_last_error());
         prg_dataset_free(&ds);
         arr[0].ndim = 2;
         arr[0].shape[1] = 3 * 32 * 32;
-        CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "npz save");
+        CHECK(prg_npz_write(p, nn, arr, 2) == PRG_OK, "npz save");
         CHECK(prg_dataset_load_npz(&ds, p) == PRG_ERR_FORMAT && msg_has("label 0") && msg_has("1-based") && ds.images == NULL, "imagenet label 0: %s",
               prg_last_error());
         lab[0] = 3;
         arr[1].shape[0] = 1;
         arr[1].count = 1;
-        CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "npz save");
+        CHECK(prg_npz_write(p, nn, arr, 2) == PRG_OK, "npz save");
         CHECK(prg_dataset_load_npz(&ds, p) == PRG_ERR_SHAPE && msg_has("labels"), "label count: %s", prg_last_error());
         arr[1].shape[0] = 2;
         arr[1].count = 2;
         arr[0].shape[1] = 3000;
         arr[0].count = 6000;
-        CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "npz save");
+        CHECK(prg_npz_write(p, nn, arr, 2) == PRG_OK, "npz save");
         CHECK(prg_dataset_load_npz(&ds, p) == PRG_ERR_SHAPE && msg_has("3000"), "row not 3*s*s: %s", prg_last_error());
         remove(p);
     }
@@ -834,7 +834,7 @@ static void test_dataset_class_names(void) {
     arr[0] = mk_array(PRG_DT_U8, px, 4, 3, 3, 8, 8);
     arr[1] = mk_array(PRG_DT_I64, lab, 1, 3, 0, 0, 0);
     arr[2] = mk_array(PRG_DT_U8, cls, 2, 3, 6, 0, 0);
-    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save: %s", prg_last_error());
+    CHECK(prg_npz_write(p, nn, arr, 3) == PRG_OK, "save: %s", prg_last_error());
     r = prg_dataset_load(&ds, p);
     CHECK(r == PRG_OK && ds.num_classes == 3 && ds.class_names && !strcmp(ds.class_names[0], "Banana") &&
               !strcmp(ds.class_names[1], "apple") && !strcmp(ds.class_names[2], "fig"),
@@ -849,21 +849,21 @@ static void test_dataset_class_names(void) {
     /* the ImageNet layout: labels 1..K on disk */
     lab[0] = 1; lab[1] = 3; lab[2] = 2;
     arr[0] = mk_array(PRG_DT_U8, px, 2, 3, 3 * 8 * 8, 0, 0);
-    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    CHECK(prg_npz_write(p, nn, arr, 3) == PRG_OK, "save");
     r = prg_dataset_load(&ds, p);
     CHECK(r == PRG_OK && ds.num_classes == 3 && ds.labels[1] == 2 && ds.class_names && !strcmp(ds.class_names[2], "fig"),
           "ImageNet layout with classes: 3 classes, not 1000: %s", prg_last_error());
     prg_dataset_free(&ds);
     lab[1] = 4;
-    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    CHECK(prg_npz_write(p, nn, arr, 3) == PRG_OK, "save");
     CHECK(prg_dataset_load(&ds, p) == PRG_ERR_FORMAT && msg_has("label 4 at index 1") && msg_has("3 classes") && msg_has("1..3") &&
               ds.images == NULL && ds.class_names == NULL,
           "a label past 'classes': %s", prg_last_error());
     lab[1] = 3;
     arr[2] = mk_array(PRG_DT_I64, lab, 1, 3, 0, 0, 0);
-    CHECK(prg_npz_save(p, nn, arr, 3) == PRG_OK, "save");
+    CHECK(prg_npz_write(p, nn, arr, 3) == PRG_OK, "save");
     CHECK(prg_dataset_load(&ds, p) == PRG_ERR_SHAPE && msg_has("'classes'") && ds.images == NULL, "classes not u8 [K][L]: %s", prg_last_error());
-    CHECK(prg_npz_save(p, nn, arr, 2) == PRG_OK, "save");
+    CHECK(prg_npz_write(p, nn, arr, 2) == PRG_OK, "save");
     CHECK(prg_dataset_load(&ds, p) == PRG_OK && ds.num_classes == 1000 && ds.class_names == NULL, "no classes: 1000 unnamed: %s", prg_last_error());
     prg_dataset_free(&ds);
     remove(p);
@@ -1016,7 +1016,7 @@ static void test_png_pnm(void) {
     const char *p = tmp_path("img.png");
     for (c = 1; c <= 4; c++) {
         for (i = 0; i < (size_t)W * H * c; i++) px[i] = (uint8_t)(i % 3 == 0 ? rnd[i] : (i / (size_t)c) % W * 5 + i % c * 40);
-        CHECK(prg_png_write(p, px, W, H, c) == PRG_OK, "png write c=%d: %s", c, prg_last_error());
+        CHECK(prg_png_write(p, px, H, W, c) == PRG_OK, "png write c=%d: %s", c, prg_last_error());
         back = png_decode(p, &w, &h, &cc);
         CHECK(back && w == W && h == H && cc == c && memcmp(back, px, (size_t)W * H * c) == 0, "png c=%d decodes to the same pixels", c);
         free(back);
@@ -1024,7 +1024,7 @@ static void test_png_pnm(void) {
     CHECK(!file_exists(tmp_path("img.png.tmp")), "png temp renamed");
     /* a smooth picture compresses */
     for (i = 0; i < (size_t)W * H * 3; i++) px[i] = (uint8_t)(i / 3 % W * 3);
-    prg_png_write(p, px, W, H, 3);
+    prg_png_write(p, px, H, W, 3);
     {
         size_t n;
         uint8_t *f = prg_test_read_file(p, &n);
@@ -1042,14 +1042,14 @@ static void test_png_pnm(void) {
         CHECK(ok, "pil png pixels");
     }
     free(back);
-    CHECK(prg_png_write(p, px, 0, H, 3) == PRG_ERR_ARG && prg_png_write(p, px, W, H, 5) == PRG_ERR_ARG, "png bad sizes");
+    CHECK(prg_png_write(p, px, H, 0, 3) == PRG_ERR_ARG && prg_png_write(p, px, H, W, 5) == PRG_ERR_ARG, "png bad sizes");
     /* PGM / PPM */
     for (c = 1; c <= 3; c += 2) {
         const char *q = tmp_path(c == 1 ? "img.pgm" : "img.ppm");
         for (i = 0; i < (size_t)W * H * c; i++) px[i] = rnd[i];
-        CHECK(prg_pnm_write(q, px, W, H, c) == PRG_OK, "pnm write");
+        CHECK(prg_pnm_write(q, px, H, W, c) == PRG_OK, "pnm write");
         back = NULL;
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_OK && w == W && h == H && cc == c && memcmp(back, px, (size_t)W * H * c) == 0,
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_OK && w == W && h == H && cc == c && memcmp(back, px, (size_t)W * H * c) == 0,
               "pnm round trip c=%d: %s", c, prg_last_error());
         prg_free(back);
         {
@@ -1060,7 +1060,7 @@ static void test_png_pnm(void) {
                 put_file(tmp_path("cut.pnm"), f, cut);
                 tries++;
                 back = NULL;
-                refused += prg_pnm_read(tmp_path("cut.pnm"), &back, &w, &h, &cc) == PRG_ERR_FORMAT && back == NULL && msg_has("cut.pnm");
+                refused += prg_pnm_read(tmp_path("cut.pnm"), &back, &h, &w, &cc) == PRG_ERR_FORMAT && back == NULL && msg_has("cut.pnm");
             }
             CHECK(refused == tries, "truncated pnm: %d of %d refused", refused, tries);
             free(f);
@@ -1072,18 +1072,18 @@ static void test_png_pnm(void) {
         const char *q = tmp_path("hand.pgm");
         put_file(q, hand, sizeof hand - 1);
         back = NULL;
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_OK && w == 3 && h == 2 && cc == 1 && back[0] == 255 && back[1] == 0 && back[2] == 128 &&
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_OK && w == 3 && h == 2 && cc == 1 && back[0] == 255 && back[1] == 0 && back[2] == 128 &&
                   back[5] == 255,
               "16-bit pgm with comments: %s", prg_last_error());
         prg_free(back);
         put_file(q, "P5\n3 2\n0\n123456", 15);
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_ERR_FORMAT && msg_has("maxval"), "maxval 0: %s", prg_last_error());
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_ERR_FORMAT && msg_has("maxval"), "maxval 0: %s", prg_last_error());
         put_file(q, "P5\n3 2\n4\n\x01\x02\x03\x04\x05\x01", 15);
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_ERR_FORMAT && msg_has("exceeds"), "sample > maxval: %s", prg_last_error());
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_ERR_FORMAT && msg_has("exceeds"), "sample > maxval: %s", prg_last_error());
         put_file(q, "P3\n1 1\n255\n1 2 3\n", 18);
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_ERR_UNSUPPORTED, "ascii ppm unsupported");
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_ERR_UNSUPPORTED, "ascii ppm unsupported");
         put_file(q, "P6\n99999999 99999999\n255\n", 25);
-        CHECK(prg_pnm_read(q, &back, &w, &h, &cc) == PRG_ERR_FORMAT && msg_has("absurd"), "absurd pnm: %s", prg_last_error());
+        CHECK(prg_pnm_read(q, &back, &h, &w, &cc) == PRG_ERR_FORMAT && msg_has("absurd"), "absurd pnm: %s", prg_last_error());
         remove(q);
     }
     free(px);
@@ -1124,7 +1124,7 @@ static void test_image_grid(void) {
     CHECK(prg_image_grid(tmp_path("grid.pgm"), img, 2, 1, S, S, 2, NULL, NULL) == PRG_OK, "grid pgm");
     {
         uint8_t *back = NULL;
-        CHECK(prg_pnm_read(tmp_path("grid.pgm"), &back, &w, &h, &c) == PRG_OK && w == 2 * (S + 2) + 2 && h == S + 4 && c == 1 &&
+        CHECK(prg_pnm_read(tmp_path("grid.pgm"), &back, &h, &w, &c) == PRG_OK && w == 2 * (S + 2) + 2 && h == S + 4 && c == 1 &&
                   back[2 * w + 4] == (uint8_t)floor((img[2] * 0.5 + 0.5) * 255 + 0.5) && back[2 * w + 3] == 0,
               "grid pgm content");
         prg_free(back);
@@ -1149,10 +1149,10 @@ static int load_any(int kind, const char *p) {
     float buf[64];
     switch (kind) {
     case 0:
-        r = prg_safetensors_open(&st, p);
+        r = prg_st_open(&st, p);
         if (r == PRG_OK) {
             int i;
-            for (i = 0; i < prg_st_count(st); i++) {
+            for (i = 0; i < prg_st_num_tensors(st); i++) {
                 const prg_st_info *in = prg_st_info_at(st, i);
                 if (in->count <= 64) {
                     int r2 = prg_st_read_f32(st, in->name, buf, in->count, PRG_ST_FINITE);
@@ -1184,7 +1184,7 @@ static int load_any(int kind, const char *p) {
         prg_dataset_free(&ds);
         return r;
     default:
-        r = prg_pnm_read(p, &d, &w, &h, &c);
+        r = prg_pnm_read(p, &d, &h, &w, &c);
         if (r != PRG_OK && d) return 99;
         prg_free(d);
         return r;
@@ -1205,10 +1205,10 @@ static void test_random_damage(void) {
     t[0] = mk_tensor("w", PRG_DT_F32, w, 2, 3, 4);
     t[1] = mk_tensor("b", PRG_DT_BF16, w, 1, 4, 0);
     strcpy(dst[0], tmp_path("dmg-src.safetensors"));
-    prg_safetensors_write(dst[0], t, 2, NULL, 0);
+    prg_st_write(dst[0], t, 2, NULL, 0);
     for (i = 0; i < sizeof gray; i++) gray[i] = (uint8_t)(i * 9);
     strcpy(dst[6], tmp_path("dmg-src.pgm"));
-    prg_pnm_write(dst[6], gray, 6, 5, 1);
+    prg_pnm_write(dst[6], gray, 5, 6, 1);
     src[0] = dst[0];
     src[1] = fix_path("imagenet8_stored.npz");
     src[2] = fix_path("imagenet8_deflate.npz");

@@ -250,7 +250,7 @@ static void test_jpeg(void) {
             size_t len = 0;
             prg_image im;
             double p;
-            CHECK(prg_jpeg_encode(&f, &len, px, W, H, c, qual[i], sub) == PRG_OK, "encode: %s", prg_last_error());
+            CHECK(prg_jpeg_encode(&f, &len, px, H, W, c, qual[i], sub) == PRG_OK, "encode: %s", prg_last_error());
             if (!f) continue;
             CHECK(prg_jpeg_decode(&im, f, len, c, "enc") == PRG_OK && im.w == W && im.h == H && im.c == c, "decode: %s", prg_last_error());
             p = psnr(im.data, px, (size_t)W * H * c);
@@ -286,8 +286,8 @@ static void test_jpeg(void) {
     {
         uint8_t *f = NULL;
         size_t len;
-        CHECK(prg_jpeg_encode(&f, &len, rgb, W, H, 3, 0, PRG_JPEG_420) == PRG_ERR_ARG && !f, "quality 0 refused");
-        CHECK(prg_jpeg_encode(&f, &len, rgb, W, H, 2, 50, PRG_JPEG_420) == PRG_ERR_ARG && !f, "2 channels refused");
+        CHECK(prg_jpeg_encode(&f, &len, rgb, H, W, 3, 0, PRG_JPEG_420) == PRG_ERR_ARG && !f, "quality 0 refused");
+        CHECK(prg_jpeg_encode(&f, &len, rgb, H, W, 2, 50, PRG_JPEG_420) == PRG_ERR_ARG && !f, "2 channels refused");
     }
 }
 

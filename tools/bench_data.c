@@ -59,7 +59,7 @@ static void bench_loader(const prg_dataset *ds, const prg_transform *t, int batc
     double wait = 0, first, t0;
     int s, steps = 20;
     volatile double sink = 0;
-    prg_loader_config_init(&cfg, batch, 3);
+    prg_loader_config_default(&cfg, batch, 3);
     if (prg_loader_create(&ld, ds, t, &cfg) != PRG_OK) {
         printf("error: %s\n", prg_last_error());
         exit(1);

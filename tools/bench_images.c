@@ -68,7 +68,7 @@ static void make_picture(const char *ppm, int w, int h) {
                 p[c] = (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
             }
         }
-    prg_pnm_write(ppm, px, w, h, 3);
+    prg_pnm_write(ppm, px, h, w, 3);
     free(px);
 }
 

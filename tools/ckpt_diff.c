@@ -23,11 +23,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: ckpt_diff A.safetensors B.safetensors\n");
         return 2;
     }
-    if (prg_safetensors_open(&a, argv[1]) != PRG_OK || prg_safetensors_open(&b, argv[2]) != PRG_OK) {
+    if (prg_st_open(&a, argv[1]) != PRG_OK || prg_st_open(&b, argv[2]) != PRG_OK) {
         fprintf(stderr, "ckpt_diff: %s\n", prg_last_error());
         goto done;
     }
-    n = prg_st_count(a);
+    n = prg_st_num_tensors(a);
     for (i = 0; i < n; i++) {
         const prg_st_info *ia = prg_st_info_at(a, i);
         prg_st_info ib;

@@ -8,11 +8,11 @@
      jpeg, png     prg_jpeg_decode / prg_png_decode from memory
      image         prg_image_load: JPEG, PNG, PGM/PPM, each raw or gzip-wrapped
      pnm           prg_pnm_read (raw or gzip-wrapped)
-     safetensors   prg_safetensors_open and every tensor read
+     safetensors   prg_st_open and every tensor read
      ckpt          prg_unet_load and prg_classifier_load (config from the
                    metadata; seeds are small valid checkpoints, so the
                    mutations reach the metadata, the tensor table and data)
-     restore       prg_checkpoint_restore into a U-Net, Adam and RNG of the
+     restore       prg_train_state_restore into a U-Net, Adam and RNG of the
                    seed's config (FUZZ_CONFIG below)
      npz, npy      prg_npz_load + prg_dataset_load_npz, prg_npy_load
      idx           prg_dataset_load_idx: <u16 little-endian n><n bytes images><labels>
@@ -88,7 +88,7 @@ static int save_seeds(const char *dir) {
     if (prg_adam_create(&opt, prg_unet_num_params(net), &ac)) return 1;
     prg_rng_seed(&rng, 3, 0);
     snprintf(p, sizeof p, "%s/seed_train.safetensors", dir);
-    if (prg_checkpoint_save(p, net, NULL, opt, &rng, 5)) return 1;
+    if (prg_train_state_save(net, NULL, opt, &rng, 5, p)) return 1;
     prg_adam_free(opt);
     if (prg_classifier_create(&clf, net, 3, 4, 1, 2)) return 1;
     snprintf(p, sizeof p, "%s/seed_classifier.safetensors", dir);
@@ -104,7 +104,7 @@ static int save_seeds(const char *dir) {
         fclose(f);
     }
     snprintf(p, sizeof p, "%s/seed.pgm", dir);
-    if (prg_pnm_write(p, rec, 5, 3, 1)) return 1;
+    if (prg_pnm_write(p, rec, 3, 5, 1)) return 1;
     snprintf(p, sizeof p, "%s/seed.ppm", dir);
     if (prg_pnm_write(p, rec, 2, 2, 3)) return 1;
     return 0;
@@ -418,7 +418,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case T_PNM: {
         uint8_t *px = NULL;
         int w, h, c;
-        if (prg_pnm_read(tmp_file("image.pnm", data, size), &px, &w, &h, &c) == PRG_OK) {
+        if (prg_pnm_read(tmp_file("image.pnm", data, size), &px, &h, &w, &c) == PRG_OK) {
             if (!px || (uint64_t)w * (uint64_t)h > PRG_IMAGE_MAX_PIXELS) abort();
             prg_free(px);
         } else if (px) {
@@ -428,9 +428,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case T_SAFETENSORS: {
         prg_st *st = NULL;
-        if (prg_safetensors_open(&st, tmp_file("t.safetensors", data, size)) == PRG_OK) {
+        if (prg_st_open(&st, tmp_file("t.safetensors", data, size)) == PRG_OK) {
             int i;
-            for (i = 0; i < prg_st_count(st); i++) {
+            for (i = 0; i < prg_st_num_tensors(st); i++) {
                 const prg_st_info *t = prg_st_info_at(st, i);
                 if (t->count <= (1u << 20)) {
                     float *buf = (float *)malloc(t->count * sizeof(float) + 1);
@@ -461,7 +461,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case T_RESTORE: {
         prg_rng rng;
         int64_t step = -7;
-        if (prg_checkpoint_restore(tmp_file("r.safetensors", data, size), r_net, NULL, r_opt, &rng, &step) == PRG_OK) {
+        if (prg_train_state_restore(r_net, NULL, r_opt, &rng, &step, tmp_file("r.safetensors", data, size)) == PRG_OK) {
             if (step < 0 || prg_adam_step_count(r_opt) < 0 || !(rng.s[0] | rng.s[1] | rng.s[2] | rng.s[3])) abort();
         } else if (step != -7) {
             abort(); /* a refused restore changes nothing */

@@ -28,8 +28,8 @@ static int read_all(const char *path) {
     float *buf = NULL;
     size_t cap = 0, k;
     int i, bad = 0;
-    if (prg_safetensors_open(&st, path) != PRG_OK) return 1;
-    for (i = 0; i < prg_st_count(st) && !bad; i++) {
+    if (prg_st_open(&st, path) != PRG_OK) return 1;
+    for (i = 0; i < prg_st_num_tensors(st) && !bad; i++) {
         const prg_st_info *t = prg_st_info_at(st, i);
         if (t->dtype != PRG_DT_F32 && t->dtype != PRG_DT_F16 && t->dtype != PRG_DT_BF16 && t->dtype != PRG_DT_F64) {
             fprintf(stderr, "prginfo: %s: tensor '%s' is stored as %s, not a float type\n", path, t->name, prg_dtype_name(t->dtype));
@@ -68,14 +68,14 @@ static int restore_state(const char *path, prg_unet *net, prg_classifier *clf) {
     int64_t step;
     size_t n = prg_unet_num_params(net), nh = 0;
     int r;
-    if (prg_safetensors_open(&st, path) != PRG_OK) return 1;
+    if (prg_st_open(&st, path) != PRG_OK) return 1;
     training = prg_st_metadata(st, "optim.step") != NULL;
     prg_st_close(st);
     if (!training) return 0;
     if (clf) prg_classifier_head_params(clf, &nh);
     prg_adam_config_default(&ac);
     if (prg_adam_create(&opt, n + nh, &ac) != PRG_OK) return 1;
-    r = prg_checkpoint_restore(path, clf ? NULL : net, clf, opt, &rng, &step) != PRG_OK;
+    r = prg_train_state_restore(clf ? NULL : net, clf, opt, &rng, &step, path) != PRG_OK;
     prg_adam_free(opt);
     return r;
 }
@@ -111,19 +111,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "prginfo: no file given (--help)\n");
         return 2;
     }
-    if (prg_safetensors_open(&st, path) != PRG_OK) {
+    if (prg_st_open(&st, path) != PRG_OK) {
         fprintf(stderr, "prginfo: %s\n", prg_last_error());
         return 1;
     }
     printf("%s\n", path);
-    for (i = 0; i < prg_st_metadata_count(st); i++) {
+    for (i = 0; i < prg_st_num_metadata(st); i++) {
         const char *k, *v;
         prg_st_metadata_at(st, i, &k, &v);
         printf("  %-16s %s\n", k, v);
     }
     if (!quiet) {
         printf("  %-56s %-5s %s\n", "tensor", "dtype", "shape");
-        for (i = 0; i < prg_st_count(st); i++) {
+        for (i = 0; i < prg_st_num_tensors(st); i++) {
             const prg_st_info *t = prg_st_info_at(st, i);
             char shape[128];
             size_t len = 0;
@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
             printf("  %-56s %-5s [%s]\n", t->name, prg_dtype_name(t->dtype), shape);
         }
     }
-    for (i = 0; i < prg_st_count(st); i++) total += (double)prg_st_info_at(st, i)->count;
+    for (i = 0; i < prg_st_num_tensors(st); i++) total += (double)prg_st_info_at(st, i)->count;
     kind = prg_st_metadata(st, "prg.kind");
     /* a plain file: a classifier when it has a head (kind lives in st) */
     is_clf = kind ? !strcmp(kind, "classifier") : prg_st_find(st, "head.fc2.weight", NULL) == PRG_OK;
