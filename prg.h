@@ -35,7 +35,7 @@
          int main(int argc, char **argv) {
              static float x[B * D], xt[B * D], target[B * D], t[B], v[B * D], z[B * D];
              float logits[B * 2], dl[B * 2], loss = 0;
-             int y[B], step, right = 0; size_t nh;
+             int y[B], step, right = 0;
              prg_rng rng; prg_unet_config cfg; prg_adam_config ac;
              prg_unet *net; prg_classifier *clf; prg_adam *opt;
              prg_rng_seed(&rng, 1, 0); make_batch(x, y, &rng);
@@ -55,18 +55,17 @@
              TRY(prg_encode(net, 4, 0, B, x, z));             // 2. features: data -> noise, 3 Euler steps
              printf("pretrained: flow loss %.3f; encoded x[0] = %.3f as z[0] = %.3f\n", loss, x[0], z[0]);
              TRY(prg_classifier_create(&clf, net, 2, 4, 0, 7));  // 3. fine-tune U-Net + head
-             float *p[2] = {prg_unet_params(net), prg_classifier_head_params(clf, &nh)};
-             const float *g[2] = {prg_unet_grads(net), prg_classifier_head_grads(clf, &nh)};
-             size_t n[2] = {prg_unet_num_params(net), nh};
+             float *p[2]; const float *g[2]; size_t n[2], all;   // what it trains: U-Net + head
+             int nb = prg_classifier_param_blocks(clf, p, g, n, &all);
              prg_adam_free(opt); ac.decoupled = 1; ac.weight_decay = 0.05;
-             TRY(prg_adam_create(&opt, n[0] + n[1], &ac));
+             TRY(prg_adam_create(&opt, all, &ac));
              for (step = 0; step < 20; step++) {
                  make_batch(x, y, &rng);
                  prg_classifier_zero_grad(clf);
                  TRY(prg_classifier_forward(clf, B, x, logits));
                  loss = prg_cross_entropy_forward_backward(dl, logits, y, B, 2, 0.1f);  // label smoothing
                  TRY(prg_classifier_backward(clf, dl));       // exact gradient through the Euler steps
-                 TRY(prg_adam_step_blocks(opt, 2, p, g, n, 1e-3, NULL));
+                 TRY(prg_adam_step_blocks(opt, nb, p, g, n, 1e-3, NULL));
              }
              make_batch(x, y, &rng);                          // 4. classify images it has not seen
              TRY(prg_classifier_forward(clf, B, x, logits));
@@ -1690,6 +1689,7 @@ double prg_mce(double *ce /* [n] or NULL */, const double *err /* [n][5] */, con
 #ifndef PRG_MALLOC
 #define PRG_MALLOC(n) malloc(n)
 #define PRG_FREE(p) free(p)
+#define PRG__CALLOC(n) calloc(1, n) /* only with the default allocator: large blocks come as untouched zero pages */
 #endif
 #ifndef PRG_ASSERT
 #include <assert.h>
@@ -1899,15 +1899,33 @@ uint32_t prg_rng_below(prg_rng *r, uint32_t n) {
     return (uint32_t)(m >> 32);
 }
 
-void *prg_alloc(size_t bytes) {
-    /* Over-allocate and keep the raw pointer just below the aligned block. */
-    unsigned char *raw, *p;
-    if (bytes > SIZE_MAX - 64 - sizeof(void *)) return NULL;
-    raw = (unsigned char *)PRG_MALLOC(bytes + 64 + sizeof(void *));
+/* The 64-byte aligned block inside raw (bytes + 64 + sizeof(void *) long),
+   with the raw pointer kept just below it for prg_free. */
+static void *prg__align_block(unsigned char *raw) {
+    unsigned char *p;
     if (!raw) return NULL;
     p = (unsigned char *)(((uintptr_t)(raw + sizeof(void *)) + 63) & ~(uintptr_t)63);
     memcpy(p - sizeof(void *), &raw, sizeof(void *));
     return p;
+}
+
+void *prg_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX - 64 - sizeof(void *)) return NULL;
+    return prg__align_block((unsigned char *)PRG_MALLOC(bytes + 64 + sizeof(void *)));
+}
+
+/* prg_alloc, zero-filled.  With the default allocator through calloc, whose
+   large blocks are fresh zero pages: memory that is never written (a U-Net's
+   gradient block in a program that only runs inference) is never resident. */
+static void *prg__alloc_zero(size_t bytes) {
+#ifdef PRG__CALLOC
+    if (bytes > SIZE_MAX - 64 - sizeof(void *)) return NULL;
+    return prg__align_block((unsigned char *)PRG__CALLOC(bytes + 64 + sizeof(void *)));
+#else
+    void *p = prg_alloc(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+#endif
 }
 
 void prg_free(void *p) {
@@ -6786,7 +6804,7 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
     }
     prg__gemm_users_add(1); /* prg_unet_free takes it back, also below */
     n->params = (float *)prg_alloc(n->nparams * sizeof(float));
-    n->grads = (float *)prg_alloc(n->nparams * sizeof(float));
+    n->grads = (float *)prg__alloc_zero(n->nparams * sizeof(float)); /* resident once a backward writes it */
     n->plans = (prg__conv_plan *)prg_alloc((size_t)n->ntens * sizeof(prg__conv_plan));
     if (n->plans) {
         memset(n->plans, 0, (size_t)n->ntens * sizeof(prg__conv_plan));
@@ -6815,7 +6833,6 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
             for (j = 0; j < t->count; j++) p[j] = v;
         }
     }
-    memset(n->grads, 0, n->nparams * sizeof(float));
     *out = n;
     return PRG_OK;
 }

@@ -15,7 +15,7 @@ static void make_batch(float *x, int *y, prg_rng *rng) {   // class 1: the left 
 int main(int argc, char **argv) {
     static float x[B * D], xt[B * D], target[B * D], t[B], v[B * D], z[B * D];
     float logits[B * 2], dl[B * 2], loss = 0;
-    int y[B], step, right = 0; size_t nh;
+    int y[B], step, right = 0;
     prg_rng rng; prg_unet_config cfg; prg_adam_config ac;
     prg_unet *net; prg_classifier *clf; prg_adam *opt;
     prg_rng_seed(&rng, 1, 0); make_batch(x, y, &rng);
@@ -35,18 +35,17 @@ int main(int argc, char **argv) {
     TRY(prg_encode(net, 4, 0, B, x, z));             // 2. features: data -> noise, 3 Euler steps
     printf("pretrained: flow loss %.3f; encoded x[0] = %.3f as z[0] = %.3f\n", loss, x[0], z[0]);
     TRY(prg_classifier_create(&clf, net, 2, 4, 0, 7));  // 3. fine-tune U-Net + head
-    float *p[2] = {prg_unet_params(net), prg_classifier_head_params(clf, &nh)};
-    const float *g[2] = {prg_unet_grads(net), prg_classifier_head_grads(clf, &nh)};
-    size_t n[2] = {prg_unet_num_params(net), nh};
+    float *p[2]; const float *g[2]; size_t n[2], all;   // what it trains: U-Net + head
+    int nb = prg_classifier_param_blocks(clf, p, g, n, &all);
     prg_adam_free(opt); ac.decoupled = 1; ac.weight_decay = 0.05;
-    TRY(prg_adam_create(&opt, n[0] + n[1], &ac));
+    TRY(prg_adam_create(&opt, all, &ac));
     for (step = 0; step < 20; step++) {
         make_batch(x, y, &rng);
         prg_classifier_zero_grad(clf);
         TRY(prg_classifier_forward(clf, B, x, logits));
         loss = prg_cross_entropy_forward_backward(dl, logits, y, B, 2, 0.1f);  // label smoothing
         TRY(prg_classifier_backward(clf, dl));       // exact gradient through the Euler steps
-        TRY(prg_adam_step_blocks(opt, 2, p, g, n, 1e-3, NULL));
+        TRY(prg_adam_step_blocks(opt, nb, p, g, n, 1e-3, NULL));
     }
     make_batch(x, y, &rng);                          // 4. classify images it has not seen
     TRY(prg_classifier_forward(clf, B, x, logits));
