@@ -729,7 +729,9 @@ prg_result prg_encode(prg_unet *net, int t_span, int t_cutoff, int batch, const 
 prg_result prg_encode_trajectory(prg_unet *net, int t_span, int t_cutoff, int batch,
                                  const float *x, float *states);
 /* The U-Net as a prg_velocity_fn / prg_velocity_vjp_fn (ctx = the prg_unet),
-   for the flow section's samplers and ODEs. */
+   for the flow section's samplers and ODEs.  Through them each evaluation
+   transforms the convolution weights anew; prg_encode, prg_unet_sample(_path)
+   and the classifier keep them transformed for the whole solve instead. */
 prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v);
 prg_result prg_unet_velocity_vjp(void *net, const float *dv, float *dx);
 /* prg_unet_velocity through prg_unet_forward_lean (no vjp after it). */
@@ -1182,12 +1184,12 @@ typedef struct prg_array {
     void     *data;       /* count elements, C order, host byte order; prg_alloc'd */
 } prg_array;
 void       prg_array_free(prg_array *a);
-prg_result prg_npy_load(prg_array *a, const char *path);
+prg_result prg_npy_read(prg_array *a, const char *path);
 /* One array of an .npz (zip, stored or deflate, zip64 ok, CRC-32 checked);
    name with or without ".npy".  Both loaders return numpy's fixed-length
    strings as their elements with the length as one more last dimension:
    'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
-prg_result prg_npz_load(prg_array *a, const char *path, const char *name);
+prg_result prg_npz_read(prg_array *a, const char *path, const char *name);
 prg_result prg_npy_write(const char *path, const prg_array *a);
 /* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
 prg_result prg_npz_write(const char *path, const char *const *names, const prg_array *arrays, int n);
@@ -7519,16 +7521,6 @@ static void prg__axpy(float *y, const float *x, float a, const float *v, size_t 
 
 enum { PRG__EULER, PRG__HEUN, PRG__RK4 };
 
-/* A solve evaluates a U-Net (vel = prg_unet_velocity) with weights that do
-   not change: it keeps the transformed convolution weights throughout. */
-static void prg__solve_keep(prg_velocity_fn vel, void *ctx, int on) {
-    if ((vel != prg_unet_velocity && vel != prg_unet_velocity_lean) || !ctx) return;
-    if (on)
-        prg__unet_keep_begin((prg_unet *)ctx);
-    else
-        prg__unet_keep_end((prg_unet *)ctx);
-}
-
 /* gvp: t runs 1 -> 0 (t_k = 1 - k/steps, step -1/steps), else 0 -> 1. */
 static prg_result prg__sample(int method, int gvp, prg_velocity_fn vel, void *ctx, int steps, int batch,
                               size_t dim, float *x) {
@@ -7544,7 +7536,6 @@ static prg_result prg__sample(int method, int gvp, prg_velocity_fn vel, void *ct
     xs = ws + n;
     acc = ws + 2 * n;
     tb = ws + 3 * n;
-    prg__solve_keep(vel, ctx, 1);
     for (s = 0; s < steps && rc == PRG_OK; s++) {
         double t0 = (double)s / steps, t1 = (double)(s + 1) / steps, tm = (2.0 * s + 1) / (2.0 * steps);
         const float h = (float)((gvp ? -1.0 : 1.0) / steps);
@@ -7583,7 +7574,6 @@ static prg_result prg__sample(int method, int gvp, prg_velocity_fn vel, void *ct
             prg__axpy(x, x, h / 6.0f, acc, n);
         }
     }
-    prg__solve_keep(vel, ctx, 0);
     prg_free(ws);
     return rc;
 }
@@ -7711,7 +7701,6 @@ static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn v
     tb = ws + n;
     cur = states ? states : z;
     if (cur != x) memmove(cur, x, n * sizeof(float));
-    prg__solve_keep(vel, ctx, 1);
     for (k = 0; k < g->steps; k++) {
         float *next = states ? cur + n : cur;
         prg__fill_t(tb, batch, prg__euler_tau(g, k));
@@ -7719,7 +7708,6 @@ static prg_result prg__euler_forward(const prg__euler_grid *g, prg_velocity_fn v
         prg__axpy(next, cur, g->hs, v, n);
         cur = next;
     }
-    prg__solve_keep(vel, ctx, 0);
     if (rc == PRG_OK && cur != z) memcpy(z, cur, n * sizeof(float));
     prg_free(ws);
     return rc;
@@ -7742,7 +7730,6 @@ static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn 
     dxk = ws + 3 * n;
     tb = ws + 4 * n;
     memcpy(a, dz, n * sizeof(float));
-    prg__solve_keep(vel, ctx, 1);
     for (k = g->steps - 1; k >= 0; k--) {
         const int e = right_end ? k + 1 : k; /* the state the Jacobians are taken at */
         prg__fill_t(tb, batch, prg__euler_tau(g, e));
@@ -7754,7 +7741,6 @@ static prg_result prg__euler_backward(const prg__euler_grid *g, prg_velocity_fn 
         if ((rc = vjp(ctx, dv, dxk)) != PRG_OK) break;
         for (i = 0; i < n; i++) a[i] += dxk[i];
     }
-    prg__solve_keep(vel, ctx, 0);
     if (rc == PRG_OK && dx)
         for (i = 0; i < n; i++) dx[i] += a[i];
     prg_free(ws);
@@ -7838,8 +7824,10 @@ static prg_result prg__encode(prg_unet *net, int t_span, int t_cutoff, int batch
     if ((r = prg__check_ode_net(net, "prg_encode")) != PRG_OK) return r;
     n = (size_t)batch * prg__unet_image_floats(net);
     if ((r = prg__check_finite(x, n, "prg_encode input x")) != PRG_OK) return r;
+    prg__unet_keep_begin(net); /* the weights do not change during the solve */
     r = (prg_unet_path(net) == PRG_PATH_GVP ? prg_ode_gvp_euler : prg_ode_reverse_euler)(
         prg_unet_velocity_lean, net, t_span, t_cutoff, batch, prg__unet_image_floats(net), x, z, states);
+    prg__unet_keep_end(net);
     if (r != PRG_OK) return r;
     return prg__check_finite(z, n, "encoder output (non-finite U-Net velocity)");
 }
@@ -8430,13 +8418,15 @@ prg_result prg_encode_features(prg_unet *net, int path, int t_span, int ncut, co
     if (!states)
         return prg__fail(PRG_ERR_NOMEM, "prg_encode_features: no memory for the trajectory (%zu floats: %d states of "
                          "batch %d; use a smaller batch)", total, mmax + 1, batch);
+    prg__unet_keep_begin(net); /* the weights do not change during the solve */
     if (mmax == 0) memcpy(states, x, n * sizeof(float));
     else if (path == PRG_PATH_GVP)
-        r = prg_ode_gvp_euler(prg_unet_velocity, net, t_span, mmax + 1, batch, prg__unet_image_floats(net), x,
+        r = prg_ode_gvp_euler(prg_unet_velocity_lean, net, t_span, mmax + 1, batch, prg__unet_image_floats(net), x,
                               states + (size_t)mmax * n, states);
     else
-        r = prg_ode_reverse_euler(prg_unet_velocity, net, t_span, t_span - 1 - mmax, batch,
+        r = prg_ode_reverse_euler(prg_unet_velocity_lean, net, t_span, t_span - 1 - mmax, batch,
                                   prg__unet_image_floats(net), x, states + (size_t)mmax * n, states);
+    prg__unet_keep_end(net);
     if (r == PRG_OK)
         r = prg__check_finite(states + (size_t)mmax * n, n, "encoder state (non-finite U-Net velocity)");
     for (i = 0; r == PRG_OK && i < ncut; i++)
@@ -10258,7 +10248,7 @@ static prg_result prg__npy_from_buffer(prg_array *a, uint8_t *buf, size_t len, c
     return PRG_OK;
 }
 
-prg_result prg_npy_load(prg_array *a, const char *path) {
+prg_result prg_npy_read(prg_array *a, const char *path) {
     FILE *f;
     uint64_t size;
     uint8_t pre[12];
@@ -10267,7 +10257,7 @@ prg_result prg_npy_load(prg_array *a, const char *path) {
     size_t hlen, hstart;
     prg__npyhdr h;
     prg_result r;
-    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npy_load: a is NULL");
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npy_read: a is NULL");
     memset(a, 0, sizeof *a);
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     r = prg__fread_at(f, path, 0, pre, size < 12 ? (size_t)size : 12);
@@ -10519,16 +10509,16 @@ static prg_result prg__npz_check_size(const uint8_t *comp, size_t csize, uint64_
     return r;
 }
 
-prg_result prg_npz_load(prg_array *a, const char *path, const char *name) {
+prg_result prg_npz_read(prg_array *a, const char *path, const char *name) {
     FILE *f;
     uint64_t size;
     prg__zipent e;
     uint8_t *buf = NULL, *comp = NULL;
     char what[320];
     prg_result r;
-    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npz_load: a is NULL");
+    if (!a) return prg__fail(PRG_ERR_ARG, "prg_npz_read: a is NULL");
     memset(a, 0, sizeof *a);
-    if (!name) return prg__fail(PRG_ERR_ARG, "prg_npz_load: name is NULL");
+    if (!name) return prg__fail(PRG_ERR_ARG, "prg_npz_read: name is NULL");
     if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
     snprintf(what, sizeof what, "%s[%s]", path, name);
     memset(&e, 0, sizeof e);
@@ -12089,7 +12079,7 @@ static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int ba
     found = prg__zip_find(f, path, size, "classes", &e) == PRG_OK;
     fclose(f);
     if (!found) return PRG_OK;
-    if ((r = prg_npz_load(&a, path, "classes")) != PRG_OK) return r;
+    if ((r = prg_npz_read(&a, path, "classes")) != PRG_OK) return r;
     if ((a.dtype != PRG_DT_U8 && a.dtype != PRG_DT_U32) || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1 ||
         a.shape[1] > 4096) {
         r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be numpy strings [classes] (S or U) or uint8 [classes][max name length] "
@@ -12145,8 +12135,8 @@ prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
     if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_npz: ds is NULL");
     memset(ds, 0, sizeof *ds);
     memset(&labels, 0, sizeof labels);
-    if ((r = prg_npz_load(&data, path, "data")) != PRG_OK) return r;
-    r = prg_npz_load(&labels, path, "labels");
+    if ((r = prg_npz_read(&data, path, "data")) != PRG_OK) return r;
+    r = prg_npz_read(&labels, path, "labels");
     imagenet = data.ndim == 2;
     n = data.ndim ? data.shape[0] : 0;
     if (!r && (data.dtype != PRG_DT_U8 || (data.ndim != 2 && data.ndim != 4)))

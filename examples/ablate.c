@@ -67,7 +67,7 @@ static void usage(void) {
            "  --preset demo          bundled MNIST, t_span 4,2,8, t_cutoff 0,1,2, exact,frozen,\n"
            "                         pretrained,scratch, icfm,ot,gvp, labels all,10,100, 200 pretraining\n"
            "                         steps x 64, 80 fine-tuning steps x 32, 500 test images, 2 threads:\n"
-           "                         about 15 minutes on 2 cores (the axes grid: 15 cells, 3 pretrainings);\n"
+           "                         77 minutes measured on 2 shared cores (the axes grid: 15 cells, 3 pretrainings);\n"
            "                         tiny: seconds (tests).  The other flags override a preset's values\n"
            "Each cell's result goes to DIR/ablate.csv when it finishes.  Ctrl-C stops the running cell\n"
            "(not recorded), SIGTERM to ablate alone lets it finish first; either way ablate exits with\n"

@@ -334,7 +334,14 @@ int main(int argc, char **argv) {
             res[b].ok = load_fit(&res[b], fitted, mc, size);
             if (res[b].ok) prg_planes_normalize(x + (size_t)nok++ * img, fitted, mean, std, mc, size, size);
         }
-        if (nok) ex_check(prg_classifier_predict(clf, nok, x, logits), model);
+        if (nok) {
+            prg_result pr = prg_classifier_predict(clf, nok, x, logits);
+            if (pr != PRG_OK && json) { /* the array printed so far is closed: stdout stays one JSON document */
+                printf("%s]\n", first_json ? "" : "\n");
+                fflush(stdout);
+            }
+            ex_check(pr, model);
+        }
         for (b = 0, nok = 0; b < n; b++) {
             result *r = &res[b];
             const float *l = logits + (size_t)nok * k;

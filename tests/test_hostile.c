@@ -466,7 +466,7 @@ static void test_readers(void) {
             }
         if (z) write_bytes(tp("usize.npz"), z, len);
         free(z);
-        CHECK(prg_npz_load(&arr, tp("usize.npz"), "data") == PRG_ERR_FORMAT && has("refused before allocating") && has("usize.npz") &&
+        CHECK(prg_npz_read(&arr, tp("usize.npz"), "data") == PRG_ERR_FORMAT && has("refused before allocating") && has("usize.npz") &&
                   !arr.data,
               "npz entry claiming 300x its size: %s", prg_last_error());
     }
@@ -534,7 +534,7 @@ static void test_arguments(void) {
     loss = prg_cross_entropy_forward_backward(c, logits, labels, 2, 3, 0.0f);
     CHECK(isnan(loss) && has("label 3") && c[0] == 1, "cross entropy with a label past the class count: %s", prg_last_error());
     CHECK(prg_file_read(NULL, NULL, NULL) == PRG_ERR_ARG, "file_read NULL");
-    CHECK(prg_npy_load(NULL, "x.npy") == PRG_ERR_ARG && prg_npz_load(NULL, "x.npz", "data") == PRG_ERR_ARG &&
+    CHECK(prg_npy_read(NULL, "x.npy") == PRG_ERR_ARG && prg_npz_read(NULL, "x.npz", "data") == PRG_ERR_ARG &&
               prg_dataset_load_idx(NULL, "a", "b") == PRG_ERR_ARG && prg_dataset_load_npz(NULL, "x") == PRG_ERR_ARG &&
               prg_dataset_load_cifar10(NULL, NULL, 1) == PRG_ERR_ARG && prg_dataset_load_cifar10(&ds, NULL, 1) == PRG_ERR_ARG &&
               prg_dataset_load_dir(NULL, "x", 1) == PRG_ERR_ARG && prg_dataset_alloc(NULL, 1, 1, 1, 1, 1) == PRG_ERR_ARG,

@@ -382,10 +382,10 @@ static int expected_planar(const char *path, int S, int eval, uint8_t *dst) {
 
 static void check_npz(const char *npz, const char *const *files, const int *labels, int n, int S, int eval) {
     prg_array d, l;
-    prg_result r = prg_npz_load(&d, npz, "data");
+    prg_result r = prg_npz_read(&d, npz, "data");
     CHECK(r == PRG_OK, "%s", prg_last_error());
     if (r) return;
-    r = prg_npz_load(&l, npz, "labels");
+    r = prg_npz_read(&l, npz, "labels");
     CHECK(r == PRG_OK, "%s", prg_last_error());
     if (r) { prg_array_free(&d); return; }
     CHECK(d.dtype == PRG_DT_U8 && d.ndim == 2 && d.shape[0] == n && d.shape[1] == 3 * S * S, "%s: data shape [%d][%d]", npz,

@@ -285,7 +285,7 @@ static void test_npy(void) {
     const char *p = tmp_path("bad.npy");
     /* numpy's files, v1 and v2 headers */
     for (k = 0; k < 2; k++) {
-        r = prg_npy_load(&a, fix_path(k ? "f32_v2.npy" : "f32.npy"));
+        r = prg_npy_read(&a, fix_path(k ? "f32_v2.npy" : "f32.npy"));
         CHECK(r == PRG_OK && a.dtype == PRG_DT_F32 && a.ndim == 3 && a.shape[0] == 2 && a.shape[1] == 3 && a.shape[2] == 4 && a.count == 24,
               "f32.npy v%d: %s", k + 1, prg_last_error());
         for (i = 0; r == PRG_OK && i < 24; i++) CHECK(((float *)a.data)[i] == (float)i * 0.25f - 1.0f, "f32.npy[%zu]", i);
@@ -294,7 +294,7 @@ static void test_npy(void) {
     /* np.savez_compressed with assorted dtypes */
     for (k = 0; k < 5; k++) {
         float f[24];
-        r = prg_npz_load(&a, fix_path("dtypes.npz"), names[k]);
+        r = prg_npz_read(&a, fix_path("dtypes.npz"), names[k]);
         CHECK(r == PRG_OK, "dtypes.npz[%s]: %s", names[k], prg_last_error());
         if (r) continue;
         prg_convert_to_f32(f, a.data, a.dtype, a.count < 24 ? a.count : 24);
@@ -303,14 +303,14 @@ static void test_npy(void) {
         if (k == 4) CHECK(a.ndim == 0 && a.count == 1 && f[0] == 3.5f, "scalar");
         prg_array_free(&a);
     }
-    r = prg_npz_load(&a, fix_path("dtypes.npz"), "i4be.npy");
+    r = prg_npz_read(&a, fix_path("dtypes.npz"), "i4be.npy");
     CHECK(r == PRG_OK && a.dtype == PRG_DT_I32 && a.count == 10 && ((int32_t *)a.data)[0] == -5 && ((int32_t *)a.data)[9] == 4,
           "big-endian int32 swapped: %s", prg_last_error());
     prg_array_free(&a);
-    r = prg_npz_load(&a, fix_path("dtypes.npz"), "b1");
+    r = prg_npz_read(&a, fix_path("dtypes.npz"), "b1");
     CHECK(r == PRG_OK && a.dtype == PRG_DT_BOOL && a.count == 3 && ((uint8_t *)a.data)[1] == 0 && ((uint8_t *)a.data)[2] == 1, "bool");
     prg_array_free(&a);
-    r = prg_npz_load(&a, fix_path("dtypes.npz"), "nothere");
+    r = prg_npz_read(&a, fix_path("dtypes.npz"), "nothere");
     CHECK(r == PRG_ERR_FORMAT && msg_has("nothere") && msg_has("dtypes.npz") && a.data == NULL, "missing array: %s", prg_last_error());
     /* round trips through our writers */
     {
@@ -321,7 +321,7 @@ static void test_npy(void) {
         arrs[0] = mk_array(PRG_DT_F32, f32, 2, 2, 3, 0, 0);
         arrs[1] = mk_array(PRG_DT_I64, v64, 1, 6, 0, 0, 0);
         r = prg_npy_write(tmp_path("rt.npy"), &arrs[0]);
-        CHECK(r == PRG_OK && prg_npy_load(&b, tmp_path("rt.npy")) == PRG_OK && b.count == 6 && b.ndim == 2 && memcmp(b.data, f32, 24) == 0,
+        CHECK(r == PRG_OK && prg_npy_read(&b, tmp_path("rt.npy")) == PRG_OK && b.count == 6 && b.ndim == 2 && memcmp(b.data, f32, 24) == 0,
               "npy round trip: %s", prg_last_error());
         prg_array_free(&b);
         bytes = prg_test_read_file(tmp_path("rt.npy"), &n);
@@ -330,10 +330,10 @@ static void test_npy(void) {
         free(bytes);
         r = prg_npz_write(tmp_path("rt.npz"), nn, arrs, 2);
         CHECK(r == PRG_OK, "npz save: %s", prg_last_error());
-        CHECK(prg_npz_load(&b, tmp_path("rt.npz"), "labels") == PRG_OK && b.dtype == PRG_DT_I64 && memcmp(b.data, v64, 48) == 0,
+        CHECK(prg_npz_read(&b, tmp_path("rt.npz"), "labels") == PRG_OK && b.dtype == PRG_DT_I64 && memcmp(b.data, v64, 48) == 0,
               "npz round trip: %s", prg_last_error());
         prg_array_free(&b);
-        CHECK(prg_npz_write(tmp_path("rt2.npz"), nn, arrs, 0) == PRG_OK && prg_npz_load(&b, tmp_path("rt2.npz"), "x") == PRG_ERR_FORMAT,
+        CHECK(prg_npz_write(tmp_path("rt2.npz"), nn, arrs, 0) == PRG_OK && prg_npz_read(&b, tmp_path("rt2.npz"), "x") == PRG_ERR_FORMAT,
               "empty npz");
         /* corrupt npz: every truncation, a flipped data byte (CRC) */
         bytes = prg_test_read_file(tmp_path("rt.npz"), &n);
@@ -342,13 +342,13 @@ static void test_npy(void) {
             for (i = 0; i < n; i += 3) {
                 put_file(p, bytes, i);
                 tries++;
-                r = prg_npz_load(&b, p, "labels");
+                r = prg_npz_read(&b, p, "labels");
                 refused += r != PRG_OK && b.data == NULL && strstr(prg_last_error(), p) != NULL;
             }
             CHECK(refused == tries, "truncated npz: %d of %d refused with the name", refused, tries);
             bytes[30 + 6 + 70] ^= 4; /* inside the first entry's .npy */
             put_file(p, bytes, n);
-            CHECK(prg_npz_load(&b, p, "x") == PRG_ERR_FORMAT && (msg_has("CRC") || msg_has("header")), "flipped npz byte: %s", prg_last_error());
+            CHECK(prg_npz_read(&b, p, "x") == PRG_ERR_FORMAT && (msg_has("CRC") || msg_has("header")), "flipped npz byte: %s", prg_last_error());
         }
         free(bytes);
     }
@@ -369,18 +369,18 @@ static void test_npy(void) {
         };
         for (i = 0; i < n; i++) {
             put_file(p, bytes, i);
-            refused += prg_npy_load(&a, p) == PRG_ERR_FORMAT && strstr(prg_last_error(), p) != NULL;
+            refused += prg_npy_read(&a, p) == PRG_ERR_FORMAT && strstr(prg_last_error(), p) != NULL;
         }
         CHECK(refused == (int)n, "truncated .npy: %d of %zu refused", refused, n);
         bytes[1] = 'X';
         put_file(p, bytes, n);
-        CHECK(prg_npy_load(&a, p) == PRG_ERR_FORMAT && msg_has("magic"), "npy magic: %s", prg_last_error());
+        CHECK(prg_npy_read(&a, p) == PRG_ERR_FORMAT && msg_has("magic"), "npy magic: %s", prg_last_error());
         bytes[1] = 'N';
         bytes[6] = 2;
         bytes[8] = 0xf0;
         bytes[9] = bytes[10] = bytes[11] = 0xff;
         put_file(p, bytes, n);
-        CHECK(prg_npy_load(&a, p) == PRG_ERR_FORMAT && msg_has("absurd") && msg_has("byte 8"), "npy absurd header: %s", prg_last_error());
+        CHECK(prg_npy_read(&a, p) == PRG_ERR_FORMAT && msg_has("absurd") && msg_has("byte 8"), "npy absurd header: %s", prg_last_error());
         for (k = 0; k < (int)(sizeof bad_dicts / sizeof bad_dicts[0]); k++) {
             uint8_t f[256];
             size_t hl = strlen(bad_dicts[k][0]), pad = 64 - (10 + hl + 1) % 64, tot = 10 + hl + pad + 1;
@@ -396,7 +396,7 @@ static void test_npy(void) {
                 fwrite(bytes + 128, 1, 96, fp); /* 24 floats */
                 fclose(fp);
             }
-            r = prg_npy_load(&a, p);
+            r = prg_npy_read(&a, p);
             if (k == 0) CHECK(r == PRG_OK && a.count == 24, "hand-made npy: %s", prg_last_error());
             else CHECK(r != PRG_OK && a.data == NULL && strstr(prg_last_error(), p) != NULL, "bad npy dict %d (%s) accepted", k, bad_dicts[k][1]);
             prg_array_free(&a);
@@ -871,7 +871,7 @@ static void test_dataset_class_names(void) {
     for (i = 0; i < 2; i++) {
         const char *name = i ? "classes_s.npz" : "classes_u.npz";
         prg_array a;
-        r = prg_npz_load(&a, fix_path(name), "classes");
+        r = prg_npz_read(&a, fix_path(name), "classes");
         CHECK(r == PRG_OK && a.dtype == (i ? PRG_DT_U8 : PRG_DT_U32) && a.ndim == 2 && a.shape[0] == 3 && a.shape[1] == 6,
               "%s: strings as %s [3][6]: %s", name, i ? "U8" : "U32", prg_last_error());
         prg_array_free(&a);
@@ -1174,7 +1174,7 @@ static int load_any(int kind, const char *p) {
         prg_free(d);
         return r;
     case 4:
-        r = prg_npy_load(&a, p);
+        r = prg_npy_read(&a, p);
         if (r != PRG_OK && a.data) return 99;
         prg_array_free(&a);
         return r;

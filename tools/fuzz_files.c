@@ -14,7 +14,7 @@
                    mutations reach the metadata, the tensor table and data)
      restore       prg_train_state_restore into a U-Net, Adam and RNG of the
                    seed's config (FUZZ_CONFIG below)
-     npz, npy      prg_npz_load + prg_dataset_load_npz, prg_npy_load
+     npz, npy      prg_npz_read + prg_dataset_load_npz, prg_npy_read
      idx           prg_dataset_load_idx: <u16 little-endian n><n bytes images><labels>
      cifar         CIFAR-10 and CIFAR-100 (coarse and fine) binary
      detect        prg_dataset_load's format detection: byte 0 picks the file
@@ -470,12 +470,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     case T_NPZ:
         p = tmp_file("a.npz", data, size);
-        if (prg_npz_load(&a, p, "data") == PRG_OK) prg_array_free(&a);
+        if (prg_npz_read(&a, p, "data") == PRG_OK) prg_array_free(&a);
         else if (a.data) abort();
         check_dataset(prg_dataset_load_npz(&ds, p), &ds);
         break;
     case T_NPY:
-        if (prg_npy_load(&a, tmp_file("a.npy", data, size)) == PRG_OK) prg_array_free(&a);
+        if (prg_npy_read(&a, tmp_file("a.npy", data, size)) == PRG_OK) prg_array_free(&a);
         else if (a.data) abort();
         break;
     case T_IDX: {
