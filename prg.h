@@ -1997,7 +1997,8 @@ typedef struct prg__pool {
     int nworkers;              /* workers running (the caller is not one) */
     int wanted;                /* pool size requested, caller included; 0 = unset */
     unsigned long generation;  /* bumped for each job */
-    int pending;               /* workers still inside the current job */
+    int pending;               /* parts of the current job not yet run by a worker */
+    unsigned long claimed[PRG_MAX_THREADS]; /* the last generation whose part i was taken */
     int sleepers;              /* workers blocked on `wake` */
     int caller_waiting;        /* the caller is blocked on `done` */
     int quit;
@@ -2008,7 +2009,7 @@ typedef struct prg__pool {
 
 static prg__pool prg__the_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
                                   PTHREAD_COND_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-                                  {0}, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
+                                  {0}, 0, 0, 0, 0, {0}, 0, 0, 0, NULL, NULL, 0};
 static PRG_THREAD_LOCAL int prg__in_task = 0;
 
 /* A worker's index and the job generation current when it was started (it
@@ -2063,10 +2064,11 @@ static void *prg__worker_main(void *arg) {
         }
         if (p->quit) break;
         seen = p->generation;
-        if (ith < p->nth) {
+        if (ith < p->nth && p->claimed[ith] != seen) { /* else the caller ran this part */
             prg_task_fn fn = p->fn;
             void *ctx = p->ctx;
             int nth = p->nth;
+            PRG__ASTORE(p->claimed[ith], seen);
             pthread_mutex_unlock(&p->lock);
             fn(ctx, ith, nth);
             pthread_mutex_lock(&p->lock);
@@ -2184,6 +2186,30 @@ void prg_parallel(prg_task_fn fn, void *ctx) {
 
     prg__in_task = 1;
     fn(ctx, 0, nth);
+    {   /* The parts no worker has started yet (it sleeps, or the system runs
+           something else on its core): the caller runs them itself rather
+           than wait for the worker to be scheduled.  A part computes the
+           same whichever thread runs it, so the bits stay those of the
+           fixed split. */
+        int mine[PRG_MAX_THREADS], nmine = 0, k;
+        const unsigned long gen = p->generation; /* written only by this thread */
+        for (i = 1; i < nth && PRG__ALOAD(p->claimed[i]) == gen; i++) {}
+        if (i < nth) {
+            pthread_mutex_lock(&p->lock);
+            for (i = 1; i < nth; i++)
+                if (p->claimed[i] != gen) {
+                    PRG__ASTORE(p->claimed[i], gen);
+                    mine[nmine++] = i;
+                }
+            pthread_mutex_unlock(&p->lock);
+            for (k = 0; k < nmine; k++) fn(ctx, mine[k], nth);
+            if (nmine > 0) {
+                pthread_mutex_lock(&p->lock);
+                PRG__ASTORE(p->pending, p->pending - nmine);
+                pthread_mutex_unlock(&p->lock);
+            }
+        }
+    }
     prg__in_task = 0;
 
     for (i = 0; i < PRG__POOL_SPINS && PRG__ALOAD(p->pending) > 0; i++) PRG__PAUSE();

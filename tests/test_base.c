@@ -76,6 +76,17 @@ static void share_task(void *ctx, int ith, int nth) {
     }
 }
 
+/* Who ran each part of a job: the caller takes the parts no worker has
+   started, so a part must run exactly once whoever runs it. */
+typedef struct who_ctx { pthread_t caller; int runs[8]; int by_caller[8]; } who_ctx;
+
+static void who_task(void *ctx, int ith, int nth) {
+    who_ctx *w = (who_ctx *)ctx;
+    (void)nth;
+    w->runs[ith]++;
+    if (pthread_equal(pthread_self(), w->caller)) w->by_caller[ith]++;
+}
+
 int main(void) {
     prg_rng r1, r2, r3;
     int i, same = 0, n;
@@ -146,6 +157,29 @@ int main(void) {
         CHECK(ok && c.calls[n] == 0, "with %d threads each ith must run 50 times", n);
         prg_parallel(nested_task, nested);
         for (i = 0; i < n; i++) CHECK(nested[i] == 1, "nested call in thread %d of %d not serial", i, n);
+    }
+
+    /* parts no worker has started: after 5 ms idle the worker sleeps on its
+       condition variable, and a job whose own part is empty is back in the
+       caller long before the worker wakes up; the caller then runs the
+       worker's part itself (it cannot wait for a worker the system does not
+       schedule).  Every part still runs exactly once. */
+    {
+        int rep, once = 1, stolen = 0;
+        prg_set_num_threads(2);
+        for (rep = 0; rep < 20; rep++) {
+            struct timespec idle = {0, 5 * 1000 * 1000};
+            who_ctx w;
+            memset(&w, 0, sizeof w);
+            w.caller = pthread_self();
+            nanosleep(&idle, NULL);
+            prg_parallel(who_task, &w);
+            once &= w.runs[0] == 1 && w.runs[1] == 1 && w.by_caller[0] == 1;
+            stolen += w.by_caller[1];
+        }
+        printf("pool: the caller ran a sleeping worker's part in %d of 20 jobs\n", stolen);
+        CHECK(once, "every part of a job must run exactly once, part 0 on the caller");
+        CHECK(stolen > 0, "the caller never took the part of a sleeping worker (20 jobs)");
     }
 
     /* shared chunks: each taken once; a thread runs its own share first, in
