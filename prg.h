@@ -557,8 +557,9 @@ void prg_flow_gvp_pairs(float *xt /* [B][dim] */, float *target /* [B][dim] */, 
 
 /* OT-CFM (docs/METHOD.md A.1).  cost[i][j] = ||x0_i - x1_j||^2, written as
    ||x0_i||^2 + ||x1_j||^2 - 2 x0_i . x1_j: the squared norms in double, the
-   cross terms X0 X1^T through prg_sgemm (float32, on the pool), combined in
-   double.  An assignment's total cost is sum ||x0||^2 + sum ||x1||^2 - 2 sum
+   cross terms X0 X1^T through prg_sgemm (float32, on the pool, in parts of
+   about 768 pixels each summed in double), combined in double; the same
+   bits for any thread count.  An assignment's total cost is sum ||x0||^2 + sum ||x1||^2 - 2 sum
    of its cross terms, so the norms do not affect which assignment is
    optimal and only the cross terms' float32 rounding (relative ~1e-7 of
    ||x0_i|| ||x1_j||) separates it from the exact cost.  Problems with
@@ -7368,30 +7369,99 @@ static double prg__sq_norm(const float *x, size_t n) {
     return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* The cost matrix in parts along the pixel axis: part p holds the cross
+   terms X0[:, k0:k1] X1[:, k0:k1]^T (one serial prg_sgemm) and the squared
+   norms of both row sets over its columns, and the parts are summed in
+   double in a fixed order.  The number of parts depends on dim only (a
+   power of two, about 768 columns each, at most 8), so the bits do not
+   depend on the thread count; the threads share the parts out, and each
+   packs only its own columns of X0 and X1.  (One GEMM split by rows of C
+   had every thread pack all of X1: at 128 x 3072 on two threads it ran at
+   97 GFLOP/s where one thread reached 75.) */
+typedef struct prg__ot_part_job {
+    const float *x0, *x1;
+    float *cross;  /* [parts][B][B] */
+    double *norms; /* [parts][2][B]: x0's rows, then x1's */
+    size_t b, dim;
+    int parts;
+} prg__ot_part_job;
+
+static int prg__ot_parts(size_t dim) {
+    int parts = 1;
+    while (parts < 8 && (size_t)(2 * parts) * 768 <= dim) parts *= 2;
+    return parts;
+}
+
+static size_t prg__ot_part_start(size_t dim, int parts, int p) {
+    return p == 0 ? 0 : p == parts ? dim : (dim * (size_t)p / (size_t)parts) / 16 * 16;
+}
+
+static void prg__ot_part_task(void *ctx, int ith, int nth) {
+    const prg__ot_part_job *j = (const prg__ot_part_job *)ctx;
+    prg__share sh;
+    size_t p, i;
+    prg__share_init(&sh, (size_t)j->parts, ith, nth);
+    while (prg__share_next(&sh, &p)) {
+        const size_t k0 = prg__ot_part_start(j->dim, j->parts, (int)p);
+        const size_t k1 = prg__ot_part_start(j->dim, j->parts, (int)p + 1);
+        double *n = j->norms + p * 2 * j->b;
+        prg_sgemm(0, 1, (int)j->b, (int)j->b, (int)(k1 - k0), 1.0f, j->x0 + k0, (int)j->dim, j->x1 + k0,
+                  (int)j->dim, 0.0f, j->cross + p * j->b * j->b, (int)j->b);
+        for (i = 0; i < j->b; i++) {
+            n[i] = prg__sq_norm(j->x0 + i * j->dim + k0, k1 - k0);
+            n[j->b + i] = prg__sq_norm(j->x1 + i * j->dim + k0, k1 - k0);
+        }
+    }
+}
+
+typedef struct prg__ot_sum_job { const prg__ot_part_job *pj; double *cost; } prg__ot_sum_job;
+
+static void prg__ot_sum_range(void *ctx, size_t lo, size_t hi) {
+    const prg__ot_sum_job *s = (const prg__ot_sum_job *)ctx;
+    const prg__ot_part_job *j = s->pj;
+    const size_t b = j->b, bb = b * b;
+    size_t i, c;
+    int p;
+    for (i = lo; i < hi; i++) {
+        double n0 = 0.0;
+        for (p = 0; p < j->parts; p++) n0 += j->norms[(size_t)p * 2 * b + i];
+        for (c = 0; c < b; c++) {
+            double n1 = 0.0, x = 0.0, v;
+            for (p = 0; p < j->parts; p++) {
+                n1 += j->norms[(size_t)p * 2 * b + b + c];
+                x += (double)j->cross[(size_t)p * bb + i * b + c];
+            }
+            v = n0 + n1 - 2.0 * x;
+            s->cost[i * b + c] = v > 0.0 ? v : 0.0; /* a squared distance; rounding may dip below 0 */
+        }
+    }
+}
+
 void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
     const size_t b = (size_t)batch;
-    float *cross;
-    double *n1;
-    size_t i, j;
+    prg__ot_part_job j;
+    prg__ot_sum_job s;
     if (batch <= 0) return;
+    j.parts = prg__ot_parts(dim);
     /* the GEMM's k is an int; tiny problems are cheap and exact in the loop */
     if ((double)batch * batch * (double)dim < 65536.0 || dim > (size_t)2147483647 ||
-        !(cross = (float *)prg_alloc((b * b + 1) * sizeof(float) + b * sizeof(double)))) {
+        !(j.norms = (double *)prg_alloc((size_t)j.parts * (2 * b * sizeof(double) + b * b * sizeof(float))))) {
         prg_ot_cost_ref(cost, x0, x1, batch, dim);
         return;
     }
-    n1 = (double *)(void *)(cross + b * b + (b & 1)); /* 8-byte aligned: b*b + (b&1) is even */
-    /* cross[i][j] = x0_i . x1_j */
-    prg_sgemm(0, 1, batch, batch, (int)dim, 1.0f, x0, (int)dim, x1, (int)dim, 0.0f, cross, batch);
-    for (j = 0; j < b; j++) n1[j] = prg__sq_norm(x1 + j * dim, dim);
-    for (i = 0; i < b; i++) {
-        const double n0 = prg__sq_norm(x0 + i * dim, dim);
-        for (j = 0; j < b; j++) {
-            const double c = n0 + n1[j] - 2.0 * (double)cross[i * b + j];
-            cost[i * b + j] = c > 0.0 ? c : 0.0; /* a squared distance; rounding may dip below 0 */
-        }
-    }
-    prg_free(cross);
+    j.cross = (float *)(void *)(j.norms + (size_t)j.parts * 2 * b);
+    j.x0 = x0;
+    j.x1 = x1;
+    j.b = b;
+    j.dim = dim;
+    if (j.parts == 1)
+        prg__ot_part_task(&j, 0, 1); /* one GEMM, which the pool splits by rows */
+    else
+        prg_parallel(prg__ot_part_task, &j);
+    s.pj = &j;
+    s.cost = cost;
+    prg__parallel_for(b, 3.0 * (double)b * j.parts, prg__ot_sum_range, &s);
+    prg_free(j.norms);
 }
 
 prg_result prg_ot_assign(int *perm, const double *cost, int n) {
