@@ -140,12 +140,25 @@
      after polling about 160 us for the next one).
      prg_set_num_threads(n) sets its size, 0 = all online CPUs; the
      environment variable PRG_NUM_THREADS sets the initial size.  Work is
-     split so that results are bit-identical for any thread count.
+     split so that results are bit-identical for any thread count.  A part
+     of a job that no worker has started by the time the caller finishes its
+     own is run by the caller, so a loaded machine (a worker not scheduled)
+     slows a job down to one thread's speed, not below it.
 
    SIMD
      prg_sgemm picks its micro-kernel at run time on x86-64 (AVX-512, AVX2+FMA
      or portable C) from cpuid, so a plain `cc -O2` build uses AVX-512 where
      the CPU has it.  aarch64 uses NEON.  prg_gemm_set_kernel() forces one.
+
+   SECTIONS (search for ">>name"; the declarations and the implementation
+   follow the same order)
+     base, pool: errors, RNG, memory, the thread pool.  gemm, wino, conv: the
+     engine (matrix products, Winograd transforms, planned convolutions).
+     layers, unet, flow, classifier, optim: the method (forward/backward
+     layers, the U-Net, flow matching and the ODE solvers, the reverse-ODE
+     encoder and classifier, Adam).  io, checkpoint, images, data: files,
+     model files, pictures, datasets and batches.  simd (implementation
+     only): every intrinsic, reached through one CPU table.
 
    LICENSE: MIT, see the end of this file.
 */
@@ -710,7 +723,7 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
                                       float *dx /* [B][dim] or NULL */, int right_end);
 
 
-/* >>prg ================================================================= */
+/* >>classifier ========================================================== */
 /* The reverse-ODE encoder and the classifier (U-Net + head). */
 
 /* Time runs as in the reference code: noise at t = 0, data at t = 1 (the
@@ -994,7 +1007,9 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
 
 
 /* >>io ================================================================== */
-/* Files: safetensors, .npy/.npz (with inflate), IDX, CIFAR binary, PNG, PPM. */
+/* File formats: element types, checksums, inflate/deflate, atomic writes,
+   .npy/.npz and safetensors.  Checkpoints, images and datasets build on them
+   in the next sections. */
 /* Every reader checks magic numbers, header sizes (overflow-checked against
    the file size), offsets, element counts and labels, and fails with
    PRG_ERR_IO (cannot open or read), PRG_ERR_FORMAT (corrupt, truncated,
@@ -1011,12 +1026,6 @@ void prg_ema_update(float *ema /* [n] */, const float *params /* [n] */, size_t 
    directory is refused; a symlink at <path> is itself replaced, the file
    it points to is never written).  Numbers on disk are
    little-endian whatever the host (IDX: big-endian, as specified).
-
-       prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
-       if (prg_dataset_load(&ds, "mnist/train-images-idx3-ubyte.gz") != PRG_OK)
-           fprintf(stderr, "%s\n", prg_last_error());
-       // ds.images [ds.n][ds.c][ds.h][ds.w] uint8, ds.labels [ds.n]
-       prg_dataset_free(&ds);
 
        prg_st *st;                        // a checkpoint, one tensor at a time
        if (prg_st_open(&st, "model.safetensors") == PRG_OK) {
@@ -1122,7 +1131,28 @@ void        prg_st_metadata_at(const prg_st *st, int i, const char **key, const 
 prg_result prg_st_write(const char *path, const prg_st_tensor *tensors, int n,
                                  const char *const *meta_kv, int nmeta);
 
-/* ---- checkpoints ----------------------------------------------------- */
+/* ---- .npy / .npz ----------------------------------------------------- */
+typedef struct prg_array {
+    prg_dtype dtype;
+    int       ndim;
+    int64_t   shape[PRG_MAX_DIMS];
+    size_t    count;      /* product of shape */
+    void     *data;       /* count elements, C order, host byte order; prg_alloc'd */
+} prg_array;
+void       prg_array_free(prg_array *a);
+prg_result prg_npy_read(prg_array *a, const char *path);
+/* One array of an .npz (zip, stored or deflate, zip64 ok, CRC-32 checked);
+   name with or without ".npy".  Both loaders return numpy's fixed-length
+   strings as their elements with the length as one more last dimension:
+   'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
+prg_result prg_npz_read(prg_array *a, const char *path, const char *name);
+prg_result prg_npy_write(const char *path, const prg_array *a);
+/* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
+prg_result prg_npz_write(const char *path, const char *const *names, const prg_array *arrays, int n);
+
+/* >>checkpoint ========================================================== */
+/* U-Net, classifier and training-state files. */
+
 /* Checkpoints are safetensors files: the U-Net tensors under the reference's
    state_dict() names (F32), for a classifier also head.norm.weight ...
    head.fc2.weight, and in __metadata__ the config ("prg.unet", the text of
@@ -1176,73 +1206,11 @@ prg_result prg_train_state_save_meta(const prg_unet *net, const prg_classifier *
                                     const prg_rng *rng, int64_t step, const char *path,
                                     const char *const *extra_kv, int nextra);
 
-/* ---- .npy / .npz ----------------------------------------------------- */
-typedef struct prg_array {
-    prg_dtype dtype;
-    int       ndim;
-    int64_t   shape[PRG_MAX_DIMS];
-    size_t    count;      /* product of shape */
-    void     *data;       /* count elements, C order, host byte order; prg_alloc'd */
-} prg_array;
-void       prg_array_free(prg_array *a);
-prg_result prg_npy_read(prg_array *a, const char *path);
-/* One array of an .npz (zip, stored or deflate, zip64 ok, CRC-32 checked);
-   name with or without ".npy".  Both loaders return numpy's fixed-length
-   strings as their elements with the length as one more last dimension:
-   'S<n>' (bytes) as U8 [...][n], 'U<n>' (UCS-4) as U32 [...][n]. */
-prg_result prg_npz_read(prg_array *a, const char *path, const char *name);
-prg_result prg_npy_write(const char *path, const prg_array *a);
-/* Writes an uncompressed .npz (np.load reads it) of n named arrays. */
-prg_result prg_npz_write(const char *path, const char *const *names, const prg_array *arrays, int n);
+/* >>images ============================================================== */
+/* Image files in and out: PNG/JPEG decoders and encoders, PGM/PPM, resizing
+   and crops, sample grids and charts. */
 
-/* ---- image datasets -------------------------------------------------- */
-/* An in-memory uint8 image dataset.  images and labels come from
-   prg_alloc; prg_dataset_free releases them and zeroes the struct. */
-typedef struct prg_dataset {
-    int n, c, h, w, num_classes;
-    uint8_t *images;   /* [n][c][h][w] */
-    int32_t *labels;   /* [n], each in [0, num_classes) */
-    char **class_names; /* [num_classes] names in label order, or NULL when the files name no
-                           classes; one prg_alloc block (set with prg_dataset_set_class_names) */
-} prg_dataset;
-void       prg_dataset_free(prg_dataset *ds);
-prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
-/* Copies n class names (label order) into ds and sets num_classes = n;
-   PRG_ERR_ARG (nothing changed) when a name is NULL or a label is >= n
-   (the message gives the first such index).  names NULL, n 0: removes them. */
-prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n);
-/* MNIST / Fashion-MNIST IDX files (raw or .gz): images u8 [N][rows][cols]
-   (magic 0x00000803), labels u8 [N] (0x00000801), 10 classes. */
-prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const char *labels_path);
-/* CIFAR-10 binary: records <label><3072 pixels R,G,B planes>, 10 classes
-   (class_names airplane, automobile, ..., truck); the files are
-   concatenated in order (e.g. data_batch_1..5.bin). */
-prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths);
-/* CIFAR-100 binary: records <coarse><fine><3072>; coarse != 0 picks the 20
-   superclasses, else the 100 classes. */
-prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, int npaths, int coarse);
-/* .npz with 'data' and 'labels' (any integer type).  Downsampled-ImageNet
-   layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
-   labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
-   with labels 0-based, num_classes = largest label + 1 (at most
-   PRG_MAX_CLASSES: a larger label is refused, naming file and index).  An
-   optional 'classes' (numpy strings [K], np.array(names), or u8 [K][L]: row
-   k the UTF-8 name of class k, NUL-padded, as examples/prepare writes it)
-   sets num_classes = K and class_names, and a label past K is
-   PRG_ERR_FORMAT naming the index. */
-prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
-/* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
-   test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
-   Fashion-MNIST ({train,t10k}-{images-idx3,labels-idx1}-ubyte, raw or .gz).
-   train != 0 picks the training split. */
-prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train);
-/* Picks the loader from the magic and the name: IDX (raw or .gz, the other
-   file found by swapping images<->labels, idx3<->idx1 in the name), .npz,
-   CIFAR-10/100 binary (by name: data_batch*, test_batch* / train.bin,
-   test.bin under cifar-100*, else by record size). */
-prg_result prg_dataset_load(prg_dataset *ds, const char *path);
-
-/* ---- images ---------------------------------------------------------- */
+/* ---- writers --------------------------------------------------------- */
 /* 8-bit PNG, c = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; filtered rows, deflate. */
 prg_result prg_png_write(const char *path, const uint8_t *pixels /* [h][w][c] */, int h, int w, int c);
 /* Binary PGM (c = 1, P5) / PPM (c = 3, P6). */
@@ -1466,7 +1434,62 @@ void prg_image_to_planar(uint8_t *dst /* [c][h][w] */, const prg_image *src);
 /* >>data ================================================================ */
 /* In-memory datasets, augmentation, normalisation, a prefetching iterator. */
 
-/* Datasets (prg_dataset) are loaded by the io section. */
+/* ---- datasets -------------------------------------------------------- */
+/* An in-memory uint8 image dataset:
+
+       prg_dataset ds;                    // MNIST, CIFAR, downsampled ImageNet
+       if (prg_dataset_load(&ds, "mnist/train-images-idx3-ubyte.gz") != PRG_OK)
+           fprintf(stderr, "%s\n", prg_last_error());
+       // ds.images [ds.n][ds.c][ds.h][ds.w] uint8, ds.labels [ds.n]
+       prg_dataset_free(&ds);
+
+   images and labels come from prg_alloc; prg_dataset_free releases them
+   and zeroes the struct. */
+typedef struct prg_dataset {
+    int n, c, h, w, num_classes;
+    uint8_t *images;   /* [n][c][h][w] */
+    int32_t *labels;   /* [n], each in [0, num_classes) */
+    char **class_names; /* [num_classes] names in label order, or NULL when the files name no
+                           classes; one prg_alloc block (set with prg_dataset_set_class_names) */
+} prg_dataset;
+void       prg_dataset_free(prg_dataset *ds);
+prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes);
+/* Copies n class names (label order) into ds and sets num_classes = n;
+   PRG_ERR_ARG (nothing changed) when a name is NULL or a label is >= n
+   (the message gives the first such index).  names NULL, n 0: removes them. */
+prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n);
+/* MNIST / Fashion-MNIST IDX files (raw or .gz): images u8 [N][rows][cols]
+   (magic 0x00000803), labels u8 [N] (0x00000801), 10 classes. */
+prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const char *labels_path);
+/* CIFAR-10 binary: records <label><3072 pixels R,G,B planes>, 10 classes
+   (class_names airplane, automobile, ..., truck); the files are
+   concatenated in order (e.g. data_batch_1..5.bin). */
+prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths);
+/* CIFAR-100 binary: records <coarse><fine><3072>; coarse != 0 picks the 20
+   superclasses, else the 100 classes. */
+prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, int npaths, int coarse);
+/* .npz with 'data' and 'labels' (any integer type).  Downsampled-ImageNet
+   layout: data u8 [N][3*s*s] (R, G, B planes; s = 64, 32, 16 or 8) with
+   labels 1..1000, stored 0-based, 1000 classes.  Or data u8 [N][C][H][W]
+   with labels 0-based, num_classes = largest label + 1 (at most
+   PRG_MAX_CLASSES: a larger label is refused, naming file and index).  An
+   optional 'classes' (numpy strings [K], np.array(names), or u8 [K][L]: row
+   k the UTF-8 name of class k, NUL-padded, as examples/prepare writes it)
+   sets num_classes = K and class_names, and a label past K is
+   PRG_ERR_FORMAT naming the index. */
+prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path);
+/* A split from a dataset's usual directory: CIFAR-10 (data_batch_1..5.bin /
+   test_batch.bin), CIFAR-100 (train.bin / test.bin, fine labels), MNIST and
+   Fashion-MNIST ({train,t10k}-{images-idx3,labels-idx1}-ubyte, raw or .gz).
+   train != 0 picks the training split. */
+prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train);
+/* Picks the loader from the magic and the name: IDX (raw or .gz, the other
+   file found by swapping images<->labels, idx3<->idx1 in the name), .npz,
+   CIFAR-10/100 binary (by name: data_batch*, test_batch* / train.bin,
+   test.bin under cifar-100*, else by record size). */
+prg_result prg_dataset_load(prg_dataset *ds, const char *path);
+
+/* ---- augmentation ---------------------------------------------------- */
 
 /* Images here are uint8 planes [C][H][W].  The augmentations follow timm /
    torchvision on PIL images exactly (same arithmetic, same rounding), with
@@ -7877,7 +7900,7 @@ prg_result prg_ode_gvp_euler_backward(prg_velocity_fn vel, prg_velocity_vjp_fn v
     return rc != PRG_OK ? rc : prg__euler_backward(&g, vel, vjp, ctx, batch, dim, states, dz, dx, right_end, 0, who);
 }
 
-/* >>prg ================================================================= */
+/* >>classifier ========================================================== */
 
 prg_result prg_unet_velocity(void *net, int batch, const float *x, const float *t, float *v) {
     return prg_unet_forward((prg_unet *)net, batch, x, t, v);
@@ -11275,7 +11298,7 @@ prg_result prg_st_write(const char *path, const prg_st_tensor *tensors, int n, c
     return prg__wclose(&w);
 }
 
-/* ---- checkpoints ----------------------------------------------------- */
+/* >>checkpoint ========================================================== */
 
 static int prg__config_equal(const prg_unet_config *a, const prg_unet_config *b) {
     char sa[512], sb[512];
@@ -11938,493 +11961,9 @@ done:
     return r;
 }
 
-/* ---- datasets -------------------------------------------------------- */
+/* >>images ============================================================== */
 
-void prg_dataset_free(prg_dataset *ds) {
-    if (!ds) return;
-    prg_free(ds->images);
-    prg_free(ds->labels);
-    prg_free(ds->class_names);
-    memset(ds, 0, sizeof *ds);
-}
-
-prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n) {
-    char **copy;
-    int i;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: ds is NULL");
-    if (!names && n == 0) {
-        prg_free(ds->class_names);
-        ds->class_names = NULL;
-        return PRG_OK;
-    }
-    if (!names || n < 1 || n > 1000000) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: %d names (1..1000000)", n);
-    for (i = 0; i < n; i++)
-        if (!names[i]) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: name %d is NULL", i);
-    for (i = 0; i < ds->n; i++)
-        if (ds->labels[i] < 0 || ds->labels[i] >= n)
-            return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: label %d of image %d is past the %d class names", (int)ds->labels[i], i, n);
-    if (!(copy = prg__names_copy(names, n))) return prg__fail(PRG_ERR_NOMEM, "prg_dataset_set_class_names: out of memory");
-    prg_free(ds->class_names);
-    ds->class_names = copy;
-    ds->num_classes = n;
-    return PRG_OK;
-}
-
-prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes) {
-    size_t per;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_alloc: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    if (n < 0 || c < 1 || h < 1 || w < 1 || num_classes < 1 || (size_t)c * (size_t)h > (size_t)INT32_MAX / (size_t)w)
-        return prg__fail(PRG_ERR_ARG, "dataset %d x %d x %d x %d with %d classes: bad size", n, c, h, w, num_classes);
-    per = (size_t)c * (size_t)h * (size_t)w;
-    if (n && per > SIZE_MAX / 2 / (size_t)n) return prg__fail(PRG_ERR_NOMEM, "dataset of %d images of %zu bytes does not fit in memory", n, per);
-    ds->images = (uint8_t *)prg_alloc(per * (size_t)n + 1);
-    ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * (size_t)n + 1);
-    if (!ds->images || !ds->labels) {
-        prg_dataset_free(ds);
-        return prg__fail(PRG_ERR_NOMEM, "out of memory for a dataset of %d images of %zu bytes", n, per);
-    }
-    ds->n = n;
-    ds->c = c;
-    ds->h = h;
-    ds->w = w;
-    ds->num_classes = num_classes;
-    return PRG_OK;
-}
-
-/* IDX header: 0 0 type ndim, then ndim big-endian u32 sizes. */
-static prg_result prg__idx_header(const uint8_t *p, size_t len, const char *path, int gz, int ndim, uint32_t *dims, size_t *data_off) {
-    const char *z = gz ? " (decompressed)" : "";
-    uint64_t count = 1;
-    int k;
-    if (len < 4) return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated at byte %zu: IDX magic needs 4 bytes", path, z, len);
-    if (p[0] != 0 || p[1] != 0 || p[3] != ndim)
-        return prg__fail(PRG_ERR_FORMAT, "%s%s: wrong magic %02x %02x %02x %02x at byte 0: IDX %s file expected (00 00 08 %02x)", path, z, p[0], p[1],
-                         p[2], p[3], ndim == 3 ? "images" : "labels", ndim);
-    if (p[2] != 8)
-        return prg__fail(PRG_ERR_UNSUPPORTED, "%s%s: IDX element type 0x%02x at byte 2 is not unsigned byte (0x08)", path, z, p[2]);
-    if (len < 4 + 4 * (size_t)ndim) return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated at byte %zu: IDX header needs %d bytes", path, z, len, 4 + 4 * ndim);
-    for (k = 0; k < ndim; k++) {
-        dims[k] = prg__rd32be(p + 4 + 4 * k);
-        if (dims[k] > (k ? 65535u : (uint32_t)INT32_MAX) || (k && dims[k] == 0))
-            return prg__fail(PRG_ERR_FORMAT, "%s%s: absurd IDX dimension %u at byte %d", path, z, dims[k], 4 + 4 * k);
-        count *= dims[k];
-    }
-    *data_off = 4 + 4 * (size_t)ndim;
-    if (count > (uint64_t)(len - *data_off))
-        return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated: the header asks for %llu bytes from byte %zu, the file has %zu", path, z,
-                         (unsigned long long)count, *data_off, len - *data_off);
-    if (count < (uint64_t)(len - *data_off))
-        return prg__fail(PRG_ERR_FORMAT, "%s%s: %llu trailing bytes after the data (from byte %llu)", path, z,
-                         (unsigned long long)(len - *data_off - count), (unsigned long long)(*data_off + count));
-    return PRG_OK;
-}
-
-/* An IDX file, decompressed no further than its header says it needs (plus
-   one byte, so that trailing data is still reported). */
-static prg_result prg__idx_read(const char *path, int ndim, uint8_t **buf, size_t *len) {
-    uint8_t *head;
-    size_t hl;
-    uint64_t hdr = 4 + 4 * (uint64_t)ndim, need = hdr, count = 1;
-    int k, ok;
-    prg_result r = prg__file_read_part(path, (size_t)hdr, &head, &hl);
-    if (r) return r;
-    /* the dimensions as prg__idx_header accepts them; anything else reads only the header */
-    ok = hl == hdr && head[0] == 0 && head[1] == 0 && head[2] == 8 && head[3] == ndim;
-    for (k = 0; ok && k < ndim; k++) {
-        uint32_t d = prg__rd32be(head + 4 + 4 * k);
-        if (d > (k ? 65535u : (uint32_t)INT32_MAX) || (k && d == 0)) ok = 0;
-        else count *= d; /* at most 2^31 * 2^16 * 2^16 */
-        if (count > ((uint64_t)1 << 62)) ok = 0;
-    }
-    if (ok) need = hdr + count;
-    prg_free(head);
-    if (need > (uint64_t)(SIZE_MAX / 2)) need = SIZE_MAX / 2;
-    return prg__file_read_part(path, (size_t)need + 1, buf, len);
-}
-
-static int prg__is_gz(const char *path) {
-    FILE *f = fopen(path, "rb");
-    int a, b;
-    if (!f) return 0;
-    a = fgetc(f);
-    b = fgetc(f);
-    fclose(f);
-    return a == 0x1f && b == 0x8b;
-}
-
-prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const char *labels_path) {
-    uint8_t *img = NULL, *lab = NULL;
-    size_t ilen, llen, ioff, loff, i, per;
-    uint32_t idim[3], ldim[1];
-    prg_result r;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_idx: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    if ((r = prg__idx_read(images_path, 3, &img, &ilen)) != PRG_OK) return r;
-    r = prg__idx_header(img, ilen, images_path, prg__is_gz(images_path), 3, idim, &ioff);
-    if (!r) r = prg__idx_read(labels_path, 1, &lab, &llen);
-    if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
-    if (!r && ldim[0] != idim[0])
-        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
-                      ldim[0], images_path, idim[0]);
-    if (!r) {
-        ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * idim[0] + 1);
-        if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", labels_path);
-    }
-    for (i = 0; !r && i < idim[0]; i++) {
-        if (lab[loff + i] > 9) r = prg__fail(PRG_ERR_FORMAT, "%s: label %d at byte %zu is out of range 0..9", labels_path, lab[loff + i], loff + i);
-        else ds->labels[i] = lab[loff + i];
-    }
-    prg_free(lab);
-    if (r) {
-        prg_free(img);
-        prg_dataset_free(ds);
-        return r;
-    }
-    per = (size_t)idim[1] * idim[2];
-    memmove(img, img + ioff, per * idim[0]); /* the file buffer becomes the image array */
-    ds->images = img;
-    ds->n = (int)idim[0];
-    ds->c = 1;
-    ds->h = (int)idim[1];
-    ds->w = (int)idim[2];
-    ds->num_classes = 10;
-    return PRG_OK;
-}
-
-static prg_result prg__cifar_load(prg_dataset *ds, const char *const *paths, int npaths, int label_bytes, int which, int num_classes) {
-    enum { PIX = 3072 };
-    size_t rec = (size_t)label_bytes + PIX, total = 0, at = 0, i;
-    uint64_t size;
-    uint8_t *buf = NULL;
-    prg_result r;
-    FILE *f;
-    int k;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_cifar: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    if (npaths > 0 && !paths) return prg__fail(PRG_ERR_ARG, "%s: paths is NULL", "prg_dataset_load_cifar");
-    if (npaths < 1 || !paths) return prg__fail(PRG_ERR_ARG, "CIFAR: no files given");
-    for (k = 0; k < npaths; k++) { /* sizes first: one allocation, nothing read from a bad set */
-        if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) return r;
-        fclose(f);
-        if (size == 0 || size % rec)
-            return prg__fail(PRG_ERR_FORMAT, "%s: truncated or not CIFAR-%d: %llu bytes is not a whole number of %zu-byte records (the last record starts at byte %llu)",
-                             paths[k], num_classes == 10 ? 10 : 100, (unsigned long long)size, rec,
-                             (unsigned long long)(size / rec * rec));
-        if (size / rec > (uint64_t)INT32_MAX - total) return prg__fail(PRG_ERR_FORMAT, "%s: absurd record count", paths[k]);
-        total += (size_t)(size / rec);
-    }
-    if ((r = prg_dataset_alloc(ds, (int)total, 3, 32, 32, num_classes)) != PRG_OK) return r;
-    buf = (uint8_t *)prg_alloc(rec * 256);
-    if (!buf) {
-        prg_dataset_free(ds);
-        return prg__fail(PRG_ERR_NOMEM, "CIFAR: out of memory");
-    }
-    for (k = 0; k < npaths && !r; k++) {
-        size_t nrec, done = 0;
-        if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) break;
-        nrec = (size_t)(size / rec);
-        while (!r && done < nrec) {
-            size_t m = nrec - done < 256 ? nrec - done : 256;
-            r = prg__fread_at(f, paths[k], (uint64_t)done * rec, buf, m * rec);
-            for (i = 0; !r && i < m; i++) {
-                int lab = buf[i * rec + (size_t)which];
-                if (lab >= num_classes)
-                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %d of record %zu (byte %zu) is out of range 0..%d", paths[k], lab, done + i,
-                                  (done + i) * rec + (size_t)which, num_classes - 1);
-                ds->labels[at] = lab;
-                memcpy(ds->images + at * PIX, buf + i * rec + label_bytes, PIX);
-                at++;
-            }
-            done += m;
-        }
-        fclose(f);
-    }
-    prg_free(buf);
-    if (!r && at != total) r = prg__fail(PRG_ERR_IO, "CIFAR: the files changed while reading");
-    if (r) prg_dataset_free(ds);
-    return r;
-}
-
-prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths) {
-    static const char *const names[10] = {"airplane", "automobile", "bird", "cat", "deer",
-                                          "dog", "frog", "horse", "ship", "truck"};
-    prg_result r = prg__cifar_load(ds, paths, npaths, 1, 0, 10);
-    if (!r && (r = prg_dataset_set_class_names(ds, names, 10)) != PRG_OK) prg_dataset_free(ds);
-    return r;
-}
-prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, int npaths, int coarse) {
-    return prg__cifar_load(ds, paths, npaths, 2, coarse ? 0 : 1, coarse ? 20 : 100);
-}
-
-/* The optional 'classes' array of a dataset .npz: u8 [K][L], row k the
-   name of class k, NUL-padded.  base: 1 when the file's labels are 1-based
-   (for the message). */
-static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int base) {
-    prg_array a;
-    prg__zipent e;
-    FILE *f;
-    uint64_t size;
-    const char **v = NULL;
-    char *text = NULL;
-    prg_result r;
-    int64_t k, len;
-    int i, found;
-    /* absent is fine ('data' and 'labels' were read, so the directory is sound) */
-    if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
-    found = prg__zip_find(f, path, size, "classes", &e) == PRG_OK;
-    fclose(f);
-    if (!found) return PRG_OK;
-    if ((r = prg_npz_read(&a, path, "classes")) != PRG_OK) return r;
-    if ((a.dtype != PRG_DT_U8 && a.dtype != PRG_DT_U32) || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1 ||
-        a.shape[1] > 4096) {
-        r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be numpy strings [classes] (S or U) or uint8 [classes][max name length] "
-                      "(one NUL-padded name a row, at most 4096 bytes), got %s with %d dims", path, prg_dtype_name(a.dtype), a.ndim);
-        prg_array_free(&a);
-        return r;
-    }
-    k = a.shape[0];
-    len = a.shape[1];
-    for (i = 0; i < ds->n; i++)
-        if (ds->labels[i] >= k) {
-            r = prg__fail(PRG_ERR_FORMAT, "%s: label %d at index %d is past the %lld classes of 'classes' (labels %s..%lld)", path,
-                          (int)ds->labels[i] + base, i, (long long)k, base ? "1" : "0", (long long)(k - 1 + base));
-            prg_array_free(&a);
-            return r;
-        }
-    v = (const char **)PRG_MALLOC(sizeof(char *) * (size_t)k);
-    text = (char *)PRG_MALLOC((size_t)(k * (4 * len + 1))); /* UTF-8: 4 bytes a code point at most */
-    if (!v || !text) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for the class names", path);
-    for (i = 0; !r && i < k; i++) {
-        char *d = text + (size_t)i * (size_t)(4 * len + 1);
-        int64_t j;
-        v[i] = d;
-        if (a.dtype == PRG_DT_U8) {
-            memcpy(d, (const uint8_t *)a.data + (size_t)i * (size_t)len, (size_t)len);
-            d[len] = 0;
-            continue;
-        }
-        for (j = 0; j < len; j++) { /* UCS-4 -> UTF-8 */
-            uint32_t cp = ((const uint32_t *)a.data)[(size_t)i * (size_t)len + (size_t)j];
-            if (!cp) break;
-            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-                r = prg__fail(PRG_ERR_FORMAT, "%s: 'classes' name %d has the invalid code point 0x%lx", path, i, (unsigned long)cp);
-                break;
-            }
-            d = prg__utf8_put(d, cp);
-        }
-        *d = 0;
-    }
-    if (!r) r = prg_dataset_set_class_names(ds, v, (int)k);
-    if (v) PRG_FREE((void *)v);
-    if (text) PRG_FREE(text);
-    prg_array_free(&a);
-    return r;
-}
-
-prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
-    prg_array data, labels;
-    prg_result r;
-    int64_t n, hi = 0, v;
-    int c = 3, h = 0, w = 0, base = 0, imagenet;
-    size_t i;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_npz: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    memset(&labels, 0, sizeof labels);
-    if ((r = prg_npz_read(&data, path, "data")) != PRG_OK) return r;
-    r = prg_npz_read(&labels, path, "labels");
-    imagenet = data.ndim == 2;
-    n = data.ndim ? data.shape[0] : 0;
-    if (!r && (data.dtype != PRG_DT_U8 || (data.ndim != 2 && data.ndim != 4)))
-        r = prg__fail(PRG_ERR_SHAPE, "%s: 'data' must be uint8 [N][3*s*s] or [N][C][H][W], got %s with %d dims", path, prg_dtype_name(data.dtype), data.ndim);
-    if (!r && imagenet) {
-        for (h = 1; 3 * (int64_t)h * h < data.shape[1]; h++) {}
-        w = h;
-        base = 1;
-        if (3 * (int64_t)h * h != data.shape[1])
-            r = prg__fail(PRG_ERR_SHAPE, "%s: 'data' rows of %lld bytes are not 3 planes of s*s pixels", path, (long long)data.shape[1]);
-    } else if (!r) {
-        if (data.shape[1] > 4096 || data.shape[2] > 65535 || data.shape[3] > 65535 || data.shape[1] < 1 || data.shape[2] < 1 || data.shape[3] < 1)
-            r = prg__fail(PRG_ERR_SHAPE, "%s: absurd 'data' shape", path);
-        c = (int)data.shape[1];
-        h = (int)data.shape[2];
-        w = (int)data.shape[3];
-    }
-    if (!r && (n > INT32_MAX || !prg__dtype_is_int(labels.dtype) || labels.ndim != 1 || labels.shape[0] != n))
-        r = prg__fail(PRG_ERR_SHAPE, "%s: 'labels' must be integers [%lld] like 'data', got %s with %d dims of %lld", path, (long long)n,
-                      prg_dtype_name(labels.dtype), labels.ndim, (long long)(labels.ndim ? labels.shape[0] : 0));
-    if (!r) {
-        hi = INT64_MIN;
-        for (i = 0; i < labels.count; i++) {
-            v = prg__int_at(labels.data, labels.dtype, i);
-            if (v > hi) hi = v;
-            if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
-                if (imagenet)
-                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 1..1000 (downsampled-ImageNet "
-                                  "labels are 1-based)", path, (long long)v, i);
-                else
-                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 0..%d (PRG_MAX_CLASSES - 1; "
-                                  "the class count is the largest label + 1)", path, (long long)v, i, PRG_MAX_CLASSES - 1);
-                break;
-            }
-        }
-    }
-    if (!r) {
-        ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * (size_t)n + 1);
-        if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
-    }
-    if (r) {
-        prg_array_free(&data);
-        prg_array_free(&labels);
-        prg_dataset_free(ds);
-        return r;
-    }
-    for (i = 0; i < (size_t)n; i++) ds->labels[i] = (int32_t)(prg__int_at(labels.data, labels.dtype, i) - base);
-    prg_array_free(&labels);
-    ds->images = (uint8_t *)data.data; /* R, G, B planes per row: already [N][3][s][s] */
-    ds->n = (int)n;
-    ds->c = c;
-    ds->h = h;
-    ds->w = w;
-    ds->num_classes = imagenet ? 1000 : (int)(n ? hi + 1 : 1);
-    if ((r = prg__npz_class_names(ds, path, base)) != PRG_OK) prg_dataset_free(ds);
-    return r;
-}
-
-/* The name with `from` (last occurrence in the base name) replaced by `to`;
-   NULL when absent. */
-static char *prg__name_swap(const char *path, const char *from, const char *to) {
-    const char *base = path, *p, *hit = NULL;
-    size_t fl = strlen(from), tl = strlen(to), n = strlen(path);
-    char *out;
-    for (p = path; *p; p++)
-        if (*p == '/' || *p == '\\') base = p + 1;
-    for (p = base; (p = strstr(p, from)) != NULL; p++) hit = p;
-    if (!hit) return NULL;
-    out = (char *)PRG_MALLOC(n - fl + tl + 1);
-    if (!out) return NULL;
-    memcpy(out, path, (size_t)(hit - path));
-    memcpy(out + (hit - path), to, tl);
-    strcpy(out + (hit - path) + tl, hit + fl);
-    return out;
-}
-
-static char *prg__join(const char *dir, const char *name) {
-    size_t dl = strlen(dir), nl = strlen(name);
-    int sep = dl && dir[dl - 1] != '/' && dir[dl - 1] != '\\';
-    char *p = (char *)PRG_MALLOC(dl + (size_t)sep + nl + 1);
-    if (!p) return NULL;
-    memcpy(p, dir, dl);
-    if (sep) p[dl] = '/';
-    memcpy(p + dl + sep, name, nl + 1);
-    return p;
-}
-
-static int prg__exists(const char *path) {
-    FILE *f = path ? fopen(path, "rb") : NULL;
-    if (f) fclose(f);
-    return f != NULL;
-}
-
-prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train) {
-    static const char *const c10[5] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
-    char *p[5] = {NULL, NULL, NULL, NULL, NULL}, name[64];
-    const char *split = train ? "train" : "t10k";
-    prg_result r;
-    int k, n = 0, kind = 0, gz;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_dir: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    if (!dir) return prg__fail(PRG_ERR_ARG, "dataset directory is NULL");
-    p[0] = prg__join(dir, "data_batch_1.bin");
-    if (prg__exists(p[0])) {
-        kind = 10;
-        if (train)
-            for (n = 1; n < 5; n++) p[n] = prg__join(dir, c10[n]);
-        else {
-            PRG_FREE(p[0]);
-            p[0] = prg__join(dir, "test_batch.bin");
-            n = 1;
-        }
-    } else {
-        PRG_FREE(p[0]);
-        p[0] = prg__join(dir, train ? "train.bin" : "test.bin");
-        if (prg__exists(p[0])) {
-            kind = 100;
-            n = 1;
-        } else {
-            for (gz = 0; gz < 2 && !kind; gz++) {
-                PRG_FREE(p[0]);
-                snprintf(name, sizeof name, "%s-images-idx3-ubyte%s", split, gz ? ".gz" : "");
-                p[0] = prg__join(dir, name);
-                if (prg__exists(p[0])) {
-                    kind = 1;
-                    snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? ".gz" : "");
-                    p[1] = prg__join(dir, name);
-                    if (!prg__exists(p[1])) { /* labels may be gzipped when images are not, or the other way */
-                        PRG_FREE(p[1]);
-                        snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? "" : ".gz");
-                        p[1] = prg__join(dir, name);
-                    }
-                    n = 2;
-                }
-            }
-        }
-    }
-    for (k = 0; k < (n ? n : 1); k++)
-        if (!p[k]) {
-            r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", dir);
-            goto out;
-        }
-    if (kind == 10) r = prg_dataset_load_cifar10(ds, (const char *const *)p, n);
-    else if (kind == 100) r = prg_dataset_load_cifar100(ds, (const char *const *)p, 1, 0);
-    else if (kind == 1) r = prg_dataset_load_idx(ds, p[0], p[1]);
-    else
-        r = prg__fail(PRG_ERR_IO, "%s: no known dataset layout here (looked for data_batch_1.bin, %s, %s-images-idx3-ubyte[.gz])", dir,
-                      train ? "train.bin" : "test.bin", split);
-out:
-    for (k = 0; k < 5; k++)
-        if (p[k]) PRG_FREE(p[k]);
-    return r;
-}
-
-prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
-    uint8_t m[4] = {0, 0, 0, 0};
-    uint64_t size;
-    FILE *f;
-    prg_result r;
-    const char *base = path, *p;
-    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load: ds is NULL");
-    memset(ds, 0, sizeof *ds);
-    if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
-    if (size >= 4 && fread(m, 1, 4, f) != 4) m[0] = m[1] = 0xff;
-    fclose(f);
-    for (p = path; *p; p++)
-        if (*p == '/' || *p == '\\') base = p + 1;
-    if (m[0] == 'P' && m[1] == 'K') return prg_dataset_load_npz(ds, path);
-    if ((m[0] == 0x1f && m[1] == 0x8b) || (m[0] == 0 && m[1] == 0 && m[2] == 8 && (m[3] == 3 || m[3] == 1))) {
-        int is_labels = m[0] == 0 ? m[3] == 1 : strstr(base, "labels") != NULL; /* raw: the magic decides */
-        char *other = is_labels ? prg__name_swap(path, "labels", "images") : prg__name_swap(path, "images", "labels"), *o2;
-        if (!other)
-            return prg__fail(PRG_ERR_ARG, "%s: an IDX file, but the name has no 'images'/'labels' to find its partner; use prg_dataset_load_idx", path);
-        o2 = is_labels ? prg__name_swap(other, "idx1", "idx3") : prg__name_swap(other, "idx3", "idx1");
-        if (o2) {
-            PRG_FREE(other);
-            other = o2;
-        }
-        r = is_labels ? prg_dataset_load_idx(ds, other, path) : prg_dataset_load_idx(ds, path, other);
-        PRG_FREE(other);
-        return r;
-    }
-    if (strstr(path, "cifar-100") || strstr(path, "cifar100") || strcmp(base, "train.bin") == 0 || strcmp(base, "test.bin") == 0)
-        return prg_dataset_load_cifar100(ds, &path, 1, 0);
-    if (strstr(base, "data_batch") || strstr(base, "test_batch") || (size && size % 3073 == 0 && size % 3074 != 0))
-        return prg_dataset_load_cifar10(ds, &path, 1);
-    if (size && size % 3074 == 0 && size % 3073 != 0) return prg_dataset_load_cifar100(ds, &path, 1, 0);
-    return prg__fail(PRG_ERR_FORMAT, "%s: unknown dataset format (magic %02x %02x %02x %02x at byte 0; IDX, .npz, CIFAR-10/100 binary are known)",
-                     path, m[0], m[1], m[2], m[3]);
-}
-
-/* ---- images ---------------------------------------------------------- */
+/* ---- writers --------------------------------------------------------- */
 
 static void prg__chunk(prg__wfile *w, const char *type, const uint8_t *data, size_t n) {
     uint8_t b[4];
@@ -14872,6 +14411,494 @@ prg_result prg_jpeg_encode(uint8_t **out, size_t *out_len, const uint8_t *pixels
 #endif /* PRG_NO_IMAGE */
 
 /* >>data ================================================================ */
+
+/* ---- datasets -------------------------------------------------------- */
+
+void prg_dataset_free(prg_dataset *ds) {
+    if (!ds) return;
+    prg_free(ds->images);
+    prg_free(ds->labels);
+    prg_free(ds->class_names);
+    memset(ds, 0, sizeof *ds);
+}
+
+prg_result prg_dataset_set_class_names(prg_dataset *ds, const char *const *names, int n) {
+    char **copy;
+    int i;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: ds is NULL");
+    if (!names && n == 0) {
+        prg_free(ds->class_names);
+        ds->class_names = NULL;
+        return PRG_OK;
+    }
+    if (!names || n < 1 || n > 1000000) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: %d names (1..1000000)", n);
+    for (i = 0; i < n; i++)
+        if (!names[i]) return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: name %d is NULL", i);
+    for (i = 0; i < ds->n; i++)
+        if (ds->labels[i] < 0 || ds->labels[i] >= n)
+            return prg__fail(PRG_ERR_ARG, "prg_dataset_set_class_names: label %d of image %d is past the %d class names", (int)ds->labels[i], i, n);
+    if (!(copy = prg__names_copy(names, n))) return prg__fail(PRG_ERR_NOMEM, "prg_dataset_set_class_names: out of memory");
+    prg_free(ds->class_names);
+    ds->class_names = copy;
+    ds->num_classes = n;
+    return PRG_OK;
+}
+
+prg_result prg_dataset_alloc(prg_dataset *ds, int n, int c, int h, int w, int num_classes) {
+    size_t per;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_alloc: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    if (n < 0 || c < 1 || h < 1 || w < 1 || num_classes < 1 || (size_t)c * (size_t)h > (size_t)INT32_MAX / (size_t)w)
+        return prg__fail(PRG_ERR_ARG, "dataset %d x %d x %d x %d with %d classes: bad size", n, c, h, w, num_classes);
+    per = (size_t)c * (size_t)h * (size_t)w;
+    if (n && per > SIZE_MAX / 2 / (size_t)n) return prg__fail(PRG_ERR_NOMEM, "dataset of %d images of %zu bytes does not fit in memory", n, per);
+    ds->images = (uint8_t *)prg_alloc(per * (size_t)n + 1);
+    ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * (size_t)n + 1);
+    if (!ds->images || !ds->labels) {
+        prg_dataset_free(ds);
+        return prg__fail(PRG_ERR_NOMEM, "out of memory for a dataset of %d images of %zu bytes", n, per);
+    }
+    ds->n = n;
+    ds->c = c;
+    ds->h = h;
+    ds->w = w;
+    ds->num_classes = num_classes;
+    return PRG_OK;
+}
+
+/* IDX header: 0 0 type ndim, then ndim big-endian u32 sizes. */
+static prg_result prg__idx_header(const uint8_t *p, size_t len, const char *path, int gz, int ndim, uint32_t *dims, size_t *data_off) {
+    const char *z = gz ? " (decompressed)" : "";
+    uint64_t count = 1;
+    int k;
+    if (len < 4) return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated at byte %zu: IDX magic needs 4 bytes", path, z, len);
+    if (p[0] != 0 || p[1] != 0 || p[3] != ndim)
+        return prg__fail(PRG_ERR_FORMAT, "%s%s: wrong magic %02x %02x %02x %02x at byte 0: IDX %s file expected (00 00 08 %02x)", path, z, p[0], p[1],
+                         p[2], p[3], ndim == 3 ? "images" : "labels", ndim);
+    if (p[2] != 8)
+        return prg__fail(PRG_ERR_UNSUPPORTED, "%s%s: IDX element type 0x%02x at byte 2 is not unsigned byte (0x08)", path, z, p[2]);
+    if (len < 4 + 4 * (size_t)ndim) return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated at byte %zu: IDX header needs %d bytes", path, z, len, 4 + 4 * ndim);
+    for (k = 0; k < ndim; k++) {
+        dims[k] = prg__rd32be(p + 4 + 4 * k);
+        if (dims[k] > (k ? 65535u : (uint32_t)INT32_MAX) || (k && dims[k] == 0))
+            return prg__fail(PRG_ERR_FORMAT, "%s%s: absurd IDX dimension %u at byte %d", path, z, dims[k], 4 + 4 * k);
+        count *= dims[k];
+    }
+    *data_off = 4 + 4 * (size_t)ndim;
+    if (count > (uint64_t)(len - *data_off))
+        return prg__fail(PRG_ERR_FORMAT, "%s%s: truncated: the header asks for %llu bytes from byte %zu, the file has %zu", path, z,
+                         (unsigned long long)count, *data_off, len - *data_off);
+    if (count < (uint64_t)(len - *data_off))
+        return prg__fail(PRG_ERR_FORMAT, "%s%s: %llu trailing bytes after the data (from byte %llu)", path, z,
+                         (unsigned long long)(len - *data_off - count), (unsigned long long)(*data_off + count));
+    return PRG_OK;
+}
+
+/* An IDX file, decompressed no further than its header says it needs (plus
+   one byte, so that trailing data is still reported). */
+static prg_result prg__idx_read(const char *path, int ndim, uint8_t **buf, size_t *len) {
+    uint8_t *head;
+    size_t hl;
+    uint64_t hdr = 4 + 4 * (uint64_t)ndim, need = hdr, count = 1;
+    int k, ok;
+    prg_result r = prg__file_read_part(path, (size_t)hdr, &head, &hl);
+    if (r) return r;
+    /* the dimensions as prg__idx_header accepts them; anything else reads only the header */
+    ok = hl == hdr && head[0] == 0 && head[1] == 0 && head[2] == 8 && head[3] == ndim;
+    for (k = 0; ok && k < ndim; k++) {
+        uint32_t d = prg__rd32be(head + 4 + 4 * k);
+        if (d > (k ? 65535u : (uint32_t)INT32_MAX) || (k && d == 0)) ok = 0;
+        else count *= d; /* at most 2^31 * 2^16 * 2^16 */
+        if (count > ((uint64_t)1 << 62)) ok = 0;
+    }
+    if (ok) need = hdr + count;
+    prg_free(head);
+    if (need > (uint64_t)(SIZE_MAX / 2)) need = SIZE_MAX / 2;
+    return prg__file_read_part(path, (size_t)need + 1, buf, len);
+}
+
+static int prg__is_gz(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int a, b;
+    if (!f) return 0;
+    a = fgetc(f);
+    b = fgetc(f);
+    fclose(f);
+    return a == 0x1f && b == 0x8b;
+}
+
+prg_result prg_dataset_load_idx(prg_dataset *ds, const char *images_path, const char *labels_path) {
+    uint8_t *img = NULL, *lab = NULL;
+    size_t ilen, llen, ioff, loff, i, per;
+    uint32_t idim[3], ldim[1];
+    prg_result r;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_idx: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    if ((r = prg__idx_read(images_path, 3, &img, &ilen)) != PRG_OK) return r;
+    r = prg__idx_header(img, ilen, images_path, prg__is_gz(images_path), 3, idim, &ioff);
+    if (!r) r = prg__idx_read(labels_path, 1, &lab, &llen);
+    if (!r) r = prg__idx_header(lab, llen, labels_path, prg__is_gz(labels_path), 1, ldim, &loff);
+    if (!r && ldim[0] != idim[0])
+        r = prg__fail(PRG_ERR_SHAPE, "%s has %u labels (count at byte 4) but %s has %u images (byte 4): not a matching pair", labels_path,
+                      ldim[0], images_path, idim[0]);
+    if (!r) {
+        ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * idim[0] + 1);
+        if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", labels_path);
+    }
+    for (i = 0; !r && i < idim[0]; i++) {
+        if (lab[loff + i] > 9) r = prg__fail(PRG_ERR_FORMAT, "%s: label %d at byte %zu is out of range 0..9", labels_path, lab[loff + i], loff + i);
+        else ds->labels[i] = lab[loff + i];
+    }
+    prg_free(lab);
+    if (r) {
+        prg_free(img);
+        prg_dataset_free(ds);
+        return r;
+    }
+    per = (size_t)idim[1] * idim[2];
+    memmove(img, img + ioff, per * idim[0]); /* the file buffer becomes the image array */
+    ds->images = img;
+    ds->n = (int)idim[0];
+    ds->c = 1;
+    ds->h = (int)idim[1];
+    ds->w = (int)idim[2];
+    ds->num_classes = 10;
+    return PRG_OK;
+}
+
+static prg_result prg__cifar_load(prg_dataset *ds, const char *const *paths, int npaths, int label_bytes, int which, int num_classes) {
+    enum { PIX = 3072 };
+    size_t rec = (size_t)label_bytes + PIX, total = 0, at = 0, i;
+    uint64_t size;
+    uint8_t *buf = NULL;
+    prg_result r;
+    FILE *f;
+    int k;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_cifar: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    if (npaths > 0 && !paths) return prg__fail(PRG_ERR_ARG, "%s: paths is NULL", "prg_dataset_load_cifar");
+    if (npaths < 1 || !paths) return prg__fail(PRG_ERR_ARG, "CIFAR: no files given");
+    for (k = 0; k < npaths; k++) { /* sizes first: one allocation, nothing read from a bad set */
+        if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) return r;
+        fclose(f);
+        if (size == 0 || size % rec)
+            return prg__fail(PRG_ERR_FORMAT, "%s: truncated or not CIFAR-%d: %llu bytes is not a whole number of %zu-byte records (the last record starts at byte %llu)",
+                             paths[k], num_classes == 10 ? 10 : 100, (unsigned long long)size, rec,
+                             (unsigned long long)(size / rec * rec));
+        if (size / rec > (uint64_t)INT32_MAX - total) return prg__fail(PRG_ERR_FORMAT, "%s: absurd record count", paths[k]);
+        total += (size_t)(size / rec);
+    }
+    if ((r = prg_dataset_alloc(ds, (int)total, 3, 32, 32, num_classes)) != PRG_OK) return r;
+    buf = (uint8_t *)prg_alloc(rec * 256);
+    if (!buf) {
+        prg_dataset_free(ds);
+        return prg__fail(PRG_ERR_NOMEM, "CIFAR: out of memory");
+    }
+    for (k = 0; k < npaths && !r; k++) {
+        size_t nrec, done = 0;
+        if ((r = prg__fopen_read(&f, paths[k], &size)) != PRG_OK) break;
+        nrec = (size_t)(size / rec);
+        while (!r && done < nrec) {
+            size_t m = nrec - done < 256 ? nrec - done : 256;
+            r = prg__fread_at(f, paths[k], (uint64_t)done * rec, buf, m * rec);
+            for (i = 0; !r && i < m; i++) {
+                int lab = buf[i * rec + (size_t)which];
+                if (lab >= num_classes)
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %d of record %zu (byte %zu) is out of range 0..%d", paths[k], lab, done + i,
+                                  (done + i) * rec + (size_t)which, num_classes - 1);
+                ds->labels[at] = lab;
+                memcpy(ds->images + at * PIX, buf + i * rec + label_bytes, PIX);
+                at++;
+            }
+            done += m;
+        }
+        fclose(f);
+    }
+    prg_free(buf);
+    if (!r && at != total) r = prg__fail(PRG_ERR_IO, "CIFAR: the files changed while reading");
+    if (r) prg_dataset_free(ds);
+    return r;
+}
+
+prg_result prg_dataset_load_cifar10(prg_dataset *ds, const char *const *paths, int npaths) {
+    static const char *const names[10] = {"airplane", "automobile", "bird", "cat", "deer",
+                                          "dog", "frog", "horse", "ship", "truck"};
+    prg_result r = prg__cifar_load(ds, paths, npaths, 1, 0, 10);
+    if (!r && (r = prg_dataset_set_class_names(ds, names, 10)) != PRG_OK) prg_dataset_free(ds);
+    return r;
+}
+prg_result prg_dataset_load_cifar100(prg_dataset *ds, const char *const *paths, int npaths, int coarse) {
+    return prg__cifar_load(ds, paths, npaths, 2, coarse ? 0 : 1, coarse ? 20 : 100);
+}
+
+/* The optional 'classes' array of a dataset .npz: u8 [K][L], row k the
+   name of class k, NUL-padded.  base: 1 when the file's labels are 1-based
+   (for the message). */
+static prg_result prg__npz_class_names(prg_dataset *ds, const char *path, int base) {
+    prg_array a;
+    prg__zipent e;
+    FILE *f;
+    uint64_t size;
+    const char **v = NULL;
+    char *text = NULL;
+    prg_result r;
+    int64_t k, len;
+    int i, found;
+    /* absent is fine ('data' and 'labels' were read, so the directory is sound) */
+    if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
+    found = prg__zip_find(f, path, size, "classes", &e) == PRG_OK;
+    fclose(f);
+    if (!found) return PRG_OK;
+    if ((r = prg_npz_read(&a, path, "classes")) != PRG_OK) return r;
+    if ((a.dtype != PRG_DT_U8 && a.dtype != PRG_DT_U32) || a.ndim != 2 || a.shape[0] < 1 || a.shape[0] > 1000000 || a.shape[1] < 1 ||
+        a.shape[1] > 4096) {
+        r = prg__fail(PRG_ERR_SHAPE, "%s: 'classes' must be numpy strings [classes] (S or U) or uint8 [classes][max name length] "
+                      "(one NUL-padded name a row, at most 4096 bytes), got %s with %d dims", path, prg_dtype_name(a.dtype), a.ndim);
+        prg_array_free(&a);
+        return r;
+    }
+    k = a.shape[0];
+    len = a.shape[1];
+    for (i = 0; i < ds->n; i++)
+        if (ds->labels[i] >= k) {
+            r = prg__fail(PRG_ERR_FORMAT, "%s: label %d at index %d is past the %lld classes of 'classes' (labels %s..%lld)", path,
+                          (int)ds->labels[i] + base, i, (long long)k, base ? "1" : "0", (long long)(k - 1 + base));
+            prg_array_free(&a);
+            return r;
+        }
+    v = (const char **)PRG_MALLOC(sizeof(char *) * (size_t)k);
+    text = (char *)PRG_MALLOC((size_t)(k * (4 * len + 1))); /* UTF-8: 4 bytes a code point at most */
+    if (!v || !text) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory for the class names", path);
+    for (i = 0; !r && i < k; i++) {
+        char *d = text + (size_t)i * (size_t)(4 * len + 1);
+        int64_t j;
+        v[i] = d;
+        if (a.dtype == PRG_DT_U8) {
+            memcpy(d, (const uint8_t *)a.data + (size_t)i * (size_t)len, (size_t)len);
+            d[len] = 0;
+            continue;
+        }
+        for (j = 0; j < len; j++) { /* UCS-4 -> UTF-8 */
+            uint32_t cp = ((const uint32_t *)a.data)[(size_t)i * (size_t)len + (size_t)j];
+            if (!cp) break;
+            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+                r = prg__fail(PRG_ERR_FORMAT, "%s: 'classes' name %d has the invalid code point 0x%lx", path, i, (unsigned long)cp);
+                break;
+            }
+            d = prg__utf8_put(d, cp);
+        }
+        *d = 0;
+    }
+    if (!r) r = prg_dataset_set_class_names(ds, v, (int)k);
+    if (v) PRG_FREE((void *)v);
+    if (text) PRG_FREE(text);
+    prg_array_free(&a);
+    return r;
+}
+
+prg_result prg_dataset_load_npz(prg_dataset *ds, const char *path) {
+    prg_array data, labels;
+    prg_result r;
+    int64_t n, hi = 0, v;
+    int c = 3, h = 0, w = 0, base = 0, imagenet;
+    size_t i;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_npz: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    memset(&labels, 0, sizeof labels);
+    if ((r = prg_npz_read(&data, path, "data")) != PRG_OK) return r;
+    r = prg_npz_read(&labels, path, "labels");
+    imagenet = data.ndim == 2;
+    n = data.ndim ? data.shape[0] : 0;
+    if (!r && (data.dtype != PRG_DT_U8 || (data.ndim != 2 && data.ndim != 4)))
+        r = prg__fail(PRG_ERR_SHAPE, "%s: 'data' must be uint8 [N][3*s*s] or [N][C][H][W], got %s with %d dims", path, prg_dtype_name(data.dtype), data.ndim);
+    if (!r && imagenet) {
+        for (h = 1; 3 * (int64_t)h * h < data.shape[1]; h++) {}
+        w = h;
+        base = 1;
+        if (3 * (int64_t)h * h != data.shape[1])
+            r = prg__fail(PRG_ERR_SHAPE, "%s: 'data' rows of %lld bytes are not 3 planes of s*s pixels", path, (long long)data.shape[1]);
+    } else if (!r) {
+        if (data.shape[1] > 4096 || data.shape[2] > 65535 || data.shape[3] > 65535 || data.shape[1] < 1 || data.shape[2] < 1 || data.shape[3] < 1)
+            r = prg__fail(PRG_ERR_SHAPE, "%s: absurd 'data' shape", path);
+        c = (int)data.shape[1];
+        h = (int)data.shape[2];
+        w = (int)data.shape[3];
+    }
+    if (!r && (n > INT32_MAX || !prg__dtype_is_int(labels.dtype) || labels.ndim != 1 || labels.shape[0] != n))
+        r = prg__fail(PRG_ERR_SHAPE, "%s: 'labels' must be integers [%lld] like 'data', got %s with %d dims of %lld", path, (long long)n,
+                      prg_dtype_name(labels.dtype), labels.ndim, (long long)(labels.ndim ? labels.shape[0] : 0));
+    if (!r) {
+        hi = INT64_MIN;
+        for (i = 0; i < labels.count; i++) {
+            v = prg__int_at(labels.data, labels.dtype, i);
+            if (v > hi) hi = v;
+            if (v < base || (imagenet && v > 1000) || v >= PRG_MAX_CLASSES) {
+                if (imagenet)
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 1..1000 (downsampled-ImageNet "
+                                  "labels are 1-based)", path, (long long)v, i);
+                else
+                    r = prg__fail(PRG_ERR_FORMAT, "%s: label %lld at index %zu is out of range 0..%d (PRG_MAX_CLASSES - 1; "
+                                  "the class count is the largest label + 1)", path, (long long)v, i, PRG_MAX_CLASSES - 1);
+                break;
+            }
+        }
+    }
+    if (!r) {
+        ds->labels = (int32_t *)prg_alloc(sizeof(int32_t) * (size_t)n + 1);
+        if (!ds->labels) r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (r) {
+        prg_array_free(&data);
+        prg_array_free(&labels);
+        prg_dataset_free(ds);
+        return r;
+    }
+    for (i = 0; i < (size_t)n; i++) ds->labels[i] = (int32_t)(prg__int_at(labels.data, labels.dtype, i) - base);
+    prg_array_free(&labels);
+    ds->images = (uint8_t *)data.data; /* R, G, B planes per row: already [N][3][s][s] */
+    ds->n = (int)n;
+    ds->c = c;
+    ds->h = h;
+    ds->w = w;
+    ds->num_classes = imagenet ? 1000 : (int)(n ? hi + 1 : 1);
+    if ((r = prg__npz_class_names(ds, path, base)) != PRG_OK) prg_dataset_free(ds);
+    return r;
+}
+
+/* The name with `from` (last occurrence in the base name) replaced by `to`;
+   NULL when absent. */
+static char *prg__name_swap(const char *path, const char *from, const char *to) {
+    const char *base = path, *p, *hit = NULL;
+    size_t fl = strlen(from), tl = strlen(to), n = strlen(path);
+    char *out;
+    for (p = path; *p; p++)
+        if (*p == '/' || *p == '\\') base = p + 1;
+    for (p = base; (p = strstr(p, from)) != NULL; p++) hit = p;
+    if (!hit) return NULL;
+    out = (char *)PRG_MALLOC(n - fl + tl + 1);
+    if (!out) return NULL;
+    memcpy(out, path, (size_t)(hit - path));
+    memcpy(out + (hit - path), to, tl);
+    strcpy(out + (hit - path) + tl, hit + fl);
+    return out;
+}
+
+static char *prg__join(const char *dir, const char *name) {
+    size_t dl = strlen(dir), nl = strlen(name);
+    int sep = dl && dir[dl - 1] != '/' && dir[dl - 1] != '\\';
+    char *p = (char *)PRG_MALLOC(dl + (size_t)sep + nl + 1);
+    if (!p) return NULL;
+    memcpy(p, dir, dl);
+    if (sep) p[dl] = '/';
+    memcpy(p + dl + sep, name, nl + 1);
+    return p;
+}
+
+static int prg__exists(const char *path) {
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+prg_result prg_dataset_load_dir(prg_dataset *ds, const char *dir, int train) {
+    static const char *const c10[5] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
+    char *p[5] = {NULL, NULL, NULL, NULL, NULL}, name[64];
+    const char *split = train ? "train" : "t10k";
+    prg_result r;
+    int k, n = 0, kind = 0, gz;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load_dir: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    if (!dir) return prg__fail(PRG_ERR_ARG, "dataset directory is NULL");
+    p[0] = prg__join(dir, "data_batch_1.bin");
+    if (prg__exists(p[0])) {
+        kind = 10;
+        if (train)
+            for (n = 1; n < 5; n++) p[n] = prg__join(dir, c10[n]);
+        else {
+            PRG_FREE(p[0]);
+            p[0] = prg__join(dir, "test_batch.bin");
+            n = 1;
+        }
+    } else {
+        PRG_FREE(p[0]);
+        p[0] = prg__join(dir, train ? "train.bin" : "test.bin");
+        if (prg__exists(p[0])) {
+            kind = 100;
+            n = 1;
+        } else {
+            for (gz = 0; gz < 2 && !kind; gz++) {
+                PRG_FREE(p[0]);
+                snprintf(name, sizeof name, "%s-images-idx3-ubyte%s", split, gz ? ".gz" : "");
+                p[0] = prg__join(dir, name);
+                if (prg__exists(p[0])) {
+                    kind = 1;
+                    snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? ".gz" : "");
+                    p[1] = prg__join(dir, name);
+                    if (!prg__exists(p[1])) { /* labels may be gzipped when images are not, or the other way */
+                        PRG_FREE(p[1]);
+                        snprintf(name, sizeof name, "%s-labels-idx1-ubyte%s", split, gz ? "" : ".gz");
+                        p[1] = prg__join(dir, name);
+                    }
+                    n = 2;
+                }
+            }
+        }
+    }
+    for (k = 0; k < (n ? n : 1); k++)
+        if (!p[k]) {
+            r = prg__fail(PRG_ERR_NOMEM, "%s: out of memory", dir);
+            goto out;
+        }
+    if (kind == 10) r = prg_dataset_load_cifar10(ds, (const char *const *)p, n);
+    else if (kind == 100) r = prg_dataset_load_cifar100(ds, (const char *const *)p, 1, 0);
+    else if (kind == 1) r = prg_dataset_load_idx(ds, p[0], p[1]);
+    else
+        r = prg__fail(PRG_ERR_IO, "%s: no known dataset layout here (looked for data_batch_1.bin, %s, %s-images-idx3-ubyte[.gz])", dir,
+                      train ? "train.bin" : "test.bin", split);
+out:
+    for (k = 0; k < 5; k++)
+        if (p[k]) PRG_FREE(p[k]);
+    return r;
+}
+
+prg_result prg_dataset_load(prg_dataset *ds, const char *path) {
+    uint8_t m[4] = {0, 0, 0, 0};
+    uint64_t size;
+    FILE *f;
+    prg_result r;
+    const char *base = path, *p;
+    if (!ds) return prg__fail(PRG_ERR_ARG, "prg_dataset_load: ds is NULL");
+    memset(ds, 0, sizeof *ds);
+    if ((r = prg__fopen_read(&f, path, &size)) != PRG_OK) return r;
+    if (size >= 4 && fread(m, 1, 4, f) != 4) m[0] = m[1] = 0xff;
+    fclose(f);
+    for (p = path; *p; p++)
+        if (*p == '/' || *p == '\\') base = p + 1;
+    if (m[0] == 'P' && m[1] == 'K') return prg_dataset_load_npz(ds, path);
+    if ((m[0] == 0x1f && m[1] == 0x8b) || (m[0] == 0 && m[1] == 0 && m[2] == 8 && (m[3] == 3 || m[3] == 1))) {
+        int is_labels = m[0] == 0 ? m[3] == 1 : strstr(base, "labels") != NULL; /* raw: the magic decides */
+        char *other = is_labels ? prg__name_swap(path, "labels", "images") : prg__name_swap(path, "images", "labels"), *o2;
+        if (!other)
+            return prg__fail(PRG_ERR_ARG, "%s: an IDX file, but the name has no 'images'/'labels' to find its partner; use prg_dataset_load_idx", path);
+        o2 = is_labels ? prg__name_swap(other, "idx1", "idx3") : prg__name_swap(other, "idx3", "idx1");
+        if (o2) {
+            PRG_FREE(other);
+            other = o2;
+        }
+        r = is_labels ? prg_dataset_load_idx(ds, other, path) : prg_dataset_load_idx(ds, path, other);
+        PRG_FREE(other);
+        return r;
+    }
+    if (strstr(path, "cifar-100") || strstr(path, "cifar100") || strcmp(base, "train.bin") == 0 || strcmp(base, "test.bin") == 0)
+        return prg_dataset_load_cifar100(ds, &path, 1, 0);
+    if (strstr(base, "data_batch") || strstr(base, "test_batch") || (size && size % 3073 == 0 && size % 3074 != 0))
+        return prg_dataset_load_cifar10(ds, &path, 1);
+    if (size && size % 3074 == 0 && size % 3073 != 0) return prg_dataset_load_cifar100(ds, &path, 1, 0);
+    return prg__fail(PRG_ERR_FORMAT, "%s: unknown dataset format (magic %02x %02x %02x %02x at byte 0; IDX, .npz, CIFAR-10/100 binary are known)",
+                     path, m[0], m[1], m[2], m[3]);
+}
+
+/* ---- augmentation ---------------------------------------------------- */
 
 /* Python's round() (half to even) for the default rounding mode. */
 static double prg__round_even(double v) { return nearbyint(v); }
