@@ -1319,7 +1319,7 @@ typedef enum prg_filter { PRG_FILTER_BOX = 0, PRG_FILTER_BILINEAR = 1, PRG_FILTE
 #ifndef PRG_NO_IMAGE
 
 typedef struct prg_image {
-    int w, h, c;
+    int h, w, c;       /* rows, columns, channels (the (h, w) order of every size in the API) */
     uint8_t *data;     /* [h][w][c], prg_alloc'd; prg_image_free releases it */
     unsigned warnings; /* after a decode: PRG_IMAGE_WARN_* of what was tolerated, 0 = a clean file */
     int src_c;         /* after a decode: the file's own channel count (what channels = 0 gives) */
