@@ -3955,13 +3955,18 @@ static void prg__row_dots(const float *g, const float *x, size_t n, double *sg, 
 }
 
 /* ---- vector kernels ---------------------------------------------------------
-   exp(x - shift) for the softmax, SiLU forward/backward and the row sums
-   of the norms, vectorised on
-   x86 (Cephes-style polynomial, about 2 ulp) following the GEMM kernel in
-   use: prg_gemm_set_kernel("scalar") gives libm's expf here too.  Every
-   element goes through the same instructions wherever it sits in the array
-   (tails are masked or padded), so splitting work across threads never
-   changes a bit. */
+   The softmax, SiLU forward/backward and the row sums of the norms,
+   vectorised on x86 following the GEMM kernel in use.  Their exp is one
+   polynomial everywhere (PRG__EXP_POLY below, Cephes-style; at most 1.01
+   ulp, 8.5e-8 relative, from the exact exp over every float with a normal
+   result): in the AVX-512 and AVX2 kernels (prg__exp16, prg__exp8 in
+   >>simd) and in the scalar twins here (prg__exp_poly), which give the
+   AVX-512 kernels' bits (and the AVX2 ones' where exp's argument is within
+   [-87, 88]).  So on an AVX-512 machine prg_gemm_set_kernel("scalar")
+   changes no bit of SiLU and at most the last bits of a softmax, whose sum
+   it takes in another order.  Every element goes through the same
+   instructions wherever it sits in the array (tails are masked or padded),
+   so splitting work across threads never changes a bit. */
 typedef struct prg__vec_ops {
     void (*softmax)(float *row, size_t n); /* row = softmax(row), n >= 1 */
     void (*silu_fwd)(float *y, const float *x, size_t n);
@@ -3999,9 +4004,64 @@ typedef struct prg__cpu {
 static const prg__cpu *prg__cpu_get(void);
 static prg__vec_ops prg__vec_select(void);
 
+/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 with ln 2 in two
+   parts (the first has 9 bits, so k times it is exact), p(r) of degree 6 by
+   fused multiply-adds.  One definition for the vector kernels and the
+   scalar twin, so the two cannot drift apart: FMADD(a, b, c) = a b + c
+   rounded once, MUL, ADD, SET1(constant) of the instruction set (plain
+   operations and fmaf in prg__exp_poly_range). */
+#define PRG__EXP_LOG2E 1.44269504088896341f
+#define PRG__EXP_LN2_HI 0.693359375f
+#define PRG__EXP_LN2_LO (-2.12194440e-4f)
+/* the argument ranges: [-104, 89] where 2^k is applied with gradual
+   underflow (scalef, ldexpf), [-87, 88] where 2^k is a normal float (the
+   AVX2 kernel builds it from exponent bits) */
+#define PRG__EXP_MIN (-104.0f)
+#define PRG__EXP_MAX 89.0f
+#define PRG__EXP_FLUSH_MIN (-87.0f)
+#define PRG__EXP_FLUSH_MAX 88.0f
+#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
+    P = SET1(1.9875691500e-4f);                                                      \
+    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
+    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
+    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
+    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
+    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
+    P = FMADD(P, MUL(r, r), r);                                                      \
+    P = ADD(P, SET1(1.0f))
+
+#define PRG__FMUL(a, b) ((a) * (b))
+#define PRG__FADD(a, b) ((a) + (b))
+#define PRG__FSET1(a) (a)
+/* The scalar twin of the vector exp, the same bits as prg__exp16
+   (flush = 0) or prg__exp8 (flush = 1), step for step: with flush = 0, v
+   clamped to [-104, 89] and p scaled by 2^k in one rounding (ldexpf, as
+   scalef), so that results below the normal range come out subnormal and
+   -inf gives 0, +inf inf; with flush = 1, computed on [-87, 88], 0 below
+   and inf above.  NaN is returned first, since converting k to int would
+   be undefined for it. */
+static float prg__exp_poly_range(float v, int flush) {
+    float k, r, p;
+    if (v != v) return v + v;
+    if (flush && v < PRG__EXP_FLUSH_MIN) return 0.0f;
+    if (flush && v > PRG__EXP_FLUSH_MAX) return HUGE_VALF;
+    if (v < PRG__EXP_MIN) v = PRG__EXP_MIN;
+    if (v > PRG__EXP_MAX) v = PRG__EXP_MAX;
+    k = nearbyintf(v * PRG__EXP_LOG2E); /* to nearest, ties to even, as the vector rounding */
+    r = fmaf(-k, PRG__EXP_LN2_HI, v);
+    r = fmaf(-k, PRG__EXP_LN2_LO, r);
+    PRG__EXP_POLY(p, fmaf, PRG__FMUL, PRG__FADD, PRG__FSET1, r);
+    return flush ? p * ldexpf(1.0f, (int)k) : ldexpf(p, (int)k);
+}
+#undef PRG__FMUL
+#undef PRG__FADD
+#undef PRG__FSET1
+/* exp as the AVX-512 kernels compute it: the scalar table's */
+static float prg__exp_poly(float v) { return prg__exp_poly_range(v, 0); }
+
 static void prg__exp_shift_scalar(float *y, const float *x, float shift, size_t n) {
     size_t i;
-    for (i = 0; i < n; i++) y[i] = expf(x[i] - shift);
+    for (i = 0; i < n; i++) y[i] = prg__exp_poly(x[i] - shift);
 }
 /* softmax of a row with a given y = exp(x - shift) */
 static void prg__softmax_with(float *row, size_t n, void (*exp_shift)(float *, const float *, float, size_t)) {
@@ -4015,17 +4075,23 @@ static void prg__softmax_with(float *row, size_t n, void (*exp_shift)(float *, c
     for (i = 0; i < n; i++) row[i] *= inv;
 }
 static void prg__softmax_scalar(float *row, size_t n) { prg__softmax_with(row, n, prg__exp_shift_scalar); }
+/* SiLU forward and backward in the operations of an AVX-512 lane
+   (prg__silu_fwd_avx512, prg__silu_bwd_avx512), in their order, so the
+   same bits; -x as 0 - x as there. */
 static void prg__silu_fwd_scalar(float *y, const float *x, size_t n) {
     size_t i;
-    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+    for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + prg__exp_poly(0.0f - x[i]));
 }
 /* d silu = s (1 + x (1 - s)), s = sigmoid(x) = 1 / (1 + e), e = exp(-x);
-   1 - s is taken as e s for x >= 0, where 1 - s would cancel. */
+   1 - s is taken as e s for x >= 0, where 1 - s would cancel.  x (1 - s)
+   is an expression of its own so that the compiler does not fuse it with
+   the add into one rounding where the vector code rounds twice (clang
+   does with -march=native otherwise). */
 static void prg__silu_bwd_scalar(float *dx, const float *dy, const float *x, size_t n, int set) {
     size_t i;
     for (i = 0; i < n; i++) {
-        float e = expf(-x[i]), s = 1.0f / (1.0f + e), oms = x[i] >= 0.0f ? e * s : 1.0f - s;
-        float d = dy[i] * (s * (1.0f + x[i] * oms));
+        float e = prg__exp_poly(0.0f - x[i]), s = 1.0f / (1.0f + e);
+        float oms = x[i] >= 0.0f ? e * s : 1.0f - s, xo = x[i] * oms, d = dy[i] * (s * (1.0f + xo));
         dx[i] = set ? d : dx[i] + d;
     }
 }
@@ -16810,17 +16876,8 @@ static void prg__kernel_neon(int kc, const float *PRG_RESTRICT a, const float *P
 #endif /* PRG__NEON */
 
 #ifdef PRG__X86
-/* exp(v) = 2^k p(r), k = round(v log2 e), r = v - k ln 2 (in two parts) */
-#define PRG__EXP_POLY(P, FMADD, MUL, ADD, SET1, r)                                   \
-    P = SET1(1.9875691500e-4f);                                                      \
-    P = FMADD(P, r, SET1(1.3981999507e-3f));                                         \
-    P = FMADD(P, r, SET1(8.3334519073e-3f));                                         \
-    P = FMADD(P, r, SET1(4.1665795894e-2f));                                         \
-    P = FMADD(P, r, SET1(1.6666665459e-1f));                                         \
-    P = FMADD(P, r, SET1(5.0000001201e-1f));                                         \
-    P = FMADD(P, MUL(r, r), r);                                                      \
-    P = ADD(P, SET1(1.0f))
-
+/* exp(v) = 2^k p(r) in 16 and 8 lanes: PRG__EXP_POLY and its constants are
+   shared with the scalar twin prg__exp_poly_range (>>conv). */
 __attribute__((target("avx512f")))
 static inline __m512 prg__exp16(__m512 v) {
     /* the masked forms (all lanes) avoid _mm512_undefined_ps, on which
@@ -16829,12 +16886,12 @@ static inline __m512 prg__exp16(__m512 v) {
     __m512 k, r, p;
     /* clamp, keeping NaN (max/min return the second operand on NaN);
        scalef takes 2^k to 0 or inf correctly */
-    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(-104.0f), v);
-    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(89.0f), v);
-    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+    v = _mm512_mask_max_ps(v, all, _mm512_set1_ps(PRG__EXP_MIN), v);
+    v = _mm512_mask_min_ps(v, all, _mm512_set1_ps(PRG__EXP_MAX), v);
+    k = _mm512_mask_roundscale_ps(v, all, _mm512_mul_ps(v, _mm512_set1_ps(PRG__EXP_LOG2E)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(PRG__EXP_LN2_HI), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(PRG__EXP_LN2_LO), r);
     PRG__EXP_POLY(p, _mm512_fmadd_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_set1_ps, r);
     return _mm512_mask_scalef_ps(p, all, p, k);
 }
@@ -16920,13 +16977,14 @@ static inline __m256 prg__exp8(__m256 x) {
     __m256i e;
     /* computed on [-87, 88], where 2^k is a normal float; below 0, above inf
        (exp(-87) is about the smallest normal float); NaN stays NaN */
-    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_GT_OQ);
-    v = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), x));
-    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+    __m256 lo = _mm256_cmp_ps(x, _mm256_set1_ps(PRG__EXP_FLUSH_MIN), _CMP_LT_OQ);
+    __m256 hi = _mm256_cmp_ps(x, _mm256_set1_ps(PRG__EXP_FLUSH_MAX), _CMP_GT_OQ);
+    v = _mm256_min_ps(_mm256_set1_ps(PRG__EXP_FLUSH_MAX),
+                      _mm256_max_ps(_mm256_set1_ps(PRG__EXP_FLUSH_MIN), x));
+    k = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(PRG__EXP_LOG2E)),
                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), v);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(PRG__EXP_LN2_HI), v);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(PRG__EXP_LN2_LO), r);
     PRG__EXP_POLY(p, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps, _mm256_set1_ps, r);
     e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
     p = _mm256_andnot_ps(lo, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
@@ -18049,9 +18107,10 @@ static void prg__wino_nt_avx512(int m, int n, int k, const float *a, size_t lda,
    algorithms they serve pay on it.  The table is decided once (cpuid) and
    prg_gemm_set_kernel swaps the whole of it.  Every vector kernel has a
    scalar twin of the same algorithm in the scalar table (the same bits for
-   the direct and Winograd kernels; exp is libm's there), so the tests run
-   each path with the scalar kernels on any machine.  PRG_NO_SIMD builds the
-   scalar table alone. */
+   the direct and Winograd kernels and for SiLU, whose exp is the AVX-512
+   kernels' polynomial there; the softmax sums its row in another order), so
+   the tests run each path with the scalar kernels on any machine.
+   PRG_NO_SIMD builds the scalar table alone. */
 
 #define PRG__VEC_SCALAR_DIRECT prg__dw3_scalar, prg__conv3_scalar, prg__dw3p_scalar, 0
 #define PRG__WINO_SCALAR                                                                                  \

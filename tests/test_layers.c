@@ -2,7 +2,8 @@
    backward accumulation included; (b) central finite-difference checks of
    every gradient of every layer; (c) forward and backward values from
    PyTorch (tools/ref_layers.py -> tests/fixtures/layers_ref.h); (d) 1 and 2
-   threads give the same bits. */
+   threads give the same bits; (e) exp's scalar twin, and the scalar SiLU
+   and softmax with it, against the vector kernels, and exp's error. */
 #define PRG_IMPLEMENTATION
 #include "../prg.h"
 #include "prg_test.h"
@@ -1168,11 +1169,249 @@ static void test_gn_act_fused(void) {
     free(x); free(gm); free(bt); free(ss); free(y1); free(s1); free(a1); free(y2); free(s2); free(a2);
 }
 
+/* ======================================================================
+   exp's scalar twin (prg__exp_poly_range) against the vector kernels: the
+   same bits as prg__exp16 (flush = 0) and prg__exp8 (flush = 1) on a fine
+   grid over [-110, 95], every float around the clamp and underflow edges,
+   the special values and random floats; the scalar SiLU and softmax
+   against the AVX-512 table; and the polynomial's error against double
+   exp. */
+static uint32_t float_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+static float bits_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+/* the distance in floats between a and b (0 for +0 and -0) */
+static int64_t ulps_apart(float a, float b) {
+    uint32_t ua = float_bits(a), ub = float_bits(b);
+    int64_t ia = ua >> 31 ? -(int64_t)(ua & 0x7FFFFFFFu) : (int64_t)ua;
+    int64_t ib = ub >> 31 ? -(int64_t)(ub & 0x7FFFFFFFu) : (int64_t)ub;
+    return ia > ib ? ia - ib : ib - ia;
+}
+
+#ifdef PRG__X86
+/* y = prg__exp16(x) (prg__exp8(x)) over an array, the tail masked (padded) */
+__attribute__((target("avx512f")))
+static void exp16_array(float *y, const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = prg__mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, m, prg__exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+__attribute__((target("avx2,fma")))
+static void exp8_array(float *y, const float *x, size_t n) {
+    float t[8];
+    size_t i, j;
+    for (i = 0; i < n; i += 8) {
+        for (j = 0; j < 8; j++) t[j] = i + j < n ? x[i + j] : 0.0f;
+        _mm256_storeu_ps(t, prg__exp8(_mm256_loadu_ps(t)));
+        for (j = 0; j < 8 && i + j < n; j++) y[i + j] = t[j];
+    }
+}
+
+/* the number of elements of a and b that differ in their bits; prints the first few */
+static size_t count_other_bits(const char *what, const float *x, const float *a, const float *b, size_t n) {
+    size_t i, bad = 0;
+    for (i = 0; i < n; i++)
+        if (float_bits(a[i]) != float_bits(b[i]) && bad++ < 5)
+            printf("  %s(%.9g = 0x%08x): 0x%08x, scalar twin 0x%08x\n", what, x[i], (unsigned)float_bits(x[i]),
+                   (unsigned)float_bits(a[i]), (unsigned)float_bits(b[i]));
+    return bad;
+}
+#endif
+
+/* The inputs of the sweep (count in *n) */
+static float *exp_sweep_inputs(prg_rng *r, size_t *n) {
+    static const float edges[] = {-110.0f, -104.0f, -103.972f, -103.279f, -100.0f, -89.0f, -87.3365f,
+                                  -87.0f, -1.0f, 0.0f, 1.0f, 87.0f, 88.0f, 88.7228f, 89.0f, 95.0f};
+    const size_t grid = (size_t)205 * 4096, around = 2048, nrand = (size_t)1 << 20;
+    const size_t cap = grid + 1 + 16 + sizeof edges / sizeof edges[0] * (2 * around + 1) + 260 * 17 + 2 * nrand;
+    float *x = vec(cap);
+    size_t m = 0, i, e;
+    int h;
+    for (i = 0; i <= grid; i++) x[m++] = (float)(-110.0 + (double)i / 4096.0); /* exact: a step of 2^-12 */
+    x[m++] = NAN;
+    x[m++] = -NAN;
+    x[m++] = HUGE_VALF;
+    x[m++] = -HUGE_VALF;
+    x[m++] = 0.0f;
+    x[m++] = -0.0f;
+    x[m++] = FLT_MIN;
+    x[m++] = -FLT_MIN;
+    x[m++] = bits_float(1);          /* the smallest subnormal */
+    x[m++] = bits_float(0x80000001u);
+    x[m++] = FLT_MAX;
+    x[m++] = -FLT_MAX;
+    x[m++] = FLT_EPSILON;
+    x[m++] = -FLT_EPSILON;
+    x[m++] = bits_float(0x7F800001u); /* a signalling NaN */
+    x[m++] = bits_float(0xFFC00001u);
+    for (e = 0; e < sizeof edges / sizeof edges[0]; e++) { /* every float within 2048 of each edge */
+        float v = edges[e];
+        for (i = 0; i < around; i++) v = nextafterf(v, -HUGE_VALF);
+        for (i = 0; i <= 2 * around; i++, v = nextafterf(v, HUGE_VALF)) x[m++] = v;
+    }
+    for (h = -160; h < 100; h++) { /* the 17 floats nearest (h + 1/2) / log2 e: v log2 e a tie for some */
+        float v = (float)((h + 0.5) / 1.4426950408889634);
+        for (i = 0; i < 8; i++) v = nextafterf(v, -HUGE_VALF);
+        for (i = 0; i < 17; i++, v = nextafterf(v, HUGE_VALF)) x[m++] = v;
+    }
+    for (i = 0; i < nrand; i++) x[m++] = bits_float((uint32_t)(prg_rng_u64(r) >> 32)); /* any float */
+    for (i = 0; i < nrand; i++) x[m++] = -110.0f + 205.0f * prg_rng_uniform(r);
+    *n = m;
+    return x;
+}
+
+static void test_exp_twin(void) {
+    prg_rng r;
+    size_t n, i, wrong = 0;
+    float *x, *ys, *yv;
+    double max_rel = 0.0, max_ulp = 0.0, max_sub = 0.0, at_rel = 0.0;
+    prg_rng_seed(&r, 20260418, 7);
+    x = exp_sweep_inputs(&r, &n);
+    ys = vec(n);
+    yv = vec(n);
+    for (i = 0; i < n; i++) ys[i] = prg__exp_poly(x[i]);
+    /* (c) the error against double exp: relative where the result is a
+       normal float, in units of the smallest subnormal below */
+    for (i = 0; i < n; i++) {
+        double e = exp((double)x[i]), d = fabs((double)ys[i] - e);
+        if (x[i] != x[i]) {
+            wrong += ys[i] == ys[i]; /* not NaN */
+        } else if (e >= FLT_MIN && e <= FLT_MAX) {
+            int ex;
+            frexp(e, &ex);
+            if (d / e > max_rel) {
+                max_rel = d / e;
+                at_rel = x[i];
+            }
+            if (ldexp(d, 24 - ex) > max_ulp) max_ulp = ldexp(d, 24 - ex); /* the float ulp at e: 2^(ex-24) */
+        } else if (e < FLT_MIN) {
+            if (ldexp(d, 149) > max_sub) max_sub = ldexp(d, 149);
+        } else {
+            wrong += ys[i] != HUGE_VALF;
+        }
+    }
+    CHECK(wrong == 0, "prg__exp_poly: %zu inputs not NaN for NaN or not inf beyond FLT_MAX", wrong);
+    printf("  exp polynomial against double exp: max relative error %.3g (at %.9g, %.2f ulp) on the normal range, "
+           "%.2f units of 2^-149 below it\n",
+           max_rel, at_rel, max_ulp, max_sub);
+    /* over every float with a normal result: 8.5e-8 (1.01 ulp); below
+       that, 0.75 x 2^-149 (the rounding to a subnormal and a little) */
+    CHECK(max_rel < FLT_EPSILON, "exp polynomial: relative error %.3g on the normal range", max_rel);
+    CHECK(max_sub <= 1.0, "exp polynomial: error %.3g x 2^-149 in the subnormal range", max_sub);
+    CHECK(prg__exp_poly(-HUGE_VALF) == 0.0f && prg__exp_poly(HUGE_VALF) == HUGE_VALF &&
+              prg__exp_poly(0.0f) == 1.0f && prg__exp_poly(-0.0f) == 1.0f,
+          "prg__exp_poly: exp(-inf) %g, exp(inf) %g, exp(0) %g, exp(-0) %g", prg__exp_poly(-HUGE_VALF),
+          prg__exp_poly(HUGE_VALF), prg__exp_poly(0.0f), prg__exp_poly(-0.0f));
+#ifdef PRG__X86
+    /* (a) the same bits as the vector kernels on every input */
+    if (__builtin_cpu_supports("avx512f")) {
+        size_t bad;
+        exp16_array(yv, x, n);
+        bad = count_other_bits("exp16", x, yv, ys, n);
+        CHECK(bad == 0, "prg__exp_poly: %zu of %zu inputs give other bits than prg__exp16", bad, n);
+    } else {
+        printf("  (no AVX-512 here: prg__exp_poly not compared with prg__exp16)\n");
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        size_t bad;
+        for (i = 0; i < n; i++) ys[i] = prg__exp_poly_range(x[i], 1);
+        exp8_array(yv, x, n);
+        bad = count_other_bits("exp8", x, yv, ys, n);
+        CHECK(bad == 0, "prg__exp_poly_range(flush): %zu of %zu inputs give other bits than prg__exp8", bad, n);
+    } else {
+        printf("  (no AVX2 here: prg__exp_poly_range(flush) not compared with prg__exp8)\n");
+    }
+#else
+    printf("  (no x86 SIMD in this build: the exp twins not compared with the vector kernels)\n");
+#endif
+    free(x);
+    free(ys);
+    free(yv);
+}
+
+/* (b) the scalar table's SiLU forward, backward (= and +=) and softmax
+   against the AVX-512 table's on random rows of 1..100, extreme and
+   special arguments mixed in; SiLU against the AVX2 table's too where
+   exp's argument stays in [-87, 88], where prg__exp8 gives the same bits */
+static void test_exp_kernels(void) {
+    const float special[] = {-1000.0f, -104.5f, -103.9f, -100.0f, -95.0f, -88.5f, -87.2f, 0.0f, -0.0f,
+                             87.5f, 88.9f, 95.0f, 110.0f, 1e30f, -1e30f, HUGE_VALF, -HUGE_VALF, NAN};
+    const prg__cpu *sc = &prg__cpus[PRG__NCPUS - 1], *av = NULL, *a2 = NULL;
+    prg_rng r;
+    float x[100], dy[100], y1[100], y2[100], d1[100], d2[100], s1[100], s2[100];
+    int n, set, rep, bad_fwd = 0, bad_bwd = 0, bad_sm = 0, exact_sm = 0, rows_sm = 0;
+    int64_t worst = 0;
+    for (n = 0; n < PRG__NCPUS; n++) {
+        if (strcmp(prg__cpus[n].name, "avx512") == 0 && prg__cpu_has(&prg__cpus[n])) av = &prg__cpus[n];
+        if (strcmp(prg__cpus[n].name, "avx2") == 0 && prg__cpu_has(&prg__cpus[n])) a2 = &prg__cpus[n];
+    }
+    if (!av) printf("  (no AVX-512 here: the scalar SiLU and softmax not compared with its kernels)\n");
+    if (!a2) printf("  (no AVX2 here: the scalar SiLU not compared with its kernels)\n");
+    prg_rng_seed(&r, 20260418, 8);
+    for (rep = 0; rep < 3; rep++)
+        for (n = 1; n <= 100; n++) {
+            const float spread = rep == 0 ? 4.0f : rep == 1 ? 20.0f : 120.0f;
+            int i, j;
+            for (i = 0; i < n; i++) {
+                x[i] = spread * (2.0f * prg_rng_uniform(&r) - 1.0f);
+                dy[i] = 2.0f * prg_rng_uniform(&r) - 1.0f;
+                if (rep == 2 && prg_rng_below(&r, 4) == 0)
+                    x[i] = special[prg_rng_below(&r, (uint32_t)(sizeof special / sizeof special[0]))];
+            }
+            for (j = 0; j < 2; j++) { /* AVX2 on the first two spreads only */
+                const prg__cpu *v = j == 0 ? av : rep < 2 ? a2 : NULL;
+                if (!v) continue;
+                v->vec.silu_fwd(y1, x, (size_t)n);
+                sc->vec.silu_fwd(y2, x, (size_t)n);
+                if (!same_bits(y1, y2, (size_t)n) && bad_fwd++ < 3)
+                    printf("  [%s] silu forward, n = %d: other bits\n", v->name, n);
+                for (set = 0; set < 2; set++) {
+                    for (i = 0; i < n; i++) d1[i] = d2[i] = 0.5f - prg_rng_uniform(&r);
+                    v->vec.silu_bwd(d1, dy, x, (size_t)n, set);
+                    sc->vec.silu_bwd(d2, dy, x, (size_t)n, set);
+                    if (!same_bits(d1, d2, (size_t)n) && bad_bwd++ < 3)
+                        printf("  [%s] silu backward, n = %d, set %d: other bits\n", v->name, n, set);
+                }
+            }
+            if (!av) continue;
+            /* softmax on finite rows: the AVX-512 kernel sums the exps in 16
+               float lanes and then across them in a tree, the scalar one in
+               double in row order, so 1 / sum and with it every output may
+               differ in its last bits; the exps themselves are the same */
+            for (i = 0; i < n; i++) s1[i] = s2[i] = x[i] != x[i] || fabs(x[i]) > 1e3 ? spread : x[i];
+            av->vec.softmax(s1, (size_t)n);
+            sc->vec.softmax(s2, (size_t)n);
+            rows_sm++;
+            exact_sm += same_bits(s1, s2, (size_t)n);
+            for (i = 0; i < n; i++) {
+                int64_t u = ulps_apart(s1[i], s2[i]);
+                if (u > worst) worst = u;
+                if (u > 4) bad_sm++;
+            }
+        }
+    if (av)
+        printf("  scalar softmax against AVX-512: %d of %d rows the same bits, at most %lld ulp apart\n", exact_sm,
+               rows_sm, (long long)worst);
+    CHECK(bad_fwd == 0, "scalar SiLU forward: %d rows give other bits than a vector kernel", bad_fwd);
+    CHECK(bad_bwd == 0, "scalar SiLU backward: %d rows give other bits than a vector kernel", bad_bwd);
+    CHECK(bad_sm == 0, "scalar softmax: %d outputs more than 4 ulp from the AVX-512 kernel", bad_sm);
+}
+
 int main(void) {
     static const char *paths[] = {"avx512", "avx2", "neon", "scalar"};
     int i;
     prg_rng_seed(&rng, 20261126, 0);
     prg_set_num_threads(2);
+    test_exp_twin();
+    test_exp_kernels();
     for (i = 0; i < 4; i++) { /* every SIMD path this CPU can run */
         if (prg_gemm_set_kernel(paths[i]) != PRG_OK) continue;
         kern = paths[i];
