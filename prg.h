@@ -7505,31 +7505,30 @@ static void prg__ot_part_task(void *ctx, int ith, int nth) {
 
 typedef struct prg__ot_sum_job { const prg__ot_part_job *pj; double *cost; } prg__ot_sum_job;
 
+/* cost rows [lo, hi) from the cross terms of every part and the norms,
+   which prg_ot_cost has summed over the parts into part 0's slots */
 static void prg__ot_sum_range(void *ctx, size_t lo, size_t hi) {
     const prg__ot_sum_job *s = (const prg__ot_sum_job *)ctx;
     const prg__ot_part_job *j = s->pj;
     const size_t b = j->b, bb = b * b;
+    const double *n0 = j->norms, *n1 = j->norms + b;
     size_t i, c;
     int p;
-    for (i = lo; i < hi; i++) {
-        double n0 = 0.0;
-        for (p = 0; p < j->parts; p++) n0 += j->norms[(size_t)p * 2 * b + i];
+    for (i = lo; i < hi; i++)
         for (c = 0; c < b; c++) {
-            double n1 = 0.0, x = 0.0, v;
-            for (p = 0; p < j->parts; p++) {
-                n1 += j->norms[(size_t)p * 2 * b + b + c];
-                x += (double)j->cross[(size_t)p * bb + i * b + c];
-            }
-            v = n0 + n1 - 2.0 * x;
+            double x = 0.0, v;
+            for (p = 0; p < j->parts; p++) x += (double)j->cross[(size_t)p * bb + i * b + c];
+            v = n0[i] + n1[c] - 2.0 * x;
             s->cost[i * b + c] = v > 0.0 ? v : 0.0; /* a squared distance; rounding may dip below 0 */
         }
-    }
 }
 
 void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size_t dim) {
     const size_t b = (size_t)batch;
     prg__ot_part_job j;
     prg__ot_sum_job s;
+    size_t i;
+    int p;
     if (batch <= 0) return;
     j.parts = prg__ot_parts(dim);
     /* the GEMM's k is an int; tiny problems are cheap and exact in the loop */
@@ -7547,9 +7546,11 @@ void prg_ot_cost(double *cost, const float *x0, const float *x1, int batch, size
         prg__ot_part_task(&j, 0, 1); /* one GEMM, which the pool splits by rows */
     else
         prg_parallel(prg__ot_part_task, &j);
+    for (i = 0; i < 2 * b; i++) /* the norms over all columns, in part order */
+        for (p = 1; p < j.parts; p++) j.norms[i] += j.norms[(size_t)p * 2 * b + i];
     s.pj = &j;
     s.cost = cost;
-    prg__parallel_for(b, 3.0 * (double)b * j.parts, prg__ot_sum_range, &s);
+    prg__parallel_for(b, 2.0 * (double)b * j.parts, prg__ot_sum_range, &s);
     prg_free(j.norms);
 }
 
