@@ -5286,9 +5286,13 @@ typedef struct prg__norm_job {
     float *sso, *act; /* forward: then scale-shift by ss into sso, SiLU into act (when set);
                          with act, y and sso may be NULL (not kept) */
     const float *x, *gamma, *beta, *dy, *cmean, *crstd, *ss;
+    float *t;              /* backward: SiLU's backward of sdy at sx, the gradient used for dy */
+    const float *sdy, *sx;
+    double *sums;          /* backward: each channel's sums kept for dgamma/dbeta (or NULL) */
     prg__vec_ops ops;
     int batch, c, groups, cg; /* cg = channels per group */
     int set;                  /* backward: dx = rather than += */
+    int given;                /* forward: mean and rstd are given (kept from an earlier pass) */
     size_t hw;
     float eps;
 } prg__norm_job;
@@ -5303,12 +5307,17 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
         int g = (int)(bg % (size_t)j->groups), cc;
         double s = 0.0, v = 0.0;
         float m, r;
-        for (cc = 0; cc < j->cg; cc++) s += prg__row_sum(x + (size_t)cc * j->hw, j->hw);
-        m = (float)(s / (double)ng);
-        for (cc = 0; cc < j->cg; cc++) v += prg__row_sqdev(x + (size_t)cc * j->hw, j->hw, m);
-        r = (float)(1.0 / sqrt(v / (double)ng + (double)j->eps));
-        j->mean[bg] = m;
-        j->rstd[bg] = r;
+        if (j->given) {
+            m = j->mean[bg];
+            r = j->rstd[bg];
+        } else {
+            for (cc = 0; cc < j->cg; cc++) s += prg__row_sum(x + (size_t)cc * j->hw, j->hw);
+            m = (float)(s / (double)ng);
+            for (cc = 0; cc < j->cg; cc++) v += prg__row_sqdev(x + (size_t)cc * j->hw, j->hw, m);
+            r = (float)(1.0 / sqrt(v / (double)ng + (double)j->eps));
+            j->mean[bg] = m;
+            j->rstd[bg] = r;
+        }
         for (cc = 0; cc < j->cg; cc++) {
             int ch = g * j->cg + cc;
             float a = r * (j->gamma ? j->gamma[ch] : 1.0f);
@@ -5332,13 +5341,16 @@ static void prg__gn_forward_range(void *ctx, size_t lo, size_t hi) {
     }
 }
 
-/* dx for the groups [lo, hi) of all (b, g) */
+/* dx for the groups [lo, hi) of all (b, g).  With t set, the gradient is
+   SiLU's backward (t = SiLU'(sx) sdy, written a row at a time, then read
+   while still in cache) rather than dy.  With sums set, each channel's two
+   sums (of the gradient and of the gradient times x) are kept for dgamma and
+   dbeta: sums[2 (b C + ch)], sums[2 (b C + ch) + 1]. */
 static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
     const prg__norm_job *j = (const prg__norm_job *)ctx;
     size_t bg, ng = (size_t)j->cg * j->hw;
     for (bg = lo; bg < hi; bg++) {
-        const float *x = j->x + bg * ng, *dy = j->dy + bg * ng;
-        float *dx = j->dx + bg * ng;
+        const float *x = j->x + bg * ng, *dy = j->t ? j->t + bg * ng : j->dy + bg * ng;
         int g = (int)(bg % (size_t)j->groups), cc;
         double m = j->cmean[bg], r = j->crstd[bg], s1 = 0.0, s2 = 0.0;
         float bcoef, ccoef;
@@ -5346,40 +5358,57 @@ static void prg__gn_dx_range(void *ctx, size_t lo, size_t hi) {
            s1 = sum gamma dy, s2 = sum gamma dy (x - m) */
         for (cc = 0; cc < j->cg; cc++) {
             double gm = j->gamma ? j->gamma[g * j->cg + cc] : 1.0, sg, sgx;
+            size_t row = bg * ng + (size_t)cc * j->hw;
+            if (j->t) j->ops.silu_bwd(j->t + row, j->sdy + row, j->sx + row, j->hw, 1);
             j->ops.dots(dy + (size_t)cc * j->hw, x + (size_t)cc * j->hw, j->hw, &sg, &sgx);
+            if (j->sums) {
+                size_t k = 2 * (bg / (size_t)j->groups * (size_t)j->c + (size_t)g * j->cg + (size_t)cc);
+                j->sums[k] = sg;
+                j->sums[k + 1] = sgx;
+            }
             s1 += gm * sg;
             s2 += gm * (sgx - m * sg);
         }
+        if (!j->dx) continue;
         bcoef = (float)(-r * r * r * s2 / (double)ng);
         ccoef = (float)(-r * s1 / (double)ng + m * r * r * r * s2 / (double)ng);
         for (cc = 0; cc < j->cg; cc++) {
             float a = (float)r * (j->gamma ? j->gamma[g * j->cg + cc] : 1.0f);
             const float *xr = x + (size_t)cc * j->hw, *gr = dy + (size_t)cc * j->hw;
-            float *dr = dx + (size_t)cc * j->hw;
+            float *dr = j->dx + bg * ng + (size_t)cc * j->hw;
             if (j->set) prg__row_set3(dr, gr, xr, a, bcoef, ccoef, j->hw);
             else prg__row_acc3(dr, gr, xr, a, bcoef, ccoef, j->hw);
         }
     }
 }
 
-/* dgamma/dbeta for the channels [lo, hi), summed over the batch in order */
+/* dgamma/dbeta of channel ch from its sums over the batch, in batch order:
+   the kept ones, else taken again (the same sums, the same bits) */
+static void prg__gn_dparam_channel(const prg__norm_job *j, size_t ch) {
+    double sgm = 0.0, sbt = 0.0;
+    size_t g = ch / (size_t)j->cg;
+    int b;
+    for (b = 0; b < j->batch; b++) {
+        size_t bg = (size_t)b * j->groups + g, k = (size_t)b * j->c + ch, off = k * j->hw;
+        double sg, sgx;
+        if (j->sums) {
+            sg = j->sums[2 * k];
+            sgx = j->sums[2 * k + 1];
+        } else {
+            j->ops.dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
+        }
+        sgm += (double)j->crstd[bg] * (sgx - (double)j->cmean[bg] * sg);
+        sbt += sg;
+    }
+    if (j->dgamma) j->dgamma[ch] += (float)sgm;
+    if (j->dbeta) j->dbeta[ch] += (float)sbt;
+}
+
+/* dgamma/dbeta for the channels [lo, hi) */
 static void prg__gn_dparam_range(void *ctx, size_t lo, size_t hi) {
     const prg__norm_job *j = (const prg__norm_job *)ctx;
     size_t ch;
-    int b;
-    for (ch = lo; ch < hi; ch++) {
-        double sgm = 0.0, sbt = 0.0;
-        size_t g = ch / (size_t)j->cg;
-        for (b = 0; b < j->batch; b++) {
-            size_t off = ((size_t)b * j->c + ch) * j->hw, bg = (size_t)b * j->groups + g;
-            double sg, sgx;
-            j->ops.dots(j->dy + off, j->x + off, j->hw, &sg, &sgx);
-            sgm += (double)j->crstd[bg] * (sgx - (double)j->cmean[bg] * sg);
-            sbt += sg;
-        }
-        if (j->dgamma) j->dgamma[ch] += (float)sgm;
-        if (j->dbeta) j->dbeta[ch] += (float)sbt;
-    }
+    for (ch = lo; ch < hi; ch++) prg__gn_dparam_channel(j, ch);
 }
 
 static void prg__norm_setup(prg__norm_job *j, int batch, int c, size_t hw, int groups) {
@@ -5403,33 +5432,53 @@ void prg_groupnorm_forward(float *y, float *mean, float *rstd, const float *x, c
 
 /* gn = GroupNorm(x); then sso = gn (1 + scale) + shift when ss is set;
    act = SiLU(sso, or gn): the same bits as the three layers one after the
-   other, in one pass over memory. */
-static void prg__groupnorm_act_forward(float *gn, float *sso, float *act, float *mean, float *rstd,
+   other, in one pass over memory.  given: mean and rstd hold x's statistics
+   already (a recomputation), which are then read, not taken again. */
+static void prg__groupnorm_act_forward(float *gn, float *sso, float *act, float *mean, float *rstd, int given,
                                        const float *x, const float *gamma, const float *beta,
                                        const float *ss, int batch, int c, int hw, int groups, float eps) {
     prg__norm_job j;
     prg__norm_setup(&j, batch, c, (size_t)hw, groups);
     j.y = gn; j.mean = mean; j.rstd = rstd; j.x = x; j.gamma = gamma; j.beta = beta; j.eps = eps;
-    j.ss = ss; j.sso = sso; j.act = act;
-    prg__parallel_for((size_t)batch * groups, 6.0 * j.cg * j.hw, prg__gn_forward_range, &j);
+    j.ss = ss; j.sso = sso; j.act = act; j.given = given;
+    prg__parallel_for((size_t)batch * groups, (given ? 4.0 : 6.0) * j.cg * j.hw, prg__gn_forward_range, &j);
 }
 
+/* GroupNorm's backward: dx (+= or, with set, =), dgamma and dbeta (+=).
+   With t set, dy is first SiLU's backward, t = SiLU'(sx) sdy (written).
+   One pass over the groups takes each channel's sums once for dx and keeps
+   them for dgamma and dbeta; only when no buffer is to be had are they taken
+   again per channel (the same sums, the same bits). */
 static void prg__groupnorm_backward_x(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                       const float *mean, const float *rstd, const float *gamma, int batch, int c,
-                                      int hw, int groups, int set) {
+                                      int hw, int groups, int set, float *t, const float *sdy, const float *sx) {
     prg__norm_job j;
+    prg__gemm_buf *buf = NULL;
+    size_t ch;
     prg__norm_setup(&j, batch, c, (size_t)hw, groups);
     j.dx = dx; j.dgamma = dgamma; j.dbeta = dbeta; j.dy = dy; j.x = x;
     j.cmean = mean; j.crstd = rstd; j.gamma = gamma; j.set = set;
-    if (dgamma || dbeta)
+    j.t = t; j.sdy = sdy; j.sx = sx;
+    if (!dx && !t) {
+        if (dgamma || dbeta) prg__parallel_for((size_t)c, 2.0 * batch * j.hw, prg__gn_dparam_range, &j);
+        return;
+    }
+    if ((dgamma || dbeta) && (buf = prg__gemm_buf_take((size_t)4 * batch * c)) != NULL) j.sums = (double *)(void *)buf->s.p;
+    prg__parallel_for((size_t)batch * groups, (t ? 8.0 : 4.0) * j.cg * j.hw, prg__gn_dx_range, &j);
+    j.t = NULL; /* written: the gradient is now in t, read as dy */
+    if (t) j.dy = t;
+    if (buf) {
+        for (ch = 0; ch < (size_t)c; ch++) prg__gn_dparam_channel(&j, ch);
+        prg__gemm_buf_give(buf);
+    } else if (dgamma || dbeta) {
         prg__parallel_for((size_t)c, 2.0 * batch * j.hw, prg__gn_dparam_range, &j);
-    if (dx) prg__parallel_for((size_t)batch * groups, 4.0 * j.cg * j.hw, prg__gn_dx_range, &j);
+    }
 }
 
 void prg_groupnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                             const float *x, const float *mean, const float *rstd,
                             const float *gamma, int batch, int c, int hw, int groups) {
-    prg__groupnorm_backward_x(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, batch, c, hw, groups, 0);
+    prg__groupnorm_backward_x(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, batch, c, hw, groups, 0, NULL, NULL, NULL);
 }
 
 void prg_groupnorm_forward_ref(float *y, float *mean, float *rstd, const float *x,
@@ -6230,6 +6279,10 @@ typedef struct prg__unet_mod {
     size_t in, in2, out; /* activations, offsets in floats per image */
     int gin, gin2, gout; /* gradient buffers: 0/1 ping-pong, >= 2 skip tensors, PRG__UNET_G_* */
     size_t t[3];         /* saved intermediates, floats per image */
+    size_t st[2];        /* GroupNorm statistics, 2 G floats per image (means [B][G], then rstds
+                            [B][G]): RES's two norms, ATTN's and NORMACT's in st[0]; kept by
+                            forward so that backward's recomputation skips them; SIZE_MAX in
+                            the lean layout (they go to scratch) */
 } prg__unet_mod;
 
 struct prg_unet {
@@ -6522,6 +6575,8 @@ static void prg__unet_res(prg_unet *n, const char *prefix, int cout) {
        are recomputed by backward (cheap, and 2.5x less memory) */
     m->t[0] = prg__unet_act(n, (size_t)cout * hw);
     m->t[1] = prg__unet_act(n, (size_t)2 * cout);
+    m->st[0] = prg__unet_act(n, (size_t)2 * n->cfg.groups);
+    m->st[1] = prg__unet_act(n, (size_t)2 * n->cfg.groups);
     prg__unet_join(p, sizeof p, prefix, "in_layers.0.");
     prg__unet_gn(n, p, cin);
     prg__unet_join(p, sizeof p, prefix, "in_layers.2.");
@@ -6545,6 +6600,7 @@ static void prg__unet_attn(prg_unet *n, const char *prefix) {
     m->t[0] = prg__unet_act(n, (size_t)3 * c * hw);          /* qkv (its GN input is recomputed) */
     m->t[1] = prg__unet_act(n, (size_t)c * hw);              /* attention output */
     m->t[2] = prg__unet_act(n, (size_t)heads * hw * hw);     /* softmax weights */
+    m->st[0] = prg__unet_act(n, (size_t)2 * n->cfg.groups);
     prg__unet_note(n, (size_t)3 * c * hw);
     prg__unet_join(p, sizeof p, prefix, "norm.");
     prg__unet_gn(n, p, c);
@@ -6666,6 +6722,7 @@ static prg_result prg__unet_plan(prg_unet *n) {
         }
     }
     m = prg__unet_mod_new(n, PRG__UM_NORMACT, n->cur_c, n->cur_h);
+    m->st[0] = prg__unet_act(n, (size_t)2 * n->cfg.groups);
     prg__unet_gn(n, "out.0.", m->cin);
     prg__unet_conv(n, "out.2.", c->out_channels, 1, 1);
     n->mods[n->nmods - 1].gout = PRG__UNET_G_DV;
@@ -6732,6 +6789,7 @@ static prg_result prg__unet_plan_lean(prg_unet *n) {
         for (i = 0; i < n->nmods; i++)
             if (n->mods[i].type == PRG__UM_RES || n->mods[i].type == PRG__UM_ATTN) n->lmods[i].t[k] = tk;
     }
+    for (i = 0; i < n->nmods; i++) n->lmods[i].st[0] = n->lmods[i].st[1] = SIZE_MAX;
     for (i = 0; i < n->nmods; i++) {
         prg__unet_mod *l = &n->lmods[i];
         if (i > 0 && !l->in_rc) l->in = n->lmods[i - 1].out; /* the previous module's output */
@@ -7115,20 +7173,35 @@ static void prg__unet_add(float *y, const float *x, size_t count) {
    in:  gn = GN_in(x), act = SiLU(gn);
    out: gn = GN_out(h1), sso = gn (1 + scale) + shift, act = SiLU(sso);
    gn and sso may be NULL (the forward reads only act).
-   gm, gr: [B][G] statistics of the last GroupNorm. */
+   gm, gr: the GroupNorm's [B][G] statistics, taken (given = 0) or read (given = 1). */
 static void prg__unet_res_in(const prg_unet *n, const prg__unet_mod *m, int B, const float *x, float *gn,
-                             float *act, float *gm, float *gr) {
+                             float *act, float *gm, float *gr, int given) {
     const float *P = n->params;
-    prg__groupnorm_act_forward(gn, NULL, act, gm, gr, x, P + n->tens[m->par + PRG__RES_NORM1_W].offset, P + n->tens[m->par + PRG__RES_NORM1_B].offset,
-                               NULL, B, m->cin, m->h * m->w, n->cfg.groups, PRG__UNET_EPS);
+    prg__groupnorm_act_forward(gn, NULL, act, gm, gr, given, x, P + n->tens[m->par + PRG__RES_NORM1_W].offset,
+                               P + n->tens[m->par + PRG__RES_NORM1_B].offset, NULL, B, m->cin, m->h * m->w,
+                               n->cfg.groups, PRG__UNET_EPS);
 }
 
 static void prg__unet_res_out(const prg_unet *n, const prg__unet_mod *m, int B, const float *h1, const float *ss,
-                              float *gn, float *sso, float *act, float *gm, float *gr) {
+                              float *gn, float *sso, float *act, float *gm, float *gr, int given) {
     const float *P = n->params;
-    prg__groupnorm_act_forward(gn, sso, act, gm, gr, h1, P + n->tens[m->par + PRG__RES_NORM2_W].offset,
+    prg__groupnorm_act_forward(gn, sso, act, gm, gr, given, h1, P + n->tens[m->par + PRG__RES_NORM2_W].offset,
                                P + n->tens[m->par + PRG__RES_NORM2_B].offset, ss, B, m->cout, m->h * m->w, n->cfg.groups,
                                PRG__UNET_EPS);
+}
+
+/* Where module m keeps the statistics of its GroupNorm k (m->st[k]): the
+   mean's [B][G] into *mean, the rstd's into *rstd; the scratch gm, gr when
+   the layout keeps none (the lean forward's). */
+static void prg__unet_stats(const prg_unet *n, const prg__unet_mod *m, int k, int B, float *gm, float *gr,
+                            float **mean, float **rstd) {
+    if (m->st[k] == SIZE_MAX) {
+        *mean = gm;
+        *rstd = gr;
+    } else {
+        *mean = n->act + m->st[k] * (size_t)B;
+        *rstd = *mean + (size_t)B * n->cfg.groups;
+    }
 }
 
 /* Between begin and end the caller vouches that the weights do not change
@@ -7152,7 +7225,7 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
     int G = c->groups, i;
     const float *P = n->params, *in;
     float *A = n->act, *S = n->scr, *ws = n->ws, *rc = S + n->rc_off * B, *r[3], *out;
-    float *gm = S + n->gm_off * B, *gr = S + n->gr_off * B;
+    float *gm = S + n->gm_off * B, *gr = S + n->gr_off * B, *sm, *sr;
     for (i = 0; i < 3; i++) r[i] = S + n->r_off[i] * B;
     in = m->in_rc ? rc : PRG__UA(m->in);
     out = m->out_rc ? rc : PRG__UA(m->out);
@@ -7161,10 +7234,12 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         prg__conv_plan_forward(PRG__UC(0), n->keeping, out, in, PRG__UP(0), PRG__UP(1), ws);
         break;
     case PRG__UM_RES:
-        prg__unet_res_in(n, m, B, in, NULL, r[1], gm, gr); /* only SiLU's output is read here */
+        prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+        prg__unet_res_in(n, m, B, in, NULL, r[1], sm, sr, 0); /* only SiLU's output is read here */
         prg__conv_plan_forward(PRG__UC(2), n->keeping, PRG__UA(m->t[0]), r[1], PRG__UP(PRG__RES_CONV1_W), PRG__UP(PRG__RES_CONV1_B), ws);
         prg_linear_forward(PRG__UA(m->t[1]), PRG__UA(n->semb_off), PRG__UP(PRG__RES_EMB_W), PRG__UP(PRG__RES_EMB_B), B, ed, 2 * co);
-        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], gm, gr);
+        prg__unet_stats(n, m, 1, B, gm, gr, &sm, &sr);
+        prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), NULL, NULL, r[2], sm, sr, 0);
         prg__conv_plan_forward(PRG__UC(8), n->keeping, out, r[2], PRG__UP(PRG__RES_CONV2_W), PRG__UP(PRG__RES_CONV2_B), ws);
         if (m->has_skip) {
             prg__conv_plan_forward(PRG__UC(10), 0, r[0], in, PRG__UP(PRG__RES_SKIP_W), PRG__UP(PRG__RES_SKIP_B), ws);
@@ -7174,7 +7249,8 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         }
         break;
     case PRG__UM_ATTN:
-        prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), B, ci, hw, G, PRG__UNET_EPS);
+        prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+        prg_groupnorm_forward(r[0], sm, sr, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), B, ci, hw, G, PRG__UNET_EPS);
         prg__conv_plan_forward(PRG__UC(2), 0, PRG__UA(m->t[0]), r[0], PRG__UP(PRG__ATTN_QKV_W), PRG__UP(PRG__ATTN_QKV_B), ws);
         prg_attention_forward(PRG__UA(m->t[1]), PRG__UA(m->t[2]), PRG__UA(m->t[0]), B, ci, hw,
                               c->num_heads, ws);
@@ -7188,7 +7264,8 @@ static void prg__unet_mod_forward(prg_unet *n, const prg__unet_mod *m, int B) {
         prg_concat_forward(out, in, PRG__UA(m->in2), B, ci, m->cin2, hw);
         break;
     case PRG__UM_NORMACT:
-        prg__groupnorm_act_forward(NULL, NULL, out, gm, gr, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
+        prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+        prg__groupnorm_act_forward(NULL, NULL, out, sm, sr, 0, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
                                    PRG__UNET_EPS);
         break;
     }
@@ -7239,7 +7316,7 @@ prg_result prg_unet_forward_lean(prg_unet *n, int batch, const float *x, const f
 prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
     const prg_unet_config *c;
     int B, i, j, mc, ed, G;
-    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr, *rc;
+    float *P, *D, *A, *S, *ws, *t1, *t2, *dss, *dsemb, *de1, *de2, *r[3], *gm, *gr, *rc, *sm, *sr;
     float *gb[4 + PRG_UNET_MAX_LEVELS * 65];
     if (!n || !dv) return prg__fail(PRG_ERR_ARG, "prg_unet_backward: NULL argument");
     if (n->fwd_batch < 1)
@@ -7297,18 +7374,20 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
                 memcpy(din, dout, (size_t)B * co * hw * sizeof(float));
             else
                 prg__unet_add(din, dout, (size_t)B * co * hw);
-            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], gm, gr);
+            prg__unet_stats(n, m, 1, B, gm, gr, &sm, &sr);
+            prg__unet_res_out(n, m, B, PRG__UA(m->t[0]), PRG__UA(m->t[1]), r[0], r[1], r[2], sm, sr, sm != gm);
             prg__conv_plan_backward(PRG__UC(8), n->keeping, t1, PRG__UD(PRG__RES_CONV2_W), PRG__UD(PRG__RES_CONV2_B), dout, r[2], PRG__UP(PRG__RES_CONV2_W), ws, 1);
             PRG__UZ(dss, 2 * co);
             prg__silu_scale_shift_backward_x(t1, dss, t2, t1, r[1], r[0], PRG__UA(m->t[1]), B, co, hw);
             prg_linear_backward(dsemb, PRG__UD(PRG__RES_EMB_W), PRG__UD(PRG__RES_EMB_B), dss, PRG__UA(n->semb_off), PRG__UP(PRG__RES_EMB_W), B, ed,
                                 2 * co);
-            prg__groupnorm_backward_x(t2, PRG__UD(PRG__RES_NORM2_W), PRG__UD(PRG__RES_NORM2_B), t1, PRG__UA(m->t[0]), gm, gr, PRG__UP(PRG__RES_NORM2_W), B, co,
-                                      hw, G, 1);
-            prg__unet_res_in(n, m, B, in, r[0], r[1], gm, gr);
+            prg__groupnorm_backward_x(t2, PRG__UD(PRG__RES_NORM2_W), PRG__UD(PRG__RES_NORM2_B), t1, PRG__UA(m->t[0]), sm, sr, PRG__UP(PRG__RES_NORM2_W), B, co,
+                                      hw, G, 1, NULL, NULL, NULL);
+            prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+            prg__unet_res_in(n, m, B, in, r[0], r[1], sm, sr, sm != gm);
             prg__conv_plan_backward(PRG__UC(2), n->keeping, t1, PRG__UD(PRG__RES_CONV1_W), PRG__UD(PRG__RES_CONV1_B), t2, r[1], PRG__UP(PRG__RES_CONV1_W), ws, 1);
-            prg__silu_backward_x(t2, t1, r[0], (size_t)B * ci * hw, 1);
-            prg_groupnorm_backward(din, PRG__UD(PRG__RES_NORM1_W), PRG__UD(PRG__RES_NORM1_B), t2, in, gm, gr, PRG__UP(PRG__RES_NORM1_W), B, ci, hw, G);
+            prg__groupnorm_backward_x(din, PRG__UD(PRG__RES_NORM1_W), PRG__UD(PRG__RES_NORM1_B), NULL, in, sm, sr, PRG__UP(PRG__RES_NORM1_W), B, ci,
+                                      hw, G, 0, t2, t1, r[0]);
             break;
         case PRG__UM_ATTN:
             if (fresh)
@@ -7318,9 +7397,11 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg__conv_plan_backward(PRG__UC(4), 0, t1, PRG__UD(PRG__ATTN_PROJ_W), PRG__UD(PRG__ATTN_PROJ_B), dout, PRG__UA(m->t[1]), PRG__UP(PRG__ATTN_PROJ_W), ws, 1);
             PRG__UZ(t2, 3 * ci * hw);
             prg_attention_backward(t2, t1, PRG__UA(m->t[0]), PRG__UA(m->t[2]), B, ci, hw, c->num_heads, ws);
-            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), B, ci, hw, G, PRG__UNET_EPS);
+            prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+            prg__groupnorm_act_forward(r[0], NULL, NULL, sm, sr, sm != gm, in, PRG__UP(PRG__ATTN_NORM_W), PRG__UP(PRG__ATTN_NORM_B), NULL, B, ci,
+                                       hw, G, PRG__UNET_EPS);
             prg__conv_plan_backward(PRG__UC(2), 0, t1, PRG__UD(PRG__ATTN_QKV_W), PRG__UD(PRG__ATTN_QKV_B), t2, r[0], PRG__UP(PRG__ATTN_QKV_W), ws, 1);
-            prg_groupnorm_backward(din, PRG__UD(PRG__ATTN_NORM_W), PRG__UD(PRG__ATTN_NORM_B), t1, in, gm, gr, PRG__UP(PRG__ATTN_NORM_W), B, ci, hw, G);
+            prg_groupnorm_backward(din, PRG__UD(PRG__ATTN_NORM_W), PRG__UD(PRG__ATTN_NORM_B), t1, in, sm, sr, PRG__UP(PRG__ATTN_NORM_W), B, ci, hw, G);
             break;
         case PRG__UM_UP:
             prg_upsample2x_backward(din, dout, B * ci, h, w);
@@ -7329,9 +7410,11 @@ prg_result prg_unet_backward(prg_unet *n, const float *dv, float *dx) {
             prg_concat_backward(din, PRG__UG(m->gin2), dout, B, ci, m->cin2, hw);
             break;
         case PRG__UM_NORMACT:
-            prg_groupnorm_forward(r[0], gm, gr, in, PRG__UP(0), PRG__UP(1), B, ci, hw, G, PRG__UNET_EPS);
-            prg__silu_backward_x(t1, dout, r[0], (size_t)B * ci * hw, 1);
-            prg__groupnorm_backward_x(din, PRG__UD(0), PRG__UD(1), t1, in, gm, gr, PRG__UP(0), B, ci, hw, G, fresh);
+            prg__unet_stats(n, m, 0, B, gm, gr, &sm, &sr);
+            prg__groupnorm_act_forward(r[0], NULL, NULL, sm, sr, sm != gm, in, PRG__UP(0), PRG__UP(1), NULL, B, ci, hw, G,
+                                       PRG__UNET_EPS);
+            prg__groupnorm_backward_x(din, PRG__UD(0), PRG__UD(1), NULL, in, sm, sr, PRG__UP(0), B, ci, hw, G, fresh, t1,
+                                      dout, r[0]);
             break;
         }
         if (n->grad_hook && m->type != PRG__UM_UP && m->type != PRG__UM_CAT)

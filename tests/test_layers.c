@@ -1158,15 +1158,76 @@ static void test_gn_act_fused(void) {
         prg_groupnorm_forward(y1, m1, r1, x, gm, bt, b, c, hw, g, 1e-5f);
         if (with_ss) prg_scale_shift_forward(s1, y1, ss, b, c, hw);
         prg_silu_forward(a1, with_ss ? s1 : y1, n);
-        prg__groupnorm_act_forward(y2, with_ss ? s2 : NULL, a2, m2, r2, x, gm, bt, with_ss ? ss : NULL, b, c, hw,
+        prg__groupnorm_act_forward(y2, with_ss ? s2 : NULL, a2, m2, r2, 0, x, gm, bt, with_ss ? ss : NULL, b, c, hw,
                                    g, 1e-5f);
         CHECK(memcmp(y1, y2, n * sizeof(float)) == 0 && memcmp(a1, a2, n * sizeof(float)) == 0 &&
                   memcmp(m1, m2, sizeof m1) == 0 && memcmp(r1, r2, sizeof r1) == 0 &&
                   (!with_ss || memcmp(s1, s2, n * sizeof(float)) == 0),
               "[%s] fused GroupNorm%s + SiLU differs from the layers in turn", kern,
               with_ss ? " + scale-shift" : "");
+        /* the statistics given (a recomputation) read, not taken: the same outputs */
+        memset(y2, 0, n * sizeof(float));
+        memset(a2, 0, n * sizeof(float));
+        memset(s2, 0, n * sizeof(float));
+        memcpy(m2, m1, sizeof m1);
+        memcpy(r2, r1, sizeof r1);
+        prg__groupnorm_act_forward(y2, with_ss ? s2 : NULL, a2, m2, r2, 1, x, gm, bt, with_ss ? ss : NULL, b, c, hw,
+                                   g, 1e-5f);
+        CHECK(memcmp(y1, y2, n * sizeof(float)) == 0 && memcmp(a1, a2, n * sizeof(float)) == 0 &&
+                  (!with_ss || memcmp(s1, s2, n * sizeof(float)) == 0),
+              "[%s] GroupNorm%s + SiLU with the statistics given differs", kern, with_ss ? " + scale-shift" : "");
+        /* given statistics are what is used: other ones give other outputs */
+        r2[5] *= 2.0f;
+        prg__groupnorm_act_forward(y2, NULL, a2, m2, r2, 1, x, gm, bt, NULL, b, c, hw, g, 1e-5f);
+        CHECK(memcmp(y1, y2, n * sizeof(float)) != 0, "[%s] GroupNorm with given statistics ignored them", kern);
     }
     free(x); free(gm); free(bt); free(ss); free(y1); free(s1); free(a1); free(y2); free(s2); free(a2);
+}
+
+/* GroupNorm's backward with SiLU's backward before it (t = SiLU'(sx) sdy),
+   in one pass, against the two layers in turn: the same bits for dx (= and
+   +=), dgamma, dbeta and t; and with every shared buffer busy (the sums for
+   dgamma/dbeta taken again instead of kept) the same bits again. */
+static void test_gn_bwd_fused(void) {
+    static const int shapes[][4] = {{3, 64, 77, 32}, {2, 12, 5, 3}, {5, 8, 1, 1}, {1, 6, 1030, 2}};
+    int si;
+    for (si = 0; si < 4; si++) {
+        int b = shapes[si][0], c = shapes[si][1], hw = shapes[si][2], g = shapes[si][3], set, busy, i;
+        size_t n = (size_t)b * c * hw, nb = sizeof prg__gemm_bufs / sizeof prg__gemm_bufs[0];
+        float *x = rnd(n, -2.0f, 2.0f), *gm = rnd((size_t)c, -1.0f, 1.0f), *bt = rnd((size_t)c, -1.0f, 1.0f);
+        float *sx = rnd(n, -3.0f, 3.0f), *sdy = rnd(n, -1.0f, 1.0f), *dx0 = rnd(n, -1.0f, 1.0f);
+        float *y = (float *)malloc(n * sizeof(float)), *t1 = (float *)malloc(n * sizeof(float));
+        float *t2 = (float *)malloc(n * sizeof(float)), *dx1 = (float *)malloc(n * sizeof(float));
+        float *dx2 = (float *)malloc(n * sizeof(float)), *mean = (float *)malloc((size_t)b * g * sizeof(float));
+        float *rstd = (float *)malloc((size_t)b * g * sizeof(float));
+        float *dg1 = (float *)calloc((size_t)c, sizeof(float)), *db1 = (float *)calloc((size_t)c, sizeof(float));
+        float *dg2 = (float *)calloc((size_t)c, sizeof(float)), *db2 = (float *)calloc((size_t)c, sizeof(float));
+        prg_groupnorm_forward(y, mean, rstd, x, gm, bt, b, c, hw, g, 1e-5f);
+        for (set = 0; set < 2; set++)
+            for (busy = 0; busy < 2; busy++) {
+                int saved[sizeof prg__gemm_bufs / sizeof prg__gemm_bufs[0]];
+                memcpy(dx1, dx0, n * sizeof(float));
+                memcpy(dx2, dx0, n * sizeof(float));
+                memset(dg1, 0, (size_t)c * sizeof(float)); memset(db1, 0, (size_t)c * sizeof(float));
+                memset(dg2, 0, (size_t)c * sizeof(float)); memset(db2, 0, (size_t)c * sizeof(float));
+                memset(t1, 0, n * sizeof(float));
+                prg_silu_backward(t1, sdy, sx, n);
+                if (set) memset(dx1, 0, n * sizeof(float));
+                prg_groupnorm_backward(dx1, dg1, db1, t1, x, mean, rstd, gm, b, c, hw, g);
+                for (i = 0; busy && i < (int)nb; i++) {
+                    saved[i] = prg__gemm_bufs[i].busy;
+                    prg__gemm_bufs[i].busy = 1;
+                }
+                prg__groupnorm_backward_x(dx2, dg2, db2, NULL, x, mean, rstd, gm, b, c, hw, g, set, t2, sdy, sx);
+                for (i = 0; busy && i < (int)nb; i++) prg__gemm_bufs[i].busy = saved[i];
+                CHECK(same_bits(t1, t2, n) && same_bits(dx1, dx2, n) && same_bits(dg1, dg2, (size_t)c) &&
+                          same_bits(db1, db2, (size_t)c),
+                      "[%s] GroupNorm backward after SiLU's in one pass differs (%dx%dx%d, %d groups, %s%s)", kern, b, c,
+                      hw, g, set ? "=" : "+=", busy ? ", no buffer" : "");
+            }
+        free(x); free(gm); free(bt); free(sx); free(sdy); free(dx0); free(y); free(t1); free(t2); free(dx1);
+        free(dx2); free(mean); free(rstd); free(dg1); free(db1); free(dg2); free(db2);
+    }
 }
 
 /* ======================================================================
@@ -1420,6 +1481,7 @@ int main(void) {
         test_torch();
         test_extremes();
         test_gn_act_fused();
+        test_gn_bwd_fused();
         test_wino4();
         test_twins();
         test_plans();
