@@ -5,7 +5,11 @@
    recomputed by backward (budget 0), then the steps' activations kept as
    the library's default budget allows (prg_classifier_set_memory_budget).
 
-     bench_finetune [--preset tiny32] [--batch 8] [--steps 4] [--threads 2] [--reps 2] [--keep-mb N] [--infer]
+     bench_finetune [--preset tiny32] [--batch 8] [--steps 4] [--threads 2] [--reps 2] [--min-seconds 0]
+                    [--keep-mb N] [--infer]
+
+   Times reps steps after an untimed one, then more (at most 50) until the
+   timed ones add up to --min-seconds, and keeps the best.
 
    Prints a line per mode: preset batch steps ms_per_step peak_rss_MiB
    states_MiB, and for a mode that keeps steps: kept=K/M.  --keep-mb N runs
@@ -33,6 +37,11 @@ static double now(void) {
 
 /* Inference: the classifier's logits through the training forward or the
    lean one. */
+static double min_seconds = 0.0;
+
+/* another timed run after r of them (r counts the untimed first), timed seconds so far */
+static int more(int r, int reps, double timed) { return r <= reps || (timed < min_seconds && r <= 50); }
+
 static int run_infer(const char *preset, int batch, int steps, int threads, int reps, int lean) {
     prg_unet_config cfg;
     prg_unet *net;
@@ -40,7 +49,7 @@ static int run_infer(const char *preset, int batch, int steps, int threads, int 
     float *x, *logits;
     size_t n, j;
     prg_rng rng;
-    double best = 1e30, t0;
+    double best = 1e30, t0, timed = 0.0;
     struct rusage ru;
     int r;
     prg_set_num_threads(threads);
@@ -54,13 +63,17 @@ static int run_infer(const char *preset, int batch, int steps, int threads, int 
     logits = (float *)malloc((size_t)batch * 10 * sizeof(float));
     prg_rng_seed(&rng, 3, 0);
     for (j = 0; j < n; j++) x[j] = prg_rng_normal(&rng);
-    for (r = 0; r <= reps; r++) {
+    for (r = 0; more(r, reps, timed); r++) {
         t0 = now();
         if ((lean ? prg_classifier_predict : prg_classifier_forward)(clf, batch, x, logits) != PRG_OK) {
             fprintf(stderr, "bench_finetune: %s\n", prg_last_error());
             return 1;
         }
-        if (r > 0 && now() - t0 < best) best = now() - t0;
+        if (r > 0) {
+            double dt = now() - t0;
+            timed += dt;
+            if (dt < best) best = dt;
+        }
     }
     getrusage(RUSAGE_SELF, &ru);
     printf("%s %d %d %s %.1f %.0f %.0f\n", preset, batch, steps, lean ? "lean" : "train", 1e3 * best,
@@ -84,7 +97,7 @@ static int run(const char *preset, int batch, int steps, int threads, int reps, 
     const float *grads[2];
     size_t sizes[2], n, j, nh;
     int32_t *labels;
-    double best = 1e30, t0;
+    double best = 1e30, t0, timed = 0.0;
     struct rusage ru;
     prg_set_num_threads(threads);
     if (prg_unet_config_preset(&cfg, preset) != PRG_OK || prg_unet_create(&net, &cfg, 1) != PRG_OK ||
@@ -116,7 +129,7 @@ static int run(const char *preset, int batch, int steps, int threads, int reps, 
     prg_rng_seed(&rng, 3, 0);
     for (j = 0; j < n; j++) x[j] = prg_rng_normal(&rng);
     for (i = 0; i < batch; i++) labels[i] = (int32_t)prg_rng_below(&rng, (uint32_t)classes);
-    for (r = 0; r <= reps; r++) {
+    for (r = 0; more(r, reps, timed); r++) {
         t0 = now();
         prg_classifier_zero_grad(clf);
         if (prg_classifier_forward(clf, batch, x, logits) != PRG_OK) {
@@ -129,7 +142,11 @@ static int run(const char *preset, int batch, int steps, int threads, int reps, 
             fprintf(stderr, "bench_finetune: %s\n", prg_last_error());
             return 1;
         }
-        if (r > 0 && now() - t0 < best) best = now() - t0;
+        if (r > 0) {
+            double dt = now() - t0;
+            timed += dt;
+            if (dt < best) best = dt;
+        }
     }
     getrusage(RUSAGE_SELF, &ru);
     printf("%s %d %d %.1f %.0f %.1f", preset, batch, steps, 1e3 * best, ru.ru_maxrss / 1024.0,
@@ -153,11 +170,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--min-seconds") && i + 1 < argc) min_seconds = atof(argv[++i]);
         else if (!strcmp(argv[i], "--keep-mb") && i + 1 < argc && atof(argv[i + 1]) >= 0) keep_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--infer")) infer = 1;
         else {
             printf("usage: bench_finetune [--preset NAME] [--batch N] [--steps M] [--threads N] [--reps N] "
-                   "[--keep-mb N] [--infer]\n");
+                   "[--min-seconds S] [--keep-mb N] [--infer]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }

@@ -3,8 +3,9 @@
 autograd through the Euler loop (the U-Net of tools/ref_unet.py, the head of
 docs/METHOD.md C.1, label-smoothing CE 0.1, AdamW), best of N, peak memory.
 
-    /usr/bin/python3 tools/bench_finetune.py PRESET BATCH STEPS [THREADS] [REPS]
-prints: preset batch steps ms_per_step peak_rss_MiB"""
+    /usr/bin/python3 tools/bench_finetune.py PRESET BATCH STEPS [THREADS] [REPS] [MIN_SECONDS]
+times REPS steps after an untimed one, then more (at most 50) until the timed
+ones add up to MIN_SECONDS; prints: preset batch steps ms_per_step peak_rss_MiB"""
 import os
 import resource
 import sys
@@ -22,6 +23,7 @@ def main():
     preset, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
     reps = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    min_seconds = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     torch.set_num_threads(threads)
     cfg = ref_unet.PRESETS[preset]
     unet = ref_unet.UNet(**cfg)
@@ -32,7 +34,9 @@ def main():
     y = torch.randint(0, 10, (batch,))
     h = 1.0 / steps
     best = 1e30
-    for r in range(reps + 1):
+    timed = 0.0
+    r = 0
+    while r <= reps or (timed < min_seconds and r <= 50):
         t0 = time.perf_counter()
         z = x
         for k in range(steps):
@@ -43,7 +47,10 @@ def main():
         loss.backward()
         opt.step()
         if r:
-            best = min(best, time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            timed += dt
+            best = min(best, dt)
+        r += 1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print("%s %d %d %.1f %.0f" % (preset, batch, steps, 1e3 * best, rss))
 

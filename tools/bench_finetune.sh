@@ -7,7 +7,8 @@
 # thread, for the 2-thread speed-up over 1 (`2thr/1thr`).  Each side runs
 # ROUNDS times (default 2), taking turns, and keeps its best time: a slow
 # phase of the machine then has to last through every round to skew a row.
-# REPS (default 1) timed steps per run, after an untimed one.  MiB: peak RSS
+# REPS (default 1) timed steps per run, after an untimed one, then more until
+# they add up to MIN_SECONDS (default 1.5; both sides alike).  MiB: peak RSS
 # of the process that ran the mode.
 #   tools/bench_finetune.sh [build-dir] [presets...]   (EULER="4 8 16 32": the step counts)
 set -e
@@ -24,14 +25,14 @@ for p in $presets; do
     for m in ${EULER:-4 8 16 32}; do
         ms=; kms=; tms=; ms1=
         for ((r = 0; r < ${ROUNDS:-2}; r++)); do
-            out=$("$bin" --preset "$p" --batch 8 --steps "$m" --threads 2 --reps ${REPS:-1})
+            out=$("$bin" --preset "$p" --batch 8 --steps "$m" --threads 2 --reps ${REPS:-1} --min-seconds ${MIN_SECONDS:-1.5})
             read -r _ _ _ a mib _ <<< "$(sed -n 1p <<< "$out")"
             read -r _ _ _ k kmib _ kept <<< "$(sed -n 2p <<< "$out")"
             ms=$(min "$a" "$ms"); kms=$(min "$k" "$kms")
-            read -r _ _ _ a _ <<< "$("$bin" --preset "$p" --batch 8 --steps "$m" --threads 1 --reps ${REPS:-1} --keep-mb 0)"
+            read -r _ _ _ a _ <<< "$("$bin" --preset "$p" --batch 8 --steps "$m" --threads 1 --reps ${REPS:-1} --min-seconds ${MIN_SECONDS:-1.5} --keep-mb 0)"
             ms1=$(min "$a" "$ms1")
             if [ $have_torch = 1 ]; then
-                read -r _ _ _ a tmib <<< "$(/usr/bin/python3 "$here/bench_finetune.py" "$p" 8 "$m" 2 ${REPS:-1})"
+                read -r _ _ _ a tmib <<< "$(/usr/bin/python3 "$here/bench_finetune.py" "$p" 8 "$m" 2 ${REPS:-1} ${MIN_SECONDS:-1.5})"
                 tms=$(min "$a" "$tms")
             fi
         done
