@@ -9536,7 +9536,8 @@ static prg_result prg__wtarget_check(const char *path) {
     {
         struct stat st;
         if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-            return prg__fail(PRG_ERR_IO, "%s: exists and is not a regular file (a directory?): refusing to replace it", path);
+            return prg__fail(PRG_ERR_IO, "%s: %s: refusing to replace it", path,
+                             S_ISDIR(st.st_mode) ? "is a directory (not a regular file)" : "exists and is not a regular file");
     }
 #endif
     return PRG_OK;

@@ -476,39 +476,18 @@ PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t
     return x;
 }
 
-/* An output file of `flag`, checked before any work: the path is not empty,
-   is not a directory or other non-regular file, and its directory exists
-   and takes a new file (a unique name created with O_CREAT|O_EXCL, then
-   removed).  Exits with a message naming the flag and the path. */
+/* An output file of `flag`, checked before any work with prg_check_writable,
+   which makes and removes the temporary file the save itself will make:
+   the path is not empty, not a directory or other non-regular file, and its
+   directory exists and takes a new file.  Exits with a message naming the
+   flag. */
 PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
-    struct stat st;
-    char dir[4096], probe[4200];
-    const char *slash;
-    int fd, k;
     if (ex_rank) return; /* MPI: rank 0 alone writes */
     if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "%s: %s %s: %s; give a file name\n", ex_prog, flag, path,
-                S_ISDIR(st.st_mode) ? "is a directory" : "exists and is not a regular file");
+    if (prg_check_writable(path) != PRG_OK) {
+        fprintf(stderr, "%s: %s: %s\n", ex_prog, flag, prg_last_error());
         exit(2);
     }
-    slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "%s: %s %s: directory %s %s\n", ex_prog, flag, path, dir,
-                stat(dir, &st) != 0 ? "does not exist" : "is not a directory");
-        exit(2);
-    }
-    for (k = 0; k < 100; k++) {
-        snprintf(probe, sizeof probe, "%s/.%s-probe-%ld-%d", dir, ex_prog, (long)getpid(), k);
-        fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0600);
-        if (fd >= 0) { close(fd); unlink(probe); return; }
-        if (errno != EEXIST) break;
-    }
-    fprintf(stderr, "%s: %s %s: cannot create files in %s: %s\n", ex_prog, flag, path, dir, strerror(errno));
-    exit(2);
 }
 
 /* Text outputs (CSV, class lists) are gathered in a scratch stream and

@@ -92,10 +92,10 @@ expect eval_cutoff_bad 2 "--t-cutoff 2 with the checkpoint's t_span 3" "$BIN/eva
 
 # 2. outputs checked before any training (a run of 10^6 steps would not end)
 L="$BIN/pretrain $P --steps 1000000"
-expect out_nodir 2 "--out $OUT/nodir/p.st: directory .* does not exist" timeout 60 $L --out "$OUT/nodir/p.st"
+expect out_nodir 2 "--out: $OUT/nodir/p.st: the directory .* does not exist" timeout 60 $L --out "$OUT/nodir/p.st"
 expect out_dir 2 "is a directory" timeout 60 $L --out "$OUT"
 expect out_empty 2 "--out: empty path" timeout 60 $L --out ""
-expect out_readonly 2 "cannot create files in /proc" timeout 60 $L --out /proc/prg_hostile.st
+expect out_readonly 2 "cannot create a file in /proc" timeout 60 $L --out /proc/prg_hostile.st
 expect ft_out_nodir 2 "directory .* does not exist" timeout 60 "$BIN/finetune" $F --steps 1000000 --out "$OUT/nodir/f"
 expect sample_out 2 "--out" timeout 60 "$BIN/sample" --model "$CK" --n 2 --out "$OUT/nodir/s.png"
 expect eval_csv 2 "--csv" timeout 60 "$BIN/evaluate" --model "$FL" --data "$T" --csv "$OUT/nodir/c.csv"
@@ -172,7 +172,7 @@ fi
 PB="--data $D --test $T --t-span 3 --quiet"
 expect probe_csv_model 2 "--csv .* is the --model file" "$BIN/probe" --model "$CK" $PB --csv "$CK"
 expect probe_chart_data 2 "--chart .* is the --data file" "$BIN/probe" --model "$CK" $PB --chart "$D"
-expect probe_csv_nodir 2 "--csv $OUT/nodir/p.csv: directory" "$BIN/probe" --model "$CK" $PB --csv "$OUT/nodir/p.csv"
+expect probe_csv_nodir 2 "--csv: $OUT/nodir/p.csv: the directory .* does not exist" "$BIN/probe" --model "$CK" $PB --csv "$OUT/nodir/p.csv"
 same probe_csv_model "$CK" "$C0"
 if [ -x /usr/bin/python3 ]; then
     /usr/bin/python3 - "$FL" "$OUT/span-last.safetensors" << 'EOF'
