@@ -13088,6 +13088,7 @@ static prg_result prg__jpeg_bad(prg__jpeg *j, const char *what) {
    Motion-JPEG frames do. */
 static const uint8_t prg__jstd_dc_counts[2][16] = {{0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
                                                    {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}};
+static const uint8_t prg__jstd_dc_vals[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}; /* both DC tables */
 static const uint8_t prg__jstd_ac_counts[2][16] = {{0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
                                                    {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
 static const uint8_t prg__jstd_ac_vals[2][162] = {
@@ -13115,7 +13116,6 @@ static prg_result prg__jhuff_build(prg__jpeg *j, prg__jhuff *t, const uint8_t *c
 /* Fills an undefined table 0 or 1 with the standard one (a warning);
    PRG_ERR_FORMAT for tables 2 and 3, which have none. */
 static prg_result prg__jhuff_std(prg__jpeg *j, int ac, int th) {
-    static const uint8_t dc_vals[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
     prg_result r;
     if (th > 1) return prg__jpeg_bad(j, "SOS uses a Huffman table that was not defined");
     r = prg__image_tolerate(j->flags, &j->warn, PRG_IMAGE_WARN_STD_HUFFMAN, j->name,
@@ -13123,7 +13123,7 @@ static prg_result prg__jhuff_std(prg__jpeg *j, int ac, int th) {
                             (unsigned long)(j->p - j->buf), ac ? "AC" : "DC", th);
     if (r) return r;
     return ac ? prg__jhuff_build(j, &j->ac[th], prg__jstd_ac_counts[th], prg__jstd_ac_vals[th], 162)
-              : prg__jhuff_build(j, &j->dc[th], prg__jstd_dc_counts[th], dc_vals, 12);
+              : prg__jhuff_build(j, &j->dc[th], prg__jstd_dc_counts[th], prg__jstd_dc_vals, 12);
 }
 
 static prg_result prg__jhuff_build(prg__jpeg *j, prg__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals) {
@@ -14260,7 +14260,8 @@ prg_result prg_image_load_flags(prg_image *img, const char *path, int channels, 
    libjpeg's quality scaling, its fixed-point RGB -> YCbCr and its 2x2
    chroma averaging (alternating bias 1, 2), edges replicated to whole MCUs.
    The forward DCT and the quantisation are libjpeg's defaults (islow integer
-   DCT, rounding halves away from zero). */
+   DCT, rounding halves away from zero).  The zigzag order and the Annex K.3
+   Huffman tables are the decoder's (prg__jpeg_zz, prg__jstd_*). */
 
 static const uint8_t prg__jpeg_std_q[2][64] = { /* Annex K.1, natural order */
     {16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
@@ -14269,34 +14270,6 @@ static const uint8_t prg__jpeg_std_q[2][64] = { /* Annex K.1, natural order */
     {17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
      47, 66, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
      99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99}};
-static const uint8_t prg__jpeg_zigzag[64] = { /* zigzag index -> natural index */
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
-    35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
-/* Annex K.3 Huffman tables: code counts per length 1..16, then the symbols. */
-static const uint8_t prg__jpeg_dc_bits[2][16] = {{0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
-                                                 {0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}};
-static const uint8_t prg__jpeg_ac_bits[2][16] = {{0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d},
-                                                 {0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77}};
-static const uint8_t prg__jpeg_ac_vals[2][162] = {
-    {0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22, 0x71, 0x14,
-     0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82, 0x09,
-     0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a,
-     0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65,
-     0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
-     0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9,
-     0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca,
-     0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea,
-     0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa},
-    {0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71, 0x13, 0x22, 0x32,
-     0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0, 0x15, 0x62, 0x72, 0xd1, 0x0a, 0x16,
-     0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39,
-     0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64,
-     0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86,
-     0x87, 0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
-     0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8,
-     0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9,
-     0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8, 0xf9, 0xfa}};
-
 void prg_jpeg_quant_tables(uint16_t q[2][64], int quality) {
     int t, i, s;
     if (quality < 1) quality = 1;
@@ -14415,7 +14388,7 @@ static void prg__jpeg_code_block(prg__jpeg_writer *jw, const prg__jpeg_huff *hf,
     if (s) prg__jw_bits(jw, (uint32_t)(d < 0 ? d - 1 : d) & ((1u << s) - 1), s);
     run = 0;
     for (k = 1; k < 64; k++) {
-        int a = coef[prg__jpeg_zigzag[k]];
+        int a = coef[prg__jpeg_zz[k]];
         if (!a) { run++; continue; }
         while (run > 15) { prg__jw_bits(jw, hf->ac_code[t][0xF0], hf->ac_size[t][0xF0]); run -= 16; }
         s = prg__jpeg_magnitude(a);
@@ -14476,8 +14449,8 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
                 memcpy(plane[k] + (size_t)y * (pw / 2), plane[k] + (size_t)((h + 1) / 2 - 1) * (pw / 2), (size_t)pw / 2);
     prg_jpeg_quant_tables(q, quality);
     for (t = 0; t < 2; t++) {
-        prg__jpeg_huff_codes(hf.dc_code[t], hf.dc_size[t], prg__jpeg_dc_bits[t], (const uint8_t *)"\0\1\2\3\4\5\6\7\10\11\12\13");
-        prg__jpeg_huff_codes(hf.ac_code[t], hf.ac_size[t], prg__jpeg_ac_bits[t], prg__jpeg_ac_vals[t]);
+        prg__jpeg_huff_codes(hf.dc_code[t], hf.dc_size[t], prg__jstd_dc_counts[t], prg__jstd_dc_vals);
+        prg__jpeg_huff_codes(hf.ac_code[t], hf.ac_size[t], prg__jstd_ac_counts[t], prg__jstd_ac_vals[t]);
     }
     jw.p = out; jw.end = out + cap; jw.acc = 0; jw.n = 0;
     prg__jw_marker(&jw, 0xD8, -1);
@@ -14487,7 +14460,7 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
     for (t = 0; t < (ncomp == 3 ? 2 : 1); t++) {
         prg__jw_marker(&jw, 0xDB, 67);
         prg__jw_byte(&jw, t);
-        for (i = 0; i < 64; i++) prg__jw_byte(&jw, q[t][prg__jpeg_zigzag[i]]);
+        for (i = 0; i < 64; i++) prg__jw_byte(&jw, q[t][prg__jpeg_zz[i]]);
     }
     prg__jw_marker(&jw, 0xC0, 8 + 3 * ncomp);
     prg__jw_byte(&jw, 8);
@@ -14500,15 +14473,15 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
     }
     for (t = 0; t < (ncomp == 3 ? 2 : 1); t++) {
         int nv = 0;
-        for (i = 0; i < 16; i++) nv += prg__jpeg_ac_bits[t][i];
+        for (i = 0; i < 16; i++) nv += prg__jstd_ac_counts[t][i];
         prg__jw_marker(&jw, 0xC4, 2 + 17 + 12);
         prg__jw_byte(&jw, t);
-        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jpeg_dc_bits[t][i]);
+        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jstd_dc_counts[t][i]);
         for (i = 0; i < 12; i++) prg__jw_byte(&jw, i);
         prg__jw_marker(&jw, 0xC4, 2 + 17 + nv);
         prg__jw_byte(&jw, 0x10 | t);
-        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jpeg_ac_bits[t][i]);
-        for (i = 0; i < nv; i++) prg__jw_byte(&jw, prg__jpeg_ac_vals[t][i]);
+        for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jstd_ac_counts[t][i]);
+        for (i = 0; i < nv; i++) prg__jw_byte(&jw, prg__jstd_ac_vals[t][i]);
     }
     prg__jw_marker(&jw, 0xDA, 6 + 2 * ncomp);
     prg__jw_byte(&jw, ncomp);
