@@ -6962,7 +6962,10 @@ static void prg__unet_plan_convs(prg_unet *n, int batch) {
     n->plan_cpu = prg__cpu_get();
 }
 
-prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
+/* The net with its plans and blocks, the parameters not yet written: a
+   load fills every one of them from the file (prg__ckpt_read reads every
+   tensor), so it skips prg__unet_init's draws. */
+static prg_result prg__unet_new(prg_unet **out, const prg_unet_config *cfg) {
     prg_unet *n;
     prg_result r;
     int i;
@@ -6994,6 +6997,13 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
         return prg__fail(PRG_ERR_NOMEM, "prg_unet_create: cannot allocate 2 x %zu parameters (%.1f MB)", np,
                          2.0 * (double)np * 4 / 1e6);
     }
+    *out = n;
+    return PRG_OK;
+}
+
+/* The initialisation of a fresh net, PyTorch's defaults for its modules. */
+static void prg__unet_init(prg_unet *n, uint64_t seed) {
+    int i;
     for (i = 0; i < n->ntens; i++) {
         const prg__unet_tensor *t = &n->tens[i];
         float *p = n->params + t->offset;
@@ -7009,8 +7019,12 @@ prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t 
             for (j = 0; j < t->count; j++) p[j] = v;
         }
     }
-    *out = n;
-    return PRG_OK;
+}
+
+prg_result prg_unet_create(prg_unet **out, const prg_unet_config *cfg, uint64_t seed) {
+    prg_result r = prg__unet_new(out, cfg);
+    if (r == PRG_OK) prg__unet_init(*out, seed);
+    return r;
 }
 
 void prg_unet_free(prg_unet *n) {
@@ -11892,7 +11906,7 @@ static prg_result prg__unet_load_st(prg_unet **out, prg_st *st, const char *path
     if ((r = prg__ckpt_loss(st, path, &loss, &fpath)) != PRG_OK) return r;
     if ((r = prg__ckpt_check_table(st, path, &c, 1, 0)) != PRG_OK) return r;
     if (!cfg && (r = prg__ckpt_check_forward(&c, path, 0)) != PRG_OK) return r;
-    if ((r = prg_unet_create(&net, &c, 0)) != PRG_OK) return r;
+    if ((r = prg__unet_new(&net, &c)) != PRG_OK) return r;
     net->loss = loss;
     e = prg__ckpt_entries(net, NULL, &n);
     if (!e) {
