@@ -14491,7 +14491,7 @@ prg_result prg_jpeg_encode_to(uint8_t *out, size_t cap, size_t *out_len, const u
         prg__jw_marker(&jw, 0xC4, 2 + 17 + 12);
         prg__jw_byte(&jw, t);
         for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jstd_dc_counts[t][i]);
-        for (i = 0; i < 12; i++) prg__jw_byte(&jw, i);
+        for (i = 0; i < 12; i++) prg__jw_byte(&jw, prg__jstd_dc_vals[i]);
         prg__jw_marker(&jw, 0xC4, 2 + 17 + nv);
         prg__jw_byte(&jw, 0x10 | t);
         for (i = 0; i < 16; i++) prg__jw_byte(&jw, prg__jstd_ac_counts[t][i]);

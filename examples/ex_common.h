@@ -483,7 +483,6 @@ PRG_UNUSED static int64_t ex_meta_i64(const char *path, const char *key, int64_t
    flag. */
 PRG_UNUSED static void ex_check_writable(const char *path, const char *flag) {
     if (ex_rank) return; /* MPI: rank 0 alone writes */
-    if (!path || !*path) { fprintf(stderr, "%s: %s: empty path\n", ex_prog, flag); exit(2); }
     if (prg_check_writable(path) != PRG_OK) {
         fprintf(stderr, "%s: %s: %s\n", ex_prog, flag, prg_last_error());
         exit(2);

@@ -94,7 +94,7 @@ expect eval_cutoff_bad 2 "--t-cutoff 2 with the checkpoint's t_span 3" "$BIN/eva
 L="$BIN/pretrain $P --steps 1000000"
 expect out_nodir 2 "--out: $OUT/nodir/p.st: the directory .* does not exist" timeout 60 $L --out "$OUT/nodir/p.st"
 expect out_dir 2 "is a directory" timeout 60 $L --out "$OUT"
-expect out_empty 2 "--out: empty path" timeout 60 $L --out ""
+expect out_empty 2 "--out: output file name is empty" timeout 60 $L --out ""
 expect out_readonly 2 "cannot create a file in /proc" timeout 60 $L --out /proc/prg_hostile.st
 expect ft_out_nodir 2 "directory .* does not exist" timeout 60 "$BIN/finetune" $F --steps 1000000 --out "$OUT/nodir/f"
 expect sample_out 2 "--out" timeout 60 "$BIN/sample" --model "$CK" --n 2 --out "$OUT/nodir/s.png"
